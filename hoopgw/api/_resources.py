@@ -1,0 +1,130 @@
+"""
+The API listener's resources: C{/healthz} and C{/metrics} for now.
+
+Every response the API makes itself is JSON (or the metrics text), never
+Twisted's HTML error pages, so that probes and scripts can read them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping, Protocol
+
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+_log = Logger()
+
+#: Methods every API endpoint serves (HEAD is GET without the body).
+_ALLOWED = (b"GET", b"HEAD")
+
+HealthCheck = Callable[[], Mapping[str, Any]]
+
+
+class MetricsSource(Protocol):
+    content_type: str
+
+    def render(self) -> bytes: ...
+
+
+def _json(request: Request, code: int, body: Mapping[str, Any]) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body, sort_keys=True).encode("utf-8") + b"\n"
+
+
+class _Endpoint(Resource):
+    """
+    A leaf serving GET and HEAD through L{get}; any other method gets a JSON
+    405 naming the allowed ones.
+    """
+
+    isLeaf = True
+
+    def get(self, request: Request) -> bytes:
+        raise NotImplementedError
+
+    def render(self, request: Request) -> bytes:
+        if request.method not in _ALLOWED:
+            request.setHeader(b"allow", b", ".join(_ALLOWED))
+            return _json(request, 405, {"error": "method not allowed", "allowed": ["GET", "HEAD"]})
+        body = self.get(request)
+        if request.method == b"HEAD":
+            # Headers as GET would send them; an empty body keeps
+            # twisted.web from overwriting Content-Length with 0.
+            request.setHeader(b"content-length", b"%d" % (len(body),))
+            return b""
+        return body
+
+
+class HealthResource(_Endpoint):
+    """
+    C{GET /healthz}: 200 and the health mapping when its C{status} is
+    C{"ok"}, else 503 (load balancers and orchestrators act on the code).
+    """
+
+    def __init__(self, health: HealthCheck) -> None:
+        super().__init__()
+        self._health = health
+
+    def get(self, request: Request) -> bytes:
+        try:
+            report = dict(self._health())
+            ok = report.get("status") == "ok"
+            return _json(request, 200 if ok else 503, report)
+        except Exception:
+            # A broken check (or a report JSON cannot carry) is a failing
+            # gateway; the reason goes to the log, not to an unauthenticated
+            # client.
+            _log.failure("health check failed to report")
+            report = {"status": "failing", "checks": {"health": "the health check raised an error"}}
+            return _json(request, 503, report)
+
+
+class MetricsResource(_Endpoint):
+    """C{GET /metrics}: the Prometheus text exposition."""
+
+    def __init__(self, metrics: MetricsSource) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def get(self, request: Request) -> bytes:
+        body = self._metrics.render()
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", self._metrics.content_type.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return body
+
+
+class NotFound(Resource):
+    """A JSON 404 for any method."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return _json(request, 404, {"error": "not found"})
+
+
+class Root(Resource):
+    """
+    Dispatches C{/<name>} to the endpoint of that name; everything else
+    (C{/}, unknown names, deeper paths) is a JSON 404.
+    """
+
+    def __init__(self, routes: Mapping[bytes, Resource]) -> None:
+        super().__init__()
+        self._routes = dict(routes)
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        # postpath is empty when path was the last segment: "/metrics" is an
+        # endpoint, "/metrics/x" and "/metrics/" are not.
+        if not request.postpath:
+            resource = self._routes.get(path)
+            if resource is not None:
+                return resource
+        return NotFound()
+
+    def render(self, request: Request) -> bytes:
+        return NotFound().render(request)

@@ -1,0 +1,70 @@
+"""
+The API listener's L{Site}.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger, LogLevel
+from twisted.web.http import Request
+from twisted.web.server import Site
+
+from hoopgw.api._resources import (
+    HealthCheck,
+    HealthResource,
+    MetricsResource,
+    MetricsSource,
+    Root,
+)
+
+# Module level: a Logger read through an instance takes the class's name as
+# its namespace, and operators filter on this one.
+_access = Logger(namespace="hoopgw.api.access")
+
+
+class APISite(Site):
+    """
+    A L{Site} whose access log goes to L{twisted.logger} as structured
+    events rather than to the legacy log file in combined log format.
+
+    Successful requests are logged at debug level: Prometheus and health
+    probes hit the API every few seconds and would drown the gateway's own
+    log.  Anything else (404, 405, 5xx: someone probing, or a broken
+    scraper) is logged at info.  Only the path is logged, never the query
+    string or headers, so that a credential placed there never reaches a
+    log line.
+    """
+
+    # An unexpected error must not show a traceback to an unauthenticated client.
+    displayTracebacks = False
+
+    def log(self, request: Request) -> None:
+        code = request.code
+        level = LogLevel.debug if 200 <= code < 300 else LogLevel.info
+        address = request.getClientAddress()
+        _access.emit(
+            level,
+            "{client} {method} {path} {code} {length}",
+            client=getattr(address, "host", str(address)),
+            method=request.method.decode("ascii", "replace"),
+            path=request.path.decode("utf-8", "replace"),
+            code=code,
+            length=request.sentLength,
+        )
+
+
+def make_api_site(*, metrics: MetricsSource, health: HealthCheck) -> Site:
+    """
+    Build the API's site: C{GET /healthz} and C{GET /metrics}.
+
+    @param metrics: a L{hoopgw.metrics.Metrics} (anything with C{render()}
+        and C{content_type}).
+    @param health: called per request; returns C{{"status": "ok" |
+        "failing", "checks": {name: "ok" | reason}}}.
+    """
+    root = Root(
+        {
+            b"healthz": HealthResource(health),
+            b"metrics": MetricsResource(metrics),
+        }
+    )
+    return APISite(root)

@@ -1,0 +1,1089 @@
+"""
+The gateway's configuration: TOML in, frozen attrs values out.
+
+The value classes below are the schema.  L{load} / L{loads} validate a file
+against it; every error is a L{hoopgw.errors.ConfigError} naming the file,
+the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import attrs
+from attrs import evolve, field, frozen
+
+from hoopgw.errors import ConfigError
+from hoopgw.model import Connection
+
+__all__ = [
+    "AuditSettings",
+    "CONNECTION_KINDS",
+    "Config",
+    "GatewaySettings",
+    "HTTPSettings",
+    "IdentitySettings",
+    "IssuerSettings",
+    "ListenSettings",
+    "PostgresSettings",
+    "SSHKeyIdentity",
+    "SSHSettings",
+    "SecretRef",
+    "TLSSettings",
+    "config_sha256",
+    "effective_config",
+    "load",
+    "loads",
+    "parse_duration",
+    "quickstart",
+]
+
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+# Units in descending order, each at most once: "1h30m" but not "30m1h" or "1m1m".
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
+
+
+def parse_duration(text: str) -> int:
+    """
+    Parse a duration such as C{"30s"}, C{"15m"}, C{"2h"}, C{"1d"} or
+    C{"1h30m"} into whole seconds.
+
+    Units (C{d}, C{h}, C{m}, C{s}) appear in that order, each at most once.
+    A bare number is refused: its unit would be a guess.
+
+    @raise ValueError: if C{text} is not such a duration; the message quotes
+        it and shows the expected form.
+    """
+    if isinstance(text, str):
+        match = _DURATION.fullmatch(text)
+        if match is not None and any(match.groups()):
+            return sum(
+                int(number) * _UNIT_SECONDS[unit]
+                for number, unit in zip(match.groups(), "dhms", strict=True)
+                if number is not None
+            )
+        got = _quote(text)
+    else:
+        got = _type_name(text)
+    raise ValueError(f'expected a duration such as "30s", "15m", "2h", "1d" or "1h30m", got {got}')
+
+
+@frozen
+class SecretRef:
+    """
+    A reference to a secret: an environment variable or a file.  Only the
+    reference is ever printed; L{read} is called when the secret is used.
+    """
+
+    env: str | None = None
+    file: Path | None = None
+
+    def read(self, environ: Mapping[str, str] | None = None) -> str:
+        """
+        The secret's value, for immediate use.  Blocking (a file read): call
+        it at start-up or in a thread, never per request on the reactor.
+
+        @raise ConfigError: if the variable is unset or the file unreadable.
+        """
+        if self.env is not None:
+            value = (os.environ if environ is None else environ).get(self.env)
+            if value is None:
+                raise ConfigError(None, f"${self.env}", "environment variable is not set")
+            return value
+        assert self.file is not None
+        try:
+            return self.file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = getattr(e, "strerror", None) or type(e).__name__
+            raise ConfigError(None, self.describe(), f"cannot read secret file: {reason}") from None
+
+    def describe(self) -> str:
+        return f"env:{self.env}" if self.env is not None else f"file:{self.file}"
+
+
+@frozen
+class GatewaySettings:
+    name: str = "hoopgw"
+    data_dir: Path = Path("hoopgw-data")
+    policies: Path | None = None  # None: the policies shipped with hoopgw
+
+
+@frozen
+class ListenSettings:
+    """Twisted server endpoint strings; C{None} disables a listener."""
+
+    postgres: str | None = "tcp:15432:interface=127.0.0.1"
+    ssh: str | None = "tcp:12222:interface=127.0.0.1"
+    http: str | None = "tcp:18443:interface=127.0.0.1"
+    api: str | None = "tcp:18009:interface=127.0.0.1"
+
+
+@frozen
+class TLSSettings:
+    """The gateway's own certificate; generated (self-signed) in data_dir if unset."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@frozen
+class IssuerSettings:
+    """
+    A trusted OIDC/JWT issuer.  Exactly one of C{jwks_uri} and C{jwks_file}
+    may be set; with neither, keys are found through OIDC discovery from
+    C{issuer}.
+    """
+
+    issuer: str
+    audience: str
+    jwks_uri: str | None = None
+    jwks_file: Path | None = None
+    groups_claim: str = "groups"
+    subject_claim: str = "sub"
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    leeway_seconds: int = 30
+    ca_file: Path | None = None  # trust anchor for https fetches; system store if unset
+
+
+@frozen
+class SSHKeyIdentity:
+    subject: str
+    public_key: str
+    groups: tuple[str, ...] = ()
+
+
+@frozen
+class IdentitySettings:
+    dev_issuer: bool = True
+    dev_token_max_ttl_seconds: int = 24 * 3600
+    issuers: tuple[IssuerSettings, ...] = ()
+    ssh_keys: tuple[SSHKeyIdentity, ...] = ()
+
+
+@frozen
+class AuditSettings:
+    """
+    C{sync}: C{"batched"} (fdatasync by group commit within
+    C{sync_window_ms}) or C{"strict"} (an append's Deferred fires after the
+    fdatasync that covers it).
+    """
+
+    sync: str = "batched"
+    sync_window_ms: int = 10
+    checkpoint_every: int = 1000
+    checkpoint_interval_seconds: int = 60
+
+
+@frozen
+class PostgresSettings:
+    host: str
+    port: int
+    database: str
+    user: str
+    password: SecretRef | None = None
+    tls: str = "verify-full"  # disable | require | verify-full
+    ca_file: Path | None = None
+
+
+@frozen
+class SSHSettings:
+    host: str
+    port: int
+    user: str
+    key: SecretRef | None = None  # key_file
+    password: SecretRef | None = None
+    host_key: str | None = None
+    known_hosts: Path | None = None
+
+
+@frozen
+class HTTPSettings:
+    upstream: str
+    token: SecretRef | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    ca_file: Path | None = None
+    insecure: bool = False
+    impersonate: bool = False
+
+
+CONNECTION_KINDS = ("http", "postgres", "ssh")
+
+
+@frozen
+class Config:
+    source: Path | None = None  # None: the embedded quickstart defaults
+    gateway: GatewaySettings = GatewaySettings()
+    listen: ListenSettings = ListenSettings()
+    tls: TLSSettings = TLSSettings()
+    identity: IdentitySettings = IdentitySettings()
+    audit: AuditSettings = AuditSettings()
+    connections: tuple[Connection, ...] = field(default=())
+
+    def connection(self, name: str) -> Connection | None:
+        for connection in self.connections:
+            if connection.name == name:
+                return connection
+        return None
+
+
+_TYPE_NAMES = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (dict, "a table"),
+    (list, "an array"),
+)
+
+
+def _type_name(value: object) -> str:
+    for kind, name in _TYPE_NAMES:
+        if isinstance(value, kind):
+            return name
+    # tomllib also produces date, time and datetime values.
+    return f"a {type(value).__name__}"
+
+
+def _quote(text: str, limit: int = 80) -> str:
+    """Quote a (non-secret) value for an error message, JSON style, shortened."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return json.dumps(text, ensure_ascii=False)
+
+
+# --- loading ---------------------------------------------------------------
+
+
+def _default(cls: type, name: str) -> Any:
+    # Slotted attrs classes keep defaults on their fields, not as class attributes.
+    return getattr(attrs.fields(cls), name).default
+
+
+# Connection names appear in URLs, database names and SSH user names.
+_CONNECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
+_CONNECTION_NAME_EXPECTED = (
+    'expected a name of at most 63 letters, digits, "_", "." or "-", '
+    "starting with a letter or digit (it appears in URLs, database names and SSH user names)"
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})", re.ASCII)
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+_DEFAULT_PORTS = {"postgres": 5432, "ssh": 22}
+_TLS_MODES = ("disable", "require", "verify-full")
+_SYNC_MODES = ("batched", "strict")
+# Asymmetric algorithms only: a JWKS holds public keys, and "none" or an
+# HMAC algorithm would let anyone holding the "public" key mint tokens.
+_JWT_ALGORITHMS = (
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+    "PS256",
+    "PS384",
+    "PS512",
+    "RS256",
+    "RS384",
+    "RS512",
+)
+_DURATION_EXPECTED = (
+    'a positive duration such as "30s", "15m", "2h", "1d" or "1h30m" (or whole seconds)'
+)
+_LISTEN_EXAMPLES = {
+    "postgres": _default(ListenSettings, "postgres"),
+    "ssh": _default(ListenSettings, "ssh"),
+    "http": _default(ListenSettings, "http"),
+    "api": _default(ListenSettings, "api"),
+}
+_TOP_KEYS = ("audit", "connections", "gateway", "identity", "listen", "tls")
+_CONNECTION_KEYS = {
+    "postgres": (
+        "address",
+        "ca_file",
+        "database",
+        "kind",
+        "name",
+        "password_env",
+        "password_file",
+        "tls",
+        "user",
+    ),
+    "ssh": (
+        "address",
+        "host_key",
+        "key_file",
+        "kind",
+        "known_hosts",
+        "name",
+        "password_env",
+        "password_file",
+        "user",
+    ),
+    "http": (
+        "ca_file",
+        "client_cert",
+        "client_key",
+        "impersonate",
+        "insecure",
+        "kind",
+        "name",
+        "token_env",
+        "token_file",
+        "upstream",
+    ),
+}
+
+
+def _one_of(choices: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(_quote(choice) for choice in sorted(choices))
+
+
+def _key_part(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _quote(key)
+
+
+class _Reader:
+    """What every table of one document shares: where errors point, where paths go."""
+
+    def __init__(self, file: str | None, base_dir: Path, check_secrets: bool, environ: Any) -> None:
+        self.file = file
+        self.base_dir = base_dir
+        self.check_secrets = check_secrets
+        self.environ = environ
+
+    def error(self, key: str, expected: str) -> ConfigError:
+        return ConfigError(self.file, key, expected)
+
+
+class _Table:
+    """
+    One TOML table at a known key path, with typed accessors whose errors
+    name the full key (C{connections[1].address}).
+    """
+
+    def __init__(self, reader: _Reader, path: str, data: dict[str, Any]) -> None:
+        self.reader = reader
+        self.path = path
+        self.data = data
+
+    def key(self, name: str) -> str:
+        part = _key_part(name)
+        return f"{self.path}.{part}" if self.path else part
+
+    def error(self, name: str | None, expected: str) -> ConfigError:
+        return self.reader.error(self.key(name) if name is not None else self.path, expected)
+
+    def check_keys(self, allowed: tuple[str, ...]) -> None:
+        for name in self.data:
+            if name not in allowed:
+                raise self.error(name, f"unknown key; expected one of {_one_of(allowed)}")
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def _get(self, name: str, required: bool, what: str) -> Any:
+        if name not in self.data:
+            if required:
+                raise self.error(name, f"missing required key; expected {what}")
+            return None
+        return self.data[name]
+
+    def string(self, name: str, *, required: bool = False, what: str = "a string") -> str | None:
+        value = self._get(name, required, what)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.error(name, f"expected {what}, got {_type_name(value)}")
+        if not value.strip():
+            got = "a blank string" if value else "an empty string"
+            raise self.error(name, f"expected {what}, got {got}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name, False, "true or false")
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(name, f"expected true or false, got {_type_name(value)}")
+        return value
+
+    def positive_int(self, name: str, default: int) -> int:
+        value = self._get(name, False, "a positive integer")
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(name, f"expected a positive integer, got {_type_name(value)}")
+        if value < 1:
+            raise self.error(name, f"expected a positive integer, got {value}")
+        return value
+
+    def duration(self, name: str, default: int, *, allow_zero: bool = False) -> int:
+        """Whole seconds, from a duration string or an integer."""
+        value = self._get(name, False, _DURATION_EXPECTED)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            try:
+                seconds = parse_duration(value)
+            except ValueError:
+                raise self.error(
+                    name, f"expected {_DURATION_EXPECTED}, got {_quote(value)}"
+                ) from None
+        elif isinstance(value, int) and not isinstance(value, bool):
+            seconds = value
+        else:
+            raise self.error(name, f"expected {_DURATION_EXPECTED}, got {_type_name(value)}")
+        if seconds < (0 if allow_zero else 1):
+            got = _quote(value) if isinstance(value, str) else str(value)
+            raise self.error(name, f"expected {_DURATION_EXPECTED}, got {got}")
+        return seconds
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> str:
+        what = f"one of {_one_of(choices)}"
+        value = self._get(name, default is None, what)
+        if value is None:
+            assert default is not None
+            return default
+        if not isinstance(value, str):
+            raise self.error(name, f"expected {what}, got {_type_name(value)}")
+        if value not in choices:
+            raise self.error(name, f"expected {what}, got {_quote(value)}")
+        return value
+
+    def strings(
+        self, name: str, default: tuple[str, ...] = (), *, non_empty: bool = False
+    ) -> tuple[str, ...]:
+        what = "a non-empty array of strings" if non_empty else "an array of strings"
+        value = self._get(name, False, what)
+        if value is None:
+            return default
+        if not isinstance(value, list):
+            raise self.error(name, f"expected {what}, got {_type_name(value)}")
+        if non_empty and not value:
+            raise self.error(name, f"expected {what}, got an empty array")
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.reader.error(
+                    f"{self.key(name)}[{index}]", f"expected a string, got {_type_name(item)}"
+                )
+            if not item.strip():
+                raise self.reader.error(
+                    f"{self.key(name)}[{index}]", "expected a string, got an empty string"
+                )
+        return tuple(value)
+
+    def path_value(
+        self, name: str, *, required: bool = False, check: str | None = None
+    ) -> Path | None:
+        """
+        A file or directory path, relative to the configuration file's
+        directory.  C{check} is C{"file"} or C{"secret file"}: with
+        C{check_secrets}, such a file must be readable now, so that a missing
+        one is reported at start-up rather than at first use.
+        """
+        text = self.string(name, required=required, what="a path")
+        if text is None:
+            return None
+        if "\x00" in text:
+            raise self.error(name, "expected a path, got a string containing a NUL character")
+        path = Path(self.reader.base_dir, Path(text).expanduser())
+        if check is not None and self.reader.check_secrets:
+            _check_readable(self, name, path, check)
+        return path
+
+    def env_name(self, name: str) -> str | None:
+        text = self.string(name, what="the name of an environment variable")
+        if text is None:
+            return None
+        if not _ENV_NAME.fullmatch(text):
+            raise self.error(
+                name,
+                'expected the name of an environment variable (letters, digits and "_", '
+                f"not starting with a digit), got {_quote(text)}",
+            )
+        if self.reader.check_secrets:
+            value = self.reader.environ.get(text)
+            # Only the variable's name is ever reported, never its value.
+            if value is None:
+                raise self.error(name, f"environment variable {_quote(text)} is not set")
+            if not value:
+                raise self.error(name, f"environment variable {_quote(text)} is empty")
+        return text
+
+    def at_most_one(self, names: tuple[str, ...]) -> None:
+        present = [name for name in names if name in self.data]
+        if len(present) > 1:
+            raise self.reader.error(
+                self.path,
+                f"expected at most one of {_one_of(names)}, got {_one_of(present)}",
+            )
+
+    def secret(self, env_key: str, file_key: str) -> SecretRef | None:
+        """A secret referenced by an environment variable or a file, not both."""
+        self.at_most_one((env_key, file_key))
+        env = self.env_name(env_key)
+        if env is not None:
+            return SecretRef(env=env)
+        file = self.path_value(file_key, check="secret file")
+        if file is not None:
+            return SecretRef(file=file)
+        return None
+
+    def table(self, name: str) -> "_Table":
+        value = self.data.get(name, {})
+        if not isinstance(value, dict):
+            raise self.error(
+                name, f"expected a table ([{self.key(name)}]), got {_type_name(value)}"
+            )
+        return _Table(self.reader, self.key(name), value)
+
+    def tables(self, name: str) -> list["_Table"]:
+        value = self.data.get(name, [])
+        what = f"an array of tables ([[{self.key(name)}]])"
+        if not isinstance(value, list):
+            raise self.error(name, f"expected {what}, got {_type_name(value)}")
+        result = []
+        for index, item in enumerate(value):
+            key = f"{self.key(name)}[{index}]"
+            if not isinstance(item, dict):
+                raise self.reader.error(key, f"expected a table, got {_type_name(item)}")
+            result.append(_Table(self.reader, key, item))
+        return result
+
+
+def _check_readable(table: _Table, name: str, path: Path, what: str) -> None:
+    # Opening is enough to prove readability; the content (maybe a secret) is
+    # not read here, so it is never held by the configuration.
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise table.error(name, f"cannot read {what} {_quote(str(path), 200)}: {reason}") from None
+    except ValueError as e:
+        raise table.error(name, f"cannot read {what} {_quote(str(path), 200)}: {e}") from None
+
+
+def _toml_error(file: str | None, text: str, error: Exception) -> ConfigError:
+    message = str(error)
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if match is not None:
+        line, column = match.group(1), match.group(2)
+    else:
+        # Point at the end of the text, so every syntax error has a line and column.
+        match = re.search(r"\s*\(at end of document\)$", message)
+        lines = text.split("\n")
+        line, column = str(len(lines)), str(len(lines[-1]) + 1)
+    reason = message[: match.start()] if match is not None else message
+    return ConfigError(file, f"line {line}, column {column}", f"invalid TOML: {reason}")
+
+
+def _parse_address(text: str, default_port: int) -> tuple[str, int]:
+    """
+    Split C{"host:port"}, C{"[v6]:port"}, C{"host"} or C{"[v6]"}.
+
+    @raise ValueError: with the reason the text is not such an address.
+    """
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError('"[" without a closing "]"')
+        host, rest = text[1:end], text[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{_quote(host)} is not an IPv6 address") from None
+        if not rest:
+            return host, default_port
+        if not rest.startswith(":"):
+            raise ValueError(f'expected ":" and a port after "]", got {_quote(rest)}')
+        port_text = rest[1:]
+    else:
+        if text.count(":") > 1:
+            raise ValueError('an IPv6 address needs brackets, e.g. "[::1]:5432"')
+        host, colon, port_text = text.partition(":")
+        if not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"{_quote(host)} is not a host name or IP address")
+        if not colon:
+            return host, default_port
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"the port {_quote(port_text)} is not a number")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"the port {port} is not in 1-65535")
+    return host, port
+
+
+def _format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_url(table: _Table, name: str, url: str, schemes: tuple[str, ...]) -> None:
+    what = f"an absolute {' or '.join(schemes)} URL"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError as e:
+        raise table.error(name, f"expected {what}, got {_quote(url)}: {e}") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise table.error(name, f"expected {what}, got {_quote(url)}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        # Credentials in a URL would be printed wherever the target is.
+        raise table.error(
+            name, f"expected {what} without user info, query or fragment, got a URL with them"
+        )
+
+
+def _parse_public_key(table: _Table, name: str, text: str) -> bytes:
+    """Check an OpenSSH public key line; return its wire-format blob."""
+    from twisted.conch.ssh.keys import BadKeyError, Key
+
+    what = 'an OpenSSH public key line (e.g. "ssh-ed25519 AAAA... alice@laptop")'
+    if "PRIVATE KEY" in text:
+        # Never echo, or even parse, what looks like private key material.
+        raise table.error(name, f"expected {what}, got a private key")
+    try:
+        key = Key.fromString(text.strip().encode("utf-8"))
+        if not key.isPublic():
+            raise ValueError("not a public key")
+        return key.blob()
+    except Exception as e:
+        # Conch raises BadKeyError for what it can name, and assorted
+        # struct/binascii errors for a damaged body.
+        reason = str(e) if isinstance(e, BadKeyError) else "the key data is malformed"
+        raise table.error(name, f"expected {what}, got {_quote(text)}: {reason}") from None
+
+
+def _check_endpoint(table: _Table, name: str, text: str) -> Any:
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    what = f"a Twisted server endpoint string (e.g. {_quote(_LISTEN_EXAMPLES[name] or '')})"
+    try:
+        endpoint = serverFromString(MemoryReactor(), text)
+    except Exception as e:
+        # Endpoint parsers are plugins and raise whatever they like.
+        reason = str(e) or type(e).__name__
+        raise table.error(name, f"expected {what}, got {_quote(text)}: {reason}") from None
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise table.error(
+            name, f"expected {what}, got {_quote(text)}: the port {port} is not in 0-65535"
+        )
+    return endpoint
+
+
+def _gateway(reader: _Reader, table: _Table) -> GatewaySettings:
+    table.check_keys(("data_dir", "name", "policies"))
+    name = table.string("name", what="a gateway name")
+    if name is not None and not name.isprintable():
+        raise table.error(
+            "name",
+            "expected a gateway name of printable characters, got a string with control characters",
+        )
+    return GatewaySettings(
+        name=name if name is not None else _default(GatewaySettings, "name"),
+        data_dir=table.path_value("data_dir")
+        or Path(reader.base_dir, _default(GatewaySettings, "data_dir")),
+        policies=table.path_value("policies"),
+    )
+
+
+def _listen(table: _Table) -> ListenSettings:
+    names = tuple(_LISTEN_EXAMPLES)
+    table.check_keys(names)
+    values: dict[str, str | None] = {}
+    seen: dict[tuple[Any, ...], str] = {}
+    for name in names:
+        if not table.has(name):
+            continue
+        value = table.data[name]
+        if value is False:
+            values[name] = None
+            continue
+        if not isinstance(value, str):
+            got = "true" if value is True else _type_name(value)
+            raise table.error(
+                name,
+                f"expected a Twisted server endpoint string, or false to disable it, got {got}",
+            )
+        endpoint = _check_endpoint(table, name, value)
+        # Two listeners on one TCP port would fail at start with a less helpful error.
+        port = getattr(endpoint, "_port", None)
+        identity = (type(endpoint).__name__, port, getattr(endpoint, "_interface", None))
+        if isinstance(port, int) and port != 0:
+            if identity in seen:
+                raise table.error(
+                    name, f"expected a port of its own, got the port of {table.key(seen[identity])}"
+                )
+            seen[identity] = name
+        values[name] = value
+    return ListenSettings(**values)
+
+
+def _tls(table: _Table) -> TLSSettings:
+    table.check_keys(("cert_file", "key_file"))
+    for present, absent in (("cert_file", "key_file"), ("key_file", "cert_file")):
+        if table.has(present) and not table.has(absent):
+            raise table.error(
+                absent, f"missing required key; expected a path, since {_quote(present)} is set"
+            )
+    return TLSSettings(
+        cert_file=table.path_value("cert_file", check="file"),
+        key_file=table.path_value("key_file", check="secret file"),
+    )
+
+
+def _issuer(table: _Table) -> IssuerSettings:
+    table.check_keys(
+        (
+            "algorithms",
+            "audience",
+            "ca_file",
+            "groups_claim",
+            "issuer",
+            "jwks_file",
+            "jwks_uri",
+            "leeway",
+            "subject_claim",
+        )
+    )
+    issuer = table.string("issuer", required=True, what='the issuer (the tokens\' "iss")')
+    audience = table.string("audience", required=True, what='the audience (the tokens\' "aud")')
+    assert issuer is not None and audience is not None
+    table.at_most_one(("jwks_file", "jwks_uri"))
+    jwks_uri = table.string("jwks_uri", what="a URL")
+    if jwks_uri is not None:
+        _check_url(table, "jwks_uri", jwks_uri, ("https", "http"))
+    jwks_file = table.path_value("jwks_file", check="file")
+    if jwks_uri is None and jwks_file is None:
+        # Keys come from OIDC discovery, which only works from an https issuer.
+        what = 'an https URL for OIDC discovery (or set "jwks_uri" or "jwks_file")'
+        parts = urlsplit(issuer)
+        if parts.scheme != "https" or not parts.hostname:
+            raise table.error("issuer", f"expected {what}, got {_quote(issuer)}")
+    algorithms = table.strings("algorithms", _default(IssuerSettings, "algorithms"), non_empty=True)
+    for index, algorithm in enumerate(algorithms):
+        if algorithm not in _JWT_ALGORITHMS:
+            raise table.reader.error(
+                f"{table.key('algorithms')}[{index}]",
+                f"expected one of {_one_of(_JWT_ALGORITHMS)}, got {_quote(algorithm)}",
+            )
+    return IssuerSettings(
+        issuer=issuer,
+        audience=audience,
+        jwks_uri=jwks_uri,
+        jwks_file=jwks_file,
+        groups_claim=table.string("groups_claim", what="a claim name")
+        or _default(IssuerSettings, "groups_claim"),
+        subject_claim=table.string("subject_claim", what="a claim name")
+        or _default(IssuerSettings, "subject_claim"),
+        algorithms=algorithms,
+        leeway_seconds=table.duration(
+            "leeway", _default(IssuerSettings, "leeway_seconds"), allow_zero=True
+        ),
+        ca_file=table.path_value("ca_file", check="file"),
+    )
+
+
+def _identity(table: _Table) -> IdentitySettings:
+    table.check_keys(("dev_issuer", "dev_token_max_ttl", "issuers", "ssh_keys"))
+    issuers = []
+    seen_issuers: dict[str, str] = {}
+    for issuer_table in table.tables("issuers"):
+        issuer = _issuer(issuer_table)
+        if issuer.issuer in seen_issuers:
+            raise issuer_table.error(
+                "issuer",
+                f"expected each issuer once, got {_quote(issuer.issuer)} again "
+                f"(first at {seen_issuers[issuer.issuer]})",
+            )
+        seen_issuers[issuer.issuer] = issuer_table.path
+        issuers.append(issuer)
+    ssh_keys = []
+    seen_keys: dict[bytes, str] = {}
+    for key_table in table.tables("ssh_keys"):
+        key_table.check_keys(("groups", "public_key", "subject"))
+        subject = key_table.string("subject", required=True, what="a subject (the identity's name)")
+        public_key = key_table.string(
+            "public_key", required=True, what="an OpenSSH public key line"
+        )
+        assert subject is not None and public_key is not None
+        blob = _parse_public_key(key_table, "public_key", public_key)
+        if blob in seen_keys:
+            # One key, two identities: which one a login gets would be a guess.
+            raise key_table.error(
+                "public_key", f"expected each key once, got the key of {seen_keys[blob]} again"
+            )
+        seen_keys[blob] = key_table.path
+        ssh_keys.append(
+            SSHKeyIdentity(
+                subject=subject, public_key=public_key.strip(), groups=key_table.strings("groups")
+            )
+        )
+    return IdentitySettings(
+        dev_issuer=table.boolean("dev_issuer", _default(IdentitySettings, "dev_issuer")),
+        dev_token_max_ttl_seconds=table.duration(
+            "dev_token_max_ttl", _default(IdentitySettings, "dev_token_max_ttl_seconds")
+        ),
+        issuers=tuple(issuers),
+        ssh_keys=tuple(ssh_keys),
+    )
+
+
+def _audit(table: _Table) -> AuditSettings:
+    table.check_keys(("checkpoint_every", "checkpoint_interval", "sync", "sync_window_ms"))
+    return AuditSettings(
+        sync=table.choice("sync", _SYNC_MODES, _default(AuditSettings, "sync")),
+        sync_window_ms=table.positive_int(
+            "sync_window_ms", _default(AuditSettings, "sync_window_ms")
+        ),
+        checkpoint_every=table.positive_int(
+            "checkpoint_every", _default(AuditSettings, "checkpoint_every")
+        ),
+        checkpoint_interval_seconds=table.duration(
+            "checkpoint_interval", _default(AuditSettings, "checkpoint_interval_seconds")
+        ),
+    )
+
+
+def _address(table: _Table, kind: str) -> tuple[str, int]:
+    default_port = _DEFAULT_PORTS[kind]
+    example = f'"host:port" (e.g. "127.0.0.1:{default_port}" or "[::1]:{default_port}")'
+    text = table.string("address", required=True, what=example)
+    assert text is not None
+    try:
+        return _parse_address(text, default_port)
+    except ValueError as e:
+        raise table.error("address", f"expected {example}, got {_quote(text)}: {e}") from None
+
+
+def _connection(table: _Table) -> Connection:
+    kind = table.choice("kind", CONNECTION_KINDS, None)
+    table.check_keys(_CONNECTION_KEYS[kind])
+    name = table.string("name", required=True, what="a connection name")
+    assert name is not None
+    if not _CONNECTION_NAME.fullmatch(name):
+        raise table.error("name", f"{_CONNECTION_NAME_EXPECTED}, got {_quote(name)}")
+    settings: PostgresSettings | SSHSettings | HTTPSettings
+    if kind == "postgres":
+        host, port = _address(table, kind)
+        target = _format_address(host, port)
+        settings = PostgresSettings(
+            host=host,
+            port=port,
+            database=_required(table, "database", "a database name on the target"),
+            user=_required(table, "user", "a user name on the target"),
+            password=table.secret("password_env", "password_file"),
+            tls=table.choice("tls", _TLS_MODES, _default(PostgresSettings, "tls")),
+            ca_file=table.path_value("ca_file", check="file"),
+        )
+    elif kind == "ssh":
+        host, port = _address(table, kind)
+        target = _format_address(host, port)
+        user = _required(table, "user", "a user name on the target")
+        credentials = ("key_file", "password_env", "password_file")
+        if not any(table.has(credential) for credential in credentials):
+            raise table.error(None, f"missing credential; expected one of {_one_of(credentials)}")
+        table.at_most_one(credentials)
+        host_keys = ("host_key", "known_hosts")
+        if not any(table.has(check) for check in host_keys):
+            # The target's host key is always checked: a proxy that accepts any
+            # key is a man in the middle.
+            raise table.error(None, f"missing host key check; expected one of {_one_of(host_keys)}")
+        table.at_most_one(host_keys)
+        key_file = table.path_value("key_file", check="secret file")
+        host_key = table.string("host_key", what="an OpenSSH public key line")
+        if host_key is not None:
+            _parse_public_key(table, "host_key", host_key)
+            host_key = host_key.strip()
+        settings = SSHSettings(
+            host=host,
+            port=port,
+            user=user,
+            key=SecretRef(file=key_file) if key_file is not None else None,
+            password=table.secret("password_env", "password_file"),
+            host_key=host_key,
+            known_hosts=table.path_value("known_hosts", check="file"),
+        )
+    else:
+        upstream = _required(table, "upstream", 'an upstream URL (e.g. "https://127.0.0.1:6443")')
+        _check_url(table, "upstream", upstream, ("https", "http"))
+        target = upstream
+        for present, absent in (("client_cert", "client_key"), ("client_key", "client_cert")):
+            if table.has(present) and not table.has(absent):
+                raise table.error(
+                    absent, f"missing required key; expected a path, since {_quote(present)} is set"
+                )
+        settings = HTTPSettings(
+            upstream=upstream,
+            token=table.secret("token_env", "token_file"),
+            client_cert=table.path_value("client_cert", check="file"),
+            client_key=table.path_value("client_key", check="secret file"),
+            ca_file=table.path_value("ca_file", check="file"),
+            insecure=table.boolean("insecure", _default(HTTPSettings, "insecure")),
+            impersonate=table.boolean("impersonate", _default(HTTPSettings, "impersonate")),
+        )
+    return Connection(name=name, kind=kind, target=target, settings=settings)
+
+
+def _required(table: _Table, name: str, what: str) -> str:
+    value = table.string(name, required=True, what=what)
+    assert value is not None
+    return value
+
+
+def _config(reader: _Reader, document: dict[str, Any], source: Path | None) -> Config:
+    top = _Table(reader, "", document)
+    top.check_keys(_TOP_KEYS)
+    gateway = _gateway(reader, top.table("gateway"))
+    listen = _listen(top.table("listen"))
+    tls = _tls(top.table("tls"))
+    identity = _identity(top.table("identity"))
+    audit = _audit(top.table("audit"))
+    connections = []
+    first: dict[str, str] = {}
+    for table in top.tables("connections"):
+        connection = _connection(table)
+        if connection.name in first:
+            raise table.error(
+                "name",
+                f"expected a unique connection name, got {_quote(connection.name)} again "
+                f"(first at {first[connection.name]})",
+            )
+        first[connection.name] = table.path
+        connections.append(connection)
+    return Config(
+        source=source,
+        gateway=gateway,
+        listen=listen,
+        tls=tls,
+        identity=identity,
+        audit=audit,
+        connections=tuple(connections),
+    )
+
+
+def loads(
+    text: str,
+    *,
+    source: Path | None,
+    base_dir: Path,
+    check_secrets: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """
+    Parse and validate a configuration document.
+
+    @param source: the file the text came from, named in errors and kept in
+        L{Config.source}; C{None} for text from elsewhere.
+    @param base_dir: relative paths in the document resolve against it.
+    @param check_secrets: if true, every referenced file must be readable and
+        every referenced environment variable set (and non-empty).  Values are
+        never read into the configuration.
+    @param environ: the environment to check variables in; L{os.environ} if
+        C{None}.
+    @raise ConfigError: for the first problem found.
+    """
+    file = str(source) if source is not None else "<string>"
+    try:
+        document = tomllib.loads(text)
+    except (ValueError, RecursionError) as e:
+        # TOMLDecodeError is a ValueError; a deeply nested document exhausts
+        # the parser's recursion instead.
+        if isinstance(e, RecursionError):
+            raise ConfigError(file, "", "invalid TOML: nested too deeply") from None
+        raise _toml_error(file, text, e) from None
+    reader = _Reader(
+        file,
+        Path(base_dir).absolute(),
+        check_secrets,
+        os.environ if environ is None else environ,
+    )
+    return _config(reader, document, source)
+
+
+def load(
+    path: Path | str, *, check_secrets: bool = True, environ: Mapping[str, str] | None = None
+) -> Config:
+    """
+    Read, parse and validate a configuration file.  Relative paths in it
+    resolve against the file's directory.  See L{loads}.
+
+    @raise ConfigError: if the file cannot be read or is invalid.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(
+            path, "", f"cannot read configuration file: {e.strerror or type(e).__name__}"
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, "", f"invalid TOML: not UTF-8 (byte offset {e.start})") from None
+    absolute = path.absolute()
+    config = loads(
+        text, source=path, base_dir=absolute.parent, check_secrets=check_secrets, environ=environ
+    )
+    return evolve(config, source=absolute)
+
+
+def quickstart(*, base_dir: Path | None = None) -> Config:
+    """
+    The embedded defaults used when no configuration file is given: the
+    class defaults, data under C{./hoopgw-data} (relative to C{base_dir},
+    the current directory by default), listeners on 127.0.0.1 only, the dev
+    token issuer on, and no connections.
+    """
+    base = (Path.cwd() if base_dir is None else Path(base_dir)).absolute()
+    return Config(
+        source=None,
+        gateway=GatewaySettings(data_dir=base / _default(GatewaySettings, "data_dir")),
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, SecretRef):
+        # The reference, never the value.
+        return value.describe()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, Connection):
+        record = {"name": value.name, "kind": value.kind, "target": value.target}
+        if value.settings is not None:
+            record.update(_plain(value.settings))
+        return record
+    if attrs.has(type(value)):
+        return {a.name: _plain(getattr(value, a.name)) for a in attrs.fields(type(value))}
+    return value
+
+
+def effective_config(config: Config) -> dict[str, Any]:
+    """
+    The effective configuration as JSON-compatible data: every setting with
+    its default filled in, paths resolved, secrets as references
+    (C{"env:NAME"}, C{"file:/path"}) only.
+    """
+    result = _plain(config)
+    assert isinstance(result, dict)
+    return result
+
+
+def config_sha256(config: Config) -> str:
+    """Hex SHA-256 of the canonical JSON form of L{effective_config}."""
+    canonical = json.dumps(
+        effective_config(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -1,0 +1,54 @@
+"""
+Exceptions that cross service boundaries.  Each message is safe to log and
+to show a client: none carries a credential.
+"""
+
+from __future__ import annotations
+
+
+class HoopgwError(Exception):
+    """Base class of the gateway's own errors."""
+
+
+class ConfigError(HoopgwError):
+    """
+    A configuration or policy file is unusable.
+
+    The message names the file, the key (dotted, with list indexes) and what
+    was expected, e.g.::
+
+        hoopgw.toml: connections[1].kind: expected one of "http", "postgres",
+        "ssh", got "mysql"
+    """
+
+    def __init__(self, file: object, key: str, expected: str) -> None:
+        # file=None: a value with no file behind it (a secret reference read
+        # at use, the embedded defaults); the key alone says where.
+        self.file = str(file) if file is not None else None
+        self.key = key
+        self.expected = expected
+        where = ": ".join(part for part in (self.file, key) if part) or "<embedded defaults>"
+        super().__init__(f"{where}: {expected}")
+
+
+class AuthenticationFailed(HoopgwError):
+    """A credential was refused.  C{reason} is safe to log."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class AuditUnavailable(HoopgwError):
+    """
+    The audit log cannot be written, so the gateway refuses to forward
+    anything (fail closed).
+    """
+
+
+class NotPermitted(HoopgwError):
+    """Policy refused an action or a session; carries the decision."""
+
+    def __init__(self, decision: object, message: str) -> None:
+        self.decision = decision
+        super().__init__(message)

@@ -1,0 +1,207 @@
+"""
+The identity service: turns a bearer token or an SSH public key into an
+L{Identity}.
+
+Construction (L{IdentityService.from_settings}) does the start-up work:
+reading JWKS files and the dev issuer's key, validating every issuer.  Per
+request, nothing blocks: keys are in memory, or fetched with treq.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from attrs import define, field
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.ssl import Certificate, trustRootFromCertificates
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from hoopgw.config import IdentitySettings, IssuerSettings
+from hoopgw.errors import AuthenticationFailed
+from hoopgw.identity._jose import parse_unverified
+from hoopgw.identity._keys import (
+    HTTPGetter,
+    KeySource,
+    RemoteKeySource,
+    StaticKeySource,
+    check_fetch_url,
+)
+from hoopgw.identity._verifier import IssuerVerifier
+from hoopgw.identity.dev import ISSUER_PREFIX, DevIssuer, dev_issuer_name
+from hoopgw.identity.ssh import SSHKeyMap
+from hoopgw.interfaces import IIdentityVerifier
+from hoopgw.model import Identity
+
+_log = Logger()
+
+
+def https_client(reactor: Any, ca_file: Path | None = None) -> HTTPGetter:
+    """
+    A treq client that verifies TLS certificates and host names: against
+    C{ca_file} (PEM, one or more certificates) if given, else the system
+    trust store.  Reads C{ca_file} now (start-up).
+    """
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+    if ca_file is None:
+        policy = BrowserLikePolicyForHTTPS()
+    else:
+        try:
+            certificates = x509.load_pem_x509_certificates(Path(ca_file).read_bytes())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"identity: ca_file {str(ca_file)!r}: expected PEM certificates: {e}") from None
+        policy = BrowserLikePolicyForHTTPS(
+            trustRoot=trustRootFromCertificates(
+                [Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certificates]
+            )
+        )
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
+
+
+@implementer(IIdentityVerifier)
+@define
+class IdentityService:
+    """
+    Verifies tokens of the configured issuers (and of the dev issuer, when
+    on) and maps SSH keys to identities.
+
+    @ivar issuers: verifiers by exact C{iss} string.
+    @ivar dev_issuer: the dev issuer when it is on, else C{None}.
+    """
+
+    issuers: Mapping[str, IssuerVerifier]
+    ssh_keys: SSHKeyMap = field(factory=lambda: SSHKeyMap({}))
+    dev_issuer: DevIssuer | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: IdentitySettings,
+        *,
+        data_dir: Path | str,
+        gateway_name: str,
+        reactor: Any = None,
+        http: HTTPGetter | None = None,
+        allow_insecure_http: bool = False,
+        refresh_cooldown: float = 60.0,
+    ) -> "IdentityService":
+        """
+        Build the service (start-up: reads files, fetches nothing).
+
+        @param reactor: the clock and, unless C{http} is given, the reactor
+            for key fetches; the global reactor if C{None}.
+        @param http: a treq-like client for every remote key source
+            (tests); by default one verifying TLS per issuer (C{ca_file}).
+        @param allow_insecure_http: accept http issuer / JWKS URLs to
+            non-loopback hosts (never in production).
+        @raise ValueError: naming the issuer or SSH key entry at fault.
+        """
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        issuers: dict[str, IssuerVerifier] = {}
+        dev = None
+        if settings.dev_issuer:
+            dev = DevIssuer.load_or_create(
+                data_dir,
+                gateway_name,
+                max_ttl_seconds=settings.dev_token_max_ttl_seconds,
+                clock=reactor,
+            )
+            issuers[dev.issuer] = IssuerVerifier(dev.settings(), StaticKeySource(dev.key_set()), reactor)
+        for index, issuer in enumerate(settings.issuers):
+            where = f"identity.issuers[{index}]"
+            if issuer.issuer in issuers or issuer.issuer == dev_issuer_name(gateway_name):
+                raise ValueError(f"{where}.issuer: {issuer.issuer!r} is configured twice")
+            if issuer.issuer.startswith(ISSUER_PREFIX):
+                raise ValueError(f"{where}.issuer: the prefix {ISSUER_PREFIX!r} is reserved for the dev issuer")
+            keys = _key_source(
+                issuer,
+                where=where,
+                reactor=reactor,
+                http=http,
+                allow_insecure_http=allow_insecure_http,
+                refresh_cooldown=refresh_cooldown,
+            )
+            try:
+                issuers[issuer.issuer] = IssuerVerifier(issuer, keys, reactor)
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+        return cls(
+            issuers=issuers,
+            ssh_keys=SSHKeyMap.from_settings(settings.ssh_keys),
+            dev_issuer=dev,
+        )
+
+    def prefetch(self) -> "Deferred[None]":
+        """
+        Fetch every remote issuer's keys now (optional start-up step, so the
+        first login does not wait).  Never fails: an unreachable IdP is
+        logged and retried when a token needs it.
+        """
+        d = DeferredList([v.keys.prefetch() for v in self.issuers.values()], consumeErrors=True)
+        d.addCallback(lambda _: None)
+        return d
+
+    def verify_token(self, token: str) -> "Deferred[Identity]":
+        return Deferred.fromCoroutine(self._verify_token(token))
+
+    async def _verify_token(self, token: str) -> Identity:
+        try:
+            unverified = parse_unverified(token)
+            iss = unverified.claims.get("iss")
+            if not isinstance(iss, str):
+                raise AuthenticationFailed("missing iss claim")
+            verifier = self.issuers.get(iss)
+            if verifier is None:
+                if iss.startswith(ISSUER_PREFIX) and self.dev_issuer is None:
+                    raise AuthenticationFailed("dev issuer disabled")
+                raise AuthenticationFailed("unknown issuer")
+            return await verifier.verify(token, unverified)
+        except AuthenticationFailed:
+            raise
+        except Exception:
+            # Fail closed with a safe reason; the traceback names no token.
+            _log.failure("identity: unexpected error while verifying a token")
+            raise AuthenticationFailed("internal error") from None
+
+    def identity_for_public_key(self, key_blob: bytes) -> Identity | None:
+        return self.ssh_keys.identity_for_public_key(key_blob)
+
+
+def _key_source(
+    issuer: IssuerSettings,
+    *,
+    where: str,
+    reactor: Any,
+    http: HTTPGetter | None,
+    allow_insecure_http: bool,
+    refresh_cooldown: float,
+) -> KeySource:
+    if issuer.jwks_uri is not None and issuer.jwks_file is not None:
+        raise ValueError(f"{where}: expected at most one of jwks_uri and jwks_file, got both")
+    if issuer.jwks_file is not None:
+        return StaticKeySource.from_file(issuer.jwks_file, where=f"{where}.jwks_file")
+    if issuer.jwks_uri is not None:
+        check_fetch_url(issuer.jwks_uri, what=f"{where}.jwks_uri", allow_insecure_http=allow_insecure_http)
+    else:
+        check_fetch_url(
+            issuer.issuer,
+            what=f"{where}.issuer (used for OIDC discovery, as no jwks_uri or jwks_file is set)",
+            allow_insecure_http=allow_insecure_http,
+        )
+    return RemoteKeySource(
+        issuer=issuer.issuer,
+        http=http if http is not None else https_client(reactor, issuer.ca_file),
+        clock=reactor,
+        jwks_uri=issuer.jwks_uri,
+        allow_insecure_http=allow_insecure_http,
+        refresh_cooldown=refresh_cooldown,
+    )

@@ -1,0 +1,107 @@
+"""
+Interfaces of the services every protocol front end shares.
+
+Each method that may wait returns a L{Deferred}; nothing here knows about a
+wire protocol.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IAuditLog(Interface):
+    """
+    An append-only, hash-chained, signed log of records.
+    """
+
+    log_id = Attribute("Stable identifier of this log (one per gateway process).")
+    failed = Attribute("C{None}, or the reason the log cannot be written (fail closed).")
+
+    def append(event, body):
+        """
+        Append one record.
+
+        The record's bytes are handed to the operating system (write(2))
+        before this returns: a caller that forwards an action once this
+        returns has logged it first.  Raises L{hoopgw.errors.AuditUnavailable}
+        synchronously if the log cannot be written.
+
+        @param event: the record type, e.g. C{"action.start"}.
+        @param body: JSON-compatible mapping (str keys; str, int, bool, None,
+            lists and mappings of those).  C{seq}, C{prev}, C{time}, C{log} and
+            C{event} are added by the log.
+        @return: a L{Deferred} firing with the record's C{seq} once it is
+            durable according to the configured sync mode (immediately in
+            C{batched} mode, after fdatasync in C{strict} mode).
+        """
+
+    def checkpoint():
+        """
+        Write a signed checkpoint now.  @return: L{Deferred} firing with the
+        checkpoint's tree size.
+        """
+
+
+class IIdentityVerifier(Interface):
+    def verify_token(token):
+        """
+        Verify a bearer token (str).
+
+        @return: L{Deferred} firing with an L{hoopgw.model.Identity} or failing
+            with L{hoopgw.errors.AuthenticationFailed} whose C{reason} is safe
+            to log (never contains the token).
+        """
+
+    def identity_for_public_key(key_blob):
+        """
+        Map an SSH public key blob (bytes, wire format) to an
+        L{hoopgw.model.Identity}, or C{None} if no identity is configured for it.
+        """
+
+
+class IPolicy(Interface):
+    def decide(identity, connection, action):
+        """
+        Decide an action.
+
+        @type identity: L{hoopgw.model.Identity}
+        @type connection: L{hoopgw.model.Connection}
+        @type action: L{hoopgw.model.Action}
+        @return: L{Deferred} firing with a L{hoopgw.model.Decision}.
+        """
+
+
+class IRecorder(Interface):
+    """A session's replayable recording (asciicast, SQL or HTTP transcript)."""
+
+    path = Attribute("Where the recording is stored, or C{None} for memory.")
+
+    def close():
+        """Finish the recording. @return: L{Deferred} firing with its hex SHA-256."""
+
+
+class IStore(Interface):
+    """
+    The gateway's queryable state (sessions now; reviews and grants later).
+    """
+
+    def session_started(session):
+        """
+        Persist a new session.
+
+        @param session: a mapping with at least C{id}, C{started}, C{subject},
+            C{issuer}, C{connection}, C{kind}; optionally C{groups} (list),
+            C{source}, C{client} (mapping), C{status}.  Times may be Unix
+            seconds, an aware datetime or an RFC 3339 UTC string.
+        @return: L{Deferred}.
+        """
+
+    def session_ended(session_id, ended, status, recording_sha256, *, bytes_in=None, bytes_out=None):
+        """Mark a session ended. @return: L{Deferred}."""
+
+    def list_sessions(limit=100, active=None):
+        """@return: L{Deferred} firing with a list of mappings, newest first."""
+
+    def close():
+        """Release resources. @return: L{Deferred}."""

@@ -1,0 +1,205 @@
+"""
+The gateway's Prometheus metrics.
+
+L{Metrics} owns its registry (no process-global state, so tests and several
+gateways in one process do not collide) and reads time from an injected
+clock.  Services report through its methods; the API renders it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from attrs import define, field
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from twisted.internet.interfaces import IReactorTime
+
+#: The classic text format; every Prometheus server accepts it, and
+#: L{generate_latest} writes exactly this.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Audit writes are a write(2) of one record: microseconds, not seconds.
+AUDIT_WRITE_BUCKETS = (
+    1e-6, 2.5e-6, 5e-6,
+    1e-5, 2.5e-5, 5e-5,
+    1e-4, 2.5e-4, 5e-4,
+    1e-3, 2.5e-3, 5e-3,
+    1e-2,
+)  # fmt: skip
+
+# Label values created up front so that rate() and absent() work before the
+# first event.  Other values (a custom protocol's kinds) appear when used.
+_CONNECTION_KINDS = ("http", "postgres", "ssh")
+_ACTION_FAMILIES = ("http", "k8s", "session", "sql", "ssh")
+_OUTCOMES = ("succeeded", "failed", "blocked", "expired")
+_PROTOCOLS = ("http", "postgres", "ssh")
+
+
+def _label(value: Any) -> str:
+    # A str-valued Enum (hoopgw.model.Status) prints as "Status.x" under
+    # str() on Python 3.11; its value is the label.
+    return str(getattr(value, "value", value))
+
+
+@define
+class Metrics:
+    """
+    Metrics of one gateway process.
+
+    @param clock: provides L{IReactorTime}; C{seconds()} is compared with
+        the last checkpoint's time at each scrape.
+    """
+
+    clock: IReactorTime
+    #: The C{Content-Type} of L{render}'s output.
+    content_type: str = field(init=False, default=CONTENT_TYPE)
+    registry: CollectorRegistry = field(init=False)
+    _started: float = field(init=False)
+    _last_checkpoint: float | None = field(init=False, default=None)
+    _sessions_active: Gauge = field(init=False)
+    _sessions_total: Counter = field(init=False)
+    _actions_total: Counter = field(init=False)
+    _auth_failures: Counter = field(init=False)
+    _audit_failed: Gauge = field(init=False)
+    # Children bound once: label lookup takes a lock and a dict walk, too
+    # slow for the per-action hot path.
+    _audit_records_child: Any = field(init=False)
+    _audit_write_child: Any = field(init=False)
+    _action_children: dict[tuple[str, str], Any] = field(init=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        registry = self.registry = CollectorRegistry(auto_describe=True)
+        self._started = self.clock.seconds()
+        self._sessions_active = Gauge(
+            "hoopgw_sessions_active",
+            "Sessions open now, by connection kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self._sessions_total = Counter(
+            "hoopgw_sessions_total",
+            "Sessions asked for, by connection kind and result (opened or refused).",
+            ["kind", "result"],
+            registry=registry,
+        )
+        self._actions_total = Counter(
+            "hoopgw_actions_total",
+            "Actions finished, by kind family (the action kind before its first dot) and outcome.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self._auth_failures = Counter(
+            "hoopgw_auth_failures_total",
+            "Refused credentials, by protocol.",
+            ["protocol"],
+            registry=registry,
+        )
+        self._audit_records_child = Counter(
+            "hoopgw_audit_records_total",
+            "Records appended to the audit log.",
+            registry=registry,
+        )
+        self._audit_write_child = Histogram(
+            "hoopgw_audit_write_seconds",
+            "Time to hand one audit record to the operating system.",
+            buckets=AUDIT_WRITE_BUCKETS,
+            registry=registry,
+        )
+        age = Gauge(
+            "hoopgw_audit_checkpoint_age_seconds",
+            "Seconds since the last signed checkpoint (since start-up before the first).",
+            registry=registry,
+        )
+        age.set_function(self._checkpoint_age)
+        self._audit_failed = Gauge(
+            "hoopgw_audit_failed",
+            "1 while the audit log cannot be written and traffic is refused, else 0.",
+            registry=registry,
+        )
+        for kind in _CONNECTION_KINDS:
+            self._sessions_active.labels(kind)
+            for result in ("opened", "refused"):
+                self._sessions_total.labels(kind, result)
+        for family in _ACTION_FAMILIES:
+            for outcome in _OUTCOMES:
+                self._action_child(family, outcome)
+        for protocol in _PROTOCOLS:
+            self._auth_failures.labels(protocol)
+
+    def _checkpoint_age(self) -> float:
+        since = self._started if self._last_checkpoint is None else self._last_checkpoint
+        return max(0.0, self.clock.seconds() - since)
+
+    def _action_child(self, family: str, outcome: str) -> Any:
+        child = self._action_children.get((family, outcome))
+        if child is None:
+            child = self._action_children[family, outcome] = self._actions_total.labels(family, outcome)
+        return child
+
+    # -- reported by the audit log ---------------------------------------------
+
+    def audit_written(self, seconds: float) -> None:
+        """One record was written in C{seconds}."""
+        self._audit_records_child.inc()
+        self._audit_write_child.observe(seconds)
+
+    def checkpoint_written(self, unix_time: float) -> None:
+        """A checkpoint was signed at C{unix_time} (the clock's time base)."""
+        self._last_checkpoint = unix_time
+
+    def audit_failed(self) -> None:
+        """The audit log cannot be written (the gateway fails closed)."""
+        self._audit_failed.set(1)
+
+    def audit_recovered(self) -> None:
+        """The audit log can be written again."""
+        self._audit_failed.set(0)
+
+    # -- reported by the session service -----------------------------------------
+
+    def session_opened(self, kind: str) -> None:
+        kind = _label(kind)
+        self._sessions_total.labels(kind, "opened").inc()
+        self._sessions_active.labels(kind).inc()
+
+    def session_refused(self, kind: str) -> None:
+        self._sessions_total.labels(_label(kind), "refused").inc()
+
+    def session_closed(self, kind: str) -> None:
+        self._sessions_active.labels(_label(kind)).dec()
+
+    def action_finished(self, kind: str, outcome: str) -> None:
+        """
+        @param kind: an action kind (C{"sql.query"}); counted by its family
+            (C{"sql"}).
+        @param outcome: a L{hoopgw.model.Status} or its value.
+        """
+        self._action_child(kind.partition(".")[0], _label(outcome)).inc()
+
+    def auth_failed(self, protocol: str) -> None:
+        self._auth_failures.labels(_label(protocol)).inc()
+
+    # -- exposition ------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The metrics in the Prometheus text exposition format."""
+        return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
+
+
+@define
+class _WithoutCreated:
+    """
+    A registry's metrics less the C{*_created} samples prometheus_client adds
+    to counters and histograms: they double the output, carry wall-clock
+    time rather than the injected clock, and Prometheus ignores them in the
+    text format anyway.
+    """
+
+    registry: CollectorRegistry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric

@@ -1,0 +1,462 @@
+"""
+The pipeline every protocol front end shares (DESIGN.md, "The one pipeline").
+
+A front end authenticates a client through L{SessionService}, opens a
+L{Session} on a named connection, and for each sub-task calls
+L{Session.check}; only when the returned L{ActionHandle} says the action is
+allowed does it forward the action, and it reports how the action ended with
+L{ActionHandle.finish}.  The C{action.start} record is handed to the OS
+before C{check}'s Deferred fires, so a gateway killed at any point never has
+forwarded an action it has not logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any, Callable, Mapping
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted
+from hoopgw.interfaces import IAuditLog, IIdentityVerifier, IPolicy, IRecorder, IStore
+from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
+
+log = Logger()
+
+_REVIEW_UNAVAILABLE = (
+    "needs review by {approvers} (rule {rule}); this gateway cannot hold actions "
+    "for review yet, so it is refused"
+)
+
+
+def _elapsed_us(clock: IReactorTime, since: float) -> int:
+    return int((clock.seconds() - since) * 1_000_000)
+
+
+def _refusal(decision: Decision) -> Decision:
+    """
+    Until the review capability exists, an action that needs review is
+    refused (fail closed), with a message that says why.
+    """
+    if decision.effect is not Effect.review:
+        return decision
+    review = decision.review
+    approvers = ", ".join(getattr(review, "approvers", ())) or "an approver"
+    message = _REVIEW_UNAVAILABLE.format(approvers=approvers, rule=decision.rule)
+    return Decision(effect=Effect.review, rule=decision.rule, message=message, review=review)
+
+
+@define
+class SessionService:
+    """
+    Authentication, session admission and the action pipeline, over the
+    shared services.  Knows nothing of any wire protocol.
+    """
+
+    audit: IAuditLog
+    policy: IPolicy
+    identity: IIdentityVerifier
+    store: IStore
+    connections: Mapping[str, Connection]
+    clock: IReactorTime
+    metrics: Any
+    gateway: str = "hoopgw"
+    _active: dict[str, "Session"] = field(factory=dict, init=False)
+
+    @property
+    def active(self) -> Mapping[str, "Session"]:
+        return self._active
+
+    def _append(self, event: str, body: dict[str, Any]) -> Deferred:
+        """
+        Append a record; a log that cannot be written fails the Deferred
+        with L{AuditUnavailable} so the caller refuses the work.
+        """
+        try:
+            return self.audit.append(event, body)
+        except AuditUnavailable as e:
+            return fail(e)
+
+    def auth_failed(
+        self,
+        *,
+        source: Source,
+        reason: str,
+        method: str,
+        user: str | None = None,
+        credential_sha256: str | None = None,
+        key_fingerprint: str | None = None,
+    ) -> Deferred:
+        """
+        Record a refused authentication attempt.  Front ends with failure
+        modes of their own (a wrong SSH key, a plaintext password refused)
+        call this directly.
+        """
+        self.metrics.auth_failed(source.protocol)
+        body: dict[str, Any] = {
+            "gateway": self.gateway,
+            "source": source.address,
+            "protocol": source.protocol,
+            "method": method,
+            "reason": reason,
+            "outcome": {"status": Status.blocked.value},
+        }
+        if user is not None:
+            body["user"] = user
+        if credential_sha256 is not None:
+            body["credential_sha256"] = credential_sha256
+        if key_fingerprint is not None:
+            body["key_fingerprint"] = key_fingerprint
+        d = self._append("auth.failed", body)
+        d.addErrback(lambda f: log.failure("auth.failed record lost", f))
+        return d
+
+    def authenticate_token(self, token: str, *, source: Source, user: str | None = None) -> Deferred:
+        """
+        Verify a bearer token.  A refusal is audited with its reason and the
+        token's SHA-256, never the token.
+
+        @return: L{Deferred} firing with an L{Identity}, or failing with
+            L{AuthenticationFailed}.
+        """
+        d = maybeDeferred(self.identity.verify_token, token)
+
+        def refused(failure: Failure) -> Failure:
+            reason = (
+                failure.value.reason
+                if failure.check(AuthenticationFailed)
+                else "token verification error"
+            )
+            if not failure.check(AuthenticationFailed):
+                log.failure("token verification raised unexpectedly", failure)
+            self.auth_failed(
+                source=source,
+                reason=reason,
+                method="token",
+                user=user,
+                credential_sha256=hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest(),
+            )
+            return Failure(AuthenticationFailed(reason))
+
+        d.addErrback(refused)
+        return d
+
+    def open(
+        self,
+        identity: Identity,
+        connection_name: str,
+        *,
+        source: Source,
+        client: Mapping[str, Any] | None = None,
+    ) -> Deferred:
+        """
+        Admit C{identity} to a connection: policy decides C{session.open},
+        then a C{session.start} record is written.
+
+        @return: L{Deferred} firing with a L{Session}, or failing with
+            L{NotPermitted} (whose message is safe to show the client) or
+            L{AuditUnavailable}.
+        """
+        client = dict(client or {})
+        connection = self.connections.get(connection_name)
+        if connection is None:
+            # Refused like a policy denial, so a probe cannot tell a missing
+            # connection from a forbidden one by timing or wording class.
+            decision = Decision(
+                effect=Effect.deny, message=f"no connection named {connection_name!r}"
+            )
+            return self._refuse_session(identity, connection_name, "unknown", source, client, decision)
+
+        action = Action(kind="session.open", input=connection_name)
+        d = maybeDeferred(self.policy.decide, identity, connection, action)
+
+        def decided(decision: Decision) -> Deferred:
+            if not decision.allowed:
+                return self._refuse_session(
+                    identity, connection_name, connection.kind, source, client, _refusal(decision)
+                )
+            return self._start_session(identity, connection, source, client, decision)
+
+        d.addCallback(decided)
+        return d
+
+    def _refuse_session(
+        self,
+        identity: Identity,
+        connection_name: str,
+        kind: str,
+        source: Source,
+        client: Mapping[str, Any],
+        decision: Decision,
+    ) -> Deferred:
+        self.metrics.session_refused(kind)
+        message = decision.message or f"{identity.subject} may not open {connection_name!r}"
+        body = {
+            "gateway": self.gateway,
+            "connection": connection_name,
+            "source": source.address,
+            "protocol": source.protocol,
+            "identity": identity.to_record(),
+            "client": dict(client),
+            "decision": decision.to_record(),
+            "outcome": {"status": Status.blocked.value, "error": message},
+        }
+        d = self._append("session.refused", body)
+        d.addCallback(lambda _: fail(NotPermitted(decision, message)))
+        return d
+
+    def _start_session(
+        self,
+        identity: Identity,
+        connection: Connection,
+        source: Source,
+        client: Mapping[str, Any],
+        decision: Decision,
+    ) -> Deferred:
+        session = Session(
+            id=secrets.token_hex(12),
+            identity=identity,
+            connection=connection,
+            source=source,
+            client=dict(client),
+            service=self,
+            started=self.clock.seconds(),
+        )
+        d = self._append("session.start", session._record(decision=decision.to_record()))
+
+        def started(_: object) -> Session:
+            self._active[session.id] = session
+            self.metrics.session_opened(connection.kind)
+            stored = self.store.session_started(
+                {
+                    "id": session.id,
+                    "started": session.started,
+                    "subject": identity.subject,
+                    "issuer": identity.issuer,
+                    "groups": list(identity.groups),
+                    "connection": connection.name,
+                    "kind": connection.kind,
+                    "source": source.address,
+                    "client": dict(client),
+                    "status": "active",
+                }
+            )
+            # The store is an index for `sessions list`; the audit log already
+            # holds the evidence, so a store failure is logged, not fatal.
+            stored.addErrback(lambda f: log.failure("session index write failed", f))
+            return session
+
+        d.addCallback(started)
+        return d
+
+    def _forget(self, session: "Session") -> None:
+        if self._active.pop(session.id, None) is not None:
+            self.metrics.session_closed(session.connection.kind)
+
+    def close_all(self, reason: str) -> Deferred:
+        """End every active session (gateway shutdown)."""
+        from twisted.internet.defer import gatherResults
+
+        return gatherResults(
+            [s.close(status="terminated", error=reason) for s in list(self._active.values())],
+            consumeErrors=True,
+        )
+
+
+@define(eq=False)
+class Session:
+    """One client's session on one connection."""
+
+    id: str
+    identity: Identity
+    connection: Connection
+    source: Source
+    client: dict[str, Any]
+    service: SessionService
+    started: float
+    recorder: IRecorder | None = None
+    actions: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    closed: bool = False
+    _on_close: list[Callable[[], object]] = field(factory=list)
+
+    def _record(self, **extra: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "gateway": self.service.gateway,
+            "session": self.id,
+            "connection": self.connection.name,
+            "kind": self.connection.kind,
+            "target": self.connection.target,
+            "source": self.source.address,
+            "protocol": self.source.protocol,
+            "identity": self.identity.to_record(),
+        }
+        if self.client:
+            body["client"] = self.client
+        body.update(extra)
+        return body
+
+    def attach_recorder(self, recorder: IRecorder) -> None:
+        """The recording's SHA-256 goes into C{session.end} when it closes."""
+        self.recorder = recorder
+
+    def check(self, action: Action) -> Deferred:
+        """
+        Decide C{action} and write its C{action.start} record.
+
+        @return: L{Deferred} firing with an L{ActionHandle} once the record
+            has been written (and, in strict sync mode, synced).  Forward the
+            action only if C{handle.allowed}.  A refused action's outcome
+            (C{blocked}) is already recorded.  Fails with L{AuditUnavailable}
+            if the log cannot be written: the caller must not forward.
+        """
+        if self.closed:
+            return fail(NotPermitted(None, "session is closed"))
+        failed = self.service.audit.failed
+        if failed is not None:
+            return fail(AuditUnavailable(f"audit log unavailable: {failed}"))
+        self.actions += 1
+        handle = ActionHandle(session=self, action=action, number=self.actions)
+        d = maybeDeferred(self.service.policy.decide, self.identity, self.connection, action)
+        d.addCallback(handle._decided)
+        return d
+
+    def close(
+        self,
+        *,
+        status: str = "closed",
+        error: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Deferred:
+        """
+        End the session: close its recording, write C{session.end} with the
+        recording's SHA-256, byte counts and duration.  Idempotent.
+        """
+        if self.closed:
+            return succeed(None)
+        self.closed = True
+        service = self.service
+        service._forget(self)
+        d = maybeDeferred(self.recorder.close) if self.recorder is not None else succeed(None)
+
+        def recorded(sha256: str | None) -> Deferred:
+            end: dict[str, Any] = {
+                "status": status,
+                "duration_us": _elapsed_us(service.clock, self.started),
+                "actions": self.actions,
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
+            }
+            if error is not None:
+                end["error"] = error
+            if sha256 is not None:
+                end["recording_sha256"] = sha256
+                path = getattr(self.recorder, "path", None)
+                if path is not None:
+                    end["recording"] = str(path)
+            if details:
+                end.update(details)
+            written = service._append("session.end", self._record(end=end))
+            stored = service.store.session_ended(
+                self.id,
+                service.clock.seconds(),
+                status,
+                sha256,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+            )
+            stored.addErrback(lambda f: log.failure("session index update failed", f))
+            return written
+
+        d.addCallback(recorded)
+        d.addErrback(lambda f: log.failure("session.end record lost for {id}", f, id=self.id))
+        return d
+
+
+@define(eq=False)
+class ActionHandle:
+    """An action that has been decided and logged; report its outcome once."""
+
+    session: Session
+    action: Action
+    number: int
+    decision: Decision | None = None
+    started: float = 0.0
+    finished: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.session.id}/{self.number}"
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision is not None and self.decision.allowed
+
+    def _action_record(self) -> dict[str, Any]:
+        action = self.action
+        record: dict[str, Any] = {"id": self.id, "kind": action.kind, "input": action.input}
+        if action.attributes:
+            record["attributes"] = {
+                k: list(v) if isinstance(v, (tuple, list, frozenset, set)) else v
+                for k, v in action.attributes.items()
+            }
+        if action.details:
+            record["details"] = dict(action.details)
+        return record
+
+    def _decided(self, decision: Decision) -> Deferred:
+        decision = _refusal(decision)
+        self.decision = decision
+        session = self.session
+        service = session.service
+        self.started = service.clock.seconds()
+        d = service._append(
+            "action.start",
+            session._record(action=self._action_record(), decision=decision.to_record()),
+        )
+        if not decision.allowed:
+            d.addCallback(
+                lambda _: self.finish(
+                    Outcome(
+                        status=Status.blocked,
+                        error=decision.message or f"blocked by rule {decision.rule}",
+                    )
+                )
+            )
+        d.addCallback(lambda _: self)
+        return d
+
+    def finish(self, outcome: Outcome) -> Deferred:
+        """Record how the action ended (once)."""
+        if self.finished:
+            return succeed(None)
+        self.finished = True
+        service = self.session.service
+        if outcome.duration_us is None and outcome.status is not Status.blocked:
+            outcome = Outcome(
+                status=outcome.status,
+                error=outcome.error,
+                code=outcome.code,
+                rows=outcome.rows,
+                bytes_in=outcome.bytes_in,
+                bytes_out=outcome.bytes_out,
+                duration_us=_elapsed_us(service.clock, self.started),
+                masked=outcome.masked,
+            )
+        service.metrics.action_finished(self.action.kind, outcome.status.value)
+        d = service._append(
+            "action.end",
+            self.session._record(
+                action={"id": self.id, "kind": self.action.kind}, outcome=outcome.to_record()
+            ),
+        )
+        # The action has already happened; a lost outcome is the audit log's
+        # own failure (it fails closed and says so), so log and carry on.
+        d.addErrback(lambda f: log.failure("action.end record lost for {id}", f, id=self.id))
+        return d

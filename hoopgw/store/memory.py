@@ -1,0 +1,102 @@
+"""
+An in-memory L{IStore} for tests and library users: the same validation,
+rows and errors as L{hoopgw.store.sqlite.SQLiteStore}, nothing persisted.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from hoopgw.interfaces import IStore
+from hoopgw.store import _sql
+from hoopgw.store._common import (
+    DuplicateSession,
+    StoreError,
+    UnknownSession,
+    format_time,
+    new_session_row,
+    sort_key,
+)
+
+
+@implementer(IStore)
+@define
+class MemoryStore:
+    """
+    L{IStore} in a dict.  Every method's Deferred has already fired.
+
+    @ivar sessions: stored rows by id (exposed for tests to inspect).
+    """
+
+    sessions: dict[str, dict[str, Any]] = field(factory=dict)
+    _closed: bool = False
+
+    def whenReady(self) -> Deferred["MemoryStore"]:
+        return succeed(self)
+
+    def session_started(self, session: Any) -> Deferred[None]:
+        if self._closed:
+            return fail(StoreError("the store is closed"))
+        try:
+            row = new_session_row(session)
+        except ValueError:
+            return fail()
+        if row["id"] in self.sessions:
+            return fail(DuplicateSession(f"session {row['id']!r} is already stored"))
+        self.sessions[row["id"]] = row
+        return succeed(None)
+
+    def session_ended(
+        self,
+        session_id: str,
+        ended: Any,
+        status: str,
+        recording_sha256: str | None,
+        *,
+        bytes_in: int | None = None,
+        bytes_out: int | None = None,
+    ) -> Deferred[None]:
+        if self._closed:
+            return fail(StoreError("the store is closed"))
+        try:
+            ended_text = format_time(ended, "ended")
+        except ValueError:
+            return fail()
+        row = self.sessions.get(session_id)
+        if row is None:
+            return fail(UnknownSession(f"no session {session_id!r}"))
+        row.update(
+            ended=ended_text,
+            status=str(getattr(status, "value", status)),
+            recording_sha256=recording_sha256,
+        )
+        if bytes_in is not None:
+            row["bytes_in"] = int(bytes_in)
+        if bytes_out is not None:
+            row["bytes_out"] = int(bytes_out)
+        return succeed(None)
+
+    def list_sessions(self, limit: int = 100, active: bool | None = None) -> Deferred[list[dict[str, Any]]]:
+        if self._closed:
+            return fail(StoreError("the store is closed"))
+        try:
+            _sql.check_limit(limit)
+        except ValueError:
+            return fail()
+        rows = [
+            row
+            for row in self.sessions.values()
+            if active is None or (row["ended"] is None) is active
+        ]
+        rows.sort(key=sort_key, reverse=True)
+        # Copies, so that a caller cannot change what the store holds.
+        return succeed(copy.deepcopy(rows[:limit]))
+
+    def close(self) -> Deferred[None]:
+        self._closed = True
+        return succeed(None)

@@ -1,0 +1,157 @@
+"""
+In-memory implementations of the shared services, for hoopgw's own tests and
+for anyone writing a protocol front end on hoopgw: build a
+L{SessionService} with L{memory_session_service} and drive it from a test
+with no files, sockets or threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from hoopgw.errors import AuditUnavailable, AuthenticationFailed
+from hoopgw.interfaces import IAuditLog, IIdentityVerifier, IPolicy, IRecorder
+from hoopgw.model import Action, Connection, Decision, Effect, Identity
+from hoopgw.sessions import SessionService
+from hoopgw.store.memory import MemoryStore
+
+__all__ = [
+    "MemoryAuditLog",
+    "MemoryIdentityVerifier",
+    "MemoryRecorder",
+    "MemoryStore",
+    "NullMetrics",
+    "StaticPolicy",
+    "memory_session_service",
+]
+
+
+@implementer(IAuditLog)
+@define
+class MemoryAuditLog:
+    """
+    Keeps records as dicts.  C{break_with(reason)} makes it fail closed like
+    a real log whose disk filled up.
+    """
+
+    log_id: str = "memory"
+    failed: str | None = None
+    records: list[dict[str, Any]] = field(factory=list)
+
+    def append(self, event: str, body: Mapping[str, Any]) -> Deferred:
+        if self.failed is not None:
+            raise AuditUnavailable(f"audit log unavailable: {self.failed}")
+        record = {"seq": len(self.records), "event": event, **body}
+        self.records.append(record)
+        return succeed(record["seq"])
+
+    def checkpoint(self) -> Deferred:
+        return succeed(len(self.records))
+
+    def break_with(self, reason: str) -> None:
+        self.failed = reason
+
+    def events(self) -> list[str]:
+        return [r["event"] for r in self.records]
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["event"] == event]
+
+
+@implementer(IIdentityVerifier)
+@define
+class MemoryIdentityVerifier:
+    """Tokens and SSH key blobs mapped to identities in a dict."""
+
+    tokens: dict[str, Identity] = field(factory=dict)
+    keys: dict[bytes, Identity] = field(factory=dict)
+
+    def verify_token(self, token: str) -> Deferred:
+        identity = self.tokens.get(token)
+        if identity is None:
+            return fail(AuthenticationFailed("unknown token"))
+        return succeed(identity)
+
+    def identity_for_public_key(self, key_blob: bytes) -> Identity | None:
+        return self.keys.get(key_blob)
+
+
+@implementer(IPolicy)
+@define
+class StaticPolicy:
+    """
+    Decides by action kind from a dict, with a default.  The Deferred it
+    returns can be held back (C{hold=True}) to test a front end that must
+    wait for a decision that arrives later (a human review).
+    """
+
+    decisions: dict[str, Decision] = field(factory=dict)
+    default: Decision = Decision(effect=Effect.allow, rule="test-allow")
+    hold: bool = False
+    pending: list[tuple[Deferred, Decision]] = field(factory=list)
+    seen: list[Action] = field(factory=list)
+
+    def decide(self, identity: Identity, connection: Connection, action: Action) -> Deferred:
+        self.seen.append(action)
+        decision = self.decisions.get(action.kind, self.default)
+        if self.hold:
+            d: Deferred = Deferred()
+            self.pending.append((d, decision))
+            return d
+        return succeed(decision)
+
+    def release(self) -> None:
+        pending, self.pending = self.pending, []
+        for d, decision in pending:
+            d.callback(decision)
+
+
+@implementer(IRecorder)
+@define
+class MemoryRecorder:
+    path: Any = None
+    chunks: list[bytes] = field(factory=list)
+    closed: bool = False
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def close(self) -> Deferred:
+        self.closed = True
+        return succeed(hashlib.sha256(b"".join(self.chunks)).hexdigest())
+
+
+class NullMetrics:
+    """Accepts every metrics call and keeps nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def memory_session_service(
+    *,
+    connections: tuple[Connection, ...] = (Connection(name="db", kind="postgres", target="127.0.0.1:5432"),),
+    audit: MemoryAuditLog | None = None,
+    policy: IPolicy | None = None,
+    identity: MemoryIdentityVerifier | None = None,
+    store: MemoryStore | None = None,
+    clock: IReactorTime | None = None,
+    metrics: Any = None,
+) -> SessionService:
+    """A L{SessionService} over in-memory services (a L{Clock} by default)."""
+    return SessionService(
+        audit=audit if audit is not None else MemoryAuditLog(),
+        policy=policy if policy is not None else StaticPolicy(),
+        identity=identity if identity is not None else MemoryIdentityVerifier(),
+        store=store if store is not None else MemoryStore(),
+        connections={c.name: c for c in connections},
+        clock=clock if clock is not None else Clock(),
+        metrics=metrics if metrics is not None else NullMetrics(),
+    )

@@ -1,0 +1,171 @@
+"""
+Tests for L{hoopgw.sessions}: the pipeline every front end shares.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted
+from hoopgw.model import Action, Decision, Effect, Identity, Outcome, Source, Status
+from hoopgw.testing import (
+    MemoryAuditLog,
+    MemoryIdentityVerifier,
+    MemoryRecorder,
+    StaticPolicy,
+    memory_session_service,
+)
+
+ALICE = Identity(issuer="test", subject="alice", groups=("dev",), credential_sha256="ab" * 32)
+SOURCE = Source("postgres", "127.0.0.1:50000")
+
+
+class SessionServiceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.audit = MemoryAuditLog()
+        self.policy = StaticPolicy()
+        self.identity = MemoryIdentityVerifier(tokens={"good-token": ALICE})
+        self.service = memory_session_service(
+            audit=self.audit, policy=self.policy, identity=self.identity, clock=self.clock
+        )
+
+    def open(self):
+        return self.successResultOf(self.service.open(ALICE, "db", source=SOURCE, client={"application_name": "psql"}))
+
+    def test_token_accepted(self) -> None:
+        """If the verifier accepts a token, authenticate_token fires with its identity and writes nothing."""
+        identity = self.successResultOf(self.service.authenticate_token("good-token", source=SOURCE))
+        self.assertEqual(identity, ALICE)
+        self.assertEqual(self.audit.records, [])
+
+    def test_token_refused_audited_without_token(self) -> None:
+        """
+        If a token is refused, an auth.failed record carries the reason and
+        the token's SHA-256, and the token itself appears nowhere.
+        """
+        failure = self.failureResultOf(
+            self.service.authenticate_token("secret-bad-token", source=SOURCE, user="alice"),
+            AuthenticationFailed,
+        )
+        self.assertEqual(failure.value.reason, "unknown token")
+        [record] = self.audit.of("auth.failed")
+        self.assertEqual(record["reason"], "unknown token")
+        self.assertEqual(record["source"], "127.0.0.1:50000")
+        self.assertEqual(len(record["credential_sha256"]), 64)
+        self.assertNotIn("secret-bad-token", repr(self.audit.records))
+
+    def test_open_writes_session_start(self) -> None:
+        """If policy allows session.open, a session.start record names identity, connection and source."""
+        session = self.open()
+        [record] = self.audit.of("session.start")
+        self.assertEqual(record["session"], session.id)
+        self.assertEqual(record["connection"], "db")
+        self.assertEqual(record["identity"]["sub"], "alice")
+        self.assertEqual(record["source"], "127.0.0.1:50000")
+        self.assertEqual(record["client"], {"application_name": "psql"})
+        self.assertIn(session.id, self.service.active)
+
+    def test_open_denied(self) -> None:
+        """If policy denies session.open, the open fails with NotPermitted and a session.refused record."""
+        self.policy.decisions["session.open"] = Decision(effect=Effect.deny, rule="nope", message="not you")
+        failure = self.failureResultOf(self.service.open(ALICE, "db", source=SOURCE), NotPermitted)
+        self.assertEqual(str(failure.value), "not you")
+        [record] = self.audit.of("session.refused")
+        self.assertEqual(record["decision"], {"effect": "deny", "rule": "nope", "message": "not you"})
+        self.assertEqual(self.audit.of("session.start"), [])
+
+    def test_open_unknown_connection(self) -> None:
+        """If the connection does not exist, the open is refused and audited."""
+        self.failureResultOf(self.service.open(ALICE, "nosuch", source=SOURCE), NotPermitted)
+        [record] = self.audit.of("session.refused")
+        self.assertEqual(record["connection"], "nosuch")
+
+    def test_allowed_action_logged_before_forwarding(self) -> None:
+        """
+        If an action is allowed, its action.start record exists by the time
+        the handle is delivered, and finish() writes action.end with the outcome.
+        """
+        session = self.open()
+        handle = self.successResultOf(session.check(Action(kind="sql.query", input="SELECT 1")))
+        self.assertTrue(handle.allowed)
+        self.assertEqual(self.audit.events()[-1], "action.start")
+        self.assertEqual(self.audit.records[-1]["action"]["input"], "SELECT 1")
+        self.clock.advance(0.25)
+        handle.finish(Outcome(status=Status.succeeded, rows=1))
+        end = self.audit.records[-1]
+        self.assertEqual(end["event"], "action.end")
+        self.assertEqual(end["outcome"], {"status": "succeeded", "rows": 1, "duration_us": 250000})
+        self.assertEqual(end["action"]["id"], handle.id)
+
+    def test_denied_action_blocked(self) -> None:
+        """If an action is denied, both its decision and a blocked outcome are recorded, and it is not allowed."""
+        self.policy.decisions["sql.query"] = Decision(effect=Effect.deny, rule="no-drop", message="no drops")
+        session = self.open()
+        handle = self.successResultOf(session.check(Action(kind="sql.query", input="DROP TABLE t")))
+        self.assertFalse(handle.allowed)
+        start, end = self.audit.records[-2:]
+        self.assertEqual(start["decision"]["rule"], "no-drop")
+        self.assertEqual(end["outcome"], {"status": "blocked", "error": "no drops"})
+
+    def test_review_fails_closed(self) -> None:
+        """If policy asks for review, the action is refused with a message that says reviews are not available."""
+        self.policy.decisions["sql.query"] = Decision(effect=Effect.review, rule="review-payments")
+        session = self.open()
+        handle = self.successResultOf(session.check(Action(kind="sql.query", input="UPDATE payments SET x=1")))
+        self.assertFalse(handle.allowed)
+        self.assertIn("cannot hold actions for review yet", handle.decision.message)
+        self.assertEqual(self.audit.records[-1]["outcome"]["status"], "blocked")
+
+    def test_decision_that_fires_later(self) -> None:
+        """If the decision arrives later, nothing is logged or allowed until it does."""
+        session = self.open()
+        self.policy.hold = True
+        d = session.check(Action(kind="sql.query", input="SELECT 2"))
+        self.assertNoResult(d)
+        self.assertEqual(self.audit.events(), ["session.start"])
+        self.policy.release()
+        self.assertTrue(self.successResultOf(d).allowed)
+        self.assertEqual(self.audit.events(), ["session.start", "action.start"])
+
+    def test_audit_failure_refuses_actions(self) -> None:
+        """If the audit log cannot be written, check() fails with AuditUnavailable and no decision is asked."""
+        session = self.open()
+        self.audit.break_with("disk full")
+        seen = len(self.policy.seen)
+        failure = self.failureResultOf(session.check(Action(kind="sql.query", input="SELECT 1")), AuditUnavailable)
+        self.assertIn("disk full", str(failure.value))
+        self.assertEqual(len(self.policy.seen), seen)
+
+    def test_audit_failure_refuses_sessions(self) -> None:
+        """If the audit log cannot be written, opening a session fails with AuditUnavailable."""
+        self.audit.break_with("read-only file system")
+        self.failureResultOf(self.service.open(ALICE, "db", source=SOURCE), AuditUnavailable)
+        self.assertEqual(self.service.active, {})
+
+    def test_close_records_recording_hash(self) -> None:
+        """If a session with a recorder closes, session.end carries the recording's SHA-256 and byte counts."""
+        session = self.open()
+        recorder = MemoryRecorder()
+        recorder.write(b"hello")
+        session.attach_recorder(recorder)
+        session.bytes_in, session.bytes_out = 10, 20
+        self.clock.advance(2)
+        self.successResultOf(session.close())
+        [record] = self.audit.of("session.end")
+        self.assertEqual(
+            record["end"]["recording_sha256"],
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+        )
+        self.assertEqual(record["end"]["bytes_in"], 10)
+        self.assertEqual(record["end"]["duration_us"], 2_000_000)
+        self.assertEqual(self.service.active, {})
+        self.successResultOf(session.close())
+        self.assertEqual(len(self.audit.of("session.end")), 1)
+
+    def test_closed_session_refuses_actions(self) -> None:
+        """If a session is closed, check() fails with NotPermitted."""
+        session = self.open()
+        session.close()
+        self.failureResultOf(session.check(Action(kind="sql.query")), NotPermitted)

@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+hoopgw = ServiceMaker("hoopgw", "hoopgw.tap", "Identity-aware access gateway (PostgreSQL, SSH, HTTP)", "hoopgw")

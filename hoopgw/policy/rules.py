@@ -1,0 +1,659 @@
+"""
+Policy rules and their evaluation: pure values and functions, no I/O.
+
+A L{PolicySet} is the loaded policy.  L{evaluate} decides one action against
+it: deny beats review beats allow, and no matching allow means no access.
+
+Evaluation runs for every SQL statement, so a L{PolicySet} compiles its
+rules once: each pattern list becomes one regular expression (or a set
+lookup when it has no wildcard), and the rules that can apply to a
+(connection, action kind) pair are remembered, so a call only tests the
+few rules that could match, and allocates nothing when a rule decides.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from enum import Enum
+from typing import Any
+
+from attrs import field, frozen
+
+from hoopgw.model import Action, Decision, Effect, Identity
+
+__all__ = [
+    "CONDITIONS",
+    "DETECTORS",
+    "MASK_STRATEGIES",
+    "Condition",
+    "ConditionKind",
+    "ConditionSpec",
+    "MaskRule",
+    "PolicyFile",
+    "PolicySet",
+    "ReviewRequirement",
+    "Rule",
+    "compile_globs",
+    "evaluate",
+    "register_condition",
+]
+
+
+class ConditionKind(str, Enum):
+    """
+    The type of a condition's value in a policy file.
+
+    @cvar globs: an array of glob patterns; the condition matches when any
+        of the action's values for it matches any pattern.
+    @cvar boolean: C{true} or C{false}; the condition matches when the
+        action's value is that boolean.
+    """
+
+    globs = "globs"
+    boolean = "bool"
+
+
+@frozen
+class ConditionSpec:
+    """
+    A condition that rules may use.
+
+    @ivar case: C{"lower"} or C{"upper"} when the values the front ends
+        produce are always in that case (SQL statement kinds, Kubernetes
+        verbs, HTTP methods), so that a pattern in another case, which could
+        never match, is refused when the policy is loaded.
+    """
+
+    name: str
+    kind: ConditionKind
+    case: str | None = None
+    description: str = ""
+
+
+# The vocabulary of conditions, in one place: what DESIGN.md promises, and
+# which attribute each front end puts on its actions.
+_BUILTIN_CONDITIONS = (
+    ConditionSpec("sql.statements", ConditionKind.globs, "lower",
+                  "statement kinds from the PostgreSQL parser: select, insert, drop, ..."),
+    ConditionSpec("sql.reads", ConditionKind.globs, None,
+                  "tables read, schema-qualified: public.users"),
+    ConditionSpec("sql.writes", ConditionKind.globs, None,
+                  "tables written, schema-qualified: public.payments"),
+    ConditionSpec("sql.functions", ConditionKind.globs, None,
+                  "functions called, schema-qualified when written so: pg_catalog.pg_sleep"),
+    ConditionSpec("sql.without_where", ConditionKind.boolean, None,
+                  "an UPDATE or DELETE without a WHERE clause"),
+    ConditionSpec("ssh.commands", ConditionKind.globs, None,
+                  "command lines, as parsed from exec requests and shell lines"),
+    ConditionSpec("ssh.forward.destinations", ConditionKind.globs, None,
+                  "port-forwarding destinations as host:port"),
+    ConditionSpec("k8s.verbs", ConditionKind.globs, "lower",
+                  "Kubernetes API verbs: get, list, create, delete, deletecollection, ..."),
+    ConditionSpec("k8s.resources", ConditionKind.globs, "lower",
+                  "Kubernetes resources: pods, namespaces, ..."),
+    ConditionSpec("k8s.subresources", ConditionKind.globs, "lower",
+                  "Kubernetes subresources: exec, log, status, ..."),
+    ConditionSpec("k8s.namespaces", ConditionKind.globs, None, "Kubernetes namespaces"),
+    ConditionSpec("k8s.names", ConditionKind.globs, None, "Kubernetes object names"),
+    ConditionSpec("k8s.groups", ConditionKind.globs, None,
+                  'Kubernetes API groups ("" is the core group)'),
+    ConditionSpec("http.methods", ConditionKind.globs, "upper", "HTTP methods: GET, POST, ..."),
+    ConditionSpec("http.paths", ConditionKind.globs, None,
+                  "HTTP request paths below the connection's prefix"),
+)
+
+CONDITIONS: dict[str, ConditionSpec] = {spec.name: spec for spec in _BUILTIN_CONDITIONS}
+"""
+Every condition a rule may use, by name.  Front ends of other protocols add
+theirs with L{register_condition} before policies are loaded.
+"""
+
+_CONDITION_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+\Z")
+
+
+def register_condition(
+    name: str,
+    kind: ConditionKind | str,
+    *,
+    case: str | None = None,
+    description: str = "",
+    conditions: dict[str, ConditionSpec] | None = None,
+) -> ConditionSpec:
+    """
+    Let rules use one more condition, e.g. C{register_condition("mysql.statements",
+    "globs")} from a MySQL front end that puts C{"mysql.statements"} in its
+    actions' attributes.
+
+    Registering the same condition twice is harmless; registering a name
+    again with another kind is a programming error.
+
+    @param name: dotted, lower-case, with a protocol prefix (C{"proto.what"}).
+    @param conditions: the table to add to (L{CONDITIONS} by default).
+    @raise ValueError: for a malformed name, an unknown kind or case, or a
+        conflicting registration.
+    """
+    table = CONDITIONS if conditions is None else conditions
+    if not _CONDITION_NAME.match(name) or name.startswith("review."):
+        raise ValueError(
+            f'condition names are dotted lower-case words such as "proto.things", got {name!r}'
+        )
+    if case not in (None, "lower", "upper"):
+        raise ValueError(f'case must be None, "lower" or "upper", got {case!r}')
+    spec = ConditionSpec(name, ConditionKind(kind), case, description)
+    existing = table.get(name)
+    if existing is not None:
+        if (existing.kind, existing.case) != (spec.kind, spec.case):
+            raise ValueError(f"condition {name!r} is already registered as {existing!r}")
+        return existing
+    table[name] = spec
+    return spec
+
+
+def _quote(text: str, limit: int = 80) -> str:
+    """Quote a value for a message, JSON style, shortened."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return json.dumps(text, ensure_ascii=False)
+
+
+# -- globs ------------------------------------------------------------------
+
+_WILDCARDS = frozenset("*?[")
+
+
+def compile_globs(patterns: Iterable[str]) -> Callable[[str], object] | None:
+    """
+    Compile glob patterns (C{fnmatch} syntax, case-sensitive) into one
+    predicate over strings that is true when any pattern matches the whole
+    string.
+
+    @return: C{None} when a pattern is C{"*"} (everything matches, so
+        callers skip the test altogether), else a callable returning a
+        truthy value on a match.
+    """
+    patterns = tuple(patterns)
+    if "*" in patterns:
+        return None
+    if not any(_WILDCARDS.intersection(p) for p in patterns):
+        return frozenset(patterns).__contains__
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
+
+
+# -- values -----------------------------------------------------------------
+
+
+@frozen
+class Condition:
+    """
+    One condition of a rule: C{value} is a tuple of glob patterns or a
+    boolean, according to the condition's L{ConditionKind}.
+    """
+
+    name: str
+    value: tuple[str, ...] | bool
+
+
+# Typed converters (attrs and mypy need one per element type).
+def _strs(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _conditions(value: Iterable[Condition]) -> tuple[Condition, ...]:
+    return tuple(value)
+
+
+def _requirements(value: Iterable[ReviewRequirement]) -> tuple[ReviewRequirement, ...]:
+    return tuple(value)
+
+
+@frozen
+class ReviewRequirement:
+    """
+    Who must approve an action before it runs, and for how long the request
+    waits.
+
+    @ivar approvers: C{"group:NAME"} or C{"user:SUBJECT"} entries; an
+        identity may approve when it matches any of them.
+    @ivar min_approvals: how many distinct approving identities are needed.
+    @ivar timeout_seconds: how long the request waits before it expires.
+    @ivar rules: names of the review rules this requirement comes from.
+    @ivar all_of: when several review rules matched one action, their
+        requirements, each of which must be satisfied on its own (see
+        L{combine}); empty for a single rule's requirement.
+    """
+
+    approvers: tuple[str, ...] = field(converter=_strs)
+    min_approvals: int = 1
+    timeout_seconds: int = 600
+    rules: tuple[str, ...] = field(default=(), converter=_strs)
+    all_of: tuple[ReviewRequirement, ...] = field(default=(), converter=_requirements)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.approvers:
+            raise ValueError("a review requirement needs at least one approver")
+        for approver in self.approvers:
+            kind, _, name = approver.partition(":")
+            if kind not in ("group", "user") or not name:
+                raise ValueError(f'approvers are "group:NAME" or "user:NAME", got {approver!r}')
+        if self.min_approvals < 1:
+            raise ValueError(f"min_approvals must be at least 1, got {self.min_approvals}")
+        if self.timeout_seconds < 1:
+            raise ValueError(f"timeout_seconds must be positive, got {self.timeout_seconds}")
+
+    @classmethod
+    def combine(cls, requirements: Sequence[ReviewRequirement]) -> ReviewRequirement:
+        """
+        The requirement of an action that several review rules matched.
+
+        Every rule's requirement must be met on its own (one approval counts
+        toward each rule whose approvers it matches), so matching one more
+        review rule never makes an action easier to approve.  The combined
+        value's own fields summarise the parts for display and notification:
+        C{approvers} is their union, C{min_approvals} their largest,
+        C{timeout_seconds} their shortest.
+        """
+        parts: list[ReviewRequirement] = []
+        for requirement in requirements:
+            parts.extend(requirement.all_of or (requirement,))
+        if len(parts) == 1:
+            return parts[0]
+        approvers = tuple(dict.fromkeys(a for part in parts for a in part.approvers))
+        return cls(
+            approvers=approvers,
+            min_approvals=max(part.min_approvals for part in parts),
+            timeout_seconds=min(part.timeout_seconds for part in parts),
+            rules=tuple(dict.fromkeys(name for part in parts for name in part.rules)),
+            all_of=tuple(parts),
+        )
+
+    def may_approve(self, identity: Identity) -> bool:
+        """
+        Whether C{identity} is one of the approvers (of any part).  Whether
+        a requester may approve their own request is the review service's
+        call, not this value's.
+        """
+        return _approver_matches(self.approvers, identity)
+
+    def satisfied_by(self, approvals: Iterable[Identity]) -> bool:
+        """
+        Whether these approving identities meet the requirement: for each
+        part, at least C{min_approvals} distinct identities (by issuer and
+        subject) that match the part's approvers.
+        """
+        unique = {(i.issuer, i.subject): i for i in approvals}.values()
+        for part in self.all_of or (self,):
+            count = sum(1 for i in unique if _approver_matches(part.approvers, i))
+            if count < part.min_approvals:
+                return False
+        return True
+
+
+def _approver_matches(approvers: tuple[str, ...], identity: Identity) -> bool:
+    for approver in approvers:
+        kind, _, name = approver.partition(":")
+        if kind == "user" and identity.subject == name:
+            return True
+        if kind == "group" and name in identity.groups:
+            return True
+    return False
+
+
+ANY = ("*",)
+
+
+@frozen
+class Rule:
+    """
+    One C{[[rule]]} of a policy file.
+
+    @ivar groups: identity groups, any of which admits an identity; C{"*"}
+        admits any authenticated identity.
+    @ivar users: glob patterns on the identity's subject.
+    @ivar connections: glob patterns on the connection's name.
+    @ivar actions: glob patterns on the action's kind.
+    @ivar conditions: all must match (see L{ConditionKind}).
+    @ivar review: set exactly when C{effect} is C{review}.
+    @ivar source: the policy file the rule comes from, C{index} its
+        position among the file's rules (from 0); both only for messages.
+    """
+
+    name: str
+    effect: Effect = field(converter=Effect)
+    groups: tuple[str, ...] = field(default=ANY, converter=_strs)
+    users: tuple[str, ...] = field(default=ANY, converter=_strs)
+    connections: tuple[str, ...] = field(default=ANY, converter=_strs)
+    actions: tuple[str, ...] = field(default=ANY, converter=_strs)
+    conditions: tuple[Condition, ...] = field(default=(), converter=_conditions)
+    message: str = ""
+    review: ReviewRequirement | None = None
+    source: str | None = field(default=None, eq=False)
+    index: int | None = field(default=None, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.effect is Effect.review) != (self.review is not None):
+            raise ValueError(
+                f"rule {self.name!r}: a review requirement is needed by, and only by, "
+                "a review rule"
+            )
+
+    def where(self) -> str:
+        """Where the rule was defined, for messages."""
+        if self.index is None:
+            label = f"rule {_quote(self.name)}"
+        else:
+            label = f"rule[{self.index}] ({_quote(self.name)})"
+        return f"{self.source} {label}" if self.source else label
+
+
+DETECTORS = frozenset({"card", "ssn", "email", "phone", "iban", "ipv4", "jwt", "aws_key"})
+MASK_STRATEGIES = ("redact", "partial", "hash", "null")
+
+
+@frozen
+class MaskRule:
+    """
+    One C{[[mask]]} of a policy file: which values of a connection's
+    responses are masked, and how.
+
+    @ivar columns: C{schema.table.column} glob patterns on a result column's
+        origin.
+    @ivar detectors: names from L{DETECTORS}, matched on values.
+    @ivar strategy: one of L{MASK_STRATEGIES}.
+    @ivar except_groups: identities in any of these groups see the values.
+    """
+
+    name: str
+    connections: tuple[str, ...] = field(default=ANY, converter=_strs)
+    columns: tuple[str, ...] = field(default=(), converter=_strs)
+    detectors: tuple[str, ...] = field(default=(), converter=_strs)
+    strategy: str = "redact"
+    except_groups: tuple[str, ...] = field(default=(), converter=_strs)
+    source: str | None = field(default=None, eq=False)
+    index: int | None = field(default=None, eq=False)
+
+    def applies_to(self, connection_name: str, identity: Identity) -> bool:
+        """Whether this mask covers C{identity}'s responses from that connection."""
+        if not set(self.except_groups).isdisjoint(identity.groups):
+            return False
+        return any(fnmatch.fnmatchcase(connection_name, p) for p in self.connections)
+
+
+@frozen
+class PolicyFile:
+    """A loaded policy file: what a C{policy.loaded} audit record says about it."""
+
+    path: str
+    sha256: str
+    rules: int
+    masks: int = 0
+
+    def to_record(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "rules": self.rules, "masks": self.masks}
+
+
+def _rules(value: Iterable[Rule]) -> tuple[Rule, ...]:
+    return tuple(value)
+
+
+def _masks(value: Iterable[MaskRule]) -> tuple[MaskRule, ...]:
+    return tuple(value)
+
+
+def _files(value: Iterable[PolicyFile]) -> tuple[PolicyFile, ...]:
+    return tuple(value)
+
+
+@frozen
+class PolicySet:
+    """
+    A loaded policy: every rule and mask of the policy folder in load order
+    (files sorted by name, then as written), and the files they came from.
+    """
+
+    rules: tuple[Rule, ...] = field(default=(), converter=_rules)
+    masks: tuple[MaskRule, ...] = field(default=(), converter=_masks)
+    files: tuple[PolicyFile, ...] = field(default=(), converter=_files)
+    _evaluator: _Evaluator = field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_evaluator", _Evaluator(self.rules))
+
+    def rule(self, name: str) -> Rule | None:
+        for rule in self.rules:
+            if rule.name == name:
+                return rule
+        return None
+
+    def masks_for(self, connection_name: str, identity: Identity) -> tuple[MaskRule, ...]:
+        """The mask rules that apply to C{identity}'s responses from a connection."""
+        return tuple(m for m in self.masks if m.applies_to(connection_name, identity))
+
+    def evaluate(self, identity: Identity, connection_name: str, action: Action) -> Decision:
+        """See L{evaluate}."""
+        return self._evaluator.evaluate(identity, connection_name, action)
+
+
+def evaluate(
+    policy: PolicySet, identity: Identity, connection_name: str, action: Action
+) -> Decision:
+    """
+    Decide C{action} by C{identity} on the connection named C{connection_name}.
+
+    A rule matches when the identity is in one of its groups (C{"*"}: any),
+    its subject matches C{users}, the connection name matches
+    C{connections}, the action kind matches C{actions}, and every condition
+    matches the action's attributes.  A condition whose attribute the action
+    does not carry does not match, so C{sql.*} conditions never catch an SSH
+    action.
+
+    Then: the first matching deny rule (in load order) decides; else, with
+    no matching allow rule, the action is denied with C{rule=None}; else the
+    matching review rules, if any, decide together (see
+    L{ReviewRequirement.combine}), the first of them named in the decision;
+    else the first matching allow rule decides.  So a review rule gates
+    what an allow rule grants, and never grants anything by itself.
+    """
+    return policy._evaluator.evaluate(identity, connection_name, action)
+
+
+# -- compiled form ------------------------------------------------------------
+
+_MISSING = object()
+_COLLECTIONS = (tuple, list, frozenset, set)
+
+
+def _anything(value: str) -> bool:
+    return True
+
+
+class _CompiledRule:
+    __slots__ = (
+        "actions",
+        "checks",
+        "connections",
+        "decision",
+        "groups",
+        "requires",
+        "rule",
+        "users",
+    )
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.groups = None if "*" in rule.groups else frozenset(rule.groups)
+        self.users = compile_globs(rule.users)
+        self.connections = compile_globs(rule.connections)
+        self.actions = compile_globs(rule.actions)
+        self.requires = frozenset(c.name for c in rule.conditions)
+        # (attribute, matcher, expected): a glob condition has a matcher, a
+        # boolean one the expected value; tested inline by applies().
+        checks: list[tuple[str, Callable[[str], object] | None, bool | None]] = []
+        for condition in rule.conditions:
+            if isinstance(condition.value, bool):
+                checks.append((condition.name, None, condition.value))
+            else:
+                # "*" still requires the attribute to be present.
+                match = compile_globs(condition.value) or _anything
+                checks.append((condition.name, match, None))
+        self.checks = tuple(checks)
+        message = rule.message
+        if not message and rule.effect is Effect.deny:
+            message = f"denied by policy rule {_quote(rule.name)}"
+        elif not message and rule.effect is Effect.review:
+            message = f"review required by policy rule {_quote(rule.name)}"
+        review = rule.review
+        if review is not None and not review.rules:
+            review = ReviewRequirement(
+                approvers=review.approvers,
+                min_approvals=review.min_approvals,
+                timeout_seconds=review.timeout_seconds,
+                rules=(rule.name,),
+            )
+        # Deciding rules hand out this one value: no allocation per call.
+        self.decision = Decision(rule.effect, rule.name, message, review)
+
+    def applies(self, identity: Identity, attributes: Mapping[str, Any]) -> bool:
+        groups = self.groups
+        if groups is not None and groups.isdisjoint(identity.groups):
+            return False
+        users = self.users
+        if users is not None and not users(identity.subject):
+            return False
+        for name, match, expected in self.checks:
+            value = attributes.get(name, _MISSING)
+            if match is None:
+                # Identity, not equality: 1 or "true" is not a boolean fact.
+                if value is not expected:
+                    return False
+            elif isinstance(value, str):
+                if not match(value):
+                    return False
+            elif isinstance(value, _COLLECTIONS):
+                for item in value:
+                    # Front ends promise strings; anything else does not match.
+                    if isinstance(item, str) and match(item):
+                        break
+                else:
+                    return False
+            else:
+                return False
+        return True
+
+
+@frozen
+class _Candidates:
+    """
+    The rules that can match actions of one kind, on one connection, with
+    one set of attribute names; and the start of the no-match message.
+    """
+
+    denies: tuple[_CompiledRule, ...]
+    reviews: tuple[_CompiledRule, ...]
+    allows: tuple[_CompiledRule, ...]
+    no_match: str
+
+
+# Connection names, action kinds and attribute names come from small sets in
+# practice, but clients choose some of them (a database name, a k8s verb),
+# so the memo is bounded.
+_CACHE_LIMIT = 4096
+
+
+class _Evaluator:
+    """
+    The compiled form of a policy.
+
+    Rules are pre-selected per (connection name, action kind, attribute
+    names): a rule is a candidate only if its connection and action patterns
+    match and the action carries every attribute its conditions test (one
+    that lacks one cannot match).  So an SQL statement is only tested
+    against the rules that could catch it, not against the SSH guardrails.
+    """
+
+    __slots__ = ("_cache", "_combined", "_rules", "_size")
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self._rules = tuple(_CompiledRule(rule) for rule in rules)
+        self._cache: dict[str, dict[str, dict[tuple[str, ...], _Candidates]]] = {}
+        self._size = 0
+        self._combined: dict[tuple[_CompiledRule, ...], Decision] = {}
+
+    def _candidates(self, connection_name: str, kind: str, names: tuple[str, ...]) -> _Candidates:
+        present = frozenset(names)
+        by_effect: dict[Effect, list[_CompiledRule]] = {e: [] for e in Effect}
+        for compiled in self._rules:
+            if compiled.connections is not None and not compiled.connections(connection_name):
+                continue
+            if compiled.actions is not None and not compiled.actions(kind):
+                continue
+            if not compiled.requires <= present:
+                continue
+            by_effect[compiled.rule.effect].append(compiled)
+        candidates = _Candidates(
+            tuple(by_effect[Effect.deny]),
+            tuple(by_effect[Effect.review]),
+            tuple(by_effect[Effect.allow]),
+            f"no rule allows {_quote(kind)} on {_quote(connection_name)} for ",
+        )
+        if self._size >= _CACHE_LIMIT:
+            self._cache.clear()
+            self._combined.clear()
+            self._size = 0
+        self._cache.setdefault(connection_name, {}).setdefault(kind, {})[names] = candidates
+        self._size += 1
+        return candidates
+
+    def evaluate(self, identity: Identity, connection_name: str, action: Action) -> Decision:
+        kind = action.kind
+        attributes = action.attributes
+        names = tuple(attributes)
+        candidates = None
+        by_kind = self._cache.get(connection_name)
+        if by_kind is not None:
+            by_names = by_kind.get(kind)
+            if by_names is not None:
+                candidates = by_names.get(names)
+        if candidates is None:
+            candidates = self._candidates(connection_name, kind, names)
+
+        for compiled in candidates.denies:
+            if compiled.applies(identity, attributes):
+                return compiled.decision
+        for compiled in candidates.allows:
+            if compiled.applies(identity, attributes):
+                allowed = compiled
+                break
+        else:
+            return Decision(Effect.deny, None, candidates.no_match + str(identity.subject))
+        # A review rule gates what an allow rule grants; it never grants.
+        first = None
+        several = None
+        for compiled in candidates.reviews:
+            if compiled.applies(identity, attributes):
+                if first is None:
+                    first = compiled
+                elif several is None:
+                    several = [first, compiled]
+                else:
+                    several.append(compiled)
+        if several is not None:
+            return self._combined_review(tuple(several))
+        if first is not None:
+            return first.decision
+        return allowed.decision
+
+    def _combined_review(self, matched: tuple[_CompiledRule, ...]) -> Decision:
+        decision = self._combined.get(matched)
+        if decision is None:
+            messages = dict.fromkeys(c.decision.message for c in matched)
+            decision = Decision(
+                Effect.review,
+                matched[0].rule.name,
+                "; ".join(messages),
+                ReviewRequirement.combine([c.decision.review for c in matched]),
+            )
+            self._combined[matched] = decision
+        return decision

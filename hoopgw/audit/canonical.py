@@ -1,0 +1,223 @@
+"""
+RFC 8785 (JSON Canonicalization Scheme) for audit records.
+
+The encoder is the C{json} module's C encoder with the settings under which
+its output is byte-identical to JCS for the values audit records hold:
+
+  - C{separators=(",", ":")}: no whitespace (RFC 8785 §3.2.1);
+  - C{ensure_ascii=False}: strings are raw UTF-8 except C{"}, C{\\}, and
+    U+0000..U+001F, which both escape the same way (the two-character forms
+    for \\b \\t \\n \\f \\r, otherwise C{\\u00xx} in lower-case hex; §3.2.2.2);
+  - integers print as decimal digits, which equals the ES6 form of the same
+    IEEE 754 double for |n| <= 2**53 - 1 (§3.2.2.3);
+  - C{sort_keys=True} sorts by code point, which equals JCS's UTF-16 code
+    unit order (§3.2.3) unless two keys differ first at a position where one
+    has a non-BMP character and the other U+E000..U+FFFF.
+
+A validation walk enforces the domain (str keys, safe integers, no
+non-integral or non-finite floats) and notices the rare inputs the C
+encoder cannot take as they are (integral floats, non-dict mappings, keys
+outside ASCII whose order could differ); only those are rebuilt into a form
+it encodes canonically.  Lone surrogates fail the final UTF-8 encode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["CanonicalizationError", "canonical_json", "MAX_SAFE_INTEGER"]
+
+MAX_SAFE_INTEGER = 2**53 - 1
+
+_encode = json.JSONEncoder(
+    ensure_ascii=False,
+    separators=(",", ":"),
+    sort_keys=True,
+    allow_nan=False,
+    check_circular=False,
+).encode
+
+_encode_ordered = json.JSONEncoder(
+    ensure_ascii=False,
+    separators=(",", ":"),
+    sort_keys=False,
+    allow_nan=False,
+    check_circular=False,
+).encode
+
+
+class CanonicalizationError(ValueError):
+    """
+    A value cannot be represented in RFC 8785 canonical JSON.  The message
+    names where in the value (a JSON-pointer-like path) and why.
+    """
+
+
+def _utf16_key(key: str) -> bytes:
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def _fast_ok(value: Any) -> bool:
+    """
+    C{True} if C{value} is made only of dicts with ASCII str keys, lists,
+    tuples, str, bool, None and safe ints: the C encoder's output is then
+    canonical as it is.  Scalars are checked inline because a function call
+    per value would cost more than the encoding itself.
+    """
+    kind = type(value)
+    if kind is dict:
+        items = value.items()
+        for key, item in items:
+            if type(key) is not str or not key.isascii():
+                return False
+            kind = type(item)
+            if kind is str or kind is bool or item is None:
+                continue
+            if kind is int:
+                if -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                    continue
+                return False
+            if not _fast_ok(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:
+            kind = type(item)
+            if kind is str or kind is bool or item is None:
+                continue
+            if kind is int:
+                if -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                    continue
+                return False
+            if not _fast_ok(item):
+                return False
+        return True
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+    return False
+
+
+def _check(value: Any, path: str) -> bool:
+    """
+    Validate C{value}; return C{True} if it must be rebuilt before the C
+    encoder can encode it canonically.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return False
+    if kind is int:
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return False
+        raise CanonicalizationError(
+            f"{path or '/'}: integer {value} is outside the range JSON numbers "
+            f"represent exactly (|n| <= 2**53 - 1)"
+        )
+    if kind is dict:
+        rebuild = False
+        for key, item in value.items():
+            if type(key) is not str:
+                if not isinstance(key, str):
+                    raise CanonicalizationError(
+                        f"{path or '/'}: object key {key!r} is a {type(key).__name__}, expected str"
+                    )
+                rebuild = True
+            elif not key.isascii():
+                rebuild = True
+            if _check(item, f"{path}/{key}"):
+                rebuild = True
+        return rebuild
+    if kind is list or kind is tuple:
+        rebuild = False
+        for index, item in enumerate(value):
+            if _check(item, f"{path}/{index}"):
+                rebuild = True
+        return rebuild
+    # Subclasses (str/int enums, OrderedDict, ...) and floats: rare, slow path.
+    if isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        _check(int(value), path)
+        return True
+    if isinstance(value, float):
+        _float_as_int(value, path)
+        return True
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CanonicalizationError(
+                    f"{path or '/'}: object key {key!r} is a {type(key).__name__}, expected str"
+                )
+            _check(item, f"{path}/{key}")
+        return True
+    raise CanonicalizationError(
+        f"{path or '/'}: {type(value).__name__} is not a JSON value "
+        f"(expected dict, list, str, int, bool or None)"
+    )
+
+
+def _float_as_int(value: float, path: str) -> int:
+    # Audit records hold integers only (sizes, microseconds); an integral
+    # float is accepted as that integer, anything else would need ES6
+    # number formatting and is refused rather than approximated.
+    if not math.isfinite(value) or not value.is_integer():
+        raise CanonicalizationError(
+            f"{path or '/'}: float {value!r} is not allowed (expected an integer; "
+            f"audit records carry counts and microseconds as integers)"
+        )
+    as_int = int(value)
+    if not -MAX_SAFE_INTEGER <= as_int <= MAX_SAFE_INTEGER:
+        raise CanonicalizationError(
+            f"{path or '/'}: number {value!r} is outside the range JSON numbers "
+            f"represent exactly (|n| <= 2**53 - 1)"
+        )
+    return as_int
+
+
+def _rebuild(value: Any) -> Any:
+    """
+    Convert a validated value to plain dicts (inserted in UTF-16 key order),
+    lists, str, int, bool and None, for the order-preserving encoder.
+    """
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str.__str__(value)  # the value of a str enum, not its name
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, Mapping):
+        items = sorted(((str(k), v) for k, v in value.items()), key=lambda kv: _utf16_key(kv[0]))
+        return {key: _rebuild(item) for key, item in items}
+    return [_rebuild(item) for item in value]
+
+
+def canonical_json(obj: Any) -> bytes:
+    """
+    Encode C{obj} as RFC 8785 canonical JSON (UTF-8 bytes, no trailing
+    newline).
+
+    @raise CanonicalizationError: if C{obj} holds something JCS cannot
+        represent exactly: a non-str key, an integer beyond +-(2**53 - 1), a
+        non-integral or non-finite float, a lone surrogate, or a non-JSON type.
+    """
+    if _fast_ok(obj):
+        text = _encode(obj)
+    else:
+        # Slow path: precise errors, then a rebuilt value in JCS key order.
+        _check(obj, "")
+        text = _encode_ordered(_rebuild(obj))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise CanonicalizationError(
+            f"string contains a lone surrogate at character {e.start} of the encoded "
+            f"record, which is not valid UTF-8"
+        ) from None

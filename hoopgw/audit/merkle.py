@@ -1,0 +1,262 @@
+"""
+Merkle tree hashing as RFC 6962 §2.1 / RFC 9162 §2.1 define it.
+
+Leaves are hashed as C{SHA-256(0x00 || d)}, interior nodes as
+C{SHA-256(0x01 || left || right)}; the tree over C{n} leaves splits at the
+largest power of two smaller than C{n}.  L{CompactTree} keeps only the
+O(log n) roots of the perfect subtrees a log of C{n} leaves decomposes into,
+which is all that appending and computing the root need.
+"""
+
+from __future__ import annotations
+
+from hashlib import sha256
+from typing import Iterable, Sequence
+
+from attrs import define, field
+
+__all__ = [
+    "EMPTY_ROOT",
+    "CompactTree",
+    "ProofError",
+    "consistency_proof",
+    "inclusion_proof",
+    "leaf_hash",
+    "mth",
+    "node_hash",
+    "root_from_leaf_hashes",
+    "verify_consistency",
+    "verify_inclusion",
+]
+
+#: MTH({}) = SHA-256() (RFC 6962 §2.1).
+EMPTY_ROOT = sha256(b"").digest()
+
+
+class ProofError(ValueError):
+    """A proof does not verify, or is malformed; the message says which."""
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """MTH({d}) = SHA-256(0x00 || d)."""
+    return sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """SHA-256(0x01 || left || right)."""
+    return sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than C{n} (C{n} >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
+    """MTH over leaves given by their leaf hashes."""
+    n = len(hashes)
+    if n == 0:
+        return EMPTY_ROOT
+    if n == 1:
+        return hashes[0]
+    k = _split(n)
+    return node_hash(root_from_leaf_hashes(hashes[:k]), root_from_leaf_hashes(hashes[k:]))
+
+
+def mth(entries: Iterable[bytes]) -> bytes:
+    """MTH(D[n]) of a list of entries (RFC 6962 §2.1)."""
+    tree = CompactTree()
+    for entry in entries:
+        tree.append(leaf_hash(entry))
+    return tree.root()
+
+
+def inclusion_proof(index: int, hashes: Sequence[bytes]) -> list[bytes]:
+    """
+    PATH(m, D[n]) (RFC 6962 §2.1.1) for the leaf at C{index}, from all the
+    tree's leaf hashes.
+    """
+    n = len(hashes)
+    if not 0 <= index < n:
+        raise ProofError(f"leaf index {index} is outside a tree of size {n}")
+    if n == 1:
+        return []
+    k = _split(n)
+    if index < k:
+        return inclusion_proof(index, hashes[:k]) + [root_from_leaf_hashes(hashes[k:])]
+    return inclusion_proof(index - k, hashes[k:]) + [root_from_leaf_hashes(hashes[:k])]
+
+
+def consistency_proof(old_size: int, hashes: Sequence[bytes]) -> list[bytes]:
+    """
+    PROOF(m, D[n]) (RFC 6962 §2.1.2) between the tree of the first
+    C{old_size} leaves and the tree of all of C{hashes}.
+    """
+    n = len(hashes)
+    if not 0 < old_size <= n:
+        raise ProofError(f"old size {old_size} is not within 1..{n}")
+
+    def subproof(m: int, leaves: Sequence[bytes], complete: bool) -> list[bytes]:
+        size = len(leaves)
+        if m == size:
+            return [] if complete else [root_from_leaf_hashes(leaves)]
+        k = _split(size)
+        if m <= k:
+            return subproof(m, leaves[:k], complete) + [root_from_leaf_hashes(leaves[k:])]
+        return subproof(m - k, leaves[k:], False) + [root_from_leaf_hashes(leaves[:k])]
+
+    return subproof(old_size, hashes, True)
+
+
+def verify_inclusion(
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
+) -> None:
+    """
+    Verify an inclusion proof (RFC 9162 §2.1.3.2).
+
+    @raise ProofError: if it does not prove C{leaf} at C{index} in the tree
+        of C{size} leaves whose root is C{root}.
+    """
+    if not 0 <= index < size:
+        raise ProofError(f"leaf index {index} is outside a tree of size {size}")
+    fn, sn = index, size - 1
+    r = leaf
+    for p in proof:
+        if len(p) != 32:
+            raise ProofError(f"proof element of {len(p)} bytes, expected 32")
+        if sn == 0:
+            raise ProofError("inclusion proof is longer than the tree is deep")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("inclusion proof is shorter than the tree is deep")
+    if r != root:
+        raise ProofError("inclusion proof does not lead to the expected root")
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> None:
+    """
+    Verify a consistency proof (RFC 9162 §2.1.4.2).
+
+    @raise ProofError: if it does not prove that the tree of C{new_size}
+        leaves with root C{new_root} extends the one of C{old_size} leaves with
+        root C{old_root}.
+    """
+    if not 0 < old_size <= new_size:
+        raise ProofError(f"sizes {old_size} -> {new_size}: expected 0 < old <= new")
+    if any(len(p) != 32 for p in proof):
+        raise ProofError("proof element is not 32 bytes")
+    if old_size == new_size:
+        if proof:
+            raise ProofError("a proof between equal sizes must be empty")
+        if old_root != new_root:
+            raise ProofError("equal sizes but different roots")
+        return
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:
+        # A power of two: the old root is itself the first node (§2.1.4.2 step 1).
+        path.insert(0, old_root)
+    if not path:
+        raise ProofError("consistency proof is empty")
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise ProofError("consistency proof is longer than expected")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("consistency proof is shorter than expected")
+    if fr != old_root:
+        raise ProofError("consistency proof does not lead to the old root")
+    if sr != new_root:
+        raise ProofError("consistency proof does not lead to the new root")
+
+
+@define
+class CompactTree:
+    """
+    An append-only Merkle tree that keeps only its frontier: the roots of
+    the perfect subtrees the first C{size} leaves decompose into, largest
+    (leftmost) first — one per set bit of C{size}.
+    """
+
+    size: int = 0
+    _frontier: list[bytes] = field(factory=list)
+
+    def append(self, leaf: bytes) -> None:
+        """Add a leaf, given as its leaf hash."""
+        frontier = self._frontier
+        frontier.append(leaf)
+        n = self.size
+        # Each trailing 1 bit of the old size is a subtree of equal size to
+        # merge with (binary carry).
+        while n & 1:
+            right = frontier.pop()
+            frontier[-1] = sha256(b"\x01" + frontier[-1] + right).digest()
+            n >>= 1
+        self.size += 1
+
+    def root(self) -> bytes:
+        """MTH of the leaves so far."""
+        frontier = self._frontier
+        if not frontier:
+            return EMPTY_ROOT
+        r = frontier[-1]
+        for h in reversed(frontier[:-1]):
+            r = sha256(b"\x01" + h + r).digest()
+        return r
+
+    def to_list(self) -> list[str]:
+        """The frontier as hex strings (what L{from_list} takes back)."""
+        return [h.hex() for h in self._frontier]
+
+    @classmethod
+    def from_list(cls, size: int, frontier: Sequence[str]) -> "CompactTree":
+        """
+        Restore a tree from its size and L{to_list} output.
+
+        @raise ValueError: if the frontier does not fit the size.
+        """
+        if size < 0:
+            raise ValueError(f"tree size {size} is negative")
+        expected = bin(size).count("1")
+        if len(frontier) != expected:
+            raise ValueError(
+                f"a tree of size {size} has {expected} frontier hashes, got {len(frontier)}"
+            )
+        hashes = []
+        for i, text in enumerate(frontier):
+            try:
+                h = bytes.fromhex(text)
+            except (TypeError, ValueError):
+                h = b""
+            if len(h) != 32:
+                raise ValueError(f"frontier[{i}] is not 64 hex digits: {text!r}")
+            hashes.append(h)
+        return cls(size, hashes)
+
+    def copy(self) -> "CompactTree":
+        return CompactTree(self.size, list(self._frontier))

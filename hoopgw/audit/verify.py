@@ -1,0 +1,387 @@
+"""
+Offline verification of an audit directory from its files and the
+verifier key alone.
+
+What is checked (docs/audit-format.md, "Verifying"):
+
+  - every checkpoint note parses, carries a valid Ed25519 signature by the
+    vkey, names this log as its origin, and sizes never decrease;
+  - every record line is canonical JSON (re-encoding gives the same bytes),
+    has C{"v": 1}, the log's id, C{seq} one more than the line before
+    (starting at 0) and C{prev} equal to the SHA-256 of the line before;
+  - the Merkle root of the first C{size} records equals every checkpoint's
+    root, and there are at least as many records as the last checkpoint
+    covers (nothing was cut off the end).
+
+Large logs are checked in byte ranges by worker processes (the JSON parse
+and re-encode dominate and are CPU bound); the main process stitches the
+ranges together (seq and prev across boundaries, the Merkle tree) in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from hashlib import sha256
+from pathlib import Path
+from typing import Iterator
+
+from attrs import frozen
+
+from hoopgw.audit.canonical import MAX_SAFE_INTEGER, CanonicalizationError, canonical_json
+from hoopgw.audit.checkpoint import Checkpoint, CheckpointError, Verifier, verify_checkpoint
+from hoopgw.audit.log import CHECKPOINTS_FILE, GENESIS_PREV, RECORDS_FILE
+from hoopgw.audit.merkle import CompactTree
+
+__all__ = ["VerifyReport", "verify", "read_checkpoints"]
+
+_CHUNK = 8 << 20
+#: Below this many bytes of records, worker processes cost more than they save.
+_PARALLEL_THRESHOLD = 64 << 20
+
+_encode = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
+).encode
+_decode = json.JSONDecoder(
+    parse_constant=lambda name: _raise(f"{name} is not a JSON number"),
+    # Records hold integers only; JCS would write any integral float as an
+    # integer, so a fraction or exponent is never canonical here.
+    parse_float=lambda text: _raise(f"number {text} is not an integer"),
+    parse_int=lambda text: _safe_int(text),
+).decode
+
+
+def _raise(message: str) -> None:
+    raise ValueError(message)
+
+
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return value
+    raise ValueError(f"integer {text} is outside +-(2**53 - 1)")
+
+
+@frozen
+class VerifyReport:
+    """
+    @ivar ok: everything verified.
+    @ivar records: record lines checked (up to the first error).
+    @ivar checkpoints: checkpoint notes whose signature verified.
+    @ivar last_checkpoint_size: the size of the last valid checkpoint.
+    @ivar first_error: C{None}, or the file, the line/seq or checkpoint and
+        what is wrong with it.
+    @ivar log_id: the log's id (from its first record), if any.
+    """
+
+    ok: bool
+    records: int
+    checkpoints: int
+    last_checkpoint_size: int
+    first_error: str | None
+    log_id: str | None = None
+
+    def summary(self) -> str:
+        if self.ok:
+            return (
+                f"OK: {self.records} records, {self.checkpoints} checkpoints, last checkpoint "
+                f"covers {self.last_checkpoint_size} records (log {self.log_id})"
+            )
+        return f"FAILED: {self.first_error}"
+
+
+@frozen
+class _Chunk:
+    """What a worker found in one byte range of the records file."""
+
+    count: int  # records that passed the in-range checks
+    first_seq: object
+    first_prev: object
+    first_log: object
+    last_hash: str | None  # SHA-256 hex of the last good line
+    leaves: bytes  # concatenated leaf hashes of the good lines
+    error: tuple[int, str] | None  # (index in range, what) of the first bad line
+    torn: bool  # the range ends without a newline
+
+
+def _check_record(line: bytes) -> dict:
+    """Parse a line and check it is a canonical JSON object; raise ValueError."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        record = _decode(text)
+    except ValueError as e:
+        raise ValueError(f"not canonical JSON ({e})") from None
+    if type(record) is not dict:
+        raise ValueError("not a JSON object")
+    # Re-encoding with the C encoder equals JCS for what the decoder lets
+    # through (no floats, no unsafe integers), unless keys' UTF-16 order
+    # differs from code point order: then the encodings differ and the slow
+    # path decides.
+    if _encode(record) != text:
+        return _slow_canonical(record, line)
+    return record
+
+
+def _slow_canonical(record: dict, line: bytes) -> dict:
+    try:
+        canonical = canonical_json(record)
+    except CanonicalizationError as e:
+        raise ValueError(str(e)) from None
+    if canonical != line:
+        raise ValueError("not in canonical (RFC 8785) form")
+    return record
+
+
+def _check_range(path: str, start: int, end: int) -> _Chunk:
+    """
+    Check the lines in [start, end) of the records file: each canonical,
+    C{v} 1, one log id, seq contiguous and prev chained within the range.
+    """
+    leaves = bytearray()
+    count = 0
+    first_seq = first_prev = first_log = None
+    last_hash: str | None = None
+    seq = prev = log = None
+    error: tuple[int, str] | None = None
+    torn = False
+    with open(path, "rb") as f:
+        f.seek(start)
+        remaining = end - start
+        pending = b""
+        while remaining > 0 and error is None:
+            chunk = f.read(min(_CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                try:
+                    record = _check_record(line)
+                except ValueError as e:
+                    error = (count, str(e))
+                    break
+                if record.get("v") != 1 or type(record.get("v")) is not int:
+                    error = (count, f'"v" is {record.get("v")!r}, expected 1')
+                    break
+                if count == 0:
+                    first_seq, first_prev, first_log = record.get("seq"), record.get("prev"), record.get("log")
+                    if type(first_seq) is not int:
+                        error = (count, f'"seq" is {first_seq!r}, expected an integer')
+                        break
+                    seq, log = first_seq, first_log
+                else:
+                    if record.get("log") != log:
+                        error = (count, f'"log" is {record.get("log")!r}, expected {log!r}')
+                        break
+                    if record.get("seq") != seq or type(record.get("seq")) is not int:
+                        error = (count, f'"seq" is {record.get("seq")!r}, expected {seq}')
+                        break
+                    if record.get("prev") != prev:
+                        error = (
+                            count,
+                            f'"prev" does not match the SHA-256 of the line before: that line '
+                            f"or this one was altered, or records were inserted or removed between them",
+                        )
+                        break
+                prev = last_hash = sha256(line).hexdigest()
+                leaves += sha256(b"\x00" + line).digest()
+                seq += 1  # type: ignore[operator]
+                count += 1
+        if error is None and (pending or remaining > 0):
+            torn = True
+    return _Chunk(count, first_seq, first_prev, first_log, last_hash, bytes(leaves), error, torn)
+
+
+def _ranges(path: Path, size: int, chunk: int) -> list[tuple[int, int]]:
+    """Split [0, size) into ranges of about C{chunk} bytes that end at newlines."""
+    ranges = []
+    start = 0
+    with open(path, "rb") as f:
+        while start < size:
+            end = min(start + chunk, size)
+            if end < size:
+                f.seek(end)
+                # Extend to just past the next newline.
+                while True:
+                    block = f.read(1 << 16)
+                    if not block:
+                        end = size
+                        break
+                    i = block.find(b"\n")
+                    if i >= 0:
+                        end += i + 1
+                        break
+                    end += len(block)
+            ranges.append((start, end))
+            start = end
+    return ranges
+
+
+def read_checkpoints(data: bytes, verifier: Verifier, where: str) -> Iterator[tuple[int, int, Checkpoint]]:
+    """
+    Yield (index, byte offset, checkpoint) for each note in a checkpoints
+    file, verifying each signature.
+
+    @raise CheckpointError: naming the note (1-based) and its byte offset.
+    """
+    position = 0
+    index = 0
+    while position < len(data):
+        index += 1
+        body_end = data.find(b"\n\n", position)
+        end = data.find(b"\n\n", body_end + 2) if body_end >= 0 else -1
+        if end < 0:
+            raise CheckpointError(
+                f"{where}: checkpoint {index} (at byte {position}): incomplete note "
+                f"(expected a body, a blank line, signatures and a blank line)"
+            )
+        try:
+            checkpoint = verify_checkpoint(data[position : end + 1], verifier)
+        except CheckpointError as e:
+            raise CheckpointError(f"{where}: checkpoint {index} (at byte {position}): {e}") from None
+        yield index, position, checkpoint
+        position = end + 2
+
+
+def verify(directory: Path | str, vkey_text: str, *, workers: int | None = None) -> VerifyReport:
+    """
+    Verify the audit log in C{directory} against the verifier key text.
+
+    @param workers: worker processes for large logs; default: one per CPU
+        when the records file is large, else none.  C{0} forces in-process.
+    """
+    directory = Path(directory)
+    records_path = directory / RECORDS_FILE
+    cp_path = directory / CHECKPOINTS_FILE
+    try:
+        verifier = Verifier.from_vkey(vkey_text)
+    except CheckpointError as e:
+        return VerifyReport(False, 0, 0, 0, str(e))
+
+    # Checkpoints first: they are small, and the records are checked against them.
+    try:
+        cp_data = cp_path.read_bytes()
+    except FileNotFoundError:
+        cp_data = b""
+    checkpoints: list[tuple[int, Checkpoint]] = []
+    last_size = 0
+    try:
+        for index, position, cp in read_checkpoints(cp_data, verifier, str(cp_path)):
+            if cp.size < last_size:
+                raise CheckpointError(
+                    f"{cp_path}: checkpoint {index} (at byte {position}): size {cp.size} is "
+                    f"smaller than the previous checkpoint's {last_size}"
+                )
+            last_size = cp.size
+            checkpoints.append((index, cp))
+    except CheckpointError as e:
+        return VerifyReport(False, 0, len(checkpoints), last_size, str(e))
+
+    try:
+        size = records_path.stat().st_size
+    except FileNotFoundError:
+        size = 0
+    if workers is None:
+        workers = (os.cpu_count() or 1) if size >= _PARALLEL_THRESHOLD else 0
+    ranges = _ranges(records_path, size, max(_CHUNK, size // (workers * 8)) if workers else 1 << 62) if size else []
+
+    tree = CompactTree()
+    pending_cps = list(checkpoints)
+    next_cp = 0
+    log_id: str | None = None
+    prev = GENESIS_PREV
+    count = 0
+
+    def report(error: str | None) -> VerifyReport:
+        done = checkpoints[: next_cp] if error else checkpoints
+        return VerifyReport(
+            error is None, count, len(checkpoints), done[-1][1].size if done else 0, error, log_id
+        )
+
+    def where(index: int) -> str:
+        return f"{records_path}: line {index + 1} (seq {index})"
+
+    # The signed checkpoints name the log (origin "<key name>/<log id>"),
+    # so a record's log id is checked against them, not the other way round.
+    prefix = f"{verifier.name}/"
+    for index, cp in checkpoints:
+        if not cp.origin.startswith(prefix) or len(cp.origin) == len(prefix):
+            return report(f"{cp_path}: checkpoint {index}: origin {cp.origin!r}, expected {prefix}<log id>")
+        if log_id is None:
+            log_id = cp.origin[len(prefix) :]
+        elif cp.origin != prefix + log_id:
+            return report(
+                f"{cp_path}: checkpoint {index}: origin {cp.origin!r}, but checkpoint 1 has "
+                f"{prefix + log_id!r}"
+            )
+
+    # Checkpoints of the empty tree are checked before any record.
+    while next_cp < len(pending_cps) and pending_cps[next_cp][1].size == 0:
+        index, cp = pending_cps[next_cp]
+        if cp.root != tree.root():
+            return report(f"{cp_path}: checkpoint {index} (size 0): root is not the empty tree's")
+        next_cp += 1
+
+    executor = ProcessPoolExecutor(workers) if workers and len(ranges) > 1 else None
+    try:
+        if executor is not None:
+            results: Iterator[_Chunk] = executor.map(
+                _check_range, [str(records_path)] * len(ranges), *zip(*ranges)
+            )
+        else:
+            results = (_check_range(str(records_path), s, e) for s, e in ranges)
+        for chunk in results:
+            if chunk.count or chunk.error:
+                # The range's first line must continue the previous range.
+                if chunk.count:
+                    if log_id is None:
+                        if not isinstance(chunk.first_log, str) or not chunk.first_log:
+                            return report(f'{where(count)}: "log" is {chunk.first_log!r}, expected a log id')
+                        log_id = chunk.first_log
+                    if chunk.first_log != log_id:
+                        return report(f'{where(count)}: "log" is {chunk.first_log!r}, expected {log_id!r}')
+                    if chunk.first_seq != count:
+                        return report(f'{where(count)}: "seq" is {chunk.first_seq!r}, expected {count}')
+                    if chunk.first_prev != prev:
+                        return report(
+                            f'{where(count)}: "prev" does not match '
+                            + ("the genesis value (64 zeros)" if count == 0 else "the SHA-256 of the line before")
+                            + ": that line or this one was altered, or records were inserted or removed between them"
+                        )
+                leaves = chunk.leaves
+                for offset in range(0, len(leaves), 32):
+                    tree.append(leaves[offset : offset + 32])
+                    while next_cp < len(pending_cps) and pending_cps[next_cp][1].size == tree.size:
+                        index, cp = pending_cps[next_cp]
+                        if cp.root != tree.root():
+                            count = tree.size
+                            return report(
+                                f"{cp_path}: checkpoint {index} (size {cp.size}): root does not match "
+                                f"the Merkle tree of the first {cp.size} records in {records_path.name}"
+                            )
+                        next_cp += 1
+                count += chunk.count
+                if chunk.count:
+                    prev = chunk.last_hash  # type: ignore[assignment]
+                if chunk.error is not None:
+                    return report(f"{where(count)}: {chunk.error[1]}")
+            if chunk.torn:
+                return report(
+                    f"{records_path}: line {count + 1} (seq {count}) is torn: no trailing newline"
+                )
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+
+    if last_size > count:
+        index = next(i for i, cp in checkpoints if cp.size > count)
+        return report(
+            f"{records_path}: {count} records, but checkpoint {index} covers {last_size}: "
+            f"records were removed or cut off the end"
+        )
+    return report(None)

@@ -1,0 +1,225 @@
+"""
+The ``hoopgw`` admin command: ``hoopgw [--config FILE] <group> <verb> ...``.
+
+It runs outside the gateway process, on the gateway's files, so it works
+offline (an auditor verifying a copied log) and never needs the reactor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from hoopgw.config import Config, load, parse_duration, quickstart
+from hoopgw.errors import ConfigError
+
+
+def _config(args: argparse.Namespace) -> Config:
+    # Secrets are only needed by the running gateway; admin verbs must work
+    # without the database passwords in their environment.
+    if args.config:
+        return load(Path(args.config), check_secrets=False)
+    return quickstart()
+
+
+def _time(text: str) -> datetime.datetime:
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        pass
+    else:
+        return datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)
+    try:
+        value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an RFC 3339 time (2026-11-26T13:00:00Z) or a duration ago (15m), got {text!r}"
+        )
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    return value
+
+
+def token_issue(args: argparse.Namespace) -> int:
+    from hoopgw.identity.dev import DevIssuer
+
+    config = _config(args)
+    if not config.identity.dev_issuer:
+        print("hoopgw: the dev issuer is disabled ([identity] dev_issuer = false)", file=sys.stderr)
+        return 1
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as e:
+        print(f"hoopgw: --ttl: {e}", file=sys.stderr)
+        return 2
+    issuer = DevIssuer.load_or_create(
+        config.gateway.data_dir,
+        config.gateway.name,
+        max_ttl_seconds=config.identity.dev_token_max_ttl_seconds,
+    )
+    try:
+        print(issuer.issue(args.sub, tuple(args.group or ()), ttl))
+    except ValueError as e:
+        print(f"hoopgw: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _audit_dir(config: Config, args: argparse.Namespace) -> Path:
+    return Path(args.dir) if getattr(args, "dir", None) else config.gateway.data_dir / "audit"
+
+
+def audit_verify(args: argparse.Namespace) -> int:
+    from hoopgw.audit.verify import verify
+
+    config = _config(args)
+    directory = _audit_dir(config, args)
+    vkey_path = Path(args.vkey) if args.vkey else directory / "audit.vkey"
+    try:
+        vkey = vkey_path.read_text()
+    except OSError as e:
+        print(f"hoopgw: cannot read verifier key {vkey_path}: {e.strerror}", file=sys.stderr)
+        return 1
+    report = verify(directory, vkey)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def audit_search(args: argparse.Namespace) -> int:
+    from hoopgw.audit.search import search
+
+    config = _config(args)
+    records = search(
+        _audit_dir(config, args),
+        session=args.session,
+        subject=args.sub,
+        connection=args.connection,
+        since=args.since,
+        until=args.until,
+        event=args.event,
+    )
+    for record in records:
+        if args.json:
+            print(json.dumps(record, sort_keys=True, ensure_ascii=False))
+        else:
+            print(_summary(record))
+    return 0
+
+
+def _summary(record: dict) -> str:
+    identity = record.get("identity") or {}
+    parts = [
+        record.get("time", "?"),
+        f"#{record.get('seq')}",
+        record.get("event", "?"),
+        identity.get("sub", "-"),
+        record.get("connection", "-"),
+    ]
+    action = record.get("action") or {}
+    if action.get("input"):
+        parts.append(repr(action["input"]))
+    decision = record.get("decision") or {}
+    if decision:
+        parts.append(decision.get("effect", "") + (f"({decision['rule']})" if decision.get("rule") else ""))
+    outcome = record.get("outcome") or {}
+    if outcome:
+        parts.append(outcome.get("status", ""))
+        if outcome.get("error"):
+            parts.append(repr(outcome["error"]))
+    if record.get("reason"):
+        parts.append(repr(record["reason"]))
+    return " ".join(str(p) for p in parts)
+
+
+def sessions_list(args: argparse.Namespace) -> int:
+    from hoopgw.store import FILENAME
+    from hoopgw.store.sqlite import read_sessions
+
+    config = _config(args)
+    path = config.gateway.data_dir / FILENAME
+    if not path.exists():
+        print(f"hoopgw: no session store at {path} (has the gateway run?)", file=sys.stderr)
+        return 1
+    rows = read_sessions(path, limit=args.limit, active=True if args.active else None)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, sort_keys=True, default=str))
+        return 0
+    for row in rows:
+        print(
+            f"{row['id']}  {row['started']}  {row.get('ended') or 'active':>20}  "
+            f"{row['subject']:<16} {row['connection']:<16} {row['source']}"
+        )
+    return 0
+
+
+def policy_check(args: argparse.Namespace) -> int:
+    from hoopgw.gateway import policies_dir
+    from hoopgw.policy.loader import load_policy_dir
+
+    config = _config(args)
+    directory = Path(args.dir) if args.dir else policies_dir(config)
+    policy_set = load_policy_dir(directory)
+    for loaded in policy_set.files:
+        print(f"{loaded.path}: {loaded.rules} rules, {loaded.masks} masks, sha256 {loaded.sha256}")
+    print(f"OK: {len(policy_set.rules)} rules, {len(policy_set.masks)} masks in {directory}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="hoopgw", description="hoopgw administration")
+    top.add_argument("--config", "-c", help="gateway configuration file (default: quickstart defaults)")
+    groups = top.add_subparsers(dest="group", required=True, metavar="GROUP")
+
+    token = groups.add_parser("token", help="dev issuer tokens").add_subparsers(dest="verb", required=True)
+    issue = token.add_parser("issue", help="print a token signed by the dev issuer")
+    issue.add_argument("--sub", required=True, help="subject (user or service account)")
+    issue.add_argument("--group", action="append", help="group membership (repeatable)")
+    issue.add_argument("--ttl", default="15m", help="lifetime, e.g. 15m, 8h (default 15m)")
+    issue.set_defaults(run=token_issue)
+
+    audit = groups.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
+    verify = audit.add_parser("verify", help="verify the log offline (exit 1 on the first bad record)")
+    verify.add_argument("--dir", help="audit directory (default: DATA_DIR/audit)")
+    verify.add_argument("--vkey", help="verifier key file (default: DIR/audit.vkey)")
+    verify.set_defaults(run=audit_verify)
+    search = audit.add_parser("search", help="find records")
+    search.add_argument("--dir", help="audit directory (default: DATA_DIR/audit)")
+    search.add_argument("--session")
+    search.add_argument("--sub", help="identity subject")
+    search.add_argument("--connection")
+    search.add_argument("--event", help="record type, e.g. action.start")
+    search.add_argument("--since", type=_time, help="RFC 3339 time or a duration ago (15m)")
+    search.add_argument("--until", type=_time, help="RFC 3339 time or a duration ago")
+    search.add_argument("--json", action="store_true", help="one JSON record per line")
+    search.set_defaults(run=audit_search)
+
+    sessions = groups.add_parser("sessions", help="gateway sessions").add_subparsers(dest="verb", required=True)
+    listing = sessions.add_parser("list", help="recent sessions, newest first")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--active", action="store_true", help="only sessions still open")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=sessions_list)
+
+    policy = groups.add_parser("policy", help="policy files").add_subparsers(dest="verb", required=True)
+    check = policy.add_parser("check", help="load and validate every policy file")
+    check.add_argument("--dir", help="policy folder (default: from the config)")
+    check.set_defaults(run=policy_check)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as e:
+        print(f"hoopgw: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,301 @@
+"""
+Assembly: one L{Gateway} service built from a L{Config}, holding the shared
+services and one listener per configured protocol.
+
+Construction does all the start-up I/O (reading policies, keys, the audit
+log's tail) so that a broken configuration stops C{twistd} with one precise
+message before the reactor runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from attrs import define
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.logger import Logger
+
+import hoopgw
+from hoopgw.audit.log import AuditLog
+from hoopgw.config import Config, config_sha256, effective_config
+from hoopgw.errors import AuditUnavailable, ConfigError, HoopgwError
+from hoopgw.identity.service import IdentityService
+from hoopgw.metrics import Metrics
+from hoopgw.policy.rules import PolicySet
+from hoopgw.policy.service import PolicyService
+from hoopgw.sessions import SessionService
+from hoopgw.store import FILENAME as STORE_FILENAME
+from hoopgw.store.sqlite import SQLiteStore
+from hoopgw.tls import ensure_certificate
+
+log = Logger()
+
+__version__ = "0.1.0"
+
+
+def shipped_policies() -> Path:
+    """
+    The policy folder installed with hoopgw (``share/hoopgw/policies``), or
+    the checkout's ``policies/`` when running from source.
+    """
+    installed = Path(sys.prefix) / "share" / "hoopgw" / "policies"
+    if installed.is_dir():
+        return installed
+    return Path(hoopgw.__file__).resolve().parent.parent / "policies"
+
+
+def policies_dir(config: Config) -> Path:
+    return config.gateway.policies if config.gateway.policies is not None else shipped_policies()
+
+
+@define
+class GatewayContext:
+    """What a protocol front end needs to build its factory."""
+
+    config: Config
+    sessions: SessionService
+    reactor: Any
+    tls_cert: Path
+    tls_key: Path
+
+
+# Protocol front ends register here: listener name -> factory builder.
+FrontEnd = Callable[[GatewayContext], IProtocolFactory]
+FRONT_ENDS: dict[str, FrontEnd] = {}
+
+
+class _Lifecycle(Service):
+    """
+    Writes the gateway's own evidence: C{gateway.start} and C{policy.loaded}
+    records at start, C{gateway.stop} (after ending live sessions) at stop.
+    """
+
+    def __init__(self, gateway: "Gateway") -> None:
+        self.gateway = gateway
+
+    def startService(self) -> None:
+        super().startService()
+        gateway = self.gateway
+        # Warm the issuers' key caches; failures are logged and retried on use.
+        gateway.identity.prefetch()
+        gateway.record_policies(gateway.policy.policy_set, reason="start")
+        gateway.append("gateway.start", gateway.describe())
+
+    @inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        gateway = self.gateway
+        yield gateway.sessions.close_all("gateway shutting down")
+        gateway.append("gateway.stop", {"gateway": gateway.config.gateway.name, "pid": os.getpid()})
+
+
+class _Listener(Service):
+    """
+    One listener from an endpoint string.  Unlike C{strports.service}, a
+    port that cannot be bound stops the gateway: an operator expects a
+    daemon that cannot serve to say so and exit, not to run half-deaf.
+    """
+
+    def __init__(self, name: str, description: str, factory: IProtocolFactory, reactor: Any) -> None:
+        self.name = f"listener:{name}"
+        self.protocol = name
+        self.description = description
+        self.factory = factory
+        self.reactor = reactor
+        self.port: Any = None
+        self.listening: Deferred | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = serverFromString(self.reactor, self.description)
+        self.listening = endpoint.listen(self.factory)
+
+        def listening(port: Any) -> Any:
+            self.port = port
+            address = port.getHost()
+            where = getattr(address, "port", None)
+            where = f"{address.host}:{where}" if where is not None else str(getattr(address, "name", address))
+            log.info("hoopgw {protocol} listening on {where}", protocol=self.protocol, where=where)
+            return port
+
+        def failed(failure: Any) -> Any:
+            log.critical(
+                "hoopgw cannot listen for {protocol} on {description}: {error}; stopping",
+                protocol=self.protocol,
+                description=self.description,
+                error=failure.getErrorMessage(),
+            )
+            self.reactor.stop()
+            return failure  # consumed by the gateway's readiness gather
+
+        self.listening.addCallbacks(listening, failed)
+
+    def stopService(self) -> Deferred | None:
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+
+class Gateway(MultiService):
+    """
+    The whole gateway.  Children start in order (audit log, lifecycle
+    records, listeners) and stop in reverse, one after the other, so the
+    last records are written before the final checkpoint.
+    """
+
+    def __init__(self, config: Config, *, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        data_dir = config.gateway.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.tls_cert, self.tls_key = ensure_certificate(
+            data_dir, config.tls.cert_file, config.tls.key_file
+        )
+        self.metrics = Metrics(clock=reactor)
+        self.policy = PolicyService.from_directory(policies_dir(config))
+        self.identity = IdentityService.from_settings(
+            config.identity, data_dir=data_dir, gateway_name=config.gateway.name, reactor=reactor
+        )
+        self.audit = AuditLog.from_settings(
+            config.audit,
+            data_dir=data_dir,
+            gateway_name=config.gateway.name,
+            reactor=reactor,
+            metrics=self.metrics,
+        )
+        self.store = SQLiteStore.open(data_dir / STORE_FILENAME, reactor=reactor)
+        self.sessions = SessionService(
+            audit=self.audit,
+            policy=self.policy,
+            identity=self.identity,
+            store=self.store,
+            connections={c.name: c for c in config.connections},
+            clock=reactor,
+            metrics=self.metrics,
+            gateway=config.gateway.name,
+        )
+        self.audit.setServiceParent(self)
+        _Lifecycle(self).setServiceParent(self)
+        self.listeners: dict[str, Service] = {}
+        self._add_listeners()
+
+    def _add_listeners(self) -> None:
+        from hoopgw.api import make_api_site
+
+        listen = self.config.listen
+        context = GatewayContext(self.config, self.sessions, self.reactor, self.tls_cert, self.tls_key)
+        factories: dict[str, IProtocolFactory] = {}
+        if listen.api is not None:
+            factories["api"] = make_api_site(metrics=self.metrics, health=self.health)
+        for name in ("postgres", "ssh", "http"):
+            endpoint = getattr(listen, name)
+            if endpoint is None:
+                continue
+            builder = FRONT_ENDS.get(name)
+            if builder is None:
+                log.warn(
+                    "listen.{name} is configured but this build has no {name} front end; not listening",
+                    name=name,
+                )
+                continue
+            factories[name] = builder(context)
+        for name, factory in factories.items():
+            service = _Listener(name, getattr(listen, name), factory, self.reactor)
+            service.setServiceParent(self)
+            self.listeners[name] = service
+
+    def append(self, event: str, body: dict[str, Any]) -> None:
+        """Write one of the gateway's own records; a failed log has already said why."""
+        try:
+            d = self.audit.append(event, body)
+        except AuditUnavailable as e:
+            log.error("{event} record not written: {error}", event=event, error=str(e))
+            return
+        d.addErrback(lambda f: log.failure("{event} record lost", f, event=event))
+
+    def describe(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "gateway": config.gateway.name,
+            "version": __version__,
+            "pid": os.getpid(),
+            "config": str(config.source) if config.source is not None else "<embedded defaults>",
+            "config_sha256": config_sha256(config),
+            "listeners": {
+                name: getattr(config.listen, name)
+                for name in ("postgres", "ssh", "http", "api")
+                if name in self.listeners
+            },
+            "connections": [
+                {"name": c.name, "kind": c.kind, "target": c.target} for c in config.connections
+            ],
+            "dev_issuer": config.identity.dev_issuer,
+            "audit_log": self.audit.log_id,
+        }
+
+    def record_policies(self, policy_set: PolicySet, *, reason: str) -> None:
+        for loaded in policy_set.files:
+            self.append(
+                "policy.loaded",
+                {"gateway": self.config.gateway.name, "reason": reason, **loaded.to_record()},
+            )
+
+    def reload_policy(self) -> None:
+        """Re-read the policy folder (SIGHUP); a broken folder keeps the old policy."""
+        try:
+            policy_set = self.policy.reload()
+        except ConfigError as e:
+            log.error("policy reload refused, previous policy kept: {error}", error=str(e))
+            self.append(
+                "policy.rejected", {"gateway": self.config.gateway.name, "error": str(e)}
+            )
+            return
+        self.record_policies(policy_set, reason="reload")
+
+    def health(self) -> dict[str, Any]:
+        failed = self.audit.failed
+        return {
+            "status": "ok" if failed is None else "failing",
+            "checks": {"audit": "ok" if failed is None else failed},
+        }
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except HoopgwError as e:
+            # Start-up refusals (an unwritable or damaged audit log) end the
+            # process with one precise line rather than a traceback.
+            raise SystemExit(f"hoopgw: {e}")
+        waiting = [l.listening for l in self.listeners.values() if l.listening is not None]
+        # "ready" only once the reactor runs: before that, signal handlers are
+        # not installed and a supervisor's SIGTERM would kill without a stop.
+        self.reactor.callWhenRunning(self._announce_ready, gatherResults(waiting, consumeErrors=True))
+
+    def _announce_ready(self, listening: Deferred) -> None:
+        listening.addCallback(
+            lambda _: log.info(
+                "hoopgw ready (audit log {log_id}, data in {data_dir})",
+                log_id=self.audit.log_id,
+                data_dir=str(self.config.gateway.data_dir),
+            )
+        )
+        listening.addErrback(lambda f: None)  # each listener already reported its own failure
+
+    @inlineCallbacks
+    def stopService(self):
+        Service.stopService(self)
+        for service in reversed(list(self)):
+            try:
+                yield service.stopService()
+            except Exception:
+                log.failure("error stopping {service}", service=service)
+        yield self.store.close()

@@ -1,0 +1,137 @@
+"""
+Tests for L{hoopgw.audit.canonical}.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from enum import Enum
+
+import rfc8785
+from hypothesis import given, settings, strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from hoopgw.audit.canonical import MAX_SAFE_INTEGER, CanonicalizationError, canonical_json
+
+# Any str Python can UTF-8 encode: every code point but lone surrogates,
+# control characters included.
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+keys = st.one_of(
+    text,
+    # Keys that put non-BMP characters next to U+E000..U+FFFF, where UTF-16
+    # and code point order disagree.
+    st.text(st.sampled_from(["a", "\ue000", "\uffff", "\U00010000", "\U0010ffff", "\x7f", "é"]), max_size=4),
+)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER),
+    text,
+)
+values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5), st.dictionaries(keys, children, max_size=5)
+    ),
+    max_leaves=30,
+)
+records = st.dictionaries(keys, values, max_size=8)
+
+
+class Color(str, Enum):
+    red = "red"
+
+
+class CanonicalJSONTests(SynchronousTestCase):
+    @settings(max_examples=400, deadline=None)
+    @given(records)
+    def test_equals_reference(self, record: dict) -> None:
+        """
+        For any record of dicts, lists, str (any code point, control
+        characters included), safe ints, bools and None, the output is
+        byte-equal to the C{rfc8785} reference implementation.
+        """
+        self.assertEqual(canonical_json(record), rfc8785.dumps(record))
+
+    @settings(max_examples=100, deadline=None)
+    @given(values)
+    def test_any_top_level_value(self, value: object) -> None:
+        """
+        If the top level is not an object, the output still equals the
+        reference.
+        """
+        self.assertEqual(canonical_json(value), rfc8785.dumps(value))
+
+    def test_utf16_key_order(self) -> None:
+        """
+        If one key starts with U+E000 and another with U+10000, the non-BMP
+        key (a D800 surrogate in UTF-16) sorts first, unlike code point order.
+        """
+        record = {"\ue000": 1, "\U00010000": 2}
+        self.assertEqual(canonical_json(record), '{"\U00010000":2,"\ue000":1}'.encode())
+
+    def test_escapes(self) -> None:
+        """
+        If strings hold control characters, quotes and backslashes, they are
+        escaped as JCS prescribes; other characters are raw UTF-8.
+        """
+        self.assertEqual(
+            canonical_json({"a": '\x00\x08\t\n\x0c\r\x1f"\\\x7f\u2028é'}),
+            b'{"a":"\\u0000\\b\\t\\n\\f\\r\\u001f\\"\\\\\x7f\xe2\x80\xa8\xc3\xa9"}',
+        )
+
+    def test_integral_float(self) -> None:
+        """
+        If a float is integral, it is written as that integer (as ES6 would).
+        """
+        self.assertEqual(canonical_json({"a": 2.0, "b": [-0.0]}), b'{"a":2,"b":[0]}')
+
+    def test_rejects_fraction(self) -> None:
+        """
+        If a float is not integral, or not finite, it is refused with the
+        path to it.
+        """
+        for bad in (1.5, float("nan"), float("inf")):
+            e = self.assertRaises(CanonicalizationError, canonical_json, {"x": [{"y": bad}]})
+            self.assertIn("/x/0/y", str(e))
+
+    def test_rejects_unsafe_integers(self) -> None:
+        """
+        If an integer is beyond +-(2**53 - 1), it is refused; the bounds are
+        accepted.
+        """
+        self.assertEqual(canonical_json([MAX_SAFE_INTEGER, -MAX_SAFE_INTEGER]), b"[9007199254740991,-9007199254740991]")
+        for bad in (MAX_SAFE_INTEGER + 1, -MAX_SAFE_INTEGER - 1):
+            e = self.assertRaises(CanonicalizationError, canonical_json, {"n": bad})
+            self.assertIn("/n", str(e))
+
+    def test_rejects_non_str_keys(self) -> None:
+        """
+        If a key is not a str, it is refused rather than coerced.
+        """
+        e = self.assertRaises(CanonicalizationError, canonical_json, {1: "a"})
+        self.assertIn("expected str", str(e))
+
+    def test_rejects_lone_surrogate(self) -> None:
+        """
+        If a string holds a lone surrogate, it is refused (not UTF-8).
+        """
+        self.assertRaises(CanonicalizationError, canonical_json, {"a": "\ud800"})
+
+    def test_rejects_other_types(self) -> None:
+        """
+        If a value is not a JSON type (bytes, a set), it is refused naming
+        the type.
+        """
+        e = self.assertRaises(CanonicalizationError, canonical_json, {"a": b"x"})
+        self.assertIn("bytes", str(e))
+
+    def test_subclasses(self) -> None:
+        """
+        If values are str enums, tuples or other mappings, they encode as
+        their plain JSON equivalents.
+        """
+        self.assertEqual(
+            canonical_json(OrderedDict([("b", (Color.red,)), ("a", True)])),
+            b'{"a":true,"b":["red"]}',
+        )

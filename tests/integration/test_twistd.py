@@ -1,0 +1,178 @@
+"""
+The gateway as an operator runs it: the real C{twistd hoopgw} in its own
+process, the real C{hoopgw} admin command, HTTP to its API listener.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import treq
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from tests.integration._process import HOOPGW, TWISTD, free_port, run, spawn
+
+READY = b"hoopgw ready"
+
+
+def write_config(directory: Path, api_port: int, **extra: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "hoopgw.toml"
+    config.write_text(
+        f"""
+[gateway]
+name = "itest"
+data_dir = "data"
+
+[listen]
+api = "tcp:{api_port}:interface=127.0.0.1"
+postgres = false
+ssh = false
+http = false
+
+[audit]
+checkpoint_every = 5
+"""
+        + "".join(extra.values())
+    )
+    return config
+
+
+class TwistdTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp()).resolve()
+        self.port = free_port()
+        self.config = write_config(self.dir, self.port)
+        self.procs = []
+
+    def tearDown(self):
+        for proc in self.procs:
+            proc.signal("KILL")
+        return None
+
+    def start(self, *args: str, cwd: Path | None = None):
+        proc = spawn(
+            TWISTD + ["-n", "--pidfile=", "hoopgw", *args],
+            marker=READY,
+            cwd=str(cwd or self.dir),
+        )
+        self.procs.append(proc)
+        return proc
+
+    def assertStoppedBySignal(self, code, proc) -> None:
+        """
+        twistd shuts down on SIGTERM and then re-raises the signal, so a clean
+        stop ends "killed by SIGTERM" and its log says the server shut down.
+        """
+        self.assertIn(code, (0, -signal.SIGTERM), proc.output.decode(errors="replace"))
+        self.assertIn(b"Server Shut Down.", proc.output)
+        self.assertNotIn(b"Traceback", proc.output)
+
+    def admin(self, *args: str):
+        return run(HOOPGW + ["--config", str(self.config), *args], cwd=str(self.dir))
+
+    @inlineCallbacks
+    def test_help_lists_options(self):
+        """`twistd hoopgw --help` lists the --config option."""
+        code, output = yield run(TWISTD + ["hoopgw", "--help"], cwd=str(self.dir))
+        self.assertEqual(code, 0, output)
+        self.assertIn(b"--config", output)
+
+    @inlineCallbacks
+    def test_start_serve_stop_verify(self):
+        """
+        If the gateway is started with a config file, it serves /healthz and
+        /metrics, stops cleanly on SIGTERM, and leaves an audit trail that
+        `hoopgw audit verify` accepts, with start/stop and policy records.
+        """
+        proc = self.start("--config", str(self.config))
+        yield proc.ready
+        response = yield treq.get(f"http://127.0.0.1:{self.port}/healthz", persistent=False)
+        body = yield response.json()
+        self.assertEqual(response.code, 200)
+        self.assertEqual(body["status"], "ok")
+        response = yield treq.get(f"http://127.0.0.1:{self.port}/metrics", persistent=False)
+        metrics = yield response.text()
+        self.assertIn("hoopgw_audit_records_total", metrics)
+
+        proc.signal("TERM")
+        code = yield proc.ended
+        self.assertStoppedBySignal(code, proc)
+
+        code, output = yield self.admin("audit", "verify")
+        self.assertEqual(code, 0, output)
+        self.assertTrue(output.startswith(b"OK: "), output)
+
+        code, output = yield self.admin("audit", "search", "--json")
+        self.assertEqual(code, 0, output)
+        records = [json.loads(line) for line in output.splitlines()]
+        events = [r["event"] for r in records]
+        self.assertEqual(events[0], "policy.loaded")
+        self.assertIn("gateway.start", events)
+        self.assertEqual(events[-1], "gateway.stop")
+        start = records[events.index("gateway.start")]
+        self.assertEqual(len(start["config_sha256"]), 64)
+        self.assertEqual(start["listeners"], {"api": f"tcp:{self.port}:interface=127.0.0.1"})
+
+    @inlineCallbacks
+    def test_restart_continues_chain(self):
+        """If the gateway is started twice on one data dir, the audit log continues and still verifies."""
+        for _ in range(2):
+            proc = self.start("--config", str(self.config))
+            yield proc.ready
+            proc.signal("TERM")
+            code = yield proc.ended
+            self.assertStoppedBySignal(code, proc)
+        code, output = yield self.admin("audit", "verify")
+        self.assertEqual(code, 0, output)
+        code, output = yield self.admin("audit", "search", "--event", "gateway.start", "--json")
+        self.assertEqual(len(output.splitlines()), 2, output)
+
+    @inlineCallbacks
+    def test_dev_token_issue(self):
+        """`hoopgw token issue` prints a three-part JWT signed by the dev issuer in the data dir."""
+        code, output = yield self.admin("token", "issue", "--sub", "alice", "--group", "dba", "--ttl", "15m")
+        self.assertEqual(code, 0, output)
+        token = output.strip()
+        self.assertEqual(token.count(b"."), 2)
+        self.assertTrue((self.dir / "data" / "keys" / "dev_issuer_ed25519.pem").exists())
+
+    @inlineCallbacks
+    def test_bad_config_precise_error(self):
+        """If the config file has an unknown key, twistd exits non-zero with one message naming file and key."""
+        self.config.write_text('[gateway]\ndtaa_dir = "x"\n')
+        code, output = yield run(
+            TWISTD + ["-n", "--pidfile=", "hoopgw", "--config", str(self.config)], cwd=str(self.dir)
+        )
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"hoopgw.toml: gateway.dtaa_dir: unknown key", output)
+        self.assertNotIn(b"Traceback", output)
+
+    @inlineCallbacks
+    def test_quickstart_defaults(self):
+        """
+        If no --config is given, the gateway starts on its embedded defaults:
+        data under ./hoopgw-data with a self-signed certificate, a dev issuer
+        key and an audit log, and only loopback listeners.
+        """
+        cwd = self.dir / "quick"
+        cwd.mkdir()
+        proc = self.start(cwd=cwd)
+        yield proc.ready
+        response = yield treq.get("http://127.0.0.1:18009/healthz", persistent=False)
+        self.assertEqual(response.code, 200)
+        yield response.content()
+        proc.signal("TERM")
+        code = yield proc.ended
+        self.assertStoppedBySignal(code, proc)
+        data = cwd / "hoopgw-data"
+        self.assertTrue((data / "tls" / "gateway.crt").exists())
+        self.assertEqual(os.stat(data / "tls" / "gateway.key").st_mode & 0o777, 0o600)
+        self.assertTrue((data / "audit" / "audit.vkey").exists())
+        self.assertNotIn(b"0.0.0.0", proc.output)

@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 import attrs
 from attrs import evolve, field, frozen
 
-from hoopgw.errors import ConfigError
+from hoopgw.errors import ConfigError, quote_choices
+from hoopgw.errors import describe_type as _type_name
+from hoopgw.errors import quote as _quote
 from hoopgw.model import Connection
 
 __all__ = [
@@ -235,31 +237,6 @@ class Config:
         return None
 
 
-_TYPE_NAMES = (
-    (bool, "a boolean"),
-    (int, "an integer"),
-    (float, "a float"),
-    (str, "a string"),
-    (dict, "a table"),
-    (list, "an array"),
-)
-
-
-def _type_name(value: object) -> str:
-    for kind, name in _TYPE_NAMES:
-        if isinstance(value, kind):
-            return name
-    # tomllib also produces date, time and datetime values.
-    return f"a {type(value).__name__}"
-
-
-def _quote(text: str, limit: int = 80) -> str:
-    """Quote a (non-secret) value for an error message, JSON style, shortened."""
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return json.dumps(text, ensure_ascii=False)
-
-
 # --- loading ---------------------------------------------------------------
 
 
@@ -342,10 +319,6 @@ _CONNECTION_KEYS = {
 }
 
 
-def _one_of(choices: tuple[str, ...] | list[str]) -> str:
-    return ", ".join(_quote(choice) for choice in sorted(choices))
-
-
 def _key_part(key: str) -> str:
     return key if _BARE_KEY.fullmatch(key) else _quote(key)
 
@@ -384,7 +357,7 @@ class _Table:
     def check_keys(self, allowed: tuple[str, ...]) -> None:
         for name in self.data:
             if name not in allowed:
-                raise self.error(name, f"unknown key; expected one of {_one_of(allowed)}")
+                raise self.error(name, f"unknown key; expected one of {quote_choices(allowed)}")
 
     def has(self, name: str) -> bool:
         return name in self.data
@@ -447,7 +420,7 @@ class _Table:
         return seconds
 
     def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> str:
-        what = f"one of {_one_of(choices)}"
+        what = f"one of {quote_choices(choices)}"
         value = self._get(name, default is None, what)
         if value is None:
             assert default is not None
@@ -523,7 +496,7 @@ class _Table:
         if len(present) > 1:
             raise self.reader.error(
                 self.path,
-                f"expected at most one of {_one_of(names)}, got {_one_of(present)}",
+                f"expected at most one of {quote_choices(names)}, got {quote_choices(present)}",
             )
 
     def secret(self, env_key: str, file_key: str) -> SecretRef | None:
@@ -775,7 +748,7 @@ def _issuer(table: _Table) -> IssuerSettings:
         if algorithm not in _JWT_ALGORITHMS:
             raise table.reader.error(
                 f"{table.key('algorithms')}[{index}]",
-                f"expected one of {_one_of(_JWT_ALGORITHMS)}, got {_quote(algorithm)}",
+                f"expected one of {quote_choices(_JWT_ALGORITHMS)}, got {_quote(algorithm)}",
             )
     return IssuerSettings(
         issuer=issuer,
@@ -892,13 +865,13 @@ def _connection(table: _Table) -> Connection:
         user = _required(table, "user", "a user name on the target")
         credentials = ("key_file", "password_env", "password_file")
         if not any(table.has(credential) for credential in credentials):
-            raise table.error(None, f"missing credential; expected one of {_one_of(credentials)}")
+            raise table.error(None, f"missing credential; expected one of {quote_choices(credentials)}")
         table.at_most_one(credentials)
         host_keys = ("host_key", "known_hosts")
         if not any(table.has(check) for check in host_keys):
             # The target's host key is always checked: a proxy that accepts any
             # key is a man in the middle.
-            raise table.error(None, f"missing host key check; expected one of {_one_of(host_keys)}")
+            raise table.error(None, f"missing host key check; expected one of {quote_choices(host_keys)}")
         table.at_most_one(host_keys)
         key_file = table.path_value("key_file", check="secret file")
         host_key = table.string("host_key", what="an OpenSSH public key line")

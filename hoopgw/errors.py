@@ -5,6 +5,40 @@ to show a client: none carries a credential.
 
 from __future__ import annotations
 
+import json
+from typing import Iterable
+
+
+_TYPE_NAMES = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (dict, "a table"),
+    (list, "an array"),
+)
+
+
+def describe_type(value: object) -> str:
+    """The TOML-ish name of a value's type, for "expected X, got Y" messages."""
+    for kind, name in _TYPE_NAMES:
+        if isinstance(value, kind):
+            return name
+    # tomllib also produces date, time and datetime values.
+    return f"a {type(value).__name__}"
+
+
+def quote(text: str, limit: int = 80) -> str:
+    """Quote a (non-secret) value for an error message, JSON style, shortened."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return json.dumps(text, ensure_ascii=False)
+
+
+def quote_choices(choices: Iterable[str]) -> str:
+    """C{"a", "b", "c"}: the allowed values, sorted, for an error message."""
+    return ", ".join(quote(choice) for choice in sorted(choices))
+
 
 class HoopgwError(Exception):
     """Base class of the gateway's own errors."""

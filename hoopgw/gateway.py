@@ -10,7 +10,10 @@ message before the reactor runs.
 from __future__ import annotations
 
 import os
+from importlib.metadata import version as _version
+import site
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +26,7 @@ from twisted.logger import Logger
 
 import hoopgw
 from hoopgw.audit.log import AuditLog
-from hoopgw.config import Config, config_sha256, effective_config
+from hoopgw.config import Config, config_sha256
 from hoopgw.errors import AuditUnavailable, ConfigError, HoopgwError
 from hoopgw.identity.service import IdentityService
 from hoopgw.metrics import Metrics
@@ -36,17 +39,21 @@ from hoopgw.tls import ensure_certificate
 
 log = Logger()
 
-__version__ = "0.1.0"
+__version__ = _version("hoopgw")
 
 
 def shipped_policies() -> Path:
     """
-    The policy folder installed with hoopgw (``share/hoopgw/policies``), or
-    the checkout's ``policies/`` when running from source.
+    The policy folder installed with hoopgw (``<data>/share/hoopgw/policies``
+    under whichever install scheme pip used: prefix, user, Debian's
+    /usr/local), or the checkout's ``policies/`` when running from source.
     """
-    installed = Path(sys.prefix) / "share" / "hoopgw" / "policies"
-    if installed.is_dir():
-        return installed
+    roots = [Path(sys.prefix), Path(site.getuserbase())]
+    roots += [Path(sysconfig.get_paths(scheme)["data"]) for scheme in sysconfig.get_scheme_names()]
+    for root in roots:
+        candidate = root / "share" / "hoopgw" / "policies"
+        if (candidate / "default.toml").is_file():
+            return candidate
     return Path(hoopgw.__file__).resolve().parent.parent / "policies"
 
 
@@ -72,9 +79,14 @@ FRONT_ENDS: dict[str, FrontEnd] = {}
 
 class _Lifecycle(Service):
     """
-    Writes the gateway's own evidence: C{gateway.start} and C{policy.loaded}
-    records at start, C{gateway.stop} (after ending live sessions) at stop.
+    Writes the gateway's own evidence: C{policy.loaded} and C{gateway.start}
+    records once the listeners are bound, C{gateway.stop} (after ending live
+    sessions) first thing at stop.
     """
+
+    # An operator's SIGTERM must not wait forever on a session that cannot
+    # finish its recording; its session.end still says it was terminated.
+    close_timeout = 10.0
 
     def __init__(self, gateway: "Gateway") -> None:
         self.gateway = gateway
@@ -86,13 +98,28 @@ class _Lifecycle(Service):
         gateway.identity.prefetch()
         gateway.record_policies(gateway.policy.policy_set, reason="start")
         gateway.append("gateway.start", gateway.describe())
+        if gateway.config.identity.dev_issuer and gateway.config.source is not None:
+            log.warn(
+                "the dev token issuer is on ({key}): anyone who can read that key can act "
+                "as any identity; set [identity] dev_issuer = false in production",
+                key=str(gateway.config.gateway.data_dir / "keys" / "dev_issuer_ed25519.pem"),
+            )
 
     @inlineCallbacks
     def stopService(self):
         super().stopService()
         gateway = self.gateway
-        yield gateway.sessions.close_all("gateway shutting down")
-        gateway.append("gateway.stop", {"gateway": gateway.config.gateway.name, "pid": os.getpid()})
+        closing = gateway.sessions.close_all("gateway shutting down")
+        closing.addTimeout(self.close_timeout, gateway.reactor)
+        try:
+            yield closing
+        except Exception:
+            log.failure("live sessions did not end within {timeout}s", timeout=self.close_timeout)
+        gateway.append("gateway.stop", gateway.describe())
+
+
+class ListenError(HoopgwError):
+    """A configured listener could not be bound."""
 
 
 class _Listener(Service):
@@ -110,31 +137,42 @@ class _Listener(Service):
         self.reactor = reactor
         self.port: Any = None
         self.listening: Deferred | None = None
+        self.failure: str | None = None
+        self._binding = False
 
     def startService(self) -> None:
         super().startService()
         endpoint = serverFromString(self.reactor, self.description)
+        self._binding = True
         self.listening = endpoint.listen(self.factory)
+        self.listening.addCallbacks(self._listening, self._failed)
+        self._binding = False
+        if self.failure is not None:
+            # Most endpoints (TCP, UNIX) bind synchronously: refuse to start
+            # at all, before any record claims this listener exists.
+            raise ListenError(f"cannot listen for {self.protocol} on {self.description}: {self.failure}")
 
-        def listening(port: Any) -> Any:
-            self.port = port
-            address = port.getHost()
-            where = getattr(address, "port", None)
-            where = f"{address.host}:{where}" if where is not None else str(getattr(address, "name", address))
-            log.info("hoopgw {protocol} listening on {where}", protocol=self.protocol, where=where)
-            return port
+    def _listening(self, port: Any) -> Any:
+        self.port = port
+        address = port.getHost()
+        where = getattr(address, "port", None)
+        where = f"{address.host}:{where}" if where is not None else str(getattr(address, "name", address))
+        log.info("hoopgw {protocol} listening on {where}", protocol=self.protocol, where=where)
+        return port
 
-        def failed(failure: Any) -> Any:
+    def _failed(self, failure: Any) -> Any:
+        self.failure = failure.getErrorMessage()
+        if not self._binding and self.running:
+            # An endpoint that failed later: a daemon that cannot serve says
+            # so and exits rather than run half-deaf.
             log.critical(
                 "hoopgw cannot listen for {protocol} on {description}: {error}; stopping",
                 protocol=self.protocol,
                 description=self.description,
-                error=failure.getErrorMessage(),
+                error=self.failure,
             )
             self.reactor.stop()
-            return failure  # consumed by the gateway's readiness gather
-
-        self.listening.addCallbacks(listening, failed)
+        return failure  # consumed by the gateway's readiness gather
 
     def stopService(self) -> Deferred | None:
         super().stopService()
@@ -183,10 +221,12 @@ class Gateway(MultiService):
             metrics=self.metrics,
             gateway=config.gateway.name,
         )
+        # Start order: the log, the listeners, then the records saying the
+        # gateway started; stop runs in reverse, one child after the other.
         self.audit.setServiceParent(self)
-        _Lifecycle(self).setServiceParent(self)
-        self.listeners: dict[str, Service] = {}
+        self.listeners: dict[str, _Listener] = {}
         self._add_listeners()
+        _Lifecycle(self).setServiceParent(self)
 
     def _add_listeners(self) -> None:
         from hoopgw.api import make_api_site
@@ -231,9 +271,9 @@ class Gateway(MultiService):
             "config": str(config.source) if config.source is not None else "<embedded defaults>",
             "config_sha256": config_sha256(config),
             "listeners": {
-                name: getattr(config.listen, name)
-                for name in ("postgres", "ssh", "http", "api")
-                if name in self.listeners
+                name: listener.description
+                for name, listener in self.listeners.items()
+                if listener.port is not None
             },
             "connections": [
                 {"name": c.name, "kind": c.kind, "target": c.target} for c in config.connections
@@ -259,6 +299,11 @@ class Gateway(MultiService):
                 "policy.rejected", {"gateway": self.config.gateway.name, "error": str(e)}
             )
             return
+        log.info(
+            "policy reloaded: {rules} rules from {files} files",
+            rules=len(policy_set.rules),
+            files=len(policy_set.files),
+        )
         self.record_policies(policy_set, reason="reload")
 
     def health(self) -> dict[str, Any]:

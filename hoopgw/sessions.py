@@ -13,11 +13,12 @@ forwarded an action it has not logged.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from typing import Any, Callable, Mapping
 
 from attrs import define, field
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,6 +33,20 @@ _REVIEW_UNAVAILABLE = (
     "needs review by {approvers} (rule {rule}); this gateway cannot hold actions "
     "for review yet, so it is refused"
 )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _printable(value: Any) -> Any:
+    """C{value} with every lone surrogate replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, Mapping):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(v) for v in value]
+    return value
 
 
 def _elapsed_us(clock: IReactorTime, since: float) -> int:
@@ -67,6 +82,7 @@ class SessionService:
     metrics: Any
     gateway: str = "hoopgw"
     _active: dict[str, "Session"] = field(factory=dict, init=False)
+    _closing: bool = field(default=False, init=False)
 
     @property
     def active(self) -> Mapping[str, "Session"]:
@@ -81,6 +97,14 @@ class SessionService:
             return self.audit.append(event, body)
         except AuditUnavailable as e:
             return fail(e)
+        except ValueError:
+            # A client or target put text in the body that JSON cannot hold
+            # (a lone surrogate): the record must still be written, so write
+            # it with such characters replaced, and say so in the record.
+            try:
+                return self.audit.append(event, {**_printable(body), "sanitized": True})
+            except Exception as e:
+                return fail(e)
 
     def auth_failed(
         self,
@@ -163,6 +187,8 @@ class SessionService:
             L{AuditUnavailable}.
         """
         client = dict(client or {})
+        if self._closing:
+            return fail(NotPermitted(None, "the gateway is shutting down"))
         connection = self.connections.get(connection_name)
         if connection is None:
             # Refused like a policy denial, so a probe cannot tell a missing
@@ -259,9 +285,8 @@ class SessionService:
             self.metrics.session_closed(session.connection.kind)
 
     def close_all(self, reason: str) -> Deferred:
-        """End every active session (gateway shutdown)."""
-        from twisted.internet.defer import gatherResults
-
+        """End every active session and admit no new ones (gateway shutdown)."""
+        self._closing = True
         return gatherResults(
             [s.close(status="terminated", error=reason) for s in list(self._active.values())],
             consumeErrors=True,

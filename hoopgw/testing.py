@@ -16,6 +16,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
+from hoopgw.audit.canonical import canonical_json
+from hoopgw.audit.log import RESERVED_FIELDS
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed
 from hoopgw.interfaces import IAuditLog, IIdentityVerifier, IPolicy, IRecorder
 from hoopgw.model import Action, Connection, Decision, Effect, Identity
@@ -48,7 +50,13 @@ class MemoryAuditLog:
     def append(self, event: str, body: Mapping[str, Any]) -> Deferred:
         if self.failed is not None:
             raise AuditUnavailable(f"audit log unavailable: {self.failed}")
+        # Refuse what the real log refuses, so a front end tested against
+        # this double does not meet its first ValueError in production.
+        clash = RESERVED_FIELDS.intersection(body)
+        if clash:
+            raise ValueError(f"audit record body for {event!r} has reserved key(s) {sorted(clash)}")
         record = {"seq": len(self.records), "event": event, **body}
+        canonical_json(record)
         self.records.append(record)
         return succeed(record["seq"])
 

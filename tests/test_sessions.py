@@ -164,6 +164,33 @@ class SessionServiceTests(SynchronousTestCase):
         self.successResultOf(session.close())
         self.assertEqual(len(self.audit.of("session.end")), 1)
 
+    def test_unencodable_text_still_recorded(self) -> None:
+        """
+        If a client's or target's text cannot be encoded as JSON (a lone
+        surrogate), the record is still written, with that character replaced
+        and the record marked sanitized.
+        """
+        session = self.open()
+        handle = self.successResultOf(session.check(Action(kind="sql.query", input="SELECT 1")))
+        self.successResultOf(handle.finish(Outcome(status=Status.failed, error="bad \ud800 text")))
+        end = self.audit.records[-1]
+        self.assertEqual((end["event"], end["outcome"]["error"], end["sanitized"]), ("action.end", "bad \ufffd text", True))
+        failure = self.failureResultOf(
+            self.service.authenticate_token("nope", source=SOURCE, user="x\udcff"), AuthenticationFailed
+        )
+        self.assertEqual(failure.value.reason, "unknown token")
+        self.assertEqual(self.audit.records[-1]["user"], "x\ufffd")
+
+    def test_no_sessions_while_closing(self) -> None:
+        """If the gateway is shutting down, live sessions end and new ones are refused."""
+        session = self.open()
+        self.successResultOf(self.service.close_all("gateway shutting down"))
+        self.assertTrue(session.closed)
+        [end] = self.audit.of("session.end")
+        self.assertEqual(end["end"]["status"], "terminated")
+        failure = self.failureResultOf(self.service.open(ALICE, "db", source=SOURCE), NotPermitted)
+        self.assertEqual(str(failure.value), "the gateway is shutting down")
+
     def test_closed_session_refuses_actions(self) -> None:
         """If a session is closed, check() fails with NotPermitted."""
         session = self.open()

@@ -677,6 +677,8 @@ class AuditLog(Service):
             directory=str(self.directory),
             reason=reason,
         )
+        if self._metrics is not None:
+            self._metrics.audit_failed()
         if self._sync_call is not None and self._sync_call.active():
             self._sync_call.cancel()
         self._sync_call = None

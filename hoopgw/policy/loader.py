@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from hoopgw.config import parse_duration
-from hoopgw.errors import ConfigError
+from hoopgw.errors import ConfigError, quote_choices
+from hoopgw.errors import describe_type as _type_name
+from hoopgw.errors import quote as _quote
 from hoopgw.model import Effect
 from hoopgw.policy.rules import (
     ANY,
@@ -34,7 +36,6 @@ from hoopgw.policy.rules import (
     PolicySet,
     ReviewRequirement,
     Rule,
-    _quote,
 )
 
 # PolicySet is re-exported: it is what this module produces.
@@ -50,26 +51,8 @@ DEFAULT_REVIEW_TIMEOUT = 600
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,99}\Z")
 _WILDCARDS = frozenset("*?[")
 
-_TYPE_NAMES = (
-    (bool, "a boolean"),
-    (int, "an integer"),
-    (float, "a float"),
-    (str, "a string"),
-    (dict, "a table"),
-    (list, "an array"),
-)
-
-
-def _type_name(value: object) -> str:
-    for kind, name in _TYPE_NAMES:
-        if isinstance(value, kind):
-            return name
-    # tomllib also produces date, time and datetime values.
-    return f"a {type(value).__name__}"
-
-
 def _one_of(names: Sequence[str]) -> str:
-    return "one of " + ", ".join(_quote(n) for n in sorted(names))
+    return "one of " + quote_choices(names)
 
 
 def _did_you_mean(key: str, names: Sequence[str]) -> str:

@@ -14,7 +14,6 @@ few rules that could match, and allocates nothing when a rule decides.
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import Enum
@@ -22,6 +21,7 @@ from typing import Any
 
 from attrs import field, frozen
 
+from hoopgw.errors import quote as _quote
 from hoopgw.model import Action, Decision, Effect, Identity
 
 __all__ = [
@@ -150,13 +150,6 @@ def register_condition(
         return existing
     table[name] = spec
     return spec
-
-
-def _quote(text: str, limit: int = 80) -> str:
-    """Quote a value for a message, JSON style, shortened."""
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return json.dumps(text, ensure_ascii=False)
 
 
 # -- globs ------------------------------------------------------------------

@@ -52,8 +52,15 @@ class WatchedProcess(protocol.ProcessProtocol):
         self.ready: Deferred = Deferred()
         self.ended: Deferred = Deferred()
         self.exit_code: int | None = None
+        self._waiting: list[tuple[bytes, int, Deferred]] = []
         if marker is None:
             self.ready.callback(None)
+
+    def wait_for(self, marker: bytes) -> Deferred:
+        """Fires when C{marker} appears in output produced from now on."""
+        d: Deferred = Deferred()
+        self._waiting.append((marker, len(self.output), d))
+        return d
 
     def outReceived(self, data: bytes) -> None:
         self._received(data)
@@ -65,6 +72,11 @@ class WatchedProcess(protocol.ProcessProtocol):
         self.output += data
         if not self.ready.called and self.marker is not None and self.marker in self.output:
             self.ready.callback(None)
+        for waiter in list(self._waiting):
+            marker, start, d = waiter
+            if marker in self.output[start:]:
+                self._waiting.remove(waiter)
+                d.callback(None)
 
     def processEnded(self, reason) -> None:
         if reason.check(ProcessDone):

@@ -121,6 +121,44 @@ class TwistdTests(TestCase):
         self.assertEqual(start["listeners"], {"api": f"tcp:{self.port}:interface=127.0.0.1"})
 
     @inlineCallbacks
+    def test_sighup_reloads_policy(self):
+        """
+        If the policy folder changes and the gateway gets SIGHUP, the new files
+        are loaded and recorded (policy.loaded, reason "reload"); a broken file
+        is refused with a policy.rejected record and the old policy stays.
+        """
+        policies = self.dir / "policies"
+        policies.mkdir()
+        (policies / "base.toml").write_text('[[rule]]\nname = "all"\neffect = "allow"\n')
+        self.config.write_text(self.config.read_text().replace('[gateway]\n', '[gateway]\npolicies = "policies"\n'))
+        proc = self.start("--config", str(self.config))
+        yield proc.ready
+        (policies / "more.toml").write_text('[[rule]]\nname = "no-drops"\neffect = "deny"\nsql.statements = ["drop"]\n')
+        reloaded = proc.wait_for(b"policy reloaded: 2 rules from 2 files")
+        proc.signal("HUP")
+        yield reloaded
+        (policies / "broken.toml").write_text('[[rule]]\nname = "x"\neffect = "maybe"\n')
+        refused = proc.wait_for(b"policy reload refused")
+        proc.signal("HUP")
+        yield refused
+        proc.signal("TERM")
+        code = yield proc.ended
+        self.assertStoppedBySignal(code, proc)
+
+        code, output = yield self.admin("audit", "search", "--event", "policy.*", "--json")
+        records = [json.loads(line) for line in output.splitlines()]
+        self.assertEqual(
+            [(r["event"], r.get("reason"), Path(r["path"]).name if "path" in r else None) for r in records],
+            [
+                ("policy.loaded", "start", "base.toml"),
+                ("policy.loaded", "reload", "base.toml"),
+                ("policy.loaded", "reload", "more.toml"),
+                ("policy.rejected", None, None),
+            ],
+        )
+        self.assertIn('broken.toml: rule[0] ("x").effect', records[-1]["error"])
+
+    @inlineCallbacks
     def test_restart_continues_chain(self):
         """If the gateway is started twice on one data dir, the audit log continues and still verifies."""
         for _ in range(2):
@@ -142,6 +180,27 @@ class TwistdTests(TestCase):
         token = output.strip()
         self.assertEqual(token.count(b"."), 2)
         self.assertTrue((self.dir / "data" / "keys" / "dev_issuer_ed25519.pem").exists())
+
+    @inlineCallbacks
+    def test_port_in_use_refuses_to_start(self):
+        """
+        If a configured port cannot be bound, the gateway exits non-zero with
+        a message naming the listener, and writes no gateway.start record.
+        """
+        import socket
+
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", self.port))
+        holder.listen(1)
+        self.addCleanup(holder.close)
+        code, output = yield run(
+            TWISTD + ["-n", "--pidfile=", "hoopgw", "--config", str(self.config)], cwd=str(self.dir)
+        )
+        self.assertNotEqual(code, 0, output)
+        self.assertIn(f"hoopgw: cannot listen for api on tcp:{self.port}:interface=127.0.0.1".encode(), output)
+        self.assertNotIn(b"Traceback", output)
+        code, output = yield self.admin("audit", "search", "--event", "gateway.start")
+        self.assertEqual(output, b"")
 
     @inlineCallbacks
     def test_bad_config_precise_error(self):

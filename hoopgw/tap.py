@@ -10,7 +10,7 @@ from pathlib import Path
 from twisted.python import usage
 
 from hoopgw.config import load, quickstart
-from hoopgw.errors import ConfigError
+from hoopgw.errors import HoopgwError
 
 
 class Options(usage.Options):
@@ -33,8 +33,9 @@ def makeService(options: Options):
     try:
         config = load(Path(options["config"])) if options["config"] else quickstart()
         gateway = Gateway(config, reactor=reactor)
-    except ConfigError as e:
-        # One precise line, no traceback: the operator's file is at fault.
+    except HoopgwError as e:
+        # One precise line, no traceback: the operator's file or data
+        # directory is at fault, and the message says which and why.
         raise SystemExit(f"hoopgw: {e}")
     # SIGHUP re-reads the policy folder, as operators expect of a daemon.
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(gateway.reload_policy))

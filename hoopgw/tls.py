@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -17,21 +16,9 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import ssl
 
 from hoopgw.errors import ConfigError
+from hoopgw.keys import create_private_file
 
 SELF_SIGNED_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Create C{path} readable by its owner only, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _self_signed(names: tuple[str, ...], now: datetime.datetime) -> tuple[bytes, bytes]:
@@ -84,7 +71,7 @@ def ensure_certificate(
     key_path = data_dir / "tls" / "gateway.key"
     if not (cert_path.exists() and key_path.exists()):
         cert_pem, key_pem = _self_signed(names, datetime.datetime.now(datetime.timezone.utc))
-        write_private(key_path, key_pem)
+        create_private_file(key_path, key_pem)
         cert_path.write_bytes(cert_pem)
     return cert_path, key_path
 

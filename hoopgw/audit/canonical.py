@@ -1,24 +1,28 @@
 """
 RFC 8785 (JSON Canonicalization Scheme) for audit records.
 
-The encoder is the C{json} module's C encoder with the settings under which
-its output is byte-identical to JCS for the values audit records hold:
+Records are encoded by C{orjson} with C{OPT_SORT_KEYS | OPT_STRICT_INTEGER}
+once a validation walk has shown they hold only the values for which its
+output is byte-identical to JCS (proven against the C{rfc8785} reference by
+the Hypothesis tests in C{tests/audit/test_canonical.py}):
 
-  - C{separators=(",", ":")}: no whitespace (RFC 8785 §3.2.1);
-  - C{ensure_ascii=False}: strings are raw UTF-8 except C{"}, C{\\}, and
-    U+0000..U+001F, which both escape the same way (the two-character forms
-    for \\b \\t \\n \\f \\r, otherwise C{\\u00xx} in lower-case hex; §3.2.2.2);
-  - integers print as decimal digits, which equals the ES6 form of the same
+  - no whitespace (RFC 8785 §3.2.1);
+  - strings as raw UTF-8 except C{"}, C{\\}, and U+0000..U+001F, escaped
+    as the two-character forms for \\b \\t \\n \\f \\r, otherwise
+    C{\\u00xx} in lower-case hex (§3.2.2.2); U+007F, U+2028 and U+2029 raw;
+  - integers as decimal digits, which equals the ES6 form of the same
     IEEE 754 double for |n| <= 2**53 - 1 (§3.2.2.3);
-  - C{sort_keys=True} sorts by code point, which equals JCS's UTF-16 code
-    unit order (§3.2.3) unless two keys differ first at a position where one
-    has a non-BMP character and the other U+E000..U+FFFF.
+  - keys sorted by code point, which equals JCS's UTF-16 code unit order
+    (§3.2.3) unless two keys differ first at a position where one has a
+    non-BMP character and the other U+E000..U+FFFF.
 
-A validation walk enforces the domain (str keys, safe integers, no
-non-integral or non-finite floats) and notices the rare inputs the C
-encoder cannot take as they are (integral floats, non-dict mappings, keys
-outside ASCII whose order could differ); only those are rebuilt into a form
-it encodes canonically.  Lone surrogates fail the final UTF-8 encode.
+The walk (exact dicts with str keys free of non-BMP characters, lists,
+tuples, str, bool, None and safe ints) is what makes this safe: C{orjson}
+would also render floats (C{1.0}, not JCS's C{1}), UUIDs, enums and
+C{orjson.Fragment} raw JSON.  Anything else goes to the original path: a
+precise check, then the C{json} module's C encoder over a value rebuilt in
+JCS key order (its settings are equally JCS for plain values).  Lone
+surrogates fail the final UTF-8 encode there.
 """
 
 from __future__ import annotations
@@ -28,17 +32,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CanonicalizationError", "canonical_json", "MAX_SAFE_INTEGER"]
+import orjson
+
+__all__ = ["CanonicalizationError", "canonical_json", "MAX_SAFE_INTEGER", "ORJSON_CANONICAL"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
-_encode = json.JSONEncoder(
-    ensure_ascii=False,
-    separators=(",", ":"),
-    sort_keys=True,
-    allow_nan=False,
-    check_circular=False,
-).encode
+#: STRICT_INTEGER repeats the walk's bound (|n| <= 2**53 - 1) in C.
+ORJSON_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 _encode_ordered = json.JSONEncoder(
     ensure_ascii=False,
@@ -62,16 +63,20 @@ def _utf16_key(key: str) -> bytes:
 
 def _fast_ok(value: Any) -> bool:
     """
-    C{True} if C{value} is made only of dicts with ASCII str keys, lists,
-    tuples, str, bool, None and safe ints: the C encoder's output is then
-    canonical as it is.  Scalars are checked inline because a function call
-    per value would cost more than the encoding itself.
+    C{True} if C{value} is made only of dicts with str keys holding no
+    non-BMP character, lists, tuples, str, bool, None and safe ints:
+    C{orjson}'s output is then canonical as it is.  Scalars are checked
+    inline because a function call per value would cost more than the
+    encoding itself.
     """
     kind = type(value)
     if kind is dict:
         items = value.items()
         for key, item in items:
-            if type(key) is not str or not key.isascii():
+            if type(key) is not str:
+                return False
+            # Without non-BMP characters, code point order is UTF-16 order.
+            if not key.isascii() and max(key) > "\uffff":
                 return False
             kind = type(item)
             if kind is str or kind is bool or item is None:
@@ -209,11 +214,13 @@ def canonical_json(obj: Any) -> bytes:
         non-integral or non-finite float, a lone surrogate, or a non-JSON type.
     """
     if _fast_ok(obj):
-        text = _encode(obj)
-    else:
-        # Slow path: precise errors, then a rebuilt value in JCS key order.
-        _check(obj, "")
-        text = _encode_ordered(_rebuild(obj))
+        try:
+            return orjson.dumps(obj, option=ORJSON_CANONICAL)
+        except orjson.JSONEncodeError:
+            pass  # a lone surrogate, or nesting deeper than orjson takes
+    # Slow path: precise errors, then a rebuilt value in JCS key order.
+    _check(obj, "")
+    text = _encode_ordered(_rebuild(obj))
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as e:

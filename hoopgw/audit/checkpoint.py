@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import re
 from hashlib import sha256
 from pathlib import Path
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from hoopgw.keys import load_or_create_ed25519
 
 __all__ = [
     "Checkpoint",
@@ -151,32 +151,10 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
 
     Called once at start-up; this is blocking file I/O.
     """
-    path = Path(path)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        # O_EXCL: two processes racing must not overwrite each other's key.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return key
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: not an unencrypted PEM private key ({e})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise CheckpointError(f"{path}: expected an Ed25519 private key, got {type(key).__name__}")
-    return key
+        return load_or_create_ed25519(Path(path), what="audit signing key")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def checkpoint_body(origin: str, size: int, root: bytes) -> bytes:

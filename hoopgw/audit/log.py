@@ -202,13 +202,35 @@ class AuditLog(Service):
                 f"a name without whitespace or '+' (it names the audit signing key), got {gateway_name!r}",
             ) from None
         data_dir = Path(data_dir)
-        key = load_or_create_signing_key(data_dir / SIGNING_KEY_FILE)
+        key_path = data_dir / SIGNING_KEY_FILE
         directory = data_dir / "audit"
+        vkey_path = directory / VKEY_FILE
+        existing = [
+            p
+            for p in (directory / RECORDS_FILE, directory / CHECKPOINTS_FILE)
+            if p.exists() and p.stat().st_size
+        ]
+        if existing and not key_path.exists():
+            # A new key would make the existing log unverifiable for ever.
+            raise AuditStateError(
+                f"audit signing key {key_path} is missing but {existing[0]} holds a log signed "
+                f"with it: restore the key from backup, or move {directory} aside to start a new log"
+            )
+        try:
+            key = load_or_create_signing_key(key_path)
+        except ValueError as e:
+            raise AuditStateError(str(e)) from None
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         vkey = vkey_text(origin, key.public_key()) + "\n"
-        vkey_path = directory / VKEY_FILE
-        if not vkey_path.exists() or vkey_path.read_text() != vkey:
+        if not vkey_path.exists():
             vkey_path.write_text(vkey)
+        elif vkey_path.read_text() != vkey:
+            # Never overwrite what auditors may have pinned; the operator decides.
+            raise AuditStateError(
+                f"{vkey_path} does not match the signing key {key_path} (or gateway.name "
+                f"changed): the key was replaced or the name changed; restore them, or move "
+                f"{directory} aside to start a new log"
+            )
         return cls(
             directory,
             signing_key=key,

@@ -10,6 +10,7 @@ which is all that appending and computing the root need.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from hashlib import sha256
 from typing import Iterable, Sequence
 
@@ -17,6 +18,7 @@ from attrs import define, field
 
 __all__ = [
     "EMPTY_ROOT",
+    "aligned_subtrees",
     "CompactTree",
     "ProofError",
     "consistency_proof",
@@ -195,6 +197,44 @@ def verify_consistency(
         raise ProofError("consistency proof does not lead to the new root")
 
 
+def aligned_subtrees(
+    start: int, hashes: Sequence[bytes], cuts: Sequence[int] = ()
+) -> list[tuple[int, bytes]]:
+    """
+    Split the leaves at indices [start, start + len(hashes)), given as leaf
+    hashes, into the largest perfect subtrees aligned to their index in the
+    whole tree (a subtree of 2**h leaves starts at a multiple of 2**h), none
+    spanning a size in the sorted C{cuts}; return (h, root) left to right.
+
+    Appending them in order with L{CompactTree.append_subtree} to a tree of
+    C{start} leaves gives the same tree as appending each leaf, and the tree
+    passes through every size in C{cuts} (where a checkpoint is checked).
+    Hashing a level at a time in a list comprehension costs about a third
+    of what L{CompactTree.append} costs per leaf, and runs in the workers.
+    """
+    result: list[tuple[int, bytes]] = []
+    position = start
+    end = start + len(hashes)
+    offset = 0
+    cut = bisect_right(cuts, position)
+    while position < end:
+        while cut < len(cuts) and cuts[cut] <= position:
+            cut += 1
+        limit = min(end, cuts[cut]) if cut < len(cuts) else end
+        height = (limit - position).bit_length() - 1
+        if position:
+            height = min(height, (position & -position).bit_length() - 1)
+        width = 1 << height
+        level = hashes[offset : offset + width]
+        while len(level) > 1:
+            pairs = iter(level)
+            level = [sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)]
+        result.append((height, level[0]))
+        position += width
+        offset += width
+    return result
+
+
 @define
 class CompactTree:
     """
@@ -218,6 +258,25 @@ class CompactTree:
             frontier[-1] = sha256(b"\x01" + frontier[-1] + right).digest()
             n >>= 1
         self.size += 1
+
+    def append_subtree(self, height: int, root: bytes) -> None:
+        """
+        Add 2**C{height} leaves at once, given as the root of their perfect
+        subtree (see L{aligned_subtrees}).
+
+        @raise ValueError: if the size is not a multiple of 2**C{height}:
+            such a subtree is not a node of this tree.
+        """
+        if height < 0 or self.size & ((1 << height) - 1):
+            raise ValueError(f"a subtree of 2**{height} leaves cannot start at leaf {self.size}")
+        frontier = self._frontier
+        frontier.append(root)
+        n = self.size >> height
+        while n & 1:
+            right = frontier.pop()
+            frontier[-1] = sha256(b"\x01" + frontier[-1] + right).digest()
+            n >>= 1
+        self.size += 1 << height
 
     def root(self) -> bytes:
         """MTH of the leaves so far."""

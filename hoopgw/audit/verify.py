@@ -14,31 +14,53 @@ What is checked (docs/audit-format.md, "Verifying"):
     covers (nothing was cut off the end).
 
 Large logs are checked in byte ranges by worker processes (the JSON parse
-and re-encode dominate and are CPU bound); the main process stitches the
-ranges together (seq and prev across boundaries, the Merkle tree) in order.
+and re-encode dominate and are CPU bound), which also hash their leaves into
+aligned Merkle subtrees; the main process stitches the ranges together (seq
+and prev across boundaries, the subtrees into the tree) in order.
+
+A line is proven canonical by C{orjson}: parse it, re-encode with sorted
+keys, compare bytes.  Equal bytes mean the line is C{orjson}'s rendering of
+the parsed value, which is JCS's for every value without floats or
+non-BMP characters (floats are looked for; lines with a 4-byte UTF-8
+sequence go to the slow path), and a line with duplicate keys cannot be
+one.  Any line the fast path does not accept is decided by the original
+slow path (C{json} parse, C{json}/L{canonical_json} re-encode), which also
+words the error.  C{tests/audit/test_verify.py} checks with Hypothesis that
+the two agree.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from hashlib import sha256
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+import orjson
 from attrs import frozen
 
-from hoopgw.audit.canonical import MAX_SAFE_INTEGER, CanonicalizationError, canonical_json
+from hoopgw.audit.canonical import (
+    MAX_SAFE_INTEGER,
+    ORJSON_CANONICAL,
+    CanonicalizationError,
+    canonical_json,
+)
 from hoopgw.audit.checkpoint import Checkpoint, CheckpointError, Verifier, verify_checkpoint
 from hoopgw.audit.log import CHECKPOINTS_FILE, GENESIS_PREV, RECORDS_FILE
-from hoopgw.audit.merkle import CompactTree
+from hoopgw.audit.merkle import CompactTree, aligned_subtrees
 
 __all__ = ["VerifyReport", "verify", "read_checkpoints"]
 
 _CHUNK = 8 << 20
 #: Below this many bytes of records, worker processes cost more than they save.
 _PARALLEL_THRESHOLD = 64 << 20
+
+# A lead byte of a 4-byte UTF-8 sequence: a non-BMP character, the only
+# case where orjson's key order (code points) can differ from JCS's (UTF-16).
+_NON_BMP = re.compile(rb"[\xf0-\xf4]")
 
 _encode = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
@@ -73,6 +95,10 @@ class VerifyReport:
     @ivar first_error: C{None}, or the file, the line/seq or checkpoint and
         what is wrong with it.
     @ivar log_id: the log's id (from its first record), if any.
+    @ivar key_id: the verifier key's id (8 hex digits), to compare with a
+        pinned copy: a key read from beside the log proves nothing on its own.
+    @ivar unsigned: records after the last checkpoint, accepted because the
+        caller allowed an unsigned tail (chained, but not signed).
     """
 
     ok: bool
@@ -81,13 +107,18 @@ class VerifyReport:
     last_checkpoint_size: int
     first_error: str | None
     log_id: str | None = None
+    key_id: str | None = None
+    unsigned: int = 0
 
     def summary(self) -> str:
         if self.ok:
-            return (
+            text = (
                 f"OK: {self.records} records, {self.checkpoints} checkpoints, last checkpoint "
-                f"covers {self.last_checkpoint_size} records (log {self.log_id})"
+                f"covers {self.last_checkpoint_size} records (log {self.log_id}, key {self.key_id})"
             )
+            if self.unsigned:
+                text += f"; {self.unsigned} later records are chained but not yet signed"
+            return text
         return f"FAILED: {self.first_error}"
 
 
@@ -100,13 +131,45 @@ class _Chunk:
     first_prev: object
     first_log: object
     last_hash: str | None  # SHA-256 hex of the last good line
-    leaves: bytes  # concatenated leaf hashes of the good lines
+    subtrees: list[tuple[int, bytes]]  # aligned_subtrees of the good lines' leaves
     error: tuple[int, str] | None  # (index in range, what) of the first bad line
     torn: bool  # the range ends without a newline
 
 
+def _has_float(value: Any) -> bool:
+    """C{True} if a parsed JSON container holds a float at any depth."""
+    for item in value.values() if type(value) is dict else value:
+        kind = type(item)
+        if kind is float:
+            return True
+        if (kind is dict or kind is list) and _has_float(item):
+            return True
+    return False
+
+
 def _check_record(line: bytes) -> dict:
     """Parse a line and check it is a canonical JSON object; raise ValueError."""
+    try:
+        record = orjson.loads(line)
+        if (
+            type(record) is dict
+            # OPT_STRICT_INTEGER raises beyond +-(2**53 - 1).
+            and orjson.dumps(record, option=ORJSON_CANONICAL) == line
+            and (line.isascii() or _NON_BMP.search(line) is None)
+            # orjson writes 1.0 where JCS writes 1; records hold no floats.
+            and not _has_float(record)
+        ):
+            return record
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        pass
+    return _check_record_slow(line)
+
+
+def _check_record_slow(line: bytes) -> dict:
+    """
+    L{_check_record} by the C{json} module and L{canonical_json}: the fast
+    path's fallback and the reference it is tested against.
+    """
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -118,12 +181,12 @@ def _check_record(line: bytes) -> dict:
     if type(record) is not dict:
         raise ValueError("not a JSON object")
     # Re-encoding with the C encoder equals JCS for what the decoder lets
-    # through (no floats, no unsafe integers), unless keys' UTF-16 order
-    # differs from code point order: then the encodings differ and the slow
-    # path decides.
-    if _encode(record) != text:
-        return _slow_canonical(record, line)
-    return record
+    # through (no floats, no unsafe integers) unless a key has a non-BMP
+    # character: then code point order may differ from UTF-16 order, and a
+    # line in code point order would match it without being canonical.
+    if _NON_BMP.search(line) is None and _encode(record) == text:
+        return record
+    return _slow_canonical(record, line)
 
 
 def _slow_canonical(record: dict, line: bytes) -> dict:
@@ -136,18 +199,45 @@ def _slow_canonical(record: dict, line: bytes) -> dict:
     return record
 
 
-def _check_range(path: str, start: int, end: int) -> _Chunk:
+def _chain_error(record: dict, first: bool, seq: object, prev: object, log: object) -> str | None:
+    """What is wrong with a record's v, log, seq or prev within a range."""
+    v = record.get("v")
+    if v != 1 or type(v) is not int:
+        return f'"v" is {v!r}, expected 1'
+    if first:
+        if type(record.get("seq")) is not int:
+            return f'"seq" is {record.get("seq")!r}, expected an integer'
+        return None
+    if record.get("log") != log:
+        return f'"log" is {record.get("log")!r}, expected {log!r}'
+    if record.get("seq") != seq or type(record.get("seq")) is not int:
+        return f'"seq" is {record.get("seq")!r}, expected {seq}'
+    if record.get("prev") != prev:
+        return (
+            '"prev" does not match the SHA-256 of the line before: that line '
+            "or this one was altered, or records were inserted or removed between them"
+        )
+    return None
+
+
+def _check_range(path: str, start: int, end: int, cuts: tuple[int, ...] = ()) -> _Chunk:
     """
     Check the lines in [start, end) of the records file: each canonical,
-    C{v} 1, one log id, seq contiguous and prev chained within the range.
+    C{v} 1, one log id, seq contiguous and prev chained within the range;
+    hash the good lines into Merkle subtrees that do not span a size in
+    C{cuts} (the checkpoint sizes).
     """
-    leaves = bytearray()
+    subtrees: list[tuple[int, bytes]] = []
+    hashes: list[bytes] = []
+    base = 0  # the index in the log of hashes[0], as the first seq claims
     count = 0
     first_seq = first_prev = first_log = None
-    last_hash: str | None = None
-    seq = prev = log = None
+    prev: str | None = None
+    seq: Any = None
+    log: object = None
     error: tuple[int, str] | None = None
     torn = False
+    check = _check_record
     with open(path, "rb") as f:
         f.seek(start)
         remaining = end - start
@@ -161,40 +251,46 @@ def _check_range(path: str, start: int, end: int) -> _Chunk:
             pending = lines.pop()
             for line in lines:
                 try:
-                    record = _check_record(line)
+                    record = check(line)
                 except ValueError as e:
                     error = (count, str(e))
                     break
-                if record.get("v") != 1 or type(record.get("v")) is not int:
-                    error = (count, f'"v" is {record.get("v")!r}, expected 1')
-                    break
+                get = record.get
                 if count == 0:
-                    first_seq, first_prev, first_log = record.get("seq"), record.get("prev"), record.get("log")
-                    if type(first_seq) is not int:
-                        error = (count, f'"seq" is {first_seq!r}, expected an integer')
+                    problem = _chain_error(record, True, None, None, None)
+                    if problem is not None:
+                        error = (count, problem)
                         break
+                    first_seq, first_prev, first_log = get("seq"), get("prev"), get("log")
                     seq, log = first_seq, first_log
+                    # A wrong first seq is reported by the caller before it
+                    # uses the subtrees, which then may be misaligned.
+                    base = first_seq if first_seq >= 0 else 0
                 else:
-                    if record.get("log") != log:
-                        error = (count, f'"log" is {record.get("log")!r}, expected {log!r}')
-                        break
-                    if record.get("seq") != seq or type(record.get("seq")) is not int:
-                        error = (count, f'"seq" is {record.get("seq")!r}, expected {seq}')
-                        break
-                    if record.get("prev") != prev:
-                        error = (
-                            count,
-                            f'"prev" does not match the SHA-256 of the line before: that line '
-                            f"or this one was altered, or records were inserted or removed between them",
-                        )
-                        break
-                prev = last_hash = sha256(line).hexdigest()
-                leaves += sha256(b"\x00" + line).digest()
-                seq += 1  # type: ignore[operator]
+                    # One test for the common case; _chain_error words the error.
+                    got_seq, got_v = get("seq"), get("v")
+                    if (
+                        got_seq != seq
+                        or get("prev") != prev
+                        or get("log") != log
+                        or got_v != 1
+                        or type(got_seq) is not int
+                        or type(got_v) is not int
+                    ):
+                        problem = _chain_error(record, False, seq, prev, log)
+                        if problem is not None:
+                            error = (count, problem)
+                            break
+                prev = sha256(line).hexdigest()
+                hashes.append(sha256(b"\x00" + line).digest())
+                seq += 1
                 count += 1
+            subtrees += aligned_subtrees(base, hashes, cuts)
+            base += len(hashes)
+            hashes.clear()
         if error is None and (pending or remaining > 0):
             torn = True
-    return _Chunk(count, first_seq, first_prev, first_log, last_hash, bytes(leaves), error, torn)
+    return _Chunk(count, first_seq, first_prev, first_log, prev, subtrees, error, torn)
 
 
 def _ranges(path: Path, size: int, chunk: int) -> list[tuple[int, int]]:
@@ -248,9 +344,21 @@ def read_checkpoints(data: bytes, verifier: Verifier, where: str) -> Iterator[tu
         position = end + 2
 
 
-def verify(directory: Path | str, vkey_text: str, *, workers: int | None = None) -> VerifyReport:
+def verify(
+    directory: Path | str,
+    vkey_text: str,
+    *,
+    workers: int | None = None,
+    allow_unsigned_tail: bool = False,
+) -> VerifyReport:
     """
     Verify the audit log in C{directory} against the verifier key text.
+
+    Records after the last signed checkpoint are protected by the hash chain
+    alone, which anyone able to write the file can recompute; a cleanly
+    stopped gateway always ends its log with a checkpoint.  So an unsigned
+    tail fails verification unless C{allow_unsigned_tail} (a log copied from
+    a running gateway, or one that crashed) — and then it is reported.
 
     @param workers: worker processes for large logs; default: one per CPU
         when the records file is large, else none.  C{0} forces in-process.
@@ -297,10 +405,17 @@ def verify(directory: Path | str, vkey_text: str, *, workers: int | None = None)
     prev = GENESIS_PREV
     count = 0
 
-    def report(error: str | None) -> VerifyReport:
+    def report(error: str | None, unsigned: int = 0) -> VerifyReport:
         done = checkpoints[: next_cp] if error else checkpoints
         return VerifyReport(
-            error is None, count, len(checkpoints), done[-1][1].size if done else 0, error, log_id
+            error is None,
+            count,
+            len(checkpoints),
+            done[-1][1].size if done else 0,
+            error,
+            log_id,
+            verifier.key_id.hex(),
+            unsigned,
         )
 
     def where(index: int) -> str:
@@ -327,14 +442,17 @@ def verify(directory: Path | str, vkey_text: str, *, workers: int | None = None)
             return report(f"{cp_path}: checkpoint {index} (size 0): root is not the empty tree's")
         next_cp += 1
 
+    # Workers build subtrees that stop at every checkpoint size, so each
+    # checkpoint's root is checked exactly when the tree reaches its size.
+    cuts = tuple(sorted({cp.size for _, cp in checkpoints}))
     executor = ProcessPoolExecutor(workers) if workers and len(ranges) > 1 else None
     try:
         if executor is not None:
             results: Iterator[_Chunk] = executor.map(
-                _check_range, [str(records_path)] * len(ranges), *zip(*ranges)
+                _check_range, [str(records_path)] * len(ranges), *zip(*ranges), [cuts] * len(ranges)
             )
         else:
-            results = (_check_range(str(records_path), s, e) for s, e in ranges)
+            results = (_check_range(str(records_path), s, e, cuts) for s, e in ranges)
         for chunk in results:
             if chunk.count or chunk.error:
                 # The range's first line must continue the previous range.
@@ -353,9 +471,8 @@ def verify(directory: Path | str, vkey_text: str, *, workers: int | None = None)
                             + ("the genesis value (64 zeros)" if count == 0 else "the SHA-256 of the line before")
                             + ": that line or this one was altered, or records were inserted or removed between them"
                         )
-                leaves = chunk.leaves
-                for offset in range(0, len(leaves), 32):
-                    tree.append(leaves[offset : offset + 32])
+                for height, root in chunk.subtrees:
+                    tree.append_subtree(height, root)
                     while next_cp < len(pending_cps) and pending_cps[next_cp][1].size == tree.size:
                         index, cp = pending_cps[next_cp]
                         if cp.root != tree.root():
@@ -384,4 +501,10 @@ def verify(directory: Path | str, vkey_text: str, *, workers: int | None = None)
             f"{records_path}: {count} records, but checkpoint {index} covers {last_size}: "
             f"records were removed or cut off the end"
         )
-    return report(None)
+    if count > last_size and not allow_unsigned_tail:
+        return report(
+            f"{records_path}: records {last_size}..{count - 1} (seq) are not covered by any signed "
+            f"checkpoint: the gateway did not stop cleanly, is still running, or records were "
+            f"appended or checkpoints removed (--allow-unsigned-tail accepts them, reported)"
+        )
+    return report(None, count - last_size)

@@ -84,7 +84,7 @@ def audit_verify(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"hoopgw: cannot read verifier key {vkey_path}: {e.strerror}", file=sys.stderr)
         return 1
-    report = verify(directory, vkey)
+    report = verify(directory, vkey, allow_unsigned_tail=args.allow_unsigned_tail)
     print(report.summary())
     return 0 if report.ok else 1
 
@@ -185,7 +185,15 @@ def parser() -> argparse.ArgumentParser:
     audit = groups.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
     verify = audit.add_parser("verify", help="verify the log offline (exit 1 on the first bad record)")
     verify.add_argument("--dir", help="audit directory (default: DATA_DIR/audit)")
-    verify.add_argument("--vkey", help="verifier key file (default: DIR/audit.vkey)")
+    verify.add_argument(
+        "--vkey",
+        help="verifier key file (default: DIR/audit.vkey; an auditor should use a pinned copy)",
+    )
+    verify.add_argument(
+        "--allow-unsigned-tail",
+        action="store_true",
+        help="accept records after the last signed checkpoint (a running or crashed gateway's log)",
+    )
     verify.set_defaults(run=audit_verify)
     search = audit.add_parser("search", help="find records")
     search.add_argument("--dir", help="audit directory (default: DATA_DIR/audit)")

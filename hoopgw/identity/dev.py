@@ -12,9 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
-import stat
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,6 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from hoopgw.config import IssuerSettings
 from hoopgw.identity._jose import KeySet
+from hoopgw.keys import load_or_create_ed25519
 
 KEY_PATH = Path("keys") / "dev_issuer_ed25519.pem"
 AUDIENCE = "hoopgw"
@@ -50,39 +49,8 @@ def _b64(data: bytes) -> str:
 
 
 def _load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise ValueError(
-                f"dev issuer key {str(path)!r}: expected mode 0600 (it can sign a token "
-                f"for anyone), got {mode:04o}; run: chmod 600 {path}"
-            )
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except ValueError as e:
-            raise ValueError(f"dev issuer key {str(path)!r}: expected an unencrypted PEM private key: {e}") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"dev issuer key {str(path)!r}: expected an Ed25519 key, got {type(key).__name__}")
-        return key
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    # O_EXCL: two processes starting at once must not overwrite each other's
-    # key (tokens already issued would stop verifying); the loser reads the
-    # winner's.  Mode 0600 from creation, never widened.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _load_or_create_key(path)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
-    return key
+    # Anyone holding this key can act as any identity: mode 0600 enforced.
+    return load_or_create_ed25519(path, what="dev issuer key")
 
 
 @define

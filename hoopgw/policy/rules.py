@@ -86,6 +86,8 @@ _BUILTIN_CONDITIONS = (
                   "functions called, schema-qualified when written so: pg_catalog.pg_sleep"),
     ConditionSpec("sql.without_where", ConditionKind.boolean, None,
                   "an UPDATE or DELETE without a WHERE clause"),
+    ConditionSpec("sql.program", ConditionKind.boolean, None,
+                  "COPY ... TO/FROM PROGRAM (runs a shell command on the database server)"),
     ConditionSpec("ssh.commands", ConditionKind.globs, None,
                   "command lines, as parsed from exec requests and shell lines"),
     ConditionSpec("ssh.forward.destinations", ConditionKind.globs, None,

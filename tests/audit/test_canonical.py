@@ -135,3 +135,108 @@ class CanonicalJSONTests(SynchronousTestCase):
             canonical_json(OrderedDict([("b", (Color.red,)), ("a", True)])),
             b'{"a":true,"b":["red"]}',
         )
+
+
+# Strings weighted towards the characters whose escaping differs between
+# JSON encoders: controls, DEL, the JavaScript line separators, quotes,
+# backslash, the solidus, non-ASCII BMP and non-BMP.
+tricky_text = st.text(
+    st.one_of(
+        st.sampled_from(['"', "\\", "/", "\x00", "\x08", "\x1f", "\x7f", "\x80", "\u2028", "\u2029", "\ufeff", "\U0001f600"]),
+        st.characters(max_codepoint=0x20),
+        st.characters(blacklist_categories=("Cs",)),
+    ),
+    max_size=12,
+)
+# Keys without non-BMP characters: there code point order is UTF-16 order.
+bmp_keys = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",), max_codepoint=0xFFFF), max_size=6),
+    st.text(st.sampled_from(["a", "B", "\x7f", "é", "\u2028", "\ue000", "\uffff", "\x00"]), max_size=4),
+)
+bmp_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER),
+        st.sampled_from([0, -1, MAX_SAFE_INTEGER, -MAX_SAFE_INTEGER]),
+        tricky_text,
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=5), st.dictionaries(bmp_keys, children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+class OrjsonFastPathTests(SynchronousTestCase):
+    """
+    The fast path is C{orjson.dumps(value, option=ORJSON_CANONICAL)}; these
+    prove it byte-equal to the reference on the domain the walk lets
+    through, and show the walk keeps out what orjson would render otherwise.
+    """
+
+    @settings(max_examples=1000, deadline=None)
+    @given(st.dictionaries(bmp_keys, bmp_values, max_size=8))
+    def test_orjson_equals_reference(self, record: dict) -> None:
+        """
+        For any record of dicts with keys free of non-BMP characters, lists,
+        str (controls, DEL, U+2028/9, quotes, backslash, non-BMP), safe ints
+        (bounds included), bools and None, orjson's sorted strict output is
+        byte-equal to C{rfc8785.dumps}, and so is L{canonical_json}'s.
+        """
+        import orjson
+
+        from hoopgw.audit.canonical import ORJSON_CANONICAL, _fast_ok
+
+        expected = rfc8785.dumps(record)
+        self.assertTrue(_fast_ok(record))
+        self.assertEqual(orjson.dumps(record, option=ORJSON_CANONICAL), expected)
+        self.assertEqual(canonical_json(record), expected)
+
+    def test_walk_routes_what_orjson_renders_differently(self) -> None:
+        """
+        If a record holds a non-BMP key, an unsafe integer, a float, a
+        subclass or a type orjson renders natively (UUID, datetime, enum,
+        dataclass, orjson.Fragment), the fast path is not taken: the value
+        is refused, or encoded as JCS says.
+        """
+        import dataclasses
+        import datetime
+        import uuid
+
+        import orjson
+
+        from hoopgw.audit.canonical import _fast_ok
+
+        @dataclasses.dataclass
+        class Point:
+            x: int
+
+        class Plain(Enum):
+            one = 1
+
+        for value in (
+            {"\U00010000": 1, "\ue000": 2},
+            {"a": MAX_SAFE_INTEGER + 1},
+            {"a": 1.0},
+            {"a": Color.red},
+            {"a": uuid.UUID(int=1)},
+            {"a": datetime.datetime(2024, 1, 1)},
+            {"a": Plain.one},
+            {"a": Point(1)},
+            {"a": orjson.Fragment(b"[1]")},
+            OrderedDict(a=1),
+        ):
+            self.assertFalse(_fast_ok(value), value)
+        self.assertEqual(canonical_json({"\ue000": 2, "\U00010000": 1}), '{"\U00010000":1,"\ue000":2}'.encode())
+        self.assertEqual(canonical_json({"a": 1.0}), b'{"a":1}')
+        for bad in (uuid.UUID(int=1), datetime.datetime(2024, 1, 1), Plain.one, Point(1), orjson.Fragment(b"[1]")):
+            self.assertRaises(CanonicalizationError, canonical_json, {"a": bad})
+
+    def test_lone_surrogate_after_fast_walk(self) -> None:
+        """
+        If the walk passes a string holding a lone surrogate, orjson's error
+        sends it to the slow path, which refuses it saying where.
+        """
+        e = self.assertRaises(CanonicalizationError, canonical_json, {"ok": "x", "a": "ab\udc00"})
+        self.assertIn("lone surrogate", str(e))

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hoopgw.audit.merkle import (
     EMPTY_ROOT,
     CompactTree,
+    aligned_subtrees,
     ProofError,
     consistency_proof,
     inclusion_proof,
@@ -220,3 +221,45 @@ class PropertyTests(SynchronousTestCase):
         e = self.assertRaises(ValueError, CompactTree.from_list, 3, ["00" * 32])
         self.assertIn("size 3 has 2", str(e))
         self.assertRaises(ValueError, CompactTree.from_list, 1, ["zz"])
+
+
+class AlignedSubtreeTests(SynchronousTestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.integers(0, 300),
+        st.lists(st.integers(1, 90), max_size=8),
+        st.lists(st.integers(0, 320), max_size=6),
+    )
+    def test_equals_leaf_by_leaf(self, n: int, pieces: list[int], cuts: list[int]) -> None:
+        """
+        For any leaves fed in any pieces (as the verifier's read chunks and
+        worker ranges cut them) and any checkpoint sizes, appending the
+        pieces' aligned subtrees gives the root of the same leaves appended
+        one by one, and the tree passes through every cut size with that
+        prefix's root.
+        """
+        hashes = [leaf_hash(i.to_bytes(2, "big")) for i in range(n)]
+        cuts = sorted(set(cuts))
+        tree = CompactTree()
+        roots = {0: tree.root()}
+        position = 0
+        for width in pieces + [n]:
+            end = min(n, position + width)
+            for height, root in aligned_subtrees(position, hashes[position:end], cuts):
+                tree.append_subtree(height, root)
+                roots[tree.size] = tree.root()
+            position = end
+        self.assertEqual(tree.size, n)
+        self.assertEqual(tree.root(), root_from_leaf_hashes(hashes))
+        for cut in cuts:
+            if cut <= n:
+                self.assertEqual(roots[cut], root_from_leaf_hashes(hashes[:cut]), cut)
+
+    def test_misaligned_subtree_refused(self) -> None:
+        """
+        If a subtree of 2**h leaves would start at a size that is not a
+        multiple of 2**h, it is refused.
+        """
+        tree = CompactTree()
+        tree.append(leaf_hash(b"a"))
+        self.assertRaises(ValueError, tree.append_subtree, 1, leaf_hash(b"b"))

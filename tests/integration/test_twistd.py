@@ -173,6 +173,38 @@ class TwistdTests(TestCase):
         self.assertEqual(len(output.splitlines()), 2, output)
 
     @inlineCallbacks
+    def test_verify_refuses_unsigned_tail_and_lost_key(self):
+        """
+        If the checkpoints file is deleted, `hoopgw audit verify` fails (the
+        records are no longer covered by a signature) and passes only with
+        --allow-unsigned-tail, saying how many records are unsigned.  If the
+        signing key is deleted, the gateway refuses to start rather than sign
+        on with a new key that would orphan the existing log.
+        """
+        proc = self.start("--config", str(self.config))
+        yield proc.ready
+        proc.signal("TERM")
+        yield proc.ended
+        audit = self.dir / "data" / "audit"
+        (audit / "checkpoints.notes").unlink()
+        code, output = yield self.admin("audit", "verify")
+        self.assertEqual(code, 1, output)
+        self.assertIn(b"are not covered by any signed checkpoint", output)
+        code, output = yield self.admin("audit", "verify", "--allow-unsigned-tail")
+        self.assertEqual(code, 0, output)
+        self.assertIn(b"later records are chained but not yet signed", output)
+
+        (self.dir / "data" / "keys" / "audit_ed25519.pem").unlink()
+        code, output = yield run(
+            TWISTD + ["-n", "--pidfile=", "hoopgw", "--config", str(self.config)], cwd=str(self.dir)
+        )
+        self.assertNotEqual(code, 0, output)
+        self.assertIn(b"audit signing key", output)
+        self.assertIn(b"is missing but", output)
+        self.assertNotIn(b"Traceback", output)
+        self.assertFalse((self.dir / "data" / "keys" / "audit_ed25519.pem").exists())
+
+    @inlineCallbacks
     def test_dev_token_issue(self):
         """`hoopgw token issue` prints a three-part JWT signed by the dev issuer in the data dir."""
         code, output = yield self.admin("token", "issue", "--sub", "alice", "--group", "dba", "--ttl", "15m")

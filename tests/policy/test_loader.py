@@ -27,8 +27,8 @@ from hoopgw.policy import (
 REPO = Path(__file__).resolve().parents[2]
 CONDITION_LIST = (
     '"http.methods", "http.paths", "k8s.groups", "k8s.names", "k8s.namespaces", '
-    '"k8s.resources", "k8s.subresources", "k8s.verbs", "sql.functions", "sql.reads", '
-    '"sql.statements", "sql.without_where", "sql.writes", "ssh.commands", '
+    '"k8s.resources", "k8s.subresources", "k8s.verbs", "sql.functions", "sql.program", '
+    '"sql.reads", "sql.statements", "sql.without_where", "sql.writes", "ssh.commands", '
     '"ssh.forward.destinations"'
 )
 RULE_KEY_LIST = (
@@ -509,7 +509,7 @@ class ShippedPolicyTests(SynchronousTestCase):
         self.assertEqual(
             [r.name for r in p.rules],
             ["authenticated-may-use-everything", "no-destructive-ddl", "no-unbounded-writes",
-             "review-payment-writes", "no-rm-rf", "no-power-control", "no-namespace-delete"],
+             "no-copy-program", "no-do-blocks", "review-payment-writes", "no-rm-rf", "no-power-control", "no-namespace-delete"],
         )
 
     def test_defaultBehaviour(self) -> None:

@@ -1,0 +1,775 @@
+"""
+SQL classification with the real PostgreSQL parser (pglast / libpg_query):
+what each statement of a query string is, reads, writes and calls, as the
+facts (L{StatementInfo.attributes}) that C{sql.*} policy conditions match.
+
+Pure functions and values, no I/O.  A statement is judged by every
+statement it contains: CTEs (C{WITH d AS (DELETE ...) SELECT}), subqueries,
+C{EXPLAIN [ANALYZE]}, C{PREPARE}, C{CREATE TABLE AS}, C{COPY (query)},
+C{DECLARE ... CURSOR FOR}, C{CREATE SCHEMA}'s elements.  Comments, case,
+whitespace and dollar quoting are the parser's business, so they cannot
+hide a statement from it.
+
+What the gateway cannot see:
+
+  - the body of C{DO} (PL/pgSQL, and any dynamic SQL it builds) and of the
+    functions and procedures a statement calls: C{DO} is kind C{do}, a call
+    names its function in C{functions} (C{CALL} is kind C{call}); a policy
+    that must be sure denies or reviews them;
+  - C{search_path}: an unqualified table C{t} is reported as C{public.t}.
+    What it resolves to depends on the session's C{search_path} (and on
+    temporary tables), which a static classifier cannot know; reporting
+    C{public.t} makes a rule about C{public.t} catch both spellings, and
+    over-matching is the safe direction for deny and review rules.  (A rule
+    about a table in another schema should list it written both ways, e.g.
+    C{["pg_catalog.pg_authid", "public.pg_authid"]}.)
+
+Kinds (L{StatementInfo.kinds}), the top-level statement's first:
+
+  - C{select insert update delete merge copy truncate drop grant revoke do
+    call prepare execute deallocate explain set reset show listen unlisten
+    notify vacuum analyze lock declare fetch move close discard checkpoint
+    load cluster reindex comment security_label refresh_materialized_view
+    reassign_owned import_foreign_schema set_constraints};
+  - transactions, one kind per command: C{begin} (also START TRANSACTION)
+    C{commit rollback savepoint release_savepoint rollback_to_savepoint
+    prepare_transaction commit_prepared rollback_prepared};
+  - C{create_<object>} / C{alter_<object>} for DDL, the object as SQL names
+    it: C{create_table} (also CREATE TABLE AS and SELECT INTO),
+    C{create_materialized_view}, C{create_view}, C{create_index},
+    C{create_function}, C{create_procedure}, C{create_schema},
+    C{create_extension}, C{create_role}, C{create_database},
+    C{alter_table}, C{alter_index}, C{alter_sequence}, C{alter_role},
+    C{alter_system}, ...; every C{DROP ...} (table, database, role, owned,
+    ...) is C{drop};
+  - also named: the row operations of C{MERGE}'s actions and of C{INSERT
+    ... ON CONFLICT DO UPDATE} (C{update}, C{delete}, C{insert}), and the
+    C{deallocate} that C{DISCARD ALL} does;
+  - C{unknown}: text the parser refuses (then the only kind, for the
+    whole string: PostgreSQL runs none of a query string that does not
+    parse), or a statement nested too deeply to walk (then followed by the
+    kinds its keywords suggest, see L{_lexical}).
+
+An empty string, or one of only comments, classifies as C{()}.
+
+Caching: L{classify} is memoised by exact text (LRU, 4096 entries).  A
+second cache keyed by C{pglast.parser.fingerprint} (texts differing only
+in constants) is deliberately *not* used: the fingerprint also ignores
+schema names (C{t} and C{s.t}), digits in names (C{payments_2024} and
+C{payments_2025}), prepared-statement names and a constant C{WHERE}
+(C{DELETE FROM t} and C{DELETE FROM t WHERE true}), so it would hand one
+statement another's classification.  It would pay (a fingerprint costs
+about a seventh of a cold classification, most of which is decoding and
+walking the parse tree in Python; see C{bench/sql_classify.py}), but a
+fast wrong answer is no use to policy.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from attrs import define, evolve, field, frozen
+from pglast import parser as _pg
+
+__all__ = ["PreparedStatements", "StatementInfo", "classify"]
+
+UNKNOWN = "unknown"
+
+# Kinds whose effects the gateway cannot see statically: they may write.
+_OPAQUE = frozenset({"do", "call", "execute", UNKNOWN})
+
+
+def _strs(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+@frozen
+class StatementInfo:
+    """
+    What one top-level statement is.
+
+    @ivar text: the statement's exact text in the query string, from its
+        first token to its end (comments inside kept), for auditing
+        statements one by one.
+    @ivar kinds: lower-case kinds of every statement it contains, the
+        top-level one first, each once.
+    @ivar reads: tables read, C{schema.table} (unqualified: C{public.NAME}).
+        The targets of C{UPDATE}, C{DELETE} and C{MERGE} are read as well as
+        written (their rows are filtered and can be returned).
+    @ivar writes: tables whose rows or definition the statement changes:
+        inserted into, updated, deleted from, merged into, copied into,
+        truncated, created (also C{CREATE TABLE AS}, C{SELECT INTO}, views),
+        altered, renamed, dropped, refreshed.
+    @ivar functions: functions called, C{schema.name} when written so,
+        else the bare name.  Syntax the parser turns into calls shows up
+        qualified: C{EXTRACT(...)} is C{pg_catalog.extract}.
+    @ivar without_where: an C{UPDATE} or C{DELETE} inside has no C{WHERE}
+        (C{WHERE CURRENT OF} counts as a C{WHERE}: it touches one row).
+    @ivar program: C{COPY ... TO/FROM PROGRAM} (runs a shell command on
+        the database server).
+    @ivar writes_data: it writes a table, or it is a kind whose effects
+        cannot be seen (C{do}, C{call}, C{execute}, C{unknown}).  Functions
+        called by a C{SELECT} are not seen through.
+    @ivar prepared_name: the name in C{PREPARE}, C{EXECUTE} and
+        C{DEALLOCATE}; C{None} for C{DEALLOCATE ALL} / C{DISCARD ALL}.
+    """
+
+    text: str
+    kinds: tuple[str, ...] = field(converter=_strs)
+    reads: tuple[str, ...] = field(default=(), converter=_strs)
+    writes: tuple[str, ...] = field(default=(), converter=_strs)
+    functions: tuple[str, ...] = field(default=(), converter=_strs)
+    without_where: bool = False
+    program: bool = False
+    writes_data: bool = False
+    prepared_name: str | None = None
+    # Built once: the same statement is judged on every execution.
+    _attributes: Mapping[str, Any] = field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_attributes", MappingProxyType({
+            "sql.statements": self.kinds,
+            "sql.reads": self.reads,
+            "sql.writes": self.writes,
+            "sql.functions": self.functions,
+            "sql.without_where": self.without_where,
+            "sql.program": self.program,
+        }))
+
+    def attributes(self) -> Mapping[str, Any]:
+        """The facts for C{Action.attributes} (a read-only mapping)."""
+        return self._attributes
+
+
+# -- statement kinds ----------------------------------------------------------
+
+_TRANSACTION = {
+    "TRANS_STMT_BEGIN": "begin",
+    "TRANS_STMT_START": "begin",
+    "TRANS_STMT_COMMIT": "commit",
+    "TRANS_STMT_ROLLBACK": "rollback",
+    "TRANS_STMT_SAVEPOINT": "savepoint",
+    "TRANS_STMT_RELEASE": "release_savepoint",
+    "TRANS_STMT_ROLLBACK_TO": "rollback_to_savepoint",
+    "TRANS_STMT_PREPARE": "prepare_transaction",
+    "TRANS_STMT_COMMIT_PREPARED": "commit_prepared",
+    "TRANS_STMT_ROLLBACK_PREPARED": "rollback_prepared",
+}
+
+# Node names whose generic spelling (CamelCase minus "Stmt", snake_cased)
+# is not what SQL calls the statement.
+_NAMED = {
+    "SelectStmt": "select", "InsertStmt": "insert", "UpdateStmt": "update",
+    "DeleteStmt": "delete", "MergeStmt": "merge", "CopyStmt": "copy",
+    "TruncateStmt": "truncate", "DoStmt": "do", "CallStmt": "call",
+    "PrepareStmt": "prepare", "ExecuteStmt": "execute", "DeallocateStmt": "deallocate",
+    "ExplainStmt": "explain", "VariableShowStmt": "show", "ListenStmt": "listen",
+    "UnlistenStmt": "unlisten", "NotifyStmt": "notify", "LockStmt": "lock",
+    "DeclareCursorStmt": "declare", "ClosePortalStmt": "close", "DiscardStmt": "discard",
+    "CheckPointStmt": "checkpoint", "LoadStmt": "load", "ClusterStmt": "cluster",
+    "ReindexStmt": "reindex", "CommentStmt": "comment", "SecLabelStmt": "security_label",
+    "ConstraintsSetStmt": "set_constraints",
+    "DropStmt": "drop", "DropOwnedStmt": "drop", "DropRoleStmt": "drop",
+    "DropSubscriptionStmt": "drop", "DropTableSpaceStmt": "drop",
+    "DropUserMappingStmt": "drop", "DropdbStmt": "drop",
+    "CreateStmt": "create_table", "ViewStmt": "create_view", "IndexStmt": "create_index",
+    "CreatedbStmt": "create_database", "CreateSeqStmt": "create_sequence",
+    "CreateTrigStmt": "create_trigger", "CreateEventTrigStmt": "create_event_trigger",
+    "CreatePLangStmt": "create_language", "CreateFdwStmt": "create_foreign_data_wrapper",
+    "CreateForeignServerStmt": "create_server", "CreateTableSpaceStmt": "create_tablespace",
+    "CreateStatsStmt": "create_statistics", "CreateAmStmt": "create_access_method",
+    "CreateOpClassStmt": "create_operator_class", "CreateOpFamilyStmt": "create_operator_family",
+    "CompositeTypeStmt": "create_type", "CreateEnumStmt": "create_type",
+    "CreateRangeStmt": "create_type", "RuleStmt": "create_rule",
+    "AlterSeqStmt": "alter_sequence", "AlterEnumStmt": "alter_type",
+    "AlterEventTrigStmt": "alter_event_trigger", "AlterFdwStmt": "alter_foreign_data_wrapper",
+    "AlterForeignServerStmt": "alter_server", "AlterTableMoveAllStmt": "alter_table",
+    "AlterTableSpaceOptionsStmt": "alter_tablespace", "AlterRoleSetStmt": "alter_role",
+    "AlterDatabaseSetStmt": "alter_database", "AlterDatabaseRefreshCollStmt": "alter_database",
+    "AlterTSConfigurationStmt": "alter_text_search_configuration",
+    "AlterTSDictionaryStmt": "alter_text_search_dictionary",
+    "AlterOpFamilyStmt": "alter_operator_family", "AlterStatsStmt": "alter_statistics",
+    "AlterExtensionContentsStmt": "alter_extension", "ReplicaIdentityStmt": "alter_table",
+    "RefreshMatViewStmt": "refresh_materialized_view",
+}
+
+_OBJECTS = {
+    "matview": "materialized_view", "tabconstraint": "table", "domconstraint": "domain",
+    "fdw": "foreign_data_wrapper", "foreign_server": "server", "opclass": "operator_class",
+    "opfamily": "operator_family", "tsconfiguration": "text_search_configuration",
+    "tsdictionary": "text_search_dictionary", "tsparser": "text_search_parser",
+    "tstemplate": "text_search_template", "amop": "operator_family",
+    "amproc": "operator_family", "largeobject": "large_object", "routine": "function",
+}
+
+# Objects that are relations: naming one in DDL writes it.
+_RELATIONS = frozenset({
+    "OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE",
+    "OBJECT_SEQUENCE", "OBJECT_COLUMN", "OBJECT_TABCONSTRAINT",
+})
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _object(objtype: str | None) -> str:
+    name = (objtype or "OBJECT_TABLE").removeprefix("OBJECT_").lower()
+    return _OBJECTS.get(name, name)
+
+
+@functools.lru_cache(maxsize=None)
+def _generic_kind(node: str) -> str:
+    return _CAMEL.sub("_", node.removesuffix("Stmt")).lower()
+
+
+# -- the walk -----------------------------------------------------------------
+
+
+def _name(rangevar: Mapping[str, Any]) -> str:
+    # The catalog (database) part of a.b.c is ignored: PostgreSQL only
+    # allows the current database there.
+    return f"{rangevar.get('schemaname', 'public')}.{rangevar['relname']}"
+
+
+def _dotted(names: Iterable[Any]) -> str:
+    return ".".join(n["String"]["sval"] for n in names if "String" in n)
+
+
+class _Walker:
+    """
+    Collects the facts of one statement from its JSON parse tree.
+
+    Nodes typed as C{Node *} come wrapped as C{{"TypeName": {...}}}; fields
+    of a fixed type (a statement's C{relation}, an C{IntoClause}) come
+    unwrapped, and an unwrapped dict with C{relname} is a C{RangeVar}.
+    """
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, None] = {}
+        self.reads: dict[str, None] = {}
+        self.writes: dict[str, None] = {}
+        self.functions: dict[str, None] = {}
+        self.without_where = False
+        self.program = False
+        self.prepared_name: str | None = None
+
+    def info(self, text: str) -> StatementInfo:
+        kinds = tuple(self.kinds) or (UNKNOWN,)
+        return StatementInfo(
+            text=text,
+            kinds=kinds,
+            reads=tuple(self.reads),
+            writes=tuple(self.writes),
+            functions=tuple(self.functions),
+            without_where=self.without_where,
+            program=self.program,
+            writes_data=bool(self.writes) or not _OPAQUE.isdisjoint(kinds),
+            prepared_name=self.prepared_name,
+        )
+
+    def walk(self, value: Any, ctes: frozenset[str]) -> None:
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, (dict, list)):
+                    self.walk(item, ctes)
+            return
+        if not isinstance(value, dict):
+            return
+        if len(value) == 1:
+            ((key, inner),) = value.items()
+            if key[0].isupper() and isinstance(inner, dict):
+                handler = _HANDLERS.get(key)
+                if handler is not None:
+                    handler(self, inner, ctes)
+                else:
+                    if key.endswith("Stmt"):
+                        self.kinds[_generic_kind(key)] = None
+                    self.walk_fields(inner, ctes)
+                return
+        if "relname" in value:
+            self.read(value, ctes)
+            return
+        self.walk_fields(value, ctes)
+
+    def walk_fields(self, node: Mapping[str, Any], ctes: frozenset[str], *skip: str) -> None:
+        for key, item in node.items():
+            if isinstance(item, (dict, list)) and key not in skip:
+                self.walk(item, ctes)
+
+    def read(self, rangevar: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        # An unqualified name of a CTE in scope is that CTE, not a table.
+        if "schemaname" in rangevar or rangevar["relname"] not in ctes:
+            self.reads[_name(rangevar)] = None
+
+    def write(self, rangevar: Mapping[str, Any] | None, also_read: bool = False) -> None:
+        # A write target is never a CTE: PostgreSQL resolves it to a table.
+        if rangevar:
+            name = _name(rangevar)
+            self.writes[name] = None
+            if also_read:
+                self.reads[name] = None
+
+    def with_clause(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> frozenset[str]:
+        """Walk a statement's CTEs; return the names in scope for its body."""
+        clause = stmt.get("withClause")
+        if not clause:
+            return ctes
+        entries = [c["CommonTableExpr"] for c in clause.get("ctes", ()) if "CommonTableExpr" in c]
+        names = [e["ctename"] for e in entries]
+        if clause.get("recursive"):
+            # WITH RECURSIVE: every CTE sees every other (and itself).
+            scope = ctes.union(names)
+            for entry in entries:
+                self.walk_fields(entry, scope)
+            return scope
+        # Plain WITH: a CTE sees only the ones before it, so a later CTE's
+        # name in an earlier one is a real table (do not under-report it).
+        scope = ctes
+        for entry in entries:
+            self.walk_fields(entry, scope)
+            scope = scope | {entry["ctename"]}
+        return scope
+
+    # Statement handlers: record the kind, the targets, then walk the rest.
+
+    def select(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["select"] = None
+        scope = self.with_clause(stmt, ctes)
+        into = stmt.get("intoClause")
+        if into:  # SELECT INTO creates and fills a table
+            self.kinds["create_table"] = None
+            self.write(into.get("rel"))
+            self.walk_fields(into, scope, "rel")
+        for arm in ("larg", "rarg"):  # set operations: typed SelectStmt
+            if arm in stmt:
+                self.select(stmt[arm], scope)
+        self.walk_fields(stmt, scope, "withClause", "intoClause", "larg", "rarg")
+
+    def insert(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["insert"] = None
+        scope = self.with_clause(stmt, ctes)
+        self.write(stmt.get("relation"))
+        conflict = stmt.get("onConflictClause")
+        if conflict and conflict.get("action") == "ONCONFLICT_UPDATE":
+            self.kinds["update"] = None
+        self.walk_fields(stmt, scope, "withClause", "relation")
+
+    def update(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self._modify("update", stmt, ctes)
+
+    def delete(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self._modify("delete", stmt, ctes)
+
+    def _modify(self, kind: str, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds[kind] = None
+        scope = self.with_clause(stmt, ctes)
+        self.write(stmt.get("relation"), also_read=True)
+        # WHERE CURRENT OF is a whereClause (CurrentOfExpr): one row.
+        if not stmt.get("whereClause"):
+            self.without_where = True
+        self.walk_fields(stmt, scope, "withClause", "relation")
+
+    def merge(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["merge"] = None
+        scope = self.with_clause(stmt, ctes)
+        self.write(stmt.get("relation"), also_read=True)
+        for clause in stmt.get("mergeWhenClauses", ()):
+            command = clause.get("MergeWhenClause", {}).get("commandType", "")
+            if command in ("CMD_UPDATE", "CMD_DELETE", "CMD_INSERT"):
+                self.kinds[command.removeprefix("CMD_").lower()] = None
+        self.walk_fields(stmt, scope, "withClause", "relation")
+
+    def copy(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["copy"] = None
+        relation = stmt.get("relation")
+        if relation:
+            if stmt.get("is_from"):
+                self.write(relation)
+            else:
+                self.read(relation, frozenset())
+        if stmt.get("is_program"):
+            self.program = True
+        self.walk_fields(stmt, ctes, "relation")
+
+    def truncate(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["truncate"] = None
+        for item in stmt.get("relations", ()):
+            self.write(item.get("RangeVar"))
+
+    def drop(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["drop"] = None
+        if stmt.get("removeType") in _RELATIONS:
+            for item in stmt.get("objects", ()):
+                names = [n["String"]["sval"] for n in item.get("List", {}).get("items", ())
+                         if "String" in n]
+                if names:
+                    schema = names[-2] if len(names) > 1 else "public"
+                    self.writes[f"{schema}.{names[-1]}"] = None
+
+    def create_table(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["create_table"] = None
+        self.write(stmt.get("relation"))
+        self.walk_fields(stmt, ctes, "relation")
+
+    def create_foreign_table(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["create_foreign_table"] = None
+        base = stmt.get("base", {})
+        self.write(base.get("relation"))
+        self.walk_fields(base, ctes, "relation")
+
+    def create_table_as(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["create_" + _object(stmt.get("objtype"))] = None
+        into = stmt.get("into", {})
+        self.write(into.get("rel"))
+        self.walk_fields(into, ctes, "rel")
+        self.walk_fields(stmt, ctes, "into")
+
+    def create_view(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["create_view"] = None
+        self.write(stmt.get("view"))
+        self.walk_fields(stmt, ctes, "view")
+
+    def refresh(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["refresh_materialized_view"] = None
+        self.write(stmt.get("relation"))
+
+    def alter_table(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["alter_" + _object(stmt.get("objtype"))] = None
+        self.write(stmt.get("relation"))
+        self.walk_fields(stmt, ctes, "relation")
+
+    def rename(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        renamed = stmt.get("renameType")
+        if renamed in ("OBJECT_COLUMN", "OBJECT_ATTRIBUTE", "OBJECT_TABCONSTRAINT"):
+            renamed = stmt.get("relationType")  # ALTER TABLE t RENAME COLUMN
+        self.kinds["alter_" + _object(renamed)] = None
+        if stmt.get("relation"):
+            self.write(stmt["relation"])
+        self.walk_fields(stmt, ctes, "relation")
+
+    def alter_object(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        # ALTER ... SET SCHEMA / OWNER TO / DEPENDS ON: named by the object.
+        self.kinds["alter_" + _object(stmt.get("objectType"))] = None
+        if stmt.get("objectType") in _RELATIONS and stmt.get("relation"):
+            self.write(stmt["relation"])
+        self.walk_fields(stmt, ctes, "relation")
+
+    def define(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["create_" + _object(stmt.get("kind"))] = None
+        self.walk_fields(stmt, ctes)
+
+    def create_function(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        # The body is another language's text: not walked (like DO).
+        self.kinds["create_procedure" if stmt.get("is_procedure") else "create_function"] = None
+
+    def alter_function(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["alter_" + _object(stmt.get("objtype", "OBJECT_FUNCTION"))] = None
+
+    def grant(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["grant" if stmt.get("is_grant") else "revoke"] = None
+        self.walk_fields(stmt, ctes)
+
+    def do(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        # The body is PL/pgSQL (or another language) that builds and runs
+        # SQL at run time: the gateway cannot see through it.
+        self.kinds["do"] = None
+
+    def call(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["call"] = None
+        funccall = stmt.get("funccall")
+        if funccall:
+            self.func_call(funccall, ctes)
+
+    def func_call(self, call: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.functions[_dotted(call.get("funcname", ()))] = None
+        self.walk_fields(call, ctes, "funcname")
+
+    def prepare(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["prepare"] = None
+        self.prepared_name = stmt.get("name")
+        self.walk_fields(stmt, ctes)
+
+    def execute(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["execute"] = None
+        self.prepared_name = stmt.get("name")
+        self.walk_fields(stmt, ctes)
+
+    def deallocate(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["deallocate"] = None
+        self.prepared_name = None if stmt.get("isall") else stmt.get("name")
+
+    def discard(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["discard"] = None
+        if stmt.get("target") == "DISCARD_ALL":
+            self.kinds["deallocate"] = None  # DISCARD ALL includes DEALLOCATE ALL
+
+    def transaction(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds[_TRANSACTION.get(stmt.get("kind", ""), "transaction")] = None
+
+    def variable_set(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        reset = stmt.get("kind", "").startswith("VAR_RESET")
+        self.kinds["reset" if reset else "set"] = None
+        self.walk_fields(stmt, ctes)
+
+    def vacuum(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["vacuum" if stmt.get("is_vacuumcmd") else "analyze"] = None
+        self.walk_fields(stmt, ctes)
+
+    def fetch(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["move" if stmt.get("ismove") else "fetch"] = None
+
+
+def _simple(kind: str) -> Any:
+    def handler(walker: _Walker, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        walker.kinds[kind] = None
+        walker.walk_fields(stmt, ctes)
+    return handler
+
+
+_HANDLERS: dict[str, Any] = {name: _simple(kind) for name, kind in _NAMED.items()}
+_HANDLERS.update({
+    "SelectStmt": _Walker.select,
+    "InsertStmt": _Walker.insert,
+    "UpdateStmt": _Walker.update,
+    "DeleteStmt": _Walker.delete,
+    "MergeStmt": _Walker.merge,
+    "CopyStmt": _Walker.copy,
+    "TruncateStmt": _Walker.truncate,
+    "DropStmt": _Walker.drop,
+    "CreateStmt": _Walker.create_table,
+    "CreateForeignTableStmt": _Walker.create_foreign_table,
+    "CreateTableAsStmt": _Walker.create_table_as,
+    "ViewStmt": _Walker.create_view,
+    "RefreshMatViewStmt": _Walker.refresh,
+    "AlterTableStmt": _Walker.alter_table,
+    "RenameStmt": _Walker.rename,
+    "AlterObjectSchemaStmt": _Walker.alter_object,
+    "AlterOwnerStmt": _Walker.alter_object,
+    "AlterObjectDependsStmt": _Walker.alter_object,
+    "DefineStmt": _Walker.define,
+    "CreateFunctionStmt": _Walker.create_function,
+    "AlterFunctionStmt": _Walker.alter_function,
+    "GrantStmt": _Walker.grant,
+    "GrantRoleStmt": _Walker.grant,
+    "DoStmt": _Walker.do,
+    "CallStmt": _Walker.call,
+    "FuncCall": _Walker.func_call,
+    "PrepareStmt": _Walker.prepare,
+    "ExecuteStmt": _Walker.execute,
+    "DeallocateStmt": _Walker.deallocate,
+    "DiscardStmt": _Walker.discard,
+    "TransactionStmt": _Walker.transaction,
+    "VariableSetStmt": _Walker.variable_set,
+    "VacuumStmt": _Walker.vacuum,
+    "FetchStmt": _Walker.fetch,
+    "RangeVar": lambda walker, rangevar, ctes: walker.read(rangevar, ctes),
+})
+
+
+# -- classification ------------------------------------------------------------
+
+# Keywords that start (or, for MERGE's actions, are) statements, for the
+# lexical fallback; the scanner names keyword tokens by their upper-case text.
+_LEXICAL = {
+    "SELECT": "select", "INSERT": "insert", "UPDATE": "update", "DELETE_P": "delete",
+    "MERGE": "merge", "COPY": "copy", "TRUNCATE": "truncate", "DROP": "drop",
+    "ALTER": "alter", "CREATE": "create", "GRANT": "grant", "REVOKE": "revoke",
+    "DO": "do", "CALL": "call", "PREPARE": "prepare", "EXECUTE": "execute",
+    "EXPLAIN": "explain", "LOCK_P": "lock", "VACUUM": "vacuum",
+}
+
+
+def _lexical(text: str) -> StatementInfo:
+    """
+    Classify a statement the parser accepted but that nests too deeply to
+    walk (thousands of parentheses): from its tokens, over-matching.  It
+    is C{unknown} plus every statement keyword it contains, C{without_where}
+    when an UPDATE or DELETE keyword appears, C{program} when PROGRAM does,
+    and every name in it as both read and written.
+    """
+    kinds: dict[str, None] = {UNKNOWN: None}
+    names: dict[str, None] = {}
+    program = False
+    try:
+        tokens = _pg.scan(text)
+    except Exception:
+        tokens = []
+    encoded = text.encode("utf-8")
+    previous_ident = ""
+    for token in tokens:
+        if token.name in _LEXICAL:
+            kinds[_LEXICAL[token.name]] = None
+        if token.name == "PROGRAM":
+            program = True
+        if token.name == "IDENT" or token.kind in ("UNRESERVED_KEYWORD", "COL_NAME_KEYWORD"):
+            word = encoded[token.start:token.end + 1].decode("utf-8", "replace").strip('"')
+            if token.name == "IDENT" and not word.startswith('"'):
+                word = word.lower() if word.isascii() else word
+            names[f"public.{word}"] = None
+            if previous_ident:
+                names[f"{previous_ident}.{word}"] = None
+            previous_ident = word
+        elif token.name != "ASCII_46":  # "."
+            previous_ident = ""
+    without_where = "update" in kinds or "delete" in kinds
+    return StatementInfo(
+        text=text, kinds=kinds, reads=names, writes=names, without_where=without_where,
+        program=program, writes_data=True,
+    )
+
+
+def _unknown(text: str) -> StatementInfo:
+    return StatementInfo(text=text.strip(), kinds=(UNKNOWN,), writes_data=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def classify(sql: str) -> tuple[StatementInfo, ...]:
+    """
+    Classify each top-level statement of a simple-Query string.
+
+    Never raises: text the parser refuses is one L{StatementInfo} of kind
+    C{unknown} (PostgreSQL itself runs none of a string with a syntax
+    error).  Memoised by exact text (4096 entries, LRU).
+    """
+    try:
+        tree = json.loads(_pg.parse_sql_json(sql))
+    except RecursionError:
+        return tuple(_lexical(text) for text in _split(sql))
+    except Exception:
+        return (_unknown(sql),)
+    raw = sql.encode("utf-8") if not sql.isascii() else None
+    infos = []
+    for entry in tree.get("stmts", ()):
+        # Locations are byte offsets in the UTF-8 text; a missing
+        # stmt_len means "to the end".
+        start = entry.get("stmt_location", 0)
+        length = entry.get("stmt_len", 0)
+        end = start + length if length else None
+        if raw is None:
+            text = sql[start:end].strip()
+        else:
+            text = raw[start:end].decode("utf-8").strip()
+        walker = _Walker()
+        try:
+            walker.walk(entry.get("stmt", {}), frozenset())
+        except RecursionError:
+            infos.append(_lexical(text))
+            continue
+        infos.append(walker.info(text))
+    return tuple(infos)
+
+
+def _split(sql: str) -> list[str]:
+    try:
+        return [s for s in _pg.split(sql, with_parser=False)]
+    except Exception:
+        return [sql.strip()]
+
+
+# -- session state --------------------------------------------------------------
+
+
+@define
+class PreparedStatements:
+    """
+    A session's prepared statements, by name, as the gateway saw them
+    defined, so that running one (C{EXECUTE p}, or Bind/Execute of a
+    protocol-level named statement) is judged by what it contains.
+
+    SQL-level C{PREPARE} and protocol-level Parse share one namespace in
+    PostgreSQL, so they share this map; the unnamed statement is C{""}.
+
+    Call L{observe} for each statement the gateway forwards (better: once
+    it succeeded).  Forward-time is safe too: a C{PREPARE} the server then
+    refuses leaves a stricter entry than the server's, never a laxer one.
+    """
+
+    _statements: dict[str, StatementInfo] = field(factory=dict)
+
+    def register(self, name: str, info: StatementInfo) -> None:
+        """A protocol Parse of C{name} (C{""}: the unnamed statement)."""
+        self._statements[name] = info
+
+    def parse(self, name: str, sql: str) -> StatementInfo:
+        """
+        Register a protocol-level Parse of C{sql} as C{name} and return its
+        classification.  A Parse holds one statement; should it hold
+        several (the server refuses that), their facts are merged.
+        """
+        infos = classify(sql)
+        info = _merge(sql.strip(), infos) if len(infos) != 1 else infos[0]
+        self.register(name, info)
+        return info
+
+    def forget(self, name: str) -> None:
+        """A protocol Close of statement C{name}, or C{DEALLOCATE name}."""
+        self._statements.pop(name, None)
+
+    def clear(self) -> None:
+        """C{DEALLOCATE ALL} or C{DISCARD ALL}."""
+        self._statements.clear()
+
+    def observe(self, info: StatementInfo) -> None:
+        """Track a statement of a simple Query: PREPARE, DEALLOCATE, DISCARD ALL."""
+        first = info.kinds[0] if info.kinds else ""
+        if first == "prepare" and info.prepared_name is not None:
+            # What EXECUTE runs is what PREPARE contains, minus the PREPARE.
+            self._statements[info.prepared_name] = StatementInfo(
+                text=info.text,
+                kinds=info.kinds[1:] or (UNKNOWN,),
+                reads=info.reads,
+                writes=info.writes,
+                functions=info.functions,
+                without_where=info.without_where,
+                program=info.program,
+                writes_data=info.writes_data,
+                prepared_name=info.prepared_name,
+            )
+        elif "deallocate" in info.kinds and first in ("deallocate", "discard"):
+            if info.prepared_name is None:
+                self.clear()
+            else:
+                self.forget(info.prepared_name)
+
+    def execute_info(self, name: str) -> StatementInfo | None:
+        """What prepared statement C{name} contains, or C{None} if unknown."""
+        return self._statements.get(name)
+
+    def resolve(self, info: StatementInfo) -> StatementInfo:
+        """
+        The facts to judge a statement by: for C{EXECUTE p}, its own facts
+        (its parameters may call functions) merged with those of C{p};
+        C{unknown} is added when C{p} was not seen being prepared.  Any
+        other statement is returned as it is.
+        """
+        if not info.kinds or info.kinds[0] != "execute" or info.prepared_name is None:
+            return info
+        prepared = self.execute_info(info.prepared_name)
+        if prepared is None:
+            prepared = StatementInfo(text="", kinds=(UNKNOWN,), writes_data=True)
+        merged = _merge(info.text, (info, prepared), prepared_name=info.prepared_name)
+        # EXECUTE alone is opaque (it may write); resolved, it writes what p does.
+        writes_data = prepared.writes_data or bool(info.writes)
+        return evolve(merged, writes_data=writes_data)
+
+
+def _merge(text: str, infos: Iterable[StatementInfo],
+           prepared_name: str | None = None) -> StatementInfo:
+    infos = tuple(infos)
+    def union(attr: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v for i in infos for v in getattr(i, attr)))
+    return StatementInfo(
+        text=text,
+        kinds=union("kinds") or (UNKNOWN,),
+        reads=union("reads"),
+        writes=union("writes"),
+        functions=union("functions"),
+        without_where=any(i.without_where for i in infos),
+        program=any(i.program for i in infos),
+        writes_data=any(i.writes_data for i in infos),
+        prepared_name=prepared_name,
+    )

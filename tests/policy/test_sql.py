@@ -1,0 +1,486 @@
+"""
+Tests for L{hoopgw.policy.sql}: SQL classification with the PostgreSQL
+parser, and the shipped default policy's decisions on what it classifies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pglast import parser as pg
+from twisted.trial.unittest import SynchronousTestCase
+
+from hoopgw.model import Action, Identity
+from hoopgw.policy.loader import load_policy_dir
+from hoopgw.policy.rules import evaluate
+from hoopgw.policy.sql import PreparedStatements, StatementInfo, classify
+
+REPO = Path(__file__).resolve().parents[2]
+ALICE = Identity("https://idp", "alice", ("dev",))
+
+
+def one(sql: str) -> StatementInfo:
+    infos = classify(sql)
+    assert len(infos) == 1, infos
+    return infos[0]
+
+
+def facts(info: StatementInfo) -> tuple[object, ...]:
+    """Everything but the text."""
+    return (info.kinds, info.reads, info.writes, info.functions, info.without_where,
+            info.program, info.writes_data, info.prepared_name)
+
+
+class ClassifyTests(SynchronousTestCase):
+    def test_select(self) -> None:
+        """
+        A SELECT reads its tables (unqualified ones as public.NAME) and
+        calls its functions, schema-qualified when written so.
+        """
+        info = one("SELECT pg_sleep(1), pg_catalog.now() FROM a JOIN b.c ON true "
+                   "WHERE x IN (SELECT y FROM z)")
+        self.assertEqual(info.kinds, ("select",))
+        self.assertEqual(info.reads, ("public.a", "b.c", "public.z"))
+        self.assertEqual(info.writes, ())
+        self.assertEqual(info.functions, ("pg_sleep", "pg_catalog.now"))
+        self.assertFalse(info.writes_data)
+
+    def test_attributes(self) -> None:
+        """
+        C{attributes()} is the mapping of C{sql.*} facts for C{Action.attributes}.
+        """
+        info = one("DELETE FROM t")
+        self.assertEqual(dict(info.attributes()), {
+            "sql.statements": ("delete",),
+            "sql.reads": ("public.t",),
+            "sql.writes": ("public.t",),
+            "sql.functions": (),
+            "sql.without_where": True,
+            "sql.program": False,
+        })
+
+    def test_multiStatement(self) -> None:
+        """
+        Each top-level statement is classified on its own, with its exact
+        text from its first token (byte offsets of non-ASCII text included).
+        """
+        infos = classify("SELECT 'é' ;  /* gap */ DELETE FROM ü /* c */ WHERE a = 1;\n select 2")
+        self.assertEqual([i.text for i in infos],
+                         ["SELECT 'é'", "DELETE FROM ü /* c */ WHERE a = 1", "select 2"])
+        self.assertEqual([i.kinds for i in infos], [("select",), ("delete",), ("select",)])
+        self.assertEqual(infos[1].writes, ("public.ü",))
+
+    def test_empty(self) -> None:
+        """
+        An empty string, or one of only comments, holds no statement.
+        """
+        self.assertEqual(classify(""), ())
+        self.assertEqual(classify("  -- nothing\n/* here */ "), ())
+
+    def test_unparseable(self) -> None:
+        """
+        Text the parser refuses is one statement of kind unknown, which
+        may write.
+        """
+        info = one("SELEC * FROM t; DROP TABLE t")
+        self.assertEqual(info.kinds, ("unknown",))
+        self.assertTrue(info.writes_data)
+
+    def test_dollarQuoting(self) -> None:
+        """
+        A dollar-quoted string hides nothing: the parser finds where it ends.
+        """
+        self.assertEqual(facts(one("SELECT $a$ '; DROP TABLE t; --' $a$")),
+                         facts(one("SELECT 'x'")))
+        # $a$ ' $a$ is a complete string, so the DROP after it is a statement.
+        infos = classify("SELECT $a$ ' $a$; DROP TABLE t; --'")
+        self.assertEqual([i.kinds for i in infos], [("select",), ("drop",)])
+        self.assertEqual(infos[1].text, "DROP TABLE t")
+
+    def test_comments(self) -> None:
+        """
+        Nested block comments and line comments are not statements, and do
+        not hide the statement around them.
+        """
+        info = one("/* a /* nested */ DROP TABLE x; */ DeLeTe\n\tFROM   t -- WHERE id = 1\n")
+        self.assertEqual(info.kinds, ("delete",))
+        self.assertTrue(info.without_where)
+
+    def test_caseAndQuoting(self) -> None:
+        """
+        Unquoted names are folded to lower case; quoted ones keep theirs.
+        """
+        self.assertEqual(one('SELECT * FROM Public.Users, "Tbl"').reads,
+                         ("public.users", "public.Tbl"))
+
+    def test_cte(self) -> None:
+        """
+        A data-modifying CTE makes the statement a delete too; the CTE's
+        name is not a table.
+        """
+        info = one("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d")
+        self.assertEqual(info.kinds, ("select", "delete"))
+        self.assertEqual((info.reads, info.writes), (("public.t",), ("public.t",)))
+        self.assertTrue(info.without_where)
+
+    def test_cteScope(self) -> None:
+        """
+        In a plain WITH a CTE sees only earlier ones, so a later CTE's name
+        inside an earlier one is a table; WITH RECURSIVE sees itself.
+        """
+        self.assertEqual(one("WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a, b").reads,
+                         ("public.b",))
+        self.assertEqual(one("WITH RECURSIVE r AS (SELECT 1 UNION SELECT * FROM r) "
+                             "SELECT * FROM r").reads, ())
+        self.assertEqual(one("WITH x AS (SELECT 1) SELECT * FROM s.x").reads, ("s.x",))
+
+    def test_explain(self) -> None:
+        """
+        EXPLAIN (ANALYZE runs it) contains the explained statement.
+        """
+        for sql in ("EXPLAIN ANALYZE DELETE FROM t", "EXPLAIN (ANALYZE) DELETE FROM t",
+                    "explain delete from t"):
+            info = one(sql)
+            self.assertEqual(info.kinds, ("explain", "delete"), sql)
+            self.assertTrue(info.without_where)
+
+    def test_where(self) -> None:
+        """
+        without_where is true for UPDATE and DELETE without WHERE only;
+        WHERE CURRENT OF counts as a WHERE.
+        """
+        self.assertTrue(one("DELETE FROM t").without_where)
+        self.assertFalse(one("DELETE FROM t WHERE id = 1").without_where)
+        self.assertTrue(one("UPDATE t SET a = 1").without_where)
+        self.assertFalse(one("UPDATE t SET a = 1 WHERE CURRENT OF c").without_where)
+        self.assertFalse(one("INSERT INTO t VALUES (1)").without_where)
+
+    def test_writes(self) -> None:
+        """
+        Statements that change tables name them in writes.
+        """
+        cases = {
+            "INSERT INTO t SELECT * FROM u": (("insert", "select"), ("public.u",), ("public.t",)),
+            "UPDATE public.payments SET a = 1 FROM x WHERE id = 2":
+                (("update",), ("public.payments", "public.x"), ("public.payments",)),
+            "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE "
+            "WHEN NOT MATCHED THEN INSERT VALUES (1)":
+                (("merge", "delete", "insert"), ("public.t", "public.s"), ("public.t",)),
+            "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET b = 1":
+                (("insert", "update", "select"), (), ("public.t",)),
+            "CREATE TABLE a AS SELECT * FROM b": (("create_table", "select"), ("public.b",), ("public.a",)),
+            "SELECT * INTO n FROM o": (("select", "create_table"), ("public.o",), ("public.n",)),
+            "COPY t FROM STDIN": (("copy",), (), ("public.t",)),
+            "COPY t TO STDOUT": (("copy",), ("public.t",), ()),
+            "COPY (SELECT * FROM q) TO STDOUT": (("copy", "select"), ("public.q",), ()),
+            "TRUNCATE a, s.b": (("truncate",), (), ("public.a", "s.b")),
+            "DROP TABLE a, s.b": (("drop",), (), ("public.a", "s.b")),
+            "ALTER TABLE t ADD c int": (("alter_table",), (), ("public.t",)),
+            "ALTER TABLE t RENAME COLUMN a TO b": (("alter_table",), (), ("public.t",)),
+            "CREATE VIEW v AS SELECT * FROM t": (("create_view", "select"), ("public.t",), ("public.v",)),
+            "REFRESH MATERIALIZED VIEW m": (("refresh_materialized_view",), (), ("public.m",)),
+        }
+        for sql, expected in cases.items():
+            info = one(sql)
+            self.assertEqual((info.kinds, info.reads, info.writes), expected, sql)
+            self.assertEqual(info.writes_data, bool(expected[2]), sql)
+
+    def test_program(self) -> None:
+        """
+        COPY ... TO/FROM PROGRAM sets program.
+        """
+        self.assertTrue(one("COPY t TO PROGRAM 'x'").program)
+        self.assertTrue(one("copy t from program 'curl x'").program)
+        self.assertFalse(one("COPY t TO '/tmp/x'").program)
+
+    def test_opaque(self) -> None:
+        """
+        DO and CALL are kinds of their own and may write; the DO body is
+        not looked into.
+        """
+        info = one("DO $$ BEGIN DROP TABLE t; END $$")
+        self.assertEqual((info.kinds, info.writes, info.writes_data), (("do",), (), True))
+        info = one("CALL s.p(f(1))")
+        self.assertEqual((info.kinds, info.functions, info.writes_data), (("call",), ("s.p", "f"), True))
+
+    def test_kinds(self) -> None:
+        """
+        Utility statements get the kinds the module documents.
+        """
+        cases = {
+            "BEGIN": "begin", "START TRANSACTION": "begin", "COMMIT": "commit",
+            "ROLLBACK": "rollback", "SAVEPOINT a": "savepoint",
+            "RELEASE a": "release_savepoint", "ROLLBACK TO a": "rollback_to_savepoint",
+            "PREPARE TRANSACTION 'x'": "prepare_transaction",
+            "SET a = 1": "set", "RESET ALL": "reset", "SHOW a": "show",
+            "LISTEN c": "listen", "NOTIFY c": "notify", "UNLISTEN *": "unlisten",
+            "VACUUM t": "vacuum", "ANALYZE t": "analyze", "LOCK t": "lock",
+            "GRANT SELECT ON t TO a": "grant", "REVOKE r FROM a": "revoke",
+            "CREATE INDEX ON t (a)": "create_index", "CREATE ROLE r": "create_role",
+            "CREATE EXTENSION x": "create_extension", "ALTER SYSTEM SET a = 1": "alter_system",
+            "DROP ROLE r": "drop", "DROP DATABASE d": "drop", "DROP OWNED BY a": "drop",
+            "CREATE DATABASE d": "create_database", "ALTER INDEX i RENAME TO j": "alter_index",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'": "create_function",
+            "DEALLOCATE ALL": "deallocate", "CHECKPOINT": "checkpoint", "LOAD 'x'": "load",
+            "FETCH c": "fetch", "CLOSE c": "close",
+        }
+        for sql, kind in cases.items():
+            self.assertEqual(one(sql).kinds[0], kind, sql)
+        self.assertEqual(one("DISCARD ALL").kinds, ("discard", "deallocate"))
+
+    def test_deepNesting(self) -> None:
+        """
+        A statement too deeply nested to walk is unknown plus the kinds its
+        keywords suggest, over-matching: a DELETE cannot hide in it.
+        """
+        sql = "WITH d AS (DELETE FROM t RETURNING 1) SELECT * FROM d WHERE " + "NOT " * 1000 + "true"
+        info = one(sql)
+        self.assertEqual(info.kinds[0], "unknown")
+        self.assertIn("delete", info.kinds)
+        self.assertTrue(info.without_where)
+        self.assertIn("public.t", info.writes)
+
+    def test_fingerprintNotACacheKey(self) -> None:
+        """
+        Statements with equal fingerprints can classify differently, which
+        is why the fingerprint is not used as a cache key.
+        """
+        for a, b in [("SELECT * FROM t", "SELECT * FROM s.t"),
+                     ("DELETE FROM t", "DELETE FROM t WHERE true"),
+                     ("PREPARE a AS SELECT 1", "PREPARE b AS SELECT 1")]:
+            self.assertEqual(pg.fingerprint(a), pg.fingerprint(b))
+            self.assertNotEqual(facts(one(a)), facts(one(b)))
+
+
+class PreparedStatementsTests(SynchronousTestCase):
+    def test_prepareExecute(self) -> None:
+        """
+        PREPARE contains its statement; EXECUTE resolves to what was prepared.
+        """
+        session = PreparedStatements()
+        prepare, execute = classify("PREPARE p AS DELETE FROM t; EXECUTE P")
+        self.assertEqual((prepare.kinds, prepare.prepared_name), (("prepare", "delete"), "p"))
+        self.assertEqual((execute.kinds, execute.prepared_name), (("execute",), "p"))
+        session.observe(prepare)
+        stored = session.execute_info("p")
+        assert stored is not None
+        self.assertEqual((stored.kinds, stored.writes), (("delete",), ("public.t",)))
+        resolved = session.resolve(execute)
+        self.assertEqual((resolved.kinds, resolved.writes, resolved.without_where),
+                         (("execute", "delete"), ("public.t",), True))
+
+    def test_executeUnknown(self) -> None:
+        """
+        EXECUTE of a statement the gateway did not see prepared is unknown.
+        """
+        resolved = PreparedStatements().resolve(one("EXECUTE q(pg_sleep(1))"))
+        self.assertEqual(resolved.kinds, ("execute", "unknown"))
+        self.assertEqual(resolved.functions, ("pg_sleep",))
+        self.assertTrue(resolved.writes_data)
+
+    def test_readOnlyExecute(self) -> None:
+        """
+        A resolved EXECUTE of a SELECT does not write data.
+        """
+        session = PreparedStatements()
+        session.observe(one("PREPARE r AS SELECT * FROM t"))
+        self.assertFalse(session.resolve(one("EXECUTE r")).writes_data)
+
+    def test_deallocate(self) -> None:
+        """
+        DEALLOCATE forgets one statement; DEALLOCATE ALL and DISCARD ALL forget all.
+        """
+        session = PreparedStatements()
+        for sql in ("PREPARE a AS SELECT 1", "PREPARE b AS SELECT 1"):
+            session.observe(one(sql))
+        session.parse("s1", "DELETE FROM t WHERE id = $1")
+        session.observe(one("DEALLOCATE a"))
+        self.assertIsNone(session.execute_info("a"))
+        self.assertIsNotNone(session.execute_info("b"))
+        stored = session.execute_info("s1")
+        assert stored is not None
+        self.assertEqual(stored.kinds, ("delete",))
+        session.observe(one("DISCARD ALL"))
+        self.assertIsNone(session.execute_info("b"))
+        session.observe(one("PREPARE c AS SELECT 1"))
+        session.observe(one("DEALLOCATE ALL"))
+        self.assertIsNone(session.execute_info("c"))
+
+    def test_protocolClose(self) -> None:
+        """
+        A protocol-level statement is forgotten by name.
+        """
+        session = PreparedStatements()
+        session.parse("", "SELECT 1")
+        session.forget("")
+        self.assertIsNone(session.execute_info(""))
+
+
+class DefaultPolicyTests(SynchronousTestCase):
+    """
+    The evasions of SQL guardrails, classified and decided by the shipped
+    default policy.
+    """
+
+    def setUp(self) -> None:
+        self.policy = load_policy_dir(REPO / "policies")
+
+    def decide(self, info: StatementInfo) -> tuple[str, str | None]:
+        action = Action("sql.query", info.text, info.attributes())
+        decision = evaluate(self.policy, ALICE, "appdb", action)
+        return decision.effect.value, decision.rule
+
+    def decisions(self, sql: str) -> list[tuple[str, str | None]]:
+        return [self.decide(info) for info in classify(sql)]
+
+    def test_denied(self) -> None:
+        """
+        Each evasion is denied by the rule meant for it.
+        """
+        cases = {
+            "/* a /* nested */ c */ DROP /* x */ TABLE t": "no-destructive-ddl",
+            "-- comment\nTRUNCATE t": "no-destructive-ddl",
+            "dRoP\n\t  TaBlE   t": "no-destructive-ddl",
+            "DROP TABLE t": "no-destructive-ddl",
+            "TRUNCATE t": "no-destructive-ddl",
+            "DELETE FROM t": "no-unbounded-writes",
+            "EXPLAIN ANALYZE DELETE FROM t": "no-unbounded-writes",
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d": "no-unbounded-writes",
+            "PREPARE p AS DELETE FROM t": "no-unbounded-writes",
+            "COPY t TO PROGRAM 'x'": "no-copy-program",
+            "DO $$ BEGIN DELETE FROM t; END $$": "no-do-blocks",
+        }
+        for sql, rule in cases.items():
+            self.assertEqual(self.decisions(sql), [("deny", rule)], sql)
+
+    def test_multiStatement(self) -> None:
+        """
+        Each statement of a string is decided on its own.
+        """
+        allowed = ("allow", "authenticated-may-use-everything")
+        self.assertEqual(self.decisions("SELECT 1; DROP TABLE t; select 2"),
+                         [allowed, ("deny", "no-destructive-ddl"), allowed])
+        self.assertEqual(self.decisions("SELECT $a$ ' $a$; DROP TABLE t; --'"),
+                         [allowed, ("deny", "no-destructive-ddl")])
+        self.assertEqual(self.decisions("SELECT $a$ '; DROP TABLE t; --' $a$"), [allowed])
+
+    def test_executePrepared(self) -> None:
+        """
+        EXECUTE of a prepared unbounded DELETE is denied once resolved.
+        """
+        session = PreparedStatements()
+        prepare, execute = classify("PREPARE p AS DELETE FROM t; EXECUTE p")
+        session.observe(prepare)
+        self.assertEqual(self.decide(session.resolve(execute)), ("deny", "no-unbounded-writes"))
+
+    def test_boundedAndReviewed(self) -> None:
+        """
+        A DELETE with WHERE is allowed; an UPDATE of public.payments waits
+        for review.
+        """
+        self.assertEqual(self.decisions("DELETE FROM t WHERE id = 1"),
+                         [("allow", "authenticated-may-use-everything")])
+        self.assertEqual(self.decisions("UPDATE public.payments SET amount = 0 WHERE id = 1"),
+                         [("review", "review-payment-writes")])
+        self.assertEqual(self.decisions("update PAYMENTS set amount = 0 where id = 1"),
+                         [("review", "review-payment-writes")])
+
+
+# -- properties ------------------------------------------------------------------
+
+STATEMENTS = [
+    "SELECT a, b FROM public.users u JOIN orders o ON o.uid = u.id WHERE u.id = 1",
+    "DELETE FROM t WHERE id = 1",
+    "DELETE FROM t",
+    "UPDATE public.payments SET amount = amount * 2",
+    "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+    "EXPLAIN ANALYZE DELETE FROM t",
+    "PREPARE p (int) AS DELETE FROM t WHERE id = $1",
+    "COPY t TO PROGRAM 'gzip > /tmp/x'",
+    "INSERT INTO audit.log SELECT now(), pg_catalog.current_user()",
+    "DROP TABLE IF EXISTS s.t CASCADE",
+    "SELECT $q$ ; DROP TABLE t; $q$",
+    "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET a = 1",
+]
+
+_WHITESPACE = st.sampled_from([" ", "  ", "\t", "\n", "\r\n", " /* c */ ", "/* a /* b */ c */",
+                               " -- line\n", "\n--\n"])
+
+
+def _tokens(sql: str) -> list[str]:
+    # Token texts (the scanner's offsets are inclusive), comments excluded.
+    raw = sql.encode("utf-8")
+    return [raw[t.start:t.end + 1].decode("utf-8") for t in pg.scan(sql)
+            if t.name not in ("C_COMMENT", "SQL_COMMENT")]
+
+
+@st.composite
+def _respaced(draw: st.DrawFn) -> tuple[str, str]:
+    sql = draw(st.sampled_from(STATEMENTS))
+    tokens = _tokens(sql)
+    out = [draw(_WHITESPACE)]
+    for token in tokens:
+        # Unquoted words may change case; quoted text and strings may not.
+        if token[0].isalpha() and draw(st.booleans()):
+            token = token.upper() if draw(st.booleans()) else token.lower()
+        out.append(token)
+        out.append(draw(_WHITESPACE))
+    return sql, "".join(out)
+
+
+class PropertyTests(SynchronousTestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(max_size=200))
+    def test_neverRaises(self, text: str) -> None:
+        """
+        classify never raises; what the parser refuses is one unknown
+        statement.
+        """
+        try:
+            pg.parse_sql_json(text)
+            parses = True
+        except Exception:
+            parses = False
+        infos = classify(text)
+        if not parses:
+            self.assertEqual([i.kinds for i in infos], [("unknown",)])
+        for info in infos:
+            self.assertTrue(info.kinds)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet="SELECT*FROM t;$'\"-/ \n()xDROPWHERE=1", max_size=80))
+    def test_neverRaisesSqlish(self, text: str) -> None:
+        """
+        Nor on text made of SQL's own punctuation and keywords.
+        """
+        self.assertIsInstance(classify(text), tuple)
+
+    @settings(max_examples=300, deadline=None)
+    @given(_respaced())
+    def test_whitespaceAndComments(self, pair: tuple[str, str]) -> None:
+        """
+        Extra whitespace and comments between tokens, and the case of
+        unquoted words, do not change a statement's classification.
+        """
+        sql, respaced = pair
+        self.assertEqual(facts(one(respaced)), facts(one(sql)), respaced)
+
+
+class BenchTests(SynchronousTestCase):
+    def test_mainRows(self) -> None:
+        """
+        The classification benchmark returns one row per statement, with
+        positive cold and warm costs.
+        """
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "_hoopgw_bench_sql_classify", REPO / "bench" / "sql_classify.py")
+        assert spec is not None and spec.loader is not None
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        rows = bench.main(count=5)
+        self.assertEqual(len(rows), len(bench.STATEMENTS))
+        self.assertTrue(all(row["cold_us"] > 0 and row["warm_us"] > 0 for row in rows))

@@ -32,6 +32,7 @@ from hoopgw.identity.service import IdentityService
 from hoopgw.metrics import Metrics
 from hoopgw.policy.rules import PolicySet
 from hoopgw.policy.service import PolicyService
+from hoopgw.protocols.postgres.frontend import make_front_end as postgres_front_end
 from hoopgw.sessions import SessionService
 from hoopgw.store import FILENAME as STORE_FILENAME
 from hoopgw.store.sqlite import SQLiteStore
@@ -72,9 +73,10 @@ class GatewayContext:
     tls_key: Path
 
 
-# Protocol front ends register here: listener name -> factory builder.
+# Protocol front ends: listener name -> factory builder.  A front end of your
+# own is a builder like these, given the same context.
 FrontEnd = Callable[[GatewayContext], IProtocolFactory]
-FRONT_ENDS: dict[str, FrontEnd] = {}
+FRONT_ENDS: dict[str, FrontEnd] = {"postgres": postgres_front_end}
 
 
 class _Lifecycle(Service):

@@ -1,0 +1,182 @@
+"""
+The gateway's own connection to a target PostgreSQL server: TLS as the
+connection demands (disable | require | verify-full), a StartupMessage with
+the connection's user and database, and password authentication with the
+connection's credentials.  The client's token never travels here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from hoopgw.config import PostgresSettings
+from hoopgw.protocols.postgres import codec
+from hoopgw.protocols.postgres.auth import SCRAM_SHA_256, BackendAuthError, ScramClient, md5_password
+
+log = Logger()
+
+
+def client_tls_options(settings: PostgresSettings) -> Any:
+    """
+    TLS options for the target leg.  verify-full checks the chain against
+    the connection's CA file (or the system store) and the host name with
+    service-identity; require encrypts without verifying, as libpq does.
+    """
+    if settings.tls == "verify-full":
+        trust = (
+            ssl.Certificate.loadPEM(settings.ca_file.read_bytes())
+            if settings.ca_file is not None
+            else ssl.platformTrust()
+        )
+        return ssl.optionsForClientTLS(settings.host, trustRoot=trust)
+    return ssl.CertificateOptions(verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+
+
+class BackendProtocol(Protocol):
+    """
+    Connects, authenticates, then hands every server message to C{deliver}.
+
+    C{ready} fires with (parameters, BackendKeyData | None) after the first
+    ReadyForQuery, or fails with L{BackendAuthError} / the server's
+    ErrorResponse wrapped in L{TargetRefused}.
+    """
+
+    def __init__(
+        self,
+        settings: PostgresSettings,
+        *,
+        password: str | None,
+        startup: dict[str, str],
+        tls_options: Any,
+    ) -> None:
+        self.settings = settings
+        self._password = password
+        self.startup = startup
+        self.tls_options = tls_options
+        self.parser = codec.BackendParser()
+        self.ready: Deferred = Deferred()
+        self.parameters: dict[str, str] = {}
+        self.key: codec.BackendKeyData | None = None
+        # After start-up every parsed batch goes here, as one list per read.
+        self.deliver: Callable[[list[codec.Message]], None] | None = None
+        self.on_lost: Callable[[Failure], None] | None = None
+        self._scram: ScramClient | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # -- connection set-up ---------------------------------------------------
+
+    def connectionMade(self) -> None:
+        if self.settings.tls == "disable":
+            self._send_startup()
+        else:
+            self.parser.expect_encryption_response()
+            self.write(codec.SSLRequest())
+
+    def _send_startup(self) -> None:
+        parameters = {"user": self.settings.user, "database": self.settings.database, **self.startup}
+        self.write(codec.StartupMessage(parameters))
+
+    def write(self, message: codec.Message) -> None:
+        data = codec.encode(message)
+        self.bytes_out += len(data)
+        self.transport.write(data)
+
+    def write_raw(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.transport.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        try:
+            messages = self.parser.feed(data)
+        except codec.ProtocolError as e:
+            self._fail(BackendAuthError(f"target sent a malformed message: {e}"))
+            return
+        if self.deliver is not None:
+            self.deliver(messages)
+            return
+        for i, message in enumerate(messages):
+            try:
+                self._setup(message)
+            except BackendAuthError as e:
+                self._fail(e)
+                return
+            if self.deliver is not None and i + 1 < len(messages):
+                self.deliver(messages[i + 1 :])
+                return
+
+    def _setup(self, message: codec.Message) -> None:
+        if isinstance(message, codec.EncryptionResponse):
+            if message.answer != "S":
+                self._fail(BackendAuthError(f"the target refused TLS (tls = {self.settings.tls!r})"))
+                return
+            self.transport.startTLS(self.tls_options)
+            self._send_startup()
+        elif isinstance(message, codec.AuthenticationOk):
+            if self._scram is not None:
+                self._fail(BackendAuthError("the target skipped SCRAM's final step"))
+        elif isinstance(message, codec.AuthenticationCleartextPassword):
+            self.write(codec.PasswordMessage(self._secret().encode()))
+        elif isinstance(message, codec.AuthenticationMD5Password):
+            self.write(codec.PasswordMessage(md5_password(self.settings.user, self._secret(), message.salt)))
+        elif isinstance(message, codec.AuthenticationSASL):
+            if SCRAM_SHA_256 not in message.mechanisms:
+                self._fail(BackendAuthError(f"the target offers only {', '.join(message.mechanisms)}"))
+                return
+            self._scram = ScramClient(self._secret())
+            self.write(codec.SASLInitialResponse(SCRAM_SHA_256, self._scram.first_message()))
+        elif isinstance(message, codec.AuthenticationSASLContinue) and self._scram is not None:
+            self.write(codec.SASLResponse(self._scram.final_message(message.data)))
+        elif isinstance(message, codec.AuthenticationSASLFinal) and self._scram is not None:
+            self._scram.verify_final(message.data)
+            self._scram = None
+        elif isinstance(message, codec.ParameterStatus):
+            self.parameters[message.name] = message.value
+        elif isinstance(message, codec.BackendKeyData):
+            self.key = message
+        elif isinstance(message, codec.ReadyForQuery):
+            ready, self.ready = self.ready, None
+            if ready is not None:
+                ready.callback(self)
+        elif isinstance(message, codec.ErrorResponse):
+            self._fail(TargetRefused(message))
+        elif isinstance(message, codec.NoticeResponse):
+            pass
+        else:
+            self._fail(BackendAuthError(f"unexpected {type(message).__name__} from the target during start-up"))
+
+    def _secret(self) -> str:
+        if self._password is None:
+            raise BackendAuthError("the target asks for a password but the connection has none configured")
+        return self._password
+
+    def _fail(self, error: Exception) -> None:
+        ready, self.ready = self.ready, None
+        if self.transport is not None:
+            self.transport.abortConnection()
+        if ready is not None:
+            ready.errback(Failure(error))
+        else:
+            log.error("target connection failed: {error}", error=str(error))
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        ready, self.ready = self.ready, None
+        if ready is not None:
+            ready.errback(Failure(BackendAuthError(f"the target closed the connection: {reason.getErrorMessage()}")))
+        elif self.on_lost is not None:
+            self.on_lost(reason)
+
+
+class TargetRefused(BackendAuthError):
+    """The target answered start-up with an ErrorResponse (wrong password, no such database...)."""
+
+    def __init__(self, error: codec.ErrorResponse) -> None:
+        self.error = error
+        super().__init__(f"target refused: {error.code} {error.message}")

@@ -17,7 +17,7 @@ import re
 import secrets
 from typing import Any, Callable, Mapping
 
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -464,16 +464,7 @@ class ActionHandle:
         self.finished = True
         service = self.session.service
         if outcome.duration_us is None and outcome.status is not Status.blocked:
-            outcome = Outcome(
-                status=outcome.status,
-                error=outcome.error,
-                code=outcome.code,
-                rows=outcome.rows,
-                bytes_in=outcome.bytes_in,
-                bytes_out=outcome.bytes_out,
-                duration_us=_elapsed_us(service.clock, self.started),
-                masked=outcome.masked,
-            )
+            outcome = evolve(outcome, duration_us=_elapsed_us(service.clock, self.started))
         service.metrics.action_finished(self.action.kind, outcome.status.value)
         d = service._append(
             "action.end",

@@ -8,6 +8,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from hoopgw.errors import quote_choices
+from hoopgw.policy.rules import CONDITIONS
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from hoopgw.errors import ConfigError
@@ -25,12 +28,8 @@ from hoopgw.policy import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-CONDITION_LIST = (
-    '"http.methods", "http.paths", "k8s.groups", "k8s.names", "k8s.namespaces", '
-    '"k8s.resources", "k8s.subresources", "k8s.verbs", "sql.functions", "sql.program", '
-    '"sql.reads", "sql.statements", "sql.without_where", "sql.writes", "ssh.commands", '
-    '"ssh.forward.destinations"'
-)
+# The vocabulary grows as front ends add conditions; the message lists it sorted.
+CONDITION_LIST = quote_choices(CONDITIONS)
 RULE_KEY_LIST = (
     '"actions", "connections", "effect", "groups", "message", "name", "review", "users"'
 )
@@ -509,7 +508,8 @@ class ShippedPolicyTests(SynchronousTestCase):
         self.assertEqual(
             [r.name for r in p.rules],
             ["authenticated-may-use-everything", "no-destructive-ddl", "no-unbounded-writes",
-             "no-copy-program", "no-do-blocks", "review-payment-writes", "no-rm-rf", "no-power-control", "no-namespace-delete"],
+             "no-copy-program", "no-do-blocks", "review-payment-writes", "no-rm-rf", "no-power-control", "no-port-forwarding",
+             "no-namespace-delete"],
         )
 
     def test_defaultBehaviour(self) -> None:
@@ -541,6 +541,8 @@ class ShippedPolicyTests(SynchronousTestCase):
                          ("deny", "no-power-control"))
         self.assertEqual(rule(Action("ssh.exec", "", {"ssh.commands": ("rm -r build",)})),
                          ("allow", "authenticated-may-use-everything"))
+        forward = Action("ssh.forward", "", {"ssh.forward.destinations": ("127.0.0.1:5432",)})
+        self.assertEqual(rule(forward), ("deny", "no-port-forwarding"))
         delete_ns = Action("k8s.delete", "", {"k8s.verbs": ("delete",),
                                               "k8s.resources": ("namespaces",)})
         self.assertEqual(rule(delete_ns), ("deny", "no-namespace-delete"))

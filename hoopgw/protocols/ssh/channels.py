@@ -1,0 +1,629 @@
+"""
+The channel relay: each client channel is paired with a channel of the same
+kind on the target leg, and everything between them passes through here.
+
+Ordering is the whole game.  Everything the client sends on a channel
+(requests, data, EOF, close) runs through one serial queue, so a command's
+stdin never overtakes the command's policy check, and a check that waits
+(for a review, later) holds back what follows it.  Everything the target
+sends back is written in arrival order, and EOF, exit status and close wait
+until the data before them has left (L{OrderedChannel.after_output}), because
+Conch sends those at once even while data sits in a window-full buffer.
+
+A session channel runs at most one program (C{shell}, C{exec},
+C{subsystem}); it is an L{Action} whose outcome is the program's exit status.
+"""
+
+from __future__ import annotations
+
+import shlex
+import struct
+from collections import deque
+from typing import Any, Callable, Mapping, Protocol
+
+from attrs import frozen
+from twisted.conch.error import ConchError
+from twisted.conch.ssh import channel as _channel
+from twisted.conch.ssh import common, connection
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from hoopgw.errors import AuditUnavailable, NotPermitted
+from hoopgw.model import Action, Outcome, Status
+from hoopgw.sessions import ActionHandle, Session
+
+__all__ = [
+    "ChannelFilter",
+    "ChannelHost",
+    "FilterFactory",
+    "ForwardChannel",
+    "IdentityFilter",
+    "OrderedChannel",
+    "Reply",
+    "SessionChannel",
+    "TargetChannel",
+    "command_lines",
+    "env_allowed",
+    "open_forward_channel",
+    "open_session_channel",
+]
+
+log = Logger()
+
+EXTENDED_DATA_STDERR = connection.EXTENDED_DATA_STDERR
+
+# Environment variables a client may set on the target (as OpenSSH's
+# default AcceptEnv): anything else could change how the target's shell
+# runs what policy approved (LD_PRELOAD, BASH_ENV, PATH, ...).
+def env_allowed(name: str) -> bool:
+    return name in ("LANG", "TERM") or name.startswith("LC_")
+
+
+_OPERATORS = frozenset({";", "&&", "||", "|", "&", "\n", "(", ")", ";;", "|&"})
+
+
+def command_lines(command: str) -> tuple[tuple[str, ...], str | None]:
+    """
+    The command line as policy sees it: shell words joined by one space, so
+    that C{rm  -rf   /x} and C{'rm' -rf /x} both read C{rm -rf /x}; then,
+    when the line chains several commands (C{;}, C{&&}, C{|}, ...), each of
+    them on its own, so that a rule on C{rm -rf *} also catches
+    C{ls; rm -rf /x}.
+
+    @return: the lines (the whole line first) and, when the line is not
+        valid shell syntax, the parse error (the raw command is then the
+        only line).
+    """
+    try:
+        words = shlex.split(command)
+    except ValueError as e:
+        return (command,), str(e)
+    whole = " ".join(words)
+    lines = [whole]
+    try:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        lexer.commenters = ""
+        part: list[str] = []
+        parts: list[str] = []
+        for token in lexer:
+            if token in _OPERATORS:
+                if part:
+                    parts.append(" ".join(part))
+                part = []
+            else:
+                part.append(token)
+        if part:
+            parts.append(" ".join(part))
+        if len(parts) > 1:
+            lines.extend(p for p in parts if p != whole)
+    except ValueError:
+        pass
+    return tuple(dict.fromkeys(lines)), None
+
+
+class ChannelFilter(Protocol):
+    """
+    The seam where a protocol auditor (the SFTP tracker) sits on a channel.
+    C{client_data} may return a Deferred: the channel's queue waits on it,
+    so an operation can be held for a decision.  Whatever it returns is
+    what the target receives.
+    """
+
+    def client_data(self, data: bytes) -> "Deferred[bytes] | bytes": ...
+
+    def target_data(self, data: bytes) -> bytes: ...
+
+    def closed(self) -> None: ...
+
+
+class IdentityFilter:
+    """Passes everything through unchanged (every channel today)."""
+
+    def client_data(self, data: bytes) -> bytes:
+        return data
+
+    def target_data(self, data: bytes) -> bytes:
+        return data
+
+    def closed(self) -> None:
+        pass
+
+
+FilterFactory = Callable[[Session, ActionHandle], ChannelFilter]
+
+
+class ChannelHost(Protocol):
+    """What a channel needs from the client connection it belongs to."""
+
+    session: Session
+    target: connection.SSHConnection
+    filters: Mapping[str, FilterFactory]
+
+    def channel_closed(self, channel: "RelayChannel") -> None: ...
+
+
+@frozen
+class Reply:
+    """
+    A channel request's answer, and what to do once the answer is sent
+    (a refused exec's message goes after the success reply).
+    """
+
+    ok: bool
+    then: Callable[[], object] | None = None
+
+
+class _Serial:
+    """Runs steps one after the other, each waiting for the previous one's Deferred."""
+
+    def __init__(self) -> None:
+        self._tail: Deferred = succeed(None)
+
+    def run(self, step: Callable[[], Any]) -> Deferred:
+        done: Deferred = Deferred()
+
+        def go(_: object) -> Deferred:
+            d = maybeDeferred(step)
+            d.chainDeferred(done)
+            return d
+
+        self._tail.addCallback(go)
+        return done
+
+
+class OrderedChannel(_channel.SSHChannel):
+    """
+    An SSH channel whose EOF, requests and close are sent only after the
+    data written before them (Conch would send them at once).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._after: deque[Callable[[], object]] = deque()
+
+    def after_output(self, thunk: Callable[[], object]) -> None:
+        if self._after or self.buf or self.extBuf:
+            self._after.append(thunk)
+        else:
+            thunk()
+
+    def addWindowBytes(self, data: int) -> None:
+        super().addWindowBytes(data)
+        while self._after and not self.buf and not self.extBuf:
+            self._after.popleft()()
+
+    def eof_after_output(self) -> None:
+        self.after_output(lambda: self.conn.sendEOF(self))
+
+    def request_after_output(self, request: bytes, data: bytes) -> None:
+        self.after_output(lambda: self.conn.sendRequest(self, request, data))
+
+    def close_after_output(self) -> None:
+        self.after_output(self.loseConnection)
+
+    def discard_output(self) -> None:
+        """The peer is gone: drop what waits for window space, and close."""
+        self.buf = b""
+        self.extBuf = []
+        self._after.clear()
+        self.loseConnection()
+
+
+class TargetChannel(OrderedChannel):
+    """The target leg's half of a pair: relays to C{peer}, the client's half."""
+
+    def __init__(self, kind: bytes, open_data: bytes = b"", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.name = kind
+        self.open_data = open_data
+        self.opened: Deferred = Deferred()
+        self.peer: RelayChannel | None = None
+
+    def channelOpen(self, specificData: bytes) -> None:
+        self.opened.callback(self)
+
+    def openFailed(self, reason: Any) -> None:
+        self.opened.errback(reason)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.from_target(data)
+
+    def extReceived(self, dataType: int, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.from_target(data, extended=dataType)
+
+    def eofReceived(self) -> None:
+        if self.peer is not None:
+            self.peer.eof_after_output()
+
+    def requestReceived(self, requestType: bytes, data: bytes) -> bool:
+        if self.peer is None:
+            return False
+        return self.peer.target_request(requestType, data)
+
+    def closed(self) -> None:
+        if self.peer is not None:
+            self.peer.target_closed()
+
+
+class RelayChannel(OrderedChannel):
+    """The client's half of a pair; subclasses add the kind's requests."""
+
+    def __init__(self, host: ChannelHost, target: TargetChannel, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.host = host
+        self.target = target
+        target.peer = self
+        self.filter: ChannelFilter = IdentityFilter()
+        self.handle: ActionHandle | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.want_reply = False  # set per request by the server connection
+        self.refused = False  # nothing more goes to the target
+        self._serial = _Serial()
+
+    @property
+    def session(self) -> Session:
+        return self.host.session
+
+    # -- client to target ----------------------------------------------------
+
+    def _queue(self, step: Callable[[], Any]) -> Deferred:
+        d = self._serial.run(step)
+        d.addErrback(self._step_failed)
+        return d
+
+    def _step_failed(self, failure: Failure) -> None:
+        log.failure("ssh channel relay step failed", failure)
+        self.refused = True
+        self.discard_output()
+        self.target.close_after_output()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.session.bytes_in += len(data)
+
+        def forward() -> Any:
+            if self.refused:
+                return None
+            d = maybeDeferred(self.filter.client_data, data)
+            d.addCallback(lambda out: self.target.write(out) if out and not self.refused else None)
+            return d
+
+        self._queue(forward)
+
+    def extReceived(self, dataType: int, data: bytes) -> None:
+        pass  # clients have no stderr to send
+
+    def eofReceived(self) -> None:
+        self._queue(lambda: None if self.refused else self.target.eof_after_output())
+
+    def closeReceived(self) -> None:
+        # The client reads nothing more: what waits for its window is dropped.
+        self.discard_output()
+        self._queue(self.target.close_after_output)
+
+    # -- target to client ----------------------------------------------------
+
+    def from_target(self, data: bytes, extended: int | None = None) -> None:
+        self.bytes_out += len(data)
+        self.session.bytes_out += len(data)
+        if extended is None:
+            data = self.filter.target_data(data)
+            if data:
+                self.write(data)
+        else:
+            self.writeExtended(extended, data)
+
+    def target_request(self, request: bytes, data: bytes) -> bool:
+        return False
+
+    def target_closed(self) -> None:
+        self.close_after_output()
+
+    # -- end -----------------------------------------------------------------
+
+    def outcome(self) -> Outcome:
+        return Outcome(status=Status.succeeded, bytes_in=self.bytes_in, bytes_out=self.bytes_out)
+
+    def closed(self) -> None:
+        self.filter.closed()
+        if not self.target.localClosed:
+            self.target.close_after_output()
+        if self.handle is not None:
+            self.handle.finish(self.outcome())
+        self.host.channel_closed(self)
+
+
+def _request_failed(failure: Failure) -> bool:
+    failure.trap(ConchError)  # the target answered "failure"
+    return False
+
+
+def _exit_signal(data: bytes) -> tuple[str, str]:
+    name, rest = common.getNS(data)
+    message = ""
+    try:
+        message = common.getNS(rest[1:])[0].decode("utf-8", "replace")
+    except (struct.error, IndexError):
+        pass
+    return name.decode("ascii", "replace"), message
+
+
+class SessionChannel(RelayChannel):
+    """A C{session} channel: a shell, a command or a subsystem."""
+
+    name = b"session"
+
+    def __init__(self, host: ChannelHost, target: TargetChannel, **kwargs: Any) -> None:
+        super().__init__(host, target, **kwargs)
+        self.program: str | None = None  # "shell", "exec" or "subsystem", once started
+        self.pty: dict[str, Any] | None = None
+        self.exit_status: int | None = None
+        self.exit_signal: tuple[str, str] | None = None
+
+    def requestReceived(self, requestType: bytes, data: bytes) -> "Deferred | bool":
+        handler = self._handlers.get(requestType)
+        if handler is None:
+            # keepalive@openssh.com and unknown requests: "no", as OpenSSH
+            # says; queued all the same, as replies go in request order.
+            return self._queue(lambda: False)
+        want_reply = self.want_reply
+        return self._queue(lambda: handler(self, data, want_reply)).addCallback(
+            lambda reply: reply if reply is not None else False
+        )
+
+    # -- relayed as they are ---------------------------------------------------
+
+    def _relay(self, request: bytes, data: bytes, want_reply: bool) -> Deferred | bool:
+        if self.refused or self.target.localClosed:
+            return False
+        d = self.target.conn.sendRequest(self.target, request, data, wantReply=want_reply)
+        if d is None:
+            return True  # no reply wanted
+        d.addCallbacks(lambda _: True, _request_failed)
+        return d
+
+    def _pty_req(self, data: bytes, want_reply: bool) -> Any:
+        term, rest = common.getNS(data)
+        cols, rows, width, height = struct.unpack(">4L", rest[:16])
+        self.pty = {"term": term.decode("ascii", "replace"), "cols": cols, "rows": rows}
+        return self._relay(b"pty-req", data, want_reply)
+
+    def _window_change(self, data: bytes, want_reply: bool) -> Any:
+        if self.pty is not None and len(data) >= 8:
+            self.pty["cols"], self.pty["rows"] = struct.unpack(">2L", data[:8])
+        return self._relay(b"window-change", data, want_reply)
+
+    def _env(self, data: bytes, want_reply: bool) -> Any:
+        name, _value, _ = common.getNS(data, 2)
+        if not env_allowed(name.decode("ascii", "replace")):
+            log.debug("ssh env {name} refused", name=name.decode("ascii", "replace"))
+            return False
+        return self._relay(b"env", data, want_reply)
+
+    def _signal(self, data: bytes, want_reply: bool) -> Any:
+        return self._relay(b"signal", data, want_reply)
+
+    # -- programs: decided by policy first -------------------------------------
+
+    def _shell(self, data: bytes, want_reply: bool) -> Any:
+        return self._start(b"shell", data, Action(kind="ssh.shell", input="shell", details=self._details()))
+
+    def _exec(self, data: bytes, want_reply: bool) -> Any:
+        raw = common.getNS(data)[0]
+        command = raw.decode("utf-8", "replace")
+        lines, parse_error = command_lines(command)
+        details = self._details()
+        if parse_error is not None:
+            details["parse_error"] = parse_error
+        action = Action(kind="ssh.exec", input=command, attributes={"ssh.commands": lines}, details=details)
+        return self._start(b"exec", data, action)
+
+    def _subsystem(self, data: bytes, want_reply: bool) -> Any:
+        name = common.getNS(data)[0].decode("ascii", "replace")
+        factory = self.host.filters.get(name)
+        if name != "sftp" and factory is None:
+            # A subsystem the gateway cannot read would be a blind tunnel.
+            return self._refuse_feature("ssh.subsystem", name, f"the {name!r} subsystem is not offered")
+        action = Action(kind="ssh.subsystem", input=name, attributes={"ssh.subsystem": name}, details=self._details())
+        return self._start(b"subsystem", data, action, filter_name=name)
+
+    def _details(self) -> dict[str, Any]:
+        return {"pty": dict(self.pty)} if self.pty is not None else {}
+
+    def _start(self, request: bytes, data: bytes, action: Action, filter_name: str | None = None) -> Any:
+        if self.program is not None or self.refused:
+            return False  # one program per session channel, as sshd
+        self.program = request.decode("ascii")
+        d = self.session.check(action)
+
+        def decided(handle: ActionHandle) -> Any:
+            self.handle = handle
+            if not handle.allowed:
+                self.refused = True  # at once: what the client queued behind it must not go
+                return Reply(True, then=lambda: self._refuse(handle))
+            if filter_name is not None:
+                factory = self.host.filters.get(filter_name)
+                if factory is not None:
+                    self.filter = factory(self.session, handle)
+            started = self._relay(request, data, True)
+
+            def answered(ok: bool) -> bool:
+                if not ok:
+                    handle.finish(Outcome(status=Status.failed, error=f"the target refused the {self.program} request"))
+                return ok
+
+            return maybeDeferred(lambda: started).addCallback(answered)
+
+        def failed(failure: Failure) -> Reply:
+            failure.trap(AuditUnavailable, NotPermitted)
+            message = (
+                "the gateway's audit log is unavailable, so it refuses all traffic"
+                if failure.check(AuditUnavailable)
+                else str(failure.value)
+            )
+            self.refused = True
+            return Reply(True, then=lambda: self._fail(message))
+
+        d.addCallbacks(decided, failed)
+        return d
+
+    def _refuse(self, handle: ActionHandle) -> None:
+        decision = handle.decision
+        assert decision is not None
+        rule = decision.rule or "no matching allow rule"
+        what = {"exec": "the command was not run", "shell": "no shell was started"}.get(
+            self.program or "", "nothing was started"
+        )
+        self._fail(f"{decision.message or 'refused by policy'} (rule {rule!r}); {what}")
+
+    def _fail(self, message: str) -> None:
+        """Tell the client why on stderr and end the channel with exit status 1."""
+        self.refused = True
+        newline = "\r\n" if self.pty is not None else "\n"
+        self.writeExtended(EXTENDED_DATA_STDERR, f"hoopgw: {message}{newline}".encode("utf-8"))
+        self.request_after_output(b"exit-status", struct.pack(">L", 1))
+        self.eof_after_output()
+        self.close_after_output()
+        self.target.close_after_output()
+
+    def _refuse_feature(self, kind: str, input: str, message: str) -> Deferred:
+        """Refuse a request the gateway does not offer, and audit it as blocked."""
+        d = self.session.check(Action(kind=kind, input=input))
+        d.addCallback(
+            lambda handle: handle.finish(Outcome(status=Status.blocked, error=message + " through the gateway"))
+        )
+        d.addErrback(lambda f: log.failure("refused {kind} not audited", f, kind=kind))
+        d.addCallback(lambda _: False)
+        return d
+
+    def _agent(self, data: bytes, want_reply: bool) -> Any:
+        return self._refuse_feature("ssh.agent", "auth-agent-req@openssh.com", "agent forwarding is not offered")
+
+    def _x11(self, data: bytes, want_reply: bool) -> Any:
+        return self._refuse_feature("ssh.x11", "x11-req", "X11 forwarding is not offered")
+
+    _handlers: dict[bytes, Callable[["SessionChannel", bytes, bool], Any]] = {
+        b"pty-req": _pty_req,
+        b"window-change": _window_change,
+        b"env": _env,
+        b"signal": _signal,
+        b"shell": _shell,
+        b"exec": _exec,
+        b"subsystem": _subsystem,
+        b"auth-agent-req@openssh.com": _agent,
+        b"x11-req": _x11,
+    }
+
+    # -- from the target -------------------------------------------------------
+
+    def target_request(self, request: bytes, data: bytes) -> bool:
+        if request == b"exit-status" and len(data) >= 4:
+            self.exit_status = struct.unpack(">L", data[:4])[0]
+        elif request == b"exit-signal":
+            try:
+                self.exit_signal = _exit_signal(data)
+            except (struct.error, IndexError, ValueError):
+                return False
+        else:
+            return False  # keepalive@openssh.com, eow@openssh.com: not the client's business
+        self.request_after_output(request, data)
+        return True
+
+    def outcome(self) -> Outcome:
+        base = dict(bytes_in=self.bytes_in, bytes_out=self.bytes_out)
+        if self.exit_status is not None:
+            status = Status.succeeded if self.exit_status == 0 else Status.failed
+            return Outcome(status=status, code=str(self.exit_status), **base)
+        if self.exit_signal is not None:
+            name, message = self.exit_signal
+            error = f"killed by signal {name}" + (f": {message}" if message else "")
+            return Outcome(status=Status.failed, code=f"SIG{name}", error=error, **base)
+        return Outcome(status=Status.failed, error="the channel closed before the program exited", **base)
+
+
+class ForwardChannel(RelayChannel):
+    """A C{direct-tcpip} channel (ssh -L, -W): bytes only."""
+
+    name = b"direct-tcpip"
+
+
+def _open_target(host: ChannelHost, kind: bytes, data: bytes) -> Deferred:
+    target = TargetChannel(kind, data, conn=host.target)
+    host.target.openChannel(target, data)
+    return target.opened
+
+
+def open_session_channel(host: ChannelHost, window: int, max_packet: int) -> Deferred:
+    """
+    Open a session channel on the target, then the client's.
+
+    @return: L{Deferred} firing with the client's L{SessionChannel}, or
+        failing with L{ConchError} (the target's refusal).
+    """
+    d = _open_target(host, b"session", b"")
+    d.addCallback(
+        lambda target: SessionChannel(host, target, remoteWindow=window, remoteMaxPacket=max_packet)
+    )
+    return d
+
+
+def parse_direct_tcpip(data: bytes) -> tuple[str, int, str, int]:
+    host, rest = common.getNS(data)
+    port = struct.unpack(">L", rest[:4])[0]
+    origin, rest = common.getNS(rest[4:])
+    origin_port = struct.unpack(">L", rest[:4])[0]
+    return host.decode("utf-8", "replace"), port, origin.decode("utf-8", "replace"), origin_port
+
+
+def open_forward_channel(host: ChannelHost, window: int, max_packet: int, data: bytes) -> Deferred:
+    """
+    Decide an C{ssh.forward} action for a C{direct-tcpip} request and, if it
+    is allowed, open the same channel on the target (the target host makes
+    the TCP connection, under its own C{AllowTcpForwarding}).
+    """
+    try:
+        dest_host, dest_port, origin, origin_port = parse_direct_tcpip(data)
+    except (struct.error, IndexError, ValueError):
+        raise ConchError(connection.OPEN_CONNECT_FAILED, "malformed direct-tcpip request")
+    destination = f"[{dest_host}]:{dest_port}" if ":" in dest_host else f"{dest_host}:{dest_port}"
+    action = Action(
+        kind="ssh.forward",
+        input=destination,
+        attributes={"ssh.forward.destinations": (destination,)},
+        details={"origin": f"{origin}:{origin_port}"},
+    )
+    d = host.session.check(action)
+
+    def decided(handle: ActionHandle) -> Deferred:
+        if not handle.allowed:
+            decision = handle.decision
+            assert decision is not None
+            rule = decision.rule or "no matching allow rule"
+            raise ConchError(
+                connection.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                f"hoopgw: {decision.message or 'forwarding refused by policy'} (rule {rule!r})",
+            )
+        opened = _open_target(host, b"direct-tcpip", data)
+
+        def made(target: TargetChannel) -> ForwardChannel:
+            channel = ForwardChannel(host, target, remoteWindow=window, remoteMaxPacket=max_packet)
+            channel.handle = handle
+            return channel
+
+        def failed(failure: Failure) -> Failure:
+            handle.finish(Outcome(status=Status.failed, error=f"the target refused: {failure.getErrorMessage()}"))
+            return failure
+
+        return opened.addCallbacks(made, failed)
+
+    def unavailable(failure: Failure) -> None:
+        failure.trap(AuditUnavailable, NotPermitted)
+        raise ConchError(connection.OPEN_ADMINISTRATIVELY_PROHIBITED, f"hoopgw: {failure.getErrorMessage()}")
+
+    d.addCallbacks(decided, unavailable)
+    return d

@@ -1,0 +1,298 @@
+"""
+The gateway's own SSH client leg to a connection's target.
+
+The gateway logs in with the connection's credentials (a key or a password
+from the configuration, never the client's), and only to a host that shows
+the pinned host key: C{host_key} in the connection's settings, or an entry
+of its C{known_hosts} file.  Any other key ends the attempt with
+L{HostKeyMismatch} naming both fingerprints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from attrs import define, frozen
+from twisted.conch.client.knownhosts import KnownHostsFile
+from twisted.conch.ssh import connection, transport, userauth
+from twisted.conch.ssh.keys import BadKeyError, EncryptedKeyError, Key
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
+
+from hoopgw.config import SSHSettings
+from hoopgw.errors import ConfigError, HoopgwError
+from hoopgw.identity.ssh import openssh_fingerprint
+from hoopgw.model import Connection
+
+__all__ = [
+    "HostKeyMismatch",
+    "HostKeyPin",
+    "TargetConfig",
+    "TargetConnection",
+    "TargetError",
+    "TargetTransport",
+    "connect_target",
+]
+
+log = Logger()
+
+
+class TargetError(HoopgwError):
+    """The target could not be reached or refused the gateway's login; safe to show."""
+
+
+class HostKeyMismatch(TargetError):
+    """The target showed a host key other than the pinned one(s)."""
+
+    def __init__(self, expected: tuple[str, ...], presented: str) -> None:
+        self.expected = expected
+        self.presented = presented
+        super().__init__(
+            f"the target's host key {presented} is not the pinned key "
+            f"({', '.join(expected) or 'none pinned'}); refusing to connect"
+        )
+
+
+@frozen
+class HostKeyPin:
+    """The host keys (wire blobs) the target may show; anything else is refused."""
+
+    keys: frozenset[bytes]
+    source: str  # "host_key" or "known_hosts <path>", for messages
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        return tuple(sorted(openssh_fingerprint(blob) for blob in self.keys))
+
+    def check(self, blob: bytes) -> None:
+        """@raise HostKeyMismatch: unless C{blob} is pinned."""
+        if blob not in self.keys:
+            raise HostKeyMismatch(self.fingerprints, openssh_fingerprint(blob))
+
+    @classmethod
+    def from_settings(cls, settings: SSHSettings, *, where: str) -> "HostKeyPin":
+        """Start-up only (reads a known_hosts file)."""
+        if settings.host_key is not None:
+            key = Key.fromString(settings.host_key.encode("utf-8"))
+            return cls(frozenset({key.blob()}), "host_key")
+        if settings.known_hosts is None:
+            # config.py refuses this; a pin is never optional.
+            raise ConfigError(None, where, "missing host key check; expected host_key or known_hosts")
+        return cls(_known_host_keys(settings.known_hosts, settings.host, settings.port), f"known_hosts {settings.known_hosts}")
+
+
+def _known_host_keys(path: Path, host: str, port: int) -> frozenset[bytes]:
+    # OpenSSH writes "[host]:port" for any port but 22.
+    name = host if port == 22 else f"[{host}]:{port}"
+    entries = KnownHostsFile.fromPath(FilePath(str(path)))
+    return frozenset(
+        entry.publicKey.blob()
+        for entry in entries.iterentries()
+        if getattr(entry, "publicKey", None) is not None and entry.matchesHost(name.encode("utf-8"))
+    )
+
+
+@frozen
+class TargetConfig:
+    """Everything needed to reach one SSH connection's target, read at start-up."""
+
+    name: str
+    host: str
+    port: int
+    user: str
+    pin: HostKeyPin
+    key: Key | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_connection(cls, connection: Connection) -> "TargetConfig":
+        """
+        Read the connection's secret and host key pin now (start-up, blocking).
+
+        @raise ConfigError: naming the connection, never the secret.
+        """
+        settings: SSHSettings = connection.settings
+        where = f"connections[{connection.name}]"
+        key = password = None
+        if settings.key is not None:
+            text = settings.key.read()
+            try:
+                key = Key.fromString(text.encode("utf-8") + b"\n")
+            except EncryptedKeyError:
+                raise ConfigError(None, f"{where}.key_file", "expected an unencrypted private key, got an encrypted one") from None
+            except (BadKeyError, ValueError, TypeError, IndexError):
+                raise ConfigError(None, f"{where}.key_file", "expected an OpenSSH or PEM private key") from None
+            if key.isPublic():
+                raise ConfigError(None, f"{where}.key_file", "expected a private key, got a public key")
+        elif settings.password is not None:
+            password = settings.password.read()
+        try:
+            pin = HostKeyPin.from_settings(settings, where=where)
+        except (BadKeyError, ValueError, OSError) as e:
+            raise ConfigError(None, f"{where}.host_key", f"cannot read the pinned host key: {e}") from None
+        if not pin.keys:
+            raise ConfigError(
+                None, f"{where}.known_hosts", f"no entry for {settings.host}:{settings.port} in {settings.known_hosts}"
+            )
+        return cls(
+            name=connection.name,
+            host=settings.host,
+            port=settings.port,
+            user=settings.user,
+            pin=pin,
+            key=key,
+            password=password,
+        )
+
+
+class _UserAuth(userauth.SSHUserAuthClient):
+    """Offers the connection's one key or password, once."""
+
+    preferredOrder = [b"publickey", b"password"]
+
+    def __init__(self, config: TargetConfig, instance: "TargetConnection") -> None:
+        super().__init__(config.user.encode("utf-8"), instance)
+        self.config = config
+        self._offered_key = False
+        self._offered_password = False
+
+    def getPublicKey(self) -> Key | None:
+        if self.config.key is None or self._offered_key:
+            return None
+        self._offered_key = True
+        return self.config.key.public()
+
+    def getPrivateKey(self) -> Deferred:
+        assert self.config.key is not None
+        return succeed(self.config.key)
+
+    def getPassword(self, prompt: Any = None) -> Deferred | None:
+        if self.config.password is None or self._offered_password:
+            return None
+        self._offered_password = True
+        return succeed(self.config.password.encode("utf-8"))
+
+    def auth_keyboard_interactive(self) -> bool:
+        # The gateway has no one to type answers; skip to the end quickly.
+        return False
+
+    def ssh_USERAUTH_FAILURE(self, packet: bytes) -> Any:
+        # Remember why the login ends, should the methods run out.
+        self.transport.failure_reason = "the target refused the gateway's credentials"
+        return super().ssh_USERAUTH_FAILURE(packet)
+
+
+class TargetConnection(connection.SSHConnection):
+    """
+    The connection service on the target leg.  C{on_lost} is called once
+    when the target connection ends (after every channel's C{closed}).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready: Deferred = Deferred()
+        self.on_lost: Callable[[str | None], object] | None = None
+
+    def serviceStarted(self) -> None:
+        super().serviceStarted()
+        self.transport.connection_service = self
+        self.ready.callback(self)
+
+    def gotGlobalRequest(self, requestType: bytes, data: bytes) -> int:
+        # hostkeys-00@openssh.com and the like: nothing to do for a proxy.
+        return 0
+
+    def close(self) -> None:
+        """End the target connection (the client is gone)."""
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class TargetTransport(transport.SSHClientTransport):
+    """
+    The client transport of the target leg.  C{ready} fires with the
+    L{TargetConnection} once logged in, or fails with a L{TargetError}.
+    """
+
+    def __init__(self, config: TargetConfig) -> None:
+        self.config = config
+        self.ready: Deferred = Deferred()
+        self.failure_reason: str | None = None
+        self.mismatch: HostKeyMismatch | None = None
+        self.connection_service: TargetConnection | None = None
+        self.presented_fingerprint: str | None = None
+
+    def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> Deferred:
+        # `fingerprint` is MD5; the pin compares whole keys, messages use SHA-256.
+        self.presented_fingerprint = openssh_fingerprint(hostKey)
+        try:
+            self.config.pin.check(hostKey)
+        except HostKeyMismatch as e:
+            self.mismatch = e
+            return fail(e)
+        return succeed(True)
+
+    def connectionSecure(self) -> None:
+        service = TargetConnection()
+        service.ready.addCallback(self._logged_in)
+        self.requestService(_UserAuth(self.config, service))
+
+    def _logged_in(self, service: TargetConnection) -> None:
+        if not self.ready.called:
+            self.ready.callback(service)
+
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        self.failure_reason = f"the target disconnected: {description.decode('utf-8', 'replace')}"
+        super().receiveError(reasonCode, description)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        super().connectionLost(reason)
+        if not self.ready.called:
+            error: TargetError = self.mismatch or TargetError(
+                self.failure_reason or "the target closed the connection during login"
+            )
+            self.ready.errback(error)
+            return
+        service = self.connection_service
+        if service is not None and service.on_lost is not None:
+            on_lost, service.on_lost = service.on_lost, None
+            on_lost(self.failure_reason)
+
+
+ConnectFunction = Callable[[TargetConfig, TargetTransport], Deferred]
+
+
+@define
+class TCPConnector:
+    """Connects target legs over TCP (tests inject another connector)."""
+
+    reactor: Any
+    timeout: float = 10.0
+
+    def __call__(self, config: TargetConfig, protocol: TargetTransport) -> Deferred:
+        endpoint = HostnameEndpoint(self.reactor, config.host, config.port, timeout=self.timeout)
+        return connectProtocol(endpoint, protocol)
+
+
+def connect_target(config: TargetConfig, connect: ConnectFunction) -> Deferred:
+    """
+    Log in to the target.
+
+    @return: L{Deferred} firing with a logged-in L{TargetConnection}, or
+        failing with L{TargetError} (L{HostKeyMismatch} for a wrong key).
+    """
+    protocol = TargetTransport(config)
+    d = connect(config, protocol)
+
+    def unreachable(failure: Failure) -> Failure:
+        if failure.check(TargetError):
+            return failure
+        return Failure(TargetError(f"cannot reach the target {config.host}:{config.port}: {failure.getErrorMessage()}"))
+
+    d.addCallback(lambda _: protocol.ready)
+    d.addErrback(unreachable)
+    return d

@@ -1,0 +1,448 @@
+"""
+The SSH front end with the real thing on both sides: an OpenSSH C{sshd}
+started by the test (its own host key, loopback only, the gateway's target
+key authorised), the gateway in-process, and the real C{ssh} client.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from twisted.conch.ssh.keys import Key
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial.unittest import SkipTest, TestCase
+
+from hoopgw.audit.search import search
+from hoopgw.config import loads
+from hoopgw.gateway import Gateway
+from hoopgw.identity.ssh import openssh_fingerprint
+from tests.integration._process import free_port, run, spawn
+
+SSHD = "/usr/sbin/sshd"
+SSH = shutil.which("ssh") or "/usr/bin/ssh"
+SFTP = shutil.which("sftp") or "/usr/bin/sftp"
+SSH_AGENT = shutil.which("ssh-agent") or "/usr/bin/ssh-agent"
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+
+
+def require(program: str) -> None:
+    if not os.path.exists(program):
+        if os.environ.get("CI") == "true":
+            raise AssertionError(f"{program} is missing under CI")
+        raise SkipTest(f"{program} is not installed")
+
+
+def new_key(path: Path) -> Key:
+    """An Ed25519 key in OpenSSH format at C{path} (0600), its public line beside it."""
+    key = Key(Ed25519PrivateKey.generate())
+    path.write_bytes(key.toString("OPENSSH"))
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    Path(f"{path}.pub").write_bytes(key.public().toString("OPENSSH") + b"\n")
+    return key
+
+
+def public_line(key: Key) -> str:
+    return key.public().toString("OPENSSH").decode("ascii")
+
+
+class AuditWatch:
+    """Fires Deferreds when records of an event have been written (no polling)."""
+
+    def __init__(self, audit: Any) -> None:
+        self.counts: dict[str, int] = {}
+        self.waiters: list[tuple[str, int, Deferred]] = []
+        original = audit.append
+
+        def append(event: str, body: Any) -> Deferred:
+            d = original(event, body)
+            d.addCallback(self._written, event)
+            return d
+
+        audit.append = append
+
+    def _written(self, result: Any, event: str) -> Any:
+        self.counts[event] = self.counts.get(event, 0) + 1
+        for waiter in list(self.waiters):
+            name, count, d = waiter
+            if name == event and self.counts[event] >= count:
+                self.waiters.remove(waiter)
+                d.callback(None)
+        return result
+
+    def wait(self, event: str, count: int = 1) -> Deferred:
+        d: Deferred = Deferred()
+        if self.counts.get(event, 0) >= count:
+            d.callback(None)
+        else:
+            self.waiters.append((event, count, d))
+        return d
+
+
+class SSHProxyTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        require(SSHD)
+        require(SSH)
+        self.base = Path(self.mktemp()).resolve()
+        self.base.mkdir()
+        user = pwd.getpwuid(os.getuid()).pw_name
+
+        # The target: sshd on loopback, accepting only the gateway's key.
+        sshd_host_key = new_key(self.base / "sshd_host_ed25519")
+        target_key = new_key(self.base / "target_key")
+        (self.base / "authorized_keys").write_text(public_line(target_key) + "\n")
+        self.sshd_port = free_port()
+        (self.base / "sshd_config").write_text(
+            f"""
+Port {self.sshd_port}
+ListenAddress 127.0.0.1
+HostKey {self.base / "sshd_host_ed25519"}
+PidFile none
+StrictModes no
+AuthorizedKeysFile {self.base / "authorized_keys"}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+AllowTcpForwarding yes
+AllowAgentForwarding yes
+X11Forwarding no
+AcceptEnv LANG LC_*
+Subsystem sftp {SFTP_SERVER}
+"""
+        )
+        if os.getuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+        self.sshd = spawn(
+            [SSHD, "-D", "-e", "-f", str(self.base / "sshd_config")],
+            marker=b"Server listening",
+            env={"PATH": os.environ.get("PATH", "")},
+        )
+        self.addCleanup(self._stop_sshd)
+        yield self.sshd.ready
+
+        # The clients: alice's mapped key, and a key nobody mapped.
+        alice = new_key(self.base / "alice")
+        new_key(self.base / "stranger")
+        other = Key(Ed25519PrivateKey.generate())
+        config = loads(
+            f"""
+[gateway]
+data_dir = "data"
+[listen]
+ssh = "tcp:0:interface=127.0.0.1"
+postgres = false
+http = false
+api = false
+[[identity.ssh_keys]]
+subject = "alice"
+groups = ["dev"]
+public_key = "{public_line(alice)}"
+[[connections]]
+name = "web1"
+kind = "ssh"
+address = "127.0.0.1:{self.sshd_port}"
+user = "{user}"
+key_file = "target_key"
+host_key = "{public_line(sshd_host_key)}"
+[[connections]]
+name = "impostor"
+kind = "ssh"
+address = "127.0.0.1:{self.sshd_port}"
+user = "{user}"
+key_file = "target_key"
+host_key = "{public_line(other)}"
+""",
+            source=None,
+            base_dir=self.base,
+        )
+        self.expected_fp = openssh_fingerprint(other.blob())
+        self.presented_fp = openssh_fingerprint(sshd_host_key.blob())
+        self.gateway = Gateway(config, reactor=reactor)
+        self.watch = AuditWatch(self.gateway.audit)
+        self.gateway.startService()
+        self.addCleanup(self.gateway.stopService)
+        self.port = self.gateway.listeners["ssh"].port.getHost().port
+
+    def _stop_sshd(self):
+        self.sshd.signal("TERM")
+        return self.sshd.ended
+
+    def ssh_argv(self, *args: str, key: str = "alice", user: str = "web1", batch: bool = True) -> list[str]:
+        argv = [
+            SSH, "-F", "/dev/null",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10",
+            "-p", str(self.port),
+        ]
+        if batch:
+            argv += ["-o", "BatchMode=yes", "-i", str(self.base / key)]
+        return [*argv, *args[:-1], f"{user}@127.0.0.1", args[-1]] if args else [*argv, f"{user}@127.0.0.1"]
+
+    def ssh(self, *args: str, env: dict | None = None, **kw: Any) -> Deferred:
+        environment = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.base)}
+        environment.update(env or {})
+        return run(self.ssh_argv("-n", *args, **kw), env=environment)
+
+    def records(self, event: str) -> list[dict]:
+        return list(search(self.base / "data" / "audit", event=event))
+
+    def actions(self, kind: str) -> list[tuple[dict, dict | None]]:
+        """(action.start, action.end) pairs of one kind."""
+        ends = {r["action"]["id"]: r for r in self.records("action.end")}
+        return [
+            (r, ends.get(r["action"]["id"]))
+            for r in self.records("action.start")
+            if r["action"]["kind"] == kind
+        ]
+
+    @inlineCallbacks
+    def test_exec_exit_code(self):
+        """
+        A command run through the gateway with alice's key reaches the target
+        with the connection's key; stdout, stderr and the exit status come
+        back unchanged, and the trail holds the command, its exit code and
+        the session's byte counts.
+        """
+        code, output = yield self.ssh("echo out; echo err >&2; exit 3")
+        self.assertEqual(code, 3, output)
+        self.assertIn(b"out\n", output)
+        self.assertIn(b"err\n", output)
+        yield self.watch.wait("session.end")
+        [(start, end)] = self.actions("ssh.exec")
+        self.assertEqual(start["action"]["input"], "echo out; echo err >&2; exit 3")
+        self.assertEqual(start["identity"]["sub"], "alice")
+        self.assertEqual(start["identity"]["method"], "publickey")
+        self.assertEqual(start["connection"], "web1")
+        self.assertEqual(end["outcome"]["status"], "failed")
+        self.assertEqual(end["outcome"]["code"], "3")
+        [session_end] = self.records("session.end")
+        self.assertEqual(session_end["end"]["exit_status"], 3)
+        self.assertEqual(session_end["end"]["bytes_out"], len(b"out\nerr\n"))
+
+    @inlineCallbacks
+    def test_stdin_piped(self):
+        """
+        C{echo hi | ssh web1@gateway cat}: stdin reaches the command, its
+        EOF ends it, the output comes back and the exit status is 0.
+        """
+        proc = spawn(
+            self.ssh_argv("cat"), marker=None, env={"PATH": os.environ.get("PATH", ""), "HOME": str(self.base)}
+        )
+        proc.transport.write(b"hi\nthere\n")
+        proc.transport.closeStdin()
+        code = yield proc.ended
+        self.assertEqual(code, 0, proc.output)
+        # After OpenSSH's "Permanently added" notice on stderr.
+        self.assertTrue(proc.output.endswith(b"\nhi\nthere\n"), proc.output)
+        yield self.watch.wait("session.end")
+        [(_, end)] = self.actions("ssh.exec")
+        self.assertEqual((end["outcome"]["status"], end["outcome"]["code"]), ("succeeded", "0"))
+        self.assertEqual(end["outcome"]["bytes_in"], 9)
+
+    @inlineCallbacks
+    def test_tty(self):
+        """
+        C{ssh -tt}: the command runs on a terminal on the target and its
+        exit status comes back.
+        """
+        code, output = yield self.ssh("-tt", "tty; exit 5")
+        self.assertEqual(code, 5, output)
+        self.assertIn(b"/dev/pts/", output)
+
+    @inlineCallbacks
+    def test_shell(self):
+        """
+        C{ssh -tt} with no command: an interactive shell on the target (an
+        C{ssh.shell} action) runs what is typed, and its exit status ends
+        the client and the action.
+        """
+        proc = spawn(
+            self.ssh_argv("-tt", ""),
+            marker=None,
+            env={"PATH": os.environ.get("PATH", ""), "HOME": str(self.base), "TERM": "xterm"},
+        )
+        proc.transport.write(b"echo $((6*7))\nexit 4\n")
+        code = yield proc.ended
+        self.assertEqual(code, 4, proc.output)
+        self.assertIn(b"42\r\n", proc.output)
+        yield self.watch.wait("session.end")
+        [(start, end)] = self.actions("ssh.shell")
+        self.assertEqual(end["outcome"]["code"], "4")
+        self.assertEqual(start["action"]["details"]["pty"]["term"], "xterm")
+
+    @inlineCallbacks
+    def test_sftp_relayed(self):
+        """
+        The sftp subsystem is relayed (an C{ssh.subsystem} action): a batch
+        of sftp commands runs against the target's sftp-server.
+        """
+        require(SFTP)
+        (self.base / "remote.txt").write_text("payload")
+        (self.base / "batch").write_text(f"get {self.base / 'remote.txt'} {self.base / 'local.txt'}\n")
+        argv = self.ssh_argv()[:-1]  # options without the destination
+        argv = [SFTP, *[a for a in argv[1:] if a != "-p" and a != str(self.port)], "-P", str(self.port),
+                "-b", str(self.base / "batch"), "web1@127.0.0.1"]
+        code, output = yield run(argv, env={"PATH": os.environ.get("PATH", ""), "HOME": str(self.base)})
+        self.assertEqual(code, 0, output)
+        self.assertEqual((self.base / "local.txt").read_text(), "payload")
+        yield self.watch.wait("session.end")
+        [(start, end)] = self.actions("ssh.subsystem")
+        self.assertEqual(start["action"]["input"], "sftp")
+        self.assertEqual(end["outcome"]["status"], "succeeded")
+
+    @inlineCallbacks
+    def test_denied_rm(self):
+        """
+        C{rm  -rf} spelled with extra spaces and quotes is still recognised
+        by the default policy's C{no-rm-rf} rule: it never reaches the
+        target (the file is still there), the client reads the rule's name
+        on stderr and exit status 1, and the action is audited as blocked.
+        """
+        victim = self.base / "victim"
+        victim.mkdir()
+        (victim / "file").write_text("keep me")
+        command = f"'rm'  -rf   {victim}"
+        code, output = yield self.ssh(command)
+        self.assertEqual(code, 1, output)
+        self.assertIn(b"no-rm-rf", output)
+        self.assertTrue((victim / "file").exists())
+        yield self.watch.wait("session.end")
+        [(start, end)] = self.actions("ssh.exec")
+        self.assertEqual(start["action"]["attributes"]["ssh.commands"], [f"rm -rf {victim}"])
+        self.assertEqual(start["decision"], {"effect": "deny", "rule": "no-rm-rf", "message": start["decision"]["message"]})
+        self.assertEqual(end["outcome"]["status"], "blocked")
+
+    @inlineCallbacks
+    def test_wrong_target_host_key(self):
+        """
+        A target whose host key is not the pinned one is refused: the client
+        is told why, and the session's end record names both fingerprints.
+        """
+        code, output = yield self.ssh("true", user="impostor")
+        self.assertEqual(code, 255, output)
+        self.assertIn(b"not the pinned key", output)
+        yield self.watch.wait("session.end")
+        [end] = self.records("session.end")
+        self.assertEqual(end["end"]["status"], "failed")
+        self.assertEqual(
+            end["end"]["target_host_key"], {"expected": [self.expected_fp], "presented": self.presented_fp}
+        )
+        self.assertEqual(self.actions("ssh.exec"), [])
+
+    @inlineCallbacks
+    def test_agent_forwarding_refused(self):
+        """
+        C{ssh -A}: the agent request is refused and audited as blocked, and
+        the command still runs.
+        """
+        # A short path: the trial folder is too deep for a Unix socket's name.
+        folder = Path(tempfile.mkdtemp(prefix="hoopgw-agent-"))
+        self.addCleanup(shutil.rmtree, folder, True)
+        agent_sock = folder / "agent.sock"
+        require(SSH_AGENT)
+        agent = spawn([SSH_AGENT, "-D", "-a", str(agent_sock)], marker=b"SSH_AUTH_SOCK")
+        self.addCleanup(lambda: (agent.signal("TERM"), agent.ended)[1])
+        yield agent.ready
+        code, output = yield self.ssh("-A", "echo ok", env={"SSH_AUTH_SOCK": str(agent_sock)})
+        self.assertEqual((code, output.splitlines()[-1]), (0, b"ok"), output)
+        yield self.watch.wait("session.end")
+        [(start, end)] = self.actions("ssh.agent")
+        self.assertEqual(end["outcome"]["status"], "blocked")
+
+    @inlineCallbacks
+    def test_forward_denied(self):
+        """
+        C{ssh -W} (a direct-tcpip channel, as C{-L} opens) is refused by the
+        default policy's C{no-port-forwarding} rule, named to the client.
+        """
+        code, output = yield self.ssh("-W", f"127.0.0.1:{self.sshd_port}", "")
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"administratively prohibited", output)
+        self.assertIn(b"no-port-forwarding", output)
+        yield self.watch.wait("session.end")
+        [(start, end)] = self.actions("ssh.forward")
+        self.assertEqual(start["action"]["attributes"]["ssh.forward.destinations"], [f"127.0.0.1:{self.sshd_port}"])
+        self.assertEqual(end["outcome"]["status"], "blocked")
+
+    def _askpass(self, token: str) -> dict[str, str]:
+        script = self.base / "askpass"
+        (self.base / "token").write_text(token)
+        script.write_text(f"#!/bin/sh\ncat {self.base / 'token'}\n")
+        script.chmod(0o700)
+        return {"SSH_ASKPASS": str(script), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
+
+    @inlineCallbacks
+    def test_token_keyboard_interactive(self):
+        """
+        A token typed as the keyboard-interactive answer logs in as the
+        token's subject; the trail never holds the token.
+        """
+        token = self.gateway.identity.dev_issuer.issue("bob", ("dev",), 600)
+        code, output = yield self.ssh(
+            "-o", "PreferredAuthentications=keyboard-interactive", "whoami >/dev/null; echo kbd",
+            batch=False, env=self._askpass(token),
+        )
+        self.assertEqual((code, output.strip().splitlines()[-1]), (0, b"kbd"), output)
+        yield self.watch.wait("session.end")
+        [start] = self.records("session.start")
+        self.assertEqual(start["identity"]["sub"], "bob")
+        log = b"".join(p.read_bytes() for p in (self.base / "data" / "audit").rglob("*") if p.is_file())
+        self.assertNotIn(token.encode(), log)
+
+    @inlineCallbacks
+    def test_token_password(self):
+        """A token as the SSH password logs in; a bad one is refused and audited."""
+        token = self.gateway.identity.dev_issuer.issue("carol", ("dev",), 600)
+        code, output = yield self.ssh(
+            "-o", "PreferredAuthentications=password", "-o", "NumberOfPasswordPrompts=1", "echo pw",
+            batch=False, env=self._askpass(token),
+        )
+        self.assertEqual((code, output.strip().splitlines()[-1]), (0, b"pw"), output)
+        code, output = yield self.ssh(
+            "-o", "PreferredAuthentications=password", "-o", "NumberOfPasswordPrompts=1", "echo pw",
+            batch=False, env=self._askpass("not-a-token"),
+        )
+        self.assertEqual(code, 255, output)
+        yield self.watch.wait("auth.failed")
+        [failed] = self.records("auth.failed")
+        self.assertEqual((failed["method"], failed["user"]), ("token", "web1"))
+        self.assertIn("credential_sha256", failed)
+
+    @inlineCallbacks
+    def test_unknown_key(self):
+        """
+        A key that maps to no identity is refused, and recorded once with
+        its fingerprint (not once per OpenSSH query).
+        """
+        code, output = yield self.ssh("true", key="stranger")
+        self.assertEqual(code, 255, output)
+        yield self.watch.wait("auth.failed")
+        [failed] = self.records("auth.failed")
+        stranger = Key.fromFile(str(self.base / "stranger.pub"))
+        self.assertEqual(failed["key_fingerprint"], openssh_fingerprint(stranger.blob()))
+        self.assertEqual(failed["method"], "publickey")
+
+    @inlineCallbacks
+    def test_unknown_connection(self):
+        """
+        An SSH user name that names no connection: the client is told, and
+        the refusal is audited as session.refused.
+        """
+        code, output = yield self.ssh("true", user="nosuch")
+        self.assertEqual(code, 255, output)
+        self.assertIn(b"no connection named 'nosuch'", output)
+        yield self.watch.wait("session.refused")
+        [refused] = self.records("session.refused")
+        self.assertEqual(refused["connection"], "nosuch")

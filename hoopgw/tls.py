@@ -76,8 +76,15 @@ def ensure_certificate(
     return cert_path, key_path
 
 
-def server_options(cert_path: Path, key_path: Path) -> ssl.CertificateOptions:
-    """TLS server options (TLS 1.2+) for the gateway's listeners."""
+def server_options(
+    cert_path: Path, key_path: Path, *, alpn: tuple[bytes, ...] = ()
+) -> ssl.CertificateOptions:
+    """
+    TLS server options (TLS 1.2+) for the gateway's listeners.  C{alpn}: the
+    protocol names to accept; Twisted fails the handshake of a client that
+    offers ALPN with no name in common, so a listener whose clients offer one
+    (libpq 17+ always sends "postgresql") must list it.
+    """
     try:
         certificate = ssl.PrivateCertificate.loadPEM(cert_path.read_bytes() + key_path.read_bytes())
     except Exception as e:
@@ -86,4 +93,5 @@ def server_options(cert_path: Path, key_path: Path) -> ssl.CertificateOptions:
         privateKey=certificate.privateKey.original,
         certificate=certificate.original,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        acceptableProtocols=list(alpn) or None,
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
@@ -166,10 +168,24 @@ class BackendProtocol(Protocol):
         else:
             log.error("target connection failed: {error}", error=str(error))
 
+    def _lost(self, reason: Failure) -> str:
+        """Why the connection ended, in words an operator can act on (shown to the client)."""
+        tls = self.settings.tls
+        if reason.check(VerificationError):
+            return f"the target's TLS certificate does not name {self.settings.host} (tls = {tls!r})"
+        if reason.check(SSL.Error):
+            errors = reason.value.args[0] if reason.value.args else None
+            if isinstance(errors, list) and errors:
+                why = "; ".join(str(e[-1]) for e in errors if isinstance(e, tuple) and e)
+            else:
+                why = reason.getErrorMessage()
+            return f"TLS handshake with the target failed (tls = {tls!r}): {why}"
+        return f"the target closed the connection: {reason.getErrorMessage()}"
+
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         ready, self.ready = self.ready, None
         if ready is not None:
-            ready.errback(Failure(BackendAuthError(f"the target closed the connection: {reason.getErrorMessage()}")))
+            ready.errback(Failure(BackendAuthError(self._lost(reason))))
         elif self.on_lost is not None:
             self.on_lost(reason)
 

@@ -26,9 +26,11 @@ from typing import Any, Callable, Protocol as TypingProtocol
 from attrs import define
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from hoopgw.config import PostgresSettings
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted
@@ -71,6 +73,11 @@ def rows_from_tag(tag: str) -> int | None:
     return None
 
 
+def _action_kind(info: StatementInfo, default: str) -> str:
+    """C{sql.copy} for a COPY (the DESIGN's action kind, so rules can name it), else C{default}."""
+    return "sql.copy" if info.kinds[:1] == ("copy",) else default
+
+
 def _parameter_record(value: bytes | None, binary: bool) -> Any:
     if value is None:
         return None
@@ -107,6 +114,12 @@ class PostgresFrontEnd(Factory):
             c.name: c.settings.password.read()
             for c in sessions.connections.values()
             if c.kind == "postgres" and c.settings.password is not None
+        }
+        # Target TLS options too: the CA file is read here, not per login.
+        self.target_tls = {
+            c.name: client_tls_options(c.settings)
+            for c in sessions.connections.values()
+            if c.kind == "postgres" and c.settings.tls != "disable"
         }
         self.tls_options = tls_options
         self.reactor = reactor
@@ -156,6 +169,7 @@ class ClientProtocol(Protocol):
         self._groups: deque[deque[_Pending]] = deque([deque()])
         self._closed_groups = 0
         self._denials = 0
+        self._linked = False  # the two transports are each other's producers
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -168,8 +182,24 @@ class ClientProtocol(Protocol):
 
     def _fatal(self, code: str, message: str) -> None:
         self._send(codec.error_response("FATAL", code, message))
+        self._unlink()
         self.transport.loseConnection()
         self.state = "closed"
+
+    def _unlink(self) -> None:
+        """
+        Undo the backpressure links before closing: a TLS transport with a
+        producer registered does not close, and a paused peer must not stay
+        paused by a side that is gone.
+        """
+        if not self._linked:
+            return
+        self._linked = False
+        backend = self.backend
+        for transport in (self.transport, backend.transport if backend is not None else None):
+            # A lost transport has dropped its producer (and, with TLS, cannot be asked).
+            if transport is not None and getattr(transport, "connected", True):
+                transport.unregisterProducer()
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)
@@ -260,7 +290,7 @@ class ClientProtocol(Protocol):
             settings,
             password=password,
             startup=startup,
-            tls_options=client_tls_options(settings) if settings.tls != "disable" else None,
+            tls_options=self.front.target_tls.get(session.connection.name),
         )
         d = self.front.connect(settings, backend)
         d.addCallback(lambda _: backend.ready)
@@ -274,6 +304,13 @@ class ClientProtocol(Protocol):
         self.backend = backend
         backend.deliver = self._server_messages
         backend.on_lost = self._backend_lost
+        # Backpressure both ways: while one side's send buffer is full, stop
+        # reading from the other, whose kernel buffer then fills and whose
+        # sender blocks (a target streaming a large result to a slow client
+        # waits in ClientWrite instead of filling the gateway's memory).
+        self.transport.registerProducer(_ReadPause(backend.transport), True)
+        backend.transport.registerProducer(_ReadPause(self.transport), True)
+        self._linked = True
         self.cancel_pid, self.cancel_secret = self.front.register_cancel_key(self)
         self.transform = self.front.transform_for(self.session)  # type: ignore[arg-type]
         self._send(
@@ -375,6 +412,7 @@ class ClientProtocol(Protocol):
         if out:
             backend.write_raw(b"".join(out))  # type: ignore[union-attr]
         if self.state == "closing":
+            self._unlink()
             self.transport.loseConnection()
 
     def _close_group(self) -> None:
@@ -426,7 +464,7 @@ class ClientProtocol(Protocol):
         for info in infos:
             resolved = self.prepared.resolve(info)
             self.prepared.observe(info)
-            actions.append(Action(kind="sql.query", input=info.text, attributes=resolved.attributes()))
+            actions.append(Action(kind=_action_kind(info, "sql.query"), input=info.text, attributes=resolved.attributes()))
         d = self._decide(actions)
 
         def decided(handles: list[ActionHandle]) -> None:
@@ -464,7 +502,7 @@ class ClientProtocol(Protocol):
             for i in range(len(parameters))
         ]
         action = Action(
-            kind="sql.execute",
+            kind=_action_kind(info, "sql.execute"),
             input=info.text,
             attributes=resolved.attributes(),
             details={
@@ -584,6 +622,7 @@ class ClientProtocol(Protocol):
         if self.state in ("ready", "closing"):
             if self.state == "ready":
                 self._send(codec.error_response("FATAL", "08006", "the target closed the connection"))
+            self._unlink()
             self.transport.loseConnection()
             self._teardown("target closed", error=reason.getErrorMessage())
 
@@ -591,6 +630,7 @@ class ClientProtocol(Protocol):
         self.state = "closed"
         if self.backend is not None and self.backend.transport is not None:
             self.backend.on_lost = None
+            self._unlink()
             self.backend.transport.loseConnection()
         self._teardown("closed")
 
@@ -605,6 +645,27 @@ class ClientProtocol(Protocol):
         if session is not None:
             session.bytes_in, session.bytes_out = self.bytes_in, self.bytes_out
             session.close(status=status, error=error)
+
+
+@implementer(IPushProducer)
+class _ReadPause:
+    """
+    One side's transport as a producer for the other side: paused (reading
+    stops) while the other's send buffer is full.  Only the protocols close
+    connections, so stopProducing does nothing.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class _OneShot(Protocol):
@@ -624,7 +685,8 @@ def make_front_end(context: Any) -> PostgresFrontEnd:
 
     return PostgresFrontEnd(
         sessions=context.sessions,
-        tls_options=server_options(context.tls_cert, context.tls_key),
+        # libpq 17+ offers ALPN "postgresql" (PostgreSQL 17 accepts it too).
+        tls_options=server_options(context.tls_cert, context.tls_key, alpn=(b"postgresql",)),
         reactor=context.reactor,
     )
 

@@ -204,6 +204,9 @@ class SSHSettings:
     password: SecretRef | None = None
     host_key: str | None = None
     known_hosts: Path | None = None
+    # Keystrokes in terminal recordings ("i" events): off by default, as they
+    # include whatever is typed at prompts that do not echo (passwords).
+    record_input: bool = False
 
 
 @frozen
@@ -246,7 +249,8 @@ def _default(cls: type, name: str) -> Any:
 
 
 # Connection names appear in URLs, database names and SSH user names.
-_CONNECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
+# Connection names appear in URLs, database and SSH user names: one grammar for all.
+CONNECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
 _CONNECTION_NAME_EXPECTED = (
     'expected a name of at most 63 letters, digits, "_", "." or "-", '
     "starting with a letter or digit (it appears in URLs, database names and SSH user names)"
@@ -302,6 +306,7 @@ _CONNECTION_KEYS = {
         "name",
         "password_env",
         "password_file",
+        "record_input",
         "user",
     ),
     "http": (
@@ -844,7 +849,7 @@ def _connection(table: _Table) -> Connection:
     table.check_keys(_CONNECTION_KEYS[kind])
     name = table.string("name", required=True, what="a connection name")
     assert name is not None
-    if not _CONNECTION_NAME.fullmatch(name):
+    if not CONNECTION_NAME.fullmatch(name):
         raise table.error("name", f"{_CONNECTION_NAME_EXPECTED}, got {_quote(name)}")
     settings: PostgresSettings | SSHSettings | HTTPSettings
     if kind == "postgres":
@@ -886,6 +891,7 @@ def _connection(table: _Table) -> Connection:
             password=table.secret("password_env", "password_file"),
             host_key=host_key,
             known_hosts=table.path_value("known_hosts", check="file"),
+            record_input=table.boolean("record_input", _default(SSHSettings, "record_input")),
         )
     else:
         upstream = _required(table, "upstream", 'an upstream URL (e.g. "https://127.0.0.1:6443")')

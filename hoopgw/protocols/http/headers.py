@@ -1,0 +1,191 @@
+"""
+Request headers on their way from the client to the upstream.
+
+The client's credential stops at the gateway (the gateway authenticates to
+the upstream with the connection's own), and so does anything by which the
+client could speak for someone else: impersonation, forwarding and
+front-proxy identity headers.  Hop-by-hop headers end at the gateway too
+(RFC 9110 section 7.6.1): the proxy frames the upstream request itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from attrs import field, frozen
+
+from hoopgw.model import Identity
+
+__all__ = [
+    "HOP_BY_HOP",
+    "HeaderError",
+    "SanitizedHeaders",
+    "impersonation_headers",
+    "sanitize_request_headers",
+]
+
+HOP_BY_HOP = frozenset({
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",  # not standard, still sent by some clients
+    b"te",
+    b"trailer",
+    b"transfer-encoding",  # the proxy re-frames the body
+    b"upgrade",
+})
+"""
+Headers that describe one connection (RFC 9110 section 7.6.1, RFC 9112
+section 9.6), lower-case; C{upgrade} passes only when the proxy is carrying
+out an allowed upgrade.
+"""
+
+# Credentials and claims about who or where the client is.
+_REMOVED = frozenset({
+    b"authorization",
+    b"proxy-authorization",
+    b"forwarded",
+    b"x-real-ip",
+    # Kubernetes request-header ("front proxy") authentication: honoured by
+    # an API server that trusts the gateway's client certificate as a front
+    # proxy; the defaults of --requestheader-*-headers.
+    b"x-remote-user",
+    b"x-remote-group",
+    b"x-remote-uid",
+})
+_REMOVED_PREFIXES = (b"impersonate-", b"x-forwarded-", b"x-remote-extra-")
+
+# RFC 9110 section 5.6.2: token = 1*tchar.
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# RFC 9110 section 5.5: field-vchar = VCHAR / obs-text, with SP and HTAB
+# between; CR, LF and NUL must be rejected, other controls are no better.
+_VALUE_BYTES = frozenset(range(0x20, 0x7F)) | frozenset(range(0x80, 0x100)) | {0x09}
+
+
+@frozen
+class HeaderError:
+    """Why a request's headers are refused; the front end answers C{status}."""
+
+    reason: str
+    status: int = 400
+
+
+def _pairs(value: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((bytes(n), bytes(v)) for n, v in value)
+
+
+def _names(value: Iterable[bytes]) -> tuple[bytes, ...]:
+    return tuple(value)
+
+
+@frozen
+class SanitizedHeaders:
+    """
+    @ivar headers: the headers to forward, in order, duplicates kept, names
+        and values as received (values without surrounding whitespace).
+    @ivar removed: the lower-cased names that were removed, each once, in
+        order of first appearance (for the audit trail; values never are).
+    """
+
+    headers: tuple[tuple[bytes, bytes], ...] = field(converter=_pairs)
+    removed: tuple[bytes, ...] = field(converter=_names)
+
+
+def _is_token(value: bytes) -> bool:
+    return bool(value) and all(b in _TCHAR for b in value)
+
+
+def sanitize_request_headers(
+    headers: Sequence[tuple[bytes, bytes]], *, allow_upgrade: bool = False
+) -> SanitizedHeaders | HeaderError:
+    """
+    Check a request's headers and remove what must not reach the upstream:
+
+      - the client's credentials (C{Authorization}, C{Proxy-Authorization});
+      - identity claims: C{Impersonate-*} (user, group, uid, extra),
+        C{X-Remote-User}, C{X-Remote-Group}, C{X-Remote-Uid},
+        C{X-Remote-Extra-*};
+      - forwarding claims: C{Forwarded}, C{X-Forwarded-*}, C{X-Real-Ip}
+        (the gateway states the client address itself if at all);
+      - hop-by-hop headers (L{HOP_BY_HOP}) and every header the
+        C{Connection} headers name (RFC 9110 section 7.6.1); C{Upgrade}
+        stays when C{allow_upgrade}, and the caller then sends its own
+        C{Connection: Upgrade}.
+
+    Names are compared case-insensitively.  A name that is not a token
+    (which includes the leading whitespace of an obs-fold continuation line,
+    RFC 9112 section 5.2) or a value with CR, LF, NUL or another control
+    character (RFC 9110 section 5.5) refuses the request.
+    """
+    checked: list[tuple[bytes, bytes, bytes]] = []
+    nominated: set[bytes] = set()
+    for name, value in headers:
+        if not _is_token(name):
+            return HeaderError(f"invalid header name {name[:64]!r}")
+        lower = name.lower()
+        value = value.strip(b" \t")
+        for b in value:
+            if b not in _VALUE_BYTES:
+                return HeaderError(
+                    f"header {name.decode('ascii')!r} has byte 0x{b:02x} in its value"
+                )
+        if lower == b"connection":
+            # Connection = #connection-option; empty list elements are allowed
+            # (RFC 9110 section 5.6.1).
+            for option in value.split(b","):
+                option = option.strip(b" \t")
+                if not option:
+                    continue
+                if not _is_token(option):
+                    return HeaderError(f"invalid Connection option {option[:64]!r}")
+                nominated.add(option.lower())
+        checked.append((name, lower, value))
+    if allow_upgrade:
+        nominated.discard(b"upgrade")
+
+    kept: list[tuple[bytes, bytes]] = []
+    removed: dict[bytes, None] = {}
+    for name, lower, value in checked:
+        if lower == b"upgrade" and allow_upgrade:
+            kept.append((name, value))
+        elif (
+            lower in HOP_BY_HOP
+            or lower in _REMOVED
+            or lower.startswith(_REMOVED_PREFIXES)
+            or lower in nominated
+        ):
+            removed[lower] = None
+        else:
+            kept.append((name, value))
+    return SanitizedHeaders(kept, tuple(removed))
+
+
+def _header_value(text: str, what: str) -> bytes:
+    value = text.encode("utf-8")
+    if not value or value != value.strip(b" \t") or any(b not in _VALUE_BYTES for b in value):
+        # A value that the HTTP layer would change (trim) or that could
+        # split the header would name someone else upstream.
+        raise ValueError(f"{what} {text!r} cannot be sent as an HTTP header value")
+    return value
+
+
+def impersonation_headers(
+    identity: Identity, *, user_prefix: str = "", group_prefix: str = ""
+) -> list[tuple[bytes, bytes]]:
+    """
+    The Kubernetes user impersonation headers for C{identity}: one
+    C{Impersonate-User} (the subject) and one C{Impersonate-Group} per group,
+    in order ("User impersonation" in the Kubernetes authentication docs;
+    repeated headers are how several groups are sent).
+
+    The connection's own credential must be allowed to C{impersonate} those
+    users and groups.  The prefixes play the part of the API server's
+    C{--oidc-username-prefix} and C{--oidc-groups-prefix}, keeping gateway
+    identities apart from the cluster's own (C{"hoopgw:"}).
+
+    @raise ValueError: for a subject or group that is empty, has surrounding
+        whitespace or control characters: sent, it would name someone else.
+    """
+    headers = [(b"Impersonate-User", _header_value(user_prefix + identity.subject, "subject"))]
+    for group in identity.groups:
+        headers.append((b"Impersonate-Group", _header_value(group_prefix + group, "group")))
+    return headers

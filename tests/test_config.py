@@ -549,7 +549,11 @@ class ErrorMessageTests(ConfigTestCase):
                 SSH + "port = 22\n",
                 'connections[0].port: unknown key; expected one of "address", '
                 '"host_key", "key_file", "kind", "known_hosts", "name", "password_env", '
-                '"password_file", "user"',
+                '"password_file", "record_input", "user"',
+            ),
+            (
+                SSH + 'record_input = "yes"\n',
+                "connections[0].record_input: expected true or false, got a string",
             ),
             (
                 HTTP + "token = 1\n",
@@ -1226,6 +1230,7 @@ SECTIONS = {
         "key_file",
         "host_key",
         "known_hosts",
+        "record_input",
         "upstream",
         "token_env",
         "token_file",

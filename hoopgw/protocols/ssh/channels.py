@@ -16,6 +16,7 @@ C{subsystem}); it is an L{Action} whose outcome is the program's exit status.
 
 from __future__ import annotations
 
+import re
 import shlex
 import struct
 from collections import deque
@@ -31,18 +32,23 @@ from twisted.python.failure import Failure
 
 from hoopgw.errors import AuditUnavailable, NotPermitted
 from hoopgw.model import Action, Outcome, Status
+from hoopgw.recording.asciicast import AsciicastRecorder
+from hoopgw.recording.lines import LineReconstructor, ShellLine
 from hoopgw.sessions import ActionHandle, Session
 
 __all__ = [
+    "HIGH_WATER",
     "ChannelFilter",
     "ChannelHost",
     "FilterFactory",
+    "FilterOutput",
     "ForwardChannel",
     "IdentityFilter",
     "OrderedChannel",
     "Reply",
     "SessionChannel",
     "TargetChannel",
+    "WindowGate",
     "command_lines",
     "env_allowed",
     "open_forward_channel",
@@ -103,15 +109,28 @@ def command_lines(command: str) -> tuple[tuple[str, ...], str | None]:
     return tuple(dict.fromkeys(lines)), None
 
 
+@frozen
+class FilterOutput:
+    """
+    What a filter makes of a client chunk: bytes for the target, and bytes
+    to answer the client with directly (an SFTP request refused by policy
+    is answered by the gateway and never reaches the target).
+    """
+
+    to_target: bytes
+    to_client: bytes = b""
+
+
 class ChannelFilter(Protocol):
     """
     The seam where a protocol auditor (the SFTP tracker) sits on a channel.
     C{client_data} may return a Deferred: the channel's queue waits on it,
     so an operation can be held for a decision.  Whatever it returns is
-    what the target receives.
+    what the target receives (plain bytes), or a L{FilterOutput}.  Either
+    method may raise: the channel then closes on both legs.
     """
 
-    def client_data(self, data: bytes) -> "Deferred[bytes] | bytes": ...
+    def client_data(self, data: bytes) -> "Deferred[bytes | FilterOutput] | bytes | FilterOutput": ...
 
     def target_data(self, data: bytes) -> bytes: ...
 
@@ -135,13 +154,26 @@ FilterFactory = Callable[[Session, ActionHandle], ChannelFilter]
 
 
 class ChannelHost(Protocol):
-    """What a channel needs from the client connection it belongs to."""
+    """
+    What a channel needs from the client connection it belongs to.  A host
+    may also offer C{start_recording(channel) -> AsciicastRecorder | None}
+    (the gateway's avatar does): terminal channels are then recorded.
+    """
 
     session: Session
     target: connection.SSHConnection
     filters: Mapping[str, FilterFactory]
 
     def channel_closed(self, channel: "RelayChannel") -> None: ...
+
+
+# The end of a terminal's output that asks for a secret ("Password: ",
+# "[sudo] password for deploy: ", "Enter passphrase for key ...: "): a line
+# typed there is not echoed, and is not made an ssh.shell.line record.
+_SECRET_PROMPT = re.compile(r"(?i)(password|passphrase|passcode|\bpin\b)[^\n]{0,80}:\s*$")
+# How much of the terminal's output is kept to look for such a prompt.
+_TAIL = 256
+_CSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 @frozen
@@ -173,15 +205,69 @@ class _Serial:
         return done
 
 
+# Flow control.  Conch grants a sender more window as soon as half of it is
+# used, whatever became of the data; a relay that did so would buffer a fast
+# target's output for a slow client without limit.  So a channel grants its
+# sender more window only while what waits to go out on the other leg (and,
+# client to target, what waits in the channel's queue) is below this mark:
+# per direction the gateway holds at most HIGH_WATER plus one window.
+HIGH_WATER = 256 * 1024
+
+
+class WindowGate:
+    """
+    Mixed into both legs' connection services: a channel may hold back the
+    window adjustment Conch makes after each data packet
+    (L{OrderedChannel.hold_window}) and send it later
+    (L{OrderedChannel.release_window}).
+    """
+
+    def adjustWindow(self, channel: Any, bytesToAdd: int) -> None:
+        hold = getattr(channel, "hold_window", None)
+        if hold is not None and hold():
+            return
+        super().adjustWindow(channel, bytesToAdd)  # type: ignore[misc]
+
+
 class OrderedChannel(_channel.SSHChannel):
     """
     An SSH channel whose EOF, requests and close are sent only after the
-    data written before them (Conch would send them at once).
+    data written before them (Conch would send them at once), and which
+    grants its sender window only as fast as the other leg takes the data.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._after: deque[Callable[[], object]] = deque()
+        self.window_held = False
+
+    # -- flow control ----------------------------------------------------------
+
+    def backlog(self) -> int:
+        """Bytes written to this channel that wait for the peer's window."""
+        return len(self.buf) + sum(len(data) for _, data in self.extBuf)
+
+    def sink_backlog(self) -> int:
+        """Bytes received on this channel that have not yet left the gateway."""
+        return 0
+
+    def hold_window(self) -> bool:
+        """Whether to hold back the sender's window now (see L{WindowGate})."""
+        if self.sink_backlog() >= HIGH_WATER:
+            self.window_held = True
+            return True
+        return False
+
+    def release_window(self) -> None:
+        """The other leg drained: grant the window held back, if any."""
+        if not self.window_held or self.sink_backlog() >= HIGH_WATER:
+            return
+        self.window_held = False
+        if not self.localClosed and self.localWindowLeft < self.localWindowSize and self.conn is not None:
+            self.conn.adjustWindow(self, self.localWindowSize - self.localWindowLeft)
+
+    def drained(self) -> None:
+        """This channel's backlog shrank: let the channel feeding it send more."""
 
     def after_output(self, thunk: Callable[[], object]) -> None:
         if self._after or self.buf or self.extBuf:
@@ -193,6 +279,7 @@ class OrderedChannel(_channel.SSHChannel):
         super().addWindowBytes(data)
         while self._after and not self.buf and not self.extBuf:
             self._after.popleft()()
+        self.drained()
 
     def eof_after_output(self) -> None:
         self.after_output(lambda: self.conn.sendEOF(self))
@@ -226,6 +313,13 @@ class TargetChannel(OrderedChannel):
 
     def openFailed(self, reason: Any) -> None:
         self.opened.errback(reason)
+
+    def sink_backlog(self) -> int:
+        return self.peer.backlog() if self.peer is not None else 0
+
+    def drained(self) -> None:
+        if self.peer is not None:
+            self.peer.release_window()
 
     def dataReceived(self, data: bytes) -> None:
         if self.peer is not None:
@@ -263,6 +357,7 @@ class RelayChannel(OrderedChannel):
         self.bytes_out = 0
         self.want_reply = False  # set per request by the server connection
         self.refused = False  # nothing more goes to the target
+        self.queued = 0  # client bytes waiting in the queue (behind a decision)
         self._serial = _Serial()
 
     @property
@@ -282,18 +377,45 @@ class RelayChannel(OrderedChannel):
         self.discard_output()
         self.target.close_after_output()
 
+    def sink_backlog(self) -> int:
+        return self.queued + self.target.backlog()
+
+    def drained(self) -> None:
+        self.target.release_window()
+
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)
         self.session.bytes_in += len(data)
+        self.queued += len(data)
 
         def forward() -> Any:
+            self.queued -= len(data)
             if self.refused:
+                self.release_window()
                 return None
+            self.client_input(data)
             d = maybeDeferred(self.filter.client_data, data)
-            d.addCallback(lambda out: self.target.write(out) if out and not self.refused else None)
+            d.addCallback(self._filtered)
+            d.addBoth(self._stepped)
             return d
 
         self._queue(forward)
+
+    def _stepped(self, result: Any) -> Any:
+        # Once the chunk is written on (or dropped), the client may send more.
+        self.release_window()
+        return result
+
+    def client_input(self, data: bytes) -> None:
+        """Called with the client's data, in order, as it is forwarded."""
+
+    def _filtered(self, out: Any) -> None:  # bytes | FilterOutput
+        if isinstance(out, FilterOutput):
+            if out.to_client and not self.localClosed:
+                self.write(out.to_client)
+            out = out.to_target
+        if out and not self.refused:
+            self.target.write(out)
 
     def extReceived(self, dataType: int, data: bytes) -> None:
         pass  # clients have no stderr to send
@@ -312,7 +434,15 @@ class RelayChannel(OrderedChannel):
         self.bytes_out += len(data)
         self.session.bytes_out += len(data)
         if extended is None:
-            data = self.filter.target_data(data)
+            try:
+                data = self.filter.target_data(data)
+            except Exception:  # noqa: BLE001 - any filter's error ends the channel
+                # A stream the auditor cannot follow is one it cannot audit.
+                log.failure("ssh channel: the target's stream cannot be audited; closing")
+                self.refused = True
+                self.discard_output()
+                self.target.discard_output()
+                return
             if data:
                 self.write(data)
         else:
@@ -364,6 +494,10 @@ class SessionChannel(RelayChannel):
         self.pty: dict[str, Any] | None = None
         self.exit_status: int | None = None
         self.exit_signal: tuple[str, str] | None = None
+        self.recorder: AsciicastRecorder | None = None
+        self.lines: LineReconstructor | None = None  # an interactive shell's typed lines
+        self.shell_lines = 0
+        self._tail = ""  # the end of the terminal's output, for secret prompts
 
     def requestReceived(self, requestType: bytes, data: bytes) -> "Deferred | bool":
         handler = self._handlers.get(requestType)
@@ -396,6 +530,8 @@ class SessionChannel(RelayChannel):
     def _window_change(self, data: bytes, want_reply: bool) -> Any:
         if self.pty is not None and len(data) >= 8:
             self.pty["cols"], self.pty["rows"] = struct.unpack(">2L", data[:8])
+            if self.recorder is not None:
+                self.recorder.resize(self.pty["cols"], self.pty["rows"])
         return self._relay(b"window-change", data, want_reply)
 
     def _env(self, data: bytes, want_reply: bool) -> Any:
@@ -450,6 +586,8 @@ class SessionChannel(RelayChannel):
                 factory = self.host.filters.get(filter_name)
                 if factory is not None:
                     self.filter = factory(self.session, handle)
+            if self.pty is not None and self.program in ("shell", "exec"):
+                self._start_recording(action)
             started = self._relay(request, data, True)
 
             def answered(ok: bool) -> bool:
@@ -471,6 +609,53 @@ class SessionChannel(RelayChannel):
 
         d.addCallbacks(decided, failed)
         return d
+
+    # -- terminal recording and shell lines ------------------------------------
+
+    def _start_recording(self, action: Action) -> None:
+        start = getattr(self.host, "start_recording", None)
+        if start is not None:
+            self.recorder = start(self, command=action.input if self.program == "exec" else None)
+        if self.program == "shell":
+            # Lines only for a shell: in `ssh -t host top` keystrokes are not commands.
+            self.lines = LineReconstructor()
+
+    def recording_failed(self, reason: str) -> None:
+        """A terminal session must not go on unrecorded: end it."""
+        self._fail(f"the session recording failed ({reason}); the session is ended")
+
+    def client_input(self, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.input(data)
+        if self.lines is not None:
+            for line in self.lines.feed(data):
+                self._shell_line(line)
+
+    def _shell_line(self, line: ShellLine) -> None:
+        if _SECRET_PROMPT.search(self._tail):
+            # Typed at a prompt that does not echo: a password, not a command.
+            return
+        self.shell_lines += 1
+        action = Action(
+            kind="ssh.shell.line", input=line.text, details={"best_effort": True, "certain": line.certain}
+        )
+        # Recorded, not enforced: the shell has already received the keys.
+        d = self.session.check(action)
+        d.addCallback(lambda handle: handle.finish(Outcome(status=Status.succeeded)) if handle.allowed else None)
+        d.addErrback(lambda f: log.failure("ssh.shell.line not audited", f))
+
+    def from_target(self, data: bytes, extended: int | None = None) -> None:
+        super().from_target(data, extended)
+        if self.recorder is not None:
+            self.recorder.output(data)
+        if self.lines is not None:
+            text = _CSI.sub("", data[-_TAIL:].decode("utf-8", "replace"))
+            self._tail = (self._tail + text)[-_TAIL:]
+
+    def closed(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+        super().closed()
 
     def _refuse(self, handle: ActionHandle) -> None:
         decision = handle.decision

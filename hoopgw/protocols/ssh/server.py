@@ -41,9 +41,13 @@ from hoopgw.protocols.ssh.channels import (
     FilterFactory,
     RelayChannel,
     Reply,
+    SessionChannel,
+    WindowGate,
     open_forward_channel,
     open_session_channel,
 )
+from hoopgw.protocols.ssh.sftp_filter import sftp_filter
+from hoopgw.recording.asciicast import AsciicastRecorder
 from hoopgw.protocols.ssh.target import (
     ConnectFunction,
     HostKeyMismatch,
@@ -278,8 +282,39 @@ class GatewayAvatar(ConchUser):
         self.channels: set[RelayChannel] = set()
         self.exit_status: int | None = None
         self.target_error: str | None = None
+        self.recordings: list[AsciicastRecorder] = []  # other than the session's own
         self._target_gone = False
         target.on_lost = self._target_lost
+
+    def start_recording(self, channel: SessionChannel, *, command: str | None = None) -> AsciicastRecorder | None:
+        """
+        Record a terminal channel in C{recordings/<session>-<channel>.cast}.
+        The session's first is its recording (its SHA-256 in C{session.end});
+        any later one (C{ssh -tt} twice over one connection) is listed with
+        its SHA-256 in C{session.end}'s C{recordings}.
+        """
+        folder = self.front.recordings
+        if folder is None:
+            return None
+        pty = channel.pty or {}
+        settings = self.session.connection.settings
+        recorder = AsciicastRecorder(
+            str(folder / f"{self.session.id}-{channel.id}.cast"),
+            clock=self.front.reactor,
+            # 0 means "unknown" in a pty-req; players need a size.
+            width=pty.get("cols") or 80,
+            height=pty.get("rows") or 24,
+            term=pty.get("term") or None,
+            command=command,
+            title=f"{self.session.identity.subject} on {self.session.connection.name}",
+            record_input=bool(getattr(settings, "record_input", False)),
+            on_failure=channel.recording_failed,
+        )
+        if self.session.recorder is None:
+            self.session.attach_recorder(recorder)
+        else:
+            self.recordings.append(recorder)
+        return recorder
 
     def open_channel(self, kind: bytes, window: int, max_packet: int, data: bytes) -> Deferred:
         if kind == b"session":
@@ -327,21 +362,32 @@ class GatewayAvatar(ConchUser):
         if self.client.transport is not None and not getattr(self.client, "_lost", False):
             self.client.sendDisconnect(transport.DISCONNECT_BY_APPLICATION, b"the target closed the connection")
 
+    @staticmethod
+    def successful(d: Deferred) -> Any:
+        """The result of a Deferred that has fired (L{AsciicastRecorder.close} has)."""
+        results: list[Any] = []
+        d.addCallback(results.append)
+        return results[0]
+
     def logout(self) -> None:
         self.target.on_lost = None
         if not self._target_gone:
             self.target.close()
-        details = {"exit_status": self.exit_status} if self.exit_status is not None else None
+        details: dict[str, Any] = {"exit_status": self.exit_status} if self.exit_status is not None else {}
+        if self.recordings:
+            details["recordings"] = [
+                {"path": str(r.path), "sha256": self.successful(r.close())} for r in self.recordings
+            ]
         if self.target_error is not None:
-            self.session.close(status="failed", error=self.target_error, details=details)
+            self.session.close(status="failed", error=self.target_error, details=details or None)
         else:
-            self.session.close(status="closed", details=details)
+            self.session.close(status="closed", details=details or None)
 
 
 # -- SSH services ------------------------------------------------------------------------
 
 
-class GatewayServerConnection(connection.SSHConnection):
+class GatewayServerConnection(WindowGate, connection.SSHConnection):
     """
     The connection service facing the client.  Channel opens are answered
     once the target has opened its side (and, for forwards, policy has
@@ -527,6 +573,7 @@ class SSHFrontEnd(factory.SSHFactory):
 
     @ivar filters: subsystem name -> L{FilterFactory}: the seam where the
         SFTP auditor sits (no entry: the subsystem's bytes pass unchanged).
+    @ivar recordings: the folder of terminal recordings (C{None}: none made).
     """
 
     protocol = GatewayServerTransport
@@ -541,8 +588,10 @@ class SSHFrontEnd(factory.SSHFactory):
         reactor: Any,
         connect: ConnectFunction | None = None,
         filters: Mapping[str, FilterFactory] | None = None,
+        recordings: Path | None = None,
     ) -> None:
         self.sessions = sessions
+        self.recordings = recordings
         self.host_key = host_key
         self.targets = dict(targets)
         self.reactor = reactor
@@ -564,14 +613,20 @@ def make_front_end(context: Any) -> SSHFrontEnd:
     The L{hoopgw.gateway.FRONT_ENDS} builder for the C{ssh} listener: loads
     (or creates) the host key in C{data_dir/keys/ssh_host_ed25519} and reads
     every SSH connection's key or password and pinned host key now.
+    Terminal recordings go to C{data_dir/recordings}.
     """
     sessions: SessionService = context.sessions
+    data_dir = Path(context.config.gateway.data_dir)
+    recordings = data_dir / "recordings"
+    recordings.mkdir(mode=0o700, exist_ok=True)
     targets = {
         c.name: TargetConfig.from_connection(c) for c in sessions.connections.values() if c.kind == "ssh"
     }
     return SSHFrontEnd(
         sessions=sessions,
-        host_key=load_host_key(context.config.gateway.data_dir),
+        host_key=load_host_key(data_dir),
         targets=targets,
         reactor=context.reactor,
+        filters={"sftp": sftp_filter},
+        recordings=recordings,
     )

@@ -27,6 +27,7 @@ from hoopgw.config import SSHSettings
 from hoopgw.errors import ConfigError, HoopgwError
 from hoopgw.identity.ssh import openssh_fingerprint
 from hoopgw.model import Connection
+from hoopgw.protocols.ssh.channels import WindowGate
 
 __all__ = [
     "HostKeyMismatch",
@@ -186,7 +187,7 @@ class _UserAuth(userauth.SSHUserAuthClient):
         return super().ssh_USERAUTH_FAILURE(packet)
 
 
-class TargetConnection(connection.SSHConnection):
+class TargetConnection(WindowGate, connection.SSHConnection):
     """
     The connection service on the target leg.  C{on_lost} is called once
     when the target connection ends (after every channel's C{closed}).

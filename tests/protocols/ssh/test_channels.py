@@ -16,9 +16,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hoopgw.model import Connection, Decision, Effect, Identity, Source
 from hoopgw.protocols.ssh.channels import (
+    HIGH_WATER,
     Reply,
     SessionChannel,
     TargetChannel,
+    WindowGate,
     command_lines,
     env_allowed,
 )
@@ -236,3 +238,93 @@ class CommandLineTests(SynchronousTestCase):
         self.assertTrue(env_allowed("TERM"))
         self.assertFalse(env_allowed("LD_PRELOAD"))
         self.assertFalse(env_allowed("PATH"))
+
+
+class GrantingConnection(FakeConnection):
+    """Records the window adjustments it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adjusted: list[int] = []
+
+    def adjustWindow(self, channel: Any, bytesToAdd: int) -> None:
+        self.adjusted.append(bytesToAdd)
+        channel.localWindowLeft += bytesToAdd
+
+
+class GatedConnection(WindowGate, GrantingConnection):
+    """With the gateway's window gate in front, as both legs' services have."""
+
+
+def deliver(channel: Any, data: bytes) -> bool:
+    """What Conch's ssh_CHANNEL_DATA does; False if the window is used up."""
+    if len(data) > channel.localWindowLeft:
+        return False
+    channel.localWindowLeft -= len(data)
+    if channel.localWindowLeft < channel.localWindowSize // 2:
+        channel.conn.adjustWindow(channel, channel.localWindowSize - channel.localWindowLeft)
+    channel.dataReceived(data)
+    return True
+
+
+class FlowControlTests(SynchronousTestCase):
+    """The relay grants window to one leg only as fast as the other takes the data."""
+
+    def setUp(self) -> None:
+        sessions = memory_session_service(connections=(WEB1,))
+        self.session = self.successResultOf(sessions.open(ALICE, "web1", source=Source("ssh", "127.0.0.1:4000")))
+        self.client_conn = GatedConnection()
+        self.target_conn = GatedConnection()
+        self.host = Host(session=self.session, target=self.target_conn)
+        # Neither peer has granted the gateway any window: both "read" nothing.
+        self.target = TargetChannel(b"session", conn=self.target_conn, remoteWindow=0, remoteMaxPacket=1 << 15)
+        self.channel = SessionChannel(self.host, self.target, conn=self.client_conn, remoteWindow=0, remoteMaxPacket=1 << 15)
+
+    def test_slowClientStopsTarget(self) -> None:
+        """
+        A target writing to a client that reads nothing fills the gateway's
+        buffer only to the high-water mark plus one window: then the target
+        gets no more window.  When the client reads, the buffer drains and
+        the target's window is granted again.
+        """
+        chunk = b"x" * (1 << 15)
+        sent = 0
+        while deliver(self.target, chunk):
+            sent += len(chunk)
+            self.assertLess(sent, 10 * HIGH_WATER, "the target was never stopped")
+        self.assertTrue(self.target.window_held)
+        self.assertLessEqual(self.channel.backlog(), HIGH_WATER + self.target.localWindowSize)
+        granted = len(self.target_conn.adjusted)
+        self.channel.addWindowBytes(1 << 30)  # the client reads everything
+        self.assertEqual(self.channel.backlog(), 0)
+        self.assertFalse(self.target.window_held)
+        self.assertEqual(len(self.target_conn.adjusted), granted + 1)
+        self.assertEqual(self.target.localWindowLeft, self.target.localWindowSize)
+
+    def test_slowTargetStopsClient(self) -> None:
+        """Client data for a target that reads nothing is bounded the same way."""
+        self.channel.requestReceived(b"shell", b"")
+        self.target_conn.replies[0].callback(b"")
+        chunk = b"y" * (1 << 15)
+        sent = 0
+        while deliver(self.channel, chunk):
+            sent += len(chunk)
+            self.assertLess(sent, 10 * HIGH_WATER, "the client was never stopped")
+        self.assertTrue(self.channel.window_held)
+        self.assertLessEqual(self.target.backlog() + self.channel.queued, HIGH_WATER + self.channel.localWindowSize)
+        self.target.addWindowBytes(1 << 30)
+        self.assertFalse(self.channel.window_held)
+        self.assertEqual(self.channel.localWindowLeft, self.channel.localWindowSize)
+
+    def test_queuedBehindRequestBounded(self) -> None:
+        """
+        Client data queued behind a request that awaits the target's answer
+        counts toward the mark: the client is stopped as well.
+        """
+        self.channel.requestReceived(b"exec", NS(b"cat"))  # the target never answers
+        self.assertEqual(self.target_conn.sent, [("request", b"exec", NS(b"cat"))])
+        chunk = b"z" * (1 << 15)
+        while deliver(self.channel, chunk):
+            pass
+        self.assertTrue(self.channel.window_held)
+        self.assertLessEqual(self.channel.queued + self.target.backlog(), HIGH_WATER + self.channel.localWindowSize)

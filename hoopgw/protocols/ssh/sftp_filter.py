@@ -1,0 +1,174 @@
+"""
+The SFTP subsystem's channel filter: every SFTP request is an action,
+decided before the target sees it.
+
+The client's stream is framed with L{SFTPParser} and each packet handed to
+the L{SFTPAuditor} in the order it crossed the gateway.  A packet that makes
+a request (OPEN, REMOVE, RENAME, ...) is held until C{session.check} has
+decided it, and every packet after it waits behind it, so the target sees
+the client's packets in their order and never one policy has not passed.  A
+refused request never reaches the target: the client gets a
+C{SSH_FX_PERMISSION_DENIED} STATUS in its place.
+
+Bulk data is cheap: READ, WRITE and their DATA and STATUS replies are not
+actions (a 50 MB transfer is some 1600 of them); the auditor counts their
+bytes on the file handle, and the handle's CLOSE reports them.
+
+The server's stream is only observed: the bytes pass on unchanged, and each
+reply that answers a request finishes that request's action.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from hoopgw.errors import AuditUnavailable, NotPermitted
+from hoopgw.model import Outcome, Status
+from hoopgw.protocols.ssh.channels import FilterOutput
+from hoopgw.protocols.ssh.sftp import (
+    DEFAULT_MAX_LENGTH,
+    Packet,
+    Request,
+    Sender,
+    SFTPAuditor,
+    SFTPParser,
+    encode,
+)
+from hoopgw.sessions import ActionHandle, Session
+
+__all__ = ["SFTPFilter", "sftp_filter"]
+
+log = Logger()
+
+
+@frozen
+class _Held:
+    """Where a chunk's relay stopped for a decision."""
+
+    packets: list[Packet]
+    index: int
+    to_target: list[bytes]
+    to_client: list[bytes]
+
+
+class SFTPFilter:
+    """
+    One SFTP channel's auditor, between the channel relay (which calls it in
+    order, one chunk at a time, waiting on any Deferred it returns) and the
+    session pipeline.
+
+    @ivar actions: request id -> the action of a forwarded request awaiting
+        the server's reply.
+    """
+
+    def __init__(self, session: Session, subsystem: ActionHandle, *, max_length: int = DEFAULT_MAX_LENGTH) -> None:
+        self.session = session
+        self.subsystem = subsystem
+        self.auditor = SFTPAuditor()
+        self.client = SFTPParser(Sender.client, max_length)
+        self.server = SFTPParser(Sender.server, max_length)
+        self.actions: dict[int, ActionHandle] = {}
+        self.refused = 0
+        self.closed_ = False
+
+    # -- client to target ------------------------------------------------------
+
+    def client_data(self, data: bytes) -> Deferred[Any] | FilterOutput:
+        """
+        Frame C{data}; return what the target and the client receive, at once
+        if the chunk holds no request, else once every request in it has
+        been decided.
+
+        @raise SFTPError: the client's stream is malformed (the channel closes).
+        """
+        return self._relay(_Held(self.client.feed(data), 0, [], []))
+
+    def _relay(self, held: _Held) -> Deferred[Any] | FilterOutput:
+        packets, out = held.packets, held.to_target
+        for index in range(held.index, len(packets)):
+            packet = packets[index]
+            request = self.auditor.client_packet(packet)
+            if request is None:  # INIT, READ, WRITE: counted, not decided
+                out.append(encode(packet))
+                continue
+            d = self.session.check(request.action())
+            d.addCallbacks(
+                self._decided,
+                self._undecided,
+                callbackArgs=(request, held, index),
+                errbackArgs=(request, held, index),
+            )
+            return d
+        return FilterOutput(b"".join(out), b"".join(held.to_client))
+
+    def _decided(
+        self, handle: ActionHandle, request: Request, held: _Held, index: int
+    ) -> Deferred[Any] | FilterOutput:
+        if handle.allowed and not self.closed_:
+            self.actions[request.request_id] = handle
+            held.to_target.append(encode(held.packets[index]))
+        else:
+            decision = handle.decision
+            if decision is not None and not decision.allowed:
+                rule = decision.rule or "no matching allow rule"
+                message = f"hoopgw: {decision.message or 'refused by policy'} (rule {rule!r})"
+            else:
+                # Allowed, but the channel closed while it was decided.
+                message = "hoopgw: the channel closed"
+                handle.finish(Outcome(status=Status.failed, error="the SFTP channel closed before forwarding"))
+            self._refuse(request, message, held)
+        return self._relay(_Held(held.packets, index + 1, held.to_target, held.to_client))
+
+    def _undecided(
+        self, failure: Failure, request: Request, held: _Held, index: int
+    ) -> Deferred[Any] | FilterOutput:
+        # No decision, no record: the request must not reach the target.
+        failure.trap(AuditUnavailable, NotPermitted)
+        message = (
+            "hoopgw: the gateway's audit log is unavailable, so it refuses all traffic"
+            if failure.check(AuditUnavailable)
+            else f"hoopgw: {failure.getErrorMessage()}"
+        )
+        self._refuse(request, message, held)
+        return self._relay(_Held(held.packets, index + 1, held.to_target, held.to_client))
+
+    def _refuse(self, request: Request, message: str, held: _Held) -> None:
+        self.refused += 1
+        held.to_client.append(self.auditor.refusal(request, message))
+
+    # -- target to client ------------------------------------------------------
+
+    def target_data(self, data: bytes) -> bytes:
+        """
+        Note the server's replies and finish the actions they answer; the
+        bytes go to the client unchanged.
+
+        @raise SFTPError: the server's stream is malformed (the channel closes).
+        """
+        for packet in self.server.feed(data):
+            completion = self.auditor.server_packet(packet)
+            if completion is None:
+                continue
+            handle = self.actions.pop(completion.request.request_id, None)
+            if handle is not None:
+                handle.finish(completion.outcome())
+        return data
+
+    # -- end ------------------------------------------------------------------
+
+    def closed(self) -> None:
+        """Requests forwarded and never answered end as failed."""
+        self.closed_ = True
+        actions, self.actions = self.actions, {}
+        for handle in actions.values():
+            handle.finish(Outcome(status=Status.failed, error="the SFTP channel closed before the server answered"))
+
+
+def sftp_filter(session: Session, subsystem: ActionHandle) -> SFTPFilter:
+    """The L{FilterFactory} for the C{sftp} subsystem."""
+    return SFTPFilter(session, subsystem)

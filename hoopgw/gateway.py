@@ -32,6 +32,7 @@ from hoopgw.identity.service import IdentityService
 from hoopgw.metrics import Metrics
 from hoopgw.policy.rules import PolicySet
 from hoopgw.policy.service import PolicyService
+from hoopgw.protocols.http.proxy import make_front_end as http_front_end
 from hoopgw.protocols.postgres.frontend import make_front_end as postgres_front_end
 from hoopgw.protocols.ssh.server import make_front_end as ssh_front_end
 from hoopgw.sessions import SessionService
@@ -77,7 +78,7 @@ class GatewayContext:
 # Protocol front ends: listener name -> factory builder.  A front end of your
 # own is a builder like these, given the same context.
 FrontEnd = Callable[[GatewayContext], IProtocolFactory]
-FRONT_ENDS: dict[str, FrontEnd] = {"postgres": postgres_front_end, "ssh": ssh_front_end}
+FRONT_ENDS: dict[str, FrontEnd] = {"postgres": postgres_front_end, "ssh": ssh_front_end, "http": http_front_end}
 
 
 class _Lifecycle(Service):

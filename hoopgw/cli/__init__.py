@@ -44,28 +44,55 @@ def _time(text: str) -> datetime.datetime:
     return value
 
 
-def token_issue(args: argparse.Namespace) -> int:
+def _issue_token(args: argparse.Namespace) -> tuple[int, str, int]:
+    """(exit code, token, lifetime in seconds) from the dev issuer; errors printed."""
     from hoopgw.identity.dev import DevIssuer
 
     config = _config(args)
     if not config.identity.dev_issuer:
         print("hoopgw: the dev issuer is disabled ([identity] dev_issuer = false)", file=sys.stderr)
-        return 1
+        return 1, "", 0
     try:
         ttl = parse_duration(args.ttl)
     except ValueError as e:
         print(f"hoopgw: --ttl: {e}", file=sys.stderr)
-        return 2
+        return 2, "", 0
     issuer = DevIssuer.load_or_create(
         config.gateway.data_dir,
         config.gateway.name,
         max_ttl_seconds=config.identity.dev_token_max_ttl_seconds,
     )
     try:
-        print(issuer.issue(args.sub, tuple(args.group or ()), ttl))
+        return 0, issuer.issue(args.sub, tuple(args.group or ()), ttl), ttl
     except ValueError as e:
         print(f"hoopgw: {e}", file=sys.stderr)
-        return 2
+        return 2, "", 0
+
+
+def token_issue(args: argparse.Namespace) -> int:
+    code, token, _ = _issue_token(args)
+    if code == 0:
+        print(token)
+    return code
+
+
+def token_exec_credential(args: argparse.Namespace) -> int:
+    """
+    The token as a kubectl exec credential plugin's answer
+    (client.authentication.k8s.io/v1 ExecCredential), so that a kubeconfig
+    ``users[].user.exec`` can run ``hoopgw token exec-credential --sub ...``.
+    """
+    code, token, ttl = _issue_token(args)
+    if code != 0:
+        return code
+    # A little early, so kubectl asks again before the gateway refuses it.
+    expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=max(ttl - 30, 1))
+    credential = {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {"token": token, "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")},
+    }
+    print(json.dumps(credential))
     return 0
 
 
@@ -181,6 +208,13 @@ def parser() -> argparse.ArgumentParser:
     issue.add_argument("--group", action="append", help="group membership (repeatable)")
     issue.add_argument("--ttl", default="15m", help="lifetime, e.g. 15m, 8h (default 15m)")
     issue.set_defaults(run=token_issue)
+    credential = token.add_parser(
+        "exec-credential", help="print a token as a kubectl exec plugin ExecCredential (JSON)"
+    )
+    credential.add_argument("--sub", required=True, help="subject (user or service account)")
+    credential.add_argument("--group", action="append", help="group membership (repeatable)")
+    credential.add_argument("--ttl", default="15m", help="lifetime, e.g. 15m, 8h (default 15m)")
+    credential.set_defaults(run=token_exec_credential)
 
     audit = groups.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
     verify = audit.add_parser("verify", help="verify the log offline (exit 1 on the first bad record)")

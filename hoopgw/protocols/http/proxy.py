@@ -1,0 +1,745 @@
+"""
+The HTTP front end: a reverse proxy for HTTP APIs, the Kubernetes API first
+among them.  C{https://gateway:18443/<connection>/<rest>} reaches
+C{<upstream>/<rest>} of the connection named by the first path segment.
+
+Per request, in this order, and nothing reaches the upstream before the end:
+
+ 1. the client's C{Authorization: Bearer} token is verified (401 otherwise,
+    with C{WWW-Authenticate: Bearer});
+ 2. the request-target is split and made canonical
+    (L{hoopgw.protocols.http.paths}); the request is described as the API
+    server would (L{hoopgw.protocols.http.k8s}); its headers are sanitized
+    (L{hoopgw.protocols.http.headers});
+ 3. the identity's session on the connection is found or opened;
+ 4. the action (C{k8s.<verb>} for a Kubernetes resource request, else
+    C{http.request}) is decided and its C{action.start} record written;
+    refused: 403, nothing forwarded;
+ 5. the request is forwarded with the connection's own credentials, and the
+    response is streamed back as it arrives; C{action.end} records its
+    status, sizes and duration.
+
+Sessions.  One L{Session} per (identity's credential, connection) per client
+TCP connection: opened by the first request that names the connection,
+closed when the client connection closes, which twisted.web does after 60
+seconds without a request (its idle timeout, suspended while a response is
+streaming).  kubectl keeps its connection alive across the requests of one
+command, so a command is one session with one action per request; a new
+token (an exec plugin's refresh) opens a new session.  The token is still
+verified on every request, so an expired token stops working at once.
+
+Error bodies.  A request to a Kubernetes connection (C{impersonate = true},
+or a path under C{/api} or C{/apis}) gets a Kubernetes C{Status} object, so
+that kubectl prints the message ("Error from server (Forbidden): ...");
+other requests get C{{"error": "..."}}.
+
+Request bodies.  twisted.web reads a request's whole body before the
+resource runs (into memory up to 100 kB, else a temporary file), so the
+body is decided on whole and forwarded from there: memory stays bounded,
+disk does not; a streaming upload path is future work.  Responses are
+streamed with backpressure: reading from the upstream pauses while the
+client is behind.
+
+Upgrades (C{kubectl exec}/C{attach}/C{port-forward}) are refused with 501
+until L{hoopgw.protocols.http.upgrade} lands; see docs/http.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from attrs import define, field
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.http import HTTPChannel, PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IPolicyForHTTPS
+from twisted.web.resource import Resource
+from zope.interface import implementer
+
+from hoopgw.config import HTTPSettings
+from hoopgw.errors import (
+    AuditUnavailable,
+    AuthenticationFailed,
+    ConfigError,
+    NotPermitted,
+)
+from hoopgw.model import Action, Connection, Identity, Outcome, Source, Status
+from hoopgw.protocols.http.bodies import DEFAULT_CAP, body_record
+from hoopgw.protocols.http.headers import (
+    HOP_BY_HOP,
+    HeaderError,
+    impersonation_headers,
+    sanitize_request_headers,
+)
+from hoopgw.protocols.http.k8s import (
+    API_PREFIXES,
+    K8sRequest,
+    K8sRequestError,
+    from_routed,
+)
+from hoopgw.protocols.http.paths import PathError, RoutedPath, split_request_target
+from hoopgw.sessions import ActionHandle, Session, SessionService
+
+__all__ = [
+    "HTTPFrontEnd",
+    "Upstream",
+    "UpstreamTLSPolicy",
+    "error_body",
+    "make_front_end",
+    "response_headers",
+]
+
+log = Logger()
+
+_STATUS_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "RequestEntityTooLarge",
+    500: "InternalError",
+    501: "NotImplemented",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+# Mutating methods, whose bodies go into the audit record.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+# Request headers the proxy sets itself: the upstream's Host (from the
+# URL), the body's length (from the body it forwards); Expect was answered
+# by twisted.web already.
+_REFRAMED = frozenset({b"host", b"content-length", b"expect"})
+
+# Response headers that describe the upstream connection, not the response.
+_RESPONSE_HOP_BY_HOP = HOP_BY_HOP | {b"proxy-authenticate", b"proxy-authentication-info"}
+
+# An upstream error's message is taken from the first bytes of its body.
+_ERROR_BODY_CAP = 64 * 1024
+
+_BEARER = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([!-~]+)[ \t]*")
+
+
+def error_body(code: int, message: str, *, kubernetes: bool) -> bytes:
+    """
+    The body of an error the gateway itself answers: a Kubernetes
+    C{Status} (what kubectl prints: "Error from server (Forbidden):
+    <message>") or C{{"error": message}}.
+    """
+    if kubernetes:
+        document: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": _STATUS_REASONS.get(code, ""),
+            "code": code,
+        }
+    else:
+        document = {"error": message}
+    return json.dumps(document).encode("utf-8") + b"\n"
+
+
+def response_headers(raw: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[tuple[bytes, list[bytes]]]:
+    """
+    The upstream response's headers that reach the client: all but the
+    hop-by-hop ones and those its C{Connection} header names (RFC 9110
+    section 7.6.1); the gateway frames the response to the client itself.
+    """
+    nominated: set[bytes] = set()
+    for name, values in raw:
+        if name.lower() == b"connection":
+            for value in values:
+                nominated.update(o.strip(b" \t").lower() for o in value.split(b",") if o.strip())
+    return [
+        (name, list(values))
+        for name, values in raw
+        if name.lower() not in _RESPONSE_HOP_BY_HOP and name.lower() not in nominated
+    ]
+
+
+def bearer_token(values: Sequence[bytes] | None) -> str | None:
+    """The token of the single C{Authorization: Bearer} header, if that is what was sent."""
+    if not values or len(values) != 1:
+        return None
+    match = _BEARER.fullmatch(values[0])
+    return match.group(1).decode("ascii") if match else None
+
+
+def _upstream_message(body: bytes) -> str | None:
+    """The C{message} of a JSON error body (a Kubernetes Status), if any."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(document, dict):
+        message = document.get("message") or document.get("error")
+        if isinstance(message, str):
+            return message[:1000]
+    return None
+
+
+# -- the upstream ------------------------------------------------------------
+
+
+def _pem_blocks(data: bytes) -> list[bytes]:
+    marker = b"-----END CERTIFICATE-----"
+    return [block + marker + b"\n" for block in data.split(marker) if b"-----BEGIN CERTIFICATE-----" in block]
+
+
+@implementer(IPolicyForHTTPS)
+class UpstreamTLSPolicy:
+    """
+    TLS to one connection's upstream: its certificate is verified against
+    C{ca_file} (the system trust store when unset), with service-identity
+    hostname (or IP address) checks; C{insecure = true} turns verification
+    off, by explicit choice only.  The client certificate, if configured,
+    is presented.  Files are read once, here, at start-up.
+    """
+
+    def __init__(self, settings: HTTPSettings) -> None:
+        self.insecure = settings.insecure
+        self.client: ssl.PrivateCertificate | None = None
+        if settings.client_cert is not None and settings.client_key is not None:
+            try:
+                self.client = ssl.PrivateCertificate.loadPEM(
+                    settings.client_cert.read_bytes() + b"\n" + settings.client_key.read_bytes()
+                )
+            except Exception as e:
+                raise ConfigError(settings.client_cert, "client_cert", f"cannot load client certificate and key: {e}") from None
+        self.trust: Any = None
+        if settings.ca_file is not None:
+            try:
+                blocks = _pem_blocks(Path(settings.ca_file).read_bytes())
+                certificates = [ssl.Certificate.loadPEM(block) for block in blocks]
+            except Exception as e:
+                raise ConfigError(settings.ca_file, "ca_file", f"cannot load CA certificates: {e}") from None
+            if not certificates:
+                raise ConfigError(settings.ca_file, "ca_file", "expected PEM certificates, found none")
+            self.trust = ssl.trustRootFromCertificates(certificates)
+        self._unverified: Any = None
+        if self.insecure:
+            options: dict[str, Any] = {"verify": False, "raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
+            if self.client is not None:
+                options.update(privateKey=self.client.privateKey.original, certificate=self.client.original)
+            self._unverified = ssl.CertificateOptions(**options)
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
+        if self._unverified is not None:
+            return self._unverified
+        return ssl.optionsForClientTLS(
+            hostname.decode("ascii"), trustRoot=self.trust, clientCertificate=self.client
+        )
+
+
+@define(eq=False)
+class Upstream:
+    """
+    One HTTP connection's upstream: where requests go, the persistent
+    connection pool they share, and the connection's own credentials
+    (read once, at start-up; never logged).
+    """
+
+    base: bytes
+    agent: IAgent
+    token: str | None = field(default=None, repr=False)
+    impersonate: bool = False
+    pool: HTTPConnectionPool | None = None
+
+    @classmethod
+    def from_connection(cls, connection: Connection, reactor: Any, *, max_persistent: int = 16) -> Upstream:
+        settings: HTTPSettings = connection.settings
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        # Idle keep-alive connections kept per upstream; busy ones (watches,
+        # log follows) are not limited by this.
+        pool.maxPersistentPerHost = max_persistent
+        pool.retryAutomatically = False  # a retried POST could run twice
+        agent = Agent(reactor, contextFactory=UpstreamTLSPolicy(settings), pool=pool, connectTimeout=10)
+        token = settings.token.read() if settings.token is not None else None
+        return cls(
+            base=settings.upstream.rstrip("/").encode("ascii"),
+            agent=agent,
+            token=token,
+            impersonate=settings.impersonate,
+            pool=pool,
+        )
+
+    def url(self, routed: RoutedPath) -> bytes:
+        """The upstream URL: its base (with any path prefix), then the canonical target."""
+        return self.base + routed.target.encode("ascii")
+
+    def credential_headers(self, identity: Identity) -> list[tuple[bytes, bytes]]:
+        """
+        The gateway's own C{Authorization} and, with C{impersonate}, the
+        identity's C{Impersonate-User}/C{-Group}.
+
+        @raise ValueError: for an identity that cannot be sent as headers.
+        """
+        headers: list[tuple[bytes, bytes]] = []
+        if self.token is not None:
+            headers.append((b"Authorization", b"Bearer " + self.token.encode("ascii")))
+        if self.impersonate:
+            headers.extend(impersonation_headers(identity))
+        return headers
+
+    def close(self) -> Deferred:
+        return self.pool.closeCachedConnections() if self.pool is not None else succeed(None)
+
+
+# -- the twisted.web side ----------------------------------------------------
+
+
+class _Channel(HTTPChannel):
+    """An HTTP/1.1 connection from a client; its sessions end with it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sessions: dict[tuple[str, str], Session] = {}
+        self.lost = False
+        self.inflight: set[Deferred] = set()
+
+    def track(self, d: Deferred) -> None:
+        """An exchange in progress: its session ends only after its C{action.end}."""
+        self.inflight.add(d)
+
+        def done(result: object) -> object:
+            self.inflight.discard(d)
+            return result
+
+        d.addBoth(done)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.lost = True
+        super().connectionLost(reason)
+        sessions, self.sessions = self.sessions, {}
+
+        def close(_: object) -> None:
+            for session in sessions.values():
+                session.close(status="closed")
+
+        # A streaming response (a watch) is stopped by the loss above, but
+        # its outcome arrives a moment later: session.end comes after it.
+        DeferredList(list(self.inflight), consumeErrors=True).addBoth(close)
+
+
+class _Request(server.Request):
+    # The upstream's Content-Type or none: never twisted.web's text/html.
+    defaultContentType = None
+
+
+class _Site(server.Site):
+    protocol = _Channel  # type: ignore[assignment]  # HTTP/1.1 only: ALPN offers http/1.1 alone
+    requestFactory = _Request
+
+    def __init__(self, front: HTTPFrontEnd) -> None:
+        super().__init__(_ProxyResource(front), reactor=front.reactor)
+        self.front = front
+        self.displayTracebacks = False
+
+    def log(self, request: Any) -> None:
+        # The audit trail has every request, attributed; an access log line
+        # would only duplicate it without the identity.
+        pass
+
+
+class _ProxyResource(Resource):
+    isLeaf = True
+
+    def __init__(self, front: HTTPFrontEnd) -> None:
+        super().__init__()
+        self.front = front
+
+    def render(self, request: server.Request) -> Any:
+        # Taken first: a request answered synchronously has no channel after.
+        track = getattr(request.channel, "track", None)
+        exchange = _Exchange(self.front, request)
+        d = Deferred.fromCoroutine(exchange.run())
+        d.addErrback(exchange.crashed)
+        if track is not None and not d.called:
+            track(d)
+        return server.NOT_DONE_YET
+
+
+class HTTPFrontEnd:
+    """The HTTP front end: one per listener, with one L{Upstream} per HTTP connection."""
+
+    def __init__(
+        self,
+        *,
+        sessions: SessionService,
+        reactor: Any,
+        upstreams: Mapping[str, Upstream] | None = None,
+        body_cap: int = DEFAULT_CAP,
+    ) -> None:
+        self.sessions = sessions
+        self.reactor = reactor
+        self.body_cap = body_cap
+        if upstreams is None:
+            upstreams = {
+                c.name: Upstream.from_connection(c, reactor)
+                for c in sessions.connections.values()
+                if c.kind == "http"
+            }
+        self.upstreams = dict(upstreams)
+        self.site = _Site(self)
+
+    def factory(self, tls_options: Any) -> TLSMemoryBIOFactory:
+        """The listener's factory: TLS, then HTTP/1.1."""
+        return _ClosingTLSFactory(self, tls_options, False, self.site)
+
+    def close(self) -> Deferred:
+        """Close the idle upstream connections (at listener stop)."""
+        return gatherResults([u.close() for u in self.upstreams.values()], consumeErrors=True)
+
+
+class _ClosingTLSFactory(TLSMemoryBIOFactory):
+    def __init__(self, front: HTTPFrontEnd, *args: Any) -> None:
+        super().__init__(*args)
+        self.front = front
+
+    def stopFactory(self) -> None:
+        super().stopFactory()
+        self.front.close()
+
+
+# -- one request ---------------------------------------------------------------
+
+
+class _Relay(Protocol):
+    """
+    The upstream response body, written to the client as it arrives.  The
+    upstream transport is the client request's producer: when the client
+    falls behind, reading from the upstream pauses.
+    """
+
+    def __init__(self, request: server.Request, keep: int) -> None:
+        self.request = request
+        self.keep = keep
+        self.head = bytearray()
+        self.size = 0
+        self.done: Deferred = Deferred()
+        self.reason: Failure | None = None
+        self.registered = False
+
+    def connectionMade(self) -> None:
+        if not self.request._disconnected:  # type: ignore[attr-defined]
+            self.request.registerProducer(self.transport, True)
+            self.registered = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self.size += len(data)
+        if len(self.head) < self.keep:
+            self.head += data[: self.keep - len(self.head)]
+        self.request.write(data)
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+        if self.registered:
+            self.registered = False
+            if self.request.channel is not None:  # None once the client has gone
+                self.request.unregisterProducer()
+        # Fired with a value, not the Failure (which would errback).
+        self.reason = reason
+        self.done.callback(None)
+
+    def stop(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+
+class _Exchange:
+    """One request through the pipeline (see the module docstring)."""
+
+    def __init__(self, front: HTTPFrontEnd, request: server.Request) -> None:
+        self.front = front
+        self.request = request
+        self.kubernetes = True
+        self.gone = False
+        self.handle: ActionHandle | None = None
+        self.pending: Deferred | None = None
+        self.relay: _Relay | None = None
+        request.notifyFinish().addErrback(self._client_gone)
+
+    def _client_gone(self, failure: Failure) -> None:
+        self.gone = True
+        if self.pending is not None:
+            self.pending.cancel()
+        if self.relay is not None:
+            self.relay.stop()
+
+    def _respond(self, code: int, message: str, *, headers: Mapping[bytes, bytes] | None = None) -> None:
+        if self.gone or self.request.finished:
+            return
+        request = self.request
+        body = error_body(code, message, kubernetes=self.kubernetes)
+        request.setResponseCode(code)
+        request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
+        for name, value in (headers or {}).items():
+            request.responseHeaders.setRawHeaders(name, [value])
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+    def crashed(self, failure: Failure) -> None:
+        log.failure("HTTP front end: request handling failed", failure)
+        if self.handle is not None:
+            self.handle.finish(Outcome(status=Status.failed, error="gateway error"))
+        if not self.request.startedWriting:
+            self._respond(500, "internal gateway error")
+        elif not self.gone and not self.request.finished:
+            self.request.channel.transport.abortConnection()
+
+    async def run(self) -> None:
+        front = self.front
+        sessions = front.sessions
+        request = self.request
+        source = Source.from_address("http", request.getClientAddress())
+        routed = split_request_target(request.uri)
+        if isinstance(routed, PathError):
+            # Refused paths still get their connection's error form, if the
+            # first segment names one.
+            first = request.uri.split(b"?", 1)[0].split(b"/")[1:2]
+            name = first[0].decode("ascii", "replace") if first else ""
+            connection = sessions.connections.get(name)
+            self.kubernetes = _is_kubernetes(connection, None)
+        else:
+            connection = sessions.connections.get(routed.connection)
+            self.kubernetes = _is_kubernetes(connection, routed)
+
+        token = bearer_token(request.requestHeaders.getRawHeaders(b"authorization"))
+        if token is None:
+            sessions.auth_failed(source=source, reason="no bearer token", method="token")
+            return self._unauthorized("a bearer token is required (Authorization: Bearer <token>)")
+        try:
+            identity: Identity = await sessions.authenticate_token(token, source=source)
+        except AuthenticationFailed as e:
+            return self._unauthorized(f"the bearer token was refused: {e.reason}")
+        del token
+
+        if isinstance(routed, PathError):
+            return self._respond(routed.status, routed.reason)
+        if connection is not None and connection.kind != "http":
+            return self._respond(404, f"{routed.connection!r} is not an HTTP connection")
+        method = request.method.decode("ascii", "replace")
+        info = from_routed(method, routed)
+        if isinstance(info, K8sRequestError):
+            return self._respond(info.status, info.reason)
+        raw_headers = [
+            (name, value) for name, values in request.requestHeaders.getAllRawHeaders() for value in values
+        ]
+        sanitized = sanitize_request_headers(raw_headers)
+        if isinstance(sanitized, HeaderError):
+            return self._respond(sanitized.status, sanitized.reason)
+        try:
+            session = await self._session(identity, routed.connection, source)
+        except NotPermitted as e:
+            return self._respond(403, str(e))
+        except AuditUnavailable as e:
+            return self._respond(503, str(e))
+        if self.gone:
+            return
+
+        request.content.seek(0, 2)
+        size = request.content.tell()
+        request.content.seek(0)
+        action = self._action(info, method, size, sanitized.removed)
+        try:
+            handle = await session.check(action)
+        except AuditUnavailable as e:
+            return self._respond(503, str(e))
+        except NotPermitted as e:
+            return self._respond(503, str(e))
+        self.handle = handle
+        if not handle.allowed:
+            decision = handle.decision
+            assert decision is not None
+            rule = f"rule {decision.rule!r}" if decision.rule else "no rule allows it"
+            message = f"{decision.message or 'refused by policy'} (hoopgw {rule}; nothing was forwarded)"
+            if info.is_resource:
+                what = info.resource + (f' "{info.name}"' if info.name else "")
+                message = f"{what} is forbidden: {message}"
+            return self._respond(403, message)
+        if self.gone:
+            handle.finish(Outcome(status=Status.failed, error="client went away before the request was forwarded"))
+            return
+        if _is_upgrade(request):
+            # TODO(upgrade.py): the WebSocket (v5/v4.channel.k8s.io) and
+            # SPDY/3.1 relay for exec, attach and port-forward.  Until then
+            # an allowed upgrade is answered here, decided and recorded but
+            # never half-forwarded (Agent cannot carry an upgrade).
+            message = "connection upgrades (exec, attach, port-forward) are not supported by this gateway yet"
+            handle.finish(Outcome(status=Status.failed, error=message, code="501"))
+            return self._respond(501, message)
+        await self._forward(session, handle, identity, routed, method, sanitized.headers, size)
+
+    def _unauthorized(self, message: str) -> None:
+        self._respond(401, message, headers={b"www-authenticate": b'Bearer realm="hoopgw"'})
+
+    async def _session(self, identity: Identity, name: str, source: Source) -> Session:
+        channel: Any = self.request.channel
+        cache: dict[tuple[str, str], Session] = getattr(channel, "sessions", {})
+        key = (identity.credential_sha256 or identity.subject, name)
+        session = cache.get(key)
+        if session is not None and not session.closed:
+            return session
+        user_agent = self.request.getHeader(b"user-agent")
+        client = {"user_agent": user_agent.decode("utf-8", "replace")[:200]} if user_agent else {}
+        session = await self.front.sessions.open(identity, name, source=source, client=client)
+        if self.gone or getattr(channel, "lost", True):
+            # The client connection ended while the session was opening:
+            # nobody will reuse it, and nobody else would close it.
+            session.close(status="closed")
+        else:
+            cache[key] = session
+        return session
+
+    def _action(self, info: K8sRequest, method: str, size: int, removed: Sequence[bytes]) -> Action:
+        action = info.to_action()
+        details = dict(action.details)
+        if removed:
+            # Names only: what the client tried to pass on, never the values.
+            details["removed_headers"] = [name.decode("ascii") for name in removed]
+        if method in _BODY_METHODS and size:
+            head = self.request.content.read(self.front.body_cap)
+            self.request.content.seek(0)
+            content_type = (self.request.getHeader(b"content-type") or b"").decode("ascii", "replace")
+            details["body"] = body_record(
+                head, total=size, resource=info.resource, content_type=content_type, cap=self.front.body_cap
+            )
+        return Action(action.kind, action.input, action.attributes, details)
+
+    async def _forward(
+        self,
+        session: Session,
+        handle: ActionHandle,
+        identity: Identity,
+        routed: RoutedPath,
+        method: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        size: int,
+    ) -> None:
+        request = self.request
+        upstream = self.front.upstreams[routed.connection]
+        out = Headers()
+        for name, value in headers:
+            if name.lower() not in _REFRAMED:
+                out.addRawHeader(name, value)
+        try:
+            credentials = upstream.credential_headers(identity)
+        except ValueError as e:
+            handle.finish(Outcome(status=Status.failed, error=str(e)))
+            return self._respond(400, str(e))
+        for name, value in credentials:
+            out.addRawHeader(name, value)
+        body = FileBodyProducer(request.content, cooperator=_cooperator(self.front.reactor)) if size else None
+        session.bytes_in += size
+        self.pending = upstream.agent.request(method.encode("ascii"), upstream.url(routed), out, body)
+        try:
+            response = await self.pending
+        except Exception as e:
+            if self.gone:
+                handle.finish(Outcome(status=Status.failed, error="client went away", bytes_in=size))
+                return
+            error = _describe(e)
+            handle.finish(Outcome(status=Status.failed, error=f"upstream unreachable: {error}", bytes_in=size))
+            return self._respond(502, f"the gateway could not reach the upstream of {routed.connection!r}: {error}")
+        finally:
+            self.pending = None
+
+        code: int = response.code
+        if self.gone:
+            response.deliverBody(_Discard())
+            handle.finish(Outcome(status=Status.failed, error="client went away", code=str(code), bytes_in=size))
+            return
+        request.setResponseCode(code, response.phrase)
+        request.responseHeaders.removeHeader(b"content-type")
+        for name, values in response_headers(list(response.headers.getAllRawHeaders())):
+            request.responseHeaders.setRawHeaders(name, values)
+        relay = _Relay(request, _ERROR_BODY_CAP if code >= 400 else 0)
+        self.relay = relay
+        response.deliverBody(relay)
+        await relay.done
+        reason = relay.reason
+        assert reason is not None
+        session.bytes_out += relay.size
+        complete = reason.check(ResponseDone, PotentialDataLoss) is not None
+        if not complete and not self.gone:
+            # The body was cut off upstream: say so by closing, not by a
+            # clean end that would make a truncated body look whole.
+            request.channel.transport.loseConnection()
+        elif not self.gone:
+            request.finish()
+        problem: str | None = None
+        if self.gone and not complete:
+            problem = "client went away"
+        elif not complete:
+            problem = f"upstream response cut off: {_describe(reason.value)}"
+        elif code >= 400:
+            problem = _upstream_message(bytes(relay.head)) or f"HTTP {code}"
+        status = Status.succeeded if code < 400 and problem is None else Status.failed
+        handle.finish(
+            Outcome(status=status, error=problem, code=str(code), bytes_in=size, bytes_out=relay.size)
+        )
+
+
+class _Discard(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()
+
+
+def _describe(error: BaseException) -> str:
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return "; ".join(f.getErrorMessage() for f in reasons)
+    return str(error) or type(error).__name__
+
+
+def _cooperator(reactor: Any) -> Any:
+    from twisted.internet.task import Cooperator
+
+    return Cooperator(scheduler=lambda work: reactor.callLater(0, work))
+
+
+def _is_kubernetes(connection: Connection | None, routed: RoutedPath | None) -> bool:
+    """Whether errors take the Kubernetes C{Status} form (see the module docstring)."""
+    if connection is not None and isinstance(connection.settings, HTTPSettings) and connection.settings.impersonate:
+        return True
+    if connection is not None and routed is not None and routed.segments[:1] and routed.segments[0] in API_PREFIXES:
+        return True
+    if connection is not None:
+        return False
+    # Unknown connections get the Kubernetes form too: kubectl is the client
+    # most likely to be pointed at a wrong name, and prints its message.
+    return connection is None
+
+
+def _is_upgrade(request: server.Request) -> bool:
+    for value in request.requestHeaders.getRawHeaders(b"connection") or ():
+        if any(o.strip().lower() == b"upgrade" for o in value.split(b",")):
+            return True
+    return request.requestHeaders.hasHeader(b"upgrade")
+
+
+def make_front_end(context: Any) -> TLSMemoryBIOFactory:
+    """The L{hoopgw.gateway.FRONT_ENDS} builder for the C{http} listener."""
+    from hoopgw.tls import server_options
+
+    front = HTTPFrontEnd(sessions=context.sessions, reactor=context.reactor)
+    # curl and kubectl offer h2 and http/1.1 over ALPN; this is an HTTP/1.1
+    # server, and Twisted fails a handshake that has no protocol in common.
+    return front.factory(server_options(context.tls_cert, context.tls_key, alpn=(b"http/1.1",)))

@@ -1,0 +1,603 @@
+"""
+The HTTP front end with real clients: curl against a small twisted.web
+upstream of the test's own (what it received is recorded, so tests assert
+on what crossed the gateway), and the real kubectl against the fake
+Kubernetes API server (tests/integration/_fake_k8s.py).
+
+The gateway runs in this process, on the test's reactor; so do both
+upstreams.  curl and kubectl are spawned, never blocking the reactor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IPullProducer
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web import resource, server
+from zope.interface import implementer
+
+from hoopgw.audit.search import search
+from hoopgw.config import loads
+from hoopgw.gateway import Gateway, shipped_policies
+from tests.integration._fake_k8s import (
+    FakeKubernetes,
+    make_test_ca,
+    run_kubectl,
+    spawn_kubectl,
+    start_fake_k8s,
+    write_kubeconfig,
+)
+from tests.integration._process import PACKAGE_ROOT, run
+from tests.integration.test_postgres_clients import wait_until
+
+CURL = shutil.which("curl")
+
+
+def require_curl() -> str:
+    if CURL is None:
+        if os.environ.get("CI") == "true":
+            raise AssertionError("curl is missing under CI")
+        raise SkipTest("curl is not installed")
+    return CURL
+
+
+def vm_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+# -- the test's own upstream -------------------------------------------------------
+
+
+@attrs.frozen
+class Seen:
+    method: str
+    uri: str
+    headers: dict[str, list[str]]
+    size: int
+    sha256: str
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+
+_CHUNK = b"x" * 65536
+
+
+@implementer(IPullProducer)
+class _Bytes:
+    """C{size} bytes, written only as fast as the gateway reads them."""
+
+    def __init__(self, request: server.Request, size: int) -> None:
+        self.request = request
+        self.left = size
+
+    def resumeProducing(self) -> None:
+        n = min(len(_CHUNK), self.left)
+        self.left -= n
+        self.request.write(_CHUNK[:n])
+        if not self.left:
+            self.request.unregisterProducer()
+            self.request.finish()
+
+    def stopProducing(self) -> None:
+        self.left = 0
+
+
+class _Upstream(resource.Resource):
+    """
+    C{/base/big?size=N}: N bytes; C{/base/fail}: a 500 with a Status body;
+    anything else: the request as JSON.  Every request is recorded.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Seen] = []
+
+    def render(self, request: server.Request) -> Any:
+        request.content.seek(0)
+        digest = hashlib.sha256()
+        size = 0
+        while chunk := request.content.read(65536):
+            digest.update(chunk)
+            size += len(chunk)
+        headers = {
+            name.decode().lower(): [v.decode() for v in values]
+            for name, values in request.requestHeaders.getAllRawHeaders()
+        }
+        seen = Seen(request.method.decode(), request.uri.decode(), headers, size, digest.hexdigest())
+        self.seen.append(seen)
+        request.setHeader(b"content-type", b"application/json")
+        if request.path == b"/base/big":
+            n = int(request.args[b"size"][0])
+            request.setHeader(b"content-type", b"application/octet-stream")
+            request.setHeader(b"content-length", b"%d" % n)
+            request.registerProducer(_Bytes(request, n), False)
+            return server.NOT_DONE_YET
+        if request.path == b"/base/fail":
+            request.setResponseCode(500)
+            return json.dumps({"kind": "Status", "message": "the upstream broke"}).encode()
+        return json.dumps(attrs.asdict(seen)).encode()
+
+
+def start_upstream(testcase: TestCase) -> tuple[_Upstream, int, bytes]:
+    """The test upstream on TLS (a throwaway CA); returns it, its port and the CA PEM."""
+    ca = make_test_ca()
+    upstream = _Upstream()
+    site = server.Site(upstream)
+    port = reactor.listenTCP(0, TLSMemoryBIOFactory(ca.server_options(), False, site), interface="127.0.0.1")
+    testcase.addCleanup(port.stopListening)
+    return upstream, port.getHost().port, ca.ca_cert_pem
+
+
+# -- the fixture ------------------------------------------------------------------
+
+
+class _GatewayCase(TestCase):
+    timeout = 120
+
+    def start(self, fake: FakeKubernetes) -> None:
+        self.base = Path(self.mktemp()).resolve()
+        self.base.mkdir(parents=True)
+        self.fake = fake
+        self.upstream, web_port, web_ca = start_upstream(self)
+        (self.base / "web-ca.pem").write_bytes(web_ca)
+        (self.base / "k8s-ca.pem").write_bytes(fake.ca.ca_cert_pem)
+        (self.base / "k8s-token").write_text(fake.token + "\n")
+        policies = self.base / "policies"
+        policies.mkdir()
+        shutil.copy(shipped_policies() / "default.toml", policies / "default.toml")
+        (policies / "exec.toml").write_text(
+            '[[rule]]\nname = "no-exec-in-tests"\neffect = "deny"\nk8s.subresources = ["exec"]\n'
+            'message = "exec is not allowed here"\n'
+        )
+        os.environ["HOOPGW_TEST_WEB_TOKEN"] = "upstream-web-token"
+        self.config_text = f"""
+[gateway]
+data_dir = "data"
+policies = "policies"
+[listen]
+postgres = false
+ssh = false
+http = "tcp:0:interface=127.0.0.1"
+api = false
+[[connections]]
+name = "k8s"
+kind = "http"
+upstream = "{fake.url}"
+token_file = "k8s-token"
+ca_file = "k8s-ca.pem"
+impersonate = true
+[[connections]]
+name = "web"
+kind = "http"
+upstream = "https://localhost:{web_port}/base"
+token_env = "HOOPGW_TEST_WEB_TOKEN"
+ca_file = "web-ca.pem"
+[[connections]]
+name = "wrongca"
+kind = "http"
+upstream = "https://127.0.0.1:{web_port}/base"
+ca_file = "k8s-ca.pem"
+"""
+        (self.base / "hoopgw.toml").write_text(self.config_text)
+        config = loads(self.config_text, source=self.base / "hoopgw.toml", base_dir=self.base)
+        self.gateway = Gateway(config, reactor=reactor)
+        self.gateway.startService()
+        self.addCleanup(self.gateway.stopService)
+        self.port = self.gateway.listeners["http"].port.getHost().port
+        self.token = self.gateway.identity.dev_issuer.issue("alice", ("dev",), 600)
+        front = self.gateway.listeners["http"].factory.front
+        self.addCleanup(front.close)
+
+    def url(self, path: str) -> str:
+        return f"https://127.0.0.1:{self.port}{path}"
+
+    @inlineCallbacks
+    def curl(self, path: str, *args: str, token: str | None = ..., keep_body: bool = True) -> Any:  # type: ignore[assignment]
+        """
+        Fires with (status, headers (lower-case name -> value), body bytes),
+        or with the body's size instead of the body if not C{keep_body}.
+        """
+        curl = require_curl()
+        out = Path(self.mktemp())
+        head = Path(self.mktemp())
+        token = self.token if token is ... else token
+        auth = ["-H", f"Authorization: Bearer {token}"] if token is not None else []
+        argv = [curl, "-sS", "--cacert", str(self.gateway.tls_cert), "-D", str(head), *auth, *args]
+        if keep_body:
+            argv += ["-o", str(out), self.url(path)]
+        else:
+            argv += ["-o", "/dev/null", "-w", "%{size_download}", self.url(path)]
+        code, output = yield run(argv)
+        if code != 0:
+            raise AssertionError(f"curl failed ({code}): {output.decode(errors='replace')}")
+        blocks = head.read_bytes().decode().strip().split("\r\n\r\n")
+        lines = blocks[-1].split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return status, headers, out.read_bytes() if keep_body else int(output)
+
+    def records(self, event: str) -> list[dict[str, Any]]:
+        return list(search(self.base / "data" / "audit", event=event))
+
+    def actions(self) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        ends = {r["action"]["id"]: r for r in self.records("action.end")}
+        return [(s, ends.get(s["action"]["id"])) for s in self.records("action.start")]
+
+    def audit_text(self) -> str:
+        return "".join(p.read_text() for p in sorted((self.base / "data" / "audit").rglob("*")) if p.is_file()
+                       and p.suffix in (".jsonl", ".log", ""))
+
+
+class CurlTests(_GatewayCase):
+    def setUp(self) -> None:
+        require_curl()
+        fake = FakeKubernetes().listen()
+        self.addCleanup(fake.stop)
+        self.start(fake)
+
+    @inlineCallbacks
+    def test_get_forwards_path_query_and_the_connections_own_credential(self):
+        """
+        A GET reaches the upstream at its path prefix with the canonical
+        path and the query byte for byte, the connection's token instead of
+        the client's, the upstream's Host, and without the client's
+        impersonation or forwarding claims; the action is recorded with the
+        names of the headers removed and its outcome.
+        """
+        status, headers, body = yield self.curl(
+            "/web/things/a%20b?x=1&y=%2F&x=2",
+            "-H", "Impersonate-User: root", "-H", "X-Forwarded-For: 10.0.0.1", "-H", "X-Custom: kept",
+        )
+        self.assertEqual(status, 200, body)
+        [seen] = self.upstream.seen
+        self.assertEqual(seen.uri, "/base/things/a%20b?x=1&y=%2F&x=2")
+        self.assertEqual(seen.header("authorization"), "Bearer upstream-web-token")
+        self.assertNotIn(self.token, json.dumps(seen.headers))
+        self.assertIsNone(seen.header("impersonate-user"))
+        self.assertIsNone(seen.header("x-forwarded-for"))
+        self.assertEqual(seen.header("x-custom"), "kept")
+        self.assertEqual(seen.header("host"), f"localhost:{self.upstream_port()}")
+        self.assertEqual(headers["content-type"], "application/json")
+        [(start, end)] = self.actions()
+        self.assertEqual(start["action"]["kind"], "http.request")
+        self.assertEqual(start["action"]["input"], "GET /things/a%20b?x=1&y=%2F&x=2")
+        self.assertEqual(start["action"]["details"]["removed_headers"], ["authorization", "impersonate-user", "x-forwarded-for"])
+        self.assertEqual(end["outcome"]["status"], "succeeded")
+        self.assertEqual(end["outcome"]["code"], "200")
+        self.assertEqual(end["outcome"]["bytes_out"], len(body))
+        self.assertNotIn(self.token, self.audit_text())
+
+    def upstream_port(self) -> int:
+        return int(self.config_text.split("https://localhost:")[1].split("/")[0])
+
+    @inlineCallbacks
+    def test_kubernetes_connection_impersonates_the_identity(self):
+        """
+        On a connection with impersonate = true, the API server receives the
+        connection's token and Impersonate-User/Group naming the identity,
+        and the request is decided as k8s.list on pods in default.
+        """
+        self.fake.add_pod("web")
+        status, _, body = yield self.curl("/k8s/api/v1/namespaces/default/pods", "-H", "Impersonate-Group: system:masters")
+        self.assertEqual(status, 200, body)
+        self.assertEqual([p["metadata"]["name"] for p in json.loads(body)["items"]], ["web"])
+        request = self.fake.requests[-1]
+        self.assertEqual(request.bearer_token, self.fake.token)
+        self.assertEqual(request.impersonate_user, "alice")
+        self.assertEqual(request.impersonate_groups, ["dev"])
+        [(start, end)] = self.actions()
+        self.assertEqual(start["action"]["kind"], "k8s.list")
+        self.assertEqual(start["action"]["attributes"]["k8s.namespaces"], ["default"])
+        self.assertEqual(end["outcome"]["status"], "succeeded")
+
+    @inlineCallbacks
+    def test_missing_or_bad_token_is_401_and_nothing_is_forwarded(self):
+        """
+        Without a token, or with one the gateway did not issue, the answer
+        is 401 with WWW-Authenticate: Bearer and a Status; both attempts are
+        audited as auth.failed and the upstream sees nothing.
+        """
+        for token in (None, "not-a-token"):
+            status, headers, body = yield self.curl("/k8s/api/v1/namespaces", token=token)
+            self.assertEqual(status, 401)
+            self.assertTrue(headers["www-authenticate"].startswith("Bearer"))
+            document = json.loads(body)
+            self.assertEqual((document["kind"], document["reason"], document["code"]), ("Status", "Unauthorized", 401))
+        self.assertEqual(self.fake.requests, [])
+        self.assertEqual(len(self.records("auth.failed")), 2)
+        self.assertNotIn("not-a-token", self.audit_text())
+
+    @inlineCallbacks
+    def test_path_smuggling(self):
+        """
+        An encoded slash and a dot-segment are refused with 400; an encoded
+        letter (%65xec) is decided as exec and refused by the exec rule, and
+        the API server never sees any of them.
+        """
+        status, _, body = yield self.curl("/k8s/api/v1/namespaces/default/pods/web%2F..%2Fx")
+        self.assertEqual(status, 400, body)
+        status, _, body = yield self.curl("/k8s/api/v1/namespaces/default/pods/../secrets", "--path-as-is")
+        self.assertEqual(status, 400, body)
+        self.assertIn("dot-segments", json.loads(body)["message"])
+        status, _, body = yield self.curl("/k8s/api/v1/namespaces/default/pods/web/%65xec?command=id", "-X", "POST")
+        self.assertEqual(status, 403, body)
+        self.assertIn("no-exec-in-tests", json.loads(body)["message"])
+        self.assertEqual(self.fake.requests, [])
+        [(start, end)] = self.actions()
+        self.assertEqual(start["action"]["kind"], "k8s.exec")
+        self.assertEqual(end["outcome"]["status"], "blocked")
+
+    @inlineCallbacks
+    def test_denied_request_is_403_status_naming_the_rule(self):
+        """
+        DELETE of a namespace is refused by the default policy: 403 with a
+        Kubernetes Status naming the rule, the action blocked, nothing sent.
+        """
+        status, _, body = yield self.curl("/k8s/api/v1/namespaces/x", "-X", "DELETE")
+        self.assertEqual(status, 403)
+        document = json.loads(body)
+        self.assertEqual(
+            {k: document[k] for k in ("kind", "apiVersion", "status", "reason", "code")},
+            {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403},
+        )
+        self.assertIn("no-namespace-delete", document["message"])
+        self.assertEqual(self.fake.requests, [])
+        [(start, end)] = self.actions()
+        self.assertEqual((start["action"]["kind"], start["decision"]["effect"]), ("k8s.delete", "deny"))
+        self.assertEqual(end["outcome"]["status"], "blocked")
+
+    @inlineCallbacks
+    def test_generic_connection_errors_are_plain_json(self):
+        """A generic connection's errors are {"error": ...}, and an upstream 500's message is its outcome."""
+        status, _, body = yield self.curl("/web/a%2Fb")
+        self.assertEqual((status, set(json.loads(body))), (400, {"error"}))
+        status, _, body = yield self.curl("/web/fail")
+        self.assertEqual(status, 500)
+        [(_, end)] = self.actions()
+        self.assertEqual(
+            (end["outcome"]["status"], end["outcome"]["code"], end["outcome"]["error"]),
+            ("failed", "500", "the upstream broke"),
+        )
+
+    @inlineCallbacks
+    def test_upstream_certificate_is_verified(self):
+        """An upstream whose certificate the configured CA did not sign: 502, outcome failed."""
+        status, _, body = yield self.curl("/wrongca/anything")
+        self.assertEqual(status, 502, body)
+        self.assertEqual(self.upstream.seen, [])
+        [(_, end)] = self.actions()
+        self.assertEqual(end["outcome"]["status"], "failed")
+        self.assertIn("upstream unreachable", end["outcome"]["error"])
+
+    @inlineCallbacks
+    def test_large_response_streams_with_flat_memory(self):
+        """
+        A 100 MB response reaches curl whole, and the gateway (this process,
+        upstream included) grows its peak RSS by a few MB only: the body is
+        relayed as it arrives, never buffered.
+        """
+        clear_refs = Path("/proc/self/clear_refs")
+        if not clear_refs.exists():
+            raise SkipTest("needs /proc/self/clear_refs to reset the peak RSS")
+        yield self.curl("/web/warm-up")
+        size = 100 * 1024 * 1024
+        clear_refs.write_text("5")
+        before = vm_kb("VmRSS")
+        status, _, received = yield self.curl(f"/web/big?size={size}", keep_body=False)
+        growth_mb = (vm_kb("VmHWM") - before) / 1024
+        self.assertEqual((status, received), (200, size))
+        self.assertLess(growth_mb, 16, f"the gateway's peak RSS grew by {growth_mb:.1f} MB")
+        end = self.actions()[-1][1]
+        self.assertEqual((end["outcome"]["status"], end["outcome"]["bytes_out"]), ("succeeded", size))
+
+    @inlineCallbacks
+    def test_chunked_upload(self):
+        """A chunked 5 MB upload reaches the upstream byte for byte, with a Content-Length."""
+        data = os.urandom(5 * 1024 * 1024)
+        path = Path(self.mktemp())
+        path.write_bytes(data)
+        status, _, body = yield self.curl(
+            "/web/upload", "-X", "POST", "-T", str(path), "-H", "Transfer-Encoding: chunked",
+            "-H", "Content-Type: application/octet-stream",
+        )
+        self.assertEqual(status, 200, body)
+        [seen] = self.upstream.seen
+        self.assertEqual((seen.size, seen.sha256), (len(data), hashlib.sha256(data).hexdigest()))
+        self.assertEqual(seen.header("content-length"), str(len(data)))
+        self.assertIsNone(seen.header("transfer-encoding"))
+        [(start, end)] = self.actions()
+        self.assertEqual(start["action"]["details"]["body"], {"size": len(data), "omitted": "not JSON or UTF-8 text"})
+        self.assertEqual(end["outcome"]["bytes_in"], len(data))
+
+    @inlineCallbacks
+    def test_secret_values_are_masked_in_the_audit_trail(self):
+        """
+        A Secret created through the gateway reaches the API server as sent,
+        but its data and stringData values are "<masked>" in the audit
+        record, and appear nowhere in the audit files.
+        """
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db"},
+            "data": {"password": "aHVudGVyMi1zZWNyZXQ="},
+            "stringData": {"token": "plain-text-secret-value"},
+        }
+        status, _, body = yield self.curl(
+            "/k8s/api/v1/namespaces/default/secrets", "-X", "POST", "-H", "Content-Type: application/json",
+            "--data-binary", json.dumps(secret),
+        )
+        self.assertEqual(status, 201, body)
+        [(start, end)] = self.actions()
+        recorded = start["action"]["details"]["body"]["json"]
+        self.assertEqual(recorded["data"], {"password": "<masked>"})
+        self.assertEqual(recorded["stringData"], {"token": "<masked>"})
+        text = self.audit_text()
+        self.assertNotIn("aHVudGVyMi1zZWNyZXQ=", text)
+        self.assertNotIn("plain-text-secret-value", text)
+
+    @inlineCallbacks
+    def test_one_session_per_client_connection(self):
+        """
+        Two requests on one curl connection are one session with two
+        actions; the session ends when the connection closes.
+        """
+        auth = f"Authorization: Bearer {self.token}"
+        code, output = yield run([
+            require_curl(), "-sS", "--cacert", str(self.gateway.tls_cert), "-H", auth, "-o", "/dev/null",
+            self.url("/web/one"), "--next", "--cacert", str(self.gateway.tls_cert), "-H", auth, "-o", "/dev/null",
+            self.url("/web/two"),
+        ])
+        self.assertEqual(code, 0, output)
+        [start] = self.records("session.start")
+        self.assertEqual([a["session"] for a, _ in self.actions()], [start["session"]] * 2)
+        yield self.gateway.sessions.close_all("test")  # nothing left open
+        [end] = self.records("session.end")
+        self.assertEqual(end["session"], start["session"])
+
+
+# -- kubectl -------------------------------------------------------------------------
+
+
+class KubectlTests(_GatewayCase):
+    timeout = 180
+
+    def setUp(self) -> None:
+        fake = start_fake_k8s(self)
+        self.start(fake)
+        self.kubeconfig = write_kubeconfig(
+            self.base / "kubeconfig", server=self.url("/k8s"), ca_pem=self.gateway.tls_cert.read_bytes(),
+            token=self.token,
+        )
+
+    @inlineCallbacks
+    def test_get_pods(self):
+        """kubectl get pods lists the pod; the API server saw the gateway's token and alice impersonated."""
+        self.fake.add_pod("web")
+        code, out, err = yield run_kubectl(self.kubeconfig, "get", "pods")
+        self.assertEqual(code, 0, err)
+        self.assertIn("web", out)
+        self.assertTrue(self.fake.requests)
+        for request in self.fake.requests:
+            self.assertEqual((request.bearer_token, request.impersonate_user), (self.fake.token, "alice"))
+        kinds = {start["action"]["kind"] for start, _ in self.actions()}
+        self.assertIn("k8s.list", kinds)
+
+    @inlineCallbacks
+    def test_apply(self):
+        """kubectl apply -f creates the pod through the gateway; the create is audited with its body."""
+        manifest = self.base / "pod.json"
+        manifest.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "applied"},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+        }))
+        code, out, err = yield run_kubectl(self.kubeconfig, "apply", "-f", str(manifest))
+        self.assertEqual(code, 0, err)
+        self.assertIn("pod/applied created", out)
+        self.assertEqual(self.fake.get("pods", "applied")["metadata"]["name"], "applied")
+        [create] = [s for s, _ in self.actions() if s["action"]["kind"] == "k8s.create"]
+        self.assertEqual(create["action"]["details"]["body"]["json"]["metadata"]["name"], "applied")
+
+    @inlineCallbacks
+    def test_delete_namespace_is_denied(self):
+        """kubectl delete namespace prints the gateway's refusal naming the rule; the namespace stays."""
+        self.fake.create("namespaces", {"metadata": {"name": "x"}})
+        code, out, err = yield run_kubectl(self.kubeconfig, "delete", "namespace", "x")
+        self.assertNotEqual(code, 0)
+        self.assertIn("Forbidden", err)
+        self.assertIn("no-namespace-delete", err)
+        self.assertEqual(self.fake.get("namespaces", "x")["metadata"]["name"], "x")
+
+    @inlineCallbacks
+    def test_logs_follow_streams(self):
+        """kubectl logs -f prints lines as the API server sends them, and ends when the log does."""
+        self.fake.add_pod("web")
+        proc = spawn_kubectl(self.kubeconfig, "logs", "-f", "web")
+        yield self.fake.wait_for_request(lambda r: r.path.endswith("/log"))
+        self.fake.push_log("web", "first line\n")
+        yield proc.wait_for("first line")
+        self.fake.push_log("web", "second line\n")
+        yield proc.wait_for("second line")
+        self.fake.end_logs("web")
+        code, out, err = yield proc.ended
+        self.assertEqual(code, 0, err)
+        [(start, end)] = [a for a in self.actions() if a[0]["action"]["kind"] == "k8s.log"]
+        self.assertEqual(end["outcome"]["status"], "succeeded")
+
+    @inlineCallbacks
+    def test_get_watch_streams(self):
+        """kubectl get -w shows a pod created after the watch started."""
+        self.fake.add_pod("first")
+        proc = spawn_kubectl(self.kubeconfig, "get", "pods", "-w")
+        self.addCleanup(proc.kill)
+        yield proc.wait_for("first")
+        yield self.fake.wait_for_request(lambda r: r.query.get("watch") in (["1"], ["true"]))
+        self.fake.add_pod("second")
+        yield proc.wait_for("second")
+        yield proc.kill()
+        yield wait_until(lambda: self.records("session.end"), "the watch's session to end")
+        [(_, end)] = [a for a in self.actions() if a[0]["action"]["kind"] == "k8s.watch"]
+        self.assertEqual(end["outcome"]["error"], "client went away")
+        # The watch's outcome is in the trail before its session's end.
+        events = [(r["event"], r.get("action", {}).get("kind")) for r in search(self.base / "data" / "audit")]
+        self.assertLess(events.index(("action.end", "k8s.watch")), events.index(("session.end", None)))
+
+    @inlineCallbacks
+    def test_exec_credential_plugin(self):
+        """
+        A kubeconfig whose user runs `hoopgw token exec-credential` gets a
+        token from the dev issuer and lists pods as that subject.
+        """
+        self.fake.add_pod("web")
+        kubeconfig = write_kubeconfig(
+            self.base / "kubeconfig-exec", server=self.url("/k8s"), ca_pem=self.gateway.tls_cert.read_bytes(),
+            exec_credential={
+                "command": sys.executable,
+                "args": ["-c", "import sys; from hoopgw.cli import main; sys.exit(main())",
+                         "--config", str(self.base / "hoopgw.toml"),
+                         "token", "exec-credential", "--sub", "bob", "--group", "ops"],
+                "env": [{"name": "PYTHONPATH", "value": PACKAGE_ROOT}],
+            },
+        )
+        code, out, err = yield run_kubectl(kubeconfig, "get", "pods")
+        self.assertEqual(code, 0, err)
+        self.assertIn("web", out)
+        self.assertEqual(self.fake.requests[-1].impersonate_user, "bob")
+        self.assertEqual(self.fake.requests[-1].impersonate_groups, ["ops"])
+
+    @inlineCallbacks
+    def test_exec_is_decided_before_anything_is_sent(self):
+        """
+        kubectl exec is decided as k8s.exec before the upgrade reaches the
+        API server: refused by the test's exec rule, kubectl prints the
+        rule's message and the API server sees no exec request.
+        """
+        self.fake.add_pod("web")
+        code, out, err = yield run_kubectl(self.kubeconfig, "exec", "web", "--", "echo", "hi")
+        self.assertNotEqual(code, 0)
+        self.assertIn("no-exec-in-tests", err)
+        self.assertFalse([r for r in self.fake.requests if r.path.endswith("/exec")])
+        blocked = [s for s, _ in self.actions() if s["action"]["kind"] == "k8s.exec"]
+        self.assertTrue(blocked)
+        self.assertEqual({s["action"]["input"] for s in blocked}, {"echo hi"})

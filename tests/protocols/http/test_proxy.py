@@ -1,0 +1,190 @@
+"""
+Unit tests of the HTTP front end's pure parts: error bodies, response
+header filtering, bearer token parsing, what the audit trail keeps of a
+request body (Secret masking), the upstream's credentials and TLS policy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from twisted.internet import ssl
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from hoopgw.config import HTTPSettings, SecretRef
+from hoopgw.model import Connection, Identity
+from hoopgw.protocols.http.bodies import MASK, body_record, mask_secrets
+from hoopgw.protocols.http.paths import split_request_target
+from hoopgw.protocols.http.proxy import (
+    Upstream,
+    UpstreamTLSPolicy,
+    bearer_token,
+    error_body,
+    response_headers,
+)
+from tests.integration._fake_k8s import make_test_ca
+
+
+class ErrorBodyTests(SynchronousTestCase):
+    def test_kubernetes_status(self):
+        """A Kubernetes connection's refusal is a v1 Status that kubectl prints."""
+        document = json.loads(error_body(403, "pods is forbidden: no (rule 'x')", kubernetes=True))
+        self.assertEqual(
+            document,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": "pods is forbidden: no (rule 'x')",
+                "reason": "Forbidden",
+                "code": 403,
+            },
+        )
+
+    def test_generic(self):
+        """A generic connection's error is {"error": message}."""
+        self.assertEqual(json.loads(error_body(400, "bad", kubernetes=False)), {"error": "bad"})
+
+
+class ResponseHeaderTests(SynchronousTestCase):
+    def test_hop_by_hop_and_nominated_removed(self):
+        """Hop-by-hop headers and those the Connection header names do not reach the client."""
+        raw = [
+            (b"Content-Type", [b"application/json"]),
+            (b"Connection", [b"keep-alive, X-Private"]),
+            (b"Keep-Alive", [b"timeout=5"]),
+            (b"Transfer-Encoding", [b"chunked"]),
+            (b"X-Private", [b"1"]),
+            (b"Audit-Id", [b"abc"]),
+        ]
+        self.assertEqual(
+            response_headers(raw), [(b"Content-Type", [b"application/json"]), (b"Audit-Id", [b"abc"])]
+        )
+
+
+class BearerTokenTests(SynchronousTestCase):
+    def test_forms(self):
+        """One Bearer header, any case of the scheme; anything else is no token."""
+        self.assertEqual(bearer_token([b"Bearer abc.def"]), "abc.def")
+        self.assertEqual(bearer_token([b"bearer abc"]), "abc")
+        self.assertIsNone(bearer_token(None))
+        self.assertIsNone(bearer_token([b"Basic YWxpY2U6cHc="]))
+        self.assertIsNone(bearer_token([b"Bearer a", b"Bearer b"]))
+        self.assertIsNone(bearer_token([b"Bearer "]))
+
+
+class BodyRecordTests(SynchronousTestCase):
+    def test_secret_values_masked(self):
+        """A Secret's data and stringData values are masked, its keys kept."""
+        body = json.dumps({
+            "kind": "Secret",
+            "metadata": {"name": "db"},
+            "data": {"password": "c2VjcmV0"},
+            "stringData": {"token": "clear"},
+        }).encode()
+        record = body_record(body, total=len(body), resource="secrets")
+        self.assertEqual(record["json"]["data"], {"password": MASK})
+        self.assertEqual(record["json"]["stringData"], {"token": MASK})
+        self.assertNotIn("c2VjcmV0", json.dumps(record))
+
+    def test_last_applied_annotation_masked(self):
+        """kubectl apply's copy of the object in the annotation is masked too."""
+        applied = json.dumps({"kind": "Secret", "data": {"k": "dmFsdWU="}})
+        document = {
+            "kind": "Secret",
+            "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": applied}},
+            "data": {"k": "dmFsdWU="},
+        }
+        masked = mask_secrets(document)
+        self.assertNotIn("dmFsdWU=", json.dumps(masked))
+
+    def test_patch_to_secret_masked(self):
+        """A merge patch or JSON patch to the secrets resource has no kind, and is masked all the same."""
+        self.assertEqual(mask_secrets({"data": {"k": "v"}}, secret_resource=True), {"data": {"k": MASK}})
+        self.assertEqual(
+            mask_secrets([{"op": "add", "path": "/data/k", "value": "v"}], secret_resource=True),
+            [{"op": "add", "path": "/data/k", "value": MASK}],
+        )
+
+    def test_secret_list_items_masked(self):
+        """Secrets inside a List are masked."""
+        masked = mask_secrets({"kind": "List", "items": [{"kind": "Secret", "data": {"k": "v"}}]})
+        self.assertEqual(masked["items"][0]["data"], {"k": MASK})
+
+    def test_unparseable_secret_omitted(self):
+        """A Secret as YAML, or cut at the cap, cannot be masked: only its size is kept."""
+        body = b"kind: Secret\ndata:\n  k: dmFsdWU=\n"
+        self.assertEqual(
+            set(body_record(body, total=len(body))), {"size", "sha256", "omitted"}
+        )
+        big = json.dumps({"kind": "ConfigMap", "data": {"k": "x" * 100}}).encode()
+        record = body_record(big, total=len(big), resource="secrets", cap=50)
+        self.assertEqual(set(record), {"size", "omitted"})
+
+    def test_other_text_truncated(self):
+        """Other text over the cap is kept up to the cap and marked truncated."""
+        body = b"a" * 100
+        self.assertEqual(
+            body_record(body, total=100, cap=10), {"size": 100, "text": "a" * 10, "truncated": True}
+        )
+
+    def test_binary_omitted(self):
+        """A binary body (protobuf) is not kept."""
+        record = body_record(b"k8s\x00\xff\xfe", total=6)
+        self.assertEqual(record["omitted"], "not JSON or UTF-8 text")
+
+
+def _connection(tmp: Path, **settings: object) -> Connection:
+    return Connection(
+        name="k8s", kind="http", target="https://127.0.0.1:6443",
+        settings=HTTPSettings(upstream="https://127.0.0.1:6443/prefix/", **settings),  # type: ignore[arg-type]
+    )
+
+
+class UpstreamTests(SynchronousTestCase):
+    def test_credentials_and_impersonation(self):
+        """The connection's token and, with impersonate, the identity's user and groups."""
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        (tmp / "token").write_text("sa-token\n")
+        upstream = Upstream.from_connection(
+            _connection(tmp, token=SecretRef(file=tmp / "token"), impersonate=True), MemoryReactorClock()
+        )
+        identity = Identity(issuer="dev", subject="alice", groups=("dev", "ops"))
+        self.assertEqual(
+            upstream.credential_headers(identity),
+            [
+                (b"Authorization", b"Bearer sa-token"),
+                (b"Impersonate-User", b"alice"),
+                (b"Impersonate-Group", b"dev"),
+                (b"Impersonate-Group", b"ops"),
+            ],
+        )
+        self.assertNotIn("sa-token", repr(upstream))
+
+    def test_url_keeps_prefix_and_canonical_target(self):
+        """The forwarded URL is the upstream's base, then the canonical path and query."""
+        upstream = Upstream.from_connection(_connection(Path(".")), MemoryReactorClock())
+        routed = split_request_target(b"/k8s/api/v1/pods?watch=1")
+        self.assertEqual(upstream.url(routed), b"https://127.0.0.1:6443/prefix/api/v1/pods?watch=1")  # type: ignore[arg-type]
+
+
+class TLSPolicyTests(SynchronousTestCase):
+    def test_verified_by_default(self):
+        """Without insecure, the creator verifies the peer against the CA file with a hostname check."""
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        (tmp / "ca.pem").write_bytes(make_test_ca().ca_cert_pem)
+        policy = UpstreamTLSPolicy(HTTPSettings(upstream="https://x", ca_file=tmp / "ca.pem"))
+        creator = policy.creatorForNetloc(b"127.0.0.1", 6443)
+        self.assertEqual(type(creator).__name__, "ClientTLSOptions")
+
+    def test_insecure_only_by_choice(self):
+        """insecure = true gives options that do not verify."""
+        policy = UpstreamTLSPolicy(HTTPSettings(upstream="https://x", insecure=True))
+        creator = policy.creatorForNetloc(b"127.0.0.1", 6443)
+        self.assertIsInstance(creator, ssl.CertificateOptions)
+        self.assertFalse(creator.verify)

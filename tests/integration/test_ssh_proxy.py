@@ -133,9 +133,39 @@ class SSHProxyTests(SSHGatewayCase):
         self.assertTrue((victim / "file").exists())
         yield self.watch.wait("session.end")
         [(start, end)] = self.actions("ssh.exec")
-        self.assertEqual(start["action"]["attributes"]["ssh.commands"], [f"rm -rf {victim}"])
+        self.assertEqual(start["action"]["attributes"]["ssh.commands"], [f"rm -rf {victim}", f"rm -f -r {victim}"])
         self.assertEqual(start["decision"], {"effect": "deny", "rule": "no-rm-rf", "message": start["decision"]["message"]})
         self.assertEqual(end["outcome"]["status"], "blocked")
+
+    @inlineCallbacks
+    def test_denied_rm_evasions(self):
+        """
+        The default policy's C{no-rm-rf} also holds when the removal hides
+        behind a newline, C{sh -c}, a substitution, an assignment, a shell
+        keyword, C{env}/C{command} or a full path: the real shell on the
+        target never runs it.
+        """
+        victim = self.base / "victim"
+        victim.mkdir()
+        (victim / "file").write_text("keep me")
+        evasions = [
+            f"true\nrm -rf {victim}",
+            f"sh -c 'rm -rf {victim}'",
+            f"echo $(rm -rf {victim})",
+            f"echo `rm -rf {victim}`",
+            f"x=1 rm -rf {victim}",
+            f"if true; then rm -rf {victim}; fi",
+            f"env /bin/rm -fr {victim}",
+            f"command rm {victim} -Rf",
+        ]
+        for command in evasions:
+            code, output = yield self.ssh(command)
+            self.assertEqual(code, 1, (command, output))
+            self.assertIn(b"no-rm-rf", output, command)
+            self.assertTrue((victim / "file").exists(), command)
+        code, output = yield self.ssh(f"ls {victim}")
+        self.assertEqual(code, 0, output)
+        self.assertTrue(output.endswith(b"file\n"), output)
 
     @inlineCallbacks
     def test_wrong_target_host_key(self):

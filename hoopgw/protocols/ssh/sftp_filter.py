@@ -41,7 +41,7 @@ from hoopgw.protocols.ssh.sftp import (
 )
 from hoopgw.sessions import ActionHandle, Session
 
-__all__ = ["SFTPFilter", "sftp_filter"]
+__all__ = ["UNRESOLVED", "SFTPFilter", "sftp_filter"]
 
 log = Logger()
 
@@ -54,6 +54,23 @@ class _Held:
     index: int
     to_target: list[bytes]
     to_client: list[bytes]
+
+
+UNRESOLVED = (
+    "a relative SFTP path is refused until the client has asked for its starting "
+    'directory (REALPATH ".")'
+)
+
+
+def _unresolved(request: Request) -> bool:
+    """
+    Whether C{request} names a relative path with no absolute form yet (the
+    home directory is unknown), other than the C{REALPATH "."} that asks
+    for it.
+    """
+    if request.op == "realpath" and request.paths in ((".",), ("",)):
+        return False
+    return len(request.absolute) < len(request.paths)
 
 
 class SFTPFilter:
@@ -109,7 +126,12 @@ class SFTPFilter:
     def _decided(
         self, handle: ActionHandle, request: Request, held: _Held, index: int
     ) -> Deferred[Any] | FilterOutput:
-        if handle.allowed and not self.closed_:
+        if handle.allowed and not self.closed_ and _unresolved(request):
+            # "../../etc/shadow" before the home directory is known has no
+            # absolute form, so no path rule could match it: refused.
+            handle.finish(Outcome(status=Status.blocked, error=UNRESOLVED))
+            self._refuse(request, f"hoopgw: {UNRESOLVED}", held)
+        elif handle.allowed and not self.closed_:
             self.actions[request.request_id] = handle
             held.to_target.append(encode(held.packets[index]))
         else:

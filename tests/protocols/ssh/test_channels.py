@@ -14,16 +14,23 @@ from twisted.conch.ssh.common import NS
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from hoopgw.model import Connection, Decision, Effect, Identity, Source
+from pathlib import Path
+
+from hoopgw.model import Action, Connection, Decision, Effect, Identity, Source
+from hoopgw.policy.loader import build_policy_set
 from hoopgw.protocols.ssh.channels import (
     HIGH_WATER,
+    IdentityFilter,
     Reply,
     SessionChannel,
     TargetChannel,
     WindowGate,
     command_lines,
     env_allowed,
+    legacy_scp,
 )
+from hoopgw.protocols.ssh.commands import parse_command
+from hoopgw.recording.lines import LineReconstructor
 from hoopgw.testing import MemoryAuditLog, StaticPolicy, memory_session_service
 
 ALICE = Identity(issuer="test", subject="alice", groups=("dev",))
@@ -212,11 +219,89 @@ class SessionChannelTests(SynchronousTestCase):
         self.assertFalse(self.successResultOf(second))
 
 
+    def test_sftpSubsystemWithoutFilterRefused(self) -> None:
+        """
+        With no SFTP filter registered, the sftp subsystem is refused (it
+        would be a blind tunnel) and audited as blocked.
+        """
+        self.assertFalse(self.request(b"subsystem", NS(b"sftp")))
+        self.assertEqual(self.target_conn.sent, [])
+        [end] = self.ends()
+        self.assertEqual(end["outcome"]["status"], "blocked")
+
+    def test_sftpServerExecFiltered(self) -> None:
+        """
+        An sftp-server binary run as a command gets the SFTP filter, as the
+        subsystem does.
+        """
+        made: list = []
+        sftp = IdentityFilter()
+        self.host.filters["sftp"] = lambda session, handle: made.append(handle) or sftp
+        reply = self.channel.requestReceived(b"exec", NS(b"/usr/lib/openssh/sftp-server -l INFO"))
+        self.target_conn.replies[0].callback(b"")
+        self.assertTrue(self.successResultOf(reply))
+        self.assertEqual(len(made), 1)
+        self.assertIs(self.channel.filter, sftp)
+        self.assertEqual(made[0].action.input, "/usr/lib/openssh/sftp-server -l INFO")
+
+    def test_sftpServerExecRefused(self) -> None:
+        """
+        Without an SFTP filter, or inside a compound command, an sftp-server
+        exec is refused and never reaches the target.
+        """
+        self.assertFalse(self.request(b"exec", NS(b"/usr/lib/openssh/sftp-server")))
+        self.host.filters["sftp"] = lambda session, handle: IdentityFilter()
+        self.channel.program = None
+        self.assertFalse(self.request(b"exec", NS(b"cd /; exec /usr/lib/sftp-server")))
+        self.assertEqual(self.target_conn.sent, [])
+        self.assertEqual([e["outcome"]["status"] for e in self.ends()], ["blocked", "blocked"])
+
+    def test_legacyScpPathAttributes(self) -> None:
+        """scp -t / -f carry ssh.sftp.paths and ssh.sftp.write, so SFTP path rules apply."""
+        self.request(b"exec", NS(b"scp -t /etc/cron.d/x"))
+        [action] = [a for a in self.policy.seen if a.kind == "ssh.exec"]
+        self.assertEqual(action.attributes["ssh.sftp.paths"], ("/etc/cron.d/x", "/etc/cron.d/x/"))
+        self.assertIs(action.attributes["ssh.sftp.write"], True)
+
+    def test_decisionAfterClientClosed(self) -> None:
+        """
+        If the client closes while the exec's decision is pending, the exec
+        is never sent and the action ends as failed.
+        """
+        self.policy.hold = True
+        reply = self.channel.requestReceived(b"exec", NS(b"touch /tmp/x"))
+        self.channel.closeReceived()
+        self.channel.closed()
+        self.policy.release()
+        self.assertFalse(self.successResultOf(reply))
+        self.assertNotIn(b"exec", self.target_conn.kinds())
+        [end] = self.ends()
+        self.assertEqual(end["outcome"]["status"], "failed")
+        self.assertEqual(end["outcome"]["error"], "client disconnected before the decision")
+
+    def test_shellLineObservedNotBlocked(self) -> None:
+        """
+        A typed shell line is recorded as observed (succeeded), never as
+        blocked, even when policy would deny ssh.shell.line: the shell
+        already has the keys.
+        """
+        self.policy.decisions["ssh.shell.line"] = Decision(effect=Effect.deny, rule="no-lines")
+        self.channel.lines = LineReconstructor()
+        self.channel.client_input(b"rm -rf /tmp/x\r")
+        [start] = [r for r in self.audit.of("action.start") if r["action"]["kind"] == "ssh.shell.line"]
+        self.assertEqual(start["action"]["input"], "rm -rf /tmp/x")
+        self.assertTrue(start["action"]["details"]["observed"])
+        self.assertNotIn("rule", start["decision"])
+        [end] = self.ends()
+        self.assertEqual(end["outcome"], {"status": "succeeded", "duration_us": end["outcome"]["duration_us"]})
+        self.assertNotIn("ssh.shell.line", [a.kind for a in self.policy.seen])
+
+
 class CommandLineTests(SynchronousTestCase):
     def test_normalised(self) -> None:
         """Extra spaces and quoting do not change the line policy sees."""
-        self.assertEqual(command_lines("rm  -rf   /tmp/x"), (("rm -rf /tmp/x",), None))
-        self.assertEqual(command_lines("'rm' -rf /x"), (("rm -rf /x",), None))
+        self.assertEqual(command_lines("rm  -rf   /tmp/x")[0][0], "rm -rf /tmp/x")
+        self.assertEqual(command_lines("'rm' -rf /x")[0][0], "rm -rf /x")
 
     def test_chained(self) -> None:
         """Each command of a chained line is seen on its own too."""
@@ -328,3 +413,170 @@ class FlowControlTests(SynchronousTestCase):
             pass
         self.assertTrue(self.channel.window_held)
         self.assertLessEqual(self.channel.queued + self.target.backlog(), HIGH_WATER + self.channel.localWindowSize)
+
+
+DEFAULT_POLICY = Path(__file__).parents[3] / "policies" / "default.toml"
+
+# Each runs rm -rf or powers the host off, written so that a naive reading
+# of the line misses it.
+EVASIONS = [
+    "ls\nrm -rf /x",
+    "ls\n/bin/rm -rf /x",
+    "ls;rm -rf /x",
+    "true && rm -rf /x",
+    "false || rm -rf /x",
+    "sleep 1 & rm -rf /x",
+    "echo | rm -rf /x",
+    "(rm -rf /x)",
+    "{ rm -rf /x; }",
+    "sh -c 'rm -rf /x'",
+    'bash -c "rm -rf /x"',
+    "dash -ec 'ls; rm -rf /x'",
+    "bash --norc -c 'rm -rf /x'",
+    "zsh -c $'rm -rf /x'",
+    "echo `rm -rf /x`",
+    "echo $(rm -rf /x)",
+    'echo "$(rm -rf /x)"',
+    "cat <(rm -rf /x)",
+    "x=1 rm -rf /x",
+    "A=1 B=2 rm -rf /x",
+    "if true; then rm -rf /x; fi",
+    "for i in 1; do rm -rf /x; done",
+    "while false; do :; done; ! rm -rf /x",
+    "rm -fr /x",
+    "rm -Rf /x",
+    "rm -rfv /x",
+    "rm -r -f /x",
+    "rm -f -r /x",
+    "rm -v -f -r /x",
+    "rm /x -rf",
+    "rm --recursive --force /x",
+    "rm --rec --forc /x",
+    "rm -r --force /x",
+    "env rm -rf /x",
+    "env -i PATH=/bin rm -rf /x",
+    "env -S 'rm -rf /x'",
+    "sudo rm -rf /x",
+    "sudo -u root rm -rf /x",
+    "sudo -uroot -- rm -rf /x",
+    "sudo -E -H -u root /usr/bin/rm -rf /x",
+    "/bin/rm -rf /x",
+    "command rm -rf /x",
+    "exec rm -rf /x",
+    "nohup rm -rf /x",
+    "time rm -rf /x",
+    "nice -n 10 rm -rf /x",
+    "timeout 5 rm -rf /x",
+    "echo /x | xargs rm -rf",
+    "eval rm -rf /x",
+    "eval 'rm -rf /x'",
+    "su -c 'rm -rf /x' root",
+    ">/dev/null rm -rf /x",
+    "2>/dev/null rm -rf /x",
+    "r\\m -rf /x",
+    "'r'm -rf /x",
+    "sudo sh -c 'cd / && rm -rf x'",
+    "/sbin/shutdown -h now",
+    "sudo /sbin/reboot",
+    "ls; sudo -n poweroff",
+    "systemctl reboot",
+    "sudo systemctl --force poweroff",
+]
+
+PLAIN = ["ls -l", "uptime", "rm /tmp/x", "rm -f /tmp/x", "rm -r /tmp/dir", "grep -rf patterns /x",
+         "echo 'rm -rf /x'", "cat /etc/hostname", "df -h; free -m", "systemctl status nginx",
+         "rm -f /tmp/a-r", "sudo ls /root"]
+
+
+class DefaultPolicyCommandTests(SynchronousTestCase):
+    """The shipped policy's SSH guardrails against command lines written to slip past them."""
+
+    def setUp(self) -> None:
+        self.policy = build_policy_set([(str(DEFAULT_POLICY), DEFAULT_POLICY.read_bytes())])
+
+    def decide(self, command: str) -> Decision:
+        parsed = parse_command(command)
+        attributes: dict = {"ssh.commands": parsed.lines}
+        if parsed.simple is not None:
+            attributes["ssh.simple_command"] = (parsed.simple,)
+        return self.policy.evaluate(ALICE, "web1", Action("ssh.exec", command, attributes))
+
+    def test_evasionsDenied(self) -> None:
+        """Every evasion in the table is denied by no-rm-rf or no-power-control."""
+        allowed = [c for c in EVASIONS if self.decide(c).effect is not Effect.deny]
+        self.assertEqual(allowed, [])
+
+    def test_plainCommandsAllowed(self) -> None:
+        """Ordinary commands (including rm without -r and -f together) are still allowed."""
+        denied = [(c, self.decide(c).rule) for c in PLAIN if self.decide(c).effect is not Effect.allow]
+        self.assertEqual(denied, [])
+
+
+class SimpleCommandTests(SynchronousTestCase):
+    """C{ssh.simple_command}: set only for one plain command, the basis of an exec allow-list."""
+
+    def test_simple(self) -> None:
+        self.assertEqual(parse_command("uptime").simple, "uptime")
+        self.assertEqual(parse_command("systemctl  status 'nginx'").simple, "systemctl status nginx")
+        self.assertEqual(parse_command("/usr/bin/uptime").simple, "/usr/bin/uptime")
+
+    def test_notSimple(self) -> None:
+        for command in ["uptime; rm -rf /x", "uptime\nid", "uptime > /etc/motd", "uptime $(id)",
+                        "uptime `id`", "echo $HOME", "X=1 uptime", "sudo uptime", "env uptime",
+                        "sh -c uptime", "eval uptime", "! uptime", "uptime &", "echo 'oops"]:
+            self.assertIsNone(parse_command(command).simple, command)
+
+    def test_allowList(self) -> None:
+        """
+        An allow rule on ssh.simple_command, with no blanket allow, runs the
+        listed commands and nothing chained to them.
+        """
+        text = b"""
+[[rule]]
+name = "sessions"
+effect = "allow"
+actions = ["session.open"]
+
+[[rule]]
+name = "web1-commands"
+effect = "allow"
+actions = ["ssh.exec"]
+ssh.simple_command = ["uptime", "df -h", "systemctl status *"]
+"""
+        policy = build_policy_set([("allow.toml", text)])
+
+        def effect(command: str) -> Effect:
+            parsed = parse_command(command)
+            attributes: dict = {"ssh.commands": parsed.lines}
+            if parsed.simple is not None:
+                attributes["ssh.simple_command"] = (parsed.simple,)
+            return policy.evaluate(ALICE, "web1", Action("ssh.exec", command, attributes)).effect
+
+        self.assertIs(effect("uptime"), Effect.allow)
+        self.assertIs(effect("systemctl status nginx"), Effect.allow)
+        for command in ["uptime; rm -rf /", "uptime\nrm -rf /", "df -h > /etc/passwd",
+                        "systemctl status $(rm -rf /)", "/tmp/evil/uptime", "env uptime", "id"]:
+            self.assertIs(effect(command), Effect.deny, command)
+
+
+class LegacyScpTests(SynchronousTestCase):
+    def test_upload(self) -> None:
+        """scp -t writes to its path (and to files in it)."""
+        self.assertEqual(legacy_scp(parse_command("scp -t /etc/x")), (("/etc/x", "/etc/x/"), True, None))
+        self.assertEqual(legacy_scp(parse_command("scp -r -d -t -- /etc")), (("/etc", "/etc/"), True, None))
+
+    def test_download(self) -> None:
+        self.assertEqual(legacy_scp(parse_command("scp -f /etc//shadow")),
+                         (("/etc//shadow", "/etc/shadow"), False, None))
+
+    def test_refused(self) -> None:
+        """Paths the target's shell would expand, or that climb out of the home directory."""
+        for command in ["scp -f /et?/shadow", "scp -f '/etc/*'", "scp -f ~/../../etc/shadow",
+                        "scp -t ../../etc", "scp -f $HOME/x", "scp -f /e{t,x}c/shadow"]:
+            result = legacy_scp(parse_command(command))
+            self.assertIsNotNone(result, command)
+            self.assertIsNotNone(result[2], command)
+
+    def test_notScp(self) -> None:
+        self.assertIsNone(legacy_scp(parse_command("scp file host:/tmp")))
+        self.assertIsNone(legacy_scp(parse_command("ls -t")))

@@ -13,9 +13,12 @@ from hoopgw.protocols.ssh.sftp import (
     Close,
     Handle,
     Init,
+    Name,
+    NameEntry,
     Open,
     OpenFlags,
     Read,
+    Realpath,
     Remove,
     Sender,
     SFTPParser,
@@ -116,3 +119,26 @@ class SFTPFilterTests(SynchronousTestCase):
         [reply] = SFTPParser(Sender.server).feed(out.to_client)
         self.assertEqual(reply.code, StatusCode.PERMISSION_DENIED)
         self.assertIn("audit log is unavailable", reply.message)
+
+    def test_relativePathRefusedUntilHomeKnown(self) -> None:
+        """
+        Before the client has asked for its starting directory, a relative
+        path has no absolute form a path rule could match, so it is refused
+        (answered by the gateway, never forwarded); once REALPATH "." is
+        answered, the same path is decided on its absolute form.
+        """
+        self.policy.decisions["ssh.sftp.open"] = Decision(effect=Effect.allow, rule="ok")
+        out = self.client(Init(), Open(1, "../../etc/shadow", OpenFlags.READ))
+        self.assertEqual(out.to_target, encode(Init()))
+        [reply] = SFTPParser(Sender.server).feed(out.to_client)
+        self.assertEqual((reply.request_id, reply.code), (1, StatusCode.PERMISSION_DENIED))
+        self.assertIn("relative", reply.message)
+        self.assertEqual(self.ends("ssh.sftp.open")[0]["status"], "blocked")
+
+        out = self.client(Realpath(2, "."))
+        self.assertEqual(out.to_target, encode(Realpath(2, ".")))
+        self.filter.target_data(encode(Version()) + encode(Name(2, [NameEntry("/home/deploy")])))
+        out = self.client(Open(3, "../../etc/shadow", OpenFlags.READ))
+        self.assertEqual(out.to_target, encode(Open(3, "../../etc/shadow", OpenFlags.READ)))
+        [action] = [a for a in self.policy.seen if a.kind == "ssh.sftp.open"][-1:]
+        self.assertIn("/etc/shadow", action.attributes["ssh.sftp.paths"])

@@ -309,21 +309,30 @@ class Session:
     bytes_in: int = 0
     bytes_out: int = 0
     closed: bool = False
-    _on_close: list[Callable[[], object]] = field(factory=list)
+    # A front end that counts its own traffic sets this, so session.end has
+    # the right numbers even when the gateway ends the session first.
+    traffic: Callable[[], tuple[int, int]] | None = None
+    # The fields every record of this session starts with, built on first
+    # use: identity, connection, source and client are fixed once open.
+    _common: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def _record(self, **extra: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "gateway": self.service.gateway,
-            "session": self.id,
-            "connection": self.connection.name,
-            "kind": self.connection.kind,
-            "target": self.connection.target,
-            "source": self.source.address,
-            "protocol": self.source.protocol,
-            "identity": self.identity.to_record(),
-        }
-        if self.client:
-            body["client"] = self.client
+        common = self._common
+        if common is None:
+            common = {
+                "gateway": self.service.gateway,
+                "session": self.id,
+                "connection": self.connection.name,
+                "kind": self.connection.kind,
+                "target": self.connection.target,
+                "source": self.source.address,
+                "protocol": self.source.protocol,
+                "identity": self.identity.to_record(),
+            }
+            if self.client:
+                common["client"] = self.client
+            self._common = common
+        body = common.copy()
         body.update(extra)
         return body
 
@@ -366,9 +375,21 @@ class Session:
         if self.closed:
             return succeed(None)
         self.closed = True
+        if self.traffic is not None:
+            self.bytes_in, self.bytes_out = self.traffic()
         service = self.service
         service._forget(self)
         d = maybeDeferred(self.recorder.close) if self.recorder is not None else succeed(None)
+        recording_error: list[str] = []
+
+        def unrecorded(failure: Failure) -> None:
+            # A recording that cannot be finished must not cost the session
+            # its session.end record: say what went wrong there instead.
+            log.failure("recording of session {id} could not be closed", failure, id=self.id)
+            recording_error.append(failure.getErrorMessage())
+            return None
+
+        d.addErrback(unrecorded)
 
         def recorded(sha256: str | None) -> Deferred:
             end: dict[str, Any] = {
@@ -385,6 +406,8 @@ class Session:
                 path = getattr(self.recorder, "path", None)
                 if path is not None:
                     end["recording"] = str(path)
+            if recording_error:
+                end["recording_error"] = recording_error[0]
             if details:
                 end.update(details)
             written = service._append("session.end", self._record(end=end))

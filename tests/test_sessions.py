@@ -191,6 +191,23 @@ class SessionServiceTests(SynchronousTestCase):
         failure = self.failureResultOf(self.service.open(ALICE, "db", source=SOURCE), NotPermitted)
         self.assertEqual(str(failure.value), "the gateway is shutting down")
 
+    def test_failed_recording_still_ends_session(self) -> None:
+        """If the recording cannot be closed, session.end is still written and says why."""
+        session = self.open()
+
+        class BrokenRecorder(MemoryRecorder):
+            def close(self):
+                from twisted.internet.defer import fail
+
+                return fail(OSError("disk full"))
+
+        session.attach_recorder(BrokenRecorder())
+        self.successResultOf(session.close())
+        [record] = self.audit.of("session.end")
+        self.assertEqual(record["end"]["recording_error"], "disk full")
+        self.assertNotIn("recording_sha256", record["end"])
+        self.flushLoggedErrors(OSError)
+
     def test_closed_session_refuses_actions(self) -> None:
         """If a session is closed, check() fails with NotPermitted."""
         session = self.open()

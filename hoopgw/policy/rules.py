@@ -90,6 +90,8 @@ _BUILTIN_CONDITIONS = (
                   "COPY ... TO/FROM PROGRAM (runs a shell command on the database server)"),
     ConditionSpec("ssh.commands", ConditionKind.globs, None,
                   "command lines, as parsed from exec requests and shell lines"),
+    ConditionSpec("ssh.simple_command", ConditionKind.globs, None,
+                  "an exec request that is one plain command (for allow-lists); absent otherwise"),
     ConditionSpec("ssh.forward.destinations", ConditionKind.globs, None,
                   "port-forwarding destinations as host:port"),
     ConditionSpec("ssh.sftp.paths", ConditionKind.globs, None,

@@ -52,16 +52,17 @@ Kinds (L{StatementInfo.kinds}), the top-level statement's first:
 
 An empty string, or one of only comments, classifies as C{()}.
 
-Caching: L{classify} is memoised by exact text (LRU, 4096 entries).  A
-second cache keyed by C{pglast.parser.fingerprint} (texts differing only
-in constants) is deliberately *not* used: the fingerprint also ignores
-schema names (C{t} and C{s.t}), digits in names (C{payments_2024} and
-C{payments_2025}), prepared-statement names and a constant C{WHERE}
-(C{DELETE FROM t} and C{DELETE FROM t WHERE true}), so it would hand one
-statement another's classification.  It would pay (a fingerprint costs
-about a seventh of a cold classification, most of which is decoding and
-walking the parse tree in Python; see C{bench/sql_classify.py}), but a
-fast wrong answer is no use to policy.
+Caching: L{classify} is memoised by exact text (LRU, 4096 entries), and
+a single-statement text also by its literal-normalised form
+(C{pglast.parser.normalize}: constants become C{$n}, every other byte is
+kept), so texts differing only in literals (simple-protocol traffic) share
+one classification and only the statement text is rebuilt; see
+L{_shapes}.  A key of C{pglast.parser.fingerprint} is deliberately *not*
+used: the fingerprint also ignores schema names (C{t} and C{s.t}), digits
+in names (C{payments_2024} and C{payments_2025}), prepared-statement names
+and a constant C{WHERE} (C{DELETE FROM t} and C{DELETE FROM t WHERE
+true}), so it would hand one statement another's classification; the
+normalised text keeps all of those.
 """
 
 from __future__ import annotations
@@ -69,11 +70,12 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from attrs import define, evolve, field, frozen
+from attrs import define, evolve, field, fields, frozen
 from pglast import parser as _pg
 
 __all__ = ["PreparedStatements", "StatementInfo", "classify"]
@@ -633,17 +635,75 @@ def classify(sql: str) -> tuple[StatementInfo, ...]:
 
     Never raises: text the parser refuses is one L{StatementInfo} of kind
     C{unknown} (PostgreSQL itself runs none of a string with a syntax
-    error).  Memoised by exact text (4096 entries, LRU).
+    error).  Memoised by exact text (4096 entries, LRU), and a
+    single-statement text by its literal-normalised form (L{_shape}).
+    """
+    try:
+        key = _pg.normalize(sql)
+    except Exception:
+        return _classify(sql)[0]
+    shape = _shapes.get(key)
+    if shape is not None:
+        prefix, suffix, template = shape
+        # Normalisation rewrites only literal tokens, all inside the
+        # statement: what precedes and follows it is the same text.
+        if len(prefix) + len(suffix) <= len(sql) and sql.startswith(prefix) and sql.endswith(suffix):
+            _shapes.move_to_end(key)
+            return (_with_text(template, sql[len(prefix):len(sql) - len(suffix)].strip()),)
+    infos, shape = _classify(sql)
+    if shape is not None and key.startswith(shape[0]) and key.endswith(shape[1]):
+        _shapes[key] = shape
+        if len(_shapes) > _SHAPES_MAX:
+            _shapes.popitem(last=False)
+    return infos
+
+
+# Classifications by literal-normalised text (L{_pg.normalize}: libpg_query
+# replaces each constant token with C{$n} and keeps every other byte, names,
+# keywords, comments and whitespace included).  No fact of a statement comes
+# from a literal's value -- kinds, tables and functions are names and
+# keywords, C{without_where} is the presence of a WHERE clause, C{program}
+# the PROGRAM keyword, prepared names are identifiers -- so two texts with
+# the same normalised form have the same facts; only the text differs.
+# Unlike the fingerprint, normalisation keeps schema names, digits in names,
+# prepared-statement names and a constant WHERE (C{WHERE true} becomes
+# C{WHERE $1}, still a WHERE).  Only single-statement texts classified by
+# the full walk are kept (the lexical fallback depends on the stack depth),
+# as (text before the statement, text after it, facts): both end texts hold
+# no literal, so they are the same in every text of that form, and the
+# statement's own text is what lies between them.
+_SHAPES_MAX = 4096
+_shapes: OrderedDict[str, tuple[str, str, StatementInfo]] = OrderedDict()
+
+
+def _with_text(template: StatementInfo, text: str) -> StatementInfo:
+    """C{template} with another C{text}; the facts (and their mapping) are shared."""
+    info = object.__new__(StatementInfo)
+    for name in _INFO_SLOTS:
+        object.__setattr__(info, name, getattr(template, name))
+    object.__setattr__(info, "text", text)
+    return info
+
+
+_INFO_SLOTS = tuple(a.name for a in fields(StatementInfo))
+
+
+def _classify(sql: str) -> tuple[tuple[StatementInfo, ...], tuple[str, str, StatementInfo] | None]:
+    """
+    Classify C{sql} from its parse tree; also return its shape (see
+    L{_shapes}) if it is one statement classified by the full walk.
     """
     try:
         tree = json.loads(_pg.parse_sql_json(sql))
     except RecursionError:
-        return tuple(_lexical(text) for text in _split(sql))
+        return tuple(_lexical(text) for text in _split(sql)), None
     except Exception:
-        return (_unknown(sql),)
+        return (_unknown(sql),), None
     raw = sql.encode("utf-8") if not sql.isascii() else None
     infos = []
-    for entry in tree.get("stmts", ()):
+    shape = None
+    stmts = tree.get("stmts", ())
+    for entry in stmts:
         # Locations are byte offsets in the UTF-8 text; a missing
         # stmt_len means "to the end".
         start = entry.get("stmt_location", 0)
@@ -651,16 +711,24 @@ def classify(sql: str) -> tuple[StatementInfo, ...]:
         end = start + length if length else None
         if raw is None:
             text = sql[start:end].strip()
+            if len(stmts) == 1:
+                prefix, suffix = sql[:start], sql[end:] if end is not None else ""
         else:
             text = raw[start:end].decode("utf-8").strip()
+            if len(stmts) == 1:
+                prefix = raw[:start].decode("utf-8")
+                suffix = raw[end:].decode("utf-8") if end is not None else ""
         walker = _Walker()
         try:
             walker.walk(entry.get("stmt", {}), frozenset())
         except RecursionError:
             infos.append(_lexical(text))
             continue
-        infos.append(walker.info(text))
-    return tuple(infos)
+        info = walker.info(text)
+        infos.append(info)
+        if len(stmts) == 1:
+            shape = (prefix, suffix, info)
+    return tuple(infos), shape
 
 
 def _split(sql: str) -> list[str]:
@@ -712,6 +780,10 @@ class PreparedStatements:
     def clear(self) -> None:
         """C{DEALLOCATE ALL} or C{DISCARD ALL}."""
         self._statements.clear()
+
+    def copy(self) -> "PreparedStatements":
+        """An independent copy (the entries themselves are immutable)."""
+        return PreparedStatements(dict(self._statements))
 
     def observe(self, info: StatementInfo) -> None:
         """Track a statement of a simple Query: PREPARE, DEALLOCATE, DISCARD ALL."""

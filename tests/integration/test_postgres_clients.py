@@ -680,3 +680,162 @@ class LargeResultTests(_GatewayCase):
         self.assertLess(growth_mb, 8, f"the gateway's peak RSS grew by {growth_mb:.1f} MB")
         [(_, end)] = [a for a in self.actions("sql.query") if a[0]["action"]["input"] == query]
         self.assertEqual((end["outcome"]["status"], end["outcome"]["rows"]), ("succeeded", 1_000_000))
+
+
+# -- policy bypasses (security review), at the wire level ------------------------
+
+
+class RawClient:
+    """
+    A client that speaks the protocol message by message, as no driver will:
+    TLS, the token, then batches of messages.  Blocking: use it in a thread.
+    """
+
+    def __init__(self, port: int, token: str) -> None:
+        import ssl
+
+        from hoopgw.protocols.postgres import codec
+
+        self.codec = codec
+        plain = socket.create_connection(("127.0.0.1", port), timeout=20)
+        plain.sendall(codec.encode(codec.SSLRequest()))
+        assert plain.recv(1) == b"S"
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        self.sock = context.wrap_socket(plain)
+        self.parser = codec.BackendParser()
+        self.pending: list[Any] = []
+        self.sock.sendall(codec.encode(codec.StartupMessage({"user": "alice", "database": "appdb"})))
+        self.read_until_ready()
+        self.sock.sendall(codec.encode(codec.PasswordMessage(token.encode())))
+        self.read_until_ready()
+
+    def read_until_ready(self, count: int = 1) -> list[Any]:
+        """Messages up to the C{count}th ReadyForQuery (or a cleartext-password request), or until closed."""
+        codec = self.codec
+        got: list[Any] = []
+        while True:
+            while self.pending:
+                message = self.pending.pop(0)
+                got.append(message)
+                if isinstance(message, codec.ReadyForQuery):
+                    count -= 1
+                    if count == 0:
+                        return got
+                if isinstance(message, codec.AuthenticationCleartextPassword):
+                    return got
+            data = self.sock.recv(65536)
+            if not data:
+                return got
+            self.pending.extend(self.parser.feed(data))
+
+    def batch(self, *messages: Any, syncs: int = 1) -> list[Any]:
+        self.sock.sendall(b"".join(self.codec.encode(m) for m in messages))
+        return self.read_until_ready(syncs)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class PolicyBypassTests(_GatewayCase):
+    """
+    The review's exploits against a real server: each tries to have a DROP
+    (refused by the default policy's no-destructive-ddl) run anyway.
+    """
+
+    def setUp(self):
+        self.start()
+        self.cluster.psql(
+            "CREATE TABLE t1 (id int); CREATE TABLE t2 (id int); CREATE TABLE t3 (id int);"
+            "ALTER TABLE t1 OWNER TO app_scram; ALTER TABLE t2 OWNER TO app_scram; ALTER TABLE t3 OWNER TO app_scram;"
+        )
+
+    def exists(self, table: str) -> bool:
+        return self.count(f"SELECT count(*) FROM pg_tables WHERE tablename = '{table}'") == "1"
+
+    def errors(self, messages: list[Any]) -> list[tuple[str, str]]:
+        from hoopgw.protocols.postgres import codec
+
+        return [(m.code, m.message) for m in messages if isinstance(m, codec.ErrorResponse)]
+
+    @inlineCallbacks
+    def test_stand_in_portal_name_cannot_be_bound(self):
+        """
+        P1: binding a portal named like a stand-in ends the connection with
+        FATAL 08P01; the DROP in it never runs.
+        """
+        from hoopgw.protocols.postgres import codec
+
+        def work():
+            client = RawClient(self.port, self.token)
+            try:
+                return client.batch(
+                    codec.Parse("s", "DROP TABLE t1", ()),
+                    codec.Bind("hoopgw_refused_1", "s", (), (), ()),
+                    codec.Execute("hoopgw_refused_1", 0),
+                    codec.Sync(),
+                )
+            finally:
+                client.close()
+
+        answers = yield deferToThread(work)
+        self.assertTrue(self.exists("t1"), "the DROP ran on the server")
+        self.assertEqual(self.errors(answers)[0][0], "08P01")
+
+    @inlineCallbacks
+    def test_portal_runs_what_it_was_bound_from(self):
+        """P2: re-parsing the unnamed statement after Bind does not launder the portal."""
+        from hoopgw.protocols.postgres import codec
+
+        def work():
+            client = RawClient(self.port, self.token)
+            try:
+                return client.batch(
+                    codec.Parse("", "DROP TABLE t3", ()),
+                    codec.Bind("p", "", (), (), ()),
+                    codec.Parse("", "SELECT 1", ()),
+                    codec.Execute("p", 0),
+                    codec.Sync(),
+                )
+            finally:
+                client.close()
+
+        answers = yield deferToThread(work)
+        self.assertTrue(self.exists("t3"), "the DROP ran on the server")
+        self.assertEqual(self.errors(answers)[0][0], "42501")
+
+    @inlineCallbacks
+    def test_changes_the_server_skipped_are_not_believed(self):
+        """
+        P3: a Close and Parse the server skipped after an error (here: a
+        refusal's stand-in) do not replace the DROP in the gateway's map,
+        and a Parse the server refuses as already existing does not either.
+        """
+        from hoopgw.protocols.postgres import codec
+
+        def work():
+            client = RawClient(self.port, self.token)
+            try:
+                answers = [client.batch(codec.Parse("s", "DROP TABLE t2", ()), codec.Sync())]
+                answers.append(client.batch(
+                    codec.Bind("", "s", (), (), ()),
+                    codec.Execute("", 0),
+                    codec.Close("S", "s"),
+                    codec.Parse("s", "SELECT 1", ()),
+                    codec.Sync(),
+                ))
+                answers.append(client.batch(codec.Bind("", "s", (), (), ()), codec.Execute("", 0), codec.Sync()))
+                answers.append(client.batch(codec.Parse("s", "SELECT 1", ()), codec.Sync()))
+                answers.append(client.batch(codec.Bind("", "s", (), (), ()), codec.Execute("", 0), codec.Sync()))
+                return answers
+            finally:
+                client.close()
+
+        answers = yield deferToThread(work)
+        self.assertTrue(self.exists("t2"), "the DROP ran on the server")
+        self.assertEqual(self.errors(answers[1])[0][0], "42501")
+        self.assertEqual(self.errors(answers[2])[0][0], "42501")
+        self.assertEqual(self.errors(answers[3])[0][0], "42P05")  # already exists
+        self.assertEqual(self.errors(answers[4])[0][0], "42501")
+        self.assertTrue(self.exists("t2"))

@@ -508,7 +508,7 @@ class ShippedPolicyTests(SynchronousTestCase):
         self.assertEqual(
             [r.name for r in p.rules],
             ["authenticated-may-use-everything", "no-destructive-ddl", "no-unbounded-writes",
-             "no-copy-program", "no-do-blocks", "review-payment-writes", "no-rm-rf", "no-power-control", "no-port-forwarding",
+             "no-copy-program", "no-do-blocks", "no-unknown-statements", "review-payment-writes", "no-rm-rf", "no-power-control", "no-port-forwarding",
              "no-namespace-delete"],
         )
 
@@ -528,6 +528,8 @@ class ShippedPolicyTests(SynchronousTestCase):
                          ("allow", "authenticated-may-use-everything"))
         self.assertEqual(rule(sql("select", reads=("public.users",))),
                          ("allow", "authenticated-may-use-everything"))
+        # An EXECUTE of a statement the gateway never saw prepared, unparsable text.
+        self.assertEqual(rule(sql("execute", "unknown")), ("deny", "no-unknown-statements"))
         self.assertEqual(rule(sql("drop")), ("deny", "no-destructive-ddl"))
         self.assertEqual(rule(sql("select", "truncate")), ("deny", "no-destructive-ddl"))
         self.assertEqual(rule(sql("delete", without_where=True)), ("deny", "no-unbounded-writes"))

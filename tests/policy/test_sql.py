@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hoopgw.model import Action, Identity
 from hoopgw.policy.loader import load_policy_dir
 from hoopgw.policy.rules import evaluate
+from hoopgw.policy import sql as sql_module
 from hoopgw.policy.sql import PreparedStatements, StatementInfo, classify
 
 REPO = Path(__file__).resolve().parents[2]
@@ -484,3 +485,164 @@ class BenchTests(SynchronousTestCase):
         rows = bench.main(count=5)
         self.assertEqual(len(rows), len(bench.STATEMENTS))
         self.assertTrue(all(row["cold_us"] > 0 and row["warm_us"] > 0 for row in rows))
+
+
+# -- the literal-normalised cache ---------------------------------------------------
+
+def _corpus() -> list[str]:
+    """
+    Every SQL text in this file (the evasion corpus above: CTEs, EXPLAIN,
+    dollar quoting, comments, PREPARE/EXECUTE, WHERE true, ...) that parses.
+    """
+    import ast
+
+    texts: dict[str, None] = {}
+    for node in ast.walk(ast.parse(Path(__file__).read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip():
+            try:
+                if pg.parse_sql_json(node.value) and pg.normalize(node.value) is not None:
+                    texts[node.value] = None
+            except Exception:
+                pass
+    return list(texts)
+
+
+CORPUS = _corpus() + [
+    "DELETE FROM t WHERE true", "DELETE FROM t WHERE 1=1", "UPDATE t SET a = 1 WHERE false",
+    "DELETE FROM t WHERE 'a' = 'a'", "SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
+    " -- lead\n SELECT 'é', 1 FROM ü WHERE x = 'ü' ; -- trail\n ; ",
+    "SELECT * FROM payments_2024 WHERE id = 1", "SELECT * FROM s.t WHERE id = 1",
+    "PREPARE b AS SELECT 1", "EXECUTE p(1, 'x')", "DO $$ BEGIN DELETE FROM t; END $$",
+    "SELECT set_config('search_path', 'evil', false)", "SELECT nextval('s')",
+    "SELECT * FROM t LIMIT 5 OFFSET 10", "SELECT interval '7 days', date '2024-01-01', B'101', X'ff', 1.5e3",
+]
+_LITERALS = {"SCONST", "ICONST", "FCONST", "BCONST", "XCONST"}
+
+
+@st.composite
+def _literal_variant(draw: st.DrawFn) -> tuple[str, str]:
+    """A corpus text and the same text with its literals drawn afresh (same token kinds)."""
+    sql = draw(st.sampled_from(CORPUS))
+    raw = sql.encode("utf-8")
+    out, copied = [], 0
+    for token in pg.scan(sql):
+        if token.name not in _LITERALS:
+            continue
+        old = raw[token.start:token.end + 1].decode("utf-8")
+        if token.name == "ICONST":
+            new = str(draw(st.integers(0, 2**31 - 1)))
+        elif token.name == "FCONST":
+            new = draw(st.sampled_from(["0.5", "1e9", "3.25", "12.0"]))
+        elif token.name in ("BCONST", "XCONST"):
+            new = old  # bit strings: keep (their digits are checked)
+        elif old.startswith("$"):
+            tag = old[:old.index("$", 1) + 1]
+            body = draw(st.text(alphabet="abc ;'DROP TABLE x", max_size=12))
+            new = tag + body.replace("$", "") + tag
+        elif old[:1] in ("'", "E", "e", "U", "u", "N", "n"):
+            body = draw(st.text(alphabet="abcé ;DROP TABLE x\"", max_size=12))
+            new = "'" + body + "'"
+        else:
+            new = old
+        out.append(raw[copied:token.start].decode("utf-8"))
+        out.append(new)
+        copied = token.end + 1
+    out.append(raw[copied:].decode("utf-8"))
+    return sql, "".join(out)
+
+
+class NormalisedCacheTests(SynchronousTestCase):
+    """
+    L{classify} shares a classification between single-statement texts of
+    the same literal-normalised form, rebuilding only the text.
+    """
+
+    def full(self, sql: str) -> tuple[StatementInfo, ...]:
+        """The classification from the parse tree, no cache at all."""
+        return sql_module._classify(sql)[0]
+
+    def cached(self, sql: str) -> tuple[StatementInfo, ...]:
+        """Through the normalised cache (not the exact-text one)."""
+        return classify.__wrapped__(sql)
+
+    @settings(max_examples=1000, deadline=None)
+    @given(_literal_variant())
+    def test_sameAsFullClassification(self, pair: tuple[str, str]) -> None:
+        """
+        Whatever text of a form classified the cache entry, another text of
+        that form gets exactly what the full walk gives it: every fact and
+        its own text (the audit input).
+        """
+        sql, variant = pair
+        self.cached(sql)  # primes the entry for this form
+        expected = self.full(variant)
+        self.assertEqual(self.cached(variant), expected, variant)
+        self.assertEqual([dict(i.attributes()) for i in self.cached(variant)],
+                         [dict(i.attributes()) for i in expected])
+
+    def test_corpusBothWays(self) -> None:
+        """
+        Every corpus text, classified through an entry primed by any other
+        text of its normalised form, equals its full classification; texts
+        of one form have equal facts.
+        """
+        by_form: dict[str, list[str]] = {}
+        for sql in CORPUS:
+            by_form.setdefault(pg.normalize(sql), []).append(sql)
+        for texts in by_form.values():
+            for primer in texts:
+                sql_module._shapes.clear()
+                self.cached(primer)
+                for sql in texts:
+                    self.assertEqual(self.cached(sql), self.full(sql), (primer, sql))
+                    self.assertEqual([facts(i) for i in self.full(sql)],
+                                     [facts(i) for i in self.full(primer)], (primer, sql))
+
+    def test_hits(self) -> None:
+        """Texts that differ only in a literal are parsed once."""
+        calls = []
+        real = sql_module._classify
+
+        def counting(sql: str):  # type: ignore[no-untyped-def]
+            calls.append(sql)
+            return real(sql)
+
+        self.patch(sql_module, "_classify", counting)
+        sql_module._shapes.clear()
+        texts = [f"SELECT abalance FROM pgbench_accounts WHERE aid = {n};" for n in range(900001, 900011)]
+        infos = [self.cached(t) for t in texts]
+        self.assertEqual(len(calls), 1)
+        self.assertEqual([i.text for [i] in infos], [t.rstrip(";") for t in texts])
+
+    def test_constantWhere(self) -> None:
+        """
+        WHERE true and WHERE 1=1 are WHERE clauses, as before; a DELETE
+        without one never shares their entry (and the other way round).
+        """
+        for primer in ("DELETE FROM t WHERE true", "DELETE FROM t WHERE 1=1", "DELETE FROM t"):
+            sql_module._shapes.clear()
+            self.cached(primer)
+            self.assertFalse(one("DELETE FROM t WHERE true").without_where)
+            self.assertFalse(self.cached("DELETE FROM t WHERE false")[0].without_where)
+            self.assertFalse(self.cached("DELETE FROM t WHERE 2=3")[0].without_where)
+            self.assertTrue(self.cached("DELETE FROM t")[0].without_where)
+            self.assertTrue(self.cached("UPDATE t SET a = 5")[0].without_where)
+
+    def test_namesAreKept(self) -> None:
+        """
+        What the fingerprint conflates stays apart: schemas, digits in
+        names, prepared-statement names.
+        """
+        for a, b in [("SELECT * FROM t WHERE id = 1", "SELECT * FROM s.t WHERE id = 2"),
+                     ("SELECT * FROM payments_2024", "SELECT * FROM payments_2025"),
+                     ("PREPARE a AS SELECT 1", "PREPARE b AS SELECT 2")]:
+            self.assertNotEqual(pg.normalize(a), pg.normalize(b))
+            self.cached(a)
+            self.assertEqual(self.cached(b), self.full(b))
+            self.assertNotEqual(facts(self.cached(a)[0]), facts(self.cached(b)[0]))
+
+    def test_multiStatementNotShared(self) -> None:
+        """A string of several statements is classified in full each time."""
+        sql_module._shapes.clear()
+        self.cached("BEGIN; DELETE FROM t WHERE id = 1; COMMIT")
+        self.assertEqual(len(sql_module._shapes), 0)

@@ -12,7 +12,13 @@ its place the gateway sends a harmless statement that the server rejects
 own error then arrives exactly where the client expects it, aborts the
 transaction as a real error would, makes the server skip to Sync in the
 extended protocol — and the gateway replaces that error with its own 42501
-naming the rule.
+naming the rule.  A stand-in's name is fresh and random each time, and
+client names with the reserved C{hoopgw_} prefix end the connection (FATAL
+08P01), so the stand-in can never be a portal the client made.
+
+Names.  An Execute is judged by what its portal held when it was bound, and
+a Parse/Bind/Close (or PREPARE/DEALLOCATE) counts only once the server has
+answered it without an error; see "statement and portal names" below.
 """
 
 from __future__ import annotations
@@ -94,6 +100,57 @@ class _Pending:
     marker: str | None = None  # set for a stand-in of a refused statement
     denial: codec.ErrorResponse | None = None
     rows: int = 0
+    # A change to the statement/portal names, applied to the confirmed maps
+    # only once the server has answered this message without an error.
+    op: tuple | None = None
+
+
+@define(frozen=True)
+class _Portal:
+    """A portal as bound: the statement's facts at Bind time, not its name."""
+
+    statement: str
+    info: StatementInfo | None  # None: the statement was unknown at Bind
+    parameters: tuple[bytes | None, ...]
+    formats: tuple[int, ...]
+
+
+# Statement and portal names the gateway keeps for its own stand-ins.
+RESERVED_PREFIX = "hoopgw_"
+
+# The extended-protocol messages that name a statement or a portal.
+_NAMING = frozenset({codec.Parse, codec.Bind, codec.Describe, codec.Close, codec.Execute})
+
+
+def _names(message: codec.Message) -> tuple[str, ...]:
+    kind = type(message)
+    if kind is codec.Parse:
+        return (message.statement,)  # type: ignore[attr-defined]
+    if kind is codec.Bind:
+        return (message.portal, message.statement)  # type: ignore[attr-defined]
+    if kind is codec.Execute:
+        return (message.portal,)  # type: ignore[attr-defined]
+    return (message.name,)  # type: ignore[attr-defined]  # Describe, Close
+
+
+def _changes_names(info: StatementInfo) -> bool:
+    """A statement of a Query that PREPARE/DEALLOCATE/DISCARDs prepared statements."""
+    return info.kinds[:1] in (("prepare",), ("deallocate",), ("discard",))
+
+
+def _apply(prepared: PreparedStatements, portals: dict[str, _Portal], op: tuple) -> None:
+    """Apply one name change (see L{_Pending.op}) to a pair of maps."""
+    what = op[0]
+    if what == "parse":
+        prepared.register(op[1], op[2])
+    elif what == "bind":
+        portals[op[1]] = op[2]
+    elif what == "close-statement":
+        prepared.forget(op[1])
+    elif what == "close-portal":
+        portals.pop(op[1], None)
+    elif what == "sql":
+        prepared.observe(op[1])
 
 
 class PostgresFrontEnd(Factory):
@@ -160,10 +217,19 @@ class ClientProtocol(Protocol):
         self.cancel_pid = 0
         self.cancel_secret = b""
         self.transform: RowTransform | None = None
+        # Statements and portals as the server has confirmed them (its answer
+        # to each Parse, Bind, Close, PREPARE, DEALLOCATE came in without an
+        # error); the view adds every change forwarded and not yet answered,
+        # in order: what a statement pipelined behind them will find.
         self.prepared = PreparedStatements()
-        self.portals: dict[str, tuple[str, tuple[bytes | None, ...], tuple[int, ...]]] = {}
+        self.portals: dict[str, _Portal] = {}
+        self._view_prepared = PreparedStatements()
+        self._view_portals: dict[str, _Portal] = {}
+        self._view_stale = False  # a forwarded change was refused or skipped
+        self._batch_open = False  # extended-protocol messages since the last Sync
         self._queue: deque[codec.Message] = deque()
         self._waiting = False
+        self._draining = False
         # Statements forwarded, grouped by what ends them (a ReadyForQuery
         # after each Query, Sync or FunctionCall); the last group is open.
         self._groups: deque[deque[_Pending]] = deque([deque()])
@@ -277,6 +343,7 @@ class ClientProtocol(Protocol):
 
     def _session_opened(self, session: Session) -> Deferred:
         self.session = session
+        session.traffic = lambda: (self.bytes_in, self.bytes_out)
         if self.state == "closed":  # the client went away meanwhile
             return session.close(status="client disconnected")
         settings: PostgresSettings = session.connection.settings
@@ -378,11 +445,33 @@ class ClientProtocol(Protocol):
     # -- the relay: client to server -----------------------------------------
 
     def _drain(self) -> None:
+        """
+        Forward queued messages until one waits for its decision.  A decision
+        that fires at once (the usual case) resumes this same loop rather than
+        a nested one, so a long pipeline costs no stack.
+        """
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            self._drain_queue()
+        finally:
+            self._draining = False
+
+    def _drain_queue(self) -> None:
         backend = self.backend
         out: list[bytes] = []
         while self._queue and not self._waiting and self.state == "ready":
             message = self._queue.popleft()
             kind = type(message)
+            if kind in _NAMING:
+                if any(name.startswith(RESERVED_PREFIX) for name in _names(message)):
+                    self._reserved_name(message)
+                    return
+                self._batch_open = True
+            elif self._batch_open and (kind is codec.Query or kind is codec.FunctionCall):
+                self._query_in_batch(message)
+                return
             check = self._checks.get(kind)
             if check is not None:
                 if out:  # what preceded the statement goes first
@@ -392,19 +481,24 @@ class ClientProtocol(Protocol):
                 check(self, message)
                 continue
             if kind is codec.Parse:
-                self.prepared.parse(message.statement, message.query)  # type: ignore[attr-defined]
+                # Classified into the view at once (rebuilt if it is stale).
+                info = self._view_prepared.parse(message.statement, message.query)  # type: ignore[attr-defined]
+                self._forwarding_change(("parse", message.statement, info), applied=True)  # type: ignore[attr-defined]
             elif kind is codec.Bind:
-                self.portals[message.portal] = (  # type: ignore[attr-defined]
+                # The portal holds what the statement holds now (P2), not its name.
+                prepared, _ = self._view()
+                portal = _Portal(
                     message.statement,  # type: ignore[attr-defined]
+                    prepared.execute_info(message.statement),  # type: ignore[attr-defined]
                     message.parameters,  # type: ignore[attr-defined]
                     message.parameter_formats,  # type: ignore[attr-defined]
                 )
+                self._forwarding_change(("bind", message.portal, portal))  # type: ignore[attr-defined]
             elif kind is codec.Close:
-                if message.kind == "S":  # type: ignore[attr-defined]
-                    self.prepared.forget(message.name)  # type: ignore[attr-defined]
-                else:
-                    self.portals.pop(message.name, None)  # type: ignore[attr-defined]
+                what = "close-statement" if message.kind == "S" else "close-portal"  # type: ignore[attr-defined]
+                self._forwarding_change((what, message.name))  # type: ignore[attr-defined]
             elif kind is codec.Sync:
+                self._batch_open = False
                 self._close_group()
             elif kind is codec.Terminate:
                 self.state = "closing"
@@ -419,10 +513,77 @@ class ClientProtocol(Protocol):
         self._groups.append(deque())
         self._closed_groups += 1
 
+    # -- statement and portal names --------------------------------------------
+    #
+    # After an error in the extended protocol the server skips everything up
+    # to Sync (a Query too), and it refuses a Parse or Bind of a name in use:
+    # a change the gateway forwards holds only once the server has answered
+    # it without an error.  So each change rides on a _Pending of its own
+    # (one per Parse, Bind, Close; one per PREPARE or DEALLOCATE statement of
+    # a Query), is applied to the confirmed maps by its ParseComplete,
+    # BindComplete, CloseComplete or CommandComplete, and is dropped by an
+    # error or by the ReadyForQuery that ends its group unanswered.  Statements
+    # are judged against the view: the confirmed maps plus every change still
+    # in flight, in order (an Execute pipelined behind its Parse and Bind).
+
+    def _view(self) -> tuple[PreparedStatements, dict[str, _Portal]]:
+        if self._view_stale:
+            prepared, portals = self.prepared.copy(), dict(self.portals)
+            for group in self._groups:
+                for pending in group:
+                    if pending.op is not None:
+                        _apply(prepared, portals, pending.op)
+            self._view_prepared, self._view_portals = prepared, portals
+            self._view_stale = False
+        return self._view_prepared, self._view_portals
+
+    def _forwarding_change(self, op: tuple, *, applied: bool = False) -> None:
+        """Record a name change that is being forwarded (C{applied}: already in the view)."""
+        self._groups[-1].append(_Pending(None, op=op))
+        if not applied and not self._view_stale:
+            _apply(self._view_prepared, self._view_portals, op)
+
+    def _change_answered(self, op: tuple, ok: bool) -> None:
+        if ok:
+            _apply(self.prepared, self.portals, op)
+        else:
+            self._view_stale = True
+
+    def _reserved_name(self, message: codec.Message) -> None:
+        """
+        A client naming a statement or portal C{hoopgw_...}: the namespace of
+        the gateway's stand-ins.  A protocol violation; the connection ends.
+        """
+        self._fatal(
+            "08P01",
+            f'hoopgw: statement and portal names beginning with "{RESERVED_PREFIX}" are reserved '
+            f"for the gateway ({type(message).__name__} refused)",
+        )
+        self._teardown("failed", error=f"client used a reserved {RESERVED_PREFIX} name")
+
+    def _query_in_batch(self, message: codec.Message) -> None:
+        """
+        A Query or FunctionCall after extended-protocol messages without a
+        Sync between: the server runs it, or skips it if the batch failed,
+        and only then answers with a ReadyForQuery, which the gateway cannot
+        know when it forwards it.  Drivers send a Sync first; the connection
+        ends.
+        """
+        self._fatal(
+            "08P01",
+            f"hoopgw: a {type(message).__name__} message must not follow extended-protocol "
+            "messages without a Sync between them",
+        )
+        self._teardown("failed", error=f"{type(message).__name__} inside an unsynced extended-protocol batch")
+
     def _decide(self, actions: list[Action]) -> Deferred:
         """Check actions one after the other (records stay in statement order)."""
         session = self.session
         assert session is not None
+        if len(actions) == 1:
+            # The common case: one Deferred (already fired unless the
+            # decision or the audit write is held), no chain around it.
+            return session.check(actions[0]).addCallback(lambda handle: [handle])
         handles: list[ActionHandle] = []
         d: Deferred = succeed(None)
         for action in actions:
@@ -432,8 +593,17 @@ class ClientProtocol(Protocol):
         return d
 
     def _resume(self, _: object = None) -> None:
+        # Inside the running loop (a decision that fired at once) this only
+        # clears _waiting and the loop carries on; fired later, it drains.
         self._waiting = False
-        self._drain()
+        try:
+            self._drain()
+        except Exception:
+            # Raised here it would end in the decision's Deferred, unseen.
+            log.failure("postgres relay failed")
+            if self.state == "ready":
+                self._fatal("XX000", "the gateway failed relaying this connection")
+                self._teardown("failed", error="internal error")
 
     def _refused_all(self, failure: Failure) -> None:
         if failure.check(AuditUnavailable):
@@ -455,23 +625,54 @@ class ClientProtocol(Protocol):
         )
 
     def _stand_in(self) -> str:
+        """
+        A fresh, unguessable name for a stand-in: the client cannot have made
+        a portal of that name (and may not use the reserved prefix at all).
+        """
         self._denials += 1
-        return f"hoopgw_refused_{self._denials}"
+        return f"{RESERVED_PREFIX}refused_{secrets.token_hex(16)}"
+
+    def _gone(self, handles: list[ActionHandle]) -> bool:
+        """
+        The client went away while these were being decided: nothing is
+        forwarded, and their outcomes are recorded now (no answer will come).
+        """
+        if self.state == "ready":
+            return False
+        for handle in handles:
+            handle.finish(Outcome(status=Status.failed, error="client disconnected before the decision"))
+        return True
 
     def _check_query(self, message: codec.Query) -> None:
         infos = classify(message.query)
         actions: list[Action] = []
+        prepared = self._view()[0]
+        copied = False
         for info in infos:
-            resolved = self.prepared.resolve(info)
-            self.prepared.observe(info)
+            resolved = prepared.resolve(info)
+            if _changes_names(info):
+                # An EXECUTE later in the same Query sees this PREPARE; the
+                # view itself changes only if the Query is forwarded.
+                if not copied:
+                    prepared, copied = prepared.copy(), True
+                prepared.observe(info)
             actions.append(Action(kind=_action_kind(info, "sql.query"), input=info.text, attributes=resolved.attributes()))
         d = self._decide(actions)
 
         def decided(handles: list[ActionHandle]) -> None:
+            if self._gone(handles):
+                return
             group = self._groups[-1]
             refused = next((h for h in handles if not h.allowed), None)
             if refused is None:
-                group.extend(_Pending(h) for h in handles)
+                if copied:
+                    for handle, info in zip(handles, infos):
+                        change = ("sql", info) if _changes_names(info) else None
+                        group.append(_Pending(handle, op=change))
+                        if change is not None and not self._view_stale:
+                            _apply(self._view_prepared, self._view_portals, change)
+                else:
+                    group.extend(_Pending(h) for h in handles)
                 self.backend.write(message)  # type: ignore[union-attr]
             else:
                 for number, handle in enumerate(handles, 1):
@@ -492,11 +693,16 @@ class ClientProtocol(Protocol):
         d.addCallbacks(self._resume, self._refused_all)
 
     def _check_execute(self, message: codec.Execute) -> None:
-        statement, parameters, formats = self.portals.get(message.portal, ("", (), ()))
-        info = self.prepared.execute_info(statement)
+        prepared, portals = self._view()
+        portal = portals.get(message.portal)
+        if portal is None:  # unknown to the gateway (e.g. a DECLAREd cursor)
+            statement, info, parameters, formats = "", None, (), ()
+        else:
+            statement, info, parameters, formats = portal.statement, portal.info, portal.parameters, portal.formats
         if info is None:
             info = StatementInfo(text="", kinds=("unknown",), writes_data=True)
-        resolved = self.prepared.resolve(info)
+        # An EXECUTE p inside the portal finds p when it runs: resolve now.
+        resolved = prepared.resolve(info)
         binary = [
             (formats[i] if len(formats) > 1 else formats[0]) == 1 if formats else False
             for i in range(len(parameters))
@@ -514,6 +720,8 @@ class ClientProtocol(Protocol):
         d = self._decide([action])
 
         def decided(handles: list[ActionHandle]) -> None:
+            if self._gone(handles):
+                return
             [handle] = handles
             if handle.allowed:
                 self._groups[-1].append(_Pending(handle))
@@ -535,6 +743,8 @@ class ClientProtocol(Protocol):
         d = self._decide([action])
 
         def decided(handles: list[ActionHandle]) -> None:
+            if self._gone(handles):
+                return
             [handle] = handles
             if handle.allowed:
                 self._groups[-1].append(_Pending(handle))
@@ -552,37 +762,57 @@ class ClientProtocol(Protocol):
 
     def _server_messages(self, messages: list[codec.Message]) -> None:
         out: list[bytes] = []
+        append = out.append
         transform = self.transform
+        DataRow = codec.DataRow
+        rows = 0  # DataRows since the last completion, counted to the head statement
         for message in messages:
             kind = type(message)
-            if kind is codec.DataRow:
-                group = self._groups[0]
-                if group:
-                    group[0].rows += 1
+            if kind is DataRow:
+                rows += 1
                 if transform is not None:
                     message = transform.row(message)  # type: ignore[arg-type]
-            elif kind is codec.CommandComplete:
+                    append(codec.encode(message))
+                else:
+                    append(message.raw)  # type: ignore[attr-defined]
+                continue
+            if rows:
+                self._count_rows(rows)
+                rows = 0
+            if kind is codec.CommandComplete:
                 self._complete(Status.succeeded, tag=message.tag)  # type: ignore[attr-defined]
             elif kind is codec.ErrorResponse:
                 message = self._error(message)  # type: ignore[arg-type]
             elif kind is codec.EmptyQueryResponse or kind is codec.PortalSuspended:
                 self._complete(Status.succeeded)
+            elif kind is codec.ParseComplete or kind is codec.BindComplete or kind is codec.CloseComplete:
+                self._complete(Status.succeeded)  # confirms that name change
             elif kind is codec.ReadyForQuery:
                 self._end_group()
             elif kind is codec.RowDescription and transform is not None:
                 transform.describe(message)  # type: ignore[arg-type]
             elif kind is codec.GenericMessage and message.tag == b"V":  # type: ignore[attr-defined]
                 self._complete(Status.succeeded)  # FunctionCallResponse
-            out.append(codec.encode(message))
+            raw = message.raw
+            append(raw if raw is not None else codec.encode(message))
+        if rows:
+            self._count_rows(rows)
         data = b"".join(out)
         self.bytes_out += len(data)
         self.transport.write(data)
+
+    def _count_rows(self, rows: int) -> None:
+        group = self._groups[0]
+        if group:
+            group[0].rows += rows
 
     def _complete(self, status: Status, *, tag: str | None = None, error: str | None = None, code: str | None = None) -> None:
         group = self._groups[0]
         if not group:
             return
         pending = group.popleft()
+        if pending.op is not None:
+            self._change_answered(pending.op, status is Status.succeeded)
         if pending.handle is not None:
             rows = rows_from_tag(tag) if tag is not None else None
             pending.handle.finish(
@@ -604,6 +834,8 @@ class ClientProtocol(Protocol):
         self._closed_groups -= 1
         group = self._groups.popleft()
         for pending in group:
+            if pending.op is not None:  # skipped by the server after an error
+                self._view_stale = True
             if pending.handle is not None:
                 pending.handle.finish(
                     Outcome(status=Status.failed, error="not run: an earlier statement in the same batch failed")
@@ -643,7 +875,6 @@ class ClientProtocol(Protocol):
             group.clear()
         session, self.session = self.session, None
         if session is not None:
-            session.bytes_in, session.bytes_out = self.bytes_in, self.bytes_out
             session.close(status=status, error=error)
 
 

@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from hoopgw.config import PostgresSettings
-from hoopgw.model import Connection, Decision, Effect, Identity
+from hoopgw.model import Connection, Decision, Effect, Identity, Status
 from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.frontend import PostgresFrontEnd, rows_from_tag
 from hoopgw.testing import MemoryAuditLog, MemoryIdentityVerifier, StaticPolicy, memory_session_service
@@ -49,10 +49,29 @@ class UpperFirstColumn:
         return row.replace_column(0, value.upper() if value is not None else None)
 
 
-class FrontEndTests(SynchronousTestCase):
+class NoDropPolicy(StaticPolicy):
+    """Denies any action whose statement kinds include DROP; allows the rest."""
+
+    def decide(self, identity, connection, action):
+        if "drop" in (action.attributes or {}).get("sql.statements", ()):
+            self.seen.append(action)
+            return succeed(Decision(effect=Effect.deny, rule="no-drop", message="no DROP"))
+        return super().decide(identity, connection, action)
+
+
+def encoded(*messages: codec.Message) -> bytes:
+    return b"".join(codec.encode(m) for m in messages)
+
+
+PARSE_COMPLETE = codec.GenericMessage.from_body(b"1", b"")
+BIND_COMPLETE = codec.GenericMessage.from_body(b"2", b"")
+CLOSE_COMPLETE = codec.GenericMessage.from_body(b"3", b"")
+
+
+class _FrontEndCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.audit = MemoryAuditLog()
-        self.policy = StaticPolicy()
+        self.policy = NoDropPolicy()
         self.sessions = memory_session_service(
             connections=(CONNECTION,),
             audit=self.audit,
@@ -109,6 +128,13 @@ class FrontEndTests(SynchronousTestCase):
         transport.clear()
         return client, transport, backend
 
+    def _tagged(self) -> codec.FrontendParser:
+        parser = codec.FrontendParser()
+        parser.feed(codec.encode(codec.StartupMessage({"user": "x"})))
+        return parser
+
+
+class FrontEndTests(_FrontEndCase):
     def test_decision_that_fires_later_holds_the_statement(self) -> None:
         """
         If policy has not decided yet, the statement is not forwarded, and a
@@ -172,14 +198,15 @@ class FrontEndTests(SynchronousTestCase):
         )
         sent = frames(backend.transport.value(), self._tagged())
         self.assertEqual([type(m) for m in sent], [codec.Parse, codec.Bind, codec.Execute, codec.Sync])
-        self.assertEqual(sent[2].portal, "hoopgw_refused_1")
+        marker = sent[2].portal
+        self.assertTrue(marker.startswith("hoopgw_refused_"), marker)
         backend.dataReceived(
             b"".join(
                 codec.encode(m)
                 for m in (
                     codec.GenericMessage.from_body(b"1", b""),
                     codec.GenericMessage.from_body(b"2", b""),
-                    codec.error_response("ERROR", "34000", 'portal "hoopgw_refused_1" does not exist'),
+                    codec.error_response("ERROR", "34000", f'portal "{marker}" does not exist'),
                     codec.ReadyForQuery("I"),
                 )
             )
@@ -215,14 +242,224 @@ class FrontEndTests(SynchronousTestCase):
         [end] = self.audit.of("session.end")
         self.assertGreater(end["end"]["bytes_in"], 0)
 
-    def _tagged(self) -> codec.FrontendParser:
-        parser = codec.FrontendParser()
-        parser.feed(codec.encode(codec.StartupMessage({"user": "x"})))
-        return parser
-
     def test_rows_from_tag(self) -> None:
         """CommandComplete tags give row counts where PostgreSQL puts one."""
         self.assertEqual(
             [rows_from_tag(t) for t in ("SELECT 5", "INSERT 0 3", "UPDATE 2", "COPY 10", "CREATE TABLE", "BEGIN")],
             [5, 3, 2, 10, None, None],
         )
+
+
+class NameTrackingTests(_FrontEndCase):
+    """
+    Statements and portals: what the gateway judges an Execute by must be
+    what the server will run (the bypasses of the security review).
+    """
+
+    def sent(self, backend) -> list[codec.Message]:
+        messages = frames(backend.transport.value(), self._tagged())
+        backend.transport.clear()
+        return messages
+
+    def assertRefusedExecute(self, sent: list[codec.Message], portal: str) -> None:
+        executes = [m for m in sent if isinstance(m, codec.Execute)]
+        self.assertEqual(len(executes), 1, sent)
+        self.assertNotEqual(executes[0].portal, portal)
+        self.assertTrue(executes[0].portal.startswith("hoopgw_refused_"), executes[0].portal)
+        self.assertEqual(self.audit.of("action.end")[-1]["outcome"]["status"], "blocked")
+        self.assertIn("drop", self.audit.of("action.start")[-1]["action"]["attributes"]["sql.statements"])
+
+    def test_stand_in_names_are_unguessable(self) -> None:
+        """Each stand-in is named with 128 random bits, never a counter."""
+        self.policy.decisions["sql.execute"] = Decision(effect=Effect.deny, rule="r")
+        client, transport, backend = self.start()
+        client.dataReceived(encoded(codec.Execute("", 0), codec.Execute("", 0), codec.Sync()))
+        first, second = [m.portal for m in self.sent(backend) if isinstance(m, codec.Execute)]
+        self.assertRegex(first, r"^hoopgw_refused_[0-9a-f]{32}$")
+        self.assertRegex(second, r"^hoopgw_refused_[0-9a-f]{32}$")
+        self.assertNotEqual(first, second)
+
+    def test_reserved_prefix_is_a_protocol_violation(self) -> None:
+        """
+        P1: a client binding a portal named like a stand-in (to have its own
+        DROP run in the refused statement's place) is refused: FATAL 08P01,
+        the connection ends, and nothing from the Bind on reaches the server.
+        """
+        client, transport, backend = self.start()
+        client.dataReceived(
+            encoded(
+                codec.Parse("s", "DROP TABLE payments", ()),
+                codec.Bind("hoopgw_refused_1", "s", (), (), ()),
+                codec.Execute("hoopgw_refused_1", 0),
+                codec.Sync(),
+            )
+        )
+        # Nothing more is sent (the Parse ahead of the Bind is dropped too).
+        self.assertEqual(self.sent(backend), [])
+        [fatal] = frames(transport.value())
+        self.assertEqual((fatal.severity, fatal.code), ("FATAL", "08P01"))
+        self.assertIn("reserved", fatal.message)
+        self.assertTrue(transport.disconnecting)
+
+    def test_reserved_prefix_in_every_naming_message(self) -> None:
+        """Parse, Describe, Close and Execute naming a hoopgw_ name are refused too."""
+        for message in (
+            codec.Parse("hoopgw_x", "SELECT 1", ()),
+            codec.Describe("P", "hoopgw_x"),
+            codec.Close("S", "hoopgw_x"),
+            codec.Execute("hoopgw_x", 0),
+        ):
+            self.backends.clear()
+            client, transport, backend = self.start()
+            client.dataReceived(encoded(message))
+            self.assertEqual(self.sent(backend), [])
+            self.assertEqual(frames(transport.value())[0].code, "08P01")
+
+    def test_portal_keeps_the_statement_it_was_bound_from(self) -> None:
+        """
+        P2: a portal bound from the unnamed statement runs what that
+        statement held at Bind time, even after the name is parsed again.
+        """
+        client, transport, backend = self.start()
+        client.dataReceived(
+            encoded(
+                codec.Parse("", "DROP TABLE t1", ()),
+                codec.Bind("p", "", (), (), ()),
+                codec.Parse("", "SELECT 1", ()),
+                codec.Execute("p", 0),
+                codec.Sync(),
+            )
+        )
+        self.assertRefusedExecute(self.sent(backend), "p")
+
+    def test_changes_skipped_after_an_error_are_not_applied(self) -> None:
+        """
+        P3: after an error the server skips to Sync; a Close and Parse it
+        skipped leave the statement as it was (DROP), not as the client
+        asked (SELECT 1).
+        """
+        client, transport, backend = self.start()
+        client.dataReceived(encoded(codec.Parse("s", "DROP TABLE t2", ()), codec.Sync()))
+        backend.dataReceived(encoded(PARSE_COMPLETE, codec.ReadyForQuery("I")))
+        client.dataReceived(
+            encoded(
+                codec.Bind("", "s", (), (), ()),
+                codec.Execute("", 0),  # refused: a stand-in that fails
+                codec.Close("S", "s"),
+                codec.Parse("s", "SELECT 1", ()),
+                codec.Sync(),
+            )
+        )
+        marker = [m for m in self.sent(backend) if isinstance(m, codec.Execute)][0].portal
+        backend.dataReceived(
+            encoded(
+                BIND_COMPLETE,
+                codec.error_response("ERROR", "34000", f'portal "{marker}" does not exist'),
+                codec.ReadyForQuery("I"),
+            )
+        )
+        client.dataReceived(encoded(codec.Bind("", "s", (), (), ()), codec.Execute("", 0), codec.Sync()))
+        self.assertRefusedExecute(self.sent(backend), "")
+
+    def test_parse_refused_by_the_server_does_not_replace(self) -> None:
+        """P3: a named Parse the server refuses (already exists) leaves the old entry."""
+        client, transport, backend = self.start()
+        client.dataReceived(encoded(codec.Parse("s", "DROP TABLE t2", ()), codec.Sync()))
+        backend.dataReceived(encoded(PARSE_COMPLETE, codec.ReadyForQuery("I")))
+        client.dataReceived(encoded(codec.Parse("s", "SELECT 1", ()), codec.Sync()))
+        backend.dataReceived(
+            encoded(
+                codec.error_response("ERROR", "42P05", 'prepared statement "s" already exists'),
+                codec.ReadyForQuery("I"),
+            )
+        )
+        client.dataReceived(encoded(codec.Bind("", "s", (), (), ()), codec.Execute("", 0), codec.Sync()))
+        self.assertRefusedExecute(self.sent(backend), "")
+
+    def test_confirmed_changes_apply(self) -> None:
+        """A Close and Parse the server confirmed do replace the statement."""
+        client, transport, backend = self.start()
+        client.dataReceived(encoded(codec.Parse("s", "DROP TABLE t2", ()), codec.Sync()))
+        backend.dataReceived(encoded(PARSE_COMPLETE, codec.ReadyForQuery("I")))
+        client.dataReceived(encoded(codec.Close("S", "s"), codec.Parse("s", "SELECT 1", ()), codec.Sync()))
+        backend.dataReceived(encoded(CLOSE_COMPLETE, PARSE_COMPLETE, codec.ReadyForQuery("I")))
+        self.sent(backend)
+        client.dataReceived(encoded(codec.Bind("", "s", (), (), ()), codec.Execute("", 0), codec.Sync()))
+        self.assertEqual(self.sent(backend)[1], codec.Execute("", 0))
+        self.assertEqual(self.audit.of("action.start")[-1]["action"]["input"], "SELECT 1")
+
+    def test_refused_query_does_not_change_prepared_statements(self) -> None:
+        """
+        A Query that is refused (never sent) does not DEALLOCATE or PREPARE
+        anything in the gateway's map: EXECUTE p is still judged as the DROP
+        the server holds.
+        """
+        client, transport, backend = self.start()
+        client.dataReceived(encoded(codec.Parse("p", "DROP TABLE payments", ()), codec.Sync()))
+        backend.dataReceived(encoded(PARSE_COMPLETE, codec.ReadyForQuery("I")))
+        self.sent(backend)
+        client.dataReceived(encoded(codec.Query("DEALLOCATE p; PREPARE p AS SELECT 1; DROP TABLE z")))
+        [stand_in] = self.sent(backend)
+        backend.dataReceived(
+            encoded(
+                codec.error_response("ERROR", "42601", f'syntax error at or near "{stand_in.query}"'),
+                codec.ReadyForQuery("I"),
+            )
+        )
+        client.dataReceived(encoded(codec.Query("EXECUTE p")))
+        [sent] = self.sent(backend)
+        self.assertNotEqual(sent, codec.Query("EXECUTE p"))
+        self.assertEqual(self.audit.of("action.end")[-1]["outcome"]["status"], "blocked")
+
+    def test_prepare_then_execute_in_one_query(self) -> None:
+        """An EXECUTE sees a PREPARE earlier in the same Query."""
+        client, transport, backend = self.start()
+        client.dataReceived(encoded(codec.Query("PREPARE q AS SELECT 1; EXECUTE q")))
+        self.assertEqual(self.sent(backend), [codec.Query("PREPARE q AS SELECT 1; EXECUTE q")])
+        backend.dataReceived(
+            encoded(codec.CommandComplete("PREPARE"), codec.CommandComplete("SELECT 1"), codec.ReadyForQuery("I"))
+        )
+        client.dataReceived(encoded(codec.Query("EXECUTE q")))
+        self.assertEqual(self.sent(backend), [codec.Query("EXECUTE q")])
+        self.assertNotIn("unknown", self.audit.of("action.start")[-1]["action"]["attributes"]["sql.statements"])
+
+    def test_unknown_portal_is_unknown(self) -> None:
+        """An Execute of a portal the gateway never saw bound is judged as unknown."""
+        client, transport, backend = self.start()
+        client.dataReceived(encoded(codec.Parse("", "SELECT 1", ()), codec.Execute("cursor", 0), codec.Sync()))
+        self.assertEqual(self.audit.of("action.start")[-1]["action"]["attributes"]["sql.statements"], ["unknown"])
+
+    def test_query_inside_an_unsynced_batch(self) -> None:
+        """A Query after extended messages without a Sync is a protocol violation (FATAL 08P01)."""
+        client, transport, backend = self.start()
+        client.dataReceived(encoded(codec.Parse("", "SELECT 1", ()), codec.Query("SELECT 2")))
+        self.assertNotIn(codec.Query("SELECT 2"), self.sent(backend))
+        self.assertEqual(frames(transport.value())[-1].code, "08P01")
+
+
+class PipelineTests(_FrontEndCase):
+    def test_thousand_pipelined_queries(self) -> None:
+        """
+        If a client pipelines 1,000 Queries whose decisions fire at once, all
+        are forwarded, in order (the drain loop does not recurse).
+        """
+        client, transport, backend = self.start()
+        client.dataReceived(b"".join(codec.encode(codec.Query(f"SELECT {i}")) for i in range(1000)))
+        sent = frames(backend.transport.value(), self._tagged())
+        self.assertEqual([m.query for m in sent], [f"SELECT {i}" for i in range(1000)])
+
+    def test_decision_after_disconnect(self) -> None:
+        """
+        If the client disconnects while a statement is being decided, the
+        statement is not forwarded once allowed, and its outcome is recorded
+        as failed.
+        """
+        client, transport, backend = self.start()
+        self.policy.hold = True
+        client.dataReceived(codec.encode(codec.Query("SELECT 1")))
+        client.connectionLost(None)
+        self.policy.release()
+        self.assertEqual(backend.transport.value(), b"")
+        [end] = self.audit.of("action.end")
+        self.assertEqual(end["outcome"]["status"], Status.failed.value)
+        self.assertEqual(end["outcome"]["error"], "client disconnected before the decision")

@@ -51,7 +51,17 @@ _REMOVED = frozenset({
     b"x-remote-user",
     b"x-remote-group",
     b"x-remote-uid",
+    # Method overrides: a framework behind the upstream (Rails, Laravel,
+    # Express method-override, Google APIs) would run another method than
+    # the one the gateway decided.
+    b"x-http-method-override",
+    b"x-http-method",
+    b"x-method-override",
 })
+
+# Sessions of the upstream: a client must not present one the gateway did
+# not mint for it (see L{sanitize_request_headers}'s C{pass_cookies}).
+_COOKIES = frozenset({b"cookie", b"cookie2"})
 _REMOVED_PREFIXES = (b"impersonate-", b"x-forwarded-", b"x-remote-extra-")
 
 # RFC 9110 section 5.6.2: token = 1*tchar.
@@ -95,7 +105,7 @@ def _is_token(value: bytes) -> bool:
 
 
 def sanitize_request_headers(
-    headers: Sequence[tuple[bytes, bytes]], *, allow_upgrade: bool = False
+    headers: Sequence[tuple[bytes, bytes]], *, allow_upgrade: bool = False, pass_cookies: bool = False
 ) -> SanitizedHeaders | HeaderError:
     """
     Check a request's headers and remove what must not reach the upstream:
@@ -106,6 +116,9 @@ def sanitize_request_headers(
         C{X-Remote-Extra-*};
       - forwarding claims: C{Forwarded}, C{X-Forwarded-*}, C{X-Real-Ip}
         (the gateway states the client address itself if at all);
+      - method overrides: C{X-HTTP-Method-Override}, C{X-HTTP-Method},
+        C{X-Method-Override} (the method decided is the method sent);
+      - C{Cookie} (and the obsolete C{Cookie2}), unless C{pass_cookies};
       - hop-by-hop headers (L{HOP_BY_HOP}) and every header the
         C{Connection} headers name (RFC 9110 section 7.6.1); C{Upgrade}
         stays when C{allow_upgrade}, and the caller then sends its own
@@ -152,6 +165,7 @@ def sanitize_request_headers(
             or lower in _REMOVED
             or lower.startswith(_REMOVED_PREFIXES)
             or lower in nominated
+            or (lower in _COOKIES and not pass_cookies)
         ):
             removed[lower] = None
         else:

@@ -717,6 +717,18 @@ class ClientProtocol(Protocol):
                 "parameters": [_parameter_record(v, b) for v, b in zip(parameters, binary)],
             },
         )
+        # The stand-in: an Execute of a portal that cannot exist.
+        self._decide_one(action, message, lambda marker: codec.Execute(marker, 0), ends_group=False)
+
+    def _decide_one(
+        self,
+        action: Action,
+        message: codec.Message,
+        stand_in: Callable[[str], codec.Message],
+        *,
+        ends_group: bool,
+    ) -> None:
+        """Decide one action; forward C{message}, or C{stand_in(marker)} in its place if refused."""
         d = self._decide([action])
 
         def decided(handles: list[ActionHandle]) -> None:
@@ -729,7 +741,9 @@ class ClientProtocol(Protocol):
             else:
                 marker = self._stand_in()
                 self._groups[-1].append(_Pending(None, marker=marker, denial=self._denial(handle)))
-                self.backend.write(codec.Execute(marker, 0))  # type: ignore[union-attr]
+                self.backend.write(stand_in(marker))  # type: ignore[union-attr]
+            if ends_group:
+                self._close_group()
 
         d.addCallback(decided)
         d.addCallbacks(self._resume, self._refused_all)
@@ -740,23 +754,9 @@ class ClientProtocol(Protocol):
             input=f"function call oid {message.function_oid}",
             attributes={"sql.statements": ("call",), "sql.functions": (str(message.function_oid),)},
         )
-        d = self._decide([action])
-
-        def decided(handles: list[ActionHandle]) -> None:
-            if self._gone(handles):
-                return
-            [handle] = handles
-            if handle.allowed:
-                self._groups[-1].append(_Pending(handle))
-                self.backend.write(message)  # type: ignore[union-attr]
-            else:
-                marker = self._stand_in()
-                self._groups[-1].append(_Pending(None, marker=marker, denial=self._denial(handle)))
-                self.backend.write(codec.Query(marker))  # type: ignore[union-attr]
-            self._close_group()
-
-        d.addCallback(decided)
-        d.addCallbacks(self._resume, self._refused_all)
+        # A FunctionCall ends with ReadyForQuery like a Query; its stand-in
+        # is a Query the server rejects (a syntax error naming the marker).
+        self._decide_one(action, message, codec.Query, ends_group=True)
 
     # -- the relay: server to client -----------------------------------------
 

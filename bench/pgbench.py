@@ -43,7 +43,6 @@ import pwd
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from _procs import CLK_TCK, cpu_seconds, fmt, median, status_kib, stop_process, wait_for  # noqa: E402 (bench/ is on sys.path)
 
 from hoopgw.tls import ensure_certificate
 from tests.integration._postgres import PG_BIN, PostgresCluster
@@ -76,21 +77,9 @@ HOOPGW = [
 ROLE, ROLE_PASSWORD = "bench", "bench-secret"
 TARGETS = ("direct", "direct+tls", "pgbouncer", "pgbouncer+tls", "hoopgw")
 SCAN_SQL = "SELECT g, repeat('x', 100) FROM generate_series(1, 1000000) g"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- small helpers ----------------------------------------------------------------
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process (all its threads)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def cpu_split(pid: int | None) -> tuple[float, float, float]:
@@ -111,13 +100,6 @@ def cpu_split(pid: int | None) -> tuple[float, float, float]:
     )
 
 
-def status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def percentile(ordered: list[int], q: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     if not ordered:
@@ -126,38 +108,6 @@ def percentile(ordered: list[int], q: float) -> float:
     return float(ordered[index])
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-def stop_process(
-    process: subprocess.Popen, *, group: bool, first: int = signal.SIGTERM
-) -> None:
-    """Stop one process we started (or its own process group), politely first."""
-    if process.poll() is not None:
-        return
-    for sig, wait in ((first, 20), (signal.SIGKILL, 10)):
-        try:
-            if group:
-                os.killpg(process.pid, sig)
-            else:
-                process.send_signal(sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 # -- the three servers ------------------------------------------------------------
@@ -687,12 +637,6 @@ def summarise_profile(path: Path, expected: int) -> dict[str, Any]:
 
 
 # -- the run --------------------------------------------------------------------------
-
-
-def fmt(value: float, digits: int = 0) -> str:
-    if math.isnan(value):
-        return "-"
-    return f"{value:,.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

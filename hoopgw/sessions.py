@@ -29,6 +29,9 @@ from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome
 
 log = Logger()
 
+# The decision of an observation: recorded, never enforced.
+OBSERVED = Decision(effect=Effect.allow, rule=None, message="observed: recorded, never enforced")
+
 _REVIEW_UNAVAILABLE = (
     "needs review by {approvers} (rule {rule}); this gateway cannot hold actions "
     "for review yet, so it is refused"
@@ -350,16 +353,33 @@ class Session:
             (C{blocked}) is already recorded.  Fails with L{AuditUnavailable}
             if the log cannot be written: the caller must not forward.
         """
+        handle = self._new_handle(action)
+        if not isinstance(handle, ActionHandle):
+            return handle
+        d = maybeDeferred(self.service.policy.decide, self.identity, self.connection, action)
+        d.addCallback(handle._decided)
+        return d
+
+    def observe(self, action: Action) -> Deferred:
+        """
+        Record something that has already happened (a line typed into a
+        shell) without asking policy: its decision is L{OBSERVED}, never
+        enforced.  Fails as L{check} does when the session is closed or the
+        audit log is unavailable.
+        """
+        handle = self._new_handle(action)
+        if not isinstance(handle, ActionHandle):
+            return handle
+        return maybeDeferred(handle._decided, OBSERVED)
+
+    def _new_handle(self, action: Action) -> "ActionHandle | Deferred":
         if self.closed:
             return fail(NotPermitted(None, "session is closed"))
         failed = self.service.audit.failed
         if failed is not None:
             return fail(AuditUnavailable(f"audit log unavailable: {failed}"))
         self.actions += 1
-        handle = ActionHandle(session=self, action=action, number=self.actions)
-        d = maybeDeferred(self.service.policy.decide, self.identity, self.connection, action)
-        d.addCallback(handle._decided)
-        return d
+        return ActionHandle(session=self, action=action, number=self.actions)
 
     def close(
         self,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import posixpath
 import re
-import shlex
 import struct
 from collections import deque
 from typing import Any, Callable, Mapping, Protocol
@@ -27,12 +26,12 @@ from attrs import frozen
 from twisted.conch.error import ConchError
 from twisted.conch.ssh import channel as _channel
 from twisted.conch.ssh import common, connection
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.errors import AuditUnavailable, NotPermitted
-from hoopgw.model import Action, Decision, Effect, Outcome, Status
+from hoopgw.model import Action, Outcome, Status
 from hoopgw.protocols.ssh.commands import ParsedCommand, command_lines, parse_command
 from hoopgw.recording.asciicast import AsciicastRecorder
 from hoopgw.recording.lines import LineReconstructor, ShellLine
@@ -55,7 +54,6 @@ __all__ = [
     "command_lines",
     "env_allowed",
     "legacy_scp",
-    "observe",
     "open_forward_channel",
     "open_session_channel",
 ]
@@ -74,26 +72,6 @@ def env_allowed(name: str) -> bool:
 _SFTP_SERVERS = frozenset({"sftp-server", "internal-sftp"})
 # What the target's shell would expand in a path: globs, braces, ~, $, `.
 _EXPANDED = re.compile(r"[*?\[\]{}$`~]")
-
-OBSERVED = Decision(effect=Effect.allow, rule=None, message="observed: recorded, never enforced")
-
-
-def observe(session: Session, action: Action) -> Deferred:
-    """
-    Write C{action.start} for something that has already happened (a typed
-    shell line) without asking policy: its decision is L{OBSERVED}.  Fails
-    as L{Session.check} does when the session is closed or the audit log
-    is unavailable.
-    """
-    if session.closed:
-        return fail(NotPermitted(None, "session is closed"))
-    failed = session.service.audit.failed
-    if failed is not None:
-        return fail(AuditUnavailable(f"audit log unavailable: {failed}"))
-    session.actions += 1
-    handle = ActionHandle(session=session, action=action, number=session.actions)
-    return maybeDeferred(handle._decided, OBSERVED)
-
 
 def legacy_scp(parsed: ParsedCommand) -> tuple[tuple[str, ...], bool, str | None] | None:
     """
@@ -723,7 +701,7 @@ class SessionChannel(RelayChannel):
         )
         # Observed, not enforced: the shell has already received the keys,
         # so policy is not asked (a "blocked" record would be false evidence).
-        d = observe(self.session, action)
+        d = self.session.observe(action)
         d.addCallback(lambda handle: handle.finish(Outcome(status=Status.succeeded)))
         d.addErrback(lambda f: log.failure("ssh.shell.line not audited", f))
 

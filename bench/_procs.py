@@ -1,0 +1,85 @@
+"""
+What the benchmarks that run servers as separate processes share: reading a
+process's CPU time and memory from /proc, waiting for a condition, stopping
+what they started.  Benchmarks block by design (they drive real clients),
+so these do too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        # The command name may hold spaces: fields start after its ")".
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process (all its threads)."""
+    fields = _stat_fields(pid) if pid is not None else None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK if fields else 0.0
+
+
+def cpu_system(pid: int | None) -> float:
+    """System (kernel) CPU time of a process."""
+    fields = _stat_fields(pid) if pid is not None else None
+    return int(fields[12]) / CLK_TCK if fields else 0.0
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A /proc/PID/status value in KiB (VmRSS, VmHWM, ...)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt(value: float, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def stop_process(process: subprocess.Popen, *, group: bool, first: int = signal.SIGTERM, grace: float = 20) -> None:
+    """Stop one process we started (or its own process group), politely first."""
+    if process.poll() is not None:
+        return
+    for sig, wait in ((first, grace), (signal.SIGKILL, 10)):
+        try:
+            if group:
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -218,6 +218,7 @@ class HTTPSettings:
     ca_file: Path | None = None
     insecure: bool = False
     impersonate: bool = False
+    pass_cookies: bool = False
 
 
 CONNECTION_KINDS = ("http", "postgres", "ssh")
@@ -317,6 +318,7 @@ _CONNECTION_KEYS = {
         "insecure",
         "kind",
         "name",
+        "pass_cookies",
         "token_env",
         "token_file",
         "upstream",
@@ -910,6 +912,7 @@ def _connection(table: _Table) -> Connection:
             ca_file=table.path_value("ca_file", check="file"),
             insecure=table.boolean("insecure", _default(HTTPSettings, "insecure")),
             impersonate=table.boolean("impersonate", _default(HTTPSettings, "impersonate")),
+            pass_cookies=table.boolean("pass_cookies", _default(HTTPSettings, "pass_cookies")),
         )
     return Connection(name=name, kind=kind, target=target, settings=settings)
 

@@ -559,7 +559,7 @@ class ErrorMessageTests(ConfigTestCase):
                 HTTP + "token = 1\n",
                 'connections[0].token: unknown key; expected one of "ca_file", '
                 '"client_cert", "client_key", "impersonate", "insecure", "kind", "name", '
-                '"token_env", "token_file", "upstream"',
+                '"pass_cookies", "token_env", "token_file", "upstream"',
             ),
             (
                 '[gateway]\n"data dir" = 1\n',
@@ -1238,6 +1238,7 @@ SECTIONS = {
         "client_key",
         "insecure",
         "impersonate",
+        "pass_cookies",
     ],
 }
 SCALARS = st.one_of(

@@ -130,6 +130,8 @@ class _Upstream(resource.Resource):
             request.setHeader(b"content-length", b"%d" % n)
             request.registerProducer(_Bytes(request, n), False)
             return server.NOT_DONE_YET
+        if request.path == b"/base/cookie":
+            request.setHeader(b"set-cookie", b"upstream-session=minted-for-the-gateway")
         if request.path == b"/base/fail":
             request.setResponseCode(500)
             return json.dumps({"kind": "Status", "message": "the upstream broke"}).encode()
@@ -146,6 +148,40 @@ def start_upstream(testcase: TestCase) -> tuple[_Upstream, int, bytes]:
     return upstream, port.getHost().port, ca.ca_cert_pem
 
 
+def start_silent(testcase: TestCase) -> int:
+    """A TCP server that accepts connections and never answers; returns its port."""
+    from twisted.internet.protocol import Factory, Protocol
+
+    factory = Factory.forProtocol(Protocol)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    testcase.addCleanup(port.stopListening)
+    return port.getHost().port
+
+
+_RAW_CLIENT = r"""
+import socket, ssl, sys
+ca, port, head, body = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+CRLF = bytes([13, 10])
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False
+with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+    with context.wrap_socket(raw) as sock:
+        sock.sendall(head.encode().replace(bytes([10]), CRLF) + CRLF)
+        received = b""
+        try:
+            if body:
+                sock.sendall(body.encode().replace(bytes([10]), CRLF))
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                received += data
+        except OSError:
+            pass
+sys.stdout.write(received.decode("latin-1"))
+"""
+
+
 # -- the fixture ------------------------------------------------------------------
 
 
@@ -157,6 +193,7 @@ class _GatewayCase(TestCase):
         self.base.mkdir(parents=True)
         self.fake = fake
         self.upstream, web_port, web_ca = start_upstream(self)
+        silent_port = start_silent(self)
         (self.base / "web-ca.pem").write_bytes(web_ca)
         (self.base / "k8s-ca.pem").write_bytes(fake.ca.ca_cert_pem)
         (self.base / "k8s-token").write_text(fake.token + "\n")
@@ -191,6 +228,16 @@ upstream = "https://localhost:{web_port}/base"
 token_env = "HOOPGW_TEST_WEB_TOKEN"
 ca_file = "web-ca.pem"
 [[connections]]
+name = "silent"
+kind = "http"
+upstream = "http://127.0.0.1:{silent_port}"
+[[connections]]
+name = "cookies"
+kind = "http"
+upstream = "https://localhost:{web_port}/base"
+ca_file = "web-ca.pem"
+pass_cookies = true
+[[connections]]
 name = "wrongca"
 kind = "http"
 upstream = "https://127.0.0.1:{web_port}/base"
@@ -204,6 +251,7 @@ ca_file = "k8s-ca.pem"
         self.port = self.gateway.listeners["http"].port.getHost().port
         self.token = self.gateway.identity.dev_issuer.issue("alice", ("dev",), 600)
         front = self.gateway.listeners["http"].factory.front
+        self.front = front
         self.addCleanup(front.close)
 
     def url(self, path: str) -> str:
@@ -236,6 +284,16 @@ ca_file = "k8s-ca.pem"
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         return status, headers, out.read_bytes() if keep_body else int(output)
+
+    @inlineCallbacks
+    def raw(self, head: str, body: str = "") -> Any:
+        """Send C{head} (lines joined by CRLF) and C{body} on one TLS connection; fires with the reply."""
+        code, output = yield run([
+            sys.executable, "-c", _RAW_CLIENT, str(self.gateway.tls_cert), str(self.port),
+            head.replace("\r\n", "\n"), body,
+        ])
+        self.assertEqual(code, 0, output)
+        return output.decode("latin-1")
 
     def records(self, event: str) -> list[dict[str, Any]]:
         return list(search(self.base / "data" / "audit", event=event))
@@ -347,6 +405,133 @@ class CurlTests(_GatewayCase):
         [(start, end)] = self.actions()
         self.assertEqual(start["action"]["kind"], "k8s.exec")
         self.assertEqual(end["outcome"]["status"], "blocked")
+
+    @inlineCallbacks
+    def test_methods_other_than_upper_case_known_ones_are_refused(self):
+        """
+        "delete" is not DELETE to a policy, yet servers run it as one: a
+        method that is not an upper-case known method is refused with 405
+        before anything is decided or sent.
+        """
+        for method, path in (("delete", "/k8s/api/v1/namespaces/x"), ("Delete", "/web/x"), ("TRACE", "/web/x"),
+                             ("PROPFIND", "/web/x")):
+            status, headers, body = yield self.curl(path, "-X", method)
+            self.assertEqual(status, 405, (method, body))
+            self.assertIn("DELETE", headers["allow"])
+        self.assertEqual((self.fake.requests, self.upstream.seen, self.actions()), ([], [], []))
+
+    @inlineCallbacks
+    def test_method_overrides_are_not_forwarded(self):
+        """
+        Method-override headers are removed and recorded by name; a _method
+        query parameter is refused (400) on a non-Kubernetes connection.
+        """
+        status, _, body = yield self.curl(
+            "/web/x", "-X", "POST", "-H", "X-HTTP-Method-Override: DELETE", "-H", "X-HTTP-Method: DELETE",
+            "-H", "X-Method-Override: DELETE", "--data-binary", "{}",
+        )
+        self.assertEqual(status, 200, body)
+        [seen] = self.upstream.seen
+        self.assertEqual(seen.method, "POST")
+        for name in ("x-http-method-override", "x-http-method", "x-method-override"):
+            self.assertIsNone(seen.header(name))
+        [(start, _)] = self.actions()
+        self.assertEqual(
+            start["action"]["details"]["removed_headers"],
+            ["authorization", "x-http-method-override", "x-http-method", "x-method-override"],
+        )
+        for query in ("_method=DELETE", "a=1&%5Fmethod=delete", "_METHOD=PUT"):
+            status, _, body = yield self.curl(f"/web/x?{query}", "-X", "POST", "--data-binary", "{}")
+            self.assertEqual(status, 400, (query, body))
+            self.assertIn("_method", json.loads(body)["error"])
+        self.assertEqual(len(self.upstream.seen), 1)
+
+    @inlineCallbacks
+    def test_cookies_do_not_cross_the_gateway(self):
+        """
+        The client's Cookie does not reach the upstream, nor the upstream's
+        Set-Cookie the client; a connection with pass_cookies = true lets
+        both through.
+        """
+        status, headers, body = yield self.curl("/web/cookie", "-H", "Cookie: upstream-session=someone-elses")
+        self.assertEqual(status, 200, body)
+        self.assertIsNone(self.upstream.seen[-1].header("cookie"))
+        self.assertNotIn("set-cookie", headers)
+        [(start, _)] = self.actions()
+        self.assertIn("cookie", start["action"]["details"]["removed_headers"])
+        self.assertNotIn("someone-elses", self.audit_text())
+        status, headers, body = yield self.curl("/cookies/cookie", "-H", "Cookie: a=b")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.upstream.seen[-1].header("cookie"), "a=b")
+        self.assertEqual(headers["set-cookie"], "upstream-session=minted-for-the-gateway")
+
+    @inlineCallbacks
+    def test_upstream_that_never_answers_is_504(self):
+        """
+        An upstream that accepts the connection and never answers: after
+        the response timeout, 504 with an error body, the outcome failed.
+        """
+        self.front.response_timeout = 0.5
+        status, _, body = yield self.curl("/silent/x")
+        self.assertEqual(status, 504, body)
+        self.assertIn("did not answer within 0.5 s", json.loads(body)["error"])
+        [(_, end)] = self.actions()
+        self.assertEqual(
+            (end["outcome"]["status"], end["outcome"]["error"]),
+            ("failed", "upstream did not answer within 0.5 s"),
+        )
+
+    @inlineCallbacks
+    def test_request_bodies_are_refused_before_they_are_read(self):
+        """
+        A declared body over the maximum is refused with 413 as soon as the
+        headers are in, without 100 Continue; a body without a bearer token
+        with 401; a chunked body is cut off with 413 past the maximum.
+        Nothing is forwarded, and nothing is decided.
+        """
+        auth = f"Authorization: Bearer {self.token}"
+        reply = yield self.raw(
+            "POST /web/x HTTP/1.1\nHost: gw\n" + auth + "\nContent-Length: 100000000000\nExpect: 100-continue\n"
+        )
+        self.assertTrue(reply.startswith("HTTP/1.1 413 "), reply)
+        self.assertNotIn("100 Continue", reply)
+        reply = yield self.raw("POST /web/x HTTP/1.1\nHost: gw\nContent-Length: 10\nExpect: 100-continue\n")
+        self.assertTrue(reply.startswith("HTTP/1.1 401 "), reply)
+        self.assertIn("WWW-Authenticate: Bearer", reply)
+        self.assertNotIn("100 Continue", reply)
+        reply = yield self.raw("POST /web/x HTTP/1.1\nHost: gw\nAuthorization: Basic eDp5\nTransfer-Encoding: chunked\n",
+                               "5\nhello\n0\n\n")
+        self.assertTrue(reply.startswith("HTTP/1.1 401 "), reply)
+        self.front.max_body = 1000
+        chunk = "x" * 600
+        reply = yield self.raw(
+            "POST /web/x HTTP/1.1\nHost: gw\n" + auth + "\nTransfer-Encoding: chunked\n",
+            f"258\n{chunk}\n258\n{chunk}\n0\n\n",
+        )
+        self.assertTrue(reply.startswith("HTTP/1.1 413 "), reply)
+        # Under the maximum, a body still goes through.
+        status, _, body = yield self.curl("/web/x", "-X", "POST", "--data-binary", "y" * 999)
+        self.assertEqual(status, 200, body)
+        self.assertEqual([seen.size for seen in self.upstream.seen], [999])
+        self.assertEqual(len(self.actions()), 1)
+
+    @inlineCallbacks
+    def test_reserved_kubernetes_identities_are_not_impersonated(self):
+        """
+        An identity with a group (or subject) in the API server's system:
+        namespace is refused with 403 before anything is sent, the action
+        recorded as blocked.
+        """
+        token = self.gateway.identity.dev_issuer.issue("alice", ("dev", "system:masters"), 600)
+        status, _, body = yield self.curl("/k8s/api/v1/namespaces/default/pods", token=token)
+        self.assertEqual(status, 403, body)
+        self.assertIn("system:masters", json.loads(body)["message"])
+        self.assertEqual(self.fake.requests, [])
+        [(_, end)] = self.actions()
+        self.assertEqual(end["outcome"]["status"], "blocked")
+        # On a connection that does not impersonate, the group is no claim.
+        status, _, body = yield self.curl("/web/x", token=token)
+        self.assertEqual(status, 200, body)
 
     @inlineCallbacks
     def test_denied_request_is_403_status_naming_the_rule(self):

@@ -509,7 +509,7 @@ class ShippedPolicyTests(SynchronousTestCase):
             [r.name for r in p.rules],
             ["authenticated-may-use-everything", "no-destructive-ddl", "no-unbounded-writes",
              "no-copy-program", "no-do-blocks", "no-unknown-statements", "review-payment-writes", "no-rm-rf", "no-power-control", "no-port-forwarding",
-             "no-namespace-delete"],
+             "no-namespace-delete", "no-node-proxy"],
         )
 
     def test_defaultBehaviour(self) -> None:

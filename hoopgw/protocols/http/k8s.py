@@ -21,6 +21,13 @@ Where the gateway departs from it, it does so towards the stricter reading:
     C{attach}, C{portforward}, C{proxy} or C{log} for those subresources,
     else the verb.  Both are in C{k8s.verbs}, so C{k8s.verbs = ["exec"]}
     works, and the action kind is C{k8s.<display verb>}.
+  - The kubelet API reached through C{nodes/proxy}
+    (C{/api/v1/nodes/N/proxy/run/<ns>/<pod>/<container>?cmd=...}, and
+    C{exec}, C{attach}, C{portforward} likewise, also under the deprecated
+    C{/api/v1/proxy/nodes/N/...}) runs commands in any pod of the node:
+    it is decided as an exec (display verb C{exec}, C{k8s.subresources}
+    has C{exec} besides C{proxy}, the command in the details), so an exec
+    rule holds for it too.
 """
 
 from __future__ import annotations
@@ -67,6 +74,9 @@ _METHOD_VERBS = {
 # (see the module docstring).
 _STREAMING = frozenset({"exec", "attach", "portforward"})
 _DISPLAYED = _STREAMING | {"proxy", "log"}
+# Kubelet API endpoints that run something in a container (kubelet
+# server.go: /run, /exec, /attach, /portforward).
+_KUBELET_EXEC = frozenset({"run", "exec", "attach", "portforward"})
 
 
 @frozen
@@ -129,6 +139,8 @@ class K8sRequest:
     stderr: bool = False
     tty: bool = False
     ports: tuple[str, ...] = ()
+    node_exec: tuple[str, ...] = ()
+    """The kubelet path below C{nodes/N/proxy} when it runs something (C{run/ns/pod/ctr}), else C{()}."""
 
     def verbs(self) -> tuple[str, ...]:
         """The verb and display verb, each once, the verb first."""
@@ -161,9 +173,19 @@ class K8sRequest:
             resources: tuple[str, ...] = (self.resource,)
             if self.subresource:
                 resources += (f"{self.resource}/{self.subresource}",)
+            if self.verb == "proxy" and not self.subresource and self.name:
+                # The deprecated /proxy/<resource>/<name> form reaches the
+                # same proxy as <resource>/<name>/proxy: rules on the
+                # latter hold for it.
+                resources += (f"{self.resource}/proxy",)
+            subresources: tuple[str, ...] = (self.subresource,)
+            if self.node_exec:
+                if "nodes/proxy" not in resources:
+                    resources += ("nodes/proxy",)
+                subresources = tuple(dict.fromkeys((*subresources, "proxy", "exec")))
             attributes.update({
                 "k8s.resources": resources,
-                "k8s.subresources": (self.subresource,),
+                "k8s.subresources": subresources,
                 "k8s.namespaces": (self.namespace,),
                 "k8s.names": (self.name,),
                 "k8s.groups": (self.api_group,),
@@ -175,7 +197,7 @@ class K8sRequest:
         The request as the audit trail shows it: the command line of an
         exec, else the method and target.
         """
-        if self.subresource == "exec" and self.exec_command:
+        if (self.subresource == "exec" or self.node_exec) and self.exec_command:
             return shlex.join(self.exec_command)
         target = self.path + ("?" + self.query.raw if self.query.raw else "")
         return f"{self.method} {target}"
@@ -201,6 +223,9 @@ class K8sRequest:
             details.update(stdin=self.stdin, stdout=self.stdout, stderr=self.stderr, tty=self.tty)
         if self.subresource == "portforward":
             details["ports"] = list(self.ports)
+        if self.node_exec:
+            details["kubelet"] = "/".join(self.node_exec)
+            details["command"] = list(self.exec_command)
         return details
 
     def to_action(self) -> Action:
@@ -340,9 +365,19 @@ def request_info(
     if not name and verb == "delete":
         verb = "deletecollection"
 
-    if subresource in _STREAMING and verb in ("get", "create"):
+    node_exec: tuple[str, ...] = ()
+    if resource == "nodes" and name:
+        # /nodes/N/proxy/<kubelet path>, or the deprecated verb form
+        # /proxy/nodes/N/<kubelet path> (no subresource there).
+        kubelet = parts[3:] if subresource == "proxy" else parts[2:] if verb == "proxy" else ()
+        if kubelet and kubelet[0] in _KUBELET_EXEC:
+            node_exec = tuple(kubelet)
+
+    if (subresource in _STREAMING or node_exec) and verb in ("get", "create"):
         verb = "create"
-    if subresource in _DISPLAYED:
+    if node_exec:
+        display_verb = "exec"
+    elif subresource in _DISPLAYED:
         display_verb = subresource
     elif verb:
         display_verb = verb
@@ -361,6 +396,9 @@ def request_info(
         stdio = {key: _flag(query, key) for key in stdio}
     if subresource == "portforward":
         ports = query.get_all("ports")
+    if node_exec:
+        # kubelet /run takes cmd (split on whitespace), /exec command=...
+        exec_command = tuple(w for c in query.get_all("cmd") for w in c.split()) + query.get_all("command")
 
     return K8sRequest(
         is_resource=True,
@@ -381,6 +419,7 @@ def request_info(
         exec_command=exec_command,
         container=container,
         ports=ports,
+        node_exec=node_exec,
         **stdio,
     )
 

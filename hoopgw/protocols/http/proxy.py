@@ -35,8 +35,15 @@ other requests get C{{"error": "..."}}.
 
 Request bodies.  twisted.web reads a request's whole body before the
 resource runs (into memory up to 100 kB, else a temporary file), so the
-body is decided on whole and forwarded from there: memory stays bounded,
-disk does not; a streaming upload path is future work.  Responses are
+body is decided on whole and forwarded from there; a streaming upload path
+is future work.  Before any of it is read (L{_Channel.allHeadersReceived},
+no C{100 Continue}), a body over C{max_body} is refused with 413 and a body
+without an C{Authorization: Bearer} header with 401; a chunked body is
+counted as it arrives (L{_Request.handleContentChunk}).
+
+Methods are upper-case ones of L{METHODS} (405 otherwise, before anything
+is decided); the upstream has C{response_timeout} seconds to send its
+response headers (504 otherwise).  Responses are
 streamed with backpressure: reading from the upstream pauses while the
 client is behind.
 
@@ -118,6 +125,20 @@ _STATUS_REASONS = {
     504: "Timeout",
 }
 
+# The methods the gateway forwards: upper-case, as policies name them.
+# Methods are case-sensitive (RFC 9110 section 9.1), so "delete" is not
+# DELETE to a policy glob, yet many servers treat it as DELETE; anything
+# else (TRACE, CONNECT, WebDAV, lower-case) is refused before any decision.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+# How long the upstream has to answer with its response headers; a watch
+# or a log follow is unaffected once its headers have arrived.
+DEFAULT_RESPONSE_TIMEOUT = 30.0
+
+# The largest request body the gateway reads (it is read whole before the
+# request is decided, see the module docstring).
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+
 # Mutating methods, whose bodies go into the audit record.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -128,6 +149,10 @@ _REFRAMED = frozenset({b"host", b"content-length", b"expect"})
 
 # Response headers that describe the upstream connection, not the response.
 _RESPONSE_HOP_BY_HOP = HOP_BY_HOP | {b"proxy-authenticate", b"proxy-authentication-info"}
+
+# Response headers that hand the client a session of the upstream, minted
+# for the gateway's own credential (see L{response_headers}).
+_SET_COOKIE = frozenset({b"set-cookie", b"set-cookie2"})
 
 # An upstream error's message is taken from the first bytes of its body.
 _ERROR_BODY_CAP = 64 * 1024
@@ -156,11 +181,16 @@ def error_body(code: int, message: str, *, kubernetes: bool) -> bytes:
     return json.dumps(document).encode("utf-8") + b"\n"
 
 
-def response_headers(raw: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[tuple[bytes, list[bytes]]]:
+def response_headers(
+    raw: Sequence[tuple[bytes, Sequence[bytes]]], *, pass_cookies: bool = False
+) -> list[tuple[bytes, list[bytes]]]:
     """
     The upstream response's headers that reach the client: all but the
     hop-by-hop ones and those its C{Connection} header names (RFC 9110
     section 7.6.1); the gateway frames the response to the client itself.
+    C{Set-Cookie} and C{Set-Cookie2} are removed unless C{pass_cookies}:
+    a session the upstream opened for the gateway's credential is not the
+    client's to keep.
     """
     nominated: set[bytes] = set()
     for name, values in raw:
@@ -170,7 +200,9 @@ def response_headers(raw: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[tuple
     return [
         (name, list(values))
         for name, values in raw
-        if name.lower() not in _RESPONSE_HOP_BY_HOP and name.lower() not in nominated
+        if name.lower() not in _RESPONSE_HOP_BY_HOP
+        and name.lower() not in nominated
+        and (pass_cookies or name.lower() not in _SET_COOKIE)
     ]
 
 
@@ -248,6 +280,14 @@ class UpstreamTLSPolicy:
         )
 
 
+RESERVED_PREFIX = "system:"
+"""Names the API server reserves for itself: never impersonated."""
+
+
+class ReservedIdentity(Exception):
+    """An identity the gateway refuses to impersonate (see L{Upstream.credential_headers})."""
+
+
 @define(eq=False)
 class Upstream:
     """
@@ -261,6 +301,7 @@ class Upstream:
     token: str | None = field(default=None, repr=False)
     impersonate: bool = False
     pool: HTTPConnectionPool | None = None
+    pass_cookies: bool = False
 
     @classmethod
     def from_connection(cls, connection: Connection, reactor: Any, *, max_persistent: int = 16) -> Upstream:
@@ -278,6 +319,7 @@ class Upstream:
             token=token,
             impersonate=settings.impersonate,
             pool=pool,
+            pass_cookies=settings.pass_cookies,
         )
 
     def url(self, routed: RoutedPath) -> bytes:
@@ -290,8 +332,19 @@ class Upstream:
         identity's C{Impersonate-User}/C{-Group}.
 
         @raise ValueError: for an identity that cannot be sent as headers.
+        @raise ReservedIdentity: with C{impersonate}, for an identity whose
+            subject or a group is in the API server's own C{system:}
+            namespace (C{system:masters}, C{system:serviceaccount:...},
+            C{system:node:...}): an IdP claim must never become one.
         """
         headers: list[tuple[bytes, bytes]] = []
+        if self.impersonate:
+            for what, value in (("subject", identity.subject), *(("group", g) for g in identity.groups)):
+                if value.startswith(RESERVED_PREFIX):
+                    raise ReservedIdentity(
+                        f"the identity's {what} {value!r} is in the Kubernetes-reserved "
+                        f"{RESERVED_PREFIX!r} namespace and is never impersonated"
+                    )
         if self.token is not None:
             headers.append((b"Authorization", b"Bearer " + self.token.encode("ascii")))
         if self.impersonate:
@@ -313,6 +366,55 @@ class _Channel(HTTPChannel):
         self.sessions: dict[tuple[str, str], Session] = {}
         self.lost = False
         self.inflight: set[Deferred] = set()
+        self.refused = False
+
+    def refuse(self, code: int, message: str, *, headers: Mapping[bytes, bytes] | None = None) -> None:
+        """
+        Answer a request whose body is not to be read (before twisted.web
+        reads it, and before any C{100 Continue}), then close: whatever
+        body follows is discarded unread.
+        """
+        if self.refused:
+            return
+        self.refused = True
+        body = error_body(code, message, kubernetes=True)
+        lines = [
+            b"HTTP/1.1 %d %s" % (code, _STATUS_REASONS.get(code, "").encode("ascii")),
+            b"Content-Type: application/json",
+            b"Content-Length: %d" % len(body),
+            b"Connection: close",
+        ]
+        lines += [name + b": " + value for name, value in (headers or {}).items()]
+        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        self.loseConnection()
+
+    def allHeadersReceived(self) -> None:
+        request = self.requests[-1]
+        refusal = request.early_refusal(self.length) if isinstance(request, _Request) else None
+        if refusal is not None:
+            # Not the base class: it would send 100 Continue.  self.length
+            # is not 0 here, so no render follows; the body is discarded.
+            request.content = _NullContent()  # type: ignore[assignment]
+            code, message, headers = refusal
+            return self.refuse(code, message, headers=headers)
+        super().allHeadersReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self.refused:
+            return
+        super().rawDataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if self.refused:
+            return
+        super().lineReceived(line)
+
+    def allContentReceived(self) -> None:
+        # A chunked body refused part-way may still end in the same read:
+        # a refused request is never rendered.
+        if self.refused:
+            return
+        super().allContentReceived()
 
     def track(self, d: Deferred) -> None:
         """An exchange in progress: its session ends only after its C{action.end}."""
@@ -341,6 +443,44 @@ class _Channel(HTTPChannel):
 class _Request(server.Request):
     # The upstream's Content-Type or none: never twisted.web's text/html.
     defaultContentType = None
+    received = 0
+
+    def _max_body(self) -> int:
+        front = getattr(getattr(self.channel, "site", None), "front", None)
+        return front.max_body if front is not None else DEFAULT_MAX_BODY
+
+    def early_refusal(self, length: int | None) -> tuple[int, str, dict[bytes, bytes]] | None:
+        """
+        Whether to refuse the request before its body is read (the headers
+        are all there; twisted.web would read the whole body next, before
+        the token is verified): a declared length over the maximum (413),
+        or a body with no C{Authorization: Bearer} header to verify (401).
+        """
+        if length == 0:
+            return None  # no body: the request runs its usual course
+        limit = self._max_body()
+        if length is not None and length > limit:
+            return 413, f"the request body is larger than this gateway accepts ({limit} bytes)", {}
+        if bearer_token(self.requestHeaders.getRawHeaders(b"authorization")) is None:
+            return (
+                401,
+                "a bearer token is required (Authorization: Bearer <token>)",
+                {b"WWW-Authenticate": b'Bearer realm="hoopgw"'},
+            )
+        return None
+
+    def handleContentChunk(self, data: bytes) -> None:
+        # Content-Length was checked in early_refusal; a chunked body is
+        # counted as it arrives.
+        self.received += len(data)
+        limit = self._max_body()
+        if self.received > limit:
+            channel: Any = self.channel
+            if channel is not None and isinstance(channel, _Channel):
+                self.content = _NullContent()  # type: ignore[assignment]
+                channel.refuse(413, f"the request body is larger than this gateway accepts ({limit} bytes)")
+            return
+        super().handleContentChunk(data)
 
 
 class _Site(server.Site):
@@ -386,10 +526,14 @@ class HTTPFrontEnd:
         reactor: Any,
         upstreams: Mapping[str, Upstream] | None = None,
         body_cap: int = DEFAULT_CAP,
+        response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.sessions = sessions
         self.reactor = reactor
         self.body_cap = body_cap
+        self.response_timeout = response_timeout
+        self.max_body = max_body
         if upstreams is None:
             upstreams = {
                 c.name: Upstream.from_connection(c, reactor)
@@ -521,6 +665,16 @@ class _Exchange:
             connection = sessions.connections.get(routed.connection)
             self.kubernetes = _is_kubernetes(connection, routed)
 
+        method = request.method.decode("ascii", "replace")
+        if method not in METHODS:
+            # Before anything is decided: a policy names methods upper-case.
+            return self._respond(
+                405,
+                f"method {method[:32]!r} is not allowed through the gateway "
+                f"(allowed: {', '.join(sorted(METHODS))})",
+                headers={b"allow": ", ".join(sorted(METHODS)).encode("ascii")},
+            )
+
         token = bearer_token(request.requestHeaders.getRawHeaders(b"authorization"))
         if token is None:
             sessions.auth_failed(source=source, reason="no bearer token", method="token")
@@ -535,14 +689,22 @@ class _Exchange:
             return self._respond(routed.status, routed.reason)
         if connection is not None and connection.kind != "http":
             return self._respond(404, f"{routed.connection!r} is not an HTTP connection")
-        method = request.method.decode("ascii", "replace")
+        upstream = self.front.upstreams.get(routed.connection)
+        if not (upstream is not None and upstream.impersonate) and any(
+            name.casefold() == "_method" for name, _ in routed.raw_query_params
+        ):
+            # Rails, Laravel, Symfony and method-override run a POST with
+            # _method=DELETE as a DELETE; the Kubernetes API server does not.
+            return self._respond(400, "the _method query parameter (a method override) is not allowed")
         info = from_routed(method, routed)
         if isinstance(info, K8sRequestError):
             return self._respond(info.status, info.reason)
         raw_headers = [
             (name, value) for name, values in request.requestHeaders.getAllRawHeaders() for value in values
         ]
-        sanitized = sanitize_request_headers(raw_headers)
+        sanitized = sanitize_request_headers(
+            raw_headers, pass_cookies=upstream.pass_cookies if upstream is not None else False
+        )
         if isinstance(sanitized, HeaderError):
             return self._respond(sanitized.status, sanitized.reason)
         try:
@@ -641,6 +803,9 @@ class _Exchange:
                 out.addRawHeader(name, value)
         try:
             credentials = upstream.credential_headers(identity)
+        except ReservedIdentity as e:
+            handle.finish(Outcome(status=Status.blocked, error=str(e)))
+            return self._respond(403, f"{e} (nothing was forwarded)")
         except ValueError as e:
             handle.finish(Outcome(status=Status.failed, error=str(e)))
             return self._respond(400, str(e))
@@ -649,16 +814,36 @@ class _Exchange:
         body = FileBodyProducer(request.content, cooperator=_cooperator(self.front.reactor)) if size else None
         session.bytes_in += size
         self.pending = upstream.agent.request(method.encode("ascii"), upstream.url(routed), out, body)
+        timeout = self.front.response_timeout
+        # Headers only: once they arrive the timer is cancelled, so a watch
+        # streams for as long as it likes.  (Not Deferred.addTimeout: the
+        # Agent reports a cancelled request as ResponseNeverReceived, which
+        # addTimeout does not recognise as its own.)
+        expired: list[bool] = []
+
+        def expire(pending: Deferred = self.pending) -> None:
+            expired.append(True)
+            pending.cancel()
+
+        timer = self.front.reactor.callLater(timeout, expire)
         try:
             response = await self.pending
         except Exception as e:
             if self.gone:
                 handle.finish(Outcome(status=Status.failed, error="client went away", bytes_in=size))
                 return
+            if expired:
+                error = f"upstream did not answer within {timeout:g} s"
+                handle.finish(Outcome(status=Status.failed, error=error, bytes_in=size))
+                return self._respond(
+                    504, f"the upstream of {routed.connection!r} did not answer within {timeout:g} s"
+                )
             error = _describe(e)
             handle.finish(Outcome(status=Status.failed, error=f"upstream unreachable: {error}", bytes_in=size))
             return self._respond(502, f"the gateway could not reach the upstream of {routed.connection!r}: {error}")
         finally:
+            if timer.active():
+                timer.cancel()
             self.pending = None
 
         code: int = response.code
@@ -668,7 +853,9 @@ class _Exchange:
             return
         request.setResponseCode(code, response.phrase)
         request.responseHeaders.removeHeader(b"content-type")
-        for name, values in response_headers(list(response.headers.getAllRawHeaders())):
+        for name, values in response_headers(
+            list(response.headers.getAllRawHeaders()), pass_cookies=upstream.pass_cookies
+        ):
             request.responseHeaders.setRawHeaders(name, values)
         relay = _Relay(request, _ERROR_BODY_CAP if code >= 400 else 0)
         self.relay = relay
@@ -700,6 +887,25 @@ class _Exchange:
 class _Discard(Protocol):
     def connectionMade(self) -> None:
         self.transport.stopProducing()
+
+
+class _NullContent:
+    """The content of a refused request: its body is discarded unread."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def tell(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
 
 
 def _describe(error: BaseException) -> str:

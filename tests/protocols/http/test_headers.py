@@ -53,6 +53,30 @@ class SanitizeTests(SynchronousTestCase):
                                      b"impersonate-group", b"impersonate-uid", b"impersonate-extra-scopes",
                                      b"x-remote-user", b"x-remote-group", b"x-remote-extra-foo"))
 
+    def test_method_overrides_removed(self) -> None:
+        """
+        Method-override headers, which frameworks behind an upstream honour
+        in place of the method decided, are removed whatever their case and
+        recorded by name.
+        """
+        headers = [
+            (b"X-HTTP-Method-Override", b"DELETE"),
+            (b"x-http-method", b"DELETE"),
+            (b"X-Method-Override", b"PUT"),
+            (b"Accept", b"*/*"),
+        ]
+        r = sanitized(self, headers)
+        self.assertEqual(r.headers, ((b"Accept", b"*/*"),))
+        self.assertEqual(r.removed, (b"x-http-method-override", b"x-http-method", b"x-method-override"))
+
+    def test_cookies_removed_unless_passed(self) -> None:
+        """Cookie is removed (and recorded) by default, kept with pass_cookies."""
+        headers = [(b"Cookie", b"session=someone-elses"), (b"Accept", b"*/*")]
+        r = sanitized(self, headers)
+        self.assertEqual((r.headers, r.removed), (((b"Accept", b"*/*"),), (b"cookie",)))
+        r = sanitized(self, headers, pass_cookies=True)
+        self.assertEqual((r.headers, r.removed), (tuple(headers), ()))
+
     def test_forwarding_claims_removed(self) -> None:
         """Forwarded, X-Forwarded-* and X-Real-Ip are the gateway's to state, not the client's."""
         r = sanitized(self, [(b"Forwarded", b"for=1.2.3.4"), (b"X-Forwarded-For", b"1.2.3.4"),

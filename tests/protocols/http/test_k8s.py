@@ -235,6 +235,35 @@ class StreamingTests(SynchronousTestCase):
         r = info(self, "GET", b"/api/v1/nodes/n1/proxy/pods")
         self.assertEqual((r.verb, r.display_verb, r.resource, r.subresource), ("get", "proxy", "nodes", "proxy"))
 
+    def test_kubelet_run_through_nodes_proxy_is_exec(self) -> None:
+        """
+        The kubelet's /run, /exec, /attach, /portforward under nodes/proxy
+        (and the deprecated /proxy/nodes/N form) run commands in a pod: an
+        exec, with the command in the details, that an exec rule matches.
+        """
+        r = info(self, "POST", b"/api/v1/nodes/n1/proxy/run/kube-system/etcd-n1/etcd?cmd=cat+%2Fetc%2Fshadow")
+        self.assertEqual((r.verb, r.display_verb, r.resource, r.subresource), ("create", "exec", "nodes", "proxy"))
+        self.assertEqual(r.action_kind(), "k8s.exec")
+        attributes = r.attributes()
+        self.assertIn("exec", attributes["k8s.subresources"])
+        self.assertIn("nodes/proxy", attributes["k8s.resources"])
+        self.assertIn("exec", attributes["k8s.verbs"])
+        action = r.to_action()
+        self.assertEqual(action.input, "cat /etc/shadow")
+        self.assertEqual(action.details["command"], ["cat", "/etc/shadow"])
+        self.assertEqual(action.details["kubelet"], "run/kube-system/etcd-n1/etcd")
+        r = info(self, "GET", b"/api/v1/nodes/n1/proxy/exec/d/web/app?command=id&output=1")
+        self.assertEqual((r.display_verb, r.exec_command), ("exec", ("id",)))
+        for kubelet in (b"attach/d/web/app", b"portforward/d/web"):
+            r = info(self, "GET", b"/api/v1/nodes/n1/proxy/" + kubelet)
+            self.assertEqual(r.display_verb, "exec", kubelet)
+        r = info(self, "POST", b"/api/v1/proxy/nodes/n1/run/d/web/app?cmd=id")
+        self.assertEqual((r.verb, r.display_verb, r.exec_command), ("proxy", "exec", ("id",)))
+        self.assertIn("exec", r.attributes()["k8s.subresources"])
+        # Other kubelet paths stay proxy.
+        r = info(self, "GET", b"/api/v1/nodes/n1/proxy/stats/summary")
+        self.assertEqual((r.display_verb, r.node_exec), ("proxy", ()))
+
     def test_exec_action(self) -> None:
         """to_action gives the kind, the command line as input, and the details."""
         action = info(self, "POST", self.EXEC).to_action()
@@ -293,6 +322,10 @@ class AttributeTests(SynchronousTestCase):
         self.assertEqual(decide("DELETE", b"/api/v1/namespace%73/foo"), (Effect.deny, "no-namespace-delete"))
         self.assertEqual(decide("GET", b"/api/v1/namespaces/foo")[0], Effect.allow)
         self.assertEqual(decide("DELETE", b"/api/v1/namespaces/foo/pods/web")[0], Effect.allow)
+        self.assertEqual(
+            decide("POST", b"/api/v1/nodes/n1/proxy/run/d/web/app?cmd=id"), (Effect.deny, "no-node-proxy")
+        )
+        self.assertEqual(decide("GET", b"/api/v1/proxy/nodes/n1/pods"), (Effect.deny, "no-node-proxy"))
 
 
 class PropertyTests(SynchronousTestCase):

@@ -18,6 +18,7 @@ from hoopgw.model import Connection, Identity
 from hoopgw.protocols.http.bodies import MASK, body_record, mask_secrets
 from hoopgw.protocols.http.paths import split_request_target
 from hoopgw.protocols.http.proxy import (
+    ReservedIdentity,
     Upstream,
     UpstreamTLSPolicy,
     bearer_token,
@@ -63,6 +64,20 @@ class ResponseHeaderTests(SynchronousTestCase):
         self.assertEqual(
             response_headers(raw), [(b"Content-Type", [b"application/json"]), (b"Audit-Id", [b"abc"])]
         )
+
+
+    def test_set_cookie_removed_unless_passed(self):
+        """
+        Set-Cookie and Set-Cookie2 (an upstream session minted for the
+        gateway's credential) do not reach the client unless pass_cookies.
+        """
+        raw = [
+            (b"Set-Cookie", [b"session=gateway-session"]),
+            (b"set-cookie2", [b"x=1"]),
+            (b"Content-Type", [b"application/json"]),
+        ]
+        self.assertEqual(response_headers(raw), [(b"Content-Type", [b"application/json"])])
+        self.assertEqual(response_headers(raw, pass_cookies=True), [(n, list(v)) for n, v in raw])
 
 
 class BearerTokenTests(SynchronousTestCase):
@@ -164,6 +179,28 @@ class UpstreamTests(SynchronousTestCase):
             ],
         )
         self.assertNotIn("sa-token", repr(upstream))
+
+    def test_reserved_identities_not_impersonated(self):
+        """
+        A subject or group in the API server's system: namespace (an IdP
+        group named system:masters, a subject posing as a service account)
+        is never impersonated; without impersonate it is not checked.
+        """
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        upstream = Upstream.from_connection(_connection(tmp, impersonate=True), MemoryReactorClock())
+        for identity in (
+            Identity(issuer="dev", subject="alice", groups=("dev", "system:masters")),
+            Identity(issuer="dev", subject="system:serviceaccount:kube-system:admin", groups=()),
+            Identity(issuer="dev", subject="system:admin", groups=("dev",)),
+        ):
+            self.assertRaises(ReservedIdentity, upstream.credential_headers, identity)
+        self.assertEqual(
+            upstream.credential_headers(Identity(issuer="dev", subject="alice", groups=("systems",))),
+            [(b"Impersonate-User", b"alice"), (b"Impersonate-Group", b"systems")],
+        )
+        plain = Upstream.from_connection(_connection(tmp), MemoryReactorClock())
+        self.assertEqual(plain.credential_headers(Identity(issuer="dev", subject="alice", groups=("system:masters",))), [])
 
     def test_url_keeps_prefix_and_canonical_target(self):
         """The forwarded URL is the upstream's base, then the canonical path and query."""

@@ -202,6 +202,7 @@ class _GatewayCase(TestCase):
         shutil.copy(shipped_policies() / "default.toml", policies / "default.toml")
         (policies / "exec.toml").write_text(
             '[[rule]]\nname = "no-exec-in-tests"\neffect = "deny"\nk8s.subresources = ["exec"]\n'
+            'k8s.names = ["locked*"]\n'
             'message = "exec is not allowed here"\n'
         )
         os.environ["HOOPGW_TEST_WEB_TOKEN"] = "upstream-web-token"
@@ -398,7 +399,7 @@ class CurlTests(_GatewayCase):
         status, _, body = yield self.curl("/k8s/api/v1/namespaces/default/pods/../secrets", "--path-as-is")
         self.assertEqual(status, 400, body)
         self.assertIn("dot-segments", json.loads(body)["message"])
-        status, _, body = yield self.curl("/k8s/api/v1/namespaces/default/pods/web/%65xec?command=id", "-X", "POST")
+        status, _, body = yield self.curl("/k8s/api/v1/namespaces/default/pods/locked/%65xec?command=id", "-X", "POST")
         self.assertEqual(status, 403, body)
         self.assertIn("no-exec-in-tests", json.loads(body)["message"])
         self.assertEqual(self.fake.requests, [])
@@ -778,11 +779,94 @@ class KubectlTests(_GatewayCase):
         API server: refused by the test's exec rule, kubectl prints the
         rule's message and the API server sees no exec request.
         """
-        self.fake.add_pod("web")
-        code, out, err = yield run_kubectl(self.kubeconfig, "exec", "web", "--", "echo", "hi")
+        self.fake.add_pod("locked")
+        code, out, err = yield run_kubectl(self.kubeconfig, "exec", "locked", "--", "echo", "hi")
         self.assertNotEqual(code, 0)
         self.assertIn("no-exec-in-tests", err)
         self.assertFalse([r for r in self.fake.requests if r.path.endswith("/exec")])
         blocked = [s for s, _ in self.actions() if s["action"]["kind"] == "k8s.exec"]
         self.assertTrue(blocked)
         self.assertEqual({s["action"]["input"] for s in blocked}, {"echo hi"})
+
+    def exec_actions(self) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        return [a for a in self.actions() if a[0]["action"]["kind"] == "k8s.exec"]
+
+    @inlineCallbacks
+    def test_exec_relays_output_and_exit_status(self):
+        """
+        An allowed kubectl exec is relayed over WebSocket: its output and
+        exit status come through; the API server saw the gateway's token
+        and alice impersonated; the action ends with 101 and byte counts.
+        """
+        self.fake.add_pod("web")
+        code, out, err = yield run_kubectl(self.kubeconfig, "exec", "web", "--", "echo", "hi")
+        self.assertEqual((code, out), (0, "hi\n"), err)
+        [recorded] = [r for r in self.fake.requests if r.path.endswith("/exec")]
+        self.assertEqual((recorded.bearer_token, recorded.impersonate_user), (self.fake.token, "alice"))
+        self.assertIn("v5.channel.k8s.io", recorded.header("sec-websocket-protocol") or "")
+        [(start, end)] = self.exec_actions()
+        self.assertEqual(start["action"]["input"], "echo hi")
+        self.assertEqual((end["outcome"]["status"], end["outcome"]["code"]), ("succeeded", "101"))
+        self.assertGreater(end["outcome"]["bytes_out"], 0)
+        self.assertIn("duration_us", end["outcome"])
+        yield wait_until(lambda: self.records("session.end"), "the exec's session to end")
+
+        code, out, err = yield run_kubectl(self.kubeconfig, "exec", "web", "--", "sh", "-c", "exit 3")
+        self.assertEqual(code, 3, err)
+
+    @inlineCallbacks
+    def test_exec_with_stdin(self):
+        """kubectl exec -i ... cat: stdin goes through to the container and back."""
+        self.fake.add_pod("web")
+        code, out, err = yield run_kubectl(self.kubeconfig, "exec", "-i", "web", "--", "cat", stdin=b"one\ntwo\n")
+        self.assertEqual((code, out), (0, "one\ntwo\n"), err)
+        [(_, end)] = self.exec_actions()
+        self.assertGreater(end["outcome"]["bytes_in"], len(b"one\ntwo\n"))
+
+    @inlineCallbacks
+    def test_failed_upgrade_is_passed_on_and_the_connection_closed(self):
+        """
+        An upgrade the API server refuses (a pod that does not exist) comes
+        back with its status and message, and the client connection is
+        closed after it (CVE-2018-1002105): nothing sent after it is read.
+        """
+        code, _, err = yield run_kubectl(self.kubeconfig, "exec", "ghost", "--", "echo", "hi")
+        self.assertNotEqual(code, 0)
+        self.assertIn("not found", err)
+        head = (
+            "GET /k8s/api/v1/namespaces/default/pods/ghost/exec?command=id&stdout=true HTTP/1.1\n"
+            "Host: gateway\n"
+            f"Authorization: Bearer {self.token}\n"
+            "Connection: Upgrade\nUpgrade: websocket\nSec-WebSocket-Version: 13\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Protocol: v5.channel.k8s.io\n"
+        )
+        follow = (
+            "GET /k8s/api/v1/namespaces/default/pods HTTP/1.1\nHost: gateway\n"
+            f"Authorization: Bearer {self.token}\n\n"
+        )
+        before = len(self.fake.requests)
+        reply = yield self.raw(head, follow)
+        self.assertTrue(reply.startswith("HTTP/1.1 404 "), reply)
+        self.assertEqual(reply.count("HTTP/1.1"), 1, reply)
+        self.assertIn("connection: close", reply.lower())
+        self.assertEqual([r.path for r in self.fake.requests[before:]],
+                         ["/api/v1/namespaces/default/pods/ghost/exec"])
+        ends = [e for _, e in self.exec_actions()]
+        self.assertTrue(ends)
+        self.assertTrue(all(e["outcome"]["status"] == "failed" for e in ends))
+
+    @inlineCallbacks
+    def test_other_upgrades_are_refused(self):
+        """An upgrade to anything but the Kubernetes WebSocket channels (or SPDY/3.1) is 400, never forwarded."""
+        self.fake.add_pod("web")
+        head = (
+            "GET /k8s/api/v1/namespaces/default/pods/web/exec?command=id&stdout=true HTTP/1.1\n"
+            "Host: gateway\n"
+            f"Authorization: Bearer {self.token}\n"
+            "Connection: Upgrade\nUpgrade: websocket\nSec-WebSocket-Version: 13\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Protocol: chat\n"
+        )
+        reply = yield self.raw(head)
+        self.assertTrue(reply.startswith("HTTP/1.1 400 "), reply)
+        self.assertIn("v5.channel.k8s.io", reply)
+        self.assertFalse([r for r in self.fake.requests if r.path.endswith("/exec")])

@@ -47,8 +47,11 @@ response headers (504 otherwise).  Responses are
 streamed with backpressure: reading from the upstream pauses while the
 client is behind.
 
-Upgrades (C{kubectl exec}/C{attach}/C{port-forward}) are refused with 501
-until L{hoopgw.protocols.http.upgrade} lands; see docs/http.md.
+Upgrades (C{kubectl exec}/C{attach}/C{port-forward}) are decided like any
+request, then relayed by L{hoopgw.protocols.http.upgrade} (WebSocket
+C{v5}/C{v4.channel.k8s.io} and SPDY/3.1 only, 400 otherwise); an upgrade
+request that is answered instead of upgraded closes its client connection
+(see docs/http.md).
 """
 
 from __future__ import annotations
@@ -98,6 +101,13 @@ from hoopgw.protocols.http.k8s import (
     from_routed,
 )
 from hoopgw.protocols.http.paths import PathError, RoutedPath, split_request_target
+from hoopgw.protocols.http.upgrade import (
+    check_upgrade,
+    connect_upstream,
+    host_and_prefix,
+    request_head,
+    take_over,
+)
 from hoopgw.sessions import ActionHandle, Session, SessionService
 
 __all__ = [
@@ -302,6 +312,8 @@ class Upstream:
     impersonate: bool = False
     pool: HTTPConnectionPool | None = None
     pass_cookies: bool = False
+    tls: UpstreamTLSPolicy | None = None
+    reactor: Any = None
 
     @classmethod
     def from_connection(cls, connection: Connection, reactor: Any, *, max_persistent: int = 16) -> Upstream:
@@ -311,7 +323,8 @@ class Upstream:
         # log follows) are not limited by this.
         pool.maxPersistentPerHost = max_persistent
         pool.retryAutomatically = False  # a retried POST could run twice
-        agent = Agent(reactor, contextFactory=UpstreamTLSPolicy(settings), pool=pool, connectTimeout=10)
+        tls = UpstreamTLSPolicy(settings)
+        agent = Agent(reactor, contextFactory=tls, pool=pool, connectTimeout=10)
         token = settings.token.read() if settings.token is not None else None
         return cls(
             base=settings.upstream.rstrip("/").encode("ascii"),
@@ -320,6 +333,8 @@ class Upstream:
             impersonate=settings.impersonate,
             pool=pool,
             pass_cookies=settings.pass_cookies,
+            tls=tls,
+            reactor=reactor,
         )
 
     def url(self, routed: RoutedPath) -> bytes:
@@ -617,6 +632,9 @@ class _Exchange:
         self.handle: ActionHandle | None = None
         self.pending: Deferred | None = None
         self.relay: _Relay | None = None
+        # Set for an upgrade request that is not upgraded: its answer ends
+        # the client connection (see L{_close_after}).
+        self.close_after = False
         request.notifyFinish().addErrback(self._client_gone)
 
     def _client_gone(self, failure: Failure) -> None:
@@ -635,8 +653,23 @@ class _Exchange:
         request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
         for name, value in (headers or {}).items():
             request.responseHeaders.setRawHeaders(name, [value])
+        if self.close_after:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
         request.setHeader(b"content-length", b"%d" % len(body))
         request.write(body)
+        self._finish()
+
+    def _finish(self) -> None:
+        """
+        Finish the response; after an upgrade request that was not upgraded,
+        close the client connection with it: whatever the client sent after
+        the request (it may already be speaking the upgraded protocol) is
+        never read as another request (CVE-2018-1002105).
+        """
+        request = self.request
+        channel: Any = request.channel
+        if self.close_after and channel is not None:
+            channel.persistent = False  # twisted.web then drops what follows and closes
         request.finish()
 
     def crashed(self, failure: Failure) -> None:
@@ -653,6 +686,9 @@ class _Exchange:
         sessions = front.sessions
         request = self.request
         source = Source.from_address("http", request.getClientAddress())
+        # An upgrade request that is answered rather than upgraded (refused,
+        # denied, failed upstream) ends its client connection.
+        self.close_after = _is_upgrade(request)
         routed = split_request_target(request.uri)
         if isinstance(routed, PathError):
             # Refused paths still get their connection's error form, if the
@@ -739,14 +775,8 @@ class _Exchange:
         if self.gone:
             handle.finish(Outcome(status=Status.failed, error="client went away before the request was forwarded"))
             return
-        if _is_upgrade(request):
-            # TODO(upgrade.py): the WebSocket (v5/v4.channel.k8s.io) and
-            # SPDY/3.1 relay for exec, attach and port-forward.  Until then
-            # an allowed upgrade is answered here, decided and recorded but
-            # never half-forwarded (Agent cannot carry an upgrade).
-            message = "connection upgrades (exec, attach, port-forward) are not supported by this gateway yet"
-            handle.finish(Outcome(status=Status.failed, error=message, code="501"))
-            return self._respond(501, message)
+        if self.close_after:
+            return await self._upgrade(session, handle, identity, routed, method, sanitized.headers, size)
         await self._forward(session, handle, identity, routed, method, sanitized.headers, size)
 
     def _unauthorized(self, message: str) -> None:
@@ -882,6 +912,136 @@ class _Exchange:
         handle.finish(
             Outcome(status=status, error=problem, code=str(code), bytes_in=size, bytes_out=relay.size)
         )
+
+
+    async def _upgrade(
+        self,
+        session: Session,
+        handle: ActionHandle,
+        identity: Identity,
+        routed: RoutedPath,
+        method: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        size: int,
+    ) -> None:
+        """
+        An allowed upgrade (exec, attach, port-forward): relayed by
+        L{hoopgw.protocols.http.upgrade} if it is one of the protocols the
+        gateway carries; see the module docstring there.
+        """
+        request = self.request
+        upstream = self.front.upstreams[routed.connection]
+        upgrade, why = check_upgrade(request.requestHeaders)
+        if upgrade is None or size:
+            why = why or "an upgrade request must not have a body"
+            handle.finish(Outcome(status=Status.failed, error=why, code="400"))
+            return self._respond(400, why)
+        try:
+            credentials = upstream.credential_headers(identity)
+        except ReservedIdentity as e:
+            handle.finish(Outcome(status=Status.blocked, error=str(e)))
+            return self._respond(403, f"{e} (nothing was forwarded)")
+        except ValueError as e:
+            handle.finish(Outcome(status=Status.failed, error=str(e)))
+            return self._respond(400, str(e))
+        host, prefix = host_and_prefix(upstream.base)
+        head = request_head(
+            method.encode("ascii"), prefix + routed.target.encode("ascii"), host, upgrade,
+            [*headers, *credentials],
+        )
+        reactor = upstream.reactor if upstream.reactor is not None else self.front.reactor
+        connected, side = connect_upstream(reactor, upstream.base, upstream.tls, head)
+        timeout = self.front.response_timeout
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            if side.transport is not None:
+                side.transport.abortConnection()
+            elif not connected.called:
+                connected.cancel()
+
+        timer = self.front.reactor.callLater(timeout, expire)
+        self.pending = connected
+        try:
+            await connected
+            self.pending = None
+            if self.gone:
+                side.transport.abortConnection()
+                raise _ClientGone()
+            answer = await side.head
+        except _ClientGone:
+            handle.finish(Outcome(status=Status.failed, error="client went away"))
+            return
+        except Exception as e:
+            if side.transport is not None:
+                side.transport.abortConnection()
+            if self.gone:
+                handle.finish(Outcome(status=Status.failed, error="client went away"))
+                return
+            if expired:
+                error = f"upstream did not answer within {timeout:g} s"
+                handle.finish(Outcome(status=Status.failed, error=error))
+                self._respond(504, f"the upstream of {routed.connection!r} did not answer within {timeout:g} s")
+            else:
+                error = _describe(e)
+                handle.finish(Outcome(status=Status.failed, error=f"upstream unreachable: {error}"))
+                self._respond(502, f"the gateway could not reach the upstream of {routed.connection!r}: {error}")
+            return
+        finally:
+            self.pending = None
+            if timer.active():
+                timer.cancel()
+
+        if answer.code != 101:
+            # CVE-2018-1002105: the answer goes back and the client
+            # connection ends with it, whatever the client sends next.
+            # The body has the same time to arrive as the head had.
+            stall = self.front.reactor.callLater(timeout, side.transport.abortConnection)
+            body = await side.body
+            if stall.active():
+                stall.cancel()
+            if side.transport is not None:
+                side.transport.loseConnection()
+            problem = _upstream_message(body) or f"HTTP {answer.code}"
+            handle.finish(Outcome(status=Status.failed, error=f"upgrade refused upstream: {problem}",
+                                  code=str(answer.code), bytes_out=len(body)))
+            if self.gone or request.finished:
+                return
+            request.setResponseCode(answer.code, answer.phrase or None)
+            request.responseHeaders.removeHeader(b"content-type")
+            grouped: dict[bytes, list[bytes]] = {}
+            for name, value in answer.headers:
+                grouped.setdefault(name, []).append(value)
+            for name, values in response_headers(list(grouped.items()), pass_cookies=upstream.pass_cookies):
+                if name.lower() != b"content-length":
+                    request.responseHeaders.setRawHeaders(name, values)
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            request.setHeader(b"content-length", b"%d" % len(body))
+            request.write(body)
+            return self._finish()
+
+        if self.gone:
+            side.transport.abortConnection()
+            handle.finish(Outcome(status=Status.failed, error="client went away", code="101"))
+            return
+        lines = [b"HTTP/1.1 101 " + (answer.phrase or b"Switching Protocols")]
+        for name, value in answer.headers:
+            lower = name.lower()
+            if lower not in _RESPONSE_HOP_BY_HOP and lower not in _SET_COOKIE:
+                lines.append(name + b": " + value)
+        lines += [b"Upgrade: " + (answer.get(b"upgrade") or [upgrade])[0], b"Connection: Upgrade"]
+        client = take_over(request, side, b"\r\n".join(lines) + b"\r\n\r\n")
+        await DeferredList([client.lost, side.lost])
+        session.bytes_in += client.sent
+        session.bytes_out += side.received
+        handle.finish(
+            Outcome(status=Status.succeeded, code="101", bytes_in=client.sent, bytes_out=side.received)
+        )
+
+
+class _ClientGone(Exception):
+    pass
 
 
 class _Discard(Protocol):

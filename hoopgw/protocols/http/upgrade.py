@@ -1,0 +1,304 @@
+"""
+The upgrade relay of the HTTP front end: C{kubectl exec}, C{attach} and
+C{port-forward}, once the request has been decided and allowed.
+
+Only the protocols kubectl speaks are carried (L{check_upgrade}): WebSocket
+offering C{v5.channel.k8s.io} or C{v4.channel.k8s.io}, and SPDY/3.1.  The
+gateway opens its own TLS connection to the upstream (the same verification
+and client certificate as every other request), writes the request head
+itself (L{request_head}) and reads the upstream's response head
+(L{_UpstreamSide}):
+
+  - C{101 Switching Protocols}: the 101 goes to the client, the client's
+    connection is taken over from twisted.web, and bytes are relayed both
+    ways, each side the other's producer, until either side closes;
+  - anything else: that status and body go to the client, and the client
+    connection is closed (CVE-2018-1002105: a failed upgrade must never
+    leave a proxied connection open for whatever the client sends next).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.http import _ChunkedTransferDecoder  # type: ignore[attr-defined]
+
+__all__ = ["UpgradeHead", "check_upgrade", "connect_upstream", "request_head"]
+
+WEBSOCKET_PROTOCOLS = (b"v5.channel.k8s.io", b"v4.channel.k8s.io")
+"""The Kubernetes channel subprotocols the relay carries over WebSocket."""
+
+SPDY = b"spdy/3.1"
+
+# The longest upstream response head, and the most of a failed upgrade's
+# body that is passed on to the client.
+MAX_HEAD = 64 * 1024
+MAX_ERROR_BODY = 64 * 1024
+
+# Request headers the relay writes itself.
+_OWN = frozenset({b"host", b"upgrade", b"connection", b"content-length", b"transfer-encoding", b"expect"})
+
+
+def _tokens(values: Sequence[bytes] | None) -> list[bytes]:
+    return [t.strip(b" \t").lower() for v in values or () for t in v.split(b",") if t.strip(b" \t")]
+
+
+def check_upgrade(headers: Any) -> tuple[bytes, None] | tuple[None, str]:
+    """
+    Whether a request's upgrade is one the relay carries: (the C{Upgrade}
+    value to send, None) or (None, why not).  C{headers} is the request's
+    L{twisted.web.http_headers.Headers}.
+    """
+    upgrade = _tokens(headers.getRawHeaders(b"upgrade"))
+    if b"upgrade" not in _tokens(headers.getRawHeaders(b"connection")):
+        return None, "an upgrade needs Connection: Upgrade"
+    if upgrade == [b"websocket"]:
+        offered = _tokens(headers.getRawHeaders(b"sec-websocket-protocol"))
+        if not any(p in offered for p in WEBSOCKET_PROTOCOLS):
+            return None, (
+                "only the WebSocket subprotocols "
+                + ", ".join(p.decode() for p in WEBSOCKET_PROTOCOLS)
+                + " are carried through the gateway"
+            )
+        if len(headers.getRawHeaders(b"sec-websocket-key") or ()) != 1:
+            return None, "a WebSocket upgrade needs one Sec-WebSocket-Key"
+        return b"websocket", None
+    if upgrade == [SPDY]:
+        return b"SPDY/3.1", None
+    return None, "only Upgrade: websocket (v5/v4.channel.k8s.io) and SPDY/3.1 are carried through the gateway"
+
+
+def request_head(
+    method: bytes,
+    target: bytes,
+    host: bytes,
+    upgrade: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+) -> bytes:
+    """
+    The request head the gateway writes upstream: C{headers} are the
+    client's sanitized headers followed by the connection's credentials;
+    framing and hop-by-hop headers are the relay's own.
+    """
+    lines = [method + b" " + target + b" HTTP/1.1", b"Host: " + host]
+    for name, value in headers:
+        if name.lower() not in _OWN:
+            lines.append(name + b": " + value)
+    lines += [b"Upgrade: " + upgrade, b"Connection: Upgrade"]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class UpgradeHead:
+    """The upstream's answer: status, headers (in order), and what followed the head."""
+
+    def __init__(self, code: int, phrase: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.code = code
+        self.phrase = phrase
+        self.headers = headers
+
+    def get(self, name: bytes) -> list[bytes]:
+        return [v for n, v in self.headers if n.lower() == name]
+
+
+def parse_head(data: bytes) -> UpgradeHead:
+    """
+    An HTTP/1.1 response head (without its final empty line).
+
+    @raise ValueError: if it is not one.
+    """
+    status, *lines = data.split(b"\r\n")
+    parts = status.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit() or len(parts[1]) != 3:
+        raise ValueError(f"not an HTTP/1.1 status line: {status[:80]!r}")
+    headers = []
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip(b" \t"):
+            raise ValueError(f"bad response header line {line[:80]!r}")
+        headers.append((name, value.strip(b" \t")))
+    return UpgradeHead(int(parts[1]), parts[2] if len(parts) > 2 else b"", headers)
+
+
+class _UpstreamSide(Protocol):
+    """
+    The gateway's connection to the upstream.  C{head} fires with the
+    L{UpgradeHead}; after a 101, bytes go to C{peer}; otherwise the body
+    (up to L{MAX_ERROR_BODY}) is collected and C{body} fires with it.
+    """
+
+    def __init__(self, request_bytes: bytes) -> None:
+        self.request_bytes = request_bytes
+        self.buffer = b""
+        self.head: Deferred = Deferred()
+        self.body: Deferred = Deferred()
+        self.response: UpgradeHead | None = None
+        self.peer: Any = None  # the client side after a 101
+        self.lost: Deferred = Deferred()
+        self.received = 0
+        self._collected = b""
+        self._remaining: int | None = None
+        self._chunked: Any = None
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request_bytes)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.received += len(data)
+            self.peer.transport.write(data)
+            return
+        if self.response is None:
+            self.buffer += data
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > MAX_HEAD:
+                    self._fail(ValueError("the upstream's response head is too long"))
+                return
+            head, rest = self.buffer[:end], self.buffer[end + 4 :]
+            self.buffer = b""
+            try:
+                self.response = parse_head(head)
+            except ValueError as e:
+                return self._fail(e)
+            if self.response.code == 101:
+                # The peer is attached by the caller; what already came
+                # after the head is the first of the upgraded stream.
+                self.buffer = rest
+                self.transport.pauseProducing()
+                self.head.callback(self.response)
+                return
+            lengths = self.response.get(b"content-length")
+            if b"chunked" in _tokens(self.response.get(b"transfer-encoding")):
+                self._chunked = _ChunkedTransferDecoder(self._collect, self._body_done)
+            elif lengths and lengths[0].isdigit():
+                self._remaining = int(lengths[0])
+            self.head.callback(self.response)
+            data = rest
+        self._body(data)
+
+    def _body(self, data: bytes) -> None:
+        if self.body.called or not data and self._remaining != 0:
+            return
+        if self._chunked is not None:
+            try:
+                self._chunked.dataReceived(data)
+            except Exception:  # a malformed chunked body: pass on what came
+                self._body_done(b"")
+            return
+        if self._remaining is not None:
+            data = data[: self._remaining]
+            self._remaining -= len(data)
+        self._collect(data)
+        if self._remaining == 0:
+            self._body_done(b"")
+
+    def _collect(self, data: bytes) -> None:
+        if len(self._collected) < MAX_ERROR_BODY:
+            self._collected += data[: MAX_ERROR_BODY - len(self._collected)]
+        elif not self.body.called:
+            self._body_done(b"")
+
+    def _body_done(self, rest: bytes) -> None:
+        if not self.body.called:
+            self.body.callback(self._collected)
+            self.transport.loseConnection()
+
+    def _fail(self, error: Exception) -> None:
+        if not self.head.called:
+            self.head.errback(Failure(error))
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+        if not self.head.called:
+            self.head.errback(reason)
+        elif not self.body.called and self.peer is None and self.response is not None and self.response.code != 101:
+            self.body.callback(self._collected)
+        if self.peer is not None:
+            self.peer.other_lost()
+        if not self.lost.called:
+            self.lost.callback(None)
+
+
+class _ClientSide(Protocol):
+    """The client's connection, taken over from twisted.web after the 101."""
+
+    def __init__(self, upstream: _UpstreamSide, channel: Any) -> None:
+        self.upstream = upstream
+        self.channel = channel
+        self.sent = 0
+        self.lost: Deferred = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.sent += len(data)
+        self.upstream.transport.write(data)
+
+    def other_lost(self) -> None:
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+        self.upstream.transport.loseConnection()
+        if not self.lost.called:
+            self.lost.callback(None)
+        # twisted.web's channel no longer sees the connection: let it end
+        # its request and sessions as it would have.
+        self.channel.connectionLost(reason)
+
+
+def connect_upstream(reactor: Any, base: bytes, tls: Any, request_bytes: bytes) -> tuple[Deferred, _UpstreamSide]:
+    """
+    Connect to the upstream at C{base} (its scheme, host and port) with the
+    connection's TLS policy C{tls} and send C{request_bytes}.  Fires the
+    returned Deferred when connected (failing if the connection cannot be
+    made); the response head arrives on the protocol's C{head}.
+    """
+    url = urlsplit(base.decode("ascii"))
+    host = url.hostname or ""
+    https = url.scheme == "https"
+    port = url.port or (443 if https else 80)
+    endpoint: Any = HostnameEndpoint(reactor, host.encode("idna"), port, timeout=10)
+    if https:
+        endpoint = wrapClientTLS(tls.creatorForNetloc(host.encode("ascii"), port), endpoint)
+    side = _UpstreamSide(request_bytes)
+    return connectProtocol(endpoint, side), side
+
+
+def host_and_prefix(base: bytes) -> tuple[bytes, bytes]:
+    """The C{Host} header value and path prefix of an upstream base URL."""
+    url = urlsplit(base.decode("ascii"))
+    return url.netloc.rpartition("@")[2].encode("ascii"), url.path.rstrip("/").encode("ascii")
+
+
+def take_over(request: Any, upstream: _UpstreamSide, head: bytes) -> _ClientSide:
+    """
+    Write the 101 C{head} to the client and take its connection over from
+    twisted.web: the TLS wrapper now feeds the relay instead of the HTTP
+    channel.  Each transport is the other's producer (backpressure).
+    """
+    channel = request.channel
+    transport = channel.transport
+    channel.setTimeout(None)
+    transport.unregisterProducer()
+    transport.write(head)
+    buffered = b"".join(getattr(channel, "_dataBuffer", []))
+    channel._dataBuffer = []
+    client = _ClientSide(upstream, channel)
+    transport.wrappedProtocol = client
+    client.makeConnection(transport)
+    upstream.peer = client
+    transport.registerProducer(upstream.transport, True)
+    upstream.transport.registerProducer(transport, True)
+    if buffered:
+        client.dataReceived(buffered)
+    if upstream.buffer:
+        early, upstream.buffer = upstream.buffer, b""
+        upstream.dataReceived(early)
+    transport.resumeProducing()
+    upstream.transport.resumeProducing()
+    return client

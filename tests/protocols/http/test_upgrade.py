@@ -1,0 +1,64 @@
+"""Unit tests of the upgrade relay's pure parts: which upgrades pass, the request head, the response head."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+
+from hoopgw.protocols.http.upgrade import (
+    check_upgrade,
+    host_and_prefix,
+    parse_head,
+    request_head,
+)
+
+
+def _headers(**values: str) -> Headers:
+    return Headers({k.replace("_", "-").encode(): [v.encode()] for k, v in values.items()})
+
+
+class CheckUpgradeTests(SynchronousTestCase):
+    def test_kubernetes_websocket_and_spdy(self):
+        """WebSocket offering v5/v4.channel.k8s.io and SPDY/3.1 are carried."""
+        ws = _headers(connection="Upgrade", upgrade="websocket", sec_websocket_key="k",
+                      sec_websocket_protocol="v5.channel.k8s.io, v4.channel.k8s.io")
+        self.assertEqual(check_upgrade(ws), (b"websocket", None))
+        spdy = _headers(connection="Upgrade", upgrade="SPDY/3.1")
+        self.assertEqual(check_upgrade(spdy), (b"SPDY/3.1", None))
+
+    def test_others_refused(self):
+        """Other protocols, other subprotocols, or no Connection: Upgrade are refused."""
+        for headers in (
+            _headers(connection="Upgrade", upgrade="h2c"),
+            _headers(connection="Upgrade", upgrade="websocket", sec_websocket_key="k", sec_websocket_protocol="chat"),
+            _headers(connection="Upgrade", upgrade="websocket", sec_websocket_protocol="v5.channel.k8s.io"),
+            _headers(upgrade="websocket", sec_websocket_key="k", sec_websocket_protocol="v5.channel.k8s.io"),
+            _headers(connection="Upgrade", upgrade="websocket, SPDY/3.1"),
+        ):
+            upgrade, why = check_upgrade(headers)
+            self.assertIsNone(upgrade)
+            self.assertTrue(why)
+
+
+class HeadTests(SynchronousTestCase):
+    def test_request_head(self):
+        """The relay frames the request itself: its Host, Upgrade and Connection replace the client's."""
+        head = request_head(
+            b"GET", b"/p/api/v1/x?command=id", b"k8s:6443", b"websocket",
+            [(b"Host", b"gw"), (b"Connection", b"close"), (b"Sec-WebSocket-Key", b"k"), (b"Authorization", b"Bearer t")],
+        )
+        self.assertEqual(
+            head,
+            b"GET /p/api/v1/x?command=id HTTP/1.1\r\nHost: k8s:6443\r\nSec-WebSocket-Key: k\r\n"
+            b"Authorization: Bearer t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        )
+
+    def test_host_and_prefix(self):
+        self.assertEqual(host_and_prefix(b"https://k8s:6443/prefix/"), (b"k8s:6443", b"/prefix"))
+
+    def test_parse_head(self):
+        head = parse_head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept:  x ")
+        self.assertEqual((head.code, head.phrase), (101, b"Switching Protocols"))
+        self.assertEqual(head.get(b"sec-websocket-accept"), [b"x"])
+        for bad in (b"SSH-2.0-x", b"HTTP/1.1 1O1 x", b"HTTP/1.1 101 x\r\n no-colon"):
+            self.assertRaises(ValueError, parse_head, bad)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["audit", "policy", "sql_classify", "pg_codec", "pg_statement", "pgbench", "ssh"]
+BENCHMARKS = ["audit", "policy", "sql_classify", "pg_codec", "pg_statement", "pgbench", "ssh", "http_proxy"]
 
 
 def machine() -> str:

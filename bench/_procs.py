@@ -7,14 +7,17 @@ so these do too.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -83,3 +86,39 @@ def stop_process(process: subprocess.Popen, *, group: bool, first: int = signal.
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+@contextlib.contextmanager
+def bench_run(servers: Any, base: Path, *, keep: bool) -> Iterator[None]:
+    """
+    Start C{servers} (an object with start() and close()) for one benchmark
+    run; whatever happens — an error, Ctrl-C, SIGTERM or SIGHUP — close them
+    and remove C{base} (unless C{keep}).  Prints the load average at start
+    and end, since this machine is shared.
+    """
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in previous:
+        signal.signal(sig, interrupted)
+    try:
+        servers.start()
+        load_start = loadavg()
+        yield
+        print(f"(load average at start {load_start}, at end {loadavg()})\n")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        try:
+            servers.close()
+        finally:
+            if keep:
+                print(f"(kept {base})", file=sys.stderr)
+            else:
+                shutil.rmtree(base, ignore_errors=True)

@@ -51,7 +51,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -67,7 +66,7 @@ for p in (str(ROOT), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from _procs import cpu_seconds, fmt, median, status_kib, stop_process, wait_for  # noqa: E402
+from _procs import bench_run, cpu_seconds, fmt, median, status_kib, stop_process, wait_for  # noqa: E402
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -430,16 +429,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     os.chmod(base, 0o755)
     servers = Servers(base, args.stream_mb * 1_000_000)
     rows: list[dict[str, Any]] = []
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
-
-    def interrupted(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for sig in previous:
-        signal.signal(sig, interrupted)
-    try:
-        servers.start()
-        load_start = Path("/proc/loadavg").read_text().split()[:3]
+    with bench_run(servers, base, keep=args.keep):
         # Sanity: every target answers 200 with the same body.
         for target in TARGETS:
             out = subprocess.run([CURL, "-sS", "-k", "-w", " %{http_code}", *servers.headers(target),
@@ -566,18 +556,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     for name, n in summary["inclusive"]:
                         print(f"| {n / samples:.1%} | `{name}` |")
                     print()
-        load_end = Path("/proc/loadavg").read_text().split()[:3]
-        print(f"(load average at start {' '.join(load_start)}, at end {' '.join(load_end)})\n")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        try:
-            servers.close()
-        finally:
-            if args.keep:
-                print(f"(kept {base})", file=sys.stderr)
-            else:
-                shutil.rmtree(base, ignore_errors=True)
     return rows
 
 

@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from _procs import CLK_TCK, cpu_seconds, fmt, median, status_kib, stop_process, wait_for  # noqa: E402 (bench/ is on sys.path)
+from _procs import bench_run, CLK_TCK, cpu_seconds, fmt, median, status_kib, stop_process, wait_for  # noqa: E402 (bench/ is on sys.path)
 
 from hoopgw.tls import ensure_certificate
 from tests.integration._postgres import PG_BIN, PostgresCluster
@@ -700,18 +700,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     os.chmod(base, 0o755)  # the postgres user runs pgbouncer from inside it
     servers = Servers(base, args.scale, log)
     rows: list[dict[str, Any]] = []
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
-
-    def interrupted(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for sig in previous:
-        signal.signal(sig, interrupted)
-    try:
-        servers.start()
+    with bench_run(servers, base, keep=args.keep):
         logdir = base / "logs"
         logdir.mkdir()
-        load_start = Path("/proc/loadavg").read_text().split()[:3]
 
         # pgbench -S: every (clients, mode) in every round, targets in alternating order.
         results: dict[tuple[str, int, str], list[dict[str, float]]] = {}
@@ -892,20 +883,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     for func, n in summary["inclusive"][:40]:
                         print(f"| {n / samples:.1%} | `{func}` |")
                     print()
-        load_end = Path("/proc/loadavg").read_text().split()[:3]
-        print(
-            f"(load average at start {' '.join(load_start)}, at end {' '.join(load_end)})\n"
-        )
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        try:
-            servers.close()
-        finally:
-            if args.keep:
-                print(f"(kept {base})", file=sys.stderr)
-            else:
-                shutil.rmtree(base, ignore_errors=True)
     return rows
 
 

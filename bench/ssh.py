@@ -42,7 +42,6 @@ import pwd
 import re
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -58,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from _procs import cpu_seconds, cpu_system, fmt, median, status_kib, stop_process, wait_for  # noqa: E402 (bench/ is on sys.path)
+from _procs import bench_run, cpu_seconds, cpu_system, fmt, median, status_kib, stop_process, wait_for  # noqa: E402 (bench/ is on sys.path)
 
 SSHD = "/usr/sbin/sshd"
 SSH = shutil.which("ssh") or "/usr/bin/ssh"
@@ -675,16 +674,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     base = Path(tempfile.mkdtemp(prefix="hoopgw-sshbench-"))
     servers = Servers(base, args.conch_window, args.high_water, args.log_info)
     rows: list[dict[str, Any]] = []
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
-
-    def interrupted(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for sig in previous:
-        signal.signal(sig, interrupted)
-    try:
-        servers.start()
-        load_start = Path("/proc/loadavg").read_text().split()[:3]
+    with bench_run(servers, base, keep=args.keep):
         source = base / "upload.bin"
         with open(source, "wb") as f:
             chunk = os.urandom(MiB)
@@ -806,18 +796,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 for func, n in summary["inclusive"][:25]:
                     print(f"| {n / samples:.1%} | `{func}` |")
                 print()
-        load_end = Path("/proc/loadavg").read_text().split()[:3]
-        print(f"(load average at start {' '.join(load_start)}, at end {' '.join(load_end)})\n")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        try:
-            servers.close()
-        finally:
-            if args.keep:
-                print(f"(kept {base})", file=sys.stderr)
-            else:
-                shutil.rmtree(base, ignore_errors=True)
     return rows
 
 

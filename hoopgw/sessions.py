@@ -69,6 +69,75 @@ def _refusal(decision: Decision) -> Decision:
     return Decision(effect=Effect.review, rule=decision.rule, message=message, review=review)
 
 
+def _host(address: str) -> str:
+    """The host part of a L{Source} address ("10.0.0.5:50412" -> "10.0.0.5")."""
+    if address.startswith("["):
+        return address[1 : address.find("]")]
+    host, sep, _ = address.rpartition(":")
+    return host if sep else address
+
+
+@define
+class FailureLimiter:
+    """
+    Caps C{auth.failed} records per client host: the first C{limit} in a
+    C{window} are written one by one; the rest are counted and written as
+    one C{auth.failed.suppressed} record when the window ends.  A client
+    guessing tokens in a loop cannot fill the audit disk, and the trail
+    still says how many attempts there were.  At most C{hosts} hosts are
+    tracked at once; beyond that every other host shares one budget ("*").
+    """
+
+    clock: IReactorTime
+    write: Callable[[dict[str, Any]], object]
+    limit: int = 20
+    window: float = 60.0
+    hosts: int = 10_000
+    _windows: dict[str, list] = field(factory=dict, init=False)
+
+    def admit(self, source: Source) -> bool:
+        """C{True}: write this failure's record; C{False}: it was counted."""
+        host = _host(source.address)
+        entry = self._windows.get(host)
+        if entry is None:
+            if len(self._windows) >= self.hosts:
+                host = "*"
+                entry = self._windows.get(host)
+            if entry is None:
+                # [failures, suppressed, protocols, started, timer]
+                entry = [0, 0, set(), self.clock.seconds(), None]
+                entry[4] = self.clock.callLater(self.window, self._end, host)
+                self._windows[host] = entry
+        entry[0] += 1
+        if entry[0] <= self.limit:
+            return True
+        entry[1] += 1
+        entry[2].add(source.protocol)
+        return False
+
+    def _end(self, host: str) -> None:
+        failures, suppressed, protocols, started, _ = self._windows.pop(host)
+        if suppressed:
+            self.write(
+                {
+                    "source_host": host,
+                    "protocols": sorted(protocols),
+                    "suppressed": suppressed,
+                    "failures": failures,
+                    "window_s": int(self.window),
+                    "since_us": int(started * 1_000_000),
+                    "outcome": {"status": Status.blocked.value},
+                }
+            )
+
+    def flush(self) -> None:
+        """Write every pending count now (the gateway is stopping)."""
+        for host, entry in list(self._windows.items()):
+            if entry[4].active():
+                entry[4].cancel()
+            self._end(host)
+
+
 @define
 class SessionService:
     """
@@ -86,6 +155,14 @@ class SessionService:
     gateway: str = "hoopgw"
     _active: dict[str, "Session"] = field(factory=dict, init=False)
     _closing: bool = field(default=False, init=False)
+    failures: FailureLimiter = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.failures = FailureLimiter(self.clock, self._suppressed)
+
+    def _suppressed(self, body: dict[str, Any]) -> None:
+        d = self._append("auth.failed.suppressed", {"gateway": self.gateway, **body})
+        d.addErrback(lambda f: log.failure("auth.failed.suppressed record lost", f))
 
     @property
     def active(self) -> Mapping[str, "Session"]:
@@ -125,6 +202,8 @@ class SessionService:
         call this directly.
         """
         self.metrics.auth_failed(source.protocol)
+        if not self.failures.admit(source):
+            return succeed(None)
         body: dict[str, Any] = {
             "gateway": self.gateway,
             "source": source.address,
@@ -290,6 +369,7 @@ class SessionService:
     def close_all(self, reason: str) -> Deferred:
         """End every active session and admit no new ones (gateway shutdown)."""
         self._closing = True
+        self.failures.flush()
         return gatherResults(
             [s.close(status="terminated", error=reason) for s in list(self._active.values())],
             consumeErrors=True,

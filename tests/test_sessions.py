@@ -56,6 +56,56 @@ class SessionServiceTests(SynchronousTestCase):
         self.assertEqual(len(record["credential_sha256"]), 64)
         self.assertNotIn("secret-bad-token", repr(self.audit.records))
 
+    def test_auth_failures_rate_limited_per_host(self) -> None:
+        """
+        If one host fails more than the limit within the window, the excess
+        attempts are refused as before but not written one by one: one
+        auth.failed.suppressed record counts them when the window ends.
+        Another host keeps its own budget.
+        """
+        limit = self.service.failures.limit
+        for port in range(limit + 5):
+            source = Source("postgres", f"10.0.0.5:{40000 + port}")
+            self.failureResultOf(self.service.authenticate_token("bad", source=source), AuthenticationFailed)
+        self.failureResultOf(
+            self.service.authenticate_token("bad", source=Source("ssh", "[2001:db8::1]:22")), AuthenticationFailed
+        )
+        self.assertEqual(len(self.audit.of("auth.failed")), limit + 1)
+        self.assertEqual(self.audit.of("auth.failed.suppressed"), [])
+        self.clock.advance(self.service.failures.window)
+        [summary] = self.audit.of("auth.failed.suppressed")
+        self.assertEqual(
+            (summary["source_host"], summary["suppressed"], summary["failures"], summary["protocols"]),
+            ("10.0.0.5", 5, limit + 5, ["postgres"]),
+        )
+        self.assertEqual(summary["outcome"], {"status": "blocked"})
+        # A fresh window: recorded one by one again.
+        self.failureResultOf(
+            self.service.authenticate_token("bad", source=Source("postgres", "10.0.0.5:1")), AuthenticationFailed
+        )
+        self.assertEqual(len(self.audit.of("auth.failed")), limit + 2)
+
+    def test_auth_failure_counts_flushed_at_shutdown(self) -> None:
+        """Counts still pending when the gateway stops are written then."""
+        limit = self.service.failures.limit
+        for _ in range(limit + 2):
+            self.service.auth_failed(source=SOURCE, reason="bad key", method="publickey")
+        self.successResultOf(self.service.close_all("stopping"))
+        [summary] = self.audit.of("auth.failed.suppressed")
+        self.assertEqual(summary["suppressed"], 2)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_auth_failure_hosts_bounded(self) -> None:
+        """Beyond the number of tracked hosts, the others share one budget."""
+        self.service.failures.hosts = 2
+        self.service.failures.limit = 1
+        for host in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"):
+            self.service.auth_failed(source=Source("http", f"{host}:1"), reason="x", method="token")
+        self.assertEqual(len(self.audit.of("auth.failed")), 3)
+        self.clock.advance(self.service.failures.window)
+        [summary] = self.audit.of("auth.failed.suppressed")
+        self.assertEqual((summary["source_host"], summary["suppressed"]), ("*", 2))
+
     def test_open_writes_session_start(self) -> None:
         """If policy allows session.open, a session.start record names identity, connection and source."""
         session = self.open()

@@ -71,6 +71,14 @@ class IssuerVerifier:
         return Deferred.fromCoroutine(self._verify(token, unverified))
 
     async def _verify(self, token: str, unverified: UnverifiedToken) -> Identity:
+        claims = await self.signed_claims(token, unverified)
+        return self.identity(token, claims)
+
+    async def signed_claims(self, token: str, unverified: UnverifiedToken) -> Mapping[str, Any]:
+        """
+        The token's claims once its header and signature are checked; the
+        claims themselves are not (L{identity} does that).
+        """
         alg = check_header(unverified.header, self.settings.algorithms)
         key = await self.keys.key_for(unverified.header.get("kid"), alg)
         try:
@@ -79,10 +87,14 @@ class IssuerVerifier:
             raise AuthenticationFailed("bad signature") from None
         except jwt.PyJWTError:
             raise AuthenticationFailed("malformed token") from None
-        claims = decode_claims(verified["payload"])
-        return self._identity(token, claims)
+        return decode_claims(verified["payload"])
 
-    def _identity(self, token: str, claims: Mapping[str, Any]) -> Identity:
+    def identity(self, token: str, claims: Mapping[str, Any]) -> Identity:
+        """
+        Check signed C{claims} against this issuer's rules and the clock now.
+
+        @raise AuthenticationFailed: naming the claim at fault.
+        """
         settings = self.settings
         now = self.clock.seconds()
         leeway = settings.leeway_seconds

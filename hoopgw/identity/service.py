@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from attrs import define, field
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -78,6 +78,7 @@ class IdentityService:
     issuers: Mapping[str, IssuerVerifier]
     ssh_keys: SSHKeyMap = field(factory=lambda: SSHKeyMap({}))
     dev_issuer: DevIssuer | None = None
+    verified: "VerifiedTokens" = field(factory=lambda: VerifiedTokens())
 
     @classmethod
     def from_settings(
@@ -138,6 +139,7 @@ class IdentityService:
             issuers=issuers,
             ssh_keys=SSHKeyMap.from_settings(settings.ssh_keys),
             dev_issuer=dev,
+            verified=VerifiedTokens(clock=reactor),
         )
 
     def prefetch(self) -> "Deferred[None]":
@@ -151,6 +153,16 @@ class IdentityService:
         return d
 
     def verify_token(self, token: str) -> "Deferred[Identity]":
+        known = self.verified.get(token)
+        if known is not None:
+            # Signature and header were checked moments ago; the claims are
+            # checked again, so expiry and not-before still bite on time.
+            verifier, claims = known
+            try:
+                return succeed(verifier.identity(token, claims))
+            except AuthenticationFailed:
+                self.verified.forget(token)
+                return fail()
         return Deferred.fromCoroutine(self._verify_token(token))
 
     async def _verify_token(self, token: str) -> Identity:
@@ -164,7 +176,10 @@ class IdentityService:
                 if iss.startswith(ISSUER_PREFIX) and self.dev_issuer is None:
                     raise AuthenticationFailed("dev issuer disabled")
                 raise AuthenticationFailed("unknown issuer")
-            return await verifier.verify(token, unverified)
+            claims = await verifier.signed_claims(token, unverified)
+            identity = verifier.identity(token, claims)
+            self.verified.remember(token, verifier, claims)
+            return identity
         except AuthenticationFailed:
             raise
         except Exception:
@@ -174,6 +189,52 @@ class IdentityService:
 
     def identity_for_public_key(self, key_blob: bytes) -> Identity | None:
         return self.ssh_keys.identity_for_public_key(key_blob)
+
+
+@define
+class VerifiedTokens:
+    """
+    Tokens whose signature was verified lately, so a client that sends the
+    same bearer token with every request (kubectl, curl, an HTTP client
+    pool) pays the signature check once per C{seconds}, not per request.
+
+    Bounded in size and age: a key removed from an issuer's JWKS stops
+    being trusted by this cache within C{seconds}.  Held in memory only,
+    like the tokens in flight themselves.
+    """
+
+    seconds: float = 60.0
+    size: int = 4096
+    clock: Any = None
+    _entries: dict[str, tuple[float, IssuerVerifier, Mapping[str, Any]]] = field(factory=dict, init=False)
+
+    def _now(self) -> float:
+        if self.clock is None:
+            from twisted.internet import reactor
+
+            self.clock = reactor
+        return float(self.clock.seconds())
+
+    def get(self, token: str) -> tuple[IssuerVerifier, Mapping[str, Any]] | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if self._now() >= entry[0]:
+            del self._entries[token]
+            return None
+        return entry[1], entry[2]
+
+    def remember(self, token: str, verifier: IssuerVerifier, claims: Mapping[str, Any]) -> None:
+        if len(self._entries) >= self.size:
+            # Oldest first: dicts keep insertion order.
+            del self._entries[next(iter(self._entries))]
+        self._entries[token] = (self._now() + self.seconds, verifier, claims)
+
+    def forget(self, token: str) -> None:
+        self._entries.pop(token, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _key_source(

@@ -154,6 +154,58 @@ class VerifyTests(SynchronousTestCase):
             token = h.sign("RS256", key=h.RSA_KEY_2, headers={name: value})
             self.assertRefused(token, f"forbidden header {name}")
 
+    def test_verified_token_cached(self) -> None:
+        """If the same token comes again, its signature is not checked again
+        (its issuer's keys are not even looked up) but its claims are: it
+        still expires on time, and after the cache's age it is verified in
+        full."""
+        token = h.sign(exp=h.NOW + 10 + 90)
+        first = self.identity(token)
+        self.assertEqual(len(self.service.verified), 1)
+        calls = []
+
+        class CountingKeys:
+            def __init__(self, keys):
+                self.keys = keys
+
+            def key_for(self, *args):
+                calls.append(args)
+                return self.keys.key_for(*args)
+
+        for verifier in self.service.issuers.values():
+            verifier.keys = CountingKeys(verifier.keys)
+        self.assertEqual(self.identity(token), first)
+        self.assertEqual(calls, [])
+        self.clock.advance(self.service.verified.seconds)
+        self.assertEqual(self.identity(token), first)
+        self.assertEqual(len(calls), 1)
+        self.clock.advance(60)
+        self.assertRefused(token, "token expired")
+
+    def test_verified_token_cache_expiry_before_age(self) -> None:
+        """If a cached token's exp passes before the cache entry's age, the
+        token is refused at once and forgotten."""
+        token = h.sign(exp=h.NOW + 10 + 5)
+        self.identity(token)
+        self.clock.advance(35)
+        self.assertRefused(token, "token expired")
+        self.assertEqual(len(self.service.verified), 0)
+
+    def test_verified_token_cache_bounded(self) -> None:
+        """The cache holds at most its size, dropping the oldest."""
+        self.service.verified.size = 3
+        tokens = [h.sign(jti=f"t{i}") for i in range(5)]
+        for token in tokens:
+            self.identity(token)
+        self.assertEqual(len(self.service.verified), 3)
+        self.assertIsNone(self.service.verified.get(tokens[0]))
+        self.assertIsNotNone(self.service.verified.get(tokens[4]))
+
+    def test_refused_token_not_cached(self) -> None:
+        """A refused token leaves nothing in the cache."""
+        self.assertRefused(h.sign(kid="nope"), "unknown key id")
+        self.assertEqual(len(self.service.verified), 0)
+
     def test_expired(self) -> None:
         """If now is at or past exp plus leeway, the token is refused; just
         inside the leeway it is accepted."""

@@ -73,10 +73,9 @@ MiB = 1024 * 1024
 
 
 # Experiments, off by default: start the gateway with Conch's default
-# channel window (128 KiB) and hoopgw's HIGH_WATER (256 KiB) replaced, and/or
-# with twistd's log file filtered at "info" (by default every debug event,
-# e.g. Conch's two per window adjustment, is formatted and written), to
-# measure what they would give.  hoopgw's code is not changed; the patch
+# channel window (128 KiB) and hoopgw's HIGH_WATER (4 MiB) replaced, and/or
+# with an explicit info-level --logger (hoopgw's own default since
+# `--log-level`), to measure what they would give.  hoopgw's code is not changed; the patch
 # lives only in this gateway process.
 PATCH = """
 import sys
@@ -659,11 +658,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--profile-dir", default=None, help="keep py-spy's raw stacks here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--conch-window", type=int, default=0,
-                        help="experiment: Conch channel window in bytes for the gateway process (default: Conch's 131072)")
+                        help="experiment: Conch's default channel window in bytes for the gateway process "
+                             "(channels that pass none; hoopgw's relay channels pass RELAY_WINDOW, 2 MiB)")
     parser.add_argument("--high-water", type=int, default=0,
-                        help="experiment: hoopgw's relay HIGH_WATER in bytes (default: hoopgw's 262144)")
+                        help="experiment: hoopgw's relay HIGH_WATER in bytes (default: hoopgw's 4 MiB)")
     parser.add_argument("--log-info", action="store_true",
-                        help="experiment: filter the gateway's twistd log at level info (default: twistd writes debug events)")
+                        help="experiment: filter the gateway's log at info with --logger (hoopgw now does so by default: "
+                             "twistd hoopgw --log-level, default info)")
     parser.add_argument("--no-perf", action="store_true", help="skip perf's CPU split by library during the profile")
     args = parser.parse_args([] if argv is None else argv)
     download = (args.download_mib or (256 if args.quick else 1024)) * MiB

@@ -193,6 +193,13 @@ class PostgresSettings:
     password: SecretRef | None = None
     tls: str = "verify-full"  # disable | require | verify-full
     ca_file: Path | None = None
+    # How the target may make the gateway prove the connection's password
+    # (libpq's require_auth).  SCRAM sends only a proof; MD5 sends a hash a
+    # man in the middle can relay, "password" the password itself, so both
+    # must be asked for.  "none": a target that asks for nothing (trust).
+    require_auth: tuple[str, ...] = ("scram-sha-256", "none")
+    # Seconds for the target leg's TCP connect, TLS, login and start-up.
+    login_timeout: int = 30
 
 
 @frozen
@@ -207,6 +214,13 @@ class SSHSettings:
     # Keystrokes in terminal recordings ("i" events): off by default, as they
     # include whatever is typed at prompts that do not echo (passwords).
     record_input: bool = False
+    # Keep-alives on both legs (keepalive@openssh.com): a peer that leaves
+    # keepalive_count_max requests unanswered, keepalive_interval seconds
+    # apart, is taken for dead and its session ended.  0 turns them off.
+    keepalive_interval: int = 15
+    keepalive_count_max: int = 3
+    # Seconds for the target leg's TCP connect, key exchange and login.
+    login_timeout: int = 30
 
 
 @frozen
@@ -261,6 +275,7 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})", re.ASCII)
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 _DEFAULT_PORTS = {"postgres": 5432, "ssh": 22}
 _TLS_MODES = ("disable", "require", "verify-full")
+_PG_AUTH_METHODS = ("scram-sha-256", "md5", "password", "none")
 _SYNC_MODES = ("batched", "strict")
 # Asymmetric algorithms only: a JWKS holds public keys, and "none" or an
 # HMAC algorithm would let anyone holding the "public" key mint tokens.
@@ -292,9 +307,11 @@ _CONNECTION_KEYS = {
         "ca_file",
         "database",
         "kind",
+        "login_timeout",
         "name",
         "password_env",
         "password_file",
+        "require_auth",
         "tls",
         "user",
     ),
@@ -306,6 +323,9 @@ _CONNECTION_KEYS = {
         "known_hosts",
         "name",
         "password_env",
+        "keepalive_count_max",
+        "keepalive_interval",
+        "login_timeout",
         "password_file",
         "record_input",
         "user",
@@ -459,6 +479,18 @@ class _Table:
                     f"{self.key(name)}[{index}]", "expected a string, got an empty string"
                 )
         return tuple(value)
+
+    def subset(self, name: str, choices: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
+        """A non-empty array of distinct items of C{choices}."""
+        values = self.strings(name, default, non_empty=True)
+        for index, value in enumerate(values):
+            if value not in choices:
+                raise self.reader.error(
+                    f"{self.key(name)}[{index}]", f"expected one of {quote_choices(choices)}, got {_quote(value)}"
+                )
+            if value in values[:index]:
+                raise self.reader.error(f"{self.key(name)}[{index}]", f"expected each method once, got {_quote(value)} again")
+        return values
 
     def path_value(
         self, name: str, *, required: bool = False, check: str | None = None
@@ -865,6 +897,8 @@ def _connection(table: _Table) -> Connection:
             password=table.secret("password_env", "password_file"),
             tls=table.choice("tls", _TLS_MODES, _default(PostgresSettings, "tls")),
             ca_file=table.path_value("ca_file", check="file"),
+            require_auth=table.subset("require_auth", _PG_AUTH_METHODS, _default(PostgresSettings, "require_auth")),
+            login_timeout=table.duration("login_timeout", _default(PostgresSettings, "login_timeout")),
         )
     elif kind == "ssh":
         host, port = _address(table, kind)
@@ -894,6 +928,11 @@ def _connection(table: _Table) -> Connection:
             host_key=host_key,
             known_hosts=table.path_value("known_hosts", check="file"),
             record_input=table.boolean("record_input", _default(SSHSettings, "record_input")),
+            keepalive_interval=table.duration(
+                "keepalive_interval", _default(SSHSettings, "keepalive_interval"), allow_zero=True
+            ),
+            keepalive_count_max=table.positive_int("keepalive_count_max", _default(SSHSettings, "keepalive_count_max")),
+            login_timeout=table.duration("login_timeout", _default(SSHSettings, "login_timeout")),
         )
     else:
         upstream = _required(table, "upstream", 'an upstream URL (e.g. "https://127.0.0.1:6443")')

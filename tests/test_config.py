@@ -440,6 +440,46 @@ class LoadValidTests(ConfigTestCase):
         )
 
 
+class SSHTimingTests(ConfigTestCase):
+    def test_defaults(self) -> None:
+        """
+        Without keep-alive or login settings, an SSH connection sends a
+        keep-alive every 15 s, gives up after 3 unanswered, and allows 30 s
+        for the target login.
+        """
+        settings = self.loadText(SSH).connections[0].settings
+        self.assertEqual(
+            (settings.keepalive_interval, settings.keepalive_count_max, settings.login_timeout), (15, 3, 30)
+        )
+
+    def test_values(self) -> None:
+        """Durations and counts are read; a keep-alive interval of 0 turns them off."""
+        settings = self.loadText(
+            SSH + 'keepalive_interval = "1m"\nkeepalive_count_max = 5\nlogin_timeout = 10\n'
+        ).connections[0].settings
+        self.assertEqual(
+            (settings.keepalive_interval, settings.keepalive_count_max, settings.login_timeout), (60, 5, 10)
+        )
+        off = self.loadText(SSH + "keepalive_interval = 0\n").connections[0].settings
+        self.assertEqual(off.keepalive_interval, 0)
+
+    def test_errors(self) -> None:
+        """Each bad value is refused with the key and what is expected."""
+        duration = 'a positive duration such as "30s", "15m", "2h", "1d" or "1h30m" (or whole seconds)'
+        cases = [
+            (SSH + 'keepalive_interval = "often"\n',
+             f'connections[0].keepalive_interval: expected {duration}, got "often"'),
+            (SSH + "keepalive_interval = -1\n", f"connections[0].keepalive_interval: expected {duration}, got -1"),
+            (SSH + "keepalive_count_max = 0\n", "connections[0].keepalive_count_max: expected a positive integer, got 0"),
+            (SSH + 'keepalive_count_max = "3"\n',
+             "connections[0].keepalive_count_max: expected a positive integer, got a string"),
+            (SSH + "login_timeout = 0\n", f"connections[0].login_timeout: expected {duration}, got 0"),
+            (SSH + "login_timeout = true\n", f"connections[0].login_timeout: expected {duration}, got a boolean"),
+        ]
+        for text, message in cases:
+            self.assertError(text, "hoopgw.toml: " + message)
+
+
 class LoadFileErrorTests(ConfigTestCase):
     def test_missingFile(self) -> None:
         """
@@ -542,13 +582,32 @@ class ErrorMessageTests(ConfigTestCase):
             (
                 POSTGRES + 'password = "hunter2"\n',
                 "connections[0].password: unknown key; "
-                'expected one of "address", "ca_file", "database", "kind", "name", "password_env", '
-                '"password_file", "tls", "user"',
+                'expected one of "address", "ca_file", "database", "kind", "login_timeout", "name", '
+                '"password_env", "password_file", "require_auth", "tls", "user"',
+            ),
+            (
+                POSTGRES + 'require_auth = ["scram-sha-256", "trust"]\n',
+                'connections[0].require_auth[1]: expected one of "md5", "none", '
+                '"password", "scram-sha-256", got "trust"',
+            ),
+            (
+                POSTGRES + 'require_auth = ["md5", "md5"]\n',
+                'connections[0].require_auth[1]: expected each method once, got "md5" again',
+            ),
+            (
+                POSTGRES + "require_auth = []\n",
+                "connections[0].require_auth: expected a non-empty array of strings, got an empty array",
+            ),
+            (
+                POSTGRES + 'login_timeout = "soon"\n',
+                'connections[0].login_timeout: expected a positive duration such as "30s", "15m", '
+                '"2h", "1d" or "1h30m" (or whole seconds), got "soon"',
             ),
             (
                 SSH + "port = 22\n",
                 'connections[0].port: unknown key; expected one of "address", '
-                '"host_key", "key_file", "kind", "known_hosts", "name", "password_env", '
+                '"host_key", "keepalive_count_max", "keepalive_interval", "key_file", "kind", '
+                '"known_hosts", "login_timeout", "name", "password_env", '
                 '"password_file", "record_input", "user"',
             ),
             (
@@ -1176,6 +1235,8 @@ class EffectiveConfigTests(ConfigTestCase):
                         "password": None,
                         "tls": "verify-full",
                         "ca_file": None,
+                        "require_auth": ["scram-sha-256", "none"],
+                        "login_timeout": 30,
                     }
                 ],
             },
@@ -1231,6 +1292,9 @@ SECTIONS = {
         "host_key",
         "known_hosts",
         "record_input",
+        "keepalive_interval",
+        "keepalive_count_max",
+        "login_timeout",
         "upstream",
         "token_env",
         "token_file",

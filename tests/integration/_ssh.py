@@ -97,6 +97,8 @@ class SSHGatewayCase(TestCase):
     timeout = 60
     policy: str | None = None
     connection_options: str = ""
+    extra_config: str = ""  # more TOML after the connections (e.g. another [[connections]])
+    sftp_start: str | None = None  # sftp-server -d: the SFTP starting directory, under the test's folder
 
     @inlineCallbacks
     def setUp(self):
@@ -129,7 +131,7 @@ AllowTcpForwarding yes
 AllowAgentForwarding yes
 X11Forwarding no
 AcceptEnv LANG LC_*
-Subsystem sftp {SFTP_SERVER}
+Subsystem sftp {SFTP_SERVER}{self._sftp_start_option()}
 """
         )
         if os.getuid() == 0:
@@ -181,6 +183,7 @@ address = "127.0.0.1:{self.sshd_port}"
 user = "{user}"
 key_file = "target_key"
 host_key = "{public_line(other)}"
+{self.extra_config_text()}
 """,
             source=None,
             base_dir=self.base,
@@ -192,6 +195,16 @@ host_key = "{public_line(other)}"
         self.gateway.startService()
         self.addCleanup(self.gateway.stopService)
         self.port = self.gateway.listeners["ssh"].port.getHost().port
+
+    def _sftp_start_option(self) -> str:
+        if self.sftp_start is None:
+            return ""
+        start = self.base / self.sftp_start
+        start.mkdir(exist_ok=True)
+        return f" -d {start}"
+
+    def extra_config_text(self) -> str:
+        return self.extra_config
 
     def policy_text(self) -> str | None:
         return self.policy

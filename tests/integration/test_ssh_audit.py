@@ -226,6 +226,52 @@ class SFTPAuditTests(SSHGatewayCase):
     test_sftp_50mb_roundtrip.timeout = 300  # type: ignore[attr-defined]
 
 
+class SFTPRelativePathTests(SSHGatewayCase):
+    """The sftp-server's starting directory is the test's own C{home}."""
+
+    ops = SFTPAuditTests.ops
+    actions_like = SFTPAuditTests.actions_like
+
+    sftp_start = "home"
+    policy = SFTP_POLICY + """
+[[rule]]
+name = "no-secrets-at-home"
+effect = "deny"
+ssh.sftp.write = true
+ssh.sftp.paths = ["*/home/secret*"]
+"""
+
+    @inlineCallbacks
+    def test_relative_paths(self):
+        """
+        C{put FILE relative-name} and C{mkdir relative} land in the starting
+        directory the server reported for C{REALPATH "."}; the audit
+        records and the policy see the absolute paths, so a rule on an
+        absolute pattern refuses a relative write it covers.
+        """
+        home = self.base / "home"
+        (self.base / "up.txt").write_bytes(b"y" * 100)
+        code, output = yield self.sftp(
+            f"put {self.base / 'up.txt'} rel.txt",
+            "mkdir reldir",
+            "rename rel.txt reldir/moved.txt",
+        )
+        self.assertEqual(code, 0, output)
+        self.assertEqual((home / "reldir" / "moved.txt").read_bytes(), b"y" * 100)
+        code, output = yield self.sftp(f"put {self.base / 'up.txt'} secret.txt")
+        self.assertNotEqual(code, 0, output)
+        self.assertIn(b"Permission denied", output)
+        self.assertFalse((home / "secret.txt").exists())
+        yield self.watch.wait("session.end", 2)
+        ops = self.ops()
+        self.assertIn(("ssh.sftp.mkdir", [str(home / "reldir")], "succeeded"), ops)
+        self.assertIn(
+            ("ssh.sftp.rename", [str(home / "rel.txt"), str(home / "reldir" / "moved.txt")], "succeeded"), ops
+        )
+        self.assertIn(("ssh.sftp.open", [str(home / "rel.txt")], "succeeded"), ops)
+        self.assertIn(("ssh.sftp.open", [str(home / "secret.txt")], "blocked"), ops)
+
+
 class RecordingTests(SSHGatewayCase):
     @inlineCallbacks
     def test_shell_recorded(self):

@@ -225,15 +225,15 @@ class _Serial:
 # target's output for a slow client without limit.  So a channel grants its
 # sender more window only while what waits to go out on the other leg (and,
 # client to target, what waits in the channel's queue) is below this mark:
-# per direction the gateway holds at most HIGH_WATER plus one window.
-HIGH_WATER = 1024 * 1024
+# per direction the gateway holds at most HIGH_WATER plus one window (6 MiB),
+# and only while the receiving side reads more slowly than the sender sends.
+HIGH_WATER = 4 * 1024 * 1024
 
-# The window each relay channel grants its sender.  Conch's default (128 KiB,
-# topped up at half) costs a round trip through the gateway every 64 KiB;
-# bench/ssh.py measured 0.33x -> 0.52x direct for a 1 GiB download with
-# larger windows.  The price is at most HIGH_WATER plus this per direction,
-# and only while one side reads slowly.
-RELAY_WINDOW = 1024 * 1024
+# The window each relay channel grants its sender: OpenSSH's 2 MiB.  Conch's
+# default (128 KiB, topped up at half) costs a round trip through the
+# gateway every 64 KiB; bench/ssh.py measured 0.33x -> 0.52x direct for a
+# 1 GiB download with these windows and an info-level log (docs/benchmarks.md).
+RELAY_WINDOW = 2 * 1024 * 1024
 
 
 class WindowGate:
@@ -263,12 +263,70 @@ class OrderedChannel(_channel.SSHChannel):
         super().__init__(*args, **kwargs)
         self._after: deque[Callable[[], object]] = deque()
         self.window_held = False
+        # What waits for the peer's window, as the chunks written: Conch keeps
+        # one bytes buffer that it extends (+=) and re-slices on every window
+        # adjustment, copying the whole backlog each time (several MiB for a
+        # slow reader, at every 96 KiB an OpenSSH client acknowledges).
+        self._out: deque[bytes] = deque()
+        self._out_size = 0
+
+    # -- output: Conch's write, with a queue of chunks -----------------------------
+
+    def write(self, data: bytes) -> None:
+        if self._out:
+            self._out.append(data)
+            self._out_size += len(data)
+            return
+        sent = self._send(data)
+        if sent < len(data):
+            self._out.append(data[sent:])
+            self._out_size += len(data) - sent
+            self.areWriting = 0
+            self.stopWriting()
+        elif self.closing:
+            self.loseConnection()  # try again, as Conch's
+
+    def _send(self, data: bytes) -> int:
+        """Send as much of C{data} as the peer's window takes; return how much."""
+        top = min(len(data), self.remoteWindowLeft)
+        if top <= 0:
+            return 0
+        rmp = self.remoteMaxPacket
+        send = self.conn.sendData
+        if top <= rmp and top == len(data):
+            send(self, data)
+        else:
+            view = memoryview(data)
+            for offset in range(0, top, rmp):
+                send(self, bytes(view[offset : min(offset + rmp, top)]))
+        self.remoteWindowLeft -= top
+        return top
+
+    def _flush(self) -> None:
+        out = self._out
+        while out and self.remoteWindowLeft > 0:
+            chunk = out.popleft()
+            sent = self._send(chunk)
+            self._out_size -= sent
+            if sent < len(chunk):
+                out.appendleft(chunk[sent:])
+                break
+
+    def loseConnection(self) -> None:
+        self.closing = 1
+        if not self._out and not self.extBuf:
+            self.conn.sendClose(self)
+
+    def _output_waiting(self) -> bool:
+        return bool(self._out or self.extBuf)
 
     # -- flow control ----------------------------------------------------------
 
     def backlog(self) -> int:
         """Bytes written to this channel that wait for the peer's window."""
-        return len(self.buf) + sum(len(data) for _, data in self.extBuf)
+        if self.extBuf:
+            return self._out_size + sum(len(data) for _, data in self.extBuf)
+        return self._out_size
 
     def sink_backlog(self) -> int:
         """Bytes received on this channel that have not yet left the gateway."""
@@ -293,14 +351,25 @@ class OrderedChannel(_channel.SSHChannel):
         """This channel's backlog shrank: let the channel feeding it send more."""
 
     def after_output(self, thunk: Callable[[], object]) -> None:
-        if self._after or self.buf or self.extBuf:
+        if self._after or self._output_waiting():
             self._after.append(thunk)
         else:
             thunk()
 
     def addWindowBytes(self, data: int) -> None:
-        super().addWindowBytes(data)
-        while self._after and not self.buf and not self.extBuf:
+        # As Conch's, with the chunk queue in place of its one buffer.
+        self.remoteWindowLeft += data
+        if not self.areWriting and not self.closing:
+            self.areWriting = True
+            self.startWriting()
+        self._flush()
+        if self.extBuf:
+            pending, self.extBuf = self.extBuf, []
+            for data_type, chunk in pending:
+                self.writeExtended(data_type, chunk)
+        if self.closing and not self._output_waiting() and not self.localClosed:
+            self.loseConnection()
+        while self._after and not self._output_waiting():
             self._after.popleft()()
         self.drained()
 
@@ -315,7 +384,8 @@ class OrderedChannel(_channel.SSHChannel):
 
     def discard_output(self) -> None:
         """The peer is gone: drop what waits for window space, and close."""
-        self.buf = b""
+        self._out.clear()
+        self._out_size = 0
         self.extBuf = []
         self._after.clear()
         self.loseConnection()

@@ -46,6 +46,8 @@ from hoopgw.protocols.ssh.channels import (
     open_forward_channel,
     open_session_channel,
 )
+from hoopgw.protocols.ssh.keepalive import KeepAlive, abort
+from hoopgw.protocols.ssh.packets import FastPackets
 from hoopgw.protocols.ssh.sftp_filter import sftp_filter
 from hoopgw.recording.asciicast import AsciicastRecorder
 from hoopgw.protocols.ssh.target import (
@@ -245,14 +247,14 @@ class _Realm:
         try:
             if config is None:
                 raise TargetError(f"connection {auth.user!r} has no target settings")
-            target: TargetConnection = await connect_target(config, front.connect)
+            target: TargetConnection = await connect_target(config, front.connect, clock=front.reactor)
         except TargetError as e:
             details: dict[str, Any] = {}
             if isinstance(e, HostKeyMismatch):
                 details["target_host_key"] = {"expected": list(e.expected), "presented": e.presented}
             session.close(status="failed", error=str(e), details=details)
             raise SessionRefused(f"cannot connect to {auth.user!r}: {e}") from None
-        avatar = GatewayAvatar(front=front, session=session, target=target, client=self.transport)
+        avatar = GatewayAvatar(front=front, session=session, target=target, client=self.transport, config=config)
         if login.lost:  # the client gave up while we connected
             avatar.logout()
             raise SessionRefused("client disconnected")
@@ -271,9 +273,17 @@ class GatewayAvatar(ConchUser):
     """
 
     def __init__(
-        self, *, front: "SSHFrontEnd", session: Session, target: TargetConnection, client: "GatewayServerTransport"
+        self,
+        *,
+        front: "SSHFrontEnd",
+        session: Session,
+        target: TargetConnection,
+        client: "GatewayServerTransport",
+        config: TargetConfig | None = None,
     ) -> None:
         super().__init__()
+        self.config = config  # the connection's keep-alive settings (both legs)
+        self.client_error: str | None = None  # why the gateway ended the client leg
         self.front = front
         self.session = session
         self.target = target
@@ -378,8 +388,9 @@ class GatewayAvatar(ConchUser):
             details["recordings"] = [
                 {"path": str(r.path), "sha256": self.successful(r.close())} for r in self.recordings
             ]
-        if self.target_error is not None:
-            self.session.close(status="failed", error=self.target_error, details=details or None)
+        error = self.target_error or self.client_error
+        if error is not None:
+            self.session.close(status="failed", error=error, details=details or None)
         else:
             self.session.close(status="closed", details=details or None)
 
@@ -394,8 +405,31 @@ class GatewayServerConnection(WindowGate, connection.SSHConnection):
     decided); request replies may carry an action to run after the reply.
     """
 
+    keepalive: KeepAlive | None = None
+
+    def serviceStarted(self) -> None:
+        super().serviceStarted()
+        avatar = getattr(self.transport, "avatar", None)
+        config = getattr(avatar, "config", None)
+        if config is not None:
+            self.keepalive = KeepAlive(
+                self,
+                clock=self.transport.factory.reactor,
+                interval=config.keepalive_interval,
+                count_max=config.keepalive_count_max,
+                peer="client",
+                on_dead=self._dead,
+            )
+            self.keepalive.start()
+
+    def _dead(self, reason: str) -> None:
+        self.transport.avatar.client_error = reason  # for session.end
+        abort(self.transport)
+
     def serviceStopped(self) -> None:
         self.stopped = True
+        if self.keepalive is not None:
+            self.keepalive.stop()
         super().serviceStopped()
 
     def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
@@ -548,7 +582,7 @@ class GatewayUserAuthServer(userauth.SSHUserAuthServer):
         return super()._ebBadAuth(reason)
 
 
-class GatewayServerTransport(transport.SSHServerTransport):
+class GatewayServerTransport(FastPackets, transport.SSHServerTransport):
     """Keeps the connection's login attempts and portal."""
 
     factory: "SSHFrontEnd"

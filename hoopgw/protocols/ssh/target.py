@@ -28,6 +28,8 @@ from hoopgw.errors import ConfigError, HoopgwError
 from hoopgw.identity.ssh import openssh_fingerprint
 from hoopgw.model import Connection
 from hoopgw.protocols.ssh.channels import WindowGate
+from hoopgw.protocols.ssh.keepalive import KeepAlive, abort
+from hoopgw.protocols.ssh.packets import FastPackets
 
 __all__ = [
     "HostKeyMismatch",
@@ -108,6 +110,9 @@ class TargetConfig:
     pin: HostKeyPin
     key: Key | None = None
     password: str | None = None
+    keepalive_interval: float = 15
+    keepalive_count_max: int = 3
+    login_timeout: float = 30
 
     @classmethod
     def from_connection(cls, connection: Connection) -> "TargetConfig":
@@ -147,6 +152,9 @@ class TargetConfig:
             pin=pin,
             key=key,
             password=password,
+            keepalive_interval=settings.keepalive_interval,
+            keepalive_count_max=settings.keepalive_count_max,
+            login_timeout=settings.login_timeout,
         )
 
 
@@ -197,11 +205,33 @@ class TargetConnection(WindowGate, connection.SSHConnection):
         super().__init__()
         self.ready: Deferred = Deferred()
         self.on_lost: Callable[[str | None], object] | None = None
+        self.keepalive: KeepAlive | None = None
 
     def serviceStarted(self) -> None:
         super().serviceStarted()
-        self.transport.connection_service = self
+        transport = self.transport
+        transport.connection_service = self
+        config = transport.config
+        if transport.clock is not None:
+            self.keepalive = KeepAlive(
+                self,
+                clock=transport.clock,
+                interval=config.keepalive_interval,
+                count_max=config.keepalive_count_max,
+                peer="target",
+                on_dead=self._dead,
+            )
+            self.keepalive.start()
         self.ready.callback(self)
+
+    def _dead(self, reason: str) -> None:
+        self.transport.failure_reason = reason  # for session.end
+        abort(self.transport)
+
+    def serviceStopped(self) -> None:
+        if self.keepalive is not None:
+            self.keepalive.stop()
+        super().serviceStopped()
 
     def gotGlobalRequest(self, requestType: bytes, data: bytes) -> int:
         # hostkeys-00@openssh.com and the like: nothing to do for a proxy.
@@ -213,14 +243,15 @@ class TargetConnection(WindowGate, connection.SSHConnection):
             self.transport.loseConnection()
 
 
-class TargetTransport(transport.SSHClientTransport):
+class TargetTransport(FastPackets, transport.SSHClientTransport):
     """
     The client transport of the target leg.  C{ready} fires with the
     L{TargetConnection} once logged in, or fails with a L{TargetError}.
     """
 
-    def __init__(self, config: TargetConfig) -> None:
+    def __init__(self, config: TargetConfig, clock: Any = None) -> None:
         self.config = config
+        self.clock = clock  # for keep-alives; None: none sent
         self.ready: Deferred = Deferred()
         self.failure_reason: str | None = None
         self.mismatch: HostKeyMismatch | None = None
@@ -279,21 +310,47 @@ class TCPConnector:
         return connectProtocol(endpoint, protocol)
 
 
-def connect_target(config: TargetConfig, connect: ConnectFunction) -> Deferred:
+def connect_target(config: TargetConfig, connect: ConnectFunction, *, clock: Any = None) -> Deferred:
     """
-    Log in to the target.
+    Log in to the target: TCP connect, key exchange and authentication must
+    finish within C{config.login_timeout} seconds (given a C{clock}), or
+    the attempt is abandoned (a target that accepts the connection and then
+    says nothing would otherwise hold the client's login for ever).
 
+    @param clock: an L{IReactorTime} for the login timeout and the target
+        leg's keep-alives.
     @return: L{Deferred} firing with a logged-in L{TargetConnection}, or
         failing with L{TargetError} (L{HostKeyMismatch} for a wrong key).
     """
-    protocol = TargetTransport(config)
+    protocol = TargetTransport(config, clock)
     d = connect(config, protocol)
+    expired: list[str] = []
+    timer = None
+
+    def expire() -> None:
+        expired.append(f"the target did not complete the gateway's login within {config.login_timeout:g} s")
+        protocol.failure_reason = expired[0]
+        if protocol.transport is not None:
+            abort(protocol)  # connectionLost fails protocol.ready with the reason
+        else:
+            d.cancel()
+
+    if clock is not None and config.login_timeout > 0:
+        timer = clock.callLater(config.login_timeout, expire)
 
     def unreachable(failure: Failure) -> Failure:
+        if expired and not failure.check(HostKeyMismatch):
+            return Failure(TargetError(expired[0]))
         if failure.check(TargetError):
             return failure
         return Failure(TargetError(f"cannot reach the target {config.host}:{config.port}: {failure.getErrorMessage()}"))
 
+    def done(result: Any) -> Any:
+        if timer is not None and timer.active():
+            timer.cancel()
+        return result
+
     d.addCallback(lambda _: protocol.ready)
     d.addErrback(unreachable)
+    d.addBoth(done)
     return d

@@ -18,6 +18,9 @@ Targets, visited in alternating order within each round:
   direct+tls      libpq -> PostgreSQL, TLS (sslmode=require)
   pgbouncer       libpq -> pgbouncer -> PostgreSQL, plaintext
   pgbouncer+tls   libpq -TLS-> pgbouncer -> PostgreSQL
+  relay+tls       libpq -TLS-> a bare Twisted relay -> PostgreSQL: TLS terminated
+                  exactly as hoopgw does it, then bytes copied, nothing parsed,
+                  decided or recorded (bench/_pg_relay.py): the floor of the design
   hoopgw          libpq -TLS-> hoopgw -> PostgreSQL (hoopgw always requires TLS)
 
 The same self-signed P-256 certificate serves all three TLS ends, so the
@@ -75,7 +78,7 @@ HOOPGW = [
 ]
 
 ROLE, ROLE_PASSWORD = "bench", "bench-secret"
-TARGETS = ("direct", "direct+tls", "pgbouncer", "pgbouncer+tls", "hoopgw")
+TARGETS = ("direct", "direct+tls", "pgbouncer", "pgbouncer+tls", "relay+tls", "hoopgw")
 SCAN_SQL = "SELECT g, repeat('x', 100) FROM generate_series(1, 1000000) g"
 
 
@@ -164,6 +167,7 @@ class Servers:
         cert, key = ensure_certificate(self.base / "tls")
         self._start_postgres(str(cert), str(key))
         self._start_pgbouncer(cert, key)
+        self._start_relay(cert, key)
         self._start_gateway(cert, key)
 
     # PostgreSQL: TLS on, SCRAM for the bench role, pgbench tables.
@@ -283,6 +287,27 @@ stats_period = 3600
             return int(self.bouncer_pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
+
+    # The floor: Twisted terminating TLS as hoopgw does, then copying bytes.
+    def _start_relay(self, cert: Path, key: Path) -> None:
+        self.log("starting the bare Twisted TLS relay ...")
+        assert self.cluster is not None
+        port = free_port()
+        log_path = self.base / "relay.log"
+        with open(log_path, "ab") as out:
+            relay = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("_pg_relay.py")), str(port), str(self.cluster.port), str(cert), str(key)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.stack.callback(stop_process, relay, group=False)
+        wait_for(lambda: b"listening" in log_path.read_bytes() or relay.poll() is not None, 30, "relay")
+        if relay.poll() is not None:
+            raise RuntimeError(f"the relay did not start:\n{log_path.read_text(errors='replace')}")
+        self.targets["relay+tls"] = Target(
+            "relay+tls", port, "postgres", ROLE_PASSWORD, "require", lambda: relay.pid
+        )
 
     # hoopgw: its own process, audit on (batched sync), default policy.
     def _start_gateway(self, cert: Path, key: Path) -> None:

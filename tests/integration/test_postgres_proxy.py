@@ -82,6 +82,15 @@ database = "postgres"
 user = "app_md5"
 password_env = "HOOPGW_TEST_MD5"
 tls = "disable"
+require_auth = ["md5"]
+[[connections]]
+name = "legacy-unlisted"
+kind = "postgres"
+address = "127.0.0.1:{self.cluster.port}"
+database = "postgres"
+user = "app_md5"
+password_env = "HOOPGW_TEST_MD5"
+tls = "disable"
 """,
             source=None,
             base_dir=self.base,
@@ -129,6 +138,19 @@ tls = "disable"
         """If the connection's role uses MD5, the gateway authenticates with MD5 and the query runs."""
         code, output = yield self.psql("-c", "SELECT current_user", database="legacy")
         self.assertEqual((code, output.strip()), (0, b"app_md5"), output)
+
+    @inlineCallbacks
+    def test_md5_refused_unless_required(self):
+        """If the target asks for MD5 and the connection's require_auth does
+        not list it (the default: SCRAM or nothing), psql is refused with
+        the reason, no password proof is sent, and session.end says why."""
+        code, output = yield self.psql("-c", "SELECT current_user", database="legacy-unlisted")
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"asked for 'md5' authentication", output)
+        self.assertIn(b"require_auth (scram-sha-256, none)", output)
+        [end] = self.records("session.end")
+        self.assertEqual(end["end"]["status"], "failed")
+        self.assertIn("require_auth", end["end"]["error"])
 
     @inlineCallbacks
     def test_denied_statement_session_stays_usable(self):

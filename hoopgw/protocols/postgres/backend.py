@@ -69,6 +69,7 @@ class BackendProtocol(Protocol):
         self.deliver: Callable[[list[codec.Message]], None] | None = None
         self.on_lost: Callable[[Failure], None] | None = None
         self._scram: ScramClient | None = None
+        self._asked = False  # the target asked for some proof of the password
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -124,14 +125,19 @@ class BackendProtocol(Protocol):
         elif isinstance(message, codec.AuthenticationOk):
             if self._scram is not None:
                 self._fail(BackendAuthError("the target skipped SCRAM's final step"))
+            elif not self._asked:
+                self._allowed("none")
         elif isinstance(message, codec.AuthenticationCleartextPassword):
+            self._allowed("password")
             self.write(codec.PasswordMessage(self._secret().encode()))
         elif isinstance(message, codec.AuthenticationMD5Password):
+            self._allowed("md5")
             self.write(codec.PasswordMessage(md5_password(self.settings.user, self._secret(), message.salt)))
         elif isinstance(message, codec.AuthenticationSASL):
             if SCRAM_SHA_256 not in message.mechanisms:
                 self._fail(BackendAuthError(f"the target offers only {', '.join(message.mechanisms)}"))
                 return
+            self._allowed("scram-sha-256")
             self._scram = ScramClient(self._secret())
             self.write(codec.SASLInitialResponse(SCRAM_SHA_256, self._scram.first_message()))
         elif isinstance(message, codec.AuthenticationSASLContinue) and self._scram is not None:
@@ -153,6 +159,20 @@ class BackendProtocol(Protocol):
             pass
         else:
             self._fail(BackendAuthError(f"unexpected {type(message).__name__} from the target during start-up"))
+
+    def _allowed(self, method: str) -> None:
+        """
+        Refuse, before anything is sent, an authentication method the
+        connection does not allow: a downgrade (a man in the middle asking
+        for the password in clear or for a relayable MD5 hash) fails here.
+        """
+        self._asked = self._asked or method != "none"
+        allowed = self.settings.require_auth
+        if method not in allowed:
+            raise BackendAuthError(
+                f"the target asked for {method!r} authentication, which the connection's "
+                f"require_auth ({', '.join(allowed)}) does not allow"
+            )
 
     def _secret(self) -> str:
         if self._password is None:

@@ -42,6 +42,7 @@ from hoopgw.config import PostgresSettings
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted
 from hoopgw.model import Action, Outcome, Source, Status
 from hoopgw.policy.sql import PreparedStatements, StatementInfo, classify
+from hoopgw.protocols import _tls as tls
 from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.backend import BackendAuthError, BackendProtocol, client_tls_options
 from hoopgw.sessions import ActionHandle, Session, SessionService
@@ -185,7 +186,7 @@ class PostgresFrontEnd(Factory):
         self.cancel_keys: dict[int, "ClientProtocol"] = {}
 
     def _connect(self, settings: PostgresSettings, protocol: BackendProtocol) -> Deferred:
-        endpoint = HostnameEndpoint(self.reactor, settings.host, settings.port, timeout=10)
+        endpoint = HostnameEndpoint(self.reactor, settings.host, settings.port, timeout=settings.login_timeout)
         return connectProtocol(endpoint, protocol)
 
     def buildProtocol(self, addr: Any) -> "ClientProtocol":
@@ -361,6 +362,20 @@ class ClientProtocol(Protocol):
         )
         d = self.front.connect(settings, backend)
         d.addCallback(lambda _: backend.ready)
+
+        def too_slow(result: object, timeout: float) -> object:
+            # A target that accepts the connection and then stalls (or a
+            # black-holed address) must not hold the client for ever.
+            backend.ready = None
+            if backend.transport is not None:
+                backend.transport.abortConnection()
+            return Failure(
+                BackendAuthError(
+                    f"the target did not finish connecting and logging in within {timeout:g} s (login_timeout)"
+                )
+            )
+
+        d.addTimeout(settings.login_timeout, self.front.reactor, onTimeoutCancel=too_slow)
         d.addCallback(self._backend_ready)
         return d
 
@@ -789,6 +804,11 @@ class ClientProtocol(Protocol):
                 self._complete(Status.succeeded)  # confirms that name change
             elif kind is codec.ReadyForQuery:
                 self._end_group()
+                if message.status == "I" and self.portals:  # type: ignore[attr-defined]
+                    # Outside a transaction the server holds no portal (they
+                    # end with the transaction, implicit ones at Sync).
+                    self.portals.clear()
+                    self._view_stale = True
             elif kind is codec.RowDescription and transform is not None:
                 transform.describe(message)  # type: ignore[arg-type]
             elif kind is codec.GenericMessage and message.tag == b"V":  # type: ignore[attr-defined]
@@ -800,6 +820,7 @@ class ClientProtocol(Protocol):
         data = b"".join(out)
         self.bytes_out += len(data)
         self.transport.write(data)
+        tls.flush(self.transport)
 
     def _count_rows(self, rows: int) -> None:
         group = self._groups[0]

@@ -242,6 +242,32 @@ class FrontEndTests(_FrontEndCase):
         [end] = self.audit.of("session.end")
         self.assertGreater(end["end"]["bytes_in"], 0)
 
+    def test_target_login_timeout(self) -> None:
+        """If the target accepts the connection but never finishes start-up,
+        after login_timeout the client gets FATAL 08006 saying so, the
+        target connection is aborted and session.end says why."""
+        client = self.front.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        transport = TLSStringTransport()
+        client.makeConnection(transport)
+        client.dataReceived(codec.encode(codec.SSLRequest()))
+        client.dataReceived(codec.encode(codec.StartupMessage({"user": "alice", "database": "appdb"})))
+        client.dataReceived(codec.encode(codec.PasswordMessage(b"good-token")))
+        transport.clear()
+        [backend] = self.backends
+        self.front.reactor.advance(SETTINGS.login_timeout - 1)
+        self.assertEqual(transport.value(), b"")
+        self.front.reactor.advance(1)
+        [error] = frames(transport.value())
+        self.assertEqual(error.code, "08006")
+        why = f"the target did not finish connecting and logging in within {SETTINGS.login_timeout} s (login_timeout)"
+        self.assertEqual(error.message, f"cannot connect to the target: {why}")
+        self.assertTrue(backend.transport.disconnecting or backend.transport.disconnected)
+        [end] = self.audit.of("session.end")
+        self.assertEqual((end["end"]["status"], end["end"]["error"]), ("failed", why))
+        # A late answer from the aborted target changes nothing.
+        backend.dataReceived(codec.encode(codec.AuthenticationOk()) + codec.encode(codec.ReadyForQuery("I")))
+        self.assertEqual(len(frames(transport.value())), 1)
+
     def test_rows_from_tag(self) -> None:
         """CommandComplete tags give row counts where PostgreSQL puts one."""
         self.assertEqual(
@@ -427,6 +453,20 @@ class NameTrackingTests(_FrontEndCase):
         """An Execute of a portal the gateway never saw bound is judged as unknown."""
         client, transport, backend = self.start()
         client.dataReceived(encoded(codec.Parse("", "SELECT 1", ()), codec.Execute("cursor", 0), codec.Sync()))
+        self.assertEqual(self.audit.of("action.start")[-1]["action"]["attributes"]["sql.statements"], ["unknown"])
+
+    def test_portals_end_with_the_transaction(self) -> None:
+        """A portal is forgotten once the server is idle (its transaction
+        ended): a later Execute of its name is judged as unknown, not as
+        what it held; inside a transaction block it is still known."""
+        client, transport, backend = self.start()
+        client.dataReceived(encoded(codec.Parse("", "SELECT 1", ()), codec.Bind("p", "", (), (), ()), codec.Sync()))
+        backend.dataReceived(encoded(PARSE_COMPLETE, BIND_COMPLETE, codec.ReadyForQuery("T")))
+        client.dataReceived(encoded(codec.Execute("p", 0), codec.Sync()))
+        self.assertEqual(self.audit.of("action.start")[-1]["action"]["input"], "SELECT 1")
+        backend.dataReceived(encoded(codec.CommandComplete("SELECT 1"), codec.ReadyForQuery("I")))
+        self.assertEqual(client.portals, {})
+        client.dataReceived(encoded(codec.Execute("p", 0), codec.Sync()))
         self.assertEqual(self.audit.of("action.start")[-1]["action"]["attributes"]["sql.statements"], ["unknown"])
 
     def test_query_inside_an_unsynced_batch(self) -> None:

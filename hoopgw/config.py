@@ -214,6 +214,9 @@ class SSHSettings:
     # Keystrokes in terminal recordings ("i" events): off by default, as they
     # include whatever is typed at prompts that do not echo (passwords).
     record_input: bool = False
+    # Output of commands run without a terminal (ssh host cmd) recorded as
+    # asciicast too: off by default, as it may be bulk data (backups, dumps).
+    record_exec_output: bool = False
     # Keep-alives on both legs (keepalive@openssh.com): a peer that leaves
     # keepalive_count_max requests unanswered, keepalive_interval seconds
     # apart, is taken for dead and its session ended.  0 turns them off.
@@ -327,6 +330,7 @@ _CONNECTION_KEYS = {
         "keepalive_interval",
         "login_timeout",
         "password_file",
+        "record_exec_output",
         "record_input",
         "user",
     ),
@@ -928,6 +932,7 @@ def _connection(table: _Table) -> Connection:
             host_key=host_key,
             known_hosts=table.path_value("known_hosts", check="file"),
             record_input=table.boolean("record_input", _default(SSHSettings, "record_input")),
+            record_exec_output=table.boolean("record_exec_output", _default(SSHSettings, "record_exec_output")),
             keepalive_interval=table.duration(
                 "keepalive_interval", _default(SSHSettings, "keepalive_interval"), allow_zero=True
             ),

@@ -608,7 +608,7 @@ class ErrorMessageTests(ConfigTestCase):
                 'connections[0].port: unknown key; expected one of "address", '
                 '"host_key", "keepalive_count_max", "keepalive_interval", "key_file", "kind", '
                 '"known_hosts", "login_timeout", "name", "password_env", '
-                '"password_file", "record_input", "user"',
+                '"password_file", "record_exec_output", "record_input", "user"',
             ),
             (
                 SSH + 'record_input = "yes"\n',

@@ -335,6 +335,32 @@ class RecordingTests(SSHGatewayCase):
         self.assertEqual(list((self.base / "data" / "recordings").iterdir()), [])
 
 
+class ExecOutputRecordingTests(SSHGatewayCase):
+    connection_options = "record_exec_output = true"
+
+    @inlineCallbacks
+    def test_exec_output_recorded_when_enabled(self):
+        """
+        With C{record_exec_output = true} on the connection, a command run
+        without a terminal is recorded as asciicast (stdout and stderr as
+        C{o} events), its SHA-256 in C{session.end}, playable by stock
+        C{asciinema cat}.
+        """
+        code, output = yield self.ssh("echo out-line; echo err-line >&2")
+        self.assertEqual(code, 0, output)
+        yield self.watch.wait("session.end")
+        [end] = self.records("session.end")
+        path = Path(end["end"]["recording"])
+        self.assertEqual(end["end"]["recording_sha256"], sha256_file(path))
+        cast = read_asciicast(path)
+        self.assertEqual(cast.header["command"], "echo out-line; echo err-line >&2")
+        self.assertIn("out-line", cast.output())
+        self.assertIn("err-line", cast.output())
+        code, played = yield run([sys.executable, "-m", "asciinema", "cat", str(path)], env=child_env())
+        self.assertEqual(code, 0, played)
+        self.assertIn(b"out-line", played)
+
+
 class InputRecordingTests(SSHGatewayCase):
     connection_options = "record_input = true"
 

@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 
-from tests.integration._process import free_port
+from tests.integration._process import free_port, spawn
 from tests.integration._ssh import SSHGatewayCase
 
 
@@ -74,6 +74,36 @@ class KeepAliveTests(SSHGatewayCase):
         self.assertIn("the target did not answer 2 keep-alives", end["end"]["error"])
 
     test_dead_target_ends_session.timeout = 30  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_dead_client_ends_session(self):
+        """
+        If the client stops answering (its ssh frozen, as a laptop gone to
+        sleep looks), the gateway ends the session after the unanswered
+        keep-alives: the command on the target is ended with it, and
+        C{session.end} names the silent side.
+        """
+        client = spawn(self.ssh_argv("-n", "sleep 60"), marker=None, env=self.env())
+        yield self.watch.wait("action.start")
+        pid = client.transport.pid
+        os.kill(pid, signal.SIGSTOP)
+
+        def thaw() -> None:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+        self.addCleanup(thaw)
+        yield self.watch.wait("session.end")
+        end = self.records("session.end")[-1]
+        self.assertEqual(end["end"]["status"], "failed", end)
+        self.assertIn("the client did not answer 2 keep-alives", end["end"]["error"])
+        thaw()
+        code = yield client.ended
+        self.assertNotEqual(code, 0)
+
+    test_dead_client_ends_session.timeout = 30  # type: ignore[attr-defined]
 
     @inlineCallbacks
     def test_live_session_kept(self):

@@ -716,6 +716,8 @@ class SessionChannel(RelayChannel):
                 self.filter = factory(self.session, handle)
             if self.pty is not None and self.program in ("shell", "exec"):
                 self._start_recording(action)
+            elif self.program == "exec" and filter_name is None and self._record_exec_output():
+                self._start_recording(action)
             started = self._relay(request, data, True)
 
             def answered(ok: bool) -> bool:
@@ -747,6 +749,9 @@ class SessionChannel(RelayChannel):
         if self.program == "shell":
             # Lines only for a shell: in `ssh -t host top` keystrokes are not commands.
             self.lines = LineReconstructor()
+
+    def _record_exec_output(self) -> bool:
+        return bool(getattr(self.session.connection.settings, "record_exec_output", False))
 
     def recording_failed(self, reason: str) -> None:
         """A terminal session must not go on unrecorded: end it."""

@@ -298,7 +298,8 @@ class GatewayAvatar(ConchUser):
 
     def start_recording(self, channel: SessionChannel, *, command: str | None = None) -> AsciicastRecorder | None:
         """
-        Record a terminal channel in C{recordings/<session>-<channel>.cast}.
+        Record a channel (a terminal, or an exec with record_exec_output) in
+        C{recordings/<session>-<channel>.cast}.
         The session's first is its recording (its SHA-256 in C{session.end});
         any later one (C{ssh -tt} twice over one connection) is listed with
         its SHA-256 in C{session.end}'s C{recordings}.

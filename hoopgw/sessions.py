@@ -388,6 +388,9 @@ class Session:
     service: SessionService
     started: float
     recorder: IRecorder | None = None
+    # Recordings after the first (a second terminal on one SSH connection,
+    # each kubectl exec of an HTTP session): listed in session.end.
+    recordings: list[IRecorder] = field(factory=list)
     actions: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -422,6 +425,18 @@ class Session:
     def attach_recorder(self, recorder: IRecorder) -> None:
         """The recording's SHA-256 goes into C{session.end} when it closes."""
         self.recorder = recorder
+
+    def add_recording(self, recorder: IRecorder) -> None:
+        """
+        The session's first recording is I{the} recording (C{recording},
+        C{recording_sha256} in C{session.end}); later ones are listed there
+        as C{recordings} (path and SHA-256 each).  All are closed with the
+        session.
+        """
+        if self.recorder is None:
+            self.attach_recorder(recorder)
+        else:
+            self.recordings.append(recorder)
 
     def check(self, action: Action) -> Deferred:
         """
@@ -490,6 +505,16 @@ class Session:
             return None
 
         d.addErrback(unrecorded)
+        others: list[dict[str, Any]] = []
+        for other in self.recordings:
+            entry: dict[str, Any] = {"path": str(getattr(other, "path", ""))}
+            others.append(entry)
+            closing = maybeDeferred(other.close)
+            closing.addCallbacks(
+                lambda sha, entry=entry: entry.__setitem__("sha256", sha),
+                lambda f, entry=entry: entry.__setitem__("error", f.getErrorMessage()),
+            )
+            d.addCallback(lambda sha, closing=closing: closing.addCallback(lambda _: sha))
 
         def recorded(sha256: str | None) -> Deferred:
             end: dict[str, Any] = {
@@ -508,6 +533,8 @@ class Session:
                     end["recording"] = str(path)
             if recording_error:
                 end["recording_error"] = recording_error[0]
+            if others:
+                end["recordings"] = others
             if details:
                 end.update(details)
             written = service._append("session.end", self._record(end=end))

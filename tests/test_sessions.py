@@ -194,6 +194,27 @@ class SessionServiceTests(SynchronousTestCase):
         self.failureResultOf(self.service.open(ALICE, "db", source=SOURCE), AuditUnavailable)
         self.assertEqual(self.service.active, {})
 
+    def test_further_recordings_listed(self) -> None:
+        """The first recording added is the session's recording; later ones
+        are closed with the session and listed in session.end with their
+        path and SHA-256."""
+        session = self.open()
+        first, second, third = MemoryRecorder(path="a.cast"), MemoryRecorder(path="b.cast"), MemoryRecorder(path="c.cast")
+        second.write(b"hello")
+        for recorder in (first, second, third):
+            session.add_recording(recorder)
+        self.successResultOf(session.close())
+        [record] = self.audit.of("session.end")
+        self.assertEqual(record["end"]["recording"], "a.cast")
+        self.assertEqual(
+            record["end"]["recordings"],
+            [
+                {"path": "b.cast", "sha256": "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"},
+                {"path": "c.cast", "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+            ],
+        )
+        self.assertTrue(all(r.closed for r in (first, second, third)))
+
     def test_close_records_recording_hash(self) -> None:
         """If a session with a recorder closes, session.end carries the recording's SHA-256 and byte counts."""
         session = self.open()

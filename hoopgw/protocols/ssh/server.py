@@ -292,7 +292,6 @@ class GatewayAvatar(ConchUser):
         self.channels: set[RelayChannel] = set()
         self.exit_status: int | None = None
         self.target_error: str | None = None
-        self.recordings: list[AsciicastRecorder] = []  # other than the session's own
         self._target_gone = False
         target.on_lost = self._target_lost
 
@@ -321,10 +320,7 @@ class GatewayAvatar(ConchUser):
             record_input=bool(getattr(settings, "record_input", False)),
             on_failure=channel.recording_failed,
         )
-        if self.session.recorder is None:
-            self.session.attach_recorder(recorder)
-        else:
-            self.recordings.append(recorder)
+        self.session.add_recording(recorder)
         return recorder
 
     def open_channel(self, kind: bytes, window: int, max_packet: int, data: bytes) -> Deferred:
@@ -373,22 +369,11 @@ class GatewayAvatar(ConchUser):
         if self.client.transport is not None and not getattr(self.client, "_lost", False):
             self.client.sendDisconnect(transport.DISCONNECT_BY_APPLICATION, b"the target closed the connection")
 
-    @staticmethod
-    def successful(d: Deferred) -> Any:
-        """The result of a Deferred that has fired (L{AsciicastRecorder.close} has)."""
-        results: list[Any] = []
-        d.addCallback(results.append)
-        return results[0]
-
     def logout(self) -> None:
         self.target.on_lost = None
         if not self._target_gone:
             self.target.close()
         details: dict[str, Any] = {"exit_status": self.exit_status} if self.exit_status is not None else {}
-        if self.recordings:
-            details["recordings"] = [
-                {"path": str(r.path), "sha256": self.successful(r.close())} for r in self.recordings
-            ]
         error = self.target_error or self.client_error
         if error is not None:
             self.session.close(status="failed", error=error, details=details or None)

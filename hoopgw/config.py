@@ -236,6 +236,8 @@ class HTTPSettings:
     insecure: bool = False
     impersonate: bool = False
     pass_cookies: bool = False
+    # Keystrokes in kubectl exec -it recordings ("i" events), as for SSH.
+    record_input: bool = False
 
 
 CONNECTION_KINDS = ("http", "postgres", "ssh")
@@ -343,6 +345,7 @@ _CONNECTION_KEYS = {
         "kind",
         "name",
         "pass_cookies",
+        "record_input",
         "token_env",
         "token_file",
         "upstream",
@@ -957,6 +960,7 @@ def _connection(table: _Table) -> Connection:
             insecure=table.boolean("insecure", _default(HTTPSettings, "insecure")),
             impersonate=table.boolean("impersonate", _default(HTTPSettings, "impersonate")),
             pass_cookies=table.boolean("pass_cookies", _default(HTTPSettings, "pass_cookies")),
+            record_input=table.boolean("record_input", _default(HTTPSettings, "record_input")),
         )
     return Connection(name=name, kind=kind, target=target, settings=settings)
 

@@ -350,6 +350,25 @@ def spawn_kubectl(
     return proc
 
 
+def spawn_kubectl_tty(kubeconfig: str, *args: str, reactor: Any = None) -> KubectlProcess:
+    """
+    Start kubectl on a terminal of its own (util-linux C{script} gives it a
+    pty), as a person runs C{kubectl exec -it}; what kubectl prints comes
+    on C{stdout}; C{write} types.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    kubectl = find_kubectl()
+    script = shutil.which("script")
+    if script is None:
+        raise _unavailable("util-linux script (a pty for kubectl -t) is not installed")
+    command = shlex.join([kubectl, "--kubeconfig", kubeconfig, *args])
+    proc = KubectlProcess(None)
+    env = _kubectl_env(kubeconfig, {"TERM": "xterm"})
+    reactor.spawnProcess(proc, script, [script, "-qec", command, "/dev/null"], env=env)
+    return proc
+
+
 def run_kubectl(
     kubeconfig: str, *args: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None, reactor: Any = None
 ) -> Deferred[tuple[int, str, str]]:
@@ -1256,7 +1275,7 @@ class _APIResource(resource.Resource):
             assert name is not None
             if resource_name == "pods" and sub == "log" and method == "GET":
                 return self._logs(request, ns, name, q("follow") in ("true", "1"))
-            if resource_name == "pods" and sub == "exec":
+            if resource_name == "pods" and sub in ("exec", "attach"):
                 return self._exec(request, recorded, ns, name)
             if sub == "status" and method == "GET":
                 return self._json(request, self.fake.get(resource_name, name, namespace=ns))
@@ -1460,7 +1479,8 @@ class _APIResource(resource.Resource):
         accept = base64.b64encode(
             hashlib.sha1(key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
         ).decode()
-        command = recorded.query.get("command", [])
+        # attach joins the container's main process: here always `cat`.
+        command = recorded.query.get("command", []) if request.path.endswith(b"/exec") else ["cat"]
         session = _ExecSession(self.fake, command, chosen)
         # Take the connection over from twisted.web: the TLS wrapper now
         # feeds the WebSocket session instead of the HTTP channel.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -30,11 +31,13 @@ from zope.interface import implementer
 from hoopgw.audit.search import search
 from hoopgw.config import loads
 from hoopgw.gateway import Gateway, shipped_policies
+from hoopgw.recording.asciicast import read_asciicast
 from tests.integration._fake_k8s import (
     FakeKubernetes,
     make_test_ca,
     run_kubectl,
     spawn_kubectl,
+    spawn_kubectl_tty,
     start_fake_k8s,
     write_kubeconfig,
 )
@@ -517,6 +520,60 @@ class CurlTests(_GatewayCase):
         self.assertEqual(len(self.actions()), 1)
 
     @inlineCallbacks
+    def test_smuggling_framings_are_refused_and_audited(self):
+        """
+        A request with both Content-Length and Transfer-Encoding, an
+        obs-fold header, or a bad chunk size is answered 400 naming the
+        problem, the connection closed, nothing forwarded; each refusal is
+        a request.refused record with the source (and never the token).
+        """
+        auth = f"Authorization: Bearer {self.token}"
+        reply = yield self.raw(
+            "POST /web/x HTTP/1.1\nHost: gw\n" + auth + "\nContent-Length: 4\nTransfer-Encoding: chunked\n",
+            "0\n\nGET /web/smuggled HTTP/1.1\nHost: gw\n\n",
+        )
+        self.assertTrue(reply.startswith("HTTP/1.1 400 "), reply)
+        self.assertIn("both Content-Length and Transfer-Encoding", reply)
+        self.assertEqual(reply.count("HTTP/1.1"), 1, reply)
+        reply = yield self.raw("GET /web/x HTTP/1.1\nHost: gw\n" + auth + "\nX-A: 1\n folded\n")
+        self.assertTrue(reply.startswith("HTTP/1.1 400 "), reply)
+        self.assertIn("obs-fold", reply)
+        reply = yield self.raw("POST /web/x HTTP/1.1\nHost: gw\n" + auth + "\nTransfer-Encoding: chunked\n",
+                               "zz\nhello\n0\n\n")
+        self.assertTrue(reply.startswith("HTTP/1.1 400 "), reply)
+        self.assertIn("invalid chunk size", reply)
+        self.assertEqual(self.upstream.seen, [])
+        refused = self.records("request.refused")
+        self.assertEqual(len(refused), 3)
+        self.assertEqual(self.actions(), [])  # refused before any decision
+        for record in refused:
+            self.assertTrue(record["source"].startswith("127.0.0.1:"))
+            self.assertEqual(record["outcome"]["status"], "blocked")
+        self.assertNotIn(self.token, self.audit_text())
+
+    @inlineCallbacks
+    def test_pipelined_requests_are_answered_in_order_on_one_upstream_connection(self):
+        """
+        Three requests sent at once on one connection are answered in order;
+        the upstream sees them one after another on one kept-alive
+        connection; a refused method among them is audited as
+        request.refused.
+        """
+        auth = f"Authorization: Bearer {self.token}"
+        one = "GET /web/first HTTP/1.1\nHost: gw\n" + auth + "\n\n"
+        two = "TRACE /web/x HTTP/1.1\nHost: gw\n" + auth + "\n\n"
+        three = "POST /web/third HTTP/1.1\nHost: gw\n" + auth + "\nContent-Length: 2\nConnection: close\n\n{}"
+        reply = yield self.raw(one.rstrip("\n"), "\n" + two + three)
+        statuses = re.findall(r"HTTP/1\.1 ([0-9]{3}) ", reply)
+        self.assertEqual(statuses, ["200", "405", "200"], reply)
+        self.assertLess(reply.index("/base/first"), reply.index("/base/third"))
+        self.assertEqual([seen.uri for seen in self.upstream.seen], ["/base/first", "/base/third"])
+        self.assertEqual(len(self.front.upstreams["web"].pool._idle_connections), 1)
+        [refused] = self.records("request.refused")
+        self.assertEqual((refused["code"], refused["request"]["method"]), (405, "TRACE"))
+        self.assertIn("credential_sha256", refused)
+
+    @inlineCallbacks
     def test_reserved_kubernetes_identities_are_not_impersonated(self):
         """
         An identity with a group (or subject) in the API server's system:
@@ -599,7 +656,11 @@ class CurlTests(_GatewayCase):
 
     @inlineCallbacks
     def test_chunked_upload(self):
-        """A chunked 5 MB upload reaches the upstream byte for byte, with a Content-Length."""
+        """
+        A chunked 5 MB upload reaches the upstream byte for byte, still
+        chunked (it is streamed, so its length is not known in advance);
+        the audit record says it was streamed, the outcome has its size.
+        """
         data = os.urandom(5 * 1024 * 1024)
         path = Path(self.mktemp())
         path.write_bytes(data)
@@ -610,11 +671,71 @@ class CurlTests(_GatewayCase):
         self.assertEqual(status, 200, body)
         [seen] = self.upstream.seen
         self.assertEqual((seen.size, seen.sha256), (len(data), hashlib.sha256(data).hexdigest()))
-        self.assertEqual(seen.header("content-length"), str(len(data)))
-        self.assertIsNone(seen.header("transfer-encoding"))
+        self.assertIsNone(seen.header("content-length"))
+        self.assertEqual(seen.header("transfer-encoding"), "chunked")
         [(start, end)] = self.actions()
-        self.assertEqual(start["action"]["details"]["body"], {"size": len(data), "omitted": "not JSON or UTF-8 text"})
+        self.assertEqual(start["action"]["details"]["body"], {"streamed": True, "omitted": "not JSON or UTF-8 text"})
         self.assertEqual(end["outcome"]["bytes_in"], len(data))
+
+    @inlineCallbacks
+    def test_bodies_at_the_audit_cap_are_recorded_and_forwarded(self):
+        """
+        Bodies of exactly the audit cap (64 KiB) and one byte more, with a
+        Content-Length (curl asks for 100 Continue) and chunked, are
+        decided with their first 64 KiB in the record and reach the
+        upstream whole.
+        """
+        for size in (65536, 65537):
+            for chunked in (False, True):
+                path = Path(self.mktemp())
+                data = b"a" * size
+                path.write_bytes(data)
+                extra = ["-H", "Transfer-Encoding: chunked"] if chunked else []
+                status, _, body = yield self.curl("/web/edge", "-X", "POST", "-T", str(path), *extra,
+                                                  "-H", "Content-Type: text/plain")
+                self.assertEqual(status, 200, body)
+                seen = self.upstream.seen[-1]
+                self.assertEqual((seen.size, seen.sha256), (size, hashlib.sha256(data).hexdigest()))
+                start, end = self.actions()[-1]
+                record = start["action"]["details"]["body"]
+                self.assertEqual(len(record["text"]), 65536, (size, chunked))
+                self.assertEqual(record.get("truncated", False), size > 65536, (size, chunked))
+                self.assertEqual(end["outcome"]["bytes_in"], size)
+
+    @inlineCallbacks
+    def test_large_chunked_upload_streams_with_flat_memory(self):
+        """
+        A 128 MiB chunked upload (far beyond any buffer) reaches the
+        upstream whole while the gateway (this process, upstream included)
+        grows its peak RSS by a few MB only: the body is forwarded as it
+        arrives, with the client paused while the upstream is behind.
+        """
+        clear_refs = Path("/proc/self/clear_refs")
+        if not clear_refs.exists():
+            raise SkipTest("needs /proc/self/clear_refs to reset the peak RSS")
+        size = 128 * 1024 * 1024
+        path = Path(self.mktemp())
+        with path.open("wb") as f:
+            f.truncate(size)  # sparse: zeros, read fast, no memory
+        expected = hashlib.sha256()
+        zeros = bytes(1024 * 1024)
+        for _ in range(size // len(zeros)):
+            expected.update(zeros)
+        yield self.curl("/web/warm-up")
+        clear_refs.write_text("5")
+        before = vm_kb("VmRSS")
+        status, _, body = yield self.curl(
+            "/web/upload", "-X", "PUT", "-T", str(path), "-H", "Transfer-Encoding: chunked",
+            "-H", "Content-Type: application/octet-stream",
+        )
+        growth_mb = (vm_kb("VmHWM") - before) / 1024
+        self.assertEqual(status, 200, body)
+        seen = self.upstream.seen[-1]
+        self.assertEqual((seen.size, seen.sha256), (size, expected.hexdigest()))
+        self.assertLess(growth_mb, 16, f"the gateway's peak RSS grew by {growth_mb:.1f} MB")
+        start, end = self.actions()[-1]
+        self.assertEqual(start["action"]["details"]["body"]["streamed"], True)
+        self.assertEqual((end["outcome"]["status"], end["outcome"]["bytes_in"]), ("succeeded", size))
 
     @inlineCallbacks
     def test_secret_values_are_masked_in_the_audit_trail(self):
@@ -788,6 +909,14 @@ class KubectlTests(_GatewayCase):
         self.assertTrue(blocked)
         self.assertEqual({s["action"]["input"] for s in blocked}, {"echo hi"})
 
+    @inlineCallbacks
+    def exec_session_end(self):
+        """The session.end of the session the (one) k8s.exec ran in."""
+        [(start, _)] = self.exec_actions()
+        ended = lambda: [r for r in self.records("session.end") if r["session"] == start["session"]]
+        yield wait_until(ended, "the exec's session to end")
+        return ended()[0]
+
     def exec_actions(self) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
         return [a for a in self.actions() if a[0]["action"]["kind"] == "k8s.exec"]
 
@@ -815,6 +944,61 @@ class KubectlTests(_GatewayCase):
         self.assertEqual(code, 3, err)
 
     @inlineCallbacks
+    def test_exec_terminal_recorded(self):
+        """
+        kubectl exec -it on a real terminal (a pty from script): the session
+        works through the gateway and is recorded as asciicast from the
+        channels (the prompt and the answer as output, the size kubectl
+        reports as a resize), its SHA-256 in session.end, playable by stock
+        asciinema cat; keystrokes are not recorded by default.
+        """
+        self.fake.add_pod("web")
+
+        def greet(session, args):
+            session.stdout(b"name? ")
+            typed = bytearray()
+
+            def more(data: bytes) -> None:
+                typed.extend(data)
+                if b"\r" in typed or b"\n" in typed:
+                    name = bytes(typed).strip().decode()
+                    session.stdout(f"\r\nhello {name}\r\n".encode())
+                    session.exit(0)
+
+            session.on_stdin = more
+
+        self.fake.commands["greet"] = greet
+        proc = spawn_kubectl_tty(self.kubeconfig, "exec", "-it", "web", "--", "greet")
+        yield proc.wait_for(b"name? ")
+        proc.write(b"bob\r")
+        code, out, err = yield proc.ended
+        self.assertEqual(code, 0, out + err)
+        self.assertIn("hello bob", out)
+        [recorded] = [r for r in self.fake.requests if r.path.endswith("/exec")]
+        self.assertEqual(recorded.query.get("tty"), ["true"])
+        end = yield self.exec_session_end()
+        path = Path(end["end"]["recording"])
+        self.assertEqual(path.parent, self.base / "data" / "recordings")
+        self.assertEqual(end["end"]["recording_sha256"], hashlib.sha256(path.read_bytes()).hexdigest())
+        cast = read_asciicast(path)
+        self.assertEqual(cast.header["command"], "greet")
+        self.assertIn("name? ", cast.output())
+        self.assertIn("hello bob", cast.output())
+        self.assertEqual(cast.input(), "")
+        code, played = yield run([sys.executable, "-m", "asciinema", "cat", str(path)])
+        self.assertEqual(code, 0, played)
+        self.assertIn(b"hello bob", played)
+
+    @inlineCallbacks
+    def test_exec_without_terminal_not_recorded(self):
+        """A kubectl exec without -t has no terminal to record."""
+        self.fake.add_pod("web")
+        code, out, err = yield run_kubectl(self.kubeconfig, "exec", "web", "--", "echo", "hi")
+        self.assertEqual((code, out), (0, "hi\n"), err)
+        end = yield self.exec_session_end()
+        self.assertNotIn("recording", end["end"])
+
+    @inlineCallbacks
     def test_exec_with_stdin(self):
         """kubectl exec -i ... cat: stdin goes through to the container and back."""
         self.fake.add_pod("web")
@@ -822,6 +1006,22 @@ class KubectlTests(_GatewayCase):
         self.assertEqual((code, out), (0, "one\ntwo\n"), err)
         [(_, end)] = self.exec_actions()
         self.assertGreater(end["outcome"]["bytes_in"], len(b"one\ntwo\n"))
+
+    @inlineCallbacks
+    def test_attach_with_stdin(self):
+        """
+        kubectl attach -i: decided and recorded as k8s.attach, relayed over
+        WebSocket like exec; stdin reaches the container's process (the
+        fake's is cat) and its output comes back.
+        """
+        self.fake.add_pod("web")
+        code, out, err = yield run_kubectl(self.kubeconfig, "attach", "-i", "web", stdin=b"ping\n")
+        self.assertIn("ping", out, err)
+        [recorded] = [r for r in self.fake.requests if r.path.endswith("/attach")]
+        self.assertEqual(recorded.impersonate_user, "alice")
+        [(start, end)] = [a for a in self.actions() if a[0]["action"]["kind"] == "k8s.attach"]
+        self.assertEqual(start["action"]["attributes"]["k8s.subresources"], ["attach"])
+        self.assertEqual((end["outcome"]["status"], end["outcome"]["code"]), ("succeeded", "101"))
 
     @inlineCallbacks
     def test_failed_upgrade_is_passed_on_and_the_connection_closed(self):

@@ -12,5 +12,13 @@ with Hypothesis:
     resource, subresource, namespace and name, derived as the API server's
     C{RequestInfoFactory} derives them, and the action policy decides;
   - L{hoopgw.protocols.http.headers}: the client headers that may reach the
-    upstream, and the impersonation headers the gateway adds.
+    upstream, and the impersonation headers the gateway adds;
+  - L{hoopgw.protocols.http.wire}: HTTP/1.1 message framing (requests and
+    responses, Content-Length and chunked), strict about every ambiguity
+    that request smuggling lives on.
+
+The I/O is thin around them: L{hoopgw.protocols.http.proxy} (the client's
+connection and one exchange per request), L{hoopgw.protocols.http.pool}
+(persistent upstream connections), L{hoopgw.protocols.http.upgrade} (the
+exec/attach/port-forward relay).
 """

@@ -85,16 +85,23 @@ def mask_secrets(document: Any, *, secret_resource: bool = False) -> Any:
 
 
 def body_record(
-    body: bytes, *, total: int, resource: str = "", content_type: str = "", cap: int = DEFAULT_CAP
+    body: bytes, *, total: int | None, resource: str = "", content_type: str = "", cap: int = DEFAULT_CAP
 ) -> dict[str, Any]:
     """
     The audit record of a request body whose first bytes are C{body} (at
-    most C{cap} are looked at) and whose full size is C{total}.
+    most C{cap} are looked at) and whose full size is C{total}: C{None}
+    for a chunked body that is still arriving, longer than C{cap} (bodies
+    stream: the size is known only at the end, and is the outcome's
+    C{bytes_in}).
 
-    @return: C{{"size": N}} (and C{"sha256"} when whole) plus C{"json"} (parsed, masked), or C{"text"}
-        (and C{"truncated": True} if cut), or C{"omitted"} with the reason.
+    @return: C{{"size": N}} (C{{"streamed": True}} for an unknown size; and
+        C{"sha256"} when whole) plus C{"json"} (parsed, masked), or
+        C{"text"} (and C{"truncated": True} if cut), or C{"omitted"} with
+        the reason.
     """
-    record: dict[str, Any] = {"size": total}
+    record: dict[str, Any] = {"size": total} if total is not None else {"streamed": True}
+    if total is None:
+        total = cap + 1  # more than the cap: never whole
     if total <= cap and len(body) == total:
         # Hashed only when small: a large upload sits in a temporary file,
         # and reading it all on the reactor thread would stall every client.

@@ -10,6 +10,7 @@ front-proxy identity headers.  Hop-by-hop headers end at the gateway too
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from attrs import field, frozen
@@ -100,8 +101,12 @@ class SanitizedHeaders:
     removed: tuple[bytes, ...] = field(converter=_names)
 
 
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+
+
 def _is_token(value: bytes) -> bool:
-    return bool(value) and all(b in _TCHAR for b in value)
+    return _TOKEN.fullmatch(value) is not None
 
 
 def sanitize_request_headers(
@@ -136,11 +141,12 @@ def sanitize_request_headers(
             return HeaderError(f"invalid header name {name[:64]!r}")
         lower = name.lower()
         value = value.strip(b" \t")
-        for b in value:
-            if b not in _VALUE_BYTES:
-                return HeaderError(
-                    f"header {name.decode('ascii')!r} has byte 0x{b:02x} in its value"
-                )
+        if _VALUE.fullmatch(value) is None:
+            for b in value:
+                if b not in _VALUE_BYTES:
+                    return HeaderError(
+                        f"header {name.decode('ascii')!r} has byte 0x{b:02x} in its value"
+                    )
         if lower == b"connection":
             # Connection = #connection-option; empty list elements are allowed
             # (RFC 9110 section 5.6.1).

@@ -3,8 +3,21 @@ The HTTP front end: a reverse proxy for HTTP APIs, the Kubernetes API first
 among them.  C{https://gateway:18443/<connection>/<rest>} reaches
 C{<upstream>/<rest>} of the connection named by the first path segment.
 
+The wire is the gateway's own: L{hoopgw.protocols.http.wire} parses client
+requests and upstream responses (strictly: the request-smuggling classes are
+refused with a precise 400), L{_ClientConnection} is the thin protocol on
+the client's TLS connection, L{hoopgw.protocols.http.pool} keeps persistent
+upstream connections.  Bodies stream both ways with backpressure: a request
+body is forwarded as it arrives (the client is not read while the upstream
+is behind), a response as it arrives (the upstream is not read while the
+client is behind).  Nothing is buffered whole.
+
 Per request, in this order, and nothing reaches the upstream before the end:
 
+ 0. as soon as the head is in (before any body is read, before any
+    C{100 Continue}): a method not in L{METHODS} is refused with 405, a
+    declared body over C{max_body} with 413, a body without an
+    C{Authorization: Bearer} header with 401;
  1. the client's C{Authorization: Bearer} token is verified (401 otherwise,
     with C{WWW-Authenticate: Bearer});
  2. the request-target is split and made canonical
@@ -12,40 +25,37 @@ Per request, in this order, and nothing reaches the upstream before the end:
     server would (L{hoopgw.protocols.http.k8s}); its headers are sanitized
     (L{hoopgw.protocols.http.headers});
  3. the identity's session on the connection is found or opened;
- 4. the action (C{k8s.<verb>} for a Kubernetes resource request, else
-    C{http.request}) is decided and its C{action.start} record written;
-    refused: 403, nothing forwarded;
+ 4. for a mutating method, the body's first C{body_cap} bytes are read (the
+    rest waits, unread) so that the audit record can hold them; the action
+    (C{k8s.<verb>} for a Kubernetes resource request, else C{http.request})
+    is decided and its C{action.start} record written; refused: 403,
+    nothing forwarded;
  5. the request is forwarded with the connection's own credentials, and the
     response is streamed back as it arrives; C{action.end} records its
     status, sizes and duration.
 
+Refusals before a decision (0, 1, 2) are audited too: C{auth.failed} for a
+missing or refused token (its SHA-256, never the token), C{request.refused}
+for the others, with the identity when it is known.
+
 Sessions.  One L{Session} per (identity's credential, connection) per client
 TCP connection: opened by the first request that names the connection,
-closed when the client connection closes, which twisted.web does after 60
-seconds without a request (its idle timeout, suspended while a response is
-streaming).  kubectl keeps its connection alive across the requests of one
-command, so a command is one session with one action per request; a new
-token (an exec plugin's refresh) opens a new session.  The token is still
-verified on every request, so an expired token stops working at once.
+closed when the client connection closes (after C{idle_timeout} seconds
+without a request, 60 by default, never while a request is in progress).
+kubectl keeps its connection alive across the requests of one command, so
+a command is one session with one action per request; a new token (an exec
+plugin's refresh) opens a new session.  The token is still verified on
+every request, so an expired token stops working at once.
 
 Error bodies.  A request to a Kubernetes connection (C{impersonate = true},
 or a path under C{/api} or C{/apis}) gets a Kubernetes C{Status} object, so
 that kubectl prints the message ("Error from server (Forbidden): ...");
 other requests get C{{"error": "..."}}.
 
-Request bodies.  twisted.web reads a request's whole body before the
-resource runs (into memory up to 100 kB, else a temporary file), so the
-body is decided on whole and forwarded from there; a streaming upload path
-is future work.  Before any of it is read (L{_Channel.allHeadersReceived},
-no C{100 Continue}), a body over C{max_body} is refused with 413 and a body
-without an C{Authorization: Bearer} header with 401; a chunked body is
-counted as it arrives (L{_Request.handleContentChunk}).
-
-Methods are upper-case ones of L{METHODS} (405 otherwise, before anything
-is decided); the upstream has C{response_timeout} seconds to send its
-response headers (504 otherwise).  Responses are
-streamed with backpressure: reading from the upstream pauses while the
-client is behind.
+Requests on one client connection are handled one at a time, in order: a
+pipelined request is not read until the response before it has been sent.
+The upstream has C{response_timeout} seconds to send its response headers
+(504 otherwise).
 
 Upgrades (C{kubectl exec}/C{attach}/C{port-forward}) are decided like any
 request, then relayed by L{hoopgw.protocols.http.upgrade} (WebSocket
@@ -56,27 +66,23 @@ request that is answered instead of upgraded closes its client connection
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from attrs import define, field
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from twisted.web import server
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
-from twisted.web.http import HTTPChannel, PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IPolicyForHTTPS
-from twisted.web.resource import Resource
+from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from hoopgw.config import HTTPSettings
@@ -100,7 +106,9 @@ from hoopgw.protocols.http.k8s import (
     K8sRequestError,
     from_routed,
 )
+from hoopgw.protocols.http.channels import ExecTap
 from hoopgw.protocols.http.paths import PathError, RoutedPath, split_request_target
+from hoopgw.protocols.http.pool import Pool, UpstreamConnection, set_no_delay
 from hoopgw.protocols.http.upgrade import (
     check_upgrade,
     connect_upstream,
@@ -108,6 +116,8 @@ from hoopgw.protocols.http.upgrade import (
     request_head,
     take_over,
 )
+from hoopgw.protocols.http.wire import END, Head, ParseError, Parser
+from hoopgw.recording.asciicast import AsciicastRecorder
 from hoopgw.sessions import ActionHandle, Session, SessionService
 
 __all__ = [
@@ -145,17 +155,31 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 # or a log follow is unaffected once its headers have arrived.
 DEFAULT_RESPONSE_TIMEOUT = 30.0
 
-# The largest request body the gateway reads (it is read whole before the
-# request is decided, see the module docstring).
-DEFAULT_MAX_BODY = 64 * 1024 * 1024
+# The largest request body the gateway forwards.  Bodies stream, so this
+# is a limit of policy, not of memory: a declared length over it is refused
+# before anything is read, a chunked body is cut off when it passes it.
+DEFAULT_MAX_BODY = 1024 * 1024 * 1024
+
+# A client connection with no request in progress is closed after this.
+DEFAULT_IDLE_TIMEOUT = 60.0
+
+# The most of a request body held before it is decided (the audit record
+# keeps up to body_cap of it) or before the upstream is connected; past
+# this the client is not read until the body can be forwarded.
+_BODY_WINDOW = 64 * 1024
 
 # Mutating methods, whose bodies go into the audit record.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 # Request headers the proxy sets itself: the upstream's Host (from the
-# URL), the body's length (from the body it forwards); Expect was answered
-# by twisted.web already.
+# URL), the body's framing (from the client's, re-framed); Expect is
+# answered by the gateway (100 Continue once the token is verified).
 _REFRAMED = frozenset({b"host", b"content-length", b"expect"})
+
+# Methods a request may be re-sent with when a reused upstream connection
+# turns out closed before any byte of the answer (never a POST: it could
+# run twice).
+_RETRYABLE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Response headers that describe the upstream connection, not the response.
 _RESPONSE_HOP_BY_HOP = HOP_BY_HOP | {b"proxy-authenticate", b"proxy-authentication-info"}
@@ -214,6 +238,25 @@ def response_headers(
         and name.lower() not in nominated
         and (pass_cookies or name.lower() not in _SET_COOKIE)
     ]
+
+
+def _response_pairs(headers: Sequence[tuple[bytes, bytes]], *, pass_cookies: bool) -> list[tuple[bytes, bytes]]:
+    """L{response_headers} for a head's (name, value) pairs: the hot path's form."""
+    nominated: frozenset[bytes] | set[bytes] = frozenset()
+    kept = []
+    for pair in headers:
+        lower = pair[0].lower()
+        if lower in _RESPONSE_HOP_BY_HOP:
+            if lower == b"connection":
+                nominated = set(nominated)
+                nominated.update(o.strip(b" \t").lower() for o in pair[1].split(b",") if o.strip())
+            continue
+        if not pass_cookies and lower in _SET_COOKIE:
+            continue
+        kept.append(pair)
+    if nominated:
+        kept = [pair for pair in kept if pair[0].lower() not in nominated]
+    return kept
 
 
 def bearer_token(values: Sequence[bytes] | None) -> str | None:
@@ -302,39 +345,40 @@ class ReservedIdentity(Exception):
 class Upstream:
     """
     One HTTP connection's upstream: where requests go, the persistent
-    connection pool they share, and the connection's own credentials
+    connections they share (L{Pool}), and the connection's own credentials
     (read once, at start-up; never logged).
     """
 
     base: bytes
-    agent: IAgent
+    pool: Pool
     token: str | None = field(default=None, repr=False)
     impersonate: bool = False
-    pool: HTTPConnectionPool | None = None
     pass_cookies: bool = False
     tls: UpstreamTLSPolicy | None = None
     reactor: Any = None
+    host: bytes = b""
+    prefix: bytes = b""
 
     @classmethod
     def from_connection(cls, connection: Connection, reactor: Any, *, max_persistent: int = 16) -> Upstream:
         settings: HTTPSettings = connection.settings
-        pool = HTTPConnectionPool(reactor, persistent=True)
+        tls = UpstreamTLSPolicy(settings)
+        base = settings.upstream.rstrip("/").encode("ascii")
         # Idle keep-alive connections kept per upstream; busy ones (watches,
         # log follows) are not limited by this.
-        pool.maxPersistentPerHost = max_persistent
-        pool.retryAutomatically = False  # a retried POST could run twice
-        tls = UpstreamTLSPolicy(settings)
-        agent = Agent(reactor, contextFactory=tls, pool=pool, connectTimeout=10)
+        pool = Pool(reactor, base, tls, max_idle=max_persistent)
         token = settings.token.read() if settings.token is not None else None
+        host, prefix = host_and_prefix(base)
         return cls(
-            base=settings.upstream.rstrip("/").encode("ascii"),
-            agent=agent,
+            base=base,
+            pool=pool,
             token=token,
             impersonate=settings.impersonate,
-            pool=pool,
             pass_cookies=settings.pass_cookies,
             tls=tls,
             reactor=reactor,
+            host=host,
+            prefix=prefix,
         )
 
     def url(self, routed: RoutedPath) -> bytes:
@@ -367,168 +411,10 @@ class Upstream:
         return headers
 
     def close(self) -> Deferred:
-        return self.pool.closeCachedConnections() if self.pool is not None else succeed(None)
+        return self.pool.close()
 
 
-# -- the twisted.web side ----------------------------------------------------
-
-
-class _Channel(HTTPChannel):
-    """An HTTP/1.1 connection from a client; its sessions end with it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sessions: dict[tuple[str, str], Session] = {}
-        self.lost = False
-        self.inflight: set[Deferred] = set()
-        self.refused = False
-
-    def refuse(self, code: int, message: str, *, headers: Mapping[bytes, bytes] | None = None) -> None:
-        """
-        Answer a request whose body is not to be read (before twisted.web
-        reads it, and before any C{100 Continue}), then close: whatever
-        body follows is discarded unread.
-        """
-        if self.refused:
-            return
-        self.refused = True
-        body = error_body(code, message, kubernetes=True)
-        lines = [
-            b"HTTP/1.1 %d %s" % (code, _STATUS_REASONS.get(code, "").encode("ascii")),
-            b"Content-Type: application/json",
-            b"Content-Length: %d" % len(body),
-            b"Connection: close",
-        ]
-        lines += [name + b": " + value for name, value in (headers or {}).items()]
-        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-        self.loseConnection()
-
-    def allHeadersReceived(self) -> None:
-        request = self.requests[-1]
-        refusal = request.early_refusal(self.length) if isinstance(request, _Request) else None
-        if refusal is not None:
-            # Not the base class: it would send 100 Continue.  self.length
-            # is not 0 here, so no render follows; the body is discarded.
-            request.content = _NullContent()  # type: ignore[assignment]
-            code, message, headers = refusal
-            return self.refuse(code, message, headers=headers)
-        super().allHeadersReceived()
-
-    def rawDataReceived(self, data: bytes) -> None:
-        if self.refused:
-            return
-        super().rawDataReceived(data)
-
-    def lineReceived(self, line: bytes) -> None:
-        if self.refused:
-            return
-        super().lineReceived(line)
-
-    def allContentReceived(self) -> None:
-        # A chunked body refused part-way may still end in the same read:
-        # a refused request is never rendered.
-        if self.refused:
-            return
-        super().allContentReceived()
-
-    def track(self, d: Deferred) -> None:
-        """An exchange in progress: its session ends only after its C{action.end}."""
-        self.inflight.add(d)
-
-        def done(result: object) -> object:
-            self.inflight.discard(d)
-            return result
-
-        d.addBoth(done)
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self.lost = True
-        super().connectionLost(reason)
-        sessions, self.sessions = self.sessions, {}
-
-        def close(_: object) -> None:
-            for session in sessions.values():
-                session.close(status="closed")
-
-        # A streaming response (a watch) is stopped by the loss above, but
-        # its outcome arrives a moment later: session.end comes after it.
-        DeferredList(list(self.inflight), consumeErrors=True).addBoth(close)
-
-
-class _Request(server.Request):
-    # The upstream's Content-Type or none: never twisted.web's text/html.
-    defaultContentType = None
-    received = 0
-
-    def _max_body(self) -> int:
-        front = getattr(getattr(self.channel, "site", None), "front", None)
-        return front.max_body if front is not None else DEFAULT_MAX_BODY
-
-    def early_refusal(self, length: int | None) -> tuple[int, str, dict[bytes, bytes]] | None:
-        """
-        Whether to refuse the request before its body is read (the headers
-        are all there; twisted.web would read the whole body next, before
-        the token is verified): a declared length over the maximum (413),
-        or a body with no C{Authorization: Bearer} header to verify (401).
-        """
-        if length == 0:
-            return None  # no body: the request runs its usual course
-        limit = self._max_body()
-        if length is not None and length > limit:
-            return 413, f"the request body is larger than this gateway accepts ({limit} bytes)", {}
-        if bearer_token(self.requestHeaders.getRawHeaders(b"authorization")) is None:
-            return (
-                401,
-                "a bearer token is required (Authorization: Bearer <token>)",
-                {b"WWW-Authenticate": b'Bearer realm="hoopgw"'},
-            )
-        return None
-
-    def handleContentChunk(self, data: bytes) -> None:
-        # Content-Length was checked in early_refusal; a chunked body is
-        # counted as it arrives.
-        self.received += len(data)
-        limit = self._max_body()
-        if self.received > limit:
-            channel: Any = self.channel
-            if channel is not None and isinstance(channel, _Channel):
-                self.content = _NullContent()  # type: ignore[assignment]
-                channel.refuse(413, f"the request body is larger than this gateway accepts ({limit} bytes)")
-            return
-        super().handleContentChunk(data)
-
-
-class _Site(server.Site):
-    protocol = _Channel  # type: ignore[assignment]  # HTTP/1.1 only: ALPN offers http/1.1 alone
-    requestFactory = _Request
-
-    def __init__(self, front: HTTPFrontEnd) -> None:
-        super().__init__(_ProxyResource(front), reactor=front.reactor)
-        self.front = front
-        self.displayTracebacks = False
-
-    def log(self, request: Any) -> None:
-        # The audit trail has every request, attributed; an access log line
-        # would only duplicate it without the identity.
-        pass
-
-
-class _ProxyResource(Resource):
-    isLeaf = True
-
-    def __init__(self, front: HTTPFrontEnd) -> None:
-        super().__init__()
-        self.front = front
-
-    def render(self, request: server.Request) -> Any:
-        # Taken first: a request answered synchronously has no channel after.
-        track = getattr(request.channel, "track", None)
-        exchange = _Exchange(self.front, request)
-        d = Deferred.fromCoroutine(exchange.run())
-        d.addErrback(exchange.crashed)
-        if track is not None and not d.called:
-            track(d)
-        return server.NOT_DONE_YET
+# -- the front end -------------------------------------------------------------
 
 
 class HTTPFrontEnd:
@@ -543,12 +429,16 @@ class HTTPFrontEnd:
         body_cap: int = DEFAULT_CAP,
         response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
         max_body: int = DEFAULT_MAX_BODY,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        recordings: Path | None = None,
     ) -> None:
         self.sessions = sessions
+        self.recordings = recordings
         self.reactor = reactor
         self.body_cap = body_cap
         self.response_timeout = response_timeout
         self.max_body = max_body
+        self.idle_timeout = idle_timeout
         if upstreams is None:
             upstreams = {
                 c.name: Upstream.from_connection(c, reactor)
@@ -556,15 +446,54 @@ class HTTPFrontEnd:
                 if c.kind == "http"
             }
         self.upstreams = dict(upstreams)
-        self.site = _Site(self)
+        self.http = Factory.forProtocol(lambda: _ClientConnection(self))
 
     def factory(self, tls_options: Any) -> TLSMemoryBIOFactory:
         """The listener's factory: TLS, then HTTP/1.1."""
-        return _ClosingTLSFactory(self, tls_options, False, self.site)
+        return _ClosingTLSFactory(self, tls_options, False, self.http)
 
     def close(self) -> Deferred:
         """Close the idle upstream connections (at listener stop)."""
         return gatherResults([u.close() for u in self.upstreams.values()], consumeErrors=True)
+
+    def refused(
+        self,
+        source: Source,
+        code: int,
+        reason: str,
+        *,
+        head: Head | None = None,
+        identity: Identity | None = None,
+        token: str | None = None,
+    ) -> None:
+        """
+        Audit a request answered before any decision (405, 413, 400, ...):
+        a C{request.refused} record with the source, the identity when it is
+        known (else the presented token's SHA-256, never the token), the
+        method and target, the status and why.
+        """
+        body: dict[str, Any] = {
+            "gateway": self.sessions.gateway,
+            "source": source.address,
+            "protocol": source.protocol,
+            "code": code,
+            "outcome": {"status": Status.blocked.value, "error": reason},
+        }
+        if head is not None:
+            body["request"] = {
+                "method": head.method[:32].decode("latin-1"),
+                "target": head.target[:1024].decode("latin-1"),
+            }
+        if identity is not None:
+            body["identity"] = identity.to_record()
+        elif token is not None:
+            body["credential_sha256"] = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+        try:
+            d = self.sessions.audit.append("request.refused", body)
+        except Exception:
+            log.failure("request.refused record lost")
+            return
+        d.addErrback(lambda f: log.failure("request.refused record lost", f))
 
 
 class _ClosingTLSFactory(TLSMemoryBIOFactory):
@@ -577,123 +506,572 @@ class _ClosingTLSFactory(TLSMemoryBIOFactory):
         self.front.close()
 
 
+def _phrase(code: int) -> bytes:
+    try:
+        return HTTPStatus(code).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+# Requests refused before a decision (each one audited) that one client
+# connection may send before it is closed.
+_MAX_REFUSALS = 20
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+# -- the client's connection -------------------------------------------------
+
+
+@implementer(IPushProducer)
+class _ClientConnection(Protocol):
+    """
+    A client's HTTP/1.1 connection (inside TLS): feeds the request parser,
+    runs one L{_Exchange} at a time, and ends its sessions when it closes.
+
+    It is the push producer of its own transport: when the client's write
+    buffer is full, the exchange stops reading from the upstream.
+    """
+
+    def __init__(self, front: HTTPFrontEnd) -> None:
+        self.front = front
+        self.parser = Parser()
+        self.sessions: dict[tuple[str, str], Session] = {}
+        self.inflight: set[Deferred] = set()
+        self.exchange: _Exchange | None = None
+        self.relay: Any = None  # the upgrade relay's client side, after a 101
+        self.lost = False
+        self.closing = False
+        self.write_paused = False
+        self._read_paused = False
+        self._feeding = False
+        self._more = False
+        self._idle: Any = None
+        self.refusals = 0
+        self.source: Source = Source("http", "unknown")
+
+    def connectionMade(self) -> None:
+        self.source = Source.from_address("http", self.transport.getPeer())
+        # Responses are written whole: nothing to gain from Nagle's delay.
+        set_no_delay(self.transport)
+        self.transport.registerProducer(self, True)
+        self._arm_idle()
+
+    # -- the transport's producer: the client's write buffer --
+
+    def pauseProducing(self) -> None:
+        self.write_paused = True
+        if self.exchange is not None:
+            self.exchange.client_write_paused(True)
+
+    def resumeProducing(self) -> None:
+        self.write_paused = False
+        if self.exchange is not None:
+            self.exchange.client_write_paused(False)
+
+    def stopProducing(self) -> None:
+        pass
+
+    # -- reading --
+
+    def pause_reading(self) -> None:
+        if not self._read_paused and not self.lost:
+            self._read_paused = True
+            self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        if self._read_paused and not self.lost:
+            self._read_paused = False
+            self.transport.resumeProducing()
+
+    def _arm_idle(self) -> None:
+        if self.front.idle_timeout and self._idle is None:
+            self._idle = self.front.reactor.callLater(self.front.idle_timeout, self._idle_expired)
+
+    def _disarm_idle(self) -> None:
+        if self._idle is not None:
+            if self._idle.active():
+                self._idle.cancel()
+            self._idle = None
+
+    def _idle_expired(self) -> None:
+        self._idle = None
+        if self.exchange is None:
+            self.close()
+
+    def close(self) -> None:
+        """Close after what was written (the producer must go first, or TLS waits for it)."""
+        if self.lost or self.closing:
+            return
+        self.closing = True
+        self._disarm_idle()
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def abort(self) -> None:
+        if not self.lost:
+            self.closing = True
+            self.transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.relay is not None:
+            self.relay.dataReceived(data)
+            return
+        if self.closing:
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        if self._feeding:
+            # An exchange ended while its events were being handled: the
+            # loop below reads on once they are.
+            self._more = True
+            return
+        self._feeding = True
+        try:
+            while True:
+                try:
+                    events = self.parser.feed(data)
+                except ParseError as e:
+                    self._malformed(e)
+                    return
+                data = b""
+                for event in events:
+                    if type(event) is bytes:
+                        if self.exchange is not None:
+                            self.exchange.body_data(event)
+                    elif event is END:
+                        if self.exchange is not None:
+                            self.exchange.body_end()
+                    else:
+                        self._request(event)  # type: ignore[arg-type]
+                    if self.closing or self.relay is not None:
+                        return
+                if not self._more:
+                    break
+                self._more = False
+            if self.exchange is not None and self.parser.done and self.parser.buffered > self.parser.max_head:
+                # Pipelined requests wait for the response before them.
+                self.pause_reading()
+        finally:
+            self._feeding = False
+
+    def _request(self, head: Head) -> None:
+        self._disarm_idle()
+        exchange = _Exchange(self, head)
+        self.exchange = exchange
+        if exchange.refused_early():
+            return
+        d = Deferred.fromCoroutine(exchange.run())
+        d.addErrback(exchange.crashed)
+        if not d.called:
+            self.inflight.add(d)
+            d.addBoth(self._untrack, d)
+
+    def refused(self, code: int, reason: str, **what: Any) -> None:
+        """Audit a request refused before a decision (see L{HTTPFrontEnd.refused}); counted per connection."""
+        self.refusals += 1
+        self.front.refused(self.source, code, reason, **what)
+
+    @property
+    def may_continue(self) -> bool:
+        """
+        Whether the connection may carry another request after a refusal:
+        a client that keeps sending refused requests on one connection is
+        cut off after L{_MAX_REFUSALS}, so that filling the audit trail
+        costs it a TLS handshake per few records.
+        """
+        return self.refusals < _MAX_REFUSALS
+
+    def _untrack(self, result: object, d: Deferred) -> object:
+        self.inflight.discard(d)
+        return result
+
+    def _malformed(self, error: ParseError) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.body_failed(error)
+            return
+        self.refused(error.status, error.reason)
+        self.respond_and_close(error.status, error.reason)
+
+    def respond_and_close(
+        self, code: int, message: str, *, kubernetes: bool = True, headers: Mapping[bytes, bytes] | None = None
+    ) -> None:
+        """Answer a request that will not be read any further, and close."""
+        self.write_error(code, message, kubernetes=kubernetes, headers=headers, keep_alive=False)
+        self.close()
+
+    def write_error(
+        self,
+        code: int,
+        message: str,
+        *,
+        kubernetes: bool,
+        headers: Mapping[bytes, bytes] | None = None,
+        keep_alive: bool,
+    ) -> None:
+        body = error_body(code, message, kubernetes=kubernetes)
+        lines = [
+            b"HTTP/1.1 %d %s" % (code, _phrase(code)),
+            b"Content-Type: application/json",
+            b"Content-Length: %d" % len(body),
+        ]
+        lines += [name + b": " + value for name, value in (headers or {}).items()]
+        if not keep_alive:
+            lines.append(b"Connection: close")
+        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+
+    def response_done(self, exchange: _Exchange, keep_alive: bool) -> None:
+        """C{exchange}'s response has been written whole: read the next request, or close."""
+        if self.exchange is not exchange or self.lost:
+            return
+        if not keep_alive:
+            self.close()
+            return
+        self.exchange = None
+        self.parser.next_message()
+        self.resume_reading()
+        self._arm_idle()
+        self._feed(b"")
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.lost = True
+        self._disarm_idle()
+        if self.relay is not None:
+            self.relay.connectionLost(reason)
+        elif self.exchange is not None:
+            self.exchange.client_gone()
+        sessions, self.sessions = self.sessions, {}
+
+        def close(_: object) -> None:
+            for session in sessions.values():
+                session.close(status="closed")
+
+        # An exchange still streaming learns of the loss above, and writes
+        # its outcome a moment later: session.end comes after it.
+        DeferredList(list(self.inflight), consumeErrors=True).addBoth(close)
+
+
 # -- one request ---------------------------------------------------------------
 
 
-class _Relay(Protocol):
-    """
-    The upstream response body, written to the client as it arrives.  The
-    upstream transport is the client request's producer: when the client
-    falls behind, reading from the upstream pauses.
-    """
+class _ClientGone(Exception):
+    pass
 
-    def __init__(self, request: server.Request, keep: int) -> None:
-        self.request = request
-        self.keep = keep
-        self.head = bytearray()
-        self.size = 0
-        self.done: Deferred = Deferred()
-        self.reason: Failure | None = None
-        self.registered = False
 
-    def connectionMade(self) -> None:
-        if not self.request._disconnected:  # type: ignore[attr-defined]
-            self.request.registerProducer(self.transport, True)
-            self.registered = True
-
-    def dataReceived(self, data: bytes) -> None:
-        self.size += len(data)
-        if len(self.head) < self.keep:
-            self.head += data[: self.keep - len(self.head)]
-        self.request.write(data)
-
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
-        if self.registered:
-            self.registered = False
-            if self.request.channel is not None:  # None once the client has gone
-                self.request.unregisterProducer()
-        # Fired with a value, not the Failure (which would errback).
-        self.reason = reason
-        self.done.callback(None)
-
-    def stop(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
+class _Expired(Exception):
+    pass
 
 
 class _Exchange:
     """One request through the pipeline (see the module docstring)."""
 
-    def __init__(self, front: HTTPFrontEnd, request: server.Request) -> None:
-        self.front = front
-        self.request = request
+    def __init__(self, conn: _ClientConnection, head: Head) -> None:
+        self.conn = conn
+        self.front = conn.front
+        self.head = head
+        self.method = head.method.decode("ascii")
         self.kubernetes = True
         self.gone = False
+        self.done = False  # the response has been written whole (or given up)
         self.handle: ActionHandle | None = None
+        # Set for an upgrade request: an answer that is not a 101 ends the
+        # client connection (see L{_upgrade}).
+        self.close_after = _is_upgrade(head)
+        # The request body: held (up to _BODY_WINDOW, then the client is not
+        # read) until it can be forwarded, then passed on as it arrives.
+        self.body_complete = not head.has_body
+        self.body_error: str | None = None
+        self.body_received = 0
+        self.held: list[bytes] = []
+        self.held_size = 0
+        self.body_waiter: Deferred | None = None
+        self.forwarding = False
+        self.chunked_upstream = head.chunked
+        # The upstream leg.
         self.pending: Deferred | None = None
-        self.relay: _Relay | None = None
-        # Set for an upgrade request that is not upgraded: its answer ends
-        # the client connection (see L{_close_after}).
-        self.close_after = False
-        request.notifyFinish().addErrback(self._client_gone)
+        self.upstream: UpstreamConnection | None = None
+        self.response_head: Deferred | None = None
+        self.response_end: Deferred | None = None
+        self.early_events: list[object] | None = None
+        self.streaming = False
+        self.responded = False
+        self.response_chunked = False
+        self.response_keep_alive = False
+        self.response_size = 0
+        self.keep = 0
+        self.error_head = bytearray()
 
-    def _client_gone(self, failure: Failure) -> None:
+    # -- answered before the exchange starts ---------------------------------
+
+    def refused_early(self) -> bool:
+        """
+        The checks made as soon as the head is in, before any body is read
+        (and before any C{100 Continue}); answered and audited here if
+        refused.
+        """
+        head = self.head
+        conn = self.conn
+        front = self.front
+        if self.method not in METHODS:
+            # Before anything is decided: a policy names methods upper-case.
+            allowed = ", ".join(sorted(METHODS))
+            message = (
+                f"method {self.method[:32]!r} is not allowed through the gateway (allowed: {allowed})"
+            )
+            conn.refused(405, message, head=head, token=self._token())
+            self._refuse(405, message, headers={b"Allow": allowed.encode("ascii")})
+            return True
+        if not head.has_body:
+            return False
+        length = head.content_length
+        if length is not None and length > front.max_body:
+            message = f"the request body is larger than this gateway accepts ({front.max_body} bytes)"
+            conn.refused(413, message, head=head, token=self._token())
+            self._refuse(413, message)
+            return True
+        if self._token() is None:
+            front.sessions.auth_failed(source=conn.source, reason="no bearer token", method="token")
+            self._refuse(
+                401,
+                "a bearer token is required (Authorization: Bearer <token>)",
+                headers={b"WWW-Authenticate": b'Bearer realm="hoopgw"'},
+            )
+            return True
+        return False
+
+    def _refuse(self, code: int, message: str, *, headers: Mapping[bytes, bytes] | None = None) -> None:
+        self.done = True
+        if self.body_complete and not self.close_after:
+            keep_alive = self.head.keep_alive and self.conn.may_continue
+            self.conn.write_error(code, message, kubernetes=True, headers=headers, keep_alive=keep_alive)
+            self.conn.response_done(self, keep_alive)
+        else:
+            # The body is not read: the connection cannot carry another request.
+            self.conn.respond_and_close(code, message, headers=headers)
+
+    def _token(self) -> str | None:
+        return bearer_token(self.head.getRawHeaders(b"authorization"))
+
+    # -- the request body, from the client connection --------------------------
+
+    def body_data(self, data: bytes) -> None:
+        if self.done or self.gone:
+            return
+        self.body_received += len(data)
+        if self.body_received > self.front.max_body:
+            return self._body_too_large()
+        if self.forwarding:
+            self._send(data)
+            return
+        self.held.append(data)
+        self.held_size += len(data)
+        # Past the window the client waits; the window is always more than
+        # body_cap, so a decision waiting for the body's head is never
+        # left waiting on a paused client.
+        if self.held_size > _BODY_WINDOW and self.held_size > self.front.body_cap:
+            self.conn.pause_reading()
+        if self.body_waiter is not None and self.held_size > self.front.body_cap:
+            waiter, self.body_waiter = self.body_waiter, None
+            waiter.callback(None)
+
+    def body_end(self) -> None:
+        if self.done or self.gone or self.body_complete:
+            return
+        self.body_complete = True
+        if self.forwarding:
+            if self.chunked_upstream and self.upstream is not None:
+                self.upstream.transport.write(_LAST_CHUNK)
+        if self.body_waiter is not None:
+            waiter, self.body_waiter = self.body_waiter, None
+            waiter.callback(None)
+
+    def body_failed(self, error: ParseError) -> None:
+        """The body's framing broke (a bad chunk): nothing more is read, the upstream never sees it end."""
+        self.body_error = f"malformed request body: {error.reason}"
+        if self.handle is None:  # not decided yet: refused, not an action that failed
+            self.conn.refused(error.status, error.reason, head=self.head)
+        self._stop_body(error.status, error.reason)
+
+    def _body_too_large(self) -> None:
+        limit = self.front.max_body
+        self.body_error = f"the request body is larger than this gateway accepts ({limit} bytes)"
+        if self.handle is None:
+            self.conn.refused(413, self.body_error, head=self.head)
+        self._stop_body(413, self.body_error)
+
+    def _stop_body(self, code: int, message: str) -> None:
+        conn = self.conn
+        if not self.responded and not self.done:
+            self.done = True
+            self.responded = True
+            conn.respond_and_close(code, message, kubernetes=self.kubernetes)
+        else:
+            self.done = True
+            conn.abort()
+        # The exchange's coroutine learns of it (done) where it waits.
+        if self.upstream is not None:
+            self._abort_upstream(_ClientGone(message))
+        if self.pending is not None:
+            self.pending.cancel()
+        if self.body_waiter is not None:
+            waiter, self.body_waiter = self.body_waiter, None
+            waiter.callback(None)
+
+    def _send(self, data: bytes) -> None:
+        upstream = self.upstream
+        if upstream is None:  # the upstream leg has ended (and answered)
+            return
+        if self.chunked_upstream:
+            upstream.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            upstream.transport.write(data)
+
+    def _body_head(self) -> Deferred:
+        """Fires once the first C{body_cap} bytes are held, or the whole body is."""
+        if self.body_complete or self.held_size > self.front.body_cap or self.body_error or self.gone:
+            return succeed(None)
+        self.body_waiter = Deferred()
+        return self.body_waiter
+
+    # -- the upstream connection's events (UpstreamUser) ----------------------
+
+    def upstream_write_paused(self, paused: bool) -> None:
+        if paused:
+            self.conn.pause_reading()
+        elif self.forwarding:
+            self.conn.resume_reading()
+
+    def client_write_paused(self, paused: bool) -> None:
+        upstream = self.upstream
+        if upstream is not None and self.streaming:
+            if paused:
+                upstream.transport.pauseProducing()
+            else:
+                upstream.transport.resumeProducing()
+
+    def upstream_events(self, events: list[object]) -> None:
+        if not self.streaming:
+            head = events[0]
+            if isinstance(head, Head) and self.response_head is not None and not self.response_head.called:
+                # The coroutine resumes here, writes the client's head and
+                # sets streaming; what follows the head then flows below.
+                self.early_events = events[1:]
+                self.response_head.callback(head)
+                return
+            if self.early_events is not None:
+                self.early_events.extend(events)
+                return
+        for event in events:
+            if type(event) is bytes:
+                self._response_data(event)  # type: ignore[arg-type]
+            elif event is END:
+                self._response_complete()
+
+    def upstream_failed(self, reason: Any) -> None:
+        self.upstream = None
+        self._fail_waiters(reason)
+
+    def _fail_waiters(self, reason: Any) -> None:
+        error = reason.value if isinstance(reason, Failure) else reason
+        if self.response_head is not None and not self.response_head.called:
+            self.response_head.errback(Failure(error))
+        elif self.response_end is not None and not self.response_end.called:
+            self.response_end.callback(error)
+
+    def _abort_upstream(self, error: Exception) -> None:
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.close()
+        self._fail_waiters(error)
+
+    def _response_data(self, data: bytes) -> None:
+        self.response_size += len(data)
+        if len(self.error_head) < self.keep:
+            self.error_head += data[: self.keep - len(self.error_head)]
+        if self.gone:
+            return
+        if self.response_chunked:
+            self.conn.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self.conn.transport.write(data)
+
+    def _response_complete(self) -> None:
+        if self.response_chunked and not self.gone:
+            self.conn.transport.write(_LAST_CHUNK)
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            # Reused only when both messages were whole: the request body
+            # sent to its end, the response ended by its own framing.
+            if self.response_reusable and self.body_complete and self.forwarding and not self.body_error:
+                upstream.release()
+            else:
+                upstream.close()
+        if self.response_end is not None and not self.response_end.called:
+            self.response_end.callback(None)
+
+    response_reusable = False
+
+    # -- the client going away -------------------------------------------------
+
+    def client_gone(self) -> None:
         self.gone = True
         if self.pending is not None:
             self.pending.cancel()
-        if self.relay is not None:
-            self.relay.stop()
+        if self.body_waiter is not None:
+            waiter, self.body_waiter = self.body_waiter, None
+            waiter.callback(None)
+        if self.upstream is not None:
+            self._abort_upstream(_ClientGone("client went away"))
+        else:
+            self._fail_waiters(_ClientGone("client went away"))
+
+    # -- answering -------------------------------------------------------------
 
     def _respond(self, code: int, message: str, *, headers: Mapping[bytes, bytes] | None = None) -> None:
-        if self.gone or self.request.finished:
+        """An error of the gateway's own, as the response to this request."""
+        if self.gone or self.done:
             return
-        request = self.request
-        body = error_body(code, message, kubernetes=self.kubernetes)
-        request.setResponseCode(code)
-        request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
-        for name, value in (headers or {}).items():
-            request.responseHeaders.setRawHeaders(name, [value])
-        if self.close_after:
-            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
-        request.setHeader(b"content-length", b"%d" % len(body))
-        request.write(body)
-        self._finish()
+        self.done = True
+        self.responded = True
+        conn = self.conn
+        keep_alive = (
+            self.head.keep_alive and not self.close_after and self.body_complete and not self.body_error
+            and conn.may_continue
+        )
+        conn.write_error(code, message, kubernetes=self.kubernetes, headers=headers, keep_alive=keep_alive)
+        conn.response_done(self, keep_alive)
 
-    def _finish(self) -> None:
-        """
-        Finish the response; after an upgrade request that was not upgraded,
-        close the client connection with it: whatever the client sent after
-        the request (it may already be speaking the upgraded protocol) is
-        never read as another request (CVE-2018-1002105).
-        """
-        request = self.request
-        channel: Any = request.channel
-        if self.close_after and channel is not None:
-            channel.persistent = False  # twisted.web then drops what follows and closes
-        request.finish()
+    def _unauthorized(self, message: str) -> None:
+        self._respond(401, message, headers={b"WWW-Authenticate": b'Bearer realm="hoopgw"'})
 
     def crashed(self, failure: Failure) -> None:
         log.failure("HTTP front end: request handling failed", failure)
         if self.handle is not None:
             self.handle.finish(Outcome(status=Status.failed, error="gateway error"))
-        if not self.request.startedWriting:
+        if self.upstream is not None:
+            self._abort_upstream(_ClientGone("gateway error"))
+        if not self.responded:
+            self.close_after = True
             self._respond(500, "internal gateway error")
-        elif not self.gone and not self.request.finished:
-            self.request.channel.transport.abortConnection()
+        elif not self.gone:
+            self.conn.abort()
+
+    # -- the pipeline ----------------------------------------------------------
 
     async def run(self) -> None:
         front = self.front
         sessions = front.sessions
-        request = self.request
-        source = Source.from_address("http", request.getClientAddress())
-        # An upgrade request that is answered rather than upgraded (refused,
-        # denied, failed upstream) ends its client connection.
-        self.close_after = _is_upgrade(request)
-        routed = split_request_target(request.uri)
+        head = self.head
+        conn = self.conn
+        source = conn.source
+        routed = split_request_target(head.target)
         if isinstance(routed, PathError):
             # Refused paths still get their connection's error form, if the
             # first segment names one.
-            first = request.uri.split(b"?", 1)[0].split(b"/")[1:2]
+            first = head.target.split(b"?", 1)[0].split(b"/")[1:2]
             name = first[0].decode("ascii", "replace") if first else ""
             connection = sessions.connections.get(name)
             self.kubernetes = _is_kubernetes(connection, None)
@@ -701,17 +1079,7 @@ class _Exchange:
             connection = sessions.connections.get(routed.connection)
             self.kubernetes = _is_kubernetes(connection, routed)
 
-        method = request.method.decode("ascii", "replace")
-        if method not in METHODS:
-            # Before anything is decided: a policy names methods upper-case.
-            return self._respond(
-                405,
-                f"method {method[:32]!r} is not allowed through the gateway "
-                f"(allowed: {', '.join(sorted(METHODS))})",
-                headers={b"allow": ", ".join(sorted(METHODS)).encode("ascii")},
-            )
-
-        token = bearer_token(request.requestHeaders.getRawHeaders(b"authorization"))
+        token = self._token()
         if token is None:
             sessions.auth_failed(source=source, reason="no bearer token", method="token")
             return self._unauthorized("a bearer token is required (Authorization: Bearer <token>)")
@@ -722,40 +1090,42 @@ class _Exchange:
         del token
 
         if isinstance(routed, PathError):
-            return self._respond(routed.status, routed.reason)
+            return self._refused(routed.status, routed.reason, identity)
         if connection is not None and connection.kind != "http":
-            return self._respond(404, f"{routed.connection!r} is not an HTTP connection")
-        upstream = self.front.upstreams.get(routed.connection)
+            return self._refused(404, f"{routed.connection!r} is not an HTTP connection", identity)
+        upstream = front.upstreams.get(routed.connection)
         if not (upstream is not None and upstream.impersonate) and any(
             name.casefold() == "_method" for name, _ in routed.raw_query_params
         ):
             # Rails, Laravel, Symfony and method-override run a POST with
             # _method=DELETE as a DELETE; the Kubernetes API server does not.
-            return self._respond(400, "the _method query parameter (a method override) is not allowed")
-        info = from_routed(method, routed)
+            return self._refused(400, "the _method query parameter (a method override) is not allowed", identity)
+        info = from_routed(self.method, routed)
         if isinstance(info, K8sRequestError):
-            return self._respond(info.status, info.reason)
-        raw_headers = [
-            (name, value) for name, values in request.requestHeaders.getAllRawHeaders() for value in values
-        ]
+            return self._refused(info.status, info.reason, identity)
         sanitized = sanitize_request_headers(
-            raw_headers, pass_cookies=upstream.pass_cookies if upstream is not None else False
+            head.headers, pass_cookies=upstream.pass_cookies if upstream is not None else False
         )
         if isinstance(sanitized, HeaderError):
-            return self._respond(sanitized.status, sanitized.reason)
+            return self._refused(sanitized.status, sanitized.reason, identity)
+        if head.has_body and not self.body_complete and head.version == b"HTTP/1.1":
+            expect = head.getRawHeaders(b"expect")
+            if expect and expect[0].lower() == b"100-continue" and not self.gone:
+                conn.transport.write(_CONTINUE)
         try:
             session = await self._session(identity, routed.connection, source)
         except NotPermitted as e:
             return self._respond(403, str(e))
         except AuditUnavailable as e:
             return self._respond(503, str(e))
-        if self.gone:
+        if self.gone or self.done:
             return
 
-        request.content.seek(0, 2)
-        size = request.content.tell()
-        request.content.seek(0)
-        action = self._action(info, method, size, sanitized.removed)
+        if self.method in _BODY_METHODS and head.has_body:
+            await self._body_head()
+            if self.gone or self.done:
+                return
+        action = self._action(info, sanitized.removed)
         try:
             handle = await session.check(action)
         except AuditUnavailable as e:
@@ -772,27 +1142,63 @@ class _Exchange:
                 what = info.resource + (f' "{info.name}"' if info.name else "")
                 message = f"{what} is forbidden: {message}"
             return self._respond(403, message)
-        if self.gone:
-            handle.finish(Outcome(status=Status.failed, error="client went away before the request was forwarded"))
+        if self.gone or self.done:
+            handle.finish(Outcome(status=Status.failed, error=self.body_error or "client went away before the request was forwarded"))
             return
+        assert upstream is not None
         if self.close_after:
-            return await self._upgrade(session, handle, identity, routed, method, sanitized.headers, size)
-        await self._forward(session, handle, identity, routed, method, sanitized.headers, size)
+            return await self._upgrade(session, handle, identity, routed, upstream, sanitized.headers, info)
+        await self._forward(session, handle, identity, routed, upstream, sanitized.headers)
 
-    def _unauthorized(self, message: str) -> None:
-        self._respond(401, message, headers={b"www-authenticate": b'Bearer realm="hoopgw"'})
+    def _terminal_tap(
+        self, session: Session, handle: ActionHandle, info: K8sRequest | None, upgrade: bytes
+    ) -> ExecTap | None:
+        """
+        A terminal (C{kubectl exec -it}, C{attach -it}: C{tty=true}) over
+        WebSocket is recorded as asciicast from its stdin/stdout/stderr and
+        resize channels, like an SSH terminal; the recording's SHA-256 goes
+        into C{session.end}.  Without a terminal nothing is recorded (the
+        action has the command and byte counts).
+        """
+        folder = self.front.recordings
+        if folder is None or info is None or upgrade != b"websocket":
+            return None
+        if info.display_verb not in ("exec", "attach"):
+            return None
+        if not info.tty:
+            return None
+        settings = session.connection.settings
+        command = " ".join(info.exec_command) or None
+        recorder = AsciicastRecorder(
+            str(folder / f"{session.id}-{handle.number}.cast"),
+            clock=self.front.reactor,
+            width=80,  # kubectl sends the real size as its first resize message
+            height=24,
+            command=command,
+            title=f"{session.identity.subject} on {session.connection.name}: {info.display_verb} {info.namespace}/{info.name}",
+            record_input=bool(getattr(settings, "record_input", False)),
+            # A terminal session does not go on unrecorded (disk full): end it.
+            on_failure=lambda reason: self.conn.transport.abortConnection(),
+        )
+        session.add_recording(recorder)
+        return ExecTap(recorder)
+
+    def _refused(self, code: int, message: str, identity: Identity) -> None:
+        """A request refused before a decision, with its identity known."""
+        self.conn.refused(code, message, head=self.head, identity=identity)
+        self._respond(code, message)
 
     async def _session(self, identity: Identity, name: str, source: Source) -> Session:
-        channel: Any = self.request.channel
-        cache: dict[tuple[str, str], Session] = getattr(channel, "sessions", {})
+        conn = self.conn
+        cache = conn.sessions
         key = (identity.credential_sha256 or identity.subject, name)
         session = cache.get(key)
         if session is not None and not session.closed:
             return session
-        user_agent = self.request.getHeader(b"user-agent")
-        client = {"user_agent": user_agent.decode("utf-8", "replace")[:200]} if user_agent else {}
+        user_agent = self.head.getRawHeaders(b"user-agent")
+        client = {"user_agent": user_agent[0].decode("utf-8", "replace")[:200]} if user_agent else {}
         session = await self.front.sessions.open(identity, name, source=source, client=client)
-        if self.gone or getattr(channel, "lost", True):
+        if self.gone or conn.lost:
             # The client connection ended while the session was opening:
             # nobody will reuse it, and nobody else would close it.
             session.close(status="closed")
@@ -800,20 +1206,52 @@ class _Exchange:
             cache[key] = session
         return session
 
-    def _action(self, info: K8sRequest, method: str, size: int, removed: Sequence[bytes]) -> Action:
+    def _action(self, info: K8sRequest, removed: Sequence[bytes]) -> Action:
         action = info.to_action()
+        if not removed and not (self.method in _BODY_METHODS and self.head.has_body):
+            return action
         details = dict(action.details)
         if removed:
             # Names only: what the client tried to pass on, never the values.
             details["removed_headers"] = [name.decode("ascii") for name in removed]
-        if method in _BODY_METHODS and size:
-            head = self.request.content.read(self.front.body_cap)
-            self.request.content.seek(0)
-            content_type = (self.request.getHeader(b"content-type") or b"").decode("ascii", "replace")
+        head = self.head
+        if self.method in _BODY_METHODS and head.has_body and (self.body_received or not self.body_complete):
+            cap = self.front.body_cap
+            first = b"".join(self.held)[:cap]
+            if head.content_length is not None:
+                total: int | None = head.content_length
+            else:
+                total = self.body_received if self.body_complete else None
+            content_type = head.getRawHeaders(b"content-type")
             details["body"] = body_record(
-                head, total=size, resource=info.resource, content_type=content_type, cap=self.front.body_cap
+                first,
+                total=total,
+                resource=info.resource,
+                content_type=content_type[0].decode("ascii", "replace") if content_type else "",
+                cap=cap,
             )
         return Action(action.kind, action.input, action.attributes, details)
+
+    def _upstream_head(
+        self, upstream: Upstream, routed: RoutedPath, headers: Sequence[tuple[bytes, bytes]],
+        credentials: Sequence[tuple[bytes, bytes]],
+    ) -> bytes:
+        head = self.head
+        lines = [
+            head.method + b" " + upstream.prefix + routed.target.encode("ascii") + b" HTTP/1.1",
+            b"Host: " + upstream.host,
+        ]
+        for name, value in headers:
+            if name.lower() not in _REFRAMED:
+                lines.append(name + b": " + value)
+        for name, value in credentials:
+            lines.append(name + b": " + value)
+        if head.chunked:
+            lines.append(b"Transfer-Encoding: chunked")
+        elif head.content_length is not None:
+            lines.append(b"Content-Length: %d" % head.content_length)
+        lines.append(b"\r\n")
+        return b"\r\n".join(lines)
 
     async def _forward(
         self,
@@ -821,16 +1259,9 @@ class _Exchange:
         handle: ActionHandle,
         identity: Identity,
         routed: RoutedPath,
-        method: str,
+        upstream: Upstream,
         headers: Sequence[tuple[bytes, bytes]],
-        size: int,
     ) -> None:
-        request = self.request
-        upstream = self.front.upstreams[routed.connection]
-        out = Headers()
-        for name, value in headers:
-            if name.lower() not in _REFRAMED:
-                out.addRawHeader(name, value)
         try:
             credentials = upstream.credential_headers(identity)
         except ReservedIdentity as e:
@@ -839,80 +1270,155 @@ class _Exchange:
         except ValueError as e:
             handle.finish(Outcome(status=Status.failed, error=str(e)))
             return self._respond(400, str(e))
-        for name, value in credentials:
-            out.addRawHeader(name, value)
-        body = FileBodyProducer(request.content, cooperator=_cooperator(self.front.reactor)) if size else None
-        session.bytes_in += size
-        self.pending = upstream.agent.request(method.encode("ascii"), upstream.url(routed), out, body)
+        request_bytes = self._upstream_head(upstream, routed, headers, credentials)
         timeout = self.front.response_timeout
-        # Headers only: once they arrive the timer is cancelled, so a watch
-        # streams for as long as it likes.  (Not Deferred.addTimeout: the
-        # Agent reports a cancelled request as ResponseNeverReceived, which
-        # addTimeout does not recognise as its own.)
         expired: list[bool] = []
 
-        def expire(pending: Deferred = self.pending) -> None:
+        def expire() -> None:
+            # Headers only: the timer stops when they arrive, so a watch
+            # streams for as long as it likes.
             expired.append(True)
-            pending.cancel()
+            if self.pending is not None:
+                self.pending.cancel()
+            else:
+                self._abort_upstream(_Expired())
 
         timer = self.front.reactor.callLater(timeout, expire)
         try:
-            response = await self.pending
+            response = await self._send_request(upstream, request_bytes, expired)
         except Exception as e:
+            size = self.body_received
             if self.gone:
                 handle.finish(Outcome(status=Status.failed, error="client went away", bytes_in=size))
-                return
-            if expired:
+            elif self.body_error:
+                handle.finish(Outcome(status=Status.failed, error=self.body_error, bytes_in=size))
+            elif expired:
                 error = f"upstream did not answer within {timeout:g} s"
                 handle.finish(Outcome(status=Status.failed, error=error, bytes_in=size))
-                return self._respond(
-                    504, f"the upstream of {routed.connection!r} did not answer within {timeout:g} s"
-                )
-            error = _describe(e)
-            handle.finish(Outcome(status=Status.failed, error=f"upstream unreachable: {error}", bytes_in=size))
-            return self._respond(502, f"the gateway could not reach the upstream of {routed.connection!r}: {error}")
+                self._respond(504, f"the upstream of {routed.connection!r} did not answer within {timeout:g} s")
+            elif isinstance(e, ParseError):
+                error = f"upstream sent a malformed response: {e.reason}"
+                handle.finish(Outcome(status=Status.failed, error=error, bytes_in=size))
+                self._respond(502, f"the upstream of {routed.connection!r} sent a malformed response: {e.reason}")
+            else:
+                error = _describe(e)
+                handle.finish(Outcome(status=Status.failed, error=f"upstream unreachable: {error}", bytes_in=size))
+                self._respond(502, f"the gateway could not reach the upstream of {routed.connection!r}: {error}")
+            return
         finally:
             if timer.active():
                 timer.cancel()
-            self.pending = None
 
-        code: int = response.code
-        if self.gone:
-            response.deliverBody(_Discard())
-            handle.finish(Outcome(status=Status.failed, error="client went away", code=str(code), bytes_in=size))
-            return
-        request.setResponseCode(code, response.phrase)
-        request.responseHeaders.removeHeader(b"content-type")
-        for name, values in response_headers(
-            list(response.headers.getAllRawHeaders()), pass_cookies=upstream.pass_cookies
-        ):
-            request.responseHeaders.setRawHeaders(name, values)
-        relay = _Relay(request, _ERROR_BODY_CAP if code >= 400 else 0)
-        self.relay = relay
-        response.deliverBody(relay)
-        await relay.done
-        reason = relay.reason
-        assert reason is not None
-        session.bytes_out += relay.size
-        complete = reason.check(ResponseDone, PotentialDataLoss) is not None
+        code = response.code
+        self._write_response_head(response, upstream.pass_cookies)
+        self.keep = _ERROR_BODY_CAP if code >= 400 else 0
+        self.response_reusable = response.keep_alive
+        self.response_end = Deferred()
+        self.streaming = True
+        early, self.early_events = self.early_events, None
+        if early:
+            self.upstream_events(early)
+        if self.conn.write_paused:
+            self.client_write_paused(True)
+        problem_reason = await self.response_end
+        size = self.body_received
+        session.bytes_in += size
+        session.bytes_out += self.response_size
+        complete = problem_reason is None
+        self.done = True
         if not complete and not self.gone:
             # The body was cut off upstream: say so by closing, not by a
             # clean end that would make a truncated body look whole.
-            request.channel.transport.loseConnection()
+            self.conn.close()
         elif not self.gone:
-            request.finish()
+            keep_alive = self.response_keep_alive and self.body_complete and not self.body_error
+            self.conn.response_done(self, keep_alive)
         problem: str | None = None
         if self.gone and not complete:
             problem = "client went away"
+        elif self.body_error:
+            problem = self.body_error
         elif not complete:
-            problem = f"upstream response cut off: {_describe(reason.value)}"
+            problem = f"upstream response cut off: {_describe(problem_reason)}"
         elif code >= 400:
-            problem = _upstream_message(bytes(relay.head)) or f"HTTP {code}"
+            problem = _upstream_message(bytes(self.error_head)) or f"HTTP {code}"
         status = Status.succeeded if code < 400 and problem is None else Status.failed
         handle.finish(
-            Outcome(status=status, error=problem, code=str(code), bytes_in=size, bytes_out=relay.size)
+            Outcome(status=status, error=problem, code=str(code), bytes_in=size, bytes_out=self.response_size)
         )
 
+    async def _send_request(self, upstream: Upstream, request_bytes: bytes, expired: list[bool]) -> Head:
+        """
+        Send the request head (and the body held so far) on a pooled
+        connection; from then on the body flows as it arrives.  Fires with
+        the response head.  A reused connection found closed before any
+        byte of an answer is tried once more on a new one, for a method
+        that cannot run twice by it (L{_RETRYABLE}) and has no body.
+        """
+        while True:
+            acquired = upstream.pool.acquire()
+            if isinstance(acquired, Deferred):
+                self.pending = acquired
+                try:
+                    connection: UpstreamConnection = await acquired
+                finally:
+                    self.pending = None
+                if self.gone or self.done:
+                    connection.release()
+                    raise _ClientGone("client went away")
+            else:
+                connection = acquired
+            self.upstream = connection
+            self.response_head = Deferred()
+            connection.start(self, head_request=self.method == "HEAD")
+            transport = connection.transport
+            transport.write(request_bytes)
+            held, self.held = self.held, []
+            self.held_size = 0
+            self.forwarding = True
+            for data in held:
+                self._send(data)
+            if self.body_complete and self.chunked_upstream:
+                transport.write(_LAST_CHUNK)
+            if not connection.write_paused:
+                self.conn.resume_reading()
+            try:
+                response: Head = await self.response_head
+            except Exception:
+                retry = (
+                    connection.reused and not connection.received and self.method in _RETRYABLE
+                    and not self.head.has_body and not expired and not self.gone and not self.done
+                )
+                if not retry:
+                    raise
+                self.forwarding = False
+                continue
+            if response.code == 101:
+                # Never asked for: an upgrade is relayed on a connection of its own.
+                self._abort_upstream(_ClientGone("unexpected 101"))
+                raise ParseError(502, "an unrequested 101 Switching Protocols")
+            return response
+
+    def _write_response_head(self, response: Head, pass_cookies: bool) -> None:
+        head = self.head
+        lines = [b"HTTP/1.1 %d %s" % (response.code, response.reason or _phrase(response.code))]
+        for name, value in _response_pairs(response.headers, pass_cookies=pass_cookies):
+            lines.append(name + b": " + value)
+        keep_alive = head.keep_alive and not self.close_after
+        if response.has_body and response.content_length is None:
+            if head.version == b"HTTP/1.1":
+                self.response_chunked = True
+                lines.append(b"Transfer-Encoding: chunked")
+            else:
+                keep_alive = False  # an HTTP/1.0 client reads to the close
+        if not keep_alive:
+            lines.append(b"Connection: close")
+        elif head.version == b"HTTP/1.0":
+            lines.append(b"Connection: keep-alive")
+        self.response_keep_alive = keep_alive
+        self.responded = True
+        lines.append(b"\r\n")
+        self.conn.transport.write(b"\r\n".join(lines))
 
     async def _upgrade(
         self,
@@ -920,19 +1426,18 @@ class _Exchange:
         handle: ActionHandle,
         identity: Identity,
         routed: RoutedPath,
-        method: str,
+        upstream: Upstream,
         headers: Sequence[tuple[bytes, bytes]],
-        size: int,
+        info: K8sRequest | None = None,
     ) -> None:
         """
         An allowed upgrade (exec, attach, port-forward): relayed by
         L{hoopgw.protocols.http.upgrade} if it is one of the protocols the
         gateway carries; see the module docstring there.
         """
-        request = self.request
-        upstream = self.front.upstreams[routed.connection]
-        upgrade, why = check_upgrade(request.requestHeaders)
-        if upgrade is None or size:
+        head = self.head
+        upgrade, why = check_upgrade(head)
+        if upgrade is None or head.has_body:
             why = why or "an upgrade request must not have a body"
             handle.finish(Outcome(status=Status.failed, error=why, code="400"))
             return self._respond(400, why)
@@ -944,13 +1449,12 @@ class _Exchange:
         except ValueError as e:
             handle.finish(Outcome(status=Status.failed, error=str(e)))
             return self._respond(400, str(e))
-        host, prefix = host_and_prefix(upstream.base)
-        head = request_head(
-            method.encode("ascii"), prefix + routed.target.encode("ascii"), host, upgrade,
+        request = request_head(
+            head.method, upstream.prefix + routed.target.encode("ascii"), upstream.host, upgrade,
             [*headers, *credentials],
         )
         reactor = upstream.reactor if upstream.reactor is not None else self.front.reactor
-        connected, side = connect_upstream(reactor, upstream.base, upstream.tls, head)
+        connected, side = connect_upstream(reactor, upstream.base, upstream.tls, request)
         timeout = self.front.response_timeout
         expired: list[bool] = []
 
@@ -1006,20 +1510,18 @@ class _Exchange:
             problem = _upstream_message(body) or f"HTTP {answer.code}"
             handle.finish(Outcome(status=Status.failed, error=f"upgrade refused upstream: {problem}",
                                   code=str(answer.code), bytes_out=len(body)))
-            if self.gone or request.finished:
+            if self.gone or self.done:
                 return
-            request.setResponseCode(answer.code, answer.phrase or None)
-            request.responseHeaders.removeHeader(b"content-type")
-            grouped: dict[bytes, list[bytes]] = {}
-            for name, value in answer.headers:
-                grouped.setdefault(name, []).append(value)
-            for name, values in response_headers(list(grouped.items()), pass_cookies=upstream.pass_cookies):
+            self.done = True
+            self.responded = True
+            lines = [b"HTTP/1.1 %d %s" % (answer.code, answer.phrase or _phrase(answer.code))]
+            for name, value in _response_pairs(answer.headers, pass_cookies=upstream.pass_cookies):
                 if name.lower() != b"content-length":
-                    request.responseHeaders.setRawHeaders(name, values)
-            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
-            request.setHeader(b"content-length", b"%d" % len(body))
-            request.write(body)
-            return self._finish()
+                    lines.append(name + b": " + value)
+            lines += [b"Connection: close", b"Content-Length: %d" % len(body), b"\r\n"]
+            self.conn.transport.write(b"\r\n".join(lines) + body)
+            self.conn.close()
+            return
 
         if self.gone:
             side.transport.abortConnection()
@@ -1031,54 +1533,33 @@ class _Exchange:
             if lower not in _RESPONSE_HOP_BY_HOP and lower not in _SET_COOKIE:
                 lines.append(name + b": " + value)
         lines += [b"Upgrade: " + (answer.get(b"upgrade") or [upgrade])[0], b"Connection: Upgrade"]
-        client = take_over(request, side, b"\r\n".join(lines) + b"\r\n\r\n")
+        self.done = True
+        self.responded = True
+        conn = self.conn
+        tap = self._terminal_tap(session, handle, info, upgrade)
+        client = take_over(conn, side, b"\r\n".join(lines) + b"\r\n\r\n", conn.parser.take_buffered(), tap=tap)
         await DeferredList([client.lost, side.lost])
         session.bytes_in += client.sent
         session.bytes_out += side.received
+        failed = tap.recorder.failed if tap is not None else None
         handle.finish(
-            Outcome(status=Status.succeeded, code="101", bytes_in=client.sent, bytes_out=side.received)
+            Outcome(
+                status=Status.failed if failed else Status.succeeded,
+                error=f"the terminal recording failed ({failed}); the session was ended" if failed else None,
+                code="101",
+                bytes_in=client.sent,
+                bytes_out=side.received,
+            )
         )
-
-
-class _ClientGone(Exception):
-    pass
-
-
-class _Discard(Protocol):
-    def connectionMade(self) -> None:
-        self.transport.stopProducing()
-
-
-class _NullContent:
-    """The content of a refused request: its body is discarded unread."""
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def read(self, size: int = -1) -> bytes:
-        return b""
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0
-
-    def tell(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
 
 
 def _describe(error: BaseException) -> str:
     reasons = getattr(error, "reasons", None)
     if reasons:
         return "; ".join(f.getErrorMessage() for f in reasons)
+    if isinstance(error, Failure):
+        error = error.value
     return str(error) or type(error).__name__
-
-
-def _cooperator(reactor: Any) -> Any:
-    from twisted.internet.task import Cooperator
-
-    return Cooperator(scheduler=lambda work: reactor.callLater(0, work))
 
 
 def _is_kubernetes(connection: Connection | None, routed: RoutedPath | None) -> bool:
@@ -1094,18 +1575,23 @@ def _is_kubernetes(connection: Connection | None, routed: RoutedPath | None) -> 
     return connection is None
 
 
-def _is_upgrade(request: server.Request) -> bool:
-    for value in request.requestHeaders.getRawHeaders(b"connection") or ():
-        if any(o.strip().lower() == b"upgrade" for o in value.split(b",")):
+def _is_upgrade(head: Head) -> bool:
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower == b"upgrade":
             return True
-    return request.requestHeaders.hasHeader(b"upgrade")
+        if lower == b"connection" and any(o.strip(b" \t").lower() == b"upgrade" for o in value.split(b",")):
+            return True
+    return False
 
 
 def make_front_end(context: Any) -> TLSMemoryBIOFactory:
     """The L{hoopgw.gateway.FRONT_ENDS} builder for the C{http} listener."""
     from hoopgw.tls import server_options
 
-    front = HTTPFrontEnd(sessions=context.sessions, reactor=context.reactor)
+    recordings = Path(context.config.gateway.data_dir) / "recordings"
+    recordings.mkdir(mode=0o700, exist_ok=True)
+    front = HTTPFrontEnd(sessions=context.sessions, reactor=context.reactor, recordings=recordings)
     # curl and kubectl offer h2 and http/1.1 over ALPN; this is an HTTP/1.1
     # server, and Twisted fails a handshake that has no protocol in common.
     return front.factory(server_options(context.tls_cert, context.tls_key, alpn=(b"http/1.1",)))

@@ -10,8 +10,8 @@ itself (L{request_head}) and reads the upstream's response head
 (L{_UpstreamSide}):
 
   - C{101 Switching Protocols}: the 101 goes to the client, the client's
-    connection is taken over from twisted.web, and bytes are relayed both
-    ways, each side the other's producer, until either side closes;
+    connection stops parsing HTTP (L{take_over}), and bytes are relayed
+    both ways, each side the other's producer, until either side closes;
   - anything else: that status and body go to the client, and the client
     connection is closed (CVE-2018-1002105: a failed upgrade must never
     leave a proxied connection open for whatever the client sends next).
@@ -53,8 +53,9 @@ def _tokens(values: Sequence[bytes] | None) -> list[bytes]:
 def check_upgrade(headers: Any) -> tuple[bytes, None] | tuple[None, str]:
     """
     Whether a request's upgrade is one the relay carries: (the C{Upgrade}
-    value to send, None) or (None, why not).  C{headers} is the request's
-    L{twisted.web.http_headers.Headers}.
+    value to send, None) or (None, why not).  C{headers} has
+    C{getRawHeaders(name)}: the request's L{hoopgw.protocols.http.wire.Head}
+    (or a L{twisted.web.http_headers.Headers}).
     """
     upgrade = _tokens(headers.getRawHeaders(b"upgrade"))
     if b"upgrade" not in _tokens(headers.getRawHeaders(b"connection")):
@@ -140,6 +141,7 @@ class _UpstreamSide(Protocol):
         self.body: Deferred = Deferred()
         self.response: UpgradeHead | None = None
         self.peer: Any = None  # the client side after a 101
+        self.tap: Any = None  # sees a copy of both directions (terminal recording)
         self.lost: Deferred = Deferred()
         self.received = 0
         self._collected = b""
@@ -153,6 +155,8 @@ class _UpstreamSide(Protocol):
         if self.peer is not None:
             self.received += len(data)
             self.peer.transport.write(data)
+            if self.tap is not None:
+                self.tap.from_upstream(data)
             return
         if self.response is None:
             self.buffer += data
@@ -226,29 +230,33 @@ class _UpstreamSide(Protocol):
             self.lost.callback(None)
 
 
-class _ClientSide(Protocol):
-    """The client's connection, taken over from twisted.web after the 101."""
+class _ClientSide:
+    """
+    The client's connection after the 101: the front end's connection
+    protocol hands it every byte it receives, and its loss.
+    """
 
-    def __init__(self, upstream: _UpstreamSide, channel: Any) -> None:
+    def __init__(self, upstream: _UpstreamSide, transport: Any, tap: Any = None) -> None:
         self.upstream = upstream
-        self.channel = channel
+        self.transport = transport
+        self.tap = tap
         self.sent = 0
         self.lost: Deferred = Deferred()
 
     def dataReceived(self, data: bytes) -> None:
         self.sent += len(data)
         self.upstream.transport.write(data)
+        if self.tap is not None:
+            self.tap.from_client(data)
 
     def other_lost(self) -> None:
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
         self.upstream.transport.loseConnection()
         if not self.lost.called:
             self.lost.callback(None)
-        # twisted.web's channel no longer sees the connection: let it end
-        # its request and sessions as it would have.
-        self.channel.connectionLost(reason)
 
 
 def connect_upstream(reactor: Any, base: bytes, tls: Any, request_bytes: bytes) -> tuple[Deferred, _UpstreamSide]:
@@ -275,22 +283,23 @@ def host_and_prefix(base: bytes) -> tuple[bytes, bytes]:
     return url.netloc.rpartition("@")[2].encode("ascii"), url.path.rstrip("/").encode("ascii")
 
 
-def take_over(request: Any, upstream: _UpstreamSide, head: bytes) -> _ClientSide:
+def take_over(
+    connection: Any, upstream: _UpstreamSide, head: bytes, buffered: bytes, *, tap: Any = None
+) -> _ClientSide:
     """
-    Write the 101 C{head} to the client and take its connection over from
-    twisted.web: the TLS wrapper now feeds the relay instead of the HTTP
-    channel.  Each transport is the other's producer (backpressure).
+    Write the 101 C{head} to the client and turn its connection (the front
+    end's connection protocol) into the relay: from now on what it receives
+    goes to the upstream as it is.  C{buffered} is what the client sent
+    after the request head.  Each transport is the other's producer
+    (backpressure).  C{tap} (an L{hoopgw.protocols.http.channels.ExecTap})
+    sees a copy of what is relayed each way, after it is forwarded.
     """
-    channel = request.channel
-    transport = channel.transport
-    channel.setTimeout(None)
+    transport = connection.transport
     transport.unregisterProducer()
     transport.write(head)
-    buffered = b"".join(getattr(channel, "_dataBuffer", []))
-    channel._dataBuffer = []
-    client = _ClientSide(upstream, channel)
-    transport.wrappedProtocol = client
-    client.makeConnection(transport)
+    client = _ClientSide(upstream, transport, tap)
+    connection.relay = client
+    upstream.tap = tap
     upstream.peer = client
     transport.registerProducer(upstream.transport, True)
     upstream.transport.registerProducer(transport, True)

@@ -81,6 +81,10 @@ FrontEnd = Callable[[GatewayContext], IProtocolFactory]
 FRONT_ENDS: dict[str, FrontEnd] = {"postgres": postgres_front_end, "ssh": ssh_front_end, "http": http_front_end}
 
 
+# A record lists at most this many interrupted session ids (the count is exact).
+_INTERRUPTED_LISTED = 1000
+
+
 class _Lifecycle(Service):
     """
     Writes the gateway's own evidence: C{policy.loaded} and C{gateway.start}
@@ -102,12 +106,41 @@ class _Lifecycle(Service):
         gateway.identity.prefetch()
         gateway.record_policies(gateway.policy.policy_set, reason="start")
         gateway.append("gateway.start", gateway.describe())
+        # Queued on the store's one thread before any session of this
+        # process can be stored (those need a login first), so only the
+        # previous process's leftovers are marked.
+        d = gateway.store.end_interrupted(gateway.reactor.seconds())
+        d.addCallback(self._interrupted)
+        d.addErrback(lambda f: log.failure("could not mark interrupted sessions", f))
         if gateway.config.identity.dev_issuer and gateway.config.source is not None:
             log.warn(
                 "the dev token issuer is on ({key}): anyone who can read that key can act "
                 "as any identity; set [identity] dev_issuer = false in production",
                 key=str(gateway.config.gateway.data_dir / "keys" / "dev_issuer_ed25519.pem"),
             )
+
+    def _interrupted(self, ids: list[str]) -> None:
+        """
+        Sessions the previous process never ended (it was killed, or the
+        machine stopped): their trail has a C{session.start} and no
+        C{session.end}; this record says so, once, and the session index
+        shows them C{interrupted} instead of active for ever.
+        """
+        if not ids:
+            return
+        log.warn(
+            "{count} session(s) left open by the previous gateway process marked interrupted",
+            count=len(ids),
+        )
+        self.gateway.append(
+            "sessions.interrupted",
+            {
+                "gateway": self.gateway.config.gateway.name,
+                "count": len(ids),
+                "sessions": ids[:_INTERRUPTED_LISTED],
+                "reason": "the previous gateway process ended without ending these sessions",
+            },
+        )
 
     @inlineCallbacks
     def stopService(self):

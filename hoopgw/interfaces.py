@@ -103,5 +103,13 @@ class IStore(Interface):
     def list_sessions(limit=100, active=None):
         """@return: L{Deferred} firing with a list of mappings, newest first."""
 
+    def end_interrupted(ended):
+        """
+        Mark every session not ended as C{interrupted} (at start-up: the
+        previous process ended without closing them).
+
+        @return: L{Deferred} firing with the ids of the sessions marked.
+        """
+
     def close():
         """Release resources. @return: L{Deferred}."""

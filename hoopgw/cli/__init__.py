@@ -178,7 +178,7 @@ def sessions_list(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         print(
-            f"{row['id']}  {row['started']}  {row.get('ended') or 'active':>20}  "
+            f"{row['id']}  {row['started']}  {row.get('ended') or '-':>27}  {row['status']:<11} "
             f"{row['subject']:<16} {row['connection']:<16} {row['source']}"
         )
     return 0

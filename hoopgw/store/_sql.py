@@ -177,6 +177,21 @@ def end_session(
     return (f'UPDATE sessions SET {", ".join(sets)} WHERE "id" = :id', params)
 
 
+INTERRUPTED = "interrupted"
+
+
+def select_active_ids() -> Statement:
+    return ('SELECT "id" FROM sessions WHERE "ended" IS NULL ORDER BY "started", "id"', {})
+
+
+def end_interrupted(ended: str) -> Statement:
+    """Every session not ended is marked interrupted (its byte counts kept)."""
+    return (
+        'UPDATE sessions SET "ended" = :ended, "status" = :status WHERE "ended" IS NULL',
+        {"ended": ended, "status": INTERRUPTED},
+    )
+
+
 def select_sessions(*, limit: int, active: bool | None) -> Statement:
     """Sessions newest first; C{active} C{True}/C{False} filters on C{ended}."""
     where = ""

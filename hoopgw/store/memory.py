@@ -97,6 +97,18 @@ class MemoryStore:
         # Copies, so that a caller cannot change what the store holds.
         return succeed(copy.deepcopy(rows[:limit]))
 
+    def end_interrupted(self, ended: Any) -> Deferred[list[str]]:
+        if self._closed:
+            return fail(StoreError("the store is closed"))
+        try:
+            ended_text = format_time(ended, "ended")
+        except ValueError:
+            return fail()
+        open_rows = sorted((r for r in self.sessions.values() if r["ended"] is None), key=sort_key)
+        for row in open_rows:
+            row.update(ended=ended_text, status=_sql.INTERRUPTED)
+        return succeed([row["id"] for row in open_rows])
+
     def close(self) -> Deferred[None]:
         self._closed = True
         return succeed(None)

@@ -278,6 +278,28 @@ class SQLiteStore:
 
         return self._run(select)
 
+    def end_interrupted(self, ended: Any) -> Deferred[list[str]]:
+        """
+        Mark every session not ended as C{interrupted}, in one transaction.
+
+        @return: L{Deferred} firing with their ids, oldest first.
+        """
+        try:
+            mark = _sql.end_interrupted(format_time(ended, "ended"))
+        except ValueError:
+            return fail()
+        select = _sql.select_active_ids()
+        dialect = self._dialect
+
+        def update(transaction: Transaction) -> list[str]:
+            self._checked(transaction)
+            transaction.execute(dialect.sql(select[0]), select[1])
+            ids = [row[0] for row in transaction.fetchall()]
+            transaction.execute(dialect.sql(mark[0]), mark[1])
+            return ids
+
+        return self._run(update)
+
     def close(self) -> Deferred[None]:
         """
         Wait for operations in flight, then close the connection and stop

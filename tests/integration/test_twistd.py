@@ -11,9 +11,11 @@ import signal
 from pathlib import Path
 
 import treq
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from hoopgw.store import SQLiteStore
 from tests.integration._process import HOOPGW, TWISTD, free_port, run, spawn
 
 READY = b"hoopgw ready"
@@ -171,6 +173,41 @@ class TwistdTests(TestCase):
         self.assertEqual(code, 0, output)
         code, output = yield self.admin("audit", "search", "--event", "gateway.start", "--json")
         self.assertEqual(len(output.splitlines()), 2, output)
+
+    @inlineCallbacks
+    def test_sessions_left_open_marked_interrupted(self):
+        """
+        If the previous process ended without ending a session (killed, or
+        the machine stopped), the next start marks it interrupted in the
+        session index and writes one sessions.interrupted record naming it.
+        """
+        proc = self.start("--config", str(self.config))
+        yield proc.ready
+        proc.signal("TERM")
+        yield proc.ended
+        # What a SIGKILLed gateway leaves behind: a session stored as active.
+        store = SQLiteStore.open(self.dir / "data" / "store.sqlite3", reactor=reactor)
+        yield store.whenReady()
+        yield store.session_started(
+            {"id": "s_left_open", "started": 1_700_000_000, "subject": "alice", "issuer": "test",
+             "connection": "appdb", "kind": "postgres"}
+        )
+        yield store.close()
+
+        proc = self.start("--config", str(self.config))
+        yield proc.ready
+        yield proc.wait_for(b"marked interrupted")
+        proc.signal("TERM")
+        code = yield proc.ended
+        self.assertStoppedBySignal(code, proc)
+        code, output = yield self.admin("sessions", "list")
+        self.assertEqual(code, 0, output)
+        self.assertIn(b"interrupted", output)
+        code, output = yield self.admin("audit", "search", "--event", "sessions.interrupted", "--json")
+        [record] = [json.loads(line) for line in output.splitlines()]
+        self.assertEqual((record["count"], record["sessions"]), (1, ["s_left_open"]))
+        code, output = yield self.admin("audit", "verify")
+        self.assertEqual(code, 0, output)
 
     @inlineCallbacks
     def test_verify_refuses_unsigned_tail_and_lost_key(self):

@@ -111,6 +111,28 @@ class StoreBehaviourMixin:
         [active] = await store.list_sessions(active=True)
         self.assertEqual((active["id"], active["status"]), ("s2", "active"))
 
+    async def test_endInterrupted(self) -> None:
+        """
+        Sessions not ended are marked interrupted (their ids returned, oldest
+        first, byte counts kept); ended ones are left alone; a second call
+        finds none.
+        """
+        store = await self.makeStore()
+        await store.session_started(session("s2", started="2024-05-01T12:00:02.000000Z", bytes_in=9))
+        await store.session_started(session("s1", started="2024-05-01T12:00:01.000000Z"))
+        await store.session_started(session("s3", started="2024-05-01T12:00:03.000000Z"))
+        await store.session_ended("s3", "2024-05-01T12:05:00.000000Z", "closed", None)
+        ids = await store.end_interrupted("2024-05-02T08:00:00.000000Z")
+        self.assertEqual(ids, ["s1", "s2"])
+        rows = {r["id"]: r for r in await store.list_sessions()}
+        self.assertEqual(
+            [(rows[i]["status"], rows[i]["ended"]) for i in ("s1", "s2")],
+            [("interrupted", "2024-05-02T08:00:00.000000Z")] * 2,
+        )
+        self.assertEqual(rows["s2"]["bytes_in"], 9)
+        self.assertEqual(rows["s3"]["status"], "closed")
+        self.assertEqual(await store.end_interrupted("2024-05-02T09:00:00.000000Z"), [])
+
     async def test_endedKeepsBytes(self) -> None:
         """If a session is ended without byte counts, then the stored counts stay."""
         store = await self.makeStore()

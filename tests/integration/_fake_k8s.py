@@ -2,13 +2,18 @@
 A fake Kubernetes API server owned by the tests, good enough for the real
 C{kubectl}: discovery, CRUD of pods/namespaces/configmaps/secrets/services
 with Table output, client-side C{apply} (strategic merge patch), watch,
-logs (with C{-f}) and C{exec} over WebSocket (C{v5.channel.k8s.io}).
+logs (with C{-f}), C{exec}/C{attach} over WebSocket (C{v5.channel.k8s.io})
+or SPDY/3.1, and C{port-forward} over SPDY/3.1, plain or tunnelled in
+WebSocket (C{SPDY/3.1+portforward.k8s.io}, kubectl's first try).
 
     fake = start_fake_k8s(self)                       # TLS on 127.0.0.1:0, stopped by cleanup
     kubeconfig = fake.write_kubeconfig(self.mktemp()) # CA data + the fake's bearer token
     fake.add_pod("web")                               # Running, one container "main"
     code, out, err = yield run_kubectl(kubeconfig, "get", "pods")
     fake.requests[-1].header("Authorization")         # every request, recorded
+    fake.expose("web", 80, start_echo_server(self))   # the pod's port 80, for port-forward
+    proc, port = yield start_port_forward(kubeconfig, "pod/web", ":80")
+    echoed = yield exchange(port, b"hello")           # through kubectl's local port
 
 It runs in-process on the test's reactor (twisted.web), so kubectl must be
 spawned without blocking the reactor: L{run_kubectl} / L{spawn_kubectl}.
@@ -38,10 +43,12 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shlex
 import shutil
 import struct
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,21 +60,27 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import protocol, ssl
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SkipTest
 from twisted.web import resource, server
+from zope.interface import implementer
 
 __all__ = [
     "FakeKubernetes",
     "KubectlProcess",
     "RecordedRequest",
     "TestCA",
+    "exchange",
     "find_kubectl",
     "make_test_ca",
     "run_kubectl",
     "spawn_kubectl",
+    "start_echo_server",
     "start_fake_k8s",
+    "start_port_forward",
     "write_kubeconfig",
 ]
 
@@ -374,6 +387,82 @@ def run_kubectl(
 ) -> Deferred[tuple[int, str, str]]:
     """Run kubectl to completion: fires with (exit code, stdout, stderr); stdin is closed (after C{stdin})."""
     return spawn_kubectl(kubeconfig, *args, stdin=b"" if stdin is None else stdin, env=env, reactor=reactor).ended
+
+
+def start_port_forward(
+    kubeconfig: str, *args: str, env: Mapping[str, str] | None = None
+) -> Deferred[tuple[KubectlProcess, int]]:
+    """
+    Start C{kubectl port-forward ARGS...} listening on 127.0.0.1 only (a
+    local port of C{0} or none lets kubectl choose) and fire with the
+    process and the local port once kubectl prints that it is forwarding.
+    """
+    proc = spawn_kubectl(kubeconfig, "port-forward", "--address", "127.0.0.1", *args, env=env)
+
+    def forwarding(_: None) -> tuple[KubectlProcess, int]:
+        match = re.search(rb"Forwarding from 127\.0\.0\.1:(\d+) ->", proc.stdout)
+        assert match is not None, proc.describe()
+        return proc, int(match.group(1))
+
+    return proc.wait_for(b"Forwarding from 127.0.0.1:").addCallback(lambda _: proc.wait_for(b" -> ")).addCallback(
+        forwarding
+    )
+
+
+# --- loopback servers and clients for port-forward ------------------------
+
+
+@implementer(IHalfCloseableProtocol)
+class _Echo(protocol.Protocol):
+    """Sends back what it receives; closes once the client has finished sending."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+def start_echo_server(testcase: Any, reactor: Any = None) -> int:
+    """An echo server on a loopback port (stopped by C{testcase}'s cleanup): the "pod"'s port."""
+    if reactor is None:
+        from twisted.internet import reactor
+    port = reactor.listenTCP(0, protocol.Factory.forProtocol(_Echo), interface="127.0.0.1")
+    testcase.addCleanup(port.stopListening)
+    return port.getHost().port
+
+
+class _Exchange(protocol.Protocol):
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.data)
+        self.transport.loseWriteConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.done.callback(self.received)
+
+
+def exchange(port: int, data: bytes, reactor: Any = None) -> Deferred[bytes]:
+    """
+    Connect to 127.0.0.1:C{port}, send C{data}, finish sending (half-close)
+    and fire with all that comes back until the other side closes.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    client = _Exchange(data)
+    return connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client).addCallback(
+        lambda _: client.done
+    )
 
 
 # --- recorded requests ---------------------------------------------------
@@ -860,6 +949,8 @@ class FakeKubernetes:
     @ivar requests: every L{RecordedRequest}, in arrival order.
     @ivar commands: the exec "container"'s commands: name -> function
         C{(session, args) -> None}; add some for a test if needed.
+    @ivar exposed: the pods' ports for port-forward, (namespace, pod,
+        port) -> a loopback port of the test's (L{expose}).
     """
 
     def __init__(self, *, token: str = "fake-k8s-token", reactor: Any = None, ca: TestCA | None = None) -> None:
@@ -873,6 +964,7 @@ class FakeKubernetes:
         self.events: list[tuple[int, str, str, dict]] = []  # (rv, resource, type, object)
         self.logs: dict[tuple[str, str], list[bytes]] = {}
         self.commands: dict[str, Callable[[_ExecSession, list[str]], None]] = dict(_BUILTIN_COMMANDS)
+        self.exposed: dict[tuple[str, str, int], int] = {}
         self._rv = 1000
         self._watchers: list[_Watcher] = []
         self._log_followers: dict[tuple[str, str], list[server.Request]] = {}
@@ -1075,6 +1167,10 @@ class FakeKubernetes:
         }
         return self.create("pods", pod, namespace=namespace)
 
+    def expose(self, pod: str, port: int, local_port: int, *, namespace: str = "default") -> None:
+        """Make C{port} of C{pod} (for port-forward) a connection to 127.0.0.1:C{local_port}."""
+        self.exposed[(namespace, pod, port)] = local_port
+
     def _emit(self, event_type: str, resource: str, obj: dict) -> None:
         rv = int(obj["metadata"]["resourceVersion"])
         snapshot = copy.deepcopy(obj)
@@ -1275,8 +1371,8 @@ class _APIResource(resource.Resource):
             assert name is not None
             if resource_name == "pods" and sub == "log" and method == "GET":
                 return self._logs(request, ns, name, q("follow") in ("true", "1"))
-            if resource_name == "pods" and sub in ("exec", "attach"):
-                return self._exec(request, recorded, ns, name)
+            if resource_name == "pods" and sub in ("exec", "attach", "portforward"):
+                return self._upgrade(request, recorded, ns, name, sub)
             if sub == "status" and method == "GET":
                 return self._json(request, self.fake.get(resource_name, name, namespace=ns))
             raise _APIError(404, "NotFound", "the server could not find the requested resource")
@@ -1465,33 +1561,71 @@ class _APIResource(resource.Resource):
         request.notifyFinish().addBoth(gone)
         return server.NOT_DONE_YET
 
-    def _exec(self, request: server.Request, recorded: RecordedRequest, ns: str, pod_name: str) -> bytes | int:
+    def _upgrade(
+        self, request: server.Request, recorded: RecordedRequest, ns: str, pod_name: str, sub: str
+    ) -> bytes | int:
+        """
+        exec, attach and portforward, as the API server (1.32) and kubelet
+        answer them: exec/attach over WebSocket or SPDY/3.1
+        (v5/v4.channel.k8s.io); portforward over SPDY/3.1
+        (portforward.k8s.io) or SPDY tunnelled in WebSocket binary messages
+        (subprotocol SPDY/3.1+portforward.k8s.io, kubectl's first try).
+        """
         pod = self.fake.get("pods", pod_name, namespace=ns)
         if pod.get("status", {}).get("phase") != "Running":
             raise _APIError(400, "BadRequest", f"pod {pod_name} is not running")
-        if (request.getHeader("upgrade") or "").lower() != "websocket":
-            raise _APIError(400, "BadRequest", "Upgrade request required (only WebSocket is supported by this fake)")
-        offered = [p.strip() for v in recorded.header_values("Sec-WebSocket-Protocol") for p in v.split(",")]
-        chosen = next((p for p in ("v5.channel.k8s.io", "v4.channel.k8s.io") if p in offered), None)
-        key = request.getHeader("sec-websocket-key")
-        if chosen is None or not key:
-            raise _APIError(400, "BadRequest", f"no supported subprotocol in {offered}")
-        accept = base64.b64encode(
-            hashlib.sha1(key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-        ).decode()
-        # attach joins the container's main process: here always `cat`.
-        command = recorded.query.get("command", []) if request.path.endswith(b"/exec") else ["cat"]
-        session = _ExecSession(self.fake, command, chosen)
+        upgrade = (request.getHeader("upgrade") or "").lower()
+        if sub == "exec":
+            command = recorded.query.get("command", [])
+        else:  # attach joins the container's main process: here always `cat`.
+            command = ["cat"]
+        if upgrade == "websocket":
+            offered = [p.strip() for v in recorded.header_values("Sec-WebSocket-Protocol") for p in v.split(",")]
+            supported = [PORTFORWARD_TUNNEL] if sub == "portforward" else ["v5.channel.k8s.io", "v4.channel.k8s.io"]
+            chosen = next((p for p in supported if p in offered), None)
+            key = request.getHeader("sec-websocket-key")
+            if chosen is None or not key:
+                raise _APIError(400, "BadRequest", f"no supported subprotocol in {offered}")
+            accept = base64.b64encode(
+                hashlib.sha1(key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+            ).decode()
+            head = (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {chosen}\r\n\r\n"
+            )
+            if sub == "portforward":
+                session: protocol.Protocol = _WebSocketTunnel(_SpdyPortForward(self.fake, ns, pod_name))
+            else:
+                session = _ExecSession(self.fake, command, chosen)
+        elif upgrade == "spdy/3.1":
+            offered = [p.strip() for v in recorded.header_values("X-Stream-Protocol-Version") for p in v.split(",")]
+            # v5 over SPDY is v4 (stdin ends with the stream's FIN); like
+            # the kubelet, the client's first supported protocol is chosen.
+            supported = ["portforward.k8s.io"] if sub == "portforward" else ["v5.channel.k8s.io", "v4.channel.k8s.io"]
+            chosen = next((p for p in offered if p in supported), None)
+            if chosen is None:
+                # What the API server answers when no protocol is common.
+                raise _APIError(
+                    403, "Forbidden", f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
+                    f"server supports {supported}"
+                )
+            head = (
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                f"X-Stream-Protocol-Version: {chosen}\r\n\r\n"
+            )
+            if sub == "portforward":
+                session = _SpdyPortForward(self.fake, ns, pod_name)
+            else:
+                session = _SpdyExecSession(self.fake, command, recorded.query, chosen)
+        else:
+            raise _APIError(400, "BadRequest", "Upgrade request required")
         # Take the connection over from twisted.web: the TLS wrapper now
-        # feeds the WebSocket session instead of the HTTP channel.
+        # feeds the session instead of the HTTP channel.
         channel = request.channel
         transport = channel.transport
         channel.setTimeout(None)
         transport.unregisterProducer()
-        transport.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + f"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {chosen}\r\n\r\n".encode()
-        )
+        transport.write(head.encode())
         buffered = b"".join(getattr(channel, "_dataBuffer", []))
         transport.wrappedProtocol = session
         session.makeConnection(transport)
@@ -1647,6 +1781,13 @@ class _ExecSession(protocol.Protocol):
         """Report the exit status on the error channel and close."""
         if self.exit_code is not None:
             return
+        self.send(ERROR, self.exit_status(code))
+        self.exit_code = code
+        self.transport.write(encode_frame(8, struct.pack("!H", 1000)))
+        self.transport.loseConnection()
+
+    def exit_status(self, code: int) -> bytes:
+        """The v4 error channel's last message: a meta/v1 Status with the exit code."""
         if code == 0:
             status: dict = {"metadata": {}, "status": "Success"}
         else:
@@ -1657,10 +1798,460 @@ class _ExecSession(protocol.Protocol):
                 "reason": "NonZeroExitCode",
                 "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
             }
-        self.send(ERROR, json.dumps(status).encode())
+        return json.dumps(status).encode()
+
+
+# --- SPDY/3.1 ------------------------------------------------------------
+#
+# kubectl's SPDY is moby/spdystream over k8s.io/apimachinery's httpstream:
+# the client opens every stream (odd ids, SYN_STREAM with a "streamtype"
+# header), the server answers each with a SYN_REPLY before data flows, and
+# a stream ends with a DATA frame flagged FIN from each side.  Header
+# blocks are zlib streams, one per direction for the connection's life,
+# primed with the SPDY/3 dictionary and flushed (Z_SYNC_FLUSH) per frame.
+# spdystream does no flow control, so no WINDOW_UPDATE is sent.
+
+PORTFORWARD_TUNNEL = "SPDY/3.1+portforward.k8s.io"
+"""The WebSocket subprotocol of kubectl (1.31+) port-forward: SPDY/3.1 in binary messages."""
+
+SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE = 1, 2, 3, 4, 6, 7, 8, 9
+FLAG_FIN = 0x01
+RST_PROTOCOL_ERROR, RST_INVALID_STREAM, RST_REFUSED_STREAM = 1, 2, 3
+
+
+def _spdy_dictionary() -> bytes:
+    """The SPDY/3 header compression dictionary (draft 3, section 2.6.10.1)."""
+    words = (
+        "options head post put delete trace accept accept-charset accept-encoding accept-language accept-ranges "
+        "age allow authorization cache-control connection content-base content-encoding content-language "
+        "content-length content-location content-md5 content-range content-type date etag expect expires from "
+        "host if-match if-modified-since if-none-match if-range if-unmodified-since last-modified location "
+        "max-forwards pragma proxy-authenticate proxy-authorization range referer retry-after server te trailer "
+        "transfer-encoding upgrade user-agent vary via warning www-authenticate method get status"
+    ).split() + ["200 OK", "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin"]
+    tail = (
+        "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505"
+        "203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 Unauthorized"
+        "403 Forbidden404 Not Found500 Internal Server Error501 Not Implemented503 Service Unavailable"
+        "Jan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMT"
+        "chunked,text/html,image/png,image/jpg,image/gif,application/xml,application/xhtml+xml,text/plain,"
+        "text/javascript,publicprivatemax-age=gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0."
+    )
+    return b"".join(struct.pack("!I", len(w)) + w.encode() for w in words) + tail.encode()
+
+
+SPDY_DICTIONARY = _spdy_dictionary()
+
+
+class SpdyError(Exception):
+    """A frame the server cannot accept: the connection ends with GOAWAY (protocol error)."""
+
+
+@attrs.define(eq=False)
+class SpdyStream:
+    """One client-opened stream: its headers (lower-case names) and which sides have finished."""
+
+    id: int
+    headers: Mapping[str, str]
+    remote_done: bool = False  # the client sent FIN (or RST_STREAM)
+    local_done: bool = False  # the server sent FIN (or RST_STREAM)
+
+    @property
+    def type(self) -> str:
+        return self.headers.get("streamtype", "")
+
+
+class SpdyConnection:
+    """
+    The server side of one SPDY/3.1 connection: L{feed} takes the client's
+    bytes, frames go out through C{write}; C{handler} hears of streams:
+    C{stream_opened(stream)} (after the SYN_REPLY), C{stream_data(stream,
+    data)}, C{stream_ended(stream)} (the client's FIN or RST_STREAM).
+    """
+
+    def __init__(self, write: Callable[[bytes], None], handler: Any) -> None:
+        self.write = write
+        self.handler = handler
+        self.streams: dict[int, SpdyStream] = {}
+        self.gone_away = False  # the client sent GOAWAY
+        self._buffer = b""
+        self._last_id = 0
+        self._inflate = zlib.decompressobj(zdict=SPDY_DICTIONARY)
+        self._deflate = zlib.compressobj(zlib.Z_BEST_COMPRESSION, zlib.DEFLATED, 15, 8, zlib.Z_DEFAULT_STRATEGY,
+                                         zdict=SPDY_DICTIONARY)
+
+    # -- in -----------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """@raise SpdyError: on a malformed frame (the caller ends the connection)."""
+        self._buffer += data
+        while len(self._buffer) >= 8:
+            first, flags_length = struct.unpack("!II", self._buffer[:8])
+            flags, length = flags_length >> 24, flags_length & 0xFFFFFF
+            if len(self._buffer) < 8 + length:
+                return
+            payload, self._buffer = self._buffer[8 : 8 + length], self._buffer[8 + length :]
+            if first & 0x80000000:
+                version, kind = (first >> 16) & 0x7FFF, first & 0xFFFF
+                if version != 3:
+                    raise SpdyError(f"SPDY version {version} is not 3")
+                self._control(kind, flags, payload)
+            else:
+                self._data(first & 0x7FFFFFFF, flags, payload)
+
+    def _control(self, kind: int, flags: int, payload: bytes) -> None:
+        if kind == SYN_STREAM:
+            if len(payload) < 10:
+                raise SpdyError("short SYN_STREAM")
+            stream_id = struct.unpack("!I", payload[:4])[0] & 0x7FFFFFFF
+            headers = self._headers(payload[10:])
+            if stream_id % 2 == 0 or stream_id <= self._last_id:
+                # Clients open odd, ever-increasing ids (SPDY/3 section 2.3.2).
+                self.reset(stream_id, RST_PROTOCOL_ERROR)
+                return
+            self._last_id = stream_id
+            stream = self.streams[stream_id] = SpdyStream(stream_id, headers, remote_done=bool(flags & FLAG_FIN))
+            self._control_frame(SYN_REPLY, 0, struct.pack("!I", stream_id) + self._header_block({}))
+            self.handler.stream_opened(stream)
+            if stream.remote_done:
+                self.handler.stream_ended(stream)
+        elif kind == RST_STREAM:
+            stream_id, _status = struct.unpack("!II", payload[:8])
+            stream = self.streams.pop(stream_id & 0x7FFFFFFF, None)
+            if stream is not None:
+                stream.remote_done = stream.local_done = True
+                self.handler.stream_ended(stream)
+        elif kind == PING:
+            (ping_id,) = struct.unpack("!I", payload[:4])
+            if ping_id % 2 == 1:  # the client's (odd) pings are echoed
+                self._control_frame(PING, 0, payload[:4])
+        elif kind == GOAWAY:
+            self.gone_away = True
+        elif kind == HEADERS:
+            # Not used by kubectl, but read so the zlib context stays in step.
+            self._headers(payload[4:])
+        elif kind == SYN_REPLY:
+            raise SpdyError("SYN_REPLY from the client, which the server never opens a stream to")
+        # SETTINGS, WINDOW_UPDATE and unknown control frames are ignored (section 2.2.1).
+
+    def _data(self, stream_id: int, flags: int, payload: bytes) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.remote_done:
+            self.reset(stream_id, RST_INVALID_STREAM)
+            return
+        if payload:
+            self.handler.stream_data(stream, payload)
+        if flags & FLAG_FIN and not stream.remote_done:
+            stream.remote_done = True
+            self._forget(stream)
+            self.handler.stream_ended(stream)
+
+    def _headers(self, block: bytes) -> dict[str, str]:
+        try:
+            raw = self._inflate.decompress(block)
+        except zlib.error as e:
+            raise SpdyError(f"bad header block: {e}") from None
+        try:
+            (count,) = struct.unpack("!I", raw[:4])
+            offset, headers = 4, {}
+            for _ in range(count):
+                (n,) = struct.unpack("!I", raw[offset : offset + 4])
+                name = raw[offset + 4 : offset + 4 + n].decode()
+                offset += 4 + n
+                (n,) = struct.unpack("!I", raw[offset : offset + 4])
+                headers[name] = raw[offset + 4 : offset + 4 + n].decode()
+                offset += 4 + n
+        except (struct.error, UnicodeDecodeError) as e:
+            raise SpdyError(f"bad header block: {e}") from None
+        return headers
+
+    # -- out ----------------------------------------------------------------
+
+    def _header_block(self, headers: Mapping[str, str]) -> bytes:
+        raw = struct.pack("!I", len(headers)) + b"".join(
+            struct.pack("!I", len(k)) + k.encode() + struct.pack("!I", len(v)) + v.encode() for k, v in headers.items()
+        )
+        return self._deflate.compress(raw) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+
+    def _control_frame(self, kind: int, flags: int, payload: bytes) -> None:
+        self.write(struct.pack("!HHI", 0x8000 | 3, kind, flags << 24 | len(payload)) + payload)
+
+    def send(self, stream: SpdyStream, data: bytes, *, fin: bool = False) -> None:
+        """DATA on C{stream} (in frames of at most 64 KiB); C{fin} ends the server's side."""
+        if stream.local_done:
+            return
+        chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)] or [b""]
+        for i, chunk in enumerate(chunks):
+            last = fin and i == len(chunks) - 1
+            self.write(struct.pack("!II", stream.id, (FLAG_FIN if last else 0) << 24 | len(chunk)) + chunk)
+        if fin:
+            stream.local_done = True
+            self._forget(stream)
+
+    def finish(self, stream: SpdyStream) -> None:
+        """End the server's side of C{stream} (an empty DATA frame with FIN)."""
+        self.send(stream, b"", fin=True)
+
+    def reset(self, stream_id: int, status: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.local_done = stream.remote_done = True
+        self._control_frame(RST_STREAM, 0, struct.pack("!II", stream_id, status))
+
+    def go_away(self, status: int = 0) -> None:
+        self._control_frame(GOAWAY, 0, struct.pack("!II", self._last_id, status))
+
+    def _forget(self, stream: SpdyStream) -> None:
+        if stream.local_done and stream.remote_done:
+            self.streams.pop(stream.id, None)
+
+
+class _SpdySession(protocol.Protocol):
+    """A SPDY/3.1 server session on a connection: frames parsed, streams handed to the subclass."""
+
+    def connectionMade(self) -> None:
+        self.spdy = SpdyConnection(self.transport.write, self)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self.spdy.feed(data)
+        except SpdyError:
+            self.spdy.go_away(1)
+            self.transport.loseConnection()
+
+    def stream_opened(self, stream: SpdyStream) -> None:
+        pass
+
+    def stream_data(self, stream: SpdyStream, data: bytes) -> None:
+        pass
+
+    def stream_ended(self, stream: SpdyStream) -> None:
+        pass
+
+
+class _SpdyExecSession(_ExecSession):
+    """
+    C{kubectl exec}/C{attach} over SPDY/3.1 (v5/v4.channel.k8s.io), as the
+    kubelet serves it: the client opens an error stream, then stdin,
+    stdout, stderr and (with a terminal) resize streams as the query asks;
+    the command starts once all are open, and ends with its Status on the
+    error stream, every stream finished and the connection closed.
+    """
+
+    def __init__(
+        self, fake: FakeKubernetes, command: list[str], query: Mapping[str, Sequence[str]], subprotocol: str
+    ) -> None:
+        super().__init__(fake, command, subprotocol)
+        flag = lambda name: (query.get(name) or ["false"])[0] in ("true", "1")
+        self.tty = flag("tty")
+        self.expected = {"error"} | {n for n in ("stdin", "stdout") if flag(n)}
+        self.expected |= {"resize"} if self.tty else ({"stderr"} if flag("stderr") else set())
+        self.by_type: dict[str, SpdyStream] = {}
+        self.started = False
+
+    def connectionMade(self) -> None:
+        self.spdy = SpdyConnection(self.transport.write, self)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self.spdy.feed(data)
+        except SpdyError:
+            self.spdy.go_away(1)
+            self.transport.loseConnection()
+
+    def stream_opened(self, stream: SpdyStream) -> None:
+        if stream.type not in self.expected or stream.type in self.by_type:
+            self.spdy.reset(stream.id, RST_REFUSED_STREAM)
+            return
+        self.by_type[stream.type] = stream
+        if not self.started and set(self.by_type) == self.expected:
+            self.started = True
+            self._start()
+
+    def stream_data(self, stream: SpdyStream, data: bytes) -> None:
+        if stream.type == "stdin":
+            self._channel(STDIN, data)
+        # resize: {"Width": w, "Height": h} messages; the fake's terminal has no size.
+
+    def stream_ended(self, stream: SpdyStream) -> None:
+        if stream.type == "stdin":
+            self._channel(CLOSE, bytes([STDIN]))
+
+    def send(self, channel: int, data: bytes) -> None:
+        name = {STDOUT: "stdout", STDERR: "stderr", ERROR: "error"}.get(channel)
+        stream = self.by_type.get(name or "")
+        if self.exit_code is None and stream is not None and data:
+            self.spdy.send(stream, data)
+
+    def exit(self, code: int) -> None:
+        if self.exit_code is not None:
+            return
+        self.send(ERROR, self.exit_status(code))
         self.exit_code = code
-        self.transport.write(encode_frame(8, struct.pack("!H", 1000)))
+        for stream in list(self.by_type.values()):
+            self.spdy.finish(stream)
+        self.spdy.go_away()
         self.transport.loseConnection()
+
+
+class _SpdyPortForward(_SpdySession):
+    """
+    C{kubectl port-forward} (portforward.k8s.io), as the kubelet serves it:
+    for each local connection kubectl opens an error stream and a data
+    stream with the same C{requestID} and C{port} headers; once both are
+    open the "pod"'s port is connected (L{FakeKubernetes.expose}: a
+    loopback port of the test's) and bytes flow between it and the data
+    stream.  When it closes, the data and error streams are finished; a
+    port nothing listens on gets the kubelet's message on the error stream.
+    """
+
+    def __init__(self, fake: FakeKubernetes, namespace: str, pod: str) -> None:
+        self.fake = fake
+        self.namespace = namespace
+        self.pod = pod
+        self.pairs: dict[str, dict[str, SpdyStream]] = {}
+        self.targets: dict[int, _PodPortConnection] = {}  # data stream id -> its connection
+
+    def stream_opened(self, stream: SpdyStream) -> None:
+        request_id = stream.headers.get("requestid", "")
+        pair = self.pairs.setdefault(request_id, {})
+        if stream.type not in ("error", "data") or stream.type in pair or not stream.headers.get("port", "").isdigit():
+            self.spdy.reset(stream.id, RST_REFUSED_STREAM)
+            return
+        pair[stream.type] = stream
+        if len(pair) == 2:
+            self._forward(pair["data"], pair["error"], int(stream.headers["port"]))
+
+    def _forward(self, data: SpdyStream, error: SpdyStream, port: int) -> None:
+        target = self.fake.exposed.get((self.namespace, self.pod, port))
+        connection = _PodPortConnection(self, data, error)
+        self.targets[data.id] = connection
+        if target is None:
+            connection.failed(f"connection refused (nothing listens on port {port} in the pod)", port)
+            return
+        d = connectProtocol(TCP4ClientEndpoint(self.fake.reactor, "127.0.0.1", target), connection)
+        d.addErrback(lambda f: connection.failed(f.getErrorMessage(), port))
+
+    def stream_data(self, stream: SpdyStream, data: bytes) -> None:
+        connection = self.targets.get(stream.id)
+        if connection is not None:
+            connection.from_client(data)
+
+    def stream_ended(self, stream: SpdyStream) -> None:
+        connection = self.targets.get(stream.id)
+        if connection is not None:
+            connection.client_done()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        for connection in list(self.targets.values()):
+            if connection.transport is not None:
+                connection.transport.loseConnection()
+
+
+class _PodPortConnection(protocol.Protocol):
+    """The "pod"'s end of one forwarded connection: a loopback connection to the test's server."""
+
+    def __init__(self, session: _SpdyPortForward, data: SpdyStream, error: SpdyStream) -> None:
+        self.session = session
+        self.data = data
+        self.error = error
+        self.pending: list[bytes] = []
+        self.client_finished = False
+
+    def connectionMade(self) -> None:
+        for chunk in self.pending:
+            self.transport.write(chunk)
+        self.pending = []
+        if self.client_finished:
+            self.transport.loseWriteConnection()
+
+    def from_client(self, data: bytes) -> None:
+        if self.transport is None:
+            self.pending.append(data)
+        else:
+            self.transport.write(data)
+
+    def client_done(self) -> None:
+        # kubectl finished its side (its local connection closed): half-close,
+        # so the server still answers what it was sent.
+        self.client_finished = True
+        if self.transport is not None:
+            self.transport.loseWriteConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.session.spdy.send(self.data, data)
+
+    def failed(self, why: str, port: int) -> None:
+        self.session.targets.pop(self.data.id, None)
+        spdy = self.session.spdy
+        spdy.send(self.error, f"error forwarding port {port} to pod {self.session.pod}: {why}".encode())
+        spdy.finish(self.data)
+        spdy.finish(self.error)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.session.targets.pop(self.data.id, None)
+        self.session.spdy.finish(self.data)
+        self.session.spdy.finish(self.error)
+
+
+class _TunnelTransport:
+    """What the tunnelled protocol writes to: each write one binary WebSocket message."""
+
+    def __init__(self, outer: Any) -> None:
+        self.outer = outer
+
+    def write(self, data: bytes) -> None:
+        self.outer.write(encode_frame(2, data))
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        self.outer.write(encode_frame(8, struct.pack("!H", 1000)))
+        self.outer.loseConnection()
+
+    def abortConnection(self) -> None:
+        self.outer.abortConnection()
+
+    def getPeer(self) -> Any:
+        return self.outer.getPeer()
+
+    def getHost(self) -> Any:
+        return self.outer.getHost()
+
+
+class _WebSocketTunnel(protocol.Protocol):
+    """
+    A protocol carried in WebSocket binary messages (RFC 6455), as the API
+    server's tunnelling handler carries SPDY for kubectl port-forward:
+    the payloads, in order, are the inner protocol's byte stream.
+    """
+
+    def __init__(self, inner: protocol.Protocol) -> None:
+        self.inner = inner
+        self.framer = _Framer()
+
+    def connectionMade(self) -> None:
+        self.inner.makeConnection(_TunnelTransport(self.transport))
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            messages = self.framer.feed(data)
+        except WebSocketError:
+            self.transport.loseConnection()
+            return
+        for opcode, payload in messages:
+            if opcode == 9:
+                self.transport.write(encode_frame(10, payload))
+            elif opcode == 8:
+                self.transport.write(encode_frame(8, payload[:2]))
+                self.transport.loseConnection()
+                return
+            elif opcode == 2:
+                self.inner.dataReceived(payload)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.inner.connectionLost(reason)
 
 
 def _echo(session: _ExecSession, args: list[str]) -> None:

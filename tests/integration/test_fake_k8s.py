@@ -7,12 +7,27 @@ test that fails has found a gateway bug, not a fake one.
 from __future__ import annotations
 
 import json
+import struct
 import sys
+import zlib
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.integration._fake_k8s import run_kubectl, spawn_kubectl, start_fake_k8s
+from tests.integration._fake_k8s import (
+    SPDY_DICTIONARY,
+    SpdyConnection,
+    exchange,
+    run_kubectl,
+    spawn_kubectl,
+    start_echo_server,
+    start_fake_k8s,
+    start_port_forward,
+)
+
+# kubectl's switches off WebSocket (1.30+ tries it first): SPDY/3.1 only.
+SPDY_EXEC = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+SPDY_PORT_FORWARD = {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}
 
 POD_MANIFEST = {
     "apiVersion": "v1",
@@ -289,3 +304,169 @@ class FakeKubernetesTests(TestCase):
         code, out, err = yield self.kubectl("exec", "-i", "web", "--", "cat", stdin=data)
         self.assertEqual(code, 0, err)
         self.assertEqual(out.encode(), data)
+
+    # -- SPDY/3.1 ----------------------------------------------------------
+
+    @inlineCallbacks
+    def test_exec_over_spdy(self):
+        """
+        With WebSocket switched off kubectl exec upgrades to SPDY/3.1
+        (v5.channel.k8s.io, its first choice): stdin reaches cat and comes back on stdout,
+        stderr and the exit status come through their streams.
+        """
+        self.fake.add_pod("web")
+        data = b"".join(b"line %d\n" % i for i in range(2000))
+        code, out, err = yield run_kubectl(self.kubeconfig, "exec", "-i", "web", "--", "cat", stdin=data, env=SPDY_EXEC)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.encode(), data)
+        [request] = [r for r in self.fake.requests if r.path.endswith("/exec")]
+        self.assertEqual((request.method, request.header("Upgrade")), ("POST", "SPDY/3.1"))
+        self.assertEqual(request.header_values("X-Stream-Protocol-Version")[:2], ["v5.channel.k8s.io", "v4.channel.k8s.io"])
+        code, out, err = yield run_kubectl(
+            self.kubeconfig, "exec", "web", "--", "sh", "-c", "echo oops >&2", env=SPDY_EXEC
+        )
+        self.assertEqual((code, out, err), (0, "", "oops\n"))
+        code, _out, err = yield run_kubectl(self.kubeconfig, "exec", "web", "--", "sh", "-c", "exit 3", env=SPDY_EXEC)
+        self.assertEqual(code, 3, err)
+
+    @inlineCallbacks
+    def port_forward(self, env=None):
+        """Forward to the pod's port 80 (the test's echo server); two connections each get their bytes back."""
+        self.fake.add_pod("web")
+        self.fake.expose("web", 80, start_echo_server(self))
+        proc, port = yield start_port_forward(self.kubeconfig, "pod/web", ":80", env=env)
+        self.addCleanup(proc.kill)
+        for i in range(2):
+            data = b"hello %d\n" % i * 1000
+            echoed = yield exchange(port, data)
+            self.assertEqual(echoed, data)
+        code, _out, _err = yield proc.kill()
+        return [r for r in self.fake.requests if r.path.endswith("/portforward")]
+
+    @inlineCallbacks
+    def test_port_forward(self):
+        """
+        kubectl port-forward (1.31+) tunnels SPDY/3.1 in WebSocket binary
+        messages (subprotocol SPDY/3.1+portforward.k8s.io); bytes go both
+        ways through the pod's port, one connection after another.
+        """
+        [request] = yield self.port_forward()
+        self.assertEqual((request.method, request.header("Upgrade")), ("GET", "websocket"))
+        self.assertEqual(request.header("Sec-WebSocket-Protocol"), "SPDY/3.1+portforward.k8s.io")
+
+    @inlineCallbacks
+    def test_port_forward_over_spdy(self):
+        """With WebSocket switched off kubectl port-forward upgrades to SPDY/3.1 (portforward.k8s.io)."""
+        [request] = yield self.port_forward(SPDY_PORT_FORWARD)
+        self.assertEqual((request.method, request.header("Upgrade")), ("POST", "SPDY/3.1"))
+        self.assertEqual(request.header_values("X-Stream-Protocol-Version"), ["portforward.k8s.io"])
+
+    @inlineCallbacks
+    def test_port_forward_to_a_closed_port(self):
+        """A pod port nothing listens on: the kubelet's message comes back on the error stream and kubectl prints it."""
+        self.fake.add_pod("web")
+        proc, port = yield start_port_forward(self.kubeconfig, "pod/web", ":81")
+        self.addCleanup(proc.kill)
+        echoed = yield exchange(port, b"hello\n")
+        self.assertEqual(echoed, b"")
+        yield proc.wait_for("error forwarding port 81 to pod web")
+
+
+class _Handler:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def stream_opened(self, stream) -> None:
+        self.events.append(("opened", stream.id, dict(stream.headers)))
+
+    def stream_data(self, stream, data: bytes) -> None:
+        self.events.append(("data", stream.id, data))
+
+    def stream_ended(self, stream) -> None:
+        self.events.append(("ended", stream.id))
+
+
+class SpdyFramingTests(SynchronousTestCase):
+    """The fake's SPDY/3.1 server framing, frame by frame, for what kubectl's runs do not show."""
+
+    def setUp(self) -> None:
+        self.out = bytearray()
+        self.handler = _Handler()
+        self.spdy = SpdyConnection(self.out.extend, self.handler)
+        self.deflate = zlib.compressobj(zdict=SPDY_DICTIONARY)
+        self.inflate = zlib.decompressobj(zdict=SPDY_DICTIONARY)
+
+    def control(self, kind: int, payload: bytes, flags: int = 0) -> bytes:
+        return struct.pack("!HHI", 0x8003, kind, flags << 24 | len(payload)) + payload
+
+    def syn_stream(self, stream_id: int, headers: dict[str, str], flags: int = 0) -> bytes:
+        raw = struct.pack("!I", len(headers)) + b"".join(
+            struct.pack("!I", len(k)) + k.encode() + struct.pack("!I", len(v)) + v.encode() for k, v in headers.items()
+        )
+        block = self.deflate.compress(raw) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
+        return self.control(1, struct.pack("!IIBB", stream_id, 0, 0, 0) + block, flags)
+
+    def frames(self) -> list[tuple]:
+        """What the server wrote: (control type, flags, payload) or ("data", id, flags, payload)."""
+        out, frames = bytes(self.out), []
+        while out:
+            first, flags_length = struct.unpack("!II", out[:8])
+            payload, out = out[8 : 8 + (flags_length & 0xFFFFFF)], out[8 + (flags_length & 0xFFFFFF) :]
+            if first & 0x80000000:
+                frames.append((first & 0xFFFF, flags_length >> 24, payload))
+            else:
+                frames.append(("data", first, flags_length >> 24, payload))
+        self.out.clear()
+        return frames
+
+    def test_streams_replied_data_and_fin(self):
+        """
+        Each SYN_STREAM is answered with a SYN_REPLY (an empty header block
+        on the server's own zlib stream); the streams' headers, data and
+        FIN reach the handler, split frames included; server data and FIN
+        go out as DATA frames.
+        """
+        wire = self.syn_stream(1, {"streamtype": "error", "port": "80", "requestid": "0"})
+        wire += self.syn_stream(3, {"streamtype": "data", "port": "80", "requestid": "0"})
+        wire += struct.pack("!II", 3, 1 << 24 | 5) + b"hello"
+        for i in range(len(wire)):  # one byte at a time
+            self.spdy.feed(wire[i : i + 1])
+        self.assertEqual(self.handler.events, [
+            ("opened", 1, {"streamtype": "error", "port": "80", "requestid": "0"}),
+            ("opened", 3, {"streamtype": "data", "port": "80", "requestid": "0"}),
+            ("data", 3, b"hello"),
+            ("ended", 3),
+        ])
+        replies = self.frames()
+        self.assertEqual([(kind, flags) for kind, flags, _ in replies], [(2, 0), (2, 0)])
+        for _, _, payload in replies:
+            self.assertEqual(self.inflate.decompress(payload[4:]), b"\x00\x00\x00\x00")
+        self.assertEqual([struct.unpack("!I", p[:4])[0] for _, _, p in replies], [1, 3])
+        stream = self.spdy.streams[3]
+        self.spdy.send(stream, b"world", fin=True)
+        self.assertEqual(self.frames(), [("data", 3, 1, b"world")])
+        self.assertNotIn(3, self.spdy.streams)  # both sides finished
+
+    def test_ping_reset_goaway(self):
+        """
+        The client's (odd) PINGs are echoed; RST_STREAM ends a stream; data
+        for a stream that is not open is answered with RST_STREAM
+        INVALID_STREAM; an even or reused stream id with PROTOCOL_ERROR;
+        SETTINGS and WINDOW_UPDATE are accepted and ignored; GOAWAY is noted.
+        """
+        self.spdy.feed(self.control(6, struct.pack("!I", 1)))
+        self.assertEqual(self.frames(), [(6, 0, struct.pack("!I", 1))])
+        self.spdy.feed(self.control(4, struct.pack("!III", 1, 7, 65536)))
+        self.spdy.feed(self.control(9, struct.pack("!II", 0, 1024)))
+        self.assertEqual(self.frames(), [])
+        self.spdy.feed(self.syn_stream(5, {"streamtype": "stdout"}))
+        self.frames()
+        self.spdy.feed(self.control(3, struct.pack("!II", 5, 5)))
+        self.assertEqual(self.handler.events[-1], ("ended", 5))
+        self.spdy.feed(struct.pack("!II", 5, 1) + b"x")
+        self.assertEqual(self.frames(), [(3, 0, struct.pack("!II", 5, 2))])
+        self.spdy.feed(self.syn_stream(4, {"streamtype": "stdout"}))
+        self.spdy.feed(self.syn_stream(5, {"streamtype": "stdout"}))
+        self.assertEqual(self.frames(), [(3, 0, struct.pack("!II", 4, 1)), (3, 0, struct.pack("!II", 5, 1))])
+        self.spdy.feed(self.control(7, struct.pack("!II", 0, 0)))
+        self.assertTrue(self.spdy.gone_away)

@@ -34,17 +34,24 @@ from hoopgw.gateway import Gateway, shipped_policies
 from hoopgw.recording.asciicast import read_asciicast
 from tests.integration._fake_k8s import (
     FakeKubernetes,
+    exchange,
     make_test_ca,
     run_kubectl,
     spawn_kubectl,
     spawn_kubectl_tty,
+    start_echo_server,
     start_fake_k8s,
+    start_port_forward,
     write_kubeconfig,
 )
 from tests.integration._process import PACKAGE_ROOT, run
 from tests.integration.test_postgres_clients import wait_until
 
 CURL = shutil.which("curl")
+
+# kubectl's switches off WebSocket (1.30+ tries it first): SPDY/3.1 only.
+SPDY_EXEC = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+SPDY_PORT_FORWARD = {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}
 
 
 def require_curl() -> str:
@@ -207,6 +214,9 @@ class _GatewayCase(TestCase):
             '[[rule]]\nname = "no-exec-in-tests"\neffect = "deny"\nk8s.subresources = ["exec"]\n'
             'k8s.names = ["locked*"]\n'
             'message = "exec is not allowed here"\n'
+            '[[rule]]\nname = "no-port-forward-in-tests"\neffect = "deny"\nk8s.subresources = ["portforward"]\n'
+            'k8s.names = ["locked*"]\n'
+            'message = "port-forward is not allowed here"\n'
         )
         os.environ["HOOPGW_TEST_WEB_TOKEN"] = "upstream-web-token"
         self.config_text = f"""
@@ -1022,6 +1032,104 @@ class KubectlTests(_GatewayCase):
         [(start, end)] = [a for a in self.actions() if a[0]["action"]["kind"] == "k8s.attach"]
         self.assertEqual(start["action"]["attributes"]["k8s.subresources"], ["attach"])
         self.assertEqual((end["outcome"]["status"], end["outcome"]["code"]), ("succeeded", "101"))
+
+    @inlineCallbacks
+    def test_exec_over_spdy(self):
+        """
+        kubectl exec with WebSocket switched off upgrades to SPDY/3.1 and is
+        relayed like the WebSocket path: stdin reaches cat and comes back,
+        a non-zero exit status comes through, each run is one k8s.exec
+        ending with 101 and byte counts.
+        """
+        self.fake.add_pod("web")
+        code, out, err = yield run_kubectl(
+            self.kubeconfig, "exec", "-i", "web", "--", "cat", stdin=b"one\ntwo\n", env=SPDY_EXEC
+        )
+        self.assertEqual((code, out), (0, "one\ntwo\n"), err)
+        [recorded] = [r for r in self.fake.requests if r.path.endswith("/exec")]
+        self.assertEqual((recorded.method, recorded.header("upgrade")), ("POST", "SPDY/3.1"))
+        self.assertEqual((recorded.bearer_token, recorded.impersonate_user), (self.fake.token, "alice"))
+        [(start, end)] = self.exec_actions()
+        self.assertEqual(start["action"]["input"], "cat")
+        self.assertEqual((end["outcome"]["status"], end["outcome"]["code"]), ("succeeded", "101"))
+        self.assertGreater(end["outcome"]["bytes_in"], len(b"one\ntwo\n"))
+        self.assertGreater(end["outcome"]["bytes_out"], len(b"one\ntwo\n"))
+
+        code, _, err = yield run_kubectl(self.kubeconfig, "exec", "web", "--", "sh", "-c", "exit 3", env=SPDY_EXEC)
+        self.assertEqual(code, 3, err)
+
+    def port_forward_actions(self) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        return [a for a in self.actions() if a[0]["action"]["kind"] == "k8s.portforward"]
+
+    @inlineCallbacks
+    def port_forward(self, env: dict[str, str] | None = None) -> Any:
+        """
+        kubectl port-forward pod/web :80 through the gateway to the test's
+        echo server; fires with the fake's portforward request and the
+        action (start, end) once kubectl is stopped.
+        """
+        self.fake.add_pod("web")
+        self.fake.expose("web", 80, start_echo_server(self))
+        proc, port = yield start_port_forward(self.kubeconfig, "pod/web", ":80", env=env)
+        self.addCleanup(proc.kill)
+        sent = 0
+        for i in range(2):  # one SPDY stream pair per local connection
+            data = b"ping %d\n" % i * 500
+            echoed = yield exchange(port, data)
+            self.assertEqual(echoed, data)
+            sent += len(data)
+        yield proc.kill()
+        ended = lambda: (actions := self.port_forward_actions()) and all(end for _, end in actions)
+        yield wait_until(ended, "the port-forward's action to end")
+        [recorded] = [r for r in self.fake.requests if r.path.endswith("/portforward")]
+        self.assertEqual((recorded.bearer_token, recorded.impersonate_user), (self.fake.token, "alice"))
+        [(start, end)] = self.port_forward_actions()
+        self.assertEqual(start["action"]["attributes"]["k8s.subresources"], ["portforward"])
+        self.assertEqual(start["action"]["details"]["name"], "web")
+        self.assertEqual((end["outcome"]["status"], end["outcome"]["code"]), ("succeeded", "101"))
+        # The forwarded bytes, in SPDY frames, each way.
+        self.assertGreater(end["outcome"]["bytes_in"], sent)
+        self.assertGreater(end["outcome"]["bytes_out"], sent)
+        return recorded, (start, end)
+
+    @inlineCallbacks
+    def test_port_forward(self):
+        """
+        kubectl port-forward (1.31+: SPDY/3.1 tunnelled in WebSocket, the
+        SPDY/3.1+portforward.k8s.io subprotocol) is relayed at the first
+        attempt, without falling back: bytes reach the pod's port and come
+        back; one k8s.portforward action, 101, with byte counts.
+        """
+        recorded, _ = yield self.port_forward()
+        self.assertEqual((recorded.method, recorded.header("upgrade")), ("GET", "websocket"))
+        self.assertEqual(recorded.header("sec-websocket-protocol"), "SPDY/3.1+portforward.k8s.io")
+
+    @inlineCallbacks
+    def test_port_forward_over_spdy(self):
+        """kubectl port-forward with WebSocket switched off upgrades to SPDY/3.1 and is relayed the same way."""
+        recorded, _ = yield self.port_forward(SPDY_PORT_FORWARD)
+        self.assertEqual((recorded.method, recorded.header("upgrade")), ("POST", "SPDY/3.1"))
+        self.assertEqual(recorded.header("x-stream-protocol-version"), "portforward.k8s.io")
+
+    @inlineCallbacks
+    def test_port_forward_is_decided_before_anything_is_sent(self):
+        """
+        kubectl port-forward refused by the test's portforward rule: kubectl
+        prints the rule's message and forwards nothing; both of its attempts
+        (WebSocket, then the SPDY fallback) are blocked k8s.portforward
+        actions and the API server sees neither.
+        """
+        self.fake.add_pod("locked")
+        code, out, err = yield run_kubectl(self.kubeconfig, "port-forward", "--address", "127.0.0.1",
+                                           "pod/locked", ":80")
+        self.assertNotEqual(code, 0)
+        self.assertIn("port-forward is not allowed here", err)
+        self.assertNotIn("Forwarding from", out)
+        self.assertFalse([r for r in self.fake.requests if r.path.endswith("/portforward")])
+        actions = self.port_forward_actions()
+        self.assertEqual(len(actions), 2, actions)
+        self.assertEqual({e["outcome"]["status"] for _, e in actions}, {"blocked"})
+        self.assertEqual({s["decision"]["rule"] for s, _ in actions}, {"no-port-forward-in-tests"})
 
     @inlineCallbacks
     def test_failed_upgrade_is_passed_on_and_the_connection_closed(self):

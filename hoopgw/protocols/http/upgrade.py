@@ -3,10 +3,12 @@ The upgrade relay of the HTTP front end: C{kubectl exec}, C{attach} and
 C{port-forward}, once the request has been decided and allowed.
 
 Only the protocols kubectl speaks are carried (L{check_upgrade}): WebSocket
-offering C{v5.channel.k8s.io} or C{v4.channel.k8s.io}, and SPDY/3.1.  The
-gateway opens its own TLS connection to the upstream (the same verification
-and client certificate as every other request), writes the request head
-itself (L{request_head}) and reads the upstream's response head
+offering C{v5.channel.k8s.io} or C{v4.channel.k8s.io} (exec, attach) or
+C{SPDY/3.1+portforward.k8s.io} (port-forward since kubectl 1.31: SPDY
+tunnelled in binary messages), and SPDY/3.1 (what kubectl falls back to).
+The gateway opens its own TLS connection to the upstream (the same
+verification and client certificate as every other request), writes the
+request head itself (L{request_head}) and reads the upstream's response head
 (L{_UpstreamSide}):
 
   - C{101 Switching Protocols}: the 101 goes to the client, the client's
@@ -32,8 +34,13 @@ from twisted.web.http import _ChunkedTransferDecoder  # type: ignore[attr-define
 
 __all__ = ["UpgradeHead", "check_upgrade", "connect_upstream", "request_head"]
 
-WEBSOCKET_PROTOCOLS = (b"v5.channel.k8s.io", b"v4.channel.k8s.io")
-"""The Kubernetes channel subprotocols the relay carries over WebSocket."""
+WEBSOCKET_PROTOCOLS = (b"v5.channel.k8s.io", b"v4.channel.k8s.io", b"SPDY/3.1+portforward.k8s.io")
+"""
+The Kubernetes subprotocols the relay carries over WebSocket: the channel
+protocols of exec and attach, and port-forward's SPDY/3.1 tunnel.  Like
+every upgrade they are relayed as bytes; the API server refuses a
+subprotocol its subresource does not speak.
+"""
 
 SPDY = b"spdy/3.1"
 
@@ -62,7 +69,7 @@ def check_upgrade(headers: Any) -> tuple[bytes, None] | tuple[None, str]:
         return None, "an upgrade needs Connection: Upgrade"
     if upgrade == [b"websocket"]:
         offered = _tokens(headers.getRawHeaders(b"sec-websocket-protocol"))
-        if not any(p in offered for p in WEBSOCKET_PROTOCOLS):
+        if not any(p.lower() in offered for p in WEBSOCKET_PROTOCOLS):
             return None, (
                 "only the WebSocket subprotocols "
                 + ", ".join(p.decode() for p in WEBSOCKET_PROTOCOLS)
@@ -73,7 +80,11 @@ def check_upgrade(headers: Any) -> tuple[bytes, None] | tuple[None, str]:
         return b"websocket", None
     if upgrade == [SPDY]:
         return b"SPDY/3.1", None
-    return None, "only Upgrade: websocket (v5/v4.channel.k8s.io) and SPDY/3.1 are carried through the gateway"
+    return None, (
+        "only Upgrade: websocket ("
+        + ", ".join(p.decode() for p in WEBSOCKET_PROTOCOLS)
+        + ") and SPDY/3.1 are carried through the gateway"
+    )
 
 
 def request_head(

@@ -26,11 +26,28 @@ class CheckUpgradeTests(SynchronousTestCase):
         spdy = _headers(connection="Upgrade", upgrade="SPDY/3.1")
         self.assertEqual(check_upgrade(spdy), (b"SPDY/3.1", None))
 
+    def test_port_forward_spdy_tunnel(self):
+        """
+        kubectl 1.31+ port-forward's WebSocket upgrade, SPDY/3.1 tunnelled in
+        binary messages (subprotocol SPDY/3.1+portforward.k8s.io), is carried.
+        """
+        tunnel = _headers(connection="Upgrade", upgrade="websocket", sec_websocket_key="k",
+                          sec_websocket_protocol="SPDY/3.1+portforward.k8s.io")
+        self.assertEqual(check_upgrade(tunnel), (b"websocket", None))
+
     def test_others_refused(self):
-        """Other protocols, other subprotocols, or no Connection: Upgrade are refused."""
+        """Other protocols, other subprotocols, or no Connection: Upgrade are refused, saying what is carried."""
         for headers in (
             _headers(connection="Upgrade", upgrade="h2c"),
             _headers(connection="Upgrade", upgrade="websocket", sec_websocket_key="k", sec_websocket_protocol="chat"),
+            # Other tunnels and the pre-1.31 WebSocket port-forward protocol.
+            _headers(connection="Upgrade", upgrade="websocket", sec_websocket_key="k",
+                     sec_websocket_protocol="SPDY/3.1+exec.k8s.io"),
+            _headers(connection="Upgrade", upgrade="websocket", sec_websocket_key="k",
+                     sec_websocket_protocol="portforward.k8s.io"),
+            _headers(connection="Upgrade", upgrade="websocket", sec_websocket_key="k",
+                     sec_websocket_protocol="SPDY/3.1"),
+            _headers(connection="Upgrade", upgrade="SPDY/3.1+portforward.k8s.io"),
             _headers(connection="Upgrade", upgrade="websocket", sec_websocket_protocol="v5.channel.k8s.io"),
             _headers(upgrade="websocket", sec_websocket_key="k", sec_websocket_protocol="v5.channel.k8s.io"),
             _headers(connection="Upgrade", upgrade="websocket, SPDY/3.1"),
@@ -38,6 +55,13 @@ class CheckUpgradeTests(SynchronousTestCase):
             upgrade, why = check_upgrade(headers)
             self.assertIsNone(upgrade)
             self.assertTrue(why)
+
+    def test_refusal_names_what_is_carried(self):
+        """A refused WebSocket subprotocol is answered with the list of those carried."""
+        chat = _headers(connection="Upgrade", upgrade="websocket", sec_websocket_key="k", sec_websocket_protocol="chat")
+        _, why = check_upgrade(chat)
+        for name in ("v5.channel.k8s.io", "v4.channel.k8s.io", "SPDY/3.1+portforward.k8s.io"):
+            self.assertIn(name, why)
 
 
 class HeadTests(SynchronousTestCase):

@@ -68,6 +68,8 @@ from twisted.trial.unittest import SkipTest
 from twisted.web import resource, server
 from zope.interface import implementer
 
+from hoopgw.protocols.http import channels
+
 __all__ = [
     "FakeKubernetes",
     "KubectlProcess",
@@ -1819,28 +1821,9 @@ FLAG_FIN = 0x01
 RST_PROTOCOL_ERROR, RST_INVALID_STREAM, RST_REFUSED_STREAM = 1, 2, 3
 
 
-def _spdy_dictionary() -> bytes:
-    """The SPDY/3 header compression dictionary (draft 3, section 2.6.10.1)."""
-    words = (
-        "options head post put delete trace accept accept-charset accept-encoding accept-language accept-ranges "
-        "age allow authorization cache-control connection content-base content-encoding content-language "
-        "content-length content-location content-md5 content-range content-type date etag expect expires from "
-        "host if-match if-modified-since if-none-match if-range if-unmodified-since last-modified location "
-        "max-forwards pragma proxy-authenticate proxy-authorization range referer retry-after server te trailer "
-        "transfer-encoding upgrade user-agent vary via warning www-authenticate method get status"
-    ).split() + ["200 OK", "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin"]
-    tail = (
-        "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505"
-        "203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 Unauthorized"
-        "403 Forbidden404 Not Found500 Internal Server Error501 Not Implemented503 Service Unavailable"
-        "Jan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMT"
-        "chunked,text/html,image/png,image/jpg,image/gif,application/xml,application/xhtml+xml,text/plain,"
-        "text/javascript,publicprivatemax-age=gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0."
-    )
-    return b"".join(struct.pack("!I", len(w)) + w.encode() for w in words) + tail.encode()
-
-
-SPDY_DICTIONARY = _spdy_dictionary()
+# The dictionary is the gateway's copy; kubectl's zlib reader checks it
+# (Adler-32 of the dictionary), so every SPDY test proves it right.
+SPDY_DICTIONARY = channels.SPDY_DICTIONARY
 
 
 class SpdyError(Exception):

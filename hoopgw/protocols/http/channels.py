@@ -1,12 +1,21 @@
 """
-What flows inside a C{kubectl exec} / C{attach} WebSocket, for the
-recording: RFC 6455 frames carrying the Kubernetes channel protocol
+What flows inside the upgraded connections of C{kubectl exec}, C{attach}
+and C{port-forward}, read from a copy of what the relay forwards.
+
+Exec and attach, for the terminal recording: RFC 6455 frames carrying the Kubernetes channel protocol
 (C{v4.channel.k8s.io}, C{v5.channel.k8s.io}), where every binary message
 starts with its channel: 0 stdin, 1 stdout, 2 stderr, 3 error (a JSON
 Status), 4 resize (C{{"Width": W, "Height": H}}), and in v5 255 close.
 
 The relay copies bytes as they come; these readers only look at a copy, so
 a frame they cannot make sense of stops the recording, never the session.
+Port-forward (kubectl 1.31+: SPDY/3.1 tunnelled in WebSocket binary
+messages, subprotocol C{SPDY/3.1+portforward.k8s.io}; or a plain SPDY/3.1
+upgrade): kubectl names the pod port only in the headers of the SPDY
+streams it opens per local connection (C{streamtype: data}, C{port},
+C{requestid}), never in the URL, so these are read to record each
+forwarded connection's port.
+
 Sans-IO: bytes in, callbacks out, no transport in sight.  Payload is passed
 on in the pieces it arrives in, so a large frame costs no buffering.
 """
@@ -14,9 +23,22 @@ on in the pieces it arrives in, so a large frame costs no buffering.
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from collections.abc import Callable
 
-__all__ = ["ChannelReader", "FrameError", "STDIN", "STDOUT", "STDERR", "RESIZE", "ExecTap"]
+__all__ = [
+    "ChannelReader",
+    "ExecTap",
+    "FrameError",
+    "PortForwardTap",
+    "RESIZE",
+    "SPDY_DICTIONARY",
+    "STDERR",
+    "STDIN",
+    "STDOUT",
+    "SpdyStreamReader",
+]
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 
@@ -41,9 +63,12 @@ class ChannelReader:
         reader is then done.
     """
 
-    def __init__(self, *, masked: bool, on_data: Callable[[int, bytes], object]) -> None:
+    def __init__(self, *, masked: bool, on_data: Callable[[int, bytes], object], channels: bool = True) -> None:
         self.masked = masked
         self.on_data = on_data
+        # Without channels (the port-forward tunnel) a message is raw bytes,
+        # handed on as channel 0.
+        self.channels = channels
         self._head = b""  # a frame header still incomplete
         self._remaining = 0  # payload bytes of the current frame still to come
         self._mask = b""
@@ -143,9 +168,12 @@ class ChannelReader:
             chunk = _unmask(chunk, self._mask, self._offset)
             self._offset = (self._offset + len(chunk)) % 4
         if self._channel is None:
-            if not chunk:
+            if not self.channels:
+                self._channel = 0
+            elif not chunk:
                 return
-            self._channel, chunk = chunk[0], chunk[1:]
+            else:
+                self._channel, chunk = chunk[0], chunk[1:]
         if chunk:
             self.on_data(self._channel, chunk)
 
@@ -211,3 +239,163 @@ class ExecTap:
             width, height = size.get("Width"), size.get("Height")
             if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
                 self.recorder.resize(width, height)  # type: ignore[attr-defined]
+
+
+# -- SPDY/3.1 (draft-mbelshe-httpbis-spdy-00 as SPDY/3, section 2) --------------
+
+
+def _spdy_dictionary() -> bytes:
+    """The SPDY/3 header compression dictionary (section 2.6.10.1)."""
+    words = (
+        "options head post put delete trace accept accept-charset accept-encoding accept-language accept-ranges "
+        "age allow authorization cache-control connection content-base content-encoding content-language "
+        "content-length content-location content-md5 content-range content-type date etag expect expires from "
+        "host if-match if-modified-since if-none-match if-range if-unmodified-since last-modified location "
+        "max-forwards pragma proxy-authenticate proxy-authorization range referer retry-after server te trailer "
+        "transfer-encoding upgrade user-agent vary via warning www-authenticate method get status"
+    ).split() + ["200 OK", "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin"]
+    tail = (
+        "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505"
+        "203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 Unauthorized"
+        "403 Forbidden404 Not Found500 Internal Server Error501 Not Implemented503 Service Unavailable"
+        "Jan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMT"
+        "chunked,text/html,image/png,image/jpg,image/gif,application/xml,application/xhtml+xml,text/plain,"
+        "text/javascript,publicprivatemax-age=gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0."
+    )
+    return b"".join(struct.pack("!I", len(w)) + w.encode() for w in words) + tail.encode()
+
+
+SPDY_DICTIONARY = _spdy_dictionary()
+
+_SYN_STREAM, _HEADERS = 1, 8
+# A header block kubectl sends is a few dozen bytes; a decompressed block
+# beyond this is not one worth reading (and must not cost memory).
+_MAX_HEADER_BLOCK = 16 * 1024
+_MAX_CONTROL_FRAME = 64 * 1024
+
+
+class SpdyStreamReader:
+    """
+    Reads one direction of a SPDY/3 connection and calls
+    C{on_stream(stream_id, headers)} for every SYN_STREAM (header names
+    lower-case).  DATA frames are skipped as they pass, never buffered;
+    HEADERS blocks are decompressed too, since the header compression
+    context spans the whole direction.
+
+    @raise FrameError: from L{feed}, once the stream is not understood.
+    """
+
+    def __init__(self, on_stream: Callable[[int, dict[str, str]], object]) -> None:
+        self.on_stream = on_stream
+        self._buffer = b""
+        self._skip = 0  # DATA payload bytes still to pass over
+        self._inflate = zlib.decompressobj(zdict=SPDY_DICTIONARY)
+        self.broken: str | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self.broken is not None:
+            return
+        try:
+            self._feed(data)
+        except FrameError as e:
+            self.broken = str(e)
+            raise
+
+    def _feed(self, data: bytes) -> None:
+        if self._skip:
+            skipped = min(self._skip, len(data))
+            self._skip -= skipped
+            data = data[skipped:]
+        buffer = self._buffer + data if self._buffer else data
+        pos = 0
+        while len(buffer) - pos >= 8:
+            first, flags_length = struct.unpack_from("!II", buffer, pos)
+            length = flags_length & 0xFFFFFF
+            if not first & 0x80000000:  # DATA: pass over its payload
+                available = len(buffer) - pos - 8
+                if available < length:
+                    self._skip = length - available
+                    pos = len(buffer)
+                    break
+                pos += 8 + length
+                continue
+            if (first >> 16) & 0x7FFF != 3:
+                raise FrameError(f"SPDY version {(first >> 16) & 0x7FFF} is not 3")
+            if length > _MAX_CONTROL_FRAME:
+                raise FrameError(f"a {length}-byte SPDY control frame")
+            if len(buffer) - pos - 8 < length:
+                break
+            payload = buffer[pos + 8 : pos + 8 + length]
+            pos += 8 + length
+            kind = first & 0xFFFF
+            if kind == _SYN_STREAM:
+                if length < 10:
+                    raise FrameError("a SYN_STREAM shorter than its fixed fields")
+                stream_id = struct.unpack_from("!I", payload)[0] & 0x7FFFFFFF
+                self.on_stream(stream_id, self._headers(payload[10:]))
+            elif kind == _HEADERS:
+                if length < 4:
+                    raise FrameError("a HEADERS frame shorter than its stream id")
+                self._headers(payload[4:])
+        self._buffer = buffer[pos:]
+
+    def _headers(self, block: bytes) -> dict[str, str]:
+        try:
+            raw = self._inflate.decompress(block, _MAX_HEADER_BLOCK)
+        except zlib.error as e:
+            raise FrameError(f"a SPDY header block does not decompress: {e}") from None
+        if self._inflate.unconsumed_tail:
+            raise FrameError(f"a SPDY header block over {_MAX_HEADER_BLOCK} bytes")
+        headers: dict[str, str] = {}
+        try:
+            (count,) = struct.unpack_from("!I", raw)
+            offset = 4
+            for _ in range(count):
+                (n,) = struct.unpack_from("!I", raw, offset)
+                name = raw[offset + 4 : offset + 4 + n]
+                offset += 4 + n
+                (n,) = struct.unpack_from("!I", raw, offset)
+                value = raw[offset + 4 : offset + 4 + n]
+                offset += 4 + n
+                headers[name.decode("utf-8", "replace").lower()] = value.decode("utf-8", "replace")
+        except struct.error:
+            raise FrameError("a SPDY header block ends inside a field") from None
+        return headers
+
+
+class PortForwardTap:
+    """
+    Finds the pod port of each connection kubectl forwards: the
+    C{streamtype: data} streams of the client's SPDY direction, whether the
+    SPDY travels in WebSocket messages (C{tunnelled}) or directly.  Calls
+    C{on_forward(port, request_id)} once per data stream.  Only the client
+    direction is read; a stream that cannot be parsed stops the reading
+    (C{stopped} says why), never the relay.
+    """
+
+    def __init__(self, on_forward: Callable[[str, str], object], *, tunnelled: bool) -> None:
+        self.on_forward = on_forward
+        self._spdy = SpdyStreamReader(self._stream)
+        self._tunnel = ChannelReader(masked=True, on_data=self._unwrapped, channels=False) if tunnelled else None
+        self.stopped: str | None = None
+
+    def from_client(self, data: bytes) -> None:
+        if self.stopped is not None:
+            return
+        try:
+            if self._tunnel is not None:
+                self._tunnel.feed(data)
+            else:
+                self._spdy.feed(data)
+        except FrameError as e:
+            self.stopped = f"port-forward streams no longer read: {e}"
+
+    def from_upstream(self, data: bytes) -> None:
+        """The API server's direction carries nothing this needs."""
+
+    def _unwrapped(self, channel: int, chunk: bytes) -> None:
+        self._spdy.feed(chunk)
+
+    def _stream(self, stream_id: int, headers: dict[str, str]) -> None:
+        if headers.get("streamtype") == "data":
+            self.on_forward(headers.get("port", ""), headers.get("requestid", ""))

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import struct
+import zlib
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from hoopgw.protocols.http.channels import ChannelReader, ExecTap, FrameError
+from hoopgw.protocols.http.channels import (
+    SPDY_DICTIONARY,
+    ChannelReader,
+    ExecTap,
+    FrameError,
+    PortForwardTap,
+    SpdyStreamReader,
+)
 
 
 def frame(opcode: int, payload: bytes, *, final: bool = True, masked: bool = False, mask: bytes | None = None) -> bytes:
@@ -141,3 +150,112 @@ class ExecTapTests(SynchronousTestCase):
         tap.from_upstream(message(1, b"later"))
         self.assertIn("recording stopped", tap.stopped)
         self.assertEqual(recorder.events, [])
+
+
+# -- SPDY/3 ---------------------------------------------------------------------
+
+
+class _SpdyClient:
+    """Frames as kubectl writes them: one header compression context for the direction."""
+
+    def __init__(self) -> None:
+        self.deflate = zlib.compressobj(zdict=SPDY_DICTIONARY)
+
+    def block(self, headers: dict[str, str]) -> bytes:
+        raw = struct.pack("!I", len(headers)) + b"".join(
+            struct.pack("!I", len(k)) + k.encode() + struct.pack("!I", len(v)) + v.encode() for k, v in headers.items()
+        )
+        return self.deflate.compress(raw) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
+
+    def syn_stream(self, stream_id: int, headers: dict[str, str]) -> bytes:
+        payload = struct.pack("!IIH", stream_id, 0, 0) + self.block(headers)
+        return struct.pack("!HHI", 0x8000 | 3, 1, len(payload)) + payload
+
+    @staticmethod
+    def data(stream_id: int, payload: bytes, fin: bool = False) -> bytes:
+        return struct.pack("!II", stream_id, (0x01 if fin else 0) << 24 | len(payload)) + payload
+
+    @staticmethod
+    def ping(ping_id: int) -> bytes:
+        return struct.pack("!HHII", 0x8000 | 3, 6, 4, ping_id)
+
+
+def port_forward_bytes(ports: list[int]) -> bytes:
+    """kubectl's client direction: an error and a data stream per connection, with data between."""
+    client = _SpdyClient()
+    out = b""
+    for n, port in enumerate(ports):
+        error_id, data_id = 4 * n + 1, 4 * n + 3
+        common = {"port": str(port), "requestid": str(n)}
+        out += client.syn_stream(error_id, {"streamtype": "error", **common})
+        out += client.syn_stream(data_id, {"streamtype": "data", **common})
+        out += client.data(data_id, os.urandom(70000)) + client.ping(2 * n + 1) + client.data(data_id, b"", fin=True)
+    return out
+
+
+class SpdyStreamReaderTests(SynchronousTestCase):
+    @settings(max_examples=50, deadline=None)
+    @given(st.lists(st.integers(1, 65535), min_size=1, max_size=4), st.lists(st.integers(1, 5000), max_size=40))
+    def test_streams_at_any_chunking(self, ports, chunks) -> None:
+        """Every SYN_STREAM's headers come out, whatever the read sizes;
+        large DATA frames pass without being buffered."""
+        data = port_forward_bytes(ports)
+        seen: list[tuple[int, dict[str, str]]] = []
+        reader = SpdyStreamReader(lambda sid, headers: seen.append((sid, headers)))
+        pos = 0
+        for size in chunks:
+            reader.feed(data[pos : pos + size])
+            pos += size
+            self.assertLess(len(reader._buffer), 70000)
+        reader.feed(data[pos:])
+        self.assertEqual(
+            [(sid, h["streamtype"], h["port"]) for sid, h in seen],
+            [x for n, p in enumerate(ports) for x in ((4 * n + 1, "error", str(p)), (4 * n + 3, "data", str(p)))],
+        )
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=300))
+    def test_arbitrary_bytes(self, data) -> None:
+        """Arbitrary bytes only ever raise FrameError."""
+        try:
+            SpdyStreamReader(lambda *a: None).feed(data)
+        except FrameError:
+            pass
+
+    def test_header_bomb_refused(self) -> None:
+        """A header block that inflates beyond the limit is refused, not inflated."""
+        deflate = zlib.compressobj(zdict=SPDY_DICTIONARY)
+        raw = struct.pack("!I", 1) + struct.pack("!I", 4) + b"port" + struct.pack("!I", 10_000_000) + b"0" * 10_000_000
+        block = deflate.compress(raw) + deflate.flush(zlib.Z_SYNC_FLUSH)
+        payload = struct.pack("!IIH", 1, 0, 0) + block
+        frame = struct.pack("!HHI", 0x8000 | 3, 1, len(payload)) + payload
+        self.assertRaises(FrameError, SpdyStreamReader(lambda *a: None).feed, frame)
+
+
+class PortForwardTapTests(SynchronousTestCase):
+    def test_plain_spdy(self) -> None:
+        """Each forwarded connection's port and request id, once, from plain SPDY."""
+        seen: list[tuple[str, str]] = []
+        tap = PortForwardTap(lambda port, rid: seen.append((port, rid)), tunnelled=False)
+        data = port_forward_bytes([80, 8080])
+        for i in range(0, len(data), 777):
+            tap.from_client(data[i : i + 777])
+        self.assertEqual(seen, [("80", "0"), ("8080", "1")])
+        self.assertIsNone(tap.stopped)
+
+    def test_tunnelled_in_websocket(self) -> None:
+        """The same, with the SPDY bytes in masked WebSocket binary messages
+        cut anywhere (kubectl 1.31+ port-forward)."""
+        seen: list[tuple[str, str]] = []
+        tap = PortForwardTap(lambda port, rid: seen.append((port, rid)), tunnelled=True)
+        data = port_forward_bytes([5432])
+        wire = b"".join(frame(0x2, data[i : i + 1000], masked=True) for i in range(0, len(data), 1000))
+        for i in range(0, len(wire), 333):
+            tap.from_client(wire[i : i + 333])
+        self.assertEqual(seen, [("5432", "0")])
+
+    def test_garbage_stops_reading_only(self) -> None:
+        """Bytes that are not SPDY stop the reading, with a reason; nothing raised."""
+        tap = PortForwardTap(lambda *a: None, tunnelled=False)
+        tap.from_client(b"\x80\x02\x00\x01" + b"\x00" * 20)
+        self.assertIn("SPDY version 2", tap.stopped)

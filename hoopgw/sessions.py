@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from hoopgw.audit.canonical import checked
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted
 from hoopgw.interfaces import IAuditLog, IIdentityVerifier, IPolicy, IRecorder, IStore
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
@@ -413,10 +414,11 @@ class Session:
                 "target": self.connection.target,
                 "source": self.source.address,
                 "protocol": self.source.protocol,
-                "identity": self.identity.to_record(),
+                # Walked for canonical JSON once here, not in every record.
+                "identity": checked(self.identity.to_record()),
             }
             if self.client:
-                common["client"] = self.client
+                common["client"] = checked(self.client)
             self._common = common
         body = common.copy()
         body.update(extra)

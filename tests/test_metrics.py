@@ -91,6 +91,33 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(value(self.metrics, "hoopgw_audit_write_seconds_bucket", le="+Inf"), 3)
         self.assertEqual(value(self.metrics, "hoopgw_audit_write_seconds_count"), 3)
 
+    def test_auditWritesAsPrometheusClientWould(self) -> None:
+        """
+        The audit write counts, kept as plain numbers, render exactly as a
+        prometheus_client Counter and Histogram given the same writes,
+        bucket bounds included.
+        """
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client.exposition import generate_latest
+
+        from hoopgw.metrics import AUDIT_WRITE_BUCKETS
+
+        registry = CollectorRegistry()
+        records = Counter("hoopgw_audit_records_total", "Records appended to the audit log.", registry=registry)
+        seconds = Histogram(
+            "hoopgw_audit_write_seconds",
+            "Time to hand one audit record to the operating system.",
+            buckets=AUDIT_WRITE_BUCKETS,
+            registry=registry,
+        )
+        for taken in (0.0, 1e-6, 2e-6, 2.5e-6, 40e-6, 1e-3, 0.01, 0.011, 0.5):
+            self.metrics.audit_written(taken)
+            records.inc()
+            seconds.observe(taken)
+        expected = b"".join(line + b"\n" for line in generate_latest(registry).splitlines() if b"_created" not in line)
+        ours = self.metrics.render()
+        self.assertIn(expected, ours)
+
     def test_checkpointAge(self) -> None:
         """
         The checkpoint age is the injected clock's time since the last

@@ -23,6 +23,11 @@ C{orjson.Fragment} raw JSON.  Anything else goes to the original path: a
 precise check, then the C{json} module's C encoder over a value rebuilt in
 JCS key order (its settings are equally JCS for plain values).  Lone
 surrogates fail the final UTF-8 encode there.
+
+A value that is the same in many records (a session's identity) is walked
+once: L{checked} returns a read-only L{Checked} copy, which the walk then
+passes without looking inside (orjson renders dict and list subclasses as
+what they are).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["CanonicalizationError", "canonical_json", "MAX_SAFE_INTEGER", "ORJSON_CANONICAL"]
+__all__ = ["CanonicalizationError", "Checked", "canonical_json", "checked", "MAX_SAFE_INTEGER", "ORJSON_CANONICAL"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -61,6 +66,69 @@ def _utf16_key(key: str) -> bytes:
     return key.encode("utf-16-be", "surrogatepass")
 
 
+class Checked(dict):  # type: ignore[type-arg]
+    """
+    A dict the walk has passed, read-only all the way down (nested dicts are
+    L{Checked}, lists and tuples L{CheckedList}), so that it cannot change
+    after its check: made by L{checked} only.
+    """
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a checked audit value is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def copy(self) -> dict:  # type: ignore[override]
+        return dict(self)
+
+    def __reduce__(self) -> Any:
+        return (dict, (dict(self),))
+
+
+class CheckedList(list):  # type: ignore[type-arg]
+    """A list inside a L{Checked} dict: read-only, equal to the list it was."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a checked audit value is read-only")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only  # type: ignore[assignment]
+    append = clear = extend = insert = pop = remove = reverse = sort = _read_only  # type: ignore[assignment]
+
+    def copy(self) -> list:  # type: ignore[override]
+        return list(self)
+
+    def __reduce__(self) -> Any:
+        return (list, (list(self),))
+
+
+def _freeze(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        frozen = Checked()
+        for key, item in value.items():
+            dict.__setitem__(frozen, key, _freeze(item))
+        return frozen
+    if kind is list or kind is tuple:
+        return CheckedList(_freeze(item) for item in value)
+    return value
+
+
+def checked(value: Any) -> Any:
+    """
+    C{value} walked once: a read-only L{Checked} copy if the fast path may
+    take it as it is (the walk then skips it in every record it is put
+    into), else C{value} unchanged, for the walk to judge each time.
+    """
+    if type(value) is dict and _fast_ok(value):
+        return _freeze(value)
+    return value
+
+
 def _fast_ok(value: Any) -> bool:
     """
     C{True} if C{value} is made only of dicts with str keys holding no
@@ -85,6 +153,8 @@ def _fast_ok(value: Any) -> bool:
                 if -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
                     continue
                 return False
+            if kind is Checked or kind is CheckedList:
+                continue
             if not _fast_ok(item):
                 return False
         return True
@@ -97,8 +167,12 @@ def _fast_ok(value: Any) -> bool:
                 if -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
                     continue
                 return False
+            if kind is Checked or kind is CheckedList:
+                continue
             if not _fast_ok(item):
                 return False
+        return True
+    if kind is Checked or kind is CheckedList:
         return True
     if kind is str or kind is bool or value is None:
         return True
@@ -158,6 +232,10 @@ def _check(value: Any, path: str) -> bool:
                     f"{path or '/'}: object key {key!r} is a {type(key).__name__}, expected str"
                 )
             _check(item, f"{path}/{key}")
+        return True
+    if isinstance(value, CheckedList):
+        for index, item in enumerate(value):
+            _check(item, f"{path}/{index}")
         return True
     raise CanonicalizationError(
         f"{path or '/'}: {type(value).__name__} is not a JSON value "

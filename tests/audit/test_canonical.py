@@ -240,3 +240,63 @@ class OrjsonFastPathTests(SynchronousTestCase):
         """
         e = self.assertRaises(CanonicalizationError, canonical_json, {"ok": "x", "a": "ab\udc00"})
         self.assertIn("lone surrogate", str(e))
+
+
+class CheckedTests(SynchronousTestCase):
+    """
+    L{checked}: a value walked once, then passed by the walk without a
+    look inside, encodes byte-identically to the value it was made from.
+    """
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.dictionaries(bmp_keys, bmp_values, max_size=8), st.one_of(records, st.dictionaries(bmp_keys, bmp_values, max_size=8)))
+    def test_same_bytes(self, record: dict, inner: dict) -> None:
+        """
+        Every dict value of a record, and a further nested dict of any kind
+        (non-BMP keys included, which L{checked} leaves to the walk),
+        replaced by its L{checked} form: the output is unchanged and equal
+        to the reference.
+        """
+        from hoopgw.audit.canonical import checked
+
+        plain = {**record, "inner": inner}
+        swapped = {k: checked(v) if type(v) is dict else v for k, v in plain.items()}
+        self.assertEqual(swapped, plain)
+        self.assertEqual(canonical_json(swapped), canonical_json(plain))
+        self.assertEqual(canonical_json(swapped), rfc8785.dumps(plain))
+
+    def test_read_only(self) -> None:
+        """A checked value cannot change after its check, nor can what it holds; copies are plain."""
+        from hoopgw.audit.canonical import Checked, checked
+
+        value = checked({"groups": ["a", "b"], "nested": {"k": ("x",)}})
+        self.assertIsInstance(value, Checked)
+        for change in (
+            lambda: value.__setitem__("x", 1),
+            lambda: value.update(x=1),
+            lambda: value.pop("groups"),
+            lambda: value["groups"].append("root"),
+            lambda: value["groups"].__setitem__(0, "root"),
+            lambda: value["nested"].__setitem__("k", 1),
+        ):
+            self.assertRaises(TypeError, change)
+        self.assertEqual(canonical_json(value), b'{"groups":["a","b"],"nested":{"k":["x"]}}')
+        self.assertIs(type(value.copy()), dict)
+        import copy
+
+        self.assertIs(type(copy.deepcopy(value)), dict)
+
+    def test_not_fast_path_unchanged(self) -> None:
+        """A value the walk would not pass is returned as it is, to be judged in every record."""
+        from hoopgw.audit.canonical import checked
+
+        for value in ({"a": 1.0}, {"\U00010000": 1}, {"a": [MAX_SAFE_INTEGER + 1]}, ["a"], "a"):
+            self.assertIs(checked(value), value)
+
+    def test_checked_list_elsewhere(self) -> None:
+        """A list taken out of a checked value encodes in any record, by either path."""
+        from hoopgw.audit.canonical import checked
+
+        groups = checked({"groups": ["a", "é"]})["groups"]
+        self.assertEqual(canonical_json({"g": groups}), '{"g":["a","é"]}'.encode())
+        self.assertEqual(canonical_json({"g": groups, "f": 2.0}), '{"f":2,"g":["a","é"]}'.encode())

@@ -1090,6 +1090,15 @@ class KubectlTests(_GatewayCase):
         # The forwarded bytes, in SPDY frames, each way.
         self.assertGreater(end["outcome"]["bytes_in"], sent)
         self.assertGreater(end["outcome"]["bytes_out"], sent)
+        # Each forwarded connection, with the port kubectl named only inside
+        # its SPDY stream headers, as an observed action of the same session.
+        connections = [
+            (s, e) for s, e in self.actions() if s["action"]["kind"] == "k8s.portforward.connection"
+        ]
+        self.assertEqual([s["action"]["details"]["port"] for s, _ in connections], ["80", "80"])
+        self.assertEqual({s["session"] for s, _ in connections}, {start["session"]})
+        self.assertEqual({s["action"]["input"] for s, _ in connections}, {"default/web port 80"})
+        self.assertEqual({e["outcome"]["status"] for _, e in connections}, {"succeeded"})
         return recorded, (start, end)
 
     @inlineCallbacks

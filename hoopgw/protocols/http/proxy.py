@@ -70,6 +70,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ from hoopgw.protocols.http.k8s import (
     K8sRequestError,
     from_routed,
 )
-from hoopgw.protocols.http.channels import ExecTap
+from hoopgw.protocols.http.channels import ExecTap, PortForwardTap
 from hoopgw.protocols.http.paths import PathError, RoutedPath, split_request_target
 from hoopgw.protocols.http.pool import Pool, UpstreamConnection, set_no_delay
 from hoopgw.protocols.http.upgrade import (
@@ -192,6 +193,24 @@ _SET_COOKIE = frozenset({b"set-cookie", b"set-cookie2"})
 _ERROR_BODY_CAP = 64 * 1024
 
 _BEARER = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([!-~]+)[ \t]*")
+
+# Clients repeat the same few targets (a poll, kubectl's discovery): the
+# canonical form and API description are pure functions of the target (and
+# method), immutable, and on a Kubernetes path cost more than the rest of
+# the request's own Python.  Kept for at most 256 targets of up to 1 KiB.
+_CACHED_TARGET = 1024
+_split_cached = lru_cache(maxsize=256)(split_request_target)
+_describe_cached = lru_cache(maxsize=256)(from_routed)
+
+
+def _split_target(target: bytes) -> RoutedPath | PathError:
+    return _split_cached(target) if len(target) <= _CACHED_TARGET else split_request_target(target)
+
+
+def _describe_request(method: str, routed: RoutedPath) -> K8sRequest | K8sRequestError:
+    if len(routed.path) + len(routed.query) <= _CACHED_TARGET:
+        return _describe_cached(method, routed)
+    return from_routed(method, routed)
 
 
 def error_body(code: int, message: str, *, kubernetes: bool) -> bytes:
@@ -548,6 +567,8 @@ class _ClientConnection(Protocol):
         self._feeding = False
         self._more = False
         self._idle: Any = None
+        # When the connection last became idle; None while a request is in progress.
+        self._idle_since: float | None = None
         self.refusals = 0
         self.source: Source = Source("http", "unknown")
 
@@ -585,11 +606,23 @@ class _ClientConnection(Protocol):
             self._read_paused = False
             self.transport.resumeProducing()
 
+    # One timer per connection, not one per request: it is left running
+    # while a request is in progress and, when it fires, closes the
+    # connection only if it has been idle for the whole timeout, else waits
+    # for the rest of it.
+
     def _arm_idle(self) -> None:
-        if self.front.idle_timeout and self._idle is None:
-            self._idle = self.front.reactor.callLater(self.front.idle_timeout, self._idle_expired)
+        timeout = self.front.idle_timeout
+        if timeout:
+            self._idle_since = self.front.reactor.seconds()
+            if self._idle is None:
+                self._idle = self.front.reactor.callLater(timeout, self._idle_expired)
+
+    def _busy(self) -> None:
+        self._idle_since = None
 
     def _disarm_idle(self) -> None:
+        self._idle_since = None
         if self._idle is not None:
             if self._idle.active():
                 self._idle.cancel()
@@ -597,7 +630,13 @@ class _ClientConnection(Protocol):
 
     def _idle_expired(self) -> None:
         self._idle = None
-        if self.exchange is None:
+        since = self._idle_since
+        if since is None or self.exchange is not None:
+            return  # busy: re-armed when the request ends
+        left = since + self.front.idle_timeout - self.front.reactor.seconds()
+        if left > 0:
+            self._idle = self.front.reactor.callLater(left, self._idle_expired)
+        else:
             self.close()
 
     def close(self) -> None:
@@ -658,7 +697,7 @@ class _ClientConnection(Protocol):
             self._feeding = False
 
     def _request(self, head: Head) -> None:
-        self._disarm_idle()
+        self._busy()
         exchange = _Exchange(self, head)
         self.exchange = exchange
         if exchange.refused_early():
@@ -801,6 +840,8 @@ class _Exchange:
         self.response_chunked = False
         self.response_keep_alive = False
         self.response_size = 0
+        # The response head, held until the first of the body joins it.
+        self.unsent_head = b""
         self.keep = 0
         self.error_head = bytearray()
 
@@ -987,6 +1028,14 @@ class _Exchange:
             upstream.close()
         self._fail_waiters(error)
 
+    def _to_client(self, data: bytes) -> None:
+        """Write to the client, the response head first if it has not gone yet (one write, one TLS record)."""
+        head = self.unsent_head
+        if head:
+            self.unsent_head = b""
+            data = head + data
+        self.conn.transport.write(data)
+
     def _response_data(self, data: bytes) -> None:
         self.response_size += len(data)
         if len(self.error_head) < self.keep:
@@ -994,13 +1043,13 @@ class _Exchange:
         if self.gone:
             return
         if self.response_chunked:
-            self.conn.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+            self._to_client(b"%x\r\n%b\r\n" % (len(data), data))
         else:
-            self.conn.transport.write(data)
+            self._to_client(data)
 
     def _response_complete(self) -> None:
         if self.response_chunked and not self.gone:
-            self.conn.transport.write(_LAST_CHUNK)
+            self._to_client(_LAST_CHUNK)
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             # Reused only when both messages were whole: the request body
@@ -1067,7 +1116,7 @@ class _Exchange:
         head = self.head
         conn = self.conn
         source = conn.source
-        routed = split_request_target(head.target)
+        routed = _split_target(head.target)
         if isinstance(routed, PathError):
             # Refused paths still get their connection's error form, if the
             # first segment names one.
@@ -1100,7 +1149,7 @@ class _Exchange:
             # Rails, Laravel, Symfony and method-override run a POST with
             # _method=DELETE as a DELETE; the Kubernetes API server does not.
             return self._refused(400, "the _method query parameter (a method override) is not allowed", identity)
-        info = from_routed(self.method, routed)
+        info = _describe_request(self.method, routed)
         if isinstance(info, K8sRequestError):
             return self._refused(info.status, info.reason, identity)
         sanitized = sanitize_request_headers(
@@ -1149,6 +1198,31 @@ class _Exchange:
         if self.close_after:
             return await self._upgrade(session, handle, identity, routed, upstream, sanitized.headers, info)
         await self._forward(session, handle, identity, routed, upstream, sanitized.headers)
+
+    def _forward_tap(self, session: Session, info: K8sRequest | None, upgrade: bytes) -> PortForwardTap | None:
+        """
+        C{kubectl port-forward} names the pod port only inside the SPDY
+        streams it opens per local connection, never in the URL: each one is
+        recorded as an observed C{k8s.portforward.connection} action with its
+        port (what was forwarded, recorded, not decided: the relay does not
+        hold a stream for policy).
+        """
+        if info is None or info.display_verb != "portforward":
+            return None
+        pod = f"{info.namespace}/{info.name}"
+
+        def forwarded(port: str, request_id: str) -> None:
+            action = Action(
+                kind="k8s.portforward.connection",
+                input=f"{pod} port {port}",
+                attributes={"k8s.ports": (port,)},
+                details={"pod": pod, "port": port, "request_id": request_id, "observed": True},
+            )
+            d = session.observe(action)
+            d.addCallback(lambda handle: handle.finish(Outcome(status=Status.succeeded)))
+            d.addErrback(lambda f: log.failure("port-forward connection not audited", f))
+
+        return PortForwardTap(forwarded, tunnelled=upgrade == b"websocket")
 
     def _terminal_tap(
         self, session: Session, handle: ActionHandle, info: K8sRequest | None, upgrade: bytes
@@ -1310,7 +1384,7 @@ class _Exchange:
                 timer.cancel()
 
         code = response.code
-        self._write_response_head(response, upstream.pass_cookies)
+        self.unsent_head = self._response_head(response, upstream.pass_cookies)
         self.keep = _ERROR_BODY_CAP if code >= 400 else 0
         self.response_reusable = response.keep_alive
         self.response_end = Deferred()
@@ -1318,6 +1392,8 @@ class _Exchange:
         early, self.early_events = self.early_events, None
         if early:
             self.upstream_events(early)
+        if self.unsent_head and not self.gone:
+            self._to_client(b"")
         if self.conn.write_paused:
             self.client_write_paused(True)
         problem_reason = await self.response_end
@@ -1399,7 +1475,7 @@ class _Exchange:
                 raise ParseError(502, "an unrequested 101 Switching Protocols")
             return response
 
-    def _write_response_head(self, response: Head, pass_cookies: bool) -> None:
+    def _response_head(self, response: Head, pass_cookies: bool) -> bytes:
         head = self.head
         lines = [b"HTTP/1.1 %d %s" % (response.code, response.reason or _phrase(response.code))]
         for name, value in _response_pairs(response.headers, pass_cookies=pass_cookies):
@@ -1418,7 +1494,7 @@ class _Exchange:
         self.response_keep_alive = keep_alive
         self.responded = True
         lines.append(b"\r\n")
-        self.conn.transport.write(b"\r\n".join(lines))
+        return b"\r\n".join(lines)
 
     async def _upgrade(
         self,
@@ -1536,12 +1612,12 @@ class _Exchange:
         self.done = True
         self.responded = True
         conn = self.conn
-        tap = self._terminal_tap(session, handle, info, upgrade)
+        tap = self._terminal_tap(session, handle, info, upgrade) or self._forward_tap(session, info, upgrade)
         client = take_over(conn, side, b"\r\n".join(lines) + b"\r\n\r\n", conn.parser.take_buffered(), tap=tap)
         await DeferredList([client.lost, side.lost])
         session.bytes_in += client.sent
         session.bytes_out += side.received
-        failed = tap.recorder.failed if tap is not None else None
+        failed = tap.recorder.failed if isinstance(tap, ExecTap) else None
         handle.finish(
             Outcome(
                 status=Status.failed if failed else Status.succeeded,

@@ -225,3 +225,70 @@ class TLSPolicyTests(SynchronousTestCase):
         creator = policy.creatorForNetloc(b"127.0.0.1", 6443)
         self.assertIsInstance(creator, ssl.CertificateOptions)
         self.assertFalse(creator.verify)
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    """
+    A client connection is closed after idle_timeout seconds without a
+    request, never while one is in progress: one timer per connection,
+    which waits out the rest of the timeout if a request came meanwhile.
+    """
+
+    def connection(self):
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from hoopgw.protocols.http.proxy import _ClientConnection
+
+        class Front:
+            idle_timeout = 60.0
+            reactor = Clock()
+
+        conn = _ClientConnection(Front())
+        transport = StringTransport()
+        conn.makeConnection(transport)
+        return conn, transport, Front.reactor
+
+    def request(self, conn, clock, seconds):
+        conn._busy()
+        conn.exchange = object()
+        clock.advance(seconds)
+        conn.exchange = None
+        conn._arm_idle()
+
+    def test_idle_for_the_whole_timeout(self):
+        """Counted from the end of the last request, not from when the timer started."""
+        conn, transport, clock = self.connection()
+        clock.advance(10)
+        self.request(conn, clock, 10)  # idle again from t=20
+        clock.advance(59)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_never_during_a_request(self):
+        """A request longer than the timeout keeps the connection; the timeout starts again when it ends."""
+        conn, transport, clock = self.connection()
+        clock.advance(50)
+        self.request(conn, clock, 100)  # from t=50 to t=150
+        self.assertFalse(transport.disconnecting)
+        clock.advance(59.5)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.5)
+        self.assertTrue(transport.disconnecting)
+
+    def test_one_timer(self):
+        """Requests do not each schedule a timer."""
+        conn, _, clock = self.connection()
+        for _ in range(5):
+            self.request(conn, clock, 1)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+
+    def test_lost(self):
+        """A lost connection leaves no timer behind."""
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        conn, _, clock = self.connection()
+        conn.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -245,3 +245,28 @@ class HypothesisTests(SynchronousTestCase):
             parse_all(message[:at] + junk + message[at + len(junk):], eof=True)
         except ParseError:
             pass
+
+    @settings(max_examples=400, deadline=None)
+    @given(requests(), st.integers(0, 400), st.binary(min_size=1, max_size=3), st.booleans())
+    def test_one_match_head_equals_line_by_line(self, message: bytes, at: int, junk: bytes, response: bool) -> None:
+        """
+        The one-regex path for well-formed heads gives the same events, or
+        the same error, as the line-by-line path it skips.
+        """
+        from hoopgw.protocols.http import wire
+
+        if response:
+            message = b"HTTP/1.1 200 OK" + message[message.index(b"\r\n"):]
+        at = at % (len(message) + 1)
+        data = message[:at] + junk + message[at + len(junk):]
+
+        def outcome() -> object:
+            try:
+                return parse_all(data, response=response, eof=True)
+            except ParseError as e:
+                return (e.status, e.reason)
+
+        fast = outcome()
+        never = wire.re.compile(rb"(?!)")
+        self.patch(wire, "_FIELD_LINES", never)
+        self.assertEqual(outcome(), fast)

@@ -365,7 +365,9 @@ def spawn_kubectl(
     return proc
 
 
-def spawn_kubectl_tty(kubeconfig: str, *args: str, reactor: Any = None) -> KubectlProcess:
+def spawn_kubectl_tty(
+    kubeconfig: str, *args: str, env: Mapping[str, str] | None = None, reactor: Any = None
+) -> KubectlProcess:
     """
     Start kubectl on a terminal of its own (util-linux C{script} gives it a
     pty), as a person runs C{kubectl exec -it}; what kubectl prints comes
@@ -379,8 +381,8 @@ def spawn_kubectl_tty(kubeconfig: str, *args: str, reactor: Any = None) -> Kubec
         raise _unavailable("util-linux script (a pty for kubectl -t) is not installed")
     command = shlex.join([kubectl, "--kubeconfig", kubeconfig, *args])
     proc = KubectlProcess(None)
-    env = _kubectl_env(kubeconfig, {"TERM": "xterm"})
-    reactor.spawnProcess(proc, script, [script, "-qec", command, "/dev/null"], env=env)
+    environment = _kubectl_env(kubeconfig, {"TERM": "xterm", **(env or {})})
+    reactor.spawnProcess(proc, script, [script, "-qec", command, "/dev/null"], env=environment)
     return proc
 
 

@@ -953,15 +953,22 @@ class KubectlTests(_GatewayCase):
         code, out, err = yield run_kubectl(self.kubeconfig, "exec", "web", "--", "sh", "-c", "exit 3")
         self.assertEqual(code, 3, err)
 
-    @inlineCallbacks
     def test_exec_terminal_recorded(self):
         """
-        kubectl exec -it on a real terminal (a pty from script): the session
-        works through the gateway and is recorded as asciicast from the
-        channels (the prompt and the answer as output, the size kubectl
-        reports as a resize), its SHA-256 in session.end, playable by stock
-        asciinema cat; keystrokes are not recorded by default.
+        kubectl exec -it on a real terminal (a pty from script), over
+        WebSocket: the session works through the gateway and is recorded as
+        asciicast from the channels (the prompt and the answer as output),
+        its SHA-256 in session.end, playable by stock asciinema cat;
+        keystrokes are not recorded by default.
         """
+        return self.terminal_recorded()
+
+    def test_exec_terminal_recorded_over_spdy(self):
+        """The same with kubectl's SPDY/3.1 transport (before 1.30, or its fallback)."""
+        return self.terminal_recorded(SPDY_EXEC)
+
+    @inlineCallbacks
+    def terminal_recorded(self, env=None):
         self.fake.add_pod("web")
 
         def greet(session, args):
@@ -978,7 +985,7 @@ class KubectlTests(_GatewayCase):
             session.on_stdin = more
 
         self.fake.commands["greet"] = greet
-        proc = spawn_kubectl_tty(self.kubeconfig, "exec", "-it", "web", "--", "greet")
+        proc = spawn_kubectl_tty(self.kubeconfig, "exec", "-it", "web", "--", "greet", env=env)
         yield proc.wait_for(b"name? ")
         proc.write(b"bob\r")
         code, out, err = yield proc.ended

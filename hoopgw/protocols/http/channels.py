@@ -37,6 +37,7 @@ __all__ = [
     "STDERR",
     "STDIN",
     "STDOUT",
+    "SpdyExecTap",
     "SpdyStreamReader",
 ]
 
@@ -228,17 +229,7 @@ class ExecTap:
             self.recorder.output(chunk)  # type: ignore[attr-defined]
 
     def _resize_data(self, chunk: bytes) -> None:
-        # kubectl sends each resize as one small message; collect until it parses.
-        self._resize = (self._resize + chunk)[-_MAX_RESIZE:]
-        try:
-            size = json.loads(self._resize)
-        except ValueError:
-            return
-        self._resize = b""
-        if isinstance(size, dict):
-            width, height = size.get("Width"), size.get("Height")
-            if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
-                self.recorder.resize(width, height)  # type: ignore[attr-defined]
+        self._resize = _resized(self.recorder, self._resize + chunk)
 
 
 # -- SPDY/3.1 (draft-mbelshe-httpbis-spdy-00 as SPDY/3, section 2) --------------
@@ -276,19 +267,30 @@ _MAX_CONTROL_FRAME = 64 * 1024
 
 class SpdyStreamReader:
     """
-    Reads one direction of a SPDY/3 connection and calls
-    C{on_stream(stream_id, headers)} for every SYN_STREAM (header names
-    lower-case).  DATA frames are skipped as they pass, never buffered;
-    HEADERS blocks are decompressed too, since the header compression
-    context spans the whole direction.
+    Reads one direction of a SPDY/3 connection: C{on_stream(stream_id,
+    headers)} for every SYN_STREAM (header names lower-case) and, if given,
+    C{on_data(stream_id, chunk)} for DATA payload in the pieces it arrives
+    in (never buffered).  HEADERS blocks are decompressed too, since the
+    header compression context spans the whole direction.  With
+    C{read_headers=False} (a direction whose header blocks do not matter,
+    the server's) control frames are passed over undecompressed.
 
     @raise FrameError: from L{feed}, once the stream is not understood.
     """
 
-    def __init__(self, on_stream: Callable[[int, dict[str, str]], object]) -> None:
+    def __init__(
+        self,
+        on_stream: Callable[[int, dict[str, str]], object] | None = None,
+        *,
+        on_data: Callable[[int, bytes], object] | None = None,
+        read_headers: bool = True,
+    ) -> None:
         self.on_stream = on_stream
+        self.on_data = on_data
+        self.read_headers = read_headers
         self._buffer = b""
-        self._skip = 0  # DATA payload bytes still to pass over
+        self._skip = 0  # DATA payload bytes still to come
+        self._data_stream = 0  # the stream they belong to
         self._inflate = zlib.decompressobj(zdict=SPDY_DICTIONARY)
         self.broken: str | None = None
 
@@ -303,18 +305,22 @@ class SpdyStreamReader:
 
     def _feed(self, data: bytes) -> None:
         if self._skip:
-            skipped = min(self._skip, len(data))
-            self._skip -= skipped
-            data = data[skipped:]
+            piece = data[: self._skip]
+            self._skip -= len(piece)
+            data = data[len(piece) :]
+            self._deliver(self._data_stream, piece)
         buffer = self._buffer + data if self._buffer else data
         pos = 0
         while len(buffer) - pos >= 8:
             first, flags_length = struct.unpack_from("!II", buffer, pos)
             length = flags_length & 0xFFFFFF
-            if not first & 0x80000000:  # DATA: pass over its payload
-                available = len(buffer) - pos - 8
+            if not first & 0x80000000:  # DATA: handed on as it passes
+                stream_id = first & 0x7FFFFFFF
+                available = min(length, len(buffer) - pos - 8)
+                self._deliver(stream_id, buffer[pos + 8 : pos + 8 + available])
                 if available < length:
                     self._skip = length - available
+                    self._data_stream = stream_id
                     pos = len(buffer)
                     break
                 pos += 8 + length
@@ -327,17 +333,25 @@ class SpdyStreamReader:
                 break
             payload = buffer[pos + 8 : pos + 8 + length]
             pos += 8 + length
+            if not self.read_headers:
+                continue
             kind = first & 0xFFFF
             if kind == _SYN_STREAM:
                 if length < 10:
                     raise FrameError("a SYN_STREAM shorter than its fixed fields")
                 stream_id = struct.unpack_from("!I", payload)[0] & 0x7FFFFFFF
-                self.on_stream(stream_id, self._headers(payload[10:]))
+                headers = self._headers(payload[10:])
+                if self.on_stream is not None:
+                    self.on_stream(stream_id, headers)
             elif kind == _HEADERS:
                 if length < 4:
                     raise FrameError("a HEADERS frame shorter than its stream id")
                 self._headers(payload[4:])
         self._buffer = buffer[pos:]
+
+    def _deliver(self, stream_id: int, piece: bytes) -> None:
+        if piece and self.on_data is not None:
+            self.on_data(stream_id, piece)
 
     def _headers(self, block: bytes) -> dict[str, str]:
         try:
@@ -399,3 +413,74 @@ class PortForwardTap:
     def _stream(self, stream_id: int, headers: dict[str, str]) -> None:
         if headers.get("streamtype") == "data":
             self.on_forward(headers.get("port", ""), headers.get("requestid", ""))
+
+
+class SpdyExecTap:
+    """
+    The SPDY/3.1 counterpart of L{ExecTap} (kubectl before 1.30, or its
+    fallback when the WebSocket upgrade fails): the client opens one stream
+    per channel (C{streamtype} stdin, stdout, stderr, resize, error); what
+    the server sends on stdout and stderr is output, the client's stdin
+    input, its resize messages resizes.
+    """
+
+    def __init__(self, recorder: object) -> None:
+        self.recorder = recorder
+        self._types: dict[int, str] = {}
+        self._client = SpdyStreamReader(self._stream, on_data=self._client_data)
+        self._upstream = SpdyStreamReader(on_data=self._upstream_data, read_headers=False)
+        self._resize = b""
+        self.stopped: str | None = None
+
+    def from_client(self, data: bytes) -> None:
+        self._feed(self._client, data)
+
+    def from_upstream(self, data: bytes) -> None:
+        self._feed(self._upstream, data)
+
+    def _feed(self, reader: SpdyStreamReader, data: bytes) -> None:
+        if self.stopped is not None:
+            return
+        try:
+            reader.feed(data)
+        except FrameError as e:
+            self.stopped = f"recording stopped: {e}"
+
+    def _stream(self, stream_id: int, headers: dict[str, str]) -> None:
+        self._types[stream_id] = headers.get("streamtype", "")
+
+    def _client_data(self, stream_id: int, chunk: bytes) -> None:
+        kind = self._types.get(stream_id)
+        if kind == "stdin":
+            self.recorder.input(chunk)  # type: ignore[attr-defined]
+        elif kind == "resize":
+            self._resize = _resized(self.recorder, self._resize + chunk)
+
+    def _upstream_data(self, stream_id: int, chunk: bytes) -> None:
+        if self._types.get(stream_id) in ("stdout", "stderr"):
+            self.recorder.output(chunk)  # type: ignore[attr-defined]
+
+
+def _resized(recorder: object, pending: bytes) -> bytes:
+    """
+    Feed resize messages (C{{"Width": W, "Height": H}}, one JSON object
+    each, possibly cut or several in a row) to C{recorder}; return what is
+    left of an incomplete one.
+    """
+    pending = pending[-_MAX_RESIZE:]
+    decoder = json.JSONDecoder()
+    text = pending.decode("utf-8", "replace")
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        if pos >= len(text):
+            return b""
+        try:
+            size, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            return text[pos:].encode()
+        if isinstance(size, dict):
+            width, height = size.get("Width"), size.get("Height")
+            if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+                recorder.resize(width, height)  # type: ignore[attr-defined]

@@ -107,7 +107,7 @@ from hoopgw.protocols.http.k8s import (
     K8sRequestError,
     from_routed,
 )
-from hoopgw.protocols.http.channels import ExecTap, PortForwardTap
+from hoopgw.protocols.http.channels import ExecTap, PortForwardTap, SpdyExecTap
 from hoopgw.protocols.http.paths import PathError, RoutedPath, split_request_target
 from hoopgw.protocols.http.pool import Pool, UpstreamConnection, set_no_delay
 from hoopgw.protocols.http.upgrade import (
@@ -1226,16 +1226,16 @@ class _Exchange:
 
     def _terminal_tap(
         self, session: Session, handle: ActionHandle, info: K8sRequest | None, upgrade: bytes
-    ) -> ExecTap | None:
+    ) -> ExecTap | SpdyExecTap | None:
         """
-        A terminal (C{kubectl exec -it}, C{attach -it}: C{tty=true}) over
-        WebSocket is recorded as asciicast from its stdin/stdout/stderr and
-        resize channels, like an SSH terminal; the recording's SHA-256 goes
+        A terminal (C{kubectl exec -it}, C{attach -it}: C{tty=true}), over
+        WebSocket or SPDY/3.1, is recorded as asciicast from its
+        stdin/stdout/stderr and resize channels, like an SSH terminal; the recording's SHA-256 goes
         into C{session.end}.  Without a terminal nothing is recorded (the
         action has the command and byte counts).
         """
         folder = self.front.recordings
-        if folder is None or info is None or upgrade != b"websocket":
+        if folder is None or info is None:
             return None
         if info.display_verb not in ("exec", "attach"):
             return None
@@ -1255,7 +1255,7 @@ class _Exchange:
             on_failure=lambda reason: self.conn.transport.abortConnection(),
         )
         session.add_recording(recorder)
-        return ExecTap(recorder)
+        return ExecTap(recorder) if upgrade == b"websocket" else SpdyExecTap(recorder)
 
     def _refused(self, code: int, message: str, identity: Identity) -> None:
         """A request refused before a decision, with its identity known."""
@@ -1617,7 +1617,7 @@ class _Exchange:
         await DeferredList([client.lost, side.lost])
         session.bytes_in += client.sent
         session.bytes_out += side.received
-        failed = tap.recorder.failed if isinstance(tap, ExecTap) else None
+        failed = tap.recorder.failed if isinstance(tap, (ExecTap, SpdyExecTap)) else None
         handle.finish(
             Outcome(
                 status=Status.failed if failed else Status.succeeded,

@@ -20,6 +20,7 @@ from hoopgw.protocols.http.channels import (
     ExecTap,
     FrameError,
     PortForwardTap,
+    SpdyExecTap,
     SpdyStreamReader,
 )
 
@@ -259,3 +260,28 @@ class PortForwardTapTests(SynchronousTestCase):
         tap = PortForwardTap(lambda *a: None, tunnelled=False)
         tap.from_client(b"\x80\x02\x00\x01" + b"\x00" * 20)
         self.assertIn("SPDY version 2", tap.stopped)
+
+
+class SpdyExecTapTests(SynchronousTestCase):
+    def test_terminal_events(self) -> None:
+        """Over SPDY: the client's stdin and resize streams are input and
+        resizes, the server's DATA on stdout/stderr output, its error stream
+        nothing; DATA cut anywhere and control frames in between change nothing."""
+        client, server = _SpdyClient(), _SpdyClient()
+        up = b"".join(
+            client.syn_stream(sid, {"streamtype": kind})
+            for sid, kind in ((1, "error"), (3, "stdin"), (5, "stdout"), (7, "resize"))
+        )
+        up += client.data(7, b'{"Width":100,"Height":30}') + client.data(3, b"ls\r")
+        down = server.syn_stream(2, {}) + server.data(5, b"file-one\r\n" * 3) + server.ping(2)
+        down += server.data(1, b'{"status":"Success"}', fin=True)
+        recorder = _Recorder()
+        tap = SpdyExecTap(recorder)
+        for i in range(0, len(up), 5):
+            tap.from_client(up[i : i + 5])
+        for i in range(0, len(down), 7):
+            tap.from_upstream(down[i : i + 7])
+        self.assertIsNone(tap.stopped)
+        self.assertEqual(recorder.events[0], ("r", (100, 30)))
+        self.assertEqual(b"".join(d for k, d in recorder.events if k == "i"), b"ls\r")
+        self.assertEqual(b"".join(d for k, d in recorder.events if k == "o"), b"file-one\r\n" * 3)

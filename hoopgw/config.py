@@ -238,6 +238,9 @@ class HTTPSettings:
     pass_cookies: bool = False
     # Keystrokes in kubectl exec -it recordings ("i" events), as for SSH.
     record_input: bool = False
+    # An exec, attach or port-forward silent both ways this long is closed
+    # (the kubelet's own streaming idle timeout defaults to 4 h).  0: never.
+    upgrade_idle_timeout: int = 4 * 3600
 
 
 CONNECTION_KINDS = ("http", "postgres", "ssh")
@@ -348,6 +351,7 @@ _CONNECTION_KEYS = {
         "record_input",
         "token_env",
         "token_file",
+        "upgrade_idle_timeout",
         "upstream",
     ),
 }
@@ -961,6 +965,9 @@ def _connection(table: _Table) -> Connection:
             impersonate=table.boolean("impersonate", _default(HTTPSettings, "impersonate")),
             pass_cookies=table.boolean("pass_cookies", _default(HTTPSettings, "pass_cookies")),
             record_input=table.boolean("record_input", _default(HTTPSettings, "record_input")),
+            upgrade_idle_timeout=table.duration(
+                "upgrade_idle_timeout", _default(HTTPSettings, "upgrade_idle_timeout"), allow_zero=True
+            ),
         )
     return Connection(name=name, kind=kind, target=target, settings=settings)
 

@@ -236,6 +236,14 @@ token_file = "k8s-token"
 ca_file = "k8s-ca.pem"
 impersonate = true
 [[connections]]
+name = "k8s-idle"
+kind = "http"
+upstream = "{fake.url}"
+token_file = "k8s-token"
+ca_file = "k8s-ca.pem"
+impersonate = true
+upgrade_idle_timeout = "1s"
+[[connections]]
 name = "web"
 kind = "http"
 upstream = "https://localhost:{web_port}/base"
@@ -494,6 +502,23 @@ class CurlTests(_GatewayCase):
             (end["outcome"]["status"], end["outcome"]["error"]),
             ("failed", "upstream did not answer within 0.5 s"),
         )
+
+    @inlineCallbacks
+    def test_stalled_request_body(self):
+        """
+        A request body that stops arriving (10 of 100 declared bytes, then
+        nothing) is answered 408 once nothing has come for the idle timeout,
+        the connection is closed, nothing reaches the upstream, and the
+        refusal is recorded.
+        """
+        self.front.idle_timeout = 1
+        auth = f"Authorization: Bearer {self.token}"
+        reply = yield self.raw("POST /web/stall HTTP/1.1\nHost: gw\n" + auth + "\nContent-Length: 100\n", "x" * 10)
+        self.assertTrue(reply.startswith("HTTP/1.1 408 "), reply)
+        self.assertIn("the request body stalled: no bytes for 1 s", reply)
+        self.assertFalse([r for r in self.upstream.seen if "/stall" in r.uri])
+        [refused] = [r for r in self.records("request.refused") if r["code"] == 408]
+        self.assertEqual(refused["outcome"]["error"], "the request body stalled: no bytes for 1 s")
 
     @inlineCallbacks
     def test_request_bodies_are_refused_before_they_are_read(self):
@@ -1023,6 +1048,29 @@ class KubectlTests(_GatewayCase):
         self.assertEqual((code, out), (0, "one\ntwo\n"), err)
         [(_, end)] = self.exec_actions()
         self.assertGreater(end["outcome"]["bytes_in"], len(b"one\ntwo\n"))
+
+    @inlineCallbacks
+    def test_idle_exec_closed(self):
+        """
+        An exec with nothing sent either way for the connection's
+        upgrade_idle_timeout is closed by the gateway: kubectl ends, and the
+        action ends failed saying why.
+        """
+        self.fake.add_pod("web")
+        kubeconfig = write_kubeconfig(
+            self.base / "kubeconfig-idle", server=self.url("/k8s-idle"),
+            ca_pem=self.gateway.tls_cert.read_bytes(), token=self.token,
+        )
+        proc = spawn_kubectl(kubeconfig, "exec", "-i", "web", "--", "cat")  # stdin held open, silent
+        code, out, err = yield proc.ended
+        self.assertNotEqual(code, 0)
+        yield wait_until(lambda: (a := self.exec_actions()) and all(e for _, e in a), "the exec's action to end")
+        [(start, end)] = self.exec_actions()
+        self.assertEqual(start["connection"], "k8s-idle")
+        self.assertEqual(
+            (end["outcome"]["status"], end["outcome"]["error"]),
+            ("failed", "closed after 1 s without traffic (upgrade_idle_timeout)"),
+        )
 
     @inlineCallbacks
     def test_attach_with_stdin(self):

@@ -844,6 +844,35 @@ class _Exchange:
         self.unsent_head = b""
         self.keep = 0
         self.error_head = bytearray()
+        # A body that stops arriving is as idle as a connection between
+        # requests: after idle_timeout without a byte (while the gateway is
+        # reading) the request ends with 408 instead of holding both legs.
+        self._body_active = False
+        self._stall: Any = None
+        timeout = self.front.idle_timeout
+        if head.has_body and timeout:
+            self._stall = self.front.reactor.callLater(timeout, self._stall_check)
+
+    def _stall_check(self) -> None:
+        self._stall = None
+        if self.body_complete or self.done or self.gone or self.body_error:
+            return
+        timeout = self.front.idle_timeout
+        if self._body_active or self.conn._read_paused:
+            # Bytes came, or the gateway itself stopped reading (the upstream
+            # is behind): not the client's stall.
+            self._body_active = False
+            self._stall = self.front.reactor.callLater(timeout, self._stall_check)
+            return
+        self.body_error = f"the request body stalled: no bytes for {timeout:g} s"
+        if self.handle is None:
+            self.conn.refused(408, self.body_error, head=self.head)
+        self._stop_body(408, self.body_error)
+
+    def _stop_stall(self) -> None:
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        self._stall = None
 
     # -- answered before the exchange starts ---------------------------------
 
@@ -901,6 +930,7 @@ class _Exchange:
     def body_data(self, data: bytes) -> None:
         if self.done or self.gone:
             return
+        self._body_active = True
         self.body_received += len(data)
         if self.body_received > self.front.max_body:
             return self._body_too_large()
@@ -922,6 +952,7 @@ class _Exchange:
         if self.done or self.gone or self.body_complete:
             return
         self.body_complete = True
+        self._stop_stall()
         if self.forwarding:
             if self.chunked_upstream and self.upstream is not None:
                 self.upstream.transport.write(_LAST_CHUNK)
@@ -944,6 +975,7 @@ class _Exchange:
         self._stop_body(413, self.body_error)
 
     def _stop_body(self, code: int, message: str) -> None:
+        self._stop_stall()
         conn = self.conn
         if not self.responded and not self.done:
             self.done = True
@@ -1067,6 +1099,7 @@ class _Exchange:
 
     def client_gone(self) -> None:
         self.gone = True
+        self._stop_stall()
         if self.pending is not None:
             self.pending.cancel()
         if self.body_waiter is not None:
@@ -1613,15 +1646,24 @@ class _Exchange:
         self.responded = True
         conn = self.conn
         tap = self._terminal_tap(session, handle, info, upgrade) or self._forward_tap(session, info, upgrade)
-        client = take_over(conn, side, b"\r\n".join(lines) + b"\r\n\r\n", conn.parser.take_buffered(), tap=tap)
+        client = take_over(
+            conn,
+            side,
+            b"\r\n".join(lines) + b"\r\n\r\n",
+            conn.parser.take_buffered(),
+            tap=tap,
+            clock=self.front.reactor,
+            idle_timeout=getattr(session.connection.settings, "upgrade_idle_timeout", 0),
+        )
         await DeferredList([client.lost, side.lost])
         session.bytes_in += client.sent
         session.bytes_out += side.received
         failed = tap.recorder.failed if isinstance(tap, (ExecTap, SpdyExecTap)) else None
+        error = f"the terminal recording failed ({failed}); the session was ended" if failed else client.idle_closed
         handle.finish(
             Outcome(
-                status=Status.failed if failed else Status.succeeded,
-                error=f"the terminal recording failed ({failed}); the session was ended" if failed else None,
+                status=Status.failed if error else Status.succeeded,
+                error=error,
                 code="101",
                 bytes_in=client.sent,
                 bytes_out=side.received,

@@ -164,6 +164,7 @@ class _UpstreamSide(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.peer is not None:
+            self.peer.active = True
             self.received += len(data)
             self.peer.transport.write(data)
             if self.tap is not None:
@@ -235,10 +236,13 @@ class _UpstreamSide(Protocol):
             self.head.errback(reason)
         elif not self.body.called and self.peer is None and self.response is not None and self.response.code != 101:
             self.body.callback(self._collected)
-        if self.peer is not None:
-            self.peer.other_lost()
-        if not self.lost.called:
-            self.lost.callback(None)
+        try:
+            if self.peer is not None:
+                self.peer.other_lost()
+        finally:
+            # The exchange waits on this to write the action's outcome.
+            if not self.lost.called:
+                self.lost.callback(None)
 
 
 class _ClientSide:
@@ -253,18 +257,52 @@ class _ClientSide:
         self.tap = tap
         self.sent = 0
         self.lost: Deferred = Deferred()
+        # Traffic either way since the idle check last looked; why it closed.
+        self.active = False
+        self.idle_closed: str | None = None
+        self._idle_check: Any = None
+
+    def watch_idle(self, clock: Any, timeout: float) -> None:
+        """
+        Close both sides once neither has sent anything for C{timeout}
+        seconds (an exec left open, a port-forward nobody uses), as the
+        kubelet's streaming idle timeout would; checked once per
+        C{timeout}, so a busy relay pays a flag per read.
+        """
+        if timeout <= 0:
+            return
+
+        def check() -> None:
+            if self.active:
+                self.active = False
+                self._idle_check = clock.callLater(timeout, check)
+                return
+            self._idle_check = None
+            self.idle_closed = f"closed after {timeout:g} s without traffic (upgrade_idle_timeout)"
+            # Nothing is in flight either way, and a polite TLS close would
+            # wait on each transport's producer (the other side): abort.
+            self.transport.abortConnection()
+            self.upstream.transport.abortConnection()
+
+        self._idle_check = clock.callLater(timeout, check)
 
     def dataReceived(self, data: bytes) -> None:
+        self.active = True
         self.sent += len(data)
         self.upstream.transport.write(data)
         if self.tap is not None:
             self.tap.from_client(data)
 
     def other_lost(self) -> None:
+        if self.idle_closed is not None:
+            return  # aborted both sides already
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+        if self._idle_check is not None and self._idle_check.active():
+            self._idle_check.cancel()
+        self._idle_check = None
         self.upstream.transport.loseConnection()
         if not self.lost.called:
             self.lost.callback(None)
@@ -295,7 +333,14 @@ def host_and_prefix(base: bytes) -> tuple[bytes, bytes]:
 
 
 def take_over(
-    connection: Any, upstream: _UpstreamSide, head: bytes, buffered: bytes, *, tap: Any = None
+    connection: Any,
+    upstream: _UpstreamSide,
+    head: bytes,
+    buffered: bytes,
+    *,
+    tap: Any = None,
+    clock: Any = None,
+    idle_timeout: float = 0,
 ) -> _ClientSide:
     """
     Write the 101 C{head} to the client and turn its connection (the front
@@ -303,7 +348,8 @@ def take_over(
     goes to the upstream as it is.  C{buffered} is what the client sent
     after the request head.  Each transport is the other's producer
     (backpressure).  C{tap} (an L{hoopgw.protocols.http.channels.ExecTap})
-    sees a copy of what is relayed each way, after it is forwarded.
+    sees a copy of what is relayed each way, after it is forwarded.  With a
+    C{clock} and C{idle_timeout}, a relay silent both ways that long is closed.
     """
     transport = connection.transport
     transport.unregisterProducer()
@@ -321,4 +367,6 @@ def take_over(
         upstream.dataReceived(early)
     transport.resumeProducing()
     upstream.transport.resumeProducing()
+    if clock is not None:
+        client.watch_idle(clock, idle_timeout)
     return client

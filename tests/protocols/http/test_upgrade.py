@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from hoopgw.protocols.http.upgrade import (
+    _UpstreamSide,
     check_upgrade,
     host_and_prefix,
     parse_head,
     request_head,
+    take_over,
 )
 
 
@@ -86,3 +90,57 @@ class HeadTests(SynchronousTestCase):
         self.assertEqual(head.get(b"sec-websocket-accept"), [b"x"])
         for bad in (b"SSH-2.0-x", b"HTTP/1.1 1O1 x", b"HTTP/1.1 101 x\r\n no-colon"):
             self.assertRaises(ValueError, parse_head, bad)
+
+
+class _Connection:
+    """The front end's client connection: its transport has the connection as producer."""
+
+    def __init__(self) -> None:
+        self.transport = StringTransport()
+        self.transport.registerProducer(self, True)
+        self.relay = None
+
+    def pauseProducing(self) -> None:
+        pass
+
+    resumeProducing = stopProducing = pauseProducing
+
+
+class IdleTests(SynchronousTestCase):
+    def relay(self, timeout: float):
+        clock = Clock()
+        upstream = _UpstreamSide(b"GET / HTTP/1.1\r\n\r\n")
+        upstream.makeConnection(StringTransport())
+        connection = _Connection()
+        client = take_over(connection, upstream, b"HTTP/1.1 101 x\r\n\r\n", b"", clock=clock, idle_timeout=timeout)
+        return clock, connection, upstream, client
+
+    def test_traffic_keeps_it_open(self) -> None:
+        """Bytes either way within each timeout keep the relay open."""
+        clock, connection, upstream, client = self.relay(10)
+        for _ in range(5):
+            clock.advance(6)
+            client.dataReceived(b"in")
+            clock.advance(6)
+            upstream.dataReceived(b"out")
+        self.assertFalse(connection.transport.disconnecting)
+        self.assertIsNone(client.idle_closed)
+
+    def test_silence_closes_both_sides(self) -> None:
+        """Silent both ways for the timeout (checked once per timeout): both
+        connections are closed and the reason is kept for the action."""
+        clock, connection, upstream, client = self.relay(10)
+        client.dataReceived(b"in")
+        clock.advance(10)
+        self.assertFalse(connection.transport.disconnecting)
+        clock.advance(10)
+        self.assertTrue(connection.transport.disconnected)
+        self.assertTrue(upstream.transport.disconnected)
+        self.assertEqual(client.idle_closed, "closed after 10 s without traffic (upgrade_idle_timeout)")
+
+    def test_zero_never_closes(self) -> None:
+        """A timeout of 0 turns the check off."""
+        clock, connection, upstream, client = self.relay(0)
+        clock.advance(10**6)
+        self.assertFalse(connection.transport.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])

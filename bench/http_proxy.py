@@ -74,7 +74,7 @@ CURL = shutil.which("curl") or "/usr/bin/curl"
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 HOOPGW = [sys.executable, "-c", "import sys; from hoopgw.cli import main; sys.exit(main())"]
 CONNECTION = "web"
-TARGETS = ["nginx", "nginx tls", "nginx proxy", "twisted proxy", "hoopgw"]
+TARGETS = ["nginx", "nginx tls", "nginx proxy", "twisted proxy", "tls relay", "hoopgw"]
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
 FLOOR = """
@@ -86,6 +86,55 @@ site = server.Site(proxy.ReverseProxyResource("127.0.0.1", upstream, b""))
 site.log = lambda request: None  # no access log, like the others
 reactor.listenTCP(port, site, interface="127.0.0.1")
 print("floor ready", flush=True)
+reactor.run()
+"""
+
+
+# The floor of hoopgw's own design: Twisted terminating TLS as the gateway
+# does (its certificate, pyOpenSSL's memory BIO) and copying bytes to nginx
+# over one persistent upstream connection per client connection; nothing
+# parsed, decided or recorded.
+TLS_RELAY = """
+import sys
+from pathlib import Path
+from twisted.internet import protocol, reactor
+from twisted.internet.ssl import CertificateOptions, PrivateCertificate
+from twisted.protocols.tls import TLSMemoryBIOFactory
+port, upstream, cert, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+class Up(protocol.Protocol):
+    def __init__(self, down):
+        self.down = down
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
+        self.down.up = self
+        self.transport.write(b"".join(self.down.pending))
+        self.down.pending = None
+    def dataReceived(self, data):
+        self.down.transport.write(data)
+    def connectionLost(self, reason=None):
+        self.down.transport.loseConnection()
+
+class Down(protocol.Protocol):
+    up = None
+    def connectionMade(self):
+        self.transport.transport.setTcpNoDelay(True)  # as the gateway does: whole answers, no Nagle delay
+        self.pending = []
+        protocol.ClientCreator(reactor, Up, self).connectTCP("127.0.0.1", upstream)
+    def dataReceived(self, data):
+        if self.up is None:
+            self.pending.append(data)
+        else:
+            self.up.transport.write(data)
+    def connectionLost(self, reason=None):
+        if self.up is not None:
+            self.up.transport.loseConnection()
+
+pem = PrivateCertificate.loadPEM(Path(cert).read_bytes() + Path(key).read_bytes())
+options = CertificateOptions(privateKey=pem.privateKey.original, certificate=pem.original,
+                             acceptableProtocols=[b"http/1.1"])
+reactor.listenTCP(port, TLSMemoryBIOFactory(options, False, protocol.Factory.forProtocol(Down)), interface="127.0.0.1")
+print("relay ready", flush=True)
 reactor.run()
 """
 
@@ -138,6 +187,7 @@ class Servers:
         self._start_gateway()  # first: nginx's TLS block uses its certificate
         self._start_nginx(www)
         self._start_floor()
+        self._start_tls_relay()
 
     def _popen(self, name: str, argv: list[str], logfile: Path, **kw: Any) -> subprocess.Popen:
         with open(logfile, "ab") as out:
@@ -213,6 +263,17 @@ http {{
         self._wait("twisted proxy", process, port, logfile)
         self.pids["twisted proxy"] = process.pid
 
+    def _start_tls_relay(self) -> None:
+        log("starting the bare Twisted TLS relay ...")
+        port = self.ports["tls relay"] = free_port()
+        certs = self.gateway_config.parent / "data" / "tls"
+        logfile = self.base / "tls-relay.log"
+        argv = [sys.executable, "-c", TLS_RELAY, str(port), str(self.ports["nginx"]),
+                str(certs / "gateway.crt"), str(certs / "gateway.key")]
+        process = self._popen("tls relay", argv, logfile)
+        self._wait("tls relay", process, port, logfile)
+        self.pids["tls relay"] = process.pid
+
     def _start_gateway(self) -> None:
         log("starting hoopgw (twistd) ...")
         d = self.base / "gateway"
@@ -255,7 +316,7 @@ upstream = "http://127.0.0.1:{self.ports['nginx']}"
         self.token = token.stdout.strip()
 
     def url(self, target: str, path: str) -> str:
-        if target == "nginx tls":
+        if target in ("nginx tls", "tls relay"):
             return f"https://127.0.0.1:{self.ports[target]}/{path}"
         if target == "hoopgw":
             return f"https://127.0.0.1:{self.ports['hoopgw']}/{CONNECTION}/{path}"

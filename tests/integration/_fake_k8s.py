@@ -2014,7 +2014,7 @@ class _SpdySession(protocol.Protocol):
         pass
 
 
-class _SpdyExecSession(_ExecSession):
+class _SpdyExecSession(_SpdySession, _ExecSession):
     """
     C{kubectl exec}/C{attach} over SPDY/3.1 (v5/v4.channel.k8s.io), as the
     kubelet serves it: the client opens an error stream, then stdin,
@@ -2033,16 +2033,6 @@ class _SpdyExecSession(_ExecSession):
         self.expected |= {"resize"} if self.tty else ({"stderr"} if flag("stderr") else set())
         self.by_type: dict[str, SpdyStream] = {}
         self.started = False
-
-    def connectionMade(self) -> None:
-        self.spdy = SpdyConnection(self.transport.write, self)
-
-    def dataReceived(self, data: bytes) -> None:
-        try:
-            self.spdy.feed(data)
-        except SpdyError:
-            self.spdy.go_away(1)
-            self.transport.loseConnection()
 
     def stream_opened(self, stream: SpdyStream) -> None:
         if stream.type not in self.expected or stream.type in self.by_type:

@@ -188,19 +188,14 @@ def _unmask(chunk: bytes, mask: bytes, offset: int) -> bytes:
     return (int.from_bytes(chunk, "big") ^ int.from_bytes(key[:n], "big")).to_bytes(n, "big")
 
 
-class ExecTap:
-    """
-    Feeds an exec or attach WebSocket's terminal to a recorder (an
-    L{hoopgw.recording.asciicast.AsciicastRecorder}): stdout and stderr as
-    output, stdin as input (kept only if the recorder records input), resize
-    messages as resizes.  C{from_client} / C{from_upstream} take the raw
-    bytes the relay forwards.
-    """
+class _RecordingTap:
+    """Reads a copy of both directions for a recorder; a stream it cannot parse stops the recording, never the relay."""
+
+    _client: ChannelReader | SpdyStreamReader
+    _upstream: ChannelReader | SpdyStreamReader
 
     def __init__(self, recorder: object) -> None:
         self.recorder = recorder
-        self._client = ChannelReader(masked=True, on_data=self._client_data)
-        self._upstream = ChannelReader(masked=False, on_data=self._upstream_data)
         self._resize = b""
         self.stopped: str | None = None
 
@@ -210,13 +205,28 @@ class ExecTap:
     def from_upstream(self, data: bytes) -> None:
         self._feed(self._upstream, data)
 
-    def _feed(self, reader: ChannelReader, data: bytes) -> None:
+    def _feed(self, reader: ChannelReader | SpdyStreamReader, data: bytes) -> None:
         if self.stopped is not None:
             return
         try:
             reader.feed(data)
         except FrameError as e:
             self.stopped = f"recording stopped: {e}"
+
+
+class ExecTap(_RecordingTap):
+    """
+    Feeds an exec or attach WebSocket's terminal to a recorder (an
+    L{hoopgw.recording.asciicast.AsciicastRecorder}): stdout and stderr as
+    output, stdin as input (kept only if the recorder records input), resize
+    messages as resizes.  C{from_client} / C{from_upstream} take the raw
+    bytes the relay forwards.
+    """
+
+    def __init__(self, recorder: object) -> None:
+        super().__init__(recorder)
+        self._client = ChannelReader(masked=True, on_data=self._client_data)
+        self._upstream = ChannelReader(masked=False, on_data=self._upstream_data)
 
     def _client_data(self, channel: int, chunk: bytes) -> None:
         if channel == STDIN:
@@ -415,7 +425,7 @@ class PortForwardTap:
             self.on_forward(headers.get("port", ""), headers.get("requestid", ""))
 
 
-class SpdyExecTap:
+class SpdyExecTap(_RecordingTap):
     """
     The SPDY/3.1 counterpart of L{ExecTap} (kubectl before 1.30, or its
     fallback when the WebSocket upgrade fails): the client opens one stream
@@ -425,26 +435,10 @@ class SpdyExecTap:
     """
 
     def __init__(self, recorder: object) -> None:
-        self.recorder = recorder
+        super().__init__(recorder)
         self._types: dict[int, str] = {}
         self._client = SpdyStreamReader(self._stream, on_data=self._client_data)
         self._upstream = SpdyStreamReader(on_data=self._upstream_data, read_headers=False)
-        self._resize = b""
-        self.stopped: str | None = None
-
-    def from_client(self, data: bytes) -> None:
-        self._feed(self._client, data)
-
-    def from_upstream(self, data: bytes) -> None:
-        self._feed(self._upstream, data)
-
-    def _feed(self, reader: SpdyStreamReader, data: bytes) -> None:
-        if self.stopped is not None:
-            return
-        try:
-            reader.feed(data)
-        except FrameError as e:
-            self.stopped = f"recording stopped: {e}"
 
     def _stream(self, stream_id: int, headers: dict[str, str]) -> None:
         self._types[stream_id] = headers.get("streamtype", "")

@@ -13,6 +13,7 @@ forwarded an action it has not logged.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import secrets
 from typing import Any, Callable, Mapping
@@ -71,9 +72,17 @@ def _refusal(decision: Decision) -> Decision:
 
 
 def _host(address: str) -> str:
-    """The host part of a L{Source} address ("10.0.0.5:50412" -> "10.0.0.5")."""
+    """
+    Whom a L{Source} address counts as: its host ("10.0.0.5:50412" ->
+    "10.0.0.5"), or for IPv6 its /64, which one client typically holds
+    whole (counting its addresses apart would give it 2**64 budgets).
+    """
     if address.startswith("["):
-        return address[1 : address.find("]")]
+        host = address[1 : address.find("]")]
+        try:
+            return str(ipaddress.IPv6Network(f"{host}/64", strict=False))
+        except ValueError:
+            return host
     host, sep, _ = address.rpartition(":")
     return host if sep else address
 
@@ -87,6 +96,8 @@ class FailureLimiter:
     guessing tokens in a loop cannot fill the audit disk, and the trail
     still says how many attempts there were.  At most C{hosts} hosts are
     tracked at once; beyond that every other host shares one budget ("*").
+    And at most C{total} records are written per window whoever sends them,
+    so many hosts together cannot fill the disk either.
     """
 
     clock: IReactorTime
@@ -94,10 +105,16 @@ class FailureLimiter:
     limit: int = 20
     window: float = 60.0
     hosts: int = 10_000
+    total: int = 1_000
     _windows: dict[str, list] = field(factory=dict, init=False)
+    _written: int = field(default=0, init=False)
+    _written_since: float = field(default=0.0, init=False)
 
     def admit(self, source: Source) -> bool:
         """C{True}: write this failure's record; C{False}: it was counted."""
+        now = self.clock.seconds()
+        if now - self._written_since >= self.window:
+            self._written, self._written_since = 0, now
         host = _host(source.address)
         entry = self._windows.get(host)
         if entry is None:
@@ -110,7 +127,8 @@ class FailureLimiter:
                 entry[4] = self.clock.callLater(self.window, self._end, host)
                 self._windows[host] = entry
         entry[0] += 1
-        if entry[0] <= self.limit:
+        if entry[0] <= self.limit and self._written < self.total:
+            self._written += 1
             return True
         entry[1] += 1
         entry[2].add(source.protocol)

@@ -95,6 +95,29 @@ class SessionServiceTests(SynchronousTestCase):
         self.assertEqual(summary["suppressed"], 2)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_auth_failures_ipv6_counted_per_64(self) -> None:
+        """Addresses of one IPv6 /64 share one budget (a client holds them all)."""
+        self.service.failures.limit = 2
+        for i in range(5):
+            self.service.auth_failed(source=Source("http", f"[2001:db8:1:2::{i + 1:x}]:443"), reason="x", method="token")
+        self.service.auth_failed(source=Source("http", "[2001:db8:1:3::1]:443"), reason="x", method="token")
+        self.assertEqual(len(self.audit.of("auth.failed")), 3)
+        self.clock.advance(self.service.failures.window)
+        [summary] = self.audit.of("auth.failed.suppressed")
+        self.assertEqual((summary["source_host"], summary["suppressed"]), ("2001:db8:1:2::/64", 3))
+
+    def test_auth_failures_total_per_window(self) -> None:
+        """Many hosts together write at most the total per window; the rest
+        are counted per host, and a new window starts afresh."""
+        self.service.failures.total = 5
+        for i in range(8):
+            self.service.auth_failed(source=Source("ssh", f"10.0.1.{i}:22"), reason="x", method="publickey")
+        self.assertEqual(len(self.audit.of("auth.failed")), 5)
+        self.clock.advance(self.service.failures.window)
+        self.assertEqual(sum(r["suppressed"] for r in self.audit.of("auth.failed.suppressed")), 3)
+        self.service.auth_failed(source=Source("ssh", "10.0.1.1:22"), reason="x", method="publickey")
+        self.assertEqual(len(self.audit.of("auth.failed")), 6)
+
     def test_auth_failure_hosts_bounded(self) -> None:
         """Beyond the number of tracked hosts, the others share one budget."""
         self.service.failures.hosts = 2

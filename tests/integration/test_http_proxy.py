@@ -1041,6 +1041,21 @@ class KubectlTests(_GatewayCase):
         self.assertNotIn("recording", end["end"])
 
     @inlineCallbacks
+    def test_client_gone_first_ends_the_exec(self):
+        """
+        If kubectl goes away while the command still runs (killed), the
+        gateway closes its upstream connection too, and the exec's
+        action.end and the session.end are written.
+        """
+        self.fake.add_pod("web")
+        proc = spawn_kubectl(self.kubeconfig, "exec", "-i", "web", "--", "cat")  # stdin held open
+        proc.write(b"hello\n")
+        yield proc.wait_for(b"hello")  # relayed both ways: the upgrade is up
+        yield proc.kill("KILL")
+        yield wait_until(lambda: (a := self.exec_actions()) and all(e for _, e in a), "the exec's action to end")
+        yield self.exec_session_end()
+
+    @inlineCallbacks
     def test_exec_with_stdin(self):
         """kubectl exec -i ... cat: stdin goes through to the container and back."""
         self.fake.add_pod("web")

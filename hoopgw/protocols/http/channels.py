@@ -189,7 +189,7 @@ def _unmask(chunk: bytes, mask: bytes, offset: int) -> bytes:
 
 
 class _RecordingTap:
-    """Reads a copy of both directions for a recorder; a stream it cannot parse stops the recording, never the relay."""
+    """Reads a copy of both directions for a recorder; a stream it cannot parse stops the recording (and C{on_stop} says so)."""
 
     _client: ChannelReader | SpdyStreamReader
     _upstream: ChannelReader | SpdyStreamReader
@@ -198,6 +198,9 @@ class _RecordingTap:
         self.recorder = recorder
         self._resize = b""
         self.stopped: str | None = None
+        # Told once, with the reason, when the stream stops being understood:
+        # the front end ends the session rather than let it go on unrecorded.
+        self.on_stop: Callable[[str], object] | None = None
 
     def from_client(self, data: bytes) -> None:
         self._feed(self._client, data)
@@ -212,6 +215,8 @@ class _RecordingTap:
             reader.feed(data)
         except FrameError as e:
             self.stopped = f"recording stopped: {e}"
+            if self.on_stop is not None:
+                self.on_stop(self.stopped)
 
 
 class ExecTap(_RecordingTap):
@@ -394,7 +399,7 @@ class PortForwardTap:
     SPDY travels in WebSocket messages (C{tunnelled}) or directly.  Calls
     C{on_forward(port, request_id)} once per data stream.  Only the client
     direction is read; a stream that cannot be parsed stops the reading
-    (C{stopped} says why), never the relay.
+    (C{stopped} says why, and C{on_stop} is told).
     """
 
     def __init__(self, on_forward: Callable[[str, str], object], *, tunnelled: bool) -> None:
@@ -402,6 +407,7 @@ class PortForwardTap:
         self._spdy = SpdyStreamReader(self._stream)
         self._tunnel = ChannelReader(masked=True, on_data=self._unwrapped, channels=False) if tunnelled else None
         self.stopped: str | None = None
+        self.on_stop: Callable[[str], object] | None = None  # as for _RecordingTap
 
     def from_client(self, data: bytes) -> None:
         if self.stopped is not None:
@@ -413,6 +419,8 @@ class PortForwardTap:
                 self._spdy.feed(data)
         except FrameError as e:
             self.stopped = f"port-forward streams no longer read: {e}"
+            if self.on_stop is not None:
+                self.on_stop(self.stopped)
 
     def from_upstream(self, data: bytes) -> None:
         """The API server's direction carries nothing this needs."""

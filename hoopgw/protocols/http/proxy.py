@@ -1253,7 +1253,13 @@ class _Exchange:
             )
             d = session.observe(action)
             d.addCallback(lambda handle: handle.finish(Outcome(status=Status.succeeded)))
-            d.addErrback(lambda f: log.failure("port-forward connection not audited", f))
+
+            def unrecorded(failure: Failure) -> None:
+                # A forwarded connection the trail cannot hold ends the relay.
+                log.failure("port-forward connection not audited; the relay is ended", failure)
+                self.conn.transport.abortConnection()
+
+            d.addErrback(unrecorded)
 
         return PortForwardTap(forwarded, tunnelled=upgrade == b"websocket")
 
@@ -1646,6 +1652,9 @@ class _Exchange:
         self.responded = True
         conn = self.conn
         tap = self._terminal_tap(session, handle, info, upgrade) or self._forward_tap(session, info, upgrade)
+        if tap is not None:
+            # What the gateway can no longer read it does not relay unrecorded.
+            tap.on_stop = lambda reason: conn.transport.abortConnection()
         client = take_over(
             conn,
             side,
@@ -1659,7 +1668,12 @@ class _Exchange:
         session.bytes_in += client.sent
         session.bytes_out += side.received
         failed = tap.recorder.failed if isinstance(tap, (ExecTap, SpdyExecTap)) else None
-        error = f"the terminal recording failed ({failed}); the session was ended" if failed else client.idle_closed
+        if failed:
+            error = f"the terminal recording failed ({failed}); the session was ended"
+        elif tap is not None and tap.stopped:
+            error = f"{tap.stopped}; the session was ended"
+        else:
+            error = client.idle_closed
         handle.finish(
             Outcome(
                 status=Status.failed if error else Status.succeeded,

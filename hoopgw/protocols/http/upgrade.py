@@ -303,7 +303,13 @@ class _ClientSide:
         if self._idle_check is not None and self._idle_check.active():
             self._idle_check.cancel()
         self._idle_check = None
-        self.upstream.transport.loseConnection()
+        upstream = self.upstream.transport
+        if upstream is not None:
+            # The client transport is the upstream's producer: TLS closes
+            # only once it is unregistered (else the upstream stays open and
+            # the action's outcome is never written).
+            upstream.unregisterProducer()
+            upstream.loseConnection()
         if not self.lost.called:
             self.lost.callback(None)
 

@@ -70,6 +70,7 @@ class BackendProtocol(Protocol):
         self.on_lost: Callable[[Failure], None] | None = None
         self._scram: ScramClient | None = None
         self._asked = False  # the target asked for some proof of the password
+        self._authenticated = False  # an AuthenticationOk was accepted
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -125,8 +126,10 @@ class BackendProtocol(Protocol):
         elif isinstance(message, codec.AuthenticationOk):
             if self._scram is not None:
                 self._fail(BackendAuthError("the target skipped SCRAM's final step"))
-            elif not self._asked:
+                return
+            if not self._asked:
                 self._allowed("none")
+            self._authenticated = True
         elif isinstance(message, codec.AuthenticationCleartextPassword):
             self._allowed("password")
             self.write(codec.PasswordMessage(self._secret().encode()))
@@ -145,6 +148,15 @@ class BackendProtocol(Protocol):
         elif isinstance(message, codec.AuthenticationSASLFinal) and self._scram is not None:
             self._scram.verify_final(message.data)
             self._scram = None
+        elif not self._authenticated and isinstance(
+            message, (codec.ParameterStatus, codec.BackendKeyData, codec.ReadyForQuery)
+        ):
+            # Start-up goes on only after AuthenticationOk (as libpq checks):
+            # a target skipping authentication, or SCRAM half-way, would
+            # otherwise sidestep require_auth and the server signature check.
+            raise BackendAuthError(
+                f"the target sent {type(message).__name__} before authentication succeeded"
+            )
         elif isinstance(message, codec.ParameterStatus):
             self.parameters[message.name] = message.value
         elif isinstance(message, codec.BackendKeyData):

@@ -142,12 +142,16 @@ class ExecTapTests(SynchronousTestCase):
             [("r", (120, 40)), ("i", b"l"), ("i", b"s\r"), ("o", b"file\r\n"), ("o", b"warn\r\n")],
         )
 
-    def test_broken_stream_stops_recording_only(self) -> None:
+    def test_broken_stream_stops_recording(self) -> None:
         """Bytes that are not WebSocket frames stop the recording (with a
-        reason) and nothing is raised into the relay."""
+        reason, told once to on_stop, which ends the relay); nothing is
+        raised into the relay."""
         recorder = _Recorder()
         tap = ExecTap(recorder)
+        stops: list[str] = []
+        tap.on_stop = stops.append
         tap.from_upstream(b"\xff\xff garbage")
+        self.assertEqual(stops, [tap.stopped])
         tap.from_upstream(message(1, b"later"))
         self.assertIn("recording stopped", tap.stopped)
         self.assertEqual(recorder.events, [])
@@ -255,11 +259,15 @@ class PortForwardTapTests(SynchronousTestCase):
             tap.from_client(wire[i : i + 333])
         self.assertEqual(seen, [("5432", "0")])
 
-    def test_garbage_stops_reading_only(self) -> None:
-        """Bytes that are not SPDY stop the reading, with a reason; nothing raised."""
+    def test_garbage_stops_reading(self) -> None:
+        """Bytes that are not SPDY stop the reading, with a reason told once to on_stop; nothing raised."""
         tap = PortForwardTap(lambda *a: None, tunnelled=False)
+        stops: list[str] = []
+        tap.on_stop = stops.append
         tap.from_client(b"\x80\x02\x00\x01" + b"\x00" * 20)
+        tap.from_client(b"more")
         self.assertIn("SPDY version 2", tap.stopped)
+        self.assertEqual(stops, [tap.stopped])
 
 
 class SpdyExecTapTests(SynchronousTestCase):

@@ -84,3 +84,26 @@ class RequireAuthTests(SynchronousTestCase):
         backend = start()
         backend.dataReceived(codec.encode(codec.AuthenticationOk()) + codec.encode(codec.ReadyForQuery("I")))
         self.assertIs(self.successResultOf(backend.started), backend)
+
+
+class SkippedAuthenticationTests(SynchronousTestCase):
+    def test_no_authentication_at_all(self) -> None:
+        """A target that goes straight to ReadyForQuery (no AuthenticationOk)
+        is refused, whatever require_auth says."""
+        for require in (("scram-sha-256",), ("scram-sha-256", "none")):
+            backend = start(require_auth=require)
+            backend.dataReceived(codec.encode(codec.ReadyForQuery("I")))
+            failure = self.failureResultOf(backend.started, BackendAuthError)
+            self.assertEqual(str(failure.value), "the target sent ReadyForQuery before authentication succeeded")
+
+    def test_scram_left_half_way(self) -> None:
+        """A target that starts SCRAM and then sends ReadyForQuery (its
+        signature never checked) is refused."""
+        backend = start()
+        backend.dataReceived(
+            codec.encode(codec.AuthenticationSASL(("SCRAM-SHA-256",)))
+            + codec.encode(codec.ParameterStatus("server_version", "15"))
+            + codec.encode(codec.ReadyForQuery("I"))
+        )
+        failure = self.failureResultOf(backend.started, BackendAuthError)
+        self.assertIn("before authentication succeeded", str(failure.value))

@@ -1263,6 +1263,20 @@ class _Exchange:
 
         return PortForwardTap(forwarded, tunnelled=upgrade == b"websocket")
 
+    def _credentials(
+        self, handle: ActionHandle, upstream: Upstream, identity: Identity
+    ) -> list[tuple[bytes, bytes]] | None:
+        """The connection's credential headers for C{identity}, or C{None} once refused (answered and recorded)."""
+        try:
+            return upstream.credential_headers(identity)
+        except ReservedIdentity as e:
+            handle.finish(Outcome(status=Status.blocked, error=str(e)))
+            self._respond(403, f"{e} (nothing was forwarded)")
+        except ValueError as e:
+            handle.finish(Outcome(status=Status.failed, error=str(e)))
+            self._respond(400, str(e))
+        return None
+
     def _terminal_tap(
         self, session: Session, handle: ActionHandle, info: K8sRequest | None, upgrade: bytes
     ) -> ExecTap | SpdyExecTap | None:
@@ -1375,14 +1389,9 @@ class _Exchange:
         upstream: Upstream,
         headers: Sequence[tuple[bytes, bytes]],
     ) -> None:
-        try:
-            credentials = upstream.credential_headers(identity)
-        except ReservedIdentity as e:
-            handle.finish(Outcome(status=Status.blocked, error=str(e)))
-            return self._respond(403, f"{e} (nothing was forwarded)")
-        except ValueError as e:
-            handle.finish(Outcome(status=Status.failed, error=str(e)))
-            return self._respond(400, str(e))
+        credentials = self._credentials(handle, upstream, identity)
+        if credentials is None:
+            return
         request_bytes = self._upstream_head(upstream, routed, headers, credentials)
         timeout = self.front.response_timeout
         expired: list[bool] = []
@@ -1556,14 +1565,9 @@ class _Exchange:
             why = why or "an upgrade request must not have a body"
             handle.finish(Outcome(status=Status.failed, error=why, code="400"))
             return self._respond(400, why)
-        try:
-            credentials = upstream.credential_headers(identity)
-        except ReservedIdentity as e:
-            handle.finish(Outcome(status=Status.blocked, error=str(e)))
-            return self._respond(403, f"{e} (nothing was forwarded)")
-        except ValueError as e:
-            handle.finish(Outcome(status=Status.failed, error=str(e)))
-            return self._respond(400, str(e))
+        credentials = self._credentials(handle, upstream, identity)
+        if credentials is None:
+            return
         request = request_head(
             head.method, upstream.prefix + routed.target.encode("ascii"), upstream.host, upgrade,
             [*headers, *credentials],

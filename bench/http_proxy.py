@@ -479,20 +479,32 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy on the gateway")
     parser.add_argument("--profile-seconds", type=int, default=None, help="py-spy duration (default 10)")
+    parser.add_argument("--targets", default=None,
+                        help="comma-separated subset of targets to measure (nginx and twisted proxy always are: "
+                             "the ratios are taken to them)")
+    parser.add_argument("--no-stream", action="store_true", help="skip the streamed response")
     args = parser.parse_args([] if argv is None else argv)
+    targets = TARGETS
+    if args.targets:
+        wanted = {t.strip() for t in args.targets.split(",")}
+        unknown = wanted - set(TARGETS)
+        if unknown:
+            parser.error(f"--targets: unknown {sorted(unknown)}; known: {', '.join(TARGETS)}")
+        targets = [t for t in TARGETS if t in wanted | {"nginx", "twisted proxy"}]
     rounds = args.rounds or (2 if args.quick else 3)
     seconds = args.seconds or (3 if args.quick else 10)
     for tool in (NGINX, WRK, CURL):
         if not os.path.exists(tool):
             raise SystemExit(f"{tool} not found: apt-get install -y nginx wrk curl")
 
+    stream = not args.no_stream and "hoopgw" in targets
     base = Path(tempfile.mkdtemp(prefix="hoopgw-httpbench-"))
     os.chmod(base, 0o755)
     servers = Servers(base, args.stream_mb * 1_000_000)
     rows: list[dict[str, Any]] = []
     with bench_run(servers, base, keep=args.keep):
         # Sanity: every target answers 200 with the same body.
-        for target in TARGETS:
+        for target in targets:
             out = subprocess.run([CURL, "-sS", "-k", "-w", " %{http_code}", *servers.headers(target),
                                   servers.url(target, "file.json")], capture_output=True, timeout=30, check=False)
             if not out.stdout.endswith(b" 200") or out.stdout[:-4] != servers.small:
@@ -502,14 +514,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         results: dict[tuple[int, str], list[dict[str, Any]]] = {}
         streams: dict[str, list[dict[str, Any]]] = {}
         for r in range(rounds):
-            order = TARGETS if r % 2 == 0 else TARGETS[::-1]
+            order = targets if r % 2 == 0 else targets[::-1]
             for threads, conns in loads:
                 for target in order:
                     run = run_wrk(servers, target, threads, conns, seconds)
                     results.setdefault((conns, target), []).append(run)
                     log(f"round {r + 1}/{rounds} c{conns} {target}: {run['rps']:,.0f} req/s, p50 {run['p50_us']:.0f} µs, "
                         f"p99 {run['p99_us']:.0f} µs, errors {run['errors']} {run['socket_errors']}")
-            for target in (["direct", "hoopgw"] if r % 2 == 0 else ["hoopgw", "direct"]):
+            for target in (["direct", "hoopgw"] if r % 2 == 0 else ["hoopgw", "direct"]) if stream else ():
                 run = run_stream(servers, "nginx" if target == "direct" else "hoopgw")
                 streams.setdefault(target, []).append(run)
                 log(f"round {r + 1}/{rounds} stream {target}: {run['mb_s']:.0f} MB/s, gateway RSS "
@@ -526,7 +538,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for threads, conns in loads:
             direct = results[(conns, "nginx")]
             floor = results[(conns, "twisted proxy")]
-            for target in TARGETS:
+            for target in targets:
                 runs = results[(conns, target)]
                 row = {
                     "benchmark": "http small GET",
@@ -553,39 +565,40 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                       f"| {', '.join(fmt(x) for x in row['runs_rps'])} |")
         print()
 
-        mb = args.stream_mb
-        print(f"### {mb} MB streamed response (`curl -o /dev/null`), medians of {rounds} rounds\n")
-        print("Gateway memory is its VmRSS before each download and the peak of VmRSS sampled every 20 ms during it; "
-              "VmHWM is the process's lifetime peak, before the first and after the last download.\n")
-        print("| target | MB/s | × direct | gateway CPU s | gateway RSS before MiB | gateway RSS peak MiB | growth MiB | runs MB/s |")
-        print("|---|---:|---:|---:|---:|---:|---:|---|")
-        direct = streams["direct"]
-        for target in ("direct", "hoopgw"):
-            runs = streams[target]
-            gw = target == "hoopgw"
-            row = {
-                "benchmark": "http stream",
-                "target": target,
-                "bytes": runs[0]["bytes"],
-                "mb_s": median([x["mb_s"] for x in runs]),
-                "x_direct": median([d["seconds"] / x["seconds"] for x, d in zip(runs, direct)]),
-                "gateway_cpu_s": median([x["gateway_cpu_s"] for x in runs]) if gw else float("nan"),
-                "rss_before_mib": median([x["rss_before_kib"] / 1024 for x in runs]) if gw else float("nan"),
-                "rss_peak_mib": max(x["rss_peak_kib"] / 1024 for x in runs) if gw else float("nan"),
-                "growth_mib": max((x["rss_peak_kib"] - x["rss_before_kib"]) / 1024 for x in runs) if gw else float("nan"),
-                "runs_mb_s": [round(x["mb_s"]) for x in runs],
-            }
-            rows.append(row)
-            print(f"| {target} | {fmt(row['mb_s'])} | {fmt(row['x_direct'], 2)} | {fmt(row['gateway_cpu_s'], 2)} "
-                  f"| {fmt(row['rss_before_mib'], 1)} | {fmt(row['rss_peak_mib'], 1)} | {fmt(row['growth_mib'], 1)} "
-                  f"| {', '.join(fmt(x) for x in row['runs_mb_s'])} |")
-        all_runs = [x for t in streams.values() for x in t]
-        first = min(all_runs, key=lambda x: x["hwm_before_kib"])["hwm_before_kib"]
-        last = max(x["hwm_after_kib"] for x in all_runs)
-        rows.append({"benchmark": "http stream VmHWM", "before_kib": first, "after_kib": last})
-        print(f"\nGateway VmHWM before the first download {first / 1024:.1f} MiB, after the last {last / 1024:.1f} MiB "
-              f"(the small-GET runs came before).\n")
-        if not args.no_profile:
+        if stream:
+            mb = args.stream_mb
+            print(f"### {mb} MB streamed response (`curl -o /dev/null`), medians of {rounds} rounds\n")
+            print("Gateway memory is its VmRSS before each download and the peak of VmRSS sampled every 20 ms during it; "
+                  "VmHWM is the process's lifetime peak, before the first and after the last download.\n")
+            print("| target | MB/s | × direct | gateway CPU s | gateway RSS before MiB | gateway RSS peak MiB | growth MiB | runs MB/s |")
+            print("|---|---:|---:|---:|---:|---:|---:|---|")
+            direct = streams["direct"]
+            for target in ("direct", "hoopgw"):
+                runs = streams[target]
+                gw = target == "hoopgw"
+                row = {
+                    "benchmark": "http stream",
+                    "target": target,
+                    "bytes": runs[0]["bytes"],
+                    "mb_s": median([x["mb_s"] for x in runs]),
+                    "x_direct": median([d["seconds"] / x["seconds"] for x, d in zip(runs, direct)]),
+                    "gateway_cpu_s": median([x["gateway_cpu_s"] for x in runs]) if gw else float("nan"),
+                    "rss_before_mib": median([x["rss_before_kib"] / 1024 for x in runs]) if gw else float("nan"),
+                    "rss_peak_mib": max(x["rss_peak_kib"] / 1024 for x in runs) if gw else float("nan"),
+                    "growth_mib": max((x["rss_peak_kib"] - x["rss_before_kib"]) / 1024 for x in runs) if gw else float("nan"),
+                    "runs_mb_s": [round(x["mb_s"]) for x in runs],
+                }
+                rows.append(row)
+                print(f"| {target} | {fmt(row['mb_s'])} | {fmt(row['x_direct'], 2)} | {fmt(row['gateway_cpu_s'], 2)} "
+                      f"| {fmt(row['rss_before_mib'], 1)} | {fmt(row['rss_peak_mib'], 1)} | {fmt(row['growth_mib'], 1)} "
+                      f"| {', '.join(fmt(x) for x in row['runs_mb_s'])} |")
+            all_runs = [x for t in streams.values() for x in t]
+            first = min(all_runs, key=lambda x: x["hwm_before_kib"])["hwm_before_kib"]
+            last = max(x["hwm_after_kib"] for x in all_runs)
+            rows.append({"benchmark": "http stream VmHWM", "before_kib": first, "after_kib": last})
+            print(f"\nGateway VmHWM before the first download {first / 1024:.1f} MiB, after the last {last / 1024:.1f} MiB "
+                  f"(the small-GET runs came before).\n")
+        if not args.no_profile and "hoopgw" in targets:
             if not os.path.exists(PY_SPY):
                 print("(py-spy not found: `pip install py-spy` for the profile)\n")
             else:

@@ -53,6 +53,14 @@ class IIdentityVerifier(Interface):
             to log (never contains the token).
         """
 
+    def verified_identity(token):
+        """
+        The L{hoopgw.model.Identity} of a token verified in full moments
+        ago and still valid, or C{None}: a synchronous shortcut for the
+        per-request path; C{None} means "ask L{verify_token}", which also
+        reports a refusal.
+        """
+
     def identity_for_public_key(key_blob):
         """
         Map an SSH public key blob (bytes, wire format) to an

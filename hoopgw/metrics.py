@@ -62,13 +62,12 @@ class Metrics:
     _last_checkpoint: float | None = field(init=False, default=None)
     _sessions_active: Gauge = field(init=False)
     _sessions_total: Counter = field(init=False)
-    _actions_total: Counter = field(init=False)
+    _actions: _ActionCounts = field(init=False)
     _auth_failures: Counter = field(init=False)
     _audit_failed: Gauge = field(init=False)
     # Children bound once: label lookup takes a lock and a dict walk, too
     # slow for the per-action hot path.
     _audit_writes: _AuditWrites = field(init=False)
-    _action_children: dict[tuple[str, str], Any] = field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         registry = self.registry = CollectorRegistry(auto_describe=True)
@@ -85,12 +84,8 @@ class Metrics:
             ["kind", "result"],
             registry=registry,
         )
-        self._actions_total = Counter(
-            "hoopgw_actions_total",
-            "Actions finished, by kind family (the action kind before its first dot) and outcome.",
-            ["kind", "outcome"],
-            registry=registry,
-        )
+        self._actions = _ActionCounts()
+        registry.register(self._actions)
         self._auth_failures = Counter(
             "hoopgw_auth_failures_total",
             "Refused credentials, by protocol.",
@@ -116,19 +111,13 @@ class Metrics:
                 self._sessions_total.labels(kind, result)
         for family in _ACTION_FAMILIES:
             for outcome in _OUTCOMES:
-                self._action_child(family, outcome)
+                self._actions.counts[family, outcome] = 0
         for protocol in _PROTOCOLS:
             self._auth_failures.labels(protocol)
 
     def _checkpoint_age(self) -> float:
         since = self._started if self._last_checkpoint is None else self._last_checkpoint
         return max(0.0, self.clock.seconds() - since)
-
-    def _action_child(self, family: str, outcome: str) -> Any:
-        child = self._action_children.get((family, outcome))
-        if child is None:
-            child = self._action_children[family, outcome] = self._actions_total.labels(family, outcome)
-        return child
 
     # -- reported by the audit log ---------------------------------------------
 
@@ -170,7 +159,9 @@ class Metrics:
             (C{"sql"}).
         @param outcome: a L{hoopgw.model.Status} or its value.
         """
-        self._action_child(kind.partition(".")[0], _label(outcome)).inc()
+        counts = self._actions.counts
+        key = (kind.partition(".")[0], _label(outcome))
+        counts[key] = counts.get(key, 0) + 1
 
     def auth_failed(self, protocol: str) -> None:
         self._auth_failures.labels(_label(protocol)).inc()
@@ -180,6 +171,28 @@ class Metrics:
     def render(self) -> bytes:
         """The metrics in the Prometheus text exposition format."""
         return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
+
+
+class _ActionCounts:
+    """
+    C{hoopgw_actions_total}, by kind family and outcome: plain numbers
+    turned into samples at scrape time (one per action; a prometheus_client
+    Counter takes a lock and a label lookup each).  Reported and scraped on
+    the reactor thread.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "hoopgw_actions_total",
+            "Actions finished, by kind family (the action kind before its first dot) and outcome.",
+            labels=["kind", "outcome"],
+        )
+        for labels, value in self.counts.items():
+            family.add_metric(labels, value)
+        yield family
 
 
 class _AuditWrites:

@@ -18,7 +18,7 @@ import re
 import secrets
 from typing import Any, Callable, Mapping
 
-from attrs import define, evolve, field
+from attrs import define, field
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -240,6 +240,13 @@ class SessionService:
         d = self._append("auth.failed", body)
         d.addErrback(lambda f: log.failure("auth.failed record lost", f))
         return d
+
+    def verified_identity(self, token: str) -> Identity | None:
+        """
+        The identity of a token verified moments ago and still valid, or
+        C{None}: then L{authenticate_token} decides (and audits a refusal).
+        """
+        return self.identity.verified_identity(token)
 
     def authenticate_token(self, token: str, *, source: Source, user: str | None = None) -> Deferred:
         """
@@ -633,14 +640,13 @@ class ActionHandle:
             return succeed(None)
         self.finished = True
         service = self.session.service
+        record = outcome.to_record()
         if outcome.duration_us is None and outcome.status is not Status.blocked:
-            outcome = evolve(outcome, duration_us=_elapsed_us(service.clock, self.started))
+            record["duration_us"] = _elapsed_us(service.clock, self.started)
         service.metrics.action_finished(self.action.kind, outcome.status.value)
         d = service._append(
             "action.end",
-            self.session._record(
-                action={"id": self.id, "kind": self.action.kind}, outcome=outcome.to_record()
-            ),
+            self.session._record(action={"id": self.id, "kind": self.action.kind}, outcome=record),
         )
         # The action has already happened; a lost outcome is the audit log's
         # own failure (it fails closed and says so), so log and carry on.

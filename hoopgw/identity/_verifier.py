@@ -89,6 +89,26 @@ class IssuerVerifier:
             raise AuthenticationFailed("malformed token") from None
         return decode_claims(verified["payload"])
 
+    def check_time(self, claims: Mapping[str, Any]) -> None:
+        """
+        Check C{claims}' time limits (C{exp}, C{nbf}, C{iat}) against the
+        clock now: all that can change for a token already accepted.
+
+        @raise AuthenticationFailed: naming the claim at fault.
+        """
+        now = self.clock.seconds()
+        leeway = self.settings.leeway_seconds
+        exp = _number(claims, "exp")
+        # RFC 7519 section 4.1.4: the token MUST NOT be accepted on or after exp.
+        if exp is None or now >= exp + leeway:
+            raise AuthenticationFailed("token expired" if exp is not None else "missing exp claim")
+        nbf = _number(claims, "nbf")
+        if nbf is not None and now + leeway < nbf:
+            raise AuthenticationFailed("token not yet valid")
+        iat = _number(claims, "iat")
+        if iat is not None and now + leeway < iat:
+            raise AuthenticationFailed("token issued in the future")
+
     def identity(self, token: str, claims: Mapping[str, Any]) -> Identity:
         """
         Check signed C{claims} against this issuer's rules and the clock now.
@@ -96,22 +116,12 @@ class IssuerVerifier:
         @raise AuthenticationFailed: naming the claim at fault.
         """
         settings = self.settings
-        now = self.clock.seconds()
-        leeway = settings.leeway_seconds
         if claims.get("iss") != settings.issuer:
             raise AuthenticationFailed("unknown issuer")
         exp = _number(claims, "exp")
         if exp is None:
             raise AuthenticationFailed("missing exp claim")
-        # RFC 7519 section 4.1.4: the token MUST NOT be accepted on or after exp.
-        if now >= exp + leeway:
-            raise AuthenticationFailed("token expired")
-        nbf = _number(claims, "nbf")
-        if nbf is not None and now + leeway < nbf:
-            raise AuthenticationFailed("token not yet valid")
-        iat = _number(claims, "iat")
-        if iat is not None and now + leeway < iat:
-            raise AuthenticationFailed("token issued in the future")
+        self.check_time(claims)
         aud = claims.get("aud")
         if aud is None:
             raise AuthenticationFailed("missing aud claim")

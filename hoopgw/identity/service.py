@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from attrs import define, field
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -152,17 +152,31 @@ class IdentityService:
         d.addCallback(lambda _: None)
         return d
 
-    def verify_token(self, token: str) -> "Deferred[Identity]":
+    def verified_identity(self, token: str) -> Identity | None:
+        """
+        The identity of a token verified in full moments ago whose time
+        claims still hold, else C{None} (then L{verify_token} decides, and a
+        refusal is reported the usual way).  Synchronous: the per-request
+        path of a client that sends one token with every request.
+        """
         known = self.verified.get(token)
-        if known is not None:
-            # Signature and header were checked moments ago; the claims are
-            # checked again, so expiry and not-before still bite on time.
-            verifier, claims = known
-            try:
-                return succeed(verifier.identity(token, claims))
-            except AuthenticationFailed:
-                self.verified.forget(token)
-                return fail()
+        if known is None:
+            return None
+        # Signature, header and the other claims were checked moments ago;
+        # the time limits are checked again, so expiry and not-before bite
+        # on time.
+        verifier, claims, identity = known
+        try:
+            verifier.check_time(claims)
+        except AuthenticationFailed:
+            self.verified.forget(token)
+            return None
+        return identity
+
+    def verify_token(self, token: str) -> "Deferred[Identity]":
+        identity = self.verified_identity(token)
+        if identity is not None:
+            return succeed(identity)
         return Deferred.fromCoroutine(self._verify_token(token))
 
     async def _verify_token(self, token: str) -> Identity:
@@ -178,7 +192,7 @@ class IdentityService:
                 raise AuthenticationFailed("unknown issuer")
             claims = await verifier.signed_claims(token, unverified)
             identity = verifier.identity(token, claims)
-            self.verified.remember(token, verifier, claims)
+            self.verified.remember(token, verifier, claims, identity)
             return identity
         except AuthenticationFailed:
             raise
@@ -206,7 +220,7 @@ class VerifiedTokens:
     seconds: float = 60.0
     size: int = 4096
     clock: Any = None
-    _entries: dict[str, tuple[float, IssuerVerifier, Mapping[str, Any]]] = field(factory=dict, init=False)
+    _entries: dict[str, tuple[float, IssuerVerifier, Mapping[str, Any], Identity]] = field(factory=dict, init=False)
 
     def _now(self) -> float:
         if self.clock is None:
@@ -215,20 +229,20 @@ class VerifiedTokens:
             self.clock = reactor
         return float(self.clock.seconds())
 
-    def get(self, token: str) -> tuple[IssuerVerifier, Mapping[str, Any]] | None:
+    def get(self, token: str) -> tuple[IssuerVerifier, Mapping[str, Any], Identity] | None:
         entry = self._entries.get(token)
         if entry is None:
             return None
         if self._now() >= entry[0]:
             del self._entries[token]
             return None
-        return entry[1], entry[2]
+        return entry[1], entry[2], entry[3]
 
-    def remember(self, token: str, verifier: IssuerVerifier, claims: Mapping[str, Any]) -> None:
+    def remember(self, token: str, verifier: IssuerVerifier, claims: Mapping[str, Any], identity: Identity) -> None:
         if len(self._entries) >= self.size:
             # Oldest first: dicts keep insertion order.
             del self._entries[next(iter(self._entries))]
-        self._entries[token] = (self._now() + self.seconds, verifier, claims)
+        self._entries[token] = (self._now() + self.seconds, verifier, claims, identity)
 
     def forget(self, token: str) -> None:
         self._entries.pop(token, None)

@@ -829,17 +829,24 @@ class _Exchange:
         self.body_waiter: Deferred | None = None
         self.forwarding = False
         self.chunked_upstream = head.chunked
-        # The upstream leg.
-        self.pending: Deferred | None = None
+        # The upstream leg (see _forward): plain callbacks, not a coroutine,
+        # as it is the per-request hot path.
+        self.pending: Deferred | None = None  # a connection being made
         self.upstream: UpstreamConnection | None = None
-        self.response_head: Deferred | None = None
-        self.response_end: Deferred | None = None
-        self.early_events: list[object] | None = None
+        self.session: Session | None = None
+        self.origin: Upstream | None = None  # where the request goes
+        self.request_bytes = b""
+        self.timer: Any = None  # the response_timeout, until the response head
+        self.expired = False
+        self.awaiting_head = False
+        self.ended = False  # the upstream leg's outcome is settled
         self.streaming = False
         self.responded = False
         self.response_chunked = False
         self.response_keep_alive = False
         self.response_size = 0
+        self.response_code = 0
+        self.routed: RoutedPath | None = None
         # The response head, held until the first of the body joins it.
         self.unsent_head = b""
         self.keep = 0
@@ -1026,18 +1033,18 @@ class _Exchange:
                 upstream.transport.resumeProducing()
 
     def upstream_events(self, events: list[object]) -> None:
-        if not self.streaming:
-            head = events[0]
-            if isinstance(head, Head) and self.response_head is not None and not self.response_head.called:
-                # The coroutine resumes here, writes the client's head and
-                # sets streaming; what follows the head then flows below.
-                self.early_events = events[1:]
-                self.response_head.callback(head)
-                return
-            if self.early_events is not None:
-                self.early_events.extend(events)
-                return
-        for event in events:
+        try:
+            if self.streaming:
+                self._response_events(events, 0)
+            elif self.awaiting_head and type(events[0]) is Head:
+                self.awaiting_head = False
+                self._response_started(events[0], events)  # type: ignore[arg-type]
+        except Exception:
+            self.crashed(Failure())
+
+    def _response_events(self, events: list[object], start: int) -> None:
+        for index in range(start, len(events)):
+            event = events[index]
             if type(event) is bytes:
                 self._response_data(event)  # type: ignore[arg-type]
             elif event is END:
@@ -1045,14 +1052,19 @@ class _Exchange:
 
     def upstream_failed(self, reason: Any) -> None:
         self.upstream = None
-        self._fail_waiters(reason)
+        try:
+            self._fail_waiters(reason)
+        except Exception:
+            self.crashed(Failure())
 
     def _fail_waiters(self, reason: Any) -> None:
+        """The upstream leg ended with C{reason}: before the response head, or cutting its body off."""
         error = reason.value if isinstance(reason, Failure) else reason
-        if self.response_head is not None and not self.response_head.called:
-            self.response_head.errback(Failure(error))
-        elif self.response_end is not None and not self.response_end.called:
-            self.response_end.callback(error)
+        if self.awaiting_head:
+            self.awaiting_head = False
+            self._request_failed(error)
+        elif self.streaming:
+            self._response_ended(error)
 
     def _abort_upstream(self, error: Exception) -> None:
         upstream, self.upstream = self.upstream, None
@@ -1090,8 +1102,7 @@ class _Exchange:
                 upstream.release()
             else:
                 upstream.close()
-        if self.response_end is not None and not self.response_end.called:
-            self.response_end.callback(None)
+        self._response_ended(None)
 
     response_reusable = False
 
@@ -1165,10 +1176,12 @@ class _Exchange:
         if token is None:
             sessions.auth_failed(source=source, reason="no bearer token", method="token")
             return self._unauthorized("a bearer token is required (Authorization: Bearer <token>)")
-        try:
-            identity: Identity = await sessions.authenticate_token(token, source=source)
-        except AuthenticationFailed as e:
-            return self._unauthorized(f"the bearer token was refused: {e.reason}")
+        identity = sessions.verified_identity(token)
+        if identity is None:
+            try:
+                identity = await sessions.authenticate_token(token, source=source)
+            except AuthenticationFailed as e:
+                return self._unauthorized(f"the bearer token was refused: {e.reason}")
         del token
 
         if isinstance(routed, PathError):
@@ -1195,7 +1208,9 @@ class _Exchange:
             if expect and expect[0].lower() == b"100-continue" and not self.gone:
                 conn.transport.write(_CONTINUE)
         try:
-            session = await self._session(identity, routed.connection, source)
+            session = self._cached_session(identity, routed.connection) or await self._session(
+                identity, routed.connection, source
+            )
         except NotPermitted as e:
             return self._respond(403, str(e))
         except AuditUnavailable as e:
@@ -1230,7 +1245,8 @@ class _Exchange:
         assert upstream is not None
         if self.close_after:
             return await self._upgrade(session, handle, identity, routed, upstream, sanitized.headers, info)
-        await self._forward(session, handle, identity, routed, upstream, sanitized.headers)
+        self.routed = routed
+        self._forward(session, handle, identity, routed, upstream, sanitized.headers)
 
     def _forward_tap(self, session: Session, info: K8sRequest | None, upgrade: bytes) -> PortForwardTap | None:
         """
@@ -1315,13 +1331,14 @@ class _Exchange:
         self.conn.refused(code, message, head=self.head, identity=identity)
         self._respond(code, message)
 
+    def _cached_session(self, identity: Identity, name: str) -> Session | None:
+        """This connection's open session for C{identity} on connection C{name}, if any."""
+        session = self.conn.sessions.get(_session_key(identity, name))
+        return session if session is not None and not session.closed else None
+
     async def _session(self, identity: Identity, name: str, source: Source) -> Session:
+        """A new session (see L{_cached_session}), kept for the connection's next requests."""
         conn = self.conn
-        cache = conn.sessions
-        key = (identity.credential_sha256 or identity.subject, name)
-        session = cache.get(key)
-        if session is not None and not session.closed:
-            return session
         user_agent = self.head.getRawHeaders(b"user-agent")
         client = {"user_agent": user_agent[0].decode("utf-8", "replace")[:200]} if user_agent else {}
         session = await self.front.sessions.open(identity, name, source=source, client=client)
@@ -1330,7 +1347,7 @@ class _Exchange:
             # nobody will reuse it, and nobody else would close it.
             session.close(status="closed")
         else:
-            cache[key] = session
+            conn.sessions[_session_key(identity, name)] = session
         return session
 
     def _action(self, info: K8sRequest, removed: Sequence[bytes]) -> Action:
@@ -1380,7 +1397,7 @@ class _Exchange:
         lines.append(b"\r\n")
         return b"\r\n".join(lines)
 
-    async def _forward(
+    def _forward(
         self,
         session: Session,
         handle: ActionHandle,
@@ -1389,62 +1406,149 @@ class _Exchange:
         upstream: Upstream,
         headers: Sequence[tuple[bytes, bytes]],
     ) -> None:
+        """
+        Step 5: send the request on a pooled connection (L{_send_request});
+        the response head comes to L{_response_started}, its end (or the
+        leg's failure) to L{_response_ended}, which records the outcome.
+        """
         credentials = self._credentials(handle, upstream, identity)
         if credentials is None:
             return
-        request_bytes = self._upstream_head(upstream, routed, headers, credentials)
-        timeout = self.front.response_timeout
-        expired: list[bool] = []
+        self.session = session
+        self.origin = upstream
+        self.request_bytes = self._upstream_head(upstream, routed, headers, credentials)
+        # Headers only: the timer stops when they arrive, so a watch streams
+        # for as long as it likes.
+        self.timer = self.front.reactor.callLater(self.front.response_timeout, self._expire)
+        self._send_request()
 
-        def expire() -> None:
-            # Headers only: the timer stops when they arrive, so a watch
-            # streams for as long as it likes.
-            expired.append(True)
+    def _expire(self) -> None:
+        self.timer = None
+        self.expired = True
+        try:
             if self.pending is not None:
                 self.pending.cancel()
             else:
                 self._abort_upstream(_Expired())
+        except Exception:
+            self.crashed(Failure())
 
-        timer = self.front.reactor.callLater(timeout, expire)
-        try:
-            response = await self._send_request(upstream, request_bytes, expired)
-        except Exception as e:
-            size = self.body_received
-            if self.gone:
-                handle.finish(Outcome(status=Status.failed, error="client went away", bytes_in=size))
-            elif self.body_error:
-                handle.finish(Outcome(status=Status.failed, error=self.body_error, bytes_in=size))
-            elif expired:
-                error = f"upstream did not answer within {timeout:g} s"
-                handle.finish(Outcome(status=Status.failed, error=error, bytes_in=size))
-                self._respond(504, f"the upstream of {routed.connection!r} did not answer within {timeout:g} s")
-            elif isinstance(e, ParseError):
-                error = f"upstream sent a malformed response: {e.reason}"
-                handle.finish(Outcome(status=Status.failed, error=error, bytes_in=size))
-                self._respond(502, f"the upstream of {routed.connection!r} sent a malformed response: {e.reason}")
-            else:
-                error = _describe(e)
-                handle.finish(Outcome(status=Status.failed, error=f"upstream unreachable: {error}", bytes_in=size))
-                self._respond(502, f"the gateway could not reach the upstream of {routed.connection!r}: {error}")
-            return
-        finally:
-            if timer.active():
-                timer.cancel()
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            if self.timer.active():
+                self.timer.cancel()
+            self.timer = None
 
-        code = response.code
-        self.unsent_head = self._response_head(response, upstream.pass_cookies)
-        self.keep = _ERROR_BODY_CAP if code >= 400 else 0
+    def _send_request(self) -> None:
+        """Send the request on a pooled connection, or on a new one once it is made."""
+        assert self.origin is not None
+        acquired = self.origin.pool.acquire()
+        if isinstance(acquired, Deferred):
+            self.pending = acquired
+            acquired.addCallbacks(self._connected, self._not_connected)
+            acquired.addErrback(self.crashed)
+        else:
+            self._connected(acquired)
+
+    def _not_connected(self, failure: Failure) -> None:
+        self.pending = None
+        self._request_failed(failure.value)
+
+    def _connected(self, connection: UpstreamConnection) -> None:
+        """
+        Send the request head (and the body held so far); from then on the
+        body flows as it arrives.
+        """
+        self.pending = None
+        if self.gone or self.done:
+            connection.release()
+            return self._request_failed(_ClientGone("client went away"))
+        self.upstream = connection
+        self.awaiting_head = True
+        connection.start(self, head_request=self.method == "HEAD")
+        transport = connection.transport
+        transport.write(self.request_bytes)
+        held, self.held = self.held, []
+        self.held_size = 0
+        self.forwarding = True
+        for data in held:
+            self._send(data)
+        if self.body_complete and self.chunked_upstream:
+            transport.write(_LAST_CHUNK)
+        if not connection.write_paused:
+            self.conn.resume_reading()
+
+    def _request_failed(self, error: BaseException) -> None:
+        """
+        No response head came.  A reused connection found closed before any
+        byte of an answer is tried once more on a new one, for a method that
+        cannot run twice by it (L{_RETRYABLE}) and has no body; anything
+        else is the request's outcome, answered 502 or 504.
+        """
+        connection = self.upstream
+        self.upstream = None
+        if (
+            connection is not None and connection.reused and not connection.received
+            and self.method in _RETRYABLE and not self.head.has_body
+            and not self.expired and not self.gone and not self.done
+        ):
+            self.forwarding = False
+            return self._send_request()
+        self._stop_timer()
+        self.ended = True
+        handle = self.handle
+        assert handle is not None and self.routed is not None
+        name = self.routed.connection
+        size = self.body_received
+        timeout = self.front.response_timeout
+        if self.gone:
+            handle.finish(Outcome(status=Status.failed, error="client went away", bytes_in=size))
+        elif self.body_error:
+            handle.finish(Outcome(status=Status.failed, error=self.body_error, bytes_in=size))
+        elif self.expired:
+            error = f"upstream did not answer within {timeout:g} s"
+            handle.finish(Outcome(status=Status.failed, error=error, bytes_in=size))
+            self._respond(504, f"the upstream of {name!r} did not answer within {timeout:g} s")
+        elif isinstance(error, ParseError):
+            message = f"upstream sent a malformed response: {error.reason}"
+            handle.finish(Outcome(status=Status.failed, error=message, bytes_in=size))
+            self._respond(502, f"the upstream of {name!r} sent a malformed response: {error.reason}")
+        else:
+            message = _describe(error)
+            handle.finish(Outcome(status=Status.failed, error=f"upstream unreachable: {message}", bytes_in=size))
+            self._respond(502, f"the gateway could not reach the upstream of {name!r}: {message}")
+
+    def _response_started(self, response: Head, events: list[object]) -> None:
+        """The response head (C{events[0]}), and what came with it."""
+        if response.code == 101:
+            # Never asked for: an upgrade is relayed on a connection of its own.
+            self._abort_upstream(_ClientGone("unexpected 101"))
+            return self._request_failed(ParseError(502, "an unrequested 101 Switching Protocols"))
+        self._stop_timer()
+        assert self.origin is not None
+        self.response_code = response.code
+        self.unsent_head = self._response_head(response, self.origin.pass_cookies)
+        self.keep = _ERROR_BODY_CAP if response.code >= 400 else 0
         self.response_reusable = response.keep_alive
-        self.response_end = Deferred()
         self.streaming = True
-        early, self.early_events = self.early_events, None
-        if early:
-            self.upstream_events(early)
+        self._response_events(events, 1)
+        if self.ended:
+            return
         if self.unsent_head and not self.gone:
             self._to_client(b"")
         if self.conn.write_paused:
             self.client_write_paused(True)
-        problem_reason = await self.response_end
+
+    def _response_ended(self, problem_reason: BaseException | None) -> None:
+        """The response is whole (C{None}) or was cut off: answer the next request, record the outcome."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.unsent_head and not self.gone:
+            self._to_client(b"")  # a response without a body
+        session, handle = self.session, self.handle
+        assert session is not None and handle is not None
+        code = self.response_code
         size = self.body_received
         session.bytes_in += size
         session.bytes_out += self.response_size
@@ -1463,65 +1567,13 @@ class _Exchange:
         elif self.body_error:
             problem = self.body_error
         elif not complete:
-            problem = f"upstream response cut off: {_describe(problem_reason)}"
+            problem = f"upstream response cut off: {_describe(problem_reason)}"  # type: ignore[arg-type]
         elif code >= 400:
             problem = _upstream_message(bytes(self.error_head)) or f"HTTP {code}"
         status = Status.succeeded if code < 400 and problem is None else Status.failed
         handle.finish(
             Outcome(status=status, error=problem, code=str(code), bytes_in=size, bytes_out=self.response_size)
         )
-
-    async def _send_request(self, upstream: Upstream, request_bytes: bytes, expired: list[bool]) -> Head:
-        """
-        Send the request head (and the body held so far) on a pooled
-        connection; from then on the body flows as it arrives.  Fires with
-        the response head.  A reused connection found closed before any
-        byte of an answer is tried once more on a new one, for a method
-        that cannot run twice by it (L{_RETRYABLE}) and has no body.
-        """
-        while True:
-            acquired = upstream.pool.acquire()
-            if isinstance(acquired, Deferred):
-                self.pending = acquired
-                try:
-                    connection: UpstreamConnection = await acquired
-                finally:
-                    self.pending = None
-                if self.gone or self.done:
-                    connection.release()
-                    raise _ClientGone("client went away")
-            else:
-                connection = acquired
-            self.upstream = connection
-            self.response_head = Deferred()
-            connection.start(self, head_request=self.method == "HEAD")
-            transport = connection.transport
-            transport.write(request_bytes)
-            held, self.held = self.held, []
-            self.held_size = 0
-            self.forwarding = True
-            for data in held:
-                self._send(data)
-            if self.body_complete and self.chunked_upstream:
-                transport.write(_LAST_CHUNK)
-            if not connection.write_paused:
-                self.conn.resume_reading()
-            try:
-                response: Head = await self.response_head
-            except Exception:
-                retry = (
-                    connection.reused and not connection.received and self.method in _RETRYABLE
-                    and not self.head.has_body and not expired and not self.gone and not self.done
-                )
-                if not retry:
-                    raise
-                self.forwarding = False
-                continue
-            if response.code == 101:
-                # Never asked for: an upgrade is relayed on a connection of its own.
-                self._abort_upstream(_ClientGone("unexpected 101"))
-                raise ParseError(502, "an unrequested 101 Switching Protocols")
-            return response
 
     def _response_head(self, response: Head, pass_cookies: bool) -> bytes:
         head = self.head
@@ -1687,6 +1739,11 @@ class _Exchange:
                 bytes_out=side.received,
             )
         )
+
+
+def _session_key(identity: Identity, connection: str) -> tuple[str, str]:
+    """One session per credential (one token, one client certificate) and connection on a client connection."""
+    return (identity.credential_sha256 or identity.subject, connection)
 
 
 def _describe(error: BaseException) -> str:

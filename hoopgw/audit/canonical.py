@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["CanonicalizationError", "Checked", "canonical_json", "checked", "MAX_SAFE_INTEGER", "ORJSON_CANONICAL"]
+__all__ = ["CanonicalizationError", "Checked", "canonical_json", "canonical_record", "checked", "MAX_SAFE_INTEGER", "ORJSON_CANONICAL"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -280,6 +280,23 @@ def _rebuild(value: Any) -> Any:
         items = sorted(((str(k), v) for k, v in value.items()), key=lambda kv: _utf16_key(kv[0]))
         return {key: _rebuild(item) for key, item in items}
     return [_rebuild(item) for item in value]
+
+
+def canonical_record(header: dict[str, Any], body: Mapping[str, Any]) -> bytes:
+    """
+    L{canonical_json} of C{header} and C{body} merged (C{body}'s keys must
+    not be C{header}'s), walking only C{body}: C{header} holds what the
+    caller built itself from ASCII keys, str values and safe ints (an audit
+    record's C{v}, C{log}, C{seq}, C{prev}, C{time}, C{event}).
+    """
+    record = header.copy()
+    record.update(body)
+    if type(body) is dict and _fast_ok(body):
+        try:
+            return orjson.dumps(record, option=ORJSON_CANONICAL)
+        except orjson.JSONEncodeError:
+            pass
+    return canonical_json(record)
 
 
 def canonical_json(obj: Any) -> bytes:

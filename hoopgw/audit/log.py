@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from hoopgw.audit.canonical import CanonicalizationError, canonical_json
+from hoopgw.audit.canonical import CanonicalizationError, canonical_json, canonical_record
 from hoopgw.audit.checkpoint import (
     check_key_name,
     load_or_create_signing_key,
@@ -482,7 +482,7 @@ class AuditLog(Service):
                 f"which the log sets itself ({', '.join(sorted(RESERVED_FIELDS))})"
             )
         seq = self._seq
-        record = {
+        header = {
             "v": 1,
             "log": self.log_id,
             "seq": seq,
@@ -490,9 +490,8 @@ class AuditLog(Service):
             "time": self._timestamp(),
             "event": event,
         }
-        record.update(body)
         try:
-            data = canonical_json(record)
+            data = canonical_record(header, body)
         except CanonicalizationError as e:
             raise ValueError(f"audit record body for {event!r}: {e}") from None
         try:

@@ -10,12 +10,12 @@ front-proxy identity headers.  Hop-by-hop headers end at the gateway too
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
 from attrs import field, frozen
 
 from hoopgw.model import Identity
+from hoopgw.protocols.http.wire import FIELD_VALUE, TOKEN
 
 __all__ = [
     "HOP_BY_HOP",
@@ -65,8 +65,6 @@ _REMOVED = frozenset({
 _COOKIES = frozenset({b"cookie", b"cookie2"})
 _REMOVED_PREFIXES = (b"impersonate-", b"x-forwarded-", b"x-remote-extra-")
 
-# RFC 9110 section 5.6.2: token = 1*tchar.
-_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 # RFC 9110 section 5.5: field-vchar = VCHAR / obs-text, with SP and HTAB
 # between; CR, LF and NUL must be rejected, other controls are no better.
 _VALUE_BYTES = frozenset(range(0x20, 0x7F)) | frozenset(range(0x80, 0x100)) | {0x09}
@@ -101,16 +99,16 @@ class SanitizedHeaders:
     removed: tuple[bytes, ...] = field(converter=_names)
 
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
-
-
 def _is_token(value: bytes) -> bool:
-    return _TOKEN.fullmatch(value) is not None
+    return TOKEN.fullmatch(value) is not None
 
 
 def sanitize_request_headers(
-    headers: Sequence[tuple[bytes, bytes]], *, allow_upgrade: bool = False, pass_cookies: bool = False
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    allow_upgrade: bool = False,
+    pass_cookies: bool = False,
+    parsed: bool = False,
 ) -> SanitizedHeaders | HeaderError:
     """
     Check a request's headers and remove what must not reach the upstream:
@@ -132,21 +130,24 @@ def sanitize_request_headers(
     Names are compared case-insensitively.  A name that is not a token
     (which includes the leading whitespace of an obs-fold continuation line,
     RFC 9112 section 5.2) or a value with CR, LF, NUL or another control
-    character (RFC 9110 section 5.5) refuses the request.
+    character (RFC 9110 section 5.5) refuses the request.  With C{parsed},
+    the fields come from L{hoopgw.protocols.http.wire.Parser}, which has
+    already refused those by the same grammar, and are not checked again.
     """
     checked: list[tuple[bytes, bytes, bytes]] = []
     nominated: set[bytes] = set()
     for name, value in headers:
-        if not _is_token(name):
-            return HeaderError(f"invalid header name {name[:64]!r}")
+        if not parsed:
+            if not _is_token(name):
+                return HeaderError(f"invalid header name {name[:64]!r}")
+            value = value.strip(b" \t")
+            if FIELD_VALUE.fullmatch(value) is None:
+                for b in value:
+                    if b not in _VALUE_BYTES:
+                        return HeaderError(
+                            f"header {name.decode('ascii')!r} has byte 0x{b:02x} in its value"
+                        )
         lower = name.lower()
-        value = value.strip(b" \t")
-        if _VALUE.fullmatch(value) is None:
-            for b in value:
-                if b not in _VALUE_BYTES:
-                    return HeaderError(
-                        f"header {name.decode('ascii')!r} has byte 0x{b:02x} in its value"
-                    )
         if lower == b"connection":
             # Connection = #connection-option; empty list elements are allowed
             # (RFC 9110 section 5.6.1).

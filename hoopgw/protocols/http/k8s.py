@@ -90,7 +90,7 @@ class K8sRequestError:
     status: int = 400
 
 
-@frozen
+@frozen(cache_hash=True)  # a key of the proxy's action cache, hashed per request
 class K8sRequest:
     """
     One request to the Kubernetes API, as the API server understands it.

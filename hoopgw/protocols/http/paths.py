@@ -129,7 +129,7 @@ class QueryParams:
         return iter(self.items)
 
 
-@frozen
+@frozen(cache_hash=True)  # a key of the proxy's caches, hashed per request
 class RoutedPath:
     """
     A request-target, split and canonical.

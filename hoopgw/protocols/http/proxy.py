@@ -201,6 +201,9 @@ _BEARER = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([!-~]+)[ \t]*")
 _CACHED_TARGET = 1024
 _split_cached = lru_cache(maxsize=256)(split_request_target)
 _describe_cached = lru_cache(maxsize=256)(from_routed)
+# The same requests make the same actions (immutable; a request's own
+# details, such as removed headers, are added to a copy).
+_action_cached = lru_cache(maxsize=256)(K8sRequest.to_action)
 
 
 def _split_target(target: bytes) -> RoutedPath | PathError:
@@ -211,6 +214,12 @@ def _describe_request(method: str, routed: RoutedPath) -> K8sRequest | K8sReques
     if len(routed.path) + len(routed.query) <= _CACHED_TARGET:
         return _describe_cached(method, routed)
     return from_routed(method, routed)
+
+
+def _request_action(info: K8sRequest) -> Action:
+    if len(info.path) + len(info.query.raw) <= _CACHED_TARGET:
+        return _action_cached(info)
+    return info.to_action()
 
 
 def error_body(code: int, message: str, *, kubernetes: bool) -> bytes:
@@ -807,6 +816,16 @@ class _Expired(Exception):
 class _Exchange:
     """One request through the pipeline (see the module docstring)."""
 
+    # One per request: slots make it cheaper to build and to read.
+    __slots__ = (
+        "_body_active", "_stall", "awaiting_head", "body_complete", "body_error", "body_received",
+        "body_waiter", "chunked_upstream", "close_after", "conn", "done", "ended", "error_head", "expired",
+        "forwarding", "front", "gone", "handle", "head", "held", "held_size", "keep", "kubernetes", "method",
+        "origin", "pending", "request_bytes", "responded", "response_chunked", "response_code",
+        "response_keep_alive", "response_reusable", "response_size", "routed", "session", "streaming",
+        "timer", "unsent_head", "upstream",
+    )
+
     def __init__(self, conn: _ClientConnection, head: Head) -> None:
         self.conn = conn
         self.front = conn.front
@@ -845,6 +864,7 @@ class _Exchange:
         self.response_chunked = False
         self.response_keep_alive = False
         self.response_size = 0
+        self.response_reusable = False
         self.response_code = 0
         self.routed: RoutedPath | None = None
         # The response head, held until the first of the body joins it.
@@ -1104,8 +1124,6 @@ class _Exchange:
                 upstream.close()
         self._response_ended(None)
 
-    response_reusable = False
-
     # -- the client going away -------------------------------------------------
 
     def client_gone(self) -> None:
@@ -1199,7 +1217,7 @@ class _Exchange:
         if isinstance(info, K8sRequestError):
             return self._refused(info.status, info.reason, identity)
         sanitized = sanitize_request_headers(
-            head.headers, pass_cookies=upstream.pass_cookies if upstream is not None else False
+            head.headers, pass_cookies=upstream.pass_cookies if upstream is not None else False, parsed=True
         )
         if isinstance(sanitized, HeaderError):
             return self._refused(sanitized.status, sanitized.reason, identity)
@@ -1351,7 +1369,7 @@ class _Exchange:
         return session
 
     def _action(self, info: K8sRequest, removed: Sequence[bytes]) -> Action:
-        action = info.to_action()
+        action = _request_action(info)
         if not removed and not (self.method in _BODY_METHODS and self.head.has_body):
             return action
         details = dict(action.details)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["END", "Head", "ParseError", "Parser"]
+__all__ = ["END", "FIELD_VALUE", "Head", "ParseError", "Parser", "TOKEN"]
 
 
 class ParseError(Exception):
@@ -111,9 +111,12 @@ class Head:
 
 
 _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+# RFC 9110 sections 5.1 and 5.6.2: a field name (and a Connection option) is a token.
+TOKEN = re.compile(rb"[" + _TCHAR + rb"]+")
+# RFC 9110 section 5.5: field-value bytes are VCHAR, obs-text, SP and HTAB.
+FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _REQUEST_LINE = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21-\x7e]+) (HTTP/[0-9]\.[0-9])")
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
-# RFC 9110 section 5.5: field-value bytes are VCHAR, obs-text, SP and HTAB.
 _FIELD = re.compile(rb"([" + _TCHAR + rb"]+):([\t\x20-\x7e\x80-\xff]*)")
 # A head whose every field line is well-formed, in one match: the common
 # case costs one regex call instead of one per line.  Anything else takes
@@ -227,6 +230,19 @@ class Parser:
             if data:
                 events.append(data)
             return events
+        if state == _HEAD and not buffer and data and (self.response or not data.startswith(b"\r\n")):
+            # The common case: a whole head in one read, nothing buffered:
+            # parsed from the bytes as they came, the rest fed on.
+            end = data.find(b"\r\n\r\n")
+            if 0 <= end <= self.max_head:
+                head = self._head(data[:end])
+                rest = data[end + 4 :]
+                if head is not None:
+                    events.append(head)
+                    self._state = self._after_head(head, events)
+                if rest:
+                    events += self.feed(rest)
+                return events
         if data:
             buffer += data
         pos = 0
@@ -256,17 +272,10 @@ class Parser:
                     if head is None:  # an interim 1xx response: skipped
                         continue
                     events.append(head)
-                    if not head.has_body:
-                        events.append(END)
-                        state = _DONE
+                    state = self._after_head(head, events)
+                    if state == _DONE:
                         break
-                    if head.chunked:
-                        state = _CHUNK_SIZE_LINE
-                    elif head.content_length is not None:
-                        state = _LENGTH
-                        self._remaining = head.content_length
-                    else:
-                        state = _UNTIL_CLOSE
+                    if state == _UNTIL_CLOSE:
                         if pos < len(buffer):
                             events.append(bytes(buffer[pos:]))
                         pos = len(buffer)
@@ -342,6 +351,18 @@ class Parser:
                 self._state = state
         return events
 
+    def _after_head(self, head: Head, events: list[object]) -> int:
+        """The state after C{head}; L{END} goes into C{events} at once for a message without a body."""
+        if not head.has_body:
+            events.append(END)
+            return _DONE
+        if head.chunked:
+            return _CHUNK_SIZE_LINE
+        if head.content_length is not None:
+            self._remaining = head.content_length
+            return _LENGTH
+        return _UNTIL_CLOSE
+
     def _check_partial_head(self, buffer: bytearray, pos: int, start: int) -> None:
         pending = len(buffer) - pos
         if pending > self.max_head:
@@ -363,7 +384,7 @@ class Parser:
                 raise self._fail(400, f"a header line without a colon: {line[:40]!r}")
             if name != name.rstrip(b" \t"):
                 raise self._fail(400, f"whitespace before the colon of header {name.strip()[:40]!r}")
-            if not re.fullmatch(rb"[" + _TCHAR + rb"]+", name):
+            if not TOKEN.fullmatch(name):
                 raise self._fail(400, f"invalid header name {name[:40]!r}")
             raise self._fail(400, f"header {name.decode('ascii')!r} has a control character in its value")
         return match.group(1), match.group(2).strip(b" \t")

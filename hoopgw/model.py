@@ -84,6 +84,10 @@ class Action:
     input: str = ""
     attributes: Mapping[str, Any] = field(factory=dict)
     details: Mapping[str, Any] = field(factory=dict)
+    # The audit form of the above, made once by the session that records it
+    # (L{hoopgw.sessions}): an action repeated (a cached HTTP request) is
+    # then recorded without walking its attributes and details again.
+    audit_form: Any = field(default=None, init=False, eq=False, repr=False)
 
 
 class Effect(str, Enum):

@@ -602,14 +602,19 @@ class ActionHandle:
 
     def _action_record(self) -> dict[str, Any]:
         action = self.action
-        record: dict[str, Any] = {"id": self.id, "kind": action.kind, "input": action.input}
-        if action.attributes:
-            record["attributes"] = {
-                k: list(v) if isinstance(v, (tuple, list, frozenset, set)) else v
-                for k, v in action.attributes.items()
-            }
-        if action.details:
-            record["details"] = dict(action.details)
+        form = action.audit_form
+        if form is None:
+            form = {"kind": action.kind, "input": action.input}
+            if action.attributes:
+                form["attributes"] = checked({
+                    k: list(v) if isinstance(v, (tuple, list, frozenset, set)) else v
+                    for k, v in action.attributes.items()
+                })
+            if action.details:
+                form["details"] = checked(dict(action.details))
+            object.__setattr__(action, "audit_form", form)  # a cache on a frozen class
+        record: dict[str, Any] = {"id": self.id}
+        record.update(form)
         return record
 
     def _decided(self, decision: Decision) -> Deferred:

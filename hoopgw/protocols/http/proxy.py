@@ -203,7 +203,19 @@ _split_cached = lru_cache(maxsize=256)(split_request_target)
 _describe_cached = lru_cache(maxsize=256)(from_routed)
 # The same requests make the same actions (immutable; a request's own
 # details, such as removed headers, are added to a copy).
-_action_cached = lru_cache(maxsize=256)(K8sRequest.to_action)
+def _build_action(info: K8sRequest, removed: tuple[bytes, ...]) -> Action:
+    action = info.to_action()
+    if not removed:
+        return action
+    details = dict(action.details)
+    # Names only: what the client tried to pass on, never the values.
+    details["removed_headers"] = [name.decode("ascii") for name in removed]
+    return Action(action.kind, action.input, action.attributes, details)
+
+
+# Every request that carries its bearer token has Authorization removed:
+# the same removed names, as often as the same request.
+_action_cached = lru_cache(maxsize=256)(_build_action)
 
 
 def _split_target(target: bytes) -> RoutedPath | PathError:
@@ -216,10 +228,10 @@ def _describe_request(method: str, routed: RoutedPath) -> K8sRequest | K8sReques
     return from_routed(method, routed)
 
 
-def _request_action(info: K8sRequest) -> Action:
+def _request_action(info: K8sRequest, removed: tuple[bytes, ...]) -> Action:
     if len(info.path) + len(info.query.raw) <= _CACHED_TARGET:
-        return _action_cached(info)
-    return info.to_action()
+        return _action_cached(info, removed)
+    return _build_action(info, removed)
 
 
 def error_body(code: int, message: str, *, kubernetes: bool) -> bytes:
@@ -1368,30 +1380,28 @@ class _Exchange:
             conn.sessions[_session_key(identity, name)] = session
         return session
 
-    def _action(self, info: K8sRequest, removed: Sequence[bytes]) -> Action:
-        action = _request_action(info)
-        if not removed and not (self.method in _BODY_METHODS and self.head.has_body):
+    def _action(self, info: K8sRequest, removed: tuple[bytes, ...]) -> Action:
+        action = _request_action(info, removed)
+        head = self.head
+        if not (
+            self.method in _BODY_METHODS and head.has_body and (self.body_received or not self.body_complete)
+        ):
             return action
         details = dict(action.details)
-        if removed:
-            # Names only: what the client tried to pass on, never the values.
-            details["removed_headers"] = [name.decode("ascii") for name in removed]
-        head = self.head
-        if self.method in _BODY_METHODS and head.has_body and (self.body_received or not self.body_complete):
-            cap = self.front.body_cap
-            first = b"".join(self.held)[:cap]
-            if head.content_length is not None:
-                total: int | None = head.content_length
-            else:
-                total = self.body_received if self.body_complete else None
-            content_type = head.getRawHeaders(b"content-type")
-            details["body"] = body_record(
-                first,
-                total=total,
-                resource=info.resource,
-                content_type=content_type[0].decode("ascii", "replace") if content_type else "",
-                cap=cap,
-            )
+        cap = self.front.body_cap
+        first = b"".join(self.held)[:cap]
+        if head.content_length is not None:
+            total: int | None = head.content_length
+        else:
+            total = self.body_received if self.body_complete else None
+        content_type = head.getRawHeaders(b"content-type")
+        details["body"] = body_record(
+            first,
+            total=total,
+            resource=info.resource,
+            content_type=content_type[0].decode("ascii", "replace") if content_type else "",
+            cap=cap,
+        )
         return Action(action.kind, action.input, action.attributes, details)
 
     def _upstream_head(

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["audit", "policy", "sql_classify", "pg_codec", "pg_statement", "pgbench", "ssh", "http_proxy"]
+BENCHMARKS = [
+    "audit", "policy", "sql_classify", "pg_codec", "pg_statement", "pgbench", "ssh", "http_pipeline", "http_proxy",
+]
 
 
 def machine() -> str:
@@ -36,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("names", nargs="*", default=BENCHMARKS, help="benchmarks to run (default: all)")
     args = parser.parse_args(argv)
+    # Each benchmark runs on its defaults: those that read options from
+    # sys.argv must not see the names given here.
+    del sys.argv[1:]
     sys.path.insert(0, str(HERE))
     print(f"# hoopgw benchmarks — {time.strftime('%Y-%m-%d')} — {machine()}\n")
     for name in args.names:

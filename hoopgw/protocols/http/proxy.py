@@ -201,8 +201,8 @@ _BEARER = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([!-~]+)[ \t]*")
 _CACHED_TARGET = 1024
 _split_cached = lru_cache(maxsize=256)(split_request_target)
 _describe_cached = lru_cache(maxsize=256)(from_routed)
-# The same requests make the same actions (immutable; a request's own
-# details, such as removed headers, are added to a copy).
+
+
 def _build_action(info: K8sRequest, removed: tuple[bytes, ...]) -> Action:
     action = info.to_action()
     if not removed:
@@ -213,8 +213,9 @@ def _build_action(info: K8sRequest, removed: tuple[bytes, ...]) -> Action:
     return Action(action.kind, action.input, action.attributes, details)
 
 
-# Every request that carries its bearer token has Authorization removed:
-# the same removed names, as often as the same request.
+# The same requests make the same actions (immutable; a request body's
+# record is added to a copy).  The removed names are part of the key: every
+# request that carries its bearer token has Authorization removed.
 _action_cached = lru_cache(maxsize=256)(_build_action)
 
 

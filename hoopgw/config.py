@@ -238,6 +238,9 @@ class HTTPSettings:
     pass_cookies: bool = False
     # Keystrokes in kubectl exec -it recordings ("i" events), as for SSH.
     record_input: bool = False
+    # An exec or attach without a terminal recorded too, as for SSH: off by
+    # default, as its output may be bulk data (kubectl exec ... -- tar c).
+    record_exec_output: bool = False
     # An exec, attach or port-forward silent both ways this long is closed
     # (the kubelet's own streaming idle timeout defaults to 4 h).  0: never.
     upgrade_idle_timeout: int = 4 * 3600
@@ -348,6 +351,7 @@ _CONNECTION_KEYS = {
         "kind",
         "name",
         "pass_cookies",
+        "record_exec_output",
         "record_input",
         "token_env",
         "token_file",
@@ -965,6 +969,7 @@ def _connection(table: _Table) -> Connection:
             impersonate=table.boolean("impersonate", _default(HTTPSettings, "impersonate")),
             pass_cookies=table.boolean("pass_cookies", _default(HTTPSettings, "pass_cookies")),
             record_input=table.boolean("record_input", _default(HTTPSettings, "record_input")),
+            record_exec_output=table.boolean("record_exec_output", _default(HTTPSettings, "record_exec_output")),
             upgrade_idle_timeout=table.duration(
                 "upgrade_idle_timeout", _default(HTTPSettings, "upgrade_idle_timeout"), allow_zero=True
             ),

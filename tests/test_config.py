@@ -618,7 +618,12 @@ class ErrorMessageTests(ConfigTestCase):
                 HTTP + "token = 1\n",
                 'connections[0].token: unknown key; expected one of "ca_file", '
                 '"client_cert", "client_key", "impersonate", "insecure", "kind", "name", '
-                '"pass_cookies", "record_input", "token_env", "token_file", "upgrade_idle_timeout", "upstream"',
+                '"pass_cookies", "record_exec_output", "record_input", "token_env", "token_file", '
+                '"upgrade_idle_timeout", "upstream"',
+            ),
+            (
+                HTTP + "record_exec_output = 1\n",
+                "connections[0].record_exec_output: expected true or false, got an integer",
             ),
             (
                 '[gateway]\n"data dir" = 1\n',

@@ -244,6 +244,15 @@ ca_file = "k8s-ca.pem"
 impersonate = true
 upgrade_idle_timeout = "1s"
 [[connections]]
+name = "k8s-rec"
+kind = "http"
+upstream = "{fake.url}"
+token_file = "k8s-token"
+ca_file = "k8s-ca.pem"
+impersonate = true
+record_exec_output = true
+record_input = true
+[[connections]]
 name = "web"
 kind = "http"
 upstream = "https://localhost:{web_port}/base"
@@ -1039,6 +1048,37 @@ class KubectlTests(_GatewayCase):
         self.assertEqual((code, out), (0, "hi\n"), err)
         end = yield self.exec_session_end()
         self.assertNotIn("recording", end["end"])
+
+    def test_exec_without_terminal_recorded_if_asked(self):
+        """
+        On a connection with record_exec_output (and record_input), an exec
+        without a terminal is recorded too: stdin as input, stdout as output,
+        the command in the header, the SHA-256 in session.end.
+        """
+        return self.exec_output_recorded()
+
+    def test_exec_without_terminal_recorded_over_spdy(self):
+        """The same with kubectl's SPDY/3.1 transport."""
+        return self.exec_output_recorded(SPDY_EXEC)
+
+    @inlineCallbacks
+    def exec_output_recorded(self, env=None):
+        self.fake.add_pod("web")
+        kubeconfig = write_kubeconfig(
+            self.base / "kubeconfig-rec", server=self.url("/k8s-rec"), ca_pem=self.gateway.tls_cert.read_bytes(),
+            token=self.token,
+        )
+        code, out, err = yield run_kubectl(kubeconfig, "exec", "-i", "web", "--", "cat", stdin=b"one\ntwo\n", env=env)
+        self.assertEqual((code, out), (0, "one\ntwo\n"), err)
+        [recorded] = [r for r in self.fake.requests if r.path.endswith("/exec")]
+        self.assertNotIn("tty", recorded.query)
+        end = yield self.exec_session_end()
+        path = Path(end["end"]["recording"])
+        self.assertEqual(end["end"]["recording_sha256"], hashlib.sha256(path.read_bytes()).hexdigest())
+        cast = read_asciicast(path)
+        self.assertEqual(cast.header["command"], "cat")
+        self.assertEqual(cast.output(), "one\ntwo\n")
+        self.assertEqual(cast.input(), "one\ntwo\n")
 
     @inlineCallbacks
     def test_client_gone_first_ends_the_exec(self):

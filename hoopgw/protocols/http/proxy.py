@@ -1324,24 +1324,26 @@ class _Exchange:
             self._respond(400, str(e))
         return None
 
-    def _terminal_tap(
+    def _exec_tap(
         self, session: Session, handle: ActionHandle, info: K8sRequest | None, upgrade: bytes
     ) -> ExecTap | SpdyExecTap | None:
         """
         A terminal (C{kubectl exec -it}, C{attach -it}: C{tty=true}), over
         WebSocket or SPDY/3.1, is recorded as asciicast from its
-        stdin/stdout/stderr and resize channels, like an SSH terminal; the recording's SHA-256 goes
-        into C{session.end}.  Without a terminal nothing is recorded (the
-        action has the command and byte counts).
+        stdin/stdout/stderr and resize channels, like an SSH terminal; the
+        recording's SHA-256 goes into C{session.end}.  An exec or attach
+        without a terminal is recorded the same way only with the
+        connection's C{record_exec_output} (else its action has the command
+        and byte counts).
         """
         folder = self.front.recordings
         if folder is None or info is None:
             return None
         if info.display_verb not in ("exec", "attach"):
             return None
-        if not info.tty:
-            return None
         settings = session.connection.settings
+        if not info.tty and not getattr(settings, "record_exec_output", False):
+            return None
         command = " ".join(info.exec_command) or None
         recorder = AsciicastRecorder(
             str(folder / f"{session.id}-{handle.number}.cast"),
@@ -1736,7 +1738,7 @@ class _Exchange:
         self.done = True
         self.responded = True
         conn = self.conn
-        tap = self._terminal_tap(session, handle, info, upgrade) or self._forward_tap(session, info, upgrade)
+        tap = self._exec_tap(session, handle, info, upgrade) or self._forward_tap(session, info, upgrade)
         if tap is not None:
             # What the gateway can no longer read it does not relay unrecorded.
             tap.on_stop = lambda reason: conn.transport.abortConnection()

@@ -184,17 +184,33 @@ class _SpdyClient:
     def ping(ping_id: int) -> bytes:
         return struct.pack("!HHII", 0x8000 | 3, 6, 4, ping_id)
 
+    @staticmethod
+    def settings(initial_window: int) -> bytes:
+        # One entry: SETTINGS_INITIAL_WINDOW_SIZE (id 7), no flags.
+        return struct.pack("!HHIIII", 0x8000 | 3, 4, 12, 1, 7, initial_window)
+
+    @staticmethod
+    def window_update(stream_id: int, delta: int) -> bytes:
+        return struct.pack("!HHIII", 0x8000 | 3, 9, 8, stream_id, delta)
+
 
 def port_forward_bytes(ports: list[int]) -> bytes:
-    """kubectl's client direction: an error and a data stream per connection, with data between."""
+    """
+    kubectl's client direction: an error and a data stream per connection,
+    with data between; and the SPDY/3.1 flow-control frames a peer may send
+    (SETTINGS, WINDOW_UPDATE; kubectl's spdystream sends none), which the
+    readers must pass over.
+    """
     client = _SpdyClient()
-    out = b""
+    out = client.settings(1 << 20)
     for n, port in enumerate(ports):
         error_id, data_id = 4 * n + 1, 4 * n + 3
         common = {"port": str(port), "requestid": str(n)}
         out += client.syn_stream(error_id, {"streamtype": "error", **common})
         out += client.syn_stream(data_id, {"streamtype": "data", **common})
-        out += client.data(data_id, os.urandom(70000)) + client.ping(2 * n + 1) + client.data(data_id, b"", fin=True)
+        out += client.data(data_id, os.urandom(70000)) + client.ping(2 * n + 1)
+        out += client.window_update(data_id, 70000) + client.window_update(0, 70000)
+        out += client.data(data_id, b"", fin=True)
     return out
 
 

@@ -52,7 +52,29 @@ class FrameError(ValueError):
     """The bytes are not a WebSocket frame stream this reader understands."""
 
 
-class ChannelReader:
+class _StreamReader:
+    """
+    A reader of one direction that stops at the first thing it does not
+    understand: L{feed} raises L{FrameError} once, then C{broken} says why
+    and later bytes are ignored.
+    """
+
+    broken: str | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self.broken is not None:
+            return
+        try:
+            self._feed(data)
+        except FrameError as e:
+            self.broken = str(e)
+            raise
+
+    def _feed(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class ChannelReader(_StreamReader):
     """
     Reads one direction of a WebSocket (C{masked}: the client's direction,
     RFC 6455 section 5.3) and calls C{on_data(channel, chunk)} for the
@@ -78,16 +100,6 @@ class ChannelReader:
         self._in_message = False  # between the first and the final fragment
         self._final = False
         self._channel: int | None = None  # of the message being read; None until its first byte
-        self.broken: str | None = None
-
-    def feed(self, data: bytes) -> None:
-        if self.broken is not None:
-            return
-        try:
-            self._feed(data)
-        except FrameError as e:
-            self.broken = str(e)
-            raise
 
     def _feed(self, data: bytes) -> None:
         pos, end = 0, len(data)
@@ -280,7 +292,7 @@ _MAX_HEADER_BLOCK = 16 * 1024
 _MAX_CONTROL_FRAME = 64 * 1024
 
 
-class SpdyStreamReader:
+class SpdyStreamReader(_StreamReader):
     """
     Reads one direction of a SPDY/3 connection: C{on_stream(stream_id,
     headers)} for every SYN_STREAM (header names lower-case) and, if given,
@@ -307,16 +319,6 @@ class SpdyStreamReader:
         self._skip = 0  # DATA payload bytes still to come
         self._data_stream = 0  # the stream they belong to
         self._inflate = zlib.decompressobj(zdict=SPDY_DICTIONARY)
-        self.broken: str | None = None
-
-    def feed(self, data: bytes) -> None:
-        if self.broken is not None:
-            return
-        try:
-            self._feed(data)
-        except FrameError as e:
-            self.broken = str(e)
-            raise
 
     def _feed(self, data: bytes) -> None:
         if self._skip:

@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.audit.canonical import checked
+from hoopgw.audit.canonical import Checked, checked
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted
 from hoopgw.interfaces import IAuditLog, IIdentityVerifier, IPolicy, IRecorder, IStore
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
@@ -612,7 +612,10 @@ class ActionHandle:
                 })
             if action.details:
                 form["details"] = checked(dict(action.details))
-            object.__setattr__(action, "audit_form", form)  # a cache on a frozen class
+            # Kept only if read-only throughout: records never share a
+            # mutable part.
+            if all(type(part) is Checked for key, part in form.items() if key in ("attributes", "details")):
+                object.__setattr__(action, "audit_form", form)  # a cache on a frozen class
         record: dict[str, Any] = {"id": self.id}
         record.update(form)
         return record

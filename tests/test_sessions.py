@@ -172,6 +172,37 @@ class SessionServiceTests(SynchronousTestCase):
         self.assertEqual(end["outcome"], {"status": "succeeded", "rows": 1, "duration_us": 250000})
         self.assertEqual(end["action"]["id"], handle.id)
 
+    def test_repeated_action_recorded_alike(self) -> None:
+        """
+        One Action checked twice (a cached HTTP request) gives two records
+        with the same content under their own ids, its attributes as lists;
+        its audit form is made once and is read-only.
+        """
+        session = self.open()
+        action = Action(kind="http.request", input="GET /x", attributes={"http.paths": ("/x",)}, details={"verb": "get"})
+        first = self.successResultOf(session.check(action))
+        second = self.successResultOf(session.check(action))
+        one, two = (r["action"] for r in self.audit.of("action.start"))
+        self.assertEqual((one["id"], two["id"]), (first.id, second.id))
+        self.assertEqual({k: v for k, v in one.items() if k != "id"}, {k: v for k, v in two.items() if k != "id"})
+        self.assertEqual(one["attributes"], {"http.paths": ["/x"]})
+        self.assertIs(action.audit_form["details"], two["details"])
+        self.assertRaises(TypeError, two["details"].__setitem__, "verb", "delete")
+
+    def test_action_form_not_shared_unless_read_only(self) -> None:
+        """
+        An action whose details canonical JSON checks each time (a float)
+        keeps no shared form: every record gets its own copy.
+        """
+        session = self.open()
+        action = Action(kind="sql.query", input="SELECT 1", details={"ratio": 1.0})
+        self.successResultOf(session.check(action))
+        self.successResultOf(session.check(action))
+        one, two = (r["action"]["details"] for r in self.audit.of("action.start"))
+        self.assertIsNone(action.audit_form)
+        self.assertEqual(one, two)
+        self.assertIsNot(one, two)
+
     def test_denied_action_blocked(self) -> None:
         """If an action is denied, both its decision and a blocked outcome are recorded, and it is not allowed."""
         self.policy.decisions["sql.query"] = Decision(effect=Effect.deny, rule="no-drop", message="no drops")

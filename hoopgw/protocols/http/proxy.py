@@ -230,7 +230,8 @@ def _describe_request(method: str, routed: RoutedPath) -> K8sRequest | K8sReques
 
 
 def _request_action(info: K8sRequest, removed: tuple[bytes, ...]) -> Action:
-    if len(info.path) + len(info.query.raw) <= _CACHED_TARGET:
+    # The removed names are the client's too: they count against the bound.
+    if len(info.path) + len(info.query.raw) + sum(map(len, removed)) <= _CACHED_TARGET:
         return _action_cached(info, removed)
     return _build_action(info, removed)
 

@@ -16,16 +16,44 @@ from twisted.trial.unittest import SynchronousTestCase
 from hoopgw.config import HTTPSettings, SecretRef
 from hoopgw.model import Connection, Identity
 from hoopgw.protocols.http.bodies import MASK, body_record, mask_secrets
+from hoopgw.protocols.http.k8s import from_routed
 from hoopgw.protocols.http.paths import split_request_target
 from hoopgw.protocols.http.proxy import (
     ReservedIdentity,
     Upstream,
     UpstreamTLSPolicy,
+    _action_cached,
+    _request_action,
     bearer_token,
     error_body,
     response_headers,
 )
 from tests.integration._fake_k8s import make_test_ca
+
+
+class RequestActionTests(SynchronousTestCase):
+    def test_removed_headers_recorded_and_cached(self) -> None:
+        """
+        The same request with the same removed headers is one cached Action
+        whose details name them; other removed names make another Action.
+        """
+        info = from_routed("GET", split_request_target(b"/k8s/api/v1/namespaces/default/pods"))
+        first = _request_action(info, (b"authorization",))
+        self.assertIs(_request_action(info, (b"authorization",)), first)
+        self.assertEqual(first.details["removed_headers"], ["authorization"])
+        other = _request_action(info, (b"authorization", b"x-forwarded-for"))
+        self.assertEqual(other.details["removed_headers"], ["authorization", "x-forwarded-for"])
+        self.assertNotIn("removed_headers", _request_action(info, ()).details)
+
+    def test_long_removed_names_not_cached(self) -> None:
+        """Removed names are the client's: past the size bound they are not kept in the cache."""
+        info = from_routed("GET", split_request_target(b"/k8s/api/v1/pods"))
+        names = tuple(b"x-forwarded-%d-%s" % (n, b"a" * 100) for n in range(20))
+        before = _action_cached.cache_info().currsize
+        action = _request_action(info, names)
+        self.assertEqual(len(action.details["removed_headers"]), 20)
+        self.assertEqual(_action_cached.cache_info().currsize, before)
+        self.assertIsNot(_request_action(info, names), action)
 
 
 class ErrorBodyTests(SynchronousTestCase):

@@ -84,9 +84,9 @@ class Action:
     input: str = ""
     attributes: Mapping[str, Any] = field(factory=dict)
     details: Mapping[str, Any] = field(factory=dict)
-    # The audit form of the above, made once by the session that records it
-    # (L{hoopgw.sessions}): an action repeated (a cached HTTP request) is
-    # then recorded without walking its attributes and details again.
+    # The audit form of the above, kept by the session that records it
+    # (L{hoopgw.sessions}) once the action is recorded a second time (a
+    # cached HTTP request): later records do not walk it again.
     audit_form: Any = field(default=None, init=False, eq=False, repr=False)
 
 

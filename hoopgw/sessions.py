@@ -581,6 +581,10 @@ class Session:
         return d
 
 
+# An Action's audit_form once it has been recorded, before it is recorded again.
+_RECORDED = object()
+
+
 @define(eq=False)
 class ActionHandle:
     """An action that has been decided and logged; report its outcome once."""
@@ -603,19 +607,26 @@ class ActionHandle:
     def _action_record(self) -> dict[str, Any]:
         action = self.action
         form = action.audit_form
-        if form is None:
+        if type(form) is not dict:
+            # Most actions (a statement, a shell line) are recorded once, and
+            # freezing costs more than the one walk canonical JSON makes; an
+            # action recorded again (a cached HTTP request) gets a read-only
+            # form, kept and shared by its later records.
+            again = form is _RECORDED
+            attributes = {
+                k: list(v) if isinstance(v, (tuple, list, frozenset, set)) else v
+                for k, v in action.attributes.items()
+            }
+            details = dict(action.details)
             form = {"kind": action.kind, "input": action.input}
-            if action.attributes:
-                form["attributes"] = checked({
-                    k: list(v) if isinstance(v, (tuple, list, frozenset, set)) else v
-                    for k, v in action.attributes.items()
-                })
-            if action.details:
-                form["details"] = checked(dict(action.details))
-            # Kept only if read-only throughout: records never share a
-            # mutable part.
-            if all(type(part) is Checked for key, part in form.items() if key in ("attributes", "details")):
-                object.__setattr__(action, "audit_form", form)  # a cache on a frozen class
+            if attributes:
+                form["attributes"] = checked(attributes) if again else attributes
+            if details:
+                form["details"] = checked(details) if again else details
+            if not again:
+                object.__setattr__(action, "audit_form", _RECORDED)  # a cache on a frozen class
+            elif all(type(form[key]) is Checked for key in ("attributes", "details") if key in form):
+                object.__setattr__(action, "audit_form", form)  # shared: only if read-only throughout
         record: dict[str, Any] = {"id": self.id}
         record.update(form)
         return record

@@ -1354,7 +1354,7 @@ class _Exchange:
             command=command,
             title=f"{session.identity.subject} on {session.connection.name}: {info.display_verb} {info.namespace}/{info.name}",
             record_input=bool(getattr(settings, "record_input", False)),
-            # A terminal session does not go on unrecorded (disk full): end it.
+            # A recorded exec does not go on unrecorded (disk full): end it.
             on_failure=lambda reason: self.conn.transport.abortConnection(),
         )
         session.add_recording(recorder)

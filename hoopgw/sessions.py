@@ -31,6 +31,8 @@ from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome
 
 log = Logger()
 
+# The rule named by refusals that are the gateway's own, not policy's.
+GATEWAY_RULE = "hoopgw"
 # The decision of an observation: recorded, never enforced.
 OBSERVED = Decision(effect=Effect.allow, rule=None, message="observed: recorded, never enforced")
 
@@ -493,6 +495,17 @@ class Session:
         if not isinstance(handle, ActionHandle):
             return handle
         return maybeDeferred(handle._decided, OBSERVED)
+
+    def refuse(self, action: Action, message: str) -> Deferred:
+        """
+        Record C{action} as refused by the gateway itself, before policy: it
+        cannot be read as the target would read it (the rule is
+        C{GATEWAY_RULE}).  Fires with its L{ActionHandle}, already blocked.
+        """
+        handle = self._new_handle(action)
+        if not isinstance(handle, ActionHandle):
+            return handle
+        return maybeDeferred(handle._decided, Decision(effect=Effect.deny, rule=GATEWAY_RULE, message=message))
 
     def _new_handle(self, action: Action) -> "ActionHandle | Deferred":
         if self.closed:

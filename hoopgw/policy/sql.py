@@ -78,7 +78,7 @@ from typing import Any
 from attrs import define, evolve, field, fields, frozen
 from pglast import parser as _pg
 
-__all__ = ["PreparedStatements", "StatementInfo", "classify"]
+__all__ = ["PreparedStatements", "StatementInfo", "classify", "recordable", "redact_secrets", "statement_info"]
 
 UNKNOWN = "unknown"
 
@@ -119,6 +119,12 @@ class StatementInfo:
         called by a C{SELECT} are not seen through.
     @ivar prepared_name: the name in C{PREPARE}, C{EXECUTE} and
         C{DEALLOCATE}; C{None} for C{DEALLOCATE ALL} / C{DISCARD ALL}.
+    @ivar copy_in: a C{COPY ... FROM STDIN}: the server reads the client's
+        next messages as data (copy-in mode) if it starts.
+    @ivar settings: run-time parameters it sets or resets (C{SET},
+        C{RESET}, also inside C{ALTER ROLE ... SET}), lower-case; C{all}
+        for C{RESET ALL}.  Values are literals, so they are not facts (see
+        L{_shapes}): a caller that cares reads them from the text.
     """
 
     text: str
@@ -130,6 +136,8 @@ class StatementInfo:
     program: bool = False
     writes_data: bool = False
     prepared_name: str | None = None
+    copy_in: bool = False
+    settings: tuple[str, ...] = field(default=(), converter=_strs)
     # Built once: the same statement is judged on every execution.
     _attributes: Mapping[str, Any] = field(init=False, eq=False, repr=False)
 
@@ -258,6 +266,8 @@ class _Walker:
         self.without_where = False
         self.program = False
         self.prepared_name: str | None = None
+        self.copy_in = False
+        self.settings: dict[str, None] = {}
 
     def info(self, text: str) -> StatementInfo:
         kinds = tuple(self.kinds) or (UNKNOWN,)
@@ -271,6 +281,8 @@ class _Walker:
             program=self.program,
             writes_data=bool(self.writes) or not _OPAQUE.isdisjoint(kinds),
             prepared_name=self.prepared_name,
+            copy_in=self.copy_in,
+            settings=tuple(self.settings),
         )
 
     def walk(self, value: Any, ctes: frozenset[str]) -> None:
@@ -395,6 +407,8 @@ class _Walker:
                 self.read(relation, frozenset())
         if stmt.get("is_program"):
             self.program = True
+        elif stmt.get("is_from") and not stmt.get("filename"):
+            self.copy_in = True
         self.walk_fields(stmt, ctes, "relation")
 
     def truncate(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
@@ -513,8 +527,13 @@ class _Walker:
         self.kinds[_TRANSACTION.get(stmt.get("kind", ""), "transaction")] = None
 
     def variable_set(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
-        reset = stmt.get("kind", "").startswith("VAR_RESET")
+        kind = stmt.get("kind", "")
+        reset = kind.startswith("VAR_RESET")
         self.kinds["reset" if reset else "set"] = None
+        if kind == "VAR_RESET_ALL":
+            self.settings["all"] = None
+        elif stmt.get("name"):
+            self.settings[stmt["name"].lower()] = None
         self.walk_fields(stmt, ctes)
 
     def vacuum(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
@@ -620,7 +639,7 @@ def _lexical(text: str) -> StatementInfo:
     without_where = "update" in kinds or "delete" in kinds
     return StatementInfo(
         text=text, kinds=kinds, reads=names, writes=names, without_where=without_where,
-        program=program, writes_data=True,
+        program=program, writes_data=True, copy_in="copy" in kinds,
     )
 
 
@@ -637,7 +656,16 @@ def classify(sql: str) -> tuple[StatementInfo, ...]:
     C{unknown} (PostgreSQL itself runs none of a string with a syntax
     error).  Memoised by exact text (4096 entries, LRU), and a
     single-statement text by its literal-normalised form (L{_shape}).
+    Each statement's C{text} has its secrets replaced (L{redact_secrets}):
+    it is what the audit trail records.
     """
+    infos = _classify_text(sql)
+    if _SECRET_HINT.search(sql) is None:
+        return infos
+    return tuple(_without_secrets(info) for info in infos)
+
+
+def _classify_text(sql: str) -> tuple[StatementInfo, ...]:
     try:
         key = _pg.normalize(sql)
     except Exception:
@@ -656,6 +684,63 @@ def classify(sql: str) -> tuple[StatementInfo, ...]:
         if len(_shapes) > _SHAPES_MAX:
             _shapes.popitem(last=False)
     return infos
+
+
+# -- secrets in statement texts --------------------------------------------------
+
+# Cheap test first: no statement without one of these words carries a secret
+# this module knows how to find.
+_SECRET_HINT = re.compile(r"(?i)password|connection")
+_REDACTED = b"'[redacted]'"
+# Keywords whose string argument is a secret: ROLE/USER ... PASSWORD 'x',
+# OPTIONS (password 'x') of user mappings and servers, SUBSCRIPTION ...
+# CONNECTION 'conninfo'.
+_SECRET_BEFORE = frozenset({"PASSWORD", "CONNECTION"})
+_CONNINFO_PASSWORD = re.compile(rb"(?i)password\s*=")
+UNRECORDABLE = "[statement not recorded: it may hold a password that hoopgw could not locate]"
+
+
+def redact_secrets(text: str) -> str:
+    """
+    C{text} with each string constant that is a password replaced by
+    C{'[redacted]'}: after a C{PASSWORD} or C{CONNECTION} keyword, or a
+    connection string holding C{password=} (as C{dblink_connect} takes).
+    Text the scanner cannot read is replaced whole (L{UNRECORDABLE}).
+    """
+    try:
+        tokens = _pg.scan(text)
+    except Exception:
+        return UNRECORDABLE
+    raw = text.encode("utf-8", "surrogateescape")
+    spans = []
+    previous = ""
+    for token in tokens:
+        if token.name == "SCONST" or token.name == "USCONST":
+            literal = raw[token.start:token.end + 1]
+            if previous in _SECRET_BEFORE or _CONNINFO_PASSWORD.search(literal):
+                spans.append((token.start, token.end + 1))
+        previous = token.name
+    if not spans:
+        return text
+    out, last = [], 0
+    for start, end in spans:
+        out.append(raw[last:start])
+        out.append(_REDACTED)
+        last = end
+    out.append(raw[last:])
+    return b"".join(out).decode("utf-8", "surrogateescape")
+
+
+def recordable(text: str) -> str:
+    """C{text} as the audit trail may hold it (L{redact_secrets} when it may hold one)."""
+    return text if _SECRET_HINT.search(text) is None else redact_secrets(text)
+
+
+def _without_secrets(info: StatementInfo) -> StatementInfo:
+    if _SECRET_HINT.search(info.text) is None:
+        return info
+    text = redact_secrets(info.text)
+    return info if text == info.text else _with_text(info, text)
 
 
 # Classifications by literal-normalised text (L{_pg.normalize}: libpg_query
@@ -738,6 +823,15 @@ def _split(sql: str) -> list[str]:
         return [sql.strip()]
 
 
+def statement_info(sql: str) -> StatementInfo:
+    """
+    The facts of a protocol-level Parse: it holds one statement; should it
+    hold several (the server refuses that), their facts are merged.
+    """
+    infos = classify(sql)
+    return _merge(sql.strip(), infos) if len(infos) != 1 else infos[0]
+
+
 # -- session state --------------------------------------------------------------
 
 
@@ -768,8 +862,7 @@ class PreparedStatements:
         classification.  A Parse holds one statement; should it hold
         several (the server refuses that), their facts are merged.
         """
-        infos = classify(sql)
-        info = _merge(sql.strip(), infos) if len(infos) != 1 else infos[0]
+        info = statement_info(sql)
         self.register(name, info)
         return info
 
@@ -798,6 +891,8 @@ class PreparedStatements:
                 functions=info.functions,
                 without_where=info.without_where,
                 program=info.program,
+                copy_in=info.copy_in,
+                settings=info.settings,
                 writes_data=info.writes_data,
                 prepared_name=info.prepared_name,
             )
@@ -842,6 +937,8 @@ def _merge(text: str, infos: Iterable[StatementInfo],
         functions=union("functions"),
         without_where=any(i.without_where for i in infos),
         program=any(i.program for i in infos),
+        copy_in=any(i.copy_in for i in infos),
+        settings=union("settings"),
         writes_data=any(i.writes_data for i in infos),
         prepared_name=prepared_name,
     )

@@ -558,8 +558,8 @@ class NormalisedCacheTests(SynchronousTestCase):
     """
 
     def full(self, sql: str) -> tuple[StatementInfo, ...]:
-        """The classification from the parse tree, no cache at all."""
-        return sql_module._classify(sql)[0]
+        """The classification from the parse tree, no cache at all (secrets redacted, as always)."""
+        return tuple(sql_module._without_secrets(info) for info in sql_module._classify(sql)[0])
 
     def cached(self, sql: str) -> tuple[StatementInfo, ...]:
         """Through the normalised cache (not the exact-text one)."""
@@ -646,3 +646,39 @@ class NormalisedCacheTests(SynchronousTestCase):
         sql_module._shapes.clear()
         self.cached("BEGIN; DELETE FROM t WHERE id = 1; COMMIT")
         self.assertEqual(len(sql_module._shapes), 0)
+
+
+class RedactSecretsTests(SynchronousTestCase):
+    """Passwords in statement texts are replaced before anything records them (issue 11, item 6)."""
+
+    def test_password_literals(self) -> None:
+        """Every spelling of a password constant is replaced, the rest of the text kept."""
+        from hoopgw.policy.sql import redact_secrets
+
+        cases = {
+            "CREATE ROLE x PASSWORD 'p'": "CREATE ROLE x PASSWORD '[redacted]'",
+            "alter user x with encrypted password 'SCRAM-SHA-256$4096:x'": "alter user x with encrypted password '[redacted]'",
+            "ALTER ROLE x PASSWORD $$p$$ VALID UNTIL 'infinity'": "ALTER ROLE x PASSWORD '[redacted]' VALID UNTIL 'infinity'",
+            "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'u', password 'p')": "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'u', password '[redacted]')",
+            "CREATE SUBSCRIPTION s CONNECTION 'host=h password=p' PUBLICATION p": "CREATE SUBSCRIPTION s CONNECTION '[redacted]' PUBLICATION p",
+            "SELECT dblink_connect('dbname=d PASSWORD = p')": "SELECT dblink_connect('[redacted]')",
+            "SELECT 'password' AS password": "SELECT 'password' AS password",
+        }
+        for text, expected in cases.items():
+            self.assertEqual(redact_secrets(text), expected, text)
+
+    def test_unreadable_text_is_not_recorded(self) -> None:
+        """Text the scanner cannot read (an unterminated string) is not recorded at all."""
+        from hoopgw.policy.sql import UNRECORDABLE, classify
+
+        [info] = classify("ALTER ROLE x PASSWORD 'secret")
+        self.assertEqual(info.text, UNRECORDABLE)
+
+    def test_classification_records_the_redacted_text(self) -> None:
+        """The statement text classify returns (what the trail records) carries no password; the facts are kept."""
+        from hoopgw.policy.sql import classify
+
+        [role, select] = classify("CREATE ROLE r PASSWORD 'hunter2'; SELECT 1")
+        self.assertEqual(role.text, "CREATE ROLE r PASSWORD '[redacted]'")
+        self.assertEqual(role.kinds, ("create_role",))
+        self.assertEqual(select.text, "SELECT 1")

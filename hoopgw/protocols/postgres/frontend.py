@@ -29,7 +29,6 @@ import secrets
 from collections import deque
 from typing import Any, Callable, Protocol as TypingProtocol
 
-from attrs import define
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer
@@ -41,11 +40,14 @@ from zope.interface import implementer
 from hoopgw.config import PostgresSettings
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted
 from hoopgw.model import Action, Outcome, Source, Status
-from hoopgw.policy.sql import PreparedStatements, StatementInfo, classify
+from hoopgw.policy.sql import StatementInfo, classify, recordable, statement_info
 from hoopgw.protocols import _tls as tls
-from hoopgw.protocols.postgres import codec
+from hoopgw.protocols.postgres import codec, lexical
+from hoopgw.protocols.postgres.tracker import Copy, Desync, Expect, NameChange, Pending, Portal, Tracker, rows_from_tag
 from hoopgw.protocols.postgres.backend import BackendAuthError, BackendProtocol, client_tls_options
-from hoopgw.sessions import ActionHandle, Session, SessionService
+from hoopgw.sessions import GATEWAY_RULE, ActionHandle, Session, SessionService
+
+__all__ = ["ClientProtocol", "PostgresFrontEnd", "RowTransform", "make_front_end", "rows_from_tag"]
 
 log = Logger()
 
@@ -54,9 +56,6 @@ log = Logger()
 PASSED_PARAMETERS = frozenset(
     {"application_name", "client_encoding", "datestyle", "timezone", "extra_float_digits", "intervalstyle"}
 )
-
-_COUNTED_TAGS = ("SELECT", "INSERT", "UPDATE", "DELETE", "COPY", "MERGE", "FETCH", "MOVE")
-
 
 class RowTransform(TypingProtocol):
     """
@@ -67,17 +66,6 @@ class RowTransform(TypingProtocol):
     def describe(self, description: codec.RowDescription) -> None: ...
 
     def row(self, row: codec.DataRow) -> codec.DataRow: ...
-
-
-def rows_from_tag(tag: str) -> int | None:
-    """The row count in a CommandComplete tag ("INSERT 0 3" -> 3)."""
-    command, _, rest = tag.partition(" ")
-    if command in _COUNTED_TAGS and rest:
-        try:
-            return int(rest.rsplit(" ", 1)[-1])
-        except ValueError:
-            return None
-    return None
 
 
 def _action_kind(info: StatementInfo, default: str) -> str:
@@ -91,29 +79,6 @@ def _parameter_record(value: bytes | None, binary: bool) -> Any:
     if binary:
         return {"base64": base64.b64encode(value).decode()}
     return value.decode("utf-8", "replace")
-
-
-@define(eq=False)
-class _Pending:
-    """A forwarded statement awaiting its completion from the server."""
-
-    handle: ActionHandle | None
-    marker: str | None = None  # set for a stand-in of a refused statement
-    denial: codec.ErrorResponse | None = None
-    rows: int = 0
-    # A change to the statement/portal names, applied to the confirmed maps
-    # only once the server has answered this message without an error.
-    op: tuple | None = None
-
-
-@define(frozen=True)
-class _Portal:
-    """A portal as bound: the statement's facts at Bind time, not its name."""
-
-    statement: str
-    info: StatementInfo | None  # None: the statement was unknown at Bind
-    parameters: tuple[bytes | None, ...]
-    formats: tuple[int, ...]
 
 
 # Statement and portal names the gateway keeps for its own stand-ins.
@@ -134,24 +99,24 @@ def _names(message: codec.Message) -> tuple[str, ...]:
     return (message.name,)  # type: ignore[attr-defined]  # Describe, Close
 
 
+# Settings whose change the gateway must follow or refuse (lexical.py).
+_LEXICAL_SETTINGS = frozenset({lexical.STANDARD_CONFORMING_STRINGS, lexical.CLIENT_ENCODING})
+_SET_CONFIG = frozenset({"set_config", "pg_catalog.set_config"})
+_PIPELINED_SENSITIVE = (
+    "this statement has a backslash in a string, or non-ASCII text, and was pipelined behind a statement "
+    "that may change standard_conforming_strings or client_encoding, so the gateway cannot know how the "
+    "server will read it; send it once the previous results are in"
+)
+_UNKNOWN_STATEMENT = StatementInfo(text="", kinds=("unknown",), writes_data=True)
+
+
+def _finish(handle: ActionHandle, outcome: Outcome) -> None:
+    handle.finish(outcome)
+
+
 def _changes_names(info: StatementInfo) -> bool:
     """A statement of a Query that PREPARE/DEALLOCATE/DISCARDs prepared statements."""
     return info.kinds[:1] in (("prepare",), ("deallocate",), ("discard",))
-
-
-def _apply(prepared: PreparedStatements, portals: dict[str, _Portal], op: tuple) -> None:
-    """Apply one name change (see L{_Pending.op}) to a pair of maps."""
-    what = op[0]
-    if what == "parse":
-        prepared.register(op[1], op[2])
-    elif what == "bind":
-        portals[op[1]] = op[2]
-    elif what == "close-statement":
-        prepared.forget(op[1])
-    elif what == "close-portal":
-        portals.pop(op[1], None)
-    elif what == "sql":
-        prepared.observe(op[1])
 
 
 class PostgresFrontEnd(Factory):
@@ -218,23 +183,12 @@ class ClientProtocol(Protocol):
         self.cancel_pid = 0
         self.cancel_secret = b""
         self.transform: RowTransform | None = None
-        # Statements and portals as the server has confirmed them (its answer
-        # to each Parse, Bind, Close, PREPARE, DEALLOCATE came in without an
-        # error); the view adds every change forwarded and not yet answered,
-        # in order: what a statement pipelined behind them will find.
-        self.prepared = PreparedStatements()
-        self.portals: dict[str, _Portal] = {}
-        self._view_prepared = PreparedStatements()
-        self._view_portals: dict[str, _Portal] = {}
-        self._view_stale = False  # a forwarded change was refused or skipped
+        self.tracker = Tracker(finish=_finish)
+        self.settings = lexical.Settings()
         self._batch_open = False  # extended-protocol messages since the last Sync
         self._queue: deque[codec.Message] = deque()
         self._waiting = False
         self._draining = False
-        # Statements forwarded, grouped by what ends them (a ReadyForQuery
-        # after each Query, Sync or FunctionCall); the last group is open.
-        self._groups: deque[deque[_Pending]] = deque([deque()])
-        self._closed_groups = 0
         self._denials = 0
         self._linked = False  # the two transports are each other's producers
         self.bytes_in = 0
@@ -354,6 +308,7 @@ class ClientProtocol(Protocol):
             for name, value in self.startup.parameters  # type: ignore[union-attr]
             if name.lower() in PASSED_PARAMETERS
         }
+        startup.update(lexical.PINNED)
         backend = BackendProtocol(
             settings,
             password=password,
@@ -382,6 +337,13 @@ class ClientProtocol(Protocol):
     def _backend_ready(self, backend: BackendProtocol) -> None:
         if self.state == "closed":
             backend.transport.loseConnection()
+            return
+        try:
+            self.settings = lexical.Settings.from_startup(backend.parameters)
+        except lexical.LexicalError as e:
+            backend.transport.loseConnection()
+            self._fatal("0A000", f"hoopgw: {e}")
+            self.session.close(status="failed", error=str(e))  # type: ignore[union-attr]
             return
         self.backend = backend
         backend.deliver = self._server_messages
@@ -461,9 +423,10 @@ class ClientProtocol(Protocol):
 
     def _drain(self) -> None:
         """
-        Forward queued messages until one waits for its decision.  A decision
-        that fires at once (the usual case) resumes this same loop rather than
-        a nested one, so a long pipeline costs no stack.
+        Forward queued messages until one waits for its decision, or for the
+        server to say whether a COPY started.  A decision that fires at once
+        (the usual case) resumes this same loop rather than a nested one, so
+        a long pipeline costs no stack.
         """
         if self._draining:
             return
@@ -475,18 +438,52 @@ class ClientProtocol(Protocol):
 
     def _drain_queue(self) -> None:
         backend = self.backend
+        tracker = self.tracker
+        queue = self._queue
         out: list[bytes] = []
-        while self._queue and not self._waiting and self.state == "ready":
-            message = self._queue.popleft()
+        while queue and not self._waiting and self.state == "ready" and not tracker.holding:
+            message = queue.popleft()
             kind = type(message)
+            if tracker.copy is Copy.IN:
+                # The server reads COPY data: it ignores Sync and Flush there,
+                # and would take any other message as the copy's failure.
+                if kind is codec.CopyData:
+                    out.append(message.raw)  # type: ignore[attr-defined]
+                elif kind is codec.CopyDone or kind is codec.CopyFail:
+                    tracker.copy_ended()
+                    out.append(codec.encode(message))
+                elif kind is not codec.Sync and kind is not codec.Flush:
+                    self._protocol_violation(f"a {kind.__name__} message during COPY FROM STDIN")
+                    return
+                continue
+            if kind is codec.CopyData or kind is codec.CopyDone or kind is codec.CopyFail:
+                continue  # outside copy-in the server ignores them
             if kind in _NAMING:
                 if any(name.startswith(RESERVED_PREFIX) for name in _names(message)):
                     self._reserved_name(message)
                     return
+                if tracker.skipping:
+                    continue  # the server skips it: an earlier message of this batch failed
                 self._batch_open = True
             elif self._batch_open and (kind is codec.Query or kind is codec.FunctionCall):
                 self._query_in_batch(message)
                 return
+            if kind is codec.Execute:
+                handle = tracker.take_bound(message.portal)  # type: ignore[attr-defined]
+                if handle is not None:
+                    # Decided and recorded at its Bind.
+                    tracker.forward(Pending(Expect.EXECUTE, handle=handle, copy_in=self._copies_in(message)))
+                    out.append(message.raw or codec.encode(message))
+                    continue
+            elif kind is codec.Parse:
+                refusal = self._parse_refusal(message)  # type: ignore[arg-type]
+                if refusal is not None:
+                    if out:
+                        backend.write_raw(b"".join(out))  # type: ignore[union-attr]
+                        out = []
+                    self._waiting = True
+                    self._refuse_parse(message, refusal)  # type: ignore[arg-type]
+                    continue
             check = self._checks.get(kind)
             if check is not None:
                 if out:  # what preceded the statement goes first
@@ -495,26 +492,14 @@ class ClientProtocol(Protocol):
                 self._waiting = True
                 check(self, message)
                 continue
-            if kind is codec.Parse:
-                # Classified into the view at once (rebuilt if it is stale).
-                info = self._view_prepared.parse(message.statement, message.query)  # type: ignore[attr-defined]
-                self._forwarding_change(("parse", message.statement, info), applied=True)  # type: ignore[attr-defined]
-            elif kind is codec.Bind:
-                # The portal holds what the statement holds now (P2), not its name.
-                prepared, _ = self._view()
-                portal = _Portal(
-                    message.statement,  # type: ignore[attr-defined]
-                    prepared.execute_info(message.statement),  # type: ignore[attr-defined]
-                    message.parameters,  # type: ignore[attr-defined]
-                    message.parameter_formats,  # type: ignore[attr-defined]
-                )
-                self._forwarding_change(("bind", message.portal, portal))  # type: ignore[attr-defined]
+            if kind is codec.Describe:
+                tracker.forward(Pending(Expect.DESCRIBE))
             elif kind is codec.Close:
                 what = "close-statement" if message.kind == "S" else "close-portal"  # type: ignore[attr-defined]
-                self._forwarding_change((what, message.name))  # type: ignore[attr-defined]
+                tracker.forward(Pending(Expect.CLOSE, change=NameChange(what, message.name)))  # type: ignore[attr-defined]
             elif kind is codec.Sync:
                 self._batch_open = False
-                self._close_group()
+                tracker.forward(Pending(Expect.SYNC))
             elif kind is codec.Terminate:
                 self.state = "closing"
             out.append(codec.encode(message))
@@ -524,45 +509,63 @@ class ClientProtocol(Protocol):
             self._unlink()
             self.transport.loseConnection()
 
-    def _close_group(self) -> None:
-        self._groups.append(deque())
-        self._closed_groups += 1
+    def _copies_in(self, message: codec.Execute) -> bool:
+        portal = self.tracker.view()[1].get(message.portal)
+        return portal is not None and portal.info is not None and portal.info.copy_in
+
+    # -- reading statements as the server will -----------------------------------
+
+    def _parse_refusal(self, message: codec.Parse) -> str | None:
+        """
+        Forward a Parse at once (classified into the view), or say why it
+        cannot be read as the server will read it.
+        """
+        text = self.settings.text(message.query)
+        if not self.tracker.settled and lexical.sensitive(text):
+            return _PIPELINED_SENSITIVE
+        info = statement_info(text)
+        self.tracker.forward(Pending(Expect.PARSE, change=NameChange("parse", message.statement, info)))
+        return None
+
+    def _refuse_parse(self, message: codec.Parse, refusal: str) -> None:
+        text = self.settings.text(message.query)
+        action = Action(kind="sql.execute", input=recordable(text.strip()), details={"statement": message.statement})
+        d = self.session.refuse(action, refusal)  # type: ignore[union-attr]
+
+        def refused(handle: ActionHandle) -> None:
+            if self._gone([handle]):
+                return
+            marker = self._stand_in()
+            # A Parse the server rejects (a syntax error naming the marker),
+            # under a name of the gateway's so the client's names stay.
+            self.tracker.forward_stand_in(Pending(Expect.PARSE, marker=marker, denial=self._denial(handle)))
+            self.backend.write(codec.Parse(marker, marker))  # type: ignore[union-attr]
+
+        d.addCallback(refused)
+        d.addCallbacks(self._resume, self._refused_all)
+
+    def _setting_refusal(self, info: StatementInfo) -> str | None:
+        """Why a statement's setting changes cannot be followed (L{lexical.setting_refusal})."""
+        if not info.settings and not info.functions:
+            return None
+        if _LEXICAL_SETTINGS.isdisjoint(info.settings) and _SET_CONFIG.isdisjoint(info.functions):
+            return None
+        return lexical.setting_refusal(info.text)
+
+    def _check_or_refuse(self, actions: list[Action], infos: list[StatementInfo]) -> Deferred:
+        """Decide C{actions}, unless one of them changes a setting the gateway pins."""
+        for action, info in zip(actions, infos):
+            refusal = self._setting_refusal(info)
+            if refusal is not None:
+                return self.session.refuse(action, refusal).addCallback(lambda handle: [handle])  # type: ignore[union-attr]
+        return self._decide(actions)
 
     # -- statement and portal names --------------------------------------------
     #
-    # After an error in the extended protocol the server skips everything up
-    # to Sync (a Query too), and it refuses a Parse or Bind of a name in use:
-    # a change the gateway forwards holds only once the server has answered
-    # it without an error.  So each change rides on a _Pending of its own
-    # (one per Parse, Bind, Close; one per PREPARE or DEALLOCATE statement of
-    # a Query), is applied to the confirmed maps by its ParseComplete,
-    # BindComplete, CloseComplete or CommandComplete, and is dropped by an
-    # error or by the ReadyForQuery that ends its group unanswered.  Statements
-    # are judged against the view: the confirmed maps plus every change still
-    # in flight, in order (an Execute pipelined behind its Parse and Bind).
-
-    def _view(self) -> tuple[PreparedStatements, dict[str, _Portal]]:
-        if self._view_stale:
-            prepared, portals = self.prepared.copy(), dict(self.portals)
-            for group in self._groups:
-                for pending in group:
-                    if pending.op is not None:
-                        _apply(prepared, portals, pending.op)
-            self._view_prepared, self._view_portals = prepared, portals
-            self._view_stale = False
-        return self._view_prepared, self._view_portals
-
-    def _forwarding_change(self, op: tuple, *, applied: bool = False) -> None:
-        """Record a name change that is being forwarded (C{applied}: already in the view)."""
-        self._groups[-1].append(_Pending(None, op=op))
-        if not applied and not self._view_stale:
-            _apply(self._view_prepared, self._view_portals, op)
-
-    def _change_answered(self, op: tuple, ok: bool) -> None:
-        if ok:
-            _apply(self.prepared, self.portals, op)
-        else:
-            self._view_stale = True
+    # The tracker (tracker.py) keeps them: a change the gateway forwards holds
+    # only once the server has answered it without an error, and statements
+    # are judged against the view -- the confirmed names plus every change
+    # still in flight, in order (an Execute pipelined behind its Parse and Bind).
 
     def _reserved_name(self, message: codec.Message) -> None:
         """
@@ -584,12 +587,12 @@ class ClientProtocol(Protocol):
         know when it forwards it.  Drivers send a Sync first; the connection
         ends.
         """
-        self._fatal(
-            "08P01",
-            f"hoopgw: a {type(message).__name__} message must not follow extended-protocol "
-            "messages without a Sync between them",
-        )
-        self._teardown("failed", error=f"{type(message).__name__} inside an unsynced extended-protocol batch")
+        self._protocol_violation(f"a {type(message).__name__} message after extended-protocol messages without a Sync")
+
+    def _protocol_violation(self, what: str) -> None:
+        """A message order whose effect on the server the gateway cannot follow: the connection ends."""
+        self._fatal("08P01", f"hoopgw: {what} is not relayed (the gateway cannot follow its effect on the server)")
+        self._teardown("failed", error=f"protocol violation: {what}")
 
     def _decide(self, actions: list[Action]) -> Deferred:
         """Check actions one after the other (records stay in statement order)."""
@@ -631,6 +634,10 @@ class ClientProtocol(Protocol):
     def _denial(self, handle: ActionHandle) -> codec.ErrorResponse:
         decision = handle.decision
         assert decision is not None
+        if decision.rule == GATEWAY_RULE:
+            return codec.error_response(
+                "ERROR", "0A000", f"hoopgw: {decision.message}", detail="nothing was sent to the server"
+            )
         rule = decision.rule or "no matching allow rule"
         return codec.error_response(
             "ERROR",
@@ -659,38 +666,39 @@ class ClientProtocol(Protocol):
         return True
 
     def _check_query(self, message: codec.Query) -> None:
-        infos = classify(message.query)
-        actions: list[Action] = []
-        prepared = self._view()[0]
-        copied = False
-        for info in infos:
-            resolved = prepared.resolve(info)
-            if _changes_names(info):
-                # An EXECUTE later in the same Query sees this PREPARE; the
-                # view itself changes only if the Query is forwarded.
-                if not copied:
-                    prepared, copied = prepared.copy(), True
-                prepared.observe(info)
-            actions.append(Action(kind=_action_kind(info, "sql.query"), input=info.text, attributes=resolved.attributes()))
-        d = self._decide(actions)
+        text = self.settings.text(message.query)
+        if not self.tracker.settled and lexical.sensitive(text):
+            action = Action(kind="sql.query", input=recordable(text.strip()))
+            d = self.session.refuse(action, _PIPELINED_SENSITIVE).addCallback(lambda h: [h])  # type: ignore[union-attr]
+            infos: tuple[StatementInfo, ...] = ()
+        else:
+            infos = classify(text)
+            actions: list[Action] = []
+            prepared = self.tracker.view()[0]
+            copied = False
+            for info in infos:
+                resolved = prepared.resolve(info)
+                if _changes_names(info):
+                    # An EXECUTE later in the same Query sees this PREPARE; the
+                    # view itself changes only if the Query is forwarded.
+                    if not copied:
+                        prepared, copied = prepared.copy(), True
+                    prepared.observe(info)
+                actions.append(Action(kind=_action_kind(info, "sql.query"), input=info.text, attributes=resolved.attributes()))
+            d = self._check_or_refuse(actions, list(infos))
 
         def decided(handles: list[ActionHandle]) -> None:
             if self._gone(handles):
                 return
-            group = self._groups[-1]
+            tracker = self.tracker
             refused = next((h for h in handles if not h.allowed), None)
             if refused is None:
-                if copied:
-                    for handle, info in zip(handles, infos):
-                        change = ("sql", info) if _changes_names(info) else None
-                        group.append(_Pending(handle, op=change))
-                        if change is not None and not self._view_stale:
-                            _apply(self._view_prepared, self._view_portals, change)
-                else:
-                    group.extend(_Pending(h) for h in handles)
+                for handle, info in zip(handles, infos):
+                    change = NameChange("sql", value=info) if _changes_names(info) else None
+                    tracker.forward(Pending(Expect.STATEMENT, handle=handle, change=change, copy_in=info.copy_in))
                 self.backend.write(message)  # type: ignore[union-attr]
             else:
-                for number, handle in enumerate(handles, 1):
+                for handle in handles:
                     if handle.allowed:
                         handle.finish(
                             Outcome(
@@ -700,24 +708,19 @@ class ClientProtocol(Protocol):
                             )
                         )
                 marker = self._stand_in()
-                group.append(_Pending(None, marker=marker, denial=self._denial(refused)))
+                tracker.forward(Pending(Expect.STATEMENT, marker=marker, denial=self._denial(refused)))
                 self.backend.write(codec.Query(marker))  # type: ignore[union-attr]
-            self._close_group()
+            tracker.forward(Pending(Expect.END))
 
         d.addCallback(decided)
         d.addCallbacks(self._resume, self._refused_all)
 
-    def _check_execute(self, message: codec.Execute) -> None:
-        prepared, portals = self._view()
-        portal = portals.get(message.portal)
-        if portal is None:  # unknown to the gateway (e.g. a DECLAREd cursor)
-            statement, info, parameters, formats = "", None, (), ()
-        else:
-            statement, info, parameters, formats = portal.statement, portal.info, portal.parameters, portal.formats
+    def _execution(self, statement: str, portal: str, info: StatementInfo | None, parameters: tuple, formats: tuple) -> tuple[Action, StatementInfo]:
+        """The action of running a bound statement, and the facts it is judged by."""
         if info is None:
-            info = StatementInfo(text="", kinds=("unknown",), writes_data=True)
+            info = _UNKNOWN_STATEMENT
         # An EXECUTE p inside the portal finds p when it runs: resolve now.
-        resolved = prepared.resolve(info)
+        resolved = self.tracker.view()[0].resolve(info)
         binary = [
             (formats[i] if len(formats) > 1 else formats[0]) == 1 if formats else False
             for i in range(len(parameters))
@@ -728,37 +731,67 @@ class ClientProtocol(Protocol):
             attributes=resolved.attributes(),
             details={
                 "statement": statement,
-                "portal": message.portal,
+                "portal": portal,
                 "parameters": [_parameter_record(v, b) for v, b in zip(parameters, binary)],
             },
         )
-        # The stand-in: an Execute of a portal that cannot exist.
-        self._decide_one(action, message, lambda marker: codec.Execute(marker, 0), ends_group=False)
+        return action, resolved
 
-    def _decide_one(
-        self,
-        action: Action,
-        message: codec.Message,
-        stand_in: Callable[[str], codec.Message],
-        *,
-        ends_group: bool,
-    ) -> None:
-        """Decide one action; forward C{message}, or C{stand_in(marker)} in its place if refused."""
-        d = self._decide([action])
+    def _check_bind(self, message: codec.Bind) -> None:
+        """
+        A Bind is where code can first run (the planner folds functions over
+        constants and parameters), so the execution is decided and recorded
+        here; its first Execute carries the outcome.
+        """
+        prepared, _ = self.tracker.view()
+        info = prepared.execute_info(message.statement)
+        portal = Portal(message.statement, info, message.parameters, message.parameter_formats)
+        action, resolved = self._execution(
+            message.statement, message.portal, info, message.parameters, message.parameter_formats
+        )
+        d = self._check_or_refuse([action], [resolved])
+
+        def decided(handles: list[ActionHandle]) -> None:
+            if self._gone(handles):
+                return
+            [handle] = handles
+            tracker = self.tracker
+            if handle.allowed:
+                tracker.bind(message.portal, handle)
+                tracker.forward(Pending(Expect.BIND, handle=handle, change=NameChange("bind", message.portal, portal)))
+                self.backend.write(message)  # type: ignore[union-attr]
+            else:
+                marker = self._stand_in()
+                # A Bind of a statement that cannot exist: the server fails it
+                # and skips to Sync.
+                tracker.forward_stand_in(Pending(Expect.BIND, marker=marker, denial=self._denial(handle)))
+                self.backend.write(codec.Bind(marker, marker))  # type: ignore[union-attr]
+
+        d.addCallback(decided)
+        d.addCallbacks(self._resume, self._refused_all)
+
+    def _check_execute(self, message: codec.Execute) -> None:
+        """An Execute of a portal whose Bind did not start it: resumed, or unknown (a DECLAREd cursor)."""
+        portal = self.tracker.view()[1].get(message.portal)
+        if portal is None:
+            action, resolved = self._execution("", message.portal, None, (), ())
+        else:
+            action, resolved = self._execution(portal.statement, message.portal, portal.info, portal.parameters, portal.formats)
+        d = self._check_or_refuse([action], [resolved])
+        copy_in = resolved.copy_in
 
         def decided(handles: list[ActionHandle]) -> None:
             if self._gone(handles):
                 return
             [handle] = handles
             if handle.allowed:
-                self._groups[-1].append(_Pending(handle))
+                self.tracker.forward(Pending(Expect.EXECUTE, handle=handle, copy_in=copy_in))
                 self.backend.write(message)  # type: ignore[union-attr]
             else:
                 marker = self._stand_in()
-                self._groups[-1].append(_Pending(None, marker=marker, denial=self._denial(handle)))
-                self.backend.write(stand_in(marker))  # type: ignore[union-attr]
-            if ends_group:
-                self._close_group()
+                # The stand-in: an Execute of a portal that cannot exist.
+                self.tracker.forward_stand_in(Pending(Expect.EXECUTE, marker=marker, denial=self._denial(handle)))
+                self.backend.write(codec.Execute(marker, 0))  # type: ignore[union-attr]
 
         d.addCallback(decided)
         d.addCallbacks(self._resume, self._refused_all)
@@ -769,9 +802,26 @@ class ClientProtocol(Protocol):
             input=f"function call oid {message.function_oid}",
             attributes={"sql.statements": ("call",), "sql.functions": (str(message.function_oid),)},
         )
-        # A FunctionCall ends with ReadyForQuery like a Query; its stand-in
-        # is a Query the server rejects (a syntax error naming the marker).
-        self._decide_one(action, message, codec.Query, ends_group=True)
+        d = self._decide([action])
+
+        def decided(handles: list[ActionHandle]) -> None:
+            if self._gone(handles):
+                return
+            [handle] = handles
+            tracker = self.tracker
+            if handle.allowed:
+                tracker.forward(Pending(Expect.CALL, handle=handle))
+                self.backend.write(message)  # type: ignore[union-attr]
+            else:
+                # Its stand-in is a Query the server rejects (a syntax error
+                # naming the marker); both end with ReadyForQuery.
+                marker = self._stand_in()
+                tracker.forward(Pending(Expect.CALL, marker=marker, denial=self._denial(handle)))
+                self.backend.write(codec.Query(marker))  # type: ignore[union-attr]
+            tracker.forward(Pending(Expect.END))
+
+        d.addCallback(decided)
+        d.addCallbacks(self._resume, self._refused_all)
 
     # -- the relay: server to client -----------------------------------------
 
@@ -779,92 +829,58 @@ class ClientProtocol(Protocol):
         out: list[bytes] = []
         append = out.append
         transform = self.transform
+        tracker = self.tracker
         DataRow = codec.DataRow
         rows = 0  # DataRows since the last completion, counted to the head statement
-        for message in messages:
-            kind = type(message)
-            if kind is DataRow:
-                rows += 1
-                if transform is not None:
-                    message = transform.row(message)  # type: ignore[arg-type]
-                    append(codec.encode(message))
-                else:
-                    append(message.raw)  # type: ignore[attr-defined]
-                continue
-            if rows:
-                self._count_rows(rows)
-                rows = 0
-            if kind is codec.CommandComplete:
-                self._complete(Status.succeeded, tag=message.tag)  # type: ignore[attr-defined]
-            elif kind is codec.ErrorResponse:
-                message = self._error(message)  # type: ignore[arg-type]
-            elif kind is codec.EmptyQueryResponse or kind is codec.PortalSuspended:
-                self._complete(Status.succeeded)
-            elif kind is codec.ParseComplete or kind is codec.BindComplete or kind is codec.CloseComplete:
-                self._complete(Status.succeeded)  # confirms that name change
-            elif kind is codec.ReadyForQuery:
-                self._end_group()
-                if message.status == "I" and self.portals:  # type: ignore[attr-defined]
-                    # Outside a transaction the server holds no portal (they
-                    # end with the transaction, implicit ones at Sync).
-                    self.portals.clear()
-                    self._view_stale = True
-            elif kind is codec.RowDescription and transform is not None:
-                transform.describe(message)  # type: ignore[arg-type]
-            elif kind is codec.GenericMessage and message.tag == b"V":  # type: ignore[attr-defined]
-                self._complete(Status.succeeded)  # FunctionCallResponse
-            raw = message.raw
-            append(raw if raw is not None else codec.encode(message))
+        try:
+            for message in messages:
+                kind = type(message)
+                if kind is DataRow:
+                    rows += 1
+                    if transform is not None:
+                        message = transform.row(message)  # type: ignore[arg-type]
+                        append(codec.encode(message))
+                    else:
+                        append(message.raw)  # type: ignore[attr-defined]
+                    continue
+                if rows:
+                    tracker.count_rows(rows)
+                    rows = 0
+                if kind is codec.ParameterStatus:
+                    self.settings.report(message.name, message.value)  # type: ignore[attr-defined]
+                elif kind is codec.RowDescription and transform is not None:
+                    transform.describe(message)  # type: ignore[arg-type]
+                message = tracker.answer(message)
+                raw = message.raw
+                append(raw if raw is not None else codec.encode(message))
+        except (Desync, lexical.LexicalError) as e:
+            self._lost_track(out, str(e))
+            return
         if rows:
-            self._count_rows(rows)
+            tracker.count_rows(rows)
         data = b"".join(out)
         self.bytes_out += len(data)
         self.transport.write(data)
         tls.flush(self.transport)
+        if self._queue and not self._waiting:
+            self._drain()  # the server's answer may have released a hold
 
-    def _count_rows(self, rows: int) -> None:
-        group = self._groups[0]
-        if group:
-            group[0].rows += rows
+    def _lost_track(self, out: list[bytes], why: str) -> None:
+        """The server's state is no longer one the gateway can follow: fail closed."""
+        log.warn("postgres session {source}: {why}; ending it", source=self.source.address, why=why)
+        data = b"".join(out)
+        self.bytes_out += len(data)
+        self.transport.write(data)
+        self._fatal("08P01", f"hoopgw: {why}; the session is ended")
+        if self.backend is not None and self.backend.transport is not None:
+            self.backend.on_lost = None
+            self.backend.transport.abortConnection()
+        self._teardown("failed", error=why)
 
-    def _complete(self, status: Status, *, tag: str | None = None, error: str | None = None, code: str | None = None) -> None:
-        group = self._groups[0]
-        if not group:
-            return
-        pending = group.popleft()
-        if pending.op is not None:
-            self._change_answered(pending.op, status is Status.succeeded)
-        if pending.handle is not None:
-            rows = rows_from_tag(tag) if tag is not None else None
-            pending.handle.finish(
-                Outcome(status=status, rows=rows if rows is not None else (pending.rows or None), error=error, code=code)
-            )
-
-    def _error(self, error: codec.ErrorResponse) -> codec.Message:
-        group = self._groups[0]
-        head = group[0] if group else None
-        if head is not None and head.marker is not None and head.marker in (error.message or ""):
-            group.popleft()
-            return head.denial  # type: ignore[return-value]
-        self._complete(Status.failed, error=error.message, code=error.code)
-        return error
-
-    def _end_group(self) -> None:
-        if not self._closed_groups:
-            return
-        self._closed_groups -= 1
-        group = self._groups.popleft()
-        for pending in group:
-            if pending.op is not None:  # skipped by the server after an error
-                self._view_stale = True
-            if pending.handle is not None:
-                pending.handle.finish(
-                    Outcome(status=Status.failed, error="not run: an earlier statement in the same batch failed")
-                )
-
-        # Messages that are actions: decided (a Deferred) before they are sent.
+    # Messages that are actions: decided (a Deferred) before they are sent.
     _checks: dict[type, Callable[["ClientProtocol", Any], None]] = {
         codec.Query: _check_query,
+        codec.Bind: _check_bind,
         codec.Execute: _check_execute,
         codec.FunctionCall: _check_function_call,
     }
@@ -889,11 +905,7 @@ class ClientProtocol(Protocol):
 
     def _teardown(self, status: str, error: str | None = None) -> None:
         self.front.cancel_keys.pop(self.cancel_pid, None)
-        for group in self._groups:
-            for pending in group:
-                if pending.handle is not None:
-                    pending.handle.finish(Outcome(status=Status.failed, error="connection closed before completion"))
-            group.clear()
+        self.tracker.close("connection closed before completion")
         session, self.session = self.session, None
         if session is not None:
             session.close(status=status, error=error)

@@ -115,16 +115,18 @@ class _FrontEndCase(SynchronousTestCase):
         backend.dataReceived(
             codec.encode(codec.AuthenticationOk())
             + codec.encode(codec.ParameterStatus("server_version", "15.0"))
+            + codec.encode(codec.ParameterStatus("client_encoding", "UTF8"))
+            + codec.encode(codec.ParameterStatus("standard_conforming_strings", "on"))
             + codec.encode(codec.BackendKeyData(4242, b"\x01\x02\x03\x04"))
             + codec.encode(codec.ReadyForQuery("I"))
         )
         welcome = frames(transport.value())
         self.assertEqual(
             [type(m) for m in welcome],
-            [codec.AuthenticationOk, codec.ParameterStatus, codec.BackendKeyData, codec.ReadyForQuery],
+            [codec.AuthenticationOk] + [codec.ParameterStatus] * 3 + [codec.BackendKeyData, codec.ReadyForQuery],
         )
         # The client holds the gateway's own key, not the target's.
-        self.assertNotEqual(welcome[2].process_id, 4242)
+        self.assertNotEqual(welcome[4].process_id, 4242)
         transport.clear()
         return client, transport, backend
 
@@ -178,10 +180,12 @@ class FrontEndTests(_FrontEndCase):
 
     def test_refused_execute_in_a_pipeline(self) -> None:
         """
-        If an Execute in a pipelined batch is refused, the target gets a
-        stand-in Execute of a portal that does not exist in its place, and the
-        client gets the target's answers in order with that error replaced by
-        the gateway's 42501 naming the rule.
+        If an execution in a pipelined batch is refused, it is refused at its
+        Bind (where the planner can first run code): the target gets a
+        stand-in Bind of a statement that does not exist in its place and
+        nothing more of the batch but its Sync, and the client gets the
+        target's answers in order with that error replaced by the gateway's
+        42501 naming the rule.
         """
         self.policy.decisions["sql.execute"] = Decision(effect=Effect.deny, rule="no-deletes", message="no deletes")
         client, transport, backend = self.start()
@@ -197,25 +201,24 @@ class FrontEndTests(_FrontEndCase):
             )
         )
         sent = frames(backend.transport.value(), self._tagged())
-        self.assertEqual([type(m) for m in sent], [codec.Parse, codec.Bind, codec.Execute, codec.Sync])
-        marker = sent[2].portal
+        self.assertEqual([type(m) for m in sent], [codec.Parse, codec.Bind, codec.Sync])
+        marker = sent[1].statement
         self.assertTrue(marker.startswith("hoopgw_refused_"), marker)
         backend.dataReceived(
             b"".join(
                 codec.encode(m)
                 for m in (
                     codec.GenericMessage.from_body(b"1", b""),
-                    codec.GenericMessage.from_body(b"2", b""),
-                    codec.error_response("ERROR", "34000", f'portal "{marker}" does not exist'),
+                    codec.error_response("ERROR", "26000", f'prepared statement "{marker}" does not exist'),
                     codec.ReadyForQuery("I"),
                 )
             )
         )
         answers = frames(transport.value())
-        self.assertEqual(answers[2].code, "42501")
-        self.assertEqual(answers[2].message, "hoopgw: no deletes")
-        self.assertIn("no-deletes", answers[2].detail)
-        self.assertIsInstance(answers[3], codec.ReadyForQuery)
+        self.assertEqual(answers[1].code, "42501")
+        self.assertEqual(answers[1].message, "hoopgw: no deletes")
+        self.assertIn("no-deletes", answers[1].detail)
+        self.assertIsInstance(answers[2], codec.ReadyForQuery)
         [start] = self.audit.of("action.start")
         self.assertEqual(start["action"]["details"]["parameters"], ["7"])
         self.assertEqual(self.audit.of("action.end")[0]["outcome"]["status"], "blocked")
@@ -288,10 +291,10 @@ class NameTrackingTests(_FrontEndCase):
         return messages
 
     def assertRefusedExecute(self, sent: list[codec.Message], portal: str) -> None:
-        executes = [m for m in sent if isinstance(m, codec.Execute)]
-        self.assertEqual(len(executes), 1, sent)
-        self.assertNotEqual(executes[0].portal, portal)
-        self.assertTrue(executes[0].portal.startswith("hoopgw_refused_"), executes[0].portal)
+        """The execution was refused at its Bind: a stand-in in its place, the rest of the batch dropped."""
+        self.assertEqual([m for m in sent if isinstance(m, codec.Execute)], [], sent)
+        [bind] = [m for m in sent if isinstance(m, codec.Bind)]
+        self.assertTrue(bind.statement.startswith("hoopgw_refused_"), bind)
         self.assertEqual(self.audit.of("action.end")[-1]["outcome"]["status"], "blocked")
         self.assertIn("drop", self.audit.of("action.start")[-1]["action"]["attributes"]["sql.statements"])
 
@@ -299,8 +302,13 @@ class NameTrackingTests(_FrontEndCase):
         """Each stand-in is named with 128 random bits, never a counter."""
         self.policy.decisions["sql.execute"] = Decision(effect=Effect.deny, rule="r")
         client, transport, backend = self.start()
-        client.dataReceived(encoded(codec.Execute("", 0), codec.Execute("", 0), codec.Sync()))
-        first, second = [m.portal for m in self.sent(backend) if isinstance(m, codec.Execute)]
+        client.dataReceived(encoded(codec.Execute("", 0), codec.Sync()))
+        [first] = [m.portal for m in self.sent(backend) if isinstance(m, codec.Execute)]
+        backend.dataReceived(
+            encoded(codec.error_response("ERROR", "34000", f'portal "{first}" does not exist'), codec.ReadyForQuery("I"))
+        )
+        client.dataReceived(encoded(codec.Execute("", 0), codec.Sync()))
+        [second] = [m.portal for m in self.sent(backend) if isinstance(m, codec.Execute)]
         self.assertRegex(first, r"^hoopgw_refused_[0-9a-f]{32}$")
         self.assertRegex(second, r"^hoopgw_refused_[0-9a-f]{32}$")
         self.assertNotEqual(first, second)
@@ -367,20 +375,23 @@ class NameTrackingTests(_FrontEndCase):
         client, transport, backend = self.start()
         client.dataReceived(encoded(codec.Parse("s", "DROP TABLE t2", ()), codec.Sync()))
         backend.dataReceived(encoded(PARSE_COMPLETE, codec.ReadyForQuery("I")))
+        self.sent(backend)
         client.dataReceived(
             encoded(
-                codec.Bind("", "s", (), (), ()),
-                codec.Execute("", 0),  # refused: a stand-in that fails
+                codec.Parse("", "SELECT 1/0", ()),
+                codec.Bind("", "", (), (), ()),
+                codec.Execute("", 0),  # fails on the server
                 codec.Close("S", "s"),
                 codec.Parse("s", "SELECT 1", ()),
                 codec.Sync(),
             )
         )
-        marker = [m for m in self.sent(backend) if isinstance(m, codec.Execute)][0].portal
+        self.assertEqual(len(self.sent(backend)), 6)
         backend.dataReceived(
             encoded(
+                PARSE_COMPLETE,
                 BIND_COMPLETE,
-                codec.error_response("ERROR", "34000", f'portal "{marker}" does not exist'),
+                codec.error_response("ERROR", "22012", "division by zero"),
                 codec.ReadyForQuery("I"),
             )
         )
@@ -465,7 +476,7 @@ class NameTrackingTests(_FrontEndCase):
         client.dataReceived(encoded(codec.Execute("p", 0), codec.Sync()))
         self.assertEqual(self.audit.of("action.start")[-1]["action"]["input"], "SELECT 1")
         backend.dataReceived(encoded(codec.CommandComplete("SELECT 1"), codec.ReadyForQuery("I")))
-        self.assertEqual(client.portals, {})
+        self.assertEqual(client.tracker.portals, {})
         client.dataReceived(encoded(codec.Execute("p", 0), codec.Sync()))
         self.assertEqual(self.audit.of("action.start")[-1]["action"]["attributes"]["sql.statements"], ["unknown"])
 

@@ -1,0 +1,415 @@
+"""
+Attacks on the PostgreSQL front end's view of the session (issue 11, items
+1-3), each against a real PostgreSQL through the gateway, its effect checked
+on the server: the rows of C{payments} (writes to it need a review, which is
+refused) and a sequence that a function advances.
+
+  - lexical settings: C{standard_conforming_strings} and the client
+    encoding changed by SET, set_config, start-up parameters, role
+    settings, and by a function the gateway cannot see into, then an
+    attack in the next message (or pipelined in the same batch);
+  - protocol state: Sync and Flush inside COPY FROM STDIN, messages
+    pipelined behind a COPY that fails or succeeds;
+  - Bind runs code: an IMMUTABLE function folded by the planner at Bind,
+    with no Execute.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+
+from hoopgw.protocols.postgres import codec
+from tests.integration.test_postgres_clients import RawClient, _GatewayCase
+
+# The function the policy denies by name, and a volatile one that changes a
+# lexical setting where the gateway cannot see (as a PL/pgSQL body can).
+SETUP = """
+CREATE TABLE payments (id int PRIMARY KEY, amount int);
+INSERT INTO payments SELECT g, g * 10 FROM generate_series(1, 5) g;
+GRANT SELECT, INSERT, UPDATE, DELETE ON payments TO app_scram;
+CREATE SEQUENCE bumps;
+GRANT USAGE, SELECT, UPDATE ON SEQUENCE bumps TO app_scram;
+CREATE FUNCTION bump(i int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM nextval('bumps'); RETURN i; END $$;
+CREATE FUNCTION hidden_setting(name text, value text) RETURNS text LANGUAGE plpgsql AS
+  $$ BEGIN RETURN set_config(name, value, false); END $$;
+CREATE FUNCTION innocent() RETURNS text LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM set_config('standard_conforming_strings', 'off', false); RETURN 'ok'; END $$;
+CREATE FUNCTION innocent_gbk() RETURNS text LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM set_config('client_encoding', 'GBK', false); RETURN 'ok'; END $$;
+"""
+
+DENY_BUMP = """
+[[rule]]
+name = "no-bump"
+effect = "deny"
+sql.functions = ["bump", "public.bump"]
+message = "bump() is not allowed"
+"""
+
+# Under standard_conforming_strings = off the server reads one string and
+# then a DELETE; under on, the gateway reads one SELECT of a string.
+SCS_ATTACK = "SELECT 'a\\''; DELETE FROM payments WHERE id > 0; --'"
+
+
+def errors(messages: list[Any]) -> list[tuple[str, str]]:
+    return [(m.code, m.message) for m in messages if isinstance(m, codec.ErrorResponse)]
+
+
+class _Case(_GatewayCase):
+    def setUp(self):
+        self.start(extra_policy=DENY_BUMP)
+        self.cluster.psql(SETUP)
+
+    def payments(self) -> int:
+        return int(self.count("SELECT count(*) FROM payments"))
+
+    def bumps(self) -> int:
+        return int(self.count("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM bumps"))
+
+    def raw(self, work, **startup: str):
+        """Run C{work(client)} on a fresh raw client in a thread."""
+
+        def run():
+            client = RawClient(self.port, self.token, **startup)
+            try:
+                return work(client)
+            finally:
+                client.close()
+
+        return deferToThread(run)
+
+
+class LexicalSettingsTests(_Case):
+    @inlineCallbacks
+    def test_set_standard_conforming_strings_off_is_refused(self):
+        """
+        SET, SET LOCAL and set_config() turning standard_conforming_strings
+        off are refused (0A000) and not run; the attack after them is read
+        as the server reads it and runs no DELETE.
+        """
+        spellings = [
+            "SET standard_conforming_strings = off",
+            "SET SESSION standard_conforming_strings TO 'off'",
+            "set standard_conforming_strings=0",
+            "BEGIN; SET LOCAL standard_conforming_strings = false",
+            "SELECT set_config('standard_conforming_strings', 'off', false)",
+            "SELECT pg_catalog.set_config($$standard_conforming_strings$$, 'no', false)",
+            "SELECT set_config('standard_conforming_' || 'strings', 'off', false)",
+            "SELECT hidden_setting('standard_conforming_strings', 'off')",
+        ]
+
+        def work(client):
+            answers = []
+            for spelling in spellings:
+                answers.append(client.batch(codec.Query(spelling)))
+                answers.append(client.batch(codec.Query(SCS_ATTACK)))
+                answers.append(client.batch(codec.Query("ROLLBACK")))
+            return answers
+
+        answers = yield self.raw(work)
+        self.assertEqual(self.payments(), 5, "a DELETE ran on the server")
+        for spelling, answer in zip(spellings[:-1], answers[::3]):
+            self.assertIn("0A000", [code for code, _ in errors(answer)], spelling)
+
+    @inlineCallbacks
+    def test_a_hidden_change_ends_the_session(self):
+        """
+        A function that turns standard_conforming_strings off where the
+        gateway cannot see: the server's report of it ends the session
+        (FATAL 08P01), and the attack sent next never reaches the server.
+        """
+
+        def work(client):
+            first = client.batch(codec.Query("SELECT innocent()"))
+            try:
+                second = client.batch(codec.Query(SCS_ATTACK))
+            except OSError:
+                second = []
+            return first, second
+
+        first, second = yield self.raw(work)
+        self.assertEqual(self.payments(), 5)
+        self.assertIn("08P01", [code for code, _ in errors(first)])
+
+    @inlineCallbacks
+    def test_pipelined_behind_a_hidden_change(self):
+        """
+        The attack pipelined behind the hidden change, as a second Query and
+        as a Parse in the same extended batch: the gateway cannot know the
+        setting the server will read it under, so it refuses it (0A000).
+        """
+
+        def work(client):
+            client.sock.sendall(codec.encode(codec.Query("SELECT innocent()")) + codec.encode(codec.Query(SCS_ATTACK)))
+            return client.read_until_ready(2)
+
+        answers = yield self.raw(work)
+        self.assertEqual(self.payments(), 5)
+
+        def extended(client):
+            return client.batch(
+                codec.Parse("", "SELECT innocent()", ()),
+                codec.Bind("", "", (), (), ()),
+                codec.Execute("", 0),
+                codec.Parse("", SCS_ATTACK.split(";")[0] + "; DELETE FROM payments WHERE id > 0", ()),
+                codec.Bind("", "", (), (), ()),
+                codec.Execute("", 0),
+                codec.Sync(),
+            )
+
+        answers = yield self.raw(extended)
+        self.assertEqual(self.payments(), 5)
+        self.assertIn("0A000", [code for code, _ in errors(answers)])
+
+    @inlineCallbacks
+    def test_role_setting_is_overridden(self):
+        """ALTER ROLE ... SET standard_conforming_strings = off does not reach a session through the gateway."""
+        self.cluster.psql("ALTER ROLE app_scram SET standard_conforming_strings = off")
+
+        def work(client):
+            shown = client.batch(codec.Query("SHOW standard_conforming_strings"))
+            attack = client.batch(codec.Query(SCS_ATTACK))
+            return shown, attack
+
+        shown, attack = yield self.raw(work)
+        [row] = [m for m in shown if isinstance(m, codec.DataRow)]
+        self.assertEqual(row.values[0], b"on")
+        self.assertEqual(self.payments(), 5)
+
+    @inlineCallbacks
+    def test_unsafe_client_encodings_are_refused(self):
+        """
+        GBK, SJIS, BIG5, ... (a backslash byte can end a character): refused
+        as a start-up parameter (FATAL 0A000), by SET / SET NAMES /
+        set_config (0A000), and by a hidden change (the session ends).
+        """
+
+        def at_startup(client):
+            return client.startup_answers
+
+        answers = yield self.raw(at_startup, client_encoding="GBK")
+        self.assertIn("0A000", [code for code, _ in errors(answers)])
+
+        spellings = [
+            "SET client_encoding = 'GBK'",
+            "SET NAMES 'sjis'",
+            "SET client_encoding TO 'WIN950'",
+            "SELECT set_config('client_encoding', 'BIG5', false)",
+        ]
+
+        def work(client):
+            return [client.batch(codec.Query(s)) for s in spellings]
+
+        answers = yield self.raw(work)
+        for spelling, answer in zip(spellings, answers):
+            self.assertIn("0A000", [code for code, _ in errors(answer)], spelling)
+
+        def hidden(client):
+            return client.batch(codec.Query("SELECT innocent_gbk()"))
+
+        answers = yield self.raw(hidden)
+        self.assertIn("08P01", [code for code, _ in errors(answers)])
+        self.assertEqual(self.payments(), 5)
+
+    @inlineCallbacks
+    def test_latin1_text_is_read_in_latin1(self):
+        """A LATIN1 client's statement is read in LATIN1: its action records the text the server ran."""
+
+        def work(client):
+            # The byte 0xE9 (é in LATIN1), not valid UTF-8 on its own.
+            return client.batch(codec.Query("SELECT 'caf\udce9' AS word"))
+
+        answers = yield self.raw(work, client_encoding="LATIN1")
+        self.assertEqual(errors(answers), [])
+        [(start, end)] = [a for a in self.actions("sql.query") if "caf" in a[0]["action"]["input"]]
+        self.assertEqual(start["action"]["input"], "SELECT 'café' AS word")
+        self.assertEqual(end["outcome"]["status"], "succeeded")
+
+
+class ProtocolStateTests(_Case):
+    @inlineCallbacks
+    def test_sync_inside_copy_is_not_a_batch_end(self):
+        """
+        Syncs and Flushes inside COPY FROM STDIN (which the server ignores)
+        do not shift the gateway's view: the COPY, the SELECT and the DELETE
+        after it are each recorded with their own outcome, and the DELETE
+        (a write to payments) is refused.
+        """
+        self.cluster.psql("CREATE TABLE sink (v text); GRANT ALL ON sink TO app_scram")
+
+        def work(client):
+            return client.batch(
+                codec.Query("COPY sink FROM STDIN"),
+                codec.CopyData.from_data(b"one\n"),
+                codec.Sync(),
+                codec.Flush(),
+                codec.Sync(),
+                codec.CopyData.from_data(b"two\n"),
+                codec.CopyDone(),
+                codec.Parse("", "SELECT 1", ()),
+                codec.Bind("", "", (), (), ()),
+                codec.Execute("", 0),
+                codec.Sync(),
+                codec.Parse("", "DELETE FROM payments WHERE id > 0", ()),
+                codec.Bind("", "", (), (), ()),
+                codec.Execute("", 0),
+                codec.Sync(),
+                syncs=3,
+            )
+
+        answers = yield self.raw(work)
+        self.assertEqual(self.payments(), 5)
+        self.assertEqual(self.count("SELECT count(*) FROM sink"), "2")
+        [(copy_start, copy_end)] = self.actions("sql.copy")
+        self.assertEqual((copy_end["outcome"]["status"], copy_end["outcome"]["rows"]), ("succeeded", 2))
+        executes = [(s["action"]["input"], e["outcome"]["status"]) for s, e in self.actions("sql.execute")]
+        self.assertEqual(executes, [("SELECT 1", "succeeded"), ("DELETE FROM payments WHERE id > 0", "blocked")])
+        self.assertEqual([type(m).__name__ for m in answers].count("ReadyForQuery"), 3)
+
+    @inlineCallbacks
+    def test_messages_pipelined_behind_a_failing_copy(self):
+        """
+        A COPY that fails before copy-in (no such table), with data, a Sync
+        and a DELETE pipelined behind it: the server ignores the data, and
+        the DELETE is judged and refused as itself.
+        """
+
+        def work(client):
+            return client.batch(
+                codec.Query("COPY nosuch FROM STDIN"),
+                codec.CopyData.from_data(b"x\n"),
+                codec.Sync(),
+                codec.CopyDone(),
+                codec.Parse("", "DELETE FROM payments WHERE id > 0", ()),
+                codec.Bind("", "", (), (), ()),
+                codec.Execute("", 0),
+                codec.Sync(),
+                syncs=3,
+            )
+
+        answers = yield self.raw(work)
+        self.assertEqual(self.payments(), 5)
+        codes = [code for code, _ in errors(answers)]
+        self.assertEqual(codes[0], "42P01")
+        self.assertIn("42501", codes)
+
+    @inlineCallbacks
+    def test_copy_in_an_extended_batch(self):
+        """
+        COPY FROM STDIN through Parse/Bind/Execute/Sync (as libpq sends it),
+        the data, CopyDone and a Sync: the rows arrive and the client gets
+        the server's answers; a Query during copy-in ends the connection
+        (FATAL 08P01) before it reaches the server.
+        """
+        self.cluster.psql("CREATE TABLE sink (v text); GRANT ALL ON sink TO app_scram")
+
+        def work(client):
+            return client.batch(
+                codec.Parse("", "COPY sink FROM STDIN", ()),
+                codec.Bind("", "", (), (), ()),
+                codec.Execute("", 0),
+                codec.Sync(),
+                codec.CopyData.from_data(b"a\nb\nc\n"),
+                codec.CopyDone(),
+                codec.Sync(),
+            )
+
+        answers = yield self.raw(work)
+        self.assertEqual(errors(answers), [])
+        self.assertEqual(self.count("SELECT count(*) FROM sink"), "3")
+
+        def violation(client):
+            return client.batch(
+                codec.Query("COPY sink FROM STDIN"),
+                codec.CopyData.from_data(b"d\n"),
+                codec.Query("DELETE FROM payments WHERE id > 0"),
+            )
+
+        answers = yield self.raw(violation)
+        self.assertEqual(errors(answers)[-1][0], "08P01")
+        self.assertEqual(self.payments(), 5)
+        self.assertEqual(self.count("SELECT count(*) FROM sink"), "3")
+
+
+class BindTests(_Case):
+    @inlineCallbacks
+    def test_bind_without_execute_runs_nothing_refused(self):
+        """
+        Parse + Bind + Sync of a statement calling a denied IMMUTABLE
+        function (the planner folds it at Bind): refused at the Bind, so
+        the function never runs (its sequence does not move), and the
+        refusal is recorded.
+        """
+        self.assertEqual(self.bumps(), 0)
+
+        def work(client):
+            return client.batch(
+                codec.Parse("", "SELECT bump(1)", ()),
+                codec.Bind("", "", (), (), ()),
+                codec.Sync(),
+            )
+
+        answers = yield self.raw(work)
+        self.assertEqual(self.bumps(), 0, "the denied function ran at Bind")
+        self.assertEqual(errors(answers)[0][0], "42501")
+        [(start, end)] = self.actions("sql.execute")
+        self.assertEqual(end["outcome"]["status"], "blocked")
+
+    @inlineCallbacks
+    def test_allowed_bind_and_execute_are_one_action(self):
+        """An allowed Bind starts the action its Execute finishes (rows, one record pair)."""
+
+        def work(client):
+            return client.batch(
+                codec.Parse("", "SELECT id FROM payments WHERE id <= $1", ()),
+                codec.Bind("", "", (), (b"3",), ()),
+                codec.Execute("", 0),
+                codec.Sync(),
+            )
+
+        answers = yield self.raw(work)
+        self.assertEqual(errors(answers), [])
+        [(start, end)] = self.actions("sql.execute")
+        self.assertEqual(start["action"]["details"]["parameters"], ["3"])
+        self.assertEqual((end["outcome"]["status"], end["outcome"]["rows"]), ("succeeded", 3))
+
+
+class SecretTests(_Case):
+    @inlineCallbacks
+    def test_passwords_never_enter_the_trail(self):
+        """
+        CREATE/ALTER ROLE ... PASSWORD, psql's \\password (a SCRAM verifier),
+        user-mapping options and connection strings: the statements run, and
+        no byte of the secret is in the audit log; the records say where it was.
+        """
+        self.cluster.psql("ALTER ROLE app_scram CREATEROLE")
+        statements = [
+            "CREATE ROLE r1 LOGIN PASSWORD 'hunter2-plain'",
+            "ALTER ROLE r1 WITH ENCRYPTED PASSWORD 'SCRAM-SHA-256$4096:hunter2-verifier'",
+            "ALTER USER r1 PASSWORD E'hunter2-\\\\escaped'",
+            "ALTER ROLE r1 PASSWORD $pw$hunter2-dollar$pw$",
+            "ALTER ROLE r1 PASSWORD U&'hunter2-unicode'",
+            "SELECT 'dbname=x password=hunter2-conninfo' AS c",
+            "ALTER ROLE r1 PASSWORD 'hunter2-unterminated",
+        ]
+
+        def work(client):
+            return [client.batch(codec.Query(s)) for s in statements] + [
+                client.batch(
+                    codec.Parse("", "CREATE ROLE r2 PASSWORD 'hunter2-parse'", ()),
+                    codec.Bind("", "", (), (), ()),
+                    codec.Execute("", 0),
+                    codec.Sync(),
+                )
+            ]
+
+        answers = yield self.raw(work)
+        self.assertEqual([errors(a) for a in answers[:6]], [[]] * 6)
+        self.assertEqual(self.count("SELECT count(*) FROM pg_roles WHERE rolname IN ('r1', 'r2')"), "2")
+        trail = b"".join(p.read_bytes() for p in (self.base / "data" / "audit").rglob("*") if p.is_file())
+        self.assertIn(b"'[redacted]'", trail)
+        self.assertNotIn(b"hunter2", trail)

@@ -36,6 +36,8 @@ __all__ = [
     "IssuerSettings",
     "ListenSettings",
     "PostgresSettings",
+    "PreauthLimits",
+    "PreauthSettings",
     "SSHKeyIdentity",
     "SSHSettings",
     "SecretRef",
@@ -182,6 +184,10 @@ class AuditSettings:
     sync_window_ms: int = 10
     checkpoint_every: int = 1000
     checkpoint_interval_seconds: int = 60
+    # Where each signed checkpoint is also sent: http(s) URLs of C2SP
+    # tlog-witnesses and absolute directory paths (hoopgw.audit.witness).
+    witnesses: tuple[str, ...] = ()
+    witness_timeout_seconds: int = 10
 
 
 @frozen
@@ -250,6 +256,31 @@ CONNECTION_KINDS = ("http", "postgres", "ssh")
 
 
 @frozen
+class PreauthLimits:
+    """
+    One listener's limits on connections that have not authenticated yet
+    (L{hoopgw.protocols._preauth}): the pre-authentication deadline, the
+    caps on such connections per source (an IPv4 address, an IPv6 /64) and
+    per listener, and the bytes one may send.
+    """
+
+    timeout: int = 60
+    max_per_source: int = 32
+    max_per_listener: int = 256
+    max_bytes: int = 256 * 1024
+
+
+@frozen
+class PreauthSettings:
+    """L{PreauthLimits} per listener; SSH allows 120 s as OpenSSH's LoginGraceTime."""
+
+    postgres: PreauthLimits = PreauthLimits()
+    ssh: PreauthLimits = PreauthLimits(timeout=120)
+    http: PreauthLimits = PreauthLimits()
+    api: PreauthLimits = PreauthLimits()
+
+
+@frozen
 class Config:
     source: Path | None = None  # None: the embedded quickstart defaults
     gateway: GatewaySettings = GatewaySettings()
@@ -257,6 +288,7 @@ class Config:
     tls: TLSSettings = TLSSettings()
     identity: IdentitySettings = IdentitySettings()
     audit: AuditSettings = AuditSettings()
+    preauth: PreauthSettings = PreauthSettings()
     connections: tuple[Connection, ...] = field(default=())
 
     def connection(self, name: str) -> Connection | None:
@@ -311,7 +343,11 @@ _LISTEN_EXAMPLES = {
     "http": _default(ListenSettings, "http"),
     "api": _default(ListenSettings, "api"),
 }
-_TOP_KEYS = ("audit", "connections", "gateway", "identity", "listen", "tls")
+_TOP_KEYS = ("audit", "connections", "gateway", "identity", "listen", "preauth", "tls")
+_PREAUTH_KEYS = ("max_bytes", "max_per_listener", "max_per_source", "timeout")
+# A pre-authentication byte budget below this would cut off a TLS handshake
+# followed by a request head or a token.
+_MIN_PREAUTH_BYTES = 64 * 1024
 _CONNECTION_KEYS = {
     "postgres": (
         "address",
@@ -867,7 +903,16 @@ def _identity(table: _Table) -> IdentitySettings:
 
 
 def _audit(table: _Table) -> AuditSettings:
-    table.check_keys(("checkpoint_every", "checkpoint_interval", "sync", "sync_window_ms"))
+    table.check_keys(
+        (
+            "checkpoint_every",
+            "checkpoint_interval",
+            "sync",
+            "sync_window_ms",
+            "witness",
+            "witness_timeout",
+        )
+    )
     return AuditSettings(
         sync=table.choice("sync", _SYNC_MODES, _default(AuditSettings, "sync")),
         sync_window_ms=table.positive_int(
@@ -879,7 +924,109 @@ def _audit(table: _Table) -> AuditSettings:
         checkpoint_interval_seconds=table.duration(
             "checkpoint_interval", _default(AuditSettings, "checkpoint_interval_seconds")
         ),
+        witnesses=_audit_witnesses(table),
+        witness_timeout_seconds=table.duration(
+            "witness_timeout", _default(AuditSettings, "witness_timeout_seconds")
+        ),
     )
+
+
+_WITNESS_EXPECTED = (
+    'a tlog-witness URL ("https://witness.example/prefix") or a directory path '
+    "(ideally on another mount), or an array of them"
+)
+
+
+def _audit_witnesses(table: _Table) -> tuple[str, ...]:
+    """
+    C{[audit] witness}: one string or an array of strings, each an http(s)
+    URL (the witness's submission prefix; checkpoints go to
+    C{<url>/add-checkpoint}) or a directory, relative to the configuration
+    file's directory.  With C{check_secrets} a directory must exist and be
+    writable now, so a typo is reported at start rather than at the first
+    checkpoint.
+    """
+    if not table.has("witness"):
+        return ()
+    value = table.data["witness"]
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        raise table.error("witness", f"expected {_WITNESS_EXPECTED}, got an empty array")
+    result: list[str] = []
+    for index, item in enumerate(items):
+        key = f"{table.key('witness')}[{index}]" if isinstance(value, list) else table.key("witness")
+        if not isinstance(item, str):
+            raise table.reader.error(key, f"expected {_WITNESS_EXPECTED}, got {_type_name(item)}")
+        if not item.strip() or "\x00" in item:
+            raise table.reader.error(key, f"expected {_WITNESS_EXPECTED}, got {_quote(item)}")
+        if "://" in item:
+            parts = urlsplit(item)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise table.reader.error(
+                    key, f"expected an http:// or https:// URL with a host, got {_quote(item)}"
+                )
+            if parts.query or parts.fragment or parts.username or parts.password or " " in item:
+                raise table.reader.error(
+                    key,
+                    f"expected a witness URL without query, fragment or credentials "
+                    f"(checkpoints are POSTed to <url>/add-checkpoint), got {_quote(item)}",
+                )
+            try:
+                parts.port
+            except ValueError:
+                raise table.reader.error(key, f"expected a valid port in the URL, got {_quote(item)}") from None
+            entry = item.rstrip("/")
+        else:
+            path = Path(table.reader.base_dir, Path(item).expanduser())
+            if table.reader.check_secrets:
+                if not path.is_dir():
+                    raise table.reader.error(
+                        key,
+                        f"expected an existing directory for the witness copies, got {_quote(item)} "
+                        f"({'not a directory' if path.exists() else 'does not exist'}: {path})",
+                    )
+                if not os.access(path, os.W_OK | os.X_OK):
+                    raise table.reader.error(
+                        key, f"expected a directory the gateway can write, got {_quote(item)} ({path})"
+                    )
+            entry = str(path)
+        if entry in result:
+            raise table.reader.error(key, f"expected each witness once, got {_quote(item)} again")
+        result.append(entry)
+    return tuple(result)
+
+
+def _preauth_limits(table: _Table, base: PreauthLimits) -> PreauthLimits:
+    max_bytes = table.positive_int("max_bytes", base.max_bytes)
+    if max_bytes < _MIN_PREAUTH_BYTES:
+        raise table.error(
+            "max_bytes",
+            f"expected a number of bytes of at least {_MIN_PREAUTH_BYTES} "
+            f"(a TLS handshake and a token or request head must fit), got {max_bytes}",
+        )
+    return PreauthLimits(
+        timeout=table.duration("timeout", base.timeout),
+        max_per_source=table.positive_int("max_per_source", base.max_per_source),
+        max_per_listener=table.positive_int("max_per_listener", base.max_per_listener),
+        max_bytes=max_bytes,
+    )
+
+
+def _preauth(table: _Table) -> PreauthSettings:
+    """
+    C{[preauth]}: its keys apply to every listener, C{[preauth.<listener>]}
+    overrides them for one; a key set nowhere keeps the listener's default.
+    """
+    listeners = tuple(_LISTEN_EXAMPLES)
+    table.check_keys(_PREAUTH_KEYS + listeners)
+    defaults = PreauthSettings()
+    values = {}
+    for name in listeners:
+        shared = _preauth_limits(table, getattr(defaults, name))
+        own = table.table(name)
+        own.check_keys(_PREAUTH_KEYS)
+        values[name] = _preauth_limits(own, shared)
+    return PreauthSettings(**values)
 
 
 def _address(table: _Table, kind: str) -> tuple[str, int]:
@@ -991,6 +1138,7 @@ def _config(reader: _Reader, document: dict[str, Any], source: Path | None) -> C
     tls = _tls(top.table("tls"))
     identity = _identity(top.table("identity"))
     audit = _audit(top.table("audit"))
+    preauth = _preauth(top.table("preauth"))
     connections = []
     first: dict[str, str] = {}
     for table in top.tables("connections"):
@@ -1010,6 +1158,7 @@ def _config(reader: _Reader, document: dict[str, Any], source: Path | None) -> C
         tls=tls,
         identity=identity,
         audit=audit,
+        preauth=preauth,
         connections=tuple(connections),
     )
 

@@ -32,6 +32,7 @@ from hoopgw.identity.service import IdentityService
 from hoopgw.metrics import Metrics
 from hoopgw.policy.rules import PolicySet
 from hoopgw.policy.service import PolicyService
+from hoopgw.protocols import _preauth
 from hoopgw.protocols.http.proxy import make_front_end as http_front_end
 from hoopgw.protocols.postgres.frontend import make_front_end as postgres_front_end
 from hoopgw.protocols.ssh.server import make_front_end as ssh_front_end
@@ -152,7 +153,9 @@ class _Lifecycle(Service):
             yield closing
         except Exception:
             log.failure("live sessions did not end within {timeout}s", timeout=self.close_timeout)
-        gateway.append("gateway.stop", gateway.describe())
+        # Written by the audit log as its last record, the one that closes
+        # it: the final checkpoint covers it, a signed end (audit-format.md).
+        gateway.audit.close_with("gateway.stop", gateway.describe())
 
 
 class ListenError(HoopgwError):
@@ -166,11 +169,15 @@ class _Listener(Service):
     daemon that cannot serve to say so and exit, not to run half-deaf.
     """
 
-    def __init__(self, name: str, description: str, factory: IProtocolFactory, reactor: Any) -> None:
+    def __init__(
+        self, name: str, description: str, factory: IProtocolFactory, reactor: Any, guard: IProtocolFactory | None = None
+    ) -> None:
         self.name = f"listener:{name}"
         self.protocol = name
         self.description = description
         self.factory = factory
+        # What listens: the factory under its pre-authentication limits.
+        self.guard = guard
         self.reactor = reactor
         self.port: Any = None
         self.listening: Deferred | None = None
@@ -181,7 +188,7 @@ class _Listener(Service):
         super().startService()
         endpoint = serverFromString(self.reactor, self.description)
         self._binding = True
-        self.listening = endpoint.listen(self.factory)
+        self.listening = endpoint.listen(self.guard if self.guard is not None else self.factory)
         self.listening.addCallbacks(self._listening, self._failed)
         self._binding = False
         if self.failure is not None:
@@ -286,9 +293,23 @@ class Gateway(MultiService):
                 continue
             factories[name] = builder(context)
         for name, factory in factories.items():
-            service = _Listener(name, getattr(listen, name), factory, self.reactor)
+            description = getattr(listen, name)
+            guard = _preauth.PreauthGuard(
+                factory,
+                listener=name,
+                limits=getattr(self.config.preauth, name),
+                clock=self.reactor,
+                record=self._preauth_closed,
+                refusal=_preauth.refusal(name),
+                proxied=description.startswith("haproxy:"),
+            )
+            service = _Listener(name, description, factory, self.reactor, guard)
             service.setServiceParent(self)
             self.listeners[name] = service
+
+    def _preauth_closed(self, source: Any, reason: str) -> None:
+        """A connection refused or closed before authenticating: C{auth.failed}, rate-limited per source."""
+        self.sessions.auth_failed(source=source, reason=reason, method="preauth")
 
     def append(self, event: str, body: dict[str, Any]) -> None:
         """Write one of the gateway's own records; a failed log has already said why."""

@@ -544,7 +544,7 @@ class ErrorMessageTests(ConfigTestCase):
             (
                 "[gatway]\n",
                 'gatway: unknown key; expected one of "audit", "connections", '
-                '"gateway", "identity", "listen", "tls"',
+                '"gateway", "identity", "listen", "preauth", "tls"',
             ),
             (
                 '[gateway]\ndtaa_dir = "x"\n',
@@ -577,7 +577,7 @@ class ErrorMessageTests(ConfigTestCase):
             (
                 "[audit]\nsync_window = 1\n",
                 "audit.sync_window: unknown key; expected one of "
-                '"checkpoint_every", "checkpoint_interval", "sync", "sync_window_ms"',
+                '"checkpoint_every", "checkpoint_interval", "sync", "sync_window_ms", "witness", "witness_timeout"',
             ),
             (
                 POSTGRES + 'password = "hunter2"\n',
@@ -1227,6 +1227,12 @@ class EffectiveConfigTests(ConfigTestCase):
                     "sync_window_ms": 10,
                     "checkpoint_every": 1000,
                     "checkpoint_interval_seconds": 60,
+                    "witnesses": [],
+                    "witness_timeout_seconds": 10,
+                },
+                "preauth": {
+                    name: {"timeout": timeout, "max_per_source": 32, "max_per_listener": 256, "max_bytes": 262144}
+                    for name, timeout in (("postgres", 60), ("ssh", 120), ("http", 60), ("api", 60))
                 },
                 "connections": [
                     {

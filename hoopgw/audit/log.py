@@ -10,6 +10,7 @@ why and every later append raises L{AuditUnavailable}.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -17,10 +18,11 @@ import time
 from collections import deque
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
+from attrs import define, field, frozen
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
+from twisted.internet.defer import Deferred, DeferredLock, fail, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -29,12 +31,24 @@ from zope.interface import implementer
 
 from hoopgw.audit.canonical import CanonicalizationError, canonical_json, canonical_record
 from hoopgw.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    Verifier,
     check_key_name,
     load_or_create_signing_key,
     sign_checkpoint,
+    verify_checkpoint,
     vkey_text,
 )
 from hoopgw.audit.merkle import CompactTree
+from hoopgw.audit.witness import (
+    DirectoryWitness,
+    HTTPWitness,
+    Witness,
+    WitnessCheckpoint,
+    WitnessError,
+    is_url,
+)
 from hoopgw.config import AuditSettings
 from hoopgw.errors import AuditUnavailable, ConfigError
 from hoopgw.interfaces import IAuditLog
@@ -43,11 +57,18 @@ __all__ = [
     "AuditLog",
     "AuditStateError",
     "CHECKPOINTS_FILE",
+    "CLOSED_EVENT",
+    "CLOSES_FIELD",
     "GENESIS_PREV",
     "RECORDS_FILE",
+    "RECOVERED_EVENT",
     "RESERVED_FIELDS",
+    "RESOLUTION_FILE",
+    "SET_ASIDE_DIR",
+    "SET_ASIDE_EVENT",
     "STATE_FILE",
     "VKEY_FILE",
+    "lock_records",
 ]
 
 RECORDS_FILE = "records.jsonl"
@@ -56,19 +77,38 @@ STATE_FILE = "state.json"
 VKEY_FILE = "audit.vkey"
 SIGNING_KEY_FILE = Path("keys") / "audit_ed25519.pem"
 
+#: Operator decisions about an unsigned tail (hoopgw audit resolve-tail),
+#: recorded and removed by the next start.
+RESOLUTION_FILE = "tail-resolution.json"
+#: Where resolve-tail --set-aside moves records.
+SET_ASIDE_DIR = "set-aside"
+
 #: C{prev} of the record with C{seq} 0.
 GENESIS_PREV = "0" * 64
-RESERVED_FIELDS = frozenset({"v", "log", "seq", "prev", "time", "event"})
+#: Set (to C{true}) by the log on the record that closes it at a clean stop;
+#: the final checkpoint covers it, which makes it a signed end.
+CLOSES_FIELD = "closes_log"
+RESERVED_FIELDS = frozenset({"v", "log", "seq", "prev", "time", "event", CLOSES_FIELD})
 SYNC_MODES = ("batched", "strict")
 
+#: The closing record when no other was given (L{AuditLog.close_with}).
+CLOSED_EVENT = "log.closed"
+#: Written at start after a run that did not close the log.
+RECOVERED_EVENT = "log.recovered"
+#: Written at start for each tail an operator set aside.
+SET_ASIDE_EVENT = "log.tail.set_aside"
+
 _READ_CHUNK = 1 << 20
+#: The last note of the checkpoints file is looked for in this many bytes.
+_LAST_NOTE_WINDOW = 1 << 16
 
 
 class AuditStateError(AuditUnavailable):
     """
     The files in the audit directory are not a log this process can
     continue (a torn or invalid record, a state file that does not match
-    the records): start-up is refused rather than editing evidence.
+    the records, records after the log's signed end, checkpoints missing):
+    start-up is refused rather than editing or adopting evidence.
     """
 
 
@@ -89,6 +129,81 @@ def _write_all(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view) :]
 
 
+def lock_records(fd: int, path: Path) -> None:
+    """
+    Take the advisory lock that says a process owns the log in this
+    directory (the gateway while it runs, C{hoopgw audit resolve-tail}).
+
+    @raise AuditStateError: another process holds it.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise AuditStateError(
+            f"{path} is locked by another process (a gateway running on this data "
+            f"directory, or 'hoopgw audit resolve-tail'); refusing to open it twice"
+        ) from None
+
+
+@define
+class _Position:
+    """Where the log is after its first C{size} records."""
+
+    size: int
+    offset: int
+    prev: str
+    tree: CompactTree
+
+    @classmethod
+    def start(cls) -> "_Position":
+        return cls(0, 0, GENESIS_PREV, CompactTree())
+
+    def copy(self) -> "_Position":
+        return _Position(self.size, self.offset, self.prev, self.tree.copy())
+
+    def to_dict(self) -> dict:
+        return {
+            "size": self.size,
+            "offset": self.offset,
+            "prev": self.prev,
+            "frontier": self.tree.to_list(),
+            "root": self.tree.root().hex(),
+        }
+
+
+@frozen
+class _State:
+    log_id: str
+    checkpoint: int
+    resume: _Position
+
+
+@define
+class _Scan:
+    end: _Position
+    at_checkpoint: _Position | None = None
+    #: the record just before the checkpoint's size closed the log
+    closed: bool = False
+    #: (seq, what) of records after the checkpoint that only a checkpoint may follow
+    marks: list[tuple[int, str]] = field(factory=list)
+
+
+@frozen
+class _Plan:
+    """What L{AuditLog._open} found, and what the start writes."""
+
+    log_id: str
+    end: _Position
+    at_checkpoint: _Position | None  # None: a new log (no checkpoint yet)
+    resume: _Position
+    checkpoint_size: int
+    checkpoint_root: bytes | None
+    recovered: int | None  # records adopted after a run that did not close the log
+    adopted: dict | None
+    set_aside: tuple[dict, ...]
+    resolution: bool
+
+
 @implementer(IAuditLog)
 class AuditLog(Service):
     """
@@ -99,6 +214,7 @@ class AuditLog(Service):
 
     @ivar log_id: the log's identifier, C{None} until started.
     @ivar failed: C{None}, or why the log cannot be written.
+    @ivar witnesses: where each checkpoint is also sent.
     """
 
     _log = Logger()
@@ -116,6 +232,8 @@ class AuditLog(Service):
         checkpoint_interval_seconds: float = 60,
         metrics: Any = None,
         sync_runner: Callable[[Callable[[], object]], Deferred] | None = None,
+        witnesses: Sequence[Witness] = (),
+        witness_timeout_seconds: float = 10,
     ) -> None:
         """
         @param signing_key: the Ed25519 private key checkpoints are signed with.
@@ -126,6 +244,10 @@ class AuditLog(Service):
         @param sync_runner: runs a blocking callable off the reactor thread and
             returns a Deferred of its result; defaults to the reactor's
             thread pool.  Tests pass a synchronous one.
+        @param witnesses: each signed checkpoint is handed to these once it
+            is written (L{hoopgw.audit.witness}); they never hold records up.
+        @param witness_timeout_seconds: how long a stop waits for the
+            witnesses to take the final checkpoint.
         """
         if sync not in SYNC_MODES:
             raise ValueError(f"audit sync mode {sync!r}: expected one of {', '.join(SYNC_MODES)}")
@@ -144,13 +266,22 @@ class AuditLog(Service):
         self._checkpoint_interval = checkpoint_interval_seconds
         self._metrics = metrics
         self._run = sync_runner if sync_runner is not None else _thread_runner(reactor)
+        self.witnesses: tuple[Witness, ...] = tuple(witnesses)
+        self._witness_timeout = witness_timeout_seconds
 
         self.log_id: str | None = None
         self.failed: str | None = None
         self._records_path = self.directory / RECORDS_FILE
         self._checkpoints_path = self.directory / CHECKPOINTS_FILE
         self._state_path = self.directory / STATE_FILE
+        self._resolution_path = self.directory / RESOLUTION_FILE
         self._fd: int | None = None
+        # The descriptor append() writes to: None once the log failed, is
+        # closing (its closing record is written) or closed.  One test on
+        # the append path covers all three.
+        self._append_fd: int | None = None
+        self._closing = False
+        self._closing_record: tuple[str, dict] | None = None
         self._cp_fd: int | None = None
         self._seq = 0  # next seq == records in the log == tree size
         self._prev = GENESIS_PREV
@@ -170,6 +301,13 @@ class AuditLog(Service):
         self._checkpoint_lock = DeferredLock()
         self._checkpoint_requested = 0  # size of the last checkpoint asked for
         self._checkpoint_loop: LoopingCall | None = None
+        # The position of the last checkpoint asked for, and a position
+        # strictly before it (the one before, or the start) that the state
+        # file names for the next start to resume from: rescanning from
+        # there proves the checkpoint's last record, and so whether it
+        # closed the log.
+        self._cp_position: _Position | None = None
+        self._resume = _Position.start()
 
     # -- construction from the configuration --------------------------------
 
@@ -186,7 +324,8 @@ class AuditLog(Service):
         """
         The gateway's audit log: records under C{data_dir/audit}, signed with
         C{data_dir/keys/audit_ed25519.pem} (created on first start), whose
-        verifier key is exported to C{data_dir/audit/audit.vkey}.
+        verifier key is exported to C{data_dir/audit/audit.vkey}, and the
+        configured witnesses.
 
         Blocking file I/O: call at start-up.
         """
@@ -231,6 +370,35 @@ class AuditLog(Service):
                 f"changed): the key was replaced or the name changed; restore them, or move "
                 f"{directory} aside to start a new log"
             )
+        run = _thread_runner(reactor)
+        witnesses: list[Witness] = []
+        timeout = getattr(settings, "witness_timeout_seconds", 10)
+        for target in getattr(settings, "witnesses", ()):
+            if is_url(target):
+                witnesses.append(
+                    HTTPWitness(
+                        target,
+                        records=directory / RECORDS_FILE,
+                        reactor=reactor,
+                        run=run,
+                        timeout=timeout,
+                        metrics=metrics,
+                    )
+                )
+                continue
+            witness_dir = Path(target)
+            try:
+                same_device = witness_dir.stat().st_dev == directory.stat().st_dev
+            except OSError:
+                same_device = False
+            if same_device:
+                cls._log.warn(
+                    "audit witness directory {witness} is on the same filesystem as the audit "
+                    "log {directory}: it catches a rollback of the audit files, not of the disk",
+                    witness=str(witness_dir),
+                    directory=str(directory),
+                )
+            witnesses.append(DirectoryWitness(witness_dir, run=run, metrics=metrics))
         return cls(
             directory,
             signing_key=key,
@@ -241,6 +409,8 @@ class AuditLog(Service):
             checkpoint_every=settings.checkpoint_every,
             checkpoint_interval_seconds=settings.checkpoint_interval_seconds,
             metrics=metrics,
+            witnesses=witnesses,
+            witness_timeout_seconds=timeout,
         )
 
     @property
@@ -275,10 +445,31 @@ class AuditLog(Service):
                 self._background_failure, "periodic checkpoint loop"
             )
 
+    def close_with(self, event: str, body: Mapping[str, Any]) -> None:
+        """
+        Make C{event} with C{body} the record that closes the log when it
+        stops (instead of C{log.closed}): it is written last, marked
+        C{"closes_log": true}, and the final checkpoint covers it, which
+        makes it the log's signed end.
+
+        @raise ValueError: C{body} is not a valid record body.
+        """
+        if not isinstance(event, str) or not event:
+            raise ValueError(f"audit event {event!r}: expected a non-empty string")
+        clash = RESERVED_FIELDS.intersection(body)
+        if clash:
+            raise ValueError(
+                f"audit record body for {event!r} has key(s) {', '.join(sorted(clash))}, "
+                f"which the log sets itself"
+            )
+        self._closing_record = (event, dict(body))
+
     def stopService(self) -> Deferred:
         """
-        Stop taking records, write a final checkpoint if there are records
-        since the last one, wait for pending syncs, and close the files.
+        Stop taking records, write the closing record and the final
+        checkpoint that covers it (the log's signed end), give it to the
+        witnesses (waiting at most C{witness_timeout_seconds}), wait for
+        pending syncs, and close the files.
         """
         Service.stopService(self)
         if self._checkpoint_loop is not None and self._checkpoint_loop.running:
@@ -286,14 +477,62 @@ class AuditLog(Service):
         self._checkpoint_loop = None
         if self._fd is None:
             return succeed(None)
+        if self.failed is None and not self._closing:
+            self._write_closing_record()
         if self.failed is None and self._seq > self._checkpoint_requested:
             d = self.checkpoint()
         else:
             d = self._checkpoint_lock.run(lambda: None)
         d.addErrback(self._background_failure, "final checkpoint")
+        d.addCallback(lambda _: self._flush_witnesses())
         d.addCallback(lambda _: self._when_idle())
         d.addCallback(lambda _: self._close())
         return d
+
+    def _write_closing_record(self) -> None:
+        event, body = self._closing_record or (
+            CLOSED_EVENT,
+            {"reason": "the audit log was stopped"},
+        )
+        try:
+            self._write_own(event, body, closes=True)
+        except ValueError as e:
+            # A closing body the log cannot hold must not leave it unclosed.
+            self._log.error("audit: closing record {event} refused ({error}); writing {closed}",
+                            event=event, error=str(e), closed=CLOSED_EVENT)
+            self._write_own(CLOSED_EVENT, {"reason": f"the audit log was stopped ({event} refused: {e})"}, closes=True)
+        except AuditUnavailable:
+            return  # failed: the reason is logged
+        self._closing = True
+        self._append_fd = None
+
+    def _flush_witnesses(self) -> Deferred:
+        if not self.witnesses:
+            return succeed(None)
+        done: Deferred = Deferred()
+
+        def finish(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            if not done.called:
+                done.callback(None)
+
+        def late() -> None:
+            slow = [w.target for w in self.witnesses if w.busy]
+            self._log.warn(
+                "audit: witness(es) {witnesses} did not take the final checkpoint within "
+                "{timeout}s; stopping anyway (they get it from the next run's first checkpoint)",
+                witnesses=", ".join(slow),
+                timeout=self._witness_timeout,
+            )
+            if not done.called:
+                done.callback(None)
+
+        timer = self._reactor.callLater(self._witness_timeout, late)
+        gatherResults([w.flush() for w in self.witnesses], consumeErrors=True).addBoth(finish)
+        done.addCallback(lambda _: gatherResults([w.close() for w in self.witnesses], consumeErrors=True))
+        done.addErrback(lambda _: None)
+        return done
 
     def _close(self) -> None:
         if self._sync_call is not None and self._sync_call.active():
@@ -305,7 +544,7 @@ class AuditLog(Service):
                     os.close(fd)
                 except OSError:
                     pass
-        self._fd = self._cp_fd = None
+        self._fd = self._cp_fd = self._append_fd = None
         # Strict appenders whose sync never came (a failed log) must hear so.
         self._fail_waiters(AuditUnavailable(self._unavailable_message()))
 
@@ -314,49 +553,308 @@ class AuditLog(Service):
     def _open(self) -> None:
         directory = self.directory
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        state = self._read_state()
-        if state is None:
-            if self._records_path.exists() and self._records_path.stat().st_size > 0:
-                self._log.warn(
-                    "audit: {state} is missing; resuming from a full scan of {records}",
-                    state=str(self._state_path),
-                    records=str(self._records_path),
-                )
-                log_id = None
-            else:
-                log_id = secrets.token_hex(16)
-                self._write_state(self._state_dict(log_id, 0, 0, GENESIS_PREV, CompactTree()))
-            size, offset, prev, tree = 0, 0, GENESIS_PREV, CompactTree()
-        else:
-            log_id, size, offset, prev, tree = state
-
         fd = os.open(
             self._records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
+        cp_fd = None
         try:
+            lock_records(fd, self._records_path)
             end = os.fstat(fd).st_size
-            if offset > end:
-                raise AuditStateError(
-                    f"{self._records_path}: {end} bytes, but {self._state_path} says the first "
-                    f"{size} records end at byte {offset}: records were removed; refusing to start"
-                )
-            log_id, size, offset, prev = self._scan(log_id, size, offset, prev, tree, end)
             self._check_checkpoints_tail()
+            plan = self._plan(end)
             cp_fd = os.open(
                 self._checkpoints_path,
                 os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                 0o600,
             )
+            self._fd, self._cp_fd = fd, cp_fd
+            self.log_id = plan.log_id
+            position = plan.end
+            self._seq, self._offset, self._prev, self._tree = (
+                position.size,
+                position.offset,
+                position.prev,
+                position.tree,
+            )
+            self._synced = position.size
+            self._checkpoint_requested = plan.checkpoint_size
+            self._cp_position = plan.at_checkpoint
+            self._resume = plan.resume
+            self._start_writes(plan)
         except BaseException:
-            os.close(fd)
+            self._fd = self._cp_fd = self._append_fd = None
+            for descriptor in (fd, cp_fd):
+                if descriptor is not None:
+                    os.close(descriptor)
             raise
-        self._fd, self._cp_fd = fd, cp_fd
-        self.log_id = log_id
-        self._seq, self._offset, self._prev, self._tree = size, offset, prev, tree
-        self._synced = size
-        self._checkpoint_requested = state[1] if state is not None else 0
+        self._append_fd = fd
 
-    def _read_state(self) -> tuple[str, int, int, str, CompactTree] | None:
+    def _plan(self, end: int) -> _Plan:
+        """
+        Decide, from the signed checkpoints and the records (the state file
+        only says where to start reading), whether the log can be continued
+        and what the start must record.
+        """
+        records, cp_path = self._records_path, self._checkpoints_path
+        last = self._read_last_checkpoint()
+        state = self._read_state()
+        entries = self._read_resolution()
+        set_aside = tuple(e for e in entries if e.get("action") == "set-aside")
+        adopts = [e for e in entries if e.get("action") == "adopt"]
+        adopted = adopts[-1] if adopts else None
+
+        if last is None:
+            if end > 0:
+                missing = "missing" if not cp_path.exists() else "empty"
+                raise AuditStateError(
+                    f"{cp_path} is {missing} but {records} holds records ({end} bytes): every "
+                    f"log has a signed checkpoint from its first start, so its checkpoints were "
+                    f"deleted; refusing to start. Restore {cp_path} from a backup or a witness's "
+                    f"copy, or move {self.directory} aside to start a new log"
+                )
+            # A new log (a directory whose files were removed gets a new
+            # one too: never the id of a log its witnesses know).
+            log_id = secrets.token_hex(16)
+            start = _Position.start()
+            return _Plan(log_id, start, None, start, 0, None, None, None, set_aside, bool(entries))
+
+        cp_offset, checkpoint = last
+        log_id = checkpoint.origin[len(self.origin) + 1 :]
+        size = checkpoint.size
+        where_cp = f"the last checkpoint in {cp_path} (at byte {cp_offset}, size {size})"
+        self._check_witness_copies(log_id, size, checkpoint.root)
+        start: _Position | None = None
+        if state is not None and state.log_id == log_id:
+            if state.checkpoint > size:
+                raise AuditStateError(
+                    f"{self._state_path} was written after a checkpoint of size {state.checkpoint}, "
+                    f"but {where_cp} is older: checkpoints were removed from the end of {cp_path}; "
+                    f"refusing to start. Restore {cp_path} from a backup or a witness's copy "
+                    f"('hoopgw audit verify --witness' compares them)"
+                )
+            if state.resume.size < size or state.resume.size == size == 0:
+                start = state.resume
+        elif state is not None:
+            self._log.warn(
+                "audit: {state} belongs to log {other}, not {log_id}; rescanning {records}",
+                state=str(self._state_path),
+                other=state.log_id,
+                log_id=log_id,
+                records=str(records),
+            )
+        if start is None:
+            if state is None and end > 0:
+                self._log.warn(
+                    "audit: {state} is missing or stale; resuming from a full scan of {records}",
+                    state=str(self._state_path),
+                    records=str(records),
+                )
+            start = _Position.start()
+        if start.offset > end:
+            raise AuditStateError(
+                f"{records}: {end} bytes, but {self._state_path} says the first "
+                f"{start.size} records end at byte {start.offset}: records were removed; refusing to start"
+            )
+        scan = self._scan(log_id, start, end, size)
+        if scan.at_checkpoint is None:
+            raise AuditStateError(
+                f"{records}: {scan.end.size} records, but {where_cp} covers {size}: records were "
+                f"removed or cut off the end; refusing to start"
+            )
+        if scan.at_checkpoint.tree.root() != checkpoint.root and start.size > 0:
+            self._log.warn(
+                "audit: {state} does not lead to the last checkpoint's root; rescanning {records}",
+                state=str(self._state_path),
+                records=str(records),
+            )
+            start = _Position.start()
+            scan = self._scan(log_id, start, end, size)
+        assert scan.at_checkpoint is not None
+        if scan.at_checkpoint.tree.root() != checkpoint.root:
+            raise AuditStateError(
+                f"{records}: the first {size} records do not match {where_cp} (Merkle root): "
+                f"records before seq {size} were altered; refusing to start. 'hoopgw audit verify' "
+                f"names the first bad record"
+            )
+        closed = size > 0 and scan.closed
+        tail = scan.end.size - size
+        span = f"seq {size}..{scan.end.size - 1}, from byte {scan.at_checkpoint.offset}"
+
+        if adopted is not None:
+            digest = self._tail_digest(scan.at_checkpoint.offset, scan.end.offset)
+            if (
+                closed
+                or adopted.get("first_seq") != size
+                or adopted.get("count") != tail
+                or adopted.get("sha256") != digest
+            ):
+                raise AuditStateError(
+                    f"{self._resolution_path}: its 'adopt' decision (seq {adopted.get('first_seq')}, "
+                    f"{adopted.get('count')} records, sha256 {adopted.get('sha256')}) does not match "
+                    f"the {tail} record(s) now after {where_cp} ({span}, sha256 {digest}): the tail "
+                    f"changed after it was resolved; refusing to start. Run 'hoopgw audit "
+                    f"resolve-tail' again"
+                )
+        if tail and closed:
+            raise AuditStateError(
+                f"{records}: {tail} record(s) ({span}) follow the log's signed end: {where_cp} "
+                f"covers seq {size - 1}, which closed the log at a clean stop, and nothing is "
+                f"written after that. These records were not written by hoopgw; refusing to "
+                f"start rather than sign them. Inspect them ('hoopgw audit verify' names them), "
+                f"then move them aside with 'hoopgw audit resolve-tail --set-aside' (kept in "
+                f"{self.directory / SET_ASIDE_DIR}; the next start records what was found)"
+            )
+        if tail and scan.marks and adopted is None:
+            seq, what = scan.marks[0]
+            raise AuditStateError(
+                f"{records}: the {tail} record(s) after {where_cp} ({span}) include seq {seq}, "
+                f"{what}, which hoopgw always covers with a checkpoint before writing anything "
+                f"more: the checkpoint that covered it was removed, or the gateway died while "
+                f"writing it; refusing to start. Restore {cp_path} from a backup or a witness's "
+                f"copy; or, having checked the records, keep them with 'hoopgw audit resolve-tail "
+                f"--adopt' (recorded as written but not signed at the time) or move them aside "
+                f"with 'hoopgw audit resolve-tail --set-aside'"
+            )
+        recovered = tail if not closed and (size > 0 or tail) else None
+        resume = start if start.size < size else _Position.start()
+        return _Plan(
+            log_id,
+            scan.end,
+            scan.at_checkpoint,
+            resume,
+            size,
+            checkpoint.root,
+            recovered,
+            adopted,
+            set_aside,
+            bool(entries),
+        )
+
+    def _tail_digest(self, start: int, end: int) -> str:
+        digest = sha256()
+        with open(self._records_path, "rb") as f:
+            f.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                chunk = f.read(min(_READ_CHUNK, remaining))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                remaining -= len(chunk)
+        return digest.hexdigest()
+
+    def _start_writes(self, plan: _Plan) -> None:
+        """
+        What a start records, synchronously, before anything else can be
+        written: the first checkpoint of a new log (size 0), a
+        C{log.recovered} record after a run that did not close the log, a
+        C{log.tail.set_aside} record per tail an operator set aside, and a
+        checkpoint covering them.  So an unsigned tail never holds a
+        C{log.recovered} record followed by more records.
+        """
+        try:
+            if plan.at_checkpoint is None:
+                self._checkpoint_now()
+            else:
+                for witness in self.witnesses:
+                    witness.assume(self._witness_checkpoint(plan.at_checkpoint, plan.checkpoint_root or b"", b""))
+            wrote = False
+            if plan.recovered is not None:
+                self._write_own(RECOVERED_EVENT, self._recovered_body(plan))
+                wrote = True
+            for entry in plan.set_aside:
+                body = {k: v for k, v in entry.items() if k != "action"}
+                self._write_own(SET_ASIDE_EVENT, body)
+                wrote = True
+            if wrote:
+                os.fdatasync(self._fd)  # type: ignore[arg-type]
+                self._synced = self._seq
+                self._checkpoint_now()
+            if plan.resolution:
+                os.unlink(self._resolution_path)
+                self._fsync_directory()
+        except OSError as e:
+            raise AuditStateError(
+                f"writing the start-up records of {self.directory} failed: {e.strerror or e} "
+                f"(errno {e.errno}); refusing to start"
+            ) from None
+        except AuditUnavailable as e:
+            raise AuditStateError(str(e)) from None
+
+    def _recovered_body(self, plan: _Plan) -> dict:
+        count = plan.recovered or 0
+        first = plan.checkpoint_size
+        body: dict[str, Any] = {
+            "count": count,
+            "first_seq": first,
+            "checkpoint": first,
+            "reason": (
+                "the previous run did not close the log (the process was killed or crashed, "
+                "or the machine stopped): "
+                + (
+                    f"records {first}..{first + count - 1}, after the last signed checkpoint, "
+                    f"were written but not signed at the time; they are adopted, and the "
+                    f"checkpoint after this record signs them"
+                    if count
+                    else "every record it wrote was already signed"
+                )
+            ),
+        }
+        if count:
+            body["last_seq"] = first + count - 1
+        if plan.adopted is not None:
+            body["resolution"] = {k: v for k, v in plan.adopted.items() if k != "action"}
+        self._log.warn(
+            "audit: the previous run did not close the log; {count} record(s) after the last "
+            "checkpoint (size {size}) adopted and recorded as {event}",
+            count=count,
+            size=first,
+            event=RECOVERED_EVENT,
+        )
+        return body
+
+    def _read_last_checkpoint(self) -> tuple[int, Checkpoint] | None:
+        """
+        (byte offset, checkpoint) of the last note in the checkpoints file,
+        its signature verified with this log's key; C{None} if there is none.
+        """
+        path = self._checkpoints_path
+        try:
+            length = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        if length == 0:
+            return None
+        start = max(0, length - _LAST_NOTE_WINDOW)
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(length - start)
+        body_end = data.rfind(b"\n\n", 0, len(data) - 2)
+        note_start = data.rfind(b"\n\n", 0, body_end) if body_end >= 0 else -1
+        if note_start >= 0:
+            note_start += 2
+        elif start == 0 and body_end >= 0:
+            note_start = 0
+        else:
+            raise AuditStateError(
+                f"{path}: the last note (ending at byte {length}) is not a checkpoint "
+                f"(a text, a blank line, signatures); refusing to start"
+            )
+        try:
+            checkpoint = verify_checkpoint(data[note_start:-1], Verifier.from_vkey(self.vkey))
+        except CheckpointError as e:
+            raise AuditStateError(
+                f"{path}: the last checkpoint (at byte {start + note_start}): {e}; refusing to start"
+            ) from None
+        prefix = f"{self.origin}/"
+        if not checkpoint.origin.startswith(prefix) or len(checkpoint.origin) == len(prefix):
+            raise AuditStateError(
+                f"{path}: the last checkpoint (at byte {start + note_start}) has origin "
+                f"{checkpoint.origin!r}, expected {prefix}<log id>; refusing to start"
+            )
+        return start + note_start, checkpoint
+
+    def _read_state(self) -> _State | None:
         path = self._state_path
         try:
             data = path.read_bytes()
@@ -370,47 +868,78 @@ class AuditLog(Service):
             state = json.loads(data)
         except ValueError as e:
             raise bad(f"not JSON ({e})") from None
-        if not isinstance(state, dict) or state.get("v") != 1:
-            raise bad('expected an object with "v": 1')
-        log_id, size, offset, prev = (state.get(k) for k in ("log", "size", "offset", "prev"))
+        if isinstance(state, dict) and state.get("v") == 1:
+            self._log.info(
+                "audit: {path} was written by an older hoopgw; rescanning the records",
+                path=str(path),
+            )
+            return None
+        if not isinstance(state, dict) or state.get("v") != 2:
+            raise bad('expected an object with "v": 2')
+        log_id, checkpoint, resume = (state.get(k) for k in ("log", "checkpoint", "resume"))
         if not isinstance(log_id, str) or not log_id:
             raise bad('"log" is not a non-empty string')
+        if type(checkpoint) is not int or checkpoint < 0:
+            raise bad('"checkpoint" must be a non-negative integer')
+        if not isinstance(resume, dict):
+            raise bad('"resume" is not an object')
+        size, offset, prev = (resume.get(k) for k in ("size", "offset", "prev"))
         if type(size) is not int or size < 0 or type(offset) is not int or offset < 0:
-            raise bad('"size" and "offset" must be non-negative integers')
+            raise bad('"resume": "size" and "offset" must be non-negative integers')
         if not isinstance(prev, str) or len(prev) != 64:
-            raise bad('"prev" is not 64 hex digits')
+            raise bad('"resume": "prev" is not 64 hex digits')
         try:
-            tree = CompactTree.from_list(size, state.get("frontier", []))
+            tree = CompactTree.from_list(size, resume.get("frontier", []))
         except (TypeError, ValueError) as e:
-            raise bad(f'"frontier": {e}') from None
-        if tree.root().hex() != state.get("root"):
-            raise bad('"root" does not match "frontier"')
-        return log_id, size, offset, prev, tree
+            raise bad(f'"resume": "frontier": {e}') from None
+        if tree.root().hex() != resume.get("root"):
+            raise bad('"resume": "root" does not match "frontier"')
+        return _State(log_id, checkpoint, _Position(size, offset, prev, tree))
 
-    def _scan(
-        self,
-        log_id: str | None,
-        seq: int,
-        offset: int,
-        prev: str,
-        tree: CompactTree,
-        end: int,
-    ) -> tuple[str, int, int, str]:
+    def _read_resolution(self) -> list[dict]:
+        path = self._resolution_path
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except ValueError as e:
+            raise AuditStateError(f"{path}: not JSON ({e}); refusing to start") from None
+        entries = data.get("entries") if isinstance(data, dict) else None
+        if (
+            not isinstance(entries, list)
+            or not all(isinstance(e, dict) and e.get("action") in ("adopt", "set-aside") for e in entries)
+        ):
+            raise AuditStateError(
+                f'{path}: expected {{"v": 1, "entries": [...]}} with "action" "adopt" or '
+                f'"set-aside" in each entry (written by hoopgw audit resolve-tail); refusing to start'
+            )
+        for entry in entries:
+            try:
+                canonical_json(entry)
+            except CanonicalizationError as e:
+                raise AuditStateError(f"{path}: an entry cannot be recorded ({e}); refusing to start") from None
+            if RESERVED_FIELDS.intersection(entry):
+                raise AuditStateError(f"{path}: an entry uses a key the log sets itself; refusing to start")
+        return entries
+
+    def _scan(self, log_id: str, start: _Position, end: int, checkpoint: int) -> _Scan:
         """
-        Check and absorb the records after the state file's offset (those
-        written since the last checkpoint), so the log resumes at the right
-        seq, prev and tree without rehashing what the state already covers.
+        Check and absorb the records from C{start} to the end of the file:
+        each a valid continuation; note the position at the checkpoint's
+        size, whether the record just before it closed the log, and the
+        records after it that only a checkpoint may follow.
         """
         path = self._records_path
-        if offset == end:
-            if log_id is None:
-                log_id = secrets.token_hex(16)
-            return log_id, seq, offset, prev
+        seq, prev, tree, position = start.size, start.prev, start.tree.copy(), start.offset
+        result = _Scan(_Position(seq, position, prev, tree))
+        if seq == checkpoint:
+            result.at_checkpoint = _Position(seq, position, prev, tree.copy())
+        if position == end:
+            return result
         with open(path, "rb") as f:
-            f.seek(offset)
+            f.seek(position)
             pending = b""
-            position = offset
-            remaining = end - offset
+            remaining = end - position
             while remaining > 0:
                 chunk = f.read(min(_READ_CHUNK, remaining))
                 if not chunk:
@@ -421,26 +950,34 @@ class AuditLog(Service):
                 for line in lines:
                     where = f"{path}: record at byte {position} (expected seq {seq})"
                     record = _check_line(line, where)
-                    if log_id is None:
-                        log_id = record.get("log")
-                        if not isinstance(log_id, str) or not log_id:
-                            raise AuditStateError(f"{where}: \"log\" is not a non-empty string")
                     problem = _chain_problem(record, log_id, seq, prev)
                     if problem:
                         raise AuditStateError(f"{where}: {problem}; refusing to start")
+                    closes = record.get(CLOSES_FIELD)
+                    if closes is not None and closes is not True:
+                        raise AuditStateError(f'{where}: "{CLOSES_FIELD}" is {closes!r}, expected true; refusing to start')
+                    if seq == checkpoint - 1:
+                        result.closed = closes is True
+                    elif seq >= checkpoint:
+                        if closes is True:
+                            result.marks.append((seq, f"a record that closes the log ({record.get('event')})"))
+                        elif record.get("event") == RECOVERED_EVENT:
+                            result.marks.append((seq, f"a {RECOVERED_EVENT} record"))
                     prev = sha256(line).hexdigest()
                     tree.append(sha256(b"\x00" + line).digest())
                     seq += 1
                     position += len(line) + 1
+                    if seq == checkpoint:
+                        result.at_checkpoint = _Position(seq, position, prev, tree.copy())
             if pending or remaining:
                 raise AuditStateError(
                     f"{path}: the last {end - position} bytes (from byte {position}, where seq "
                     f"{seq} would start) are a torn record with no trailing newline; refusing "
-                    f"to start. The record was never acknowledged; an operator may move the "
-                    f"tail aside after 'hoopgw audit verify'"
+                    f"to start. The record was never acknowledged; 'hoopgw audit resolve-tail "
+                    f"--adopt' moves the torn bytes aside (and keeps the whole records before them)"
                 )
-        assert log_id is not None
-        return log_id, seq, position, prev
+        result.end = _Position(seq, position, prev, tree)
+        return result
 
     def _check_checkpoints_tail(self) -> None:
         path = self._checkpoints_path
@@ -457,8 +994,36 @@ class AuditLog(Service):
         if not tail.endswith(b"\n\n"):
             raise AuditStateError(
                 f"{path}: does not end with a complete note (a blank line after the "
-                f"signatures): a checkpoint write was torn; refusing to start"
+                f"signatures): a checkpoint write was torn, or the file was cut; refusing to "
+                f"start. Restore it from a backup or a witness's copy"
             )
+
+    def _check_witness_copies(self, log_id: str, size: int, root: bytes | None) -> None:
+        for witness in self.witnesses:
+            if not isinstance(witness, DirectoryWitness):
+                continue
+            try:
+                held = witness.newest(log_id)
+            except WitnessError as e:
+                self._log.warn("audit: cannot read witness copy: {error}", error=str(e))
+                continue
+            if held is None:
+                continue
+            held_size, held_root = held
+            path = witness.path(log_id)
+            if held_size > size:
+                raise AuditStateError(
+                    f"witness {path} holds checkpoint size {held_size} of this log, but the last "
+                    f"checkpoint in {self._checkpoints_path} is size {size}: the log and its "
+                    f"checkpoints were rolled back to an earlier state; refusing to start. Restore "
+                    f"the newest copy of {self.directory}; to continue from this older state "
+                    f"deliberately, move {path} aside first"
+                )
+            if held_size == size and root is not None and held_root != root:
+                raise AuditStateError(
+                    f"witness {path} holds a different checkpoint of size {size} than "
+                    f"{self._checkpoints_path}: the log was rewritten; refusing to start"
+                )
 
     # -- the write path -----------------------------------------------------
 
@@ -470,7 +1035,8 @@ class AuditLog(Service):
         @raise ValueError: C{body} is not a valid record body (a reserved key,
             a value canonical JSON cannot hold); the log is unaffected.
         """
-        if self.failed is not None or self._fd is None:
+        fd = self._append_fd
+        if fd is None:
             raise AuditUnavailable(self._unavailable_message())
         started = time.perf_counter()
         if not isinstance(event, str) or not event:
@@ -495,7 +1061,7 @@ class AuditLog(Service):
         except CanonicalizationError as e:
             raise ValueError(f"audit record body for {event!r}: {e}") from None
         try:
-            _write_all(self._fd, data + b"\n")
+            _write_all(fd, data + b"\n")
         except OSError as e:
             self._fail(f"write to {self._records_path} failed: {e.strerror or e} (errno {e.errno})")
             raise AuditUnavailable(self._unavailable_message()) from None
@@ -514,6 +1080,45 @@ class AuditLog(Service):
             self._waiters.append((seq + 1, d))
             return d
         return succeed(seq)
+
+    def _write_own(self, event: str, body: Mapping[str, Any], *, closes: bool = False) -> int:
+        """
+        Write one of the log's own records (start-up, closing): like
+        L{append}, without the caller's Deferred or a checkpoint by count.
+        """
+        fd = self._fd
+        if self.failed is not None or fd is None:
+            raise AuditUnavailable(self._unavailable_message())
+        clash = RESERVED_FIELDS.intersection(body)
+        if clash:
+            raise ValueError(f"audit record body for {event!r} has reserved key(s) {', '.join(sorted(clash))}")
+        seq = self._seq
+        header: dict[str, Any] = {
+            "v": 1,
+            "log": self.log_id,
+            "seq": seq,
+            "prev": self._prev,
+            "time": self._timestamp(),
+            "event": event,
+        }
+        if closes:
+            header[CLOSES_FIELD] = True
+        try:
+            data = canonical_record(header, body)
+        except CanonicalizationError as e:
+            raise ValueError(f"audit record body for {event!r}: {e}") from None
+        try:
+            _write_all(fd, data + b"\n")
+        except OSError as e:
+            self._fail(f"write to {self._records_path} failed: {e.strerror or e} (errno {e.errno})")
+            raise AuditUnavailable(self._unavailable_message()) from None
+        self._prev = sha256(data).hexdigest()
+        self._tree.append(sha256(b"\x00" + data).digest())
+        self._seq = seq + 1
+        self._offset += len(data) + 1
+        if self._sync_call is None and not self._sync_in_flight:
+            self._schedule_sync()
+        return seq
 
     def _timestamp(self) -> str:
         total = round(self._reactor.seconds() * 1_000_000)
@@ -593,18 +1198,66 @@ class AuditLog(Service):
     def checkpoint(self) -> Deferred:
         """
         Sign and write a checkpoint of the log as it is now, once the
-        records it covers are durable.  See L{IAuditLog.checkpoint}.
+        records it covers are durable, then hand it to the witnesses.  See
+        L{IAuditLog.checkpoint}.
         """
         if self.failed is not None or self._fd is None:
             return fail(AuditUnavailable(self._unavailable_message()))
         size = self._seq
         root = self._tree.root()
-        state = self._state_dict(self.log_id, size, self._offset, self._prev, self._tree, root)
+        state, position = self._checkpoint_state(size, root)
         self._checkpoint_requested = max(self._checkpoint_requested, size)
         note = sign_checkpoint(self._signing_key, self.origin, self.checkpoint_origin, size, root)
-        return self._checkpoint_lock.run(self._write_checkpoint, size, note, state)
+        witnessed = self._witness_checkpoint(position, root, note)
+        return self._checkpoint_lock.run(self._write_checkpoint, size, note, state, witnessed)
 
-    def _write_checkpoint(self, size: int, note: bytes, state: dict) -> Deferred:
+    def _checkpoint_state(self, size: int, root: bytes) -> tuple[dict, _Position]:
+        """
+        The state file to write with a checkpoint of C{size}: it names this
+        checkpoint and a position strictly before it to resume from.
+        """
+        position = _Position(size, self._offset, self._prev, self._tree.copy())
+        if self._cp_position is None or size > self._cp_position.size:
+            if self._cp_position is not None:
+                self._resume = self._cp_position
+            self._cp_position = position
+        state = {"v": 2, "log": self.log_id, "checkpoint": size, "resume": self._resume.to_dict()}
+        return state, position
+
+    def _witness_checkpoint(self, position: _Position, root: bytes, note: bytes) -> WitnessCheckpoint:
+        return WitnessCheckpoint(
+            self.log_id or "",
+            self.checkpoint_origin,
+            position.size,
+            root,
+            note,
+            position.offset,
+            position.tree.frontier,
+        )
+
+    def _checkpoint_now(self) -> None:
+        """
+        Sign and write a checkpoint synchronously (start-up only: nothing
+        else is written meanwhile).  The records must already be durable.
+        """
+        size = self._seq
+        root = self._tree.root()
+        state, position = self._checkpoint_state(size, root)
+        note = sign_checkpoint(self._signing_key, self.origin, self.checkpoint_origin, size, root)
+        assert self._cp_fd is not None
+        _write_all(self._cp_fd, note + b"\n")
+        os.fdatasync(self._cp_fd)
+        self._write_state(state)
+        self._checkpoint_requested = size
+        if self._metrics is not None:
+            self._metrics.checkpoint_written(self._reactor.seconds())
+        witnessed = self._witness_checkpoint(position, root, note)
+        for witness in self.witnesses:
+            witness.submit(witnessed)
+
+    def _write_checkpoint(
+        self, size: int, note: bytes, state: dict, witnessed: WitnessCheckpoint
+    ) -> Deferred:
         cp_fd = self._cp_fd
 
         def write_files() -> None:
@@ -616,6 +1269,10 @@ class AuditLog(Service):
         def written(_: object) -> int:
             if self._metrics is not None:
                 self._metrics.checkpoint_written(self._reactor.seconds())
+            # Only once it is durable here: a witness never holds a
+            # checkpoint the log could lose.
+            for witness in self.witnesses:
+                witness.submit(witnessed)
             return size
 
         def failed(failure: Failure) -> Failure:
@@ -642,25 +1299,6 @@ class AuditLog(Service):
         if self.failed is None and self._seq > self._checkpoint_requested:
             self.checkpoint().addErrback(self._background_failure, "periodic checkpoint")
 
-    def _state_dict(
-        self,
-        log_id: str | None,
-        size: int,
-        offset: int,
-        prev: str,
-        tree: CompactTree,
-        root: bytes | None = None,
-    ) -> dict:
-        return {
-            "v": 1,
-            "log": log_id,
-            "size": size,
-            "offset": offset,
-            "prev": prev,
-            "frontier": tree.to_list(),
-            "root": (root if root is not None else tree.root()).hex(),
-        }
-
     def _write_state(self, state: dict) -> None:
         # Atomic replace: a crash leaves the old state or the new, never half.
         tmp = self._state_path.with_name(STATE_FILE + ".tmp")
@@ -671,6 +1309,9 @@ class AuditLog(Service):
         finally:
             os.close(fd)
         os.replace(tmp, self._state_path)
+        self._fsync_directory()
+
+    def _fsync_directory(self) -> None:
         dir_fd = os.open(self.directory, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(dir_fd)
@@ -685,6 +1326,8 @@ class AuditLog(Service):
                 f"audit log {self.directory} cannot be written ({self.failed}); "
                 f"refusing traffic until it is repaired and the gateway restarted"
             )
+        if self._closing:
+            return f"audit log {self.directory} is closed (the gateway is stopping)"
         if self.running:
             return f"audit log {self.directory} is not open"
         return f"audit log {self.directory} is not running"
@@ -693,6 +1336,7 @@ class AuditLog(Service):
         if self.failed is not None:
             return
         self.failed = reason
+        self._append_fd = None
         self._log.critical(
             "audit log {directory} failed, refusing all traffic: {reason}",
             directory=str(self.directory),

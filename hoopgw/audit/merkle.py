@@ -22,6 +22,7 @@ __all__ = [
     "CompactTree",
     "ProofError",
     "consistency_proof",
+    "consistency_proof_from",
     "inclusion_proof",
     "leaf_hash",
     "mth",
@@ -108,6 +109,53 @@ def consistency_proof(old_size: int, hashes: Sequence[bytes]) -> list[bytes]:
         return subproof(m - k, leaves[k:], False) + [root_from_leaf_hashes(leaves[:k])]
 
     return subproof(old_size, hashes, True)
+
+
+def consistency_proof_from(
+    old_size: int, old_frontier: Sequence[bytes], new_hashes: Sequence[bytes]
+) -> list[bytes]:
+    """
+    PROOF(m, D[n]) (RFC 6962 §2.1.2) from what a log keeps: the frontier of
+    the tree of the first C{old_size} leaves (L{CompactTree}'s, largest
+    subtree first) and the leaf hashes of the leaves after them.
+
+    Every node of the proof that lies within the first C{old_size} leaves
+    is one of the frontier's subtrees (the left siblings on the path to
+    leaf C{old_size - 1} are exactly the perfect subtrees C{old_size}
+    decomposes into); every other node is over new leaves only.  So a log
+    can prove consistency with any size whose frontier it kept, reading
+    only the records written since.
+    """
+    m = old_size
+    n = m + len(new_hashes)
+    if not 0 < m <= n:
+        raise ProofError(f"old size {m} is not within 1..{n}")
+    if len(old_frontier) != bin(m).count("1"):
+        raise ProofError(f"a tree of size {m} has {bin(m).count('1')} frontier hashes, got {len(old_frontier)}")
+    by_start: dict[int, tuple[int, bytes]] = {}
+    start = 0
+    for bit, h in zip((b for b in range(m.bit_length() - 1, -1, -1) if m >> b & 1), old_frontier):
+        by_start[start] = (start + (1 << bit), h)
+        start += 1 << bit
+
+    def node(lo: int, hi: int) -> bytes:
+        if hi <= m:
+            end, h = by_start[lo]
+            if end != hi:  # cannot happen for an RFC 6962 proof
+                raise ProofError(f"node [{lo}, {hi}) is not a subtree of the old tree's frontier")
+            return h
+        return root_from_leaf_hashes(new_hashes[lo - m : hi - m])
+
+    def subproof(mm: int, lo: int, hi: int, complete: bool) -> list[bytes]:
+        size = hi - lo
+        if mm == size:
+            return [] if complete else [node(lo, hi)]
+        k = _split(size)
+        if mm <= k:
+            return subproof(mm, lo, lo + k, complete) + [node(lo + k, hi)]
+        return subproof(mm - k, lo + k, hi, False) + [node(lo, lo + k)]
+
+    return subproof(m, 0, n, True)
 
 
 def verify_inclusion(
@@ -316,6 +364,11 @@ class CompactTree:
                 raise ValueError(f"frontier[{i}] is not 64 hex digits: {text!r}")
             hashes.append(h)
         return cls(size, hashes)
+
+    @property
+    def frontier(self) -> tuple[bytes, ...]:
+        """The frontier hashes, largest subtree first."""
+        return tuple(self._frontier)
 
     def copy(self) -> "CompactTree":
         return CompactTree(self.size, list(self._frontier))

@@ -11,7 +11,16 @@ What is checked (docs/audit-format.md, "Verifying"):
     (starting at 0) and C{prev} equal to the SHA-256 of the line before;
   - the Merkle root of the first C{size} records equals every checkpoint's
     root, and there are at least as many records as the last checkpoint
-    covers (nothing was cut off the end).
+    covers (nothing was cut off the end);
+  - a log with records has a checkpoint (every log is checkpointed at its
+    first start); records after a checkpoint whose last record closed the
+    log (a clean stop's signed end) are always a failure; an unsigned tail
+    holding a closing or C{log.recovered} record means its checkpoint was
+    removed, always a failure; any other unsigned tail only with
+    C{allow_unsigned_tail};
+  - C{log.recovered} records are reported (records written but not signed
+    at the time), and with C{witnesses} the log's checkpoints are compared
+    with each witness's newest copy (a rollback fails, naming the sizes).
 
 Large logs are checked in byte ranges by worker processes (the JSON parse
 and re-encode dominate and are CPU bound), which also hash their leaves into
@@ -37,10 +46,10 @@ import re
 from concurrent.futures import ProcessPoolExecutor
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import orjson
-from attrs import frozen
+from attrs import field, frozen
 
 from hoopgw.audit.canonical import (
     MAX_SAFE_INTEGER,
@@ -49,8 +58,23 @@ from hoopgw.audit.canonical import (
     canonical_json,
 )
 from hoopgw.audit.checkpoint import Checkpoint, CheckpointError, Verifier, verify_checkpoint
-from hoopgw.audit.log import CHECKPOINTS_FILE, GENESIS_PREV, RECORDS_FILE
-from hoopgw.audit.merkle import CompactTree, aligned_subtrees
+from hoopgw.audit.log import (
+    CHECKPOINTS_FILE,
+    CLOSES_FIELD,
+    GENESIS_PREV,
+    RECORDS_FILE,
+    RECOVERED_EVENT,
+    SET_ASIDE_EVENT,
+)
+from hoopgw.audit.merkle import EMPTY_ROOT, CompactTree, aligned_subtrees, consistency_proof_from
+from hoopgw.audit.witness import (
+    WitnessError,
+    check_http_witness,
+    is_url,
+    leaf_hashes_between,
+    position_at,
+    read_directory_copy,
+)
 
 __all__ = ["VerifyReport", "verify", "read_checkpoints"]
 
@@ -61,6 +85,9 @@ _PARALLEL_THRESHOLD = 64 << 20
 # A lead byte of a 4-byte UTF-8 sequence: a non-BMP character, the only
 # case where orjson's key order (code points) can differ from JCS's (UTF-16).
 _NON_BMP = re.compile(rb"[\xf0-\xf4]")
+
+# Records the verifier notes as it goes (besides those that close the log).
+_MARKED_EVENTS = frozenset({RECOVERED_EVENT, SET_ASIDE_EVENT})
 
 _encode = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
@@ -99,6 +126,14 @@ class VerifyReport:
         pinned copy: a key read from beside the log proves nothing on its own.
     @ivar unsigned: records after the last checkpoint, accepted because the
         caller allowed an unsigned tail (chained, but not signed).
+    @ivar closed: the last checkpoint is the log's signed end (its last
+        record closed the log at a clean stop).
+    @ivar recovered: (first seq, count, seq of the log.recovered record) of
+        each range of records written but not signed at the time: adopted
+        by a start after a run that did not close the log.
+    @ivar set_aside: seqs of log.tail.set_aside records (an operator moved
+        an unsigned tail out of the log; the record says what and where).
+    @ivar witnessed: what each witness check found.
     """
 
     ok: bool
@@ -109,17 +144,35 @@ class VerifyReport:
     log_id: str | None = None
     key_id: str | None = None
     unsigned: int = 0
+    closed: bool = False
+    recovered: tuple[tuple[int, int, int], ...] = ()
+    set_aside: tuple[int, ...] = ()
+    witnessed: tuple[str, ...] = ()
 
     def summary(self) -> str:
-        if self.ok:
-            text = (
-                f"OK: {self.records} records, {self.checkpoints} checkpoints, last checkpoint "
-                f"covers {self.last_checkpoint_size} records (log {self.log_id}, key {self.key_id})"
+        if not self.ok:
+            return f"FAILED: {self.first_error}"
+        lines = [
+            f"OK: {self.records} records, {self.checkpoints} checkpoints, last checkpoint "
+            f"covers {self.last_checkpoint_size} records (log {self.log_id}, key {self.key_id})"
+            + ("; closed cleanly" if self.closed else "")
+        ]
+        if self.unsigned:
+            lines.append(
+                f"  seq {self.records - self.unsigned}..{self.records - 1} ({self.unsigned} records) "
+                f"are chained but not yet signed (the gateway is running, or stopped without "
+                f"closing the log: its next start adopts them)"
             )
-            if self.unsigned:
-                text += f"; {self.unsigned} later records are chained but not yet signed"
-            return text
-        return f"FAILED: {self.first_error}"
+        for first, count, at in self.recovered:
+            lines.append(
+                f"  seq {first}..{first + count - 1} ({count} records) were written but not signed "
+                f"at the time: adopted after a run that did not close the log ({RECOVERED_EVENT} "
+                f"at seq {at})"
+            )
+        for at in self.set_aside:
+            lines.append(f"  an unsigned tail was set aside by an operator ({SET_ASIDE_EVENT} at seq {at})")
+        lines += [f"  {line}" for line in self.witnessed]
+        return "\n".join(lines)
 
 
 @frozen
@@ -134,6 +187,9 @@ class _Chunk:
     subtrees: list[tuple[int, bytes]]  # aligned_subtrees of the good lines' leaves
     error: tuple[int, str] | None  # (index in range, what) of the first bad line
     torn: bool  # the range ends without a newline
+    # (seq, event, closes_log value, the record if a marked event) of the
+    # records that close the log or are in _MARKED_EVENTS
+    marks: list[tuple[int, object, object, dict | None]] = field(factory=list)
 
 
 def _has_float(value: Any) -> bool:
@@ -237,6 +293,8 @@ def _check_range(path: str, start: int, end: int, cuts: tuple[int, ...] = ()) ->
     log: object = None
     error: tuple[int, str] | None = None
     torn = False
+    marks: list[tuple[int, object, object, dict | None]] = []
+    marked = _MARKED_EVENTS
     check = _check_record
     with open(path, "rb") as f:
         f.seek(start)
@@ -281,6 +339,9 @@ def _check_range(path: str, start: int, end: int, cuts: tuple[int, ...] = ()) ->
                         if problem is not None:
                             error = (count, problem)
                             break
+                event = get("event")
+                if CLOSES_FIELD in record or (type(event) is str and event in marked):
+                    marks.append((seq, event, get(CLOSES_FIELD), record if event in marked else None))
                 prev = sha256(line).hexdigest()
                 hashes.append(sha256(b"\x00" + line).digest())
                 seq += 1
@@ -290,7 +351,7 @@ def _check_range(path: str, start: int, end: int, cuts: tuple[int, ...] = ()) ->
             hashes.clear()
         if error is None and (pending or remaining > 0):
             torn = True
-    return _Chunk(count, first_seq, first_prev, first_log, prev, subtrees, error, torn)
+    return _Chunk(count, first_seq, first_prev, first_log, prev, subtrees, error, torn, marks)
 
 
 def _ranges(path: Path, size: int, chunk: int) -> list[tuple[int, int]]:
@@ -350,18 +411,28 @@ def verify(
     *,
     workers: int | None = None,
     allow_unsigned_tail: bool = False,
+    witnesses: Sequence[str] = (),
+    witness_timeout: float = 10.0,
 ) -> VerifyReport:
     """
     Verify the audit log in C{directory} against the verifier key text.
 
     Records after the last signed checkpoint are protected by the hash chain
-    alone, which anyone able to write the file can recompute; a cleanly
-    stopped gateway always ends its log with a checkpoint.  So an unsigned
-    tail fails verification unless C{allow_unsigned_tail} (a log copied from
-    a running gateway, or one that crashed) — and then it is reported.
+    alone, which anyone able to write the file can recompute.  A cleanly
+    stopped gateway ends its log with a signed end (a checkpoint whose last
+    record closes the log): records after it are always a failure.  Any
+    other unsigned tail fails unless C{allow_unsigned_tail} (a log copied
+    from a running gateway, or one that crashed) — and then it is reported;
+    a tail holding a record only a checkpoint may follow (one that closes
+    the log, or C{log.recovered}) is always a failure (its checkpoint was
+    removed).
 
     @param workers: worker processes for large logs; default: one per CPU
         when the records file is large, else none.  C{0} forces in-process.
+    @param witnesses: directories and tlog-witness URLs whose newest
+        checkpoint of this log the log must extend (L{hoopgw.audit.witness}):
+        a witness holding a newer checkpoint than the log's last means the
+        log and its checkpoints were rolled back.
     """
     directory = Path(directory)
     records_path = directory / RECORDS_FILE
@@ -378,6 +449,7 @@ def verify(
         cp_data = b""
     checkpoints: list[tuple[int, Checkpoint]] = []
     last_size = 0
+    last_note = b""
     try:
         for index, position, cp in read_checkpoints(cp_data, verifier, str(cp_path)):
             if cp.size < last_size:
@@ -387,6 +459,7 @@ def verify(
                 )
             last_size = cp.size
             checkpoints.append((index, cp))
+            last_note = cp_data[position:-1]
     except CheckpointError as e:
         return VerifyReport(False, 0, len(checkpoints), last_size, str(e))
 
@@ -394,6 +467,20 @@ def verify(
         size = records_path.stat().st_size
     except FileNotFoundError:
         size = 0
+    if size and not checkpoints:
+        # Every log is checkpointed (size 0) at its first start, before any
+        # record: records without a checkpoint are not a tail, they are a
+        # log whose checkpoints were deleted.
+        return VerifyReport(
+            False,
+            0,
+            0,
+            0,
+            f"{cp_path} is {'empty' if cp_path.exists() else 'missing'} but {records_path} holds "
+            f"records ({size} bytes): every log has a signed checkpoint from its first start, so "
+            f"its checkpoints were deleted (or this directory was not written by hoopgw)",
+            key_id=verifier.key_id.hex(),
+        )
     if workers is None:
         workers = (os.cpu_count() or 1) if size >= _PARALLEL_THRESHOLD else 0
     ranges = _ranges(records_path, size, max(_CHUNK, size // (workers * 8)) if workers else 1 << 62) if size else []
@@ -404,6 +491,10 @@ def verify(
     log_id: str | None = None
     prev = GENESIS_PREV
     count = 0
+    closes: list[int] = []
+    recovered: list[tuple[int, int, int]] = []
+    set_aside: list[int] = []
+    witnessed: list[str] = []
 
     def report(error: str | None, unsigned: int = 0) -> VerifyReport:
         done = checkpoints[: next_cp] if error else checkpoints
@@ -416,6 +507,10 @@ def verify(
             log_id,
             verifier.key_id.hex(),
             unsigned,
+            bool(error is None and last_size and last_size - 1 in closes),
+            tuple(recovered),
+            tuple(set_aside),
+            tuple(witnessed),
         )
 
     def where(index: int) -> str:
@@ -435,6 +530,34 @@ def verify(
                 f"{prefix + log_id!r}"
             )
 
+    # A directory witness's newest copy is read first: the tree must be
+    # checked at its size too.
+    copies: list[tuple[str, Checkpoint]] = []
+    for target in witnesses:
+        if is_url(target):
+            continue
+        if log_id is None:
+            return report(f"witness {target}: {cp_path} names no log to look up (it has no checkpoint)")
+        try:
+            copy = read_directory_copy(target, log_id, verifier)
+        except WitnessError as e:
+            return report(f"witness {target}: {e}")
+        if copy is None:
+            return report(
+                f"witness {target} holds no checkpoint of log {log_id}: it is not this log's "
+                f"witness, or never received a checkpoint"
+            )
+        if copy.size > last_size:
+            return report(
+                f"witness {target} holds checkpoint size {copy.size} of this log, but {cp_path} "
+                f"ends at size {last_size} (and {records_path.name} holds {_count_lines(records_path)} "
+                f"records): the log and its checkpoints were rolled back to an earlier state"
+            )
+        copies.append((target, copy))
+    roots_at: dict[int, bytes | None] = {copy.size: None for _, copy in copies}
+    if 0 in roots_at:
+        roots_at[0] = EMPTY_ROOT
+
     # Checkpoints of the empty tree are checked before any record.
     while next_cp < len(pending_cps) and pending_cps[next_cp][1].size == 0:
         index, cp = pending_cps[next_cp]
@@ -444,7 +567,8 @@ def verify(
 
     # Workers build subtrees that stop at every checkpoint size, so each
     # checkpoint's root is checked exactly when the tree reaches its size.
-    cuts = tuple(sorted({cp.size for _, cp in checkpoints}))
+    cuts = tuple(sorted({cp.size for _, cp in checkpoints} | set(roots_at)))
+    marks: list[tuple[int, object, object, dict | None]] = []
     executor = ProcessPoolExecutor(workers) if workers and len(ranges) > 1 else None
     try:
         if executor is not None:
@@ -473,6 +597,8 @@ def verify(
                         )
                 for height, root in chunk.subtrees:
                     tree.append_subtree(height, root)
+                    if tree.size in roots_at:
+                        roots_at[tree.size] = tree.root()
                     while next_cp < len(pending_cps) and pending_cps[next_cp][1].size == tree.size:
                         index, cp = pending_cps[next_cp]
                         if cp.root != tree.root():
@@ -482,6 +608,7 @@ def verify(
                                 f"the Merkle tree of the first {cp.size} records in {records_path.name}"
                             )
                         next_cp += 1
+                marks += chunk.marks
                 count += chunk.count
                 if chunk.count:
                     prev = chunk.last_hash  # type: ignore[assignment]
@@ -496,15 +623,100 @@ def verify(
             executor.shutdown(cancel_futures=True)
 
     if last_size > count:
-        index = next(i for i, cp in checkpoints if cp.size > count)
+        index, short = next((i, cp) for i, cp in checkpoints if cp.size > count)
         return report(
-            f"{records_path}: {count} records, but checkpoint {index} covers {last_size}: "
-            f"records were removed or cut off the end"
+            f"{records_path}: {count} records, but checkpoint {index} covers {short.size}"
+            + (f" (and the last, {last_size})" if short.size != last_size else "")
+            + ": records were removed or cut off the end"
         )
-    if count > last_size and not allow_unsigned_tail:
-        return report(
-            f"{records_path}: records {last_size}..{count - 1} (seq) are not covered by any signed "
-            f"checkpoint: the gateway did not stop cleanly, is still running, or records were "
-            f"appended or checkpoints removed (--allow-unsigned-tail accepts them, reported)"
+
+    # The log's own records: which checkpoint ends the log, what was adopted.
+    tail_marks: list[tuple[int, str]] = []
+    for seq, event, closing, record in marks:
+        if closing is not None:
+            if closing is not True:
+                return report(f'{where(seq)}: "{CLOSES_FIELD}" is {closing!r}, expected true')
+            closes.append(seq)
+            if seq >= last_size:
+                tail_marks.append((seq, f"a record that closes the log ({event})"))
+        if record is None:
+            continue
+        if seq >= last_size:
+            if event == RECOVERED_EVENT:
+                tail_marks.append((seq, f"a {RECOVERED_EVENT} record"))
+            continue
+        if event == SET_ASIDE_EVENT:
+            set_aside.append(seq)
+            continue
+        first, number = record.get("first_seq"), record.get("count")
+        if type(first) is not int or type(number) is not int or number < 0 or first + number != seq:
+            return report(
+                f"{where(seq)}: {RECOVERED_EVENT} names first_seq {first!r} and count {number!r}, "
+                f"expected the records just before it (first_seq + count = {seq})"
+            )
+        if number:
+            recovered.append((first, number, seq))
+
+    if count > last_size:
+        span = f"records {last_size}..{count - 1} (seq)"
+        if last_size and last_size - 1 in closes:
+            index = checkpoints[-1][0]
+            return report(
+                f"{records_path}: {span} follow the log's signed end: checkpoint {index} (size "
+                f"{last_size}) covers seq {last_size - 1}, which closed the log at a clean stop, and "
+                f"nothing is written after that: these records were appended after the gateway "
+                f"stopped ('hoopgw audit resolve-tail --set-aside' moves them aside)"
+            )
+        if tail_marks:
+            seq, what = tail_marks[0]
+            return report(
+                f"{records_path}: {span} are not covered by a signed checkpoint, and seq {seq} is "
+                f"{what}, which hoopgw always covers with a checkpoint before writing anything "
+                f"more: that checkpoint was removed from {cp_path.name} (or the gateway died while "
+                f"writing it; its next start refuses until 'hoopgw audit resolve-tail' decides)"
+            )
+        if not allow_unsigned_tail:
+            return report(
+                f"{records_path}: {span} are not covered by any signed checkpoint: the gateway "
+                f"did not stop cleanly or is still running, or records were appended or "
+                f"checkpoints removed (--allow-unsigned-tail accepts them, reported)"
+            )
+
+    # Witnesses: the log must extend each one's newest checkpoint.
+    for target, copy in copies:
+        if roots_at.get(copy.size) != copy.root:
+            return report(
+                f"witness {target} holds a checkpoint of size {copy.size} whose root differs from "
+                f"the Merkle root of the first {copy.size} records: the log was rewritten"
+            )
+        witnessed.append(
+            f"witness {target} holds checkpoint size {copy.size}, which this log extends "
+            f"(last checkpoint {last_size})"
         )
+    for target in witnesses:
+        if not is_url(target):
+            continue
+        if not checkpoints:
+            return report(f"witness {target}: {cp_path} has no checkpoint to compare")
+
+        def proof_from(old: int, _last: int = last_size) -> list[bytes]:
+            offset, frontier = position_at(records_path, old)
+            end, _ = position_at(records_path, _last)
+            return consistency_proof_from(old, frontier, leaf_hashes_between(records_path, offset, end))
+
+        try:
+            witnessed.append(check_http_witness(target, last_note, last_size, proof_from, timeout=witness_timeout))
+        except WitnessError as e:
+            return report(str(e))
     return report(None, count - last_size)
+
+
+def _count_lines(path: Path) -> int:
+    lines = 0
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                lines += block.count(b"\n")
+    except FileNotFoundError:
+        pass
+    return lines

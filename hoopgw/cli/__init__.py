@@ -111,9 +111,47 @@ def audit_verify(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"hoopgw: cannot read verifier key {vkey_path}: {e.strerror}", file=sys.stderr)
         return 1
-    report = verify(directory, vkey, allow_unsigned_tail=args.allow_unsigned_tail)
+    witnesses = [_witness_target(w) for w in (args.witness or ())]
+    if args.configured_witnesses:
+        witnesses += [w for w in config.audit.witnesses if w not in witnesses]
+        if not config.audit.witnesses:
+            print("hoopgw: --configured-witnesses: [audit] witness is not set", file=sys.stderr)
+            return 1
+    report = verify(
+        directory,
+        vkey,
+        allow_unsigned_tail=args.allow_unsigned_tail,
+        witnesses=witnesses,
+        witness_timeout=config.audit.witness_timeout_seconds,
+    )
     print(report.summary())
     return 0 if report.ok else 1
+
+
+def _witness_target(text: str) -> str:
+    from hoopgw.audit.witness import is_url
+
+    return text.rstrip("/") if is_url(text) else str(Path(text).expanduser().absolute())
+
+
+def audit_resolve_tail(args: argparse.Namespace) -> int:
+    from hoopgw.audit.log import AuditStateError
+    from hoopgw.audit.resolve import ResolveError, resolve_tail
+
+    config = _config(args)
+    directory = _audit_dir(config, args)
+    vkey_path = Path(args.vkey) if args.vkey else directory / "audit.vkey"
+    try:
+        vkey = vkey_path.read_text()
+    except OSError as e:
+        print(f"hoopgw: cannot read verifier key {vkey_path}: {e.strerror}", file=sys.stderr)
+        return 1
+    try:
+        print(resolve_tail(directory, vkey, "adopt" if args.adopt else "set-aside"))
+    except (ResolveError, AuditStateError) as e:
+        print(f"hoopgw: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def audit_search(args: argparse.Namespace) -> int:
@@ -226,9 +264,40 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--allow-unsigned-tail",
         action="store_true",
-        help="accept records after the last signed checkpoint (a running or crashed gateway's log)",
+        help="accept records after the last signed checkpoint (a running or crashed gateway's log); "
+        "never records after a clean stop's signed end",
+    )
+    verify.add_argument(
+        "--witness",
+        action="append",
+        metavar="DIR_OR_URL",
+        help="a witness directory or tlog-witness URL: the log must extend its newest checkpoint "
+        "(a log rolled back to before it fails); repeatable",
+    )
+    verify.add_argument(
+        "--configured-witnesses",
+        action="store_true",
+        help="also check every witness in the configuration's [audit] witness",
     )
     verify.set_defaults(run=audit_verify)
+    resolve = audit.add_parser(
+        "resolve-tail",
+        help="decide about records after the last signed checkpoint when the gateway refuses to start",
+    )
+    resolve.add_argument("--dir", help="audit directory (default: DATA_DIR/audit)")
+    resolve.add_argument("--vkey", help="verifier key file (default: DIR/audit.vkey)")
+    decision = resolve.add_mutually_exclusive_group(required=True)
+    decision.add_argument(
+        "--set-aside",
+        action="store_true",
+        help="move them to DIR/set-aside/ (the only choice after a clean stop's signed end)",
+    )
+    decision.add_argument(
+        "--adopt",
+        action="store_true",
+        help="keep them, recorded as written but not signed at the time (not after a signed end)",
+    )
+    resolve.set_defaults(run=audit_resolve_tail)
     search = audit.add_parser("search", help="find records")
     search.add_argument("--dir", help="audit directory (default: DATA_DIR/audit)")
     search.add_argument("--session")

@@ -619,7 +619,6 @@ def _lexical(text: str) -> StatementInfo:
         tokens = _pg.scan(text)
     except Exception:
         tokens = []
-    encoded = text.encode("utf-8")
     previous_ident = ""
     for token in tokens:
         if token.name in _LEXICAL:
@@ -627,7 +626,7 @@ def _lexical(text: str) -> StatementInfo:
         if token.name == "PROGRAM":
             program = True
         if token.name == "IDENT" or token.kind in ("UNRESERVED_KEYWORD", "COL_NAME_KEYWORD"):
-            word = encoded[token.start:token.end + 1].decode("utf-8", "replace").strip('"')
+            word = text[token.start:token.end + 1].strip('"')  # offsets count characters
             if token.name == "IDENT" and not word.startswith('"'):
                 word = word.lower() if word.isascii() else word
             names[f"public.{word}"] = None
@@ -691,44 +690,51 @@ def _classify_text(sql: str) -> tuple[StatementInfo, ...]:
 # Cheap test first: no statement without one of these words carries a secret
 # this module knows how to find.
 _SECRET_HINT = re.compile(r"(?i)password|connection")
-_REDACTED = b"'[redacted]'"
+_REDACTED = "'[redacted]'"
+_COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
 # Keywords whose string argument is a secret: ROLE/USER ... PASSWORD 'x',
 # OPTIONS (password 'x') of user mappings and servers, SUBSCRIPTION ...
 # CONNECTION 'conninfo'.
 _SECRET_BEFORE = frozenset({"PASSWORD", "CONNECTION"})
-_CONNINFO_PASSWORD = re.compile(rb"(?i)password\s*=")
+_CONNINFO_PASSWORD = re.compile(r"(?i)password\s*=")
 UNRECORDABLE = "[statement not recorded: it may hold a password that hoopgw could not locate]"
 
 
 def redact_secrets(text: str) -> str:
     """
     C{text} with each string constant that is a password replaced by
-    C{'[redacted]'}: after a C{PASSWORD} or C{CONNECTION} keyword, or a
-    connection string holding C{password=} (as C{dblink_connect} takes).
+    C{'[redacted]'}: after a C{PASSWORD} or C{CONNECTION} keyword (or a
+    quoted C{"password"} option name; comments between do not matter), or
+    a connection string holding C{password=} (as C{dblink_connect} takes).
     Text the scanner cannot read is replaced whole (L{UNRECORDABLE}).
     """
     try:
         tokens = _pg.scan(text)
     except Exception:
         return UNRECORDABLE
-    raw = text.encode("utf-8", "surrogateescape")
     spans = []
     previous = ""
     for token in tokens:
-        if token.name == "SCONST" or token.name == "USCONST":
-            literal = raw[token.start:token.end + 1]
+        name = token.name
+        if name in _COMMENTS:
+            continue
+        if name == "SCONST" or name == "USCONST":
+            # pglast's offsets count characters, not bytes.
+            literal = text[token.start:token.end + 1]
             if previous in _SECRET_BEFORE or _CONNINFO_PASSWORD.search(literal):
                 spans.append((token.start, token.end + 1))
-        previous = token.name
+        if name == "IDENT" and text[token.start:token.end + 1].strip('"').lower() == "password":
+            name = "PASSWORD"
+        previous = name
     if not spans:
         return text
     out, last = [], 0
     for start, end in spans:
-        out.append(raw[last:start])
+        out.append(text[last:start])
         out.append(_REDACTED)
         last = end
-    out.append(raw[last:])
-    return b"".join(out).decode("utf-8", "surrogateescape")
+    out.append(text[last:])
+    return "".join(out)
 
 
 def recordable(text: str) -> str:
@@ -829,7 +835,7 @@ def statement_info(sql: str) -> StatementInfo:
     hold several (the server refuses that), their facts are merged.
     """
     infos = classify(sql)
-    return _merge(sql.strip(), infos) if len(infos) != 1 else infos[0]
+    return _merge(recordable(sql.strip()), infos) if len(infos) != 1 else infos[0]
 
 
 # -- session state --------------------------------------------------------------

@@ -413,3 +413,63 @@ class SecretTests(_Case):
         trail = b"".join(p.read_bytes() for p in (self.base / "data" / "audit").rglob("*") if p.is_file())
         self.assertIn(b"'[redacted]'", trail)
         self.assertNotIn(b"hunter2", trail)
+
+
+class FunctionCallTests(_Case):
+    """A FunctionCall names its function by OID: judged as that function (issue 11, item 4)."""
+
+    def setUp(self):
+        self.start(extra_policy=DENY_BUMP + '''
+[[rule]]
+name = "no-lo-unlink"
+effect = "deny"
+sql.functions = ["lo_unlink"]
+message = "large objects may not be removed"
+''')
+        self.cluster.psql(SETUP + "SELECT lo_create(4242); ALTER LARGE OBJECT 4242 OWNER TO app_scram;")
+
+    def large_object(self) -> bool:
+        return self.count("SELECT count(*) FROM pg_largeobject_metadata WHERE oid = 4242") == "1"
+
+    @inlineCallbacks
+    def test_denied_function_by_oid(self):
+        """
+        FunctionCall of OID 964 (lo_unlink), which a rule denies by name: refused,
+        the large object is still there, and the record names the function.
+        """
+
+        def work(client):
+            return client.batch(codec.FunctionCall(964, (1,), (b"\x00\x00\x10\x92",), 1))
+
+        answers = yield self.raw(work)
+        self.assertTrue(self.large_object(), "lo_unlink ran on the server")
+        self.assertEqual(errors(answers)[0][0], "42501")
+        [(start, end)] = self.actions("sql.call")
+        self.assertEqual(start["action"]["input"], "function call pg_catalog.lo_unlink (oid 964)")
+        self.assertEqual(start["action"]["attributes"]["sql.functions"], ["lo_unlink", "pg_catalog.lo_unlink"])
+        self.assertEqual(end["outcome"]["status"], "blocked")
+
+    @inlineCallbacks
+    def test_unknown_oid_is_refused(self):
+        """An OID the catalog does not know is unknown, which the shipped policy refuses."""
+
+        def work(client):
+            return client.batch(codec.FunctionCall(987654321, (), (), 0))
+
+        answers = yield self.raw(work)
+        self.assertEqual(errors(answers)[0][0], "42501")
+        [(start, end)] = self.actions("sql.call")
+        self.assertIn("unknown", start["action"]["attributes"]["sql.statements"])
+
+    @inlineCallbacks
+    def test_allowed_function_by_oid(self):
+        """FunctionCall of an allowed function (version(), OID 89) runs and is recorded as succeeded."""
+
+        def work(client):
+            return client.batch(codec.FunctionCall(89, (), (), 0))
+
+        answers = yield self.raw(work)
+        self.assertEqual(errors(answers), [])
+        [(start, end)] = self.actions("sql.call")
+        self.assertEqual(start["action"]["input"], "function call pg_catalog.version (oid 89)")
+        self.assertEqual(end["outcome"]["status"], "succeeded")

@@ -157,7 +157,9 @@ class ThreadedStrictTests(TestCase):
         d = log.append("e", body(0))
         d.addCallback(self.assertEqual, 0)
         d.addCallback(lambda _: log.stopService())
-        d.addCallback(lambda _: self.assertEqual(checkpoint_sizes(directory), [1]))
+        # The first start's checkpoint (size 0), and the final one covering
+        # the record and the closing record.
+        d.addCallback(lambda _: self.assertEqual(checkpoint_sizes(directory), [0, 2]))
         return d
 
 
@@ -178,10 +180,11 @@ class CheckpointTests(SynchronousTestCase):
         for i in range(11):
             self.log.append("e", body(i))
         self.clock.advance(0)
-        self.assertEqual(checkpoint_sizes(self.dir), [5, 10])
-        self.assertEqual(len(self.metrics.checkpoints), 2)
+        # Size 0: every log is checkpointed at its first start.
+        self.assertEqual(checkpoint_sizes(self.dir), [0, 5, 10])
+        self.assertEqual(len(self.metrics.checkpoints), 3)
         data = (self.dir / CHECKPOINTS_FILE).read_bytes()
-        [(_, _, first), _] = read_checkpoints(data, VERIFIER, "checkpoints")
+        [(_, _, first), _, _] = read_checkpoints(data, VERIFIER, "checkpoints")
         self.assertEqual(first.origin, f"{ORIGIN}/{self.log.log_id}")
 
     def test_by_time(self) -> None:
@@ -192,26 +195,51 @@ class CheckpointTests(SynchronousTestCase):
         self.log.append("e", body(0))
         self.log.append("e", body(1))
         self.clock.advance(60)
-        self.assertEqual(checkpoint_sizes(self.dir), [2])
+        self.assertEqual(checkpoint_sizes(self.dir), [0, 2])
         self.clock.advance(60)
-        self.assertEqual(checkpoint_sizes(self.dir), [2])
+        self.assertEqual(checkpoint_sizes(self.dir), [0, 2])
         self.log.append("e", body(2))
         self.clock.advance(60)
-        self.assertEqual(checkpoint_sizes(self.dir), [2, 3])
+        self.assertEqual(checkpoint_sizes(self.dir), [0, 2, 3])
 
     def test_on_stop(self) -> None:
         """
-        Stopping writes a final checkpoint covering every record, then
-        appends are refused; the directory verifies.
+        Stopping writes a closing record (C{log.closed}, C{"closes_log":
+        true}) and a final checkpoint covering it, the log's signed end;
+        then appends are refused; the directory verifies, closed.
         """
         for i in range(3):
             self.log.append("e", body(i))
         d = self.log.stopService()
+        self.assertRaises(AuditUnavailable, self.log.append, "e", {})
         self.clock.advance(0)
         self.successResultOf(d)
-        self.assertEqual(checkpoint_sizes(self.dir), [3])
+        self.assertEqual(checkpoint_sizes(self.dir), [0, 4])
+        last = lines(self.dir)[-1]
+        self.assertEqual((last["seq"], last["event"], last["closes_log"]), (3, "log.closed", True))
         self.assertRaises(AuditUnavailable, self.log.append, "e", {})
-        self.assertTrue(verify(self.dir, self.log.vkey).ok)
+        report = verify(self.dir, self.log.vkey)
+        self.assertTrue(report.ok, report.first_error)
+        self.assertTrue(report.closed)
+        self.assertIn("closed cleanly", report.summary())
+
+    def test_close_with(self) -> None:
+        """
+        C{close_with} names the closing record (the gateway's
+        C{gateway.stop}): written last, marked, covered by the final
+        checkpoint.  A body using a reserved key is refused.
+        """
+        self.log.append("e", body(0))
+        self.assertRaises(ValueError, self.log.close_with, "gateway.stop", {"closes_log": False})
+        self.log.close_with("gateway.stop", {"gateway": "gw"})
+        self.log.append("e", body(1))
+        d = self.log.stopService()
+        self.clock.advance(0)
+        self.successResultOf(d)
+        events = [(r["event"], r.get("closes_log")) for r in lines(self.dir)]
+        self.assertEqual(events, [("e", None), ("e", None), ("gateway.stop", True)])
+        self.assertEqual(checkpoint_sizes(self.dir), [0, 3])
+        self.assertTrue(verify(self.dir, self.log.vkey).closed)
 
     def test_explicit(self) -> None:
         """
@@ -241,37 +269,50 @@ class RestartTests(SynchronousTestCase):
         log2, clock2, _ = make_log(directory, checkpoint_every=5)
         log2.startService()
         self.assertEqual(log2.log_id, log.log_id)
-        self.assertEqual(self.successResultOf(log2.append("e", body(7))), 7)
+        # A clean stop: nothing is written at the start; seq 7 closed the log.
+        self.assertEqual(self.successResultOf(log2.append("e", body(8))), 8)
         d = log2.stopService()
         clock2.advance(0)
         self.successResultOf(d)
         report = verify(directory, log.vkey)
         self.assertTrue(report.ok, report.first_error)
-        self.assertEqual((report.records, report.last_checkpoint_size), (8, 8))
-        self.assertEqual(checkpoint_sizes(directory), [5, 7, 8])
+        self.assertEqual((report.records, report.last_checkpoint_size), (10, 10))
+        self.assertEqual(checkpoint_sizes(directory), [0, 5, 8, 10])
+        self.assertEqual(report.recovered, ())
 
     def test_resume_after_crash(self) -> None:
         """
         If the process died after records past the last checkpoint were
-        written, a restart absorbs them from the state file's offset on and
-        continues; it does not reread records the state already covers
-        (damage there is left for the verifier to report).
+        written, a restart adopts them: a C{log.recovered} record names the
+        range (seq 10..12 after checkpoint 10) and a checkpoint signs it at
+        once; the verifier reports them as written but not signed at the
+        time.  The restart reads only from the state file's resume point
+        (the checkpoint before the last): damage before it is left for the
+        verifier to report.
         """
         directory = Path(self.mktemp())
         log, clock, _ = make_log(directory, checkpoint_every=5)
         log.startService()
-        for i in range(8):
+        for i in range(13):
             log.append("e", body(i))
         clock.advance(0)
-        os.close(log._fd)  # a crash: no final checkpoint
+        self.assertEqual(checkpoint_sizes(directory), [0, 5, 10])
+        os.close(log._fd)  # a crash: no closing record, no final checkpoint
         os.close(log._cp_fd)
         records = directory / RECORDS_FILE
         data = bytearray(records.read_bytes())
-        data[10] ^= 1  # inside record 0, covered by the state's checkpoint
+        data[10] ^= 1  # inside record 0, before the state's resume point
         records.write_bytes(bytes(data))
         log2, clock2, _ = make_log(directory, checkpoint_every=5)
         log2.startService()
-        self.assertEqual(self.successResultOf(log2.append("e", body(8))), 8)
+        recovered = json.loads(records.read_bytes().splitlines()[13])
+        self.assertEqual(
+            (recovered["event"], recovered["first_seq"], recovered["last_seq"], recovered["count"]),
+            ("log.recovered", 10, 12, 3),
+        )
+        self.assertIn("written but not signed at the time", recovered["reason"])
+        self.assertEqual(checkpoint_sizes(directory), [0, 5, 10, 14])
+        self.assertEqual(self.successResultOf(log2.append("e", body(13))), 14)
         data[10] ^= 1
         records.write_bytes(bytes(data) + records.read_bytes()[len(data):])
         d = log2.stopService()
@@ -279,7 +320,51 @@ class RestartTests(SynchronousTestCase):
         self.successResultOf(d)
         report = verify(directory, log.vkey)
         self.assertTrue(report.ok, report.first_error)
-        self.assertEqual(report.records, 9)
+        self.assertEqual(report.records, 16)
+        self.assertEqual(report.recovered, ((10, 3, 13),))
+        self.assertIn("seq 10..12 (3 records) were written but not signed at the time", report.summary())
+
+    def test_resume_after_crash_without_tail(self) -> None:
+        """
+        A run that died right after a checkpoint leaves nothing unsigned;
+        the next start still records that the log was not closed
+        (C{log.recovered}, count 0), so a later run's records can never
+        pass for the earlier run's unsigned tail.
+        """
+        directory = Path(self.mktemp())
+        log, clock, _ = make_log(directory, checkpoint_every=5)
+        log.startService()
+        for i in range(5):
+            log.append("e", body(i))
+        clock.advance(0)
+        os.close(log._fd)
+        os.close(log._cp_fd)
+        log2, clock2, _ = make_log(directory)
+        log2.startService()
+        recovered = lines(directory)[5]
+        self.assertEqual((recovered["event"], recovered["count"]), ("log.recovered", 0))
+        self.assertNotIn("last_seq", recovered)
+        self.assertEqual(checkpoint_sizes(directory), [0, 5, 6])
+        d = log2.stopService()
+        clock2.advance(0)
+        report = verify(directory, log.vkey)
+        self.assertTrue(report.ok, report.first_error)
+        self.assertEqual(report.recovered, ())
+
+    def test_second_process_refused(self) -> None:
+        """
+        A second log on a directory another process has open is refused
+        (the records file is locked), naming the file.
+        """
+        directory = Path(self.mktemp())
+        log, clock, _ = make_log(directory)
+        log.startService()
+        other, _, _ = make_log(directory)
+        e = self.assertRaises(AuditStateError, other.startService)
+        self.assertIn("locked by another process", str(e))
+        d = log.stopService()
+        clock.advance(0)
+        self.successResultOf(d)
 
     def _stopped_log(self, n: int = 3) -> Path:
         directory = Path(self.mktemp())
@@ -308,7 +393,7 @@ class RestartTests(SynchronousTestCase):
         e = self.assertRaises(AuditStateError, log.startService)
         self.assertIn(str(records), str(e))
         self.assertIn(f"from byte {size}", str(e))
-        self.assertIn("seq 3", str(e))
+        self.assertIn("seq 4", str(e))
         self.assertIn("torn", str(e))
         self.assertEqual(records.read_bytes(), before)
         self.assertFalse(log.running)
@@ -323,7 +408,7 @@ class RestartTests(SynchronousTestCase):
             f.write(b'{"v":1}\n')
         log, _, _ = make_log(directory)
         e = self.assertRaises(AuditStateError, log.startService)
-        self.assertIn("expected seq 3", str(e))
+        self.assertIn("expected seq 4", str(e))
         self.assertIn('"log"', str(e))
 
     def test_records_removed(self) -> None:

@@ -24,8 +24,9 @@ from .test_canonical import bmp_keys, bmp_values, keys, tricky_text
 
 class TamperSweepTests(SynchronousTestCase):
     """
-    A 12-record log with checkpoints at 5, 10 and (at stop) 12: every
-    single edit is reported, naming the first bad record or checkpoint.
+    A 13-record log (12 and the closing record) with checkpoints at 0 (the
+    first start), 5, 10 and (at stop) 13: every single edit is reported,
+    naming the first bad record or checkpoint.
     """
 
     def setUp(self) -> None:
@@ -59,13 +60,14 @@ class TamperSweepTests(SynchronousTestCase):
 
     def test_intact(self) -> None:
         """
-        The untouched log verifies: 12 records, 3 checkpoints, the last
-        covering 12.
+        The untouched log verifies: 13 records, 4 checkpoints, the last
+        covering 13, closed cleanly.
         """
         report = verify(self.dir, self.vkey)
         self.assertTrue(report.ok, report.first_error)
-        self.assertEqual((report.records, report.checkpoints, report.last_checkpoint_size), (12, 3, 12))
-        self.assertIn("OK: 12 records", report.summary())
+        self.assertEqual((report.records, report.checkpoints, report.last_checkpoint_size), (13, 4, 13))
+        self.assertTrue(report.closed)
+        self.assertIn("OK: 13 records", report.summary())
 
     def test_flip_every_record_byte(self) -> None:
         """
@@ -107,7 +109,7 @@ class TamperSweepTests(SynchronousTestCase):
             if i < len(self.lines) - 1:
                 self.assertIn(f"line {i + 1} (seq {i})", error)
             else:
-                self.assertIn("checkpoint 3 covers 12", error)
+                self.assertIn("checkpoint 4 covers 13", error)
 
     def test_insert_copy(self) -> None:
         """
@@ -139,18 +141,18 @@ class TamperSweepTests(SynchronousTestCase):
         checkpoint's size is reported as records removed, naming the first
         checkpoint that covers more.
         """
-        for n in range(12):
+        for n in range(13):
             error = self.check(b"".join(self.lines[:n]))
             self.assertIn(f"{n} records, but checkpoint", error)
-            expected = 1 if n < 5 else 2 if n < 10 else 3
-            self.assertIn(f"checkpoint {expected} covers", error)
+            expected = 2 if n < 5 else 3 if n < 10 else 4
+            self.assertIn(f"checkpoint {expected} covers {(expected - 1) * 5 if expected < 4 else 13}", error)
 
     def test_torn(self) -> None:
         """
         A partial last line is reported as torn.
         """
         error = self.check(self.records + b'{"v"')
-        self.assertIn("line 13 (seq 12) is torn", error)
+        self.assertIn("line 14 (seq 13) is torn", error)
 
     def test_wrong_key(self) -> None:
         """
@@ -176,7 +178,7 @@ class TamperSweepTests(SynchronousTestCase):
         self.patch(module, "_CHUNK", 256)
         report = verify(self.dir, self.vkey, workers=2)
         self.assertTrue(report.ok, report.first_error)
-        self.assertEqual(report.records, 12)
+        self.assertEqual(report.records, 13)
         shutil.copy(self.dir / CHECKPOINTS_FILE, self.scratch / CHECKPOINTS_FILE)
         data = list(self.lines)
         data[7], data[8] = data[8], data[7]

@@ -174,20 +174,22 @@ class _GatewayCase(TestCase):
         ca_file: Path | None = None,
         ssl: tuple[str, str] | None = None,
         extra_policy: str | None = None,
+        only_policy: str | None = None,
     ) -> None:
         """
         Start the cluster and the gateway (the shipped policy, plus
-        C{extra_policy}'s rules when given).
+        C{extra_policy}'s rules when given; C{only_policy} instead of it).
         """
         require(PSQL)
         self.base = Path(self.mktemp()).resolve()
         self.base.mkdir(parents=True)
         policies = ""
-        if extra_policy is not None:
+        if extra_policy is not None or only_policy is not None:
             folder = self.base / "policies"
             folder.mkdir()
-            shutil.copy(shipped_policies() / "default.toml", folder / "default.toml")
-            (folder / "extra.toml").write_text(extra_policy)
+            if only_policy is None:
+                shutil.copy(shipped_policies() / "default.toml", folder / "default.toml")
+            (folder / "extra.toml").write_text(extra_policy or only_policy or "")
             policies = f'policies = "{folder}"'
 
         method = "hostssl" if ssl is not None else "host"

@@ -15,7 +15,9 @@ with Hypothesis:
     upstream, and the impersonation headers the gateway adds;
   - L{hoopgw.protocols.http.wire}: HTTP/1.1 message framing (requests and
     responses, Content-Length and chunked), strict about every ambiguity
-    that request smuggling lives on.
+    that request smuggling lives on;
+  - L{hoopgw.protocols.http.redact}: credentials in request-targets
+    replaced by a marker in what is recorded (never in what is forwarded).
 
 The I/O is thin around them: L{hoopgw.protocols.http.proxy} (the client's
 connection and one exchange per request), L{hoopgw.protocols.http.pool}

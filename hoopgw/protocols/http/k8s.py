@@ -40,6 +40,7 @@ from attrs import field, frozen
 
 from hoopgw.model import Action
 from hoopgw.protocols.http.paths import QueryParams, RoutedPath
+from hoopgw.protocols.http.redact import redact_query
 
 __all__ = [
     "API_PREFIXES",
@@ -195,11 +196,12 @@ class K8sRequest:
     def input(self) -> str:
         """
         The request as the audit trail shows it: the command line of an
-        exec, else the method and target.
+        exec, else the method and target, credentials in the query redacted
+        (L{hoopgw.protocols.http.redact}).
         """
         if (self.subresource == "exec" or self.node_exec) and self.exec_command:
             return shlex.join(self.exec_command)
-        target = self.path + ("?" + self.query.raw if self.query.raw else "")
+        target = self.path + ("?" + redact_query(self.query.raw) if self.query.raw else "")
         return f"{self.method} {target}"
 
     def details(self) -> dict[str, Any]:

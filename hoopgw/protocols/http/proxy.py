@@ -94,6 +94,7 @@ from hoopgw.errors import (
     NotPermitted,
 )
 from hoopgw.model import Action, Connection, Identity, Outcome, Source, Status
+from hoopgw.protocols import _preauth
 from hoopgw.protocols.http.bodies import DEFAULT_CAP, body_record
 from hoopgw.protocols.http.headers import (
     HOP_BY_HOP,
@@ -110,6 +111,7 @@ from hoopgw.protocols.http.k8s import (
 from hoopgw.protocols.http.channels import ExecTap, PortForwardTap, SpdyExecTap
 from hoopgw.protocols.http.paths import PathError, RoutedPath, split_request_target
 from hoopgw.protocols.http.pool import Pool, UpstreamConnection, set_no_delay
+from hoopgw.protocols.http.redact import redact_target
 from hoopgw.protocols.http.upgrade import (
     check_upgrade,
     connect_upstream,
@@ -524,7 +526,8 @@ class HTTPFrontEnd:
         if head is not None:
             body["request"] = {
                 "method": head.method[:32].decode("latin-1"),
-                "target": head.target[:1024].decode("latin-1"),
+                # Credentials in the target never reach the trail.
+                "target": redact_target(head.target.decode("latin-1"))[:1024],
             }
         if identity is not None:
             body["identity"] = identity.to_record()
@@ -594,6 +597,9 @@ class _ClientConnection(Protocol):
         self._idle_since: float | None = None
         self.refusals = 0
         self.source: Source = Source("http", "unknown")
+        # A request on this connection has presented a valid token: the
+        # listener's pre-authentication limits no longer apply to it.
+        self.proven = False
 
     def connectionMade(self) -> None:
         self.source = Source.from_address("http", self.transport.getPeer())
@@ -730,6 +736,11 @@ class _ClientConnection(Protocol):
         if not d.called:
             self.inflight.add(d)
             d.addBoth(self._untrack, d)
+
+    def authenticated(self) -> None:
+        """A request's token was verified: the connection is past the listener's pre-authentication limits."""
+        self.proven = True
+        _preauth.authenticated(self)
 
     def refused(self, code: int, reason: str, **what: Any) -> None:
         """Audit a request refused before a decision (see L{HTTPFrontEnd.refused}); counted per connection."""
@@ -1215,6 +1226,8 @@ class _Exchange:
             except AuthenticationFailed as e:
                 return self._unauthorized(f"the bearer token was refused: {e.reason}")
         del token
+        if not conn.proven:
+            conn.authenticated()
 
         if isinstance(routed, PathError):
             return self._refused(routed.status, routed.reason, identity)

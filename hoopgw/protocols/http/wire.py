@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import re
 
+from hoopgw.protocols.http.redact import redact_target
+
 __all__ = ["END", "FIELD_VALUE", "Head", "ParseError", "Parser", "TOKEN"]
 
 
@@ -106,7 +108,11 @@ class Head:
         return values or None
 
     def __repr__(self) -> str:
-        line = (self.method + b" " + self.target) if self.method else b"%d %s" % (self.code, self.reason)
+        if self.method:
+            # A repr may end up in a log: credentials in the target do not.
+            line = self.method + b" " + redact_target(self.target.decode("latin-1")).encode("latin-1", "replace")
+        else:
+            line = b"%d %s" % (self.code, self.reason)
         return f"<Head {line[:80]!r} {len(self.headers)} fields>"
 
 
@@ -365,7 +371,9 @@ class Parser:
 
     def _check_partial_head(self, buffer: bytearray, pos: int, start: int) -> None:
         pending = len(buffer) - pos
-        if pending > self.max_head:
+        # A head of max_head bytes may have up to 3 bytes of the CRLF CRLF
+        # that ends it pending too (as when it comes in one read).
+        if pending > self.max_head + 3:
             raise self._fail(431, f"the message head is larger than {self.max_head} bytes")
         # A head that ends in LF LF (or has any bare LF) would never be
         # complete to this parser and complete to a lenient one: refused

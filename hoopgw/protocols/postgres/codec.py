@@ -32,7 +32,11 @@ payloads, cancel keys) are C{bytes} and never appear in C{repr}.
 Safety.  Lengths are checked on the header, before anything is buffered
 beyond what was received: a length below 4 or above the parser's maximum
 raises L{ProtocolError} as soon as the 5 header bytes (4 in the startup
-phase) are in.  Malformed bodies raise L{ProtocolError} naming the message
+phase, 8 for the exact sizes of SSLRequest, GSSENCRequest and
+CancelRequest) are in.  What may come before authentication is capped at
+what it can legitimately be: a startup message at 10,000 bytes (the
+server's MAX_STARTUP_PACKET_LENGTH), a password message at
+L{MAX_PASSWORD_MESSAGE}.  Malformed bodies raise L{ProtocolError} naming the message
 and the problem.  After an error a parser stays failed: every later C{feed}
 raises.
 """
@@ -61,6 +65,7 @@ __all__ = [
     "DEFAULT_MAX_FRONTEND_MESSAGE",
     "MAX_STARTUP_MESSAGE",
     "MAX_SMALL_FRONTEND_MESSAGE",
+    "MAX_PASSWORD_MESSAGE",
     # Lazy messages (both directions where the protocol shares them).
     "GenericMessage",
     "DataRow",
@@ -123,6 +128,12 @@ MAX_SMALL_FRONTEND_MESSAGE = 10_000
 # Rows and COPY data can be large; the server caps a field at 1 GiB.
 DEFAULT_MAX_BACKEND_MESSAGE = 1 << 30
 DEFAULT_MAX_FRONTEND_MESSAGE = 256 << 20
+# A password message ('p') comes before authentication, from anyone.  The
+# gateway asks clients for a cleartext password only, which is a token of at
+# most 16 KiB (hoopgw.identity's MAX_TOKEN_LENGTH); 1 KiB of slack covers
+# surrounding whitespace, the NUL and the header.  (The server's own limit,
+# PG_MAX_AUTH_TOKEN_LENGTH, is 65535.)
+MAX_PASSWORD_MESSAGE = 16 * 1024 + 1024
 
 PROTOCOL_3 = 3
 SSL_REQUEST_CODE = 80877103
@@ -1515,9 +1526,11 @@ class FrontendParser(_Framer):
         max_message_length: int = DEFAULT_MAX_FRONTEND_MESSAGE,
         max_small_message_length: int = MAX_SMALL_FRONTEND_MESSAGE,
         max_startup_length: int = MAX_STARTUP_MESSAGE,
+        max_password_message_length: int = MAX_PASSWORD_MESSAGE,
     ) -> None:
         super().__init__(dict(_FRONTEND_DECODERS), max_message_length)
         self._limits = {tag: max_small_message_length for tag in _SMALL_FRONTEND}
+        self._limits[ord("p")] = max_password_message_length
         self._max_startup = max_startup_length
         self.phase = FrontendPhase.STARTUP
         self._need = 4
@@ -1563,6 +1576,12 @@ class FrontendParser(_Framer):
             if length < 8 or length > self._max_startup:
                 problem = "is below the minimum of 8" if length < 8 else f"exceeds the limit of {self._max_startup} bytes"
                 raise ProtocolError(f"startup message declares length {length}, which {problem}")
+            if end - pos < 8:
+                # The code says which message it is, and requests have exact
+                # sizes: checked before their bodies are waited for.
+                self._need = 8
+                return pos
+            _check_request_length(_unpack_i32(buf, pos + 4)[0], length)
             stop = pos + length
             if stop > end:
                 self._need = length
@@ -1579,6 +1598,17 @@ class FrontendParser(_Framer):
             if self.phase is not FrontendPhase.TAGGED and pos < end:
                 raise ProtocolError(self._unexpected(end - pos))
         return self._parse_tagged(buf, pos, out)
+
+
+def _check_request_length(code: int, length: int) -> None:
+    """SSLRequest and GSSENCRequest are exactly 8 bytes, a CancelRequest 16 to 268."""
+    if code == SSL_REQUEST_CODE or code == GSSENC_REQUEST_CODE:
+        if length != 8:
+            name = "SSLRequest" if code == SSL_REQUEST_CODE else "GSSENCRequest"
+            raise ProtocolError(f"{name} declares length {length}; it is always 8")
+    elif code == CANCEL_REQUEST_CODE:
+        if not 16 <= length <= 12 + _MAX_SECRET_KEY:
+            raise ProtocolError(f"CancelRequest declares length {length}, expected 16 to {12 + _MAX_SECRET_KEY}")
 
 
 class BackendPhase(Enum):

@@ -24,6 +24,7 @@ answered it without an error; see "statement and portal names" below.
 from __future__ import annotations
 
 import base64
+import enum
 import hmac
 import secrets
 from collections import deque
@@ -39,11 +40,12 @@ from zope.interface import implementer
 
 from hoopgw.config import PostgresSettings
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted
-from hoopgw.model import Action, Outcome, Source, Status
+from hoopgw.model import Action, Connection, Outcome, Source, Status
 from hoopgw.policy.sql import StatementInfo, classify, recordable, statement_info
-from hoopgw.protocols import _tls as tls
+from hoopgw.protocols import _preauth, _tls as tls
 from hoopgw.protocols.postgres import codec, lexical
 from hoopgw.protocols.postgres.tracker import Copy, Desync, Expect, NameChange, Pending, Portal, Tracker, rows_from_tag
+from hoopgw.protocols.postgres.catalog import Catalog
 from hoopgw.protocols.postgres.backend import BackendAuthError, BackendProtocol, client_tls_options
 from hoopgw.sessions import GATEWAY_RULE, ActionHandle, Session, SessionService
 
@@ -110,6 +112,23 @@ _PIPELINED_SENSITIVE = (
 _UNKNOWN_STATEMENT = StatementInfo(text="", kinds=("unknown",), writes_data=True)
 
 
+def _function_call(oid: int, name: str | None) -> Action:
+    """The action of a FunctionCall of C{oid}, which the catalog names C{name} (C{None}: unknown)."""
+    if name is None:
+        return Action(
+            kind="sql.call",
+            input=f"function call oid {oid} (not in the target's catalog)",
+            attributes={"sql.statements": ("call", "unknown"), "sql.functions": (str(oid),)},
+        )
+    # Both spellings, as rules may name it either way (classify reports a
+    # call as written, usually unqualified).
+    return Action(
+        kind="sql.call",
+        input=f"function call {name} (oid {oid})",
+        attributes={"sql.statements": ("call",), "sql.functions": (name.split(".", 1)[1], name)},
+    )
+
+
 def _finish(handle: ActionHandle, outcome: Outcome) -> None:
     handle.finish(outcome)
 
@@ -130,6 +149,7 @@ class PostgresFrontEnd(Factory):
         reactor: Any,
         connect: Callable[[PostgresSettings, BackendProtocol], Deferred] | None = None,
         transform_for: Callable[[Session], RowTransform | None] | None = None,
+        catalog_for: Callable[[Connection], Catalog] | None = None,
     ) -> None:
         self.sessions = sessions
         # Read once here (start-up), never per login on the reactor.
@@ -149,6 +169,23 @@ class PostgresFrontEnd(Factory):
         self.connect = connect or self._connect
         self.transform_for = transform_for or (lambda session: None)
         self.cancel_keys: dict[int, "ClientProtocol"] = {}
+        self._catalog_for = catalog_for or self._new_catalog
+        self._catalogs: dict[str, Catalog] = {}
+
+    def _new_catalog(self, connection: Connection) -> Catalog:
+        return Catalog(connection.settings, self.passwords.get(connection.name), reactor=self.reactor)
+
+    def catalog(self, connection: Connection) -> Catalog:
+        """The target's catalog, on the gateway's own connection to it (opened on first use)."""
+        catalog = self._catalogs.get(connection.name)
+        if catalog is None:
+            catalog = self._catalogs[connection.name] = self._catalog_for(connection)
+        return catalog
+
+    def stopFactory(self) -> None:
+        catalogs, self._catalogs = self._catalogs, {}
+        for catalog in catalogs.values():
+            catalog.close()
 
     def _connect(self, settings: PostgresSettings, protocol: BackendProtocol) -> Deferred:
         endpoint = HostnameEndpoint(self.reactor, settings.host, settings.port, timeout=settings.login_timeout)
@@ -168,6 +205,17 @@ class PostgresFrontEnd(Factory):
         return pid, secrets.token_bytes(4)
 
 
+class Phase(str, enum.Enum):
+    """Where a client connection is (a str, so logs and tests read it as text)."""
+
+    STARTUP = "startup"  # SSLRequest, StartupMessage
+    PASSWORD = "password"  # the token is asked for
+    AUTHENTICATING = "authenticating"  # token, session and target login under way
+    READY = "ready"  # the relay
+    CLOSING = "closing"  # Terminate forwarded
+    CLOSED = "closed"
+
+
 class ClientProtocol(Protocol):
     """One client connection: start-up, authentication, then the relay."""
 
@@ -175,7 +223,7 @@ class ClientProtocol(Protocol):
         self.front = front
         self.source = source
         self.parser = codec.FrontendParser()
-        self.state = "startup"
+        self.state = Phase.STARTUP
         self.tls = False
         self.startup: codec.StartupMessage | None = None
         self.session: Session | None = None
@@ -205,7 +253,7 @@ class ClientProtocol(Protocol):
         self._send(codec.error_response("FATAL", code, message))
         self._unlink()
         self.transport.loseConnection()
-        self.state = "closed"
+        self.state = Phase.CLOSED
 
     def _unlink(self) -> None:
         """
@@ -230,16 +278,16 @@ class ClientProtocol(Protocol):
             # CVE-2021-23214 class (bytes pipelined behind SSLRequest) lands here too.
             log.info("postgres client {source}: protocol error: {error}", source=self.source.address, error=str(e))
             self.transport.abortConnection()
-            self.state = "closed"
+            self.state = Phase.CLOSED
             return
-        if self.state == "ready":
+        if self.state is Phase.READY:
             self._queue.extend(messages)
             self._drain()
             return
         for message in messages:
-            if self.state in ("startup", "password"):
+            if self.state is Phase.STARTUP or self.state is Phase.PASSWORD:
                 self._startup_message(message)
-            elif self.state == "closed":
+            elif self.state is Phase.CLOSED:
                 return
             else:
                 self._queue.append(message)  # pipelined behind authentication
@@ -266,10 +314,10 @@ class ClientProtocol(Protocol):
                 self._fatal("28000", "hoopgw requires TLS: connect with sslmode=require (or stronger)")
                 return
             self.startup = message
-            self.state = "password"
+            self.state = Phase.PASSWORD
             self._send(codec.AuthenticationCleartextPassword())
-        elif isinstance(message, codec.PasswordMessage) and self.state == "password":
-            self.state = "authenticating"
+        elif isinstance(message, codec.PasswordMessage) and self.state is Phase.PASSWORD:
+            self.state = Phase.AUTHENTICATING
             token = message.password.decode("utf-8", "replace")
             self._authenticate(token)
         else:
@@ -299,7 +347,7 @@ class ClientProtocol(Protocol):
     def _session_opened(self, session: Session) -> Deferred:
         self.session = session
         session.traffic = lambda: (self.bytes_in, self.bytes_out)
-        if self.state == "closed":  # the client went away meanwhile
+        if self.state is Phase.CLOSED:  # the client went away meanwhile
             return session.close(status="client disconnected")
         settings: PostgresSettings = session.connection.settings
         password = self.front.passwords.get(session.connection.name)
@@ -335,7 +383,7 @@ class ClientProtocol(Protocol):
         return d
 
     def _backend_ready(self, backend: BackendProtocol) -> None:
-        if self.state == "closed":
+        if self.state is Phase.CLOSED:
             backend.transport.loseConnection()
             return
         try:
@@ -363,7 +411,8 @@ class ClientProtocol(Protocol):
             codec.BackendKeyData(self.cancel_pid, self.cancel_secret),
             codec.ReadyForQuery("I"),
         )
-        self.state = "ready"
+        _preauth.authenticated(self)  # the listener's pre-authentication deadline and caps end here
+        self.state = Phase.READY
         self._drain()
 
     def _startup_failed(self, failure: Failure, user: str) -> None:
@@ -389,7 +438,7 @@ class ClientProtocol(Protocol):
         matching key cancels, and only that client's query on the target.
         """
         self.transport.loseConnection()
-        self.state = "closed"
+        self.state = Phase.CLOSED
         owner = self.front.cancel_keys.get(request.process_id)
         if owner is None or not hmac.compare_digest(owner.cancel_secret, request.secret_key):
             self.front.sessions.auth_failed(
@@ -441,7 +490,7 @@ class ClientProtocol(Protocol):
         tracker = self.tracker
         queue = self._queue
         out: list[bytes] = []
-        while queue and not self._waiting and self.state == "ready" and not tracker.holding:
+        while queue and not self._waiting and self.state is Phase.READY and not tracker.holding:
             message = queue.popleft()
             kind = type(message)
             if tracker.copy is Copy.IN:
@@ -501,11 +550,11 @@ class ClientProtocol(Protocol):
                 self._batch_open = False
                 tracker.forward(Pending(Expect.SYNC))
             elif kind is codec.Terminate:
-                self.state = "closing"
+                self.state = Phase.CLOSING
             out.append(codec.encode(message))
         if out:
             backend.write_raw(b"".join(out))  # type: ignore[union-attr]
-        if self.state == "closing":
+        if self.state is Phase.CLOSING:
             self._unlink()
             self.transport.loseConnection()
 
@@ -619,7 +668,7 @@ class ClientProtocol(Protocol):
         except Exception:
             # Raised here it would end in the decision's Deferred, unseen.
             log.failure("postgres relay failed")
-            if self.state == "ready":
+            if self.state is Phase.READY:
                 self._fatal("XX000", "the gateway failed relaying this connection")
                 self._teardown("failed", error="internal error")
 
@@ -659,7 +708,7 @@ class ClientProtocol(Protocol):
         The client went away while these were being decided: nothing is
         forwarded, and their outcomes are recorded now (no answer will come).
         """
-        if self.state == "ready":
+        if self.state is Phase.READY:
             return False
         for handle in handles:
             handle.finish(Outcome(status=Status.failed, error="client disconnected before the decision"))
@@ -757,8 +806,9 @@ class ClientProtocol(Protocol):
             [handle] = handles
             tracker = self.tracker
             if handle.allowed:
-                tracker.bind(message.portal, handle)
-                tracker.forward(Pending(Expect.BIND, handle=handle, change=NameChange("bind", message.portal, portal)))
+                tracker.forward_bind(
+                    message.portal, Pending(Expect.BIND, handle=handle, change=NameChange("bind", message.portal, portal))
+                )
                 self.backend.write(message)  # type: ignore[union-attr]
             else:
                 marker = self._stand_in()
@@ -797,12 +847,13 @@ class ClientProtocol(Protocol):
         d.addCallbacks(self._resume, self._refused_all)
 
     def _check_function_call(self, message: codec.FunctionCall) -> None:
-        action = Action(
-            kind="sql.call",
-            input=f"function call oid {message.function_oid}",
-            attributes={"sql.statements": ("call",), "sql.functions": (str(message.function_oid),)},
-        )
-        d = self._decide([action])
+        """
+        A FunctionCall names its function by OID: judged as the function the
+        target's catalog says it is, and as unknown if the catalog cannot say.
+        """
+        session = self.session
+        d = self.front.catalog(session.connection).function(message.function_oid)  # type: ignore[union-attr]
+        d.addCallback(lambda name: self._decide([_function_call(message.function_oid, name)]))
 
         def decided(handles: list[ActionHandle]) -> None:
             if self._gone(handles):
@@ -888,15 +939,15 @@ class ClientProtocol(Protocol):
     # -- teardown --------------------------------------------------------------
 
     def _backend_lost(self, reason: Failure) -> None:
-        if self.state in ("ready", "closing"):
-            if self.state == "ready":
+        if self.state is Phase.READY or self.state is Phase.CLOSING:
+            if self.state is Phase.READY:
                 self._send(codec.error_response("FATAL", "08006", "the target closed the connection"))
             self._unlink()
             self.transport.loseConnection()
             self._teardown("target closed", error=reason.getErrorMessage())
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self.state = "closed"
+        self.state = Phase.CLOSED
         if self.backend is not None and self.backend.transport is not None:
             self.backend.on_lost = None
             self._unlink()

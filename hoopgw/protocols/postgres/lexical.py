@@ -193,8 +193,8 @@ def sensitive(text: str) -> bool:
         return True  # cannot tell: treat as sensitive
     for token in tokens:
         if token.name == "SCONST":
-            literal = raw[token.start:token.end + 1]
-            if b"\\" in literal and literal[:1] in (b"'", b"n", b"N"):
+            literal = text[token.start:token.end + 1]  # pglast's offsets count characters
+            if "\\" in literal and literal[:1] in ("'", "n", "N"):
                 return True
     return False
 

@@ -39,7 +39,7 @@ from hoopgw.model import Outcome, Status
 from hoopgw.policy.sql import PreparedStatements, StatementInfo
 from hoopgw.protocols.postgres import codec
 
-__all__ = ["Desync", "Expect", "NameChange", "Pending", "Portal", "Tracker", "rows_from_tag"]
+__all__ = ["Copy", "Desync", "Expect", "NameChange", "Pending", "Portal", "Tracker", "rows_from_tag"]
 
 _COUNTED_TAGS = ("SELECT", "INSERT", "UPDATE", "DELETE", "COPY", "MERGE", "FETCH", "MOVE")
 
@@ -73,27 +73,32 @@ class Expect(enum.Enum):
     SYNC = "sync"
 
 
-# Extended-protocol messages: an error in one skips the rest to Sync.
-_EXTENDED = frozenset({Expect.PARSE, Expect.BIND, Expect.DESCRIBE, Expect.EXECUTE, Expect.CLOSE})
-# Messages that can run code on the server (settings may change under them).
-RUNS_CODE = frozenset({Expect.STATEMENT, Expect.BIND, Expect.EXECUTE, Expect.CALL})
-
 _FUNCTION_CALL_RESPONSE = b"V"
 
-_ACCEPTS: dict[Expect, frozenset[Any]] = {
-    Expect.STATEMENT: frozenset({codec.CommandComplete}),
-    Expect.EXECUTE: frozenset({codec.CommandComplete, codec.EmptyQueryResponse, codec.PortalSuspended}),
-    Expect.PARSE: frozenset({codec.ParseComplete}),
-    Expect.BIND: frozenset({codec.BindComplete}),
-    Expect.CLOSE: frozenset({codec.CloseComplete}),
-    Expect.DESCRIBE: frozenset({codec.RowDescription, codec.NoData}),
-    Expect.CALL: frozenset({_FUNCTION_CALL_RESPONSE}),
-    Expect.SYNC: frozenset({codec.ReadyForQuery}),
-    Expect.END: frozenset({codec.ReadyForQuery}),
-}
+# What each expectation accepts as its answer, and its traits, kept on the
+# members themselves: an Enum member hashes in Python, and this runs for
+# every message.
+for _expect, _accepts in (
+    (Expect.STATEMENT, (codec.CommandComplete,)),
+    (Expect.EXECUTE, (codec.CommandComplete, codec.EmptyQueryResponse, codec.PortalSuspended)),
+    (Expect.PARSE, (codec.ParseComplete,)),
+    (Expect.BIND, (codec.BindComplete,)),
+    (Expect.CLOSE, (codec.CloseComplete,)),
+    (Expect.DESCRIBE, (codec.RowDescription, codec.NoData)),
+    (Expect.CALL, (_FUNCTION_CALL_RESPONSE,)),
+    (Expect.SYNC, (codec.ReadyForQuery,)),
+    (Expect.END, (codec.ReadyForQuery,)),
+):
+    _expect.accepts = frozenset(_accepts)  # type: ignore[attr-defined]
+    # An error in an extended-protocol message skips the rest to Sync.
+    _expect.extended = _expect in (Expect.PARSE, Expect.BIND, Expect.DESCRIBE, Expect.EXECUTE, Expect.CLOSE)  # type: ignore[attr-defined]
+    # Messages that can run code on the server (settings may change under them).
+    _expect.runs_code = _expect in (Expect.STATEMENT, Expect.BIND, Expect.EXECUTE, Expect.CALL)  # type: ignore[attr-defined]
+    _expect.ends_group = _expect in (Expect.SYNC, Expect.END)  # type: ignore[attr-defined]
+
 # Server messages that complete some expectation (RowDescription only a
 # Describe's: in a Query it precedes the rows).
-_COMPLETIONS = frozenset().union(*_ACCEPTS.values()) - {codec.RowDescription}
+_COMPLETIONS = frozenset().union(*(e.accepts for e in Expect)) - {codec.RowDescription}  # type: ignore[attr-defined]
 
 
 @frozen
@@ -142,6 +147,7 @@ class Pending:
     rows: int = 0
     change: NameChange | None = None
     copy_in: bool = False  # may put the server in copy-in mode
+    replaces: Any = None  # a Bind's: the action of the portal it replaces, never executed
 
 
 class Copy(enum.Enum):
@@ -187,7 +193,7 @@ class Tracker:
     def forward(self, pending: Pending) -> None:
         """C{pending}'s message is being forwarded (in order)."""
         self.expect.append(pending)
-        if pending.expect in RUNS_CODE:
+        if pending.expect.runs_code:  # type: ignore[attr-defined]
             self.unsettled += 1
         if pending.copy_in:
             self.awaiting_copy += 1
@@ -221,13 +227,17 @@ class Tracker:
             self._view_stale = False
         return self._view_prepared, self._view_portals
 
-    def bind(self, portal: str, handle: Any) -> None:
-        """A Bind starting C{handle}'s action is being forwarded."""
-        previous = self.bound.pop(portal, None)
-        if previous is not None:
-            self._unexecuted(previous, "replaced by another Bind before it was executed")
-        if handle is not None:
-            self.bound[portal] = handle
+    def forward_bind(self, portal: str, pending: Pending) -> None:
+        """
+        A Bind of C{portal} starting C{pending.handle}'s action is being
+        forwarded.  The unnamed portal's previous action, never executed, ends
+        once the server has answered this Bind (its own Bind's answer, which
+        comes first, may still end it as failed).
+        """
+        pending.replaces = self.bound.pop(portal, None)
+        if pending.handle is not None:
+            self.bound[portal] = pending.handle
+        self.forward(pending)
 
     def take_bound(self, portal: str) -> Any:
         """The action started by C{portal}'s Bind, for its first Execute (or C{None})."""
@@ -273,14 +283,14 @@ class Tracker:
         head = self.expect[0]
         if kind is codec.EmptyQueryResponse and head.expect is Expect.END:
             return  # an empty Query: its only answer before ReadyForQuery
-        if kind not in _ACCEPTS[head.expect]:
+        if kind not in head.expect.accepts:  # type: ignore[attr-defined]
             raise Desync(f"the server sent {_name(kind)} where the gateway expected the answer to a {head.expect.value}")
         self.expect.popleft()
-        self._settle_copy(head)
+        self._settle(head)
         if head.change is not None:
             head.change.apply(self.prepared, self.portals)
         expect = head.expect
-        if expect is Expect.SYNC or expect is Expect.END:
+        if expect.ends_group:  # type: ignore[attr-defined]
             if not self.expect:
                 self.unsettled = 0
             if message.status == "I":  # type: ignore[attr-defined]
@@ -300,12 +310,12 @@ class Tracker:
     def _error(self, error: codec.ErrorResponse) -> codec.Message:
         if self.copy is Copy.IN:
             self.copy = Copy.NONE  # an error ends copy-in at once
-        if not self.expect or self.expect[0].expect in (Expect.SYNC, Expect.END):
+        if not self.expect or self.expect[0].expect.ends_group:  # type: ignore[attr-defined]
             # Not a message's answer: a commit at Sync or at a Query's end
             # failed, or the server reports on its own (FATAL, shutdown).
             return error
         head = self.expect.popleft()
-        self._settle_copy(head)
+        self._settle(head)
         reply: codec.Message = error
         if head.marker is not None and head.marker in (error.message or ""):
             reply = head.denial  # type: ignore[assignment]
@@ -313,7 +323,7 @@ class Tracker:
             self.finish(head.handle, Outcome(status=Status.failed, error=error.message, code=error.code))
         if head.change is not None:
             self._view_stale = True
-        if head.expect in _EXTENDED:
+        if head.expect.extended:  # type: ignore[attr-defined]
             self._skip(lambda p: p.expect is not Expect.SYNC)
             if not self.expect:
                 self.skipping = True  # the Sync that ends it is still to come
@@ -325,7 +335,7 @@ class Tracker:
         """Entries the server skips after an error: they get no answer."""
         while self.expect and skipped(self.expect[0]):
             pending = self.expect.popleft()
-            self._settle_copy(pending)
+            self._settle(pending)
             if pending.change is not None:
                 self._view_stale = True
             if pending.handle is not None:
@@ -334,7 +344,10 @@ class Tracker:
                     Outcome(status=Status.failed, error="not run: an earlier statement in the same batch failed"),
                 )
 
-    def _settle_copy(self, pending: Pending) -> None:
+    def _settle(self, pending: Pending) -> None:
+        """What an answered (or skipped) entry settles besides its own outcome."""
+        if pending.replaces is not None:
+            self._unexecuted(pending.replaces, "replaced by another Bind before it was executed")
         if pending.copy_in:
             pending.copy_in = False
             self.awaiting_copy -= 1
@@ -357,8 +370,9 @@ class Tracker:
         """The connection ended: whatever is outstanding gets no answer."""
         outcome = Outcome(status=Status.failed, error=why)
         for pending in self.expect:
-            if pending.handle is not None:
-                self.finish(pending.handle, outcome)
+            for handle in (pending.handle, pending.replaces):
+                if handle is not None:
+                    self.finish(handle, outcome)
         self.expect.clear()
         for handle in self.bound.values():
             self.finish(handle, outcome)

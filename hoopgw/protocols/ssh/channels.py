@@ -32,7 +32,8 @@ from twisted.python.failure import Failure
 
 from hoopgw.errors import AuditUnavailable, NotPermitted
 from hoopgw.model import Action, Outcome, Status
-from hoopgw.protocols.ssh.commands import ParsedCommand, command_lines, parse_command
+from hoopgw.protocols.ssh.commands import ParsedCommand, command_lines, command_patterns, parse_command, policy_lines
+from hoopgw.protocols.ssh.sftp import DEFAULT_MAX_LENGTH, PacketType
 from hoopgw.recording.asciicast import AsciicastRecorder
 from hoopgw.recording.lines import LineReconstructor, ShellLine
 from hoopgw.sessions import ActionHandle, Session
@@ -166,6 +167,100 @@ class IdentityFilter:
 
 
 FilterFactory = Callable[[Session, ActionHandle], ChannelFilter]
+
+
+def _sftp_start(head: bytes, kind: int) -> bool | None:
+    """
+    Whether C{head} (up to 5 bytes) starts an SFTP packet of type C{kind}:
+    a length of 5 to 256 KiB (so its first byte is 0, its second at most
+    4), then the type; C{None} while too few bytes have come to tell.
+    """
+    n = len(head)
+    if n >= 1 and head[0] != 0 or n >= 2 and head[1] > 4:
+        return False
+    if n >= 4 and not 5 <= int.from_bytes(head[:4], "big") <= DEFAULT_MAX_LENGTH:
+        return False
+    if n < 5:
+        return None
+    return head[4] == kind
+
+
+class _SFTPSniffer:
+    """
+    The filter of a shell or exec channel until its first bytes show
+    whether it speaks SFTP, whatever the program is called (C{sftp -s
+    /tmp/my-sftp-server}, a target's C{ForceCommand internal-sftp}).
+
+    An SFTP client's first packet is INIT (OpenSSH's sftp-server exits on
+    anything else first): when the client's first five bytes are an INIT
+    header, the channel gets the SFTP filter, as the sftp subsystem does,
+    once policy has allowed an C{ssh.subsystem} action for it.  Nothing is
+    held back meanwhile (C{scp -f} starts with one NUL byte and waits for
+    the answer): the at most four bytes forwarded before the fifth are the
+    start of the INIT the filter then forwards, and are cut from its output.
+
+    Only the first bytes of each direction are looked at (no per-byte cost
+    afterwards): a program that reads other bytes first and then starts an
+    SFTP server is not filtered, but if the target's first output is an
+    SFTP VERSION the channel is closed (see docs/ssh.md).
+    """
+
+    def __init__(self, channel: "SessionChannel") -> None:
+        self.channel = channel
+        self.head = b""  # the client's first bytes, forwarded, while they may begin an INIT
+        self.target_head = b""
+        self.client_known = self.target_known = False
+
+    def client_data(self, data: bytes) -> Any:
+        if self.client_known:
+            return data
+        head = self.head + data
+        verdict = _sftp_start(head[:5], PacketType.INIT)
+        if verdict is None:
+            self.head = head
+            return data
+        self.client_known = True
+        sent, self.head = len(self.head), b""
+        if verdict:
+            return self.channel.sftp_detected(head, sent)
+        self._settled()
+        return data
+
+    def target_data(self, data: bytes) -> bytes:
+        if self.target_known:
+            return data
+        head = self.target_head + data[:5]
+        verdict = _sftp_start(head[:5], PacketType.VERSION)
+        if verdict is None:
+            self.target_head = head
+            return data
+        self.target_known = True
+        self.target_head = b""
+        if verdict:
+            self.channel.sftp_unseen()
+            return b""
+        self._settled()
+        return data
+
+    def _settled(self) -> None:
+        if self.client_known and self.target_known and self.channel.filter is self:
+            self.channel.filter = IdentityFilter()  # nothing more to look at
+
+    def closed(self) -> None:
+        pass
+
+
+class _Stopped:
+    """The filter of a channel being closed: nothing more passes either way."""
+
+    def client_data(self, data: bytes) -> bytes:
+        return b""
+
+    def target_data(self, data: bytes) -> bytes:
+        return b""
+
+    def closed(self) -> None:
+        pass
 
 
 class ChannelHost(Protocol):
@@ -593,6 +688,7 @@ class SessionChannel(RelayChannel):
         self.lines: LineReconstructor | None = None  # an interactive shell's typed lines
         self.shell_lines = 0
         self._tail = ""  # the end of the terminal's output, for secret prompts
+        self.sftp_handle: ActionHandle | None = None  # SFTP found spoken on a shell or exec channel
 
     def requestReceived(self, requestType: bytes, data: bytes) -> "Deferred | bool":
         handler = self._handlers.get(requestType)
@@ -651,7 +747,22 @@ class SessionChannel(RelayChannel):
         details = self._details()
         if parsed.error is not None:
             details["parse_error"] = parsed.error
-        attributes: dict[str, Any] = {"ssh.commands": parsed.lines}
+        if parsed.unreadable is not None:
+            details["unreadable"] = parsed.unreadable
+        if parsed.unknown:
+            details["unknown_arguments"] = list(parsed.unknown)
+        # Fail closed: what the gateway cannot read matches the deny (and
+        # review) rules' ssh.commands patterns (commands.policy_lines), so
+        # it needs them; with a policy it cannot look into, it is refused.
+        patterns = self._command_patterns()
+        lines = policy_lines(parsed, patterns) if patterns is not None else parsed.lines
+        if lines is None or (patterns is None and (parsed.unreadable is not None or parsed.unknown)):
+            why = parsed.unreadable or f"the arguments of {', '.join(parsed.unknown)} are only known at run time"
+            return self._refuse_feature(
+                "ssh.exec", command, f"the gateway cannot read this command line ({why}) and cannot "
+                "match it against the policy's ssh.commands rules, so it is refused",
+            )
+        attributes: dict[str, Any] = {"ssh.commands": lines}
         if parsed.simple is not None:
             attributes["ssh.simple_command"] = (parsed.simple,)
         filter_name = None
@@ -675,6 +786,13 @@ class SessionChannel(RelayChannel):
             attributes["ssh.sftp.write"] = write
         action = Action(kind="ssh.exec", input=command, attributes=attributes, details=details)
         return self._start(b"exec", data, action, filter_name=filter_name)
+
+    def _command_patterns(self) -> tuple[tuple[str, ...], ...] | None:
+        """The ssh.commands patterns of each deny and review rule in force, if the policy shows them."""
+        rules = getattr(getattr(self.session.service.policy, "policy_set", None), "rules", None)
+        if rules is None:
+            return None
+        return command_patterns(rules, self.session.identity, self.session.connection.name)
 
     def _subsystem(self, data: bytes, want_reply: bool) -> Any:
         name = common.getNS(data)[0].decode("ascii", "replace")
@@ -714,6 +832,10 @@ class SessionChannel(RelayChannel):
                     self.refused = True
                     return Reply(True, then=lambda: self._fail(f"the {filter_name!r} filter is not available"))
                 self.filter = factory(self.session, handle)
+            elif self.program in ("shell", "exec"):
+                # Whatever the program is called, the client's first bytes
+                # tell whether it speaks SFTP.
+                self.filter = _SFTPSniffer(self)
             if self.pty is not None and self.program in ("shell", "exec"):
                 self._start_recording(action)
             elif self.program == "exec" and filter_name is None and self._record_exec_output():
@@ -739,6 +861,77 @@ class SessionChannel(RelayChannel):
 
         d.addCallbacks(decided, failed)
         return d
+
+    # -- SFTP spoken on a shell or exec channel ---------------------------------
+
+    def sftp_detected(self, head: bytes, sent: int) -> Deferred:
+        """
+        The client's first bytes are an SFTP INIT (see L{_SFTPSniffer}):
+        decide an C{ssh.subsystem} action, as for the sftp subsystem; then
+        the channel gets the SFTP filter, fed C{head} (whose first C{sent}
+        bytes have already gone to the target), or is closed.
+        """
+        details: dict[str, Any] = {"detected": self.program}
+        if self.handle is not None:
+            details["channel_action"] = self.handle.id
+            if self.program == "exec":
+                details["command"] = self.handle.action.input
+        action = Action(kind="ssh.subsystem", input="sftp", attributes={"ssh.subsystem": "sftp"}, details=details)
+        factory = self.host.filters.get("sftp")
+        if factory is None:
+            message = "an SFTP server started by a command is not offered without the SFTP filter"
+            d = self.session.check(action)
+            d.addCallback(lambda handle: handle.finish(Outcome(status=Status.blocked, error=message)))
+            d.addBoth(lambda _: self._stop(message))
+            return d
+
+        def decided(handle: ActionHandle) -> Any:
+            if self.gone or self.localClosed or self.refused:
+                if handle.allowed:
+                    handle.finish(Outcome(status=Status.failed, error="the channel closed before SFTP started"))
+                return b""
+            if not handle.allowed:
+                decision = handle.decision
+                assert decision is not None
+                rule = decision.rule or "no matching allow rule"
+                return self._stop(f"{decision.message or 'refused by policy'} (rule {rule!r}); SFTP was refused")
+            self.sftp_handle = handle
+            self.filter = factory(self.session, handle)
+            # SFTP is audited per operation, not recorded as a terminal.
+            self.lines = None
+            if self.recorder is not None:
+                self.recorder.close()
+                self.recorder = None
+            if sent:
+                self.filter = _Trimmed(self, self.filter, sent)
+            return self.filter.client_data(head)
+
+        def failed(failure: Failure) -> bytes:
+            failure.trap(AuditUnavailable, NotPermitted)
+            return self._stop(
+                "the gateway's audit log is unavailable, so it refuses all traffic"
+                if failure.check(AuditUnavailable) else str(failure.value)
+            )
+
+        d = self.session.check(action)
+        d.addCallbacks(decided, failed)
+        return d
+
+    def sftp_unseen(self) -> None:
+        """
+        The target's first output is an SFTP VERSION, but the client's
+        first bytes were no INIT: an SFTP session the gateway did not see
+        start (a program that read other bytes first).  Nothing of it
+        reaches the client; the channel is closed.
+        """
+        message = "the target answered with SFTP to a stream that did not start as SFTP; the channel is closed"
+        self._refuse_feature("ssh.subsystem", "sftp", message)
+        self._stop(message)
+
+    def _stop(self, message: str) -> bytes:
+        self.filter = _Stopped()
+        self._fail(message)
+        return b""
 
     # -- terminal recording and shell lines ------------------------------------
 
@@ -792,6 +985,8 @@ class SessionChannel(RelayChannel):
         if self.recorder is not None:
             self.recorder.close()
         super().closed()
+        if self.sftp_handle is not None:
+            self.sftp_handle.finish(self.outcome())
 
     def _refuse(self, handle: ActionHandle) -> None:
         decision = handle.decision
@@ -865,6 +1060,39 @@ class SessionChannel(RelayChannel):
             error = f"killed by signal {name}" + (f": {message}" if message else "")
             return Outcome(status=Status.failed, code=f"SIG{name}", error=error, **base)
         return Outcome(status=Status.failed, error="the channel closed before the program exited", **base)
+
+
+class _Trimmed:
+    """
+    A channel's SFTP filter until the first C{sent} bytes it forwards, which
+    went to the target before SFTP was recognised, have been cut from its
+    output (the filter may forward them only once the INIT is complete).
+    """
+
+    def __init__(self, channel: RelayChannel, inner: ChannelFilter, sent: int) -> None:
+        self.channel, self.inner, self.sent = channel, inner, sent
+
+    def client_data(self, data: bytes) -> Any:
+        out = self.inner.client_data(data)
+        if isinstance(out, Deferred):
+            return out.addCallback(self._cut)
+        return self._cut(out)
+
+    def _cut(self, out: Any) -> Any:
+        to_target = out.to_target if isinstance(out, FilterOutput) else out
+        cut = min(self.sent, len(to_target))
+        self.sent -= cut
+        if not self.sent and self.channel.filter is self:
+            self.channel.filter = self.inner
+        if isinstance(out, FilterOutput):
+            return FilterOutput(to_target[cut:], out.to_client)
+        return to_target[cut:]
+
+    def target_data(self, data: bytes) -> bytes:
+        return self.inner.target_data(data)
+
+    def closed(self) -> None:
+        self.inner.closed()
 
 
 class ForwardChannel(RelayChannel):

@@ -37,6 +37,7 @@ from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, N
 from hoopgw.identity.ssh import openssh_fingerprint
 from hoopgw.keys import load_or_create_ed25519
 from hoopgw.model import Action, Identity, Outcome, Source, Status
+from hoopgw.protocols import _preauth
 from hoopgw.protocols.ssh.channels import (
     FilterFactory,
     RelayChannel,
@@ -259,6 +260,8 @@ class _Realm:
             avatar.logout()
             raise SessionRefused("client disconnected")
         login.authenticated = True
+        # The listener's pre-authentication deadline and caps stop here.
+        _preauth.authenticated(self.transport)
         return IConchUser, avatar, avatar.logout
 
 
@@ -496,7 +499,10 @@ class GatewayUserAuthServer(userauth.SSHUserAuthServer):
     connection with its reason rather than inviting another attempt.
     """
 
-    loginTimeout = 120  # as OpenSSH's LoginGraceTime
+    # As OpenSSH's LoginGraceTime, for a transport outside the gateway's
+    # listeners; a listener's connections have its [preauth] timeout instead,
+    # from the moment they are accepted (hoopgw.protocols._preauth).
+    loginTimeout = 120
     interfaceToMethod = {
         ISSHPrivateKey: b"publickey",
         IUsernamePassword: b"password",
@@ -519,7 +525,10 @@ class GatewayUserAuthServer(userauth.SSHUserAuthServer):
             self.supportedAuthentications = [
                 m for m in self.supportedAuthentications if m not in (b"password", b"keyboard-interactive")
             ]
-        self._cancelLoginTimeout = self.clock.callLater(self.loginTimeout, self.timeoutAuthentication)
+        if _preauth.guarded(self.transport):
+            self._cancelLoginTimeout = None
+        else:
+            self._cancelLoginTimeout = self.clock.callLater(self.loginTimeout, self.timeoutAuthentication)
 
     def serviceStopped(self) -> None:
         super().serviceStopped()

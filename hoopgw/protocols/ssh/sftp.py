@@ -1059,6 +1059,19 @@ def _absolute(path: str, home: str | None) -> str | None:
     return "/" + posixpath.normpath(path).lstrip("/")
 
 
+def _link_target(target: str, link: str | None) -> str | None:
+    """
+    The absolute form of a symlink's target as the server follows it: a
+    relative target is resolved against the directory of the link (whose
+    absolute form is C{link}), not the session's; C{None} if that is unknown.
+    """
+    if target.startswith("/"):
+        return _absolute(target, None)
+    if link is None:
+        return None
+    return _absolute(target, posixpath.dirname(link))
+
+
 def _flag_names(pflags: int) -> tuple[str, ...]:
     return tuple(flag.name.lower() for flag in OpenFlags if pflags & flag)  # type: ignore[union-attr]
 
@@ -1299,8 +1312,13 @@ class SFTPAuditor:
             return make("hardlink", packet.EXTENSION, (packet.oldpath, packet.newpath), True)
         if isinstance(packet, Symlink):
             # Both paths: a rule on a folder catches links made in it and
-            # links made to it.
-            return make("symlink", "symlink", (packet.link_path, packet.target_path), True)
+            # links made to it.  The target as the server will follow it:
+            # "../secret" from a link in /srv/pub/ is /srv/secret, wherever
+            # the session started.
+            link = _absolute(packet.link_path, self.home)
+            target = _link_target(packet.target_path, link)
+            return Request(request_id, "symlink", "symlink", (packet.link_path, packet.target_path),
+                           tuple(a for a in (link, target) if a is not None), True)
         if isinstance(packet, Statvfs):
             return make("statvfs", packet.EXTENSION, (packet.path,), False)
         if isinstance(packet, Fstatvfs):

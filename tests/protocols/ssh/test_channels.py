@@ -29,7 +29,9 @@ from hoopgw.protocols.ssh.channels import (
     env_allowed,
     legacy_scp,
 )
-from hoopgw.protocols.ssh.commands import parse_command
+from hoopgw.protocols.ssh.commands import parse_command, policy_lines
+from hoopgw.protocols.ssh.sftp import Init, Realpath, Version, encode
+from hoopgw.protocols.ssh.sftp_filter import SFTPFilter, sftp_filter
 from hoopgw.recording.lines import LineReconstructor
 from hoopgw.testing import MemoryAuditLog, StaticPolicy, memory_session_service
 
@@ -256,6 +258,151 @@ class SessionChannelTests(SynchronousTestCase):
         self.assertEqual(self.target_conn.sent, [])
         self.assertEqual([e["outcome"]["status"] for e in self.ends()], ["blocked", "blocked"])
 
+    def start(self, request: bytes, data: bytes = b"") -> None:
+        """Start a program the (static) policy allows; the target says yes."""
+        reply = self.channel.requestReceived(request, data)
+        self.target_conn.replies[-1].callback(b"")
+        self.assertTrue(self.successResultOf(reply))
+
+    def sftpFactory(self) -> list:
+        """Register an SFTP filter that records what it is fed and passes it on."""
+        made: list = []
+
+        class Recording(IdentityFilter):
+            def __init__(self, handle: Any) -> None:
+                self.handle, self.fed = handle, []
+
+            def client_data(self, data: bytes) -> bytes:
+                self.fed.append(data)
+                return data
+
+        self.host.filters["sftp"] = lambda session, handle: made.append(Recording(handle)) or made[-1]
+        return made
+
+    def sent_data(self) -> bytes:
+        return b"".join(entry[1] for entry in self.target_conn.sent if entry[0] == "data")
+
+    def test_sftpDetectedOnExecWhateverItsName(self) -> None:
+        """
+        An exec whose client speaks SFTP (its first bytes are an INIT),
+        whatever the program is called, gets the SFTP filter once an
+        ssh.subsystem action is allowed, even when the INIT comes in pieces
+        (issue 11, item 8).  Bytes sent before the fifth are not held (scp
+        -f starts with one byte and waits), and not sent twice.
+        """
+        made = self.sftpFactory()
+        self.start(b"exec", NS(b"/tmp/renamed-server"))
+        init = encode(Init())
+        self.channel.dataReceived(init[:2])
+        self.channel.dataReceived(init[2:4])
+        self.assertEqual(self.sent_data(), init[:4])
+        self.assertEqual(made, [])
+        self.channel.dataReceived(init[4:] + b"after")
+        [sftp] = made
+        self.assertIs(self.channel.filter, sftp)
+        self.assertEqual(sftp.fed, [init + b"after"])
+        self.assertEqual(self.sent_data(), init + b"after")
+        [action] = [a for a in self.policy.seen if a.kind == "ssh.subsystem"]
+        self.assertEqual((action.input, action.details["detected"], action.details["command"]),
+                         ("sftp", "exec", "/tmp/renamed-server"))
+        self.assertIs(sftp.handle.action, action)
+        self.channel.closed()
+        self.assertEqual(sorted(e["action"]["kind"] for e in self.ends()), ["ssh.exec", "ssh.subsystem"])
+
+    def test_sftpInitByteByByte(self) -> None:
+        """
+        An INIT sent one byte at a time, through the real SFTP filter
+        (which forwards a packet only once it is whole): the target gets
+        each byte once, in order.
+        """
+        self.host.filters["sftp"] = sftp_filter
+        self.start(b"exec", NS(b"/tmp/renamed-server"))
+        init = encode(Init())
+        for i in range(len(init)):
+            self.channel.dataReceived(init[i:i + 1])
+        self.channel.dataReceived(encode(Realpath(1, ".")))
+        self.assertEqual(self.sent_data(), init + encode(Realpath(1, ".")))
+        self.assertIsInstance(self.channel.filter, SFTPFilter)
+        self.assertIn("ssh.sftp.realpath", [a.kind for a in self.policy.seen])
+
+    def test_sftpDetectedOnShell(self) -> None:
+        """A shell channel whose client starts with an INIT (ForceCommand internal-sftp) too."""
+        made = self.sftpFactory()
+        self.start(b"shell")
+        self.channel.dataReceived(encode(Init()))
+        self.assertEqual(len(made), 1)
+        [action] = [a for a in self.policy.seen if a.kind == "ssh.subsystem"]
+        self.assertEqual(action.details["detected"], "shell")
+
+    def test_notSftpPassesThrough(self) -> None:
+        """
+        Other first bytes (text, scp -f's single NUL then a line) pass at
+        once; once both directions have started otherwise, nothing more is
+        looked at.
+        """
+        self.sftpFactory()
+        self.start(b"exec", NS(b"cat"))
+        self.channel.dataReceived(b"\x00")
+        self.channel.dataReceived(b"C0644 3 x\n")
+        self.assertEqual(self.sent_data(), b"\x00C0644 3 x\n")
+        self.target.dataReceived(b"output")
+        self.assertIsInstance(self.channel.filter, IdentityFilter)
+        self.assertEqual(self.client_conn.sent, [("data", b"output")])
+        self.assertEqual([a for a in self.policy.seen if a.kind == "ssh.subsystem"], [])
+
+    def test_sftpOnExecDenied(self) -> None:
+        """
+        A policy that refuses the sftp subsystem refuses SFTP spoken on an
+        exec channel: the INIT's remainder never reaches the target, the
+        client reads the rule, and the channel closes.
+        """
+        self.sftpFactory()
+        self.start(b"exec", NS(b"/tmp/renamed-server"))
+        self.policy.decisions["ssh.subsystem"] = Decision(effect=Effect.deny, rule="no-sftp", message="no SFTP")
+        self.channel.dataReceived(encode(Init()) + b"more")
+        self.assertEqual(self.sent_data(), b"")
+        self.assertIn(b"'no-sftp'", self.client_conn.sent[0][2])
+        self.assertIn(("close",), self.target_conn.sent)
+        self.channel.dataReceived(b"later")
+        self.assertEqual(self.sent_data(), b"")
+
+    def test_sftpOnExecWithoutFilterRefused(self) -> None:
+        """Without an SFTP filter, SFTP spoken on an exec channel is refused and audited as blocked."""
+        self.start(b"exec", NS(b"/tmp/renamed-server"))
+        self.channel.dataReceived(encode(Init()))
+        self.assertEqual(self.sent_data(), b"")
+        [(start, end)] = [(r, e) for r in self.audit.of("action.start") for e in self.ends()
+                          if r["action"]["kind"] == "ssh.subsystem" and e["action"]["id"] == r["action"]["id"]]
+        self.assertEqual(end["outcome"]["status"], "blocked")
+
+    def test_sftpAnswerWithoutInitClosed(self) -> None:
+        """
+        When the target's first output is an SFTP VERSION but the client's
+        first bytes were no INIT (a wrapper read other bytes first), the
+        VERSION never reaches the client and the channel is closed.
+        """
+        self.sftpFactory()
+        self.start(b"exec", NS(b"head -c 6 >/dev/null; exec /tmp/renamed-server"))
+        self.channel.dataReceived(b"hello\n" + encode(Init()))
+        self.target.dataReceived(encode(Version()))
+        self.assertNotIn(("data", encode(Version())), self.client_conn.sent)
+        self.assertIn(("close",), self.target_conn.sent)
+        blocked = [r for r in self.audit.of("action.start") if r["action"]["kind"] == "ssh.subsystem"]
+        self.assertEqual(len(blocked), 1)
+        self.target.dataReceived(b"more")
+        self.assertNotIn(("data", b"more"), self.client_conn.sent)
+
+    def test_unreadableCommandWithoutPolicyRulesRefused(self) -> None:
+        """
+        A command the gateway cannot read is refused when the policy does
+        not show its rules (no ssh.commands deny rule could be matched).
+        """
+        self.assertFalse(self.request(b"exec", NS(b"a=rm; $a -rf /x")))
+        self.channel.program = None
+        self.assertFalse(self.request(b"exec", NS(b"rm $opts /x")))
+        self.assertEqual(self.target_conn.sent, [])
+        self.assertEqual([e["outcome"]["status"] for e in self.ends()], ["blocked", "blocked"])
+
     def test_legacyScpPathAttributes(self) -> None:
         """scp -t / -f carry ssh.sftp.paths and ssh.sftp.write, so SFTP path rules apply."""
         self.request(b"exec", NS(b"scp -t /etc/cron.d/x"))
@@ -316,6 +463,46 @@ class CommandLineTests(SynchronousTestCase):
         lines, error = command_lines("echo 'oops")
         self.assertEqual(lines, ("echo 'oops",))
         self.assertIsNotNone(error)
+
+    def test_comments(self) -> None:
+        """
+        A comment is dropped, as the shell drops it: the issue's lines that
+        made the old parser fail are read (issue 11, item 7).
+        """
+        self.assertIn("rm -rf X", command_lines("sh -c 'rm -rf X' #'")[0])
+        self.assertIn("rm -fr X", command_lines("/bin/rm -fr X #'")[0])
+        self.assertEqual(command_lines("echo a#b")[0], ("echo a#b",))
+
+    def test_unreadable(self) -> None:
+        """What the gateway cannot follow is unreadable, and says why."""
+        for command in ["$a -rf /x", "/bin/r? -rf /x", "{rm,-rf,/x}", "echo 'oops", "sh -c \"$x\"",
+                        "echo x | sh", "bash <<< \"$x\"", "xargs sh -c", "sudo $cmd"]:
+            self.assertIsNotNone(parse_command(command).unreadable, command)
+        for command in ["rm -rf /x", "echo $HOME", "ls *", "bash <<< 'ls'", "sh script.sh"]:
+            self.assertIsNone(parse_command(command).unreadable, command)
+
+    def test_unknownArguments(self) -> None:
+        """Arguments that may expand to options, or to several words, are unknown."""
+        self.assertEqual(parse_command("rm $o /x").unknown, ("rm",))
+        self.assertEqual(parse_command('rm "$o" /x').unknown, ("rm",))
+        self.assertEqual(parse_command("echo x | xargs rm -rf").unknown, ("rm",))
+        self.assertEqual(parse_command("rm -r -- $f").unknown, ())
+        self.assertEqual(parse_command('rm -f "/x/$f"').unknown, ())
+
+    def test_policyLines(self) -> None:
+        """
+        With the policy's patterns (one group per rule): a command is
+        spelled with a pattern's options when it has them all; an
+        unreadable line gets a string one pattern of each rule matches;
+        unknown arguments likewise for the rules naming the program; a rule
+        some line already matches adds nothing.
+        """
+        rules = [("rm -rf *", "rm -fr *"), ("shutdown*",), ("rm /[a-c]x",)]
+        self.assertEqual(policy_lines(parse_command("rm -v --force -R /x"), rules)[-1], "rm -rf -v /x")
+        self.assertEqual(policy_lines(parse_command("rm -rf /x"), rules), parse_command("rm -rf /x").lines)
+        self.assertEqual(policy_lines(parse_command("$a"), rules)[-3:], ("rm -rf *", "shutdown*", "rm /ax"))
+        self.assertEqual(policy_lines(parse_command("rm $x"), rules)[-2:], ("rm -rf *", "rm /ax"))
+        self.assertEqual(policy_lines(parse_command("ls $x"), rules), ("ls $x",))
 
     def test_env_allowed(self) -> None:
         self.assertTrue(env_allowed("LANG"))

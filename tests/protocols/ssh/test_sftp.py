@@ -593,6 +593,36 @@ class AuditorTests(SynchronousTestCase):
         completion = self.x.server(Name(5, [NameEntry("/etc/passwd")]))
         self.assertEqual(completion.names, ("/etc/passwd",))
 
+    def test_symlinkTargetResolvedAgainstLinkDirectory(self) -> None:
+        """
+        A relative symlink target is resolved as the server will follow it:
+        against the link's directory, not the session's starting directory
+        (issue 11, item 9).  An absolute target is only normalised.
+        """
+        self.learnHome("/home/deploy")
+        # The link /srv/pub/a/l -> ../../secret/key points at /srv/secret/key;
+        # against the home directory it would read /secret/key.
+        link = self.x.client(Symlink(2, "../../secret/key", "/srv/pub/a/l")).action()
+        self.assertEqual(link.attributes["ssh.sftp.paths"],
+                         ("/srv/pub/a/l", "../../secret/key", "/srv/secret/key"))
+        # A relative link: its directory is under the home directory.
+        link = self.x.client(Symlink(3, "../secret", "pub/l")).action()
+        self.assertEqual(link.attributes["ssh.sftp.paths"],
+                         ("pub/l", "../secret", "/home/deploy/pub/l", "/home/deploy/secret"))
+        link = self.x.client(Symlink(4, "//etc/./shadow", "l")).action()
+        self.assertEqual(link.attributes["ssh.sftp.paths"],
+                         ("l", "//etc/./shadow", "/home/deploy/l", "/etc/shadow"))
+
+    def test_symlinkBeforeHome(self) -> None:
+        """
+        Before the home directory is known, a relative link (and so its
+        relative target) has no absolute form; an absolute link does.
+        """
+        request = self.x.client(Symlink(1, "x", "l"))
+        self.assertEqual(request.absolute, ())
+        request = self.x.client(Symlink(2, "../x", "/srv/l"))
+        self.assertEqual(request.absolute, ("/srv/l", "/x"))
+
     def test_unreadableRequestsAreWrites(self) -> None:
         """
         An extension known by name only, or a packet type version 3 does

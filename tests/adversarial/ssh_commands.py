@@ -1,0 +1,252 @@
+"""
+Adversarial corpus for the SSH front end's reading of exec command lines
+(issue 11, item 7): spellings of a recursive forced removal that a deny rule
+C{ssh.commands = ["rm -rf *"]} must refuse, and ordinary commands it must
+not.
+
+Every entry goes through the front end itself (a L{SessionChannel} in front
+of a fake target, deciding with the real policy service), so a test fails
+when the exec request would reach the target.  C{DENIED} entries name the
+victim as C{{X}}; the integration tests run a selection of them against a
+real sshd (C{tests/integration/test_ssh_bypass.py}).  Trial collects the
+test cases through C{tests/protocols/ssh/test_adversarial.py}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.conch.ssh.common import NS
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from hoopgw.model import Connection, Identity, Source
+from hoopgw.policy.loader import build_policy_set
+from hoopgw.policy.service import PolicyService
+from hoopgw.protocols.ssh.channels import SessionChannel, TargetChannel
+from hoopgw.testing import MemoryAuditLog, memory_session_service
+
+ALICE = Identity(issuer="test", subject="alice", groups=("dev",))
+WEB1 = Connection(name="web1", kind="ssh", target="127.0.0.1:22")
+DEFAULT_POLICY = Path(__file__).parents[2] / "policies" / "default.toml"
+
+# The rule the issue names, alone, behind a blanket allow.
+RM_RF_POLICY = b"""
+[[rule]]
+name = "everything"
+effect = "allow"
+
+[[rule]]
+name = "no-rm-rf"
+effect = "deny"
+ssh.commands = ["rm -rf *"]
+"""
+
+X = "/srv/victim"
+
+# Each of these removes X recursively and by force on a bash target.
+DENIED = [
+    # Spelling of the program and its options.
+    "rm -rf {X}", "rm -fr {X}", "rm -Rf {X}", "rm -fR {X}", "rm -rfv {X}", "rm -vfr {X}",
+    "rm -r -f {X}", "rm -f -r {X}", "rm -v -R -f {X}", "rm {X} -rf", "rm {X} -r -f",
+    "rm --recursive --force {X}", "rm --force --recursive {X}", "rm --rec --forc {X}",
+    "rm -r --force {X}", "rm --recursive -f {X}", "rm -rf -- {X}", "rm -rf {X} /srv/other",
+    "'rm' -rf {X}", '"rm" -rf {X}', "r''m -rf {X}", 'r""m -rf {X}', "\\rm -rf {X}", "r\\m -rf {X}",
+    "$'rm' -rf {X}", "$'\\x72\\x6d' -rf {X}", "$'\\162\\155' -rf {X}", "rm '-rf' {X}", "rm -'r'f {X}",
+    "/bin/rm -rf {X}", "/usr/bin/../bin/rm -rf {X}", "//bin//rm -rf {X}", "./../../bin/rm -rf {X}",
+    "~/../../bin/rm -rf {X}", "=rm -rf {X}",
+    "rm\t-rf\t{X}", "rm -rf {X}\r", "rm -rf {X}\r\n", "  rm   -rf   {X}  ",
+    "rm \\\n-rf {X}", "r\\\nm -rf {X}",
+    # Comments (the issue's two examples first).
+    "sh -c 'rm -rf {X}' #'", "/bin/rm -fr {X} #'", "rm -rf {X} # comment", "rm -rf {X} #\"",
+    "ls #'\nrm -rf {X}", "true;#'\nrm -rf {X}", "echo a#b; rm -rf {X}",
+    # Separators.
+    "ls\nrm -rf {X}", "ls;rm -rf {X}", "true && rm -rf {X}", "false || rm -rf {X}",
+    "sleep 1 & rm -rf {X}", "echo | rm -rf {X}", "echo |& rm -rf {X}", "(rm -rf {X})",
+    "{ rm -rf {X}; }", "((1)) && rm -rf {X}", "[[ -d {X} ]] && rm -rf {X}",
+    # Substitutions.
+    "echo $(rm -rf {X})", "echo `rm -rf {X}`", 'echo "$(rm -rf {X})"', "cat <(rm -rf {X})",
+    "tee >(rm -rf {X})", "x=$(rm -rf {X})", "echo ${x:-$(rm -rf {X})}", 'echo "${x:-`rm -rf {X}`}"',
+    "echo $((1 + $(rm -rf {X})))", "echo $(echo $(rm -rf {X}))", "echo $(case a in a) rm -rf {X};; esac)",
+    # Shells and their scripts.
+    "sh -c 'rm -rf {X}'", 'bash -c "rm -rf {X}"', "dash -ec 'ls; rm -rf {X}'", "bash -lc 'rm -rf {X}'",
+    "bash --norc -c 'rm -rf {X}'", "bash --rcfile /dev/null -c 'rm -rf {X}'", "bash -o errexit -c 'rm -rf {X}'",
+    "zsh -c $'rm -rf {X}'", "sh -c -- 'rm -rf {X}'", "busybox sh -c 'rm -rf {X}'",
+    "bash -c 'bash -c \"rm -rf {X}\"'", "sh -c \"sh -c 'sh -c \\\"rm -rf {X}\\\"'\"",
+    "bash -c 'rm \"$@\"' _ -rf {X}", "bash -c 'rm $0 {X}' -rf",
+    # Here-strings and here-documents fed to a shell.
+    "bash <<< 'rm -rf {X}'", "sh <<<\"rm -rf {X}\"", "bash -s <<< 'rm -rf {X}'",
+    "bash <<EOF\nrm -rf {X}\nEOF", "sh <<'E'\nrm -rf {X}\nE", "sh <<-E\n\trm -rf {X}\n\tE",
+    "cat <<EOF\n$(rm -rf {X})\nEOF", "cat <<EOF | sh\nrm -rf {X}\nEOF",
+    # Prefix commands.
+    "env rm -rf {X}", "env -i PATH=/bin rm -rf {X}", "env VAR=x rm -rf {X}", "env - rm -rf {X}",
+    "/usr/bin/env -S 'rm -rf {X}'", "env -S'rm -rf {X}'", "env --split-string='rm -rf {X}'",
+    "env -u HOME -C / rm -rf {X}", "env -iS 'rm -rf {X}'",
+    "sudo rm -rf {X}", "sudo -u root rm -rf {X}", "sudo -uroot -- rm -rf {X}",
+    "sudo -E -H -u root /usr/bin/rm -rf {X}", "sudo -s rm -rf {X}", "sudo sh -c 'cd / && rm -rf {X}'",
+    "doas rm -rf {X}", "doas -u root rm -rf {X}",
+    "command rm -rf {X}", "command -p rm -rf {X}", "builtin command rm -rf {X}", "exec rm -rf {X}",
+    "exec -a name rm -rf {X}", "exec -c rm -rf {X}", "nohup rm -rf {X}", "time rm -rf {X}",
+    "time -p rm -rf {X}", "nice rm -rf {X}", "nice -n 10 rm -rf {X}", "nice -10 rm -rf {X}",
+    "nice --adjustment=5 rm -rf {X}", "ionice -c3 rm -rf {X}", "ionice -c 2 -n 7 rm -rf {X}",
+    "timeout 5 rm -rf {X}", "timeout -s KILL 5 rm -rf {X}", "timeout --signal=KILL 5s rm -rf {X}",
+    "timeout -k 1 5 rm -rf {X}", "timeout --preserve-status 5 rm -rf {X}", "stdbuf -oL rm -rf {X}",
+    "stdbuf -o L rm -rf {X}", "setsid rm -rf {X}", "setsid -f rm -rf {X}", "chrt -o 0 rm -rf {X}",
+    "taskset 1 rm -rf {X}", "taskset -c 0 rm -rf {X}", "chroot / rm -rf {X}",
+    "chroot --userspec=root:root / rm -rf {X}", "flock /tmp/l rm -rf {X}", "flock -w 5 /tmp/l rm -rf {X}",
+    "flock -x /tmp/l -c 'rm -rf {X}'", "flock /tmp/l --command 'rm -rf {X}'",
+    "su -c 'rm -rf {X}'", "su root -c 'rm -rf {X}'", "su -lc 'rm -rf {X}' root", "su - root -c 'rm -rf {X}'",
+    "su --command='rm -rf {X}'", "su -s /bin/sh -c 'rm -rf {X}' root",
+    "runuser -u root -- rm -rf {X}", "runuser root -c 'rm -rf {X}'", "sg root -c 'rm -rf {X}'",
+    "sg root 'rm -rf {X}'", "pkexec rm -rf {X}", "pkexec --user root rm -rf {X}", "unshare rm -rf {X}",
+    "unshare -m rm -rf {X}", "nsenter -t 1 -m rm -rf {X}", "watch rm -rf {X}", "watch -n 1 'rm -rf {X}'",
+    "script -qc 'rm -rf {X}' /dev/null", "script -q -c 'rm -rf {X}'", "busybox rm -rf {X}",
+    "toybox rm -rf {X}", "nohup nice -n5 timeout 9 env -i /bin/rm -fr {X}", "coproc rm -rf {X}",
+    "coproc X { rm -rf {X}; }", "! rm -rf {X}", "x=1 rm -rf {X}", "A=1 B=2 rm -rf {X}",
+    ">/dev/null rm -rf {X}", "2>/dev/null rm -rf {X}", "&>/dev/null rm -rf {X}", "rm -rf {X} </dev/null",
+    "rm -rf {X} 2>&1 | cat",
+    # xargs and find -exec.
+    "echo {X} | xargs rm -rf", "echo {X} | xargs -0 rm -rf", "echo {X} | xargs -I{} rm -rf {}",
+    "echo {X} | xargs -n1 rm -rf", "echo {X} | xargs rm -r -f", "echo -rf {X} | xargs rm",
+    "echo {X} | xargs -I % sh -c 'rm -rf %'", "find {X} -exec rm -rf {} +", "find {X} -exec rm -rf {} \\;",
+    "find {X} -execdir rm -rf {} ';'", "find {X} -ok rm -rf {} \\;", "find {X} -maxdepth 0 -exec /bin/rm -fr '{}' +",
+    # eval, trap, alias, functions.
+    "eval rm -rf {X}", "eval 'rm -rf {X}'", 'eval "rm -rf {X}"', "eval \"$(echo rm -rf {X})\"",
+    "trap 'rm -rf {X}' EXIT", "trap -- 'rm -rf {X}' EXIT", "alias x='rm -rf {X}'",
+    "f() { rm -rf {X}; }; f", "function f { rm -rf {X}; }; f", "function f() { rm -rf {X}; }; f",
+    "f() ( rm -rf {X} ); f",
+    # Control flow.
+    "if true; then rm -rf {X}; fi", "for i in 1; do rm -rf {X}; done", "while false; do :; done; rm -rf {X}",
+    "until rm -rf {X}; do :; done", "case a in a) rm -rf {X};; esac", "case a in (a) rm -rf {X};; esac",
+    "select x in a; do rm -rf {X}; done",
+    # Brace expansion.
+    "{rm,-rf,{X}}", "{rm,-rf} {X}", "r{m,} -rf {X}", "rm -{r,f} {X}", "rm -r{,f} {X}",
+    # Expansions the gateway cannot evaluate: fail closed.
+    "a=rm; $a -rf {X}", "a=rm; ${a} -rf {X}", 'a=rm; "$a" -rf {X}', "$(echo rm) -rf {X}",
+    "`echo rm` -rf {X}", "rm${IFS}-rf${IFS}{X}", "/???/rm -rf {X}", "/bin/r? -rf {X}", "/bin/r[m] -rf {X}",
+    "/bin/r* -rf {X}", "$0 -c 'rm -rf {X}'", "$SHELL -c 'rm -rf {X}'", "o=-rf; rm $o {X}", 'rm "$o" {X}',
+    "rm -r$f {X}", "rm $(echo -rf) {X}", "rm `echo -rf` {X}", "cd {X}/.. && rm * ", "rm *",
+    "eval \"$cmd\"", "bash -c \"$cmd\"", "sh -c \"r$x\"", "sudo $cmd", "env $cmd", "xargs -a /tmp/list rm",
+    "echo {X} | xargs -I{} {} -rf", "echo 'rm -rf {X}' | sh", "echo 'rm -rf {X}' | bash -s",
+    "printf 'rm -rf {X}' | busybox sh", "echo {X} | xargs sh -c",
+    # A shell reading its script from what the line feeds it.
+    "{ bash; } <<< 'rm -rf {X}'", "(bash) <<< 'rm -rf {X}'", "printf 'x\\nrm -rf {X}' | (read l; bash)",
+    "bash < <(echo rm -rf {X})", "source <(echo rm -rf {X})", ". <(echo rm -rf {X})", "bash <(echo rm -rf {X})",
+    "sh /dev/stdin <<< 'rm -rf {X}'", "exec 0< <(echo rm -rf {X}); bash", "echo 'rm -rf {X}' | at now",
+    "at now <<< 'rm -rf {X}'",
+    # More wrappers, and another host.
+    "setpriv --reuid=0 rm -rf {X}", "prlimit --nofile=10 rm -rf {X}", "prlimit -n10 rm -rf {X}",
+    "systemd-run --user rm -rf {X}", "systemd-run -p Nice=5 rm -rf {X}", "ssh localhost rm -rf {X}",
+    "ssh -p 22 localhost 'rm -rf {X}'", "command exec nice rm -rf {X}", "env -- rm -rf {X}",
+    "sudo -iu root rm -rf {X}", "su root --command 'rm -rf {X}'", "nice -n -5 rm -rf {X}",
+    "timeout -- 5 rm -rf {X}", "bash -c 'eval \"$1\"' _ 'rm -rf {X}'", "rm -rf {X} & disown",
+    # Substitutions bash runs where it evaluates quoted text as arithmetic.
+    "x='a[$(rm -rf {X})]'; echo $((x))", "[[ -v 'a[$(rm -rf {X})]' ]]", "echo $(( a[$(rm -rf {X})] ))",
+    "echo ${x[$(rm -rf {X})]}", "declare -a a=($(rm -rf {X}))", "cat <<EOF\nEO\\\nF\nrm -rf {X}\nEOF",
+    # Not valid shell syntax, or not readable: fail closed.
+    "rm -rf {X}; echo 'oops", "rm -rf {X}\necho \"oops", "echo $(rm -rf {X}", "ls `", "echo ${x",
+    "ls\x00; rm -rf {X}",
+]
+
+# Ordinary work a rule on "rm -rf *" must leave alone.
+ALLOWED = [
+    "ls -la", "ls -la /tmp", "cat file", "cat /etc/hostname", "git status", "git log --oneline | head -5",
+    "uptime", "df -h; free -m", "rm /tmp/x", "rm -f /tmp/x", "rm -r /tmp/dir", "rm -f /tmp/*.log",
+    "rm -f -- \"$f\"", "grep -rf patterns /x", "echo 'rm -rf /x'", 'echo "rm -rf /x"', "echo $HOME",
+    "ls -la $HOME", "cat /etc/hostname | wc -l", "find /tmp -name '*.log' -print", "sudo ls /root",
+    "env LANG=C ls", "nice -n 5 ls", "timeout 5 ls", "sh -c 'ls -la'", 'bash -c "echo hi"',
+    "tar czf /tmp/x.tgz /etc", "echo hi # a comment 'with a quote", "printf '%s\\n' a b",
+    "for f in a b; do echo $f; done", "cd /tmp && ls", "x=1; echo $x", "systemctl status nginx",
+    "echo {a,b}", "ls /srv/{a,b}", "[ -f /etc/passwd ] && echo yes", "cat <<EOF\nhello $USER\nEOF",
+    "bash <<< 'echo hi'", "find /tmp -type f -exec ls -l {} +", "echo /tmp | xargs ls",
+    "sudo -u deploy git -C /srv/app pull", "journalctl -u nginx | grep -i reboot", "python3 -c 'print(1)'",
+    "echo 'use $(cmd) here'", "awk '{print $(NF)}' /etc/passwd", "ssh backup uptime", "last reboot",
+]
+
+
+def spelled(command: str) -> str:
+    return command.replace("{X}", X)
+
+
+class FakeConnection:
+    """Records what a channel sends; request replies are Deferreds that never fire."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+
+    def sendData(self, channel: Any, data: bytes) -> None:
+        self.sent.append(("data", data))
+
+    def sendExtendedData(self, channel: Any, kind: int, data: bytes) -> None:
+        self.sent.append(("ext", kind, data))
+
+    def sendEOF(self, channel: Any) -> None:
+        self.sent.append(("eof",))
+
+    def sendClose(self, channel: Any) -> None:
+        if not channel.localClosed:
+            channel.localClosed = True
+            self.sent.append(("close",))
+
+    def sendRequest(self, channel: Any, request: bytes, data: bytes, wantReply: bool = False) -> Deferred | None:
+        self.sent.append(("request", request, data))
+        return Deferred() if wantReply else None
+
+
+class _Host:
+    def __init__(self, session: Any, target: Any) -> None:
+        self.session = session
+        self.target = target
+        self.filters: dict = {}
+
+    def channel_closed(self, channel: Any) -> None:
+        pass
+
+
+class _CorpusCase:
+    """
+    Runs each command through a fresh front-end channel deciding with
+    C{policy_bytes} (a mixin, so that trial does not run it on its own).
+    """
+
+    policy_bytes: bytes = b""
+    successResultOf: Any
+    assertEqual: Any
+
+    def setUp(self) -> None:
+        self.policy = PolicyService(build_policy_set([("corpus.toml", self.policy_bytes)]))
+
+    def reaches_target(self, command: str) -> bool:
+        audit = MemoryAuditLog()
+        sessions = memory_session_service(connections=(WEB1,), audit=audit, policy=self.policy)
+        session = self.successResultOf(sessions.open(ALICE, "web1", source=Source("ssh", "127.0.0.1:4000")))
+        target_conn = FakeConnection()
+        host = _Host(session, target_conn)
+        target = TargetChannel(b"session", conn=target_conn, remoteWindow=1 << 20, remoteMaxPacket=1 << 15)
+        channel = SessionChannel(host, target, conn=FakeConnection(), remoteWindow=1 << 20, remoteMaxPacket=1 << 15)
+        channel.want_reply = True
+        channel.requestReceived(b"exec", NS(command.encode("utf-8")))
+        return any(entry[:2] == ("request", b"exec") for entry in target_conn.sent)
+
+    def test_denied(self) -> None:
+        """No spelling of the removal reaches the target."""
+        reached = [spelled(c) for c in DENIED if self.reaches_target(spelled(c))]
+        self.assertEqual(reached, [], f"{len(reached)} of {len(DENIED)} reached the target")
+
+    def test_allowed(self) -> None:
+        """Ordinary commands still run."""
+        refused = [c for c in ALLOWED if not self.reaches_target(c)]
+        self.assertEqual(refused, [])
+
+
+class RmRfRuleCorpusTests(_CorpusCase, SynchronousTestCase):
+    """A policy whose only guardrail is C{ssh.commands = ["rm -rf *"]}."""
+
+    policy_bytes = RM_RF_POLICY
+
+
+class DefaultPolicyCorpusTests(_CorpusCase, SynchronousTestCase):
+    """The shipped policy (its C{no-rm-rf} and C{no-power-control} rules)."""
+
+    policy_bytes = DEFAULT_POLICY.read_bytes()

@@ -78,7 +78,7 @@ from typing import Any
 from attrs import define, evolve, field, fields, frozen
 from pglast import parser as _pg
 
-__all__ = ["PreparedStatements", "StatementInfo", "classify", "recordable", "redact_secrets", "statement_info"]
+__all__ = ["PreparedStatements", "StatementInfo", "classify", "mentions_secret", "recordable", "redact_secrets", "statement_info"]
 
 UNKNOWN = "unknown"
 
@@ -119,6 +119,9 @@ class StatementInfo:
         called by a C{SELECT} are not seen through.
     @ivar prepared_name: the name in C{PREPARE}, C{EXECUTE} and
         C{DEALLOCATE}; C{None} for C{DEALLOCATE ALL} / C{DISCARD ALL}.
+    @ivar executes: names of the prepared statements it runs with
+        C{EXECUTE}, at any depth (C{EXPLAIN ANALYZE EXECUTE p}, C{CREATE
+        TABLE t AS EXECUTE p}).
     @ivar copy_in: a C{COPY ... FROM STDIN}: the server reads the client's
         next messages as data (copy-in mode) if it starts.
     @ivar settings: run-time parameters it sets or resets (C{SET},
@@ -138,6 +141,7 @@ class StatementInfo:
     prepared_name: str | None = None
     copy_in: bool = False
     settings: tuple[str, ...] = field(default=(), converter=_strs)
+    executes: tuple[str, ...] = field(default=(), converter=_strs)
     # Built once: the same statement is judged on every execution.
     _attributes: Mapping[str, Any] = field(init=False, eq=False, repr=False)
 
@@ -268,6 +272,7 @@ class _Walker:
         self.prepared_name: str | None = None
         self.copy_in = False
         self.settings: dict[str, None] = {}
+        self.executes: dict[str, None] = {}
 
     def info(self, text: str) -> StatementInfo:
         kinds = tuple(self.kinds) or (UNKNOWN,)
@@ -283,6 +288,7 @@ class _Walker:
             prepared_name=self.prepared_name,
             copy_in=self.copy_in,
             settings=tuple(self.settings),
+            executes=tuple(self.executes),
         )
 
     def walk(self, value: Any, ctes: frozenset[str]) -> None:
@@ -512,6 +518,8 @@ class _Walker:
     def execute(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["execute"] = None
         self.prepared_name = stmt.get("name")
+        if stmt.get("name") is not None:
+            self.executes[stmt["name"]] = None
         self.walk_fields(stmt, ctes)
 
     def deallocate(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
@@ -689,14 +697,19 @@ def _classify_text(sql: str) -> tuple[StatementInfo, ...]:
 
 # Cheap test first: no statement without one of these words carries a secret
 # this module knows how to find.
-_SECRET_HINT = re.compile(r"(?i)password|connection")
+_SECRET_HINT = re.compile(r"(?i)password|connection|://")
 _REDACTED = "'[redacted]'"
 _COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
 # Keywords whose string argument is a secret: ROLE/USER ... PASSWORD 'x',
 # OPTIONS (password 'x') of user mappings and servers, SUBSCRIPTION ...
 # CONNECTION 'conninfo'.
 _SECRET_BEFORE = frozenset({"PASSWORD", "CONNECTION"})
-_CONNINFO_PASSWORD = re.compile(r"(?i)password\s*=")
+# A key/value connection string's password, or a URI's (scheme://user:pw@).
+_CONNINFO_PASSWORD = re.compile(r"(?i)password\s*=|://[^/@\s]*:[^/@\s]*@")
+# Tokens after PASSWORD that are not a secret themselves.
+_NOT_SECRET = frozenset({"NULL_P"})
+# Non-reserved words: a bare password, or a name (SELECT password x ...).
+_WORDS = frozenset({"UNRESERVED_KEYWORD", "COL_NAME_KEYWORD", "TYPE_FUNC_NAME_KEYWORD"})
 UNRECORDABLE = "[statement not recorded: it may hold a password that hoopgw could not locate]"
 
 
@@ -723,6 +736,11 @@ def redact_secrets(text: str) -> str:
             literal = text[token.start:token.end + 1]
             if previous in _SECRET_BEFORE or _CONNINFO_PASSWORD.search(literal):
                 spans.append((token.start, token.end + 1))
+        elif previous == "PASSWORD" and name not in _NOT_SECRET and (
+            name in ("IDENT", "ICONST", "FCONST") or token.kind in _WORDS
+        ):
+            # PASSWORD hunter2 (no quotes: a syntax error the trail still records).
+            spans.append((token.start, token.end + 1))
         if name == "IDENT" and text[token.start:token.end + 1].strip('"').lower() == "password":
             name = "PASSWORD"
         previous = name
@@ -735,6 +753,11 @@ def redact_secrets(text: str) -> str:
         last = end
     out.append(text[last:])
     return "".join(out)
+
+
+def mentions_secret(text: str) -> bool:
+    """Whether C{text} may hold a secret L{redact_secrets} would find (cheap)."""
+    return _SECRET_HINT.search(text) is not None
 
 
 def recordable(text: str) -> str:
@@ -899,6 +922,7 @@ class PreparedStatements:
                 program=info.program,
                 copy_in=info.copy_in,
                 settings=info.settings,
+                executes=info.executes,
                 writes_data=info.writes_data,
                 prepared_name=info.prepared_name,
             )
@@ -914,19 +938,22 @@ class PreparedStatements:
 
     def resolve(self, info: StatementInfo) -> StatementInfo:
         """
-        The facts to judge a statement by: for C{EXECUTE p}, its own facts
-        (its parameters may call functions) merged with those of C{p};
-        C{unknown} is added when C{p} was not seen being prepared.  Any
-        other statement is returned as it is.
+        The facts to judge a statement by: one that runs prepared statements
+        (C{EXECUTE p}, at any depth: C{EXPLAIN ANALYZE EXECUTE p}, C{CREATE
+        TABLE t AS EXECUTE p}) has its own facts (its parameters may call
+        functions) merged with those of each C{p}; C{unknown} is added for a
+        C{p} not seen being prepared.  Any other statement is returned as
+        it is.
         """
-        if not info.kinds or info.kinds[0] != "execute" or info.prepared_name is None:
+        if not info.executes:
             return info
-        prepared = self.execute_info(info.prepared_name)
-        if prepared is None:
-            prepared = StatementInfo(text="", kinds=(UNKNOWN,), writes_data=True)
-        merged = _merge(info.text, (info, prepared), prepared_name=info.prepared_name)
+        merged_from = [info]
+        for name in info.executes:
+            prepared = self.execute_info(name)
+            merged_from.append(prepared if prepared is not None else StatementInfo(text="", kinds=(UNKNOWN,), writes_data=True))
+        merged = _merge(info.text, merged_from, prepared_name=info.prepared_name)
         # EXECUTE alone is opaque (it may write); resolved, it writes what p does.
-        writes_data = prepared.writes_data or bool(info.writes)
+        writes_data = any(p.writes_data for p in merged_from[1:]) or bool(info.writes)
         return evolve(merged, writes_data=writes_data)
 
 
@@ -945,6 +972,7 @@ def _merge(text: str, infos: Iterable[StatementInfo],
         program=any(i.program for i in infos),
         copy_in=any(i.copy_in for i in infos),
         settings=union("settings"),
+        executes=union("executes"),
         writes_data=any(i.writes_data for i in infos),
         prepared_name=prepared_name,
     )

@@ -16,6 +16,7 @@ refused) and a sequence that a function advances.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -415,6 +416,36 @@ class SecretTests(_Case):
         self.assertNotIn(b"hunter2", trail)
 
 
+class MoreSecretTests(_Case):
+    @inlineCallbacks
+    def test_other_spellings_never_enter_the_trail(self):
+        """
+        A comment between PASSWORD and the password, a password without
+        quotes (a syntax error, recorded all the same), a URI connection
+        string, and a password sent as a Bind parameter: none reaches the trail.
+        """
+        self.cluster.psql("ALTER ROLE app_scram CREATEROLE; CREATE ROLE r1")
+
+        def work(client):
+            return [
+                client.batch(codec.Query("ALTER ROLE r1 PASSWORD /* rotated */ 'hunter2-comment'")),
+                client.batch(codec.Query("ALTER ROLE r1 PASSWORD -- c\n 'hunter2-linecomment'")),
+                client.batch(codec.Query("ALTER ROLE r1 PASSWORD hunter2unquoted")),
+                client.batch(codec.Query("SELECT 'postgresql://u:hunter2-uri@h/db' AS c")),
+                client.batch(
+                    codec.Parse("", "ALTER ROLE r1 PASSWORD $1", ()),
+                    codec.Bind("", "", (), (b"hunter2-param",), ()),
+                    codec.Execute("", 0),
+                    codec.Sync(),
+                ),
+            ]
+
+        answers = yield self.raw(work)
+        self.assertEqual([errors(a) for a in answers[:2]], [[], []])
+        trail = b"".join(p.read_bytes() for p in (self.base / "data" / "audit").rglob("*") if p.is_file())
+        self.assertNotIn(b"hunter2", trail)
+
+
 class FunctionCallTests(_Case):
     """A FunctionCall names its function by OID: judged as that function (issue 11, item 4)."""
 
@@ -473,3 +504,161 @@ message = "large objects may not be removed"
         [(start, end)] = self.actions("sql.call")
         self.assertEqual(start["action"]["input"], "function call pg_catalog.version (oid 89)")
         self.assertEqual(end["outcome"]["status"], "succeeded")
+
+
+EVIL = "DELETE FROM payments WHERE id > 0"
+
+
+class NameTests(_Case):
+    """
+    What a name holds must be what the server holds (a review's attacks):
+    changes across a Sync that fail, names the server cuts or converts,
+    EXECUTE nested in another statement, portals closed or declared in SQL.
+    """
+
+    @inlineCallbacks
+    def test_failed_parse_across_a_sync(self):
+        """
+        Parse s (a DELETE), then in one write: Parse s (fails: exists), Sync,
+        Bind s, Execute, Sync.  The server skips nothing after that Sync, so
+        the Bind runs the DELETE: it must be judged as the DELETE.
+        """
+
+        def work(client):
+            client.batch(codec.Parse("s", EVIL, ()), codec.Sync())
+            return client.batch(
+                codec.Parse("s", "SELECT 1", ()),
+                codec.Sync(),
+                codec.Bind("", "s", (), (), ()),
+                codec.Execute("", 0),
+                codec.Sync(),
+                syncs=2,
+            )
+
+        yield self.raw(work)
+        self.assertEqual(self.payments(), 5, "the DELETE ran, judged as SELECT 1")
+
+    @inlineCallbacks
+    def test_failed_prepare_then_execute_pipelined(self):
+        """Two pipelined Queries, PREPARE s (fails: exists) and EXECUTE s, run the DELETE s holds: refused."""
+
+        def work(client):
+            client.batch(codec.Parse("s", EVIL, ()), codec.Sync())
+            client.sock.sendall(codec.encode(codec.Query("PREPARE s AS SELECT 1")) + codec.encode(codec.Query("EXECUTE s")))
+            return client.read_until_ready(2)
+
+        yield self.raw(work)
+        self.assertEqual(self.payments(), 5)
+
+    @inlineCallbacks
+    def test_long_and_converted_names(self):
+        """
+        Protocol-level names the server cuts at 63 bytes, or converts from
+        the client encoding, end the connection (FATAL 08P01), so two names
+        can never be one to the server and two to the gateway.  (SQL names
+        are cut and converted by the same lexer on both sides.)
+        """
+        long = "a" * 63
+
+        def work(client):
+            return client.batch(codec.Parse(long + "_benign", "SELECT 1", ()), codec.Sync())
+
+        answers = yield self.raw(work)
+        self.assertEqual(errors(answers)[-1][0], "08P01")
+
+        def converted(client):
+            return client.batch(codec.Parse("\u00e9", EVIL, ()), codec.Sync())
+
+        answers = yield self.raw(converted, client_encoding="LATIN1")
+        self.assertEqual(errors(answers)[-1][0], "08P01")
+        self.assertEqual(self.payments(), 5)
+
+    @inlineCallbacks
+    def test_nested_execute(self):
+        """EXPLAIN ANALYZE EXECUTE p and CREATE TABLE ... AS EXECUTE p are judged by what p holds."""
+
+        def work(client):
+            client.batch(codec.Parse("p", EVIL, ()), codec.Parse("b", "SELECT bump(7)", ()), codec.Sync())
+            return [
+                client.batch(codec.Query("EXPLAIN ANALYZE EXECUTE p")),
+                client.batch(codec.Query("CREATE TEMP TABLE x AS EXECUTE b")),
+            ]
+
+        answers = yield self.raw(work)
+        self.assertEqual(self.payments(), 5)
+        self.assertEqual(self.bumps(), 0, "the denied function ran")
+        self.assertEqual([errors(a)[0][0] for a in answers], ["42501", "42501"])
+
+    @inlineCallbacks
+    def test_portal_closed_and_declared_in_sql(self):
+        """
+        A portal bound as SELECT 1, CLOSEd in SQL and DECLAREd again as a
+        cursor over payments: its Execute is not the SELECT 1 its Bind was
+        decided as (it is unknown, which the shipped policy refuses).
+        """
+
+        def work(client):
+            client.batch(codec.Query("BEGIN"))
+            client.batch(codec.Parse("s", "SELECT 1 AS harmless", ()), codec.Bind("p", "s", (), (), ()), codec.Sync())
+            client.batch(codec.Query("CLOSE p"))
+            client.batch(codec.Query("DECLARE p CURSOR FOR SELECT id, amount FROM payments"))
+            return client.batch(codec.Execute("p", 0), codec.Sync())
+
+        answers = yield self.raw(work)
+        self.assertEqual([m for m in answers if isinstance(m, codec.DataRow)], [], "the cursor's rows came back")
+        self.assertEqual(errors(answers)[0][0], "42501")
+
+    @inlineCallbacks
+    def test_data_behind_a_slow_copy_is_not_buffered(self):
+        """
+        While the gateway waits to learn whether a COPY started, it stops
+        reading: a client streaming CopyData behind a slow statement does not
+        grow the gateway (the kernel's buffers fill instead).
+        """
+        import resource
+
+        self.cluster.psql("CREATE TABLE sink (v text); GRANT ALL ON sink TO app_scram")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+        def work(client):
+            client.sock.sendall(codec.encode(codec.Query("SELECT pg_sleep(2); COPY sink FROM STDIN")))
+            chunk = codec.encode(codec.CopyData.from_data(b"x" * 65000 + b"\n")) * 16
+            client.sock.settimeout(0.5)
+            sent = 0
+            try:
+                while sent < 300 << 20:
+                    client.sock.sendall(chunk)
+                    sent += len(chunk)
+            except OSError:
+                pass  # the gateway stopped reading: the send buffer is full
+            time.sleep(2.5)  # the COPY starts: the gateway reads (and sees the end) again
+            return sent
+
+        sent = yield self.raw(work)
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        self.assertLess(sent, 100 << 20, "the gateway kept reading")
+        self.assertLess(grown_mb, 64, f"the gateway grew by {grown_mb:.0f} MB")
+
+
+class CommitTests(_Case):
+    @inlineCallbacks
+    def test_failed_commit_is_recorded(self):
+        """
+        A deferred constraint failing at the Sync's commit rolls back an INSERT
+        already recorded as succeeded: the failure is recorded too, as a
+        failed sql.commit with the server's SQLSTATE.
+        """
+
+        def work(client):
+            client.batch(codec.Query("CREATE TEMP TABLE d (id int UNIQUE DEFERRABLE INITIALLY DEFERRED)"))
+            return client.batch(
+                codec.Parse("", "INSERT INTO d VALUES (1), (1)", ()),
+                codec.Bind("", "", (), (), ()),
+                codec.Execute("", 0),
+                codec.Sync(),
+            )
+
+        answers = yield self.raw(work)
+        self.assertEqual(errors(answers)[0][0], "23505")
+        [(start, end)] = self.actions("sql.commit")
+        self.assertEqual((end["outcome"]["status"], end["outcome"]["code"]), ("failed", "23505"))

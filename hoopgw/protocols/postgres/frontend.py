@@ -41,10 +41,20 @@ from zope.interface import implementer
 from hoopgw.config import PostgresSettings
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted
 from hoopgw.model import Action, Connection, Outcome, Source, Status
-from hoopgw.policy.sql import StatementInfo, classify, recordable, statement_info
+from hoopgw.policy.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
 from hoopgw.protocols import _preauth, _tls as tls
 from hoopgw.protocols.postgres import codec, lexical
-from hoopgw.protocols.postgres.tracker import Copy, Desync, Expect, NameChange, Pending, Portal, Tracker, rows_from_tag
+from hoopgw.protocols.postgres.tracker import (
+    Copy,
+    Desync,
+    Expect,
+    NameChange,
+    Pending,
+    Portal,
+    Tracker,
+    ends_portals,
+    rows_from_tag,
+)
 from hoopgw.protocols.postgres.catalog import Catalog
 from hoopgw.protocols.postgres.backend import BackendAuthError, BackendProtocol, client_tls_options
 from hoopgw.sessions import GATEWAY_RULE, ActionHandle, Session, SessionService
@@ -85,6 +95,18 @@ def _parameter_record(value: bytes | None, binary: bool) -> Any:
 
 # Statement and portal names the gateway keeps for its own stand-ins.
 RESERVED_PREFIX = "hoopgw_"
+
+# Messages judged by what names hold (and the Query, whose EXECUTE does).
+_USES_NAMES = frozenset({codec.Bind, codec.Execute, codec.Query, codec.FunctionCall})
+# The server keys statements and portals by their first 63 bytes in its own
+# encoding; names that are plain ASCII and no longer are the same to both.
+_NAME_MAX = 63
+_NAME_RULE = "a statement or portal name that is not ASCII, or longer than 63 bytes,"
+
+
+def _plain_name(name: str) -> bool:
+    return len(name) <= _NAME_MAX and name.isascii()
+
 
 # The extended-protocol messages that name a statement or a portal.
 _NAMING = frozenset({codec.Parse, codec.Bind, codec.Describe, codec.Close, codec.Execute})
@@ -134,8 +156,11 @@ def _finish(handle: ActionHandle, outcome: Outcome) -> None:
 
 
 def _changes_names(info: StatementInfo) -> bool:
-    """A statement of a Query that PREPARE/DEALLOCATE/DISCARDs prepared statements."""
-    return info.kinds[:1] in (("prepare",), ("deallocate",), ("discard",))
+    """
+    A statement of a Query that PREPARE/DEALLOCATE/DISCARDs prepared
+    statements, or after which the gateway no longer knows the portals.
+    """
+    return info.kinds[:1] in (("prepare",), ("deallocate",), ("discard",)) or ends_portals(info)
 
 
 class PostgresFrontEnd(Factory):
@@ -232,6 +257,7 @@ class ClientProtocol(Protocol):
         self.cancel_secret = b""
         self.transform: RowTransform | None = None
         self.tracker = Tracker(finish=_finish)
+        self.reading: _Reading | None = None  # the client transport's, once connected
         self.settings = lexical.Settings()
         self._batch_open = False  # extended-protocol messages since the last Sync
         self._queue: deque[codec.Message] = deque()
@@ -270,6 +296,9 @@ class ClientProtocol(Protocol):
             if transport is not None and getattr(transport, "connected", True):
                 transport.unregisterProducer()
 
+    def connectionMade(self) -> None:
+        self.reading = _Reading(self.transport)
+
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)
         try:
@@ -283,6 +312,11 @@ class ClientProtocol(Protocol):
         if self.state is Phase.READY:
             self._queue.extend(messages)
             self._drain()
+            if self._queue and self.reading is not None and self.state is Phase.READY:
+                # Messages wait (a decision, a COPY not yet started, answers
+                # that settle names): read no more until they are forwarded,
+                # so one client cannot fill the gateway's memory.
+                self.reading.pause("queue")
             return
         for message in messages:
             if self.state is Phase.STARTUP or self.state is Phase.PASSWORD:
@@ -400,8 +434,8 @@ class ClientProtocol(Protocol):
         # reading from the other, whose kernel buffer then fills and whose
         # sender blocks (a target streaming a large result to a slow client
         # waits in ClientWrite instead of filling the gateway's memory).
-        self.transport.registerProducer(_ReadPause(backend.transport), True)
-        backend.transport.registerProducer(_ReadPause(self.transport), True)
+        self.transport.registerProducer(_ReadPause(_Reading(backend.transport)), True)
+        backend.transport.registerProducer(_ReadPause(self.reading), True)
         self._linked = True
         self.cancel_pid, self.cancel_secret = self.front.register_cancel_key(self)
         self.transform = self.front.transform_for(self.session)  # type: ignore[arg-type]
@@ -507,9 +541,16 @@ class ClientProtocol(Protocol):
                 continue
             if kind is codec.CopyData or kind is codec.CopyDone or kind is codec.CopyFail:
                 continue  # outside copy-in the server ignores them
+            if kind in _USES_NAMES and tracker.changes and tracker.names_uncertain:
+                queue.appendleft(message)  # forwarded once the server has answered them
+                break
             if kind in _NAMING:
-                if any(name.startswith(RESERVED_PREFIX) for name in _names(message)):
+                names = _names(message)
+                if any(name.startswith(RESERVED_PREFIX) for name in names):
                     self._reserved_name(message)
+                    return
+                if not all(_plain_name(name) for name in names):
+                    self._protocol_violation(_NAME_RULE)
                     return
                 if tracker.skipping:
                     continue  # the server skips it: an earlier message of this batch failed
@@ -554,6 +595,8 @@ class ClientProtocol(Protocol):
             out.append(codec.encode(message))
         if out:
             backend.write_raw(b"".join(out))  # type: ignore[union-attr]
+        if not queue and self.reading is not None and self.state is Phase.READY:
+            self.reading.resume("queue")
         if self.state is Phase.CLOSING:
             self._unlink()
             self.transport.loseConnection()
@@ -594,7 +637,7 @@ class ClientProtocol(Protocol):
         d.addCallbacks(self._resume, self._refused_all)
 
     def _setting_refusal(self, info: StatementInfo) -> str | None:
-        """Why a statement's setting changes cannot be followed (L{lexical.setting_refusal})."""
+        """Why the gateway cannot follow a statement: it changes a setting the gateway pins (L{lexical.setting_refusal})."""
         if not info.settings and not info.functions:
             return None
         if _LEXICAL_SETTINGS.isdisjoint(info.settings) and _SET_CONFIG.isdisjoint(info.functions):
@@ -781,7 +824,12 @@ class ClientProtocol(Protocol):
             details={
                 "statement": statement,
                 "portal": portal,
-                "parameters": [_parameter_record(v, b) for v, b in zip(parameters, binary)],
+                "parameters": (
+                    [_parameter_record(v, b) for v, b in zip(parameters, binary)]
+                    if not mentions_secret(info.text)
+                    # ALTER ROLE r PASSWORD $1 (the server refuses it, but it is sent)
+                    else ["[redacted]"] * len(parameters)
+                ),
             },
         )
         return action, resolved
@@ -901,6 +949,8 @@ class ClientProtocol(Protocol):
                     self.settings.report(message.name, message.value)  # type: ignore[attr-defined]
                 elif kind is codec.RowDescription and transform is not None:
                     transform.describe(message)  # type: ignore[arg-type]
+                elif kind is codec.ErrorResponse and tracker.at_batch_end:
+                    self._commit_failed(message)  # type: ignore[arg-type]
                 message = tracker.answer(message)
                 raw = message.raw
                 append(raw if raw is not None else codec.encode(message))
@@ -915,6 +965,19 @@ class ClientProtocol(Protocol):
         tls.flush(self.transport)
         if self._queue and not self._waiting:
             self._drain()  # the server's answer may have released a hold
+
+    def _commit_failed(self, error: codec.ErrorResponse) -> None:
+        """
+        An error at the end of a batch (a Sync's or a Query's implicit
+        commit: a deferred constraint): the statements recorded as
+        succeeded were rolled back.  Recorded as an observed action of its own.
+        """
+        if self.session is None or error.severity != "ERROR":
+            return
+        action = Action(kind="sql.commit", input="the implicit commit at the end of the batch")
+        d = self.session.observe(action)
+        d.addCallback(lambda handle: handle.finish(Outcome(status=Status.failed, error=error.message, code=error.code)))
+        d.addErrback(lambda f: log.failure("commit failure not recorded", f))
 
     def _lost_track(self, out: list[bytes], why: str) -> None:
         """The server's state is no longer one the gateway can follow: fail closed."""
@@ -962,22 +1025,45 @@ class ClientProtocol(Protocol):
             session.close(status=status, error=error)
 
 
-@implementer(IPushProducer)
-class _ReadPause:
+class _Reading:
     """
-    One side's transport as a producer for the other side: paused (reading
-    stops) while the other's send buffer is full.  Only the protocols close
-    connections, so stopProducing does nothing.
+    Whether a transport reads, for several reasons at once: it reads again
+    only once none of them holds (the peer's send buffer is full, messages
+    wait in the gateway's queue).
     """
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
+        self.reasons: set[str] = set()
+
+    def pause(self, reason: str) -> None:
+        if not self.reasons:
+            self.transport.pauseProducing()
+        self.reasons.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self.reasons:
+            self.reasons.discard(reason)
+            if not self.reasons:
+                self.transport.resumeProducing()
+
+
+@implementer(IPushProducer)
+class _ReadPause:
+    """
+    One side's reading as a producer for the other side: paused while the
+    other's send buffer is full.  Only the protocols close connections, so
+    stopProducing does nothing.
+    """
+
+    def __init__(self, reading: _Reading) -> None:
+        self.reading = reading
 
     def pauseProducing(self) -> None:
-        self.transport.pauseProducing()
+        self.reading.pause("peer")
 
     def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
+        self.reading.resume("peer")
 
     def stopProducing(self) -> None:
         pass

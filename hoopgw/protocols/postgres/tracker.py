@@ -39,7 +39,7 @@ from hoopgw.model import Outcome, Status
 from hoopgw.policy.sql import PreparedStatements, StatementInfo
 from hoopgw.protocols.postgres import codec
 
-__all__ = ["Copy", "Desync", "Expect", "NameChange", "Pending", "Portal", "Tracker", "rows_from_tag"]
+__all__ = ["Copy", "Desync", "ends_portals", "Expect", "NameChange", "Pending", "Portal", "Tracker", "rows_from_tag"]
 
 _COUNTED_TAGS = ("SELECT", "INSERT", "UPDATE", "DELETE", "COPY", "MERGE", "FETCH", "MOVE")
 
@@ -111,6 +111,18 @@ class Portal:
     formats: tuple[int, ...]
 
 
+# Statements after which the portals the gateway knew may be gone, or others
+# there under their names: cursors declared or closed in SQL, transactions
+# (and savepoints rolled back to) ending, DISCARD ALL.
+_ENDS_PORTALS = frozenset(
+    {"declare", "close", "commit", "rollback", "rollback_to_savepoint", "prepare_transaction", "discard"}
+)
+
+
+def ends_portals(info: StatementInfo) -> bool:
+    return not _ENDS_PORTALS.isdisjoint(info.kinds)
+
+
 @frozen
 class NameChange:
     """
@@ -118,7 +130,7 @@ class NameChange:
     applied once the server has answered it without an error.
     """
 
-    what: str  # "parse", "bind", "close-statement", "close-portal", "sql"
+    what: str  # "parse", "bind", "close-statement", "close-portal", "sql" (a statement of a Query)
     name: str = ""
     value: Any = None  # StatementInfo (parse, sql) or Portal (bind)
 
@@ -134,6 +146,13 @@ class NameChange:
             portals.pop(self.name, None)
         elif what == "sql":
             prepared.observe(self.value)
+            if self.ends_portals:
+                portals.clear()
+
+    @property
+    def ends_portals(self) -> bool:
+        """A statement of a Query after which the gateway no longer knows the portals (L{ends_portals})."""
+        return self.what == "sql" and ends_portals(self.value)
 
 
 @define(eq=False, slots=True)
@@ -168,6 +187,7 @@ class Tracker:
     copy: Copy = Copy.NONE
     awaiting_copy: int = 0  # forwarded statements that may yet start copy-in
     unsettled: int = 0  # code-running messages forwarded since the server was last idle
+    changes: int = 0  # entries in expect that change names
     # Names as the server confirmed them; the view adds every change
     # forwarded and not yet answered, in order.
     prepared: PreparedStatements = field(factory=PreparedStatements)
@@ -198,10 +218,41 @@ class Tracker:
         if pending.copy_in:
             self.awaiting_copy += 1
         change = pending.change
-        if change is not None and not self._view_stale:
-            change.apply(self._view_prepared, self._view_portals)
+        if change is not None:
+            self.changes += 1
+            if not self._view_stale:
+                change.apply(self._view_prepared, self._view_portals)
+            if change.ends_portals:
+                bound, self.bound = self.bound, {}
+                for handle in bound.values():
+                    self._unexecuted(handle, "closed by a later statement before it was executed")
         if pending.expect is Expect.SYNC:
             self.skipping = False
+
+    @property
+    def at_batch_end(self) -> bool:
+        """The next answer due is a batch's ReadyForQuery (an error now is its commit's)."""
+        return bool(self.expect) and self.expect[0].expect.ends_group  # type: ignore[attr-defined]
+
+    @property
+    def names_uncertain(self) -> bool:
+        """
+        A name change is still unanswered in an earlier batch (before a Sync,
+        or in an earlier Query): whether it took, only its answer tells, and
+        the server does not skip what follows that batch if it failed.  A
+        message that uses names must wait for the answers.  (Within one batch
+        the view is right either way: after a failure the server skips the
+        rest of the batch.)
+        """
+        if not self.changes:
+            return False
+        change_seen = False
+        for pending in self.expect:
+            if pending.change is not None:
+                change_seen = True
+            elif change_seen and pending.expect.ends_group:  # type: ignore[attr-defined]
+                return True
+        return False
 
     def forward_stand_in(self, pending: Pending) -> None:
         """
@@ -346,6 +397,12 @@ class Tracker:
 
     def _settle(self, pending: Pending) -> None:
         """What an answered (or skipped) entry settles besides its own outcome."""
+        if pending.change is not None:
+            self.changes -= 1
+            if pending.change.ends_portals:
+                # Cleared whether or not the statement succeeded: a portal the
+                # gateway forgets is judged as unknown, never as what it held.
+                self.portals.clear()
         if pending.replaces is not None:
             self._unexecuted(pending.replaces, "replaced by another Bind before it was executed")
         if pending.copy_in:
@@ -374,6 +431,7 @@ class Tracker:
                 if handle is not None:
                     self.finish(handle, outcome)
         self.expect.clear()
+        self.changes = 0
         for handle in self.bound.values():
             self.finish(handle, outcome)
         self.bound.clear()

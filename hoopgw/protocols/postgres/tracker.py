@@ -337,9 +337,11 @@ class Tracker:
         if kind not in head.expect.accepts:  # type: ignore[attr-defined]
             raise Desync(f"the server sent {_name(kind)} where the gateway expected the answer to a {head.expect.value}")
         self.expect.popleft()
-        self._settle(head)
-        if head.change is not None:
-            head.change.apply(self.prepared, self.portals)
+        change = head.change
+        if change is not None or head.copy_in or head.replaces is not None:
+            self._settle(head)
+            if change is not None:
+                change.apply(self.prepared, self.portals)
         expect = head.expect
         if expect.ends_group:  # type: ignore[attr-defined]
             if not self.expect:

@@ -40,7 +40,7 @@ from attrs import field, frozen
 
 from hoopgw.model import Action
 from hoopgw.protocols.http.paths import QueryParams, RoutedPath
-from hoopgw.protocols.http.redact import redact_query
+from hoopgw.protocols.http.redact import redact_target
 
 __all__ = [
     "API_PREFIXES",
@@ -196,12 +196,13 @@ class K8sRequest:
     def input(self) -> str:
         """
         The request as the audit trail shows it: the command line of an
-        exec, else the method and target, credentials in the query redacted
-        (L{hoopgw.protocols.http.redact}).
+        exec, else the method and target, credentials redacted
+        (L{hoopgw.protocols.http.redact.redact_target}, as for every target
+        the gateway records).
         """
         if (self.subresource == "exec" or self.node_exec) and self.exec_command:
             return shlex.join(self.exec_command)
-        target = self.path + ("?" + redact_query(self.query.raw) if self.query.raw else "")
+        target = redact_target(self.path + "?" + self.query.raw if self.query.raw else self.path)
         return f"{self.method} {target}"
 
     def details(self) -> dict[str, Any]:

@@ -273,6 +273,9 @@ class _Walker:
         self.copy_in = False
         self.settings: dict[str, None] = {}
         self.executes: dict[str, None] = {}
+        # Facts read from a literal (a function body): not to be shared by
+        # texts of the same normalised shape (see _shapes).
+        self.from_literal = False
 
     def info(self, text: str) -> StatementInfo:
         kinds = tuple(self.kinds) or (UNKNOWN,)
@@ -453,16 +456,40 @@ class _Walker:
     def create_view(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["create_view"] = None
         self.write(stmt.get("view"))
-        self.walk_fields(stmt, ctes, "view")
+        self.reaching(lambda: self.walk_fields(stmt, ctes, "view"))
+
+    def reaching(self, walk: Any) -> None:
+        """
+        Walk DDL that makes another way to reach tables (a view, a rule, a
+        function body): every table it reads or writes counts as written, as
+        a rule on a table protects the table, not one name for it.
+        """
+        before = set(self.reads)
+        walk()
+        for name in self.reads:
+            if name not in before:
+                self.writes[name] = None
+
+    def rule(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.kinds["create_rule"] = None
+        self.write(stmt.get("relation"))
+        self.reaching(lambda: self.walk_fields(stmt, ctes, "relation"))
+
+    def trigger(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        # It changes what a write to its table does.
+        self.kinds["create_trigger"] = None
+        self.write(stmt.get("relation"))
+        self.walk_fields(stmt, ctes, "relation")
 
     def refresh(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["refresh_materialized_view"] = None
         self.write(stmt.get("relation"))
 
     def alter_table(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        # ATTACH/DETACH PARTITION, INHERIT: the other table is changed too.
         self.kinds["alter_" + _object(stmt.get("objtype"))] = None
         self.write(stmt.get("relation"))
-        self.walk_fields(stmt, ctes, "relation")
+        self.reaching(lambda: self.walk_fields(stmt, ctes, "relation"))
 
     def rename(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         renamed = stmt.get("renameType")
@@ -485,8 +512,42 @@ class _Walker:
         self.walk_fields(stmt, ctes)
 
     def create_function(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
-        # The body is another language's text: not walked (like DO).
+        """
+        The body is walked where the gateway can read it: SQL (a string or
+        BEGIN ATOMIC) and PL/pgSQL's static statements; every table they
+        touch counts as written (L{reaching}).  A body it cannot read (another
+        language, PL/pgSQL's dynamic EXECUTE) makes the statement unknown.
+        """
         self.kinds["create_procedure" if stmt.get("is_procedure") else "create_function"] = None
+        options = {}
+        for option in stmt.get("options", ()):
+            element = option.get("DefElem", {})
+            options[element.get("defname")] = element.get("arg")
+        language = ((options.get("language") or {}).get("String") or {}).get("sval", "sql").lower()
+        body = [
+            item.get("String", {}).get("sval", "")
+            for item in ((options.get("as") or {}).get("List") or {}).get("items", ())
+        ]
+        self.from_literal = True
+        if stmt.get("sql_body") is not None:
+            self.reaching(lambda: self.walk(stmt["sql_body"], ctes))
+        elif language == "sql" and body:
+            self.reaching(lambda: self.absorb(classify(body[0])))
+        elif language == "plpgsql" and body:
+            self.reaching(lambda: self.absorb(_plpgsql_statements(body[0])))
+        elif language not in ("internal",):
+            self.kinds[UNKNOWN] = None
+
+    def absorb(self, infos: Iterable[StatementInfo]) -> None:
+        """Take in the facts of statements run by the one being walked."""
+        for info in infos:
+            for kind in info.kinds:
+                if kind == UNKNOWN:
+                    self.kinds[UNKNOWN] = None
+            self.reads.update(dict.fromkeys(info.reads))
+            self.reads.update(dict.fromkeys(info.writes))
+            self.functions.update(dict.fromkeys(info.functions))
+            self.program = self.program or info.program
 
     def alter_function(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["alter_" + _object(stmt.get("objtype", "OBJECT_FUNCTION"))] = None
@@ -573,6 +634,8 @@ _HANDLERS.update({
     "CreateForeignTableStmt": _Walker.create_foreign_table,
     "CreateTableAsStmt": _Walker.create_table_as,
     "ViewStmt": _Walker.create_view,
+    "RuleStmt": _Walker.rule,
+    "CreateTrigStmt": _Walker.trigger,
     "RefreshMatViewStmt": _Walker.refresh,
     "AlterTableStmt": _Walker.alter_table,
     "RenameStmt": _Walker.rename,
@@ -597,6 +660,45 @@ _HANDLERS.update({
     "FetchStmt": _Walker.fetch,
     "RangeVar": lambda walker, rangevar, ctes: walker.read(rangevar, ctes),
 })
+
+
+def _plpgsql_statements(body: str) -> tuple[StatementInfo, ...]:
+    """
+    The SQL a PL/pgSQL body runs, as far as it can be read: each statement
+    and expression classified; a dynamic EXECUTE (or a body that does not
+    parse) is unknown.
+    """
+    tag = "hoopgw"
+    while f"${tag}$" in body:
+        tag += "_"
+    # What RETURN may say, and which variables exist, depend on the return
+    # type, which is not needed otherwise: the first that parses.
+    for returns in ("void", "int", "SETOF int", "trigger", "event_trigger"):
+        try:
+            tree = json.loads(
+                _pg.parse_plpgsql_json(f"CREATE FUNCTION f() RETURNS {returns} LANGUAGE plpgsql AS ${tag}${body}${tag}$")
+            )
+            break
+        except Exception:
+            continue
+    else:
+        return (_unknown(body),)
+    infos: list[StatementInfo] = []
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key.startswith("PLpgSQL_stmt_dyn") or key == "PLpgSQL_stmt_open" and "dynquery" in (value or {}):
+                    infos.append(_unknown("EXECUTE"))
+                if key == "PLpgSQL_expr" and isinstance(value, dict):
+                    query = value.get("query", "")
+                    infos.extend(classify(query if value.get("parseMode", 0) == 0 else f"SELECT {query}"))
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+    return tuple(infos)
 
 
 # -- classification ------------------------------------------------------------
@@ -840,7 +942,7 @@ def _classify(sql: str) -> tuple[tuple[StatementInfo, ...], tuple[str, str, Stat
             continue
         info = walker.info(text)
         infos.append(info)
-        if len(stmts) == 1:
+        if len(stmts) == 1 and not walker.from_literal:
             shape = (prefix, suffix, info)
     return tuple(infos), shape
 

@@ -662,3 +662,38 @@ class CommitTests(_Case):
         self.assertEqual(errors(answers)[0][0], "23505")
         [(start, end)] = self.actions("sql.commit")
         self.assertEqual((end["outcome"]["status"], end["outcome"]["code"]), ("failed", "23505"))
+
+
+class ReachabilityTests(_Case):
+    """
+    A rule on public.payments protects the table, not a name (issue 11,
+    item 5): ways to make another path to it are refused, and the rows stay.
+    """
+
+    @inlineCallbacks
+    def test_other_paths_to_a_protected_table(self):
+        self.cluster.psql(
+            "CREATE TABLE other (id int); GRANT ALL ON other TO app_scram;"
+            "CREATE TABLE parent (id int, amount int) PARTITION BY RANGE (id); ALTER TABLE parent OWNER TO app_scram;"
+            "ALTER TABLE payments OWNER TO app_scram; GRANT CREATE ON SCHEMA public TO app_scram;"
+        )
+        attacks = [
+            "CREATE TEMP VIEW v AS SELECT * FROM payments; DELETE FROM v WHERE id > 0",
+            "CREATE VIEW v2 AS SELECT id, amount FROM (SELECT * FROM payments) p",
+            "CREATE RULE r AS ON INSERT TO other DO ALSO DELETE FROM payments WHERE id > 0",
+            "CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE sql BEGIN ATOMIC DELETE FROM payments WHERE id > 0; END",
+            "CREATE FUNCTION f2() RETURNS void LANGUAGE plpgsql AS $$BEGIN DELETE FROM payments WHERE id > 0; END$$",
+            "CREATE FUNCTION f3() RETURNS void LANGUAGE plpgsql AS $$BEGIN EXECUTE 'DELETE FROM pay' || 'ments'; END$$",
+            "ALTER TABLE parent ATTACH PARTITION payments FOR VALUES FROM (0) TO (100)",
+            "ALTER SCHEMA public RENAME TO elsewhere",
+        ]
+
+        def work(client):
+            return [client.batch(codec.Query(sql)) for sql in attacks]
+
+        answers = yield self.raw(work)
+        for sql, answer in zip(attacks, answers):
+            self.assertEqual(errors(answer)[0][0], "42501", sql)
+        self.assertEqual(self.payments(), 5)
+        self.assertEqual(self.count("SELECT count(*) FROM pg_inherits"), "0")
+        self.assertEqual(self.count("SELECT count(*) FROM pg_namespace WHERE nspname = 'public'"), "1")

@@ -508,7 +508,7 @@ class ShippedPolicyTests(SynchronousTestCase):
         self.assertEqual(
             [r.name for r in p.rules],
             ["authenticated-may-use-everything", "no-destructive-ddl", "no-unbounded-writes",
-             "no-copy-program", "no-do-blocks", "no-unknown-statements", "review-payment-writes", "no-rm-rf", "no-power-control", "no-port-forwarding",
+             "no-copy-program", "no-schema-renames", "no-do-blocks", "no-unknown-statements", "review-payment-writes", "no-rm-rf", "no-power-control", "no-port-forwarding",
              "no-namespace-delete", "no-node-proxy"],
         )
 

@@ -340,6 +340,9 @@ SQL = {
     "empty-and-comments": "  -- nothing\n /* here */ ;;",
     "latin1-bytes": "SELECT 'caf\udce9' AS \"na\udcefve\";",
     "sjis-backslash-shape": "SELECT '\udc83\\' || 'x';",
+    # Found by fuzz_sql.py: the marker's closing quote beside text that spells
+    # the secret again ('[redacted]'host=x') fooled the harness's own check.
+    "redacted-marker-juxtaposed": "CR sub CONNECTION 'ub CONNECTION 'host=cret'host=cret' PUBLI\u0396ATI'host=cret';",
 }
 
 COMMANDS = {

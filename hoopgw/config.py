@@ -188,6 +188,9 @@ class AuditSettings:
     # tlog-witnesses and absolute directory paths (hoopgw.audit.witness).
     witnesses: tuple[str, ...] = ()
     witness_timeout_seconds: int = 10
+    # (url, cosignature vkey) of the tlog-witnesses configured with their
+    # key: their answers count only with a cosignature by it.
+    witness_vkeys: tuple[tuple[str, str], ...] = ()
 
 
 @frozen
@@ -913,6 +916,7 @@ def _audit(table: _Table) -> AuditSettings:
             "witness_timeout",
         )
     )
+    witnesses, witness_vkeys = _audit_witnesses(table)
     return AuditSettings(
         sync=table.choice("sync", _SYNC_MODES, _default(AuditSettings, "sync")),
         sync_window_ms=table.positive_int(
@@ -924,37 +928,65 @@ def _audit(table: _Table) -> AuditSettings:
         checkpoint_interval_seconds=table.duration(
             "checkpoint_interval", _default(AuditSettings, "checkpoint_interval_seconds")
         ),
-        witnesses=_audit_witnesses(table),
+        witnesses=witnesses,
         witness_timeout_seconds=table.duration(
             "witness_timeout", _default(AuditSettings, "witness_timeout_seconds")
         ),
+        witness_vkeys=witness_vkeys,
     )
 
 
 _WITNESS_EXPECTED = (
     'a tlog-witness URL ("https://witness.example/prefix") or a directory path '
-    "(ideally on another mount), or an array of them"
+    '(ideally on another mount), a table {url = "https://...", vkey = "<witness key>"}, '
+    "or an array of them"
 )
 
 
-def _audit_witnesses(table: _Table) -> tuple[str, ...]:
+def _audit_witnesses(table: _Table) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """
-    C{[audit] witness}: one string or an array of strings, each an http(s)
+    C{[audit] witness}: one entry or an array of them, each an http(s)
     URL (the witness's submission prefix; checkpoints go to
     C{<url>/add-checkpoint}) or a directory, relative to the configuration
-    file's directory.  With C{check_secrets} a directory must exist and be
-    writable now, so a typo is reported at start rather than at the first
-    checkpoint.
+    file's directory, or an inline table C{{url = ..., vkey = ...}}: a
+    tlog-witness and its cosignature key.  With C{check_secrets} a
+    directory must exist and be writable now, so a typo is reported at
+    start rather than at the first checkpoint.
+
+    @return: (the entries, (url, vkey) of those given with a key).
     """
     if not table.has("witness"):
-        return ()
+        return (), ()
     value = table.data["witness"]
     items = value if isinstance(value, list) else [value]
     if isinstance(value, list) and not value:
         raise table.error("witness", f"expected {_WITNESS_EXPECTED}, got an empty array")
     result: list[str] = []
+    vkeys: list[tuple[str, str]] = []
     for index, item in enumerate(items):
         key = f"{table.key('witness')}[{index}]" if isinstance(value, list) else table.key("witness")
+        vkey = None
+        if isinstance(item, dict):
+            unknown = sorted(set(item) - {"url", "vkey"})
+            if unknown or not isinstance(item.get("url"), str) or "://" not in item["url"]:
+                raise table.reader.error(
+                    key,
+                    'expected a table {url = "https://...", vkey = "<name>+<key id>+<base64 key>"} '
+                    f"(a tlog-witness and its cosignature key), got keys {sorted(item)}",
+                )
+            vkey = item.get("vkey")
+            if vkey is not None:
+                from hoopgw.audit.checkpoint import CheckpointError
+                from hoopgw.audit.witness import CosignatureVerifier
+
+                if not isinstance(vkey, str):
+                    raise table.reader.error(f"{key}.vkey", f"expected a witness key string, got {_type_name(vkey)}")
+                try:
+                    CosignatureVerifier.from_vkey(vkey)
+                except CheckpointError as e:
+                    raise table.reader.error(f"{key}.vkey", f"expected a tlog-witness cosignature key: {e}") from None
+                vkey = vkey.strip()
+            item = item["url"]
         if not isinstance(item, str):
             raise table.reader.error(key, f"expected {_WITNESS_EXPECTED}, got {_type_name(item)}")
         if not item.strip() or "\x00" in item:
@@ -993,7 +1025,9 @@ def _audit_witnesses(table: _Table) -> tuple[str, ...]:
         if entry in result:
             raise table.reader.error(key, f"expected each witness once, got {_quote(item)} again")
         result.append(entry)
-    return tuple(result)
+        if vkey is not None:
+            vkeys.append((entry, vkey))
+    return tuple(result), tuple(vkeys)
 
 
 def _preauth_limits(table: _Table, base: PreauthLimits) -> PreauthLimits:

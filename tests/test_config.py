@@ -1229,6 +1229,7 @@ class EffectiveConfigTests(ConfigTestCase):
                     "checkpoint_interval_seconds": 60,
                     "witnesses": [],
                     "witness_timeout_seconds": 10,
+                    "witness_vkeys": [],
                 },
                 "preauth": {
                     name: {"timeout": timeout, "max_per_source": 32, "max_per_listener": 256, "max_bytes": 262144}

@@ -13,7 +13,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import secrets
+import stat
 import time
 from collections import deque
 from hashlib import sha256
@@ -46,7 +48,11 @@ from hoopgw.audit.witness import (
     HTTPWitness,
     Witness,
     WitnessCheckpoint,
+    WitnessCopyError,
     WitnessError,
+    WitnessTimeout,
+    call_with_timeout,
+    daemon_runner,
     is_url,
 )
 from hoopgw.config import AuditSettings
@@ -101,6 +107,7 @@ SET_ASIDE_EVENT = "log.tail.set_aside"
 _READ_CHUNK = 1 << 20
 #: The last note of the checkpoints file is looked for in this many bytes.
 _LAST_NOTE_WINDOW = 1 << 16
+_SIZE_LINE = re.compile(rb"0|[1-9][0-9]{0,19}")
 
 
 class AuditStateError(AuditUnavailable):
@@ -186,6 +193,8 @@ class _Scan:
     closed: bool = False
     #: (seq, what) of records after the checkpoint that only a checkpoint may follow
     marks: list[tuple[int, str]] = field(factory=list)
+    #: the Merkle root at each size asked for (a witness's copy's size)
+    roots: dict[int, bytes] = field(factory=dict)
 
 
 @frozen
@@ -268,6 +277,9 @@ class AuditLog(Service):
         self._run = sync_runner if sync_runner is not None else _thread_runner(reactor)
         self.witnesses: tuple[Witness, ...] = tuple(witnesses)
         self._witness_timeout = witness_timeout_seconds
+        verifier = Verifier.from_vkey(self.vkey)
+        for witness in self.witnesses:
+            witness.bind(self.directory / RECORDS_FILE, verifier)
 
         self.log_id: str | None = None
         self.failed: str | None = None
@@ -370,9 +382,12 @@ class AuditLog(Service):
                 f"changed): the key was replaced or the name changed; restore them, or move "
                 f"{directory} aside to start a new log"
             )
-        run = _thread_runner(reactor)
+        # Witness I/O runs in daemon threads of its own, never the reactor's
+        # pool: a hung witness mount must not keep the process from exiting.
+        run = daemon_runner(reactor)
         witnesses: list[Witness] = []
         timeout = getattr(settings, "witness_timeout_seconds", 10)
+        vkeys = dict(getattr(settings, "witness_vkeys", ()))
         for target in getattr(settings, "witnesses", ()):
             if is_url(target):
                 witnesses.append(
@@ -383,13 +398,18 @@ class AuditLog(Service):
                         run=run,
                         timeout=timeout,
                         metrics=metrics,
+                        vkeys=(vkeys[target],) if target in vkeys else (),
                     )
                 )
                 continue
             witness_dir = Path(target)
             try:
-                same_device = witness_dir.stat().st_dev == directory.stat().st_dev
-            except OSError:
+                same_device = call_with_timeout(
+                    lambda: witness_dir.stat().st_dev == directory.stat().st_dev,
+                    timeout,
+                    f"stat of witness directory {witness_dir}",
+                )
+            except (OSError, WitnessError):
                 same_device = False
             if same_device:
                 cls._log.warn(
@@ -528,10 +548,12 @@ class AuditLog(Service):
             if not done.called:
                 done.callback(None)
 
+        # Flushing and closing together are bounded: nothing a witness does
+        # (a hung mount, a server that never answers) holds the stop up.
         timer = self._reactor.callLater(self._witness_timeout, late)
-        gatherResults([w.flush() for w in self.witnesses], consumeErrors=True).addBoth(finish)
-        done.addCallback(lambda _: gatherResults([w.close() for w in self.witnesses], consumeErrors=True))
-        done.addErrback(lambda _: None)
+        flushed = gatherResults([w.flush() for w in self.witnesses], consumeErrors=True)
+        flushed.addBoth(lambda _: gatherResults([w.close() for w in self.witnesses], consumeErrors=True))
+        flushed.addBoth(finish)
         return done
 
     def _close(self) -> None:
@@ -591,17 +613,14 @@ class AuditLog(Service):
 
     def _plan(self, end: int) -> _Plan:
         """
-        Decide, from the signed checkpoints and the records (the state file
-        only says where to start reading), whether the log can be continued
-        and what the start must record.
+        Decide, from the signed checkpoints, the records and the directory
+        witnesses' copies (the state file only says where to start reading),
+        whether the log can be continued and what the start must record.
         """
         records, cp_path = self._records_path, self._checkpoints_path
         last = self._read_last_checkpoint()
         state = self._read_state()
         entries = self._read_resolution()
-        set_aside = tuple(e for e in entries if e.get("action") == "set-aside")
-        adopts = [e for e in entries if e.get("action") == "adopt"]
-        adopted = adopts[-1] if adopts else None
 
         if last is None:
             if end > 0:
@@ -612,17 +631,27 @@ class AuditLog(Service):
                     f"deleted; refusing to start. Restore {cp_path} from a backup or a witness's "
                     f"copy, or move {self.directory} aside to start a new log"
                 )
+            if entries:
+                raise AuditStateError(
+                    f"{self._resolution_path} holds decisions about an unsigned tail, but there is "
+                    f"no log here ({cp_path} and {records} are empty or missing): it was not written "
+                    f"by 'hoopgw audit resolve-tail' for this log; refusing to start. Move it aside"
+                )
             # A new log (a directory whose files were removed gets a new
             # one too: never the id of a log its witnesses know).
             log_id = secrets.token_hex(16)
             start = _Position.start()
-            return _Plan(log_id, start, None, start, 0, None, None, None, set_aside, bool(entries))
+            return _Plan(log_id, start, None, start, 0, None, None, None, (), False)
 
         cp_offset, checkpoint = last
         log_id = checkpoint.origin[len(self.origin) + 1 :]
         size = checkpoint.size
         where_cp = f"the last checkpoint in {cp_path} (at byte {cp_offset}, size {size})"
-        self._check_witness_copies(log_id, size, checkpoint.root)
+        self._check_notes(checkpoint.origin, cp_offset)
+        copies = self._witness_copies(log_id, size, checkpoint.root)
+        # The log's root must be computed at each copy's size (below the
+        # last checkpoint's: a witness that missed the latest).
+        sizes = frozenset(copy.size for _, _, copy in copies if copy.size < size)
         start: _Position | None = None
         if state is not None and state.log_id == log_id:
             if state.checkpoint > size:
@@ -650,12 +679,15 @@ class AuditLog(Service):
                     records=str(records),
                 )
             start = _Position.start()
+        if sizes and min(sizes) < start.size:
+            # A witness holds an older checkpoint than the resume point.
+            start = _Position.start()
         if start.offset > end:
             raise AuditStateError(
                 f"{records}: {end} bytes, but {self._state_path} says the first "
                 f"{start.size} records end at byte {start.offset}: records were removed; refusing to start"
             )
-        scan = self._scan(log_id, start, end, size)
+        scan = self._scan(log_id, start, end, size, sizes)
         if scan.at_checkpoint is None:
             raise AuditStateError(
                 f"{records}: {scan.end.size} records, but {where_cp} covers {size}: records were "
@@ -668,7 +700,7 @@ class AuditLog(Service):
                 records=str(records),
             )
             start = _Position.start()
-            scan = self._scan(log_id, start, end, size)
+            scan = self._scan(log_id, start, end, size, sizes)
         assert scan.at_checkpoint is not None
         if scan.at_checkpoint.tree.root() != checkpoint.root:
             raise AuditStateError(
@@ -676,18 +708,25 @@ class AuditLog(Service):
                 f"records before seq {size} were altered; refusing to start. 'hoopgw audit verify' "
                 f"names the first bad record"
             )
+        for witness, path, copy in copies:
+            root = checkpoint.root if copy.size == size else scan.roots.get(copy.size)
+            if root != copy.root:
+                raise AuditStateError(
+                    f"witness {path} holds checkpoint size {copy.size} of this log (signed with its "
+                    f"key), but the Merkle root of the first {copy.size} records in {records} differs: "
+                    f"the log was rewritten (and re-signed: whoever did it could read the signing key "
+                    f"{self.directory.parent / SIGNING_KEY_FILE}); refusing to start. Restore the log "
+                    f"from a copy that 'hoopgw audit verify --witness' accepts"
+                )
+            witness.trust(copy.size, copy.root)
         closed = size > 0 and scan.closed
         tail = scan.end.size - size
         span = f"seq {size}..{scan.end.size - 1}, from byte {scan.at_checkpoint.offset}"
 
+        set_aside, adopted = self._check_resolution(entries, log_id, size, scan, closed, where_cp)
         if adopted is not None:
             digest = self._tail_digest(scan.at_checkpoint.offset, scan.end.offset)
-            if (
-                closed
-                or adopted.get("first_seq") != size
-                or adopted.get("count") != tail
-                or adopted.get("sha256") != digest
-            ):
+            if closed or adopted.get("count") != tail or adopted.get("sha256") != digest:
                 raise AuditStateError(
                     f"{self._resolution_path}: its 'adopt' decision (seq {adopted.get('first_seq')}, "
                     f"{adopted.get('count')} records, sha256 {adopted.get('sha256')}) does not match "
@@ -729,6 +768,181 @@ class AuditLog(Service):
             set_aside,
             bool(entries),
         )
+
+    def _check_resolution(
+        self, entries: list[dict], log_id: str, size: int, scan: _Scan, closed: bool, where_cp: str
+    ) -> tuple[tuple[dict, ...], dict | None]:
+        """
+        Check each decision in C{tail-resolution.json} against what can be
+        verified (the file is not authenticated: anyone able to write the
+        audit directory could have written it) and return the bodies to
+        record, holding only checked facts: (C{log.tail.set_aside} bodies,
+        the last C{adopt} decision).
+
+        @raise AuditStateError: a decision names a checkpoint other than the
+            last, or a set-aside file that is missing or differs from what
+            it says.
+        """
+        path = self._resolution_path
+        set_aside: list[dict] = []
+        adopted: dict | None = None
+        assert scan.at_checkpoint is not None
+        for number, entry in enumerate(entries, 1):
+            action = entry.get("action")
+            what = f"{path}: decision {number} ({action})"
+            for key in ("checkpoint", "first_seq"):
+                if entry.get(key) != size or type(entry.get(key)) is not int:
+                    raise AuditStateError(
+                        f"{what} is about checkpoint size {entry.get(key)!r}, but {where_cp} is size "
+                        f"{size}: it was not written by 'hoopgw audit resolve-tail' for this log as it "
+                        f"is (or is left from an earlier resolution); refusing to start. If you did not "
+                        f"just run resolve-tail, someone else wrote it: inspect it, then move it aside "
+                        f"(and run 'hoopgw audit resolve-tail' again if the start asks for it)"
+                    )
+            facts: dict[str, Any] = {"checkpoint": size, "first_seq": size}
+            torn = entry.get("torn_bytes", 0)
+            file_name = entry.get("file")
+            if file_name is not None or action == "set-aside" or torn:
+                found = self._check_set_aside_file(what, entry, log_id, size, scan.at_checkpoint.prev)
+                facts.update(found)
+            if action == "set-aside":
+                if found["file_sha256"] != entry.get("sha256") or found["bytes"] != entry.get("bytes"):
+                    raise AuditStateError(
+                        f"{what}: {found['file']} holds {found['bytes']} bytes with sha256 "
+                        f"{found['file_sha256']}, but the decision says {entry.get('bytes')!r} bytes, "
+                        f"sha256 {entry.get('sha256')!r}: the file or the decision was changed; "
+                        f"refusing to start"
+                    )
+                if found["count"] != entry.get("count"):
+                    raise AuditStateError(
+                        f"{what}: {found['file']} holds {found['count']} whole record line(s), but the "
+                        f"decision says {entry.get('count')!r}: refusing to start"
+                    )
+                facts["sha256"] = found["file_sha256"]
+                facts["closed_before"] = closed
+                facts["reason"] = (
+                    "records after the log's signed end (appended after a clean stop: not written by hoopgw)"
+                    if closed
+                    else "records after the last signed checkpoint"
+                ) + (
+                    f", moved to {found['file']} by 'hoopgw audit resolve-tail --set-aside' (as "
+                    f"{RESOLUTION_FILE} says; the start checked the file's size, SHA-256 and lines)"
+                )
+                set_aside.append(facts)
+            else:
+                count, digest = entry.get("count"), entry.get("sha256")
+                if type(count) is not int or count < 0 or not isinstance(digest, str):
+                    raise AuditStateError(f"{what}: \"count\" or \"sha256\" missing or invalid; refusing to start")
+                if found_torn := facts.get("bytes"):
+                    if facts.get("count") or found_torn != torn:
+                        raise AuditStateError(
+                            f"{what}: {facts['file']} should hold the {torn!r} torn byte(s) moved aside, "
+                            f"but holds {found_torn} byte(s) ({facts.get('count')} whole line(s)): "
+                            f"refusing to start"
+                        )
+                    facts = {
+                        "checkpoint": size,
+                        "first_seq": size,
+                        "file": facts["file"],
+                        "file_sha256": facts["file_sha256"],
+                        "torn_bytes": found_torn,
+                    }
+                else:
+                    facts["torn_bytes"] = 0
+                facts.update(
+                    {
+                        "decision": "adopt",
+                        "count": count,
+                        "sha256": digest,
+                        "reason": (
+                            f"adopted by 'hoopgw audit resolve-tail --adopt' (as {RESOLUTION_FILE} says; "
+                            f"the start checked the records' count and SHA-256)"
+                        ),
+                    }
+                )
+                adopted = facts
+        return tuple(set_aside), adopted
+
+    def _check_set_aside_file(self, what: str, entry: dict, log_id: str, size: int, prev: str) -> dict:
+        """
+        The facts about the file a decision names under C{set-aside/}: its
+        size, SHA-256, whole lines, torn bytes, and whether its first line
+        continues the log at C{size}.
+
+        @raise AuditStateError: not a plain file name under C{set-aside/},
+            missing, not a regular file, or its SHA-256 is not the one named.
+        """
+        name = entry.get("file")
+        folder = self.directory / SET_ASIDE_DIR
+        if (
+            not isinstance(name, str)
+            or not name.startswith(SET_ASIDE_DIR + "/")
+            or "/" in name[len(SET_ASIDE_DIR) + 1 :]
+            or name[len(SET_ASIDE_DIR) + 1 :] in ("", ".", "..")
+        ):
+            raise AuditStateError(
+                f"{what}: names file {name!r}, expected {SET_ASIDE_DIR}/<name> (resolve-tail writes "
+                f"the bytes it moves there); refusing to start"
+            )
+        path = folder / name[len(SET_ASIDE_DIR) + 1 :]
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise AuditStateError(
+                f"{what}: names {path}, which cannot be opened ({e.strerror or e}): the decision does "
+                f"not match what is on disk (resolve-tail writes that file first), so it was not "
+                f"written by resolve-tail or the file was removed; refusing to start. Move "
+                f"{self._resolution_path} aside, and run 'hoopgw audit resolve-tail' again if needed"
+            ) from None
+        digest = sha256()
+        length = lines = 0
+        first = b""
+        tail = 0
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise AuditStateError(f"{what}: {path} is not a regular file; refusing to start")
+            while chunk := os.read(fd, _READ_CHUNK):
+                digest.update(chunk)
+                if lines == 0 and len(first) < _READ_CHUNK:
+                    first += chunk[: _READ_CHUNK - len(first)]
+                length += len(chunk)
+                newlines = chunk.count(b"\n")
+                lines += newlines
+                tail = len(chunk) - chunk.rfind(b"\n") - 1 if newlines else tail + len(chunk)
+        finally:
+            os.close(fd)
+        file_sha256 = digest.hexdigest()
+        if entry.get("file_sha256") != file_sha256:
+            raise AuditStateError(
+                f"{what}: {path} has sha256 {file_sha256}, but the decision says "
+                f"{entry.get('file_sha256')!r}: the file or the decision was changed after "
+                f"resolve-tail wrote them; refusing to start"
+            )
+        if entry.get("torn_bytes", 0) != tail:
+            raise AuditStateError(
+                f"{what}: {path} ends with {tail} torn byte(s) (after its last newline), but the "
+                f"decision says {entry.get('torn_bytes')!r}; refusing to start"
+            )
+        facts: dict[str, Any] = {
+            "file": name,
+            "file_sha256": file_sha256,
+            "bytes": length,
+            "count": lines,
+            "torn_bytes": tail,
+        }
+        if lines:
+            line = first.split(b"\n", 1)[0]
+            chained = False
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                chained = _chain_problem(record, log_id, size, prev) is None
+            # Whether the first record set aside continued the log's chain
+            # (seq, log id, prev) where it was cut.
+            facts["chained"] = chained
+        return facts
 
     def _tail_digest(self, start: int, end: int) -> str:
         digest = sha256()
@@ -922,18 +1136,23 @@ class AuditLog(Service):
                 raise AuditStateError(f"{path}: an entry uses a key the log sets itself; refusing to start")
         return entries
 
-    def _scan(self, log_id: str, start: _Position, end: int, checkpoint: int) -> _Scan:
+    def _scan(
+        self, log_id: str, start: _Position, end: int, checkpoint: int, sizes: frozenset[int] = frozenset()
+    ) -> _Scan:
         """
         Check and absorb the records from C{start} to the end of the file:
         each a valid continuation; note the position at the checkpoint's
-        size, whether the record just before it closed the log, and the
-        records after it that only a checkpoint may follow.
+        size, whether the record just before it closed the log, the records
+        after it that only a checkpoint may follow, and the Merkle root at
+        each of C{sizes} (not before C{start}).
         """
         path = self._records_path
         seq, prev, tree, position = start.size, start.prev, start.tree.copy(), start.offset
         result = _Scan(_Position(seq, position, prev, tree))
         if seq == checkpoint:
             result.at_checkpoint = _Position(seq, position, prev, tree.copy())
+        if seq in sizes:
+            result.roots[seq] = tree.root()
         if position == end:
             return result
         with open(path, "rb") as f:
@@ -969,6 +1188,8 @@ class AuditLog(Service):
                     position += len(line) + 1
                     if seq == checkpoint:
                         result.at_checkpoint = _Position(seq, position, prev, tree.copy())
+                    if sizes and seq in sizes:
+                        result.roots[seq] = tree.root()
             if pending or remaining:
                 raise AuditStateError(
                     f"{path}: the last {end - position} bytes (from byte {position}, where seq "
@@ -998,32 +1219,132 @@ class AuditLog(Service):
                 f"start. Restore it from a backup or a witness's copy"
             )
 
-    def _check_witness_copies(self, log_id: str, size: int, root: bytes | None) -> None:
+    def _witness_copies(
+        self, log_id: str, size: int, root: bytes
+    ) -> list[tuple[DirectoryWitness, Path, Checkpoint]]:
+        """
+        Each directory witness's copy of this log, read (in a thread, at
+        most C{witness_timeout} seconds: a hung mount fails the start rather
+        than hanging it) and verified with this log's key.
+
+        @raise AuditStateError: a copy cannot be read in time, is not a
+            regular file, or does not verify (the signing key was replaced,
+            or the copy forged or damaged); or it holds a newer checkpoint
+            than the log's last (a rollback), or another of the same size.
+        """
+        copies: list[tuple[DirectoryWitness, Path, Checkpoint]] = []
         for witness in self.witnesses:
             if not isinstance(witness, DirectoryWitness):
                 continue
-            try:
-                held = witness.newest(log_id)
-            except WitnessError as e:
-                self._log.warn("audit: cannot read witness copy: {error}", error=str(e))
-                continue
-            if held is None:
-                continue
-            held_size, held_root = held
             path = witness.path(log_id)
-            if held_size > size:
+            try:
+                copy = call_with_timeout(lambda w=witness: w.copy(log_id), self._witness_timeout, f"reading {path}")
+            except WitnessTimeout as e:
                 raise AuditStateError(
-                    f"witness {path} holds checkpoint size {held_size} of this log, but the last "
+                    f"witness {witness.directory}: {e}: its mount is hung or very slow; refusing to "
+                    f"start (the copy must be checked before the log is continued). Repair the mount, "
+                    f"or remove {witness.directory} from [audit] witness"
+                ) from None
+            except WitnessCopyError as e:
+                raise AuditStateError(
+                    f"witness copy {e}; refusing to start. Either the audit signing key "
+                    f"({self.directory.parent / SIGNING_KEY_FILE}) and {self.directory / VKEY_FILE} "
+                    f"were replaced (the log may have been rewritten and re-signed: restore the "
+                    f"original key and check the log with 'hoopgw audit verify --vkey <the verifier "
+                    f"key you pinned> --witness {witness.directory}'), or the copy was forged or "
+                    f"damaged: once 'hoopgw audit verify --vkey <pinned key>' accepts the log, move "
+                    f"{path} aside (the next checkpoint writes a new copy)"
+                ) from None
+            except (OSError, WitnessError) as e:
+                raise AuditStateError(
+                    f"witness {witness.directory}: {e}; refusing to start (the copy must be checked "
+                    f"before the log is continued). Make it readable by the gateway (permissions, the "
+                    f"mount), or remove {witness.directory} from [audit] witness"
+                ) from None
+            if copy is None:
+                continue
+            if copy.size > size:
+                raise AuditStateError(
+                    f"witness {path} holds checkpoint size {copy.size} of this log, but the last "
                     f"checkpoint in {self._checkpoints_path} is size {size}: the log and its "
                     f"checkpoints were rolled back to an earlier state; refusing to start. Restore "
                     f"the newest copy of {self.directory}; to continue from this older state "
                     f"deliberately, move {path} aside first"
                 )
-            if held_size == size and root is not None and held_root != root:
+            if copy.size == size and copy.root != root:
                 raise AuditStateError(
                     f"witness {path} holds a different checkpoint of size {size} than "
                     f"{self._checkpoints_path}: the log was rewritten; refusing to start"
                 )
+            copies.append((witness, path, copy))
+        return copies
+
+    def _check_notes(self, origin: str, last_offset: int) -> None:
+        """
+        Read every note of the checkpoints file (sizes only: a few bytes
+        each): sizes never decrease and every note names this log, so an
+        old note appended again (a replay) is refused here, not trusted as
+        the last; and the first note's signature verifies with this key, as
+        the last's did (a key swapped under a log whose notes were not all
+        re-signed).
+
+        @raise AuditStateError: naming the note and its byte offset.
+        """
+        path = self._checkpoints_path
+        expected = origin.encode()
+        verifier = Verifier.from_vkey(self.vkey)
+        previous = 0
+        index = 0
+        position = 0  # where the note being parsed starts
+        pending = b""
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(_READ_CHUNK)
+                data = pending + chunk
+                cursor = 0
+                while True:
+                    body_end = data.find(b"\n\n", cursor)
+                    end = data.find(b"\n\n", body_end + 2) if body_end >= 0 else -1
+                    if end < 0:
+                        break
+                    index += 1
+                    where = f"{path}: checkpoint {index} (at byte {position})"
+                    lines = data[cursor:body_end].split(b"\n")
+                    if len(lines) != 3 or lines[0] != expected or not _SIZE_LINE.fullmatch(lines[1]):
+                        raise AuditStateError(
+                            f"{where}: not a checkpoint of this log (origin {expected.decode()!r}); "
+                            f"refusing to start. 'hoopgw audit verify' names what is wrong; restore "
+                            f"{path} from a backup or a witness's copy"
+                        )
+                    size = int(lines[1])
+                    if size < previous:
+                        raise AuditStateError(
+                            f"{where}: size {size} is smaller than the previous checkpoint's "
+                            f"{previous}: an older note was appended again (replayed), or the notes "
+                            f"were reordered; refusing to start (nor may 'hoopgw audit resolve-tail' "
+                            f"cut records by it). Restore {path} from a backup or a witness's copy"
+                        )
+                    if index == 1 and position != last_offset:
+                        try:
+                            verify_checkpoint(data[cursor : end + 1], verifier)
+                        except CheckpointError as e:
+                            raise AuditStateError(
+                                f"{where}: {e}: the first checkpoint is not signed by the key the "
+                                f"last one is (key {verifier.key_id.hex()}): the signing key was "
+                                f"replaced; refusing to start. Restore the original key"
+                            ) from None
+                    previous = size
+                    position += end + 2 - cursor
+                    cursor = end + 2
+                pending = data[cursor:]
+                if not chunk:
+                    break
+        if pending:
+            # _check_checkpoints_tail refused a torn end; anything else left
+            # is not a note.
+            raise AuditStateError(
+                f"{path}: bytes from {position} on are not a complete note; refusing to start"
+            )
 
     # -- the write path -----------------------------------------------------
 

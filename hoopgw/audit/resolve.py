@@ -13,9 +13,13 @@ of them (docs/audit-format.md, "Start-up refusals").
     possible after a signed end.
 
 Either way the decision goes into C{tail-resolution.json}; the next start
-records it (C{log.tail.set_aside}, or in C{log.recovered}), signs it with a
-checkpoint, and removes the file.  The command takes the records file's
-lock, so it cannot run while the gateway does.
+checks it against the files (the decision file is not authenticated: the
+set-aside file must exist with the size, SHA-256 and lines it names, at the
+last checkpoint), records only the facts it checked (C{log.tail.set_aside},
+or in C{log.recovered}), signs them with a checkpoint, and removes the
+file.  The command refuses when checkpoint sizes decrease in the notes file
+(a replayed older note must never decide where records are cut).  It takes
+the records file's lock, so it cannot run while the gateway does.
 """
 
 from __future__ import annotations
@@ -103,6 +107,21 @@ def resolve_tail(directory: Path | str, vkey_text: str, action: str, *, now: dat
             checkpoints = [cp for _, _, cp in read_checkpoints(notes, verifier, str(cp_path))]
         except CheckpointError as e:
             raise ResolveError(f"{e}: restore {cp_path} from a backup or a witness's copy first") from None
+        # The last note decides where the records are cut: it must be the
+        # newest (a replayed older note at the end would cut signed records).
+        for index, (before, after) in enumerate(zip(checkpoints, checkpoints[1:]), 2):
+            if after.size < before.size:
+                raise ResolveError(
+                    f"{cp_path}: checkpoint {index} (size {after.size}) is smaller than the one "
+                    f"before it (size {before.size}): an older note was appended again (replayed) "
+                    f"or the notes were reordered, so the last note is not the newest; refusing to "
+                    f"cut anything by it. Restore {cp_path} from a backup or a witness's copy first"
+                )
+            if after.origin != before.origin:
+                raise ResolveError(
+                    f"{cp_path}: checkpoint {index} has origin {after.origin!r}, but the one before "
+                    f"it {before.origin!r}: notes of another log; restore {cp_path} first"
+                )
         if not checkpoints:
             raise ResolveError(
                 f"{cp_path} has no checkpoint, so there is no signed part of the log to keep: "

@@ -46,7 +46,7 @@ import re
 from concurrent.futures import ProcessPoolExecutor
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import orjson
 from attrs import field, frozen
@@ -413,6 +413,7 @@ def verify(
     allow_unsigned_tail: bool = False,
     witnesses: Sequence[str] = (),
     witness_timeout: float = 10.0,
+    witness_vkeys: Mapping[str, Sequence[str]] | None = None,
 ) -> VerifyReport:
     """
     Verify the audit log in C{directory} against the verifier key text.
@@ -433,6 +434,10 @@ def verify(
         checkpoint of this log the log must extend (L{hoopgw.audit.witness}):
         a witness holding a newer checkpoint than the log's last means the
         log and its checkpoints were rolled back.
+    @param witness_vkeys: for each tlog-witness URL, the witness's
+        cosignature keys: its answer counts only with a fresh cosignature by
+        one of them (a URL without any fails: an unauthenticated 200 proves
+        nothing).
     """
     directory = Path(directory)
     records_path = directory / RECORDS_FILE
@@ -705,7 +710,16 @@ def verify(
             return consistency_proof_from(old, frontier, leaf_hashes_between(records_path, offset, end))
 
         try:
-            witnessed.append(check_http_witness(target, last_note, last_size, proof_from, timeout=witness_timeout))
+            witnessed.append(
+                check_http_witness(
+                    target,
+                    last_note,
+                    last_size,
+                    proof_from,
+                    timeout=witness_timeout,
+                    vkeys=tuple((witness_vkeys or {}).get(target, ())),
+                )
+            )
         except WitnessError as e:
             return report(str(e))
     return report(None, count - last_size)

@@ -112,20 +112,58 @@ def audit_verify(args: argparse.Namespace) -> int:
         print(f"hoopgw: cannot read verifier key {vkey_path}: {e.strerror}", file=sys.stderr)
         return 1
     witnesses = [_witness_target(w) for w in (args.witness or ())]
+    given: list[str] = []
+    for text in args.witness_vkey or ():
+        try:
+            given.append(_witness_vkey(text))
+        except ValueError as e:
+            print(f"hoopgw: --witness-vkey: {e}", file=sys.stderr)
+            return 1
+    # --witness-vkey applies to the URLs given with --witness; a configured
+    # witness's key to that witness.
+    witness_vkeys: dict[str, list[str]] = {w: list(given) for w in witnesses if _is_url(w)}
+    if given and not witness_vkeys:
+        print("hoopgw: --witness-vkey: no --witness URL to check with it", file=sys.stderr)
+        return 1
     if args.configured_witnesses:
         witnesses += [w for w in config.audit.witnesses if w not in witnesses]
         if not config.audit.witnesses:
             print("hoopgw: --configured-witnesses: [audit] witness is not set", file=sys.stderr)
             return 1
+        for url, key in config.audit.witness_vkeys:
+            witness_vkeys.setdefault(url, []).append(key)
     report = verify(
         directory,
         vkey,
         allow_unsigned_tail=args.allow_unsigned_tail,
         witnesses=witnesses,
         witness_timeout=config.audit.witness_timeout_seconds,
+        witness_vkeys=witness_vkeys,
     )
     print(report.summary())
     return 0 if report.ok else 1
+
+
+def _is_url(text: str) -> bool:
+    from hoopgw.audit.witness import is_url
+
+    return is_url(text)
+
+
+def _witness_vkey(text: str) -> str:
+    """A witness cosignature key, given as the key or a file holding it."""
+    from hoopgw.audit.checkpoint import CheckpointError
+    from hoopgw.audit.witness import CosignatureVerifier
+
+    if "+" not in text:
+        try:
+            text = Path(text).read_text()
+        except OSError as e:
+            raise ValueError(f"{text}: not a witness key (<name>+<key id>+<base64>), nor a readable file ({e.strerror})") from None
+    try:
+        return CosignatureVerifier.from_vkey(text).text
+    except CheckpointError as e:
+        raise ValueError(str(e)) from None
 
 
 def _witness_target(text: str) -> str:
@@ -275,6 +313,14 @@ def parser() -> argparse.ArgumentParser:
         "(a log rolled back to before it fails); repeatable",
     )
     verify.add_argument(
+        "--witness-vkey",
+        action="append",
+        metavar="KEY_OR_FILE",
+        help="a tlog-witness's cosignature key (<name>+<key id>+<base64>, or a file holding it) for "
+        "the --witness URLs: a URL witness's answer counts only with a fresh cosignature by it "
+        "(without one, a URL witness check fails: an unauthenticated answer proves nothing); repeatable",
+    )
+    verify.add_argument(
         "--configured-witnesses",
         action="store_true",
         help="also check every witness in the configuration's [audit] witness",
@@ -285,7 +331,7 @@ def parser() -> argparse.ArgumentParser:
         help="decide about records after the last signed checkpoint when the gateway refuses to start",
     )
     resolve.add_argument("--dir", help="audit directory (default: DATA_DIR/audit)")
-    resolve.add_argument("--vkey", help="verifier key file (default: DIR/audit.vkey)")
+    resolve.add_argument("--vkey", help="verifier key file (default: DIR/audit.vkey; better a pinned copy)")
     decision = resolve.add_mutually_exclusive_group(required=True)
     decision.add_argument(
         "--set-aside",

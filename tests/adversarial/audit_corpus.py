@@ -5,7 +5,13 @@ detected.
 The attacker can read, edit, append to, truncate and delete every file in
 the gateway's audit directory, and recompute SHA-256 (so re-chain records
 correctly), but cannot sign: the signing key is elsewhere or the attack is
-offline.  The witness directory (another mount) is out of reach.
+offline.  The witness directory (another mount) is out of reach.  Some
+variants go further, and say so: one replaces the signing key (and
+C{audit.vkey}) in the data directory, one has read the key (re-signs with
+it), some damage or forge the witness's copy (the start must fail closed,
+never adopt on the strength of a copy it cannot verify), one forges
+C{tail-resolution.json}.  The verifiers always use the pinned verifier
+key (the original), as an auditor must.
 
 The base log: run 1 (7 records, a clean stop), run 2 (6 records, a clean
 stop); checkpoints at 0 (first start), 5, 8 (run 1's signed end), 13, 15
@@ -28,20 +34,25 @@ C{tests/audit/test_adversarial.py} runs it with the rest of the suite.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import shutil
 from hashlib import sha256
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from attrs import frozen
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.trial.unittest import SynchronousTestCase
 
 from hoopgw.audit.canonical import canonical_json
-from hoopgw.audit.log import CHECKPOINTS_FILE, RECORDS_FILE, STATE_FILE, AuditStateError
+from hoopgw.audit.checkpoint import sign_checkpoint, vkey_text
+from hoopgw.audit.log import CHECKPOINTS_FILE, RECORDS_FILE, RESOLUTION_FILE, STATE_FILE, VKEY_FILE, AuditStateError
+from hoopgw.audit.merkle import CompactTree
 from hoopgw.audit.verify import verify
-from hoopgw.audit.witness import DirectoryWitness
-from tests.audit.helpers import body, make_log
+from hoopgw.audit.witness import DirectoryWitness, directory_copy_path
+from tests.audit.helpers import KEY, ORIGIN, body, make_log
 
 __all__ = ["VARIANTS", "AuditTamperCorpusTests", "Scenario", "Variant", "build_base"]
 
@@ -165,6 +176,9 @@ class Variant:
     mutate: Callable[[Scenario], None]
     detectors: frozenset[str]
     misses: frozenset[str] = frozenset()
+    #: the key the gateway loads from its data directory (C{None}: the
+    #: original); the verifiers always use the pinned original vkey.
+    gateway_key: Any = None
 
 
 def _flip(index: int, offset: int = 40) -> Callable[[Scenario], None]:
@@ -288,6 +302,108 @@ def _rollback_rewrite_tail(s: Scenario) -> None:
     (s.audit / STATE_FILE).unlink()
 
 
+#: The key an attacker puts in place of the gateway's (K1).
+SWAPPED_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+
+
+def _log_id(s: Scenario) -> str:
+    return json.loads(s.lines()[0])["log"]
+
+
+def _rewrite_and_resign(s: Scenario, key: Ed25519PrivateKey) -> None:
+    """
+    History rewritten (record 3 edited, four records added, a closing
+    record), re-chained, and every checkpoint re-signed with C{key}: notes
+    at 0 and at the new end; the state removed.
+    """
+    lines = s.lines()
+    lines[3] = _edit(lines[3])
+    lines = forged(lines, 4)
+    last = json.loads(lines[-1])
+    last.update({"event": "log.closed", "closes_log": True})
+    lines[-1] = canonical_json(last)
+    lines = rechain(lines)
+    s.write_lines(lines)
+    origin = f"{ORIGIN}/{_log_id(s)}"
+    tree = CompactTree()
+    notes = [sign_checkpoint(key, ORIGIN, origin, 0, tree.root())]
+    for line in lines:
+        tree.append(sha256(b"\x00" + line).digest())
+    notes.append(sign_checkpoint(key, ORIGIN, origin, len(lines), tree.root()))
+    s.notes.write_bytes(b"\n".join(notes) + b"\n")
+    (s.audit / STATE_FILE).unlink()
+
+
+def _key_swap_rewrite(s: Scenario) -> None:
+    # K1: the signing key and audit.vkey replaced by the attacker's, the
+    # history rewritten and re-signed: the files agree with each other.
+    _rewrite_and_resign(s, SWAPPED_KEY)
+    (s.audit / VKEY_FILE).write_text(vkey_text(ORIGIN, SWAPPED_KEY.public_key()) + "\n")
+
+
+def _stolen_key_rewrite(s: Scenario) -> None:
+    # The attacker read the key: the same rewrite, signed with the real key.
+    _rewrite_and_resign(s, KEY)
+
+
+def _witness_copy(s: Scenario) -> Path:
+    return directory_copy_path(s.witness, _log_id(s))
+
+
+def _witness_copy_unsigned(s: Scenario) -> None:
+    # A2: an unsigned copy claiming a huge size (was: "rolled back" forever).
+    copy = _witness_copy(s)
+    root = base64.b64encode(b"x" * 32).decode()
+    copy.write_bytes(f"{ORIGIN}/{_log_id(s)}\n99999\n{root}\n\n".encode())
+
+
+def _fake_crash_witness_damaged(s: Scenario) -> None:
+    # A2: the fake crash, and the witness's copy damaged (was: a warning,
+    # then the forged records adopted and signed).
+    _fake_crash(s)
+    _witness_copy(s).write_bytes(b"x")
+
+
+def _witness_copy_fifo(s: Scenario) -> None:
+    # A3: a FIFO where the copy was (was: the start hung for ever).
+    copy = _witness_copy(s)
+    copy.unlink()
+    os.mkfifo(copy)
+
+
+def _witness_copy_symlink(s: Scenario) -> None:
+    # A3: a symbolic link where the copy was.
+    copy = _witness_copy(s)
+    copy.unlink()
+    os.symlink(s.records, copy)
+
+
+def _forged_resolution(s: Scenario) -> None:
+    # R1: an invented operator decision naming a file that does not exist.
+    entry = {
+        "action": "set-aside",
+        "checkpoint": 15,
+        "first_seq": 15,
+        "count": 40,
+        "closed_before": True,
+        "operator": "alice",
+        "reason": "records after the log's signed end (hoopgw audit resolve-tail --set-aside)",
+        "sha256": "00" * 32,
+        "file_sha256": "00" * 32,
+        "bytes": 4000,
+        "torn_bytes": 0,
+        "file": "set-aside/records-15-54-20240101T000000Z.jsonl",
+    }
+    (s.audit / RESOLUTION_FILE).write_text(json.dumps({"v": 1, "entries": [entry]}))
+
+
+def _replay_old_checkpoint_no_state(s: Scenario) -> None:
+    # R4: an old note appended again and the state removed (resolve-tail
+    # used to take the replayed note as the last and cut signed records).
+    _replay_old_checkpoint(s)
+    (s.audit / STATE_FILE).unlink()
+
+
 ALL = frozenset({"verify", "start", "witness"})
 
 VARIANTS: tuple[Variant, ...] = (
@@ -349,6 +465,66 @@ VARIANTS: tuple[Variant, ...] = (
         frozenset({"start", "witness"}),
         frozenset({"verify"}),
     ),
+    Variant(
+        "replay_old_checkpoint_no_state",
+        "an old note appended again, state.json deleted",
+        _replay_old_checkpoint_no_state,
+        ALL,
+    ),
+    Variant(
+        "key_swap_rewrite",
+        "signing key and audit.vkey replaced, history rewritten and re-signed; the gateway loads the new key",
+        _key_swap_rewrite,
+        # The pinned vkey catches it offline; the start, by the witness's
+        # copy, which does not verify with the new key.
+        ALL,
+        gateway_key=SWAPPED_KEY,
+    ),
+    Variant(
+        "stolen_key_rewrite",
+        "history rewritten and re-signed with the real key (read from the data directory)",
+        _stolen_key_rewrite,
+        # Correctly signed: only the witness's copy (size 15) knows the
+        # first 15 records had another root.
+        frozenset({"start", "witness"}),
+        frozenset({"verify"}),
+    ),
+    Variant(
+        "witness_copy_unsigned",
+        "the witness's copy replaced by an unsigned note of size 99999",
+        _witness_copy_unsigned,
+        frozenset({"start", "witness"}),
+        frozenset({"verify"}),
+    ),
+    Variant(
+        "fake_crash_witness_damaged",
+        "the fake crash, and the witness's copy damaged",
+        _fake_crash_witness_damaged,
+        frozenset({"start", "witness"}),
+        frozenset({"verify"}),
+    ),
+    Variant(
+        "witness_copy_fifo",
+        "a FIFO in place of the witness's copy",
+        _witness_copy_fifo,
+        frozenset({"start", "witness"}),
+        frozenset({"verify"}),
+    ),
+    Variant(
+        "witness_copy_symlink",
+        "a symbolic link (to records.jsonl) in place of the witness's copy",
+        _witness_copy_symlink,
+        frozenset({"start", "witness"}),
+        frozenset({"verify"}),
+    ),
+    Variant(
+        "forged_resolution",
+        "tail-resolution.json forged: a set-aside decision naming no real file",
+        _forged_resolution,
+        # Not evidence: the log itself verifies; the start must not sign it.
+        frozenset({"start"}),
+        frozenset({"verify", "witness"}),
+    ),
 )
 
 
@@ -366,14 +542,19 @@ class AuditTamperCorpusTests(SynchronousTestCase):
         root.mkdir(parents=True)
         return _copy(self.base, root)
 
-    def detections(self, s: Scenario) -> dict[str, str | None]:
+    def detections(self, s: Scenario, gateway_key: Any = None) -> dict[str, str | None]:
         """What each detector says: an error, or C{None} if it accepted the log."""
         found: dict[str, str | None] = {}
         report = verify(s.audit, self.vkey, allow_unsigned_tail=True)
         found["verify"] = report.first_error
         report = verify(s.audit, self.vkey, allow_unsigned_tail=True, witnesses=[str(s.witness)])
         found["witness"] = report.first_error
-        log, clock, _ = make_log(s.audit, checkpoint_every=5, witnesses=[DirectoryWitness(s.witness)])
+        log, clock, _ = make_log(
+            s.audit,
+            checkpoint_every=5,
+            witnesses=[DirectoryWitness(s.witness)],
+            signing_key=gateway_key or KEY,
+        )
         try:
             log.startService()
         except AuditStateError as e:
@@ -406,13 +587,15 @@ class AuditTamperCorpusTests(SynchronousTestCase):
         for variant in VARIANTS:
             s = self.scenario()
             variant.mutate(s)
-            found = self.detections(s)
+            found = self.detections(s, variant.gateway_key)
             for detector in ("verify", "witness", "start"):
                 error = found[detector]
                 if detector in variant.detectors:
                     self.assertIsNotNone(error, f"{variant.name} ({variant.what}) not detected by {detector}")
                     assert error is not None
-                    self.assertRegex(error, r"records\.jsonl|checkpoints\.notes|state\.json|witness", variant.name)
+                    self.assertRegex(
+                        error, r"records\.jsonl|checkpoints\.notes|state\.json|witness|tail-resolution\.json", variant.name
+                    )
                 elif detector in variant.misses:
                     self.assertIsNone(error, f"{variant.name}: {detector} now detects it: update the corpus")
 
@@ -427,12 +610,50 @@ class AuditTamperCorpusTests(SynchronousTestCase):
             "rollback": ("witness", ["checkpoint size 15", "ends at size 8", "rolled back"]),
             "fake_crash": ("start", ["checkpoint size 15", "size 13", "rolled back"]),
             "drop_end_checkpoint": ("verify", ["seq 14 is", "closes the log", "removed"]),
+            "replay_old_checkpoint_no_state": ("start", ["checkpoint 6", "size 5 is smaller", "replayed"]),
+            "key_swap_rewrite": ("start", ["does not verify with the log's key", "replaced", "pinned"]),
+            "stolen_key_rewrite": ("start", ["holds checkpoint size 15", "differs", "rewritten"]),
+            "witness_copy_unsigned": ("start", [".checkpoint", "does not verify", "move", "aside"]),
+            "fake_crash_witness_damaged": ("start", [".checkpoint", "does not verify", "refusing to start"]),
+            "witness_copy_fifo": ("start", ["not a regular file", "refusing to start"]),
+            "witness_copy_symlink": ("start", ["symbolic link", "refusing to start"]),
+            "forged_resolution": ("start", ["tail-resolution.json", "cannot be opened", "not written by resolve-tail"]),
         }
         by_name = {v.name: v for v in VARIANTS}
         for name, (detector, parts) in cases.items():
             s = self.scenario()
             by_name[name].mutate(s)
-            error = self.detections(s)[detector]
-            assert error is not None
+            error = self.detections(s, by_name[name].gateway_key)[detector]
+            assert error is not None, name
             for part in parts:
                 self.assertIn(part, error, name)
+        # A copy that cannot be verified is never reported as a rollback.
+        s = self.scenario()
+        by_name["witness_copy_unsigned"].mutate(s)
+        self.assertNotIn("rolled back", self.detections(s)["start"] or "")
+
+    def test_nothing_adopted_or_written(self) -> None:
+        """
+        A start refused because of the witness's copy or a forged decision
+        writes nothing: the records, the checkpoints and the copy are as
+        the attacker left them (nothing forged is adopted or signed).
+        """
+        names = (
+            "key_swap_rewrite",
+            "stolen_key_rewrite",
+            "witness_copy_unsigned",
+            "fake_crash_witness_damaged",
+            "witness_copy_symlink",
+            "forged_resolution",
+        )
+        by_name = {v.name: v for v in VARIANTS}
+        for name in names:
+            s = self.scenario()
+            by_name[name].mutate(s)
+            before = [p.read_bytes() for p in (s.records, s.notes)]
+            copy = _witness_copy(s)
+            held = os.readlink(copy) if copy.is_symlink() else copy.read_bytes()
+            log, _, _ = make_log(s.audit, witnesses=[DirectoryWitness(s.witness)], signing_key=by_name[name].gateway_key or KEY)
+            self.assertRaises(AuditStateError, log.startService)
+            self.assertEqual([p.read_bytes() for p in (s.records, s.notes)], before, name)
+            self.assertEqual(os.readlink(copy) if copy.is_symlink() else copy.read_bytes(), held, name)

@@ -45,7 +45,7 @@ from hoopgw.errors import ConfigError
 from tests.adversarial.audit_corpus import forged
 
 from .helpers import KEY, ORIGIN, body, make_log
-from .witness_server import WitnessServer
+from .witness_server import WITNESS_VKEY, WitnessServer
 
 VKEY = AuditLog(".", signing_key=KEY, origin=ORIGIN, reactor=None).vkey
 VERIFIER = Verifier.from_vkey(VKEY)
@@ -223,9 +223,10 @@ class HTTPWitnessTests(TestCase):
         _, witness = yield self.run_log(3, start=12)
         self.assertEqual(self.server.resource.held(origin), 17)
         self.assertEqual(self.server.resource.requests[-1][:3], (200, 13, 17))
-        report = yield deferToThread(verify, self.dir, VKEY, witnesses=[self.server.url])
+        keys = {self.server.url: [WITNESS_VKEY]}
+        report = yield deferToThread(verify, self.dir, VKEY, witnesses=[self.server.url], witness_vkeys=keys)
         self.assertTrue(report.ok, report.first_error)
-        self.assertIn("holds this log's last checkpoint (size 17)", report.summary())
+        self.assertIn("holds this log's last checkpoint (size 17); cosigned by witness.test/w1", report.summary())
 
     @inlineCallbacks
     def test_witness_down(self):
@@ -336,7 +337,8 @@ class HTTPWitnessTests(TestCase):
         snapshot = Path(self.mktemp())
         shutil.copytree(self.dir, snapshot)
         self.server.resource.latest[origin] = (5, self.server_root_at(5))
-        report = yield deferToThread(verify, self.dir, VKEY, witnesses=[self.server.url])
+        keys = {self.server.url: [WITNESS_VKEY]}
+        report = yield deferToThread(verify, self.dir, VKEY, witnesses=[self.server.url], witness_vkeys=keys)
         self.assertTrue(report.ok, report.first_error)
         self.assertIn("held checkpoint size 5, which this log extends", report.summary())
         self.assertEqual(self.server.resource.held(origin), 8)
@@ -346,7 +348,7 @@ class HTTPWitnessTests(TestCase):
         shutil.rmtree(self.dir)
         shutil.copytree(snapshot, self.dir)
         run_log(self.dir, 7, start=50)
-        report = yield deferToThread(verify, self.dir, VKEY, witnesses=[self.server.url])
+        report = yield deferToThread(verify, self.dir, VKEY, witnesses=[self.server.url], witness_vkeys=keys)
         self.assertFalse(report.ok)
         self.assertIn("does not extend", report.first_error)
 
@@ -404,7 +406,7 @@ class ConfigTests(SynchronousTestCase):
         where = f"{self.base / 'hoopgw.toml'}: audit.witness"
         cases = {
             "witness = 3": f"{where}: expected a tlog-witness URL",
-            "witness = []": f"{where}: expected a tlog-witness URL (\"https://witness.example/prefix\") or a directory path (ideally on another mount), or an array of them, got an empty array",
+            "witness = []": f"{where}: expected a tlog-witness URL (\"https://witness.example/prefix\") or a directory path (ideally on another mount), a table {{url = \"https://...\", vkey = \"<witness key>\"}}, or an array of them, got an empty array",
             'witness = ["w", 3]': f"{where}[1]: expected a tlog-witness URL",
             'witness = "ftp://x/y"': f"{where}: expected an http:// or https:// URL with a host",
             'witness = "https://"': f"{where}: expected an http:// or https:// URL with a host",

@@ -32,6 +32,18 @@ WITNESS_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(100, 132)))
 WITNESS_NAME = "witness.test/w1"
 
 
+def witness_vkey(name: str, key: Ed25519PrivateKey) -> str:
+    """A tlog-witness cosignature/v1 verifier key: name+key id+base64(0x04 || key)."""
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key_id = sha256(name.encode() + b"\n\x04" + public).digest()[:4]
+    encoded = base64.b64encode(bytes([4]) + public).decode()
+    return f"{name}+{key_id.hex()}+{encoded}"
+
+
+#: The test witness's cosignature key, as C{--witness-vkey} / C{[audit] witness} take it.
+WITNESS_VKEY = witness_vkey(WITNESS_NAME, WITNESS_KEY)
+
+
 class WitnessResource(Resource):
     isLeaf = True
 

@@ -1368,30 +1368,7 @@ class AuditLog(Service):
                 f"audit record body for {event!r} has key(s) {', '.join(sorted(clash))}, "
                 f"which the log sets itself ({', '.join(sorted(RESERVED_FIELDS))})"
             )
-        seq = self._seq
-        header = {
-            "v": 1,
-            "log": self.log_id,
-            "seq": seq,
-            "prev": self._prev,
-            "time": self._timestamp(),
-            "event": event,
-        }
-        try:
-            data = canonical_record(header, body)
-        except CanonicalizationError as e:
-            raise ValueError(f"audit record body for {event!r}: {e}") from None
-        try:
-            _write_all(fd, data + b"\n")
-        except OSError as e:
-            self._fail(f"write to {self._records_path} failed: {e.strerror or e} (errno {e.errno})")
-            raise AuditUnavailable(self._unavailable_message()) from None
-        self._prev = sha256(data).hexdigest()
-        self._tree.append(sha256(b"\x00" + data).digest())
-        self._seq = seq + 1
-        self._offset += len(data) + 1
-        if self._sync_call is None and not self._sync_in_flight:
-            self._schedule_sync()
+        seq = self._write(fd, event, body)
         if self._seq - self._checkpoint_requested >= self._checkpoint_every:
             self.checkpoint().addErrback(self._background_failure, "checkpoint by count")
         if self._metrics is not None:
@@ -1413,6 +1390,10 @@ class AuditLog(Service):
         clash = RESERVED_FIELDS.intersection(body)
         if clash:
             raise ValueError(f"audit record body for {event!r} has reserved key(s) {', '.join(sorted(clash))}")
+        return self._write(fd, event, body, closes=closes)
+
+    def _write(self, fd: int, event: str, body: Mapping[str, Any], *, closes: bool = False) -> int:
+        """Chain, encode and write one record (its body already checked); return its seq."""
         seq = self._seq
         header: dict[str, Any] = {
             "v": 1,

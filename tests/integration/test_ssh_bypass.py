@@ -72,6 +72,23 @@ RUN_FOR_REAL = [
     "x='a[$(rm -rf {X})]'; echo $((x))",
     "trap 'rm -rf {X}' EXIT",
     "rm -rf {X}\necho \"oops",
+    # Found in review: "#" and "<<" that bash does not read as a comment or a
+    # here-document, abbreviated and attached options, aliases and hash -p,
+    # arithmetic evaluating a variable's value, quoted option letters.
+    "[[ x =~ (#) ]]; rm -rf {X}",
+    "shopt -s extglob\nls @(#); rm -rf {X}",
+    "((x<<E))\nrm -rf {X}\nE",
+    "echo $[1<<E]\nrm -rf {X}\nE]",
+    "nice --adj 5 rm -rf {X}",
+    "env --uns HOME rm -rf {X}",
+    "timeout --kill 1 5 rm -rf {X}",
+    "flock --time 5 {LOCK} rm -rf {X}",
+    "script -q --comm 'rm -rf {X}' /dev/null",
+    "shopt -s expand_aliases\nalias r=''\nr rm -rf {X}",
+    "hash -p /bin/rm ls; ls -rf {X}",
+    "x=$'a[\\x24(rm -rf {X})]'; echo $((x))",
+    "x=\"a[\\`rm -rf {X}\\`]\"; [[ x -eq 1 ]]",
+    "g=f; rm -r\"$g\" {X}",
 ]
 
 

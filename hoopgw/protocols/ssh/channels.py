@@ -32,7 +32,14 @@ from twisted.python.failure import Failure
 
 from hoopgw.errors import AuditUnavailable, NotPermitted
 from hoopgw.model import Action, Outcome, Status
-from hoopgw.protocols.ssh.commands import ParsedCommand, command_lines, command_patterns, parse_command, policy_lines
+from hoopgw.protocols.ssh.commands import (
+    MAX_COMMAND_LENGTH,
+    ParsedCommand,
+    command_lines,
+    command_patterns,
+    parse_command,
+    policy_lines,
+)
 from hoopgw.protocols.ssh.sftp import DEFAULT_MAX_LENGTH, PacketType
 from hoopgw.recording.asciicast import AsciicastRecorder
 from hoopgw.recording.lines import LineReconstructor, ShellLine
@@ -71,6 +78,8 @@ def env_allowed(name: str) -> bool:
 
 
 _SFTP_SERVERS = frozenset({"sftp-server", "internal-sftp"})
+# What the audit record keeps of an exec command line too long to read.
+_REFUSED_COMMAND_HEAD = 1024
 # What the target's shell would expand in a path: globs, braces, ~, $, `.
 _EXPANDED = re.compile(r"[*?\[\]{}$`~]")
 
@@ -742,6 +751,15 @@ class SessionChannel(RelayChannel):
 
     def _exec(self, data: bytes, want_reply: bool) -> Any:
         raw = common.getNS(data)[0]
+        if len(raw) > MAX_COMMAND_LENGTH:
+            # Not read at all (the reader runs on the reactor): refused
+            # whatever the policy, the audit record keeping its start.
+            head = raw[:_REFUSED_COMMAND_HEAD].decode("utf-8", "replace")
+            return self._refuse_feature(
+                "ssh.exec", f"{head}... ({len(raw)} bytes)",
+                f"a command line of {len(raw)} bytes, longer than the {MAX_COMMAND_LENGTH} the gateway reads, "
+                "is refused",
+            )
         command = raw.decode("utf-8", "replace")
         parsed = parse_command(command)
         details = self._details()

@@ -2,23 +2,25 @@
 The PostgreSQL front end: `psql`, `pgbench`, drivers connect here as to a
 server.  TLS, a token as the password, a session on the connection named by
 the database, then every statement is decided by policy and audited before
-the gateway's own connection to the target runs it.
+the gateway's own connection to the target runs it.  This module is the
+glue: the server's protocol state is L{tracker}'s, the lexical settings
+L{lexical}'s, the target's catalog L{catalog}'s.
 
 Ordering.  Clients pipeline (the extended protocol always does), and every
 decision is a Deferred, so client messages queue behind a pending decision
-and are forwarded strictly in order.  A refused statement is never sent; in
-its place the gateway sends a harmless statement that the server rejects
-(a syntax error for a Query, an unknown portal for an Execute).  The server's
-own error then arrives exactly where the client expects it, aborts the
-transaction as a real error would, makes the server skip to Sync in the
-extended protocol — and the gateway replaces that error with its own 42501
-naming the rule.  A stand-in's name is fresh and random each time, and
-client names with the reserved C{hoopgw_} prefix end the connection (FATAL
-08P01), so the stand-in can never be a portal the client made.
-
-Names.  An Execute is judged by what its portal held when it was bound, and
-a Parse/Bind/Close (or PREPARE/DEALLOCATE) counts only once the server has
-answered it without an error; see "statement and portal names" below.
+(and behind a COPY not yet started, or name changes not yet answered) and
+are forwarded strictly in order; while they wait, the client is not read.
+An extended-protocol execution is decided at its Bind, where the planner
+can first run code.  A refused statement is never sent; in its place the
+gateway sends one the server rejects (a syntax error for a Query, a Bind of
+a statement that does not exist, an Execute of a portal that does not
+exist).  The server's own error then arrives exactly where the client
+expects it, aborts the transaction as a real error would, makes the server
+skip to Sync in the extended protocol -- and the gateway replaces that
+error with its own naming the rule.  A stand-in's name is fresh and random
+each time, and client names with the reserved C{hoopgw_} prefix end the
+connection (FATAL 08P01), so the stand-in can never be a portal the client
+made.
 """
 
 from __future__ import annotations

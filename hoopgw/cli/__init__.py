@@ -100,16 +100,23 @@ def _audit_dir(config: Config, args: argparse.Namespace) -> Path:
     return Path(args.dir) if getattr(args, "dir", None) else config.gateway.data_dir / "audit"
 
 
+def _read_vkey(args: argparse.Namespace, directory: Path) -> str | None:
+    """The verifier key (--vkey, else DIR/audit.vkey), or None after saying why it cannot be read."""
+    vkey_path = Path(args.vkey) if args.vkey else directory / "audit.vkey"
+    try:
+        return vkey_path.read_text()
+    except OSError as e:
+        print(f"hoopgw: cannot read verifier key {vkey_path}: {e.strerror}", file=sys.stderr)
+        return None
+
+
 def audit_verify(args: argparse.Namespace) -> int:
     from hoopgw.audit.verify import verify
 
     config = _config(args)
     directory = _audit_dir(config, args)
-    vkey_path = Path(args.vkey) if args.vkey else directory / "audit.vkey"
-    try:
-        vkey = vkey_path.read_text()
-    except OSError as e:
-        print(f"hoopgw: cannot read verifier key {vkey_path}: {e.strerror}", file=sys.stderr)
+    vkey = _read_vkey(args, directory)
+    if vkey is None:
         return 1
     witnesses = [_witness_target(w) for w in (args.witness or ())]
     given: list[str] = []
@@ -178,11 +185,8 @@ def audit_resolve_tail(args: argparse.Namespace) -> int:
 
     config = _config(args)
     directory = _audit_dir(config, args)
-    vkey_path = Path(args.vkey) if args.vkey else directory / "audit.vkey"
-    try:
-        vkey = vkey_path.read_text()
-    except OSError as e:
-        print(f"hoopgw: cannot read verifier key {vkey_path}: {e.strerror}", file=sys.stderr)
+    vkey = _read_vkey(args, directory)
+    if vkey is None:
         return 1
     try:
         print(resolve_tail(directory, vkey, "adopt" if args.adopt else "set-aside"))

@@ -543,7 +543,7 @@ class ClientProtocol(Protocol):
                 continue
             if kind is codec.CopyData or kind is codec.CopyDone or kind is codec.CopyFail:
                 continue  # outside copy-in the server ignores them
-            if kind in _USES_NAMES and tracker.changes and tracker.names_uncertain:
+            if kind in _USES_NAMES and tracker.changes and self._names_uncertain(message):
                 queue.appendleft(message)  # forwarded once the server has answered them
                 break
             if kind in _NAMING:
@@ -602,6 +602,15 @@ class ClientProtocol(Protocol):
         if self.state is Phase.CLOSING:
             self._unlink()
             self.transport.loseConnection()
+
+    def _names_uncertain(self, message: codec.Message) -> bool:
+        """A Bind waits only for its statement's name, an Execute for its portal's; a Query for any."""
+        kind = type(message)
+        if kind is codec.Bind:
+            return self.tracker.names_uncertain("statement", message.statement)  # type: ignore[attr-defined]
+        if kind is codec.Execute:
+            return self.tracker.names_uncertain("portal", message.portal)  # type: ignore[attr-defined]
+        return self.tracker.names_uncertain()
 
     def _copies_in(self, message: codec.Execute) -> bool:
         portal = self.tracker.view()[1].get(message.portal)

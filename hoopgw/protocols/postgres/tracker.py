@@ -149,6 +149,22 @@ class NameChange:
             if self.ends_portals:
                 portals.clear()
 
+    def touches(self, kind: str | None, name: str | None) -> bool:
+        """Whether this change can alter what statement or portal C{name} holds (L{Tracker.names_uncertain})."""
+        what = self.what
+        if what == "sql":
+            info = self.value
+            if kind != "statement" and self.ends_portals:
+                return True
+            if kind == "portal" or not info.kinds or info.kinds[0] not in ("prepare", "deallocate", "discard"):
+                return False
+            # DEALLOCATE ALL and DISCARD ALL name none: every statement.
+            return name is None or info.prepared_name is None or info.prepared_name == name
+        changes_portal = what in ("bind", "close-portal")
+        if kind is not None and (kind == "portal") != changes_portal:
+            return False
+        return name is None or self.name == name
+
     @property
     def ends_portals(self) -> bool:
         """A statement of a Query after which the gateway no longer knows the portals (L{ends_portals})."""
@@ -234,24 +250,33 @@ class Tracker:
         """The next answer due is a batch's ReadyForQuery (an error now is its commit's)."""
         return bool(self.expect) and self.expect[0].expect.ends_group  # type: ignore[attr-defined]
 
-    @property
-    def names_uncertain(self) -> bool:
+    def names_uncertain(self, kind: str | None = None, name: str | None = None) -> bool:
         """
-        A name change is still unanswered in an earlier batch (before a Sync,
-        or in an earlier Query): whether it took, only its answer tells, and
-        the server does not skip what follows that batch if it failed.  A
-        message that uses names must wait for the answers.  (Within one batch
-        the view is right either way: after a failure the server skips the
-        rest of the batch.)
+        Whether what a name holds depends on a change still unanswered in an
+        earlier batch (before a Sync, or in an earlier Query): whether it
+        took, only its answer tells, and the server does not skip what
+        follows that batch if it failed.  A message that uses the name must
+        wait for the answer.  Within one batch the view is right either way
+        (after a failure the server skips the rest of the batch), so a later
+        change to the same name in the open batch settles it.
+
+        @param kind: C{"statement"} or C{"portal"}; C{None}: either.
+        @param name: the name; C{None}: any name of that kind.
         """
         if not self.changes:
             return False
-        change_seen = False
-        for pending in self.expect:
-            if pending.change is not None:
-                change_seen = True
-            elif change_seen and pending.expect.ends_group:  # type: ignore[attr-defined]
+        crossed = False  # a batch end lies between the entry and now
+        for pending in reversed(self.expect):
+            if pending.expect.ends_group:  # type: ignore[attr-defined]
+                crossed = True
+                continue
+            change = pending.change
+            if change is None or not change.touches(kind, name):
+                continue
+            if crossed:
                 return True
+            if name is not None:
+                return False  # the latest change to it is in the open batch
         return False
 
     def forward_stand_in(self, pending: Pending) -> None:

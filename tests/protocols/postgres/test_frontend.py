@@ -514,3 +514,52 @@ class PipelineTests(_FrontEndCase):
         [end] = self.audit.of("action.end")
         self.assertEqual(end["outcome"]["status"], Status.failed.value)
         self.assertEqual(end["outcome"]["error"], "client disconnected before the decision")
+
+
+class PipelineHoldTests(_FrontEndCase):
+    """What waits for the server's answers to earlier batches, and what does not."""
+
+    def sent(self, backend) -> list[codec.Message]:
+        messages = frames(backend.transport.value(), self._tagged())
+        backend.transport.clear()
+        return messages
+
+    def test_batches_that_parse_again_are_not_held(self) -> None:
+        """
+        Pipelined batches that each Parse the unnamed statement before their
+        Bind (as psycopg's pipeline mode does) are forwarded at once: each
+        Bind's statement was settled by a change in its own batch.
+        """
+        client, transport, backend = self.start()
+        batch = [codec.Parse("", "SELECT 1", ()), codec.Bind("", "", (), (), ()), codec.Execute("", 0), codec.Sync()]
+        client.dataReceived(encoded(*batch, *batch, *batch))
+        self.assertEqual(len(self.sent(backend)), 12)
+
+    def test_bind_behind_an_earlier_batch_parse_waits(self) -> None:
+        """
+        A Bind of a statement whose Parse is unanswered in an earlier batch
+        waits for the answer (the Parse may fail, and the server would not
+        skip the Bind); it is judged by what the answer says the name holds.
+        """
+        client, transport, backend = self.start()
+        client.dataReceived(encoded(codec.Parse("s", "DROP TABLE t", ()), codec.Sync()))
+        backend.dataReceived(encoded(PARSE_COMPLETE, codec.ReadyForQuery("I")))
+        self.sent(backend)
+        client.dataReceived(
+            encoded(
+                codec.Parse("s", "SELECT 1", ()),
+                codec.Sync(),
+                codec.Bind("", "s", (), (), ()),
+                codec.Execute("", 0),
+                codec.Sync(),
+            )
+        )
+        self.assertEqual([type(m) for m in self.sent(backend)], [codec.Parse, codec.Sync])
+        backend.dataReceived(
+            encoded(
+                codec.error_response("ERROR", "42P05", 'prepared statement "s" already exists'),
+                codec.ReadyForQuery("I"),
+            )
+        )
+        sent = self.sent(backend)
+        self.assertTrue(sent[0].statement.startswith("hoopgw_refused_"), sent)  # judged as the DROP

@@ -72,6 +72,23 @@ PREPARED = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;"
 STEP = 0.0001  # the clock's advance per statement
 
 
+
+def _catalog() -> dict[str, Any]:
+    """
+    The target's catalog as a fresh snapshot of pgbench's tables (the steady
+    state: a decision looks it up, nothing is read).  Trees from before the
+    catalog was consulted per statement take no such argument.
+    """
+    try:
+        from hoopgw.protocols.postgres.reach import RelationGraph
+        from hoopgw.testing import FixedCatalog
+    except ImportError:
+        return {}
+    tables = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history")
+    graph = RelationGraph([(16384 + i, "public", name) for i, name in enumerate(tables)])
+    catalog = FixedCatalog(relations=graph)
+    return {"catalog_for": lambda connection: catalog}
+
 class _TLSStringTransport(StringTransport):
     def startTLS(self, options: Any, normal: bool = True) -> None:
         pass
@@ -117,7 +134,9 @@ class Rig:
             self.backends.append(backend)
             return succeed(backend)
 
-        self.front = PostgresFrontEnd(sessions=self.sessions, tls_options=object(), reactor=self.clock, connect=connect)
+        self.front = PostgresFrontEnd(
+            sessions=self.sessions, tls_options=object(), reactor=self.clock, connect=connect, **_catalog()
+        )
         self.client = self.front.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
         self.transport = _TLSStringTransport()
         self.client.makeConnection(self.transport)

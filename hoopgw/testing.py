@@ -25,6 +25,7 @@ from hoopgw.sessions import SessionService
 from hoopgw.store.memory import MemoryStore
 
 __all__ = [
+    "FixedCatalog",
     "MemoryAuditLog",
     "MemoryIdentityVerifier",
     "MemoryRecorder",
@@ -137,6 +138,45 @@ class MemoryRecorder:
     def close(self) -> Deferred:
         self.closed = True
         return succeed(hashlib.sha256(b"".join(self.chunks)).hexdigest())
+
+
+@define
+class FixedCatalog:
+    """
+    A PostgreSQL target's catalog answered from memory (the shape of
+    L{hoopgw.protocols.postgres.catalog.Catalog}), for front-end tests whose
+    target is not a real server: a relation graph (default: no relations)
+    and function names by OID, or nothing at all (C{unreadable}).  Counts L{invalidate} calls.
+    """
+
+    relations: Any = None  # a reach.RelationGraph
+    functions: Mapping[int, str] = field(factory=dict)
+    unreadable: bool = False  # answer as a catalog that cannot be read
+    invalidations: int = 0
+
+    def graph(self) -> Deferred:
+        return succeed(self.current())
+
+    def function(self, oid: int) -> Deferred:
+        return succeed(self.functions.get(oid))
+
+    def current(self) -> Any:
+        if self.unreadable:
+            return None
+        if self.relations is None:
+            from hoopgw.protocols.postgres.reach import EMPTY
+
+            self.relations = EMPTY
+        return self.relations
+
+    def newer(self, missing: Any) -> Deferred:
+        return self.graph()
+
+    def invalidate(self) -> None:
+        self.invalidations += 1
+
+    def close(self) -> None:
+        pass
 
 
 class NullMetrics:

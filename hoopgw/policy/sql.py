@@ -15,14 +15,17 @@ What the gateway cannot see:
   - the body of C{DO} (PL/pgSQL, and any dynamic SQL it builds) and of the
     functions and procedures a statement calls: C{DO} is kind C{do}, a call
     names its function in C{functions} (C{CALL} is kind C{call}); a policy
-    that must be sure denies or reviews them;
-  - C{search_path}: an unqualified table C{t} is reported as C{public.t}.
-    What it resolves to depends on the session's C{search_path} (and on
-    temporary tables), which a static classifier cannot know; reporting
-    C{public.t} makes a rule about C{public.t} catch both spellings, and
-    over-matching is the safe direction for deny and review rules.  (A rule
-    about a table in another schema should list it written both ways, e.g.
-    C{["pg_catalog.pg_authid", "public.pg_authid"]}.)
+    that must be sure denies or reviews them (the PostgreSQL front end
+    reads the bodies of functions that exist on the target, see
+    L{hoopgw.protocols.postgres.reach}, and L{body_statements});
+  - C{search_path}: an unqualified table C{t} is reported as C{public.t}
+    (and listed in C{unqualified}).  What it resolves to depends on the
+    session's C{search_path} (and on temporary tables), which a static
+    classifier cannot know; reporting C{public.t} makes a rule about
+    C{public.t} catch both spellings, and the PostgreSQL front end adds
+    every relation of that name through the target's catalog
+    (L{hoopgw.protocols.postgres.reach}), as it does for what views,
+    partitions, rules, triggers and called functions reach.
 
 Kinds (L{StatementInfo.kinds}), the top-level statement's first:
 
@@ -78,7 +81,7 @@ from typing import Any
 from attrs import define, evolve, field, fields, frozen
 from pglast import parser as _pg
 
-__all__ = ["PreparedStatements", "StatementInfo", "classify", "mentions_secret", "recordable", "redact_secrets", "statement_info"]
+__all__ = ["PreparedStatements", "StatementInfo", "body_statements", "classify", "mentions_secret", "recordable", "redact_secrets", "statement_info"]
 
 UNKNOWN = "unknown"
 
@@ -116,7 +119,8 @@ class StatementInfo:
         the database server).
     @ivar writes_data: it writes a table, or it is a kind whose effects
         cannot be seen (C{do}, C{call}, C{execute}, C{unknown}).  Functions
-        called by a C{SELECT} are not seen through.
+        called are not seen through here (the PostgreSQL front end reads
+        their bodies in the target's catalog, L{hoopgw.protocols.postgres.reach}).
     @ivar prepared_name: the name in C{PREPARE}, C{EXECUTE} and
         C{DEALLOCATE}; C{None} for C{DEALLOCATE ALL} / C{DISCARD ALL}.
     @ivar executes: names of the prepared statements it runs with
@@ -124,6 +128,11 @@ class StatementInfo:
         TABLE t AS EXECUTE p}).
     @ivar copy_in: a C{COPY ... FROM STDIN}: the server reads the client's
         next messages as data (copy-in mode) if it starts.
+    @ivar unqualified: the relation names in C{reads} and C{writes} that
+        were written without a schema (C{t}, reported as C{public.t}): which
+        relation they are depends on the session's C{search_path}, so the
+        target's catalog resolves them (L{hoopgw.protocols.postgres.reach}).
+        Not a fact rules match.
     @ivar settings: run-time parameters it sets or resets (C{SET},
         C{RESET}, also inside C{ALTER ROLE ... SET}), lower-case; C{all}
         for C{RESET ALL}.  Values are literals, so they are not facts (see
@@ -142,6 +151,7 @@ class StatementInfo:
     copy_in: bool = False
     settings: tuple[str, ...] = field(default=(), converter=_strs)
     executes: tuple[str, ...] = field(default=(), converter=_strs)
+    unqualified: tuple[str, ...] = field(default=(), converter=_strs)
     # Built once: the same statement is judged on every execution.
     _attributes: Mapping[str, Any] = field(init=False, eq=False, repr=False)
 
@@ -273,6 +283,7 @@ class _Walker:
         self.copy_in = False
         self.settings: dict[str, None] = {}
         self.executes: dict[str, None] = {}
+        self.unqualified: dict[str, None] = {}
         # Facts read from a literal (a function body): not to be shared by
         # texts of the same normalised shape (see _shapes).
         self.from_literal = False
@@ -292,6 +303,7 @@ class _Walker:
             copy_in=self.copy_in,
             settings=tuple(self.settings),
             executes=tuple(self.executes),
+            unqualified=tuple(self.unqualified),
         )
 
     def walk(self, value: Any, ctes: frozenset[str]) -> None:
@@ -327,12 +339,16 @@ class _Walker:
         # An unqualified name of a CTE in scope is that CTE, not a table.
         if "schemaname" in rangevar or rangevar["relname"] not in ctes:
             self.reads[_name(rangevar)] = None
+            if "schemaname" not in rangevar:
+                self.unqualified[rangevar["relname"]] = None
 
     def write(self, rangevar: Mapping[str, Any] | None, also_read: bool = False) -> None:
         # A write target is never a CTE: PostgreSQL resolves it to a table.
         if rangevar:
             name = _name(rangevar)
             self.writes[name] = None
+            if "schemaname" not in rangevar:
+                self.unqualified[rangevar["relname"]] = None
             if also_read:
                 self.reads[name] = None
 
@@ -434,6 +450,8 @@ class _Walker:
                 if names:
                     schema = names[-2] if len(names) > 1 else "public"
                     self.writes[f"{schema}.{names[-1]}"] = None
+                    if len(names) == 1:
+                        self.unqualified[names[0]] = None
 
     def create_table(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["create_table"] = None
@@ -476,10 +494,14 @@ class _Walker:
         self.reaching(lambda: self.walk_fields(stmt, ctes, "relation"))
 
     def trigger(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
-        # It changes what a write to its table does.
+        # It changes what a write to its table does; its function runs on
+        # writes (in this very transaction, before any catalog can show it).
         self.kinds["create_trigger"] = None
         self.write(stmt.get("relation"))
-        self.walk_fields(stmt, ctes, "relation")
+        function = _dotted(stmt.get("funcname", ()))
+        if function:
+            self.functions[function] = None
+        self.walk_fields(stmt, ctes, "relation", "funcname")
 
     def refresh(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["refresh_materialized_view"] = None
@@ -547,6 +569,7 @@ class _Walker:
             self.reads.update(dict.fromkeys(info.reads))
             self.reads.update(dict.fromkeys(info.writes))
             self.functions.update(dict.fromkeys(info.functions))
+            self.unqualified.update(dict.fromkeys(info.unqualified))
             self.program = self.program or info.program
 
     def alter_function(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
@@ -691,7 +714,9 @@ def _plpgsql_statements(body: str) -> tuple[StatementInfo, ...]:
             stack.extend(node)
         elif isinstance(node, dict):
             for key, value in node.items():
-                if key.startswith("PLpgSQL_stmt_dyn") or key == "PLpgSQL_stmt_open" and "dynquery" in (value or {}):
+                # EXECUTE, FOR ... IN EXECUTE, OPEN ... FOR EXECUTE, RETURN
+                # QUERY EXECUTE: SQL built at run time.
+                if key.startswith("PLpgSQL_stmt_dyn") or isinstance(value, dict) and "dynquery" in value:
                     infos.append(_unknown("EXECUTE"))
                 if key == "PLpgSQL_expr" and isinstance(value, dict):
                     query = value.get("query", "")
@@ -699,6 +724,33 @@ def _plpgsql_statements(body: str) -> tuple[StatementInfo, ...]:
                 elif isinstance(value, (dict, list)):
                     stack.append(value)
     return tuple(infos)
+
+
+def body_statements(language: str, source: str) -> tuple[StatementInfo, ...] | None:
+    """
+    What an existing function's body runs, as far as it can be read: SQL
+    (C{source} is the body, or for a C{BEGIN ATOMIC} body the whole
+    definition), PL/pgSQL's static statements (a dynamic C{EXECUTE} is
+    unknown).  C{None} for a body in another language.
+    """
+    language = language.lower()
+    if language == "plpgsql":
+        return _plpgsql_statements(source)
+    if language != "sql":
+        return None
+    if not source.lstrip()[:6].upper().startswith("CREATE"):
+        return classify(source)
+    try:
+        tree = json.loads(_pg.parse_sql_json(source))
+        body = tree["stmts"][0]["stmt"]["CreateFunctionStmt"]["sql_body"]
+    except Exception:
+        return (_unknown(source),)
+    walker = _Walker()
+    try:
+        walker.walk(body, frozenset())
+    except RecursionError:
+        return (_lexical(source),)
+    return (walker.info(source),)
 
 
 # -- classification ------------------------------------------------------------
@@ -724,6 +776,7 @@ def _lexical(text: str) -> StatementInfo:
     """
     kinds: dict[str, None] = {UNKNOWN: None}
     names: dict[str, None] = {}
+    words: dict[str, None] = {}
     program = False
     try:
         tokens = _pg.scan(text)
@@ -740,6 +793,7 @@ def _lexical(text: str) -> StatementInfo:
             if token.name == "IDENT" and not word.startswith('"'):
                 word = word.lower() if word.isascii() else word
             names[f"public.{word}"] = None
+            words[word] = None
             if previous_ident:
                 names[f"{previous_ident}.{word}"] = None
             previous_ident = word
@@ -748,7 +802,7 @@ def _lexical(text: str) -> StatementInfo:
     without_where = "update" in kinds or "delete" in kinds
     return StatementInfo(
         text=text, kinds=kinds, reads=names, writes=names, without_where=without_where,
-        program=program, writes_data=True, copy_in="copy" in kinds,
+        program=program, writes_data=True, copy_in="copy" in kinds, unqualified=words,
     )
 
 
@@ -1027,6 +1081,7 @@ class PreparedStatements:
                 executes=info.executes,
                 writes_data=info.writes_data,
                 prepared_name=info.prepared_name,
+                unqualified=info.unqualified,
             )
         elif "deallocate" in info.kinds and first in ("deallocate", "discard"):
             if info.prepared_name is None:
@@ -1075,6 +1130,7 @@ def _merge(text: str, infos: Iterable[StatementInfo],
         copy_in=any(i.copy_in for i in infos),
         settings=union("settings"),
         executes=union("executes"),
+        unqualified=union("unqualified"),
         writes_data=any(i.writes_data for i in infos),
         prepared_name=prepared_name,
     )

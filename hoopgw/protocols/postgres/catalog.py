@@ -1,17 +1,29 @@
 """
-The target's catalog, read on the gateway's own connection to it, for what
-a client names only by number: a FunctionCall's function OID.
+The target's catalog, read on the gateway's own connection to it: what a
+client names only by number (a FunctionCall's function OID), and what a
+statement's relations reach (L{reach.RelationGraph}: views, partitions,
+rules, triggers, foreign-key cascades, names).
 
 One connection per configured target, opened on first use with the
 connection's own credentials and TLS settings and kept (txpostgres over
-psycopg2's asynchronous mode: nothing blocks the reactor).  Answers are
-cached for C{ttl} seconds.  A lookup that fails (the target is down, the
-query errors) answers C{None}: the caller treats the object as unknown,
-which the shipped policy refuses.
+psycopg2's asynchronous mode: nothing blocks the reactor).  Function names
+are cached for C{ttl} seconds; the relation graph is one snapshot (one
+query, so one consistent view of the catalog), kept for C{graph_ttl}
+seconds and dropped earlier by L{Catalog.invalidate}, which the front end
+calls when a session's DDL has ended (committed or not).  A lookup that
+fails (the target is down, the query errors) answers C{None}: the caller
+treats the object, or the statement, as unknown, which the shipped policy
+refuses.
+
+Each snapshot also carries every name a relation had in the earlier ones
+(by OID), so a rule naming C{public.payments} still protects it after it,
+or its schema, is renamed outside the gateway.  A rename while the
+gateway was not running is not seen.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
@@ -19,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.config import PostgresSettings
+from hoopgw.protocols.postgres.reach import RelationGraph, Routine
 
 __all__ = ["Catalog"]
 
@@ -29,6 +42,149 @@ _FUNCTION = (
     "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = %s"
 )
 _CACHE_MAX = 4096
+
+# One statement, so one snapshot (OIDs come back as JSON strings).
+#   relations: tables, partitioned tables, views, materialized views, foreign tables;
+#   views: the relations a view's definition (its _RETURN rule) reads;
+#   rules: the relations another rule's actions reference, by its event
+#     ('2' update, '3' insert, '4' delete);
+#   triggers: not the server's own (foreign keys' are internal), with their
+#     events (tgtype) and arguments (NUL-separated, hex);
+#   uses: functions that run on a relation's events, from pg_depend --
+#     column defaults, CHECK constraints (also of columns' domains), index
+#     expressions, row security policies, rules, trigger WHEN clauses -- and
+#     functions over its row type (column notation); not the server's own;
+#   functions: bodies that can be read (not C or internal, not pg_catalog's);
+#   function_names: every function, to tell a call of a new one;
+#   cascades: foreign keys whose action writes the referencing table.
+_GRAPH = """
+SELECT json_build_object(
+  'relations', (SELECT coalesce(json_agg(json_build_array(c.oid, n.nspname, c.relname)), '[]')
+                FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')),
+  'inherits', (SELECT coalesce(json_agg(json_build_array(inhrelid, inhparent)), '[]')
+               FROM pg_catalog.pg_inherits),
+  'rules', (SELECT coalesce(json_agg(DISTINCT jsonb_build_array(r.ev_class, r.ev_type, d.refobjid)), '[]')
+            FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_depend d
+              ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
+             AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class),
+  'triggers', (SELECT coalesce(json_agg(json_build_array(t.tgrelid, t.tgtype, n.nspname, p.proname, l.lanname,
+                                                         p.prosrc, pg_catalog.encode(t.tgargs, 'hex'))), '[]')
+               FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+               JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+               JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+               WHERE NOT t.tgisinternal),
+  'uses', (SELECT coalesce(json_agg(DISTINCT jsonb_build_array(u.rel, u.ev, n.nspname, p.proname)), '[]')
+           FROM (SELECT ad.adrelid AS rel, 'iu' AS ev, d.refobjid AS fn
+                 FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_depend d
+                   ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
+                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                 UNION ALL
+                 SELECT c.conrelid, 'iu', d.refobjid
+                 FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_depend d
+                   ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = c.oid
+                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                 WHERE c.conrelid <> 0
+                 UNION ALL
+                 SELECT a.attrelid, 'iu', d.refobjid
+                 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_constraint c ON c.contypid = a.atttypid
+                 JOIN pg_catalog.pg_depend d
+                   ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = c.oid
+                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                 WHERE c.contypid <> 0 AND a.attnum > 0 AND NOT a.attisdropped
+                 UNION ALL
+                 SELECT i.indrelid, 'iu', d.refobjid
+                 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_depend d
+                   ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = i.indexrelid
+                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                 UNION ALL
+                 SELECT po.polrelid, 'riud', d.refobjid
+                 FROM pg_catalog.pg_policy po JOIN pg_catalog.pg_depend d
+                   ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid = po.oid
+                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                 UNION ALL
+                 SELECT r.ev_class, CASE r.ev_type WHEN '1' THEN 'r' WHEN '2' THEN 'u' WHEN '3' THEN 'i' ELSE 'd' END,
+                        d.refobjid
+                 FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_depend d
+                   ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
+                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                 UNION ALL
+                 SELECT t.tgrelid, 'iudt', d.refobjid
+                 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_depend d
+                   ON d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid = t.oid
+                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid <> t.tgfoid
+                 WHERE NOT t.tgisinternal
+                 UNION ALL
+                 SELECT c.oid, 'riud', f.oid
+                 FROM pg_catalog.pg_proc f JOIN pg_catalog.pg_class c ON c.reltype = f.proargtypes[0]
+                 WHERE f.pronargs = 1) u
+           JOIN pg_catalog.pg_proc p ON p.oid = u.fn
+           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
+  'functions', (SELECT coalesce(json_agg(json_build_array(n.nspname, p.proname, l.lanname,
+                   CASE WHEN p.prosqlbody IS NULL THEN p.prosrc ELSE pg_catalog.pg_get_functiondef(p.oid) END)), '[]')
+                FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+                WHERE p.prokind IN ('f', 'p') AND l.lanname NOT IN ('c', 'internal')
+                  AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
+  'function_names', (SELECT coalesce(json_agg(DISTINCT jsonb_build_array(n.nspname, p.proname)), '[]')
+                     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace),
+  'cascades', (SELECT coalesce(json_agg(json_build_array(confrelid, confdeltype, confupdtype, conrelid)), '[]')
+               FROM pg_catalog.pg_constraint
+               WHERE contype = 'f' AND (confdeltype IN ('c', 'n', 'd') OR confupdtype IN ('c', 'n', 'd')))
+)::text
+"""
+
+# Whether any of the relations or functions named exists (bare names: in any schema).
+_EXISTS = """
+SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                 AND (c.relname = ANY(%s::text[])
+                      OR (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))))
+    OR EXISTS (SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+               WHERE p.proname = ANY(%s::text[])
+                  OR (n.nspname, p.proname) IN (SELECT * FROM unnest(%s::text[], %s::text[])))
+"""
+
+# tgtype's event bits (pg_trigger.h).
+_TRIGGER_EVENTS = ((4, "i"), (8, "d"), (16, "u"), (32, "t"))
+
+
+def graph_from_snapshot(snapshot: dict[str, Any], known: dict[int, tuple[str, ...]] | None = None) -> RelationGraph:
+    """The L{RelationGraph} of one L{_GRAPH} answer (decoded)."""
+    views, rules = [], []
+    rule_events = {"2": "u", "3": "i", "4": "d"}
+    for relation, event, referenced in snapshot["rules"]:
+        if event == "1":
+            views.append((int(relation), int(referenced)))
+        else:
+            rules.append((int(relation), rule_events.get(event, "iud"), int(referenced)))
+    triggers = []
+    for relation, tgtype, schema, name, language, source, arguments in snapshot["triggers"]:
+        events = "".join(event for bit, event in _TRIGGER_EVENTS if int(tgtype) & bit)
+        raw = bytes.fromhex(arguments or "")
+        args = tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0") if a)
+        triggers.append((int(relation), events, Routine(schema, name, language, source or ""), args))
+    # ON DELETE CASCADE deletes referencing rows, SET NULL / SET DEFAULT
+    # update them; ON UPDATE of any of the three updates them.
+    cascades = []
+    for referenced, on_delete, on_update, referencing in snapshot["cascades"]:
+        if on_delete in ("c", "n", "d"):
+            cascades.append((int(referenced), "d", int(referencing), "d" if on_delete == "c" else "u"))
+        if on_update in ("c", "n", "d"):
+            cascades.append((int(referenced), "u", int(referencing), "u"))
+    return RelationGraph(
+        [(int(oid), schema, name) for oid, schema, name in snapshot["relations"]],
+        inherits=[(int(child), int(parent)) for child, parent in snapshot["inherits"]],
+        views=views,
+        rules=rules,
+        cascades=cascades,
+        triggers=triggers,
+        uses=[(int(relation), events, f"{schema}.{name}") for relation, events, schema, name in snapshot["uses"]],
+        functions=[Routine(schema, name, language, source or "") for schema, name, language, source in snapshot["functions"]],
+        function_names=[(schema, name) for schema, name in snapshot["function_names"]],
+        known=known,
+    )
 
 
 def connection_parameters(settings: PostgresSettings, password: str | None) -> dict[str, Any]:
@@ -62,6 +218,7 @@ class Catalog:
         *,
         reactor: Any,
         ttl: float = 60.0,
+        graph_ttl: float = 10.0,
         connect: Callable[[dict[str, Any]], Deferred] | None = None,
     ) -> None:
         self.parameters = connection_parameters(settings, password)
@@ -71,6 +228,12 @@ class Catalog:
         self._connection: Any = None  # a connected txpostgres Connection
         self._waiting: list[Deferred] | None = None  # lookups waiting for it
         self._functions: dict[int, tuple[float, str | None]] = {}
+        self.graph_ttl = graph_ttl
+        self._graph: RelationGraph | None = None
+        self._graph_until = 0.0
+        self._graph_waiting: list[Deferred] | None = None  # callers of graph() while it is read
+        self._generation = 0  # bumped by invalidate(): a snapshot read across it is not kept
+        self._known: dict[int, tuple[str, ...]] = {}  # every name each oid has had
 
     def _txpostgres(self, parameters: dict[str, Any]) -> Deferred:
         from txpostgres import txpostgres
@@ -130,6 +293,111 @@ class Catalog:
 
         d.addCallbacks(found, failed)
         return d
+
+    def current(self) -> RelationGraph | None:
+        """The graph if it is fresh (L{graph} would fire at once with it), else C{None}."""
+        if self._graph is not None and self._graph_until > self.reactor.seconds():
+            return self._graph
+        return None
+
+    def graph(self) -> Deferred:
+        """
+        The target's relation graph (fresh: read at most C{graph_ttl}
+        seconds ago, after the last L{invalidate}), or C{None} if it cannot
+        be read.  Fires at once when the current snapshot is fresh.
+        """
+        if self._graph is not None and self._graph_until > self.reactor.seconds():
+            return succeed(self._graph)
+        mine: Deferred = Deferred()
+        if self._graph_waiting is None:
+            self._graph_waiting = []
+            self._read_graph()
+        self._graph_waiting.append(mine)
+        return mine
+
+    def _read_graph(self) -> None:
+        generation = self._generation
+        started = self.reactor.seconds()
+        d = self._connected()
+        d.addCallback(lambda connection: connection.runQuery(_GRAPH))
+
+        def read(rows: list[tuple[str]]) -> RelationGraph | None:
+            graph = graph_from_snapshot(json.loads(rows[0][0]), self._known)
+            self._known = graph.names
+            if generation != self._generation:
+                # DDL ended while this was read: the snapshot may predate
+                # it.  Read again for the callers now waiting.
+                self._read_graph()
+                return None
+            self._graph, self._graph_until = graph, started + self.graph_ttl
+            return graph
+
+        def failed(failure: Failure) -> None:
+            log.warn(
+                "reading the catalog of {host}:{port} failed: {error}",
+                host=self.parameters["host"],
+                port=self.parameters["port"],
+                error=failure.getErrorMessage(),
+            )
+            self.close()
+            self._answer_graph(None)
+
+        def answer(graph: RelationGraph | None) -> None:
+            if graph is not None:
+                self._answer_graph(graph)
+
+        d.addCallbacks(read, failed)
+        d.addCallback(answer)
+
+    def _answer_graph(self, graph: RelationGraph | None) -> None:
+        waiting, self._graph_waiting = self._graph_waiting or [], None
+        for d in waiting:
+            d.callback(graph)
+
+    def newer(self, missing: tuple[tuple[str, str | None, str], ...]) -> Deferred:
+        """
+        For a statement naming relations or functions the current graph
+        lacks (L{RelationGraph.reach}'s C{(kind, schema, name)}): a newer
+        graph if one of them exists now (renamed or created since the
+        snapshot), else the current one; C{None} if the catalog cannot be
+        read.  The check is
+        one small query, so names that exist nowhere (the table a CREATE
+        TABLE makes, one created in a transaction not yet committed, a
+        misspelt schema) cost no snapshot.
+        """
+        current = self._graph
+        arguments: list[list[str]] = []
+        for kind in ("relation", "function"):
+            bare = [name for k, schema, name in missing if k == kind and schema is None]
+            qualified = [(schema, name) for k, schema, name in missing if k == kind and schema is not None]
+            arguments += [bare, [schema for schema, _ in qualified], [name for _, name in qualified]]
+        d = self._connected()
+        d.addCallback(lambda connection: connection.runQuery(_EXISTS, tuple(arguments)))
+
+        def exists(rows: list[tuple[bool]]) -> Deferred:
+            if rows[0][0] or current is None or current is not self._graph:
+                if self._graph is current:
+                    self._graph = None
+                return self.graph()
+            return succeed(current)
+
+        def failed(failure: Failure) -> None:
+            log.warn(
+                "reading the catalog of {host}:{port} failed: {error}",
+                host=self.parameters["host"],
+                port=self.parameters["port"],
+                error=failure.getErrorMessage(),
+            )
+            self.close()
+            return None
+
+        d.addCallbacks(exists, failed)
+        return d
+
+    def invalidate(self) -> None:
+        """Something may have changed the catalog (DDL ended in a session): read it again before the next use."""
+        self._generation += 1
+        self._graph = None
 
     def close(self) -> None:
         connection, self._connection = self._connection, None

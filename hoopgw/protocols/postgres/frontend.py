@@ -32,6 +32,8 @@ import secrets
 from collections import deque
 from typing import Any, Callable, Protocol as TypingProtocol
 
+from attrs import evolve
+
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer
@@ -45,7 +47,8 @@ from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, N
 from hoopgw.model import Action, Connection, Outcome, Source, Status
 from hoopgw.policy.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
 from hoopgw.protocols import _preauth, _tls as tls
-from hoopgw.protocols.postgres import codec, lexical
+from hoopgw.protocols.postgres import codec, lexical, reach
+from hoopgw.protocols.postgres.reach import RelationGraph
 from hoopgw.protocols.postgres.tracker import (
     Copy,
     Desync,
@@ -136,21 +139,28 @@ _PIPELINED_SENSITIVE = (
 _UNKNOWN_STATEMENT = StatementInfo(text="", kinds=("unknown",), writes_data=True)
 
 
-def _function_call(oid: int, name: str | None) -> Action:
-    """The action of a FunctionCall of C{oid}, which the catalog names C{name} (C{None}: unknown)."""
+def _function_call(oid: int, name: str | None) -> tuple[Action, StatementInfo]:
+    """
+    The action of a FunctionCall of C{oid}, which the catalog names C{name}
+    (C{None}: unknown), and the facts it is judged by.
+    """
     if name is None:
-        return Action(
-            kind="sql.call",
-            input=f"function call oid {oid} (not in the target's catalog)",
-            attributes={"sql.statements": ("call", "unknown"), "sql.functions": (str(oid),)},
+        info = StatementInfo(
+            text=f"function call oid {oid} (not in the target's catalog)",
+            kinds=("call", "unknown"),
+            functions=(str(oid),),
+            writes_data=True,
         )
-    # Both spellings, as rules may name it either way (classify reports a
-    # call as written, usually unqualified).
-    return Action(
-        kind="sql.call",
-        input=f"function call {name} (oid {oid})",
-        attributes={"sql.statements": ("call",), "sql.functions": (name.split(".", 1)[1], name)},
-    )
+    else:
+        # Both spellings, as rules may name it either way (classify reports
+        # a call as written, usually unqualified).
+        info = StatementInfo(
+            text=f"function call {name} (oid {oid})",
+            kinds=("call",),
+            functions=(name.split(".", 1)[1], name),
+            writes_data=True,
+        )
+    return Action(kind="sql.call", input=info.text, attributes=info.attributes()), info
 
 
 def _finish(handle: ActionHandle, outcome: Outcome) -> None:
@@ -266,6 +276,7 @@ class ClientProtocol(Protocol):
         self._waiting = False
         self._draining = False
         self._denials = 0
+        self._catalog_changed = False  # DDL was sent in the transaction now open
         self._linked = False  # the two transports are each other's producers
         self.bytes_in = 0
         self.bytes_out = 0
@@ -655,13 +666,50 @@ class ClientProtocol(Protocol):
             return None
         return lexical.setting_refusal(info.text)
 
-    def _check_or_refuse(self, actions: list[Action], infos: list[StatementInfo]) -> Deferred:
-        """Decide C{actions}, unless one of them changes a setting the gateway pins."""
+    def _check_or_refuse(
+        self, actions: list[Action], infos: list[StatementInfo], judged: list[StatementInfo] | None = None
+    ) -> Deferred:
+        """
+        Decide C{actions}, unless one of them changes a setting the gateway
+        pins; C{judged} (default C{infos}) are the facts each is judged by,
+        widened by what their relations reach on the target (L{reach}).
+        """
         for action, info in zip(actions, infos):
             refusal = self._setting_refusal(info)
             if refusal is not None:
                 return self.session.refuse(action, refusal).addCallback(lambda handle: [handle])  # type: ignore[union-attr]
-        return self._decide(actions)
+        return self._judge(actions, judged if judged is not None else infos)
+
+    def _judge(self, actions: list[Action], judged: list[StatementInfo]) -> Deferred:
+        """Decide C{actions}, each by its facts in C{judged} widened by what they reach on the target."""
+        if not self._catalog_changed and any(reach.changes_catalog(info) for info in judged):
+            # Read again once the transaction it ran in has ended (before,
+            # the gateway's own connection would not see the change).
+            self._catalog_changed = True
+        if not any(info.reads or info.writes or info.functions for info in judged):
+            return self._decide(actions)
+        catalog = self.front.catalog(self.session.connection)  # type: ignore[union-attr]
+        fresh = catalog.current()
+        if fresh is not None:
+            return self._widened(fresh, catalog, actions, judged, True)
+        return catalog.graph().addCallback(self._widened, catalog, actions, judged, True)
+
+    def _widened(
+        self, graph: RelationGraph | None, catalog: Catalog, actions: list[Action], judged: list[StatementInfo], again: bool
+    ) -> Deferred:
+        # A method, not a closure: a closure that passes itself on would be
+        # a reference cycle per statement, left to the garbage collector.
+        widened = []
+        for action, info in zip(actions, judged):
+            if graph is None:
+                reached = reach.unreadable(info)
+            else:
+                reached, missing = graph.reach(info)
+                if missing and again:
+                    # A name the snapshot lacks: renamed or created since?
+                    return catalog.newer(missing).addCallback(self._widened, catalog, actions, judged, False)
+            widened.append(action if reached is info else evolve(action, attributes=reached.attributes()))
+        return self._decide(widened)
 
     # -- statement and portal names --------------------------------------------
     #
@@ -777,6 +825,7 @@ class ClientProtocol(Protocol):
         else:
             infos = classify(text)
             actions: list[Action] = []
+            judged: list[StatementInfo] = []
             prepared = self.tracker.view()[0]
             copied = False
             for info in infos:
@@ -788,7 +837,8 @@ class ClientProtocol(Protocol):
                         prepared, copied = prepared.copy(), True
                     prepared.observe(info)
                 actions.append(Action(kind=_action_kind(info, "sql.query"), input=info.text, attributes=resolved.attributes()))
-            d = self._check_or_refuse(actions, list(infos))
+                judged.append(resolved)
+            d = self._check_or_refuse(actions, list(infos), judged)
 
         def decided(handles: list[ActionHandle]) -> None:
             if self._gone(handles):
@@ -912,7 +962,12 @@ class ClientProtocol(Protocol):
         """
         session = self.session
         d = self.front.catalog(session.connection).function(message.function_oid)  # type: ignore[union-attr]
-        d.addCallback(lambda name: self._decide([_function_call(message.function_oid, name)]))
+
+        def judge(name: str | None) -> Deferred:
+            action, info = _function_call(message.function_oid, name)
+            return self._judge([action], [info]) if name is not None else self._decide([action])
+
+        d.addCallback(judge)
 
         def decided(handles: list[ActionHandle]) -> None:
             if self._gone(handles):
@@ -962,6 +1017,9 @@ class ClientProtocol(Protocol):
                     transform.describe(message)  # type: ignore[arg-type]
                 elif kind is codec.ErrorResponse and tracker.at_batch_end:
                     self._commit_failed(message)  # type: ignore[arg-type]
+                elif kind is codec.ReadyForQuery and self._catalog_changed and message.status == "I":  # type: ignore[attr-defined]
+                    self._catalog_changed = False
+                    self.front.catalog(self.session.connection).invalidate()  # type: ignore[union-attr]
                 message = tracker.answer(message)
                 raw = message.raw
                 append(raw if raw is not None else codec.encode(message))

@@ -227,7 +227,19 @@ class Tracker:
         return self.unsettled == 0
 
     def forward(self, pending: Pending) -> None:
-        """C{pending}'s message is being forwarded (in order)."""
+        """
+        C{pending}'s message is being forwarded (in order).  An
+        extended-protocol message forwarded while the server skips to Sync
+        (an earlier message of its batch failed while this one was being
+        decided) gets no answer: it is accounted as skipped at once.
+        """
+        if self.skipping and pending.expect.extended:  # type: ignore[attr-defined]
+            if pending.handle is not None:
+                self.finish(
+                    pending.handle,
+                    Outcome(status=Status.failed, error="not run: an earlier statement in the same batch failed"),
+                )
+            return
         self.expect.append(pending)
         if pending.expect.runs_code:  # type: ignore[attr-defined]
             self.unsettled += 1
@@ -310,6 +322,9 @@ class Tracker:
         once the server has answered this Bind (its own Bind's answer, which
         comes first, may still end it as failed).
         """
+        if self.skipping:
+            self.forward(pending)  # skipped: the portal keeps what it held
+            return
         pending.replaces = self.bound.pop(portal, None)
         if pending.handle is not None:
             self.bound[portal] = pending.handle

@@ -15,7 +15,8 @@ from hoopgw.config import PostgresSettings
 from hoopgw.model import Connection, Decision, Effect, Identity, Status
 from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.frontend import PostgresFrontEnd, rows_from_tag
-from hoopgw.testing import MemoryAuditLog, MemoryIdentityVerifier, StaticPolicy, memory_session_service
+from hoopgw.protocols.postgres.reach import RelationGraph
+from hoopgw.testing import FixedCatalog, MemoryAuditLog, MemoryIdentityVerifier, StaticPolicy, memory_session_service
 
 ALICE = Identity(issuer="test", subject="alice", groups=("dev",))
 SETTINGS = PostgresSettings(host="127.0.0.1", port=5432, database="app", user="app", tls="disable")
@@ -81,12 +82,14 @@ class _FrontEndCase(SynchronousTestCase):
         )
         self.backends = []
         self.transform = None
+        self.catalog = FixedCatalog()
         self.front = PostgresFrontEnd(
             sessions=self.sessions,
             tls_options=object(),
             reactor=Clock(),
             connect=self.connect,
             transform_for=lambda session: self.transform,
+            catalog_for=lambda connection: self.catalog,
         )
 
     def connect(self, settings, backend):
@@ -563,3 +566,74 @@ class PipelineHoldTests(_FrontEndCase):
         )
         sent = self.sent(backend)
         self.assertTrue(sent[0].statement.startswith("hoopgw_refused_"), sent)  # judged as the DROP
+
+
+class CatalogTests(_FrontEndCase):
+    """The front end's use of the target's catalog (reach.py): widening, failing closed, invalidating."""
+
+    def test_statements_are_judged_by_what_they_reach(self) -> None:
+        """If a view over payments is written, the decision sees a write to payments."""
+        self.catalog.relations = RelationGraph(
+            [(1, "public", "payments"), (2, "public", "pay_view")], views=[(2, 1)]
+        )
+        client, transport, backend = self.start()
+        client.dataReceived(codec.encode(codec.Query("DELETE FROM pay_view WHERE id = 1")))
+        [action] = [a for a in self.policy.seen if a.kind == "sql.query"]
+        self.assertEqual(action.attributes["sql.writes"], ("public.pay_view", "public.payments"))
+
+    def test_an_unreadable_catalog_makes_the_statement_unknown(self) -> None:
+        """If the catalog cannot be read, a statement naming tables is judged as unknown."""
+        self.catalog.unreadable = True
+        client, transport, backend = self.start()
+        client.dataReceived(codec.encode(codec.Query("SELECT * FROM t")) + codec.encode(codec.Query("SELECT 1")))
+        actions = [a for a in self.policy.seen if a.kind == "sql.query"]
+        # A statement naming no table does not need the catalog.
+        self.assertEqual([a.attributes["sql.statements"] for a in actions], [("select", "unknown"), ("select",)])
+
+    def test_ddl_invalidates_once_its_transaction_ends(self) -> None:
+        """
+        If DDL runs in a transaction, the catalog is read again only once
+        the transaction has ended (before, the gateway's own connection
+        would not see it).
+        """
+        client, transport, backend = self.start()
+        for query, status in (("BEGIN", "T"), ("CREATE VIEW v AS SELECT 1", "T"), ("SELECT 1", "T"), ("COMMIT", "I")):
+            client.dataReceived(codec.encode(codec.Query(query)))
+            before = self.catalog.invalidations
+            backend.dataReceived(codec.encode(codec.CommandComplete("X")) + codec.encode(codec.ReadyForQuery(status)))
+            self.assertEqual(self.catalog.invalidations - before, 1 if query == "COMMIT" else 0, query)
+        client.dataReceived(codec.encode(codec.Query("SELECT 1")))
+        backend.dataReceived(codec.encode(codec.CommandComplete("SELECT 1")) + codec.encode(codec.ReadyForQuery("I")))
+        self.assertEqual(self.catalog.invalidations, 1)
+
+
+class LateDecisionTests(_FrontEndCase):
+    def test_decision_that_ends_after_the_batch_failed(self) -> None:
+        """
+        If an earlier message of the batch fails while a Bind is being
+        decided, the server skips that Bind: the gateway expects no answer
+        for it (no desync at the ReadyForQuery) and records it as not run.
+        """
+        client, transport, backend = self.start()
+        self.policy.hold = True
+        client.dataReceived(
+            b"".join(
+                codec.encode(m)
+                for m in (
+                    codec.Bind("", "", (), (), ()),
+                    codec.Parse("", "SELECT 1", ()),
+                    codec.Bind("", "", (), (), ()),
+                    codec.Sync(),
+                )
+            )
+        )
+        self.policy.release()  # the first Bind: forwarded with the Parse behind it
+        backend.dataReceived(codec.encode(codec.error_response("ERROR", "26000", "unnamed prepared statement does not exist")))
+        self.policy.release()  # the second Bind, decided after the batch failed
+        backend.dataReceived(codec.encode(codec.ReadyForQuery("I")))
+        answers = frames(transport.value())
+        self.assertEqual([type(m) for m in answers], [codec.ErrorResponse, codec.ReadyForQuery])
+        self.assertEqual(answers[0].code, "26000")
+        ends = self.audit.of("action.end")
+        self.assertEqual([e["outcome"]["status"] for e in ends], ["failed", "failed"])
+        self.assertIn("not run", ends[1]["outcome"]["error"])

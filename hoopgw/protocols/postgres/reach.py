@@ -1,0 +1,403 @@
+"""
+What a statement reaches on the target, beyond the names it spells: a
+pure model of the target's catalog (L{RelationGraph}, built from one
+snapshot that L{catalog.Catalog} reads) that widens a statement's facts
+(L{StatementInfo}) so that a rule on a table protects the table, not one
+name for it.
+
+A statement that reads or writes relation R also reads or writes:
+
+  - R under every name it has had while the gateway watched the catalog
+    (renamed, or its schema renamed, outside the gateway);
+  - for an unqualified name C{t}: every relation called C{t}, in any
+    schema.  Which one the server picks depends on the session's
+    C{search_path} (and on temporary tables), which the server does not
+    report and a function can change unseen; taking them all over-matches,
+    the safe direction for deny and review rules;
+  - R's inheritance ancestors and descendants (partitions are children):
+    a partition's rows are its parent's, and a write to a parent lands in
+    its children;
+  - through a view (or materialized view): the relations and functions its
+    definition uses;
+  - what runs when R is read: the functions of its row security policies,
+    functions over its row type (C{SELECT s.f FROM s} calls C{f(s)});
+  - what runs when R is written, for the events the statement has
+    (insert, update, delete, truncate): R's rules, foreign keys cascading
+    into other tables (C{ON DELETE/UPDATE CASCADE / SET NULL / SET
+    DEFAULT}), triggers, and the functions of its column defaults, CHECK
+    constraints (also its columns' domains'), index expressions, row
+    security policies;
+  - a function it calls (by name; a bare name is every schema's): what its
+    body reads, writes and calls.
+
+Bodies are read as the classifier reads them (L{body_statements}: SQL,
+C{BEGIN ATOMIC}, PL/pgSQL's static statements), and everything reached is
+followed again, to a fixed point.
+
+What stays opaque: a body that runs dynamic SQL (PL/pgSQL's C{EXECUTE}) or
+is in another language (PL/Python, PL/Perl, ...) makes the statement
+C{unknown}, which the shipped policy refuses.  A function in C or internal
+-- only a superuser can create one -- is judged by its name, which is added
+to C{sql.functions}; as a trigger's function its arguments that name a
+relation (contrib's C{refint} takes the table to cascade into) count as
+written.  Operators, casts and aggregates' state functions, event
+triggers, foreign tables and connections to other servers (C{dblink}) are
+not followed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from attrs import evolve, frozen
+
+from hoopgw.policy.sql import UNKNOWN, StatementInfo, _with_text, body_statements
+
+__all__ = ["EMPTY", "RelationGraph", "Routine", "changes_catalog", "events_of", "unreadable"]
+
+# Languages whose functions only a superuser can create: judged by name.
+_TRUSTED_LANGUAGES = frozenset({"c", "internal"})
+
+_CACHE_MAX = 4096
+
+# Events: what a statement does to the rows of a relation it writes.
+INSERT, UPDATE, DELETE, TRUNCATE = "i", "u", "d", "t"
+ALL_WRITES = frozenset("iudt")
+_KIND_EVENTS = {
+    "insert": frozenset("i"),
+    "copy": frozenset("i"),
+    "update": frozenset("u"),
+    "delete": frozenset("d"),
+    "merge": frozenset("iud"),
+    "truncate": frozenset("t"),
+}
+# Kinds whose effects cannot be seen: any event.
+_OPAQUE = frozenset({UNKNOWN, "do", "call", "execute"})
+
+
+def events_of(kinds: Iterable[str]) -> frozenset[str]:
+    """The write events statements of these kinds can have (DDL alone: none)."""
+    events: frozenset[str] = frozenset()
+    for kind in kinds:
+        if kind in _OPAQUE:
+            return ALL_WRITES
+        events = events | _KIND_EVENTS.get(kind, frozenset())
+    return events
+
+
+@frozen
+class Routine:
+    """
+    A function on the target (a trigger's, or one a statement calls): its
+    schema and name, its language, its source (for a C{BEGIN ATOMIC} body,
+    the whole definition).
+    """
+
+    schema: str
+    name: str
+    language: str
+    source: str
+
+    @property
+    def function(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@frozen
+class _Effect:
+    """What a function's body does, read once per snapshot."""
+
+    function: str
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    unqualified: frozenset[str] = frozenset()
+    calls: tuple[str, ...] = ()
+    events: frozenset[str] = frozenset()
+    unknown: bool = False
+
+
+def _effect(routine: Routine) -> _Effect:
+    if routine.language.lower() in _TRUSTED_LANGUAGES:
+        return _Effect(routine.function)
+    infos = body_statements(routine.language, routine.source)
+    if infos is None:  # PL/Python, PL/Perl, ...: not read
+        return _Effect(routine.function, unknown=True)
+    return _Effect(
+        routine.function,
+        reads=tuple(dict.fromkeys(n for i in infos for n in i.reads)),
+        writes=tuple(dict.fromkeys(n for i in infos for n in i.writes)),
+        unqualified=frozenset(n for i in infos for n in i.unqualified),
+        calls=tuple(dict.fromkeys(f for i in infos for f in i.functions)),
+        events=events_of(k for i in infos for k in i.kinds),
+        unknown=any(UNKNOWN in i.kinds for i in infos),
+    )
+
+
+def _splits(name: str) -> list[tuple[str, str]]:
+    """Every (schema, name) that C{schema.name} can be (either may contain dots)."""
+    return [(name[:i], name[i + 1:]) for i, c in enumerate(name) if c == "."]
+
+
+class RelationGraph:
+    """
+    One snapshot of the target's relations and what connects them (module
+    docstring).  Immutable once built; L{reach} memoises its answers.
+    """
+
+    def __init__(
+        self,
+        relations: Iterable[tuple[int, str, str]],
+        *,
+        inherits: Iterable[tuple[int, int]] = (),
+        views: Iterable[tuple[int, int]] = (),
+        rules: Iterable[tuple[int, str, int]] = (),
+        cascades: Iterable[tuple[int, str, int, str]] = (),
+        triggers: Iterable[tuple[int, str, Routine, tuple[str, ...]]] = (),
+        uses: Iterable[tuple[int, str, str]] = (),
+        functions: Iterable[Routine] = (),
+        function_names: Iterable[tuple[str, str]] = (),
+        known: Mapping[int, tuple[str, ...]] | None = None,
+    ) -> None:
+        """
+        @param relations: C{(oid, schema, name)} of every relation.
+        @param inherits: C{(child, parent)}.
+        @param views: C{(view, relation its definition reads)}.
+        @param rules: C{(relation, events, relation the rule references)}.
+        @param cascades: C{(referenced, events, referencing, its events)}: a
+            foreign key's action, which on these events of the referenced
+            table deletes (C{"d"}) or updates (C{"u"}) referencing rows.
+        @param triggers: C{(relation, events, function, arguments)}.
+        @param uses: C{(relation, events, function schema.name)}: a function
+            that runs on these events of the relation (C{"r"}: reading it).
+        @param functions: the functions whose bodies can be read (not the
+            server's own, in C{pg_catalog}).
+        @param function_names: C{(schema, name)} of every function, so that
+            a call of one the snapshot lacks can be told apart.
+        @param known: every name each oid had in earlier snapshots.
+        """
+        self._oids: dict[str, list[int]] = {}
+        self._by_relname: dict[str, list[int]] = {}
+        self.names: dict[int, tuple[str, ...]] = {}
+        for oid, schema, name in relations:
+            qualified = f"{schema}.{name}"
+            self._oids.setdefault(qualified, []).append(oid)
+            self._by_relname.setdefault(name, []).append(oid)
+            earlier = (known or {}).get(oid, ())
+            self.names[oid] = (qualified, *(n for n in earlier if n != qualified))
+        # An earlier name still finds the relation: a rule written for it,
+        # and clients that still use it.
+        for oid, names in self.names.items():
+            for name in names[1:]:
+                self._oids.setdefault(name, []).append(oid)
+        self._parents = _adjacency(inherits)
+        self._children = _adjacency((parent, child) for child, parent in inherits)
+        self._view_bases = _adjacency(views)
+        # Rules' actions may do anything to what they reference.
+        self._write_through: dict[int, list[tuple[frozenset[str], int, frozenset[str]]]] = {}
+        for source, events, target, target_events in (*((s, e, t, "iud") for s, e, t in rules), *cascades):
+            if source != target:
+                self._write_through.setdefault(source, []).append((frozenset(events), target, frozenset(target_events)))
+        effects: dict[Routine, _Effect] = {}
+
+        def effect_of(routine: Routine) -> _Effect:
+            effect = effects.get(routine)
+            if effect is None:
+                effect = effects[routine] = _effect(routine)
+            return effect
+
+        self._triggers: dict[int, list[tuple[frozenset[str], _Effect, tuple[str, ...]]]] = {}
+        for oid, events, routine, arguments in triggers:
+            effect = effect_of(routine)
+            # A C trigger function's arguments may name the table it writes.
+            targets = arguments if routine.language.lower() in _TRUSTED_LANGUAGES else ()
+            self._triggers.setdefault(oid, []).append((frozenset(events), effect, targets))
+        self._uses: dict[int, list[tuple[frozenset[str], str]]] = {}
+        for oid, events, function in uses:
+            self._uses.setdefault(oid, []).append((frozenset(events), function))
+        # By qualified name and by bare name (a call written without a
+        # schema may be any of them, as a table name may).
+        self._routines: dict[str, list[_Effect]] = {}
+        for routine in functions:
+            effect = effect_of(routine)
+            self._routines.setdefault(routine.function, []).append(effect)
+            self._routines.setdefault(routine.name, []).append(effect)
+        self._function_names: set[str] = set()
+        for schema, name in function_names:
+            self._function_names.add(f"{schema}.{name}")
+            self._function_names.add(name)
+        self._expanded: dict[tuple[Any, ...], tuple[StatementInfo | None, tuple[tuple[str, str | None, str], ...]]] = {}
+
+    # -- resolution ------------------------------------------------------
+
+    def resolve(self, names: Iterable[str], unqualified: Iterable[str]) -> set[int]:
+        """The relations C{names} can be (C{public.t} written as C{t}: any schema)."""
+        bare = set(unqualified)
+        oids: set[int] = set()
+        for name in names:
+            oids.update(self._oids.get(name, ()))
+            schema, _, relname = name.partition(".")
+            if schema == "public" and relname in bare:
+                oids.update(self._by_relname.get(relname, ()))
+        return oids
+
+    def _closure(self, start: Iterable[int], edges: Mapping[int, list[int]]) -> set[int]:
+        seen: set[int] = set()
+        work = list(start)
+        while work:
+            oid = work.pop()
+            if oid not in seen:
+                seen.add(oid)
+                work.extend(edges.get(oid, ()))
+        return seen
+
+    def _family(self, oid: int) -> set[int]:
+        """C{oid} with its ancestors and descendants (not its siblings)."""
+        return self._closure((oid,), self._parents) | self._closure((oid,), self._children)
+
+    def expand(self, info: StatementInfo) -> StatementInfo:
+        """C{info} with everything it reaches on the target (module docstring)."""
+        return self.reach(info)[0]
+
+    def reach(self, info: StatementInfo) -> tuple[StatementInfo, tuple[tuple[str, str | None, str], ...]]:
+        """
+        L{expand}'s answer, and what C{info} names that this snapshot does
+        not hold, as C{(kind, schema, name)} (kind C{"relation"} or
+        C{"function"}; schema C{None}: any, the name was written without
+        one): if one exists now, a newer snapshot knows it (renamed or
+        created since this one).
+        """
+        if not info.reads and not info.writes and not info.functions:
+            return info, ()
+        key = (
+            info.kinds, info.reads, info.writes, info.functions, info.unqualified, info.without_where,
+            info.program, info.writes_data, info.prepared_name, info.copy_in, info.settings, info.executes,
+        )
+        cached = self._expanded.get(key)
+        if cached is None:
+            expanded = self._expand(info)
+            # None: nothing reached beyond what it names (the common case).
+            cached = (expanded if expanded is not info else None, self._missing(info))
+            if len(self._expanded) >= _CACHE_MAX:
+                self._expanded.clear()
+            self._expanded[key] = cached
+        template, missing = cached
+        if template is None:
+            return info, missing
+        if template.text == info.text:
+            return template, missing
+        return _with_text(template, info.text), missing
+
+    def _missing(self, info: StatementInfo) -> tuple[tuple[str, str | None, str], ...]:
+        bare = set(info.unqualified)
+        missing: dict[tuple[str, str | None, str], None] = {}
+        for name in (*info.reads, *info.writes):
+            schema, _, relname = name.partition(".")
+            if schema == "public" and relname in bare:
+                if relname not in self._by_relname:
+                    missing["relation", None, relname] = None
+            elif name not in self._oids:
+                for split in _splits(name):
+                    missing[("relation", *split)] = None
+        for name in info.functions:
+            if name not in self._function_names:
+                splits = _splits(name)
+                for split in splits or [(None, name)]:
+                    missing[("function", *split)] = None
+        return tuple(missing)
+
+    def _expand(self, info: StatementInfo) -> StatementInfo:
+        functions: dict[str, None] = {}
+        unknown = False
+        read: set[int] = set()
+        written: dict[int, frozenset[str]] = {}
+        to_read = self.resolve(info.reads, info.unqualified)
+        statement_events = events_of(info.kinds)
+        to_write = [(oid, statement_events) for oid in self.resolve(info.writes, info.unqualified)]
+        to_call = list(info.functions)
+        called: set[str] = set()
+        while to_read or to_write or to_call:
+            effects: list[_Effect] = []
+            while to_call:
+                name = to_call.pop()
+                if name not in called:
+                    called.add(name)
+                    effects.extend(self._routines.get(name, ()))
+            while to_read:
+                oid = to_read.pop()
+                for member in self._family(oid):
+                    if member in read:
+                        continue
+                    read.add(member)
+                    to_read.update(self._view_bases.get(member, ()))
+                    to_call.extend(f for events, f in self._uses.get(member, ()) if "r" in events)
+            while to_write:
+                oid, events = to_write.pop()
+                for member in self._family(oid):
+                    done = written.get(member)
+                    if done is not None and events <= done:
+                        continue
+                    written[member] = events | done if done is not None else events
+                    # A write through a view lands in its base relations.
+                    to_write.extend((base, events) for base in self._view_bases.get(member, ()))
+                    for fires, target, target_events in self._write_through.get(member, ()):
+                        if fires & events:
+                            to_write.append((target, target_events))
+                    for fires, effect, targets in self._triggers.get(member, ()):
+                        if fires & events:
+                            effects.append(effect)
+                            to_write.extend((o, ALL_WRITES) for o in self.resolve(
+                                [f"public.{t}" if "." not in t else t for t in targets],
+                                [t for t in targets if "." not in t],
+                            ))
+                    to_call.extend(f for fires, f in self._uses.get(member, ()) if fires & events)
+            for effect in effects:
+                functions[effect.function] = None
+                functions.update(dict.fromkeys(effect.calls))
+                to_call.extend(effect.calls)
+                unknown = unknown or effect.unknown
+                to_read |= self.resolve(effect.reads, effect.unqualified) - read
+                to_write.extend((oid, effect.events) for oid in self.resolve(effect.writes, effect.unqualified))
+        extra_reads = [n for oid in read for n in self.names.get(oid, ())]
+        extra_writes = [n for oid in written for n in self.names.get(oid, ())]
+        new_reads = tuple(dict.fromkeys((*info.reads, *sorted(extra_reads))))
+        new_writes = tuple(dict.fromkeys((*info.writes, *sorted(extra_writes))))
+        new_functions = tuple(dict.fromkeys((*info.functions, *functions)))
+        kinds = info.kinds if not unknown or UNKNOWN in info.kinds else (*info.kinds, UNKNOWN)
+        if (new_reads, new_writes, new_functions, kinds) == (info.reads, info.writes, info.functions, info.kinds):
+            return info
+        return evolve(
+            info,
+            kinds=kinds,
+            reads=new_reads,
+            writes=new_writes,
+            functions=new_functions,
+            writes_data=info.writes_data or bool(new_writes) or unknown,
+        )
+
+
+def _adjacency(pairs: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+    edges: dict[int, list[int]] = {}
+    for source, target in pairs:
+        if source != target:
+            edges.setdefault(source, []).append(target)
+    return edges
+
+
+EMPTY = RelationGraph(())
+
+
+def unreadable(info: StatementInfo) -> StatementInfo:
+    """C{info} when the target's catalog cannot be read: what it reaches is unknown."""
+    if UNKNOWN in info.kinds:
+        return info
+    return evolve(info, kinds=(*info.kinds, UNKNOWN), writes_data=True)
+
+
+# Kinds that can change what the graph holds, besides CREATE/ALTER.
+_CHANGES = frozenset({"drop", "do", "call", "execute", UNKNOWN, "import_foreign_schema"})
+
+
+def changes_catalog(info: StatementInfo) -> bool:
+    """Whether C{info} may change relations, their names or what connects them."""
+    return any(kind in _CHANGES or kind.startswith(("create_", "alter_")) for kind in info.kinds)

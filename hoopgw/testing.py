@@ -146,22 +146,34 @@ class FixedCatalog:
     A PostgreSQL target's catalog answered from memory (the shape of
     L{hoopgw.protocols.postgres.catalog.Catalog}), for front-end tests whose
     target is not a real server: a relation graph (default: no relations)
-    and function names by OID, or nothing at all (C{unreadable}).  Counts L{invalidate} calls.
+    and function names by OID, or nothing at all (C{unreadable}); its reads
+    can be held back (C{hold}, then L{release}).  Counts L{invalidate} calls.
     """
 
     relations: Any = None  # a reach.RelationGraph
     functions: Mapping[int, str] = field(factory=dict)
     unreadable: bool = False  # answer as a catalog that cannot be read
+    hold: bool = False  # answer graph() only on release(), as a slow read does
+    held: list[Deferred] = field(factory=list)
     invalidations: int = 0
 
     def graph(self) -> Deferred:
+        if self.hold:
+            d: Deferred = Deferred()
+            self.held.append(d)
+            return d
         return succeed(self.current())
+
+    def release(self) -> None:
+        held, self.held, self.hold = self.held, [], False
+        for d in held:
+            d.callback(self.current())
 
     def function(self, oid: int) -> Deferred:
         return succeed(self.functions.get(oid))
 
     def current(self) -> Any:
-        if self.unreadable:
+        if self.unreadable or self.hold:
             return None
         if self.relations is None:
             from hoopgw.protocols.postgres.reach import EMPTY

@@ -133,6 +133,12 @@ class StatementInfo:
         relation they are depends on the session's C{search_path}, so the
         target's catalog resolves them (L{hoopgw.protocols.postgres.reach}).
         Not a fact rules match.
+    @ivar types: type names it uses (casts, column definitions), as
+        written (C{int} is C{pg_catalog.int4}): a domain's CHECK and
+        default, a cast's function run through them.  Not a fact rules match.
+    @ivar column_calls: the last name of every qualified column reference
+        (C{s.f}, C{(s).f}), which may be a function called in column
+        notation, C{f(s)}.  Not a fact rules match.
     @ivar settings: run-time parameters it sets or resets (C{SET},
         C{RESET}, also inside C{ALTER ROLE ... SET}), lower-case; C{all}
         for C{RESET ALL}.  Values are literals, so they are not facts (see
@@ -152,6 +158,8 @@ class StatementInfo:
     settings: tuple[str, ...] = field(default=(), converter=_strs)
     executes: tuple[str, ...] = field(default=(), converter=_strs)
     unqualified: tuple[str, ...] = field(default=(), converter=_strs)
+    types: tuple[str, ...] = field(default=(), converter=_strs)
+    column_calls: tuple[str, ...] = field(default=(), converter=_strs)
     # Built once: the same statement is judged on every execution.
     _attributes: Mapping[str, Any] = field(init=False, eq=False, repr=False)
 
@@ -284,6 +292,9 @@ class _Walker:
         self.settings: dict[str, None] = {}
         self.executes: dict[str, None] = {}
         self.unqualified: dict[str, None] = {}
+        self.types: dict[str, None] = {}
+        self.column_calls: dict[str, None] = {}
+        self.source: str | None = None  # the top-level statement's text, for CREATE FUNCTION
         # Facts read from a literal (a function body): not to be shared by
         # texts of the same normalised shape (see _shapes).
         self.from_literal = False
@@ -304,6 +315,8 @@ class _Walker:
             settings=tuple(self.settings),
             executes=tuple(self.executes),
             unqualified=tuple(self.unqualified),
+            types=tuple(self.types),
+            column_calls=tuple(self.column_calls),
         )
 
     def walk(self, value: Any, ctes: frozenset[str]) -> None:
@@ -328,6 +341,10 @@ class _Walker:
         if "relname" in value:
             self.read(value, ctes)
             return
+        if "names" in value and "typemod" in value:  # a TypeName
+            name = _dotted(value["names"])
+            if name:
+                self.types[name] = None
         self.walk_fields(value, ctes)
 
     def walk_fields(self, node: Mapping[str, Any], ctes: frozenset[str], *skip: str) -> None:
@@ -556,7 +573,7 @@ class _Walker:
         elif language == "sql" and body:
             self.reaching(lambda: self.absorb(classify(body[0])))
         elif language == "plpgsql" and body:
-            self.reaching(lambda: self.absorb(_plpgsql_statements(body[0])))
+            self.reaching(lambda: self.absorb(_plpgsql_statements(body[0], self.source)))
         elif language not in ("internal",):
             self.kinds[UNKNOWN] = None
 
@@ -570,6 +587,8 @@ class _Walker:
             self.reads.update(dict.fromkeys(info.writes))
             self.functions.update(dict.fromkeys(info.functions))
             self.unqualified.update(dict.fromkeys(info.unqualified))
+            self.types.update(dict.fromkeys(info.types))
+            self.column_calls.update(dict.fromkeys(info.column_calls))
             self.program = self.program or info.program
 
     def alter_function(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
@@ -632,6 +651,17 @@ class _Walker:
         self.kinds["vacuum" if stmt.get("is_vacuumcmd") else "analyze"] = None
         self.walk_fields(stmt, ctes)
 
+    def column_ref(self, ref: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        fields = ref.get("fields", ())
+        if len(fields) > 1 and "String" in fields[-1]:
+            self.column_calls[fields[-1]["String"]["sval"]] = None
+
+    def indirection(self, node: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        for item in node.get("indirection", ()):
+            if "String" in item:
+                self.column_calls[item["String"]["sval"]] = None
+        self.walk_fields(node, ctes)
+
     def fetch(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["move" if stmt.get("ismove") else "fetch"] = None
 
@@ -682,25 +712,31 @@ _HANDLERS.update({
     "VacuumStmt": _Walker.vacuum,
     "FetchStmt": _Walker.fetch,
     "RangeVar": lambda walker, rangevar, ctes: walker.read(rangevar, ctes),
+    "ColumnRef": _Walker.column_ref,
+    "A_Indirection": _Walker.indirection,
 })
 
 
-def _plpgsql_statements(body: str) -> tuple[StatementInfo, ...]:
+def _plpgsql_statements(body: str, definition: str | None = None) -> tuple[StatementInfo, ...]:
     """
     The SQL a PL/pgSQL body runs, as far as it can be read: each statement
     and expression classified; a dynamic EXECUTE (or a body that does not
-    parse) is unknown.
+    parse) is unknown.  C{definition}, the whole C{CREATE FUNCTION}, is
+    read first: which variables exist depends on its parameters.
     """
     tag = "hoopgw"
     while f"${tag}$" in body:
         tag += "_"
-    # What RETURN may say, and which variables exist, depend on the return
-    # type, which is not needed otherwise: the first that parses.
-    for returns in ("void", "int", "SETOF int", "trigger", "event_trigger"):
+    # Without the definition, what RETURN may say and which variables exist
+    # are guessed: the first signature that parses.
+    attempts = [definition] if definition else []
+    attempts += [
+        f"CREATE FUNCTION f() RETURNS {returns} LANGUAGE plpgsql AS ${tag}${body}${tag}$"
+        for returns in ("void", "int", "SETOF int", "trigger", "event_trigger")
+    ]
+    for attempt in attempts:
         try:
-            tree = json.loads(
-                _pg.parse_plpgsql_json(f"CREATE FUNCTION f() RETURNS {returns} LANGUAGE plpgsql AS ${tag}${body}${tag}$")
-            )
+            tree = json.loads(_pg.parse_plpgsql_json(attempt))
             break
         except Exception:
             continue
@@ -720,21 +756,32 @@ def _plpgsql_statements(body: str) -> tuple[StatementInfo, ...]:
                     infos.append(_unknown("EXECUTE"))
                 if key == "PLpgSQL_expr" and isinstance(value, dict):
                     query = value.get("query", "")
-                    infos.extend(classify(query if value.get("parseMode", 0) == 0 else f"SELECT {query}"))
+                    mode = value.get("parseMode", 0)
+                    if mode == 0:
+                        infos.extend(classify(query))
+                    elif mode in _PLPGSQL_ASSIGN:
+                        infos.extend(_assignment(query))
+                    else:
+                        infos.extend(classify(f"SELECT {query}"))
                 elif isinstance(value, (dict, list)):
                     stack.append(value)
     return tuple(infos)
 
 
+@functools.lru_cache(maxsize=4096)
 def body_statements(language: str, source: str) -> tuple[StatementInfo, ...] | None:
     """
     What an existing function's body runs, as far as it can be read: SQL
     (C{source} is the body, or for a C{BEGIN ATOMIC} body the whole
-    definition), PL/pgSQL's static statements (a dynamic C{EXECUTE} is
-    unknown).  C{None} for a body in another language.
+    definition), PL/pgSQL's static statements (C{source} is the body or,
+    better, the whole definition, whose parameters are its variables; a
+    dynamic C{EXECUTE} is unknown).  C{None} for a body in another language.
     """
     language = language.lower()
     if language == "plpgsql":
+        if source.lstrip()[:6].upper() == "CREATE":
+            body = _plpgsql_body(source)
+            return _plpgsql_statements(body if body is not None else source, source)
         return _plpgsql_statements(source)
     if language != "sql":
         return None
@@ -751,6 +798,47 @@ def body_statements(language: str, source: str) -> tuple[StatementInfo, ...] | N
     except RecursionError:
         return (_lexical(source),)
     return (walker.info(source),)
+
+
+# PL/pgSQL's RAW_PARSE_PLPGSQL_ASSIGN1..3: "target := expression".
+_PLPGSQL_ASSIGN = frozenset({3, 4, 5})
+
+
+def _assignment(query: str) -> tuple[StatementInfo, ...]:
+    """A PL/pgSQL assignment's SQL: its expression, and its target's subscripts."""
+    try:
+        tokens = _pg.scan(query)
+    except Exception:
+        return (_unknown(query),)
+    depth = 0
+    for token in tokens:
+        if token.name in ("ASCII_40", "ASCII_91"):
+            depth += 1
+        elif token.name in ("ASCII_41", "ASCII_93"):
+            depth -= 1
+        elif depth == 0 and token.name in ("COLON_EQUALS", "ASCII_61"):
+            # Offsets count characters (pglast's scanner).
+            target, expression = query[:token.start], query[token.end + 1:]
+            infos = classify(f"SELECT {expression}")
+            if "[" in target:
+                infos += classify(f"SELECT ARRAY{target[target.index('['):]}")
+            return infos
+    return (_unknown(query),)
+
+
+def _plpgsql_body(definition: str) -> str | None:
+    """The body of a C{CREATE FUNCTION ... AS '...'} (for the fallback parse)."""
+    try:
+        stmt = json.loads(_pg.parse_sql_json(definition))["stmts"][0]["stmt"]["CreateFunctionStmt"]
+    except Exception:
+        return None
+    for option in stmt.get("options", ()):
+        element = option.get("DefElem", {})
+        if element.get("defname") == "as":
+            items = ((element.get("arg") or {}).get("List") or {}).get("items", ())
+            if items and "String" in items[0]:
+                return items[0]["String"]["sval"]
+    return None
 
 
 # -- classification ------------------------------------------------------------
@@ -989,6 +1077,7 @@ def _classify(sql: str) -> tuple[tuple[StatementInfo, ...], tuple[str, str, Stat
                 prefix = raw[:start].decode("utf-8")
                 suffix = raw[end:].decode("utf-8") if end is not None else ""
         walker = _Walker()
+        walker.source = text
         try:
             walker.walk(entry.get("stmt", {}), frozenset())
         except RecursionError:
@@ -1082,6 +1171,8 @@ class PreparedStatements:
                 writes_data=info.writes_data,
                 prepared_name=info.prepared_name,
                 unqualified=info.unqualified,
+                types=info.types,
+                column_calls=info.column_calls,
             )
         elif "deallocate" in info.kinds and first in ("deallocate", "discard"):
             if info.prepared_name is None:
@@ -1131,6 +1222,8 @@ def _merge(text: str, infos: Iterable[StatementInfo],
         settings=union("settings"),
         executes=union("executes"),
         unqualified=union("unqualified"),
+        types=union("types"),
+        column_calls=union("column_calls"),
         writes_data=any(i.writes_data for i in infos),
         prepared_name=prepared_name,
     )

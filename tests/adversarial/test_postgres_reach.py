@@ -68,6 +68,38 @@ CREATE TABLE secured (x int);
 ALTER TABLE secured ENABLE ROW LEVEL SECURITY;
 CREATE POLICY p ON secured USING (wipe_bool());
 INSERT INTO secured VALUES (1);
+CREATE FUNCTION wipe_step(s int, x int) RETURNS int LANGUAGE plpgsql AS
+  $$ BEGIN DELETE FROM payments WHERE id > 0; RETURN s; END $$;
+CREATE AGGREGATE wipe_agg(int) (SFUNC = wipe_step, STYPE = int, INITCOND = '0');
+CREATE FUNCTION imm(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN PERFORM wipe_int(); RETURN i; END $$;
+CREATE DOMAIN defdom AS int DEFAULT wipe_int();
+CREATE TABLE dom_default (x int, y defdom);
+CREATE DOMAIN outer_dom AS guarded;
+CREATE TABLE dom_nested (x outer_dom);
+CREATE TABLE dom_array (x guarded[]);
+CREATE TYPE dom_comp AS (v guarded);
+CREATE TABLE dom_composite (x dom_comp);
+CREATE VIEW checking_view AS SELECT x FROM scratch WHERE wipe_bool() WITH CHECK OPTION;
+CREATE FUNCTION wipe_any(anyelement) RETURNS int LANGUAGE plpgsql AS $$ BEGIN DELETE FROM payments WHERE id > 0; RETURN 1; END $$;
+CREATE FUNCTION wipe_two(r rowish, n int DEFAULT 0) RETURNS int LANGUAGE plpgsql AS $$ BEGIN DELETE FROM payments WHERE id > 0; RETURN 1; END $$;
+CREATE FUNCTION pg_catalog.wipe_cat() RETURNS int LANGUAGE sql AS $$ DELETE FROM public.payments WHERE id > 0 RETURNING 1 $$;
+CREATE TABLE owned_idx (x int);
+INSERT INTO owned_idx VALUES (1);
+CREATE INDEX owned_idx_e ON owned_idx ((imm(x)));
+CREATE TABLE owned_chk (x int);
+INSERT INTO owned_chk VALUES (1);
+ALTER TABLE owned_chk ADD CONSTRAINT c CHECK (wipe_bool()) NOT VALID;
+CREATE TABLE owned_add (x int);
+INSERT INTO owned_add VALUES (1);
+CREATE MATERIALIZED VIEW wipe_mv AS SELECT wipe_int() AS n WITH NO DATA;
+CREATE MATERIALIZED VIEW pay_mv AS SELECT id FROM payments WITH NO DATA;
+ALTER TABLE owned_idx OWNER TO app_scram;
+ALTER TABLE owned_chk OWNER TO app_scram;
+ALTER TABLE owned_add OWNER TO app_scram;
+ALTER MATERIALIZED VIEW wipe_mv OWNER TO app_scram;
+ALTER MATERIALIZED VIEW pay_mv OWNER TO app_scram;
+CREATE FUNCTION add_one(a int) RETURNS int LANGUAGE plpgsql AS $$ BEGIN a := a + 1; RETURN a; END $$;
+CREATE FUNCTION scratch_total(OUT total int) LANGUAGE plpgsql AS $$ BEGIN SELECT count(*) INTO total FROM scratch; END $$;
 CREATE EXTENSION refint;
 CREATE TABLE parent_ri (id int);
 INSERT INTO parent_ri VALUES (1);
@@ -99,9 +131,9 @@ class ReachTests(_GatewayCase):
         """C{sql} through the gateway is refused by C{rule}; nothing changed on the server."""
         before = self.rows()
         code, output = yield self.psql("-c", sql)
-        self.assertNotEqual(code, 0, output)
-        self.assertIn(f"refused by policy rule {rule!r}".encode(), output)
-        self.assertEqual(self.rows(), before)
+        self.assertNotEqual(code, 0, (sql, output))
+        self.assertIn(f"refused by policy rule {rule!r}".encode(), output, sql)
+        self.assertEqual(self.rows(), before, sql)
 
     @inlineCallbacks
     def test_through_an_updatable_view(self):
@@ -167,6 +199,23 @@ class ReachTests(_GatewayCase):
             "INSERT INTO checked VALUES (1)",
             "INSERT INTO domained VALUES (1)",
             "SELECT * FROM secured",
+            "SELECT wipe_agg(x) FROM (VALUES (1)) v(x)",  # an aggregate's state function
+            "SELECT 1::guarded",  # a statement that names no table: the domain's CHECK
+            "INSERT INTO dom_default (x) VALUES (1)",
+            "INSERT INTO dom_nested VALUES (1)",
+            "INSERT INTO dom_array VALUES ('{1}')",
+            "INSERT INTO dom_composite VALUES ('(1)')",
+            "INSERT INTO checking_view VALUES (2)",
+            "SELECT r.wipe_any FROM rowish r",
+            "SELECT r.wipe_two FROM rowish r",
+            "SELECT wipe_cat()",
+            # Maintenance evaluates a table's expressions over its rows.
+            "ANALYZE owned_idx",
+            "REINDEX TABLE owned_idx",
+            "VACUUM FULL owned_idx",
+            "ALTER TABLE owned_chk VALIDATE CONSTRAINT c",
+            "ALTER TABLE owned_add ADD COLUMN z guarded",
+            "REFRESH MATERIALIZED VIEW wipe_mv",
             "DELETE FROM parent_ri WHERE id = 1",  # contrib refint: a C trigger naming its table
         ):
             yield self.refused(sql, "review-payment-writes")
@@ -239,7 +288,10 @@ class ReachTests(_GatewayCase):
                     "SELECT harmless(1)", "SELECT now(), count(*) FROM scratch",
                     # Only a DELETE of customers cascades into payments.
                     "INSERT INTO customers VALUES (99)", "UPDATE customers SET id = id WHERE id = 99",
-                    "SELECT * FROM parent_ri"):
+                    "SELECT * FROM parent_ri",
+                    # PL/pgSQL with parameters is read with them; a
+                    # materialized view's refresh writes only itself.
+                    "SELECT add_one(1)", "SELECT scratch_total()", "REFRESH MATERIALIZED VIEW pay_mv"):
             code, output = yield self.psql("-c", sql)
             self.assertEqual(code, 0, (sql, output))
         # The record names what the statement reached.

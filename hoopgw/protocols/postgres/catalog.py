@@ -45,21 +45,62 @@ _CACHE_MAX = 4096
 
 # One statement, so one snapshot (OIDs come back as JSON strings).
 #   relations: tables, partitioned tables, views, materialized views, foreign tables;
-#   views: the relations a view's definition (its _RETURN rule) reads;
-#   rules: the relations another rule's actions reference, by its event
-#     ('2' update, '3' insert, '4' delete);
+#   rules: the relations a rule references (a view's _RETURN rule, event '1',
+#     is its definition; others by event: '2' update, '3' insert, '4' delete);
 #   triggers: not the server's own (foreign keys' are internal), with their
 #     events (tgtype) and arguments (NUL-separated, hex);
 #   uses: functions that run on a relation's events, from pg_depend --
-#     column defaults, CHECK constraints (also of columns' domains), index
-#     expressions, row security policies, rules, trigger WHEN clauses -- and
-#     functions over its row type (column notation); not the server's own;
-#   functions: bodies that can be read (not C or internal, not pg_catalog's);
+#     column defaults, CHECK constraints, index expressions, statistics
+#     expressions, row security policies, rules and view definitions, trigger
+#     WHEN clauses -- and what its columns' types run (type_runs);
+#   type_uses: what a value of a type runs: its domains' CHECKs and defaults
+#     (also of the domains, arrays, composites and ranges it is made of) and
+#     the casts to it (type_runs);
+#   functions: bodies that can be read (not C or internal), with what their
+#     parameter and result types run;
+#   aggregates: the functions an aggregate runs;
 #   function_names: every function, to tell a call of a new one;
-#   cascades: foreign keys whose action writes the referencing table.
+#   cascades: foreign keys with their actions (all of them: TRUNCATE ...
+#     CASCADE follows every one).
 _GRAPH = """
+WITH RECURSIVE
+-- What depends on which function (defaults, constraints, indexes, policies, rules, types, ...).
+proc_deps(classid, objid, fn) AS MATERIALIZED (
+  SELECT classid, objid, refobjid FROM pg_catalog.pg_depend
+  WHERE refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+),
+type_parts(parent, child) AS (
+  SELECT oid, typbasetype FROM pg_catalog.pg_type WHERE typbasetype <> 0
+  UNION ALL SELECT oid, typelem FROM pg_catalog.pg_type WHERE typelem <> 0 AND typcategory = 'A'
+  UNION ALL SELECT t.oid, a.atttypid FROM pg_catalog.pg_type t
+            JOIN pg_catalog.pg_attribute a ON a.attrelid = t.typrelid
+            WHERE t.typtype = 'c' AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL SELECT rngtypid, rngsubtype FROM pg_catalog.pg_range
+),
+-- Not the server's internal functions (language 12), which run no SQL.
+type_own(typ, fn) AS (
+  SELECT o.typ, o.fn FROM (
+    SELECT c.contypid AS typ, d.fn AS fn FROM pg_catalog.pg_constraint c JOIN proc_deps d
+      ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = c.oid
+    WHERE c.contypid <> 0
+    UNION ALL SELECT d.objid, d.fn FROM proc_deps d
+    WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+    UNION ALL SELECT casttarget, castfunc FROM pg_catalog.pg_cast WHERE castfunc <> 0
+  ) o JOIN pg_catalog.pg_proc p ON p.oid = o.fn
+  WHERE p.prolang <> 12
+),
+type_runs(typ, fn) AS (
+  SELECT typ, fn FROM type_own
+  UNION SELECT p.parent, r.fn FROM type_runs r JOIN type_parts p ON p.child = r.typ
+),
+-- What types run, by name, without the server's internal functions.
+type_calls(typ, name) AS MATERIALIZED (
+  SELECT DISTINCT r.typ, n.nspname || '.' || p.proname
+  FROM type_runs r JOIN pg_catalog.pg_proc p ON p.oid = r.fn
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+)
 SELECT json_build_object(
-  'relations', (SELECT coalesce(json_agg(json_build_array(c.oid, n.nspname, c.relname)), '[]')
+  'relations', (SELECT coalesce(json_agg(json_build_array(c.oid, n.nspname, c.relname, c.relkind)), '[]')
                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')),
   'inherits', (SELECT coalesce(json_agg(json_build_array(inhrelid, inhparent)), '[]')
@@ -74,64 +115,67 @@ SELECT json_build_object(
                JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
                JOIN pg_catalog.pg_language l ON l.oid = p.prolang
                WHERE NOT t.tgisinternal),
-  'uses', (SELECT coalesce(json_agg(DISTINCT jsonb_build_array(u.rel, u.ev, n.nspname, p.proname)), '[]')
-           FROM (SELECT ad.adrelid AS rel, 'iu' AS ev, d.refobjid AS fn
-                 FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_depend d
+  'uses', (SELECT coalesce(json_agg(DISTINCT jsonb_build_array(u.rel, u.ev, n.nspname || '.' || p.proname)), '[]')
+           FROM (SELECT ad.adrelid AS rel, 'ium' AS ev, d.fn AS fn
+                 FROM pg_catalog.pg_attrdef ad JOIN proc_deps d
                    ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
-                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                  UNION ALL
-                 SELECT c.conrelid, 'iu', d.refobjid
-                 FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_depend d
+                 SELECT c.conrelid, 'ium', d.fn
+                 FROM pg_catalog.pg_constraint c JOIN proc_deps d
                    ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = c.oid
-                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                  WHERE c.conrelid <> 0
                  UNION ALL
-                 SELECT a.attrelid, 'iu', d.refobjid
-                 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_constraint c ON c.contypid = a.atttypid
-                 JOIN pg_catalog.pg_depend d
-                   ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = c.oid
-                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-                 WHERE c.contypid <> 0 AND a.attnum > 0 AND NOT a.attisdropped
+                 SELECT a.attrelid, 'ium', r.fn
+                 FROM type_runs r JOIN pg_catalog.pg_attribute a ON a.atttypid = r.typ
+                 WHERE a.attnum > 0 AND NOT a.attisdropped
                  UNION ALL
-                 SELECT i.indrelid, 'iu', d.refobjid
-                 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_depend d
+                 SELECT i.indrelid, 'ium', d.fn
+                 FROM pg_catalog.pg_index i JOIN proc_deps d
                    ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = i.indexrelid
-                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                  UNION ALL
-                 SELECT po.polrelid, 'riud', d.refobjid
-                 FROM pg_catalog.pg_policy po JOIN pg_catalog.pg_depend d
+                 SELECT s.stxrelid, 'm', d.fn
+                 FROM pg_catalog.pg_statistic_ext s JOIN proc_deps d
+                   ON d.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass AND d.objid = s.oid
+                 UNION ALL
+                 SELECT po.polrelid, 'riud', d.fn
+                 FROM pg_catalog.pg_policy po JOIN proc_deps d
                    ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid = po.oid
-                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                  UNION ALL
-                 SELECT r.ev_class, CASE r.ev_type WHEN '1' THEN 'r' WHEN '2' THEN 'u' WHEN '3' THEN 'i' ELSE 'd' END,
-                        d.refobjid
-                 FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_depend d
+                 SELECT r.ev_class, CASE r.ev_type WHEN '1' THEN 'riudm' WHEN '2' THEN 'u' WHEN '3' THEN 'i' ELSE 'd' END,
+                        d.fn
+                 FROM pg_catalog.pg_rewrite r JOIN proc_deps d
                    ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
-                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                  UNION ALL
-                 SELECT t.tgrelid, 'iudt', d.refobjid
-                 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_depend d
-                   ON d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid = t.oid
-                  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid <> t.tgfoid
-                 WHERE NOT t.tgisinternal
-                 UNION ALL
-                 SELECT c.oid, 'riud', f.oid
-                 FROM pg_catalog.pg_proc f JOIN pg_catalog.pg_class c ON c.reltype = f.proargtypes[0]
-                 WHERE f.pronargs = 1) u
+                 SELECT t.tgrelid, 'iudt', d.fn
+                 FROM pg_catalog.pg_trigger t JOIN proc_deps d
+                   ON d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid = t.oid AND d.fn <> t.tgfoid
+                 WHERE NOT t.tgisinternal) u
            JOIN pg_catalog.pg_proc p ON p.oid = u.fn
            JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
+           WHERE p.prolang <> 12),
+  'type_uses', (SELECT coalesce(json_agg(json_build_array(n.nspname, t.typname, c.name)), '[]')
+                FROM type_calls c JOIN pg_catalog.pg_type t ON t.oid = c.typ
+                JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace),
   'functions', (SELECT coalesce(json_agg(json_build_array(n.nspname, p.proname, l.lanname,
-                   CASE WHEN p.prosqlbody IS NULL THEN p.prosrc ELSE pg_catalog.pg_get_functiondef(p.oid) END)), '[]')
+                   CASE WHEN l.lanname = 'plpgsql' OR p.prosqlbody IS NOT NULL
+                        THEN pg_catalog.pg_get_functiondef(p.oid) ELSE p.prosrc END,
+                   ARRAY(SELECT DISTINCT c.name FROM type_calls c
+                         WHERE c.typ = p.prorettype OR c.typ = ANY(p.proargtypes::pg_catalog.oid[])))), '[]')
                 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
                 JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-                WHERE p.prokind IN ('f', 'p') AND l.lanname NOT IN ('c', 'internal')
-                  AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
+                WHERE p.prokind IN ('f', 'p') AND l.lanname NOT IN ('c', 'internal')),
+  'aggregates', (SELECT coalesce(json_agg(json_build_array(n.nspname, p.proname,
+                    ARRAY(SELECT fn.nspname || '.' || f.proname
+                          FROM pg_catalog.pg_proc f JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace
+                          WHERE f.oid IN (a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn,
+                                          a.aggdeserialfn, a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)))), '[]')
+                 FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid
+                 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
   'function_names', (SELECT coalesce(json_agg(DISTINCT jsonb_build_array(n.nspname, p.proname)), '[]')
                      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace),
   'cascades', (SELECT coalesce(json_agg(json_build_array(confrelid, confdeltype, confupdtype, conrelid)), '[]')
-               FROM pg_catalog.pg_constraint
-               WHERE contype = 'f' AND (confdeltype IN ('c', 'n', 'd') OR confupdtype IN ('c', 'n', 'd')))
+               FROM pg_catalog.pg_constraint WHERE contype = 'f')
 )::text
 """
 
@@ -169,19 +213,27 @@ def graph_from_snapshot(snapshot: dict[str, Any], known: dict[int, tuple[str, ..
     # update them; ON UPDATE of any of the three updates them.
     cascades = []
     for referenced, on_delete, on_update, referencing in snapshot["cascades"]:
+        # TRUNCATE ... CASCADE empties every referencing table (without
+        # CASCADE it fails while one references it).
+        cascades.append((int(referenced), "t", int(referencing), "t"))
         if on_delete in ("c", "n", "d"):
             cascades.append((int(referenced), "d", int(referencing), "d" if on_delete == "c" else "u"))
         if on_update in ("c", "n", "d"):
             cascades.append((int(referenced), "u", int(referencing), "u"))
     return RelationGraph(
-        [(int(oid), schema, name) for oid, schema, name in snapshot["relations"]],
+        [(int(oid), schema, name, kind) for oid, schema, name, kind in snapshot["relations"]],
         inherits=[(int(child), int(parent)) for child, parent in snapshot["inherits"]],
         views=views,
         rules=rules,
         cascades=cascades,
         triggers=triggers,
-        uses=[(int(relation), events, f"{schema}.{name}") for relation, events, schema, name in snapshot["uses"]],
-        functions=[Routine(schema, name, language, source or "") for schema, name, language, source in snapshot["functions"]],
+        uses=[(int(relation), events, function) for relation, events, function in snapshot["uses"]],
+        functions=[
+            Routine(schema, name, language, source or "", tuple(type_calls or ()))
+            for schema, name, language, source, type_calls in snapshot["functions"]
+        ],
+        type_uses=[(schema, name, function) for schema, name, function in snapshot.get("type_uses", ())],
+        aggregates=[(schema, name, tuple(runs)) for schema, name, runs in snapshot.get("aggregates", ())],
         function_names=[(schema, name) for schema, name in snapshot["function_names"]],
         known=known,
     )
@@ -196,6 +248,9 @@ def connection_parameters(settings: PostgresSettings, password: str | None) -> d
         "user": settings.user,
         "connect_timeout": settings.login_timeout,
         "application_name": "hoopgw catalog",
+        # The snapshot query's cost estimate is high and its run short: JIT
+        # compiling it would cost ten times the query.
+        "options": "-c jit=off",
         "sslmode": settings.tls,
         # As the session leg: the target may make the gateway prove the
         # password only in the ways the connection allows.

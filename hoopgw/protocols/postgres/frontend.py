@@ -3,8 +3,9 @@ The PostgreSQL front end: `psql`, `pgbench`, drivers connect here as to a
 server.  TLS, a token as the password, a session on the connection named by
 the database, then every statement is decided by policy and audited before
 the gateway's own connection to the target runs it.  This module is the
-glue: the server's protocol state is L{tracker}'s, the lexical settings
-L{lexical}'s, the target's catalog L{catalog}'s.
+glue: the start-up handshake is L{startup}'s, the server's protocol state
+L{tracker}'s, the lexical settings L{lexical}'s, what statements reach on
+the target L{reach}'s over L{catalog}'s snapshots.
 
 Ordering.  Clients pipeline (the extended protocol always does), and every
 decision is a Deferred, so client messages queue behind a pending decision
@@ -43,11 +44,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from hoopgw.config import PostgresSettings
-from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted
+from hoopgw.errors import AuditUnavailable
 from hoopgw.model import Action, Connection, Outcome, Source, Status
 from hoopgw.policy.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
 from hoopgw.protocols import _preauth, _tls as tls
-from hoopgw.protocols.postgres import codec, lexical, reach
+from hoopgw.protocols.postgres import codec, lexical, reach, startup
 from hoopgw.protocols.postgres.reach import RelationGraph
 from hoopgw.protocols.postgres.tracker import (
     Copy,
@@ -67,12 +68,6 @@ from hoopgw.sessions import GATEWAY_RULE, ActionHandle, Session, SessionService
 __all__ = ["ClientProtocol", "PostgresFrontEnd", "RowTransform", "make_front_end", "rows_from_tag"]
 
 log = Logger()
-
-# Start-up parameters passed on to the target; `options` (arbitrary -c
-# settings) and `replication` are not.
-PASSED_PARAMETERS = frozenset(
-    {"application_name", "client_encoding", "datestyle", "timezone", "extra_float_digits", "intervalstyle"}
-)
 
 class RowTransform(TypingProtocol):
     """
@@ -261,8 +256,7 @@ class ClientProtocol(Protocol):
         self.source = source
         self.parser = codec.FrontendParser()
         self.state = Phase.STARTUP
-        self.tls = False
-        self.startup: codec.StartupMessage | None = None
+        self.handshake = startup.Handshake(tls_available=front.tls_options is not None)
         self.session: Session | None = None
         self.backend: BackendProtocol | None = None
         self.cancel_pid = 0
@@ -342,54 +336,33 @@ class ClientProtocol(Protocol):
     # -- start-up and authentication -----------------------------------------
 
     def _startup_message(self, message: codec.Message) -> None:
-        if isinstance(message, codec.SSLRequest):
-            if self.tls or self.front.tls_options is None:
-                self.transport.write(b"N")
-            else:
-                self.transport.write(b"S")
+        step = self.handshake.receive(message)
+        kind = type(step)
+        if kind is startup.Encryption:
+            self.transport.write(step.answer)  # type: ignore[union-attr]
+            if step.start_tls:  # type: ignore[union-attr]
                 self.transport.startTLS(self.front.tls_options)
-                self.tls = True
             self.parser.encryption_answered()
-        elif isinstance(message, codec.GSSENCRequest):
-            self.transport.write(b"N")
-            self.parser.encryption_answered()
-        elif isinstance(message, codec.CancelRequest):
-            self._cancel(message)
-        elif isinstance(message, codec.StartupMessage):
-            if not self.tls:
-                # The password is a bearer token: never over plaintext.
-                self._fatal("28000", "hoopgw requires TLS: connect with sslmode=require (or stronger)")
-                return
-            self.startup = message
+        elif kind is startup.AskPassword:
             self.state = Phase.PASSWORD
             self._send(codec.AuthenticationCleartextPassword())
-        elif isinstance(message, codec.PasswordMessage) and self.state is Phase.PASSWORD:
+        elif kind is startup.Authenticate:
             self.state = Phase.AUTHENTICATING
-            token = message.password.decode("utf-8", "replace")
-            self._authenticate(token)
+            self._authenticate(step.token)  # type: ignore[union-attr]
+        elif kind is startup.Cancel:
+            self._cancel(step.request)  # type: ignore[union-attr]
         else:
-            self._fatal("08P01", f"unexpected {type(message).__name__} during start-up")
+            self._fatal(step.code, step.message)  # type: ignore[union-attr]
 
     def _authenticate(self, token: str) -> None:
-        assert self.startup is not None
         sessions = self.front.sessions
-        user = self.startup.user or ""
-        database = self.startup.database or user
-        d = sessions.authenticate_token(token, source=self.source, user=user)
+        handshake = self.handshake
+        d = sessions.authenticate_token(token, source=self.source, user=handshake.user)
         d.addCallback(
-            lambda identity: sessions.open(
-                identity,
-                database,
-                source=self.source,
-                client={
-                    "user": user,
-                    "application_name": self.startup.get("application_name") or "",
-                    "tls": True,
-                },
-            )
+            lambda identity: sessions.open(identity, handshake.database, source=self.source, client=handshake.client())
         )
         d.addCallback(self._session_opened)
-        d.addErrback(self._startup_failed, user)
+        d.addErrback(self._startup_failed, handshake.user)
 
     def _session_opened(self, session: Session) -> Deferred:
         self.session = session
@@ -398,16 +371,10 @@ class ClientProtocol(Protocol):
             return session.close(status="client disconnected")
         settings: PostgresSettings = session.connection.settings
         password = self.front.passwords.get(session.connection.name)
-        startup = {
-            name: value
-            for name, value in self.startup.parameters  # type: ignore[union-attr]
-            if name.lower() in PASSED_PARAMETERS
-        }
-        startup.update(lexical.PINNED)
         backend = BackendProtocol(
             settings,
             password=password,
-            startup=startup,
+            startup=startup.target_parameters(self.handshake.startup),  # type: ignore[arg-type]
             tls_options=self.front.target_tls.get(session.connection.name),
         )
         d = self.front.connect(settings, backend)
@@ -452,32 +419,18 @@ class ClientProtocol(Protocol):
         self._linked = True
         self.cancel_pid, self.cancel_secret = self.front.register_cancel_key(self)
         self.transform = self.front.transform_for(self.session)  # type: ignore[arg-type]
-        self._send(
-            codec.AuthenticationOk(),
-            *(codec.ParameterStatus(name, value) for name, value in backend.parameters.items()),
-            codec.BackendKeyData(self.cancel_pid, self.cancel_secret),
-            codec.ReadyForQuery("I"),
-        )
+        self._send(*startup.welcome(backend.parameters, self.cancel_pid, self.cancel_secret))
         _preauth.authenticated(self)  # the listener's pre-authentication deadline and caps end here
         self.state = Phase.READY
         self._drain()
 
     def _startup_failed(self, failure: Failure, user: str) -> None:
-        if failure.check(AuthenticationFailed):
-            self._fatal("28P01", f'password authentication failed for user "{user}": token rejected ({failure.value.reason})')
-        elif failure.check(NotPermitted):
-            self._fatal("28000", str(failure.value))
-        elif failure.check(AuditUnavailable):
-            self._fatal("57P03", "the gateway's audit log is unavailable, so it refuses all traffic")
-        elif failure.check(BackendAuthError, HoopgwError):
-            self._fatal("08006", f"cannot connect to the target: {failure.value}")
-            if self.session is not None:
-                self.session.close(status="failed", error=str(failure.value))
-        else:
+        refusal = startup.refusal(failure, user)
+        if refusal.unexpected:
             log.failure("postgres start-up failed", failure)
-            self._fatal("08006", "cannot connect to the target")
-            if self.session is not None:
-                self.session.close(status="failed", error="internal error")
+        self._fatal(refusal.code, refusal.message)
+        if refusal.session_error is not None and self.session is not None:
+            self.session.close(status="failed", error=refusal.session_error)
 
     def _cancel(self, request: codec.CancelRequest) -> None:
         """
@@ -682,11 +635,15 @@ class ClientProtocol(Protocol):
 
     def _judge(self, actions: list[Action], judged: list[StatementInfo]) -> Deferred:
         """Decide C{actions}, each by its facts in C{judged} widened by what they reach on the target."""
-        if not self._catalog_changed and any(reach.changes_catalog(info) for info in judged):
-            # Read again once the transaction it ran in has ended (before,
-            # the gateway's own connection would not see the change).
-            self._catalog_changed = True
-        if not any(info.reads or info.writes or info.functions for info in judged):
+        names = False
+        for info in judged:  # loops, not generators: this runs per statement
+            if not self._catalog_changed and reach.changes_catalog(info):
+                # Read again once the transaction it ran in has ended (before,
+                # the gateway's own connection would not see the change).
+                self._catalog_changed = True
+            if info.reads or info.writes or info.functions or info.types or info.column_calls:
+                names = True
+        if not names:
             return self._decide(actions)
         catalog = self.front.catalog(self.session.connection)  # type: ignore[union-attr]
         fresh = catalog.current()
@@ -699,6 +656,8 @@ class ClientProtocol(Protocol):
     ) -> Deferred:
         # A method, not a closure: a closure that passes itself on would be
         # a reference cycle per statement, left to the garbage collector.
+        if self.state is not Phase.READY:
+            return succeed([])  # the client left while the catalog was read: nothing to decide
         widened = []
         for action, info in zip(actions, judged):
             if graph is None:

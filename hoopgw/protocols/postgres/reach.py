@@ -17,32 +17,36 @@ A statement that reads or writes relation R also reads or writes:
   - R's inheritance ancestors and descendants (partitions are children):
     a partition's rows are its parent's, and a write to a parent lands in
     its children;
-  - through a view (or materialized view): the relations and functions its
-    definition uses;
+  - through a view: the relations and functions its definition uses
+    (a materialized view's refresh reads them);
   - what runs when R is read: the functions of its row security policies,
-    functions over its row type (C{SELECT s.f FROM s} calls C{f(s)});
-  - what runs when R is written, for the events the statement has
-    (insert, update, delete, truncate): R's rules, foreign keys cascading
-    into other tables (C{ON DELETE/UPDATE CASCADE / SET NULL / SET
-    DEFAULT}), triggers, and the functions of its column defaults, CHECK
-    constraints (also its columns' domains'), index expressions, row
-    security policies;
+    and C{s.f} / C{(s).f} may call C{f(s)} (column notation);
+  - what runs when R is written, for the events the statement has (insert,
+    update, delete, truncate, and "maintenance": ANALYZE, VACUUM, CLUSTER,
+    REINDEX, CREATE INDEX, ALTER TABLE, REFRESH): R's rules, foreign keys
+    (cascading deletes and updates; TRUNCATE ... CASCADE along all of them),
+    triggers, and the functions of its column defaults, CHECK constraints,
+    index and statistics expressions, row security policies and column
+    types;
+  - a type it names (C{1::guarded}, a column definition): its domains'
+    CHECKs and defaults, also of the types it is made of, and casts to it;
   - a function it calls (by name; a bare name is every schema's): what its
-    body reads, writes and calls.
+    body reads, writes and calls, and what its parameter and result types
+    run; an aggregate: what its state, final and combine functions do.
 
 Bodies are read as the classifier reads them (L{body_statements}: SQL,
-C{BEGIN ATOMIC}, PL/pgSQL's static statements), and everything reached is
-followed again, to a fixed point.
+C{BEGIN ATOMIC}, PL/pgSQL's static statements with the function's own
+parameters), and everything reached is followed again, to a fixed point.
 
 What stays opaque: a body that runs dynamic SQL (PL/pgSQL's C{EXECUTE}) or
 is in another language (PL/Python, PL/Perl, ...) makes the statement
-C{unknown}, which the shipped policy refuses.  A function in C or internal
--- only a superuser can create one -- is judged by its name, which is added
-to C{sql.functions}; as a trigger's function its arguments that name a
+C{unknown}, which the shipped policy refuses.  A function in C -- only a
+superuser can create one -- is judged by its name, which is added to
+C{sql.functions}; as a trigger's function its arguments that name a
 relation (contrib's C{refint} takes the table to cascade into) count as
-written.  Operators, casts and aggregates' state functions, event
-triggers, foreign tables and connections to other servers (C{dblink}) are
-not followed.
+written.  Operators, implicit casts between types the statement does not
+name, event triggers, foreign tables and connections to other servers
+(C{dblink}) are not followed.
 """
 
 from __future__ import annotations
@@ -61,9 +65,13 @@ _TRUSTED_LANGUAGES = frozenset({"c", "internal"})
 
 _CACHE_MAX = 4096
 
-# Events: what a statement does to the rows of a relation it writes.
-INSERT, UPDATE, DELETE, TRUNCATE = "i", "u", "d", "t"
-ALL_WRITES = frozenset("iudt")
+# Events: what a statement does to a relation it writes.  "m", maintenance:
+# commands that evaluate a table's expressions over its existing rows
+# (index expressions, CHECKs, domains, statistics, a materialized view's
+# query) without inserting or updating any.
+INSERT, UPDATE, DELETE, TRUNCATE, MAINTAIN = "i", "u", "d", "t", "m"
+ALL_WRITES = frozenset("iudtm")
+_MAINTAIN = frozenset("m")
 _KIND_EVENTS = {
     "insert": frozenset("i"),
     "copy": frozenset("i"),
@@ -71,13 +79,20 @@ _KIND_EVENTS = {
     "delete": frozenset("d"),
     "merge": frozenset("iud"),
     "truncate": frozenset("t"),
+    **dict.fromkeys(
+        ("refresh_materialized_view", "analyze", "vacuum", "cluster", "reindex", "create_index",
+         "alter_table", "alter_index", "alter_materialized_view"),
+        _MAINTAIN,
+    ),
 }
+# Maintenance that names its tables as it reads them (VACUUM t, CREATE INDEX ON t).
+_MAINTAINS_READS = frozenset({"analyze", "vacuum", "cluster", "reindex", "create_index"})
 # Kinds whose effects cannot be seen: any event.
 _OPAQUE = frozenset({UNKNOWN, "do", "call", "execute"})
 
 
 def events_of(kinds: Iterable[str]) -> frozenset[str]:
-    """The write events statements of these kinds can have (DDL alone: none)."""
+    """The write events statements of these kinds can have (other DDL: none)."""
     events: frozenset[str] = frozenset()
     for kind in kinds:
         if kind in _OPAQUE:
@@ -98,6 +113,8 @@ class Routine:
     name: str
     language: str
     source: str
+    # Functions its parameter and result types run (a domain's CHECK).
+    type_calls: tuple[str, ...] = ()
 
     @property
     def function(self) -> str:
@@ -113,22 +130,26 @@ class _Effect:
     writes: tuple[str, ...] = ()
     unqualified: frozenset[str] = frozenset()
     calls: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    column_calls: tuple[str, ...] = ()
     events: frozenset[str] = frozenset()
     unknown: bool = False
 
 
 def _effect(routine: Routine) -> _Effect:
     if routine.language.lower() in _TRUSTED_LANGUAGES:
-        return _Effect(routine.function)
+        return _Effect(routine.function, calls=routine.type_calls)
     infos = body_statements(routine.language, routine.source)
     if infos is None:  # PL/Python, PL/Perl, ...: not read
-        return _Effect(routine.function, unknown=True)
+        return _Effect(routine.function, calls=routine.type_calls, unknown=True)
     return _Effect(
         routine.function,
         reads=tuple(dict.fromkeys(n for i in infos for n in i.reads)),
         writes=tuple(dict.fromkeys(n for i in infos for n in i.writes)),
         unqualified=frozenset(n for i in infos for n in i.unqualified),
-        calls=tuple(dict.fromkeys(f for i in infos for f in i.functions)),
+        calls=(*dict.fromkeys(f for i in infos for f in i.functions), *routine.type_calls),
+        types=tuple(dict.fromkeys(t for i in infos for t in i.types)),
+        column_calls=tuple(dict.fromkeys(c for i in infos for c in i.column_calls)),
         events=events_of(k for i in infos for k in i.kinds),
         unknown=any(UNKNOWN in i.kinds for i in infos),
     )
@@ -147,7 +168,7 @@ class RelationGraph:
 
     def __init__(
         self,
-        relations: Iterable[tuple[int, str, str]],
+        relations: Iterable[tuple[int, str, str] | tuple[int, str, str, str]],
         *,
         inherits: Iterable[tuple[int, int]] = (),
         views: Iterable[tuple[int, int]] = (),
@@ -156,11 +177,15 @@ class RelationGraph:
         triggers: Iterable[tuple[int, str, Routine, tuple[str, ...]]] = (),
         uses: Iterable[tuple[int, str, str]] = (),
         functions: Iterable[Routine] = (),
+        aggregates: Iterable[tuple[str, str, tuple[str, ...]]] = (),
+        type_uses: Iterable[tuple[str, str, str]] = (),
         function_names: Iterable[tuple[str, str]] = (),
         known: Mapping[int, tuple[str, ...]] | None = None,
     ) -> None:
         """
-        @param relations: C{(oid, schema, name)} of every relation.
+        @param relations: C{(oid, schema, name[, relkind])} of every relation
+            (relkind C{"m"}: a materialized view, which is read, not written
+            through).
         @param inherits: C{(child, parent)}.
         @param views: C{(view, relation its definition reads)}.
         @param rules: C{(relation, events, relation the rule references)}.
@@ -170,8 +195,13 @@ class RelationGraph:
         @param triggers: C{(relation, events, function, arguments)}.
         @param uses: C{(relation, events, function schema.name)}: a function
             that runs on these events of the relation (C{"r"}: reading it).
-        @param functions: the functions whose bodies can be read (not the
-            server's own, in C{pg_catalog}).
+        @param functions: the functions whose bodies can be read (not C or
+            internal ones).
+        @param type_uses: C{(type schema, type name, function schema.name)}:
+            a function that a value of that type runs (a domain's CHECK or
+            default, also of the types it is made of; a cast to it).
+        @param aggregates: C{(schema, name, the functions it runs)}: its
+            state, final, combine, ... functions (not the server's own).
         @param function_names: C{(schema, name)} of every function, so that
             a call of one the snapshot lacks can be told apart.
         @param known: every name each oid had in earlier snapshots.
@@ -179,7 +209,10 @@ class RelationGraph:
         self._oids: dict[str, list[int]] = {}
         self._by_relname: dict[str, list[int]] = {}
         self.names: dict[int, tuple[str, ...]] = {}
-        for oid, schema, name in relations:
+        self._materialized: set[int] = set()
+        for oid, schema, name, *kind in relations:
+            if kind and kind[0] == "m":
+                self._materialized.add(oid)
             qualified = f"{schema}.{name}"
             self._oids.setdefault(qualified, []).append(oid)
             self._by_relname.setdefault(name, []).append(oid)
@@ -222,6 +255,14 @@ class RelationGraph:
             effect = effect_of(routine)
             self._routines.setdefault(routine.function, []).append(effect)
             self._routines.setdefault(routine.name, []).append(effect)
+        for schema, name, runs in aggregates:
+            effect = _Effect(f"{schema}.{name}", calls=runs)
+            self._routines.setdefault(f"{schema}.{name}", []).append(effect)
+            self._routines.setdefault(name, []).append(effect)
+        self._type_uses: dict[str, list[str]] = {}
+        for schema, name, function in type_uses:
+            self._type_uses.setdefault(f"{schema}.{name}", []).append(function)
+            self._type_uses.setdefault(name, []).append(function)
         self._function_names: set[str] = set()
         for schema, name in function_names:
             self._function_names.add(f"{schema}.{name}")
@@ -267,11 +308,12 @@ class RelationGraph:
         one): if one exists now, a newer snapshot knows it (renamed or
         created since this one).
         """
-        if not info.reads and not info.writes and not info.functions:
+        if not (info.reads or info.writes or info.functions or info.types or info.column_calls):
             return info, ()
         key = (
             info.kinds, info.reads, info.writes, info.functions, info.unqualified, info.without_where,
             info.program, info.writes_data, info.prepared_name, info.copy_in, info.settings, info.executes,
+            info.types, info.column_calls,
         )
         cached = self._expanded.get(key)
         if cached is None:
@@ -314,7 +356,12 @@ class RelationGraph:
         to_read = self.resolve(info.reads, info.unqualified)
         statement_events = events_of(info.kinds)
         to_write = [(oid, statement_events) for oid in self.resolve(info.writes, info.unqualified)]
+        if not _MAINTAINS_READS.isdisjoint(info.kinds):
+            to_write += [(oid, _MAINTAIN) for oid in to_read]
         to_call = list(info.functions)
+        to_call += [name for name in info.column_calls if name in self._routines]  # s.f is f(s)
+        for name in info.types:
+            to_call += self._type_uses.get(name, ())
         called: set[str] = set()
         while to_read or to_write or to_call:
             effects: list[_Effect] = []
@@ -338,8 +385,12 @@ class RelationGraph:
                     if done is not None and events <= done:
                         continue
                     written[member] = events | done if done is not None else events
-                    # A write through a view lands in its base relations.
-                    to_write.extend((base, events) for base in self._view_bases.get(member, ()))
+                    # A write through a view lands in its base relations; a
+                    # materialized view's refresh reads them.
+                    if member in self._materialized:
+                        to_read.update(self._view_bases.get(member, ()))
+                    else:
+                        to_write.extend((base, events) for base in self._view_bases.get(member, ()))
                     for fires, target, target_events in self._write_through.get(member, ()):
                         if fires & events:
                             to_write.append((target, target_events))
@@ -355,6 +406,9 @@ class RelationGraph:
                 functions[effect.function] = None
                 functions.update(dict.fromkeys(effect.calls))
                 to_call.extend(effect.calls)
+                to_call.extend(n for n in effect.column_calls if n in self._routines)
+                for name in effect.types:
+                    to_call.extend(self._type_uses.get(name, ()))
                 unknown = unknown or effect.unknown
                 to_read |= self.resolve(effect.reads, effect.unqualified) - read
                 to_write.extend((oid, effect.events) for oid in self.resolve(effect.writes, effect.unqualified))
@@ -398,6 +452,15 @@ def unreadable(info: StatementInfo) -> StatementInfo:
 _CHANGES = frozenset({"drop", "do", "call", "execute", UNKNOWN, "import_foreign_schema"})
 
 
+_changes_by_kind: dict[str, bool] = {}
+
+
 def changes_catalog(info: StatementInfo) -> bool:
     """Whether C{info} may change relations, their names or what connects them."""
-    return any(kind in _CHANGES or kind.startswith(("create_", "alter_")) for kind in info.kinds)
+    for kind in info.kinds:
+        changes = _changes_by_kind.get(kind)
+        if changes is None:  # kinds are a small, fixed vocabulary
+            changes = _changes_by_kind[kind] = kind in _CHANGES or kind.startswith(("create_", "alter_"))
+        if changes:
+            return True
+    return False

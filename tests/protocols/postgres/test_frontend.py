@@ -590,6 +590,17 @@ class CatalogTests(_FrontEndCase):
         # A statement naming no table does not need the catalog.
         self.assertEqual([a.attributes["sql.statements"] for a in actions], [("select", "unknown"), ("select",)])
 
+    def test_client_gone_while_the_catalog_is_read(self) -> None:
+        """If the client leaves while the catalog is read, nothing is decided or sent, and nothing fails."""
+        self.catalog.hold = True
+        client, transport, backend = self.start()
+        client.dataReceived(codec.encode(codec.Query("SELECT * FROM t")))
+        client.connectionLost(None)
+        self.catalog.release()
+        self.assertEqual([a for a in self.policy.seen if a.kind == "sql.query"], [])
+        self.assertEqual(backend.transport.value(), b"")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_ddl_invalidates_once_its_transaction_ends(self) -> None:
         """
         If DDL runs in a transaction, the catalog is read again only once

@@ -100,6 +100,46 @@ class ExpandTests(SynchronousTestCase):
         self.assertIn("public.payments", g.expand(one("SELECT public.wipe()")).writes)
         self.assertEqual(g.expand(one("SELECT other.wipe()")).writes, ())
 
+    def test_aggregates_run_their_functions(self) -> None:
+        step = Routine("public", "step", "plpgsql", "BEGIN DELETE FROM payments WHERE id > 0; RETURN s; END")
+        g = graph(functions=[step], aggregates=[("public", "agg", ("public.step", "pg_catalog.int4pl"))])
+        info = g.expand(one("SELECT agg(x) FROM notes"))
+        self.assertIn("public.payments", info.writes)
+        self.assertIn("public.step", info.functions)
+
+    def test_truncate_cascades_along_every_foreign_key(self) -> None:
+        g = graph(cascades=[(LEDGER, "t", FEED, "t"), (FEED, "t", NOTES, "t")])
+        self.assertEqual(
+            set(g.expand(one("TRUNCATE billing.ledger CASCADE")).writes), {"billing.ledger", "public.feed", "public.notes"}
+        )
+        self.assertEqual(g.expand(one("DELETE FROM billing.ledger WHERE x = 1")).writes, ("billing.ledger",))
+
+    def test_maintenance_runs_a_tables_expressions(self) -> None:
+        wipe = Routine("public", "wipe", "plpgsql", "BEGIN DELETE FROM payments WHERE id > 0; RETURN 1; END")
+        g = graph(functions=[wipe], uses=[(NOTES, "ium", "public.wipe")])
+        for sql in ("ANALYZE notes", "VACUUM FULL notes", "REINDEX TABLE notes", "CREATE INDEX i ON notes (x)",
+                    "CLUSTER notes USING i", "ALTER TABLE notes VALIDATE CONSTRAINT c"):
+            self.assertIn("public.payments", g.expand(one(sql)).writes, sql)
+        self.assertNotIn("public.payments", g.expand(one("SELECT * FROM notes")).writes)
+
+    def test_a_materialized_view_is_read_on_refresh(self) -> None:
+        g = RelationGraph([(PAYMENTS, "public", "payments", "r"), (VIEW, "public", "pay_mv", "m")], views=[(VIEW, PAYMENTS)])
+        info = g.expand(one("REFRESH MATERIALIZED VIEW pay_mv"))
+        self.assertEqual(info.writes, ("public.pay_mv",))
+        self.assertIn("public.payments", info.reads)
+
+    def test_types_and_column_notation(self) -> None:
+        wipe = Routine("public", "wipe", "plpgsql", "BEGIN DELETE FROM payments WHERE id > 0; RETURN true; END")
+        g = graph(functions=[wipe], type_uses=[("public", "guarded", "public.wipe")])
+        self.assertIn("public.payments", g.expand(one("SELECT 1::guarded")).writes)
+        self.assertIn("public.payments", g.expand(one("SELECT CAST(1 AS public.guarded)")).writes)
+        self.assertIn("public.payments", g.expand(one("SELECT s.wipe FROM notes s")).writes)
+        self.assertIn("public.payments", g.expand(one("SELECT (s).wipe FROM notes s")).writes)
+        self.assertEqual(g.expand(one("SELECT s.x FROM notes s")).writes, ())
+        # A function whose parameter or result is such a type runs it too.
+        uses = Routine("public", "f", "sql", "SELECT 1", ("public.wipe",))
+        self.assertIn("public.payments", graph(functions=[wipe, uses]).expand(one("SELECT f()")).writes)
+
     def test_c_trigger_arguments_name_what_it_writes(self) -> None:
         refint = Routine("public", "check_foreign_key", "c", "check_foreign_key")
         g = graph(triggers=[(NOTES, "du", refint, ("1", "cascade", "id", "payments", "id"))])
@@ -189,12 +229,15 @@ class SnapshotTests(SynchronousTestCase):
         """The JSON the catalog query returns (OIDs as strings) makes the same graph."""
         g = graph_from_snapshot(
             {
-                "relations": [["16384", "public", "payments"], ["16390", "public", "pay_view"], ["16400", "public", "notes"]],
+                "relations": [
+                    ["16384", "public", "payments", "r"], ["16390", "public", "pay_view", "v"], ["16400", "public", "notes", "r"],
+                ],
                 "inherits": [],
                 "rules": [["16390", "1", "16384"], ["16400", "3", "16384"]],
                 "triggers": [["16400", 4, "public", "t", "plpgsql", None, ""]],
-                "uses": [["16390", "r", "public", "wipe"]],
-                "functions": [["public", "wipe", "sql", "DELETE FROM payments WHERE id > 0"]],
+                "uses": [["16390", "r", "public.wipe"]],
+                "type_uses": [],
+                "functions": [["public", "wipe", "sql", "DELETE FROM payments WHERE id > 0", None]],
                 "function_names": [["public", "wipe"]],
                 "cascades": [],
             }

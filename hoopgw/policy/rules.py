@@ -21,6 +21,7 @@ from typing import Any
 
 from attrs import field, frozen
 
+from hoopgw.masking import detectors as _detectors, engine as _engine
 from hoopgw.errors import quote as _quote
 from hoopgw.model import Action, Decision, Effect, Identity
 
@@ -349,8 +350,8 @@ class Rule:
         return f"{self.source} {label}" if self.source else label
 
 
-DETECTORS = frozenset({"card", "ssn", "email", "phone", "iban", "ipv4", "jwt", "aws_key"})
-MASK_STRATEGIES = ("redact", "partial", "hash", "null")
+DETECTORS = frozenset(_detectors.DETECTORS)
+MASK_STRATEGIES = _engine.STRATEGIES
 
 
 @frozen

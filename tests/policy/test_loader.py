@@ -321,7 +321,7 @@ class ParseTests(SynchronousTestCase):
         where = 'policies/db.toml: mask[0] ("pii")'
         self.assertError(head + 'detectors = ["passport"]\n',
                          f'{where}.detectors[0]: expected one of "aws_key", "card", "email", '
-                         '"iban", "ipv4", "jwt", "phone", "ssn", got "passport"')
+                         '"iban", "ipv4", "jwt", "phone", "private_key", "ssn", got "passport"')
         self.assertError(head + 'columns = ["users.ssn"]\n',
                          f'{where}.columns[0]: expected a "schema.table.column" pattern, '
                          'got "users.ssn"')

@@ -1,0 +1,325 @@
+"""
+Value detectors: where in a text a sensitive value is, found by a pattern
+and then validated (a card number's Luhn digit, an IBAN's mod-97, an SSN's
+area/group/serial rules, a JWT's header), so that ordinary numbers and
+words are left alone.  Pure functions, no I/O.
+
+Each detector has a cheap pre-filter (a digit, an C{@}, a prefix) checked
+with C{str} methods before any regular expression runs, so a value no
+detector can match costs no regex pass.
+
+Names (the C{detectors} of a C{[[mask]]}): C{card ssn email phone iban
+ipv4 jwt aws_key private_key}.  User patterns (C{patterns}) are checked by
+L{compile_pattern} when the policy is loaded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+
+from attrs import frozen
+
+__all__ = ["DETECTORS", "Detector", "PatternError", "Span", "compile_pattern", "find"]
+
+_DIGITS = tuple("0123456789")
+
+
+def _has_digit(text: str) -> bool:
+    return any(d in text for d in _DIGITS)
+
+
+@frozen
+class Span:
+    """A sensitive value at C{text[start:end]}, found by C{detector}."""
+
+    start: int
+    end: int
+    detector: str
+
+
+@frozen
+class Detector:
+    name: str
+    prefilter: Callable[[str], bool]
+    pattern: re.Pattern[str]
+    valid: Callable[[re.Match[str]], bool]
+
+
+# -- validators ------------------------------------------------------------------
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _card(match: re.Match[str]) -> bool:
+    text = match.group(0)
+    digits = text.replace(" ", "").replace("-", "")
+    if not 13 <= len(digits) <= 19 or not _luhn(digits):
+        return False
+    # Separators, if any, are one kind and split it into groups (4-4-4-4,
+    # 4-6-5, 4-4-4-4-3, ...), not between every digit.
+    separators = {c for c in text if c in " -"}
+    return len(separators) <= 1 and all(len(group) >= 3 for group in re.split(r"[ -]", text)[:-1])
+
+
+def _ssn(match: re.Match[str]) -> bool:
+    area, group, serial = match.group("area"), match.group("group"), match.group("serial")
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def _email(match: re.Match[str]) -> bool:
+    local, _, domain = match.group(0).rpartition("@")
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        return False
+    tld = domain.rsplit(".", 1)[-1]
+    return len(tld) >= 2 and tld.isalpha()
+
+
+def _phone(match: re.Match[str]) -> bool:
+    digits = sum(c.isdigit() for c in match.group(0))
+    return 8 <= digits <= 15
+
+
+# IBAN lengths by country (ISO 13616 registry).
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
+    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
+    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
+    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}
+
+
+def iban_valid(iban: str) -> bool:
+    """Whether C{iban} (spaces allowed) has its country's length and a mod-97 of 1."""
+    compact = iban.replace(" ", "")
+    if _IBAN_LENGTHS.get(compact[:2]) != len(compact):
+        return False
+    rearranged = compact[4:] + compact[:4]
+    number = "".join(str(int(c, 36)) for c in rearranged)
+    return int(number) % 97 == 1
+
+
+def _iban(match: re.Match[str]) -> bool:
+    return iban_valid(match.group(0))
+
+
+def _b64_json_object(part: str) -> dict | None:
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _jwt(match: re.Match[str]) -> bool:
+    header = _b64_json_object(match.group("header"))
+    return header is not None and "alg" in header and _b64_json_object(match.group("payload")) is not None
+
+
+def _aws_secret(match: re.Match[str]) -> bool:
+    text = match.group(0)
+    if text.startswith(("AKIA", "ASIA")) and text[:20].isupper():
+        return True  # a key id run into its secret
+    return any(c.isupper() for c in text) and any(c.islower() for c in text) and any(c.isdigit() for c in text)
+
+
+def _always(match: re.Match[str]) -> bool:
+    return True
+
+
+# -- the detectors ---------------------------------------------------------------
+
+_AWS_ID_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AIPA", "ANPA", "ANVA", "AROA", "APKA", "ASCA")
+
+DETECTORS: dict[str, tuple[Detector, ...]] = {
+    "card": (
+        Detector(
+            "card", _has_digit,
+            re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card,
+        ),
+    ),
+    "ssn": (
+        # Written with dashes or spaces anywhere; nine bare digits only as a
+        # whole value (a column of them), not inside other text.
+        Detector(
+            "ssn", _has_digit,
+            re.compile(r"(?<![\d-])(?P<area>\d{3})(?P<sep>[- ])(?P<group>\d{2})(?P=sep)(?P<serial>\d{4})(?![\d-])"),
+            _ssn,
+        ),
+        Detector(
+            "ssn", lambda text: len(text.strip()) == 9,
+            re.compile(r"\A\s*(?P<area>\d{3})(?P<group>\d{2})(?P<serial>\d{4})\s*\Z"),
+            _ssn,
+        ),
+    ),
+    "email": (
+        Detector(
+            "email", lambda text: "@" in text,
+            re.compile(
+                r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@"
+                r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+            ),
+            _email,
+        ),
+    ),
+    "phone": (
+        # E.164 (+ or 00, country code, groups), and North American numbers
+        # written with separators.
+        Detector(
+            "phone", _has_digit,
+            re.compile(r"(?<![\w+])(?:\+|00)[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\d)"),
+            _phone,
+        ),
+        Detector(
+            "phone", _has_digit,
+            re.compile(r"(?<![\d-])(?:\(\s?[2-9]\d{2}\s?\)\s?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}(?![\d-])"),
+            _always,
+        ),
+    ),
+    "iban": (
+        Detector(
+            "iban", _has_digit,
+            re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])"),
+            _iban,
+        ),
+    ),
+    "ipv4": (
+        Detector(
+            "ipv4", lambda text: "." in text and _has_digit(text),
+            re.compile(
+                r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\.?\d)"
+            ),
+            _always,
+        ),
+    ),
+    "jwt": (
+        Detector(
+            "jwt", lambda text: "eyJ" in text,
+            re.compile(r"(?P<header>eyJ[A-Za-z0-9_-]+)\.(?P<payload>eyJ[A-Za-z0-9_-]*)\.[A-Za-z0-9_-]*"),
+            _jwt,
+        ),
+    ),
+    "aws_key": (
+        Detector(
+            "aws_key", lambda text: any(p in text for p in _AWS_ID_PREFIXES),
+            re.compile(r"(?<![A-Z0-9])(?:" + "|".join(_AWS_ID_PREFIXES) + r")[A-Z2-7]{16}(?![A-Z0-9])"),
+            _always,
+        ),
+        Detector(
+            "aws_key", lambda text: len(text) >= 40,
+            re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
+            _aws_secret,
+        ),
+    ),
+    "private_key": (
+        # To the END line, or to the end of the text (a key split across
+        # messages is masked from its BEGIN on).
+        Detector(
+            "private_key", lambda text: "PRIVATE KEY" in text,
+            re.compile(
+                r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|.*\Z)",
+                re.DOTALL,
+            ),
+            _always,
+        ),
+    ),
+}
+
+
+def find(text: str, detectors: Iterable[Detector]) -> list[Span]:
+    """
+    The sensitive values in C{text}, left to right, not overlapping (where
+    two detectors' matches overlap, the one starting first, then the
+    longer, wins).
+    """
+    spans: list[Span] = []
+    for detector in detectors:
+        if not detector.prefilter(text):
+            continue
+        for match in detector.pattern.finditer(text):
+            if detector.valid(match):
+                spans.append(Span(match.start(), match.end(), detector.name))
+    if len(spans) < 2:
+        return spans
+    spans.sort(key=lambda s: (s.start, -s.end))
+    kept = [spans[0]]
+    for span in spans[1:]:
+        if span.start >= kept[-1].end:
+            kept.append(span)
+    return kept
+
+
+# -- user patterns -----------------------------------------------------------------
+
+
+class PatternError(ValueError):
+    """A user pattern the gateway refuses (why in the message)."""
+
+
+def compile_pattern(pattern: str) -> Detector:
+    """
+    A user pattern as a detector.  Refused (L{PatternError}): a pattern
+    that does not compile, that can match the empty string (it would mask
+    between every character), or that can backtrack catastrophically (a
+    repeat inside an unbounded repeat, or alternatives inside one, as in
+    C{(a+)+} or C{(a|ab)*}).
+    """
+    try:
+        compiled = re.compile(pattern)
+        parsed = re._parser.parse(pattern)  # type: ignore[attr-defined]
+    except re.error as e:
+        raise PatternError(f"not a regular expression: {e}") from None
+    if parsed.getwidth()[0] == 0:
+        raise PatternError("it can match the empty string")
+    problem = _backtracking(parsed.data, inside_unbounded=False)
+    if problem is not None:
+        raise PatternError(f"it can backtrack catastrophically ({problem})")
+    return Detector(f"pattern:{pattern}", lambda text: True, compiled, _always)
+
+
+def _backtracking(items: Sequence, inside_unbounded: bool) -> str | None:
+    constants = re._constants  # type: ignore[attr-defined]
+    repeats = (constants.MAX_REPEAT, constants.MIN_REPEAT, getattr(constants, "POSSESSIVE_REPEAT", None))
+    for op, av in items:
+        if op in repeats and op is not None:
+            low, high, sub = av
+            if inside_unbounded and high > 1:
+                return "a repeat inside a repeat"
+            unbounded = high == constants.MAXREPEAT or high > 100
+            problem = _backtracking(sub.data, inside_unbounded or unbounded)
+            if problem is not None:
+                return problem
+        elif op is constants.BRANCH:
+            if inside_unbounded:
+                return "alternatives inside a repeat"
+            for branch in av[1]:
+                problem = _backtracking(branch.data, inside_unbounded)
+                if problem is not None:
+                    return problem
+        elif op is constants.SUBPATTERN:
+            problem = _backtracking(av[-1].data, inside_unbounded)
+            if problem is not None:
+                return problem
+        elif op in (constants.ASSERT, constants.ASSERT_NOT):
+            problem = _backtracking(av[1].data, inside_unbounded)
+            if problem is not None:
+                return problem
+    return None

@@ -1,0 +1,155 @@
+"""Value detectors (hoopgw/masking/detectors.py): valid values found, near-misses ignored."""
+
+from __future__ import annotations
+
+import base64
+import json
+import string
+
+from hypothesis import given, settings, strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from hoopgw.masking.detectors import DETECTORS, PatternError, compile_pattern, find, iban_valid
+
+
+def spans(text: str, name: str) -> list[str]:
+    return [text[s.start:s.end] for s in find(text, DETECTORS[name])]
+
+
+def luhn_complete(body: str) -> str:
+    """C{body} plus the check digit that makes it pass Luhn."""
+    for check in "0123456789":
+        digits = body + check
+        total = 0
+        for i, ch in enumerate(reversed(digits)):
+            d = int(ch) * (2 if i % 2 else 1)
+            total += d - 9 if d > 9 else d
+        if total % 10 == 0:
+            return digits
+    raise AssertionError("unreachable")
+
+
+@st.composite
+def card_numbers(draw) -> str:
+    length = draw(st.integers(13, 19))
+    body = draw(st.text("0123456789", min_size=length - 1, max_size=length - 1))
+    return luhn_complete(draw(st.sampled_from("3456")) + body[1:])
+
+
+def grouped(digits: str, separator: str) -> str:
+    return separator.join(digits[i:i + 4] for i in range(0, len(digits), 4))
+
+
+class CardTests(SynchronousTestCase):
+    @settings(max_examples=300)
+    @given(card_numbers(), st.sampled_from(["", " ", "-"]), st.text(string.ascii_letters + " :,", max_size=12))
+    def test_every_valid_number_is_found(self, number: str, separator: str, around: str) -> None:
+        written = grouped(number, separator)
+        text = f"{around} {written} {around}"
+        self.assertEqual(spans(text, "card"), [written])
+
+    @settings(max_examples=300)
+    @given(card_numbers(), st.integers(0, 18))
+    def test_near_misses_are_ignored(self, number: str, position: int) -> None:
+        position %= len(number)
+        digit = str((int(number[position]) + 1) % 10)  # one digit changed: Luhn fails
+        wrong = number[:position] + digit + number[position + 1:]
+        self.assertEqual(spans(wrong, "card"), [])
+
+    def test_not_cards(self) -> None:
+        for text in ("order 2024-01-15 total 1234.56", "1-2-3-4-5-6-7-8-9-0-1-2-6", "12345678901234567890123"):
+            self.assertEqual(spans(text, "card"), [], text)
+
+
+class SSNTests(SynchronousTestCase):
+    @given(st.integers(1, 899).filter(lambda a: a != 666), st.integers(1, 99), st.integers(1, 9999), st.sampled_from("- "))
+    def test_valid_numbers(self, area: int, group: int, serial: int, sep: str) -> None:
+        ssn = f"{area:03d}{sep}{group:02d}{sep}{serial:04d}"
+        self.assertEqual(spans(f"ssn: {ssn}.", "ssn"), [ssn])
+
+    def test_invalid_numbers(self) -> None:
+        for ssn in ("000-12-3456", "666-12-3456", "900-12-3456", "123-00-4567", "123-45-0000", "123-45 6789"):
+            self.assertEqual(spans(f"x {ssn} y", "ssn"), [], ssn)
+
+    def test_bare_digits_only_as_a_whole_value(self) -> None:
+        self.assertEqual(spans("123456789", "ssn"), ["123456789"])
+        self.assertEqual(spans("invoice 123456789", "ssn"), [])
+
+
+@st.composite
+def ibans(draw) -> str:
+    country, length = draw(st.sampled_from([("DE", 22), ("GB", 22), ("FR", 27), ("NL", 18), ("NO", 15)]))
+    bban = draw(st.text(string.digits, min_size=length - 4, max_size=length - 4))
+    number = "".join(str(int(c, 36)) for c in bban + country + "00")
+    check = 98 - int(number) % 97
+    return f"{country}{check:02d}{bban}"
+
+
+class IBANTests(SynchronousTestCase):
+    @given(ibans(), st.booleans())
+    def test_valid_ibans(self, iban: str, spaced: bool) -> None:
+        self.assertTrue(iban_valid(iban))
+        written = " ".join(iban[i:i + 4] for i in range(0, len(iban), 4)) if spaced else iban
+        self.assertEqual(spans(f"pay to {written} now", "iban"), [written])
+
+    @given(ibans())
+    def test_wrong_check_digits(self, iban: str) -> None:
+        check = (int(iban[2:4]) + 1) % 100
+        self.assertEqual(spans(f"{iban[:2]}{check:02d}{iban[4:]}", "iban"), [])
+
+
+class OtherDetectorTests(SynchronousTestCase):
+    def test_email(self) -> None:
+        self.assertEqual(spans("to: Ada.Lovelace+x@mail.example.org,", "email"), ["Ada.Lovelace+x@mail.example.org"])
+        for text in ("a@b", "user@localhost", "x..y@example.com", "@example.com"):
+            self.assertEqual(spans(text, "email"), [], text)
+
+    def test_phone(self) -> None:
+        for number in ("+1 415 555 2671", "+44 20 7946 0958", "0044 20 7946 0958", "(415) 555-2671", "415-555-2671"):
+            self.assertEqual(spans(f"call {number} now", "phone"), [number], number)
+        for text in ("version 1.2.3", "+1 2", "115-555-2671"):
+            self.assertEqual(spans(text, "phone"), [], text)
+
+    def test_ipv4(self) -> None:
+        self.assertEqual(spans("from 10.0.0.1, to 192.168.1.255.", "ipv4"), ["10.0.0.1", "192.168.1.255"])
+        self.assertEqual(spans("256.1.1.1 and 1.2.3 and 1.2.3.4.5", "ipv4"), [])
+
+    def test_jwt(self) -> None:
+        def b64(value: dict) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+        token = f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64({'sub': 'ada'})}.c2lnbmF0dXJl"
+        self.assertEqual(spans(f"Authorization: Bearer {token}", "jwt"), [token])
+        self.assertEqual(spans(f"{b64({'typ': 'JWT'})}.{b64({'sub': 'ada'})}.x", "jwt"), [])  # no alg
+
+    def test_aws_keys(self) -> None:
+        self.assertEqual(spans("id=AKIAIOSFODNN7EXAMPLE;", "aws_key"), ["AKIAIOSFODNN7EXAMPLE"])
+        secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+        self.assertEqual(spans(f"secret={secret}", "aws_key"), [secret])
+        self.assertEqual(spans("sha1 " + "a" * 40, "aws_key"), [])  # hex digests are not secrets
+
+    def test_private_key_also_unterminated(self) -> None:
+        key = "-----BEGIN PRIVATE KEY-----\nMIIEvQ\n-----END PRIVATE KEY-----"
+        self.assertEqual(spans(f"x {key} y", "private_key"), [key])
+        self.assertEqual(spans("x -----BEGIN EC PRIVATE KEY-----\nMHc", "private_key"),
+                         ["-----BEGIN EC PRIVATE KEY-----\nMHc"])
+
+    @given(st.text(max_size=200))
+    def test_never_raises_and_spans_do_not_overlap(self, text: str) -> None:
+        found = find(text, [d for ds in DETECTORS.values() for d in ds])
+        for a, b in zip(found, found[1:]):
+            self.assertLessEqual(a.end, b.start)
+
+
+class PatternTests(SynchronousTestCase):
+    def test_accepted(self) -> None:
+        detector = compile_pattern(r"EMP-\d{6}")
+        self.assertEqual([m.group(0) for m in detector.pattern.finditer("id EMP-123456")], ["EMP-123456"])
+
+    def test_refused(self) -> None:
+        for pattern, why in (
+            ("(a+)+", "backtrack"), ("(x|xy)+z", "backtrack"), ("a*", "empty"), ("(?:)", "empty"), ("(", "regular"),
+        ):
+            with self.assertRaises(PatternError) as caught:
+                compile_pattern(pattern)
+            self.assertIn(why, str(caught.exception), pattern)

@@ -610,8 +610,20 @@ class _Walker:
             self.func_call(funccall, ctes)
 
     def func_call(self, call: Mapping[str, Any], ctes: frozenset[str]) -> None:
-        self.functions[_dotted(call.get("funcname", ()))] = None
+        name = _dotted(call.get("funcname", ()))
+        self.functions[name] = None
+        if name.removeprefix("pg_catalog.") in _RUNS_SQL_TEXT:
+            self.kinds[UNKNOWN] = None  # dynamic SQL, as EXECUTE is
         self.walk_fields(call, ctes, "funcname")
+
+    def alter_domain(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        # VALIDATE / ADD CONSTRAINT / SET DEFAULT run the domain's checks on
+        # the values stored in it.
+        self.kinds["alter_domain"] = None
+        name = _dotted(stmt.get("typeName", ()))
+        if name:
+            self.types[name] = None
+        self.walk_fields(stmt, ctes, "typeName")
 
     def prepare(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["prepare"] = None
@@ -703,6 +715,7 @@ _HANDLERS.update({
     "DoStmt": _Walker.do,
     "CallStmt": _Walker.call,
     "FuncCall": _Walker.func_call,
+    "AlterDomainStmt": _Walker.alter_domain,
     "PrepareStmt": _Walker.prepare,
     "ExecuteStmt": _Walker.execute,
     "DeallocateStmt": _Walker.deallocate,
@@ -734,14 +747,33 @@ def _plpgsql_statements(body: str, definition: str | None = None) -> tuple[State
         f"CREATE FUNCTION f() RETURNS {returns} LANGUAGE plpgsql AS ${tag}${body}${tag}$"
         for returns in ("void", "int", "SETOF int", "trigger", "event_trigger")
     ]
+    tree = None
     for attempt in attempts:
-        try:
-            tree = json.loads(_pg.parse_plpgsql_json(attempt))
+        for _ in range(8):
+            try:
+                tree = json.loads(_pg.parse_plpgsql_json(attempt))
+                break
+            except Exception as e:
+                # A field of a variable whose type the parser cannot see
+                # without the catalog (a %ROWTYPE, a table's row type):
+                # declared as record, its fields are taken at run time.
+                unknown = _UNKNOWN_FIELD.search(str(e))
+                if unknown is None:
+                    break
+                retyped = re.sub(
+                    rf"(?i)(\b{re.escape(unknown.group(1))}\s+)(?!record\b)[^;:=]+?(\s*(?::=|=|;))",
+                    r"\1record\2", attempt, count=1,
+                )
+                if retyped == attempt:
+                    break
+                attempt = retyped
+        if tree is not None:
             break
-        except Exception:
-            continue
     else:
         return (_unknown(body),)
+    # Every word of the body may name a type (a DECLAREd variable's, whose
+    # domain runs its CHECK on assignment): the graph looks them up.
+    words = _words(body)
     infos: list[StatementInfo] = []
     stack: list[Any] = [tree]
     while stack:
@@ -765,7 +797,35 @@ def _plpgsql_statements(body: str, definition: str | None = None) -> tuple[State
                         infos.extend(classify(f"SELECT {query}"))
                 elif isinstance(value, (dict, list)):
                     stack.append(value)
+    if words:
+        infos.append(StatementInfo(text="", kinds=(), types=words))
     return tuple(infos)
+
+
+_UNKNOWN_FIELD = re.compile(r'"(\w+)\.\w+" is not a known variable')
+
+
+def _words(body: str) -> tuple[str, ...]:
+    """The identifiers of a body, and its dotted pairs (schema.type)."""
+    try:
+        tokens = _pg.scan(body)
+    except Exception:
+        return ()
+    words: dict[str, None] = {}
+    previous = ""
+    for token in tokens:
+        if token.name == "IDENT" or token.kind in ("UNRESERVED_KEYWORD", "COL_NAME_KEYWORD", "TYPE_FUNC_NAME_KEYWORD"):
+            raw = body[token.start:token.end + 1]
+            word = raw.strip('"')
+            if not raw.startswith('"') and word.isascii():
+                word = word.lower()  # as the server folds unquoted names
+            words[word] = None
+            if previous:
+                words[f"{previous}.{word}"] = None
+            previous = word
+        elif token.name != "ASCII_46":
+            previous = ""
+    return tuple(words)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -800,6 +860,16 @@ def body_statements(language: str, source: str) -> tuple[StatementInfo, ...] | N
     return (walker.info(source),)
 
 
+# Built-in functions that run SQL given as text, or read relations named in
+# text: what they run cannot be seen, as with EXECUTE.
+_RUNS_SQL_TEXT = frozenset({
+    "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
+    "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
+    "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
+    "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
+    "cursor_to_xml", "cursor_to_xmlschema", "ts_stat", "ts_rewrite",
+})
+
 # PL/pgSQL's RAW_PARSE_PLPGSQL_ASSIGN1..3: "target := expression".
 _PLPGSQL_ASSIGN = frozenset({3, 4, 5})
 
@@ -820,8 +890,8 @@ def _assignment(query: str) -> tuple[StatementInfo, ...]:
             # Offsets count characters (pglast's scanner).
             target, expression = query[:token.start], query[token.end + 1:]
             infos = classify(f"SELECT {expression}")
-            if "[" in target:
-                infos += classify(f"SELECT ARRAY{target[target.index('['):]}")
+            if "[" in target:  # subscripts, slices, fields: a[i], a[1:2], a[i].f
+                infos += classify(f"SELECT (NULL::int[]){target[target.index('['):]}")
             return infos
     return (_unknown(query),)
 

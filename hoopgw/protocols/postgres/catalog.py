@@ -50,14 +50,14 @@ _CACHE_MAX = 4096
 #   triggers: not the server's own (foreign keys' are internal), with their
 #     events (tgtype) and arguments (NUL-separated, hex);
 #   uses: functions that run on a relation's events, from pg_depend --
-#     column defaults, CHECK constraints, index expressions, statistics
+#     column defaults, CHECK constraints, partition keys, index expressions, statistics
 #     expressions, row security policies, rules and view definitions, trigger
 #     WHEN clauses -- and what its columns' types run (type_runs);
 #   type_uses: what a value of a type runs: its domains' CHECKs and defaults
 #     (also of the domains, arrays, composites and ranges it is made of) and
 #     the casts to it (type_runs);
 #   functions: bodies that can be read (not C or internal), with what their
-#     parameter and result types run;
+#     parameter and result types and parameter defaults run;
 #   aggregates: the functions an aggregate runs;
 #   function_names: every function, to tell a call of a new one;
 #   cascades: foreign keys with their actions (all of them: TRUNCATE ...
@@ -76,6 +76,7 @@ type_parts(parent, child) AS (
             JOIN pg_catalog.pg_attribute a ON a.attrelid = t.typrelid
             WHERE t.typtype = 'c' AND a.attnum > 0 AND NOT a.attisdropped
   UNION ALL SELECT rngtypid, rngsubtype FROM pg_catalog.pg_range
+  UNION ALL SELECT rngmultitypid, rngtypid FROM pg_catalog.pg_range
 ),
 -- Not the server's internal functions (language 12), which run no SQL.
 type_own(typ, fn) AS (
@@ -129,6 +130,12 @@ SELECT json_build_object(
                  FROM type_runs r JOIN pg_catalog.pg_attribute a ON a.atttypid = r.typ
                  WHERE a.attnum > 0 AND NOT a.attisdropped
                  UNION ALL
+                 -- a partitioned table's key expressions
+                 SELECT c.oid, 'ium', d.fn
+                 FROM pg_catalog.pg_class c
+                 JOIN proc_deps d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+                 WHERE c.relkind = 'p'
+                 UNION ALL
                  SELECT i.indrelid, 'ium', d.fn
                  FROM pg_catalog.pg_index i JOIN proc_deps d
                    ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = i.indexrelid
@@ -160,7 +167,15 @@ SELECT json_build_object(
                    CASE WHEN l.lanname = 'plpgsql' OR p.prosqlbody IS NOT NULL
                         THEN pg_catalog.pg_get_functiondef(p.oid) ELSE p.prosrc END,
                    ARRAY(SELECT DISTINCT c.name FROM type_calls c
-                         WHERE c.typ = p.prorettype OR c.typ = ANY(p.proargtypes::pg_catalog.oid[])))), '[]')
+                         WHERE c.typ = p.prorettype
+                            OR c.typ = ANY(coalesce(p.proallargtypes, p.proargtypes::pg_catalog.oid[]))
+                         UNION
+                         -- its parameters' default expressions
+                         SELECT dn.nspname || '.' || dp.proname FROM proc_deps d
+                         JOIN pg_catalog.pg_proc dp ON dp.oid = d.fn
+                         JOIN pg_catalog.pg_namespace dn ON dn.oid = dp.pronamespace
+                         WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
+                           AND dp.prolang <> 12))), '[]')
                 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
                 JOIN pg_catalog.pg_language l ON l.oid = p.prolang
                 WHERE p.prokind IN ('f', 'p') AND l.lanname NOT IN ('c', 'internal')),

@@ -641,7 +641,7 @@ class ClientProtocol(Protocol):
                 # Read again once the transaction it ran in has ended (before,
                 # the gateway's own connection would not see the change).
                 self._catalog_changed = True
-            if info.reads or info.writes or info.functions or info.types or info.column_calls:
+            if not names and reach.needs_catalog(info):
                 names = True
         if not names:
             return self._decide(actions)

@@ -38,9 +38,10 @@ Bodies are read as the classifier reads them (L{body_statements}: SQL,
 C{BEGIN ATOMIC}, PL/pgSQL's static statements with the function's own
 parameters), and everything reached is followed again, to a fixed point.
 
-What stays opaque: a body that runs dynamic SQL (PL/pgSQL's C{EXECUTE}) or
-is in another language (PL/Python, PL/Perl, ...) makes the statement
-C{unknown}, which the shipped policy refuses.  A function in C -- only a
+What stays opaque: a body that runs dynamic SQL (PL/pgSQL's C{EXECUTE},
+C{query_to_xml} and the like) or is in another language (PL/Python,
+PL/Perl, ...) makes the statement C{unknown}, which the shipped policy
+refuses.  A function in C -- only a
 superuser can create one -- is judged by its name, which is added to
 C{sql.functions}; as a trigger's function its arguments that name a
 relation (contrib's C{refint} takes the table to cascade into) count as
@@ -58,7 +59,7 @@ from attrs import evolve, frozen
 
 from hoopgw.policy.sql import UNKNOWN, StatementInfo, _with_text, body_statements
 
-__all__ = ["EMPTY", "RelationGraph", "Routine", "changes_catalog", "events_of", "unreadable"]
+__all__ = ["EMPTY", "RelationGraph", "Routine", "changes_catalog", "events_of", "needs_catalog", "unreadable"]
 
 # Languages whose functions only a superuser can create: judged by name.
 _TRUSTED_LANGUAGES = frozenset({"c", "internal"})
@@ -72,6 +73,7 @@ _CACHE_MAX = 4096
 INSERT, UPDATE, DELETE, TRUNCATE, MAINTAIN = "i", "u", "d", "t", "m"
 ALL_WRITES = frozenset("iudtm")
 _MAINTAIN = frozenset("m")
+_MOVES = frozenset("id")
 _KIND_EVENTS = {
     "insert": frozenset("i"),
     "copy": frozenset("i"),
@@ -155,6 +157,16 @@ def _effect(routine: Routine) -> _Effect:
     )
 
 
+def _temporary(schema: str) -> bool:
+    """A session's temporary schema (pg_temp_3), which the session calls pg_temp."""
+    return schema.startswith("pg_temp_")
+
+
+def _findable(split: tuple[str | None, str]) -> tuple[str | None, str]:
+    """A (schema, name) as the catalog can find it: pg_temp is pg_temp_N (any schema)."""
+    return (None, split[1]) if split[0] == "pg_temp" else split
+
+
 def _splits(name: str) -> list[tuple[str, str]]:
     """Every (schema, name) that C{schema.name} can be (either may contain dots)."""
     return [(name[:i], name[i + 1:]) for i, c in enumerate(name) if c == "."]
@@ -215,6 +227,8 @@ class RelationGraph:
                 self._materialized.add(oid)
             qualified = f"{schema}.{name}"
             self._oids.setdefault(qualified, []).append(oid)
+            if _temporary(schema):  # a session writes its own as pg_temp.name
+                self._oids.setdefault(f"pg_temp.{name}", []).append(oid)
             self._by_relname.setdefault(name, []).append(oid)
             earlier = (known or {}).get(oid, ())
             self.names[oid] = (qualified, *(n for n in earlier if n != qualified))
@@ -255,6 +269,8 @@ class RelationGraph:
             effect = effect_of(routine)
             self._routines.setdefault(routine.function, []).append(effect)
             self._routines.setdefault(routine.name, []).append(effect)
+            if _temporary(routine.schema):
+                self._routines.setdefault(f"pg_temp.{routine.name}", []).append(effect)
         for schema, name, runs in aggregates:
             effect = _Effect(f"{schema}.{name}", calls=runs)
             self._routines.setdefault(f"{schema}.{name}", []).append(effect)
@@ -267,6 +283,8 @@ class RelationGraph:
         for schema, name in function_names:
             self._function_names.add(f"{schema}.{name}")
             self._function_names.add(name)
+            if _temporary(schema):
+                self._function_names.add(f"pg_temp.{name}")
         self._expanded: dict[tuple[Any, ...], tuple[StatementInfo | None, tuple[tuple[str, str | None, str], ...]]] = {}
 
     # -- resolution ------------------------------------------------------
@@ -308,7 +326,7 @@ class RelationGraph:
         one): if one exists now, a newer snapshot knows it (renamed or
         created since this one).
         """
-        if not (info.reads or info.writes or info.functions or info.types or info.column_calls):
+        if not needs_catalog(info):
             return info, ()
         key = (
             info.kinds, info.reads, info.writes, info.functions, info.unqualified, info.without_where,
@@ -340,12 +358,12 @@ class RelationGraph:
                     missing["relation", None, relname] = None
             elif name not in self._oids:
                 for split in _splits(name):
-                    missing[("relation", *split)] = None
+                    missing[("relation", *_findable(split))] = None
         for name in info.functions:
             if name not in self._function_names:
                 splits = _splits(name)
                 for split in splits or [(None, name)]:
-                    missing[("function", *split)] = None
+                    missing[("function", *_findable(split))] = None
         return tuple(missing)
 
     def _expand(self, info: StatementInfo) -> StatementInfo:
@@ -357,7 +375,9 @@ class RelationGraph:
         statement_events = events_of(info.kinds)
         to_write = [(oid, statement_events) for oid in self.resolve(info.writes, info.unqualified)]
         if not _MAINTAINS_READS.isdisjoint(info.kinds):
-            to_write += [(oid, _MAINTAIN) for oid in to_read]
+            # ANALYZE, VACUUM, REINDEX SCHEMA/DATABASE naming no table: every one.
+            maintained = to_read or set(self.names)
+            to_write += [(oid, _MAINTAIN) for oid in maintained]
         to_call = list(info.functions)
         to_call += [name for name in info.column_calls if name in self._routines]  # s.f is f(s)
         for name in info.types:
@@ -380,6 +400,10 @@ class RelationGraph:
                     to_call.extend(f for events, f in self._uses.get(member, ()) if "r" in events)
             while to_write:
                 oid, events = to_write.pop()
+                if UPDATE in events and self._children.get(oid):
+                    # An UPDATE moving a row to another partition deletes it
+                    # from one and inserts it into the other.
+                    events = events | _MOVES
                 for member in self._family(oid):
                     done = written.get(member)
                     if done is not None and events <= done:
@@ -446,6 +470,13 @@ def unreadable(info: StatementInfo) -> StatementInfo:
     if UNKNOWN in info.kinds:
         return info
     return evolve(info, kinds=(*info.kinds, UNKNOWN), writes_data=True)
+
+
+def needs_catalog(info: StatementInfo) -> bool:
+    """Whether C{info} can reach anything through the catalog (else it is judged as it is)."""
+    return bool(
+        info.reads or info.writes or info.functions or info.types or info.column_calls
+    ) or not _MAINTAINS_READS.isdisjoint(info.kinds)
 
 
 # Kinds that can change what the graph holds, besides CREATE/ALTER.

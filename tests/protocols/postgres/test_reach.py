@@ -122,6 +122,26 @@ class ExpandTests(SynchronousTestCase):
             self.assertIn("public.payments", g.expand(one(sql)).writes, sql)
         self.assertNotIn("public.payments", g.expand(one("SELECT * FROM notes")).writes)
 
+    def test_maintenance_naming_no_table_reaches_every_table(self) -> None:
+        info = graph().expand(one("ANALYZE"))
+        self.assertIn("public.payments", info.writes)
+        self.assertIn("billing.ledger", info.writes)
+
+    def test_an_update_of_a_partitioned_table_moves_rows(self) -> None:
+        trigger = Routine("public", "t", "plpgsql", "BEGIN DELETE FROM payments WHERE id > 0; RETURN NEW; END")
+        g = graph(triggers=[(CHILD, "i", trigger, ())])
+        self.assertIn("public.payments", g.expand(one("UPDATE parent SET x = 2 WHERE x = 1")).writes)
+        self.assertNotIn("public.payments", graph(triggers=[(NOTES, "i", trigger, ())]).expand(
+            one("UPDATE notes SET x = 2 WHERE x = 1")).writes)
+
+    def test_pg_temp_is_the_sessions_temporary_schema(self) -> None:
+        wipe = Routine("pg_temp_3", "tf", "sql", "DELETE FROM payments WHERE id > 0")
+        g = RelationGraph([(PAYMENTS, "public", "payments"), (NOTES, "pg_temp_3", "scratch")],
+                          functions=[wipe], function_names=[("pg_temp_3", "tf")])
+        self.assertIn("public.payments", g.expand(one("SELECT pg_temp.tf()")).writes)
+        self.assertEqual(g.reach(one("SELECT * FROM pg_temp.scratch"))[1], ())
+        self.assertEqual(g.reach(one("SELECT * FROM pg_temp.other"))[1], (("relation", None, "other"),))
+
     def test_a_materialized_view_is_read_on_refresh(self) -> None:
         g = RelationGraph([(PAYMENTS, "public", "payments", "r"), (VIEW, "public", "pay_mv", "m")], views=[(VIEW, PAYMENTS)])
         info = g.expand(one("REFRESH MATERIALIZED VIEW pay_mv"))

@@ -371,6 +371,30 @@ COMMANDS = {
 }
 
 
+# -- masking -------------------------------------------------------------------------------
+
+# One strategy byte (low two bits: redact, partial, hash, null), then text.
+MASKING = {
+    "card-spaced": "\x00card 4111 1111 1111 1111 exp 12/29",
+    "card-dashed-partial": "\x014111-1111-1111-1111",
+    "card-luhn-miss": "\x004111 1111 1111 1112",
+    "ssn": "\x02ssn 078-05-1120, 123 45 6789",
+    "ssn-bare": "\x03123456789",
+    "email": "\x00to: Ada.Lovelace+x@mail.example.org; cc a..b@example.com",
+    "phone": "\x01call +44 20 7946 0958 or (415) 555-2671",
+    "iban": "\x02DE89 3704 0044 0532 0130 00 / GB82WEST12345698765432",
+    "ipv4": "\x00from 10.0.0.1 to 192.168.1.255, not 256.1.1.1",
+    "jwt": "\x00Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2ln",
+    "aws": "\x03id=AKIAIOSFODNN7EXAMPLE secret=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "private-key": "\x00-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+    "private-key-split": "\x00-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE",
+    "json-row": '\x00{"name": "ada", "card": "5555555555554444", "ip": "127.0.0.1"}',
+    "psql-row": "\x01 42 | ada@example.com | 4012888888881881 | 2024-01-15",
+    "pattern-like": "\x00(a+)+",
+    "nothing": "\x00order 2024-01-15 total 1234.56 version 1.2.3",
+}
+
+
 # -- writing ------------------------------------------------------------------------------
 
 
@@ -383,6 +407,7 @@ def corpora() -> dict[str, dict[str, bytes]]:
         "http_wire": http_wire(),
         "sftp": sftp_corpus(),
         "ssh_commands": encode(COMMANDS),
+        "masking": encode(MASKING),
     }
 
 

@@ -139,6 +139,9 @@ class StatementInfo:
     @ivar column_calls: the last name of every qualified column reference
         (C{s.f}, C{(s).f}), which may be a function called in column
         notation, C{f(s)}.  Not a fact rules match.
+    @ivar renames: C{(old, new)} qualified names of the relations it renames
+        or moves to another schema, so that a session can follow them before
+        the target's catalog can.  Not a fact rules match.
     @ivar settings: run-time parameters it sets or resets (C{SET},
         C{RESET}, also inside C{ALTER ROLE ... SET}), lower-case; C{all}
         for C{RESET ALL}.  Values are literals, so they are not facts (see
@@ -160,6 +163,7 @@ class StatementInfo:
     unqualified: tuple[str, ...] = field(default=(), converter=_strs)
     types: tuple[str, ...] = field(default=(), converter=_strs)
     column_calls: tuple[str, ...] = field(default=(), converter=_strs)
+    renames: tuple[tuple[str, str], ...] = field(default=(), converter=tuple)
     # Built once: the same statement is judged on every execution.
     _attributes: Mapping[str, Any] = field(init=False, eq=False, repr=False)
 
@@ -245,6 +249,9 @@ _RELATIONS = frozenset({
     "OBJECT_SEQUENCE", "OBJECT_COLUMN", "OBJECT_TABCONSTRAINT",
 })
 
+# Objects that run code when called.
+_ROUTINES = frozenset({"OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE", "OBJECT_AGGREGATE"})
+
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
@@ -294,6 +301,7 @@ class _Walker:
         self.unqualified: dict[str, None] = {}
         self.types: dict[str, None] = {}
         self.column_calls: dict[str, None] = {}
+        self.renames: dict[str, str] = {}
         self.source: str | None = None  # the top-level statement's text, for CREATE FUNCTION
         # Facts read from a literal (a function body): not to be shared by
         # texts of the same normalised shape (see _shapes).
@@ -317,6 +325,7 @@ class _Walker:
             unqualified=tuple(self.unqualified),
             types=tuple(self.types),
             column_calls=tuple(self.column_calls),
+            renames=tuple(self.renames.items()),
         )
 
     def walk(self, value: Any, ctes: frozenset[str]) -> None:
@@ -473,7 +482,11 @@ class _Walker:
     def create_table(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["create_table"] = None
         self.write(stmt.get("relation"))
-        self.walk_fields(stmt, ctes, "relation")
+        # A child (INHERITS, PARTITION OF) is another way to write its
+        # parents' rows: they count as written.
+        for parent in stmt.get("inhRelations", ()):
+            self.write(parent.get("RangeVar"))
+        self.walk_fields(stmt, ctes, "relation", "inhRelations")
 
     def create_foreign_table(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["create_foreign_table"] = None
@@ -530,7 +543,22 @@ class _Walker:
         self.write(stmt.get("relation"))
         self.reaching(lambda: self.walk_fields(stmt, ctes, "relation"))
 
+    def routine(self, objtype: str | None, obj: Mapping[str, Any] | None) -> None:
+        """ALTER FUNCTION / RENAME / SET SCHEMA of a function: what it runs can then run under another name."""
+        if objtype in _ROUTINES and obj:
+            name = _dotted((obj.get("ObjectWithArgs") or obj).get("objname", ()))
+            if name:
+                self.functions[name] = None
+
+    def renamed(self, relation: Mapping[str, Any] | None, new: str) -> None:
+        if relation and new:
+            old = _name(relation)
+            self.renames[old] = f"{old.rsplit('.', 1)[0]}.{new}" if "." not in new else new
+
     def rename(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        self.routine(stmt.get("renameType"), stmt.get("object"))
+        if stmt.get("renameType") in _RELATIONS and stmt.get("renameType") not in ("OBJECT_COLUMN", "OBJECT_TABCONSTRAINT"):
+            self.renamed(stmt.get("relation"), stmt.get("newname", ""))
         renamed = stmt.get("renameType")
         if renamed in ("OBJECT_COLUMN", "OBJECT_ATTRIBUTE", "OBJECT_TABCONSTRAINT"):
             renamed = stmt.get("relationType")  # ALTER TABLE t RENAME COLUMN
@@ -542,6 +570,10 @@ class _Walker:
     def alter_object(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         # ALTER ... SET SCHEMA / OWNER TO / DEPENDS ON: named by the object.
         self.kinds["alter_" + _object(stmt.get("objectType"))] = None
+        self.routine(stmt.get("objectType"), stmt.get("object"))
+        if stmt.get("newschema") and stmt.get("objectType") in _RELATIONS and stmt.get("relation"):
+            relation = stmt["relation"]
+            self.renames[_name(relation)] = f"{stmt['newschema']}.{relation['relname']}"
         if stmt.get("objectType") in _RELATIONS and stmt.get("relation"):
             self.write(stmt["relation"])
         self.walk_fields(stmt, ctes, "relation")
@@ -593,6 +625,7 @@ class _Walker:
 
     def alter_function(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["alter_" + _object(stmt.get("objtype", "OBJECT_FUNCTION"))] = None
+        self.routine(stmt.get("objtype", "OBJECT_FUNCTION"), stmt.get("func"))
 
     def grant(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["grant" if stmt.get("is_grant") else "revoke"] = None
@@ -1243,6 +1276,7 @@ class PreparedStatements:
                 unqualified=info.unqualified,
                 types=info.types,
                 column_calls=info.column_calls,
+                renames=info.renames,
             )
         elif "deallocate" in info.kinds and first in ("deallocate", "discard"):
             if info.prepared_name is None:
@@ -1294,6 +1328,7 @@ def _merge(text: str, infos: Iterable[StatementInfo],
         unqualified=union("unqualified"),
         types=union("types"),
         column_calls=union("column_calls"),
+        renames=union("renames"),
         writes_data=any(i.writes_data for i in infos),
         prepared_name=prepared_name,
     )

@@ -125,6 +125,11 @@ CREATE FUNCTION rowtyped_trigger() RETURNS trigger LANGUAGE plpgsql AS
 CREATE TRIGGER rowtyped_before BEFORE INSERT ON rowtyped FOR EACH ROW EXECUTE FUNCTION rowtyped_trigger();
 CREATE FUNCTION slicer() RETURNS int[] LANGUAGE plpgsql AS
   $$ DECLARE a int[] := ARRAY[1, 2, 3]; BEGIN a[1:2] := ARRAY[5, 6]; RETURN a; END $$;
+CREATE FUNCTION app_wipe() RETURNS int LANGUAGE sql AS $$ DELETE FROM payments WHERE id > 0 RETURNING 1 $$;
+ALTER FUNCTION app_wipe() OWNER TO app_scram;
+CREATE TABLE triggered (x int);
+CREATE TRIGGER triggered_after AFTER INSERT ON triggered FOR EACH ROW EXECUTE FUNCTION pay_trg();
+ALTER TABLE triggered OWNER TO app_scram;
 CREATE EXTENSION refint;
 CREATE TABLE parent_ri (id int);
 INSERT INTO parent_ri VALUES (1);
@@ -285,6 +290,34 @@ class ReachTests(_GatewayCase):
             "CREATE TRIGGER s AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION pay_trg(); INSERT INTO t VALUES (1)",
             "review-payment-writes",
         )
+
+    @inlineCallbacks
+    def test_made_or_renamed_in_the_same_transaction(self):
+        """What the catalog cannot see yet: copies of a table's expressions, renames."""
+        for sql in (
+            "CREATE TEMP TABLE x1 (LIKE checked INCLUDING ALL); INSERT INTO x1 VALUES (1)",
+            "CREATE TEMP TABLE x2 (LIKE defaulted INCLUDING DEFAULTS); INSERT INTO x2 (x) VALUES (1)",
+            "CREATE TEMP TABLE x3 (LIKE domained); INSERT INTO x3 VALUES (1)",
+            "CREATE TEMP TABLE x4 AS SELECT * FROM domained WITH NO DATA; INSERT INTO x4 VALUES (1)",
+            "SELECT x INTO TEMP x6 FROM domained WHERE false; INSERT INTO x6 VALUES (1)",
+            "ALTER FUNCTION app_wipe() RENAME TO app_zz; SELECT app_zz()",
+            "ALTER FUNCTION app_wipe() RENAME TO add_one; SELECT add_one()",
+            "BEGIN; ALTER TABLE triggered RENAME TO zz; INSERT INTO zz VALUES (1); COMMIT",
+        ):
+            yield self.refused(sql, "review-payment-writes")
+        # As separate messages in one transaction.
+        before = self.rows()
+        code, output = yield self.psql(
+            "-c", "BEGIN", "-c", "ALTER TABLE triggered RENAME TO zz2", "-c", "INSERT INTO zz2 VALUES (1)", "-c", "COMMIT"
+        )
+        self.assertIn(b"refused by policy rule 'review-payment-writes'", output)
+        self.assertEqual(self.rows(), before)
+
+    @inlineCallbacks
+    def test_casts_written_as_calls(self):
+        for sql in ("SELECT guarded(1)", "SELECT public.guarded(1)", "INSERT INTO scratch SELECT 1 WHERE guarded(1) = 1",
+                    "SELECT grange(1, 2)"):
+            yield self.refused(sql, "review-payment-writes")
 
     @inlineCallbacks
     def test_a_function_in_a_schema_with_a_dot(self):

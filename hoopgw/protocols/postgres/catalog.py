@@ -57,7 +57,8 @@ _CACHE_MAX = 4096
 #     (also of the domains, arrays, composites and ranges it is made of) and
 #     the casts to it (type_runs);
 #   functions: bodies that can be read (not C or internal), with what their
-#     parameter and result types and parameter defaults run;
+#     parameter and result types and parameter defaults run; C and internal
+#     ones only when their types run something (judged by name otherwise);
 #   aggregates: the functions an aggregate runs;
 #   function_names: every function, to tell a call of a new one;
 #   cascades: foreign keys with their actions (all of them: TRUNCATE ...
@@ -93,6 +94,14 @@ type_own(typ, fn) AS (
 type_runs(typ, fn) AS (
   SELECT typ, fn FROM type_own
   UNION SELECT p.parent, r.fn FROM type_runs r JOIN type_parts p ON p.child = r.typ
+),
+-- What a function's parameter defaults call, by name.
+default_calls(fn, names) AS (
+  SELECT d.objid, pg_catalog.array_agg(dn.nspname || '.' || dp.proname)
+  FROM proc_deps d JOIN pg_catalog.pg_proc dp ON dp.oid = d.fn
+  JOIN pg_catalog.pg_namespace dn ON dn.oid = dp.pronamespace
+  WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND dp.prolang <> 12
+  GROUP BY d.objid
 ),
 -- What types run, by name, without the server's internal functions.
 type_calls(typ, name) AS MATERIALIZED (
@@ -169,16 +178,16 @@ SELECT json_build_object(
                    ARRAY(SELECT DISTINCT c.name FROM type_calls c
                          WHERE c.typ = p.prorettype
                             OR c.typ = ANY(coalesce(p.proallargtypes, p.proargtypes::pg_catalog.oid[]))
-                         UNION
-                         -- its parameters' default expressions
-                         SELECT dn.nspname || '.' || dp.proname FROM proc_deps d
-                         JOIN pg_catalog.pg_proc dp ON dp.oid = d.fn
-                         JOIN pg_catalog.pg_namespace dn ON dn.oid = dp.pronamespace
-                         WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
-                           AND dp.prolang <> 12))), '[]')
+                         UNION SELECT unnest(dc.names)))), '[]')
                 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
                 JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-                WHERE p.prokind IN ('f', 'p') AND l.lanname NOT IN ('c', 'internal')),
+                LEFT JOIN default_calls dc ON dc.fn = p.oid
+                WHERE p.prokind IN ('f', 'p')
+                  AND (l.lanname NOT IN ('c', 'internal')
+                       -- a built-in whose parameter or result types run something (a range
+                       -- constructor over a domain)
+                       OR (p.prorettype || coalesce(p.proallargtypes, p.proargtypes::pg_catalog.oid[]))
+                          OPERATOR(pg_catalog.&&) (SELECT pg_catalog.array_agg(DISTINCT typ) FROM type_calls))),
   'aggregates', (SELECT coalesce(json_agg(json_build_array(n.nspname, p.proname,
                     ARRAY(SELECT fn.nspname || '.' || f.proname
                           FROM pg_catalog.pg_proc f JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace
@@ -187,7 +196,7 @@ SELECT json_build_object(
                  FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid
                  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
                  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
-  'function_names', (SELECT coalesce(json_agg(DISTINCT jsonb_build_array(n.nspname, p.proname)), '[]')
+  'function_names', (SELECT coalesce(json_agg(json_build_array(n.nspname, p.proname)), '[]')
                      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace),
   'cascades', (SELECT coalesce(json_agg(json_build_array(confrelid, confdeltype, confupdtype, conrelid)), '[]')
                FROM pg_catalog.pg_constraint WHERE contype = 'f')

@@ -271,6 +271,7 @@ class ClientProtocol(Protocol):
         self._draining = False
         self._denials = 0
         self._catalog_changed = False  # DDL was sent in the transaction now open
+        self._renamed: dict[str, str] = {}  # relations it renamed meanwhile: new name -> old
         self._linked = False  # the two transports are each other's producers
         self.bytes_in = 0
         self.bytes_out = 0
@@ -641,8 +642,13 @@ class ClientProtocol(Protocol):
                 # Read again once the transaction it ran in has ended (before,
                 # the gateway's own connection would not see the change).
                 self._catalog_changed = True
+            if info.renames:
+                for old, new in info.renames:
+                    self._renamed[new] = self._renamed.get(old, old)
             if not names and reach.needs_catalog(info):
                 names = True
+        if self._renamed:
+            judged = [reach.with_renames(info, self._renamed) for info in judged]
         if not names:
             return self._decide(actions)
         catalog = self.front.catalog(self.session.connection)  # type: ignore[union-attr]
@@ -667,7 +673,8 @@ class ClientProtocol(Protocol):
                 if missing and again:
                     # A name the snapshot lacks: renamed or created since?
                     return catalog.newer(missing).addCallback(self._widened, catalog, actions, judged, False)
-            widened.append(action if reached is info else evolve(action, attributes=reached.attributes()))
+            attributes = reached.attributes()
+            widened.append(action if attributes is action.attributes else evolve(action, attributes=attributes))
         return self._decide(widened)
 
     # -- statement and portal names --------------------------------------------
@@ -978,6 +985,7 @@ class ClientProtocol(Protocol):
                     self._commit_failed(message)  # type: ignore[arg-type]
                 elif kind is codec.ReadyForQuery and self._catalog_changed and message.status == "I":  # type: ignore[attr-defined]
                     self._catalog_changed = False
+                    self._renamed.clear()  # the catalog shows them now (and keeps the old names)
                     self.front.catalog(self.session.connection).invalidate()  # type: ignore[union-attr]
                 message = tracker.answer(message)
                 raw = message.raw

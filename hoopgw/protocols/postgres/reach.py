@@ -34,6 +34,12 @@ A statement that reads or writes relation R also reads or writes:
     body reads, writes and calls, and what its parameter and result types
     run; an aggregate: what its state, final and combine functions do.
 
+What a session makes in a transaction still open (the catalog cannot show
+it yet) is followed from the statement that makes it: a table copying
+another's expressions (LIKE, CREATE TABLE AS) runs them as it is made, a
+child writes its parents, ALTER FUNCTION calls the function, and a rename
+is undone by L{with_renames} until the transaction ends.
+
 Bodies are read as the classifier reads them (L{body_statements}: SQL,
 C{BEGIN ATOMIC}, PL/pgSQL's static statements with the function's own
 parameters), and everything reached is followed again, to a fixed point.
@@ -59,7 +65,9 @@ from attrs import evolve, frozen
 
 from hoopgw.policy.sql import UNKNOWN, StatementInfo, _with_text, body_statements
 
-__all__ = ["EMPTY", "RelationGraph", "Routine", "changes_catalog", "events_of", "needs_catalog", "unreadable"]
+__all__ = [
+    "EMPTY", "RelationGraph", "Routine", "changes_catalog", "events_of", "needs_catalog", "unreadable", "with_renames",
+]
 
 # Languages whose functions only a superuser can create: judged by name.
 _TRUSTED_LANGUAGES = frozenset({"c", "internal"})
@@ -74,6 +82,7 @@ INSERT, UPDATE, DELETE, TRUNCATE, MAINTAIN = "i", "u", "d", "t", "m"
 ALL_WRITES = frozenset("iudtm")
 _MAINTAIN = frozenset("m")
 _MOVES = frozenset("id")
+_COPIED = frozenset("ium")
 _KIND_EVENTS = {
     "insert": frozenset("i"),
     "copy": frozenset("i"),
@@ -379,6 +388,13 @@ class RelationGraph:
             maintained = to_read or set(self.names)
             to_write += [(oid, _MAINTAIN) for oid in maintained]
         to_call = list(info.functions)
+        if "create_table" in info.kinds:
+            # LIKE ... INCLUDING, CREATE TABLE AS, SELECT INTO copy their
+            # sources' defaults, CHECKs, indexes, generated columns and column
+            # types: they run on the new table's rows, before any catalog shows it.
+            for oid in to_read:
+                for member in self._family(oid):
+                    to_call += [f for fires, f in self._uses.get(member, ()) if fires & _COPIED]
         to_call += [name for name in info.column_calls if name in self._routines]  # s.f is f(s)
         for name in info.types:
             to_call += self._type_uses.get(name, ())
@@ -390,6 +406,8 @@ class RelationGraph:
                 if name not in called:
                     called.add(name)
                     effects.extend(self._routines.get(name, ()))
+                    # guarded(1) is a cast to the type guarded
+                    to_call.extend(self._type_uses.get(name, ()))
             while to_read:
                 oid = to_read.pop()
                 for member in self._family(oid):
@@ -470,6 +488,33 @@ def unreadable(info: StatementInfo) -> StatementInfo:
     if UNKNOWN in info.kinds:
         return info
     return evolve(info, kinds=(*info.kinds, UNKNOWN), writes_data=True)
+
+
+def with_renames(info: StatementInfo, renamed: Mapping[str, str]) -> StatementInfo:
+    """
+    C{info} with the earlier name of each relation it names that this
+    session renamed (or moved) in a transaction still open: the target's
+    catalog cannot show the new name yet, so the old one finds it.
+    C{renamed} maps new qualified names to old ones.
+    """
+    bare = {new.rpartition(".")[2]: old for new, old in renamed.items()}
+    unqualified = set(info.unqualified)
+
+    def old_names(names: tuple[str, ...]) -> tuple[str, ...]:
+        found = []
+        for name in names:
+            old = renamed.get(name)
+            relname = name.partition(".")[2]
+            if old is None and name.startswith("public.") and relname in unqualified:
+                old = bare.get(relname)
+            if old is not None:
+                found.append(old)
+        return tuple(dict.fromkeys((*names, *found)))
+
+    reads, writes = old_names(info.reads), old_names(info.writes)
+    if reads == info.reads and writes == info.writes:
+        return info
+    return evolve(info, reads=reads, writes=writes)
 
 
 def needs_catalog(info: StatementInfo) -> bool:

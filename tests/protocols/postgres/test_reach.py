@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hoopgw.policy.sql import classify
 from hoopgw.protocols.postgres.catalog import graph_from_snapshot
-from hoopgw.protocols.postgres.reach import EMPTY, RelationGraph, Routine, changes_catalog, unreadable
+from hoopgw.protocols.postgres.reach import EMPTY, RelationGraph, Routine, changes_catalog, unreadable, with_renames
 
 PAYMENTS, VIEW, PARENT, CHILD, SIBLING, GRAND, NOTES, FEED, LEDGER, OTHER_LEDGER = range(1, 11)
 
@@ -141,6 +141,24 @@ class ExpandTests(SynchronousTestCase):
         self.assertIn("public.payments", g.expand(one("SELECT pg_temp.tf()")).writes)
         self.assertEqual(g.reach(one("SELECT * FROM pg_temp.scratch"))[1], ())
         self.assertEqual(g.reach(one("SELECT * FROM pg_temp.other"))[1], (("relation", None, "other"),))
+
+    def test_renames_in_an_open_transaction(self) -> None:
+        renamed = {"public.zz": "public.feed"}
+        info = with_renames(one("INSERT INTO zz VALUES (1)"), renamed)
+        self.assertEqual(info.writes, ("public.zz", "public.feed"))
+        untouched = one("SELECT * FROM notes")
+        self.assertIs(with_renames(untouched, renamed), untouched)
+        self.assertEqual(with_renames(one("INSERT INTO other.zz VALUES (1)"), renamed).writes, ("other.zz",))
+
+    def test_a_new_child_writes_its_parents_and_a_copy_runs_the_sources_expressions(self) -> None:
+        self.assertIn("billing.ledger", one("CREATE TABLE p PARTITION OF billing.ledger FOR VALUES IN (1)").writes)
+        self.assertIn("public.checked", one("CREATE TABLE c () INHERITS (checked)").writes)
+        wipe = Routine("public", "wipe", "plpgsql", "BEGIN DELETE FROM payments WHERE id > 0; RETURN true; END")
+        g = graph(functions=[wipe], uses=[(NOTES, "ium", "public.wipe")])
+        for sql in ("CREATE TABLE t (LIKE notes INCLUDING ALL)", "CREATE TABLE t AS SELECT * FROM notes",
+                    "SELECT * INTO t FROM notes"):
+            self.assertIn("public.payments", g.expand(one(sql)).writes, sql)
+        self.assertIn("public.payments", g.expand(one("ALTER FUNCTION wipe() RENAME TO harmless")).writes)
 
     def test_a_materialized_view_is_read_on_refresh(self) -> None:
         g = RelationGraph([(PAYMENTS, "public", "payments", "r"), (VIEW, "public", "pay_mv", "m")], views=[(VIEW, PAYMENTS)])

@@ -324,9 +324,10 @@ class Catalog:
             return succeed(self._connection)
         mine: Deferred = Deferred()  # each lookup its own Deferred
         if self._waiting is None:
-            self._waiting = []
+            self._waiting = [mine]  # before connecting: it may answer at once
             self._connect(self.parameters).addCallbacks(self._up, self._down)
-        self._waiting.append(mine)
+        else:
+            self._waiting.append(mine)
         return mine
 
     def _up(self, connection: Any) -> None:
@@ -360,15 +361,7 @@ class Catalog:
             return name
 
         def failed(failure: Failure) -> None:
-            log.warn(
-                "catalog lookup of function {oid} on {host}:{port} failed: {error}",
-                oid=oid,
-                host=self.parameters["host"],
-                port=self.parameters["port"],
-                error=failure.getErrorMessage(),
-            )
-            self.close()  # the next lookup connects again
-            return None
+            self._failed(failure, f"lookup of function {oid}")
 
         d.addCallbacks(found, failed)
         return d
@@ -389,9 +382,10 @@ class Catalog:
             return succeed(self._graph)
         mine: Deferred = Deferred()
         if self._graph_waiting is None:
-            self._graph_waiting = []
+            self._graph_waiting = [mine]  # before reading: it may answer at once
             self._read_graph()
-        self._graph_waiting.append(mine)
+        else:
+            self._graph_waiting.append(mine)
         return mine
 
     def _read_graph(self) -> None:
@@ -412,13 +406,7 @@ class Catalog:
             return graph
 
         def failed(failure: Failure) -> None:
-            log.warn(
-                "reading the catalog of {host}:{port} failed: {error}",
-                host=self.parameters["host"],
-                port=self.parameters["port"],
-                error=failure.getErrorMessage(),
-            )
-            self.close()
+            self._failed(failure, "snapshot")
             self._answer_graph(None)
 
         def answer(graph: RelationGraph | None) -> None:
@@ -461,14 +449,7 @@ class Catalog:
             return succeed(current)
 
         def failed(failure: Failure) -> None:
-            log.warn(
-                "reading the catalog of {host}:{port} failed: {error}",
-                host=self.parameters["host"],
-                port=self.parameters["port"],
-                error=failure.getErrorMessage(),
-            )
-            self.close()
-            return None
+            self._failed(failure, "existence check")
 
         d.addCallbacks(exists, failed)
         return d
@@ -477,6 +458,17 @@ class Catalog:
         """Something may have changed the catalog (DDL ended in a session): read it again before the next use."""
         self._generation += 1
         self._graph = None
+
+    def _failed(self, failure: Failure, what: str) -> None:
+        """A read failed: say so, and drop the connection (the next read connects again)."""
+        log.warn(
+            "catalog {what} on {host}:{port} failed: {error}",
+            what=what,
+            host=self.parameters["host"],
+            port=self.parameters["port"],
+            error=failure.getErrorMessage(),
+        )
+        self.close()
 
     def close(self) -> None:
         connection, self._connection = self._connection, None

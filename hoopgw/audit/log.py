@@ -213,6 +213,18 @@ class _Plan:
     resolution: bool
 
 
+def _check_body(event: object, body: Mapping[str, Any]) -> None:
+    """A record's event and body as a caller may give them (L{ValueError} says why not)."""
+    if not isinstance(event, str) or not event:
+        raise ValueError(f"audit event {event!r}: expected a non-empty string")
+    clash = RESERVED_FIELDS.intersection(body)
+    if clash:
+        raise ValueError(
+            f"audit record body for {event!r} has key(s) {', '.join(sorted(clash))}, "
+            f"which the log sets itself ({', '.join(sorted(RESERVED_FIELDS))})"
+        )
+
+
 @implementer(IAuditLog)
 class AuditLog(Service):
     """
@@ -474,14 +486,7 @@ class AuditLog(Service):
 
         @raise ValueError: C{body} is not a valid record body.
         """
-        if not isinstance(event, str) or not event:
-            raise ValueError(f"audit event {event!r}: expected a non-empty string")
-        clash = RESERVED_FIELDS.intersection(body)
-        if clash:
-            raise ValueError(
-                f"audit record body for {event!r} has key(s) {', '.join(sorted(clash))}, "
-                f"which the log sets itself"
-            )
+        _check_body(event, body)
         self._closing_record = (event, dict(body))
 
     def stopService(self) -> Deferred:
@@ -1360,14 +1365,7 @@ class AuditLog(Service):
         if fd is None:
             raise AuditUnavailable(self._unavailable_message())
         started = time.perf_counter()
-        if not isinstance(event, str) or not event:
-            raise ValueError(f"audit event {event!r}: expected a non-empty string")
-        clash = RESERVED_FIELDS.intersection(body)
-        if clash:
-            raise ValueError(
-                f"audit record body for {event!r} has key(s) {', '.join(sorted(clash))}, "
-                f"which the log sets itself ({', '.join(sorted(RESERVED_FIELDS))})"
-            )
+        _check_body(event, body)
         seq = self._write(fd, event, body)
         if self._seq - self._checkpoint_requested >= self._checkpoint_every:
             self.checkpoint().addErrback(self._background_failure, "checkpoint by count")

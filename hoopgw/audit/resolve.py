@@ -30,6 +30,7 @@ import os
 from hashlib import sha256
 from pathlib import Path
 
+from hoopgw.keys import create_private_file
 from hoopgw.audit.checkpoint import CheckpointError, Verifier
 from hoopgw.audit.log import (
     CHECKPOINTS_FILE,
@@ -63,14 +64,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if not create_private_file(path, data):
+        raise FileExistsError(f"{path} already exists")
     _fsync_dir(path.parent)
 
 

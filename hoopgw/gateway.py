@@ -29,6 +29,8 @@ from hoopgw.audit.log import AuditLog
 from hoopgw.config import Config, config_sha256
 from hoopgw.errors import AuditUnavailable, ConfigError, HoopgwError
 from hoopgw.identity.service import IdentityService
+from hoopgw.masking.engine import load_key
+from hoopgw.masking.service import MaskingService
 from hoopgw.metrics import Metrics
 from hoopgw.policy.rules import PolicySet
 from hoopgw.policy.service import PolicyService
@@ -264,6 +266,7 @@ class Gateway(MultiService):
             clock=reactor,
             metrics=self.metrics,
             gateway=config.gateway.name,
+            masking=MaskingService(self.policy, load_key(data_dir), self.metrics),
         )
         # Start order: the log, the listeners, then the records saying the
         # gateway started; stop runs in reverse, one child after the other.

@@ -62,7 +62,8 @@ class Metrics:
     _last_checkpoint: float | None = field(init=False, default=None)
     _sessions_active: Gauge = field(init=False)
     _sessions_total: Counter = field(init=False)
-    _actions: _ActionCounts = field(init=False)
+    _actions: _PlainCounts = field(init=False)
+    _masked: _PlainCounts = field(init=False)
     _auth_failures: Counter = field(init=False)
     _audit_failed: Gauge = field(init=False)
     # Children bound once: label lookup takes a lock and a dict walk, too
@@ -84,8 +85,18 @@ class Metrics:
             ["kind", "result"],
             registry=registry,
         )
-        self._actions = _ActionCounts()
+        self._actions = _PlainCounts(
+            "hoopgw_actions_total",
+            "Actions finished, by kind family (the action kind before its first dot) and outcome.",
+            ["kind", "outcome"],
+        )
         registry.register(self._actions)
+        self._masked = _PlainCounts(
+            "hoopgw_masked_values_total",
+            'Values masked, by mask (policy [[mask]] name) and what found them: a detector, a pattern or "column" (the origin).',
+            ["mask", "detector"],
+        )
+        registry.register(self._masked)
         self._auth_failures = Counter(
             "hoopgw_auth_failures_total",
             "Refused credentials, by protocol.",
@@ -163,6 +174,12 @@ class Metrics:
         key = (kind.partition(".")[0], _label(outcome))
         counts[key] = counts.get(key, 0) + 1
 
+    def values_masked(self, mask: str, detector: str, count: int) -> None:
+        """C{count} values masked by C{mask}, found by C{detector} (or C{"column"})."""
+        counts = self._masked.counts
+        key = (mask, detector)
+        counts[key] = counts.get(key, 0) + count
+
     def auth_failed(self, protocol: str) -> None:
         self._auth_failures.labels(_label(protocol)).inc()
 
@@ -173,23 +190,22 @@ class Metrics:
         return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
 
 
-class _ActionCounts:
+class _PlainCounts:
     """
-    C{hoopgw_actions_total}, by kind family and outcome: plain numbers
-    turned into samples at scrape time (one per action; a prometheus_client
-    Counter takes a lock and a label lookup each).  Reported and scraped on
-    the reactor thread.
+    A counter family kept as plain numbers by label values, turned into
+    samples at scrape time (a prometheus_client Counter takes a lock and a
+    label lookup each time: too slow for once per action or masked value).
+    Reported and scraped on the reactor thread.
     """
 
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], int] = {}
+    def __init__(self, name: str, documentation: str, labels: list[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self.counts: dict[tuple[str, ...], int] = {}
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "hoopgw_actions_total",
-            "Actions finished, by kind family (the action kind before its first dot) and outcome.",
-            labels=["kind", "outcome"],
-        )
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
         for labels, value in self.counts.items():
             family.add_metric(labels, value)
         yield family

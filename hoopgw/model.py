@@ -144,7 +144,8 @@ class Outcome:
     bytes_in: int | None = None
     bytes_out: int | None = None
     duration_us: int | None = None
-    masked: int | None = None
+    # Values masked in what the action returned, per mask name (never the values).
+    masked: Mapping[str, int] | None = None
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"status": self.status.value}

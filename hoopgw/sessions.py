@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from hoopgw.audit.canonical import Checked, checked
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted
 from hoopgw.interfaces import IAuditLog, IIdentityVerifier, IPolicy, IRecorder, IStore
+from hoopgw.masking.service import SessionMasks
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
 
 log = Logger()
@@ -174,6 +175,8 @@ class SessionService:
     clock: IReactorTime
     metrics: Any
     gateway: str = "hoopgw"
+    # Builds each session's masks (hoopgw.masking.service); None: no masking.
+    masking: Any = None
     _active: dict[str, "Session"] = field(factory=dict, init=False)
     _closing: bool = field(default=False, init=False)
     failures: FailureLimiter = field(init=False)
@@ -429,6 +432,19 @@ class Session:
     # The fields every record of this session starts with, built on first
     # use: identity, connection, source and client are fixed once open.
     _common: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    # (the policy they were built under, the masks): rebuilt after a reload.
+    _masks: tuple[object, SessionMasks | None] = field(default=(None, None), init=False, repr=False)
+
+    @property
+    def masks(self) -> SessionMasks | None:
+        """What is masked in this session, for the client and in the trail (C{None}: nothing)."""
+        masking = self.service.masking
+        if masking is None:
+            return None
+        version = masking.version
+        if self._masks[0] is not version:
+            self._masks = (version, masking.for_session(self.identity, self.connection))
+        return self._masks[1]
 
     def _record(self, **extra: Any) -> dict[str, Any]:
         common = self._common
@@ -565,7 +581,8 @@ class Session:
                 "bytes_out": self.bytes_out,
             }
             if error is not None:
-                end["error"] = error
+                masks = self.masks
+                end["error"] = masks.trail_text(error, {}) if masks is not None else error
             if sha256 is not None:
                 end["recording_sha256"] = sha256
                 path = getattr(self.recorder, "path", None)
@@ -632,6 +649,15 @@ class ActionHandle:
             }
             details = dict(action.details)
             form = {"kind": action.kind, "input": action.input}
+            masks = self.session.masks
+            if masks is not None and masks.trail:
+                # What the statement or command carries (a card number in an
+                # INSERT, a Bind parameter) is stored masked, for everyone.
+                counts: dict[str, int] = {}
+                form["input"] = masks.trail_text(action.input, counts)
+                details = masks.trail_value(details, counts)
+                if counts:
+                    form["masked"] = counts
             if attributes:
                 form["attributes"] = checked(attributes) if again else attributes
             if details:
@@ -673,6 +699,12 @@ class ActionHandle:
         self.finished = True
         service = self.session.service
         record = outcome.to_record()
+        masks = self.session.masks
+        if masks is not None and masks.trail and outcome.error:
+            counts = dict(outcome.masked or {})
+            record["error"] = masks.trail_text(outcome.error, counts)
+            if counts:
+                record["masked"] = counts
         if outcome.duration_us is None and outcome.status is not Status.blocked:
             record["duration_us"] = _elapsed_us(service.clock, self.started)
         service.metrics.action_finished(self.action.kind, outcome.status.value)

@@ -146,12 +146,14 @@ class FixedCatalog:
     A PostgreSQL target's catalog answered from memory (the shape of
     L{hoopgw.protocols.postgres.catalog.Catalog}), for front-end tests whose
     target is not a real server: a relation graph (default: no relations)
-    and function names by OID, or nothing at all (C{unreadable}); its reads
-    can be held back (C{hold}, then L{release}).  Counts L{invalidate} calls.
+    function names by OID and the relations result columns come from (by
+    OID, for masking), or nothing at all (C{unreadable}); its reads can be
+    held back (C{hold}, then L{release}).  Counts L{invalidate} calls.
     """
 
     relations: Any = None  # a reach.RelationGraph
     functions: Mapping[int, str] = field(factory=dict)
+    tables: Mapping[int, Any] = field(factory=dict)  # origins.Relation by OID, for masking
     unreadable: bool = False  # answer as a catalog that cannot be read
     hold: bool = False  # answer graph() only on release(), as a slow read does
     held: list[Deferred] = field(factory=list)
@@ -183,6 +185,20 @@ class FixedCatalog:
 
     def newer(self, missing: Any) -> Deferred:
         return self.graph()
+
+    def known_origins(self, oids: Any) -> Any:
+        """Result columns' relations (L{tables}, by OID) at once, unless held or unreadable."""
+        if self.unreadable or self.hold:
+            return None
+        return self.tables
+
+    def origins(self, oids: Any) -> Deferred:
+        if self.hold:
+            d: Deferred = Deferred()
+            d.addCallback(lambda _: None if self.unreadable else self.tables)
+            self.held.append(d)
+            return d
+        return succeed(None if self.unreadable else self.tables)
 
     def invalidate(self) -> None:
         self.invalidations += 1

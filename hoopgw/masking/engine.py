@@ -28,7 +28,7 @@ from pathlib import Path
 from attrs import frozen
 
 from hoopgw.keys import create_private_file
-from hoopgw.masking.detectors import DETECTORS, Detector, find
+from hoopgw.masking.detectors import DETECTORS, Detector, Span, find
 
 __all__ = ["REDACTED", "STRATEGIES", "Masker", "load_key", "mask_value"]
 
@@ -93,11 +93,11 @@ class Masker:
     def value(self, value: str) -> str | None:
         return mask_value(self.strategy, value, self.key)
 
-    def text(self, text: str) -> tuple[str, int]:
-        """C{text} with each detected value masked, and how many were."""
+    def text(self, text: str) -> tuple[str, list[Span]]:
+        """C{text} with each detected value masked, and where they were (no values)."""
         spans = find(text, self.detectors)
         if not spans:
-            return text, 0
+            return text, spans
         strategy = "redact" if self.strategy == "null" else self.strategy
         out = []
         at = 0
@@ -106,4 +106,4 @@ class Masker:
             out.append(mask_value(strategy, text[span.start:span.end], self.key))  # type: ignore[arg-type]
             at = span.end
         out.append(text[at:])
-        return "".join(out), len(spans)
+        return "".join(out), spans

@@ -22,6 +22,7 @@ from hoopgw.config import parse_duration
 from hoopgw.errors import ConfigError, quote_choices
 from hoopgw.errors import describe_type as _type_name
 from hoopgw.errors import quote as _quote
+from hoopgw.masking.detectors import PatternError, compile_pattern
 from hoopgw.model import Effect
 from hoopgw.policy.rules import (
     ANY,
@@ -43,7 +44,9 @@ __all__ = ["PolicySet", "build_policy_set", "load_policy_dir", "parse_policy_fil
 
 RULE_KEYS = ("actions", "connections", "effect", "groups", "message", "name", "review", "users")
 REVIEW_KEYS = ("approvers", "min_approvals", "timeout")
-MASK_KEYS = ("columns", "connections", "detectors", "except_groups", "name", "strategy")
+MASK_KEYS = (
+    "columns", "connections", "detectors", "except_groups", "groups", "name", "patterns", "strategy", "users",
+)
 TOP_LEVEL_KEYS = ("mask", "rule")
 
 DEFAULT_REVIEW_TIMEOUT = 600
@@ -316,8 +319,16 @@ def _parse_mask(ctx: _Context, index: int, table: Mapping[str, Any]) -> MaskRule
                     f"{where}.detectors[{i}]",
                     f"expected {_one_of(sorted(DETECTORS))}, got {_quote(detector)}",
                 )
-    if not columns and not detectors:
-        raise ctx.error(where, "expected columns, detectors or both: a mask must say what it masks")
+    patterns: tuple[str, ...] = ()
+    if "patterns" in table:
+        patterns = ctx.strings(table["patterns"], f"{where}.patterns")
+        for i, pattern in enumerate(patterns):
+            try:
+                compile_pattern(pattern)
+            except PatternError as e:
+                raise ctx.error(f"{where}.patterns[{i}]", f"expected a regular expression that is safe to run on every value: {e}") from None
+    if not columns and not detectors and not patterns:
+        raise ctx.error(where, "expected columns, detectors, patterns or several: a mask must say what it masks")
     strategy = "redact"
     if "strategy" in table:
         strategy = ctx.string(table["strategy"], f"{where}.strategy")
@@ -334,12 +345,17 @@ def _parse_mask(ctx: _Context, index: int, table: Mapping[str, Any]) -> MaskRule
                 f"{where}.except_groups",
                 'expected group names; "*" would exempt everyone (remove the mask instead)',
             )
+    groups = ctx.groups(table["groups"], f"{where}.groups") if "groups" in table else ANY
+    users = ctx.strings(table["users"], f"{where}.users") if "users" in table else ANY
     return MaskRule(
         name=name,
         connections=connections,
         columns=columns,
         detectors=detectors,
+        patterns=patterns,
         strategy=strategy,
+        groups=groups,
+        users=users,
         except_groups=except_groups,
         source=ctx.file,
         index=index,

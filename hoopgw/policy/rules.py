@@ -363,24 +363,40 @@ class MaskRule:
     @ivar columns: C{schema.table.column} glob patterns on a result column's
         origin.
     @ivar detectors: names from L{DETECTORS}, matched on values.
+    @ivar patterns: the policy's own value patterns (regular expressions,
+        checked by L{hoopgw.masking.detectors.compile_pattern} at load).
     @ivar strategy: one of L{MASK_STRATEGIES}.
-    @ivar except_groups: identities in any of these groups see the values.
+    @ivar groups: identity groups the mask applies to (C{"*"}: everyone).
+    @ivar users: glob patterns on the subjects it applies to.
+    @ivar except_groups: identities in any of these groups see the values
+        (what is stored in the trail is masked for them too).
     """
 
     name: str
     connections: tuple[str, ...] = field(default=ANY, converter=_strs)
     columns: tuple[str, ...] = field(default=(), converter=_strs)
     detectors: tuple[str, ...] = field(default=(), converter=_strs)
+    patterns: tuple[str, ...] = field(default=(), converter=_strs)
     strategy: str = "redact"
+    groups: tuple[str, ...] = field(default=ANY, converter=_strs)
+    users: tuple[str, ...] = field(default=ANY, converter=_strs)
     except_groups: tuple[str, ...] = field(default=(), converter=_strs)
     source: str | None = field(default=None, eq=False)
     index: int | None = field(default=None, eq=False)
+
+    def covers(self, connection_name: str) -> bool:
+        """Whether this mask is about that connection (the trail is masked for everyone it covers)."""
+        return any(fnmatch.fnmatchcase(connection_name, p) for p in self.connections)
 
     def applies_to(self, connection_name: str, identity: Identity) -> bool:
         """Whether this mask covers C{identity}'s responses from that connection."""
         if not set(self.except_groups).isdisjoint(identity.groups):
             return False
-        return any(fnmatch.fnmatchcase(connection_name, p) for p in self.connections)
+        if "*" not in self.groups and set(self.groups).isdisjoint(identity.groups):
+            return False
+        if "*" not in self.users and not any(fnmatch.fnmatchcase(identity.subject, p) for p in self.users):
+            return False
+        return self.covers(connection_name)
 
 
 @frozen

@@ -125,14 +125,21 @@ class ParseTests(SynchronousTestCase):
             [[mask]]
             name = "keys"
             detectors = ["aws_key"]
+
+            [[mask]]
+            name = "orders"
+            patterns = ["ORD-[0-9]{8}"]
+            groups = ["support"]
+            users = ["bot-*"]
             """
         )
         self.assertEqual(
             masks,
             (
                 MaskRule("pii", ("prod-*",), ("public.users.ssn", "*.*.email"), ("card", "ssn"),
-                         "partial", ("pii-readers",)),
-                MaskRule("keys", ("*",), (), ("aws_key",), "redact", ()),
+                         strategy="partial", except_groups=("pii-readers",)),
+                MaskRule("keys", ("*",), (), ("aws_key",)),
+                MaskRule("orders", patterns=("ORD-[0-9]{8}",), groups=("support",), users=("bot-*",)),
             ),
         )
 
@@ -329,12 +336,21 @@ class ParseTests(SynchronousTestCase):
                          f'{where}.strategy: expected one of "hash", "null", "partial", '
                          '"redact", got "blur"')
         self.assertError(head + 'strategy = "hash"\n',
-                         f"{where}: expected columns, detectors or both: a mask must say "
-                         "what it masks")
+                         f"{where}: expected columns, detectors, patterns or several: a mask "
+                         "must say what it masks")
         self.assertError(head + 'detectors = ["ssn"]\nexcept_group = ["a"]\n',
                          f'{where}.except_group: unknown key; expected one of "columns", '
-                         '"connections", "detectors", "except_groups", "name", "strategy"; '
-                         'did you mean "except_groups"?')
+                         '"connections", "detectors", "except_groups", "groups", "name", '
+                         '"patterns", "strategy", "users"; did you mean "except_groups"?')
+        self.assertError(head + 'patterns = ["(a+)+"]\n',
+                         f"{where}.patterns[0]: expected a regular expression that is safe to run "
+                         "on every value: it can backtrack catastrophically (a repeat inside a repeat)")
+        self.assertError(head + 'patterns = ["x*"]\n',
+                         f"{where}.patterns[0]: expected a regular expression that is safe to run "
+                         "on every value: it can match the empty string")
+        self.assertError(head + 'detectors = ["ssn"]\ngroups = ["dev*"]\n',
+                         f'{where}.groups[0]: expected a group name or "*" (group names are matched '
+                         'exactly, not as patterns), got "dev*"')
         self.assertError(head + 'detectors = ["ssn"]\nexcept_groups = ["*"]\n',
                          f'{where}.except_groups: expected group names; "*" would exempt '
                          "everyone (remove the mask instead)")

@@ -24,6 +24,7 @@ gateway was not running is not seen.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
@@ -31,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.config import PostgresSettings
+from hoopgw.protocols.postgres.origins import Relation, view_origins
 from hoopgw.protocols.postgres.reach import RelationGraph, Routine
 
 __all__ = ["Catalog"]
@@ -218,6 +220,39 @@ SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n 
 _TRIGGER_EVENTS = ((4, "i"), (8, "d"), (16, "u"), (32, "t"))
 
 
+# What a result column's origin is (origins.py): each relation by OID, with
+# its live columns, its inheritance ancestors, and a view's definition.
+_RELATIONS = """
+SELECT c.oid::pg_catalog.int8, n.nspname, c.relname, c.relkind::pg_catalog.text,
+  COALESCE((SELECT pg_catalog.json_object_agg(a.attnum, a.attname) FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::pg_catalog.text, '{}'),
+  (SELECT r.ev_action::pg_catalog.text FROM pg_catalog.pg_rewrite r
+   WHERE r.ev_class = c.oid AND r.rulename = '_RETURN'),
+  ARRAY(WITH RECURSIVE up(oid) AS (
+          SELECT inhparent FROM pg_catalog.pg_inherits WHERE inhrelid = c.oid
+          UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.oid)
+        SELECT un.nspname || '.' || uc.relname FROM up
+        JOIN pg_catalog.pg_class uc ON uc.oid = up.oid
+        JOIN pg_catalog.pg_namespace un ON un.oid = uc.relnamespace)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = ANY(%s::pg_catalog.oid[])
+"""
+
+
+def relation_from_row(row: tuple[Any, ...]) -> Relation:
+    """A L{Relation} from a row of C{_RELATIONS}."""
+    oid, schema, name, kind, columns, definition, ancestors = row
+    return Relation(
+        oid=int(oid),
+        schema=schema,
+        name=name,
+        kind=kind,
+        columns={int(k): v for k, v in json.loads(columns).items()},
+        ancestors=tuple(ancestors or ()),
+        origins=view_origins(definition) if definition else {},
+    )
+
+
 def graph_from_snapshot(snapshot: dict[str, Any], known: dict[int, tuple[str, ...]] | None = None) -> RelationGraph:
     """The L{RelationGraph} of one L{_GRAPH} answer (decoded)."""
     views, rules = [], []
@@ -313,6 +348,8 @@ class Catalog:
         self._graph_waiting: list[Deferred] | None = None  # callers of graph() while it is read
         self._generation = 0  # bumped by invalidate(): a snapshot read across it is not kept
         self._known: dict[int, tuple[str, ...]] = {}  # every name each oid has had
+        self._relations: dict[int, Relation] = {}  # result columns' origins, kept like the graph
+        self._relations_until = 0.0
 
     def _txpostgres(self, parameters: dict[str, Any]) -> Deferred:
         from txpostgres import txpostgres
@@ -454,10 +491,69 @@ class Catalog:
         d.addCallbacks(exists, failed)
         return d
 
+    def known_origins(self, oids: Iterable[int]) -> dict[int, Relation] | None:
+        """
+        The relations L{origins} knows (at once) if it knows every one of
+        C{oids} and what their views select, else C{None}.
+        """
+        if self._relations_until <= self.reactor.seconds():
+            self._relations.clear()
+            return None
+        known = self._relations
+        for oid in oids:
+            if oid not in known:
+                return None
+        return known
+
+    def origins(self, oids: Iterable[int]) -> Deferred:
+        """
+        Fires with the relations (by OID) that C{oids} name, and those their
+        views select from, recursively (L{origins.column_names}); kept for
+        C{graph_ttl} seconds and dropped by L{invalidate}.  An OID that
+        names nothing (dropped meanwhile) is missing from the answer.  Fires
+        with C{None} if the catalog cannot be read.
+        """
+        oids = tuple(oids)
+        known = self.known_origins(oids)
+        if known is not None:
+            return succeed(known)
+        if not self._relations:
+            self._relations_until = self.reactor.seconds() + self.graph_ttl
+        generation = self._generation
+        wanted = [oid for oid in oids if oid not in self._relations]
+        d = self._connected()
+
+        def read(connection: Any, wanted: list[int], rounds: int) -> Deferred:
+            query = connection.runQuery(_RELATIONS, (wanted,))
+            query.addCallback(found, connection, wanted, rounds)
+            return query
+
+        def found(rows: list[tuple[Any, ...]], connection: Any, wanted: list[int], rounds: int) -> Any:
+            fetched = [relation_from_row(row) for row in rows]
+            relations = self._relations if generation == self._generation else {}
+            for relation in fetched:
+                relations[relation.oid] = relation
+            for oid in wanted:
+                if oid not in relations:
+                    # Gone (or never there): a placeholder, so it is not asked for again.
+                    relations[oid] = Relation(oid, "", "", "", {})
+            more = {o for r in fetched for o, _ in r.origins.values() if o not in relations}
+            if more and rounds < 16:
+                return read(connection, sorted(more), rounds + 1)
+            return relations
+
+        def failed(failure: Failure) -> None:
+            self._failed(failure, "lookup of result columns")
+
+        d.addCallback(read, wanted, 0)
+        d.addErrback(failed)
+        return d
+
     def invalidate(self) -> None:
         """Something may have changed the catalog (DDL ended in a session): read it again before the next use."""
         self._generation += 1
         self._graph = None
+        self._relations.clear()
 
     def _failed(self, failure: Failure, what: str) -> None:
         """A read failed: say so, and drop the connection (the next read connects again)."""

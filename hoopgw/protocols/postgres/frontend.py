@@ -62,6 +62,7 @@ from hoopgw.protocols.postgres.tracker import (
     rows_from_tag,
 )
 from hoopgw.protocols.postgres.catalog import Catalog
+from hoopgw.protocols.postgres.masking import ResultMasking
 from hoopgw.protocols.postgres.backend import BackendAuthError, BackendProtocol, client_tls_options
 from hoopgw.sessions import GATEWAY_RULE, ActionHandle, Session, SessionService
 
@@ -71,13 +72,23 @@ log = Logger()
 
 class RowTransform(TypingProtocol):
     """
-    The masking seam: sees each result's RowDescription, then may rewrite
-    its DataRows column by column.  Identity (no transform) by default.
+    The masking seam (L{ResultMasking} is the gateway's): sees each
+    result's RowDescription (answering a Deferred to hold the rows until it
+    is ready), then rewrites its DataRows; also error and notice texts,
+    notification payloads and COPY TO rows.
     """
 
-    def describe(self, description: codec.RowDescription) -> None: ...
+    def describe(self, description: codec.RowDescription) -> Deferred | None: ...
 
-    def row(self, row: codec.DataRow) -> codec.DataRow: ...
+    def row(self, row: codec.DataRow) -> bytes: ...
+
+    def take_counts(self) -> dict[str, int] | None: ...
+
+    def report(self, message: Any) -> Any: ...
+
+    def notification(self, message: codec.NotificationResponse) -> codec.NotificationResponse: ...
+
+    def copy_row(self, data: codec.CopyData, binary: bool) -> codec.CopyData: ...
 
 
 def _action_kind(info: StatementInfo, default: str) -> str:
@@ -92,6 +103,12 @@ def _parameter_record(value: bytes | None, binary: bool) -> Any:
         return {"base64": base64.b64encode(value).decode()}
     return value.decode("utf-8", "replace")
 
+
+# Server messages masking looks at (other than DataRows).
+_MASKED = frozenset({
+    codec.RowDescription, codec.ErrorResponse, codec.NoticeResponse, codec.NotificationResponse,
+    codec.CopyOutResponse, codec.CopyData,
+})
 
 # Statement and portal names the gateway keeps for its own stand-ins.
 RESERVED_PREFIX = "hoopgw_"
@@ -199,10 +216,16 @@ class PostgresFrontEnd(Factory):
         self.tls_options = tls_options
         self.reactor = reactor
         self.connect = connect or self._connect
-        self.transform_for = transform_for or (lambda session: None)
+        self.transform_for = transform_for or self._masking_for
         self.cancel_keys: dict[int, "ClientProtocol"] = {}
         self._catalog_for = catalog_for or self._new_catalog
         self._catalogs: dict[str, Catalog] = {}
+
+    def _masking_for(self, session: Session) -> RowTransform | None:
+        """Masking (masking.py) for every session of a gateway that masks: masks may come with a reload."""
+        if session.service.masking is None:
+            return None
+        return ResultMasking(lambda: session.masks, self.catalog(session.connection))
 
     def _new_catalog(self, connection: Connection) -> Catalog:
         return Catalog(connection.settings, self.passwords.get(connection.name), reactor=self.reactor)
@@ -262,6 +285,9 @@ class ClientProtocol(Protocol):
         self.cancel_pid = 0
         self.cancel_secret = b""
         self.transform: RowTransform | None = None
+        self._held: list[codec.Message] | None = None  # server messages held while masking reads the catalog
+        self._backend_reading: _Reading | None = None
+        self._copy_out_binary = False  # the COPY TO under way is in binary format
         self.tracker = Tracker(finish=_finish)
         self.reading: _Reading | None = None  # the client transport's, once connected
         self.settings = lexical.Settings()
@@ -415,7 +441,8 @@ class ClientProtocol(Protocol):
         # reading from the other, whose kernel buffer then fills and whose
         # sender blocks (a target streaming a large result to a slow client
         # waits in ClientWrite instead of filling the gateway's memory).
-        self.transport.registerProducer(_ReadPause(_Reading(backend.transport)), True)
+        self._backend_reading = _Reading(backend.transport)
+        self.transport.registerProducer(_ReadPause(self._backend_reading), True)
         backend.transport.registerProducer(_ReadPause(self.reading), True)
         self._linked = True
         self.cancel_pid, self.cancel_secret = self.front.register_cancel_key(self)
@@ -529,6 +556,7 @@ class ClientProtocol(Protocol):
                 handle = tracker.take_bound(message.portal)  # type: ignore[attr-defined]
                 if handle is not None:
                     # Decided and recorded at its Bind.
+                    self._describe_for_masking(message.portal, out.append)  # type: ignore[attr-defined]
                     tracker.forward(Pending(Expect.EXECUTE, handle=handle, copy_in=self._copies_in(message)))
                     out.append(message.raw or codec.encode(message))
                     continue
@@ -620,6 +648,35 @@ class ClientProtocol(Protocol):
             return None
         return lexical.setting_refusal(info.text)
 
+    def _describe_for_masking(self, portal: str, send: Callable[[bytes], object]) -> None:
+        """
+        Before an Execute whose rows may be masked: the gateway's own
+        Describe of the portal, whose answer (kept from the client) plans the
+        rows with their real formats, whatever the client described before.
+        """
+        if self.transform is None:
+            return
+        masks = self.session.masks  # type: ignore[union-attr]
+        if masks is None or not masks.masks_results:
+            return
+        self.tracker.forward(Pending(Expect.DESCRIBE, own=True))
+        send(codec.encode(codec.Describe("P", portal)))
+
+    def _masking_refusal(self, info: StatementInfo) -> str | None:
+        """
+        A COPY TO while masks by column apply: its rows carry no column
+        origins to mask by, so it is refused rather than sent in clear.
+        """
+        if info.kinds[:1] != ("copy",) or info.copy_in or self.transform is None:
+            return None
+        masks = self.session.masks  # type: ignore[union-attr]
+        if masks is None or not masks.by_origin:
+            return None
+        return (
+            "COPY ... TO is refused while masks by column apply to you on this connection "
+            f"(mask {masks.by_origin[0].name!r}): COPY output has no column origins to mask by; use SELECT"
+        )
+
     def _check_or_refuse(
         self, actions: list[Action], infos: list[StatementInfo], judged: list[StatementInfo] | None = None
     ) -> Deferred:
@@ -629,7 +686,7 @@ class ClientProtocol(Protocol):
         widened by what their relations reach on the target (L{reach}).
         """
         for action, info in zip(actions, infos):
-            refusal = self._setting_refusal(info)
+            refusal = self._setting_refusal(info) or self._masking_refusal(info)
             if refusal is not None:
                 return self.session.refuse(action, refusal).addCallback(lambda handle: [handle])  # type: ignore[union-attr]
         return self._judge(actions, judged if judged is not None else infos)
@@ -910,6 +967,7 @@ class ClientProtocol(Protocol):
                 return
             [handle] = handles
             if handle.allowed:
+                self._describe_for_masking(message.portal, self.backend.write_raw)  # type: ignore[union-attr]
                 self.tracker.forward(Pending(Expect.EXECUTE, handle=handle, copy_in=copy_in))
                 self.backend.write(message)  # type: ignore[union-attr]
             else:
@@ -957,50 +1015,100 @@ class ClientProtocol(Protocol):
     # -- the relay: server to client -----------------------------------------
 
     def _server_messages(self, messages: list[codec.Message]) -> None:
+        if self._held is not None:
+            self._held.extend(messages)  # behind a result whose masking waits for the catalog
+            return
         out: list[bytes] = []
         append = out.append
-        transform = self.transform
+        masking = self.transform
         tracker = self.tracker
         DataRow = codec.DataRow
         rows = 0  # DataRows since the last completion, counted to the head statement
         try:
-            for message in messages:
+            for index, message in enumerate(messages):
                 kind = type(message)
                 if kind is DataRow:
                     rows += 1
-                    if transform is not None:
-                        message = transform.row(message)  # type: ignore[arg-type]
-                        append(codec.encode(message))
+                    if masking is not None:
+                        append(masking.row(message))  # type: ignore[arg-type]
                     else:
                         append(message.raw)  # type: ignore[attr-defined]
                     continue
                 if rows:
                     tracker.count_rows(rows)
                     rows = 0
+                if masking is not None:
+                    if kind in _MASKED:
+                        if kind is codec.RowDescription:
+                            wait = masking.describe(message)  # type: ignore[arg-type]
+                            if wait is not None:
+                                self._hold(messages[index:], wait, out)
+                                return
+                        elif kind is codec.CopyData:
+                            message = masking.copy_row(message, self._copy_out_binary)  # type: ignore[arg-type]
+                        elif kind is codec.CopyOutResponse:
+                            self._copy_out_binary = message.format == 1  # type: ignore[attr-defined]
+                        elif kind is codec.NotificationResponse:
+                            message = masking.notification(message)  # type: ignore[arg-type]
+                        else:
+                            message = masking.report(message)
+                    counts = masking.take_counts()
+                    if counts is not None:
+                        tracker.count_masked(counts)
                 if kind is codec.ParameterStatus:
                     self.settings.report(message.name, message.value)  # type: ignore[attr-defined]
-                elif kind is codec.RowDescription and transform is not None:
-                    transform.describe(message)  # type: ignore[arg-type]
                 elif kind is codec.ErrorResponse and tracker.at_batch_end:
                     self._commit_failed(message)  # type: ignore[arg-type]
                 elif kind is codec.ReadyForQuery and self._catalog_changed and message.status == "I":  # type: ignore[attr-defined]
                     self._catalog_changed = False
                     self._renamed.clear()  # the catalog shows them now (and keeps the old names)
                     self.front.catalog(self.session.connection).invalidate()  # type: ignore[union-attr]
-                message = tracker.answer(message)
-                raw = message.raw
-                append(raw if raw is not None else codec.encode(message))
+                answer = tracker.answer(message)
+                if answer is None:
+                    continue  # the answer to the gateway's own Describe
+                raw = answer.raw
+                append(raw if raw is not None else codec.encode(answer))
         except (Desync, lexical.LexicalError) as e:
             self._lost_track(out, str(e))
             return
         if rows:
             tracker.count_rows(rows)
+        self._to_client(out)
+        if self._queue and not self._waiting:
+            self._drain()  # the server's answer may have released a hold
+
+    def _to_client(self, out: list[bytes]) -> None:
         data = b"".join(out)
         self.bytes_out += len(data)
         self.transport.write(data)
         tls.flush(self.transport)
-        if self._queue and not self._waiting:
-            self._drain()  # the server's answer may have released a hold
+
+    def _hold(self, rest: list[codec.Message], wait: Deferred, out: list[bytes]) -> None:
+        """
+        A result's masking needs the catalog: send what came before, read no
+        more from the server, and go on with C{rest} once it is known.
+        """
+        self._to_client(out)
+        self._held = list(rest)
+        reading = self._backend_reading
+        if reading is not None:
+            reading.pause("masking")
+
+        def release(_: object) -> None:
+            held, self._held = self._held, None
+            if reading is not None:
+                reading.resume("masking")
+            if self.state is Phase.READY and held:
+                self._server_messages(held)
+
+        def failed(failure: Failure) -> None:
+            # Rows that cannot be planned are not sent in clear.
+            log.failure("masking plan failed", failure)
+            self._held = None
+            if self.state is Phase.READY:
+                self._lost_track([], "the gateway could not plan the masking of a result")
+
+        wait.addCallbacks(release, failed)
 
     def _commit_failed(self, error: codec.ErrorResponse) -> None:
         """

@@ -183,6 +183,8 @@ class Pending:
     change: NameChange | None = None
     copy_in: bool = False  # may put the server in copy-in mode
     replaces: Any = None  # a Bind's: the action of the portal it replaces, never executed
+    own: bool = False  # the gateway's own message (a Describe for masking): its answer is not the client's
+    masked: dict[str, int] | None = None  # values masked in its answer, per mask
 
 
 class Copy(enum.Enum):
@@ -340,11 +342,23 @@ class Tracker:
         if self.expect:
             self.expect[0].rows += rows
 
-    def answer(self, message: codec.Message) -> codec.Message:
+    def count_masked(self, counts: dict[str, int]) -> None:
+        """Values masked in the answer now arriving, per mask (its action.end says how many)."""
+        if not self.expect:
+            return
+        head = self.expect[0]
+        if head.masked is None:
+            head.masked = counts
+        else:
+            for name, count in counts.items():
+                head.masked[name] = head.masked.get(name, 0) + count
+
+    def answer(self, message: codec.Message) -> codec.Message | None:
         """
         Account for one server message; return what the client gets in its
-        place (the gateway's own error for a refused message's stand-in).
-        Raises L{Desync}.
+        place (the gateway's own error for a refused message's stand-in;
+        C{None} for the answer to the gateway's own Describe).  Raises
+        L{Desync}.
         """
         kind = type(message)
         if kind is codec.GenericMessage:
@@ -354,6 +368,9 @@ class Tracker:
         if kind is codec.ErrorResponse:
             return self._error(message)  # type: ignore[arg-type]
         if kind in _COMPLETIONS or (kind is codec.RowDescription and self._head_is(Expect.DESCRIBE)):
+            if (kind is codec.RowDescription or kind is codec.NoData) and self.expect and self.expect[0].own:
+                self._complete(kind, message)
+                return None
             self._complete(kind, message)
         elif kind is codec.CopyInResponse:
             if not self.expect or not self.expect[0].copy_in or self.copy is Copy.IN:
@@ -398,7 +415,7 @@ class Tracker:
             rows = rows_from_tag(message.tag) if kind is codec.CommandComplete else None  # type: ignore[attr-defined]
             if rows is None:
                 rows = head.rows or None
-            self.finish(head.handle, Outcome(status=Status.succeeded, rows=rows))
+            self.finish(head.handle, Outcome(status=Status.succeeded, rows=rows, masked=head.masked))
 
     def _error(self, error: codec.ErrorResponse) -> codec.Message:
         if self.copy is Copy.IN:
@@ -413,7 +430,7 @@ class Tracker:
         if head.marker is not None and head.marker in (error.message or ""):
             reply = head.denial  # type: ignore[assignment]
         elif head.handle is not None:
-            self.finish(head.handle, Outcome(status=Status.failed, error=error.message, code=error.code))
+            self.finish(head.handle, Outcome(status=Status.failed, error=error.message, code=error.code, masked=head.masked))
         if head.change is not None:
             self._view_stale = True
         if head.expect.extended:  # type: ignore[attr-defined]

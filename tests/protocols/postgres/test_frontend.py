@@ -45,9 +45,20 @@ class UpperFirstColumn:
     def describe(self, description: codec.RowDescription) -> None:
         self.descriptions.append(description)
 
-    def row(self, row: codec.DataRow) -> codec.DataRow:
+    def row(self, row: codec.DataRow) -> bytes:
         value = row.values[0]
-        return row.replace_column(0, value.upper() if value is not None else None)
+        return row.replace_column(0, value.upper() if value is not None else None).raw
+
+    def take_counts(self) -> None:
+        return None
+
+    def report(self, message: codec.Message) -> codec.Message:
+        return message
+
+    notification = report
+
+    def copy_row(self, data: codec.CopyData, binary: bool) -> codec.CopyData:
+        return data
 
 
 class NoDropPolicy(StaticPolicy):

@@ -1,0 +1,164 @@
+"""
+The masks in force for one session, from the policy's C{[[mask]]} tables:
+what the client may see, and what the audit trail may store.  No protocol
+knowledge: a front end asks which mask a column's origin falls under
+(L{SessionMasks.column}) and has texts and values masked; the session
+masks what it records (L{SessionMasks.trail_text}).
+
+Two sets per session:
+
+  - C{client}: the masks that apply to the identity on the connection
+    (C{connections}, C{groups}, C{users}, minus C{except_groups});
+  - C{trail}: every mask of the connection that finds values (detectors or
+    patterns), whoever the identity: C{except_groups} changes what the
+    client sees, never what is stored.
+
+Masks follow policy reloads: a session's masks are rebuilt the first time
+they are asked for under a new policy.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from attrs import define, field, frozen
+
+from hoopgw.masking.detectors import compile_pattern
+from hoopgw.masking.engine import Masker
+from hoopgw.model import Connection, Identity
+
+__all__ = ["ActiveMask", "MaskingService", "SessionMasks"]
+
+
+@frozen
+class ActiveMask:
+    """One C{[[mask]]} ready to apply: C{origin} matches C{schema.table.column} names (or is C{None})."""
+
+    name: str
+    masker: Masker
+    origin: Callable[[str], object] | None
+
+    @property
+    def finds_values(self) -> bool:
+        return bool(self.masker.detectors)
+
+
+def _origin_matcher(columns: Iterable[str]) -> Callable[[str], object] | None:
+    columns = tuple(columns)
+    if not columns:
+        return None
+    return re.compile("|".join(fnmatch.translate(c) for c in columns)).match
+
+
+Counts = dict[str, int]
+
+
+@define(eq=False)
+class SessionMasks:
+    """The masks of one session (module docstring)."""
+
+    client: tuple[ActiveMask, ...]
+    trail: tuple[ActiveMask, ...]
+    metrics: Any = None
+
+    by_origin: tuple[ActiveMask, ...] = field(init=False)  # client masks naming columns
+    finders: tuple[ActiveMask, ...] = field(init=False)  # client masks finding values
+
+    def __attrs_post_init__(self) -> None:
+        self.by_origin = tuple(m for m in self.client if m.origin is not None)
+        self.finders = tuple(m for m in self.client if m.finds_values)
+
+    @property
+    def masks_results(self) -> bool:
+        """Whether anything the client receives may have to be masked."""
+        return bool(self.client)
+
+    def column(self, names: Iterable[str]) -> ActiveMask | None:
+        """The first client mask (in policy order) naming any of a column's origins (C{schema.table.column})."""
+        names = tuple(names)
+        for mask in self.by_origin:
+            for name in names:
+                if mask.origin(name):  # type: ignore[misc]
+                    return mask
+        return None
+
+    def value(self, mask: ActiveMask, value: str, counts: Counts) -> str | None:
+        """A whole value masked by C{mask} (a column masked by its origin)."""
+        counts[mask.name] = counts.get(mask.name, 0) + 1
+        if self.metrics is not None:
+            self.metrics.values_masked(mask.name, "column", 1)
+        return mask.masker.value(value)
+
+    def client_text(self, text: str, counts: Counts) -> str:
+        """C{text} with what the client's masks find masked; C{counts} gains the numbers per mask."""
+        return self._text(self.finders, text, counts)
+
+    def trail_text(self, text: str, counts: Counts) -> str:
+        """C{text} as the trail may store it."""
+        return self._text(self.trail, text, counts)
+
+    def _text(self, masks: tuple[ActiveMask, ...], text: str, counts: Counts) -> str:
+        for mask in masks:
+            text, spans = mask.masker.text(text)
+            if spans:
+                counts[mask.name] = counts.get(mask.name, 0) + len(spans)
+                if self.metrics is not None:
+                    for span in spans:
+                        self.metrics.values_masked(mask.name, span.detector, 1)
+        return text
+
+    def trail_value(self, value: Any, counts: Counts) -> Any:
+        """A JSON-like value (an action's details) with every string as the trail may store it."""
+        if isinstance(value, str):
+            return self.trail_text(value, counts)
+        if isinstance(value, dict):
+            return {k: self.trail_value(v, counts) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.trail_value(v, counts) for v in value]
+        return value
+
+
+@define(eq=False)
+class MaskingService:
+    """
+    Builds each session's L{SessionMasks} from the policy in effect.
+
+    @ivar policy: has C{policy_set} (a L{hoopgw.policy.rules.PolicySet}),
+        replaced on reload.
+    @ivar key: the gateway's hash key (L{hoopgw.masking.engine.load_key}).
+    """
+
+    policy: Any
+    key: bytes
+    metrics: Any = None
+    _policy_set: Any = field(default=None, init=False)
+    _compiled: dict[str, ActiveMask] = field(factory=dict, init=False)  # by mask name, for that policy
+
+    @property
+    def version(self) -> object:
+        """Changes when the policy is reloaded (a session's masks are rebuilt then)."""
+        return self.policy.policy_set
+
+    def _active(self, rule: Any) -> ActiveMask:
+        active = self._compiled.get(rule.name)
+        if active is None:
+            patterns = tuple(compile_pattern(p) for p in rule.patterns)
+            masker = Masker.build(rule.detectors, rule.strategy, self.key, patterns)
+            active = self._compiled[rule.name] = ActiveMask(rule.name, masker, _origin_matcher(rule.columns))
+        return active
+
+    def for_session(self, identity: Identity, connection: Connection) -> SessionMasks | None:
+        """The masks of a session of C{identity} on C{connection} (C{None}: nothing to mask)."""
+        policy_set = self.policy.policy_set
+        if policy_set is not self._policy_set:
+            self._policy_set, self._compiled = policy_set, {}
+        client = tuple(self._active(m) for m in policy_set.masks if m.applies_to(connection.name, identity))
+        trail = tuple(
+            self._active(m)
+            for m in policy_set.masks
+            if m.covers(connection.name) and (m.detectors or m.patterns)
+        )
+        return SessionMasks(client, trail, self.metrics) if client or trail else None

@@ -1,0 +1,341 @@
+"""
+Masking what a PostgreSQL session returns, row by row as it streams
+(the L{RowTransform} the front end calls; L{hoopgw.masking.service} says
+which masks apply).
+
+Each result's RowDescription is turned into a plan once: per column,
+
+  - masked by origin: the column is, or selects as it is, a
+    C{schema.table.column} a mask names (L{origins}).  A text value (text,
+    varchar, char, name, and types of the database's own such as domains
+    and enums) becomes the mask's strategy's text, a JSON value that text
+    as a JSON string; a value of any other type (a number, a date), which
+    the client's parser would refuse as text, and every binary value,
+    becomes NULL;
+  - searched by the detectors: every other column whose type can hold a
+    sensitive value.  In text values (and text arrays, records, JSON) what
+    is found is masked in place (JSON that would no longer parse becomes
+    NULL); binary values of text types likewise; values of other types are
+    decoded (numbers) or searched for the text they embed, and become NULL
+    if something is found;
+  - left alone: types that cannot hold one (booleans, dates and times,
+    UUIDs), and everything when no mask applies.
+
+Rows are rewritten one DataRow at a time (nothing is buffered).  The front
+end makes sure every row has its description: a Describe of the portal is
+sent (and its answer kept from the client) before each Execute.  A column
+whose origin the catalog cannot tell (it cannot be read, or the relation is
+gone) is masked by the first mask that names columns: fail closed.
+
+Error and notice texts (message, detail, hint, context, the query) and
+notification payloads pass the detectors; a COPY TO's text and CSV rows
+too, each row whole (it is one CopyData); binary COPY rows field by field.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from hoopgw.masking.service import ActiveMask, SessionMasks
+from hoopgw.protocols.postgres import codec
+from hoopgw.protocols.postgres.origins import Relation, column_names
+
+__all__ = ["ResultMasking"]
+
+# Types whose values cannot hold a card number, SSN, e-mail, ... (by OID).
+_NOTHING_TO_FIND = frozenset({
+    16,  # bool
+    1082, 1083, 1114, 1184, 1186, 1266,  # date, time, timestamp, timestamptz, interval, timetz
+    2950,  # uuid
+    3220,  # pg_lsn
+})
+# Text types: a masked value is still one (text, varchar, bpchar, name, unknown, "char").
+_TEXT = frozenset({25, 1043, 1042, 19, 705, 18})
+_JSON = frozenset({114, 3802})
+# Binary format that is the text itself, after a prefix of that many bytes (jsonb's version).
+_TEXT_IN_BINARY = {25: 0, 1043: 0, 1042: 0, 19: 0, 705: 0, 18: 0, 114: 0, 3802: 1}
+# Types of their own (OIDs from here on) are taken as text: domains and enums, citext.
+_FIRST_USER_OID = 16384
+_REPORT_TEXTS = frozenset("MDHWq")  # message, detail, hint, context, internal query
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+
+
+def _numeric(value: bytes) -> str:
+    """A binary NUMERIC as text (base-10000 digits)."""
+    ndigits, weight, sign, dscale = struct.unpack_from(">hhHh", value)
+    digits = struct.unpack_from(f">{ndigits}H", value, 8)
+    if sign == 0xC000:
+        return "NaN"
+    text = "".join(f"{d:04d}" for d in digits) or "0"
+    point = (weight + 1) * 4
+    if point <= 0:
+        text = "0." + "0" * -point + text
+    elif point < len(text):
+        text = text[:point] + "." + text[point:]
+    else:
+        text += "0" * (point - len(text))
+    text = text.lstrip("0") or "0"
+    if text.startswith("."):
+        text = "0" + text
+    return ("-" if sign == 0x4000 else "") + text
+
+
+_BINARY_NUMBERS: dict[int, Callable[[bytes], str]] = {
+    21: lambda v: str(_I16.unpack(v)[0]),
+    23: lambda v: str(_I32.unpack(v)[0]),
+    20: lambda v: str(_I64.unpack(v)[0]),
+    26: lambda v: str(struct.unpack(">I", v)[0]),
+    700: lambda v: repr(struct.unpack(">f", v)[0]),
+    701: lambda v: repr(struct.unpack(">d", v)[0]),
+    1700: _numeric,
+}
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def _lenient(value: bytes) -> str:
+    """A binary value of another type, for the text it may embed (a record's, an array's fields)."""
+    return value.decode("utf-8", "replace")
+
+
+# Text-format arrays of text types, records: masked parts stay readable in place.
+_ARRAYS_AND_RECORDS = frozenset({1009, 1015, 1014, 1003, 2249, 2287})
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+# What a plan does to one column: masked whole by origin --
+_WHOLE = 0  # text: the mask's strategy
+_WHOLE_JSON = 1  # json: the strategy's text as a JSON string
+_NULL = 2  # any other type, or binary: NULL
+# -- or searched by the detectors:
+_SPANS = 3  # text (after a prefix of the argument's length): found parts masked
+_SPANS_JSON = 4  # json: found parts masked, NULL if that is no longer JSON
+_FOUND_NULL = 5  # other types: decoded (the argument) and searched, NULL if found
+
+
+def _json_or_none(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+class ResultMasking:
+    """
+    The masking of one client connection (module docstring).
+
+    @param masks: the session's masks now (they follow policy reloads).
+    @param catalog: has C{known_origins(oids)} (at once, or C{None}) and
+        C{origins(oids)} (a Deferred), L{hoopgw.protocols.postgres.catalog.Catalog}'s.
+    """
+
+    def __init__(self, masks: Callable[[], SessionMasks | None], catalog: Any) -> None:
+        self._masks = masks
+        self._catalog = catalog
+        self._plan: list[tuple[int, int, Any]] | None = None
+        self._session_masks: SessionMasks | None = None
+        self._ready_for: codec.RowDescription | None = None
+        self.counts: dict[str, int] = {}
+
+    # -- results ---------------------------------------------------------------
+
+    def describe(self, description: codec.RowDescription) -> Deferred | None:
+        """
+        Plan the rows that follow.  Returns a Deferred when the catalog must
+        be read first: the caller holds the rows until it fires.
+        """
+        if description is self._ready_for:
+            self._ready_for = None  # planned while the rows were held
+            return None
+        masks = self._session_masks = self._masks()
+        self._plan = None
+        if masks is None or not masks.masks_results:
+            return None
+        oids = {f.table_oid for f in description.fields if f.table_oid} if masks.by_origin else ()
+        if not oids:
+            self._plan = self._build(description, masks, None)
+            return None
+        known = self._catalog.known_origins(oids)
+        if known is not None:
+            self._plan = self._build(description, masks, known)
+            return None
+        d = self._catalog.origins(oids)
+        d.addCallback(self._planned, description, masks)
+        return d
+
+    def _planned(self, relations: dict[int, Relation] | None, description: codec.RowDescription, masks: SessionMasks) -> None:
+        self._plan = self._build(description, masks, relations if relations is not None else {})
+        self._ready_for = description
+
+    def _build(
+        self, description: codec.RowDescription, masks: SessionMasks, relations: dict[int, Relation] | None
+    ) -> list[tuple[int, int, Any]] | None:
+        plan: list[tuple[int, int, Any]] = []
+        finds = bool(masks.finders)
+        for index, field in enumerate(description.fields):
+            type_oid = field.type_oid
+            texty = type_oid in _TEXT or type_oid >= _FIRST_USER_OID
+            mask: ActiveMask | None = None
+            if relations is not None and field.table_oid:
+                names = column_names(relations, field.table_oid, field.column)
+                mask = masks.column(names) if names is not None else masks.by_origin[0]
+            if mask is not None:
+                if field.format:
+                    action = _NULL
+                else:
+                    action = _WHOLE if texty else _WHOLE_JSON if type_oid in _JSON else _NULL
+                plan.append((index, action, mask))
+            elif not finds or type_oid in _NOTHING_TO_FIND:
+                continue
+            elif not field.format:
+                if texty or type_oid in _ARRAYS_AND_RECORDS:
+                    plan.append((index, _SPANS, 0))
+                elif type_oid in _JSON:
+                    plan.append((index, _SPANS_JSON, 0))
+                else:
+                    plan.append((index, _FOUND_NULL, _lenient))
+            elif type_oid in _JSON:
+                plan.append((index, _SPANS_JSON, _TEXT_IN_BINARY[type_oid]))
+            elif type_oid in _TEXT_IN_BINARY:
+                plan.append((index, _SPANS, _TEXT_IN_BINARY[type_oid]))
+            else:
+                plan.append((index, _FOUND_NULL, _BINARY_NUMBERS.get(type_oid, _lenient)))
+        return plan or None
+
+    def row(self, row: codec.DataRow) -> bytes:
+        """The row as the client may see it (its bytes)."""
+        plan = self._plan
+        if plan is None:
+            return row.raw
+        masks = self._session_masks
+        assert masks is not None
+        counts = self.counts
+        values = list(row.values)
+        changed = False
+        for index, action, argument in plan:
+            if index >= len(values):
+                continue
+            value = values[index]
+            if value is None:
+                continue
+            new: bytes | None = value
+            if action == _WHOLE:
+                masked = masks.value(argument, _text(value), counts)
+                new = None if masked is None else _bytes(masked)
+            elif action == _WHOLE_JSON:
+                masked = masks.value(argument, _text(value), counts)
+                new = None if masked is None else _bytes(json.dumps(masked))
+            elif action == _NULL:
+                masks.value(argument, "", counts)
+                new = None
+            elif action == _FOUND_NULL:
+                try:
+                    text = argument(value)
+                except (struct.error, ValueError):
+                    text = _lenient(value)
+                if masks.client_text(text, counts) is not text:
+                    new = None
+            else:
+                text = _text(value[argument:] if argument else value)
+                masked = masks.client_text(text, counts)
+                if masked is not text:
+                    if action == _SPANS_JSON and not _json_or_none(masked):
+                        new = None
+                    else:
+                        new = value[:argument] + _bytes(masked)
+            if new is not value:
+                values[index] = new
+                changed = True
+        return codec.DataRow.from_values(values).raw if changed else row.raw
+
+    def take_counts(self) -> dict[str, int] | None:
+        """Values masked since the last call, per mask (for the statement's action.end)."""
+        if not self.counts:
+            return None
+        counts, self.counts = self.counts, {}
+        return counts
+
+    # -- other texts -----------------------------------------------------------
+
+    def report(self, message: Any) -> Any:
+        """An ErrorResponse or NoticeResponse with its texts through the detectors."""
+        masks = self._masks()
+        if masks is None or not masks.finders:
+            return message
+        fields = []
+        changed = False
+        for code, value in message.fields:
+            if code in _REPORT_TEXTS:
+                masked = masks.client_text(value, self.counts)
+                if masked is not value:
+                    value, changed = masked, True
+            fields.append((code, value))
+        return type(message)(fields) if changed else message
+
+    def notification(self, message: codec.NotificationResponse) -> codec.NotificationResponse:
+        masks = self._masks()
+        if masks is None or not masks.finders:
+            return message
+        payload = masks.client_text(message.payload, self.counts)
+        if payload is message.payload:
+            return message
+        return codec.NotificationResponse(message.process_id, message.channel, payload)
+
+    def copy_row(self, data: codec.CopyData, binary: bool) -> codec.CopyData:
+        """One row of a COPY TO (text or CSV: the whole line; binary: each field, NULL if found)."""
+        masks = self._masks()
+        if masks is None or not masks.finders:
+            return data
+        payload = data.data
+        if not binary:
+            text = _text(payload)
+            masked = masks.client_text(text, self.counts)
+            return data if masked is text else codec.CopyData.from_data(_bytes(masked))
+        return self._copy_binary(data, payload, masks)
+
+    def _copy_binary(self, data: codec.CopyData, payload: bytes, masks: SessionMasks) -> codec.CopyData:
+        start = 0
+        if payload.startswith(_COPY_SIGNATURE):
+            extension = _I32.unpack_from(payload, len(_COPY_SIGNATURE) + 4)[0]
+            start = len(_COPY_SIGNATURE) + 8 + extension
+        if len(payload) < start + 2:
+            return data
+        count = _I16.unpack_from(payload, start)[0]
+        if count < 0:
+            return data  # the trailer
+        parts = [payload[: start + 2]]
+        at = start + 2
+        changed = False
+        for _ in range(count):
+            length = _I32.unpack_from(payload, at)[0]
+            at += 4
+            if length < 0:
+                parts.append(_I32.pack(-1))
+                continue
+            value = payload[at : at + length]
+            at += length
+            text = value.decode("utf-8", "replace")
+            if masks.client_text(text, self.counts) is not text:
+                parts.append(_I32.pack(-1))
+                changed = True
+            else:
+                parts.append(_I32.pack(length) + value)
+        parts.append(payload[at:])
+        return codec.CopyData.from_data(b"".join(parts)) if changed else data
+
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"

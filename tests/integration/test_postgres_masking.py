@@ -1,0 +1,184 @@
+"""
+Masking through the gateway on a real PostgreSQL (issue 12): known secret
+values are planted in a table and read back every way a client can --
+aliases, views of views, a materialized view, joins, CTEs, subqueries,
+whole rows, RETURNING, cursors, expressions, errors, notices,
+notifications, psql's expanded output, psycopg's extended protocol in text
+and binary, prepared statements executed without a Describe -- and then
+the client's output, the audit trail and the gateway's log are searched for
+them.  An identity in the exempt group sees them at the client, never in
+the trail.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher, formatEvent
+
+from tests.integration._process import run
+from tests.integration.test_postgres_clients import _GatewayCase, require_psycopg
+from tests.integration.test_postgres_proxy import PSQL
+
+SSN = "536-22-8726"
+CARD = "4111 1111 1111 1111"
+NOTE_CARD = "4012888888881881"
+EMAIL = "canary.ada@example.org"
+SALARY = "987654"  # masked by origin only: no detector knows a salary
+# What must appear nowhere the rules apply to.
+CANARIES = (SSN, CARD, NOTE_CARD, EMAIL, SALARY, "536228726")
+
+POLICY = """
+[[mask]]
+name = "pii"
+columns = ["public.people.ssn", "public.people.salary", "*.*.email", "public.people.card"]
+detectors = ["card", "ssn", "email"]
+strategy = "redact"
+except_groups = ["pii-readers"]
+"""
+
+SETUP = f"""
+CREATE TABLE people (id int PRIMARY KEY, name text, ssn text UNIQUE, email text, salary int, card text, note text);
+INSERT INTO people VALUES (1, 'Ada', '{SSN}', '{EMAIL}', {SALARY}, '{CARD}', 'pay with {NOTE_CARD} thanks');
+CREATE VIEW staff AS SELECT id, ssn AS tax_id, salary AS pay, upper(email) AS loud FROM people;
+CREATE VIEW staff2 AS SELECT tax_id AS t, pay AS p FROM staff WHERE id > 0;
+CREATE MATERIALIZED VIEW snapshot AS SELECT ssn, salary FROM people;
+CREATE TABLE people_2026 (LIKE people);
+CREATE TABLE cards (id int, v text);
+CREATE FUNCTION say_ssn() RETURNS void LANGUAGE plpgsql AS
+  $$BEGIN RAISE NOTICE 'the value is %', (SELECT ssn FROM people LIMIT 1); END$$;
+GRANT ALL ON ALL TABLES IN SCHEMA public TO app_scram;
+"""
+
+# Each through psql (the simple protocol); none may show a canary to alice.
+QUERIES = (
+    "SELECT * FROM people",
+    "SELECT ssn AS x, email AS y, salary AS z, card AS w FROM people",
+    "SELECT p.ssn, q.salary FROM people p JOIN people q USING (id)",
+    "WITH c AS (SELECT * FROM people) SELECT * FROM c",
+    "SELECT * FROM (SELECT ssn, salary, email FROM people) s",
+    "SELECT upper(ssn), ssn || '', lower(email), note, card || '' FROM people",
+    "SELECT * FROM staff",
+    "SELECT * FROM staff2",
+    "SELECT * FROM snapshot",
+    "SELECT people FROM people",
+    "SELECT (people).salary, (people).ssn FROM people",
+    "UPDATE people SET name = name WHERE id = 1 RETURNING ssn, salary, email",
+    "BEGIN; DECLARE c CURSOR FOR SELECT ssn, salary FROM people; FETCH ALL FROM c; COMMIT",
+    "SELECT ssn::int FROM people",
+    f"INSERT INTO people (id, ssn) VALUES (2, (SELECT ssn FROM people WHERE id = 1))",
+    "SELECT say_ssn()",
+    "LISTEN ch; SELECT pg_notify('ch', (SELECT email FROM people LIMIT 1))",
+    "SELECT ssn, salary FROM people \\gx",
+    "SELECT array_agg(ssn) FROM people",
+    "SELECT json_agg(json_build_object('s', ssn, 'e', email, 'n', note)) FROM people",
+    "SELECT ssn FROM people UNION ALL SELECT email FROM people",
+)
+# Not here: a value computed from a column masked only by origin (salary + 0,
+# json_agg(p)) has no origin; only a detector or pattern finds it
+# (policies/README.md says so).
+
+
+class MaskingCanaryTests(_GatewayCase):
+    def setUp(self) -> None:
+        self.logged: list[str] = []
+        observer = lambda event: self.logged.append(formatEvent(event) or "")  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.start(extra_policy=POLICY)
+        self.cluster.psql(SETUP)
+        self.reader = self.gateway.identity.dev_issuer.issue("bob", ("dev", "pii-readers"), 600)
+
+    def trail(self) -> str:
+        return "\n".join(p.read_text() for p in sorted((self.base / "data" / "audit").rglob("*")) if p.is_file() and p.suffix in (".jsonl", ".json", ".log"))
+
+    def assertNoCanary(self, text: str, where: str) -> None:
+        for canary in CANARIES:
+            self.assertNotIn(canary, text, f"{canary!r} found in {where}")
+
+    @inlineCallbacks
+    def test_psql_every_way(self) -> None:
+        """Every query shows masked values to alice; none of the planted values reaches her, the trail or the log."""
+        for query in QUERIES:
+            code, output = yield (self.psql("-c", query) if "\\" not in query else self.psql_stdin(query))
+            text = output.decode("utf-8", "replace")
+            self.assertNoCanary(text, f"psql output of {query!r}")
+            self.assertIn("[redacted]", text, f"psql output of {query!r}")
+        code, output = yield self.psql("-x", "-c", "SELECT * FROM people")
+        text = output.decode()
+        self.assertNoCanary(text, "psql -x")
+        self.assertIn("[redacted]", text)
+        self.assertIn("Ada", text)  # what no mask names is untouched
+        self.assertNoCanary(self.trail(), "the audit trail")
+        self.assertNoCanary("\n".join(self.logged), "the gateway's log")
+        # The outcome says how many values each mask masked (never which).
+        ends = [r for r in self.records("action.end") if r["outcome"].get("masked")]
+        self.assertTrue(ends)
+        self.assertTrue(all(set(r["outcome"]["masked"]) == {"pii"} for r in ends))
+        # The rows are really there: the masking is at the gateway.
+        self.assertIn(SSN, self.cluster.psql("SELECT ssn FROM people"))
+
+    def psql_stdin(self, script: str):
+        path = Path(self.mktemp())
+        path.write_text(script + "\n")
+        return self.psql("-f", str(path))
+
+    @inlineCallbacks
+    def test_exempt_group_sees_values_the_trail_does_not(self) -> None:
+        """bob (pii-readers) reads clear values; what he sends with a card number is stored masked."""
+        env = {**self.env(), "PGPASSWORD": self.reader}
+        dsn = f"host=127.0.0.1 port={self.port} dbname=appdb user=bob sslmode=require"
+        argv = [PSQL, "-X", "-A", "-t", dsn, "-c", "SELECT ssn, salary, email FROM people"]
+        code, output = yield run(argv, env=env)
+        text = output.decode()
+        self.assertIn(SSN, text)
+        self.assertIn(SALARY, text)
+        argv[-1] = f"INSERT INTO cards VALUES (1, '{CARD}')"
+        code, output = yield run(argv, env=env)
+        self.assertEqual(code, 0, output)
+        self.assertIn(CARD, self.cluster.psql("SELECT v FROM cards"))
+        self.assertNoCanary(self.trail(), "the audit trail")
+        [start] = [r for r in self.records("action.start") if "cards" in r["action"]["input"]]
+        self.assertEqual(start["action"]["masked"], {"pii": 1})
+
+    @inlineCallbacks
+    def test_copy_to_is_refused_while_column_masks_apply(self) -> None:
+        for query in ("COPY people TO STDOUT", "COPY (SELECT note FROM people) TO STDOUT WITH (FORMAT csv)"):
+            code, output = yield self.psql("-c", query)
+            text = output.decode()
+            self.assertNotEqual(code, 0)
+            self.assertIn("COPY ... TO is refused while masks by column apply", text)
+            self.assertNoCanary(text, query)
+
+    @inlineCallbacks
+    def test_psycopg_extended_protocol_text_binary_prepared(self) -> None:
+        """psycopg: text and binary results, parameters, and prepared statements run without a Describe."""
+        require_psycopg()
+
+        def work() -> list[Any]:
+            seen: list[Any] = []
+            with self.connect(autocommit=True) as conn:
+                for binary in (False, True):
+                    for _ in range(3):
+                        cur = conn.execute(
+                            "SELECT id, ssn, salary, email, card, note, upper(ssn) FROM people WHERE id = %s",
+                            (1,), binary=binary, prepare=True,
+                        )
+                        seen.extend(cur.fetchall())
+                    cur = conn.execute("SELECT * FROM staff2", binary=binary)
+                    seen.extend(cur.fetchall())
+                cur = conn.execute("INSERT INTO cards VALUES (%s, %s) RETURNING v", (2, CARD))
+                seen.extend(cur.fetchall())
+            return seen
+
+        rows = yield deferToThread(work)
+        text = json.dumps(rows, default=str)
+        self.assertNoCanary(text, "psycopg results")
+        # Binary columns masked by origin come back as NULL; the id is intact.
+        self.assertIn([1, None, None, None, None], [list(r[:5]) for r in rows if len(r) == 7])
+        self.assertNoCanary(self.trail(), "the audit trail")
+        self.assertIn(CARD, self.cluster.psql("SELECT v FROM cards WHERE id = 2"))

@@ -1,0 +1,197 @@
+"""
+Masking PostgreSQL results (protocols/postgres/masking.py) and finding a
+result column's origin (protocols/postgres/origins.py), without a server.
+The real thing, through psql and psycopg, is
+tests/integration/test_postgres_masking.py.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from types import SimpleNamespace
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from hoopgw.masking.engine import REDACTED
+from hoopgw.masking.service import MaskingService
+from hoopgw.model import Connection, Identity
+from hoopgw.policy.rules import MaskRule, PolicySet
+from hoopgw.protocols.postgres import codec
+from hoopgw.protocols.postgres.masking import ResultMasking
+from hoopgw.protocols.postgres.origins import Relation, column_names, view_origins
+from hoopgw.testing import FixedCatalog
+
+KEY = b"k" * 32
+PEOPLE, STAFF, STAFF2, PART = 16384, 16389, 16393, 16400
+RELATIONS = {
+    PEOPLE: Relation(PEOPLE, "public", "people", "r", {1: "id", 2: "ssn", 3: "salary", 4: "note"}),
+    STAFF: Relation(STAFF, "public", "staff", "v", {1: "i", 2: "s", 3: "u"}, origins={1: (PEOPLE, 1), 2: (PEOPLE, 2)}),
+    STAFF2: Relation(STAFF2, "public", "staff2", "v", {1: "x"}, origins={1: (STAFF, 2)}),
+    PART: Relation(PART, "public", "people_2026", "r", {1: "id", 2: "ssn"}, ancestors=("public.people",)),
+}
+
+# pg_rewrite.ev_action of "CREATE VIEW vv AS SELECT s AS x FROM v WHERE i > 0" (PostgreSQL 15).
+VIEW_TREE = (
+    "({QUERY :commandType 1 :querySource 0 :canSetTag true :utilityStmt <> :resultRelation 0 "
+    ":cteList <> :rtable ({RANGETBLENTRY :alias {ALIAS :aliasname old :colnames <>} :eref {ALIAS "
+    ':aliasname old :colnames ("x")} :rtekind 0 :relid 16393 :relkind v} {RANGETBLENTRY :alias <> '
+    ':eref {ALIAS :aliasname v :colnames ("i" "s" "u" "n")} :rtekind 0 :relid 16389}) :jointree '
+    "{FROMEXPR :fromlist ({RANGETBLREF :rtindex 3}) :quals {OPEXPR :opno 521 :args ({VAR :varno 3 "
+    ":varattno 1} {CONST :consttype 23 :constvalue 4 [ 0 0 0 0 0 0 0 0 ]}) :location 245}} "
+    ":targetList ({TARGETENTRY :expr {VAR :varno 3 :varattno 2 :vartype 25} :resno 1 :resname x "
+    ":ressortgroupref 0 :resorigtbl 16389 :resorigcol 2 :resjunk false} {TARGETENTRY :expr {SUBLINK "
+    ":subselect {QUERY :targetList ({TARGETENTRY :expr {VAR} :resno 1 :resname \\(odd\\ name\\) "
+    ":resorigtbl 16384 :resorigcol 3 :resjunk false})}} :resno 2 :resname y :resorigtbl 0 "
+    ":resorigcol 0 :resjunk false}) :override 0 :onConflict <> :returningList <>})"
+)
+
+
+def field(name: str, table: int = 0, column: int = 0, type_oid: int = 25, fmt: int = 0) -> codec.FieldDescription:
+    return codec.FieldDescription(name, table, column, type_oid, -1, -1, fmt)
+
+
+class OriginTests(SynchronousTestCase):
+    def test_view_origins_from_the_stored_definition(self) -> None:
+        """Only the top query's target entries count; a sublink's own target list does not."""
+        self.assertEqual(view_origins(VIEW_TREE), {1: (STAFF, 2)})
+
+    def test_column_names_follow_views_ancestors_and_whole_rows(self) -> None:
+        self.assertEqual(column_names(RELATIONS, STAFF2, 1), ("public.staff2.x", "public.staff.s", "public.people.ssn"))
+        self.assertEqual(column_names(RELATIONS, STAFF, 3), ("public.staff.u",))  # an expression: no further
+        self.assertEqual(column_names(RELATIONS, PART, 2), ("public.people_2026.ssn", "public.people.ssn"))
+        whole = column_names(RELATIONS, PEOPLE, 0)
+        self.assertIn("public.people.ssn", whole)
+        self.assertIsNone(column_names(RELATIONS, 99999, 1))  # unknown relation
+        self.assertIsNone(column_names(RELATIONS, PEOPLE, 9))  # dropped column
+
+
+def session_masks(*masks: MaskRule, groups: tuple[str, ...] = ("dev",)):
+    service = MaskingService(SimpleNamespace(policy_set=PolicySet(masks=masks)), KEY)
+    return service.for_session(Identity("dev", "alice", groups), Connection("db", "postgres", "x"))
+
+
+PII = MaskRule("pii", columns=("public.people.ssn", "public.people.salary"), detectors=("card",))
+
+
+class ResultMaskingTests(SynchronousTestCase):
+    def masking(self, *masks: MaskRule, catalog: FixedCatalog | None = None) -> ResultMasking:
+        current = session_masks(*masks)
+        return ResultMasking(lambda: current, catalog or FixedCatalog(tables=RELATIONS))
+
+    def test_by_origin_through_a_view_of_a_view_with_detectors_elsewhere(self) -> None:
+        masking = self.masking(PII)
+        self.assertIsNone(masking.describe(codec.RowDescription([
+            field("x", STAFF2, 1), field("i", STAFF, 1, 23), field("note", PEOPLE, 4), field("n"),
+        ])))
+        raw = masking.row(codec.DataRow.from_values([b"536-22-8726", b"1", b"card 4111111111111111", b"plain"]))
+        self.assertEqual(codec.DataRow(raw).values, (REDACTED.encode(), b"1", f"card {REDACTED}".encode(), b"plain"))
+        self.assertEqual(masking.take_counts(), {"pii": 2})
+        self.assertIsNone(masking.take_counts())
+
+    def test_types_the_client_parses_become_null(self) -> None:
+        """A number masked by origin cannot be "[redacted]" (psycopg would refuse it); binary values neither."""
+        masking = self.masking(PII)
+        masking.describe(codec.RowDescription([
+            field("salary", PEOPLE, 3, 23), field("ssn", PEOPLE, 2, 25, fmt=1), field("j", type_oid=114),
+            field("b", type_oid=20, fmt=1), field("t", type_oid=25, fmt=1),
+        ]))
+        raw = masking.row(codec.DataRow.from_values([
+            b"987654", b"536-22-8726", b'{"n": 4111111111111111, "s": "4111111111111111"}',
+            struct.pack(">q", 4111111111111111), b"x 4111111111111111",
+        ]))
+        salary, ssn, document, big, text = codec.DataRow(raw).values
+        self.assertEqual((salary, ssn, big), (None, None, None))
+        self.assertIsNone(document)  # masked in place it would no longer be JSON
+        self.assertEqual(text, f"x {REDACTED}".encode())
+
+    def test_json_stays_json(self) -> None:
+        masking = self.masking(PII)
+        masking.describe(codec.RowDescription([field("j", type_oid=3802, fmt=1)]))
+        raw = masking.row(codec.DataRow.from_values([b'\x01{"s": "4111111111111111"}']))
+        [value] = codec.DataRow(raw).values
+        self.assertEqual(json.loads(value[1:]), {"s": REDACTED})
+
+    def test_unknown_origin_is_masked(self) -> None:
+        """The catalog cannot say what a column is: it is masked (fail closed)."""
+        masking = self.masking(PII, catalog=FixedCatalog(unreadable=True))
+        d = masking.describe(codec.RowDescription([field("a", 55555, 1), field("b")]))
+        self.assertIsNotNone(d)
+        self.successResultOf(d)
+        self.assertIsNone(masking.describe(masking._ready_for))  # planned: no second read
+        raw = masking.row(codec.DataRow.from_values([b"anything", b"plain"]))
+        self.assertEqual(codec.DataRow(raw).values, (REDACTED.encode(), b"plain"))
+
+    def test_nothing_to_do_passes_rows_untouched(self) -> None:
+        masking = self.masking(MaskRule("other", columns=("x.y.z",)))
+        masking.describe(codec.RowDescription([field("ssn", PEOPLE, 2), field("ok", type_oid=16)]))
+        row = codec.DataRow.from_values([b"536-22-8726", b"t"])
+        self.assertIs(masking.row(row), row.raw)
+
+    def test_reports_and_notifications(self) -> None:
+        masking = self.masking(PII)
+        error = codec.error_response("ERROR", "23505", "duplicate", detail="Key (card)=(4111111111111111) exists")
+        masked = masking.report(error)
+        self.assertEqual(masked.detail, f"Key (card)=({REDACTED}) exists")
+        self.assertEqual(masked.code, "23505")
+        note = masking.notification(codec.NotificationResponse(1, "ch", "4111111111111111"))
+        self.assertEqual(note.payload, REDACTED)
+
+    def test_copy_rows(self) -> None:
+        masking = self.masking(MaskRule("cards", detectors=("card",)))
+        line = masking.copy_row(codec.CopyData.from_data(b"1\t4111111111111111\tok\n"), binary=False)
+        self.assertEqual(line.data, f"1\t{REDACTED}\tok\n".encode())
+        header = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+        row = header + struct.pack(">h", 2) + struct.pack(">i", 16) + b"4111111111111111" + struct.pack(">i", 2) + b"ok"
+        out = masking.copy_row(codec.CopyData.from_data(row), binary=True).data
+        self.assertEqual(out, header + struct.pack(">h", 2) + struct.pack(">i", -1) + struct.pack(">i", 2) + b"ok")
+
+    @given(st.lists(st.one_of(st.none(), st.binary(max_size=40), st.sampled_from([b"4111111111111111", b"536-22-8726"])), min_size=1, max_size=8))
+    def test_rewritten_rows_are_well_formed(self, values: list[bytes | None]) -> None:
+        """For any row: the result parses, keeps its column count, changes only what a mask covers."""
+        masking = self.masking(PII)
+        fields = [field(f"c{i}", PEOPLE if i == 0 else 0, 2 if i == 0 else 0) for i in range(len(values))]
+        masking.describe(codec.RowDescription(fields))
+        out = codec.DataRow(masking.row(codec.DataRow.from_values(values))).values
+        self.assertEqual(len(out), len(values))
+        self.assertEqual(out[0], None if values[0] is None else REDACTED.encode())
+        for before, after in zip(values[1:], out[1:]):
+            if before is None or b"4111111111111111" not in before:
+                self.assertEqual(after, before)
+            else:
+                self.assertNotIn(b"4111111111111111", after)
+
+    def test_held_until_the_catalog_answers(self) -> None:
+        catalog = FixedCatalog(tables=RELATIONS, hold=True)
+        masking = self.masking(PII, catalog=catalog)
+        description = codec.RowDescription([field("ssn", PEOPLE, 2)])
+        d = masking.describe(description)
+        self.assertNoResult(d)
+        catalog.release()
+        self.successResultOf(d)
+        self.assertIsNone(masking.describe(description))
+        raw = masking.row(codec.DataRow.from_values([b"536-22-8726"]))
+        self.assertEqual(codec.DataRow(raw).values, (REDACTED.encode(),))
+
+
+class SessionMasksTests(SynchronousTestCase):
+    def test_who_a_mask_applies_to_and_what_the_trail_stores(self) -> None:
+        rule = MaskRule("pii", detectors=("card",), groups=("dev",), users=("a*",), except_groups=("readers",))
+        self.assertEqual(len(session_masks(rule).client), 1)
+        self.assertEqual(session_masks(rule, groups=("ops",)).client, ())
+        exempt = session_masks(rule, groups=("dev", "readers"))
+        self.assertEqual(exempt.client, ())
+        self.assertEqual(len(exempt.trail), 1)  # the trail is masked for the exempt too
+        counts: dict[str, int] = {}
+        self.assertEqual(exempt.trail_text("pay 4111111111111111", counts), f"pay {REDACTED}")
+        self.assertEqual(counts, {"pii": 1})
+
+    def test_masks_follow_a_reload(self) -> None:
+        policy = SimpleNamespace(policy_set=PolicySet())
+        service = MaskingService(policy, KEY)
+        identity, connection = Identity("dev", "alice", ()), Connection("db", "postgres", "x")
+        self.assertIsNone(service.for_session(identity, connection))
+        policy.policy_set = PolicySet(masks=[MaskRule("m", detectors=("email",))])
+        self.assertIsNotNone(service.for_session(identity, connection))

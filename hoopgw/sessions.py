@@ -582,7 +582,12 @@ class Session:
             }
             if error is not None:
                 masks = self.masks
-                end["error"] = masks.trail_text(error, {}) if masks is not None else error
+                recorded_error = error
+                if masks is not None:
+                    counts: dict[tuple[str, str], int] = {}
+                    recorded_error = masks.trail_text(error, counts)
+                    masks.settle(counts)
+                end["error"] = recorded_error
             if sha256 is not None:
                 end["recording_sha256"] = sha256
                 path = getattr(self.recorder, "path", None)
@@ -653,11 +658,11 @@ class ActionHandle:
             if masks is not None and masks.trail:
                 # What the statement or command carries (a card number in an
                 # INSERT, a Bind parameter) is stored masked, for everyone.
-                counts: dict[str, int] = {}
+                counts: dict[tuple[str, str], int] = {}
                 form["input"] = masks.trail_text(action.input, counts)
                 details = masks.trail_value(details, counts)
                 if counts:
-                    form["masked"] = counts
+                    form["masked"] = masks.settle(counts)
             if attributes:
                 form["attributes"] = checked(attributes) if again else attributes
             if details:
@@ -701,10 +706,13 @@ class ActionHandle:
         record = outcome.to_record()
         masks = self.session.masks
         if masks is not None and masks.trail and outcome.error:
-            counts = dict(outcome.masked or {})
+            counts: dict[tuple[str, str], int] = {}
             record["error"] = masks.trail_text(outcome.error, counts)
             if counts:
-                record["masked"] = counts
+                masked = dict(outcome.masked or {})
+                for name, count in masks.settle(counts).items():
+                    masked[name] = masked.get(name, 0) + count
+                record["masked"] = masked
         if outcome.duration_us is None and outcome.status is not Status.blocked:
             record["duration_us"] = _elapsed_us(service.clock, self.started)
         service.metrics.action_finished(self.action.kind, outcome.status.value)

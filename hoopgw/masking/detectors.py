@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from attrs import frozen
 
-__all__ = ["DETECTORS", "Detector", "PatternError", "Span", "compile_pattern", "find"]
+__all__ = ["DETECTORS", "Detector", "Gate", "PatternError", "Span", "compile_pattern", "find"]
 
 # Most detectors need a digit: one scan per text tells them all.
 _DIGIT = re.compile(r"\d")
@@ -51,6 +51,71 @@ class Detector:
     prefilter: Callable[[str], bool] | None
     pattern: re.Pattern[str]
     valid: Callable[[re.Match[str]], bool]
+    # Instead of C{valid}: the valid values inside a match, as (start, end)
+    # in the text (a card number inside a longer run of digit groups).
+    spans: Callable[[re.Match[str]], Iterable[tuple[int, int]]] | None = None
+    # What any match needs, for L{Gate}: ASCII digits, length, one of these texts.
+    digits: int = 0
+    length: int = 0
+    needles: tuple[str, ...] = ()
+
+    @property
+    def gated(self) -> bool:
+        return bool(self.digits or self.length or self.needles)
+
+
+_ASCII_DIGITS = b"0123456789"
+
+
+class Gate:
+    """
+    Whether any of some detectors could match a value, from its bytes, in a
+    few C-level operations: a value of ASCII text too short, with too few
+    digits and none of the texts a detector needs is not decoded or
+    searched at all.  Other values (any non-ASCII byte: digits of other
+    scripts) always pass, as do all values when a user pattern is among the
+    detectors.
+    """
+
+    def __init__(self, detectors: Iterable[Detector]) -> None:
+        detectors = tuple(detectors)
+        self.always = not detectors or not all(d.gated for d in detectors)
+        needs = {(d.digits, d.length, tuple(n.encode() for n in d.needles)) for d in detectors}
+        plain = {(digits, length) for digits, length, needles in needs if not needles}
+        # A need another one's implies adds nothing: (9, 11) passes (9, 9).
+        self._plain = tuple(sorted(
+            n for n in plain if not any(o != n and o[0] <= n[0] and o[1] <= n[1] for o in plain)
+        ))
+        self._needled = tuple(sorted(n for n in needs if n[2]))
+        self._shortest = min((n[1] for n in needs), default=0)
+
+        self.passes = self._passes()
+
+    def _passes(self) -> Callable[[bytes], bool]:
+        """C{passes(value)}: a closure over locals (this runs for every value of a masked result)."""
+        if self.always:
+            return lambda value: True
+        shortest, plain, needled = self._shortest, self._plain, self._needled
+        delete = _ASCII_DIGITS
+
+        def passes(value: bytes) -> bool:
+            length = len(value)
+            if length < shortest:
+                return False
+            if not value.isascii():
+                return True
+            digits = length - len(value.translate(None, delete))
+            for min_digits, min_length in plain:
+                if digits >= min_digits and length >= min_length:
+                    return True
+            for min_digits, min_length, needles in needled:
+                if digits >= min_digits and length >= min_length:
+                    for needle in needles:
+                        if needle in value:
+                            return True
+            return False
+
+        return passes
 
 
 # -- validators ------------------------------------------------------------------
@@ -59,7 +124,7 @@ class Detector:
 def _luhn(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
+        d = int(ch)  # also the digits of other scripts, which \d matches
         if i % 2:
             d *= 2
             if d > 9:
@@ -68,20 +133,53 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _card(match: re.Match[str]) -> bool:
-    text = match.group(0)
-    digits = text.replace(" ", "").replace("-", "")
-    if not 13 <= len(digits) <= 19 or not _luhn(digits):
-        return False
-    # Separators, if any, are one kind and split it into groups (4-4-4-4,
-    # 4-6-5, 4-4-4-4-3, ...), not between every digit.
-    separators = {c for c in text if c in " -"}
-    return len(separators) <= 1 and all(len(group) >= 3 for group in re.split(r"[ -]", text)[:-1])
+_GROUPS = re.compile(r"\d+")
+
+
+def _card_spans(match: re.Match[str]) -> list[tuple[int, int]]:
+    """
+    The card numbers in a run of digit groups: the longest window of whole
+    groups (13-19 digits, one kind of separator, groups of at least three
+    digits but the last) that passes Luhn, from the left, so that a number
+    next to others (C{Seat 12 4111-1111-1111-1111}, C{4111...-12/29}) is
+    still found.
+    """
+    text, base = match.group(0), match.start()
+    groups = [(m.start(), m.end()) for m in _GROUPS.finditer(text)]
+    found: list[tuple[int, int]] = []
+    i = 0
+    while i < len(groups):
+        best = None
+        digits = 0
+        separator = None
+        for j in range(i, len(groups)):
+            if j > i:
+                between = text[groups[j - 1][1]:groups[j][0]]
+                if separator is None:
+                    separator = between
+                elif between != separator:
+                    break
+                if groups[j - 1][1] - groups[j - 1][0] < 3:
+                    break  # a short group inside a number: not a card's grouping
+            digits += groups[j][1] - groups[j][0]
+            if digits > 19:
+                break
+            if digits >= 13:
+                start, end = groups[i][0], groups[j][1]
+                if _luhn(text[start:end].replace(" ", "").replace("-", "")):
+                    best = (j, start, end)
+        if best is None:
+            i += 1
+            continue
+        j, start, end = best
+        found.append((base + start, base + end))
+        i = j + 1
+    return found
 
 
 def _ssn(match: re.Match[str]) -> bool:
-    area, group, serial = match.group("area"), match.group("group"), match.group("serial")
-    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+    area, group, serial = int(match.group("area")), int(match.group("group")), int(match.group("serial"))
+    return area not in (0, 666) and area < 900 and group != 0 and serial != 0
 
 
 def _email(match: re.Match[str]) -> bool:
@@ -157,7 +255,7 @@ DETECTORS: dict[str, tuple[Detector, ...]] = {
     "card": (
         Detector(
             "card", True, lambda text: len(text) >= 13,
-            re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card,
+            re.compile(r"(?<!\d)\d(?:[ -]?\d){12,}"), _always, spans=_card_spans, digits=13, length=13,
         ),
     ),
     "ssn": (
@@ -165,13 +263,13 @@ DETECTORS: dict[str, tuple[Detector, ...]] = {
         # whole value (a column of them), not inside other text.
         Detector(
             "ssn", True, lambda text: len(text) >= 11,
-            re.compile(r"(?<![\d-])(?P<area>\d{3})(?P<sep>[- ])(?P<group>\d{2})(?P=sep)(?P<serial>\d{4})(?![\d-])"),
-            _ssn,
+            re.compile(r"(?<!\d)(?<!\d[- ])(?P<area>\d{3})(?P<sep>[- ])(?P<group>\d{2})(?P=sep)(?P<serial>\d{4})(?!\d)(?![- ]\d)"),
+            _ssn, digits=9, length=11,
         ),
         Detector(
             "ssn", True, lambda text: len(text.strip()) == 9,
             re.compile(r"\A\s*(?P<area>\d{3})(?P<group>\d{2})(?P<serial>\d{4})\s*\Z"),
-            _ssn,
+            _ssn, digits=9, length=9,
         ),
     ),
     "email": (
@@ -179,9 +277,11 @@ DETECTORS: dict[str, tuple[Detector, ...]] = {
             "email", False, lambda text: "@" in text,
             re.compile(
                 r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@"
-                r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+                # Labels, then a letters-only top-level domain: what follows it
+                # (example.org-work) is not part of the address.
+                r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
             ),
-            _email,
+            _email, length=5, needles=("@",),
         ),
     ),
     "phone": (
@@ -190,19 +290,19 @@ DETECTORS: dict[str, tuple[Detector, ...]] = {
         Detector(
             "phone", True, lambda text: len(text) >= 9,
             re.compile(r"(?<![\w+])(?:\+|00)[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\d)"),
-            _phone,
+            _phone, digits=8, length=9,
         ),
         Detector(
             "phone", True, lambda text: len(text) >= 9,
             re.compile(r"(?<![\d-])(?:\(\s?[2-9]\d{2}\s?\)\s?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}(?![\d-])"),
-            _always,
+            _always, digits=10, length=9,
         ),
     ),
     "iban": (
         Detector(
             "iban", True, lambda text: len(text) >= 15,
             re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])"),
-            _iban,
+            _iban, digits=2, length=15,
         ),
     ),
     "ipv4": (
@@ -211,26 +311,26 @@ DETECTORS: dict[str, tuple[Detector, ...]] = {
             re.compile(
                 r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\.?\d)"
             ),
-            _always,
+            _always, digits=4, length=7, needles=(".",),
         ),
     ),
     "jwt": (
         Detector(
             "jwt", False, lambda text: "eyJ" in text,
             re.compile(r"(?P<header>eyJ[A-Za-z0-9_-]+)\.(?P<payload>eyJ[A-Za-z0-9_-]*)\.[A-Za-z0-9_-]*"),
-            _jwt,
+            _jwt, needles=("eyJ",),
         ),
     ),
     "aws_key": (
         Detector(
             "aws_key", False, lambda text: len(text) >= 20 and any(p in text for p in _AWS_ID_PREFIXES),
             re.compile(r"(?<![A-Z0-9])(?:" + "|".join(_AWS_ID_PREFIXES) + r")[A-Z2-7]{16}(?![A-Z0-9])"),
-            _always,
+            _always, length=20, needles=_AWS_ID_PREFIXES,
         ),
         Detector(
             "aws_key", True, lambda text: len(text) >= 40,
             re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
-            _aws_secret,
+            _aws_secret, digits=1, length=40,
         ),
     ),
     "private_key": (
@@ -242,7 +342,7 @@ DETECTORS: dict[str, tuple[Detector, ...]] = {
                 r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|.*\Z)",
                 re.DOTALL,
             ),
-            _always,
+            _always, needles=("PRIVATE KEY",),
         ),
     ),
 }
@@ -264,8 +364,11 @@ def find(text: str, detectors: Iterable[Detector]) -> list[Span]:
                 continue
         if detector.prefilter is not None and not detector.prefilter(text):
             continue
+        inside = detector.spans
         for match in detector.pattern.finditer(text):
-            if detector.valid(match):
+            if inside is not None:
+                spans.extend(Span(start, end, detector.name) for start, end in inside(match))
+            elif detector.valid(match):
                 spans.append(Span(match.start(), match.end(), detector.name))
     if len(spans) < 2:
         return spans

@@ -93,6 +93,10 @@ class Masker:
     def value(self, value: str) -> str | None:
         return mask_value(self.strategy, value, self.key)
 
+    def constant(self) -> bytes | None:
+        """What every value becomes, when that does not depend on the value (C{redact})."""
+        return REDACTED.encode() if self.strategy == "redact" else None
+
     def text(self, text: str) -> tuple[str, list[Span]]:
         """C{text} with each detected value masked, and where they were (no values)."""
         spans = find(text, self.detectors)

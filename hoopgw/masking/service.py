@@ -19,6 +19,8 @@ they are asked for under a new policy.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fnmatch
 import re
 from collections.abc import Callable, Iterable
@@ -26,8 +28,8 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from hoopgw.masking.detectors import compile_pattern
-from hoopgw.masking.engine import Masker
+from hoopgw.masking.detectors import Gate, compile_pattern
+from hoopgw.masking.engine import REDACTED, Masker
 from hoopgw.model import Connection, Identity
 
 __all__ = ["ActiveMask", "MaskingService", "SessionMasks"]
@@ -53,7 +55,8 @@ def _origin_matcher(columns: Iterable[str]) -> Callable[[str], object] | None:
     return re.compile("|".join(fnmatch.translate(c) for c in columns)).match
 
 
-Counts = dict[str, int]
+# Values masked, by (mask name, what found them: a detector, a pattern or "column").
+Counts = dict[tuple[str, str], int]
 
 
 @define(eq=False)
@@ -63,13 +66,14 @@ class SessionMasks:
     client: tuple[ActiveMask, ...]
     trail: tuple[ActiveMask, ...]
     metrics: Any = None
-
     by_origin: tuple[ActiveMask, ...] = field(init=False)  # client masks naming columns
     finders: tuple[ActiveMask, ...] = field(init=False)  # client masks finding values
+    gate: Gate = field(init=False)  # whether a client finder could match a value at all
 
     def __attrs_post_init__(self) -> None:
         self.by_origin = tuple(m for m in self.client if m.origin is not None)
         self.finders = tuple(m for m in self.client if m.finds_values)
+        self.gate = Gate(d for m in self.finders for d in m.masker.detectors)
 
     @property
     def masks_results(self) -> bool:
@@ -87,38 +91,69 @@ class SessionMasks:
 
     def value(self, mask: ActiveMask, value: str, counts: Counts) -> str | None:
         """A whole value masked by C{mask} (a column masked by its origin)."""
-        counts[mask.name] = counts.get(mask.name, 0) + 1
-        if self.metrics is not None:
-            self.metrics.values_masked(mask.name, "column", 1)
+        key = (mask.name, "column")
+        counts[key] = counts.get(key, 0) + 1
         return mask.masker.value(value)
 
     def client_text(self, text: str, counts: Counts) -> str:
-        """C{text} with what the client's masks find masked; C{counts} gains the numbers per mask."""
+        """C{text} with what the client's masks find masked (the same object if nothing is)."""
         return self._text(self.finders, text, counts)
 
     def trail_text(self, text: str, counts: Counts) -> str:
         """C{text} as the trail may store it."""
         return self._text(self.trail, text, counts)
 
-    def _text(self, masks: tuple[ActiveMask, ...], text: str, counts: Counts) -> str:
+    @staticmethod
+    def _text(masks: tuple[ActiveMask, ...], text: str, counts: Counts) -> str:
         for mask in masks:
             text, spans = mask.masker.text(text)
-            if spans:
-                counts[mask.name] = counts.get(mask.name, 0) + len(spans)
-                if self.metrics is not None:
-                    for span in spans:
-                        self.metrics.values_masked(mask.name, span.detector, 1)
+            for span in spans:
+                key = (mask.name, span.detector)
+                counts[key] = counts.get(key, 0) + 1
         return text
 
     def trail_value(self, value: Any, counts: Counts) -> Any:
-        """A JSON-like value (an action's details) with every string as the trail may store it."""
+        """
+        A JSON-like value (an action's details) with every string as the
+        trail may store it; a binary value (C{{"base64": ...}}, a Bind
+        parameter) in which something is found, as text or as an integer,
+        becomes C{"[redacted]"}.
+        """
         if isinstance(value, str):
             return self.trail_text(value, counts)
         if isinstance(value, dict):
+            if len(value) == 1 and isinstance(value.get("base64"), str):
+                return self._trail_binary(value, counts)
             return {k: self.trail_value(v, counts) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [self.trail_value(v, counts) for v in value]
         return value
+
+    def _trail_binary(self, value: dict[str, str], counts: Counts) -> Any:
+        try:
+            raw = base64.b64decode(value["base64"], validate=True)
+        except (binascii.Error, ValueError):
+            return value
+        readings = [raw.decode("utf-8", "replace")]
+        if len(raw) in (2, 4, 8):
+            readings.append(str(int.from_bytes(raw, "big", signed=True)))
+        for text in readings:
+            if self.trail_text(text, counts) is not text:
+                return REDACTED
+        return value
+
+    def settle(self, counts: Counts) -> dict[str, int]:
+        """
+        Count C{counts} in the metrics, once; the numbers per mask (for a
+        record: how many values each mask masked, never which).
+        """
+        metrics = self.metrics
+        totals: dict[str, int] = {}
+        for (mask, detector), count in counts.items():
+            totals[mask] = totals.get(mask, 0) + count
+            if metrics is not None:
+                metrics.values_masked(mask, detector, count)
+        return totals
 
 
 @define(eq=False)

@@ -142,6 +142,9 @@ class StatementInfo:
     @ivar renames: C{(old, new)} qualified names of the relations it renames
         or moves to another schema, so that a session can follow them before
         the target's catalog can.  Not a fact rules match.
+    @ivar changes_catalog: a function it calls runs DDL (its body, read in
+        the target's catalog by L{hoopgw.protocols.postgres.reach}).  Not a
+        fact rules match.
     @ivar settings: run-time parameters it sets or resets (C{SET},
         C{RESET}, also inside C{ALTER ROLE ... SET}), lower-case; C{all}
         for C{RESET ALL}.  Values are literals, so they are not facts (see
@@ -164,6 +167,7 @@ class StatementInfo:
     types: tuple[str, ...] = field(default=(), converter=_strs)
     column_calls: tuple[str, ...] = field(default=(), converter=_strs)
     renames: tuple[tuple[str, str], ...] = field(default=(), converter=tuple)
+    changes_catalog: bool = False
     # Built once: the same statement is judged on every execution.
     _attributes: Mapping[str, Any] = field(init=False, eq=False, repr=False)
 

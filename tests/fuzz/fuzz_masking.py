@@ -7,7 +7,8 @@ undecodable bytes replaced), as a column value or a line of output would be.
 Checked: L{find} never raises and its spans are in bounds, ordered and do
 not overlap; L{Masker.text} never raises, masks exactly the spans found,
 and never leaves a found value in clear where it was; user patterns
-taken from the text are either refused with L{PatternError} or compile.
+taken from the text are either refused with L{PatternError} or compile;
+the L{Gate} passes every text something is found in.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ if __name__ == "__main__":
 from tests.fuzz._fuzzing import check, fuzz, instrumented
 
 with instrumented(__name__):
-    from hoopgw.masking.detectors import DETECTORS, PatternError, compile_pattern, find
+    from hoopgw.masking.detectors import DETECTORS, Gate, PatternError, compile_pattern, find
     from hoopgw.masking.engine import STRATEGIES, Masker
 
 ALL = tuple(DETECTORS)
 MASKERS = {s: Masker.build(ALL, s, b"k" * 32) for s in STRATEGIES}
+GATE = Gate(MASKERS["redact"].detectors)
 
 
 def one_input(data: bytes) -> None:
@@ -41,6 +43,9 @@ def one_input(data: bytes) -> None:
         previous_end = span.end
     masked, found = masker.text(text)
     check(found == spans, "text() found other spans than find()")
+    if spans:
+        # The gate that skips values before decoding must not skip this one.
+        check(GATE.passes(text.encode("utf-8", "surrogatepass")), "the gate turned away a value with a find")
     if not spans:
         check(masked == text, "a text with nothing found was changed")
     # Each found value is gone from where it was (the same characters may

@@ -9,7 +9,7 @@ import string
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from hoopgw.masking.detectors import DETECTORS, PatternError, compile_pattern, find, iban_valid
+from hoopgw.masking.detectors import DETECTORS, Gate, PatternError, compile_pattern, find, iban_valid
 
 
 def spans(text: str, name: str) -> list[str]:
@@ -139,6 +139,56 @@ class OtherDetectorTests(SynchronousTestCase):
         found = find(text, [d for ds in DETECTORS.values() for d in ds])
         for a, b in zip(found, found[1:]):
             self.assertLessEqual(a.end, b.start)
+
+
+class GateTests(SynchronousTestCase):
+    """The gate never turns away a value a detector would find something in."""
+
+    KNOWN = (
+        "card 4111 1111 1111 1111", "4111-1111-1111-1111", "536-22-8726", "536228726", "a@b.cd",
+        "+44 20 7946 0958", "(415) 555-2671", "GB82 WEST 1234 5698 7654 32", "10.0.0.1",
+        "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "-----BEGIN PRIVATE KEY-----", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.x",
+    )
+
+    def check(self, text: str) -> None:
+        for name, detectors in DETECTORS.items():
+            if find(text, detectors):
+                self.assertTrue(Gate(detectors).passes(text.encode("utf-8", "surrogatepass")), (name, text))
+
+    def test_values_next_to_other_text(self) -> None:
+        """Found next to hyphens, other digit groups and domain-like text (an outside tester's misses)."""
+        cases = {
+            "visa-4111111111111111": ("card", "4111111111111111"),
+            "paid 12 4111 1111 1111 1111 thanks": ("card", "4111 1111 1111 1111"),
+            "Seat 12 4111-1111-1111-1111": ("card", "4111-1111-1111-1111"),
+            "4111111111111111-12/29": ("card", "4111111111111111"),
+            "4111-1111-1111-1111-": ("card", "4111-1111-1111-1111"),
+            "ssn-536-22-8726": ("ssn", "536-22-8726"),
+            "mail canary.ada@example.org-work": ("email", "canary.ada@example.org"),
+        }
+        for text, (name, value) in cases.items():
+            self.assertEqual(spans(text, name), [value], text)
+        self.assertEqual(spans("1-536-22-8726", "ssn"), [])  # inside a longer number
+        self.assertEqual(spans("12 4111 1111 1111 1112", "card"), [])  # no Luhn anywhere
+
+    def test_digits_of_other_scripts(self) -> None:
+        """translate(card, '0123456789', '٠١٢٣٤٥٦٧٨٩') is still a card number."""
+        arabic = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+        self.assertEqual(len(spans("4111 1111 1111 1111".translate(arabic), "card")), 1)
+        self.assertEqual(len(spans("536-22-8726".translate(arabic), "ssn")), 1)
+
+    def test_known_values(self) -> None:
+        for text in self.KNOWN:
+            self.check(text)
+        self.assertFalse(Gate(DETECTORS["card"] + DETECTORS["ssn"] + DETECTORS["email"]).passes(b"customer note 12345"))
+        self.assertTrue(Gate(DETECTORS["card"]).passes(("\u0664" * 16).encode()))  # other scripts: searched
+        self.assertTrue(Gate([compile_pattern("x[0-9]")]).passes(b"x1"))  # user patterns: always
+
+    @settings(max_examples=300)
+    @given(st.one_of(card_numbers(), st.text(string.digits + " -.@+()ABCDEFGHeyJ", max_size=40), st.text(max_size=60)))
+    def test_generated(self, text: str) -> None:
+        self.check(text)
 
 
 class PatternTests(SynchronousTestCase):

@@ -239,17 +239,31 @@ WHERE c.oid = ANY(%s::pg_catalog.oid[])
 """
 
 
-def relation_from_row(row: tuple[Any, ...]) -> Relation:
-    """A L{Relation} from a row of C{_RELATIONS}."""
+def relation_from_row(row: tuple[Any, ...], former: dict[tuple[int, int], set[str]] | None = None) -> Relation:
+    """
+    A L{Relation} from a row of C{_RELATIONS}; C{former} (names by
+    C{(oid, attnum)}, kept across reads) gains its current names and gives
+    the earlier ones.
+    """
     oid, schema, name, kind, columns, definition, ancestors = row
+    oid = int(oid)
+    current = {int(k): v for k, v in json.loads(columns).items()}
+    earlier: dict[int, tuple[str, ...]] = {}
+    if former is not None:
+        for attnum, column in current.items():
+            seen = former.setdefault((oid, attnum), set())
+            seen.add(f"{schema}.{name}.{column}")
+            if len(seen) > 1:
+                earlier[attnum] = tuple(sorted(seen - {f"{schema}.{name}.{column}"}))
     return Relation(
-        oid=int(oid),
+        oid=oid,
         schema=schema,
         name=name,
         kind=kind,
-        columns={int(k): v for k, v in json.loads(columns).items()},
+        columns=current,
         ancestors=tuple(ancestors or ()),
         origins=view_origins(definition) if definition else {},
+        former=earlier,
     )
 
 
@@ -350,6 +364,9 @@ class Catalog:
         self._known: dict[int, tuple[str, ...]] = {}  # every name each oid has had
         self._relations: dict[int, Relation] = {}  # result columns' origins, kept like the graph
         self._relations_until = 0.0
+        # Every schema.table.column name each (oid, attnum) had when read: a
+        # mask on public.users.salary keeps covering it once renamed.
+        self._former_columns: dict[tuple[int, int], set[str]] = {}
 
     def _txpostgres(self, parameters: dict[str, Any]) -> Deferred:
         from txpostgres import txpostgres
@@ -529,7 +546,7 @@ class Catalog:
             return query
 
         def found(rows: list[tuple[Any, ...]], connection: Any, wanted: list[int], rounds: int) -> Any:
-            fetched = [relation_from_row(row) for row in rows]
+            fetched = [relation_from_row(row, self._former_columns) for row in rows]
             relations = self._relations if generation == self._generation else {}
             for relation in fetched:
                 relations[relation.oid] = relation

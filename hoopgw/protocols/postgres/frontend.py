@@ -107,7 +107,7 @@ def _parameter_record(value: bytes | None, binary: bool) -> Any:
 # Server messages masking looks at (other than DataRows).
 _MASKED = frozenset({
     codec.RowDescription, codec.ErrorResponse, codec.NoticeResponse, codec.NotificationResponse,
-    codec.CopyOutResponse, codec.CopyData,
+    codec.CopyOutResponse, codec.CopyData, codec.GenericMessage, codec.ParameterStatus,
 })
 
 # Statement and portal names the gateway keeps for its own stand-ins.
@@ -447,6 +447,8 @@ class ClientProtocol(Protocol):
         self._linked = True
         self.cancel_pid, self.cancel_secret = self.front.register_cancel_key(self)
         self.transform = self.front.transform_for(self.session)  # type: ignore[arg-type]
+        if isinstance(self.transform, ResultMasking):
+            self.transform.unsure = lambda: self._catalog_changed
         self._send(*startup.welcome(backend.parameters, self.cancel_pid, self.cancel_secret))
         _preauth.authenticated(self)  # the listener's pre-authentication deadline and caps end here
         self.state = Phase.READY
@@ -722,6 +724,7 @@ class ClientProtocol(Protocol):
         if self.state is not Phase.READY:
             return succeed([])  # the client left while the catalog was read: nothing to decide
         widened = []
+        remember: set[int] = set()
         for action, info in zip(actions, judged):
             if graph is None:
                 reached = reach.unreadable(info)
@@ -730,9 +733,21 @@ class ClientProtocol(Protocol):
                 if missing and again:
                     # A name the snapshot lacks: renamed or created since?
                     return catalog.newer(missing).addCallback(self._widened, catalog, actions, judged, False)
+                if reached.changes_catalog and not self._catalog_changed:
+                    self._catalog_changed = True  # DDL in a function it calls
+                if reach.changes_catalog(reached) and reached.writes:
+                    remember |= graph.resolve(reached.writes, reached.unqualified)
             attributes = reached.attributes()
             widened.append(action if attributes is action.attributes else evolve(action, attributes=attributes))
+        if remember and self._masks_by_origin():
+            # Before DDL runs: the names its relations' columns have now, so
+            # that a mask naming one still covers it once renamed.
+            return catalog.origins(remember).addCallback(lambda _: self._decide(widened))
         return self._decide(widened)
+
+    def _masks_by_origin(self) -> bool:
+        masks = self.session.masks if self.session is not None else None
+        return masks is not None and bool(masks.by_origin)
 
     # -- statement and portal names --------------------------------------------
     #
@@ -1050,6 +1065,13 @@ class ClientProtocol(Protocol):
                             self._copy_out_binary = message.format == 1  # type: ignore[attr-defined]
                         elif kind is codec.NotificationResponse:
                             message = masking.notification(message)  # type: ignore[arg-type]
+                        elif kind is codec.GenericMessage:
+                            if message.tag == b"V":  # type: ignore[attr-defined]
+                                message = masking.function_result(message)  # type: ignore[arg-type]
+                        elif kind is codec.ParameterStatus:
+                            self.settings.report(message.name, message.value)  # type: ignore[attr-defined]
+                            message = masking.parameter(message)  # type: ignore[arg-type]
+                            kind = None  # reported
                         else:
                             message = masking.report(message)
                     counts = masking.take_counts()

@@ -41,9 +41,10 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from hoopgw.masking.service import ActiveMask, SessionMasks
+from hoopgw.masking.service import ActiveMask, Counts, SessionMasks
 from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.origins import Relation, column_names
+from hoopgw.protocols.postgres.tracker import Desync
 
 __all__ = ["ResultMasking"]
 
@@ -61,11 +62,21 @@ _JSON = frozenset({114, 3802})
 _TEXT_IN_BINARY = {25: 0, 1043: 0, 1042: 0, 19: 0, 705: 0, 18: 0, 114: 0, 3802: 1}
 # Types of their own (OIDs from here on) are taken as text: domains and enums, citext.
 _FIRST_USER_OID = 16384
-_REPORT_TEXTS = frozenset("MDHWq")  # message, detail, hint, context, internal query
+# Report fields that are not texts a query can choose: severity, code, positions, source file, line, routine.
+_REPORT_FIXED = frozenset("SVCPpFLR")
+# Statistics columns that show sample values of a table's columns.
+_STATISTICS_SAMPLES_SET = frozenset((
+    "pg_catalog.pg_stats.most_common_vals", "pg_catalog.pg_stats.histogram_bounds",
+    "pg_catalog.pg_stats.most_common_elems", "pg_catalog.pg_stats_ext.most_common_vals",
+    "pg_catalog.pg_stats_ext_exprs.most_common_vals", "pg_catalog.pg_stats_ext_exprs.histogram_bounds",
+    "pg_catalog.pg_stats_ext_exprs.most_common_elems",
+))
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
+_NULL_LENGTH = _I32.pack(-1)
+_INTEGER_SIZES = frozenset({2, 4, 8})
 
 
 def _numeric(value: bytes) -> str:
@@ -108,6 +119,19 @@ def _lenient(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
+_BYTEA = 17
+
+
+def _bytea_text(value: bytes) -> str:
+    """A bytea in text format (C{\\x3533...}, hex) as the text its bytes may hold."""
+    if value.startswith(b"\\x"):
+        try:
+            return _lenient(bytes.fromhex(value[2:].decode("ascii")))
+        except ValueError:
+            pass
+    return _lenient(value)
+
+
 # Text-format arrays of text types, records: masked parts stay readable in place.
 _ARRAYS_AND_RECORDS = frozenset({1009, 1015, 1014, 1003, 2249, 2287})
 
@@ -124,6 +148,7 @@ _NULL = 2  # any other type, or binary: NULL
 _SPANS = 3  # text (after a prefix of the argument's length): found parts masked
 _SPANS_JSON = 4  # json: found parts masked, NULL if that is no longer JSON
 _FOUND_NULL = 5  # other types: decoded (the argument) and searched, NULL if found
+_CONSTANT = 6  # text masked whole to the same value each time (redact)
 
 
 def _json_or_none(text: str) -> bool:
@@ -149,7 +174,11 @@ class ResultMasking:
         self._plan: list[tuple[int, int, Any]] | None = None
         self._session_masks: SessionMasks | None = None
         self._ready_for: codec.RowDescription | None = None
-        self.counts: dict[str, int] = {}
+        # Set by the front end: whether the session's open transaction may
+        # have changed the catalog (a view redefined), which the gateway's
+        # own connection does not see yet.
+        self.unsure: Callable[[], bool] = lambda: False
+        self.counts: Counts = {}
 
     # -- results ---------------------------------------------------------------
 
@@ -186,19 +215,32 @@ class ResultMasking:
     ) -> list[tuple[int, int, Any]] | None:
         plan: list[tuple[int, int, Any]] = []
         finds = bool(masks.finders)
+        unsure = self.unsure()
         for index, field in enumerate(description.fields):
             type_oid = field.type_oid
             texty = type_oid in _TEXT or type_oid >= _FIRST_USER_OID
             mask: ActiveMask | None = None
             if relations is not None and field.table_oid:
                 names = column_names(relations, field.table_oid, field.column)
-                mask = masks.column(names) if names is not None else masks.by_origin[0]
+                if names is None or unsure:
+                    mask = masks.by_origin[0]  # what it is cannot be told: fail closed
+                else:
+                    mask = masks.column(names)
+                    if mask is None and not _STATISTICS_SAMPLES_SET.isdisjoint(names):
+                        mask = masks.by_origin[0]  # sample values of any column
             if mask is not None:
                 if field.format:
                     action = _NULL
                 else:
                     action = _WHOLE if texty else _WHOLE_JSON if type_oid in _JSON else _NULL
-                plan.append((index, action, mask))
+                constant = mask.masker.constant()
+                if action == _WHOLE and constant is not None:
+                    # The same for every value (redact): no decoding, no call.
+                    plan.append((index, _CONSTANT, ((mask.name, "column"), constant)))
+                elif action == _NULL or action == _WHOLE and mask.masker.strategy == "null":
+                    plan.append((index, _NULL, (mask.name, "column")))
+                else:
+                    plan.append((index, action, mask))
             elif not finds or type_oid in _NOTHING_TO_FIND:
                 continue
             elif not field.format:
@@ -206,8 +248,10 @@ class ResultMasking:
                     plan.append((index, _SPANS, 0))
                 elif type_oid in _JSON:
                     plan.append((index, _SPANS_JSON, 0))
+                elif type_oid == _BYTEA:
+                    plan.append((index, _FOUND_NULL, _bytea_text))
                 else:
-                    plan.append((index, _FOUND_NULL, _lenient))
+                    plan.append((index, _FOUND_NULL, None))  # text: gated like the others
             elif type_oid in _JSON:
                 plan.append((index, _SPANS_JSON, _TEXT_IN_BINARY[type_oid]))
             elif type_oid in _TEXT_IN_BINARY:
@@ -217,38 +261,71 @@ class ResultMasking:
         return plan or None
 
     def row(self, row: codec.DataRow) -> bytes:
-        """The row as the client may see it (its bytes)."""
+        """
+        The row as the client may see it (its bytes).  The row is walked
+        only up to the last planned column, and only changed columns are
+        rebuilt; the bytes around them are copied in slices.
+        """
         plan = self._plan
         if plan is None:
             return row.raw
         masks = self._session_masks
         assert masks is not None
         counts = self.counts
-        values = list(row.values)
-        changed = False
+        gate = masks.gate.passes
+        raw = row.raw
+        end = len(raw)
+        unpack = _I32.unpack_from
+        pos = 7  # after the tag, the length and the column count
+        column = 0
+        pieces: list[bytes] | None = None
+        copied = 5  # raw[5:copied] is in pieces already
         for index, action, argument in plan:
-            if index >= len(values):
+            while column < index:
+                if pos + 4 > end:
+                    break
+                length = unpack(raw, pos)[0]
+                pos += 4 + (length if length > 0 else 0)
+                column += 1
+            if pos + 4 > end:
+                break  # fewer columns than described: nothing more to mask
+            length = unpack(raw, pos)[0]
+            start = pos + 4
+            column += 1
+            if length < 0:
+                pos = start
                 continue
-            value = values[index]
-            if value is None:
-                continue
+            pos = start + length
+            if pos > end:
+                raise Desync("the server sent a DataRow whose column overruns it")
+            value = raw[start:pos]
             new: bytes | None = value
-            if action == _WHOLE:
+            if action == _CONSTANT:
+                key, new = argument
+                counts[key] = counts.get(key, 0) + 1
+            elif action == _NULL:
+                counts[argument] = counts.get(argument, 0) + 1
+                new = None
+            elif action == _WHOLE:
                 masked = masks.value(argument, _text(value), counts)
                 new = None if masked is None else _bytes(masked)
             elif action == _WHOLE_JSON:
                 masked = masks.value(argument, _text(value), counts)
                 new = None if masked is None else _bytes(json.dumps(masked))
-            elif action == _NULL:
-                masks.value(argument, "", counts)
-                new = None
             elif action == _FOUND_NULL:
-                try:
-                    text = argument(value)
-                except (struct.error, ValueError):
+                if argument is None:
+                    if not gate(value):
+                        continue
                     text = _lenient(value)
+                else:
+                    try:
+                        text = argument(value)
+                    except (struct.error, ValueError):
+                        text = _lenient(value)
                 if masks.client_text(text, counts) is not text:
                     new = None
+            elif not gate(value):
+                continue  # no detector can match it: not decoded, not searched
             else:
                 text = _text(value[argument:] if argument else value)
                 masked = masks.client_text(text, counts)
@@ -258,33 +335,70 @@ class ResultMasking:
                     else:
                         new = value[:argument] + _bytes(masked)
             if new is not value:
-                values[index] = new
-                changed = True
-        return codec.DataRow.from_values(values).raw if changed else row.raw
+                if pieces is None:
+                    pieces = []
+                pieces.append(raw[copied : start - 4])
+                pieces.append(_NULL_LENGTH if new is None else _I32.pack(len(new)) + new)
+                copied = pos
+        if pieces is None:
+            return raw
+        pieces.append(raw[copied:])
+        body = b"".join(pieces)
+        return b"D" + _I32.pack(len(body) + 4) + body
 
     def take_counts(self) -> dict[str, int] | None:
-        """Values masked since the last call, per mask (for the statement's action.end)."""
+        """Values masked since the last call, per mask (for the statement's action.end); counted in the metrics."""
         if not self.counts:
             return None
         counts, self.counts = self.counts, {}
-        return counts
+        masks = self._session_masks or self._masks()
+        return masks.settle(counts) if masks is not None else None
 
     # -- other texts -----------------------------------------------------------
 
     def report(self, message: Any) -> Any:
-        """An ErrorResponse or NoticeResponse with its texts through the detectors."""
+        """
+        An ErrorResponse or NoticeResponse with its texts through the
+        detectors: message, detail, hint, context, query, and the names a
+        RAISE ... USING may set (schema, table, column, type, constraint).
+        """
         masks = self._masks()
         if masks is None or not masks.finders:
             return message
         fields = []
         changed = False
         for code, value in message.fields:
-            if code in _REPORT_TEXTS:
+            if code not in _REPORT_FIXED:
                 masked = masks.client_text(value, self.counts)
                 if masked is not value:
                     value, changed = masked, True
             fields.append((code, value))
         return type(message)(fields) if changed else message
+
+    def parameter(self, message: codec.ParameterStatus) -> codec.ParameterStatus:
+        """A ParameterStatus (set_config('application_name', ...) shows a value) through the detectors."""
+        masks = self._masks()
+        if masks is None or not masks.finders:
+            return message
+        value = masks.client_text(message.value, self.counts)
+        return message if value is message.value else codec.ParameterStatus(message.name, value)
+
+    def function_result(self, message: codec.GenericMessage) -> codec.GenericMessage:
+        """
+        A FunctionCallResponse: a function's result, which has no origin;
+        NULL if a detector finds something in it (its format is the call's).
+        """
+        masks = self._masks()
+        body = message.body
+        if masks is None or not masks.finders or len(body) < 4 or _I32.unpack_from(body)[0] < 0:
+            return message
+        value = body[4:]
+        text = _lenient(value)
+        found = masks.client_text(text, self.counts) is not text
+        if not found and len(value) in _INTEGER_SIZES:
+            number = str(int.from_bytes(value, "big", signed=True))
+            found = masks.client_text(number, self.counts) is not number
+        return codec.GenericMessage.from_body(b"V", _NULL_LENGTH) if found else message
 
     def notification(self, message: codec.NotificationResponse) -> codec.NotificationResponse:
         masks = self._masks()

@@ -10,9 +10,10 @@ view's definition (each target entry's C{resorigtbl}/C{resorigcol} in
 C{pg_rewrite.ev_action}), so a view of a view of C{users.ssn} is still
 C{public.users.ssn}.  Pure: no I/O.
 
-A column's names are every C{schema.table.column} it is: its own, its
-table's ancestors' (a partition is also its parent's column), and those of
-the column a view column selects, recursively.  Attribute number 0 is a
+A column's names are every C{schema.table.column} it is: its own, the
+names it had before that the gateway saw (a column or table renamed since),
+its table's ancestors' (a partition is also its parent's column), and those
+of the column a view column selects, recursively.  Attribute number 0 is a
 whole row (C{SELECT users FROM users}): all of the relation's columns.
 """
 
@@ -44,6 +45,7 @@ class Relation:
     columns: Mapping[int, str]
     ancestors: tuple[str, ...] = ()
     origins: Mapping[int, tuple[int, int]] = {}
+    former: Mapping[int, tuple[str, ...]] = {}  # attnum -> schema.table.column names it had before
 
 
 # A node tree's tokens: braces and parentheses, or atoms (with backslash escapes).
@@ -109,6 +111,7 @@ def _collect(relations: Mapping[int, Relation], oid: int, attnum: int, names: li
         if column is None:
             return False  # dropped, or the catalog changed since: unknown
         names.append(f"{relation.schema}.{relation.name}.{column}")
+        names.extend(relation.former.get(number, ()))
         for ancestor in relation.ancestors:
             names.append(f"{ancestor}.{column}")
         origin = relation.origins.get(number)

@@ -145,6 +145,7 @@ class _Effect:
     column_calls: tuple[str, ...] = ()
     events: frozenset[str] = frozenset()
     unknown: bool = False
+    ddl: bool = False  # its body changes the catalog (CREATE OR REPLACE VIEW, ALTER TABLE, ...)
 
 
 def _effect(routine: Routine) -> _Effect:
@@ -163,6 +164,7 @@ def _effect(routine: Routine) -> _Effect:
         column_calls=tuple(dict.fromkeys(c for i in infos for c in i.column_calls)),
         events=events_of(k for i in infos for k in i.kinds),
         unknown=any(UNKNOWN in i.kinds for i in infos),
+        ddl=any(changes_catalog(i) for i in infos),
     )
 
 
@@ -378,6 +380,7 @@ class RelationGraph:
     def _expand(self, info: StatementInfo) -> StatementInfo:
         functions: dict[str, None] = {}
         unknown = False
+        ddl = False
         read: set[int] = set()
         written: dict[int, frozenset[str]] = {}
         to_read = self.resolve(info.reads, info.unqualified)
@@ -452,6 +455,7 @@ class RelationGraph:
                 for name in effect.types:
                     to_call.extend(self._type_uses.get(name, ()))
                 unknown = unknown or effect.unknown
+                ddl = ddl or effect.ddl
                 to_read |= self.resolve(effect.reads, effect.unqualified) - read
                 to_write.extend((oid, effect.events) for oid in self.resolve(effect.writes, effect.unqualified))
         extra_reads = [n for oid in read for n in self.names.get(oid, ())]
@@ -460,11 +464,14 @@ class RelationGraph:
         new_writes = tuple(dict.fromkeys((*info.writes, *sorted(extra_writes))))
         new_functions = tuple(dict.fromkeys((*info.functions, *functions)))
         kinds = info.kinds if not unknown or UNKNOWN in info.kinds else (*info.kinds, UNKNOWN)
-        if (new_reads, new_writes, new_functions, kinds) == (info.reads, info.writes, info.functions, info.kinds):
+        if (new_reads, new_writes, new_functions, kinds, ddl) == (
+            info.reads, info.writes, info.functions, info.kinds, info.changes_catalog
+        ):
             return info
         return evolve(
             info,
             kinds=kinds,
+            changes_catalog=info.changes_catalog or ddl,
             reads=new_reads,
             writes=new_writes,
             functions=new_functions,
@@ -532,7 +539,9 @@ _changes_by_kind: dict[str, bool] = {}
 
 
 def changes_catalog(info: StatementInfo) -> bool:
-    """Whether C{info} may change relations, their names or what connects them."""
+    """Whether C{info} may change relations, their names or what connects them (also through functions it calls)."""
+    if info.changes_catalog:
+        return True
     for kind in info.kinds:
         changes = _changes_by_kind.get(kind)
         if changes is None:  # kinds are a small, fixed vocabulary

@@ -22,7 +22,7 @@ from hoopgw.policy.rules import MaskRule, PolicySet
 from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.masking import ResultMasking
 from hoopgw.protocols.postgres.origins import Relation, column_names, view_origins
-from hoopgw.testing import FixedCatalog
+from hoopgw.testing import FixedCatalog, NullMetrics
 
 KEY = b"k" * 32
 PEOPLE, STAFF, STAFF2, PART = 16384, 16389, 16393, 16400
@@ -184,9 +184,15 @@ class SessionMasksTests(SynchronousTestCase):
         exempt = session_masks(rule, groups=("dev", "readers"))
         self.assertEqual(exempt.client, ())
         self.assertEqual(len(exempt.trail), 1)  # the trail is masked for the exempt too
-        counts: dict[str, int] = {}
+        counts: dict[tuple[str, str], int] = {}
         self.assertEqual(exempt.trail_text("pay 4111111111111111", counts), f"pay {REDACTED}")
-        self.assertEqual(counts, {"pii": 1})
+        self.assertEqual(counts, {("pii", "card"): 1})
+        metrics = NullMetrics()
+        metrics.values_masked = lambda *args: seen.append(args)
+        seen: list[tuple[str, str, int]] = []
+        exempt.metrics = metrics
+        self.assertEqual(exempt.settle(counts), {"pii": 1})
+        self.assertEqual(seen, [("pii", "card", 1)])
 
     def test_masks_follow_a_reload(self) -> None:
         policy = SimpleNamespace(policy_set=PolicySet())

@@ -1,0 +1,485 @@
+"""
+Attacks on result masking (issue 12), from an outside round: each test
+plants the canaries of tests/integration/test_postgres_masking.py, tries
+one way to get them past the gateway as alice (not exempt) -- the fast-path
+FunctionCall, RAISE ... USING fields, ParameterStatus, a view redefined in
+an uncommitted transaction, binary Bind parameters, renames by the table's
+owner, statistics views, bytea, values written next to other text, the
+extended protocol's corners -- and asserts none reaches the client, the
+audit trail or the gateway's log.  Each failed on the code before its fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import ssl
+import struct
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
+
+from tests.integration.test_postgres_clients import _GatewayCase, require_psycopg
+from tests.integration.test_postgres_masking import CARD, EMAIL, NOTE_CARD, POLICY, SALARY, SETUP, SSN
+
+try:
+    import psycopg
+except ImportError:  # require_psycopg() says so (a failure under CI)
+    psycopg = None  # type: ignore[assignment]
+
+CANARIES = (SSN, CARD, NOTE_CARD, EMAIL, SALARY, "536228726")
+B64 = tuple(base64.b64encode(c.encode()).decode() for c in (SSN, CARD, NOTE_CARD, EMAIL))
+
+
+class RawClient:
+    """A minimal PostgreSQL protocol client (TLS, cleartext token) for protocol tricks."""
+
+    def __init__(self, port: int, token: str, user: str = "alice") -> None:
+        s = socket.create_connection(("127.0.0.1", port), timeout=15)
+        s.sendall(struct.pack(">ii", 8, 80877103))
+        assert s.recv(1) == b"S"
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        self.s = ctx.wrap_socket(s)
+        body = struct.pack(">i", 196608) + b"user\0" + user.encode() + b"\0database\0appdb\0\0"
+        self.s.sendall(struct.pack(">i", len(body) + 4) + body)
+        t, payload = self.read()
+        assert t == b"R", (t, payload)
+        self.send(b"p", token.encode() + b"\0")
+        self.until_ready()
+
+    def send(self, kind: bytes, body: bytes) -> None:
+        self.s.sendall(kind + struct.pack(">i", len(body) + 4) + body)
+
+    def sendraw(self, data: bytes) -> None:
+        self.s.sendall(data)
+
+    @staticmethod
+    def msg(kind: bytes, body: bytes) -> bytes:
+        return kind + struct.pack(">i", len(body) + 4) + body
+
+    def _exact(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            chunk = self.s.recv(n - len(out))
+            if not chunk:
+                raise EOFError(out)
+            out += chunk
+        return out
+
+    def read(self) -> tuple[bytes, bytes]:
+        head = self._exact(5)
+        length = struct.unpack(">i", head[1:])[0]
+        return head[:1], self._exact(length - 4)
+
+    def until_ready(self) -> list[tuple[bytes, bytes]]:
+        got = []
+        while True:
+            t, p = self.read()
+            got.append((t, p))
+            if t == b"Z":
+                return got
+
+    def close(self) -> None:
+        try:
+            self.send(b"X", b"")
+            self.s.close()
+        except OSError:
+            pass
+
+
+def cstr(s: str) -> bytes:
+    return s.encode() + b"\0"
+
+
+def parse(name: str, query: str, types: tuple[int, ...] = ()) -> bytes:
+    return RawClient.msg(b"P", cstr(name) + cstr(query) + struct.pack(">h", len(types)) + b"".join(struct.pack(">i", t) for t in types))
+
+
+def bind(portal: str, stmt: str, params: tuple[bytes | None, ...] = (), pformats: tuple[int, ...] = (), rformats: tuple[int, ...] = ()) -> bytes:
+    body = cstr(portal) + cstr(stmt)
+    body += struct.pack(">h", len(pformats)) + b"".join(struct.pack(">h", f) for f in pformats)
+    body += struct.pack(">h", len(params))
+    for p in params:
+        body += struct.pack(">i", -1) if p is None else struct.pack(">i", len(p)) + p
+    body += struct.pack(">h", len(rformats)) + b"".join(struct.pack(">h", f) for f in rformats)
+    return RawClient.msg(b"B", body)
+
+
+def execute(portal: str, rows: int = 0) -> bytes:
+    return RawClient.msg(b"E", cstr(portal) + struct.pack(">i", rows))
+
+
+def describe(kind: str, name: str) -> bytes:
+    return RawClient.msg(b"D", kind.encode() + cstr(name))
+
+
+SYNC = RawClient.msg(b"S", b"")
+FLUSH = RawClient.msg(b"H", b"")
+
+
+def query(q: str) -> bytes:
+    return RawClient.msg(b"Q", cstr(q))
+
+
+class AttackBase(_GatewayCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        require_psycopg()
+        self.logged: list[str] = []
+        observer = lambda event: self.logged.append(formatEvent(event) or "")  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.start(extra_policy=POLICY)
+        self.cluster.psql(SETUP)
+
+    def trail(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace")
+            for p in sorted((self.base / "data" / "audit").rglob("*"))
+            if p.is_file()
+        )
+
+    def leaks(self, text: str, b64: bool = False) -> list[str]:
+        found = [c for c in CANARIES if c in text]
+        if b64:
+            found += [f"base64:{c}" for c in B64 if c in text]
+        return found
+
+    def check(self, client_text: str, what: str) -> None:
+        problems = []
+        if self.leaks(client_text):
+            problems.append(f"client output: {self.leaks(client_text)}")
+        trail = self.trail()
+        if self.leaks(trail, b64=True):
+            problems.append(f"audit trail: {self.leaks(trail, b64=True)}")
+        log = "\n".join(self.logged)
+        if self.leaks(log, b64=True):
+            problems.append(f"gateway log: {self.leaks(log, b64=True)}")
+        if problems:
+            self.fail(f"{what}: " + "; ".join(problems) + f"\nclient: {client_text[:3000]}")
+
+    def run_psycopg(self, work):
+        return deferToThread(work)
+
+
+class Batch1(AttackBase):
+    @inlineCallbacks
+    def test_parameter_status_application_name(self) -> None:
+        """set_config('application_name', <ssn>) comes back in a ParameterStatus, never masked."""
+        def work():
+            with self.connect(autocommit=True) as conn:
+                conn.execute("SELECT set_config('application_name', (SELECT ssn FROM people LIMIT 1), false)")
+                a = conn.info.parameter_status("application_name")
+                conn.execute("SELECT set_config('application_name', (SELECT email FROM people LIMIT 1), false)")
+                b = conn.info.parameter_status("application_name")
+                # (salary::text is computed: only a detector could find it, policies/README.md)
+                return repr((a, b))
+        out = yield self.run_psycopg(work)
+        self.check(out, "ParameterStatus")
+
+    @inlineCallbacks
+    def test_raise_using_fields(self) -> None:
+        """RAISE ... USING COLUMN/TABLE/SCHEMA/DATATYPE/CONSTRAINT from a pg_temp function."""
+        def work():
+            seen = []
+            with self.connect(autocommit=True) as conn:
+                conn.execute(
+                    "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE plpgsql AS $$DECLARE s text; e text; BEGIN "
+                    "SELECT ssn, email INTO s, e FROM people LIMIT 1; "
+                    "RAISE EXCEPTION 'boom' USING COLUMN = s, TABLE = e, SCHEMA = s, DATATYPE = s, CONSTRAINT = s; END$$"
+                )
+                try:
+                    conn.execute("SELECT pg_temp.f()")
+                except psycopg.Error as e:
+                    d = e.diag
+                    seen.append((d.message_primary, d.column_name, d.table_name, d.schema_name, d.datatype_name, d.constraint_name))
+                notices = []
+                conn.add_notice_handler(lambda d: notices.append((d.message_primary, d.column_name, d.table_name)))
+                conn.execute(
+                    "CREATE FUNCTION pg_temp.g() RETURNS int LANGUAGE plpgsql AS $$DECLARE s text; BEGIN "
+                    "SELECT card INTO s FROM people LIMIT 1; "
+                    "RAISE NOTICE 'hi' USING COLUMN = s, TABLE = s; RETURN 1; END$$"
+                )
+                conn.execute("SELECT pg_temp.g()")
+                seen.append(notices)
+            return repr(seen)
+        out = yield self.run_psycopg(work)
+        self.check(out, "RAISE USING fields")
+
+    @inlineCallbacks
+    def test_rule_select_extended(self) -> None:
+        """A DO ALSO SELECT rule on a temp table: extended-protocol INSERT gets DataRows with no RowDescription."""
+        def work():
+            seen = []
+            with self.connect(autocommit=True) as conn:
+                conn.execute("CREATE TEMP TABLE t (a int)")
+                conn.execute("CREATE RULE r AS ON INSERT TO t DO ALSO SELECT ssn, email, salary, card, note FROM people")
+                for binary in (False, True):
+                    cur = conn.cursor(binary=binary)
+                    try:
+                        cur.execute("INSERT INTO t VALUES (%s)", (1,))
+                        seen.append((cur.statusmessage, cur.description))
+                        if cur.pgresult is not None:
+                            seen.append([cur.pgresult.get_value(r, c) for r in range(cur.pgresult.ntuples) for c in range(cur.pgresult.nfields)])
+                    except psycopg.Error as e:
+                        seen.append(repr(e))
+            return repr(seen)
+        out = yield self.run_psycopg(work)
+        # And raw, to see the DataRows themselves.
+        def raw():
+            c = RawClient(self.port, self.token)
+            c.sendraw(query("CREATE TEMP TABLE t (a int); CREATE RULE r AS ON INSERT TO t DO ALSO SELECT ssn, email, salary, card, note FROM people"))
+            c.until_ready()
+            c.sendraw(parse("", "INSERT INTO t VALUES (1)") + bind("", "") + describe("P", "") + execute("") + SYNC)
+            got = c.until_ready()
+            c.close()
+            return repr(got)
+        out2 = yield deferToThread(raw)
+        self.check(out + out2, "rule DO ALSO SELECT")
+
+    @inlineCallbacks
+    def test_uncommitted_view_replace(self) -> None:
+        """In one transaction: CREATE OR REPLACE a (committed, harmless) temp view to select salary/ssn."""
+        def work():
+            with self.connect(autocommit=True) as conn:
+                conn.execute("CREATE TEMP VIEW v AS SELECT id, id AS n, name AS s FROM people")
+                seen = [conn.execute("SELECT * FROM v").fetchall()]
+                conn.autocommit = False
+                conn.execute("CREATE OR REPLACE TEMP VIEW v AS SELECT id, salary AS n, ssn AS s FROM people")
+                seen.append(conn.execute("SELECT * FROM v").fetchall())
+                seen.append(conn.execute("SELECT n, s FROM v", binary=True).fetchall())
+                conn.rollback()
+            return repr(seen)
+        out = yield self.run_psycopg(work)
+        self.check(out, "uncommitted view replace")
+
+    @inlineCallbacks
+    def test_binary_parameter_in_trail(self) -> None:
+        """A text parameter sent in binary (psycopg %b / binary=True) is stored base64 in the trail."""
+        def work():
+            with self.connect(autocommit=True) as conn:
+                conn.execute("INSERT INTO cards VALUES (%b, %b)", (5, CARD))
+                conn.execute("SELECT %b::text", (SSN,))
+                conn.execute("SELECT %s::text", (EMAIL,), binary=True)
+            return ""
+        out = yield self.run_psycopg(work)
+        self.check(out, "binary parameters")
+
+def datarows(got: list[tuple[bytes, bytes]]) -> list[list[bytes | None]]:
+    rows = []
+    for t, p in got:
+        if t != b"D":
+            continue
+        n = struct.unpack_from(">h", p)[0]
+        at, vals = 2, []
+        for _ in range(n):
+            ln = struct.unpack_from(">i", p, at)[0]
+            at += 4
+            if ln < 0:
+                vals.append(None)
+            else:
+                vals.append(p[at:at + ln])
+                at += ln
+        rows.append(vals)
+    return rows
+
+
+class Batch2(AttackBase):
+    @inlineCallbacks
+    def test_fastpath_function_call(self) -> None:
+        """A FunctionCall (fastpath) of a pg_temp SQL function returning ssn: FunctionCallResponse is not masked."""
+        def work():
+            c = RawClient(self.port, self.token)
+            c.sendraw(query(
+                "CREATE FUNCTION pg_temp.leak(int) RETURNS text LANGUAGE sql AS "
+                "$$SELECT ssn || ' ' || email || ' ' || card || ' ' || salary FROM people WHERE id = $1$$;"
+                "SELECT 'pg_temp.leak(int)'::regprocedure::oid"))
+            got = c.until_ready()
+            oid = int(datarows(got)[0][0])
+            body = struct.pack(">i", oid) + struct.pack(">h", 1) + struct.pack(">h", 0)
+            body += struct.pack(">h", 1) + struct.pack(">i", 1) + b"1" + struct.pack(">h", 0)
+            c.send(b"F", body)
+            got = c.until_ready()
+            c.close()
+            return repr(got)
+        out = yield deferToThread(work)
+        self.check(out, "FunctionCall")
+
+    @inlineCallbacks
+    def test_binary_cursor_simple_query(self) -> None:
+        def work():
+            c = RawClient(self.port, self.token)
+            c.sendraw(query("BEGIN; DECLARE c BINARY CURSOR FOR SELECT ssn, salary, email, card, note, id FROM people; FETCH ALL c; COMMIT"))
+            got = c.until_ready()
+            c.close()
+            return repr(datarows(got))
+        out = yield deferToThread(work)
+        self.check(out, "binary cursor")
+
+    @inlineCallbacks
+    def test_extended_tricks(self) -> None:
+        def work():
+            c = RawClient(self.port, self.token)
+            out = []
+            q = "SELECT ssn, salary, email, card, note, id FROM people, generate_series(1,3)"
+            # Describe statement first, then a named portal with mixed result formats, max_rows=1 repeatedly.
+            c.sendraw(parse("s1", q) + describe("S", "s1") + bind("p1", "s1", rformats=(1, 0, 1, 0, 1, 0)) +
+                      execute("p1", 1) + execute("p1", 1) + execute("p1", 0) + SYNC)
+            out.append(c.until_ready())
+            # Unnamed, Execute without Describe, Flush between.
+            c.sendraw(bind("", "s1") + execute("", 1) + FLUSH)
+            out.append([c.read() for _ in range(3)])
+            c.sendraw(execute("", 1) + execute("", 5) + SYNC)
+            out.append(c.until_ready())
+            # SQL cursor executed by protocol Execute.
+            c.sendraw(query("BEGIN; DECLARE cur CURSOR WITH HOLD FOR " + q + "; COMMIT"))
+            out.append(c.until_ready())
+            c.sendraw(execute("cur", 1) + execute("cur", 0) + SYNC)
+            out.append(c.until_ready())
+            c.sendraw(describe("P", "cur") + SYNC)
+            out.append(c.until_ready())
+            c.close()
+            return repr([datarows(g) for g in out]) + repr(out)
+        out = yield deferToThread(work)
+        self.check(out, "extended tricks")
+
+    @inlineCallbacks
+    def test_pipeline_mode(self) -> None:
+        def work():
+            seen = []
+            with self.connect(autocommit=True) as conn:
+                with conn.pipeline():
+                    curs = []
+                    for i, binary in enumerate((False, True, False, True)):
+                        cur = conn.cursor(binary=binary)
+                        cur.execute("SELECT ssn, salary, email, card, note FROM people WHERE id = %s", (1,))
+                        curs.append(cur)
+                    cur = conn.cursor()
+                    cur.execute("SELECT set_config('x.y', %s, false)", ("a",))
+                    curs.append(cur)
+                    cur = conn.cursor(binary=True)
+                    cur.execute("SELECT * FROM staff2")
+                    curs.append(cur)
+                for cur in curs:
+                    seen.append(cur.fetchall())
+            return repr(seen)
+        out = yield self.run_psycopg(work)
+        self.check(out, "pipeline")
+
+    @inlineCallbacks
+    def test_pg_stats(self) -> None:
+        """Values PostgreSQL copies into statistics (autovacuum's ANALYZE): pg_stats."""
+        self.cluster.psql(
+            "INSERT INTO people (id, salary) SELECT g, 987654 FROM generate_series(10, 40) g;"
+            "ANALYZE people")
+        code, o = yield self.psql("-c", "SELECT attname, most_common_vals, histogram_bounds FROM pg_stats WHERE tablename = 'people'")
+        self.check(o.decode(), "pg_stats")
+
+    @inlineCallbacks
+    def test_bytea_text(self) -> None:
+        """bytea in text format (hex, escape) is searched as the bytes it holds."""
+        code, o = yield self.psql("-c", "SELECT convert_to(note, 'UTF8'), convert_to(ssn, 'UTF8') FROM people")
+        code, o2 = yield self.psql("-c", "SET bytea_output = escape; SELECT convert_to(note, 'UTF8') FROM people")
+        text = o.decode() + o2.decode()
+        self.assertNotIn(SSN.encode().hex(), text)
+        self.assertNotIn(NOTE_CARD.encode().hex(), text)
+        self.check(text, "bytea")
+
+
+NOTES = (
+    "visa-4111111111111111",
+    "paid 12 4111 1111 1111 1111 thanks",
+    "ssn-536-22-8726",
+    "mail canary.ada@example.org-work",
+    "Seat 12 4111-1111-1111-1111",
+)
+
+
+class Batch3(AttackBase):
+    @inlineCallbacks
+    def test_detector_gaps_stored_notes(self) -> None:
+        for i, n in enumerate(NOTES):
+            self.cluster.psql(f"INSERT INTO people (id, note) VALUES ({100 + i}, '{n}')")
+        code, o = yield self.psql("-c", "SELECT note FROM people WHERE id >= 100 ORDER BY id")
+        t = o.decode()
+        self.check(t.replace("4111111111111111", CARD).replace("4111-1111-1111-1111", CARD).replace("4111 1111 1111 1111", CARD), "detector gaps")
+
+
+class Batch4(AttackBase):
+    @inlineCallbacks
+    def test_uncommitted_view_replace_never_cached(self) -> None:
+        """Same as Batch1's, with the view never read before: the catalog reads the committed definition."""
+        def work():
+            c = RawClient(self.port, self.token)
+            c.sendraw(query("CREATE TEMP VIEW harmless AS SELECT id, id AS n FROM people"))
+            a = c.until_ready()
+            c.sendraw(query("BEGIN; CREATE OR REPLACE TEMP VIEW harmless AS SELECT id, salary AS n FROM people; "
+                            "SELECT n FROM harmless; ROLLBACK"))
+            b = c.until_ready()
+            c.close()
+            return repr(a + b)
+        o = yield deferToThread(work)
+        o = o.encode()
+        self.check(o.decode(), "uncommitted view (never cached)")
+
+    @inlineCallbacks
+    def test_owner_renames_defeat_masks(self) -> None:
+        """The table's owner (the app role, common) renames the table or column through the gateway."""
+        self.cluster.psql("ALTER TABLE people OWNER TO app_scram")
+        code, o1 = yield self.psql("-c", "ALTER TABLE people RENAME COLUMN salary TO pay")
+        code, o2 = yield self.psql("-c", "SELECT pay FROM people")
+        code, o3 = yield self.psql("-c", "ALTER TABLE people RENAME TO folks")
+        code, o4 = yield self.psql("-c", "SELECT ssn, pay FROM folks")
+        self.check("".join(x.decode() for x in (o1, o2, o3, o4)).replace(SSN, "<ssn-detected?>"), "owner renames")
+
+    @inlineCallbacks
+    def test_protocol_sanity_after_tricks(self) -> None:
+        """Suspended portals, Close, re-Execute, refused Bind in a pipeline: the connection stays in step."""
+        def work():
+            c = RawClient(self.port, self.token)
+            res = []
+            q = "SELECT ssn, salary, note FROM people, generate_series(1,4)"
+            c.sendraw(parse("s", q) + bind("p", "s", rformats=(1,)) + execute("p", 1) +
+                      RawClient.msg(b"C", b"Pp\0") + execute("p", 1) + SYNC)
+            res.append(c.until_ready())
+            c.sendraw(parse("d", "DROP TABLE cards") + bind("x", "d") + execute("x") + bind("y", "s") + execute("y", 2) + SYNC)
+            res.append(c.until_ready())
+            c.sendraw(bind("y", "s", rformats=(0, 1, 0)) + execute("y", 2) + FLUSH)
+            res.append([c.read() for _ in range(4)])
+            c.sendraw(execute("y", 2) + SYNC)
+            res.append(c.until_ready())
+            c.sendraw(query("SELECT 1"))
+            res.append(c.until_ready())
+            c.close()
+            return repr(res)
+        out = yield deferToThread(work)
+        self.assertIn("(b'D', b'\\x00\\x01\\x00\\x00\\x00\\x011')", out)
+        self.check(out, "protocol sanity")
+
+
+class Batch5(AttackBase):
+    @inlineCallbacks
+    def test_copy_refusal_variants(self) -> None:
+        outs = []
+        for q in ("copy people to stdout", "/* x */ COPY people TO STDOUT", "COPY public.people (salary) TO STDOUT (FORMAT binary)",
+                  "SELECT 1; COPY people TO STDOUT", "COPY (TABLE people) TO STDOUT", "\\copy people to stdout"):
+            if q.startswith("\\"):
+                path = self.mktemp()
+                open(path, "w").write(q + "\n")
+                code, o = yield self.psql("-f", path)
+            else:
+                code, o = yield self.psql("-c", q)
+            outs.append(o.decode("utf-8", "replace"))
+        def ext():
+            c = RawClient(self.port, self.token)
+            c.sendraw(parse("", "COPY people TO STDOUT") + bind("", "") + execute("") + SYNC)
+            got = c.until_ready()
+            c.close()
+            return repr(got)
+        outs.append((yield deferToThread(ext)))
+        self.check("\n".join(outs), "COPY variants")

@@ -122,3 +122,79 @@ def bench_run(servers: Any, base: Path, *, keep: bool) -> Iterator[None]:
                 print(f"(kept {base})", file=sys.stderr)
             else:
                 shutil.rmtree(base, ignore_errors=True)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+HOOPGW = [sys.executable, "-c", "import sys; from hoopgw.cli import main; sys.exit(main())"]
+
+
+def postgres_gateway_config(
+    *, port: int, cert: Path, key: Path, target_port: int, role: str, connections: tuple[str, ...], policies: str = ""
+) -> str:
+    """
+    A gateway configuration for PostgreSQL benchmarks: one listener on
+    C{port}, audit on (batched sync), the target's C{role} (its password in
+    C{HOOPGW_BENCH_PASSWORD}) behind each named connection.
+    """
+    blocks = "".join(
+        f"""
+[[connections]]
+name = "{name}"
+kind = "postgres"
+address = "127.0.0.1:{target_port}"
+database = "postgres"
+user = "{role}"
+password_env = "HOOPGW_BENCH_PASSWORD"
+tls = "disable"
+"""
+        for name in connections
+    )
+    folder = f'policies = "{policies}"' if policies else ""
+    return f"""
+[gateway]
+name = "bench"
+data_dir = "data"
+{folder}
+
+[listen]
+postgres = "tcp:{port}:interface=127.0.0.1"
+ssh = false
+http = false
+api = false
+
+[tls]
+cert_file = "{cert}"
+key_file = "{key}"
+
+[audit]
+sync = "batched"
+{blocks}"""
+
+
+def start_gateway(config: Path, stack: contextlib.ExitStack, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """
+    Run the gateway of C{config} (C{twistd -n hoopgw}, in the config's
+    folder, logging to twistd.log there) until C{stack} closes; wait for its
+    "hoopgw ready" line; return the process and a dev token for "bench".
+    """
+    directory = config.parent
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
+    log = directory / "twistd.log"
+    with open(log, "ab") as out:
+        gateway = subprocess.Popen(
+            TWISTD + ["-n", "--pidfile=", "hoopgw", "--config", str(config)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=str(directory), env=env, start_new_session=True,
+        )
+    stack.callback(stop_process, gateway, group=False)
+    wait_for(lambda: b"hoopgw ready" in log.read_bytes() or gateway.poll() is not None, 60, "hoopgw")
+    if gateway.poll() is not None:
+        raise RuntimeError(f"hoopgw did not start (exited):\n{log.read_text(errors='replace')}")
+    token = subprocess.run(
+        HOOPGW + ["--config", str(config), "token", "issue", "--sub", "bench", "--ttl", "1h"],
+        capture_output=True, text=True, cwd=str(directory), env=env, timeout=60, check=False,
+    )
+    if token.returncode != 0:
+        raise RuntimeError(f"hoopgw token issue failed: {token.stderr}")
+    return gateway, token.stdout.strip()
+

@@ -31,15 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from _procs import bench_run, cpu_seconds, fmt, median, status_kib, stop_process, wait_for  # noqa: E402
+from _procs import bench_run, cpu_seconds, fmt, median, postgres_gateway_config, start_gateway, status_kib  # noqa: E402
 
 from hoopgw.tls import ensure_certificate  # noqa: E402
 from tests.integration._postgres import PG_BIN, PostgresCluster  # noqa: E402
 from tests.integration._process import free_port  # noqa: E402
 
 PSQL = str(PG_BIN / "psql")
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-HOOPGW = [sys.executable, "-c", "import sys; from hoopgw.cli import main; sys.exit(main())"]
 ROLE, PASSWORD = "bench", "bench-secret"
 SCAN = "SELECT id, ssn, note FROM people"
 MASK = """
@@ -93,57 +91,11 @@ class Servers:
         self.port = free_port()
         config = directory / "hoopgw.toml"
         assert self.cluster is not None
-        connections = "".join(
-            f"""
-[[connections]]
-name = "{name}"
-kind = "postgres"
-address = "127.0.0.1:{self.cluster.port}"
-database = "postgres"
-user = "{ROLE}"
-password_env = "HOOPGW_BENCH_PASSWORD"
-tls = "disable"
-"""
-            for name in ("plain", "masked")
-        )
-        config.write_text(
-            f"""
-[gateway]
-name = "bench"
-data_dir = "data"
-policies = "policies"
-
-[listen]
-postgres = "tcp:{self.port}:interface=127.0.0.1"
-ssh = false
-http = false
-api = false
-
-[tls]
-cert_file = "{cert}"
-key_file = "{key}"
-
-[audit]
-sync = "batched"
-{connections}"""
-        )
-        env = dict(os.environ, HOOPGW_BENCH_PASSWORD=PASSWORD)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        log = directory / "twistd.log"
-        with open(log, "ab") as out:
-            gateway = self.gateway = subprocess.Popen(
-                TWISTD + ["-n", "--pidfile=", "hoopgw", "--config", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=str(directory), env=env, start_new_session=True,
-            )
-        self.stack.callback(stop_process, gateway, group=False)
-        wait_for(lambda: b"hoopgw ready" in log.read_bytes() or gateway.poll() is not None, 60, "hoopgw")
-        if gateway.poll() is not None:
-            raise RuntimeError(f"hoopgw did not start:\n{log.read_text(errors='replace')}")
-        issued = subprocess.run(
-            HOOPGW + ["--config", str(config), "token", "issue", "--sub", "bench", "--ttl", "1h"],
-            capture_output=True, text=True, cwd=str(directory), env=env, timeout=60, check=True,
-        )
-        self.token = issued.stdout.strip()
+        config.write_text(postgres_gateway_config(
+            port=self.port, cert=cert, key=key, target_port=self.cluster.port, role=ROLE,
+            connections=("plain", "masked"), policies="policies",
+        ))
+        self.gateway, self.token = start_gateway(config, self.stack, dict(os.environ, HOOPGW_BENCH_PASSWORD=PASSWORD))
 
     def conninfo(self, target: str) -> tuple[str, dict[str, str]]:
         assert self.cluster is not None

@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from _procs import bench_run, CLK_TCK, cpu_seconds, fmt, median, status_kib, stop_process, wait_for  # noqa: E402 (bench/ is on sys.path)
+from _procs import bench_run, CLK_TCK, cpu_seconds, fmt, median, postgres_gateway_config, start_gateway, status_kib, stop_process, wait_for  # noqa: E402 (bench/ is on sys.path)
 
 from hoopgw.tls import ensure_certificate
 from tests.integration._postgres import PG_BIN, PostgresCluster
@@ -70,12 +70,6 @@ PGBENCH = str(PG_BIN / "pgbench")
 PSQL = str(PG_BIN / "psql")
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-HOOPGW = [
-    sys.executable,
-    "-c",
-    "import sys; from hoopgw.cli import main; sys.exit(main())",
-]
 
 ROLE, ROLE_PASSWORD = "bench", "bench-secret"
 TARGETS = ("direct", "direct+tls", "pgbouncer", "pgbouncer+tls", "relay+tls", "hoopgw")
@@ -317,93 +311,20 @@ stats_period = 3600
         directory.mkdir()
         port = free_port()
         self.gateway_config.write_text(
-            f"""
-[gateway]
-name = "bench"
-data_dir = "data"
-
-[listen]
-postgres = "tcp:{port}:interface=127.0.0.1"
-ssh = false
-http = false
-api = false
-
-[tls]
-cert_file = "{cert}"
-key_file = "{key}"
-
-[audit]
-sync = "batched"
-
-[[connections]]
-name = "benchdb"
-kind = "postgres"
-address = "127.0.0.1:{self.cluster.port}"
-database = "postgres"
-user = "{ROLE}"
-password_env = "HOOPGW_BENCH_PASSWORD"
-tls = "disable"
-"""
+            postgres_gateway_config(
+                port=port, cert=cert, key=key, target_port=self.cluster.port, role=ROLE, connections=("benchdb",)
+            )
         )
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(ROOT), env.get("PYTHONPATH")])
-        )
-        env["HOOPGW_BENCH_PASSWORD"] = ROLE_PASSWORD
         self.gateway_log = directory / "twistd.log"
-        with open(self.gateway_log, "ab") as out:
-            self.gateway = subprocess.Popen(
-                TWISTD
-                + ["-n", "--pidfile=", "hoopgw", "--config", str(self.gateway_config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=str(directory),
-                env=env,
-                start_new_session=True,
-            )
-        gateway = self.gateway
-        self.stack.callback(stop_process, gateway, group=False)
-        try:
-            wait_for(
-                lambda: (
-                    b"hoopgw ready" in self.gateway_log.read_bytes()
-                    or gateway.poll() is not None
-                ),
-                60,
-                "hoopgw",
-            )
-            if gateway.poll() is not None:
-                raise RuntimeError("exited")
-        except RuntimeError as e:
-            raise RuntimeError(
-                f"hoopgw did not start ({e}):\n{self.gateway_log.read_text(errors='replace')}"
-            )
-        token = subprocess.run(
-            check=False,
-            args=HOOPGW
-            + [
-                "--config",
-                str(self.gateway_config),
-                "token",
-                "issue",
-                "--sub",
-                "bench",
-                "--ttl",
-                "1h",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=str(directory),
-            env=env,
-            timeout=60,
+        gateway, token = start_gateway(
+            self.gateway_config, self.stack, dict(os.environ, HOOPGW_BENCH_PASSWORD=ROLE_PASSWORD)
         )
-        if token.returncode != 0:
-            raise RuntimeError(f"hoopgw token issue failed: {token.stderr}")
+        self.gateway = gateway
         self.targets["hoopgw"] = Target(
             "hoopgw",
             port,
             "benchdb",
-            token.stdout.strip(),
+            token,
             "require",
             lambda: gateway.pid,
         )

@@ -88,6 +88,8 @@ class Gate:
         ))
         self._needled = tuple(sorted(n for n in needs if n[2]))
         self._shortest = min((n[1] for n in needs), default=0)
+        #: Values (in bytes) shorter than this cannot pass.
+        self.shortest = 0 if self.always else self._shortest
 
         self.passes = self._passes()
 

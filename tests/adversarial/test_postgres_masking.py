@@ -15,14 +15,12 @@ import base64
 import socket
 import ssl
 import struct
-from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.integration.test_postgres_clients import _GatewayCase, require_psycopg
-from tests.integration.test_postgres_masking import CARD, EMAIL, NOTE_CARD, POLICY, SALARY, SETUP, SSN
+from tests.integration.test_postgres_clients import require_psycopg
+from tests.integration.test_postgres_masking import CARD, EMAIL, NOTE_CARD, SALARY, SSN, MaskingCase
 
 try:
     import psycopg
@@ -125,24 +123,12 @@ def query(q: str) -> bytes:
     return RawClient.msg(b"Q", cstr(q))
 
 
-class AttackBase(_GatewayCase):
+class AttackBase(MaskingCase):
     timeout = 120
 
     def setUp(self) -> None:
         require_psycopg()
-        self.logged: list[str] = []
-        observer = lambda event: self.logged.append(formatEvent(event) or "")  # noqa: E731
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
-        self.start(extra_policy=POLICY)
-        self.cluster.psql(SETUP)
-
-    def trail(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace")
-            for p in sorted((self.base / "data" / "audit").rglob("*"))
-            if p.is_file()
-        )
+        super().setUp()
 
     def leaks(self, text: str, b64: bool = False) -> list[str]:
         found = [c for c in CANARIES if c in text]

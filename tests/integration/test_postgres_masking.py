@@ -70,7 +70,7 @@ QUERIES = (
     "UPDATE people SET name = name WHERE id = 1 RETURNING ssn, salary, email",
     "BEGIN; DECLARE c CURSOR FOR SELECT ssn, salary FROM people; FETCH ALL FROM c; COMMIT",
     "SELECT ssn::int FROM people",
-    f"INSERT INTO people (id, ssn) VALUES (2, (SELECT ssn FROM people WHERE id = 1))",
+    "INSERT INTO people (id, ssn) VALUES (2, (SELECT ssn FROM people WHERE id = 1))",
     "SELECT say_ssn()",
     "LISTEN ch; SELECT pg_notify('ch', (SELECT email FROM people LIMIT 1))",
     "SELECT ssn, salary FROM people \\gx",
@@ -83,7 +83,9 @@ QUERIES = (
 # (policies/README.md says so).
 
 
-class MaskingCanaryTests(_GatewayCase):
+class MaskingCase(_GatewayCase):
+    """The gateway with L{POLICY} in front of a cluster holding the planted values; the gateway's log kept."""
+
     def setUp(self) -> None:
         self.logged: list[str] = []
         observer = lambda event: self.logged.append(formatEvent(event) or "")  # noqa: E731
@@ -91,10 +93,18 @@ class MaskingCanaryTests(_GatewayCase):
         self.addCleanup(globalLogPublisher.removeObserver, observer)
         self.start(extra_policy=POLICY)
         self.cluster.psql(SETUP)
-        self.reader = self.gateway.identity.dev_issuer.issue("bob", ("dev", "pii-readers"), 600)
 
     def trail(self) -> str:
-        return "\n".join(p.read_text() for p in sorted((self.base / "data" / "audit").rglob("*")) if p.is_file() and p.suffix in (".jsonl", ".json", ".log"))
+        """Every file of the audit folder (records, checkpoints, ...) as text."""
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted((self.base / "data" / "audit").rglob("*")) if p.is_file()
+        )
+
+
+class MaskingCanaryTests(MaskingCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.reader = self.gateway.identity.dev_issuer.issue("bob", ("dev", "pii-readers"), 600)
 
     def assertNoCanary(self, text: str, where: str) -> None:
         for canary in CANARIES:

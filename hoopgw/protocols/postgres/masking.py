@@ -76,6 +76,8 @@ _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
 _NULL_LENGTH = _I32.pack(-1)
+_JSONB_VERSION = b"\x01"
+_UNREAD = b"unread"  # stands for a value replaced without being read (never returned)
 _INTEGER_SIZES = frozenset({2, 4, 8})
 
 
@@ -147,8 +149,9 @@ _NULL = 2  # any other type, or binary: NULL
 # -- or searched by the detectors:
 _SPANS = 3  # text (after a prefix of the argument's length): found parts masked
 _SPANS_JSON = 4  # json: found parts masked, NULL if that is no longer JSON
-_FOUND_NULL = 5  # other types: decoded (the argument) and searched, NULL if found
+_FOUND_NULL = 5  # other types in text: searched, NULL if found
 _CONSTANT = 6  # text masked whole to the same value each time (redact)
+_DECODED_NULL = 7  # binary, bytea: decoded (the argument) and searched, NULL if found
 
 
 def _json_or_none(text: str) -> bool:
@@ -174,6 +177,7 @@ class ResultMasking:
         self._plan: list[tuple[int, int, Any]] | None = None
         self._session_masks: SessionMasks | None = None
         self._ready_for: codec.RowDescription | None = None
+        self._shortest = 0  # values shorter than this no detector can match
         # Set by the front end: whether the session's open transaction may
         # have changed the catalog (a view redefined), which the gateway's
         # own connection does not see yet.
@@ -249,7 +253,7 @@ class ResultMasking:
                 elif type_oid in _JSON:
                     plan.append((index, _SPANS_JSON, 0))
                 elif type_oid == _BYTEA:
-                    plan.append((index, _FOUND_NULL, _bytea_text))
+                    plan.append((index, _DECODED_NULL, _bytea_text))
                 else:
                     plan.append((index, _FOUND_NULL, None))  # text: gated like the others
             elif type_oid in _JSON:
@@ -257,7 +261,8 @@ class ResultMasking:
             elif type_oid in _TEXT_IN_BINARY:
                 plan.append((index, _SPANS, _TEXT_IN_BINARY[type_oid]))
             else:
-                plan.append((index, _FOUND_NULL, _BINARY_NUMBERS.get(type_oid, _lenient)))
+                plan.append((index, _DECODED_NULL, _BINARY_NUMBERS.get(type_oid, _lenient)))
+        self._shortest = masks.gate.shortest
         return plan or None
 
     def row(self, row: codec.DataRow) -> bytes:
@@ -273,6 +278,7 @@ class ResultMasking:
         assert masks is not None
         counts = self.counts
         gate = masks.gate.passes
+        shortest = self._shortest
         raw = row.raw
         end = len(raw)
         unpack = _I32.unpack_from
@@ -298,42 +304,59 @@ class ResultMasking:
             pos = start + length
             if pos > end:
                 raise Desync("the server sent a DataRow whose column overruns it")
-            value = raw[start:pos]
-            new: bytes | None = value
+            # The common cases first: this runs per value.  C{value} is
+            # what the column holds, C{new} what the client gets.
             if action == _CONSTANT:
                 key, new = argument
                 counts[key] = counts.get(key, 0) + 1
+                value = _UNREAD  # not sliced: it is replaced whatever it is
             elif action == _NULL:
                 counts[argument] = counts.get(argument, 0) + 1
-                new = None
-            elif action == _WHOLE:
-                masked = masks.value(argument, _text(value), counts)
-                new = None if masked is None else _bytes(masked)
-            elif action == _WHOLE_JSON:
-                masked = masks.value(argument, _text(value), counts)
-                new = None if masked is None else _bytes(json.dumps(masked))
-            elif action == _FOUND_NULL:
-                if argument is None:
+                new, value = None, _UNREAD
+            elif length < shortest and action != _DECODED_NULL:
+                continue  # too short for any detector (as text: a decoded number is longer)
+            else:
+                value = raw[start:pos]
+                new = value
+                if action == _SPANS:
+                    if not gate(value):
+                        continue  # no detector can match it: not decoded, not searched
+                    text = _text(value[argument:] if argument else value)
+                    masked = masks.client_text(text, counts)
+                    if masked is not text:
+                        new = value[:argument] + _bytes(masked)
+                elif action == _FOUND_NULL:
                     if not gate(value):
                         continue
                     text = _lenient(value)
-                else:
+                    if masks.client_text(text, counts) is not text:
+                        new = None
+                elif action == _DECODED_NULL:
                     try:
                         text = argument(value)
                     except (struct.error, ValueError):
                         text = _lenient(value)
-                if masks.client_text(text, counts) is not text:
-                    new = None
-            elif not gate(value):
-                continue  # no detector can match it: not decoded, not searched
-            else:
-                text = _text(value[argument:] if argument else value)
-                masked = masks.client_text(text, counts)
-                if masked is not text:
-                    if action == _SPANS_JSON and not _json_or_none(masked):
+                    if masks.client_text(text, counts) is not text:
                         new = None
+                elif action == _SPANS_JSON:
+                    if not gate(value):
+                        continue
+                    if argument and value[:1] != _JSONB_VERSION:
+                        # Not jsonb as PostgreSQL 15 sends it: searched whole.
+                        text = _lenient(value)
+                        if masks.client_text(text, counts) is not text:
+                            new = None
                     else:
-                        new = value[:argument] + _bytes(masked)
+                        text = _text(value[argument:] if argument else value)
+                        masked = masks.client_text(text, counts)
+                        if masked is not text:
+                            new = value[:argument] + _bytes(masked) if _json_or_none(masked) else None
+                elif action == _WHOLE:
+                    masked = masks.value(argument, _text(value), counts)
+                    new = None if masked is None else _bytes(masked)
+                else:  # _WHOLE_JSON
+                    masked = masks.value(argument, _text(value), counts)
+                    new = None if masked is None else _bytes(json.dumps(masked))
             if new is not value:
                 if pieces is None:
                     pieces = []

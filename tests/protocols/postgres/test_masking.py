@@ -163,6 +163,31 @@ class ResultMaskingTests(SynchronousTestCase):
             else:
                 self.assertNotIn(b"4111111111111111", after)
 
+    @given(st.lists(
+        st.tuples(
+            st.sampled_from([(25, 0), (23, 0), (20, 1), (17, 0), (3802, 1), (2249, 0), (25, 1), (700, 1), (1700, 1)]),
+            st.one_of(st.none(), st.binary(max_size=24), st.sampled_from([
+                b"4111111111111111", b"x 536-22-8726 y", b"\\x34313131313131313131313131313131", b"\x01\"4111111111111111\"",
+            ])),
+        ),
+        min_size=1, max_size=10,
+    ))
+    def test_any_types_and_formats(self, columns: list[tuple[tuple[int, int], bytes | None]]) -> None:
+        """Whatever the types and formats: the row parses, a changed value is NULL or shows the mask, no canary is left."""
+        masking = self.masking(MaskRule("m", detectors=("card", "ssn")))
+        masking.describe(codec.RowDescription(
+            [field(f"c{i}", type_oid=t, fmt=f) for i, ((t, f), _) in enumerate(columns)]
+        ))
+        values = [v for _, v in columns]
+        out = codec.DataRow(masking.row(codec.DataRow.from_values(values))).values
+        self.assertEqual(len(out), len(values))
+        for before, after in zip(values, out):
+            if after != before:
+                self.assertTrue(after is None or REDACTED.encode() in after, (before, after))
+            if after is not None:
+                self.assertNotIn(b"4111111111111111", after)
+                self.assertNotIn(b"536-22-8726", after)
+
     def test_held_until_the_catalog_answers(self) -> None:
         catalog = FixedCatalog(tables=RELATIONS, hold=True)
         masking = self.masking(PII, catalog=catalog)

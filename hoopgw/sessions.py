@@ -432,6 +432,9 @@ class Session:
     # The fields every record of this session starts with, built on first
     # use: identity, connection, source and client are fixed once open.
     _common: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    # Set by a front end whose inputs spell values in literals (SQL's
+    # E'...', U&'...'): what the trail's detectors must also read.
+    literals: Callable[[str], Any] | None = field(default=None, repr=False)
     # (the policy they were built under, the masks): rebuilt after a reload.
     _masks: tuple[object, SessionMasks | None] = field(default=(None, None), init=False, repr=False)
 
@@ -659,7 +662,7 @@ class ActionHandle:
                 # What the statement or command carries (a card number in an
                 # INSERT, a Bind parameter) is stored masked, for everyone.
                 counts: dict[tuple[str, str], int] = {}
-                form["input"] = masks.trail_text(action.input, counts)
+                form["input"] = masks.trail_text(action.input, counts, self.session.literals)
                 details = masks.trail_value(details, counts)
                 if counts:
                     form["masked"] = masks.settle(counts)

@@ -57,6 +57,8 @@ def _origin_matcher(columns: Iterable[str]) -> Callable[[str], object] | None:
 
 # Values masked, by (mask name, what found them: a detector, a pattern or "column").
 Counts = dict[tuple[str, str], int]
+# Spans (start, end) of a text whose value is spelt otherwise, with the value.
+Literals = Callable[[str], Iterable[tuple[int, int, str]]]
 
 
 @define(eq=False)
@@ -99,8 +101,20 @@ class SessionMasks:
         """C{text} with what the client's masks find masked (the same object if nothing is)."""
         return self._text(self.finders, text, counts)
 
-    def trail_text(self, text: str, counts: Counts) -> str:
-        """C{text} as the trail may store it."""
+    def trail_text(self, text: str, counts: Counts, literals: Literals | None = None) -> str:
+        """
+        C{text} as the trail may store it.  C{literals} (a front end's:
+        SQL string constants) gives the spans of C{text} whose value is
+        spelt otherwise (escapes, continuations) with that value: a span
+        whose value has something to find is stored as C{[redacted]}.
+        """
+        if literals is not None and self.trail:
+            hidden = []
+            for start, end, value in literals(text):
+                if self._text(self.trail, value, counts) is not value:
+                    hidden.append((start, end))
+            for start, end in reversed(hidden):
+                text = text[:start] + REDACTED + text[end:]
         return self._text(self.trail, text, counts)
 
     @staticmethod

@@ -139,6 +139,9 @@ class StatementInfo:
     @ivar column_calls: the last name of every qualified column reference
         (C{s.f}, C{(s).f}), which may be a function called in column
         notation, C{f(s)}.  Not a fact rules match.
+    @ivar operators: the operators it uses, as written (C{=},
+        C{pg_temp.###} for C{OPERATOR(pg_temp.###)}): one defined in the
+        database runs its function.  Not a fact rules match.
     @ivar renames: C{(old, new)} qualified names of the relations it renames
         or moves to another schema, so that a session can follow them before
         the target's catalog can.  Not a fact rules match.
@@ -166,6 +169,7 @@ class StatementInfo:
     unqualified: tuple[str, ...] = field(default=(), converter=_strs)
     types: tuple[str, ...] = field(default=(), converter=_strs)
     column_calls: tuple[str, ...] = field(default=(), converter=_strs)
+    operators: tuple[str, ...] = field(default=(), converter=_strs)
     renames: tuple[tuple[str, str], ...] = field(default=(), converter=tuple)
     changes_catalog: bool = False
     # Built once: the same statement is judged on every execution.
@@ -305,6 +309,7 @@ class _Walker:
         self.unqualified: dict[str, None] = {}
         self.types: dict[str, None] = {}
         self.column_calls: dict[str, None] = {}
+        self.operators: dict[str, None] = {}
         self.renames: dict[str, str] = {}
         self.source: str | None = None  # the top-level statement's text, for CREATE FUNCTION
         # Facts read from a literal (a function body): not to be shared by
@@ -329,6 +334,7 @@ class _Walker:
             unqualified=tuple(self.unqualified),
             types=tuple(self.types),
             column_calls=tuple(self.column_calls),
+            operators=tuple(self.operators),
             renames=tuple(self.renames.items()),
         )
 
@@ -625,6 +631,7 @@ class _Walker:
             self.unqualified.update(dict.fromkeys(info.unqualified))
             self.types.update(dict.fromkeys(info.types))
             self.column_calls.update(dict.fromkeys(info.column_calls))
+            self.operators.update(dict.fromkeys(info.operators))
             self.program = self.program or info.program
 
     def alter_function(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
@@ -711,6 +718,13 @@ class _Walker:
                 self.column_calls[item["String"]["sval"]] = None
         self.walk_fields(node, ctes)
 
+    def operator(self, node: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        # An A_Expr (a + b, OPERATOR(s.###), = ANY, LIKE) or an ORDER BY ... USING.
+        name = _dotted(node.get("name") or node.get("useOp") or ())
+        if name:
+            self.operators[name] = None
+        self.walk_fields(node, ctes, "name", "useOp")
+
     def fetch(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["move" if stmt.get("ismove") else "fetch"] = None
 
@@ -752,6 +766,8 @@ _HANDLERS.update({
     "DoStmt": _Walker.do,
     "CallStmt": _Walker.call,
     "FuncCall": _Walker.func_call,
+    "A_Expr": _Walker.operator,
+    "SortBy": _Walker.operator,
     "AlterDomainStmt": _Walker.alter_domain,
     "PrepareStmt": _Walker.prepare,
     "ExecuteStmt": _Walker.execute,
@@ -1280,6 +1296,7 @@ class PreparedStatements:
                 unqualified=info.unqualified,
                 types=info.types,
                 column_calls=info.column_calls,
+                operators=info.operators,
                 renames=info.renames,
             )
         elif "deallocate" in info.kinds and first in ("deallocate", "discard"):
@@ -1332,6 +1349,7 @@ def _merge(text: str, infos: Iterable[StatementInfo],
         unqualified=union("unqualified"),
         types=union("types"),
         column_calls=union("column_calls"),
+        operators=union("operators"),
         renames=union("renames"),
         writes_data=any(i.writes_data for i in infos),
         prepared_name=prepared_name,

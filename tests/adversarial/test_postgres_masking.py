@@ -1,12 +1,16 @@
 """
-Attacks on result masking (issue 12), from an outside round: each test
+Attacks on result masking (issue 12), from two outside rounds: each test
 plants the canaries of tests/integration/test_postgres_masking.py, tries
 one way to get them past the gateway as alice (not exempt) -- the fast-path
 FunctionCall, RAISE ... USING fields, ParameterStatus, a view redefined in
-an uncommitted transaction, binary Bind parameters, renames by the table's
-owner, statistics views, bytea, values written next to other text, the
-extended protocol's corners -- and asserts none reaches the client, the
-audit trail or the gateway's log.  Each failed on the code before its fix.
+an uncommitted transaction (also behind a pipelined query, also through an
+operator's function), binary Bind parameters, renames by the table's owner,
+statistics views, bytea, values written next to other text, integrity
+violations' details, client encodings, numbers inside binary arrays and
+records, escaped literals in the trail, view aliases that look like node
+fields, the extended protocol's corners -- and asserts none reaches the
+client, the audit trail or the gateway's log.  Each failed on the code
+before its fix (the passing protocol-corner tests were kept as guards).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import base64
 import socket
 import ssl
 import struct
+import time
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
@@ -469,3 +474,211 @@ class Batch5(AttackBase):
             return repr(got)
         outs.append((yield deferToThread(ext)))
         self.check("\n".join(outs), "COPY variants")
+
+
+# -- a second outside round ---------------------------------------------------
+
+
+def raw_session(port: int, token: str, *queries: str) -> str:
+    c = RawClient(port, token)
+    got = []
+    for q in queries:
+        c.sendraw(query(q))
+        got.append(c.until_ready())
+    c.close()
+    return repr(got)
+
+
+class ErrorDetails(AttackBase):
+    @inlineCallbacks
+    def test_failing_row_detail_shows_origin_masked_column(self) -> None:
+        """A NOT NULL violation's DETAIL 'Failing row contains (...)' shows every column of the row."""
+        code, o1 = yield self.psql("-c", "UPDATE people SET id = NULL WHERE id = 1")
+        code, o2 = yield self.psql("-c", "INSERT INTO people SELECT NULL, name, ssn, email, salary, card, note FROM people")
+        self.check(o1.decode() + o2.decode(), "Failing row contains")
+
+
+class DynamicRename(AttackBase):
+    @inlineCallbacks
+    def test_rename_in_do_block(self) -> None:
+        """The table's owner renames a masked column through dynamic SQL in a DO block (first thing the gateway sees)."""
+        self.cluster.psql("ALTER TABLE people OWNER TO app_scram")
+        code, o1 = yield self.psql("-c", "DO $$BEGIN EXECUTE 'ALTER TABLE people RENAME COLUMN salary TO pay'; END$$")
+        code, o2 = yield self.psql("-c", "SELECT pay FROM people")
+        self.check(o1.decode() + o2.decode(), "rename in DO")
+
+    @inlineCallbacks
+    def test_rename_table_in_do_block(self) -> None:
+        self.cluster.psql("ALTER TABLE people OWNER TO app_scram")
+        code, o1 = yield self.psql("-c", "DO $$BEGIN EXECUTE 'ALTER TABLE people RENAME TO folks'; END$$")
+        code, o2 = yield self.psql("-c", "SELECT salary, ssn FROM folks")
+        self.check((o1.decode() + o2.decode()).replace(SSN, "<ssn-by-detector?>"), "table rename in DO")
+
+
+class Encodings(AttackBase):
+    FULLWIDTH = "４１１１ １１１１ １１１１ １１１１"
+
+    @inlineCallbacks
+    def test_fullwidth_card_under_euc_jp(self) -> None:
+        """A card in full-width digits is found under UTF8; under client_encoding EUC_JP the gateway reads the bytes as UTF-8."""
+        self.cluster.psql(f"INSERT INTO people (id, note) VALUES (50, 'card {self.FULLWIDTH} ok')")
+
+        def work():
+            seen = []
+            for enc in ("UTF8", "EUC_JP"):
+                with self.connect(autocommit=True) as conn:
+                    conn.execute(f"SET client_encoding = '{enc}'")
+                    seen.append((enc, conn.execute("SELECT note FROM people WHERE id = 50").fetchall()))
+                    try:
+                        conn.execute("SELECT note::int FROM people WHERE id = 50")
+                    except psycopg.Error as e:
+                        seen.append((enc, str(e)))
+            return seen
+        seen = yield deferToThread(work)
+        leaked = [s for s in seen if self.FULLWIDTH in repr(s)]
+        self.assertEqual(leaked, [], repr(seen))
+
+
+class BinaryShapes(AttackBase):
+    @inlineCallbacks
+    def test_binary_containers_of_numbers(self) -> None:
+        """Numbers in binary arrays, records, money: only top-level numbers are decoded."""
+        def work():
+            c = RawClient(self.port, self.token)
+            q = ("SELECT ARRAY[replace(card,' ','')::int8], replace(card,' ','')::numeric::money, "
+                 "ROW(replace(card,' ','')::int8), ARRAY[replace(card,' ','')::numeric] FROM people")
+            c.sendraw(parse("", q) + bind("", "", rformats=(1,)) + describe("P", "") + execute("") + SYNC)
+            got = c.until_ready()
+            c.close()
+            return datarows(got)
+        rows = yield deferToThread(work)
+        blob = b"".join(v or b"" for r in rows for v in r)
+        self.assertNotIn(struct.pack(">q", 4111111111111111), blob, repr(rows))
+        self.assertNotIn(struct.pack(">q", 411111111111111100), blob, repr(rows))
+
+
+class Trail(AttackBase):
+    @inlineCallbacks
+    def test_statement_spellings(self) -> None:
+        stmts = [
+            "INSERT INTO cards VALUES (1, '4111 1111' || ' 1111 1111')",
+            "INSERT INTO cards VALUES (2, E'4111\\0401111\\0401111\\0401111')",
+            "INSERT INTO cards VALUES (3, U&'4111\\00201111\\00201111\\00201111')",
+            "INSERT INTO cards VALUES (4, 'canary.ada@example'\n'.org')",
+            "INSERT INTO cards VALUES (5, $q$4111 1111 1111 1111$q$)",
+            "INSERT INTO cards VALUES (6, 4111111111111111)",
+            "INSERT INTO cards VALUES (7, '536-22-' || '8726')",
+            "INSERT INTO cards VALUES (8, '4111.1111.1111.1111')",
+            "INSERT INTO cards VALUES (9, convert_from(decode('NTM2LTIyLTg3MjY=', 'base64'), 'UTF8'))",
+        ]
+        for s in stmts:
+            yield self.psql("-c", s)
+        starts = [r["action"]["input"] for r in self.records("action.start") if "cards" in r["action"].get("input", "")]
+        stored = self.cluster.psql("SELECT id, v FROM cards ORDER BY id")
+        # What a careful operator expects masked: a literal's value however it is spelt
+        # (E'' / U&'' escapes, SQL's adjacent-literal continuation); || and decode() are expressions.
+        expected = [s for s in starts if "cards VALUES (2," in s or "cards VALUES (3," in s or "cards VALUES (4," in s]
+        self.assertEqual([s for s in expected if "[redacted]" not in s], [],
+                         "trail inputs:\n" + "\n".join(map(repr, starts)) + "\nstored:\n" + stored)
+
+
+class CatalogChangedRace(AttackBase):
+    @inlineCallbacks
+    def test_pipelined_ready_for_query_clears_flag(self) -> None:
+        """
+        Query 1 (any) and Query 2 (BEGIN; redefine a view; read it) sent
+        together: Query 1's ReadyForQuery 'I' arrives after Query 2 set
+        _catalog_changed, and clears it.
+        """
+        def work():
+            c = RawClient(self.port, self.token)
+            c.sendraw(query("CREATE TEMP VIEW harmless AS SELECT id, id AS n, name AS s FROM people"))
+            c.until_ready()
+            c.sendraw(query("SELECT 1") + query(
+                "BEGIN; CREATE OR REPLACE TEMP VIEW harmless AS SELECT id, salary AS n, ssn AS s FROM people; "
+                "SELECT n, s FROM harmless; ROLLBACK"))
+            a = c.until_ready()
+            b = c.until_ready()
+            c.close()
+            return repr(datarows(a + b))
+        out = yield deferToThread(work)
+        self.check(out.replace(SSN, "<ssn: detector>"), "pipelined RFQ clears _catalog_changed")
+
+    @inlineCallbacks
+    def test_ddl_through_operator(self) -> None:
+        """A pg_temp operator whose function redefines the view: DDL the gateway does not see."""
+        def work():
+            c = RawClient(self.port, self.token)
+            c.sendraw(query("CREATE TEMP VIEW harmless AS SELECT id, id AS n FROM people"))
+            s0 = c.until_ready()
+            c.sendraw(query(
+                "CREATE FUNCTION pg_temp.sw(int, int) RETURNS int LANGUAGE plpgsql AS $$BEGIN "
+                "CREATE OR REPLACE TEMP VIEW harmless AS SELECT id, salary AS n FROM people; RETURN 1; END$$"))
+            s1 = c.until_ready()
+            c.sendraw(query("CREATE OPERATOR pg_temp.### (FUNCTION = pg_temp.sw, LEFTARG = int, RIGHTARG = int)"))
+            s = s0 + s1 + c.until_ready()
+            c.sendraw(query("BEGIN"))
+            c.until_ready()
+            c.sendraw(query("SELECT 1 OPERATOR(pg_temp.###) 1"))
+            a = c.until_ready()
+            c.sendraw(query("SELECT n FROM harmless"))
+            b = c.until_ready()
+            c.sendraw(query("ROLLBACK"))
+            c.until_ready()
+            c.close()
+            return repr(s) + repr(a) + repr(datarows(b)) + repr(b)
+        out = yield deferToThread(work)
+        self.check(out, "DDL through operator")
+
+
+class ViewParser(AttackBase):
+    @inlineCallbacks
+    def test_alias_named_like_a_node_field(self) -> None:
+        """A view column aliased ":resno": view_origins() takes the alias as the field name and int() fails."""
+        def work():
+            c = RawClient(self.port, self.token)
+            c.sendraw(query('CREATE TEMP VIEW odd AS SELECT id AS ":resno", name FROM people'))
+            a = c.until_ready()
+            c.sendraw(query("SELECT * FROM odd"))
+            b = c.until_ready()
+            c.sendraw(query("SELECT name FROM people"))
+            d = c.until_ready()
+            c.close()
+            return repr(a + b + d)
+        out = yield deferToThread(work)
+        self.flushLoggedErrors()
+        warnings = [line for line in self.logged if "catalog" in line]
+        self.assertEqual(warnings, [], out)
+
+
+class HoldEdges(AttackBase):
+    @inlineCallbacks
+    def test_disconnect_and_many_relations(self) -> None:
+        """Many distinct relations in one result, clients gone while the rows are held; the gateway stays up."""
+        N = 60
+        self.cluster.psql("".join(f"CREATE TABLE t{i} (ssn text); INSERT INTO t{i} VALUES ('{SSN}');" for i in range(N))
+                          + "GRANT ALL ON ALL TABLES IN SCHEMA public TO app_scram;")
+        cols = ", ".join(f"t{i}.ssn" for i in range(N))
+        frm = ", ".join(f"t{i}" for i in range(N))
+        q = f"SELECT {cols}, p.salary FROM {frm}, people p"
+
+        t0 = time.time()
+        self.cluster.psql(q)
+        direct = time.time() - t0
+
+        def work():
+            for _ in range(3):
+                c = RawClient(self.port, self.token)
+                c.sendraw(query(q))
+                c.s.close()
+            t0 = time.time()
+            c = RawClient(self.port, self.token)
+            c.s.settimeout(120)
+            c.sendraw(query(q))
+            got = c.until_ready()
+            c.close()
+            return repr(datarows(got)), time.time() - t0
+        out, took = yield deferToThread(work)
+        self.assertLess(took, direct * 3 + 5, (direct, took))
+        self.check(out, "many relations")
+

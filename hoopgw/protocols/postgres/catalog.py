@@ -64,7 +64,9 @@ _CACHE_MAX = 4096
 #   aggregates: the functions an aggregate runs;
 #   function_names: every function, to tell a call of a new one;
 #   cascades: foreign keys with their actions (all of them: TRUNCATE ...
-#     CASCADE follows every one).
+#     CASCADE follows every one);
+#   operators: those defined in the database (not pg_catalog's), with the
+#     function each runs.
 _GRAPH = """
 WITH RECURSIVE
 -- What depends on which function (defaults, constraints, indexes, policies, rules, types, ...).
@@ -201,7 +203,12 @@ SELECT json_build_object(
   'function_names', (SELECT coalesce(json_agg(json_build_array(n.nspname, p.proname)), '[]')
                      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace),
   'cascades', (SELECT coalesce(json_agg(json_build_array(confrelid, confdeltype, confupdtype, conrelid)), '[]')
-               FROM pg_catalog.pg_constraint WHERE contype = 'f')
+               FROM pg_catalog.pg_constraint WHERE contype = 'f'),
+  'operators', (SELECT coalesce(json_agg(json_build_array(n.nspname, o.oprname, pn.nspname || '.' || p.proname)), '[]')
+                FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+                JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode
+                JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+                WHERE n.nspname <> 'pg_catalog')
 )::text
 """
 
@@ -239,6 +246,13 @@ WHERE c.oid = ANY(%s::pg_catalog.oid[])
 """
 
 
+def _view_origins(definition: str) -> dict[int, tuple[int, int]] | None:
+    try:
+        return view_origins(definition)
+    except (ValueError, KeyError):
+        return None  # unreadable: its columns are treated as unknown (masked)
+
+
 def relation_from_row(row: tuple[Any, ...], former: dict[tuple[int, int], set[str]] | None = None) -> Relation:
     """
     A L{Relation} from a row of C{_RELATIONS}; C{former} (names by
@@ -262,7 +276,7 @@ def relation_from_row(row: tuple[Any, ...], former: dict[tuple[int, int], set[st
         kind=kind,
         columns=current,
         ancestors=tuple(ancestors or ()),
-        origins=view_origins(definition) if definition else {},
+        origins=_view_origins(definition) if definition else {},
         former=earlier,
     )
 
@@ -308,6 +322,7 @@ def graph_from_snapshot(snapshot: dict[str, Any], known: dict[int, tuple[str, ..
         type_uses=[(schema, name, function) for schema, name, function in snapshot.get("type_uses", ())],
         aggregates=[(schema, name, tuple(runs)) for schema, name, runs in snapshot.get("aggregates", ())],
         function_names=[(schema, name) for schema, name in snapshot["function_names"]],
+        operators=[(schema, symbol, function) for schema, symbol, function in snapshot.get("operators", ())],
         known=known,
     )
 
@@ -554,7 +569,7 @@ class Catalog:
                 if oid not in relations:
                     # Gone (or never there): a placeholder, so it is not asked for again.
                     relations[oid] = Relation(oid, "", "", "", {})
-            more = {o for r in fetched for o, _ in r.origins.values() if o not in relations}
+            more = {o for r in fetched for o, _ in (r.origins or {}).values() if o not in relations}
             if more and rounds < 16:
                 return read(connection, sorted(more), rounds + 1)
             return relations

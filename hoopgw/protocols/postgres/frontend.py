@@ -62,7 +62,7 @@ from hoopgw.protocols.postgres.tracker import (
     rows_from_tag,
 )
 from hoopgw.protocols.postgres.catalog import Catalog
-from hoopgw.protocols.postgres.masking import ResultMasking
+from hoopgw.protocols.postgres.masking import ResultMasking, string_literals
 from hoopgw.protocols.postgres.backend import BackendAuthError, BackendProtocol, client_tls_options
 from hoopgw.sessions import GATEWAY_RULE, ActionHandle, Session, SessionService
 
@@ -393,6 +393,7 @@ class ClientProtocol(Protocol):
 
     def _session_opened(self, session: Session) -> Deferred:
         self.session = session
+        session.literals = string_literals  # E'...' and U&'...' values, for the trail's detectors
         session.traffic = lambda: (self.bytes_in, self.bytes_out)
         if self.state is Phase.CLOSED:  # the client went away meanwhile
             return session.close(status="client disconnected")
@@ -449,6 +450,7 @@ class ClientProtocol(Protocol):
         self.transform = self.front.transform_for(self.session)  # type: ignore[arg-type]
         if isinstance(self.transform, ResultMasking):
             self.transform.unsure = lambda: self._catalog_changed
+            self.transform.codec = self.settings.codec or "utf-8"
         self._send(*startup.welcome(backend.parameters, self.cancel_pid, self.cancel_secret))
         _preauth.authenticated(self)  # the listener's pre-authentication deadline and caps end here
         self.state = Phase.READY
@@ -1070,6 +1072,8 @@ class ClientProtocol(Protocol):
                                 message = masking.function_result(message)  # type: ignore[arg-type]
                         elif kind is codec.ParameterStatus:
                             self.settings.report(message.name, message.value)  # type: ignore[attr-defined]
+                            if isinstance(masking, ResultMasking):
+                                masking.codec = self.settings.codec or "utf-8"
                             message = masking.parameter(message)  # type: ignore[arg-type]
                             kind = None  # reported
                         else:
@@ -1081,11 +1085,17 @@ class ClientProtocol(Protocol):
                     self.settings.report(message.name, message.value)  # type: ignore[attr-defined]
                 elif kind is codec.ErrorResponse and tracker.at_batch_end:
                     self._commit_failed(message)  # type: ignore[arg-type]
-                elif kind is codec.ReadyForQuery and self._catalog_changed and message.status == "I":  # type: ignore[attr-defined]
+                answer = tracker.answer(message)
+                if (
+                    kind is codec.ReadyForQuery and self._catalog_changed and message.status == "I"  # type: ignore[attr-defined]
+                    and not tracker.expect and not self._waiting
+                ):
+                    # Idle with nothing outstanding or being decided: the DDL
+                    # has run and is committed or gone (an earlier query's
+                    # ReadyForQuery, the DDL pipelined behind it, is not that).
                     self._catalog_changed = False
                     self._renamed.clear()  # the catalog shows them now (and keeps the old names)
                     self.front.catalog(self.session.connection).invalidate()  # type: ignore[union-attr]
-                answer = tracker.answer(message)
                 if answer is None:
                     continue  # the answer to the gateway's own Describe
                 raw = answer.raw

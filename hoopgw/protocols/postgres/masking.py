@@ -34,11 +34,14 @@ too, each row whole (it is one CopyData); binary COPY rows field by field.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import struct
 from collections.abc import Callable
 from typing import Any
 
+from pglast import parser as _pg
 from twisted.internet.defer import Deferred
 
 from hoopgw.masking.service import ActiveMask, Counts, SessionMasks
@@ -77,6 +80,7 @@ _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
 _NULL_LENGTH = _I32.pack(-1)
 _JSONB_VERSION = b"\x01"
+_WITHHELD_DETAIL = "hoopgw: detail withheld: it may show values of columns masked for you"
 _UNREAD = b"unread"  # stands for a value replaced without being read (never returned)
 _INTEGER_SIZES = frozenset({2, 4, 8})
 
@@ -101,45 +105,135 @@ def _numeric(value: bytes) -> str:
     return ("-" if sign == 0x4000 else "") + text
 
 
-_BINARY_NUMBERS: dict[int, Callable[[bytes], str]] = {
-    21: lambda v: str(_I16.unpack(v)[0]),
-    23: lambda v: str(_I32.unpack(v)[0]),
-    20: lambda v: str(_I64.unpack(v)[0]),
-    26: lambda v: str(struct.unpack(">I", v)[0]),
-    700: lambda v: repr(struct.unpack(">f", v)[0]),
-    701: lambda v: repr(struct.unpack(">d", v)[0]),
-    1700: _numeric,
+_BINARY_NUMBERS: dict[int, Callable[[bytes, str], str]] = {
+    21: lambda v, codec: str(_I16.unpack(v)[0]),
+    23: lambda v, codec: str(_I32.unpack(v)[0]),
+    20: lambda v, codec: str(_I64.unpack(v)[0]),
+    26: lambda v, codec: str(struct.unpack(">I", v)[0]),
+    700: lambda v, codec: repr(struct.unpack(">f", v)[0]),
+    701: lambda v, codec: repr(struct.unpack(">d", v)[0]),
+    1700: lambda v, codec: _numeric(v),
 }
 
 
-def _text(value: bytes) -> str:
-    return value.decode("utf-8", "surrogateescape")
+def _text(value: bytes, codec: str) -> str:
+    """A value in the client's encoding (the session's client_encoding), losslessly."""
+    return value.decode(codec, "surrogateescape")
 
 
-def _lenient(value: bytes) -> str:
+def _bytes(text: str, codec: str) -> bytes:
+    return text.encode(codec, "surrogateescape")
+
+
+def _lenient(value: bytes, codec: str) -> str:
     """A binary value of another type, for the text it may embed (a record's, an array's fields)."""
-    return value.decode("utf-8", "replace")
+    return value.decode(codec, "replace")
 
 
 _BYTEA = 17
+_MONEY = 790
+_NESTING = 4  # arrays of records of arrays ... followed this deep
 
 
-def _bytea_text(value: bytes) -> str:
+def _binary_text(value: bytes, type_oid: int, codec: str, depth: int = 0) -> str:
+    """
+    A binary value as the text a detector may find in it: numbers decoded
+    (also money, as units), text types as text, arrays and records (whose
+    binary form names their elements' types) element by element; anything
+    else for the text it embeds.
+    """
+    number = _BINARY_NUMBERS.get(type_oid)
+    if number is not None:
+        return number(value, codec)
+    if type_oid == _MONEY and len(value) == 8:
+        cents = _I64.unpack(value)[0]
+        return f"{'-' if cents < 0 else ''}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+    prefix = _TEXT_IN_BINARY.get(type_oid)
+    if prefix is not None:
+        return _lenient(value[prefix:], codec)
+    if depth < _NESTING:
+        parts = _array_elements(value)
+        if parts is None:
+            parts = _record_fields(value)
+        if parts is not None:
+            return " ".join(_binary_text(v, t, codec, depth + 1) for t, v in parts if v is not None)
+    return _lenient(value, codec)
+
+
+def _array_elements(value: bytes) -> list[tuple[int, bytes | None]] | None:
+    """A binary array's elements with their type, or C{None} if it is not one."""
+    if len(value) < 12:
+        return None
+    ndim, flags, element = struct.unpack_from(">iiI", value)
+    if not 0 <= ndim <= 6 or flags not in (0, 1):
+        return None
+    at, count = 12, 1 if ndim else 0
+    for _ in range(ndim):
+        if at + 8 > len(value):
+            return None
+        size = _I32.unpack_from(value, at)[0]
+        if size < 0:
+            return None
+        count *= size
+        at += 8
+    return _elements(value, at, count, element)
+
+
+def _record_fields(value: bytes) -> list[tuple[int, bytes | None]] | None:
+    """A binary record's fields with their types, or C{None} if it is not one."""
+    if len(value) < 4:
+        return None
+    count = _I32.unpack_from(value)[0]
+    if not 0 <= count <= 1664:  # PostgreSQL's most columns
+        return None
+    fields: list[tuple[int, bytes | None]] = []
+    at = 4
+    for _ in range(count):
+        if at + 8 > len(value):
+            return None
+        oid, size = struct.unpack_from(">Ii", value, at)
+        at += 8
+        if size < 0:
+            fields.append((oid, None))
+            continue
+        if at + size > len(value):
+            return None
+        fields.append((oid, value[at : at + size]))
+        at += size
+    return fields if at == len(value) else None
+
+
+def _elements(value: bytes, at: int, count: int, element: int) -> list[tuple[int, bytes | None]] | None:
+    if count > len(value):
+        return None
+    items: list[tuple[int, bytes | None]] = []
+    for _ in range(count):
+        if at + 4 > len(value):
+            return None
+        size = _I32.unpack_from(value, at)[0]
+        at += 4
+        if size < 0:
+            items.append((element, None))
+            continue
+        if at + size > len(value):
+            return None
+        items.append((element, value[at : at + size]))
+        at += size
+    return items if at == len(value) else None
+
+
+def _bytea_text(value: bytes, codec: str) -> str:
     """A bytea in text format (C{\\x3533...}, hex) as the text its bytes may hold."""
     if value.startswith(b"\\x"):
         try:
-            return _lenient(bytes.fromhex(value[2:].decode("ascii")))
+            return _lenient(bytes.fromhex(value[2:].decode("ascii")), codec)
         except ValueError:
             pass
-    return _lenient(value)
+    return _lenient(value, codec)
 
 
 # Text-format arrays of text types, records: masked parts stay readable in place.
 _ARRAYS_AND_RECORDS = frozenset({1009, 1015, 1014, 1003, 2249, 2287})
-
-
-def _bytes(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
 
 
 # What a plan does to one column: masked whole by origin --
@@ -178,6 +272,9 @@ class ResultMasking:
         self._session_masks: SessionMasks | None = None
         self._ready_for: codec.RowDescription | None = None
         self._shortest = 0  # values shorter than this no detector can match
+        # The Python codec of the session's client_encoding (the front end
+        # sets it as the server reports it): values are searched as text.
+        self.codec = "utf-8"
         # Set by the front end: whether the session's open transaction may
         # have changed the catalog (a view redefined), which the gateway's
         # own connection does not see yet.
@@ -261,7 +358,7 @@ class ResultMasking:
             elif type_oid in _TEXT_IN_BINARY:
                 plan.append((index, _SPANS, _TEXT_IN_BINARY[type_oid]))
             else:
-                plan.append((index, _DECODED_NULL, _BINARY_NUMBERS.get(type_oid, _lenient)))
+                plan.append((index, _DECODED_NULL, lambda value, codec, oid=type_oid: _binary_text(value, oid, codec)))
         self._shortest = masks.gate.shortest
         return plan or None
 
@@ -279,6 +376,7 @@ class ResultMasking:
         counts = self.counts
         gate = masks.gate.passes
         shortest = self._shortest
+        codec = self.codec
         raw = row.raw
         end = len(raw)
         unpack = _I32.unpack_from
@@ -321,21 +419,21 @@ class ResultMasking:
                 if action == _SPANS:
                     if not gate(value):
                         continue  # no detector can match it: not decoded, not searched
-                    text = _text(value[argument:] if argument else value)
+                    text = _text(value[argument:] if argument else value, codec)
                     masked = masks.client_text(text, counts)
                     if masked is not text:
-                        new = value[:argument] + _bytes(masked)
+                        new = value[:argument] + _bytes(masked, codec)
                 elif action == _FOUND_NULL:
                     if not gate(value):
                         continue
-                    text = _lenient(value)
+                    text = _lenient(value, codec)
                     if masks.client_text(text, counts) is not text:
                         new = None
                 elif action == _DECODED_NULL:
                     try:
-                        text = argument(value)
+                        text = argument(value, codec)
                     except (struct.error, ValueError):
-                        text = _lenient(value)
+                        text = _lenient(value, codec)
                     if masks.client_text(text, counts) is not text:
                         new = None
                 elif action == _SPANS_JSON:
@@ -343,20 +441,20 @@ class ResultMasking:
                         continue
                     if argument and value[:1] != _JSONB_VERSION:
                         # Not jsonb as PostgreSQL 15 sends it: searched whole.
-                        text = _lenient(value)
+                        text = _lenient(value, codec)
                         if masks.client_text(text, counts) is not text:
                             new = None
                     else:
-                        text = _text(value[argument:] if argument else value)
+                        text = _text(value[argument:] if argument else value, codec)
                         masked = masks.client_text(text, counts)
                         if masked is not text:
-                            new = value[:argument] + _bytes(masked) if _json_or_none(masked) else None
+                            new = value[:argument] + _bytes(masked, codec) if _json_or_none(masked) else None
                 elif action == _WHOLE:
-                    masked = masks.value(argument, _text(value), counts)
-                    new = None if masked is None else _bytes(masked)
+                    masked = masks.value(argument, _text(value, codec), counts)
+                    new = None if masked is None else _bytes(masked, codec)
                 else:  # _WHOLE_JSON
-                    masked = masks.value(argument, _text(value), counts)
-                    new = None if masked is None else _bytes(json.dumps(masked))
+                    masked = masks.value(argument, _text(value, codec), counts)
+                    new = None if masked is None else _bytes(json.dumps(masked), codec)
             if new is not value:
                 if pieces is None:
                     pieces = []
@@ -379,20 +477,45 @@ class ResultMasking:
 
     # -- other texts -----------------------------------------------------------
 
+    def _string(self, masks: SessionMasks, value: str) -> str:
+        """
+        A text field of a server message (decoded as UTF-8 by the codec)
+        masked as the client reads it, in its client_encoding; the same
+        object if nothing was found.
+        """
+        codec = self.codec
+        if codec == "utf-8":
+            return masks.client_text(value, self.counts)
+        text = value.encode("utf-8", "surrogateescape").decode(codec, "surrogateescape")
+        masked = masks.client_text(text, self.counts)
+        if masked is text:
+            return value
+        return masked.encode(codec, "surrogateescape").decode("utf-8", "surrogateescape")
+
     def report(self, message: Any) -> Any:
         """
         An ErrorResponse or NoticeResponse with its texts through the
         detectors: message, detail, hint, context, query, and the names a
         RAISE ... USING may set (schema, table, column, type, constraint).
+        While masks by column apply, the detail of an integrity violation
+        (C{Failing row contains (...)}, C{Key (ssn)=(...)}: stored values,
+        of any column) is withheld.
         """
         masks = self._masks()
-        if masks is None or not masks.finders:
+        if masks is None or not masks.client:
+            return message
+        withhold = bool(masks.by_origin) and (message.code or "").startswith("23")
+        if not masks.finders and not withhold:
             return message
         fields = []
         changed = False
         for code, value in message.fields:
-            if code not in _REPORT_FIXED:
-                masked = masks.client_text(value, self.counts)
+            if code == "D" and withhold:
+                key = (masks.by_origin[0].name, "column")
+                self.counts[key] = self.counts.get(key, 0) + 1
+                value, changed = _WITHHELD_DETAIL, True
+            elif code not in _REPORT_FIXED and masks.finders:
+                masked = self._string(masks, value)
                 if masked is not value:
                     value, changed = masked, True
             fields.append((code, value))
@@ -403,7 +526,7 @@ class ResultMasking:
         masks = self._masks()
         if masks is None or not masks.finders:
             return message
-        value = masks.client_text(message.value, self.counts)
+        value = self._string(masks, message.value)
         return message if value is message.value else codec.ParameterStatus(message.name, value)
 
     def function_result(self, message: codec.GenericMessage) -> codec.GenericMessage:
@@ -416,7 +539,7 @@ class ResultMasking:
         if masks is None or not masks.finders or len(body) < 4 or _I32.unpack_from(body)[0] < 0:
             return message
         value = body[4:]
-        text = _lenient(value)
+        text = _lenient(value, self.codec)
         found = masks.client_text(text, self.counts) is not text
         if not found and len(value) in _INTEGER_SIZES:
             number = str(int.from_bytes(value, "big", signed=True))
@@ -427,7 +550,7 @@ class ResultMasking:
         masks = self._masks()
         if masks is None or not masks.finders:
             return message
-        payload = masks.client_text(message.payload, self.counts)
+        payload = self._string(masks, message.payload)
         if payload is message.payload:
             return message
         return codec.NotificationResponse(message.process_id, message.channel, payload)
@@ -439,9 +562,9 @@ class ResultMasking:
             return data
         payload = data.data
         if not binary:
-            text = _text(payload)
+            text = _text(payload, self.codec)
             masked = masks.client_text(text, self.counts)
-            return data if masked is text else codec.CopyData.from_data(_bytes(masked))
+            return data if masked is text else codec.CopyData.from_data(_bytes(masked, self.codec))
         return self._copy_binary(data, payload, masks)
 
     def _copy_binary(self, data: codec.CopyData, payload: bytes, masks: SessionMasks) -> codec.CopyData:
@@ -465,7 +588,7 @@ class ResultMasking:
                 continue
             value = payload[at : at + length]
             at += length
-            text = value.decode("utf-8", "replace")
+            text = _lenient(value, self.codec)
             if masks.client_text(text, self.counts) is not text:
                 parts.append(_I32.pack(-1))
                 changed = True
@@ -476,3 +599,43 @@ class ResultMasking:
 
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+_SPELT = re.compile(r"\\|'\s*\n\s*'")  # a backslash escape, or a literal continued on the next line
+
+
+def string_literals(text: str) -> list[tuple[int, int, str]]:
+    """
+    The string constants of a statement whose value is spelt otherwise
+    (C{E'...'} and C{U&'...'} escapes, C{'...'} continued on the next
+    line), as C{(start, end, value)}: for the trail's detectors
+    (L{hoopgw.sessions.Session.literals}).  Decoded by PostgreSQL's own
+    parser; one that cannot be decoded is left to the detectors as spelt.
+    """
+    if "\\" not in text and "\n" not in text:
+        return []
+    try:
+        tokens = _pg.scan(text)
+    except Exception:  # noqa: BLE001 -- not SQL the scanner reads: nothing to decode
+        return []
+    found = []
+    for token in tokens:
+        if token.name not in ("SCONST", "USCONST"):
+            continue
+        spelt = text[token.start : token.end + 1]
+        if spelt.startswith("$") or not _SPELT.search(spelt):
+            continue
+        value = _literal_value(spelt)
+        if value is not None:
+            found.append((token.start, token.end + 1, value))
+    return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal_value(spelt: str) -> str | None:
+    try:
+        [statement] = json.loads(_pg.parse_sql_json("SELECT " + spelt))["stmts"]
+        return statement["stmt"]["SelectStmt"]["targetList"][0]["ResTarget"]["val"]["A_Const"]["sval"]["sval"]
+    except Exception:  # noqa: BLE001 -- anything unexpected: not decoded
+        return None
+

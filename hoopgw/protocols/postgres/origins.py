@@ -44,7 +44,7 @@ class Relation:
     kind: str
     columns: Mapping[int, str]
     ancestors: tuple[str, ...] = ()
-    origins: Mapping[int, tuple[int, int]] = {}
+    origins: Mapping[int, tuple[int, int]] | None = {}  # None: a view whose definition could not be read
     former: Mapping[int, tuple[str, ...]] = {}  # attnum -> schema.table.column names it had before
 
 
@@ -58,16 +58,19 @@ def view_origins(tree: str) -> dict[int, tuple[int, int]]:
     """
     From a view's C{_RETURN} rule (C{pg_rewrite.ev_action}, a list of one
     Query node): each output column's origin, by attribute number (the
-    target entry's C{resno}), where PostgreSQL recorded one.
+    target entry's C{resno}), where PostgreSQL recorded one.  Raises
+    ValueError if the tree is not as expected (the caller treats the view
+    as unknown).
     """
     origins: dict[int, tuple[int, int]] = {}
     depth = 0
     in_targets = False  # inside the top Query's :targetList
     entry: dict[str, str] = {}
-    tokens = iter(_TOKEN.findall(tree))
-    for token in tokens:
+    key: str | None = None  # a target entry's field whose value comes next
+    for token in _TOKEN.findall(tree):
         if token in _OPEN:
             depth += 1
+            key = None  # the value is a node
             continue
         if token in _CLOSE:
             depth -= 1
@@ -82,8 +85,14 @@ def view_origins(tree: str) -> dict[int, tuple[int, int]]:
             continue
         if depth == 2 and token == ":targetList":
             in_targets = True
-        elif in_targets and depth == 4 and token in (":resno", ":resorigtbl", ":resorigcol"):
-            entry[token] = next(tokens, "0")
+        elif in_targets and depth == 4:
+            # Fields alternate with their values: a value (a column alias
+            # such as ":resno") is never read as a field.
+            if key is None:
+                key = token
+            else:
+                entry[key] = token
+                key = None
     return origins
 
 
@@ -114,6 +123,8 @@ def _collect(relations: Mapping[int, Relation], oid: int, attnum: int, names: li
         names.extend(relation.former.get(number, ()))
         for ancestor in relation.ancestors:
             names.append(f"{ancestor}.{column}")
+        if relation.origins is None:
+            return False  # what a view column selects is unknown
         origin = relation.origins.get(number)
         if origin is not None and not _collect(relations, origin[0], origin[1], names, depth + 1):
             return False

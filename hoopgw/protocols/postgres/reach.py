@@ -143,6 +143,7 @@ class _Effect:
     calls: tuple[str, ...] = ()
     types: tuple[str, ...] = ()
     column_calls: tuple[str, ...] = ()
+    operators: tuple[str, ...] = ()
     events: frozenset[str] = frozenset()
     unknown: bool = False
     ddl: bool = False  # its body changes the catalog (CREATE OR REPLACE VIEW, ALTER TABLE, ...)
@@ -162,6 +163,7 @@ def _effect(routine: Routine) -> _Effect:
         calls=(*dict.fromkeys(f for i in infos for f in i.functions), *routine.type_calls),
         types=tuple(dict.fromkeys(t for i in infos for t in i.types)),
         column_calls=tuple(dict.fromkeys(c for i in infos for c in i.column_calls)),
+        operators=tuple(dict.fromkeys(o for i in infos for o in i.operators)),
         events=events_of(k for i in infos for k in i.kinds),
         unknown=any(UNKNOWN in i.kinds for i in infos),
         ddl=any(changes_catalog(i) for i in infos),
@@ -203,6 +205,7 @@ class RelationGraph:
         aggregates: Iterable[tuple[str, str, tuple[str, ...]]] = (),
         type_uses: Iterable[tuple[str, str, str]] = (),
         function_names: Iterable[tuple[str, str]] = (),
+        operators: Iterable[tuple[str, str, str]] = (),
         known: Mapping[int, tuple[str, ...]] | None = None,
     ) -> None:
         """
@@ -227,6 +230,10 @@ class RelationGraph:
             state, final, combine, ... functions (not the server's own).
         @param function_names: C{(schema, name)} of every function, so that
             a call of one the snapshot lacks can be told apart.
+        @param operators: C{(schema, symbol, function schema.name)} of the
+            operators defined in the database (not the server's own): a
+            statement using the symbol may run the function (any of them:
+            which one depends on the operand types).
         @param known: every name each oid had in earlier snapshots.
         """
         self._oids: dict[str, list[int]] = {}
@@ -296,6 +303,10 @@ class RelationGraph:
             self._function_names.add(name)
             if _temporary(schema):
                 self._function_names.add(f"pg_temp.{name}")
+        self._operators: dict[str, list[str]] = {}
+        for schema, symbol, function in operators:
+            for key in (symbol, f"{schema}.{symbol}", *((f"pg_temp.{symbol}",) if _temporary(schema) else ())):
+                self._operators.setdefault(key, []).append(function)
         self._expanded: dict[tuple[Any, ...], tuple[StatementInfo | None, tuple[tuple[str, str | None, str], ...]]] = {}
 
     # -- resolution ------------------------------------------------------
@@ -342,7 +353,7 @@ class RelationGraph:
         key = (
             info.kinds, info.reads, info.writes, info.functions, info.unqualified, info.without_where,
             info.program, info.writes_data, info.prepared_name, info.copy_in, info.settings, info.executes,
-            info.types, info.column_calls,
+            info.types, info.column_calls, info.operators,
         )
         cached = self._expanded.get(key)
         if cached is None:
@@ -399,6 +410,8 @@ class RelationGraph:
                 for member in self._family(oid):
                     to_call += [f for fires, f in self._uses.get(member, ()) if fires & _COPIED]
         to_call += [name for name in info.column_calls if name in self._routines]  # s.f is f(s)
+        for operator in info.operators:
+            to_call += self._operators.get(operator, ())
         for name in info.types:
             to_call += self._type_uses.get(name, ())
         called: set[str] = set()
@@ -452,6 +465,8 @@ class RelationGraph:
                 functions.update(dict.fromkeys(effect.calls))
                 to_call.extend(effect.calls)
                 to_call.extend(n for n in effect.column_calls if n in self._routines)
+                for operator in effect.operators:
+                    to_call.extend(self._operators.get(operator, ()))
                 for name in effect.types:
                     to_call.extend(self._type_uses.get(name, ()))
                 unknown = unknown or effect.unknown
@@ -528,7 +543,17 @@ def needs_catalog(info: StatementInfo) -> bool:
     """Whether C{info} can reach anything through the catalog (else it is judged as it is)."""
     return bool(
         info.reads or info.writes or info.functions or info.types or info.column_calls
-    ) or not _MAINTAINS_READS.isdisjoint(info.kinds)
+    ) or not _MAINTAINS_READS.isdisjoint(info.kinds) or not _COMMON_OPERATORS.issuperset(info.operators)
+
+
+# Operators of the server's own that statements naming nothing else use all
+# the time (1 + 1, a = b): a statement using only these needs no snapshot.
+# Others (###, OPERATOR(s.+)) may be the database's own, which run a function.
+_COMMON_OPERATORS = frozenset({
+    "+", "-", "*", "/", "%", "^", "=", "<", ">", "<=", ">=", "<>", "!=", "||", "~~", "!~~", "~~*", "!~~*",
+    "~", "~*", "!~", "!~*", "&", "|", "#", "<<", ">>", "@>", "<@", "&&", "->", "->>", "#>", "#>>", "?",
+    "?|", "?&", "@@", "BETWEEN", "NOT BETWEEN", "BETWEEN SYMMETRIC", "NOT BETWEEN SYMMETRIC",
+})
 
 
 # Kinds that can change what the graph holds, besides CREATE/ALTER.

@@ -58,6 +58,16 @@ class OriginTests(SynchronousTestCase):
         """Only the top query's target entries count; a sublink's own target list does not."""
         self.assertEqual(view_origins(VIEW_TREE), {1: (STAFF, 2)})
 
+    def test_an_alias_that_looks_like_a_field(self) -> None:
+        """CREATE VIEW odd AS SELECT id AS ":resno", ...: the alias is a value, never a field."""
+        tree = (
+            "({QUERY :targetList ({TARGETENTRY :expr {VAR :varno 1} :resno 1 :resname :resno "
+            ":ressortgroupref 0 :resorigtbl 16384 :resorigcol 3 :resjunk false}) :override 0})"
+        )
+        self.assertEqual(view_origins(tree), {1: (PEOPLE, 3)})
+        unreadable = Relation(STAFF, "public", "odd", "v", {1: "x"}, origins=None)
+        self.assertIsNone(column_names({STAFF: unreadable}, STAFF, 1))  # unknown: masked
+
     def test_column_names_follow_views_ancestors_and_whole_rows(self) -> None:
         self.assertEqual(column_names(RELATIONS, STAFF2, 1), ("public.staff2.x", "public.staff.s", "public.people.ssn"))
         self.assertEqual(column_names(RELATIONS, STAFF, 3), ("public.staff.u",))  # an expression: no further
@@ -107,6 +117,20 @@ class ResultMaskingTests(SynchronousTestCase):
         self.assertIsNone(document)  # masked in place it would no longer be JSON
         self.assertEqual(text, f"x {REDACTED}".encode())
 
+    def test_numbers_inside_binary_arrays_records_and_money(self) -> None:
+        card = struct.pack(">q", 4111111111111111)
+        array = struct.pack(">iiIii", 1, 0, 20, 1, 1) + struct.pack(">i", 8) + card
+        record = struct.pack(">i", 2) + struct.pack(">Ii", 23, 4) + struct.pack(">i", 7) + struct.pack(">Ii", 20, 8) + card
+        money = struct.pack(">q", 411111111111111100)
+        masking = self.masking(MaskRule("cards", detectors=("card",)))
+        masking.describe(codec.RowDescription([
+            field("a", type_oid=1016, fmt=1), field("r", type_oid=2249, fmt=1), field("m", type_oid=790, fmt=1),
+            field("ok", type_oid=1016, fmt=1),
+        ]))
+        harmless = struct.pack(">iiIii", 1, 0, 20, 1, 1) + struct.pack(">i", 8) + struct.pack(">q", 42)
+        out = codec.DataRow(masking.row(codec.DataRow.from_values([array, record, money, harmless]))).values
+        self.assertEqual(out, (None, None, None, harmless))
+
     def test_json_stays_json(self) -> None:
         masking = self.masking(PII)
         masking.describe(codec.RowDescription([field("j", type_oid=3802, fmt=1)]))
@@ -131,11 +155,22 @@ class ResultMaskingTests(SynchronousTestCase):
         self.assertIs(masking.row(row), row.raw)
 
     def test_reports_and_notifications(self) -> None:
-        masking = self.masking(PII)
+        masking = self.masking(MaskRule("cards", detectors=("card",)))
         error = codec.error_response("ERROR", "23505", "duplicate", detail="Key (card)=(4111111111111111) exists")
         masked = masking.report(error)
         self.assertEqual(masked.detail, f"Key (card)=({REDACTED}) exists")
         self.assertEqual(masked.code, "23505")
+        # With masks by column, an integrity violation's detail (stored values) is withheld.
+        withheld = self.masking(PII).report(
+            codec.error_response("ERROR", "23502", "null value", detail="Failing row contains (null, 987654).")
+        )
+        self.assertNotIn("987654", withheld.detail)
+        # Fields in the client's encoding: full-width digits under EUC_JP.
+        masking.codec = "euc_jp"
+        sent = "card ４１１１ １１１１ １１１１ １１１１".encode("euc_jp").decode("utf-8", "surrogateescape")
+        shown = masking.report(codec.error_response("ERROR", "22P02", sent)).message
+        self.assertEqual(shown.encode("utf-8", "surrogateescape").decode("euc_jp"), f"card {REDACTED}")
+        masking = self.masking(PII)
         note = masking.notification(codec.NotificationResponse(1, "ch", "4111111111111111"))
         self.assertEqual(note.payload, REDACTED)
 

@@ -90,6 +90,13 @@ class Gate:
         self._shortest = min((n[1] for n in needs), default=0)
         #: Values (in bytes) shorter than this cannot pass.
         self.shortest = 0 if self.always else self._shortest
+        #: The same test as (digits, length, needles) when it has that shape
+        #: -- an ASCII value passes with that many digits and that length,
+        #: or with one of the needles -- for callers that inline it; or None.
+        self.simple: tuple[int, int, tuple[bytes, ...]] | None = None
+        if not self.always and len(self._plain) <= 1 and all(n[0] == 0 for n in self._needled):
+            digits, length = self._plain[0] if self._plain else (1 << 30, 0)
+            self.simple = (digits, length, tuple(x for n in self._needled for x in n[2]))
 
         self.passes = self._passes()
 

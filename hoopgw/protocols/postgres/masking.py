@@ -81,7 +81,8 @@ _I64 = struct.Struct(">q")
 _NULL_LENGTH = _I32.pack(-1)
 _JSONB_VERSION = b"\x01"
 _WITHHELD_DETAIL = "hoopgw: detail withheld: it may show values of columns masked for you"
-_UNREAD = b"unread"  # stands for a value replaced without being read (never returned)
+_UNREAD = b"unread"
+_ASCII_DIGITS = b"0123456789"  # stands for a value replaced without being read (never returned)
 _INTEGER_SIZES = frozenset({2, 4, 8})
 
 
@@ -375,6 +376,9 @@ class ResultMasking:
         assert masks is not None
         counts = self.counts
         gate = masks.gate.passes
+        simple = masks.gate.simple
+        if simple is not None:
+            least_digits, least_length, needles = simple
         shortest = self._shortest
         codec = self.codec
         raw = row.raw
@@ -416,16 +420,25 @@ class ResultMasking:
             else:
                 value = raw[start:pos]
                 new = value
+                if action != _DECODED_NULL:
+                    # The gate: no detector can match it, not decoded, not searched.
+                    if simple is not None:
+                        if value.isascii() and (
+                            length - len(value.translate(None, _ASCII_DIGITS)) < least_digits or length < least_length
+                        ):
+                            for needle in needles:
+                                if needle in value:
+                                    break
+                            else:
+                                continue
+                    elif not gate(value):
+                        continue
                 if action == _SPANS:
-                    if not gate(value):
-                        continue  # no detector can match it: not decoded, not searched
                     text = _text(value[argument:] if argument else value, codec)
                     masked = masks.client_text(text, counts)
                     if masked is not text:
                         new = value[:argument] + _bytes(masked, codec)
                 elif action == _FOUND_NULL:
-                    if not gate(value):
-                        continue
                     text = _lenient(value, codec)
                     if masks.client_text(text, counts) is not text:
                         new = None
@@ -437,8 +450,6 @@ class ResultMasking:
                     if masks.client_text(text, counts) is not text:
                         new = None
                 elif action == _SPANS_JSON:
-                    if not gate(value):
-                        continue
                     if argument and value[:1] != _JSONB_VERSION:
                         # Not jsonb as PostgreSQL 15 sends it: searched whole.
                         text = _lenient(value, codec)

@@ -157,12 +157,43 @@ class MaskingCanaryTests(MaskingCase):
         self.assertEqual(start["action"]["masked"], {"pii": 1})
 
     @inlineCallbacks
-    def test_copy_to_is_refused_while_column_masks_apply(self) -> None:
-        for query in ("COPY people TO STDOUT", "COPY (SELECT note FROM people) TO STDOUT WITH (FORMAT csv)"):
+    def test_copy_to_stdout_masked_by_column(self) -> None:
+        """COPY people TO STDOUT in text, CSV and binary: the masked columns' fields are masked, the rest intact."""
+        outputs = []
+        for query in (
+            "COPY people TO STDOUT",
+            "COPY people (id, salary, ssn, name) TO STDOUT WITH (FORMAT csv, HEADER, DELIMITER ';', QUOTE '''')",
+            "COPY public.people TO STDOUT WITH CSV",
+        ):
+            code, output = yield self.psql("-c", query)
+            text = output.decode()
+            self.assertEqual(code, 0, text)
+            self.assertNoCanary(text, query)
+            self.assertIn("Ada", text)
+            self.assertIn("[redacted]", text)
+            outputs.append(text)
+        self.assertIn("id;salary;ssn;name", outputs[1])  # the header line is names, left as it is
+        self.assertIn("1;;'[redacted]';Ada", outputs[1])  # an int masked: empty (CSV's NULL)
+        require_psycopg()
+
+        def binary() -> bytes:
+            with self.connect(autocommit=True) as conn, conn.cursor() as cur:
+                with cur.copy("COPY people (id, ssn, salary, name) TO STDOUT (FORMAT binary)") as copy:
+                    return b"".join(bytes(chunk) for chunk in copy)
+
+        data = yield deferToThread(binary)
+        for canary in CANARIES:
+            self.assertNotIn(canary.encode(), data)
+        self.assertIn(b"Ada", data)
+        self.assertNoCanary(self.trail(), "the audit trail")
+
+    @inlineCallbacks
+    def test_copy_of_a_query_is_refused_while_column_masks_apply(self) -> None:
+        for query in ("COPY (SELECT note FROM people) TO STDOUT WITH (FORMAT csv)", "COPY (TABLE people) TO STDOUT"):
             code, output = yield self.psql("-c", query)
             text = output.decode()
             self.assertNotEqual(code, 0)
-            self.assertIn("COPY ... TO is refused while masks by column apply", text)
+            self.assertIn("COPY (query) TO and COPY ... TO a file or program are refused", text)
             self.assertNoCanary(text, query)
 
     @inlineCallbacks

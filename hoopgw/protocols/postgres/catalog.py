@@ -231,7 +231,8 @@ _TRIGGER_EVENTS = ((4, "i"), (8, "d"), (16, "u"), (32, "t"))
 # its live columns, its inheritance ancestors, and a view's definition.
 _RELATIONS = """
 SELECT c.oid::pg_catalog.int8, n.nspname, c.relname, c.relkind::pg_catalog.text,
-  COALESCE((SELECT pg_catalog.json_object_agg(a.attnum, a.attname) FROM pg_catalog.pg_attribute a
+  COALESCE((SELECT pg_catalog.json_object_agg(a.attnum, pg_catalog.json_build_array(a.attname, a.atttypid, a.attgenerated))
+            FROM pg_catalog.pg_attribute a
             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::pg_catalog.text, '{}'),
   (SELECT r.ev_action::pg_catalog.text FROM pg_catalog.pg_rewrite r
    WHERE r.ev_class = c.oid AND r.rulename = '_RETURN'),
@@ -261,7 +262,8 @@ def relation_from_row(row: tuple[Any, ...], former: dict[tuple[int, int], set[st
     """
     oid, schema, name, kind, columns, definition, ancestors = row
     oid = int(oid)
-    current = {int(k): v for k, v in json.loads(columns).items()}
+    attributes = {int(k): v for k, v in json.loads(columns).items()}
+    current = {attnum: name for attnum, (name, _, _) in attributes.items()}
     earlier: dict[int, tuple[str, ...]] = {}
     if former is not None:
         for attnum, column in current.items():
@@ -278,6 +280,8 @@ def relation_from_row(row: tuple[Any, ...], former: dict[tuple[int, int], set[st
         ancestors=tuple(ancestors or ()),
         origins=_view_origins(definition) if definition else {},
         former=earlier,
+        types={attnum: int(type_oid) for attnum, (_, type_oid, _) in attributes.items()},
+        generated=frozenset(attnum for attnum, (_, _, generated) in attributes.items() if generated),
     )
 
 

@@ -62,6 +62,7 @@ from hoopgw.protocols.postgres.tracker import (
     rows_from_tag,
 )
 from hoopgw.protocols.postgres.catalog import Catalog
+from hoopgw.protocols.postgres.copyout import copy_spec
 from hoopgw.protocols.postgres.masking import ResultMasking, string_literals
 from hoopgw.protocols.postgres.backend import BackendAuthError, BackendProtocol, client_tls_options
 from hoopgw.sessions import GATEWAY_RULE, ActionHandle, Session, SessionService
@@ -668,17 +669,19 @@ class ClientProtocol(Protocol):
 
     def _masking_refusal(self, info: StatementInfo) -> str | None:
         """
-        A COPY TO while masks by column apply: its rows carry no column
-        origins to mask by, so it is refused rather than sent in clear.
+        A COPY TO while masks by column apply, other than C{COPY relation
+        TO STDOUT} (masked by column, copyout.py): a query's output has no
+        column origins to mask by, and a file or program is beyond the
+        gateway's reach, so it is refused rather than sent in clear.
         """
         if info.kinds[:1] != ("copy",) or info.copy_in or self.transform is None:
             return None
         masks = self.session.masks  # type: ignore[union-attr]
-        if masks is None or not masks.by_origin:
+        if masks is None or not masks.by_origin or copy_spec(info.text) is not None:
             return None
         return (
-            "COPY ... TO is refused while masks by column apply to you on this connection "
-            f"(mask {masks.by_origin[0].name!r}): COPY output has no column origins to mask by; use SELECT"
+            "COPY (query) TO and COPY ... TO a file or program are refused while masks by column apply to you "
+            f"on this connection (mask {masks.by_origin[0].name!r}): use COPY table TO STDOUT, or SELECT"
         )
 
     def _check_or_refuse(
@@ -1065,6 +1068,11 @@ class ClientProtocol(Protocol):
                             message = masking.copy_row(message, self._copy_out_binary)  # type: ignore[arg-type]
                         elif kind is codec.CopyOutResponse:
                             self._copy_out_binary = message.format == 1  # type: ignore[attr-defined]
+                            if isinstance(masking, ResultMasking):
+                                wait = self._copy_out(masking, message)  # type: ignore[arg-type]
+                                if wait is not None:
+                                    self._hold(messages[index:], wait, out)
+                                    return
                         elif kind is codec.NotificationResponse:
                             message = masking.notification(message)  # type: ignore[arg-type]
                         elif kind is codec.GenericMessage:
@@ -1108,6 +1116,14 @@ class ClientProtocol(Protocol):
         self._to_client(out)
         if self._queue and not self._waiting:
             self._drain()  # the server's answer may have released a hold
+
+    def _copy_out(self, masking: ResultMasking, response: codec.CopyOutResponse) -> Deferred | None:
+        """A COPY TO starts: masking plans its fields from the statement (the head of what is outstanding)."""
+        head = self.tracker.expect[0] if self.tracker.expect else None
+        action = getattr(head.handle, "action", None) if head is not None else None
+        spec = copy_spec(action.input) if action is not None else None
+        graph = self.front.catalog(self.session.connection).current()  # type: ignore[union-attr]
+        return masking.copy_out(response, spec, graph)
 
     def _to_client(self, out: list[bytes]) -> None:
         data = b"".join(out)

@@ -46,6 +46,7 @@ from twisted.internet.defer import Deferred
 
 from hoopgw.masking.service import ActiveMask, Counts, SessionMasks
 from hoopgw.protocols.postgres import codec
+from hoopgw.protocols.postgres.copyout import CopySpec, csv_field, csv_fields, text_field, text_fields
 from hoopgw.protocols.postgres.origins import Relation, column_names
 from hoopgw.protocols.postgres.tracker import Desync
 
@@ -281,6 +282,13 @@ class ResultMasking:
         # own connection does not see yet.
         self.unsure: Callable[[], bool] = lambda: False
         self.counts: Counts = {}
+        # The COPY TO under way: its fields' masks by origin, and what is known of it.
+        self._copy: list[ActiveMask | None] | None = None
+        self._copy_masks: SessionMasks | None = None
+        self._copy_spec: CopySpec | None = None
+        self._copy_header = False
+        self._copy_types: dict[int, int] = {}
+        self._copy_ready_for: codec.CopyOutResponse | None = None
 
     # -- results ---------------------------------------------------------------
 
@@ -566,10 +574,84 @@ class ResultMasking:
             return message
         return codec.NotificationResponse(message.process_id, message.channel, payload)
 
+    # -- COPY TO -----------------------------------------------------------------
+
+    def copy_out(self, response: codec.CopyOutResponse, spec: CopySpec | None, graph: Any) -> Deferred | None:
+        """
+        Plan the rows of the COPY TO that C{response} starts: which fields
+        are masked by origin (C{spec} says which relation and columns are
+        copied; C{graph}, the catalog's relation graph, which relation the
+        name is).  A Deferred when the catalog must be read first (the
+        caller holds the rows).  What cannot be told (no spec, an unknown
+        relation, a column count that does not match) is masked whole by
+        the first mask with C{columns}: fail closed.
+        """
+        if response is self._copy_ready_for:
+            self._copy_ready_for = None
+            return None
+        self._copy = None
+        masks = self._copy_masks = self._masks()
+        self._copy_spec = spec
+        self._copy_header = spec is not None and spec.header
+        if masks is None or not masks.by_origin:
+            return None
+        count = len(response.column_formats)
+        oids: tuple[int, ...] = ()
+        if spec is not None and graph is not None:
+            qualified = f"{spec.schema or 'public'}.{spec.relation}"
+            oids = tuple(sorted(graph.resolve([qualified], [] if spec.schema else [spec.relation])))
+        if not oids:
+            self._copy = [masks.by_origin[0]] * count
+            return None
+        known = self._catalog.known_origins(oids)
+        if known is not None:
+            self._copy = self._copy_plan(masks, spec, oids, known, count)  # type: ignore[arg-type]
+            return None
+        d = self._catalog.origins(oids)
+
+        def planned(relations: dict[int, Relation] | None) -> None:
+            self._copy = self._copy_plan(masks, spec, oids, relations or {}, count)  # type: ignore[arg-type]
+            self._copy_ready_for = response
+
+        d.addCallback(planned)
+        return d
+
+    def _copy_plan(
+        self, masks: SessionMasks, spec: CopySpec, oids: tuple[int, ...], relations: dict[int, Relation], count: int
+    ) -> list[ActiveMask | None]:
+        """Per copied field: the mask by origin, or None; a field of any candidate relation masked is masked."""
+        plan: list[ActiveMask | None] = [None] * count
+        for oid in oids:
+            relation = relations.get(oid)
+            attnums = _copied(relation, spec, count) if relation is not None else None
+            if attnums is None or self.unsure():
+                return [masks.by_origin[0]] * count
+            for index, attnum in enumerate(attnums):
+                names = column_names(relations, oid, attnum)
+                mask = masks.column(names) if names is not None else masks.by_origin[0]
+                if mask is not None and plan[index] is None:
+                    plan[index] = mask
+        self._copy_types = {
+            index: relations[oids[0]].types.get(attnum, 0)
+            for index, attnum in enumerate(_copied(relations[oids[0]], spec, count) or ())
+        } if oids[0] in relations else {}
+        return plan
+
     def copy_row(self, data: codec.CopyData, binary: bool) -> codec.CopyData:
-        """One row of a COPY TO (text or CSV: the whole line; binary: each field, NULL if found)."""
-        masks = self._masks()
-        if masks is None or not masks.finders:
+        """
+        One row of a COPY TO: fields masked by origin first (text, CSV,
+        binary), then what the detectors find (text or CSV: in the whole
+        line; binary: each field, NULL if found).
+        """
+        masks = self._copy_masks or self._masks()
+        if masks is None:
+            return data
+        if self._copy is not None and any(self._copy):
+            if self._copy_header and not binary:
+                self._copy_header = False  # the CSV header line: column names
+            else:
+                data = self._copy_by_origin(data, binary, masks)
+        if not masks.finders:
             return data
         payload = data.data
         if not binary:
@@ -578,7 +660,45 @@ class ResultMasking:
             return data if masked is text else codec.CopyData.from_data(_bytes(masked, self.codec))
         return self._copy_binary(data, payload, masks)
 
-    def _copy_binary(self, data: codec.CopyData, payload: bytes, masks: SessionMasks) -> codec.CopyData:
+    def _copy_by_origin(self, data: codec.CopyData, binary: bool, masks: SessionMasks) -> codec.CopyData:
+        plan = self._copy
+        assert plan is not None
+        if binary:
+            return self._copy_binary(data, data.data, masks, plan)
+        spec = self._copy_spec
+        line = _text(data.data, self.codec)
+        ending = "\n" if line.endswith("\n") else ""
+        line = line[: len(line) - len(ending)]
+        csv = spec is not None and spec.format == "csv"
+        delimiter = spec.delimiter if spec is not None else "\t"
+        null = spec.null if spec is not None else "\\N"
+        if csv:
+            fields = csv_fields(line, delimiter, spec.quote, spec.escape)  # type: ignore[union-attr]
+        else:
+            fields = text_fields(line, delimiter)
+        if len(fields) != len(plan):
+            # Not the shape planned: every field masked (the row is withheld as NULLs).
+            return codec.CopyData.from_data(_bytes(delimiter.join([null] * len(plan)) + ending, self.codec))
+        for index, mask in enumerate(plan):
+            if mask is None or fields[index] == null:
+                continue
+            key = (mask.name, "column")
+            self.counts[key] = self.counts.get(key, 0) + 1
+            type_oid = self._copy_types.get(index, 0)
+            constant = mask.masker.constant()
+            if not (type_oid in _TEXT or type_oid >= _FIRST_USER_OID) or mask.masker.strategy == "null":
+                fields[index] = null
+                continue
+            masked = constant.decode() if constant is not None else mask.masker.value(fields[index]) or ""
+            if csv:
+                fields[index] = csv_field(masked, spec.quote, spec.escape)  # type: ignore[union-attr]
+            else:
+                fields[index] = text_field(masked, delimiter)
+        return codec.CopyData.from_data(_bytes(delimiter.join(fields) + ending, self.codec))
+
+    def _copy_binary(
+        self, data: codec.CopyData, payload: bytes, masks: SessionMasks, plan: list[ActiveMask | None] | None = None
+    ) -> codec.CopyData:
         start = 0
         if payload.startswith(_COPY_SIGNATURE):
             extension = _I32.unpack_from(payload, len(_COPY_SIGNATURE) + 4)[0]
@@ -591,22 +711,43 @@ class ResultMasking:
         parts = [payload[: start + 2]]
         at = start + 2
         changed = False
-        for _ in range(count):
+        for index in range(count):
             length = _I32.unpack_from(payload, at)[0]
             at += 4
             if length < 0:
-                parts.append(_I32.pack(-1))
+                parts.append(_NULL_LENGTH)
                 continue
             value = payload[at : at + length]
             at += length
-            text = _lenient(value, self.codec)
-            if masks.client_text(text, self.counts) is not text:
-                parts.append(_I32.pack(-1))
+            mask = plan[index] if plan is not None and index < len(plan) else None
+            if mask is not None:
+                key = (mask.name, "column")
+                self.counts[key] = self.counts.get(key, 0) + 1
+                parts.append(_NULL_LENGTH)
                 changed = True
-            else:
-                parts.append(_I32.pack(length) + value)
+                continue
+            if plan is None:
+                text = _lenient(value, self.codec)
+                if masks.client_text(text, self.counts) is not text:
+                    parts.append(_NULL_LENGTH)
+                    changed = True
+                    continue
+            parts.append(_I32.pack(length) + value)
         parts.append(payload[at:])
         return codec.CopyData.from_data(b"".join(parts)) if changed else data
+
+
+def _copied(relation: Relation, spec: CopySpec, count: int) -> list[int] | None:
+    """The attribute numbers a COPY copies, in order; None if they cannot be told."""
+    if spec.columns is not None:
+        by_name = {name: attnum for attnum, name in relation.columns.items()}
+        attnums = [by_name.get(name) for name in spec.columns]
+        return None if None in attnums or len(attnums) != count else attnums  # type: ignore[return-value]
+    every = sorted(relation.columns)
+    for attnums in (every, [a for a in every if a not in relation.generated]):
+        if len(attnums) == count:
+            return attnums
+    return None
 
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"

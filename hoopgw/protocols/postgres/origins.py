@@ -46,6 +46,8 @@ class Relation:
     ancestors: tuple[str, ...] = ()
     origins: Mapping[int, tuple[int, int]] | None = {}  # None: a view whose definition could not be read
     former: Mapping[int, tuple[str, ...]] = {}  # attnum -> schema.table.column names it had before
+    types: Mapping[int, int] = {}  # attnum -> type OID
+    generated: frozenset[int] = frozenset()  # generated columns (not copied out)
 
 
 # A node tree's tokens: braces and parentheses, or atoms (with backslash escapes).

@@ -1,0 +1,140 @@
+"""
+The rows of a C{COPY table TO STDOUT} as fields, for masking by column
+(L{hoopgw.protocols.postgres.masking}): what the statement copies (which
+relation, which columns, in what format) and the text and CSV row syntax
+PostgreSQL writes (C{CopyAttributeOutText}, C{CopyAttributeOutCSV} in
+src/backend/commands/copyto.c).  Pure: no I/O.
+
+A C{COPY (query) TO} has no column origins to mask by, and a C{COPY ... TO
+'file'} or C{PROGRAM} writes where the gateway cannot mask; L{copy_spec}
+answers C{None} for both.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from attrs import frozen
+from pglast import parser as _pg
+
+__all__ = ["CopySpec", "copy_spec", "csv_fields", "csv_field", "text_fields", "text_field"]
+
+
+@frozen
+class CopySpec:
+    """A C{COPY relation [(columns)] TO STDOUT} and its row syntax."""
+
+    schema: str | None
+    relation: str
+    columns: tuple[str, ...] | None  # None: every column, in order
+    format: str = "text"  # text, csv, binary
+    delimiter: str = "\t"
+    quote: str = '"'
+    escape: str = '"'
+    null: str = "\\N"
+    header: bool = False
+
+
+def copy_spec(text: str) -> CopySpec | None:
+    """What C{text} copies out, if it is one C{COPY relation TO STDOUT}; else C{None}."""
+    try:
+        statements = json.loads(_pg.parse_sql_json(text))["stmts"]
+    except Exception:  # noqa: BLE001 -- not one statement the parser reads
+        return None
+    if len(statements) != 1:
+        return None
+    copy = statements[0]["stmt"].get("CopyStmt")
+    if copy is None or copy.get("is_from") or copy.get("query") or copy.get("filename") or copy.get("is_program"):
+        return None
+    relation = copy.get("relation") or {}
+    if not relation.get("relname"):
+        return None
+    options = {o["DefElem"]["defname"]: _option(o["DefElem"].get("arg")) for o in copy.get("options", ())}
+    form = str(options.get("format") or "text").lower()
+    csv = form == "csv"
+    quote = str(options.get("quote") or '"')
+    columns = tuple(c["String"]["sval"] for c in copy.get("attlist", ()) if "String" in c) or None
+    return CopySpec(
+        schema=relation.get("schemaname"),
+        relation=relation["relname"],
+        columns=columns,
+        format=form,
+        delimiter=str(options.get("delimiter") or ("," if csv else "\t")),
+        quote=quote,
+        escape=str(options.get("escape") or quote),
+        null=str(options["null"]) if options.get("null") is not None else ("" if csv else "\\N"),
+        header=options.get("header") not in (None, False, "false", "off", 0),
+    )
+
+
+def _option(arg: Any) -> Any:
+    if arg is None:
+        return True  # HEADER alone
+    for kind, field in (("String", "sval"), ("Boolean", "boolval"), ("Integer", "ival")):
+        if kind in arg:
+            return arg[kind].get(field, 0 if kind == "Integer" else "")
+    return None
+
+
+# -- text format ---------------------------------------------------------------------
+
+_TEXT_ESCAPES = {"\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
+def text_fields(line: str, delimiter: str) -> list[str]:
+    """A text-format row (without its newline) split into its fields, as written (escapes kept)."""
+    fields, start, at = [], 0, 0
+    while at < len(line):
+        char = line[at]
+        if char == "\\":
+            at += 2
+            continue
+        if char == delimiter:
+            fields.append(line[start:at])
+            start = at + 1
+        at += 1
+    fields.append(line[start:])
+    return fields
+
+
+def text_field(value: str, delimiter: str) -> str:
+    """C{value} written as a text-format field."""
+    out = []
+    for char in value:
+        escaped = _TEXT_ESCAPES.get(char)
+        out.append(escaped if escaped is not None else "\\" + char if char == delimiter else char)
+    return "".join(out)
+
+
+# -- CSV -------------------------------------------------------------------------------
+
+
+def csv_fields(line: str, delimiter: str, quote: str, escape: str) -> list[str]:
+    """A CSV row (without its newline) split into its fields, as written (quotes kept)."""
+    fields, start, at, quoted = [], 0, 0, False
+    while at < len(line):
+        char = line[at]
+        if quoted:
+            if char == escape and escape != quote and at + 1 < len(line) and line[at + 1] in (quote, escape):
+                at += 2
+                continue
+            if char == quote:
+                if escape == quote and at + 1 < len(line) and line[at + 1] == quote:
+                    at += 2
+                    continue
+                quoted = False
+        elif char == quote:
+            quoted = True
+        elif char == delimiter:
+            fields.append(line[start:at])
+            start = at + 1
+        at += 1
+    fields.append(line[start:])
+    return fields
+
+
+def csv_field(value: str, quote: str, escape: str) -> str:
+    """C{value} written as a (quoted) CSV field."""
+    body = value.replace(escape, escape + escape) if escape != quote else value
+    return quote + body.replace(quote, escape + quote) + quote

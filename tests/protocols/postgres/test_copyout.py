@@ -1,0 +1,51 @@
+"""COPY TO rows as fields (protocols/postgres/copyout.py): what a COPY copies, and PostgreSQL's text and CSV row syntax."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from hoopgw.protocols.postgres.copyout import CopySpec, copy_spec, csv_field, csv_fields, text_field, text_fields
+
+
+class SpecTests(SynchronousTestCase):
+    def test_relation_columns_and_options(self) -> None:
+        self.assertEqual(copy_spec("COPY people TO STDOUT"), CopySpec(None, "people", None))
+        self.assertEqual(
+            copy_spec("copy public.people (id, ssn) to stdout with (format csv, header, delimiter ';', quote '''', null 'x')"),
+            CopySpec("public", "people", ("id", "ssn"), "csv", ";", "'", "'", "x", True),
+        )
+        self.assertEqual(copy_spec("COPY people TO STDOUT WITH CSV HEADER").header, True)
+        self.assertEqual(copy_spec("COPY people TO STDOUT (FORMAT binary)").format, "binary")
+
+    def test_what_cannot_be_masked_by_column(self) -> None:
+        for text in (
+            "COPY (SELECT ssn FROM people) TO STDOUT",
+            "COPY people TO '/tmp/x'",
+            "COPY people TO PROGRAM 'cat'",
+            "COPY people FROM STDIN",
+            "SELECT 1; COPY people TO STDOUT",
+            "not sql at all",
+        ):
+            self.assertIsNone(copy_spec(text), text)
+
+
+fields = st.lists(st.text(alphabet=st.sampled_from("ab\t\n\r\\;,\"' 1"), max_size=8), min_size=1, max_size=6)
+
+
+class RowSyntaxTests(SynchronousTestCase):
+    @given(fields, st.sampled_from(["\t", ";", "|"]))
+    def test_text_fields_split_what_text_field_writes(self, values: list[str], delimiter: str) -> None:
+        written = [text_field(v, delimiter) for v in values]
+        self.assertEqual(text_fields(delimiter.join(written), delimiter), written)
+
+    @given(fields, st.sampled_from([(",", '"', '"'), (";", "'", "'"), (",", '"', "\\")]))
+    def test_csv_fields_split_what_csv_field_writes(self, values: list[str], syntax: tuple[str, str, str]) -> None:
+        delimiter, quote, escape = syntax
+        written = [csv_field(v, quote, escape) for v in values]
+        self.assertEqual(csv_fields(delimiter.join(written), delimiter, quote, escape), written)
+
+    def test_escaped_delimiters_stay_inside_their_field(self) -> None:
+        self.assertEqual(text_fields("a\\\tb\tc", "\t"), ["a\\\tb", "c"])
+        self.assertEqual(csv_fields('"a,""b",c', ",", '"', '"'), ['"a,""b"', "c"])

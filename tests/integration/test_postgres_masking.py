@@ -132,6 +132,10 @@ class MaskingCanaryTests(MaskingCase):
         self.assertTrue(all(set(r["outcome"]["masked"]) == {"pii"} for r in ends))
         # The rows are really there: the masking is at the gateway.
         self.assertIn(SSN, self.cluster.psql("SELECT ssn FROM people"))
+        # /metrics counts them by mask and by what found them.
+        metrics = self.gateway.metrics.render().decode()
+        self.assertRegex(metrics, r'hoopgw_masked_values_total\{detector="column",mask="pii"\} [1-9]')
+        self.assertRegex(metrics, r'hoopgw_masked_values_total\{detector="ssn",mask="pii"\} [1-9]')
 
     def psql_stdin(self, script: str):
         path = Path(self.mktemp())

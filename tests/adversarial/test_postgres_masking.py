@@ -1,5 +1,5 @@
 """
-Attacks on result masking (issue 12), from two outside rounds: each test
+Attacks on result masking (issue 12), from three outside rounds: each test
 plants the canaries of tests/integration/test_postgres_masking.py, tries
 one way to get them past the gateway as alice (not exempt) -- the fast-path
 FunctionCall, RAISE ... USING fields, ParameterStatus, a view redefined in
@@ -8,7 +8,8 @@ operator's function), binary Bind parameters, renames by the table's owner,
 statistics views, bytea, values written next to other text, integrity
 violations' details, client encodings, numbers inside binary arrays and
 records, escaped literals in the trail, view aliases that look like node
-fields, the extended protocol's corners -- and asserts none reaches the
+fields, COPY TO's options (HEADER 'OFF', ENCODING, NULL), a view redefined
+by an implicit cast's function, the extended protocol's corners -- and asserts none reaches the
 client, the audit trail or the gateway's log.  Each failed on the code
 before its fix (the passing protocol-corner tests were kept as guards).
 """
@@ -682,3 +683,230 @@ class HoldEdges(AttackBase):
         self.assertLess(took, direct * 3 + 5, (direct, took))
         self.check(out, "many relations")
 
+
+# -- a third outside round: COPY TO by column, hidden DDL, trail literals -----------
+
+
+def copydata(got: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(p for t, p in got if t == b"d")
+
+
+def raw_copy(port: int, token: str, sql: str, user: str = "alice", setup: str | None = None) -> list[tuple[bytes, bytes]]:
+    c = RawClient(port, token, user)
+    try:
+        if setup:
+            c.sendraw(query(setup))
+            c.until_ready()
+        c.sendraw(query(sql))
+        return c.until_ready()
+    finally:
+        c.close()
+
+
+class CopyOptions(AttackBase):
+    @inlineCallbacks
+    def test_header_off_spelt_in_capitals(self) -> None:
+        """
+        HEADER 'OFF' / 'False' / "OFF": PostgreSQL compares case-insensitively
+        (no header line), copy_spec compares case-sensitively (header=True),
+        so the first data row is skipped by origin masking: salary in clear.
+        """
+        outs = []
+        for q in (
+            "COPY people (id, salary, name) TO STDOUT (FORMAT csv, HEADER 'OFF')",
+            "COPY people (id, salary, name) TO STDOUT (FORMAT csv, HEADER 'False')",
+            'COPY people (id, salary, name) TO STDOUT (FORMAT text, HEADER "OFF")',
+        ):
+            code, output = yield self.psql("-c", q)
+            outs.append(f"{q}\n -> rc={code} {output.decode(errors='replace')}")
+        self.check("\n".join(outs), "COPY HEADER 'OFF'")
+
+    @inlineCallbacks
+    def test_copy_encoding_option_shifts_fields(self) -> None:
+        """
+        COPY ... (ENCODING 'SJIS'/'BIG5') while client_encoding is UTF8: the
+        gateway decodes the line as UTF-8, so a trail byte 0x5C (backslash)
+        of a multibyte character swallows the next delimiter and a trail
+        byte 0x7C ('|') makes a new one: the field count still matches and
+        salary lands in an unmasked field.  (alice may UPDATE name/note.)
+        """
+        self.cluster.psql("UPDATE people SET name = 'ソ', note = 'ポ' WHERE id = 1")
+        outs = []
+        for q in (
+            "COPY people (name, salary, note) TO STDOUT (ENCODING 'SJIS', DELIMITER '|')",
+            "COPY people (name, salary, note) TO STDOUT (FORMAT csv, ENCODING 'SJIS', DELIMITER '|')",
+        ):
+            code, output = yield self.psql("-c", q)
+            outs.append(f"{q}\n -> rc={code} {output.decode(errors='replace')!r}")
+        self.check("\n".join(outs), "COPY ENCODING SJIS")
+
+    @inlineCallbacks
+    def test_null_string_equal_to_value(self) -> None:
+        """NULL '<a guess>': every masked field is the NULL string, whether the guess is right or not (no oracle)."""
+        outputs = []
+        for guess in (SALARY, "111"):
+            code, output = yield self.psql("-c", f"COPY people (id, salary) TO STDOUT (NULL '{guess}')")
+            outputs.append(output.decode().replace(guess, "<null>"))
+        self.assertEqual(outputs[0], outputs[1])
+        self.assertIn("1\t<null>", outputs[0])
+
+    @inlineCallbacks
+    def test_multi_statement_copies(self) -> None:
+        """Two COPYs (and a SELECT before one) in one simple Query: each planned from its own statement."""
+        def work():
+            outs = []
+            for sql in (
+                "COPY cards TO STDOUT; COPY people (id, salary, name) TO STDOUT",
+                "SELECT 1; COPY people (id, salary, name) TO STDOUT",
+                "COPY people (name, id) TO STDOUT; COPY people (id, salary, name) TO STDOUT (FORMAT csv)",
+                "BEGIN; COPY people (name) TO STDOUT; COPY people (salary) TO STDOUT; COMMIT",
+            ):
+                got = raw_copy(self.port, self.token, sql)
+                outs.append(f"{sql} -> {got!r}")
+            return "\n".join(outs)
+        out = yield deferToThread(work)
+        self.check(out, "multi-statement COPY")
+
+    @inlineCallbacks
+    def test_extended_protocol_pipelined_copies(self) -> None:
+        """Parse/Bind/Execute COPY cards, then COPY people, one Sync."""
+        def work():
+            c = RawClient(self.port, self.token)
+            c.sendraw(
+                parse("", "COPY cards TO STDOUT") + bind("", "") + execute("")
+                + parse("s2", "COPY people (id, salary, name) TO STDOUT") + bind("p2", "s2") + execute("p2")
+                + SYNC
+            )
+            got = c.until_ready()
+            c.close()
+            return repr(got)
+        out = yield deferToThread(work)
+        self.check(out, "extended COPY pipeline")
+
+
+class CopyExempt(AttackBase):
+    """bob (pii-readers) must get COPY output byte for byte as the server sends it."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.reader = self.gateway.identity.dev_issuer.issue("bob", ("dev", "pii-readers"), 600)
+
+    @inlineCallbacks
+    def test_bob_copy_exact(self) -> None:
+        def work():
+            diffs = []
+            for sql in (
+                "COPY people TO STDOUT",
+                "COPY people TO STDOUT (FORMAT csv, HEADER)",
+                "COPY people TO STDOUT (FORMAT binary)",
+                "COPY people (salary, ssn) TO STDOUT (FORMAT csv, ENCODING 'LATIN1')",
+            ):
+                via = copydata(raw_copy(self.port, self.reader, sql, user="bob"))
+                direct = self.cluster.psql(sql) if "binary" not in sql else None
+                if direct is not None and via.decode("latin-1").strip() != direct.encode().decode("latin-1").strip():
+                    diffs.append((sql, via, direct))
+                if SSN.encode() not in via and b"binary" not in sql.encode():
+                    diffs.append((sql, "no ssn", via))
+                if "binary" in sql and SSN.encode() not in via:
+                    diffs.append((sql, "no ssn in binary", via))
+            return diffs
+        diffs = yield deferToThread(work)
+        self.assertEqual(diffs, [])
+
+
+class HiddenDDL(AttackBase):
+    """DDL run by a function the gateway does not follow, in an open transaction, then a redefined view read."""
+
+    def _attempt(self, setup: list[str], trigger: str) -> str:
+        with self.connect(autocommit=True) as conn:
+            conn.execute("CREATE TEMP VIEW v AS SELECT id, id AS n, name AS s FROM people")
+            conn.execute(
+                "CREATE FUNCTION pg_temp.evil(int, int) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$BEGIN "
+                "CREATE OR REPLACE TEMP VIEW v AS SELECT id, salary AS n, ssn AS s FROM people; "
+                "RETURN true; END$$"
+            )
+            for s in setup:
+                conn.execute(s)
+            seen = [conn.execute("SELECT * FROM v").fetchall()]
+            conn.autocommit = False
+            try:
+                seen.append(conn.execute(trigger).fetchall())
+                seen.append(conn.execute("SELECT n, s FROM v").fetchall())
+            except psycopg.Error as e:
+                seen.append(repr(e))
+            conn.rollback()
+            return repr(seen)
+
+    @inlineCallbacks
+    def test_operator_negator(self) -> None:
+        """NOT (a === b) is planned as a !== b (negate_clause): the negator's function runs, unnamed."""
+        setup = [
+            "CREATE FUNCTION pg_temp.same(int, int) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$SELECT $1 = $2$$",
+            "CREATE OPERATOR pg_temp.!== (LEFTARG = int, RIGHTARG = int, FUNCTION = pg_temp.evil)",
+            "CREATE OPERATOR pg_temp.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = pg_temp.same, NEGATOR = OPERATOR(pg_temp.!==))",
+        ]
+        out = yield deferToThread(self._attempt, setup, "SELECT NOT (id OPERATOR(pg_temp.===) 2) FROM people")
+        self.check(out, "operator negator")
+
+    @inlineCallbacks
+    def test_implicit_cast_to_boolean(self) -> None:
+        """WHERE <composite>: the implicit cast's function runs; the statement names no function, operator or boolean."""
+        setup = [
+            "CREATE TYPE pg_temp.t AS (a int)",
+            "CREATE FUNCTION pg_temp.tb(pg_temp.t) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$BEGIN "
+            "CREATE OR REPLACE TEMP VIEW v AS SELECT id, salary AS n, ssn AS s FROM people; RETURN true; END$$",
+            "CREATE CAST (pg_temp.t AS boolean) WITH FUNCTION pg_temp.tb(pg_temp.t) AS IMPLICIT",
+        ]
+        out = yield deferToThread(self._attempt, setup, "SELECT 1 FROM people WHERE ROW(1)::pg_temp.t")
+        self.check(out, "implicit cast")
+
+
+class TrailLiterals(AttackBase):
+    @inlineCallbacks
+    def test_continuations_and_uescape(self) -> None:
+        """
+        String constants PostgreSQL decodes that string_literals leaves as
+        spelt: a continuation across CR (newline = [\\n\\r]), one with a
+        comment line between, and U&'...' UESCAPE '!'.  The card reaches
+        the trail split or escaped, where no detector finds it.
+        """
+        spellings = [
+            "'4111 1111'\r' 1111 1111'",
+            "'4111 1111'\n-- c\n' 1111 1111'",
+            "U&'4111 1111 1111 111!0031' UESCAPE '!'",
+        ]
+        def work():
+            c = RawClient(self.port, self.token)
+            got = []
+            for i, spelt in enumerate(spellings):
+                c.sendraw(query(f"INSERT INTO cards VALUES ({10 + i}, {spelt})"))
+                got.append(c.until_ready())
+            c.close()
+            return got
+        yield deferToThread(work)
+        stored = self.cluster.psql("SELECT id, v FROM cards ORDER BY id")
+        self.assertEqual(stored.count(CARD), 3, stored)  # the server read each as the card
+        trail = self.trail()
+        left = [s for s in ("1111'\\r'", "-- c", "111!0031") if s in trail]
+        self.assertEqual(left, [], "card spelt in the trail")
+
+
+class CopyBinaryNumbers(AttackBase):
+    @inlineCallbacks
+    def test_card_in_bigint_binary_copy(self) -> None:
+        """A card number in a bigint column no mask names: NULL in SELECT (binary), clear in COPY ... (FORMAT binary)."""
+        self.cluster.psql(
+            "CREATE TABLE accounts (id int, num bigint, amount numeric); "
+            "INSERT INTO accounts VALUES (1, 4012888888881881, 4012888888881881); "
+            "GRANT ALL ON accounts TO app_scram"
+        )
+        def work():
+            with self.connect(autocommit=True) as conn, conn.cursor() as cur:
+                sel = conn.execute("SELECT num, amount FROM accounts", binary=True).fetchall()
+                with cur.copy("COPY accounts TO STDOUT (FORMAT binary)") as copy:
+                    data = b"".join(bytes(chunk) for chunk in copy)
+            return sel, data
+        sel, data = yield deferToThread(work)
+        num = struct.pack(">q", 4012888888881881)
+        self.assertEqual(sel, [(None, None)])
+        self.assertNotIn(num, data, "card number as int8 in binary COPY")

@@ -241,10 +241,27 @@ SELECT c.oid::pg_catalog.int8, n.nspname, c.relname, c.relkind::pg_catalog.text,
           UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.oid)
         SELECT un.nspname || '.' || uc.relname FROM up
         JOIN pg_catalog.pg_class uc ON uc.oid = up.oid
-        JOIN pg_catalog.pg_namespace un ON un.oid = uc.relnamespace)
+        JOIN pg_catalog.pg_namespace un ON un.oid = uc.relnamespace),
+  pg_catalog.pg_has_role(c.relowner, 'MEMBER')
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = ANY(%s::pg_catalog.oid[])
 """
+
+
+def _redefinable_views(relations: dict[int, Relation], oids: Iterable[int]) -> list[int]:
+    """The views the connection's role may redefine on the way from C{oids} to their tables."""
+    found: list[int] = []
+    todo, seen = list(oids), set()
+    while todo:
+        oid = todo.pop()
+        relation = relations.get(oid)
+        if oid in seen or relation is None:
+            continue
+        seen.add(oid)
+        if relation.kind == "v" and relation.owned:
+            found.append(oid)
+        todo.extend(o for o, _ in (relation.origins or {}).values())
+    return found
 
 
 def _view_origins(definition: str) -> dict[int, tuple[int, int]] | None:
@@ -260,7 +277,7 @@ def relation_from_row(row: tuple[Any, ...], former: dict[tuple[int, int], set[st
     C{(oid, attnum)}, kept across reads) gains its current names and gives
     the earlier ones.
     """
-    oid, schema, name, kind, columns, definition, ancestors = row
+    oid, schema, name, kind, columns, definition, ancestors, owned = row
     oid = int(oid)
     attributes = {int(k): v for k, v in json.loads(columns).items()}
     current = {attnum: name for attnum, (name, _, _) in attributes.items()}
@@ -282,6 +299,7 @@ def relation_from_row(row: tuple[Any, ...], former: dict[tuple[int, int], set[st
         former=earlier,
         types={attnum: int(type_oid) for attnum, (_, type_oid, _) in attributes.items()},
         generated=frozenset(attnum for attnum, (_, _, generated) in attributes.items() if generated),
+        owned=bool(owned),
     )
 
 
@@ -530,7 +548,9 @@ class Catalog:
     def known_origins(self, oids: Iterable[int]) -> dict[int, Relation] | None:
         """
         The relations L{origins} knows (at once) if it knows every one of
-        C{oids} and what their views select, else C{None}.
+        C{oids} and what their views select, else C{None}; never at once
+        for a view the connection's role may redefine (read for every
+        result: a function can redefine it without the gateway seeing DDL).
         """
         if self._relations_until <= self.reactor.seconds():
             self._relations.clear()
@@ -539,6 +559,13 @@ class Catalog:
         for oid in oids:
             if oid not in known:
                 return None
+        redefinable = _redefinable_views(known, oids)
+        if redefinable:
+            # A view the session's role may redefine (through code the
+            # gateway does not see) is read again for every result.
+            for oid in redefinable:
+                del known[oid]
+            return None
         return known
 
     def origins(self, oids: Iterable[int]) -> Deferred:

@@ -5,9 +5,10 @@ relation, which columns, in what format) and the text and CSV row syntax
 PostgreSQL writes (C{CopyAttributeOutText}, C{CopyAttributeOutCSV} in
 src/backend/commands/copyto.c).  Pure: no I/O.
 
-A C{COPY (query) TO} has no column origins to mask by, and a C{COPY ... TO
-'file'} or C{PROGRAM} writes where the gateway cannot mask; L{copy_spec}
-answers C{None} for both.
+A C{COPY (query) TO} has no column origins to mask by, a C{COPY ... TO
+'file'} or C{PROGRAM} writes where the gateway cannot mask, and a COPY with
+its own C{ENCODING} writes bytes the gateway would not read as the client
+does: L{CopySpec.by_column} is false for them.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ __all__ = ["CopySpec", "copy_spec", "csv_fields", "csv_field", "text_fields", "t
 
 @frozen
 class CopySpec:
-    """A C{COPY relation [(columns)] TO STDOUT} and its row syntax."""
+    """A C{COPY ... TO}: what it copies and its row syntax."""
 
     schema: str | None
-    relation: str
+    relation: str | None  # None: a query's output
     columns: tuple[str, ...] | None  # None: every column, in order
     format: str = "text"  # text, csv, binary
     delimiter: str = "\t"
@@ -34,10 +35,26 @@ class CopySpec:
     escape: str = '"'
     null: str = "\\N"
     header: bool = False
+    to_stdout: bool = True
+    encoding: str | None = None  # its own ENCODING option, if any
+    custom_null: bool = False  # its NULL option was given
+
+    @property
+    def by_column(self) -> bool:
+        """Whether its rows can be masked by column: a relation's, to the client, in the session's encoding."""
+        return self.relation is not None and self.to_stdout and self.encoding is None
+
+
+_TRUE = frozenset({"true", "on", "1"})
+_FALSE = frozenset({"false", "off", "0"})
 
 
 def copy_spec(text: str) -> CopySpec | None:
-    """What C{text} copies out, if it is one C{COPY relation TO STDOUT}; else C{None}."""
+    """
+    What C{text} copies out, if it is one C{COPY ... TO}; else C{None}
+    (also for option values PostgreSQL would read in a way the gateway
+    does not know).
+    """
     try:
         statements = json.loads(_pg.parse_sql_json(text))["stmts"]
     except Exception:  # noqa: BLE001 -- not one statement the parser reads
@@ -45,26 +62,38 @@ def copy_spec(text: str) -> CopySpec | None:
     if len(statements) != 1:
         return None
     copy = statements[0]["stmt"].get("CopyStmt")
-    if copy is None or copy.get("is_from") or copy.get("query") or copy.get("filename") or copy.get("is_program"):
+    if copy is None or copy.get("is_from"):
         return None
     relation = copy.get("relation") or {}
-    if not relation.get("relname"):
-        return None
     options = {o["DefElem"]["defname"]: _option(o["DefElem"].get("arg")) for o in copy.get("options", ())}
     form = str(options.get("format") or "text").lower()
     csv = form == "csv"
     quote = str(options.get("quote") or '"')
+    header = options.get("header", False)
+    if isinstance(header, str):
+        # PostgreSQL reads it case-insensitively; anything else is not a header choice for COPY TO.
+        if header.lower() in _TRUE:
+            header = True
+        elif header.lower() in _FALSE:
+            header = False
+        else:
+            return None
+    elif isinstance(header, int) and header not in (0, 1):
+        return None
     columns = tuple(c["String"]["sval"] for c in copy.get("attlist", ()) if "String" in c) or None
     return CopySpec(
         schema=relation.get("schemaname"),
-        relation=relation["relname"],
+        relation=None if copy.get("query") else relation.get("relname"),
         columns=columns,
         format=form,
         delimiter=str(options.get("delimiter") or ("," if csv else "\t")),
         quote=quote,
         escape=str(options.get("escape") or quote),
         null=str(options["null"]) if options.get("null") is not None else ("" if csv else "\\N"),
-        header=options.get("header") not in (None, False, "false", "off", 0),
+        header=bool(header),
+        to_stdout=not copy.get("filename") and not copy.get("is_program"),
+        encoding=str(options["encoding"]) if options.get("encoding") is not None else None,
+        custom_null="null" in options,
     )
 
 

@@ -298,6 +298,7 @@ class ClientProtocol(Protocol):
         self._draining = False
         self._denials = 0
         self._catalog_changed = False  # DDL was sent in the transaction now open
+        self._fresh = True  # nothing has run since the server was last idle outside a transaction
         self._renamed: dict[str, str] = {}  # relations it renamed meanwhile: new name -> old
         self._linked = False  # the two transports are each other's producers
         self.bytes_in = 0
@@ -451,6 +452,7 @@ class ClientProtocol(Protocol):
         self.transform = self.front.transform_for(self.session)  # type: ignore[arg-type]
         if isinstance(self.transform, ResultMasking):
             self.transform.unsure = lambda: self._catalog_changed
+            self.transform.fresh = lambda: self._fresh
             self.transform.codec = self.settings.codec or "utf-8"
         self._send(*startup.welcome(backend.parameters, self.cancel_pid, self.cancel_secret))
         _preauth.authenticated(self)  # the listener's pre-authentication deadline and caps end here
@@ -677,12 +679,21 @@ class ClientProtocol(Protocol):
         if info.kinds[:1] != ("copy",) or info.copy_in or self.transform is None:
             return None
         masks = self.session.masks  # type: ignore[union-attr]
-        if masks is None or not masks.by_origin or copy_spec(info.text) is not None:
+        if masks is None or not masks.client:
             return None
-        return (
-            "COPY (query) TO and COPY ... TO a file or program are refused while masks by column apply to you "
-            f"on this connection (mask {masks.by_origin[0].name!r}): use COPY table TO STDOUT, or SELECT"
-        )
+        spec = copy_spec(info.text)
+        if spec is not None and spec.encoding is not None:
+            return (
+                "COPY ... (ENCODING ...) is refused while masks apply to you on this connection "
+                f"(mask {masks.client[0].name!r}): its rows would not be read as your client reads them; "
+                "set client_encoding instead"
+            )
+        if masks.by_origin and (spec is None or not spec.by_column):
+            return (
+                "COPY (query) TO and COPY ... TO a file or program are refused while masks by column apply to you "
+                f"on this connection (mask {masks.by_origin[0].name!r}): use COPY table TO STDOUT, or SELECT"
+            )
+        return None
 
     def _check_or_refuse(
         self, actions: list[Action], infos: list[StatementInfo], judged: list[StatementInfo] | None = None
@@ -1093,6 +1104,10 @@ class ClientProtocol(Protocol):
                     self.settings.report(message.name, message.value)  # type: ignore[attr-defined]
                 elif kind is codec.ErrorResponse and tracker.at_batch_end:
                     self._commit_failed(message)  # type: ignore[arg-type]
+                if kind is codec.ReadyForQuery:
+                    self._fresh = message.status == "I"  # type: ignore[attr-defined]
+                elif kind is codec.CommandComplete or kind is codec.PortalSuspended:
+                    self._fresh = False
                 answer = tracker.answer(message)
                 if (
                     kind is codec.ReadyForQuery and self._catalog_changed and message.status == "I"  # type: ignore[attr-defined]

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -162,6 +161,19 @@ def _binary_text(value: bytes, type_oid: int, codec: str, depth: int = 0) -> str
     return _lenient(value, codec)
 
 
+def _binary_guess(value: bytes, codec: str) -> str:
+    """A binary value of a type not known (a COPY's field): every reading a detector may find something in."""
+    readings = [_binary_text(value, 0, codec)]
+    if len(value) in _INTEGER_SIZES:
+        readings.append(str(int.from_bytes(value, "big", signed=True)))
+    if len(value) >= 8:
+        try:
+            readings.append(_numeric(value))
+        except (struct.error, ValueError):
+            pass
+    return " ".join(readings)
+
+
 def _array_elements(value: bytes) -> list[tuple[int, bytes | None]] | None:
     """A binary array's elements with their type, or C{None} if it is not one."""
     if len(value) < 12:
@@ -281,6 +293,11 @@ class ResultMasking:
         # have changed the catalog (a view redefined), which the gateway's
         # own connection does not see yet.
         self.unsure: Callable[[], bool] = lambda: False
+        # Set by the front end: whether nothing has run since the session was
+        # last idle outside a transaction, so that the catalog's committed
+        # state is the session's (a view its role owns may have been
+        # redefined by earlier statements of the same transaction otherwise).
+        self.fresh: Callable[[], bool] = lambda: True
         self.counts: Counts = {}
         # The COPY TO under way: its fields' masks by origin, and what is known of it.
         self._copy: list[ActiveMask | None] | None = None
@@ -326,12 +343,13 @@ class ResultMasking:
         plan: list[tuple[int, int, Any]] = []
         finds = bool(masks.finders)
         unsure = self.unsure()
+        fresh = self.fresh()
         for index, field in enumerate(description.fields):
             type_oid = field.type_oid
             texty = type_oid in _TEXT or type_oid >= _FIRST_USER_OID
             mask: ActiveMask | None = None
             if relations is not None and field.table_oid:
-                names = column_names(relations, field.table_oid, field.column)
+                names = column_names(relations, field.table_oid, field.column, trust_owned_views=fresh)
                 if names is None or unsure:
                     mask = masks.by_origin[0]  # what it is cannot be told: fail closed
                 else:
@@ -591,6 +609,8 @@ class ResultMasking:
             return None
         self._copy = None
         masks = self._copy_masks = self._masks()
+        if spec is not None and not spec.by_column:
+            spec = None  # (refused before it runs while masks by column apply)
         self._copy_spec = spec
         self._copy_header = spec is not None and spec.header
         if masks is None or not masks.by_origin:
@@ -627,7 +647,7 @@ class ResultMasking:
             if attnums is None or self.unsure():
                 return [masks.by_origin[0]] * count
             for index, attnum in enumerate(attnums):
-                names = column_names(relations, oid, attnum)
+                names = column_names(relations, oid, attnum, trust_owned_views=self.fresh())
                 mask = masks.column(names) if names is not None else masks.by_origin[0]
                 if mask is not None and plan[index] is None:
                     plan[index] = mask
@@ -679,8 +699,15 @@ class ResultMasking:
         if len(fields) != len(plan):
             # Not the shape planned: every field masked (the row is withheld as NULLs).
             return codec.CopyData.from_data(_bytes(delimiter.join([null] * len(plan)) + ending, self.codec))
+        custom_null = spec is not None and spec.custom_null
         for index, mask in enumerate(plan):
-            if mask is None or fields[index] == null:
+            if mask is None or (fields[index] == null and not custom_null):
+                continue
+            if custom_null:
+                # NULL 'a guess' would show which values equal the guess: every masked field is the NULL string.
+                key = (mask.name, "column")
+                self.counts[key] = self.counts.get(key, 0) + 1
+                fields[index] = null
                 continue
             key = (mask.name, "column")
             self.counts[key] = self.counts.get(key, 0) + 1
@@ -727,7 +754,8 @@ class ResultMasking:
                 changed = True
                 continue
             if plan is None:
-                text = _lenient(value, self.codec)
+                type_oid = self._copy_types.get(index)
+                text = _binary_text(value, type_oid, self.codec) if type_oid else _binary_guess(value, self.codec)
                 if masks.client_text(text, self.counts) is not text:
                     parts.append(_NULL_LENGTH)
                     changed = True
@@ -753,33 +781,42 @@ def _copied(relation: Relation, spec: CopySpec, count: int) -> list[int] | None:
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 
 
-_SPELT = re.compile(r"\\|'\s*\n\s*'")  # a backslash escape, or a literal continued on the next line
-
-
 def string_literals(text: str) -> list[tuple[int, int, str]]:
     """
     The string constants of a statement whose value is spelt otherwise
-    (C{E'...'} and C{U&'...'} escapes, C{'...'} continued on the next
-    line), as C{(start, end, value)}: for the trail's detectors
+    than as one plain C{'...'}: C{E'...'} and C{U&'...'} escapes (with a
+    C{UESCAPE}), constants continued on another line (also past a
+    comment), C{''} -- as C{(start, end, value)}, for the trail's detectors
     (L{hoopgw.sessions.Session.literals}).  Decoded by PostgreSQL's own
     parser; one that cannot be decoded is left to the detectors as spelt.
+    Dollar-quoted constants are their value as written.
     """
-    if "\\" not in text and "\n" not in text:
+    if "'" not in text:
         return []
     try:
         tokens = _pg.scan(text)
     except Exception:  # noqa: BLE001 -- not SQL the scanner reads: nothing to decode
         return []
     found = []
-    for token in tokens:
+    at = 0
+    while at < len(tokens):
+        token = tokens[at]
+        at += 1
         if token.name not in ("SCONST", "USCONST"):
             continue
-        spelt = text[token.start : token.end + 1]
-        if spelt.startswith("$") or not _SPELT.search(spelt):
-            continue
+        start, end = token.start, token.end + 1
+        if (
+            token.name == "USCONST" and at + 1 < len(tokens)
+            and tokens[at].name == "UESCAPE" and tokens[at + 1].name == "SCONST"
+        ):
+            end = tokens[at + 1].end + 1
+            at += 2
+        spelt = text[start:end]
+        if spelt.startswith("$") or (spelt.startswith("'") and spelt.count("'") == 2 and "\\" not in spelt):
+            continue  # as written
         value = _literal_value(spelt)
         if value is not None:
-            found.append((token.start, token.end + 1, value))
+            found.append((start, end, value))
     return found
 
 

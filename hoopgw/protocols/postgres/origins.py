@@ -48,6 +48,7 @@ class Relation:
     former: Mapping[int, tuple[str, ...]] = {}  # attnum -> schema.table.column names it had before
     types: Mapping[int, int] = {}  # attnum -> type OID
     generated: frozenset[int] = frozenset()  # generated columns (not copied out)
+    owned: bool = False  # the connection's role may redefine it (it owns it, or is a member of its owner)
 
 
 # A node tree's tokens: braces and parentheses, or atoms (with backslash escapes).
@@ -98,13 +99,17 @@ def view_origins(tree: str) -> dict[int, tuple[int, int]]:
     return origins
 
 
-def column_names(relations: Mapping[int, Relation], oid: int, attnum: int) -> tuple[str, ...] | None:
+def column_names(
+    relations: Mapping[int, Relation], oid: int, attnum: int, *, trust_owned_views: bool = True
+) -> tuple[str, ...] | None:
     """
     Every C{schema.table.column} that column C{attnum} of relation C{oid}
-    is (module docstring); C{None} if a relation on the way is unknown.
+    is (module docstring); C{None} if a relation on the way is unknown, or
+    is a view the session's role may have redefined in its open
+    transaction (unless C{trust_owned_views}).
     """
     names: list[str] = []
-    if not _collect(relations, oid, attnum, names, 0):
+    if not _collect(relations, oid, attnum, names, 0, trust_owned_views):
         return None
     return tuple(names)
 
@@ -112,9 +117,13 @@ def column_names(relations: Mapping[int, Relation], oid: int, attnum: int) -> tu
 _MAX_DEPTH = 64  # views of views; PostgreSQL itself refuses a cycle
 
 
-def _collect(relations: Mapping[int, Relation], oid: int, attnum: int, names: list[str], depth: int) -> bool:
+def _collect(
+    relations: Mapping[int, Relation], oid: int, attnum: int, names: list[str], depth: int, trust_owned_views: bool
+) -> bool:
     relation = relations.get(oid)
     if relation is None or depth > _MAX_DEPTH:
+        return False
+    if relation.kind == "v" and relation.owned and not trust_owned_views:
         return False
     attnums = tuple(relation.columns) if attnum == 0 else (attnum,)
     for number in attnums:
@@ -128,6 +137,6 @@ def _collect(relations: Mapping[int, Relation], oid: int, attnum: int, names: li
         if relation.origins is None:
             return False  # what a view column selects is unknown
         origin = relation.origins.get(number)
-        if origin is not None and not _collect(relations, origin[0], origin[1], names, depth + 1):
+        if origin is not None and not _collect(relations, origin[0], origin[1], names, depth + 1, trust_owned_views):
             return False
     return True

@@ -14,20 +14,26 @@ class SpecTests(SynchronousTestCase):
         self.assertEqual(copy_spec("COPY people TO STDOUT"), CopySpec(None, "people", None))
         self.assertEqual(
             copy_spec("copy public.people (id, ssn) to stdout with (format csv, header, delimiter ';', quote '''', null 'x')"),
-            CopySpec("public", "people", ("id", "ssn"), "csv", ";", "'", "'", "x", True),
+            CopySpec("public", "people", ("id", "ssn"), "csv", ";", "'", "'", "x", True, custom_null=True),
         )
         self.assertEqual(copy_spec("COPY people TO STDOUT WITH CSV HEADER").header, True)
         self.assertEqual(copy_spec("COPY people TO STDOUT (FORMAT binary)").format, "binary")
+
+    def test_header_read_as_postgresql_reads_it(self) -> None:
+        """HEADER 'OFF' is no header (an outside tester's find: the first row was taken for one)."""
+        for value, header in (("'OFF'", False), ("'False'", False), ('"ON"', True), ("'1'", True), ("0", False)):
+            self.assertEqual(copy_spec(f"COPY people TO STDOUT (FORMAT csv, HEADER {value})").header, header, value)
+        self.assertIsNone(copy_spec("COPY people TO STDOUT (FORMAT csv, HEADER 'maybe')"))
 
     def test_what_cannot_be_masked_by_column(self) -> None:
         for text in (
             "COPY (SELECT ssn FROM people) TO STDOUT",
             "COPY people TO '/tmp/x'",
             "COPY people TO PROGRAM 'cat'",
-            "COPY people FROM STDIN",
-            "SELECT 1; COPY people TO STDOUT",
-            "not sql at all",
+            "COPY people TO STDOUT (ENCODING 'SJIS')",
         ):
+            self.assertFalse(copy_spec(text).by_column, text)
+        for text in ("COPY people FROM STDIN", "SELECT 1; COPY people TO STDOUT", "not sql at all"):
             self.assertIsNone(copy_spec(text), text)
 
 

@@ -226,6 +226,9 @@ class SSHSettings:
     # Output of commands run without a terminal (ssh host cmd) recorded as
     # asciicast too: off by default, as it may be bulk data (backups, dumps).
     record_exec_output: bool = False
+    # Terminal and exec output passes the detectors of the masks that apply
+    # before it reaches the client (recordings are masked whatever this says).
+    mask_terminal: bool = False
     # Keep-alives on both legs (keepalive@openssh.com): a peer that leaves
     # keepalive_count_max requests unanswered, keepalive_interval seconds
     # apart, is taken for dead and its session ended.  0 turns them off.
@@ -376,6 +379,7 @@ _CONNECTION_KEYS = {
         "keepalive_count_max",
         "keepalive_interval",
         "login_timeout",
+        "mask_terminal",
         "password_file",
         "record_exec_output",
         "record_input",
@@ -1125,6 +1129,7 @@ def _connection(table: _Table) -> Connection:
             known_hosts=table.path_value("known_hosts", check="file"),
             record_input=table.boolean("record_input", _default(SSHSettings, "record_input")),
             record_exec_output=table.boolean("record_exec_output", _default(SSHSettings, "record_exec_output")),
+            mask_terminal=table.boolean("mask_terminal", _default(SSHSettings, "mask_terminal")),
             keepalive_interval=table.duration(
                 "keepalive_interval", _default(SSHSettings, "keepalive_interval"), allow_zero=True
             ),

@@ -607,7 +607,7 @@ class ErrorMessageTests(ConfigTestCase):
                 SSH + "port = 22\n",
                 'connections[0].port: unknown key; expected one of "address", '
                 '"host_key", "keepalive_count_max", "keepalive_interval", "key_file", "kind", '
-                '"known_hosts", "login_timeout", "name", "password_env", '
+                '"known_hosts", "login_timeout", "mask_terminal", "name", "password_env", '
                 '"password_file", "record_exec_output", "record_input", "user"',
             ),
             (

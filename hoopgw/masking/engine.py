@@ -93,6 +93,10 @@ class Masker:
     def value(self, value: str) -> str | None:
         return mask_value(self.strategy, value, self.key)
 
+    def text_value(self, value: str) -> str:
+        """A found value masked inside a longer text (where it cannot be null: redacted)."""
+        return mask_value("redact" if self.strategy == "null" else self.strategy, value, self.key)  # type: ignore[return-value]
+
     def constant(self) -> bytes | None:
         """What every value becomes, when that does not depend on the value (C{redact})."""
         return REDACTED.encode() if self.strategy == "redact" else None
@@ -102,12 +106,11 @@ class Masker:
         spans = find(text, self.detectors)
         if not spans:
             return text, spans
-        strategy = "redact" if self.strategy == "null" else self.strategy
         out = []
         at = 0
         for span in spans:
             out.append(text[at:span.start])
-            out.append(mask_value(strategy, text[span.start:span.end], self.key))  # type: ignore[arg-type]
+            out.append(self.text_value(text[span.start:span.end]))
             at = span.end
         out.append(text[at:])
         return "".join(out), spans

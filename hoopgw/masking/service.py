@@ -28,7 +28,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from hoopgw.masking.detectors import Gate, compile_pattern
+from hoopgw.masking.detectors import Gate, compile_pattern, find
 from hoopgw.masking.engine import REDACTED, Masker
 from hoopgw.model import Connection, Identity
 
@@ -125,6 +125,31 @@ class SessionMasks:
                 key = (mask.name, span.detector)
                 counts[key] = counts.get(key, 0) + 1
         return text
+
+    def replacements(self, text: str, counts: Counts, *, trail: bool = False) -> list[tuple[int, int, str]]:
+        """
+        Where the client's (or, with C{trail}, the trail's) masks find
+        values in C{text}, and what each becomes: C{(start, end,
+        replacement)}, ordered, not overlapping (L{hoopgw.masking.stream}).
+        """
+        found: list[tuple[int, int, str, str]] = []
+        for mask in self.trail if trail else self.finders:
+            for span in find(text, mask.masker.detectors):
+                found.append((span.start, span.end, mask.name, span.detector))
+        if not found:
+            return []
+        found.sort(key=lambda f: (f[0], -f[1]))
+        out: list[tuple[int, int, str]] = []
+        end = -1
+        for start, stop, name, detector in found:
+            if start < end:
+                continue
+            mask = next(m for m in (self.trail if trail else self.finders) if m.name == name)
+            key = (name, detector)
+            counts[key] = counts.get(key, 0) + 1
+            out.append((start, stop, mask.masker.text_value(text[start:stop])))
+            end = stop
+        return out
 
     def trail_value(self, value: Any, counts: Counts) -> Any:
         """

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.errors import AuditUnavailable, NotPermitted
+from hoopgw.masking.stream import StreamMasker
 from hoopgw.model import Action, Outcome, Status
 from hoopgw.protocols.ssh.commands import (
     MAX_COMMAND_LENGTH,
@@ -78,6 +79,9 @@ def env_allowed(name: str) -> bool:
 
 
 _SFTP_SERVERS = frozenset({"sftp-server", "internal-sftp"})
+# Output held for masking (the end of what may be a value) goes out after this long without more.
+_MASK_QUIET = 0.05
+
 # What the audit record keeps of an exec command line too long to read.
 _REFUSED_COMMAND_HEAD = 1024
 # What the target's shell would expand in a path: globs, braces, ~, $, `.
@@ -698,6 +702,13 @@ class SessionChannel(RelayChannel):
         self.shell_lines = 0
         self._tail = ""  # the end of the terminal's output, for secret prompts
         self.sftp_handle: ActionHandle | None = None  # SFTP found spoken on a shell or exec channel
+        # Masking (hoopgw.masking.stream): the client's output per stream
+        # (None: stdout) with mask_terminal, and what the recording stores.
+        self._client_maskers: dict[int | None, StreamMasker] | None = None
+        self._recorded_output: StreamMasker | None = None
+        self._recorded_input: StreamMasker | None = None
+        self._mask_counts: dict[tuple[str, str], int] = {}
+        self._mask_flush: Any = None  # the delayed call that flushes held output
 
     def requestReceived(self, requestType: bytes, data: bytes) -> "Deferred | bool":
         handler = self._handlers.get(requestType)
@@ -858,6 +869,8 @@ class SessionChannel(RelayChannel):
                 self._start_recording(action)
             elif self.program == "exec" and filter_name is None and self._record_exec_output():
                 self._start_recording(action)
+            if filter_name is None:
+                self._start_masking()
             started = self._relay(request, data, True)
 
             def answered(ok: bool) -> bool:
@@ -968,9 +981,71 @@ class SessionChannel(RelayChannel):
         """A terminal session must not go on unrecorded: end it."""
         self._fail(f"the session recording failed ({reason}); the session is ended")
 
+    # -- masking -----------------------------------------------------------------
+
+    def _start_masking(self) -> None:
+        masks = self.session.masks
+        if masks is None:
+            return
+        counts = self._mask_counts
+        if masks.trail and self.recorder is not None:
+            # What is stored is masked for everyone (except_groups or not).
+            self._recorded_output = StreamMasker(lambda text: masks.replacements(text, counts, trail=True))
+            self._recorded_input = StreamMasker(lambda text: masks.replacements(text, counts, trail=True))
+        if masks.finders and getattr(self.session.connection.settings, "mask_terminal", False):
+            self._client_maskers = {}
+
+    def _masked_for_client(self, data: bytes, extended: int | None) -> bytes:
+        maskers = self._client_maskers
+        assert maskers is not None
+        masker = maskers.get(extended)
+        if masker is None:
+            masks = self.session.masks
+            counts = self._mask_counts
+            masker = maskers[extended] = StreamMasker(
+                lambda text: masks.replacements(text, counts) if masks is not None else []
+            )
+        data = masker.feed(data)
+        if masker.holding and self._mask_flush is None:
+            # What is held (the end of a line being typed) goes out after a
+            # moment without more.
+            self._mask_flush = self.session.service.clock.callLater(_MASK_QUIET, self._flush_masked)
+        return data
+
+    def _flush_masked(self) -> None:
+        self._mask_flush = None
+        for extended, masker in (self._client_maskers or {}).items():
+            data = masker.flush()
+            if data:
+                if extended is None:
+                    self.write(data)
+                else:
+                    self.writeExtended(extended, data)
+
+    def after_output(self, thunk: Callable[[], object]) -> None:
+        # EOF, exit status and close wait for the output held for masking.
+        if self._mask_flush is not None:
+            self._mask_flush.cancel()
+            self._flush_masked()
+        super().after_output(thunk)
+
+    def _settle_masking(self) -> None:
+        if self._mask_flush is not None:
+            self._mask_flush.cancel()
+            self._mask_flush = None
+        if self.recorder is not None:
+            if self._recorded_output is not None:
+                self.recorder.output(self._recorded_output.flush())
+            if self._recorded_input is not None:
+                self.recorder.input(self._recorded_input.flush())
+        masks = self.session.masks
+        if self._mask_counts and masks is not None:
+            counts, self._mask_counts = self._mask_counts, {}
+            masks.settle(counts)
+
     def client_input(self, data: bytes) -> None:
         if self.recorder is not None:
-            self.recorder.input(data)
+            self.recorder.input(self._recorded_input.feed(data) if self._recorded_input is not None else data)
         if self.lines is not None:
             for line in self.lines.feed(data):
                 self._shell_line(line)
@@ -992,14 +1067,19 @@ class SessionChannel(RelayChannel):
         d.addErrback(lambda f: log.failure("ssh.shell.line not audited", f))
 
     def from_target(self, data: bytes, extended: int | None = None) -> None:
-        super().from_target(data, extended)
+        raw = data
+        if self._client_maskers is not None and self.sftp_handle is None:
+            data = self._masked_for_client(data, extended)
+        if data:
+            super().from_target(data, extended)
         if self.recorder is not None:
-            self.recorder.output(data)
+            self.recorder.output(self._recorded_output.feed(raw) if self._recorded_output is not None else raw)
         if self.lines is not None:
             text = _CSI.sub("", data[-_TAIL:].decode("utf-8", "replace"))
             self._tail = (self._tail + text)[-_TAIL:]
 
     def closed(self) -> None:
+        self._settle_masking()
         if self.recorder is not None:
             self.recorder.close()
         super().closed()

@@ -1,0 +1,121 @@
+"""
+Masking a byte stream as it passes (a terminal's output, what is typed),
+for the values a session's masks find, without breaking terminal escape
+sequences.  No protocol knowledge: a front end feeds what passes and sends
+what comes out.
+
+  - A value may arrive in pieces: the trailing run of characters that could
+    still be part of one (digits, letters, separators, C{@.-+/=_%} and
+    spaces; at most C{hold} bytes) is held back until more arrives, or
+    until L{StreamMasker.flush} (the front end calls it after a short
+    quiet time, and before the stream ends).  An unfinished escape
+    sequence is held back too.
+  - Escape sequences (CSI, OSC, two-byte ESC) are invisible to the
+    detectors, so C{4111 1111} with colours between its digits is still
+    found; a masked value's escape sequences are kept, after its mask, so
+    the terminal's state stays as the program set it.
+
+Against a user who can run commands on the target this is best effort: a
+program can always print a value in a shape no detector knows.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+__all__ = ["StreamMasker"]
+
+_ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-~])")
+# What a value is made of (and the CSI sequences that may colour it): held
+# back at the end of a chunk.
+_VALUE_BYTES = frozenset(
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz@.-+/=_% \x1b[;?"
+)
+_LONGEST_ESCAPE = 4096  # an unterminated sequence longer than this is not waited for
+
+Replacements = Callable[[str], list[tuple[int, int, str]]]
+
+
+class StreamMasker:
+    """
+    @param replacements: C{text -> [(start, end, replacement)]}, ordered and
+        not overlapping (L{hoopgw.masking.service.SessionMasks.replacements}).
+    """
+
+    def __init__(self, replacements: Replacements, hold: int = 96) -> None:
+        self.replacements = replacements
+        self.hold = hold
+        self._held = b""
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def feed(self, data: bytes) -> bytes:
+        """What of C{data} (after what was held) can be passed on now, masked."""
+        data = self._held + data if self._held else data
+        cut = len(data)
+        escape = data.rfind(b"\x1b")
+        if escape >= 0 and cut - escape <= _LONGEST_ESCAPE:
+            complete = _ESCAPE.match(data, escape)
+            if complete is None or complete.end() > cut:
+                cut = escape  # an escape sequence not finished yet
+        # The trailing run that could still grow into a value (bounded).
+        at, limit = cut, cut - self.hold
+        while at > 0 and at >= limit and data[at - 1] in _VALUE_BYTES:
+            at -= 1
+        if cut - at <= self.hold:
+            cut = at  # (a longer run is passed on: a value is shorter than that)
+        self._held = data[cut:]
+        return self._mask(data[:cut])
+
+    def flush(self) -> bytes:
+        """Everything held, masked (a quiet moment, or the end of the stream)."""
+        held, self._held = self._held, b""
+        return self._mask(held)
+
+    def _mask(self, data: bytes) -> bytes:
+        if not data:
+            return data
+        escapes = list(_ESCAPE.finditer(data)) if b"\x1b" in data else []
+        if not escapes:
+            text = data.decode("utf-8", "surrogateescape")
+            found = self.replacements(text)
+            if not found:
+                return data
+            out, at = [], 0
+            for start, end, replacement in found:
+                out.append(text[at:start])
+                out.append(replacement)
+                at = end
+            out.append(text[at:])
+            return "".join(out).encode("utf-8", "surrogateescape")
+        # Visible bytes, and where each came from.
+        visible = bytearray()
+        origin: list[int] = []
+        at = 0
+        for match in escapes:
+            visible += data[at : match.start()]
+            origin.extend(range(at, match.start()))
+            at = match.end()
+        visible += data[at:]
+        origin.extend(range(at, len(data)))
+        text = bytes(visible).decode("utf-8", "surrogateescape")
+        found = self.replacements(text)
+        if not found:
+            return data
+        out = bytearray()
+        copied = 0
+        for start, end, replacement in found:
+            first = origin[len(text[:start].encode("utf-8", "surrogateescape"))]
+            last = origin[len(text[:end].encode("utf-8", "surrogateescape")) - 1] + 1
+            out += data[copied:first]
+            out += replacement.encode("utf-8", "surrogateescape")
+            # The escape sequences inside the value, kept (the terminal's state).
+            for match in escapes:
+                if first <= match.start() < last:
+                    out += match.group()
+            copied = last
+        out += data[copied:]
+        return bytes(out)

@@ -1,0 +1,85 @@
+"""
+Masking SSH output (issue 12) through a real sshd and OpenSSH client:
+with C{mask_terminal = true} what the detectors find never reaches the
+client, also split across writes or coloured by escape sequences; the
+recording is masked whoever the identity; typed lines in the trail too.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import inlineCallbacks
+
+from hoopgw.recording.asciicast import read_asciicast
+from tests.integration._ssh import SSHGatewayCase
+
+CARD = "4111 1111 1111 1111"
+ALLOW = """
+[[rule]]
+name = "everyone"
+effect = "allow"
+groups = ["*"]
+connections = ["*"]
+actions = ["*"]
+"""
+# Printed in pieces (two writes), with colours inside the number.
+PRINT = (
+    "printf 'card 4111 11'; printf '11 \\033[31m1111\\033[0m 1111 paid\\n'; "
+    "printf 'mail ada@example.org\\n' >&2"
+)
+
+
+class TerminalMaskingTests(SSHGatewayCase):
+    connection_options = "mask_terminal = true"
+    policy = ALLOW + """
+[[mask]]
+name = "cards"
+detectors = ["card", "email"]
+"""
+
+    @inlineCallbacks
+    def test_exec_output_masked_at_the_client_and_in_the_recording(self) -> None:
+        code, output = yield self.ssh("-tt", PRINT)
+        self.assertEqual(code, 0, output)
+        text = output.decode("utf-8", "replace")
+        self.assertIn("[redacted]", text)
+        self.assertIn("paid", text)
+        self.assertNotIn("1111 1111", text.replace("\x1b[31m", "").replace("\x1b[0m", ""))
+        self.assertNotIn("ada@example.org", text)
+        yield self.watch.wait("session.end")
+        [end] = self.records("session.end")
+        cast = read_asciicast(end["end"]["recording"]).output()
+        self.assertNotIn("1111 1111", cast.replace("\x1b[31m", "").replace("\x1b[0m", ""))
+        self.assertIn("[redacted]", cast)
+
+    @inlineCallbacks
+    def test_plain_exec_output(self) -> None:
+        code, output = yield self.ssh(f"echo 'card {CARD} paid'; echo done")
+        self.assertEqual(code, 0, output)
+        lines = [line for line in output.decode().splitlines() if not line.startswith("Warning:")]
+        self.assertEqual(lines, ["card [redacted] paid", "done"])
+
+
+class ExemptTests(SSHGatewayCase):
+    """alice is in dev: exempt at the client, never in what is stored."""
+
+    connection_options = "mask_terminal = true\nrecord_input = true"
+    policy = ALLOW + """
+[[mask]]
+name = "cards"
+detectors = ["card"]
+except_groups = ["dev"]
+"""
+
+    @inlineCallbacks
+    def test_client_sees_values_the_recording_and_trail_do_not(self) -> None:
+        code, output = yield self.ssh("-tt", f"echo 'card {CARD}'")
+        self.assertEqual(code, 0, output)
+        self.assertIn(CARD, output.decode())
+        yield self.watch.wait("session.end")
+        [end] = self.records("session.end")
+        cast = read_asciicast(end["end"]["recording"]).output()
+        self.assertNotIn(CARD, cast)
+        self.assertIn("[redacted]", cast)
+        [(start, _)] = self.actions("ssh.exec")
+        self.assertNotIn(CARD, start["action"]["input"])  # the command line in the trail
+        self.assertEqual(start["action"]["masked"], {"cards": 1})

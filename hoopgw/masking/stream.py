@@ -22,9 +22,9 @@ program can always print a value in a shape no detector knows.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Any, Callable
 
-__all__ = ["StreamMasker"]
+__all__ = ["MaskedRecorder", "StreamMasker", "masked_recorder"]
 
 _ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-~])")
 # What a value is made of (and the CSI sequences that may colour it): held
@@ -119,3 +119,53 @@ class StreamMasker:
             copied = last
         out += data[copied:]
         return bytes(out)
+
+
+class MaskedRecorder:
+    """
+    A terminal recorder (L{hoopgw.recording.asciicast.AsciicastRecorder}'s
+    shape) whose output and input pass a session's trail masks -- every mask
+    of the connection, whoever the identity: what is stored is masked.
+    Everything else is the recorder's own.
+    """
+
+    def __init__(self, recorder: Any, masks: Any) -> None:
+        self._recorder = recorder
+        self._masks = masks
+        self._counts: dict[tuple[str, str], int] = {}
+        self._output = StreamMasker(self._replacements)
+        self._input = StreamMasker(self._replacements)
+        self._closed = False
+
+    def _replacements(self, text: str) -> list[tuple[int, int, str]]:
+        return self._masks.replacements(text, self._counts, trail=True)
+
+    def output(self, data: bytes) -> None:
+        self._recorder.output(self._output.feed(data))
+
+    def input(self, data: bytes) -> None:
+        self._recorder.input(self._input.feed(data))
+
+    def close(self) -> Any:
+        if not self._closed:
+            self._closed = True
+            held = self._output.flush()
+            if held:
+                self._recorder.output(held)
+            held = self._input.flush()
+            if held:
+                self._recorder.input(held)
+            counts, self._counts = self._counts, {}
+            if counts:
+                self._masks.settle(counts)
+        return self._recorder.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._recorder, name)
+
+
+def masked_recorder(recorder: Any, masks: Any) -> Any:
+    """C{recorder}, masked by C{masks}' trail masks if there are any (L{MaskedRecorder})."""
+    if masks is None or not masks.trail:
+        return recorder
+    return MaskedRecorder(recorder, masks)

@@ -62,3 +62,36 @@ class StreamTests(SynchronousTestCase):
         out = run(chunks)
         self.assertNotIn(CARD, out)
         self.assertEqual(out, run([data]))
+
+
+class RecordedTests(SynchronousTestCase):
+    def test_a_recording_stores_masked_output_and_input(self) -> None:
+        from hoopgw.masking.stream import masked_recorder
+
+        class Recorder:
+            def __init__(self) -> None:
+                self.out, self.typed, self.closes = b"", b"", 0
+                self.path = "x.cast"
+
+            def output(self, data: bytes) -> None:
+                self.out += data
+
+            def input(self, data: bytes) -> None:
+                self.typed += data
+
+            def close(self) -> str:
+                self.closes += 1
+                return "sha"
+
+        service = MaskingService(SimpleNamespace(policy_set=PolicySet(masks=[MaskRule("m", detectors=("card",), except_groups=("dev",))])), b"k" * 32)
+        masks = service.for_session(Identity("dev", "alice", ("dev",)), Connection("web1", "ssh", "x"))
+        inner = Recorder()
+        recorder = masked_recorder(inner, masks)  # alice is exempt at the client, not in what is stored
+        recorder.output(b"card 4111 1111 ")
+        recorder.input(b"echo 4111 1111 1111 1111\r")
+        recorder.output(b"1111 1111")
+        self.assertEqual(recorder.close(), "sha")
+        self.assertEqual(inner.out, f"card {REDACTED}".encode())
+        self.assertEqual(inner.typed, f"echo {REDACTED}\r".encode())
+        self.assertEqual(recorder.path, "x.cast")
+        self.assertIs(masked_recorder(inner, None), inner)

@@ -93,6 +93,7 @@ from hoopgw.errors import (
     ConfigError,
     NotPermitted,
 )
+from hoopgw.masking.stream import masked_recorder
 from hoopgw.model import Action, Connection, Identity, Outcome, Source, Status
 from hoopgw.protocols import _preauth
 from hoopgw.protocols.http.bodies import DEFAULT_CAP, body_record
@@ -1370,6 +1371,7 @@ class _Exchange:
             # A recorded exec does not go on unrecorded (disk full): end it.
             on_failure=lambda reason: self.conn.transport.abortConnection(),
         )
+        recorder = masked_recorder(recorder, session.masks)  # what is stored is masked, for everyone
         session.add_recording(recorder)
         return ExecTap(recorder) if upgrade == b"websocket" else SpdyExecTap(recorder)
 

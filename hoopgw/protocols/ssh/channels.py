@@ -703,10 +703,8 @@ class SessionChannel(RelayChannel):
         self._tail = ""  # the end of the terminal's output, for secret prompts
         self.sftp_handle: ActionHandle | None = None  # SFTP found spoken on a shell or exec channel
         # Masking (hoopgw.masking.stream): the client's output per stream
-        # (None: stdout) with mask_terminal, and what the recording stores.
+        # (None: stdout) with mask_terminal.  (Recordings mask themselves.)
         self._client_maskers: dict[int | None, StreamMasker] | None = None
-        self._recorded_output: StreamMasker | None = None
-        self._recorded_input: StreamMasker | None = None
         self._mask_counts: dict[tuple[str, str], int] = {}
         self._mask_flush: Any = None  # the delayed call that flushes held output
 
@@ -985,14 +983,7 @@ class SessionChannel(RelayChannel):
 
     def _start_masking(self) -> None:
         masks = self.session.masks
-        if masks is None:
-            return
-        counts = self._mask_counts
-        if masks.trail and self.recorder is not None:
-            # What is stored is masked for everyone (except_groups or not).
-            self._recorded_output = StreamMasker(lambda text: masks.replacements(text, counts, trail=True))
-            self._recorded_input = StreamMasker(lambda text: masks.replacements(text, counts, trail=True))
-        if masks.finders and getattr(self.session.connection.settings, "mask_terminal", False):
+        if masks is not None and masks.finders and getattr(self.session.connection.settings, "mask_terminal", False):
             self._client_maskers = {}
 
     def _masked_for_client(self, data: bytes, extended: int | None) -> bytes:
@@ -1033,11 +1024,6 @@ class SessionChannel(RelayChannel):
         if self._mask_flush is not None:
             self._mask_flush.cancel()
             self._mask_flush = None
-        if self.recorder is not None:
-            if self._recorded_output is not None:
-                self.recorder.output(self._recorded_output.flush())
-            if self._recorded_input is not None:
-                self.recorder.input(self._recorded_input.flush())
         masks = self.session.masks
         if self._mask_counts and masks is not None:
             counts, self._mask_counts = self._mask_counts, {}
@@ -1045,7 +1031,7 @@ class SessionChannel(RelayChannel):
 
     def client_input(self, data: bytes) -> None:
         if self.recorder is not None:
-            self.recorder.input(self._recorded_input.feed(data) if self._recorded_input is not None else data)
+            self.recorder.input(data)
         if self.lines is not None:
             for line in self.lines.feed(data):
                 self._shell_line(line)
@@ -1073,7 +1059,7 @@ class SessionChannel(RelayChannel):
         if data:
             super().from_target(data, extended)
         if self.recorder is not None:
-            self.recorder.output(self._recorded_output.feed(raw) if self._recorded_output is not None else raw)
+            self.recorder.output(raw)
         if self.lines is not None:
             text = _CSI.sub("", data[-_TAIL:].decode("utf-8", "replace"))
             self._tail = (self._tail + text)[-_TAIL:]

@@ -36,6 +36,7 @@ from zope.interface import implementer
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted
 from hoopgw.identity.ssh import openssh_fingerprint
 from hoopgw.keys import load_or_create_ed25519
+from hoopgw.masking.stream import masked_recorder
 from hoopgw.model import Action, Identity, Outcome, Source, Status
 from hoopgw.protocols import _preauth
 from hoopgw.protocols.ssh.channels import (
@@ -323,6 +324,7 @@ class GatewayAvatar(ConchUser):
             record_input=bool(getattr(settings, "record_input", False)),
             on_failure=channel.recording_failed,
         )
+        recorder = masked_recorder(recorder, self.session.masks)  # what is stored is masked, for everyone
         self.session.add_recording(recorder)
         return recorder
 

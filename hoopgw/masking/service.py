@@ -151,6 +151,10 @@ class SessionMasks:
             end = stop
         return out
 
+    def finds_keys(self, *, trail: bool = False) -> bool:
+        """Whether the client's (or the trail's) masks look for private keys (whose blocks span lines)."""
+        return any(d.name == "private_key" for m in (self.trail if trail else self.finders) for d in m.masker.detectors)
+
     def trail_value(self, value: Any, counts: Counts) -> Any:
         """
         A JSON-like value (an action's details) with every string as the

@@ -27,10 +27,17 @@ from typing import Any, Callable
 __all__ = ["MaskedRecorder", "StreamMasker", "masked_recorder"]
 
 _ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-~])")
+# An OSC's text (a window title, a hyperlink's target) is searched on its own.
+_OSC = re.compile(rb"(\x1b\])([^\x07\x1b]*)(\x07|\x1b\\)")
+# A private key's block runs over many packets: from its BEGIN line to its END line.
+_KEY_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_KEY_END = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_KEY_CONTEXT = 64
+REDACTED_BYTES = b"[redacted]"
 # What a value is made of (and the CSI sequences that may colour it): held
 # back at the end of a chunk.
 _VALUE_BYTES = frozenset(
-    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz@.-+/=_% \x1b[;?"
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz@.-+/=_% ()\x1b[;?"
 )
 _LONGEST_ESCAPE = 4096  # an unterminated sequence longer than this is not waited for
 
@@ -43,10 +50,13 @@ class StreamMasker:
         not overlapping (L{hoopgw.masking.service.SessionMasks.replacements}).
     """
 
-    def __init__(self, replacements: Replacements, hold: int = 96) -> None:
+    def __init__(self, replacements: Replacements, hold: int = 2048, keys: bool = False) -> None:
         self.replacements = replacements
         self.hold = hold
+        self.keys = keys  # a private key's block is masked to its END line (the private_key detector is on)
         self._held = b""
+        self._in_key = False
+        self._recent = ""  # the end of what was passed on, for a BEGIN line cut in two
 
     @property
     def holding(self) -> bool:
@@ -61,12 +71,12 @@ class StreamMasker:
             complete = _ESCAPE.match(data, escape)
             if complete is None or complete.end() > cut:
                 cut = escape  # an escape sequence not finished yet
-        # The trailing run that could still grow into a value (bounded).
+        # The trailing run that could still grow into a value: its last
+        # C{hold} bytes at most (a value is shorter than that).
         at, limit = cut, cut - self.hold
-        while at > 0 and at >= limit and data[at - 1] in _VALUE_BYTES:
+        while at > 0 and at > limit and data[at - 1] in _VALUE_BYTES:
             at -= 1
-        if cut - at <= self.hold:
-            cut = at  # (a longer run is passed on: a value is shorter than that)
+        cut = at
         self._held = data[cut:]
         return self._mask(data[:cut])
 
@@ -76,8 +86,46 @@ class StreamMasker:
         return self._mask(held)
 
     def _mask(self, data: bytes) -> bytes:
+        if self._in_key and data:
+            # Inside a private key's block: nothing of it passes, to its END line.
+            visible = data.decode("utf-8", "surrogateescape")
+            end = _KEY_END.search(visible)
+            if end is None:
+                return b""
+            self._in_key = False
+            data = visible[end.end() :].encode("utf-8", "surrogateescape")
         if not data:
             return data
+        if self.keys:
+            # A BEGIN line cut between two chunks (the first one flushed on
+            # its own): the key starts here.
+            text = data.decode("utf-8", "surrogateescape")
+            joined = self._recent + text
+            begin = _KEY_BEGIN.search(joined)
+            if begin is not None and begin.start() < len(self._recent) < begin.end():
+                rest = text[begin.end() - len(self._recent) :]
+                self._in_key, self._recent = True, ""
+                return REDACTED_BYTES + self._mask(rest.encode("utf-8", "surrogateescape"))
+            self._recent = joined[-_KEY_CONTEXT:]
+        if b"\x1b]" in data:
+            data = _OSC.sub(self._osc, data)
+        masked = self._visible(data)
+        if self.keys:
+            text = data.decode("utf-8", "replace")
+            last = None
+            for last in _KEY_BEGIN.finditer(text):
+                pass
+            if last is not None and _KEY_END.search(text, last.end()) is None:
+                self._in_key = True  # the detector masked it to the end of this chunk
+        return masked
+
+    def _osc(self, match: re.Match[bytes]) -> bytes:
+        payload = match.group(2)
+        masked = self._visible(payload)
+        return match.group(1) + masked + match.group(3) if masked is not payload else match.group()
+
+    def _visible(self, data: bytes) -> bytes:
+        """C{data} with what is found in its visible text masked (escape sequences kept)."""
         escapes = list(_ESCAPE.finditer(data)) if b"\x1b" in data else []
         if not escapes:
             text = data.decode("utf-8", "surrogateescape")
@@ -133,8 +181,9 @@ class MaskedRecorder:
         self._recorder = recorder
         self._masks = masks
         self._counts: dict[tuple[str, str], int] = {}
-        self._output = StreamMasker(self._replacements)
-        self._input = StreamMasker(self._replacements)
+        keys = masks.finds_keys(trail=True)
+        self._output = StreamMasker(self._replacements, keys=keys)
+        self._input = StreamMasker(self._replacements, keys=keys)
         self._closed = False
 
     def _replacements(self, text: str) -> list[tuple[int, int, str]]:

@@ -64,6 +64,30 @@ class StreamTests(SynchronousTestCase):
         self.assertEqual(out, run([data]))
 
 
+class KeyTests(SynchronousTestCase):
+    KEY = b"-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nAKCAQ\n-----END RSA PRIVATE KEY-----\nafter\n"
+
+    def stream(self) -> StreamMasker:
+        service = MaskingService(SimpleNamespace(policy_set=PolicySet(masks=[MaskRule("k", detectors=("private_key",))])), b"k" * 32)
+        masks = service.for_session(Identity("dev", "alice", ()), Connection("web1", "ssh", "x"))
+        return StreamMasker(lambda text: masks.replacements(text, {}), keys=True)
+
+    def test_a_key_over_many_chunks(self) -> None:
+        stream = self.stream()
+        out = b"".join(stream.feed(self.KEY[i : i + 7]) for i in range(0, len(self.KEY), 7)) + stream.flush()
+        self.assertNotIn(b"MIIEow", out)
+        self.assertNotIn(b"AKCAQ", out)
+        self.assertTrue(out.endswith(b"after\n"))
+
+    def test_a_begin_line_flushed_in_two(self) -> None:
+        """A quiet moment flushed half of the BEGIN line: the key still starts there."""
+        stream = self.stream()
+        out = stream.feed(b"-----BEGIN RSA PRI") + stream.flush()
+        out += stream.feed(self.KEY[len(b"-----BEGIN RSA PRI") :]) + stream.flush()
+        self.assertNotIn(b"MIIEow", out)
+        self.assertTrue(out.endswith(b"after\n"))
+
+
 class RecordedTests(SynchronousTestCase):
     def test_a_recording_stores_masked_output_and_input(self) -> None:
         from hoopgw.masking.stream import masked_recorder

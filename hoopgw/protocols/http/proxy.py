@@ -1360,6 +1360,9 @@ class _Exchange:
         if not info.tty and not getattr(settings, "record_exec_output", False):
             return None
         command = " ".join(info.exec_command) or None
+        masks = session.masks
+        if command is not None and masks is not None and masks.trail:
+            command = masks.trail_text(command, {})  # the recording's header is stored too
         recorder = AsciicastRecorder(
             str(folder / f"{session.id}-{handle.number}.cast"),
             clock=self.front.reactor,

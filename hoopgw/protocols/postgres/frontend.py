@@ -79,6 +79,8 @@ class RowTransform(TypingProtocol):
     notification payloads and COPY TO rows.
     """
 
+    def active(self) -> bool: ...
+
     def describe(self, description: codec.RowDescription) -> Deferred | None: ...
 
     def row(self, row: codec.DataRow) -> bytes: ...
@@ -1052,6 +1054,8 @@ class ClientProtocol(Protocol):
         out: list[bytes] = []
         append = out.append
         masking = self.transform
+        if masking is not None and not masking.active():
+            masking = None  # nothing to mask in this session (checked per batch: masks follow reloads)
         tracker = self.tracker
         DataRow = codec.DataRow
         rows = 0  # DataRows since the last completion, counted to the head statement

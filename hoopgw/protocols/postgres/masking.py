@@ -307,6 +307,10 @@ class ResultMasking:
         self._copy_types: dict[int, int] = {}
         self._copy_ready_for: codec.CopyOutResponse | None = None
 
+    def active(self) -> bool:
+        """Whether the session has masks now (else its messages pass untouched)."""
+        return self._masks() is not None
+
     # -- results ---------------------------------------------------------------
 
     def describe(self, description: codec.RowDescription) -> Deferred | None:

@@ -79,8 +79,11 @@ def env_allowed(name: str) -> bool:
 
 
 _SFTP_SERVERS = frozenset({"sftp-server", "internal-sftp"})
-# Output held for masking (the end of what may be a value) goes out after this long without more.
+# Output held for masking (the end of what may be a value) goes out after this long without more:
+# on a terminal after a small write (an echo), or else (bulk output).
 _MASK_QUIET = 0.05
+_MASK_QUIET_BULK = 0.5
+_MASK_INTERACTIVE = 512
 
 # What the audit record keeps of an exec command line too long to read.
 _REFUSED_COMMAND_HEAD = 1024
@@ -707,6 +710,8 @@ class SessionChannel(RelayChannel):
         self._client_maskers: dict[int | None, StreamMasker] | None = None
         self._mask_counts: dict[tuple[str, str], int] = {}
         self._mask_flush: Any = None  # the delayed call that flushes held output
+        self._mask_bulk_at = float("-inf")  # when the target last wrote a large chunk
+        self._mask_fed = 0  # writes from the target seen, to tell whether more came while a flush waited
 
     def requestReceived(self, requestType: bytes, data: bytes) -> "Deferred | bool":
         handler = self._handlers.get(requestType)
@@ -967,7 +972,11 @@ class SessionChannel(RelayChannel):
     def _start_recording(self, action: Action) -> None:
         start = getattr(self.host, "start_recording", None)
         if start is not None:
-            self.recorder = start(self, command=action.input if self.program == "exec" else None)
+            command = action.input if self.program == "exec" else None
+            masks = self.session.masks
+            if command is not None and masks is not None and masks.trail:
+                command = masks.trail_text(command, {})  # the recording's header is stored too
+            self.recorder = start(self, command=command)
         if self.program == "shell":
             # Lines only for a shell: in `ssh -t host top` keystrokes are not commands.
             self.lines = LineReconstructor()
@@ -994,14 +1003,47 @@ class SessionChannel(RelayChannel):
             masks = self.session.masks
             counts = self._mask_counts
             masker = maskers[extended] = StreamMasker(
-                lambda text: masks.replacements(text, counts) if masks is not None else []
+                lambda text: masks.replacements(text, counts) if masks is not None else [],
+                keys=masks is not None and masks.finds_keys(),
             )
+        self._mask_fed += 1
+        now = self.session.service.clock.seconds()
+        if len(data) >= _MASK_INTERACTIVE:
+            self._mask_bulk_at = now
+        # A terminal's small writes (echoes), unless bulk output was flowing a moment ago.
+        interactive = self.pty is not None and now - self._mask_bulk_at > _MASK_QUIET_BULK * 2
         data = masker.feed(data)
-        if masker.holding and self._mask_flush is None:
+        if masker.holding and self.pty is not None:
+            # (Without a terminal nothing is echoed: what is held waits for
+            # more, or for the end of the stream -- no timer can split a value.)
             # What is held (the end of a line being typed) goes out after a
-            # moment without more.
-            self._mask_flush = self.session.service.clock.callLater(_MASK_QUIET, self._flush_masked)
+            # moment without more from the target: a short one for a
+            # terminal's echo, a longer one within bulk output (a target
+            # pausing mid-line under load must not split a value).
+            quiet = _MASK_QUIET if interactive else _MASK_QUIET_BULK
+            if self._mask_flush is None:
+                self._mask_flush = self.session.service.clock.callLater(quiet, self._quiet)
+            else:
+                self._mask_flush.reset(quiet)
         return data
+
+    def _quiet(self, fed: int | None = None) -> None:
+        clock = self.session.service.clock
+        if self._output_waiting() or getattr(self.target, "window_held", False):
+            # Quiet only because the gateway itself holds the stream back (a
+            # slow client): the rest of a value may be right behind.
+            self._mask_flush = clock.callLater(_MASK_QUIET_BULK, self._quiet)
+            return
+        if fed is None:
+            # Timers run before the reactor reads: after a long turn of the
+            # reactor, the target's next bytes may be waiting unread.  Look
+            # again once they have been read.
+            self._mask_flush = clock.callLater(0, self._quiet, self._mask_fed)
+            return
+        if fed != self._mask_fed:
+            self._mask_flush = clock.callLater(_MASK_QUIET_BULK, self._quiet)  # more came meanwhile
+            return
+        self._flush_masked()
 
     def _flush_masked(self) -> None:
         self._mask_flush = None
@@ -1015,8 +1057,9 @@ class SessionChannel(RelayChannel):
 
     def after_output(self, thunk: Callable[[], object]) -> None:
         # EOF, exit status and close wait for the output held for masking.
-        if self._mask_flush is not None:
-            self._mask_flush.cancel()
+        if self._client_maskers:
+            if self._mask_flush is not None:
+                self._mask_flush.cancel()
             self._flush_masked()
         super().after_output(thunk)
 

@@ -42,6 +42,9 @@ class UpperFirstColumn:
     def __init__(self) -> None:
         self.descriptions: list[codec.RowDescription] = []
 
+    def active(self) -> bool:
+        return True
+
     def describe(self, description: codec.RowDescription) -> None:
         self.descriptions.append(description)
 

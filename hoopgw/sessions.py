@@ -707,8 +707,8 @@ class ActionHandle:
         self.finished = True
         service = self.session.service
         record = outcome.to_record()
-        masks = self.session.masks
-        if masks is not None and masks.trail and outcome.error:
+        masks = self.session.masks if outcome.error else None
+        if masks is not None and masks.trail:
             counts: dict[tuple[str, str], int] = {}
             record["error"] = masks.trail_text(outcome.error, counts)
             if counts:

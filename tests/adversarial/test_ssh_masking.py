@@ -23,17 +23,9 @@ from twisted.internet.threads import deferToThread
 
 from hoopgw.recording.asciicast import read_asciicast
 from tests.integration._ssh import SSH, SSHGatewayCase
+from tests.integration.test_ssh_masking import ALLOW, CARD
 
-CARD = "4111 1111 1111 1111"
 CARD_BARE = "4111111111111111"
-ALLOW = """
-[[rule]]
-name = "everyone"
-effect = "allow"
-groups = ["*"]
-connections = ["*"]
-actions = ["*"]
-"""
 MASK = """
 [[mask]]
 name = "all"

@@ -76,7 +76,8 @@ class RowTransform(TypingProtocol):
     The masking seam (L{ResultMasking} is the gateway's): sees each
     result's RowDescription (answering a Deferred to hold the rows until it
     is ready), then rewrites its DataRows; also error and notice texts,
-    notification payloads and COPY TO rows.
+    notification payloads, parameter reports, fast-path results and COPY TO
+    rows (a COPY TO's plan is L{ResultMasking}'s own).
     """
 
     def active(self) -> bool: ...
@@ -90,6 +91,10 @@ class RowTransform(TypingProtocol):
     def report(self, message: Any) -> Any: ...
 
     def notification(self, message: codec.NotificationResponse) -> codec.NotificationResponse: ...
+
+    def parameter(self, message: codec.ParameterStatus) -> codec.ParameterStatus: ...
+
+    def function_result(self, message: codec.GenericMessage) -> codec.GenericMessage: ...
 
     def copy_row(self, data: codec.CopyData, binary: bool) -> codec.CopyData: ...
 

@@ -58,7 +58,7 @@ class UpperFirstColumn:
     def report(self, message: codec.Message) -> codec.Message:
         return message
 
-    notification = report
+    notification = parameter = function_result = report
 
     def copy_row(self, data: codec.CopyData, binary: bool) -> codec.CopyData:
         return data

@@ -19,7 +19,7 @@ from typing import Any
 from attrs import frozen
 from pglast import parser as _pg
 
-__all__ = ["CopySpec", "copy_spec", "csv_fields", "csv_field", "text_fields", "text_field"]
+__all__ = ["CopySpec", "copy_spec", "csv_field", "csv_fields", "csv_value", "text_field", "text_fields", "text_value"]
 
 
 @frozen
@@ -167,3 +167,47 @@ def csv_field(value: str, quote: str, escape: str) -> str:
     """C{value} written as a (quoted) CSV field."""
     body = value.replace(escape, escape + escape) if escape != quote else value
     return quote + body.replace(quote, escape + quote) + quote
+
+
+def csv_value(field: str, quote: str, escape: str) -> str:
+    """A CSV field's value (its quotes and escapes undone)."""
+    if not field.startswith(quote) or len(field) < 2 or not field.endswith(quote):
+        return field
+    body = field[1:-1]
+    if escape == quote:
+        return body.replace(quote + quote, quote)
+    return body.replace(escape + quote, quote).replace(escape + escape, escape)
+
+
+_TEXT_UNESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def text_value(field: str) -> str:
+    """A text-format field's value (its backslash escapes undone; octal and hex escapes too)."""
+    if "\\" not in field:
+        return field
+    out, at = [], 0
+    while at < len(field):
+        char = field[at]
+        if char != "\\" or at + 1 == len(field):
+            out.append(char)
+            at += 1
+            continue
+        following = field[at + 1]
+        if following in "01234567":
+            digits = following
+            while len(digits) < 3 and at + 1 + len(digits) < len(field) and field[at + 1 + len(digits)] in "01234567":
+                digits += field[at + 1 + len(digits)]
+            out.append(chr(int(digits, 8)))
+            at += 1 + len(digits)
+        elif following == "x" and at + 2 < len(field) and field[at + 2] in "0123456789abcdefABCDEF":
+            digits = field[at + 2]
+            if at + 3 < len(field) and field[at + 3] in "0123456789abcdefABCDEF":
+                digits += field[at + 3]
+            out.append(chr(int(digits, 16)))
+            at += 2 + len(digits)
+        else:
+            out.append(_TEXT_UNESCAPES.get(following, following))
+            at += 2
+    return "".join(out)
+

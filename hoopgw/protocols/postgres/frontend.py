@@ -1171,7 +1171,14 @@ class ClientProtocol(Protocol):
             if reading is not None:
                 reading.resume("masking")
             if self.state is Phase.READY and held:
-                self._server_messages(held)
+                try:
+                    self._server_messages(held)
+                except Exception:
+                    # Raised here it would end in the catalog's Deferred, unseen,
+                    # with the client waiting: fail closed, as the relay does.
+                    log.failure("masking a held result failed")
+                    if self.state is Phase.READY:
+                        self._lost_track([], "the gateway could not mask a result")
 
         def failed(failure: Failure) -> None:
             # Rows that cannot be planned are not sent in clear.

@@ -45,7 +45,7 @@ from twisted.internet.defer import Deferred
 
 from hoopgw.masking.service import ActiveMask, Counts, SessionMasks
 from hoopgw.protocols.postgres import codec
-from hoopgw.protocols.postgres.copyout import CopySpec, csv_field, csv_fields, text_field, text_fields
+from hoopgw.protocols.postgres.copyout import CopySpec, csv_field, csv_fields, csv_value, text_field, text_fields, text_value
 from hoopgw.protocols.postgres.origins import Relation, column_names
 from hoopgw.protocols.postgres.tracker import Desync
 
@@ -445,6 +445,14 @@ class ResultMasking:
             elif action == _NULL:
                 counts[argument] = counts.get(argument, 0) + 1
                 new, value = None, _UNREAD
+            elif action == _WHOLE or action == _WHOLE_JSON:
+                # Masked by origin, whatever it holds (no gate: no detector decides it).
+                value = raw[start:pos]
+                masked = masks.value(argument, _text(value, codec), counts)
+                if masked is None:
+                    new = None
+                else:
+                    new = _bytes(masked if action == _WHOLE else json.dumps(masked), codec)
             elif length < shortest and action != _DECODED_NULL:
                 continue  # too short for any detector (as text: a decoded number is longer)
             else:
@@ -490,12 +498,6 @@ class ResultMasking:
                         masked = masks.client_text(text, counts)
                         if masked is not text:
                             new = value[:argument] + _bytes(masked, codec) if _json_or_none(masked) else None
-                elif action == _WHOLE:
-                    masked = masks.value(argument, _text(value, codec), counts)
-                    new = None if masked is None else _bytes(masked, codec)
-                else:  # _WHOLE_JSON
-                    masked = masks.value(argument, _text(value, codec), counts)
-                    new = None if masked is None else _bytes(json.dumps(masked), codec)
             if new is not value:
                 if pieces is None:
                     pieces = []
@@ -612,6 +614,7 @@ class ResultMasking:
             self._copy_ready_for = None
             return None
         self._copy = None
+        self._copy_types = {}
         masks = self._copy_masks = self._masks()
         if spec is not None and not spec.by_column:
             spec = None  # (refused before it runs while masks by column apply)
@@ -655,10 +658,12 @@ class ResultMasking:
                 mask = masks.column(names) if names is not None else masks.by_origin[0]
                 if mask is not None and plan[index] is None:
                     plan[index] = mask
-        self._copy_types = {
-            index: relations[oids[0]].types.get(attnum, 0)
-            for index, attnum in enumerate(_copied(relations[oids[0]], spec, count) or ())
-        } if oids[0] in relations else {}
+        if len(oids) == 1 and oids[0] in relations:
+            # Its fields' types (one relation by that name: else each field is read every way).
+            self._copy_types = {
+                index: relations[oids[0]].types.get(attnum, 0)
+                for index, attnum in enumerate(_copied(relations[oids[0]], spec, count) or ())
+            }
         return plan
 
     def copy_row(self, data: codec.CopyData, binary: bool) -> codec.CopyData:
@@ -720,7 +725,12 @@ class ResultMasking:
             if not (type_oid in _TEXT or type_oid >= _FIRST_USER_OID) or mask.masker.strategy == "null":
                 fields[index] = null
                 continue
-            masked = constant.decode() if constant is not None else mask.masker.value(fields[index]) or ""
+            if constant is not None:
+                masked = constant.decode()
+            else:
+                written = fields[index]
+                value = csv_value(written, spec.quote, spec.escape) if csv else text_value(written)  # type: ignore[union-attr]
+                masked = mask.masker.value(value) or ""
             if csv:
                 fields[index] = csv_field(masked, spec.quote, spec.escape)  # type: ignore[union-attr]
             else:
@@ -759,7 +769,10 @@ class ResultMasking:
                 continue
             if plan is None:
                 type_oid = self._copy_types.get(index)
-                text = _binary_text(value, type_oid, self.codec) if type_oid else _binary_guess(value, self.codec)
+                try:
+                    text = _binary_text(value, type_oid, self.codec) if type_oid else _binary_guess(value, self.codec)
+                except (struct.error, ValueError):
+                    text = _lenient(value, self.codec)  # not what its type says: searched as it is
                 if masks.client_text(text, self.counts) is not text:
                     parts.append(_NULL_LENGTH)
                     changed = True

@@ -1097,7 +1097,7 @@ class SessionChannel(RelayChannel):
 
     def from_target(self, data: bytes, extended: int | None = None) -> None:
         raw = data
-        if self._client_maskers is not None and self.sftp_handle is None:
+        if self._client_maskers is not None and self.sftp_handle is None and not self.localClosed:
             data = self._masked_for_client(data, extended)
         if data:
             super().from_target(data, extended)

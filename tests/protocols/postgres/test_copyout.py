@@ -6,7 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from hoopgw.protocols.postgres.copyout import CopySpec, copy_spec, csv_field, csv_fields, text_field, text_fields
+from hoopgw.protocols.postgres.copyout import (
+    CopySpec, copy_spec, csv_field, csv_fields, csv_value, text_field, text_fields, text_value,
+)
 
 
 class SpecTests(SynchronousTestCase):
@@ -51,6 +53,14 @@ class RowSyntaxTests(SynchronousTestCase):
         delimiter, quote, escape = syntax
         written = [csv_field(v, quote, escape) for v in values]
         self.assertEqual(csv_fields(delimiter.join(written), delimiter, quote, escape), written)
+
+    @given(fields, st.sampled_from([(",", '"', '"'), (";", "'", "\\")]))
+    def test_values_read_back(self, values: list[str], syntax: tuple[str, str, str]) -> None:
+        """What a masked field is made from is the value, not its spelling (quotes, escapes)."""
+        delimiter, quote, escape = syntax
+        for value in values:
+            self.assertEqual(csv_value(csv_field(value, quote, escape), quote, escape), value)
+            self.assertEqual(text_value(text_field(value, delimiter)), value)
 
     def test_escaped_delimiters_stay_inside_their_field(self) -> None:
         self.assertEqual(text_fields("a\\\tb\tc", "\t"), ["a\\\tb", "c"])

@@ -131,6 +131,27 @@ class ResultMaskingTests(SynchronousTestCase):
         out = codec.DataRow(masking.row(codec.DataRow.from_values([array, record, money, harmless]))).values
         self.assertEqual(out, (None, None, None, harmless))
 
+    def test_origin_masks_of_every_strategy_whatever_the_detectors(self) -> None:
+        """A column masked by origin is masked whole, also when the value is too short for any detector."""
+        for strategy, expected in (("partial", b"*"), ("hash", b"hmac:")):
+            masking = self.masking(
+                MaskRule("pii", columns=("public.people.ssn",), detectors=("card",), strategy=strategy),
+                MaskRule("mail", detectors=("email",)),
+            )
+            masking.describe(codec.RowDescription([field("ssn", PEOPLE, 2)]))
+            for value in (b"536-22-8726", b"12", b"hello world"):
+                [out] = codec.DataRow(masking.row(codec.DataRow.from_values([value]))).values
+                self.assertNotEqual(out, value, (strategy, value))
+                self.assertIn(expected, out)
+
+    def test_a_binary_copy_field_that_is_not_what_it_seems(self) -> None:
+        """An array header with a short element (bytes a user stored): searched as it is, no exception."""
+        masking = self.masking(MaskRule("cards", detectors=("card",)))
+        field_bytes = struct.pack(">iiIii", 1, 0, 23, 1, 1) + struct.pack(">i", 3) + b"abc"
+        row = struct.pack(">h", 1) + struct.pack(">i", len(field_bytes)) + field_bytes
+        data = codec.CopyData.from_data(row)
+        self.assertEqual(masking.copy_row(data, binary=True).data, row)
+
     def test_json_stays_json(self) -> None:
         masking = self.masking(PII)
         masking.describe(codec.RowDescription([field("j", type_oid=3802, fmt=1)]))

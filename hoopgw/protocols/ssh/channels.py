@@ -712,6 +712,7 @@ class SessionChannel(RelayChannel):
         self._mask_flush: Any = None  # the delayed call that flushes held output
         self._mask_bulk_at = float("-inf")  # when the target last wrote a large chunk
         self._mask_fed = 0  # writes from the target seen, to tell whether more came while a flush waited
+        self._behind_held: list[Callable[[], object]] = []  # the target's requests, waiting behind held output
 
     def requestReceived(self, requestType: bytes, data: bytes) -> "Deferred | bool":
         handler = self._handlers.get(requestType)
@@ -1054,9 +1055,27 @@ class SessionChannel(RelayChannel):
                     self.write(data)
                 else:
                     self.writeExtended(extended, data)
+        self._release_behind_held()
+
+    def _holding(self) -> bool:
+        return any(masker.holding for masker in (self._client_maskers or {}).values())
+
+    def request_after_output(self, request: bytes, data: bytes) -> None:
+        if self._holding():
+            # sshd sends a program's exit status when it exits, with the
+            # end of its output often still to come: flushing what is held
+            # here would cut a value in two.  The request waits behind it.
+            self._behind_held.append(lambda: self.conn.sendRequest(self, request, data))
+        else:
+            super().after_output(lambda: self.conn.sendRequest(self, request, data))
+
+    def _release_behind_held(self) -> None:
+        waiting, self._behind_held = self._behind_held, []
+        for send in waiting:
+            super().after_output(send)
 
     def after_output(self, thunk: Callable[[], object]) -> None:
-        # EOF, exit status and close wait for the output held for masking.
+        # EOF and close end the stream: what is held for masking goes first.
         if self._client_maskers:
             if self._mask_flush is not None:
                 self._mask_flush.cancel()
@@ -1101,6 +1120,8 @@ class SessionChannel(RelayChannel):
             data = self._masked_for_client(data, extended)
         if data:
             super().from_target(data, extended)
+        if self._behind_held and not self._holding():
+            self._release_behind_held()
         if self.recorder is not None:
             self.recorder.output(raw)
         if self.lines is not None:

@@ -7,6 +7,7 @@ channel sends.
 from __future__ import annotations
 
 import struct
+from types import SimpleNamespace
 from typing import Any
 
 from attrs import define, field
@@ -16,8 +17,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from pathlib import Path
 
+from hoopgw.config import SSHSettings
+from hoopgw.masking.engine import REDACTED
+from hoopgw.masking.service import MaskingService
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Source
 from hoopgw.policy.loader import build_policy_set
+from hoopgw.policy.rules import MaskRule, PolicySet
 from hoopgw.protocols.ssh.channels import (
     HIGH_WATER,
     IdentityFilter,
@@ -442,6 +447,53 @@ class SessionChannelTests(SynchronousTestCase):
         [end] = self.ends()
         self.assertEqual(end["outcome"], {"status": "succeeded", "duration_us": end["outcome"]["duration_us"]})
         self.assertNotIn("ssh.shell.line", [a.kind for a in self.policy.seen])
+
+
+class MaskedOutputTests(SynchronousTestCase):
+    """A channel whose connection has C{mask_terminal}: the client's output passes the masks."""
+
+    def setUp(self) -> None:
+        connection = Connection(name="web1", kind="ssh", target="127.0.0.1:22", settings=SSHSettings("127.0.0.1", 22, "alice", mask_terminal=True))
+        sessions = memory_session_service(connections=(connection,))
+        sessions.masking = MaskingService(
+            SimpleNamespace(policy_set=PolicySet(masks=[MaskRule("cards", detectors=("card",))])), b"k" * 32
+        )
+        session = self.successResultOf(sessions.open(ALICE, "web1", source=Source("ssh", "127.0.0.1:4000")))
+        self.client_conn = FakeConnection()
+        self.target_conn = FakeConnection()
+        self.target = TargetChannel(b"session", conn=self.target_conn, remoteWindow=1 << 20, remoteMaxPacket=1 << 15)
+        self.channel = SessionChannel(
+            Host(session=session, target=self.target_conn), self.target, conn=self.client_conn,
+            remoteWindow=1 << 20, remoteMaxPacket=1 << 15,
+        )
+        self.channel.requestReceived(b"exec", NS(b"cat orders"))
+        self.target_conn.replies[0].callback(b"")
+
+    def output(self) -> bytes:
+        return b"".join(entry[1] for entry in self.client_conn.sent if entry[0] == "data")
+
+    def test_exitStatusBeforeTheEndOfTheOutput(self) -> None:
+        """
+        sshd sends the exit status when the program exits, and the end of
+        its output after it: the status waits behind the held output instead
+        of flushing it, which would cut a card number in two.
+        """
+        self.target.dataReceived(b"order 1 card 4111 1111 11")
+        self.target.requestReceived(b"exit-status", struct.pack(">L", 0))
+        self.target.dataReceived(b"11 1111 ok\n")
+        self.target.eofReceived()
+        self.target.closed()
+        self.assertEqual(self.output(), f"order 1 card {REDACTED} ok\n".encode())
+        self.assertEqual(self.client_conn.kinds(), ["data", b"exit-status", "eof", "close"])
+
+    def test_exitStatusHeldUntilTheEnd(self) -> None:
+        """What is held when the stream ends goes out before the status, EOF and close."""
+        self.target.dataReceived(b"card 4111 1111 1111 1111")
+        self.target.requestReceived(b"exit-status", struct.pack(">L", 0))
+        self.assertEqual(self.client_conn.sent, [])
+        self.target.eofReceived()
+        self.assertEqual(self.output(), f"card {REDACTED}".encode())
+        self.assertEqual(self.client_conn.kinds(), ["data", b"exit-status", "eof"])
 
 
 class CommandLineTests(SynchronousTestCase):

@@ -666,6 +666,11 @@ class ActionHandle:
                 details = masks.trail_value(details, counts)
                 if counts:
                     form["masked"] = masks.settle(counts)
+            if action.masked:
+                masked = dict(form.get("masked") or {})
+                for name, count in action.masked.items():
+                    masked[name] = masked.get(name, 0) + count
+                form["masked"] = masked
             if attributes:
                 form["attributes"] = checked(attributes) if again else attributes
             if details:

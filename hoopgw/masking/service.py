@@ -23,13 +23,15 @@ import base64
 import binascii
 import fnmatch
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from attrs import define, field, frozen
 
 from hoopgw.masking.detectors import Gate, compile_pattern, find
 from hoopgw.masking.engine import REDACTED, Masker
+from hoopgw.masking.jsonbody import KIND_PATHS, JsonRules
+from hoopgw.masking.jsonpath import JsonPath, compile_json_path
 from hoopgw.model import Connection, Identity
 
 __all__ = ["ActiveMask", "MaskingService", "SessionMasks"]
@@ -37,15 +39,35 @@ __all__ = ["ActiveMask", "MaskingService", "SessionMasks"]
 
 @frozen
 class ActiveMask:
-    """One C{[[mask]]} ready to apply: C{origin} matches C{schema.table.column} names (or is C{None})."""
+    """
+    One C{[[mask]]} ready to apply: C{origin} matches C{schema.table.column}
+    names (or is C{None}); C{paths} are JSON paths from a body's root,
+    C{kinds} JSON paths from the objects of each kind.
+    """
 
     name: str
     masker: Masker
     origin: Callable[[str], object] | None
+    paths: tuple[JsonPath, ...] = ()
+    kinds: Mapping[str, tuple[JsonPath, ...]] = field(factory=dict)
 
     @property
     def finds_values(self) -> bool:
         return bool(self.masker.detectors)
+
+    @property
+    def kind_paths(self) -> tuple[JsonPath, ...]:
+        """The paths of all its kinds (an object whose kind is not known yet)."""
+        return tuple(dict.fromkeys(p for paths in self.kinds.values() for p in paths))
+
+
+def _json_paths(rule: Any) -> tuple[tuple[JsonPath, ...], dict[str, tuple[JsonPath, ...]]]:
+    """A mask's paths from the root, and per kind (L{hoopgw.masking.jsonbody})."""
+    paths = tuple(compile_json_path(p) for p in rule.json_paths)
+    if not rule.kinds:
+        return paths, {}
+    kinds = {kind: paths or tuple(compile_json_path(p) for p in KIND_PATHS[kind]) for kind in rule.kinds}
+    return (), kinds
 
 
 def _origin_matcher(columns: Iterable[str]) -> Callable[[str], object] | None:
@@ -68,19 +90,29 @@ class SessionMasks:
     client: tuple[ActiveMask, ...]
     trail: tuple[ActiveMask, ...]
     metrics: Any = None
+    # The paths of every mask of the connection (for the trail: a request body).
+    trail_json: JsonRules | None = None
     by_origin: tuple[ActiveMask, ...] = field(init=False)  # client masks naming columns
     finders: tuple[ActiveMask, ...] = field(init=False)  # client masks finding values
     gate: Gate = field(init=False)  # whether a client finder could match a value at all
+    client_json: JsonRules | None = field(init=False)  # client masks naming JSON paths
 
     def __attrs_post_init__(self) -> None:
         self.by_origin = tuple(m for m in self.client if m.origin is not None)
         self.finders = tuple(m for m in self.client if m.finds_values)
         self.gate = Gate(d for m in self.finders for d in m.masker.detectors)
+        with_paths = tuple(m for m in self.client if m.paths or m.kinds)
+        self.client_json = JsonRules(with_paths) if with_paths else None
 
     @property
     def masks_results(self) -> bool:
         """Whether anything the client receives may have to be masked."""
         return bool(self.client)
+
+    @property
+    def masks_bodies(self) -> bool:
+        """Whether a body the client receives may have to be masked (JSON paths or detectors)."""
+        return bool(self.finders) or self.client_json is not None
 
     def column(self, names: Iterable[str]) -> ActiveMask | None:
         """The first client mask (in policy order) naming any of a column's origins (C{schema.table.column})."""
@@ -225,7 +257,10 @@ class MaskingService:
         if active is None:
             patterns = tuple(compile_pattern(p) for p in rule.patterns)
             masker = Masker.build(rule.detectors, rule.strategy, self.key, patterns)
-            active = self._compiled[rule.name] = ActiveMask(rule.name, masker, _origin_matcher(rule.columns))
+            paths, kinds = _json_paths(rule)
+            active = self._compiled[rule.name] = ActiveMask(
+                rule.name, masker, _origin_matcher(rule.columns), paths, kinds
+            )
         return active
 
     def for_session(self, identity: Identity, connection: Connection) -> SessionMasks | None:
@@ -239,4 +274,9 @@ class MaskingService:
             for m in policy_set.masks
             if m.covers(connection.name) and (m.detectors or m.patterns)
         )
-        return SessionMasks(client, trail, self.metrics) if client or trail else None
+        trail_json = tuple(
+            self._active(m) for m in policy_set.masks if m.covers(connection.name) and (m.json_paths or m.kinds)
+        )
+        if not (client or trail or trail_json):
+            return None
+        return SessionMasks(client, trail, self.metrics, JsonRules(trail_json) if trail_json else None)

@@ -23,6 +23,8 @@ from hoopgw.errors import ConfigError, quote_choices
 from hoopgw.errors import describe_type as _type_name
 from hoopgw.errors import quote as _quote
 from hoopgw.masking.detectors import PatternError, compile_pattern
+from hoopgw.masking.jsonbody import KIND_PATHS
+from hoopgw.masking.jsonpath import JsonPathError, compile_json_path
 from hoopgw.model import Effect
 from hoopgw.policy.rules import (
     ANY,
@@ -45,8 +47,10 @@ __all__ = ["PolicySet", "build_policy_set", "load_policy_dir", "parse_policy_fil
 RULE_KEYS = ("actions", "connections", "effect", "groups", "message", "name", "review", "users")
 REVIEW_KEYS = ("approvers", "min_approvals", "timeout")
 MASK_KEYS = (
-    "columns", "connections", "detectors", "except_groups", "groups", "name", "patterns", "strategy", "users",
+    "columns", "connections", "detectors", "except_groups", "groups", "json_paths", "kinds", "name", "patterns",
+    "strategy", "users",
 )
+_KIND = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
 TOP_LEVEL_KEYS = ("mask", "rule")
 
 DEFAULT_REVIEW_TIMEOUT = 600
@@ -327,8 +331,33 @@ def _parse_mask(ctx: _Context, index: int, table: Mapping[str, Any]) -> MaskRule
                 compile_pattern(pattern)
             except PatternError as e:
                 raise ctx.error(f"{where}.patterns[{i}]", f"expected a regular expression that is safe to run on every value: {e}") from None
-    if not columns and not detectors and not patterns:
-        raise ctx.error(where, "expected columns, detectors, patterns or several: a mask must say what it masks")
+    json_paths: tuple[str, ...] = ()
+    if "json_paths" in table:
+        json_paths = ctx.strings(table["json_paths"], f"{where}.json_paths")
+        for i, path in enumerate(json_paths):
+            try:
+                compile_json_path(path)
+            except JsonPathError as e:
+                raise ctx.error(
+                    f"{where}.json_paths[{i}]",
+                    f"expected a JSON path such as \"data.*\" or \"$.spec.containers[*].env[*].value\": {e}",
+                ) from None
+    kinds: tuple[str, ...] = ()
+    if "kinds" in table:
+        kinds = ctx.strings(table["kinds"], f"{where}.kinds")
+        for i, kind in enumerate(kinds):
+            if not _KIND.match(kind):
+                raise ctx.error(f"{where}.kinds[{i}]", f'expected a Kubernetes kind such as "Secret", got {_quote(kind)}')
+            if not json_paths and kind not in KIND_PATHS:
+                raise ctx.error(
+                    f"{where}.kinds[{i}]",
+                    f"expected json_paths too: which values of a {kind} to mask is known only for "
+                    + " and ".join(f'"{k}"' for k in sorted(KIND_PATHS)),
+                )
+    if not (columns or detectors or patterns or json_paths or kinds):
+        raise ctx.error(
+            where, "expected columns, detectors, patterns, json_paths, kinds or several: a mask must say what it masks"
+        )
     strategy = "redact"
     if "strategy" in table:
         strategy = ctx.string(table["strategy"], f"{where}.strategy")
@@ -353,6 +382,8 @@ def _parse_mask(ctx: _Context, index: int, table: Mapping[str, Any]) -> MaskRule
         columns=columns,
         detectors=detectors,
         patterns=patterns,
+        json_paths=json_paths,
+        kinds=kinds,
         strategy=strategy,
         groups=groups,
         users=users,

@@ -365,6 +365,10 @@ class MaskRule:
     @ivar detectors: names from L{DETECTORS}, matched on values.
     @ivar patterns: the policy's own value patterns (regular expressions,
         checked by L{hoopgw.masking.detectors.compile_pattern} at load).
+    @ivar json_paths: paths (L{hoopgw.masking.jsonpath}) of the values masked
+        in JSON bodies: from each object of C{kinds}, or from the body's root.
+    @ivar kinds: Kubernetes kinds whose objects C{json_paths} start from
+        (a Secret's C{data} and C{stringData} without C{json_paths}).
     @ivar strategy: one of L{MASK_STRATEGIES}.
     @ivar groups: identity groups the mask applies to (C{"*"}: everyone).
     @ivar users: glob patterns on the subjects it applies to.
@@ -377,6 +381,8 @@ class MaskRule:
     columns: tuple[str, ...] = field(default=(), converter=_strs)
     detectors: tuple[str, ...] = field(default=(), converter=_strs)
     patterns: tuple[str, ...] = field(default=(), converter=_strs)
+    json_paths: tuple[str, ...] = field(default=(), converter=_strs)
+    kinds: tuple[str, ...] = field(default=(), converter=_strs)
     strategy: str = "redact"
     groups: tuple[str, ...] = field(default=ANY, converter=_strs)
     users: tuple[str, ...] = field(default=ANY, converter=_strs)

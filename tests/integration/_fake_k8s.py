@@ -1097,7 +1097,7 @@ class FakeKubernetes:
                 f'{resource} "{metadata["name"]}" already exists',
                 {"name": metadata["name"], "kind": resource},
             )
-        obj["kind"], obj["apiVersion"] = kind.kind, "v1"
+        obj = _type_first(obj, kind.kind, "v1")
         metadata["uid"] = str(uuid.uuid4())
         metadata["creationTimestamp"] = _rfc3339(self.reactor.seconds())
         metadata["resourceVersion"] = self._next_rv()
@@ -1124,7 +1124,7 @@ class FakeKubernetes:
         for field in ("name", "namespace", "uid", "creationTimestamp"):
             if field in current["metadata"]:
                 obj.setdefault("metadata", {})[field] = current["metadata"][field]
-        obj["kind"], obj["apiVersion"] = current["kind"], current["apiVersion"]
+        obj = _type_first(obj, current["kind"], current["apiVersion"])
         obj["metadata"]["resourceVersion"] = self._next_rv()
         if resource == "pods" and "status" not in obj:
             obj["status"] = current.get("status", {})
@@ -1227,6 +1227,12 @@ class FakeKubernetes:
 
     def following(self, pod: str, *, namespace: str = "default") -> int:
         return len(self._log_followers.get((namespace, pod), []))
+
+
+def _type_first(obj: dict, kind: str, api_version: str) -> dict:
+    """The object with its kind and apiVersion first, as the API server writes them."""
+    rest = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+    return {"kind": kind, "apiVersion": api_version, **rest}
 
 
 def _defaults(resource: str, obj: dict, now: float) -> None:

@@ -336,12 +336,12 @@ class ParseTests(SynchronousTestCase):
                          f'{where}.strategy: expected one of "hash", "null", "partial", '
                          '"redact", got "blur"')
         self.assertError(head + 'strategy = "hash"\n',
-                         f"{where}: expected columns, detectors, patterns or several: a mask "
-                         "must say what it masks")
+                         f"{where}: expected columns, detectors, patterns, json_paths, kinds or "
+                         "several: a mask must say what it masks")
         self.assertError(head + 'detectors = ["ssn"]\nexcept_group = ["a"]\n',
                          f'{where}.except_group: unknown key; expected one of "columns", '
-                         '"connections", "detectors", "except_groups", "groups", "name", '
-                         '"patterns", "strategy", "users"; did you mean "except_groups"?')
+                         '"connections", "detectors", "except_groups", "groups", "json_paths", "kinds", '
+                         '"name", "patterns", "strategy", "users"; did you mean "except_groups"?')
         self.assertError(head + 'patterns = ["(a+)+"]\n',
                          f"{where}.patterns[0]: expected a regular expression that is safe to run "
                          "on every value: it can backtrack catastrophically (a repeat inside a repeat)")
@@ -354,6 +354,19 @@ class ParseTests(SynchronousTestCase):
         self.assertError(head + 'detectors = ["ssn"]\nexcept_groups = ["*"]\n',
                          f'{where}.except_groups: expected group names; "*" would exempt '
                          "everyone (remove the mask instead)")
+        self.assertError(head + 'json_paths = ["data[?(@.x)]"]\n',
+                         f'{where}.json_paths[0]: expected a JSON path such as "data.*" or '
+                         '"$.spec.containers[*].env[*].value": expected [\'name\'], [*] or [N] at offset 5 '
+                         "(filters and slices are not supported)")
+        self.assertError(head + 'json_paths = ["$"]\n',
+                         f'{where}.json_paths[0]: expected a JSON path such as "data.*" or '
+                         '"$.spec.containers[*].env[*].value": the path names the whole document; '
+                         "name the values to mask")
+        self.assertError(head + 'kinds = ["secret"]\n',
+                         f'{where}.kinds[0]: expected a Kubernetes kind such as "Secret", got "secret"')
+        self.assertError(head + 'kinds = ["Pod"]\n',
+                         f"{where}.kinds[0]: expected json_paths too: which values of a Pod to mask is "
+                         'known only for "ConfigMap" and "Secret"')
 
     def test_topLevel(self) -> None:
         """

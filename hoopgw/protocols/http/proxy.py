@@ -110,6 +110,8 @@ from hoopgw.protocols.http.k8s import (
     from_routed,
 )
 from hoopgw.protocols.http.channels import ExecTap, PortForwardTap, SpdyExecTap
+from hoopgw.protocols.http.masking import JsonBodyError, response_masker
+from hoopgw.protocols.http.masking import request_headers as masking_request_headers
 from hoopgw.protocols.http.paths import PathError, RoutedPath, split_request_target
 from hoopgw.protocols.http.pool import Pool, UpstreamConnection, set_no_delay
 from hoopgw.protocols.http.redact import redact_target
@@ -835,6 +837,10 @@ class _ClientGone(Exception):
     pass
 
 
+class _Unmaskable(Exception):
+    """A response body masks apply to that the gateway cannot mask."""
+
+
 class _Expired(Exception):
     pass
 
@@ -844,9 +850,9 @@ class _Exchange:
 
     # One per request: slots make it cheaper to build and to read.
     __slots__ = (
-        "_body_active", "_stall", "awaiting_head", "body_complete", "body_error", "body_received",
+        "_body_active", "_stall", "awaiting_head", "body_complete", "body_error", "body_masker", "body_received",
         "body_waiter", "chunked_upstream", "close_after", "conn", "done", "ended", "error_head", "expired",
-        "forwarding", "front", "gone", "handle", "head", "held", "held_size", "keep", "kubernetes", "method",
+        "forwarding", "front", "gone", "handle", "head", "held", "held_size", "keep", "kubernetes", "mask_counts", "method",
         "origin", "pending", "request_bytes", "responded", "response_chunked", "response_code",
         "response_keep_alive", "response_reusable", "response_size", "routed", "session", "streaming",
         "timer", "unsent_head", "upstream",
@@ -892,6 +898,9 @@ class _Exchange:
         self.response_size = 0
         self.response_reusable = False
         self.response_code = 0
+        # Masking the response body (hoopgw.protocols.http.masking), when masks apply.
+        self.body_masker: Any = None
+        self.mask_counts: dict[tuple[str, str], int] | None = None
         self.routed: RoutedPath | None = None
         # The response head, held until the first of the body joins it.
         self.unsent_head = b""
@@ -1090,6 +1099,8 @@ class _Exchange:
 
     def _response_events(self, events: list[object], start: int) -> None:
         for index in range(start, len(events)):
+            if self.ended:
+                return  # cut off (a body that could not be masked): nothing more of it
             event = events[index]
             if type(event) is bytes:
                 self._response_data(event)  # type: ignore[arg-type]
@@ -1132,12 +1143,26 @@ class _Exchange:
             self.error_head += data[: self.keep - len(self.error_head)]
         if self.gone:
             return
+        if self.body_masker is not None:
+            try:
+                data = self.body_masker.feed(data)
+            except JsonBodyError as e:
+                return self._unmaskable(str(e))
+            if not data:
+                return
         if self.response_chunked:
             self._to_client(b"%x\r\n%b\r\n" % (len(data), data))
         else:
             self._to_client(data)
 
     def _response_complete(self) -> None:
+        if self.body_masker is not None and not self.gone:
+            try:
+                rest = self.body_masker.finish()
+            except JsonBodyError as e:
+                return self._unmaskable(str(e))
+            if rest:
+                self._to_client(b"%x\r\n%b\r\n" % (len(rest), rest) if self.response_chunked else rest)
         if self.response_chunked and not self.gone:
             self._to_client(_LAST_CHUNK)
         upstream, self.upstream = self.upstream, None
@@ -1149,6 +1174,11 @@ class _Exchange:
             else:
                 upstream.close()
         self._response_ended(None)
+
+    def _unmaskable(self, reason: str) -> None:
+        """The body stopped being one the masks can follow: nothing more of it goes, and the client sees it cut off."""
+        self.body_masker = None
+        self._abort_upstream(_Unmaskable(f"the response body could not be masked: {reason}; it was cut off"))
 
     # -- the client going away -------------------------------------------------
 
@@ -1268,7 +1298,7 @@ class _Exchange:
             await self._body_head()
             if self.gone or self.done:
                 return
-        action = self._action(info, sanitized.removed)
+        action = self._action(info, sanitized.removed, session)
         try:
             handle = await session.check(action)
         except AuditUnavailable as e:
@@ -1402,7 +1432,7 @@ class _Exchange:
             conn.sessions[_session_key(identity, name)] = session
         return session
 
-    def _action(self, info: K8sRequest, removed: tuple[bytes, ...]) -> Action:
+    def _action(self, info: K8sRequest, removed: tuple[bytes, ...], session: Session) -> Action:
         action = _request_action(info, removed)
         head = self.head
         if not (
@@ -1417,14 +1447,21 @@ class _Exchange:
         else:
             total = self.body_received if self.body_complete else None
         content_type = head.getRawHeaders(b"content-type")
-        details["body"] = body_record(
+        record = details["body"] = body_record(
             first,
             total=total,
             resource=info.resource,
             content_type=content_type[0].decode("ascii", "replace") if content_type else "",
             cap=cap,
         )
-        return Action(action.kind, action.input, action.attributes, details)
+        masks = session.masks
+        masked = None
+        if masks is not None and masks.trail_json is not None and "json" in record:
+            # What the connection's masks name (a ConfigMap's values) is stored masked, for everyone.
+            counts: dict[tuple[str, str], int] = {}
+            record["json"] = masks.trail_json.mask_document(record["json"], counts)
+            masked = masks.settle(counts) if counts else None
+        return Action(action.kind, action.input, action.attributes, details, masked)
 
     def _upstream_head(
         self, upstream: Upstream, routed: RoutedPath, headers: Sequence[tuple[bytes, bytes]],
@@ -1464,6 +1501,10 @@ class _Exchange:
         credentials = self._credentials(handle, upstream, identity)
         if credentials is None:
             return
+        masks = session.masks
+        if masks is not None and masks.masks_bodies:
+            self.mask_counts = {}
+            headers = masking_request_headers(headers, json_paths=masks.client_json is not None)
         self.session = session
         self.origin = upstream
         self.request_bytes = self._upstream_head(upstream, routed, headers, credentials)
@@ -1577,6 +1618,11 @@ class _Exchange:
         self._stop_timer()
         assert self.origin is not None
         self.response_code = response.code
+        if self.mask_counts is not None and response.has_body:
+            masker = response_masker(self.session.masks, response.headers, self.mask_counts)  # type: ignore[union-attr]
+            if isinstance(masker, str):
+                return self._refuse_unmaskable(masker)
+            self.body_masker = masker
         self.unsent_head = self._response_head(response, self.origin.pass_cookies)
         self.keep = _ERROR_BODY_CAP if response.code >= 400 else 0
         self.response_reusable = response.keep_alive
@@ -1588,6 +1634,19 @@ class _Exchange:
             self._to_client(b"")
         if self.conn.write_paused:
             self.client_write_paused(True)
+
+    def _refuse_unmaskable(self, reason: str) -> None:
+        """A response whose body masks apply to but cannot be masked: none of it goes; 502."""
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.close()
+        self.ended = True
+        assert self.handle is not None and self.routed is not None
+        message = f"{reason}; the gateway does not pass it on"
+        self.handle.finish(
+            Outcome(status=Status.failed, error=message, code=str(self.response_code), bytes_in=self.body_received)
+        )
+        self._respond(502, f"the response of {self.routed.connection!r} could not be masked: {message}")
 
     def _response_ended(self, problem_reason: BaseException | None) -> None:
         """The response is whole (C{None}) or was cut off: answer the next request, record the outcome."""
@@ -1616,22 +1675,33 @@ class _Exchange:
             problem = "client went away"
         elif self.body_error:
             problem = self.body_error
+        elif isinstance(problem_reason, _Unmaskable):
+            problem = str(problem_reason)
         elif not complete:
             problem = f"upstream response cut off: {_describe(problem_reason)}"  # type: ignore[arg-type]
         elif code >= 400:
             problem = _upstream_message(bytes(self.error_head)) or f"HTTP {code}"
         status = Status.succeeded if code < 400 and problem is None else Status.failed
+        masked = None
+        if self.mask_counts:
+            masked = session.masks.settle(self.mask_counts)  # type: ignore[union-attr]
         handle.finish(
-            Outcome(status=status, error=problem, code=str(code), bytes_in=size, bytes_out=self.response_size)
+            Outcome(
+                status=status, error=problem, code=str(code), bytes_in=size, bytes_out=self.response_size,
+                masked=masked,
+            )
         )
 
     def _response_head(self, response: Head, pass_cookies: bool) -> bytes:
         head = self.head
         lines = [b"HTTP/1.1 %d %s" % (response.code, response.reason or _phrase(response.code))]
+        masked = self.body_masker is not None  # its length changes: re-framed
         for name, value in _response_pairs(response.headers, pass_cookies=pass_cookies):
+            if masked and name.lower() == b"content-length":
+                continue
             lines.append(name + b": " + value)
         keep_alive = head.keep_alive and not self.close_after
-        if response.has_body and response.content_length is None:
+        if response.has_body and (response.content_length is None or masked):
             if head.version == b"HTTP/1.1":
                 self.response_chunked = True
                 lines.append(b"Transfer-Encoding: chunked")

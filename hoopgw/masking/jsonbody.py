@@ -1,0 +1,503 @@
+"""
+Masking JSON documents by where a value is (a mask's C{json_paths}, and
+its C{kinds}) and by what it is (the detectors), as a body streams past:
+L{JsonStreamMasker} passes every byte it does not mask through unchanged,
+holds back no more than the token it is in the middle of, and reads any
+number of documents one after the other (a watch stream's events).
+L{JsonRules.mask_document} does the same to a parsed document (what the
+audit trail stores of a request body).
+
+Paths are followed from the document's root -- or, for a mask that names
+C{kinds}, from each API object of those kinds, wherever it appears:
+
+  - the document itself (C{GET .../secrets/x});
+  - each element of its C{items} (a C{SecretList}: its items carry no
+    C{kind}, the list's own names it);
+  - the C{object} of a watch event, and of each of a Table's C{rows}.
+
+An object's C{kind} is read from its own C{kind} member; the API server
+writes it first.  A value that comes before its object's C{kind} (a custom
+resource whose members are sorted, with a member before C{kind}) is masked
+as though the object were of every kind a mask names: more is masked, not
+less.
+
+In an object a kind mask applies to, the copy C{kubectl apply} keeps in the
+C{kubectl.kubernetes.io/last-applied-configuration} annotation is parsed
+and masked the same way (replaced whole if it does not parse).  A masked
+string becomes its mask's strategy's text; where the API defines a string
+as base64 (a Secret's C{data}, a ConfigMap's C{binaryData}) that text,
+base64-encoded, so typed clients still decode the object.  Other masked
+values (numbers, booleans) become C{null}.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from hoopgw.masking.jsonpath import step
+
+__all__ = ["BASE64_FIELDS", "JsonBodyError", "JsonRules", "JsonStreamMasker", "KIND_PATHS", "LAST_APPLIED"]
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# Members whose values the Kubernetes API defines as base64.
+BASE64_FIELDS = {"Secret": "data", "ConfigMap": "binaryData"}
+# What a mask naming these kinds without json_paths masks.
+KIND_PATHS = {"Secret": ("data.*", "stringData.*"), "ConfigMap": ("data.*", "binaryData.*")}
+# A string longer than this is not waited for: the body is refused.
+MAX_TOKEN = 16 * 1024 * 1024
+
+_NONE, _DOC, _ITEMS, _ITEM, _OBJECT, _ROWS, _ROW, _META, _ANNOTATIONS, _LAST_APPLIED = range(10)
+_ROOTS = (_DOC, _ITEM, _OBJECT)  # where an object is an API object
+_PARTIAL = frozenset({"PartialObjectMetadata"})  # also the items of a PartialObjectMetadataList
+
+
+class JsonBodyError(ValueError):
+    """The body is not JSON the masker can follow (what was expected, where)."""
+
+
+class _Pos:
+    """
+    Where a value is: the paths still on their way (C{(mask, path, at)}),
+    the mask that covers the value whole, if any, and what the value is
+    to the API (its role; an API object's kind).
+    """
+
+    __slots__ = ("b64", "covered", "kind", "kinded", "role", "root", "states")
+
+    def __init__(
+        self, states: tuple = (), covered: Any = None, b64: bool = False, role: int = _NONE,
+        kind: str | None = None, root: bool = False, kinded: bool = False,
+    ) -> None:
+        self.states = states
+        self.covered = covered
+        self.b64 = b64
+        self.role = role
+        self.kind = kind
+        self.root = root
+        self.kinded = kinded
+
+
+_NOTHING = _Pos()
+
+
+class JsonRules:
+    """
+    The paths of some masks (L{hoopgw.masking.service.ActiveMask}: C{.paths}
+    from the root, C{.kinds} from objects of a kind, C{.masker}, C{.name}),
+    in policy order: where a value is under two, the first masks it.
+    """
+
+    def __init__(self, masks: Sequence[Any]) -> None:
+        self.masks = tuple(masks)
+        self._rooted = tuple((i, path, 0) for i, m in enumerate(self.masks) for path in m.paths)
+        self._any_kinds = any(m.kinds for m in self.masks)
+
+    def document(self) -> _Pos:
+        return _Pos(self._rooted, role=_DOC)
+
+    def root(self, pos: _Pos, kind: str | None) -> _Pos:
+        """C{pos} (a place where API objects are) holding an object of C{kind} (C{None}: not known yet)."""
+        if kind in _PARTIAL:
+            kind = None  # any kind's metadata (a Table's rows): its annotations may hold any kind's copy
+        if not self._any_kinds:
+            return pos if pos.root else _Pos(pos.states, pos.covered, pos.b64, pos.role, kind, True)
+        states = list(pos.states)
+        kinded = False
+        for index, mask in enumerate(self.masks):
+            if mask.kinds:
+                paths = mask.kinds.get(kind, ()) if kind is not None else mask.kind_paths
+                states.extend((index, path, 0) for path in paths)
+                kinded = kinded or bool(paths)
+        return _Pos(tuple(states), pos.covered, pos.b64, pos.role, kind, True, kinded)
+
+    def child(self, pos: _Pos, key: str | int) -> _Pos:
+        """Where the member C{key} (or the element at that index) of the value at C{pos} is."""
+        if pos is _NOTHING:
+            return _NOTHING
+        if pos.covered is not None:
+            return pos
+        covered = None
+        states = []
+        for entry in pos.states:
+            index, path, at = entry
+            for reached in step(path, at, key):
+                if reached == len(path):
+                    if covered is None or index < covered:
+                        covered = index
+                else:
+                    states.append((index, path, reached))
+        b64 = pos.b64
+        role, kind = _NONE, None
+        if pos.root:
+            if key == "items":
+                role = _ITEMS
+                if pos.kind is not None and pos.kind.endswith("List"):
+                    kind = pos.kind[:-4] or None
+            elif key == "object":
+                role = _OBJECT
+            elif key == "rows":
+                role = _ROWS
+            elif key == "metadata" and pos.kinded:
+                role = _META
+            elif pos.kind is not None and BASE64_FIELDS.get(pos.kind) == key:
+                b64 = True
+        elif pos.role == _ITEMS:
+            role, kind = _ITEM, pos.kind
+        elif pos.role == _ROWS:
+            role = _ROW
+        elif pos.role == _ROW and key == "object":
+            role = _OBJECT
+        elif pos.role == _META and key == "annotations":
+            role = _ANNOTATIONS
+        elif pos.role == _ANNOTATIONS and key == LAST_APPLIED:
+            role = _LAST_APPLIED
+        if covered is not None:
+            return _Pos((), self.masks[covered], b64)
+        if not states and role == _NONE and not b64:
+            return _NOTHING
+        return _Pos(tuple(states), None, b64, role, kind)
+
+    # -- what a value becomes ------------------------------------------------------
+
+    def masked_string(self, pos: _Pos, text: str, counts: dict) -> str | None:
+        """A string at a covered position, masked (C{None}: null)."""
+        mask = pos.covered
+        key = (mask.name, "path")
+        counts[key] = counts.get(key, 0) + 1
+        value = mask.masker.value(text)
+        if value is not None and pos.b64:
+            value = base64.b64encode(value.encode("utf-8", "surrogatepass")).decode("ascii")
+        return value
+
+    def count_other(self, pos: _Pos, counts: dict) -> None:
+        key = (pos.covered.name, "path")
+        counts[key] = counts.get(key, 0) + 1
+
+    def last_applied(self, pos: _Pos, text: str, counts: dict) -> str:
+        """The last-applied annotation of an object kind masks apply to, masked as the object is."""
+        try:
+            document = json.loads(text)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            # Not something the gateway can follow: nothing of it is kept.
+            mask = next(m for m in self.masks if m.kinds)
+            key = (mask.name, "path")
+            counts[key] = counts.get(key, 0) + 1
+            return mask.masker.text_value(text)
+        masked = self._tree(document, _Pos((), role=_DOC), counts)
+        return json.dumps(masked, separators=(",", ":"), ensure_ascii=False)
+
+    # -- a parsed document -----------------------------------------------------------
+
+    def mask_document(self, document: Any, counts: dict) -> Any:
+        """C{document} (parsed JSON) with what these masks name masked; a new value, C{document} untouched."""
+        return self._tree(document, self.document(), counts)
+
+    def _tree(self, value: Any, pos: _Pos, counts: dict) -> Any:
+        if isinstance(value, dict):
+            if pos.role in _ROOTS and pos.covered is None:
+                kind = value.get("kind")
+                pos = self.root(pos, kind if isinstance(kind, str) else pos.kind)
+            return {k: self._tree(v, self.child(pos, k), counts) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._tree(v, self.child(pos, i), counts) for i, v in enumerate(value)]
+        if pos.covered is not None:
+            if isinstance(value, str):
+                return self.masked_string(pos, value, counts)
+            if value is not None:
+                self.count_other(pos, counts)
+            return None
+        if pos.role == _LAST_APPLIED and isinstance(value, str):
+            return self.last_applied(pos, value, counts)
+        return value
+
+
+# -- streaming ---------------------------------------------------------------------
+
+_NEXT = re.compile(rb"[ \t\r\n]*([^ \t\r\n])")
+# A string's characters (complete escapes), up to its closing quote.
+_STRING_BODY = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.S)
+_SCALAR = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
+_QUOTE, _OPEN_OBJECT, _OPEN_ARRAY, _CLOSE_OBJECT, _CLOSE_ARRAY, _COMMA, _COLON = b'"{[}],:'
+# What may come next.
+_VALUE, _KEY, _COLON_NEXT, _AFTER, _VALUE_OR_CLOSE, _KEY_OR_CLOSE = range(6)
+
+
+class _Frame:
+    __slots__ = ("base", "index", "is_object", "key", "pos")
+
+    def __init__(self, is_object: bool, pos: _Pos, base: _Pos) -> None:
+        self.is_object = is_object
+        self.pos = pos
+        self.base = base  # the position before it was known to hold an API object
+        self.key: str | None = None
+        self.index = 0
+
+
+def _decode(raw: bytes) -> str:
+    if b"\\" not in raw:
+        return raw.decode("utf-8", "surrogateescape")
+    try:
+        return json.loads(b'"' + raw + b'"')
+    except ValueError:
+        raise JsonBodyError("a string with an invalid escape") from None
+
+
+def _encode(text: str) -> bytes:
+    return json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogateescape")
+
+
+class JsonStreamMasker:
+    """
+    One JSON body (or a stream of documents) masked as it passes:
+    C{feed(chunk) -> bytes} and C{finish() -> bytes}; L{JsonBodyError}
+    when the body is not JSON (nothing more may pass then).
+
+    @param rules: the masks' paths (L{JsonRules}), or C{None}.
+    @param masks: the session's masks (L{hoopgw.masking.service.SessionMasks})
+        whose detectors search every string, member name and number, or
+        C{None}.
+    @param counts: values masked, per (mask, what found them), added to.
+    """
+
+    def __init__(self, rules: JsonRules | None, masks: Any, counts: dict) -> None:
+        self.rules = rules if rules is not None else JsonRules(())
+        self.masks = masks if masks is not None and masks.finders else None
+        self.passes = self.masks.gate.passes if self.masks is not None else None
+        self.counts = counts
+        self._held = b""  # the beginning of a number or literal
+        self._string: tuple[list[bytes], int, bool] | None = None  # a string begun: its parts, size, escape pending
+        self._stack: list[_Frame] = []
+        self._expect = _VALUE
+        self._documents = 0
+
+    def feed(self, data: bytes) -> bytes:
+        if self._string is not None:
+            data = self._string_continues(data)
+            if not data:
+                return b""
+        elif self._held:
+            data = self._held + data
+        out, self._held = self._scan(data, final=False)
+        return out
+
+    def finish(self) -> bytes:
+        """The end of the body: what was held, and a check that the last document is whole."""
+        if self._string is not None:
+            raise JsonBodyError("the body ends inside a string")
+        held, self._held = self._held, b""
+        out, rest = self._scan(held, final=True) if held else (b"", b"")
+        if rest.strip() or self._stack or self._expect != _VALUE:
+            raise JsonBodyError("the body ends inside a JSON document")
+        return out
+
+    def _string_continues(self, data: bytes) -> bytes:
+        """
+        More of a string that began in an earlier chunk: kept until its end
+        comes (each byte looked at once), then the string and the rest.
+        """
+        parts, size, escaped = self._string
+        body = _STRING_BODY.match(data, 1 if escaped and data else 0)
+        stop = body.end() if body is not None else len(data)
+        if stop < len(data) and data[stop] == _QUOTE:
+            self._string = None
+            return b"".join(parts) + data
+        size += len(data)
+        if size > MAX_TOKEN:
+            raise JsonBodyError(f"a string longer than {MAX_TOKEN} bytes")
+        parts.append(data)
+        self._string = (parts, size, stop < len(data))  # a backslash at the end: the next byte is escaped
+        return b""
+
+    def _position(self) -> _Pos:
+        """Where the value about to start is."""
+        stack = self._stack
+        if not stack:
+            return self.rules.document()
+        frame = stack[-1]
+        if frame.is_object:
+            return self.rules.child(frame.pos, frame.key)  # type: ignore[arg-type]
+        index = frame.index
+        frame.index = index + 1
+        return self.rules.child(frame.pos, index)
+
+    def _scan(self, buf: bytes, final: bool) -> tuple[bytes, bytes]:
+        out: list[bytes] = []
+        copied = 0
+        at = 0
+        held_from = -1
+        end = len(buf)
+        stack = self._stack
+        rules = self.rules
+        while True:
+            match = _NEXT.match(buf, at)
+            if match is None:
+                at = end  # only whitespace is left: it goes on now (a watch event's newline)
+                break
+            start = match.start(1)
+            c = buf[start]
+            expect = self._expect
+            if c == _QUOTE:
+                body = _STRING_BODY.match(buf, start + 1)
+                stop = body.end()  # type: ignore[union-attr]
+                if stop == end or buf[stop] != _QUOTE:
+                    if final:
+                        raise JsonBodyError("the body ends inside a string")
+                    if end - start > MAX_TOKEN:
+                        raise JsonBodyError(f"a string longer than {MAX_TOKEN} bytes")
+                    self._string = ([buf[start:]], end - start, stop < end)
+                    held_from = start
+                    break
+                stop += 1
+                raw = buf[start + 1 : stop - 1]
+                if expect == _KEY or expect == _KEY_OR_CLOSE:
+                    frame = stack[-1]
+                    replaced = None
+                    if frame.pos is not _NOTHING or self.masks is not None:
+                        key = _decode(raw)
+                        frame.key = key
+                        if self.masks is not None and self.passes(key.encode("utf-8", "surrogateescape")):
+                            masked = self.masks.client_text(key, self.counts)
+                            if masked is not key:
+                                replaced = _encode(masked)
+                    else:
+                        frame.key = None
+                    self._expect = _COLON_NEXT
+                elif expect == _VALUE or expect == _VALUE_OR_CLOSE:
+                    replaced = self._string_value(raw)
+                    self._after()
+                else:
+                    raise JsonBodyError(f"a string where {_EXPECTED[expect]} was expected")
+                if replaced is not None:
+                    out.append(buf[copied:start])
+                    out.append(replaced)
+                    copied = stop
+                at = stop
+            elif c == _OPEN_OBJECT or c == _OPEN_ARRAY:
+                if expect != _VALUE and expect != _VALUE_OR_CLOSE:
+                    raise JsonBodyError(f"{chr(c)!r} where {_EXPECTED[expect]} was expected")
+                pos = self._position()
+                is_object = c == _OPEN_OBJECT
+                base = pos
+                if is_object and pos.role in _ROOTS and pos.covered is None:
+                    pos = rules.root(pos, pos.kind)
+                stack.append(_Frame(is_object, pos, base))
+                self._expect = _KEY_OR_CLOSE if is_object else _VALUE_OR_CLOSE
+                at = start + 1
+            elif c == _CLOSE_OBJECT or c == _CLOSE_ARRAY:
+                if not stack or stack[-1].is_object != (c == _CLOSE_OBJECT):
+                    raise JsonBodyError(f"an unmatched {chr(c)!r}")
+                if expect not in (_AFTER, _KEY_OR_CLOSE, _VALUE_OR_CLOSE):
+                    raise JsonBodyError(f"{chr(c)!r} where {_EXPECTED[expect]} was expected")
+                stack.pop()
+                self._after()
+                at = start + 1
+            elif c == _COMMA:
+                if expect != _AFTER or not stack:
+                    raise JsonBodyError(f"',' where {_EXPECTED[expect]} was expected")
+                self._expect = _KEY if stack[-1].is_object else _VALUE
+                at = start + 1
+            elif c == _COLON:
+                if expect != _COLON_NEXT:
+                    raise JsonBodyError(f"':' where {_EXPECTED[expect]} was expected")
+                self._expect = _VALUE
+                at = start + 1
+            else:
+                if expect != _VALUE and expect != _VALUE_OR_CLOSE:
+                    raise JsonBodyError(f"a value where {_EXPECTED[expect]} was expected")
+                scalar = _SCALAR.match(buf, start)
+                if scalar is None or (scalar.end() == end and not final):
+                    if scalar is None and end - start >= 8:
+                        raise JsonBodyError("not JSON")
+                    if final:
+                        raise JsonBodyError("not JSON")
+                    at = start
+                    break
+                stop = scalar.end()
+                replaced = self._scalar(buf[start:stop])
+                self._after()
+                if replaced is not None:
+                    out.append(buf[copied:start])
+                    out.append(replaced)
+                    copied = stop
+                at = stop
+        # Whitespace at the end is passed on; a token begun is held (a
+        # string in self._string, a number or literal returned).
+        if held_from < 0:
+            held_from = at
+            rest = buf[at:]
+        else:
+            rest = b""
+        if not out:
+            return buf[:held_from], rest
+        out.append(buf[copied:held_from])
+        return b"".join(out), rest
+
+    def _after(self) -> None:
+        """A value ended."""
+        stack = self._stack
+        if stack:
+            self._expect = _AFTER
+        else:
+            self._expect = _VALUE  # the next document of a stream
+            self._documents += 1
+
+    def _string_value(self, raw: bytes) -> bytes | None:
+        pos = self._position()
+        stack = self._stack
+        if stack and pos.covered is None:
+            frame = stack[-1]
+            if frame.is_object and frame.key == "kind" and frame.pos.root:
+                # The object's kind: the paths of the masks that name it, from here on.
+                frame.pos = self.rules.root(frame.base, _decode(raw))
+        if pos is _NOTHING:
+            if self.masks is None:
+                return None
+        elif pos.covered is not None:
+            masked = self.rules.masked_string(pos, _decode(raw), self.counts)
+            return b"null" if masked is None else _encode(masked)
+        else:
+            if pos.role == _LAST_APPLIED:
+                text = self.rules.last_applied(pos, _decode(raw), self.counts)
+                if self.masks is not None:
+                    text = self.masks.client_text(text, self.counts)
+                return _encode(text)
+            if self.masks is None:
+                return None
+        if b"\\" in raw:
+            text = _decode(raw)
+            if not self.passes(text.encode("utf-8", "surrogateescape")):
+                return None
+        elif not self.passes(raw):
+            return None
+        else:
+            text = raw.decode("utf-8", "surrogateescape")
+        masked = self.masks.client_text(text, self.counts)
+        return None if masked is text else _encode(masked)
+
+    def _scalar(self, raw: bytes) -> bytes | None:
+        pos = self._position()
+        if pos.covered is not None:
+            if raw == b"null":
+                return None
+            self.rules.count_other(pos, self.counts)
+            return b"null"
+        if self.masks is None or raw[0] in b"tfn" or not self.passes(raw):
+            return None
+        text = raw.decode("ascii")
+        return None if self.masks.client_text(text, self.counts) is text else b"null"
+
+
+_EXPECTED = {
+    _VALUE: "a value",
+    _KEY: "a member name",
+    _COLON_NEXT: "':'",
+    _AFTER: "',' or the end of an object or array",
+    _VALUE_OR_CLOSE: "a value or ']'",
+    _KEY_OR_CLOSE: "a member name or '}'",
+}

@@ -200,10 +200,16 @@ class JsonRules:
 
     def _tree(self, value: Any, pos: _Pos, counts: dict) -> Any:
         if isinstance(value, dict):
-            if pos.role in _ROOTS and pos.covered is None:
-                kind = value.get("kind")
-                pos = self.root(pos, kind if isinstance(kind, str) else pos.kind)
-            return {k: self._tree(v, self.child(pos, k), counts) for k, v in value.items()}
+            if not (pos.role in _ROOTS and pos.covered is None):
+                return {k: self._tree(v, self.child(pos, k), counts) for k, v in value.items()}
+            # An API object: its kind counts from where it is, as in a stream.
+            base, pos = pos, self.root(pos, pos.kind)
+            out = {}
+            for k, v in value.items():
+                out[k] = self._tree(v, self.child(pos, k), counts)
+                if k == "kind" and isinstance(v, str):
+                    pos = self.root(base, v)
+            return out
         if isinstance(value, list):
             return [self._tree(v, self.child(pos, i), counts) for i, v in enumerate(value)]
         if pos.covered is not None:
@@ -223,6 +229,7 @@ _NEXT = re.compile(rb"[ \t\r\n]*([^ \t\r\n])")
 # A string's characters (complete escapes), up to its closing quote.
 _STRING_BODY = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.S)
 _SCALAR = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
+_SCALAR_RUN = re.compile(rb"[-+.0-9A-Za-z]+")
 _QUOTE, _OPEN_OBJECT, _OPEN_ARRAY, _CLOSE_OBJECT, _CLOSE_ARRAY, _COMMA, _COLON = b'"{[}],:'
 # What may come next.
 _VALUE, _KEY, _COLON_NEXT, _AFTER, _VALUE_OR_CLOSE, _KEY_OR_CLOSE = range(6)
@@ -249,7 +256,8 @@ def _decode(raw: bytes) -> str:
 
 
 def _encode(text: str) -> bytes:
-    return json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogateescape")
+    # ASCII escapes: a lone surrogate (from an escape, or undecodable bytes) is written as one.
+    return json.dumps(text).encode("ascii")
 
 
 class JsonStreamMasker:
@@ -361,7 +369,7 @@ class JsonStreamMasker:
                     if frame.pos is not _NOTHING or self.masks is not None:
                         key = _decode(raw)
                         frame.key = key
-                        if self.masks is not None and self.passes(key.encode("utf-8", "surrogateescape")):
+                        if self.masks is not None and self.passes(key.encode("utf-8", "surrogatepass")):
                             masked = self.masks.client_text(key, self.counts)
                             if masked is not key:
                                 replaced = _encode(masked)
@@ -410,14 +418,18 @@ class JsonStreamMasker:
             else:
                 if expect != _VALUE and expect != _VALUE_OR_CLOSE:
                     raise JsonBodyError(f"a value where {_EXPECTED[expect]} was expected")
-                scalar = _SCALAR.match(buf, start)
-                if scalar is None or (scalar.end() == end and not final):
-                    if scalar is None and end - start >= 8:
-                        raise JsonBodyError("not JSON")
-                    if final:
-                        raise JsonBodyError("not JSON")
+                # A number or literal ends where its characters do: one that
+                # reaches the end of what came may go on in the next chunk.
+                run = _SCALAR_RUN.match(buf, start)
+                stop = run.end() if run is not None else start
+                if stop == end and not final:
+                    if end - start > 512:
+                        raise JsonBodyError("a number or literal longer than 512 bytes")
                     at = start
                     break
+                scalar = _SCALAR.fullmatch(buf, start, stop)
+                if scalar is None:
+                    raise JsonBodyError(f"not JSON: {bytes(buf[start:start + 16])!r}")
                 stop = scalar.end()
                 replaced = self._scalar(buf[start:stop])
                 self._after()
@@ -471,7 +483,7 @@ class JsonStreamMasker:
                 return None
         if b"\\" in raw:
             text = _decode(raw)
-            if not self.passes(text.encode("utf-8", "surrogateescape")):
+            if not self.passes(text.encode("utf-8", "surrogatepass")):
                 return None
         elif not self.passes(raw):
             return None

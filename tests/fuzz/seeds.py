@@ -15,6 +15,7 @@ add one).  The harness docstrings describe each input's layout.
 from __future__ import annotations
 
 import argparse
+import json
 import struct
 import sys
 from pathlib import Path
@@ -395,6 +396,33 @@ MASKING = {
 }
 
 
+# -- JSON bodies (one chunk-size byte, then an API server's or an HTTP API's answer) ----------
+
+_LAST = "kubectl.kubernetes.io/last-applied-configuration"
+JSON_BODIES = {
+    "secret": b"\x07" + json.dumps({
+        "kind": "Secret", "apiVersion": "v1",
+        "metadata": {"name": "db", "annotations": {_LAST: json.dumps({"kind": "Secret", "data": {"pw": "aHVudGVyMg=="}})}},
+        "data": {"pw": "aHVudGVyMg=="}, "type": "Opaque"}).encode(),
+    "secret-list": b"\x10" + json.dumps({"kind": "SecretList", "metadata": {"resourceVersion": "7"}, "items": [
+        {"metadata": {"name": "a"}, "data": {"k": "dg=="}}, {"kind": "Secret", "stringData": {"x": "y"}}]}).encode(),
+    "watch": b"\x05" + b"".join(json.dumps(e).encode() + b"\n" for e in (
+        {"type": "ADDED", "object": {"kind": "Pod", "spec": {"containers": [{"env": [{"name": "T", "value": "tok"}]}]}}},
+        {"type": "BOOKMARK", "object": {"kind": "Pod", "metadata": {"resourceVersion": "9"}}})),
+    "table": b"\x00" + json.dumps({"kind": "Table", "columnDefinitions": [{"name": "Name"}], "rows": [
+        {"cells": ["db", 1], "object": {"kind": "PartialObjectMetadata", "metadata": {"annotations": {_LAST: "{"}}}}]}).encode(),
+    "configmap-pretty": b"\x03" + json.dumps({"kind": "ConfigMap", "data": {"password": "p", "note": "card 4111 1111 1111 1111"},
+                                              "binaryData": {"b": "AAE="}}, indent=2).encode(),
+    "escapes": b"\x02" + b'{"a": "\\u0034111 1111 1111 1111", "\\"k": "\\ud83d\\ude00", "n": 4111111111111111, "f": -1.5e-3}',
+    "kind-last": b"\x01" + b'{"data": {"password": "p"}, "kind": "Service", "x": [true, false, null, []]}',
+    "status-error": b"\x09" + json.dumps({"kind": "Status", "status": "Failure",
+                                          "message": "secrets \"x\" already exists; owner ada@example.org", "code": 409}).encode(),
+    "plain-api": b"\x04" + json.dumps([{"user": {"email": "ada@example.org", "password": "hunter2"}}, {"a.b": [1, 2]}]).encode(),
+    "not-json": b"\x02" + b"{'a': 1}",
+    "cut": b"\x03" + b'{"a": [1, 2, {"b": "unterminated',
+}
+
+
 # -- writing ------------------------------------------------------------------------------
 
 
@@ -408,6 +436,7 @@ def corpora() -> dict[str, dict[str, bytes]]:
         "sftp": sftp_corpus(),
         "ssh_commands": encode(COMMANDS),
         "masking": encode(MASKING),
+        "json_body": JSON_BODIES,
     }
 
 

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fuzz._fuzzing import CORPORA, corpus_files
 
-TARGETS = ("pg_codec", "pg_tracker", "sql", "http_wire", "sftp", "ssh_commands", "masking")
+TARGETS = ("pg_codec", "pg_tracker", "sql", "http_wire", "sftp", "ssh_commands", "masking", "json_body")
 
 
 class CorpusTests(SynchronousTestCase):

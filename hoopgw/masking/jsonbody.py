@@ -230,6 +230,7 @@ _NEXT = re.compile(rb"[ \t\r\n]*([^ \t\r\n])")
 _STRING_BODY = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.S)
 _SCALAR = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
 _SCALAR_RUN = re.compile(rb"[-+.0-9A-Za-z]+")
+_STRUCTURE = re.compile(rb'[^"\[\]{}]*')
 _QUOTE, _OPEN_OBJECT, _OPEN_ARRAY, _CLOSE_OBJECT, _CLOSE_ARRAY, _COMMA, _COLON = b'"{[}],:'
 # What may come next.
 _VALUE, _KEY, _COLON_NEXT, _AFTER, _VALUE_OR_CLOSE, _KEY_OR_CLOSE = range(6)
@@ -250,7 +251,7 @@ def _decode(raw: bytes) -> str:
     if b"\\" not in raw:
         return raw.decode("utf-8", "surrogateescape")
     try:
-        return json.loads(b'"' + raw + b'"')
+        return json.loads('"' + raw.decode("utf-8", "surrogateescape") + '"')
     except ValueError:
         raise JsonBodyError("a string with an invalid escape") from None
 
@@ -280,6 +281,8 @@ class JsonStreamMasker:
         self.counts = counts
         self._held = b""  # the beginning of a number or literal
         self._string: tuple[list[bytes], int, bool] | None = None  # a string begun: its parts, size, escape pending
+        self._skip: bytearray | None = None  # the brackets open in a value passed over
+        self._skip_string = 0  # in it: 1 inside a string, 2 just after a backslash there
         self._stack: list[_Frame] = []
         self._expect = _VALUE
         self._documents = 0
@@ -296,8 +299,9 @@ class JsonStreamMasker:
 
     def finish(self) -> bytes:
         """The end of the body: what was held, and a check that the last document is whole."""
-        if self._string is not None:
-            raise JsonBodyError("the body ends inside a string")
+        if self._string is not None or self._skip is not None:
+            raise JsonBodyError("the body ends inside a string" if self._string is not None or self._skip_string
+                                else "the body ends inside a JSON document")
         held, self._held = self._held, b""
         out, rest = self._scan(held, final=True) if held else (b"", b"")
         if rest.strip() or self._stack or self._expect != _VALUE:
@@ -342,6 +346,8 @@ class JsonStreamMasker:
         end = len(buf)
         stack = self._stack
         rules = self.rules
+        if self._skip is not None:
+            at = self._skip_run(buf, 0, end)
         while True:
             match = _NEXT.match(buf, at)
             if match is None:
@@ -391,6 +397,11 @@ class JsonStreamMasker:
                     raise JsonBodyError(f"{chr(c)!r} where {_EXPECTED[expect]} was expected")
                 pos = self._position()
                 is_object = c == _OPEN_OBJECT
+                if pos is _NOTHING and self.masks is None:
+                    # Nothing in it can be masked: passed over at C speed, its brackets only matched.
+                    self._skip = bytearray((c,))
+                    at = self._skip_run(buf, start + 1, end)
+                    continue
                 base = pos
                 if is_object and pos.role in _ROOTS and pos.covered is None:
                     pos = rules.root(pos, pos.kind)
@@ -449,6 +460,49 @@ class JsonStreamMasker:
             return buf[:held_from], rest
         out.append(buf[copied:held_from])
         return b"".join(out), rest
+
+    def _skip_run(self, buf: bytes, at: int, end: int) -> int:
+        """
+        Pass over a value nothing in which can be masked, from C{at}: where
+        it ends (its value ended), or C{end} with the state kept for the
+        next chunk.
+        """
+        opened = self._skip
+        assert opened is not None
+        state = self._skip_string
+        while at < end:
+            if state:
+                if state == 2:  # the character after a backslash
+                    at += 1
+                    state = 1
+                    continue
+                at = _STRING_BODY.match(buf, at).end()  # type: ignore[union-attr]
+                if at == end:
+                    break
+                if buf[at] == _QUOTE:
+                    at += 1
+                    state = 0
+                    continue
+                at, state = end, 2  # a backslash, the last byte
+                break
+            at = _STRUCTURE.match(buf, at).end()  # type: ignore[union-attr]
+            if at == end:
+                break
+            c = buf[at]
+            at += 1
+            if c == _QUOTE:
+                state = 1
+            elif c == _OPEN_OBJECT or c == _OPEN_ARRAY:
+                opened.append(c)
+            elif (opened.pop() == _OPEN_OBJECT) != (c == _CLOSE_OBJECT):
+                raise JsonBodyError(f"an unmatched {chr(c)!r}")
+            elif not opened:
+                self._skip = None
+                self._skip_string = 0
+                self._after()
+                return at
+        self._skip_string = state
+        return at
 
     def _after(self) -> None:
         """A value ended."""

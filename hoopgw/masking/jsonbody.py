@@ -33,6 +33,7 @@ values (numbers, booleans) become C{null}.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 from collections.abc import Sequence
@@ -50,9 +51,19 @@ KIND_PATHS = {"Secret": ("data.*", "stringData.*"), "ConfigMap": ("data.*", "bin
 # A string longer than this is not waited for: the body is refused.
 MAX_TOKEN = 16 * 1024 * 1024
 
-_NONE, _DOC, _ITEMS, _ITEM, _OBJECT, _ROWS, _ROW, _META, _ANNOTATIONS, _LAST_APPLIED = range(10)
+(_NONE, _DOC, _ITEMS, _ITEM, _OBJECT, _ROWS, _ROW, _META, _ANNOTATIONS, _LAST_APPLIED, _OWNERS, _OWNER,
+ _EXEMPT) = range(13)
 _ROOTS = (_DOC, _ITEM, _OBJECT)  # where an object is an API object
 _PARTIAL = frozenset({"PartialObjectMetadata"})  # also the items of a PartialObjectMetadataList
+# Metadata the API server writes, which clients send back (a watch's
+# resourceVersion): not searched by the detectors (a 9-digit resourceVersion
+# is an SSN to them).  Paths still apply.
+_SYSTEM_METADATA = frozenset({
+    "resourceVersion", "uid", "generation", "creationTimestamp", "deletionTimestamp", "continue",
+    "remainingItemCount", "deletionGracePeriodSeconds",
+})
+# Deeper than this is not followed: the body is refused (no API object is).
+MAX_DEPTH = 512
 
 
 class JsonBodyError(ValueError):
@@ -131,7 +142,7 @@ class JsonRules:
                 else:
                     states.append((index, path, reached))
         b64 = pos.b64
-        role, kind = _NONE, None
+        role, kind, kinded = _NONE, None, False
         if pos.root:
             if key == "items":
                 role = _ITEMS
@@ -141,25 +152,57 @@ class JsonRules:
                 role = _OBJECT
             elif key == "rows":
                 role = _ROWS
-            elif key == "metadata" and pos.kinded:
-                role = _META
+            elif key == "metadata":
+                role, kind, kinded = _META, pos.kind, pos.kinded
             elif pos.kind is not None and BASE64_FIELDS.get(pos.kind) == key:
                 b64 = True
-        elif pos.role == _ITEMS:
-            role, kind = _ITEM, pos.kind
+        elif pos.role == _ITEMS or (pos.role == _DOC and type(key) is int):
+            role, kind = _ITEM, pos.kind  # (an array of objects at the root: as a list's items)
         elif pos.role == _ROWS:
             role = _ROW
         elif pos.role == _ROW and key == "object":
             role = _OBJECT
-        elif pos.role == _META and key == "annotations":
-            role = _ANNOTATIONS
+        elif pos.role == _META:
+            if key in _SYSTEM_METADATA:
+                role = _EXEMPT
+            elif key == "annotations" and pos.kinded:
+                role, kind, kinded = _ANNOTATIONS, pos.kind, True
+            elif key == "ownerReferences":
+                role = _OWNERS
         elif pos.role == _ANNOTATIONS and key == LAST_APPLIED:
-            role = _LAST_APPLIED
+            role, kind = _LAST_APPLIED, pos.kind
+        elif pos.role == _OWNERS:
+            role = _OWNER
+        elif pos.role == _OWNER and key == "uid":
+            role = _EXEMPT
         if covered is not None:
             return _Pos((), self.masks[covered], b64)
         if not states and role == _NONE and not b64:
             return _NOTHING
-        return _Pos(tuple(states), None, b64, role, kind)
+        return _Pos(tuple(states), None, b64, role, kind, False, kinded)
+
+    def reaches(self, pointer: Sequence[str]) -> bool:
+        """
+        Whether the value at this JSON pointer (its unescaped reference
+        tokens) of an object of any kind holds something these masks mask:
+        a masked value, a value with masked values under it, or a
+        last-applied copy (a JSON patch that copies, moves or tests it
+        reads what the masks hide).
+        """
+        positions = [self.root(self.document(), None)]
+        for token in pointer:
+            following = []
+            for pos in positions:
+                for key in (token, int(token)) if token.isdigit() else (token,):
+                    child = self.child(pos, key)
+                    if child.covered is not None:
+                        return True
+                    if child is not _NOTHING:
+                        following.append(child)
+            if not following:
+                return False
+            positions = following
+        return any(p.states or (p.kinded and p.role in (_META, _ANNOTATIONS)) or p.role == _LAST_APPLIED for p in positions)
 
     # -- what a value becomes ------------------------------------------------------
 
@@ -168,50 +211,76 @@ class JsonRules:
         mask = pos.covered
         key = (mask.name, "path")
         counts[key] = counts.get(key, 0) + 1
+        if not pos.b64:
+            return mask.masker.value(text)
+        # The API's base64: the value it stands for is masked (partial keeps
+        # its last characters, hash matches the same value elsewhere), and
+        # written back in base64.
+        try:
+            text = base64.b64decode(text, validate=True).decode("utf-8", "surrogateescape")
+        except (ValueError, binascii.Error):
+            pass
         value = mask.masker.value(text)
-        if value is not None and pos.b64:
-            value = base64.b64encode(value.encode("utf-8", "surrogatepass")).decode("ascii")
-        return value
+        if value is None:
+            return None
+        return base64.b64encode(value.encode("utf-8", "surrogateescape")).decode("ascii")
 
     def count_other(self, pos: _Pos, counts: dict) -> None:
         key = (pos.covered.name, "path")
         counts[key] = counts.get(key, 0) + 1
 
     def last_applied(self, pos: _Pos, text: str, counts: dict) -> str:
-        """The last-applied annotation of an object kind masks apply to, masked as the object is."""
+        """
+        The last-applied annotation of an object kind masks apply to, masked
+        as that object is (whatever kind the copy claims to be).
+        """
         try:
             document = json.loads(text)
-        except ValueError:
-            document = None
-        if not isinstance(document, dict):
-            # Not something the gateway can follow: nothing of it is kept.
-            mask = next(m for m in self.masks if m.kinds)
-            key = (mask.name, "path")
-            counts[key] = counts.get(key, 0) + 1
-            return mask.masker.text_value(text)
-        masked = self._tree(document, _Pos((), role=_DOC), counts)
-        return json.dumps(masked, separators=(",", ":"), ensure_ascii=False)
+            if isinstance(document, dict):
+                masked = self._tree(document, self.root(_Pos(), pos.kind), counts)
+                return json.dumps(masked, separators=(",", ":"), ensure_ascii=False)
+        except (ValueError, RecursionError):
+            pass
+        # Not something the gateway can follow: nothing of it is kept.
+        mask = next(m for m in self.masks if m.kinds)
+        key = (mask.name, "path")
+        counts[key] = counts.get(key, 0) + 1
+        return mask.masker.text_value(text)
 
     # -- a parsed document -----------------------------------------------------------
 
-    def mask_document(self, document: Any, counts: dict) -> Any:
-        """C{document} (parsed JSON) with what these masks name masked; a new value, C{document} untouched."""
-        return self._tree(document, self.document(), counts)
+    def mask_document(self, document: Any, counts: dict, *, as_streamed: bool = False) -> Any:
+        """
+        C{document} (parsed JSON) with what these masks name masked; a new
+        value, C{document} untouched.  An object's kind is its C{kind}
+        member wherever it is (kubectl sorts members: C{data} comes first),
+        or, C{as_streamed}, from that member on, as L{JsonStreamMasker}
+        reads it.  L{JsonBodyError} if it is nested deeper than
+        L{MAX_DEPTH}.
+        """
+        try:
+            return self._tree(document, self.document(), counts, as_streamed)
+        except RecursionError:
+            raise JsonBodyError(f"nested deeper than the gateway follows ({MAX_DEPTH})") from None
 
-    def _tree(self, value: Any, pos: _Pos, counts: dict) -> Any:
+    def _tree(self, value: Any, pos: _Pos, counts: dict, as_streamed: bool = False) -> Any:
         if isinstance(value, dict):
             if not (pos.role in _ROOTS and pos.covered is None):
+                return {k: self._tree(v, self.child(pos, k), counts, as_streamed) for k, v in value.items()}
+            kind = value.get("kind")
+            if not as_streamed:
+                pos = self.root(pos, kind if isinstance(kind, str) else pos.kind)
                 return {k: self._tree(v, self.child(pos, k), counts) for k, v in value.items()}
-            # An API object: its kind counts from where it is, as in a stream.
+            # The kind counts from where it is.
             base, pos = pos, self.root(pos, pos.kind)
             out = {}
             for k, v in value.items():
-                out[k] = self._tree(v, self.child(pos, k), counts)
+                out[k] = self._tree(v, self.child(pos, k), counts, as_streamed)
                 if k == "kind" and isinstance(v, str):
                     pos = self.root(base, v)
             return out
         if isinstance(value, list):
-            return [self._tree(v, self.child(pos, i), counts) for i, v in enumerate(value)]
+            return [self._tree(v, self.child(pos, i), counts, as_streamed) for i, v in enumerate(value)]
         if pos.covered is not None:
             if isinstance(value, str):
                 return self.masked_string(pos, value, counts)
@@ -230,6 +299,7 @@ _NEXT = re.compile(rb"[ \t\r\n]*([^ \t\r\n])")
 _STRING_BODY = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.S)
 _SCALAR = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
 _SCALAR_RUN = re.compile(rb"[-+.0-9A-Za-z]+")
+_BOM = b"\xef\xbb\xbf"
 _STRUCTURE = re.compile(rb'[^"\[\]{}]*')
 _QUOTE, _OPEN_OBJECT, _OPEN_ARRAY, _CLOSE_OBJECT, _CLOSE_ARRAY, _COMMA, _COLON = b'"{[}],:'
 # What may come next.
@@ -279,6 +349,7 @@ class JsonStreamMasker:
         self.masks = masks if masks is not None and masks.finders else None
         self.passes = self.masks.gate.passes if self.masks is not None else None
         self.counts = counts
+        self._fresh = True  # nothing fed yet (a byte order mark may come first)
         self._held = b""  # the beginning of a number or literal
         self._string: tuple[list[bytes], int, bool] | None = None  # a string begun: its parts, size, escape pending
         self._skip: bytearray | None = None  # the brackets open in a value passed over
@@ -288,6 +359,10 @@ class JsonStreamMasker:
         self._documents = 0
 
     def feed(self, data: bytes) -> bytes:
+        if self._fresh and data:
+            self._fresh = False
+            if data.startswith(_BOM):
+                return _BOM + self.feed(data[3:])
         if self._string is not None:
             data = self._string_continues(data)
             if not data:
@@ -405,6 +480,8 @@ class JsonStreamMasker:
                 base = pos
                 if is_object and pos.role in _ROOTS and pos.covered is None:
                     pos = rules.root(pos, pos.kind)
+                if len(stack) >= MAX_DEPTH:
+                    raise JsonBodyError(f"nested deeper than the gateway follows ({MAX_DEPTH})")
                 stack.append(_Frame(is_object, pos, base))
                 self._expect = _KEY_OR_CLOSE if is_object else _VALUE_OR_CLOSE
                 at = start + 1
@@ -494,6 +571,8 @@ class JsonStreamMasker:
                 state = 1
             elif c == _OPEN_OBJECT or c == _OPEN_ARRAY:
                 opened.append(c)
+                if len(opened) + len(self._stack) > MAX_DEPTH:
+                    raise JsonBodyError(f"nested deeper than the gateway follows ({MAX_DEPTH})")
             elif (opened.pop() == _OPEN_OBJECT) != (c == _CLOSE_OBJECT):
                 raise JsonBodyError(f"an unmatched {chr(c)!r}")
             elif not opened:
@@ -533,7 +612,7 @@ class JsonStreamMasker:
                 if self.masks is not None:
                     text = self.masks.client_text(text, self.counts)
                 return _encode(text)
-            if self.masks is None:
+            if self.masks is None or pos.role == _EXEMPT:
                 return None
         if b"\\" in raw:
             text = _decode(raw)
@@ -553,9 +632,18 @@ class JsonStreamMasker:
                 return None
             self.rules.count_other(pos, self.counts)
             return b"null"
-        if self.masks is None or raw[0] in b"tfn" or not self.passes(raw):
+        if self.masks is None or raw[0] in b"tfn" or pos.role == _EXEMPT:
             return None
         text = raw.decode("ascii")
+        if b"e" in raw or b"E" in raw or b"." in raw:
+            # 4.111111111111111e15 is a client's 4111111111111111.
+            number = float(text)
+            if number.is_integer() and abs(number) < 1e20:
+                whole = str(int(number))
+                if self.passes(whole.encode()) and self.masks.client_text(whole, self.counts) is not whole:
+                    return b"null"
+        if not self.passes(raw):
+            return None
         return None if self.masks.client_text(text, self.counts) is text else b"null"
 
 

@@ -185,7 +185,9 @@ class KubernetesMaskingTests(_GatewayCase):
         self.assertEqual(self.fake.get("configmaps", "applied")["data"]["db_password"], CONFIG_PASSWORD)
         [create] = [s for s, _ in self.actions() if s["action"]["kind"] == "k8s.create"]
         self.assertEqual(create["action"]["details"]["body"]["json"]["data"]["db_password"], "[redacted]")
-        self.assertEqual(create["action"]["masked"]["k8s-config"], 2)  # the value and its last-applied copy
+        # The value and its last-applied copy (kubectl sorts members: the kind comes after data).
+        self.assertEqual(create["action"]["masked"], {"k8s-config": 2, "pii": 2})
+        self.assertEqual(create["action"]["details"]["body"]["json"]["data"]["note"], "mail [redacted]")
         self.assert_trail_clean()
 
     @inlineCallbacks
@@ -220,6 +222,42 @@ class KubernetesMaskingTests(_GatewayCase):
         seen = [r for r in self.fake.requests if r.path.endswith("/secrets/db")][-1]
         self.assertEqual(seen.header("accept"), "application/json")
         self.assertIsNone(seen.header("accept-encoding"))
+
+
+    @inlineCallbacks
+    def test_other_forms_and_ranges_are_not_asked_for(self):
+        """YAML, protobuf, compression and ranges the client asks for: the API server is asked for whole JSON."""
+        require_curl()
+        status, headers, body = yield self.curl(
+            "/k8s/api/v1/namespaces/default/configmaps/app", "-H", "Accept: application/yaml", "-r", "0-40",
+        )
+        self.assertEqual(status, 200)
+        self.assertEqual(leaks(body), [])
+        self.assertEqual(json.loads(body)["data"]["db_password"], "[redacted]")
+        seen = [r for r in self.fake.requests if r.path.endswith("/configmaps/app")][-1]
+        self.assertEqual((seen.header("accept"), seen.header("range")), ("application/json", None))
+
+    @inlineCallbacks
+    def test_json_patch_may_not_read_masked_values(self):
+        """A JSON patch that copies, moves or tests a masked value is refused; nothing is forwarded."""
+        for operation in (
+            {"op": "copy", "from": "/data/password", "path": "/metadata/annotations/x"},
+            {"op": "move", "from": "/data", "path": "/metadata/labels"},
+            {"op": "test", "path": "/data/password", "value": SECRET_B64},
+        ):
+            before = len(self.fake.requests)
+            code, out, err = yield run_kubectl(
+                self.kubeconfig, "patch", "secret", "db", "--type=json", "-p", json.dumps([operation]),
+            )
+            self.assertNotEqual(code, 0)
+            self.assertIn("masked for you", err)
+            self.assertFalse([r for r in self.fake.requests[before:] if r.method == "PATCH"])
+        code, out, err = yield run_kubectl(
+            self.kubeconfig, "patch", "secret", "db", "--type=json",
+            "-p", json.dumps([{"op": "add", "path": "/metadata/labels", "value": {"a": "b"}}]),
+        )
+        self.assertEqual(code, 0, err)
+        self.assertEqual(self.fake.get("secrets", "db")["metadata"]["labels"], {"a": "b"})
 
 
 class HTTPMaskingTests(_GatewayCase):

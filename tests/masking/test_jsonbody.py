@@ -202,10 +202,81 @@ class StreamPropertyTests(SynchronousTestCase):
         whole, _ = stream(self.masks, data)
         self.assertEqual(stream(self.masks, data, cuts)[0], whole)
         parsed = [json.loads(line) for line in whole.split(b"\n")] if indent is None else None
-        tree = [self.paths_only.client_json.mask_document(d, {}) for d in documents]
+        tree = [self.paths_only.client_json.mask_document(d, {}, as_streamed=True) for d in documents]
         compact = b"\n".join(json.dumps(d).encode() for d in documents)
         got = [json.loads(x) for x in stream(self.paths_only, compact)[0].split(b"\n")]
         self.assertEqual(got, tree)
         if parsed is not None:
             self.assertNotIn(CARD, json.dumps(parsed))
             self.assertNotIn("ada@example.org", json.dumps(parsed))
+
+
+class AttackTests(SynchronousTestCase):
+    """What an outside round found (tests/masking and tests/integration/test_http_masking.py)."""
+
+    pii = session_masks(MaskRule("secrets", kinds=("Secret",), strategy="partial"),
+                        MaskRule("pii", detectors=("card", "ssn")))
+
+    def test_deep_nesting_refused_not_crashed(self) -> None:
+        with self.assertRaises(JsonBodyError):
+            stream(KINDS, b"[" * 5000 + b"]" * 5000)
+        with self.assertRaises(JsonBodyError):
+            stream(session_masks(MaskRule("m", json_paths=("x",))), b'{"a":' * 600 + b"1" + b"}" * 600)
+        with self.assertRaises(JsonBodyError):
+            KINDS.client_json.mask_document(json.loads("[" * 900 + "]" * 900), {})
+
+    def test_deep_last_applied_replaced_whole(self) -> None:
+        """Anyone who can annotate an object must not break everyone's kubectl get."""
+        for copy in ("[" * 5000 + "]" * 5000, '{"a":' * 900 + "1" + "}" * 900):
+            doc = {"kind": "Table", "rows": [{"object": {"kind": "PartialObjectMetadata",
+                                                          "metadata": {"annotations": {LAST_APPLIED: copy}}}}]}
+            got = json.loads(stream(KINDS, json.dumps(doc).encode())[0])
+            self.assertEqual(got["rows"][0]["object"]["metadata"]["annotations"][LAST_APPLIED], REDACTED)
+
+    def test_system_metadata_not_searched(self) -> None:
+        """A 9-digit resourceVersion is no SSN: clients send it back (watches, updates)."""
+        doc = {"kind": "ConfigMapList", "metadata": {"resourceVersion": "123456789", "continue": "123456789"},
+               "items": [{"metadata": {"resourceVersion": "223456789", "uid": "123-45-6789", "generation": 123456789,
+                                       "ownerReferences": [{"uid": "123456789"}], "labels": {"x": "123-45-6789"}}}]}
+        got = json.loads(stream(self.pii, json.dumps(doc).encode())[0])
+        item = got["items"][0]["metadata"]
+        self.assertEqual((got["metadata"]["resourceVersion"], item["resourceVersion"], item["generation"]),
+                         ("123456789", "223456789", 123456789))
+        self.assertEqual(item["ownerReferences"][0]["uid"], "123456789")
+        self.assertEqual(item["labels"]["x"], REDACTED)
+
+    def test_base64_values_masked_as_what_they_stand_for(self) -> None:
+        card = base64.b64encode(b"4111111111111234").decode()
+        got = json.loads(stream(self.pii, json.dumps({"kind": "Secret", "data": {"c": card}}).encode())[0])
+        self.assertEqual(base64.b64decode(got["data"]["c"]), b"************1234")
+        hashed = session_masks(MaskRule("h", kinds=("Secret",), strategy="hash"))
+        doc = {"kind": "Secret", "data": {"a": base64.b64encode(b"same").decode()}, "stringData": {"b": "same"}}
+        got = json.loads(stream(hashed, json.dumps(doc).encode())[0])
+        self.assertEqual(base64.b64decode(got["data"]["a"]).decode(), got["stringData"]["b"])
+
+    def test_copy_masked_as_its_object_whatever_kind_it_claims(self) -> None:
+        copy = json.dumps({"kind": "Foo", "data": {"pw": "aHVudGVyMg=="}, "kind ": "x"})
+        doc = {"kind": "Secret", "metadata": {"annotations": {LAST_APPLIED: copy}}}
+        got = json.loads(stream(KINDS, json.dumps(doc).encode())[0])
+        self.assertNotIn("aHVudGVyMg", got["metadata"]["annotations"][LAST_APPLIED])
+
+    def test_array_of_objects_at_the_root(self) -> None:
+        got = json.loads(stream(KINDS, json.dumps([SECRET, SECRET]).encode())[0])
+        self.assertEqual([g["data"]["pw"] for g in got], [B64_REDACTED] * 2)
+
+    def test_numbers_in_other_spellings(self) -> None:
+        got = json.loads(stream(self.pii, b'{"n": 4.111111111111111e15, "m": 4111111111111111.0, "k": 1.5}')[0])
+        self.assertEqual(got, {"n": None, "m": None, "k": 1.5})
+
+    def test_byte_order_mark_and_lone_surrogates(self) -> None:
+        out, _ = stream(self.pii, b'\xef\xbb\xbf{"a": "\\ud800 4111 1111 1111 1111"}')
+        self.assertTrue(out.startswith(b"\xef\xbb\xbf"))
+        self.assertNotIn(b"1111 1111", out)
+
+    def test_reaches(self) -> None:
+        rules = KINDS.client_json
+        for pointer, reads in [("/data/pw", True), ("/data", True), ("", True), ("/spec/containers/0/env/0/value", True),
+                               ("/metadata/annotations/" + LAST_APPLIED.replace("/", "~1"), True),
+                               ("/metadata/annotations", True), ("/metadata/name", False), ("/spec/replicas", False)]:
+            tokens = [t.replace("~1", "/") for t in pointer.split("/")[1:]]
+            self.assertEqual(rules.reaches(tokens), reads, pointer)

@@ -39,6 +39,27 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _SECRET_FIELDS = ("data", "stringData")
 
 
+# Deeper JSON is not kept (every walk of a record is recursive).
+MAX_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """How deep C{value} nests (iteratively: it may be deeper than the interpreter's recursion)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            if depth > deepest:
+                deepest = depth
+            if depth > MAX_DEPTH:
+                return depth
+            stack.extend((item, depth + 1) for item in value)
+    return deepest
+
+
 def _mask_object(obj: dict[str, Any], *, force: bool) -> None:
     if not (force or obj.get("kind") == "Secret"):
         return
@@ -53,7 +74,9 @@ def _mask_object(obj: dict[str, Any], *, force: bool) -> None:
     if isinstance(annotations, dict) and isinstance(annotations.get(LAST_APPLIED), str):
         try:
             applied = json.loads(annotations[LAST_APPLIED])
-        except ValueError:
+        except (ValueError, RecursionError):
+            applied = None
+        if _depth(applied) > MAX_DEPTH:
             applied = None
         if isinstance(applied, dict):
             _mask_object(applied, force=True)
@@ -111,10 +134,13 @@ def body_record(
     if total <= cap and len(head) == total:
         try:
             document = json.loads(head)
-        except ValueError:
+        except (ValueError, RecursionError):
             document = None
         else:
-            record["json"] = mask_secrets(document, secret_resource=secret_resource)
+            if _depth(document) > MAX_DEPTH:
+                record["omitted"] = f"JSON nested deeper than {MAX_DEPTH} levels"
+            else:
+                record["json"] = mask_secrets(document, secret_resource=secret_resource)
             return record
     try:
         text = head.decode("utf-8")

@@ -7,14 +7,17 @@ C{detectors}, C{patterns}):
     documents one after the other) streams through
     L{hoopgw.masking.jsonbody.JsonStreamMasker}: paths and kinds, and the
     detectors on every string, member name and number;
-  - a text body (C{text/*}, XML, form data; C{kubectl logs}) streams
-    through L{hoopgw.masking.stream.StreamMasker}: the detectors;
-  - a body in a form that encodes the same objects otherwise (protobuf,
-    CBOR, YAML, MessagePack) while masks name JSON paths, or a compressed
-    body, is refused (502) -- the gateway asks the upstream for JSON and
-    no compression (L{request_headers}), so only an upstream that ignores
-    C{Accept} sends one;
-  - any other body (images, archives) passes unchanged.
+  - a body of another type (text, none, or unknown) is looked at: JSON if
+    it starts as JSON, else text through
+    L{hoopgw.masking.stream.StreamMasker} (the detectors; C{kubectl logs});
+    while masks name JSON paths, only C{text/plain} or an untyped body may
+    be text;
+  - a compressed body, a part of one (C{206}, C{Content-Range}), a form
+    that encodes the same objects otherwise (protobuf, CBOR, YAML,
+    MessagePack), a multipart body or an ambiguous type is refused (502) --
+    the gateway asks for none of them (L{request_headers}), so only an
+    upstream that ignores the request sends one;
+  - images, audio, video, fonts and archives pass unchanged.
 """
 
 from __future__ import annotations
@@ -28,32 +31,39 @@ from hoopgw.masking.stream import StreamMasker
 
 __all__ = ["JsonBodyError", "request_headers", "response_masker"]
 
-_JSON = re.compile(rb"\s*application/(?:[\w.+-]*\+)?json(?:l|-seq)?\s*(?:;|$)|\s*application/x-ndjson\s*(?:;|$)", re.I)
-_TEXT = re.compile(
-    rb"\s*(?:text/|application/(?:[\w.+-]*\+)?xml\s*(?:;|$)|application/x-www-form-urlencoded|application/javascript)",
-    re.I,
+_JSON = re.compile(rb"\s*application/(?:[\w.+-]*\+)?json(?:l)?\s*(?:;|$)|\s*application/x-ndjson\s*(?:;|$)", re.I)
+# Forms of the same objects the gateway cannot follow: never asked for, refused.
+_OTHER_FORMS = re.compile(rb"protobuf|cbor|msgpack|yaml|bson|smile|avro", re.I)
+# Media that carry no text a detector or a path could mean: passed as they are.
+_BINARY = re.compile(
+    rb"(?:image|audio|video|font)/|application/(?:zip|gzip|x-gzip|x-tar|x-bzip2|x-xz|zstd|pdf|wasm)\s*(?:;|$)", re.I
 )
-# Forms of the objects JSON paths name that the gateway cannot follow.
-_OTHER_FORMS = re.compile(rb"protobuf|cbor|msgpack|yaml|bson", re.I)
+# Asking for a compressed body or a part of one (a JSON document cut in the
+# middle cannot be followed): a masked response is whole and plain.
+_WHOLE_BODY = frozenset({b"accept-encoding", b"range", b"if-range"})
+_BOM = b"\xef\xbb\xbf"
+_SNIFF_LIMIT = 4096
 
 
-def request_headers(headers: Sequence[tuple[bytes, bytes]], *, json_paths: bool) -> list[tuple[bytes, bytes]]:
+def request_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """
     The request headers for a session whose responses are masked: no
-    compression, and (when masks name JSON paths) JSON rather than the
-    other forms of the same objects.
+    compression, no ranges, and JSON rather than the other forms of the
+    same objects (protobuf, YAML, ...).
     """
     out = []
     accepts: list[bytes] = []
+    asked = False
     for name, value in headers:
         lower = name.lower()
-        if lower == b"accept-encoding":
+        if lower in _WHOLE_BODY:
             continue
-        if lower == b"accept" and json_paths:
+        if lower == b"accept":
+            asked = True
             accepts.extend(r.strip() for r in value.split(b",") if r.strip() and not _OTHER_FORMS.search(r))
             continue
         out.append((name, value))
-    if json_paths:
+    if asked:
         out.append((b"Accept", b", ".join(accepts) if accepts else b"application/json"))
     return out
 
@@ -71,23 +81,86 @@ class _TextBody:
         return self._stream.flush()
 
 
-def response_masker(masks: Any, headers: Sequence[tuple[bytes, bytes]], counts: dict) -> Any:
+class _Sniffed:
     """
-    How to mask a response body with these headers: an object with
-    C{feed(bytes) -> bytes} and C{finish() -> bytes}, C{None} (nothing to
-    mask), or a refusal (C{str}: why the body cannot be masked).
+    A body whose type does not say JSON: masked as JSON if it is JSON (its
+    first character, after white space, opens an object or an array), as
+    text otherwise.
+    """
+
+    def __init__(self, masks: Any, counts: dict) -> None:
+        self._masks = masks
+        self._counts = counts
+        self._head = b""
+        self._inner: Any = None
+
+    def _choose(self, head: bytes) -> None:
+        start = head[3:] if head.startswith(_BOM) else head
+        first = start.lstrip(b" \t\r\n")[:1]
+        if first in (b"{", b"["):
+            self._inner = JsonStreamMasker(self._masks.client_json, self._masks, self._counts)
+        elif self._masks.finders:
+            self._inner = _TextBody(self._masks, self._counts)
+        else:
+            self._inner = _Unchanged()
+
+    def feed(self, data: bytes) -> bytes:
+        if self._inner is None:
+            head = self._head + data
+            if not head.lstrip(b" \t\r\n\xef\xbb\xbf") and len(head) < _SNIFF_LIMIT:
+                self._head = head
+                return b""
+            self._head = b""
+            self._choose(head)
+            data = head
+        return self._inner.feed(data)
+
+    def finish(self) -> bytes:
+        if self._inner is None:
+            self._choose(self._head)
+            return self._inner.feed(self._head) + self._inner.finish()
+        return self._inner.finish()
+
+
+class _Unchanged:
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+
+def response_masker(masks: Any, code: int, headers: Sequence[tuple[bytes, bytes]], counts: dict) -> Any:
+    """
+    How to mask a response body with this status and these headers: an
+    object with C{feed(bytes) -> bytes} and C{finish() -> bytes}, C{None}
+    (nothing in it to mask), or a refusal (C{str}: why it cannot be masked).
     """
     content_type = b""
+    types = 0
     for name, value in headers:
         lower = name.lower()
         if lower == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
             return f"the response is {value.decode('latin-1')}-encoded, and masks apply to it"
         if lower == b"content-type":
             content_type = value
+            types += 1
+        elif lower == b"content-range":
+            return "the response is a part of a body (Content-Range), and masks apply to it"
+    if code == 206:
+        return "the response is a part of a body (206), and masks apply to it"
+    if types > 1:
+        return "the response has two Content-Type headers (clients may read either), and masks apply to it"
     if _JSON.match(content_type):
         return JsonStreamMasker(masks.client_json, masks, counts)
-    if masks.client_json is not None and _OTHER_FORMS.search(content_type):
-        return f"the response is {content_type.decode('latin-1')}, not JSON, and masks name JSON paths in it"
-    if masks.finders and (not content_type or _TEXT.match(content_type)):
-        return _TextBody(masks, counts)
-    return None
+    media = content_type.split(b";", 1)[0].strip().lower()
+    if _OTHER_FORMS.search(media) or media.startswith(b"multipart/"):
+        return f"the response is {media.decode('latin-1')}, which the gateway cannot mask, and masks apply to it"
+    if _BINARY.match(media):
+        return None
+    if masks.client_json is not None and media not in (b"", b"text/plain"):
+        return (
+            f"the response is {media.decode('latin-1')}, not JSON, and masks name JSON paths in this "
+            "connection's responses"
+        )
+    return _Sniffed(masks, counts)

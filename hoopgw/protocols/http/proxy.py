@@ -1299,6 +1299,9 @@ class _Exchange:
             if self.gone or self.done:
                 return
         action = self._action(info, sanitized.removed, session)
+        reads = self._patch_reads_masked(session)
+        if reads is not None:
+            return self._refused(403, reads, identity)
         try:
             handle = await session.check(action)
         except AuditUnavailable as e:
@@ -1456,12 +1459,55 @@ class _Exchange:
         )
         masks = session.masks
         masked = None
-        if masks is not None and masks.trail_json is not None and "json" in record:
-            # What the connection's masks name (a ConfigMap's values) is stored masked, for everyone.
-            counts: dict[tuple[str, str], int] = {}
-            record["json"] = masks.trail_json.mask_document(record["json"], counts)
-            masked = masks.settle(counts) if counts else None
+        if masks is not None and masks.trail_json is not None:
+            if "json" in record:
+                # What the connection's masks name (a ConfigMap's values) is stored masked, for everyone.
+                counts: dict[tuple[str, str], int] = {}
+                try:
+                    record["json"] = masks.trail_json.mask_document(record["json"], counts)
+                except JsonBodyError as e:
+                    del record["json"]
+                    record["omitted"] = str(e)
+                masked = masks.settle(counts) if counts else None
+            elif "text" in record:
+                # YAML (server-side apply), or JSON cut at the cap: the paths cannot be followed.
+                del record["text"]
+                record.pop("truncated", None)
+                record["omitted"] = "may hold values the connection's masks name (not JSON, or over the size cap)"
         return Action(action.kind, action.input, action.attributes, details, masked)
+
+    def _patch_reads_masked(self, session: Session) -> str | None:
+        """
+        Why a JSON patch must not be forwarded for an identity under JSON
+        path masks: its C{copy}, C{move} or C{test} operations read a masked
+        value (into a field the client sees, or as a yes/no oracle).
+        """
+        masks = session.masks
+        if masks is None or masks.client_json is None or self.method != "PATCH":
+            return None
+        content_type = self.head.getRawHeaders(b"content-type")
+        if not content_type or b"json-patch" not in content_type[0].lower():
+            return None
+        body = b"".join(self.held)
+        if not self.body_complete or self.body_received > len(body):
+            return "a JSON patch too large for the gateway to read whole cannot be checked against the masks"
+        try:
+            operations = json.loads(body)
+        except (ValueError, RecursionError):
+            return None  # the API server refuses it
+        if not isinstance(operations, list):
+            return None
+        for operation in operations:
+            if not isinstance(operation, dict):
+                continue
+            op = operation.get("op")
+            pointer = operation.get("from") if op in ("copy", "move") else operation.get("path") if op == "test" else None
+            if isinstance(pointer, str) and masks.client_json.reaches(_pointer(pointer)):
+                return (
+                    f"the JSON patch's {op!r} operation reads {pointer!r}, which is masked for you: "
+                    "masked values are not copied, moved or tested"
+                )
+        return None
 
     def _upstream_head(
         self, upstream: Upstream, routed: RoutedPath, headers: Sequence[tuple[bytes, bytes]],
@@ -1504,7 +1550,7 @@ class _Exchange:
         masks = session.masks
         if masks is not None and masks.masks_bodies:
             self.mask_counts = {}
-            headers = masking_request_headers(headers, json_paths=masks.client_json is not None)
+            headers = masking_request_headers(headers)
         self.session = session
         self.origin = upstream
         self.request_bytes = self._upstream_head(upstream, routed, headers, credentials)
@@ -1619,7 +1665,7 @@ class _Exchange:
         assert self.origin is not None
         self.response_code = response.code
         if self.mask_counts is not None and response.has_body:
-            masker = response_masker(self.session.masks, response.headers, self.mask_counts)  # type: ignore[union-attr]
+            masker = response_masker(self.session.masks, response.code, response.headers, self.mask_counts)  # type: ignore[union-attr]
             if isinstance(masker, str):
                 return self._refuse_unmaskable(masker)
             self.body_masker = masker
@@ -1859,6 +1905,13 @@ class _Exchange:
                 bytes_out=side.received,
             )
         )
+
+
+def _pointer(text: str) -> list[str]:
+    """A JSON pointer's reference tokens (RFC 6901)."""
+    if not text:
+        return []
+    return [t.replace("~1", "/").replace("~0", "~") for t in text.split("/")[1:]]
 
 
 def _session_key(identity: Identity, connection: str) -> tuple[str, str]:

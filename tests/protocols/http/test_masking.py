@@ -1,0 +1,76 @@
+"""Which response bodies are masked how, and what the gateway asks the upstream for while masks apply."""
+
+from __future__ import annotations
+
+import json
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from hoopgw.masking.jsonbody import JsonStreamMasker
+from hoopgw.policy.rules import MaskRule
+from hoopgw.protocols.http.masking import request_headers, response_masker
+from tests.masking.test_jsonbody import session_masks
+
+DETECTORS = session_masks(MaskRule("pii", detectors=("card",)))
+PATHS = session_masks(MaskRule("pw", json_paths=("..password",)), MaskRule("pii", detectors=("card",)))
+CARD = b"4111 1111 1111 1111"
+
+
+def masked(masks, content_type: bytes, body: bytes, code: int = 200) -> bytes | str | None:
+    headers = [(b"Content-Type", content_type)] if content_type else []
+    masker = response_masker(masks, code, headers, {})
+    if masker is None or isinstance(masker, str):
+        return masker
+    return masker.feed(body[:5]) + masker.feed(body[5:]) + masker.finish()
+
+
+class ResponseTests(SynchronousTestCase):
+    def test_json_types(self) -> None:
+        body = json.dumps({"password": "p", "note": CARD.decode()}).encode()
+        for content_type in (b"application/json", b"application/json; charset=utf-8", b"APPLICATION/JSON",
+                             b"application/merge-patch+json", b"application/json;stream=watch"):
+            self.assertEqual(json.loads(masked(PATHS, content_type, body)),
+                             {"password": "[redacted]", "note": "[redacted]"}, content_type)
+
+    def test_json_under_another_type_is_found(self) -> None:
+        body = json.dumps({"password": "p", "note": CARD.decode()}).encode()
+        for content_type in (b"text/plain", b""):
+            self.assertEqual(json.loads(masked(PATHS, content_type, b"\n  " + body)),
+                             {"password": "[redacted]", "note": "[redacted]"})
+        for content_type in (b"text/json", b"application/octet-stream", b"application/x-json", b"text/html"):
+            out = masked(DETECTORS, content_type, body)
+            self.assertNotIn(CARD, out, content_type)
+
+    def test_text_by_detectors(self) -> None:
+        self.assertEqual(masked(DETECTORS, b"text/plain", b"paid " + CARD + b"\n"), b"paid [redacted]\n")
+
+    def test_refused(self) -> None:
+        for masks, headers, code, why in [
+            (DETECTORS, [(b"Content-Type", b"application/yaml")], 200, "application/yaml"),
+            (DETECTORS, [(b"Content-Type", b"application/vnd.kubernetes.protobuf")], 200, "protobuf"),
+            (DETECTORS, [(b"Content-Type", b"multipart/byteranges; boundary=x")], 200, "multipart"),
+            (DETECTORS, [(b"Content-Type", b"application/json"), (b"Content-Encoding", b"gzip")], 200, "gzip"),
+            (DETECTORS, [(b"Content-Type", b"application/json"), (b"Content-Type", b"text/plain")], 200, "two"),
+            (DETECTORS, [(b"Content-Type", b"application/json")], 206, "part"),
+            (DETECTORS, [(b"Content-Type", b"text/plain"), (b"Content-Range", b"bytes 0-9/99")], 200, "part"),
+            (PATHS, [(b"Content-Type", b"text/html")], 200, "not JSON"),
+            (PATHS, [(b"Content-Type", b"application/octet-stream")], 200, "not JSON"),
+        ]:
+            refusal = response_masker(masks, code, headers, {})
+            self.assertIsInstance(refusal, str, headers)
+            self.assertIn(why, refusal)
+
+    def test_binary_media_pass(self) -> None:
+        for content_type in (b"image/png", b"application/zip", b"font/woff2"):
+            self.assertIsNone(response_masker(PATHS, 200, [(b"Content-Type", content_type)], {}))
+        self.assertIsInstance(response_masker(PATHS, 200, [(b"Content-Type", b"application/json")], {}), JsonStreamMasker)
+
+
+class RequestTests(SynchronousTestCase):
+    def test_plain_whole_json(self) -> None:
+        headers = [(b"Accept", b"application/vnd.kubernetes.protobuf, application/json"), (b"Accept-Encoding", b"gzip"),
+                   (b"Range", b"bytes=0-10"), (b"If-Range", b"x"), (b"X-Other", b"1")]
+        self.assertEqual(request_headers(headers), [(b"X-Other", b"1"), (b"Accept", b"application/json")])
+        self.assertEqual(request_headers([(b"Accept", b"application/yaml")]), [(b"Accept", b"application/json")])
+        self.assertEqual(request_headers([(b"Accept", b"*/*")]), [(b"Accept", b"*/*")])
+        self.assertEqual(request_headers([]), [])

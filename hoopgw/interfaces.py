@@ -91,7 +91,7 @@ class IRecorder(Interface):
 
 class IStore(Interface):
     """
-    The gateway's queryable state (sessions now; reviews and grants later).
+    The gateway's queryable state: sessions and reviews (grants later).
     """
 
     def session_started(session):
@@ -118,6 +118,19 @@ class IStore(Interface):
 
         @return: L{Deferred} firing with the ids of the sessions marked.
         """
+
+    def review_saved(review):
+        """
+        Store a review record (L{hoopgw.reviews.Review.to_record}: its C{id},
+        C{created}, C{state}, C{session}, C{requester}, C{connection} and
+        the rest), new or changed.  @return: L{Deferred}.
+        """
+
+    def list_reviews(limit=100, state=None):
+        """@return: L{Deferred} firing with review records, newest first (of C{state} only if given)."""
+
+    def get_review(review_id):
+        """@return: L{Deferred} firing with the review record, or C{None}."""
 
     def close():
         """Release resources. @return: L{Deferred}."""

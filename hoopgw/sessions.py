@@ -63,8 +63,8 @@ def _elapsed_us(clock: IReactorTime, since: float) -> int:
 
 def _refusal(decision: Decision) -> Decision:
     """
-    Until the review capability exists, an action that needs review is
-    refused (fail closed), with a message that says why.
+    Without a review service, an action that needs review is refused (fail
+    closed), with a message that says why.
     """
     if decision.effect is not Effect.review:
         return decision
@@ -177,6 +177,8 @@ class SessionService:
     gateway: str = "hoopgw"
     # Builds each session's masks (hoopgw.masking.service); None: no masking.
     masking: Any = None
+    # Holds actions for human approval (hoopgw.reviews); None: review rules refuse.
+    reviews: Any = None
     _active: dict[str, "Session"] = field(factory=dict, init=False)
     _closing: bool = field(default=False, init=False)
     failures: FailureLimiter = field(init=False)
@@ -486,9 +488,16 @@ class Session:
         else:
             self.recordings.append(recorder)
 
-    def check(self, action: Action) -> Deferred:
+    def check(self, action: Action, on_held: Callable[[Any], object] | None = None) -> Deferred:
         """
         Decide C{action} and write its C{action.start} record.
+
+        An action policy sends to review is held: C{on_held(review)} is
+        called once the review is open (a front end tells its client the
+        review's id; L{hoopgw.reviews.ReviewService.cancel} ends it if the
+        client leaves), and the Deferred fires when the review is decided:
+        approved, the handle is allowed; denied, expired or cancelled, it is
+        blocked with the reason.
 
         @return: L{Deferred} firing with an L{ActionHandle} once the record
             has been written (and, in strict sync mode, synced).  Forward the
@@ -499,6 +508,7 @@ class Session:
         handle = self._new_handle(action)
         if not isinstance(handle, ActionHandle):
             return handle
+        handle.on_held = on_held
         d = maybeDeferred(self.service.policy.decide, self.identity, self.connection, action)
         d.addCallback(handle._decided)
         return d
@@ -553,6 +563,9 @@ class Session:
             self.bytes_in, self.bytes_out = self.traffic()
         service = self.service
         service._forget(self)
+        if service.reviews is not None:
+            # A held action nobody waits for any more.
+            service.reviews.cancel_session(self.id, "the session ended")
         d = maybeDeferred(self.recorder.close) if self.recorder is not None else succeed(None)
         recording_error: list[str] = []
 
@@ -633,6 +646,8 @@ class ActionHandle:
     decision: Decision | None = None
     started: float = 0.0
     finished: bool = False
+    review: Any = None  # the hoopgw.reviews.Review that held it
+    on_held: Any = None
 
     @property
     def id(self) -> str:
@@ -640,7 +655,13 @@ class ActionHandle:
 
     @property
     def allowed(self) -> bool:
-        return self.decision is not None and self.decision.allowed
+        decision = self.decision
+        if decision is None:
+            return False
+        if decision.effect is Effect.review:
+            review = self.review
+            return review is not None and review.state.value == "approved"
+        return decision.allowed
 
     def _action_record(self) -> dict[str, Any]:
         action = self.action
@@ -684,10 +705,12 @@ class ActionHandle:
         return record
 
     def _decided(self, decision: Decision) -> Deferred:
-        decision = _refusal(decision)
-        self.decision = decision
         session = self.session
         service = session.service
+        if decision.effect is Effect.review and service.reviews is not None and decision.review is not None:
+            return self._held(decision)
+        decision = _refusal(decision)
+        self.decision = decision
         self.started = service.clock.seconds()
         d = service._append(
             "action.start",
@@ -703,6 +726,62 @@ class ActionHandle:
                 )
             )
         d.addCallback(lambda _: self)
+        return d
+
+    def _held(self, decision: Decision) -> Deferred:
+        """
+        Policy sends the action to review: its C{action.start} names the
+        review, the review is opened (C{review.requested}), the front end
+        told, and the handle returned once the review is decided.
+        """
+        self.decision = decision
+        session = self.session
+        service = session.service
+        reviews = service.reviews
+        review_id = reviews.new_id()
+        self.started = service.clock.seconds()
+        action_record = self._action_record()
+        decision_record = decision.to_record()
+        decision_record["review"] = review_id
+        d = service._append("action.start", session._record(action=action_record, decision=decision_record))
+
+        def start(_: object) -> Deferred:
+            return reviews.open(
+                session=session.id,
+                action_id=self.id,
+                requester=session.identity,
+                connection=session.connection.name,
+                action={"kind": action_record["kind"], "input": action_record["input"]},
+                rule=decision.rule,
+                requirement=decision.review,
+                reason=decision.message,
+                review_id=review_id,
+            )
+
+        def opened(review: Any) -> Deferred:
+            self.review = review
+            if self.on_held is not None:
+                try:
+                    self.on_held(review)
+                except Exception:
+                    log.failure("telling the client of review {id} failed", id=review.id)
+            return review.wait()
+
+        def decided(review: Any) -> Any:
+            self.started = service.clock.seconds()  # the action's duration counts from its approval
+            if self.allowed:
+                return self
+            return self.finish(Outcome(status=Status.blocked, error=review.refusal())).addCallback(lambda _: self)
+
+        def unopened(failure: Failure) -> Failure:
+            # The review could not be recorded: the action is refused.
+            if self.review is None:
+                self.finish(Outcome(status=Status.blocked, error="the review could not be recorded"))
+            return failure
+
+        d.addCallback(start)
+        d.addCallback(opened)
+        d.addCallbacks(decided, unopened)
         return d
 
     def finish(self, outcome: Outcome) -> Deferred:
@@ -723,6 +802,8 @@ class ActionHandle:
                 record["masked"] = masked
         if outcome.duration_us is None and outcome.status is not Status.blocked:
             record["duration_us"] = _elapsed_us(service.clock, self.started)
+        if self.review is not None:
+            record["review"] = self.review.id
         service.metrics.action_finished(self.action.kind, outcome.status.value)
         d = service._append(
             "action.end",

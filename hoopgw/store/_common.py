@@ -126,3 +126,39 @@ def _text(value: Any) -> str:
 def sort_key(row: Mapping[str, Any]) -> tuple[str, str]:
     """Newest first is descending on this key (ties broken by id)."""
     return (row["started"], row["id"])
+
+
+#: Column order of the C{reviews} table.  C{document} is the whole review
+#: (L{hoopgw.reviews.Review.to_record}) as JSON; the other columns are what
+#: queries filter and sort on.
+REVIEW_COLUMNS: tuple[str, ...] = ("id", "created", "state", "session", "requester", "connection", "document")
+
+
+class UnknownReview(StoreError, LookupError):
+    """No review has the given id."""
+
+
+def review_row(review: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    The row to store for a review record (its C{id}, C{created}, C{state},
+    C{session}, C{requester.subject}, C{connection} required); the whole
+    record is kept in C{document}.
+
+    @raise ValueError: a required key is missing or has the wrong type.
+    """
+    for key in ("id", "created", "state", "session", "connection"):
+        if not isinstance(review.get(key), str):
+            raise ValueError(f"review {key}: expected a string")
+    requester = review.get("requester")
+    if not isinstance(requester, Mapping) or not isinstance(requester.get("subject"), str):
+        raise ValueError("review requester: expected a mapping with a subject")
+    document = json.loads(json.dumps(dict(review)))
+    return {
+        "id": review["id"],
+        "created": review["created"],
+        "state": review["state"],
+        "session": review["session"],
+        "requester": requester["subject"],
+        "connection": review["connection"],
+        "document": document,
+    }

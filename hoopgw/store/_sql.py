@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from attrs import frozen
 
-from hoopgw.store._common import SESSION_COLUMNS, StoreError
+from hoopgw.store._common import REVIEW_COLUMNS, SESSION_COLUMNS, StoreError
 
 # Not preceded by a colon or word character: leaves PostgreSQL casts
 # ("x::text") alone.
@@ -119,6 +119,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         'CREATE INDEX sessions_started ON sessions ("started")',
         'CREATE INDEX sessions_subject ON sessions ("subject")',
     ),
+    (
+        """CREATE TABLE reviews (
+            "id" TEXT PRIMARY KEY,
+            "created" TEXT NOT NULL,
+            "state" TEXT NOT NULL,
+            "session" TEXT NOT NULL,
+            "requester" TEXT NOT NULL,
+            "connection" TEXT NOT NULL,
+            "document" TEXT NOT NULL
+        )""",
+        'CREATE INDEX reviews_state ON reviews ("state", "created")',
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -217,3 +229,31 @@ def decode_session(values: Sequence[Any]) -> dict[str, Any]:
     for column in _JSON_COLUMNS:
         row[column] = json.loads(row[column])
     return row
+
+
+_REVIEW_LIST = ", ".join(quote(column) for column in REVIEW_COLUMNS)
+
+
+def save_review(row: Mapping[str, Any]) -> Statement:
+    """An INSERT of a row from L{hoopgw.store._common.review_row}, or an UPDATE of the one stored (an upsert)."""
+    params = dict(row)
+    params["document"] = json.dumps(params["document"], sort_keys=True, separators=(",", ":"))
+    placeholders = ", ".join(":" + column for column in REVIEW_COLUMNS)
+    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in REVIEW_COLUMNS if c != "id")
+    return (
+        f'INSERT INTO reviews ({_REVIEW_LIST}) VALUES ({placeholders}) ON CONFLICT ("id") DO UPDATE SET {updates}',
+        params,
+    )
+
+
+def select_reviews(*, limit: int, state: str | None) -> Statement:
+    """Reviews newest first, of one state or all."""
+    where = ' WHERE "state" = :state' if state is not None else ""
+    return (
+        f'SELECT "document" FROM reviews{where} ORDER BY "created" DESC, "id" DESC LIMIT :limit',
+        {"limit": check_limit(limit), "state": state},
+    )
+
+
+def select_review(review_id: str) -> Statement:
+    return ('SELECT "document" FROM reviews WHERE "id" = :id', {"id": review_id})

@@ -20,6 +20,7 @@ from hoopgw.store._common import (
     UnknownSession,
     format_time,
     new_session_row,
+    review_row,
     sort_key,
 )
 
@@ -34,6 +35,7 @@ class MemoryStore:
     """
 
     sessions: dict[str, dict[str, Any]] = field(factory=dict)
+    reviews: dict[str, dict[str, Any]] = field(factory=dict)
     _closed: bool = False
 
     def whenReady(self) -> Deferred["MemoryStore"]:
@@ -108,6 +110,35 @@ class MemoryStore:
         for row in open_rows:
             row.update(ended=ended_text, status=_sql.INTERRUPTED)
         return succeed([row["id"] for row in open_rows])
+
+    def review_saved(self, review: Any) -> Deferred[None]:
+        if self._closed:
+            return fail(StoreError("the store is closed"))
+        try:
+            row = review_row(review)
+        except ValueError:
+            return fail()
+        self.reviews[row["id"]] = row
+        return succeed(None)
+
+    def list_reviews(self, limit: int = 100, state: str | None = None) -> Deferred[list[dict[str, Any]]]:
+        if self._closed:
+            return fail(StoreError("the store is closed"))
+        try:
+            limit = _sql.check_limit(limit)
+        except ValueError:
+            return fail()
+        rows = sorted(
+            (r for r in self.reviews.values() if state is None or r["state"] == state),
+            key=lambda r: (r["created"], r["id"]), reverse=True,
+        )
+        return succeed([copy.deepcopy(r["document"]) for r in rows[:limit]])
+
+    def get_review(self, review_id: str) -> Deferred[dict[str, Any] | None]:
+        if self._closed:
+            return fail(StoreError("the store is closed"))
+        row = self.reviews.get(review_id)
+        return succeed(None if row is None else copy.deepcopy(row["document"]))
 
     def close(self) -> Deferred[None]:
         self._closed = True

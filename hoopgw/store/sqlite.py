@@ -9,6 +9,7 @@ The database is in WAL mode so that the admin CLI can read it
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from os import PathLike
 from pathlib import Path
@@ -30,6 +31,7 @@ from hoopgw.store._common import (
     UnknownSession,
     format_time,
     new_session_row,
+    review_row,
 )
 
 _T = TypeVar("_T")
@@ -299,6 +301,48 @@ class SQLiteStore:
             return ids
 
         return self._run(update)
+
+    def review_saved(self, review: Any) -> Deferred[None]:
+        """Store a review record (L{hoopgw.reviews.Review.to_record}), new or changed."""
+        try:
+            sql, params = _sql.save_review(review_row(review))
+        except ValueError:
+            return fail()
+        sql = self._dialect.sql(sql)
+
+        def save(transaction: Transaction) -> None:
+            self._checked(transaction)
+            transaction.execute(sql, params)
+
+        return self._run(save)
+
+    def list_reviews(self, limit: int = 100, state: str | None = None) -> Deferred[list[dict[str, Any]]]:
+        """@return: L{Deferred} firing with up to C{limit} review records, newest first."""
+        try:
+            sql, params = _sql.select_reviews(limit=limit, state=state)
+        except ValueError:
+            return fail()
+        sql = self._dialect.sql(sql)
+
+        def select(transaction: Transaction) -> list[dict[str, Any]]:
+            self._checked(transaction)
+            transaction.execute(sql, params)
+            return [json.loads(row[0]) for row in transaction.fetchall()]
+
+        return self._run(select)
+
+    def get_review(self, review_id: str) -> Deferred[dict[str, Any] | None]:
+        """@return: L{Deferred} firing with the review record, or C{None}."""
+        sql, params = _sql.select_review(review_id)
+        sql = self._dialect.sql(sql)
+
+        def select(transaction: Transaction) -> dict[str, Any] | None:
+            self._checked(transaction)
+            transaction.execute(sql, params)
+            row = transaction.fetchone()
+            return None if row is None else json.loads(row[0])
+
+        return self._run(select)
 
     def close(self) -> Deferred[None]:
         """

@@ -219,6 +219,27 @@ class StoreBehaviourMixin:
         [again] = await store.list_sessions()
         self.assertEqual((again["groups"], again["client"]), (["dev", "dba"], {"application_name": "psql", "user": "alice"}))
 
+    async def test_reviews(self) -> None:
+        """A review record is stored whole, updated in place, listed newest first and by state."""
+        store = await self.makeStore()
+
+        def review(review_id: str, created: str, state: str = "pending") -> dict:
+            return {"id": review_id, "created": created, "state": state, "session": "s1", "connection": "db",
+                    "requester": {"issuer": "i", "subject": "alice", "groups": ["dev"]},
+                    "action": {"id": "s1/1", "kind": "sql.delete", "input": "DELETE FROM t"}, "approvals": []}
+
+        await store.review_saved(review("a", "2024-05-01T12:00:00.000000Z"))
+        await store.review_saved(review("b", "2024-05-01T12:01:00.000000Z"))
+        await store.review_saved({**review("a", "2024-05-01T12:00:00.000000Z", "approved"),
+                                  "approvals": [{"by": {"subject": "bob"}}]})
+        self.assertEqual([r["id"] for r in await store.list_reviews()], ["b", "a"])
+        self.assertEqual([r["id"] for r in await store.list_reviews(state="pending")], ["b"])
+        stored = await store.get_review("a")
+        self.assertEqual((stored["state"], stored["approvals"]), ("approved", [{"by": {"subject": "bob"}}]))
+        self.assertIsNone(await store.get_review("nope"))
+        with self.assertRaises(ValueError):
+            await store.review_saved({"id": "c"})
+
     async def test_closed(self) -> None:
         """If the store is closed, then every operation fails with StoreError."""
         store = await self.makeStore()
@@ -258,16 +279,16 @@ class SQLiteStoreTests(StoreBehaviourMixin, TestCase):
     async def test_migratesEmptyFile(self) -> None:
         """
         If the file exists but is empty, then opening creates the schema
-        (version 1, the sessions table and its indexes) in WAL mode.
+        (the sessions and reviews tables and their indexes) in WAL mode.
         """
         self.path.touch()
         store = await self.makeStore()
         await store.close()
-        self.assertEqual(self.schemaVersion(), 1)
+        self.assertEqual(self.schemaVersion(), _sql.SCHEMA_VERSION)
         with sqlite3.connect(self.path) as connection:
             names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
             mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
-        self.assertTrue({"sessions", "sessions_started", "sessions_subject"} <= names)
+        self.assertTrue({"sessions", "sessions_started", "sessions_subject", "reviews", "reviews_state"} <= names)
         self.assertEqual(mode, "wal")
 
     async def test_reopenKeepsData(self) -> None:
@@ -277,7 +298,7 @@ class SQLiteStoreTests(StoreBehaviourMixin, TestCase):
         await store.close()
         again = await self.makeStore()
         self.assertEqual([row["id"] for row in await again.list_sessions()], ["s1"])
-        self.assertEqual(self.schemaVersion(), 1)
+        self.assertEqual(self.schemaVersion(), _sql.SCHEMA_VERSION)
 
     async def test_newerSchemaRefused(self) -> None:
         """
@@ -364,7 +385,7 @@ class SQLiteStoreTests(StoreBehaviourMixin, TestCase):
         store = await self.makeStore()
         await store.close()
         broken = (
-            "CREATE TABLE reviews (id TEXT PRIMARY KEY)",
+            "CREATE TABLE grants (id TEXT PRIMARY KEY)",
             "CREATE TABLE nonsense (",
         )
         self.patch(_sql, "MIGRATIONS", _sql.MIGRATIONS + (broken,))
@@ -372,7 +393,7 @@ class SQLiteStoreTests(StoreBehaviourMixin, TestCase):
         with self.assertRaises(StoreError):
             await self.openStore().whenReady()
         self.flushLoggedErrors(StoreError)
-        self.assertEqual(self.schemaVersion(), 1)
+        self.assertEqual(self.schemaVersion(), len(_sql.MIGRATIONS) - 1)
         with sqlite3.connect(self.path) as connection:
             names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
-        self.assertNotIn("reviews", names)
+        self.assertNotIn("grants", names)

@@ -39,7 +39,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from hoopgw.masking.jsonpath import step
+from hoopgw.masking.engine import REDACTED as REDACTED_TEXT
+from hoopgw.masking.jsonpath import ANY_INDEX, step
 
 __all__ = ["BASE64_FIELDS", "JsonBodyError", "JsonRules", "JsonStreamMasker", "KIND_PATHS", "LAST_APPLIED"]
 
@@ -54,6 +55,7 @@ MAX_TOKEN = 16 * 1024 * 1024
 (_NONE, _DOC, _ITEMS, _ITEM, _OBJECT, _ROWS, _ROW, _META, _ANNOTATIONS, _LAST_APPLIED, _OWNERS, _OWNER,
  _EXEMPT) = range(13)
 _ROOTS = (_DOC, _ITEM, _OBJECT)  # where an object is an API object
+_INDEX_TOKEN = re.compile(r"[+-]?[0-9]+\Z", re.ASCII)
 _PARTIAL = frozenset({"PartialObjectMetadata"})  # also the items of a PartialObjectMetadataList
 # Metadata the API server writes, which clients send back (a watch's
 # resourceVersion): not searched by the detectors (a 9-digit resourceVersion
@@ -77,11 +79,11 @@ class _Pos:
     to the API (its role; an API object's kind).
     """
 
-    __slots__ = ("b64", "covered", "kind", "kinded", "role", "root", "states")
+    __slots__ = ("b64", "covered", "kind", "kinded", "origin", "role", "root", "states")
 
     def __init__(
         self, states: tuple = (), covered: Any = None, b64: bool = False, role: int = _NONE,
-        kind: str | None = None, root: bool = False, kinded: bool = False,
+        kind: str | None = None, root: bool = False, kinded: bool = False, origin: "_Pos | None" = None,
     ) -> None:
         self.states = states
         self.covered = covered
@@ -89,7 +91,8 @@ class _Pos:
         self.role = role
         self.kind = kind
         self.root = root
-        self.kinded = kinded
+        self.kinded = kinded  # (metadata, annotations) the object's last-applied copy may hold masked values
+        self.origin = origin  # (metadata, annotations, the copy) the object they belong to
 
 
 _NOTHING = _Pos()
@@ -132,7 +135,7 @@ class JsonRules:
         if pos.covered is not None:
             return pos
         covered = None
-        states = []
+        states: list = []
         for entry in pos.states:
             index, path, at = entry
             for reached in step(path, at, key):
@@ -142,7 +145,7 @@ class JsonRules:
                 else:
                     states.append((index, path, reached))
         b64 = pos.b64
-        role, kind, kinded = _NONE, None, False
+        role, kind, kinded, origin = _NONE, None, False, None
         if pos.root:
             if key == "items":
                 role = _ITEMS
@@ -153,7 +156,8 @@ class JsonRules:
             elif key == "rows":
                 role = _ROWS
             elif key == "metadata":
-                role, kind, kinded = _META, pos.kind, pos.kinded
+                # The object's last-applied copy is masked as the object is (its paths, from here).
+                role, kind, kinded, origin = _META, pos.kind, bool(pos.states), pos
             elif pos.kind is not None and BASE64_FIELDS.get(pos.kind) == key:
                 b64 = True
         elif pos.role == _ITEMS or (pos.role == _DOC and type(key) is int):
@@ -166,11 +170,11 @@ class JsonRules:
             if key in _SYSTEM_METADATA:
                 role = _EXEMPT
             elif key == "annotations" and pos.kinded:
-                role, kind, kinded = _ANNOTATIONS, pos.kind, True
+                role, kind, kinded, origin = _ANNOTATIONS, pos.kind, True, pos.origin
             elif key == "ownerReferences":
                 role = _OWNERS
         elif pos.role == _ANNOTATIONS and key == LAST_APPLIED:
-            role, kind = _LAST_APPLIED, pos.kind
+            role, kind, origin = _LAST_APPLIED, pos.kind, pos.origin
         elif pos.role == _OWNERS:
             role = _OWNER
         elif pos.role == _OWNER and key == "uid":
@@ -179,30 +183,41 @@ class JsonRules:
             return _Pos((), self.masks[covered], b64)
         if not states and role == _NONE and not b64:
             return _NOTHING
-        return _Pos(tuple(states), None, b64, role, kind, False, kinded)
+        # (Paths with several ".." reach one place in several ways: once is enough.)
+        return _Pos(tuple(dict.fromkeys(states)), None, b64, role, kind, False, kinded, origin)
 
-    def reaches(self, pointer: Sequence[str]) -> bool:
+    def reaches(self, pointer: Sequence[str]) -> Any:
         """
-        Whether the value at this JSON pointer (its unescaped reference
-        tokens) of an object of any kind holds something these masks mask:
-        a masked value, a value with masked values under it, or a
-        last-applied copy (a JSON patch that copies, moves or tests it
-        reads what the masks hide).
+        The first mask by which the value at this JSON pointer (its
+        unescaped reference tokens) of an object of any kind holds
+        something masked -- a masked value, a value with masked values
+        under it, or a last-applied copy -- or C{None}.  (A JSON patch that
+        copies, moves or tests it reads what the masks hide.)  A token
+        that may be read as an index (C{3}, C{+0}, C{-1}) stands for every
+        index.
         """
         positions = [self.root(self.document(), None)]
         for token in pointer:
             following = []
+            keys = (token, ANY_INDEX) if _INDEX_TOKEN.match(token) else (token,)
             for pos in positions:
-                for key in (token, int(token)) if token.isdigit() else (token,):
+                for key in keys:
                     child = self.child(pos, key)
                     if child.covered is not None:
-                        return True
-                    if child is not _NOTHING:
+                        return child.covered
+                    if child is not _NOTHING and child not in following:
                         following.append(child)
             if not following:
-                return False
-            positions = following
-        return any(p.states or (p.kinded and p.role in (_META, _ANNOTATIONS)) or p.role == _LAST_APPLIED for p in positions)
+                return None
+            positions = following[:64]  # (distinct enough: each step's states are de-duplicated)
+        for p in positions:
+            if p.states:
+                return self.masks[p.states[0][0]]
+            if (p.kinded and p.role in (_META, _ANNOTATIONS)) or p.role == _LAST_APPLIED:
+                origin = p.origin
+                if origin is not None and origin.states:
+                    return self.masks[origin.states[0][0]]
+        return None
 
     # -- what a value becomes ------------------------------------------------------
 
@@ -217,9 +232,18 @@ class JsonRules:
         # its last characters, hash matches the same value elsewhere), and
         # written back in base64.
         try:
-            text = base64.b64decode(text, validate=True).decode("utf-8", "surrogateescape")
+            raw = base64.b64decode(text, validate=True)
         except (ValueError, binascii.Error):
-            pass
+            raw = None
+        if raw is not None:
+            try:
+                text = raw.decode("utf-8")
+                binary = not text.replace("\n", "").replace("\t", "").replace("\r", "").isprintable()
+            except UnicodeDecodeError:
+                text, binary = raw.decode("latin-1"), True
+            if binary and mask.masker.strategy == "partial":
+                # Partial keeps what is not a letter or digit: of binary bytes, most of them.
+                return base64.b64encode(REDACTED_TEXT.encode()).decode("ascii")
         value = mask.masker.value(text)
         if value is None:
             return None
@@ -237,12 +261,15 @@ class JsonRules:
         try:
             document = json.loads(text)
             if isinstance(document, dict):
-                masked = self._tree(document, self.root(_Pos(), pos.kind), counts)
+                origin = pos.origin
+                assert origin is not None
+                copy = _Pos(origin.states, None, False, _NONE, origin.kind, True, origin.kinded)
+                masked = self._tree(document, copy, counts)
                 return json.dumps(masked, separators=(",", ":"), ensure_ascii=False)
         except (ValueError, RecursionError):
             pass
         # Not something the gateway can follow: nothing of it is kept.
-        mask = next(m for m in self.masks if m.kinds)
+        mask = self.masks[pos.origin.states[0][0]] if pos.origin is not None and pos.origin.states else self.masks[0]
         key = (mask.name, "path")
         counts[key] = counts.get(key, 0) + 1
         return mask.masker.text_value(text)

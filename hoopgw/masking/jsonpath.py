@@ -16,9 +16,9 @@ contains.
 from __future__ import annotations
 
 import re
-from typing import Union
+from typing import Any, Union
 
-__all__ = ["ANY", "JsonPath", "JsonPathError", "Segment", "compile_json_path", "step"]
+__all__ = ["ANY", "ANY_INDEX", "JsonPath", "JsonPathError", "Segment", "compile_json_path", "step"]
 
 
 class JsonPathError(ValueError):
@@ -31,6 +31,16 @@ class _Any:
 
 
 ANY = _Any()
+
+
+class _AnyIndex:
+    def __repr__(self) -> str:
+        return "[?]"
+
+
+# A key standing for every element index at once (a JSON pointer's "+0" or
+# "-1", which some servers read as an index): it meets any index segment.
+ANY_INDEX = _AnyIndex()
 # A member name, an element index, ANY, or ("..", name | ANY): a descendant.
 Segment = Union[str, int, _Any, tuple]
 JsonPath = tuple[Segment, ...]
@@ -96,7 +106,7 @@ def compile_json_path(text: str) -> JsonPath:
     return tuple(segments)
 
 
-def step(path: JsonPath, position: int, key: str | int) -> tuple[int, ...]:
+def step(path: JsonPath, position: int, key: Any) -> tuple[int, ...]:
     """
     Where C{path} is after one more step down to C{key} (a member name or
     an element index) from C{position}: the positions reached (none: the
@@ -109,5 +119,7 @@ def step(path: JsonPath, position: int, key: str | int) -> tuple[int, ...]:
             return (position, position + 1)  # matched here, and may match deeper too
         return (position,)
     if segment is ANY or segment == key and type(segment) is type(key):
+        return (position + 1,)
+    if key is ANY_INDEX and type(segment) is int:
         return (position + 1,)
     return ()

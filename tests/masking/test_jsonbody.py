@@ -254,6 +254,26 @@ class AttackTests(SynchronousTestCase):
         got = json.loads(stream(hashed, json.dumps(doc).encode())[0])
         self.assertEqual(base64.b64decode(got["data"]["a"]).decode(), got["stringData"]["b"])
 
+    def test_copy_of_a_root_path_masked(self) -> None:
+        """A mask without kinds masks the object's last-applied copy by its paths too."""
+        masks = session_masks(MaskRule("pw", json_paths=("data.password", "items[*].data.password")))
+        copy = json.dumps({"data": {"password": "x1", "other": "y"}})
+        doc = {"metadata": {"annotations": {LAST_APPLIED: copy}}, "data": {"password": "x1"}}
+        got = json.loads(stream(masks, json.dumps(doc).encode())[0])
+        self.assertEqual(json.loads(got["metadata"]["annotations"][LAST_APPLIED])["data"],
+                         {"password": REDACTED, "other": "y"})
+        listed = {"items": [doc]}
+        got = json.loads(stream(masks, json.dumps(listed).encode())[0])
+        self.assertNotIn("x1", json.dumps(got))
+
+    def test_many_descendant_segments_stay_cheap(self) -> None:
+        masks = session_masks(MaskRule("m", json_paths=("..*..*..*.password",)))
+        doc = b'{"a":' * 200 + b"1" + b"}" * 200
+        import time
+        start = time.perf_counter()
+        stream(masks, doc)
+        self.assertLess(time.perf_counter() - start, 2.0)
+
     def test_copy_masked_as_its_object_whatever_kind_it_claims(self) -> None:
         copy = json.dumps({"kind": "Foo", "data": {"pw": "aHVudGVyMg=="}, "kind ": "x"})
         doc = {"kind": "Secret", "metadata": {"annotations": {LAST_APPLIED: copy}}}
@@ -279,4 +299,8 @@ class AttackTests(SynchronousTestCase):
                                ("/metadata/annotations/" + LAST_APPLIED.replace("/", "~1"), True),
                                ("/metadata/annotations", True), ("/metadata/name", False), ("/spec/replicas", False)]:
             tokens = [t.replace("~1", "/") for t in pointer.split("/")[1:]]
-            self.assertEqual(rules.reaches(tokens), reads, pointer)
+            self.assertEqual(rules.reaches(tokens) is not None, reads, pointer)
+        env = session_masks(MaskRule("e", json_paths=("spec.containers[0].env[0].value",))).client_json
+        for pointer in ("/spec/containers/0/env/0/value", "/spec/containers/-1/env/+0/value", "/spec/containers/00/env"):
+            self.assertIsNotNone(env.reaches(pointer.split("/")[1:]), pointer)
+        self.assertIsNone(env.reaches(["spec", "containers", "²"]))

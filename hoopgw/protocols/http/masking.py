@@ -7,11 +7,13 @@ C{detectors}, C{patterns}):
     documents one after the other) streams through
     L{hoopgw.masking.jsonbody.JsonStreamMasker}: paths and kinds, and the
     detectors on every string, member name and number;
-  - a body of another type (text, none, or unknown) is looked at: JSON if
-    it starts as JSON, else text through
-    L{hoopgw.masking.stream.StreamMasker} (the detectors; C{kubectl logs});
-    while masks name JSON paths, only C{text/plain} or an untyped body may
-    be text;
+  - a C{text/plain} body (C{kubectl logs}) streams through
+    L{hoopgw.masking.stream.StreamMasker}: the detectors;
+  - a body of another type (other text, none, or unknown) is looked at:
+    JSON if it starts as JSON, else text through the detectors; while masks
+    name JSON paths, only C{text/plain} or an untyped body may be text;
+  - a text body in a charset the detectors cannot read (UTF-16, ...) is
+    refused;
   - a compressed body, a part of one (C{206}, C{Content-Range}), a form
     that encodes the same objects otherwise (protobuf, CBOR, YAML,
     MessagePack), a multipart body or an ambiguous type is refused (502) --
@@ -23,10 +25,13 @@ C{detectors}, C{patterns}):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hoopgw.masking.jsonbody import JsonBodyError, JsonStreamMasker
+from attrs import define
+
+from hoopgw.masking.jsonbody import JsonBodyError, JsonRules, JsonStreamMasker
+from hoopgw.masking.jsonpath import compile_json_path
 from hoopgw.masking.stream import StreamMasker
 
 __all__ = ["JsonBodyError", "request_headers", "response_masker"]
@@ -40,7 +45,10 @@ _BINARY = re.compile(
 )
 # Asking for a compressed body or a part of one (a JSON document cut in the
 # middle cannot be followed): a masked response is whole and plain.
-_WHOLE_BODY = frozenset({b"accept-encoding", b"range", b"if-range"})
+_WHOLE_BODY = frozenset({b"accept-encoding", b"accept-charset", b"range", b"if-range"})
+# Charsets the detectors read (ASCII-compatible, one byte per ASCII character).
+_READABLE_CHARSETS = frozenset({b"utf-8", b"utf8", b"us-ascii", b"ascii", b"iso-8859-1", b"latin1", b"latin-1"})
+_CHARSET = re.compile(rb";\s*charset\s*=\s*\"?([^\s;\"]+)", re.I)
 _BOM = b"\xef\xbb\xbf"
 _SNIFF_LIMIT = 4096
 
@@ -66,6 +74,31 @@ def request_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes,
     if asked:
         out.append((b"Accept", b", ".join(accepts) if accepts else b"application/json"))
     return out
+
+
+# Answers whose Status message may quote the values of the request or the object.
+_QUOTING = frozenset({400, 422})
+WITHHELD = "the API server's message is withheld: it may quote values masked for you"
+
+
+class _WithheldText:
+    strategy = "redact"
+
+    def value(self, text: str) -> str:
+        return WITHHELD
+
+    text_value = value
+
+
+@define(frozen=True)
+class _Withheld:
+    """A Status object's messages, as a mask (counted under the identity's first path mask)."""
+
+    name: str
+    masker: Any = _WithheldText()
+    paths: tuple = (compile_json_path("message"), compile_json_path("details.causes[*].message"))
+    kinds: Mapping[str, Any] = {}
+    kind_paths: tuple = ()
 
 
 class _TextBody:
@@ -151,8 +184,16 @@ def response_masker(masks: Any, code: int, headers: Sequence[tuple[bytes, bytes]
         return "the response is a part of a body (206), and masks apply to it"
     if types > 1:
         return "the response has two Content-Type headers (clients may read either), and masks apply to it"
+    charset = _CHARSET.search(content_type)
+    if charset is not None and charset.group(1).lower() not in _READABLE_CHARSETS:
+        return f"the response is in {charset.group(1).decode('latin-1')}, which the detectors cannot read, and masks apply to it"
     if _JSON.match(content_type):
-        return JsonStreamMasker(masks.client_json, masks, counts)
+        rules = masks.client_json
+        if rules is not None and code in _QUOTING:
+            # The API server's explanation of an invalid write quotes values
+            # (a Pod update's diff of its spec): withheld while paths are masked.
+            rules = JsonRules((*rules.masks, _Withheld(rules.masks[0].name)))
+        return JsonStreamMasker(rules, masks, counts)
     media = content_type.split(b";", 1)[0].strip().lower()
     if _OTHER_FORMS.search(media) or media.startswith(b"multipart/"):
         return f"the response is {media.decode('latin-1')}, which the gateway cannot mask, and masks apply to it"
@@ -163,4 +204,7 @@ def response_masker(masks: Any, code: int, headers: Sequence[tuple[bytes, bytes]
             f"the response is {media.decode('latin-1')}, not JSON, and masks name JSON paths in this "
             "connection's responses"
         )
+    if media == b"text/plain":
+        # Plain text (kubectl logs: lines that may start with "[" or "{"): the detectors only.
+        return _TextBody(masks, counts) if masks.finders else None
     return _Sniffed(masks, counts)

@@ -1464,7 +1464,10 @@ class _Exchange:
                 # What the connection's masks name (a ConfigMap's values) is stored masked, for everyone.
                 counts: dict[tuple[str, str], int] = {}
                 try:
-                    record["json"] = masks.trail_json.mask_document(record["json"], counts)
+                    document = masks.trail_json.mask_document(record["json"], counts)
+                    if content_type and b"json-patch" in content_type[0].lower():
+                        document = _mask_patch_values(masks.trail_json, document, counts)
+                    record["json"] = document
                 except JsonBodyError as e:
                     del record["json"]
                     record["omitted"] = str(e)
@@ -1483,7 +1486,7 @@ class _Exchange:
         value (into a field the client sees, or as a yes/no oracle).
         """
         masks = session.masks
-        if masks is None or masks.client_json is None or self.method != "PATCH":
+        if masks is None or not masks.masks_bodies or self.method != "PATCH":
             return None
         content_type = self.head.getRawHeaders(b"content-type")
         if not content_type or b"json-patch" not in content_type[0].lower():
@@ -1492,20 +1495,26 @@ class _Exchange:
         if not self.body_complete or self.body_received > len(body):
             return "a JSON patch too large for the gateway to read whole cannot be checked against the masks"
         try:
-            operations = json.loads(body)
+            # As the API server reads it: invalid UTF-8 replaced, not refused.
+            operations = json.loads(body.decode("utf-8", "replace"))
         except (ValueError, RecursionError):
-            return None  # the API server refuses it
+            return "the gateway cannot read this JSON patch, so it cannot check it against the masks"
         if not isinstance(operations, list):
             return None
         for operation in operations:
             if not isinstance(operation, dict):
                 continue
             op = operation.get("op")
-            pointer = operation.get("from") if op in ("copy", "move") else operation.get("path") if op == "test" else None
-            if isinstance(pointer, str) and masks.client_json.reaches(_pointer(pointer)):
+            if op == "test":
+                # A yes/no answer about any value, masked or found by a detector.
+                return "JSON patch 'test' operations are not allowed while masks apply to you"
+            pointer = operation.get("from") if op in ("copy", "move") else None
+            if pointer is None or masks.client_json is None:
+                continue
+            if not isinstance(pointer, str) or masks.client_json.reaches(_pointer(pointer)) is not None:
                 return (
                     f"the JSON patch's {op!r} operation reads {pointer!r}, which is masked for you: "
-                    "masked values are not copied, moved or tested"
+                    "masked values are not copied or moved"
                 )
         return None
 
@@ -1905,6 +1914,22 @@ class _Exchange:
                 bytes_out=side.received,
             )
         )
+
+
+def _mask_patch_values(rules: Any, operations: Any, counts: dict[tuple[str, str], int]) -> Any:
+    """A JSON patch with each operation's value masked where its path leads to something the masks name."""
+    if not isinstance(operations, list):
+        return operations
+    out = []
+    for operation in operations:
+        if isinstance(operation, dict) and "value" in operation and isinstance(operation.get("path"), str):
+            mask = rules.reaches(_pointer(operation["path"]))
+            if mask is not None:
+                key = (mask.name, "path")
+                counts[key] = counts.get(key, 0) + 1
+                operation = {**operation, "value": mask.masker.text_value(json.dumps(operation["value"]))}
+        out.append(operation)
+    return out
 
 
 def _pointer(text: str) -> list[str]:

@@ -34,12 +34,25 @@ class ResponseTests(SynchronousTestCase):
 
     def test_json_under_another_type_is_found(self) -> None:
         body = json.dumps({"password": "p", "note": CARD.decode()}).encode()
-        for content_type in (b"text/plain", b""):
-            self.assertEqual(json.loads(masked(PATHS, content_type, b"\n  " + body)),
-                             {"password": "[redacted]", "note": "[redacted]"})
-        for content_type in (b"text/json", b"application/octet-stream", b"application/x-json", b"text/html"):
+        self.assertEqual(json.loads(masked(PATHS, b"", b"\n  " + body)), {"password": "[redacted]", "note": "[redacted]"})
+        for content_type in (b"text/json", b"application/octet-stream", b"application/x-json", b"text/html", b"text/plain"):
             out = masked(DETECTORS, content_type, body)
             self.assertNotIn(CARD, out, content_type)
+
+    def test_plain_text_is_text(self) -> None:
+        """kubectl logs: lines that start like JSON and are not are passed, by the detectors only."""
+        log = b"[INFO] server starting\n{\"level\":\"info\"}\npanic: " + CARD + b"\n"
+        self.assertEqual(masked(PATHS, b"text/plain; charset=utf-8", log),
+                         b"[INFO] server starting\n{\"level\":\"info\"}\npanic: [redacted]\n")
+
+    def test_invalid_write_messages_withheld(self) -> None:
+        status = {"kind": "Status", "code": 422, "message": "Pod is invalid: ... Value: \"s3cret\"",
+                  "details": {"causes": [{"message": "Value: \"s3cret\"", "field": "spec"}]}}
+        out = json.loads(masked(PATHS, b"application/json", json.dumps(status).encode(), 422))
+        self.assertNotIn("s3cret", json.dumps(out))
+        self.assertEqual(out["details"]["causes"][0]["field"], "spec")
+        self.assertEqual(json.loads(masked(PATHS, b"application/json", json.dumps(status).encode(), 404))["message"],
+                         status["message"])
 
     def test_text_by_detectors(self) -> None:
         self.assertEqual(masked(DETECTORS, b"text/plain", b"paid " + CARD + b"\n"), b"paid [redacted]\n")
@@ -55,6 +68,8 @@ class ResponseTests(SynchronousTestCase):
             (DETECTORS, [(b"Content-Type", b"text/plain"), (b"Content-Range", b"bytes 0-9/99")], 200, "part"),
             (PATHS, [(b"Content-Type", b"text/html")], 200, "not JSON"),
             (PATHS, [(b"Content-Type", b"application/octet-stream")], 200, "not JSON"),
+            (DETECTORS, [(b"Content-Type", b"text/plain; charset=UTF-16")], 200, "UTF-16"),
+            (DETECTORS, [(b"Content-Type", b'application/json; charset="utf-32"')], 200, "utf-32"),
         ]:
             refusal = response_masker(masks, code, headers, {})
             self.assertIsInstance(refusal, str, headers)
@@ -69,7 +84,7 @@ class ResponseTests(SynchronousTestCase):
 class RequestTests(SynchronousTestCase):
     def test_plain_whole_json(self) -> None:
         headers = [(b"Accept", b"application/vnd.kubernetes.protobuf, application/json"), (b"Accept-Encoding", b"gzip"),
-                   (b"Range", b"bytes=0-10"), (b"If-Range", b"x"), (b"X-Other", b"1")]
+                   (b"Range", b"bytes=0-10"), (b"If-Range", b"x"), (b"X-Other", b"1"), (b"Accept-Charset", b"utf-16")]
         self.assertEqual(request_headers(headers), [(b"X-Other", b"1"), (b"Accept", b"application/json")])
         self.assertEqual(request_headers([(b"Accept", b"application/yaml")]), [(b"Accept", b"application/json")])
         self.assertEqual(request_headers([(b"Accept", b"*/*")]), [(b"Accept", b"*/*")])

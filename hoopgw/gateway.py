@@ -31,6 +31,7 @@ from hoopgw.errors import AuditUnavailable, ConfigError, HoopgwError
 from hoopgw.identity.service import IdentityService
 from hoopgw.masking.engine import load_key
 from hoopgw.masking.service import MaskingService
+from hoopgw.reviews import ReviewService
 from hoopgw.metrics import Metrics
 from hoopgw.policy.rules import PolicySet
 from hoopgw.policy.service import PolicyService
@@ -115,6 +116,11 @@ class _Lifecycle(Service):
         d = gateway.store.end_interrupted(gateway.reactor.seconds())
         d.addCallback(self._interrupted)
         d.addErrback(lambda f: log.failure("could not mark interrupted sessions", f))
+        # Reviews the previous process left pending: their sessions are gone.
+        d = gateway.reviews.cancel_orphans()
+        d.addCallback(lambda ids: ids and log.warn(
+            "{count} review(s) left pending by the previous gateway process cancelled", count=len(ids)))
+        d.addErrback(lambda f: log.failure("could not cancel the reviews left pending", f))
         if gateway.config.identity.dev_issuer and gateway.config.source is not None:
             log.warn(
                 "the dev token issuer is on ({key}): anyone who can read that key can act "
@@ -268,6 +274,11 @@ class Gateway(MultiService):
             gateway=config.gateway.name,
             masking=MaskingService(self.policy, load_key(data_dir), self.metrics),
         )
+        self.reviews = ReviewService(
+            store=self.store, append=self.sessions._append, clock=reactor, gateway=config.gateway.name,
+            metrics=self.metrics,
+        )
+        self.sessions.reviews = self.reviews
         # Start order: the log, the listeners, then the records saying the
         # gateway started; stop runs in reverse, one child after the other.
         self.audit.setServiceParent(self)
@@ -282,7 +293,9 @@ class Gateway(MultiService):
         context = GatewayContext(self.config, self.sessions, self.reactor, self.tls_cert, self.tls_key)
         factories: dict[str, IProtocolFactory] = {}
         if listen.api is not None:
-            factories["api"] = make_api_site(metrics=self.metrics, health=self.health)
+            factories["api"] = make_api_site(
+                metrics=self.metrics, health=self.health, reviews=self.reviews, sessions=self.sessions
+            )
         for name in ("postgres", "ssh", "http"):
             endpoint = getattr(listen, name)
             if endpoint is None:

@@ -707,7 +707,11 @@ class ActionHandle:
     def _decided(self, decision: Decision) -> Deferred:
         session = self.session
         service = session.service
-        if decision.effect is Effect.review and service.reviews is not None and decision.review is not None:
+        if (
+            decision.effect is Effect.review and service.reviews is not None and decision.review is not None
+            and self.on_held is not None
+        ):
+            # (A front end that cannot tell its client passes no on_held: refused, as without reviews.)
             return self._held(decision)
         decision = _refusal(decision)
         self.decision = decision

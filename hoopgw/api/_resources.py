@@ -1,5 +1,6 @@
 """
-The API listener's resources: C{/healthz} and C{/metrics} for now.
+The API listener's resources: C{/healthz}, C{/metrics}, and C{/api/v1/reviews}
+(L{hoopgw.api._reviews}).
 
 Every response the API makes itself is JSON (or the metrics text), never
 Twisted's HTML error pages, so that probes and scripts can read them.
@@ -113,11 +114,17 @@ class Root(Resource):
     (C{/}, unknown names, deeper paths) is a JSON 404.
     """
 
-    def __init__(self, routes: Mapping[bytes, Resource]) -> None:
+    def __init__(self, routes: Mapping[bytes, Resource], reviews: Resource | None = None) -> None:
         super().__init__()
         self._routes = dict(routes)
+        self._reviews = reviews
 
     def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"api" and self._reviews is not None and request.postpath[:2] == [b"v1", b"reviews"]:
+            # /api/v1/reviews[/...]: the rest of the path is the resource's.
+            request.prepath.extend(request.postpath[:2])
+            del request.postpath[:2]
+            return self._reviews
         # postpath is empty when path was the last segment: "/metrics" is an
         # endpoint, "/metrics/x" and "/metrics/" are not.
         if not request.postpath:

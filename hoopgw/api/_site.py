@@ -4,10 +4,13 @@ The API listener's L{Site}.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.logger import Logger, LogLevel
 from twisted.web.http import Request
 from twisted.web.server import Site
 
+from hoopgw.api._reviews import ReviewsResource
 from hoopgw.api._resources import (
     HealthCheck,
     HealthResource,
@@ -52,9 +55,11 @@ class APISite(Site):
         )
 
 
-def make_api_site(*, metrics: MetricsSource, health: HealthCheck) -> Site:
+def make_api_site(*, metrics: MetricsSource, health: HealthCheck, reviews: Any = None, sessions: Any = None) -> Site:
     """
-    Build the API's site: C{GET /healthz} and C{GET /metrics}.
+    Build the API's site: C{GET /healthz}, C{GET /metrics}, and with
+    C{reviews} (a L{hoopgw.reviews.ReviewService}) and C{sessions} (whose
+    identity service checks the caller's token) C{/api/v1/reviews}.
 
     @param metrics: a L{hoopgw.metrics.Metrics} (anything with C{render()}
         and C{content_type}).
@@ -65,6 +70,7 @@ def make_api_site(*, metrics: MetricsSource, health: HealthCheck) -> Site:
         {
             b"healthz": HealthResource(health),
             b"metrics": MetricsResource(metrics),
-        }
+        },
+        ReviewsResource(reviews, sessions) if reviews is not None else None,
     )
     return APISite(root)

@@ -264,6 +264,95 @@ def sessions_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_url(args: argparse.Namespace) -> str:
+    """The running gateway's API: --api, or [listen] api of the configuration (a tcp: endpoint)."""
+    if args.api:
+        return args.api.rstrip("/")
+    endpoint = _config(args).listen.api
+    if not endpoint:
+        raise ConfigError("the configuration has no API listener ([listen] api); give --api URL")
+    fields = dict(part.split("=", 1) for part in endpoint.split(":")[2:] if "=" in part)
+    port = endpoint.split(":")[1] if endpoint.startswith("tcp:") else ""
+    if not port.isdigit():
+        raise ConfigError(f"[listen] api = {endpoint!r}: give --api URL (only tcp: endpoints are read)")
+    host = fields.get("interface", "127.0.0.1")
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    return f"http://{host}:{port}"
+
+
+def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+    """One call to the gateway's review API with the caller's token; (status, JSON body)."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    token = args.token or os.environ.get("HOOPGW_TOKEN")
+    if not token:
+        raise ConfigError("a token is needed: --token TOKEN or HOOPGW_TOKEN (your identity decides)")
+    request = urllib.request.Request(
+        _api_url(args) + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, json.loads(e.read() or b"null")
+        except ValueError:
+            return e.code, {"error": e.reason}
+    except (urllib.error.URLError, OSError) as e:
+        raise ConfigError(f"cannot reach the gateway's API at {_api_url(args)}: {getattr(e, 'reason', e)}") from None
+
+
+def _api_result(status: int, body: object) -> int:
+    if status >= 400:
+        error = body.get("error") if isinstance(body, dict) else body
+        print(f"hoopgw: {error} (HTTP {status})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _review_line(review: dict) -> str:
+    action = review.get("action", {})
+    return (
+        f"{review['id']}  {review['state']:<9} {review['requester']['subject']:<16} {review['connection']:<14} "
+        f"{review.get('rule') or '-':<20} {action.get('kind', '')}: {action.get('input', '')!r}"
+    )
+
+
+def reviews_list(args: argparse.Namespace) -> int:
+    query = "?state=" + args.state if args.state else ""
+    status, body = _api(args, "GET", "/api/v1/reviews" + query)
+    if _api_result(status, body):
+        return 1
+    for review in body["reviews"]:  # type: ignore[index]
+        if args.json:
+            print(json.dumps({**review, "requester": review["requester"]["subject"],
+                              "action": review.get("action", {}).get("input", "")}, sort_keys=True))
+        else:
+            print(_review_line(review))
+    return 0
+
+
+def reviews_show(args: argparse.Namespace) -> int:
+    status, body = _api(args, "GET", f"/api/v1/reviews/{args.id}")
+    if _api_result(status, body):
+        return 1
+    print(json.dumps(body, indent=2, sort_keys=True))
+    return 0
+
+
+def reviews_decide(args: argparse.Namespace) -> int:
+    status, body = _api(args, "POST", f"/api/v1/reviews/{args.id}/{args.verb}", {"reason": args.reason or ""})
+    if _api_result(status, body):
+        return 1
+    print(f"review {args.id}: {body['state']}")  # type: ignore[index]
+    return 0
+
+
 def policy_check(args: argparse.Namespace) -> int:
     from hoopgw.gateway import policies_dir
     from hoopgw.policy.loader import load_policy_dir
@@ -365,6 +454,26 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--active", action="store_true", help="only sessions still open")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=sessions_list)
+
+    reviews = groups.add_parser("reviews", help="actions held for approval (the running gateway's API)")
+    reviews_verbs = reviews.add_subparsers(dest="verb", required=True)
+    for name, help_text, run in (
+        ("list", "reviews you requested or may decide, newest first", reviews_list),
+        ("show", "one review, whole (JSON)", reviews_show),
+        ("approve", "approve a review (with your own token)", reviews_decide),
+        ("deny", "deny a review (with your own token; --reason required)", reviews_decide),
+    ):
+        verb = reviews_verbs.add_parser(name, help=help_text)
+        verb.add_argument("--api", help="the gateway's API URL (default: [listen] api of the configuration)")
+        verb.add_argument("--token", help="your bearer token (default: $HOOPGW_TOKEN)")
+        if name == "list":
+            verb.add_argument("--state", choices=["pending", "approved", "denied", "expired", "cancelled"])
+            verb.add_argument("--json", action="store_true", help="one JSON object per line")
+        else:
+            verb.add_argument("id")
+        if name in ("approve", "deny"):
+            verb.add_argument("--reason", required=name == "deny", help="why (recorded in the audit trail)")
+        verb.set_defaults(run=run)
 
     policy = groups.add_parser("policy", help="policy files").add_subparsers(dest="verb", required=True)
     check = policy.add_parser("check", help="load and validate every policy file")

@@ -181,6 +181,8 @@ class ReviewService:
     clock: IReactorTime
     gateway: str = "hoopgw"
     metrics: Any = None
+    # Called with each review once it is open (notifications hang here); an error is logged, never raised.
+    observers: list[Callable[[Review], object]] = field(factory=list)
     _live: dict[str, Review] = field(factory=dict, init=False)  # pending reviews, by id
 
     # -- opening -----------------------------------------------------------------
@@ -229,6 +231,11 @@ class ReviewService:
             self._live[review.id] = review
             review._timer = self.clock.callLater(requirement.timeout_seconds, self._expire, review)
             self._save(review)
+            for observer in self.observers:
+                try:
+                    observer(review)
+                except Exception:
+                    log.failure("a review observer failed on {id}", id=review.id)
             return review
 
         return d.addCallback(opened)

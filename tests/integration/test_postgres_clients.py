@@ -37,6 +37,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from hoopgw.audit.search import search
 from hoopgw.config import loads
 from hoopgw.gateway import Gateway, shipped_policies
+from hoopgw.model import Identity
 from tests.integration._postgres import PostgresCluster, start_postgres
 from tests.integration._process import run, spawn
 from tests.integration.test_postgres_proxy import PSQL, require
@@ -162,6 +163,17 @@ def make_ca(directory: Path) -> dict[str, Path]:
 # -- the fixture ---------------------------------------------------------------
 
 
+def deny_every_review(reviews: Any) -> None:
+    """Have every review opened be denied by an approver it names, on the next turn of the reactor."""
+
+    def deny(review: Any) -> None:
+        kind, _, name = review.requirement.approvers[0].partition(":")
+        approver = Identity("test", name if kind == "user" else "test-reviewer", (name,) if kind == "group" else ())
+        reactor.callLater(0, lambda: reviews.deny(review.id, approver, "denied by the test").addErrback(lambda _: None))
+
+    reviews.observers.append(deny)
+
+
 class _GatewayCase(TestCase):
     """A PostgreSQL cluster with an items table, and the gateway in front of it."""
 
@@ -175,6 +187,7 @@ class _GatewayCase(TestCase):
         ssl: tuple[str, str] | None = None,
         extra_policy: str | None = None,
         only_policy: str | None = None,
+        api: bool = False,
     ) -> None:
         """
         Start the cluster and the gateway (the shipped policy, plus
@@ -216,7 +229,7 @@ data_dir = "data"
 postgres = "tcp:0:interface=127.0.0.1"
 ssh = false
 http = false
-api = false
+api = {'"tcp:0:interface=127.0.0.1"' if api else 'false'}
 [[connections]]
 name = "appdb"
 kind = "postgres"
@@ -235,6 +248,12 @@ tls = "{tls}"
         self.addCleanup(self.gateway.stopService)
         self.port = self.gateway.listeners["postgres"].port.getHost().port
         self.token = self.gateway.identity.dev_issuer.issue("alice", ("dev",), 600)
+        if self.auto_deny:
+            deny_every_review(self.gateway.reviews)
+
+    # Statements the shipped policy sends to review are denied at once by a
+    # test approver (these tests are about what is refused, not about holding).
+    auto_deny = True
 
     def env(self) -> dict[str, str]:
         return {"PGPASSWORD": self.token, "PATH": os.environ.get("PATH", ""), "PGCONNECT_TIMEOUT": "10"}

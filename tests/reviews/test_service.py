@@ -151,10 +151,15 @@ class HeldActionTests(SynchronousTestCase):
         self.assertIn("not now", end["error"])
 
     def test_session_close_cancels(self) -> None:
-        d = self.session.check(Action("sql.delete", "DELETE FROM t"))
+        d = self.session.check(Action("sql.delete", "DELETE FROM t"), on_held=lambda review: None)
         self.successResultOf(self.session.close())
         self.assertFalse(self.successResultOf(d).allowed)
         self.assertIn("review.cancelled", self.audit.events())
+
+    def test_a_front_end_that_cannot_hold_gets_a_refusal(self) -> None:
+        handle = self.successResultOf(self.session.check(Action("sql.delete", "DELETE FROM t")))
+        self.assertFalse(handle.allowed)
+        self.assertNotIn("review.requested", self.audit.events())
 
     def test_without_a_review_service_refused(self) -> None:
         self.sessions.reviews = None

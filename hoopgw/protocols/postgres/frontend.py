@@ -304,6 +304,7 @@ class ClientProtocol(Protocol):
         self._waiting = False
         self._draining = False
         self._denials = 0
+        self._review: Any = None  # the review a statement of this session waits for
         self._catalog_changed = False  # DDL was sent in the transaction now open
         self._fresh = True  # nothing has run since the server was last idle outside a transaction
         self._renamed: dict[str, str] = {}  # relations it renamed meanwhile: new name -> old
@@ -490,6 +491,13 @@ class ClientProtocol(Protocol):
         owner.cancel_backend()
 
     def cancel_backend(self) -> None:
+        review = self._review
+        sessions = self.front.sessions
+        if review is not None and review.pending and sessions.reviews is not None:
+            # Nothing runs on the server yet: Ctrl-C withdraws the request.
+            d = sessions.reviews.cancel(review, "withdrawn by the client (a cancel request)")
+            d.addErrback(lambda f: log.failure("review.cancelled not recorded", f))
+            return
         backend, session = self.backend, self.session
         if backend is None or backend.key is None or session is None:
             return
@@ -813,14 +821,36 @@ class ClientProtocol(Protocol):
         if len(actions) == 1:
             # The common case: one Deferred (already fired unless the
             # decision or the audit write is held), no chain around it.
-            return session.check(actions[0]).addCallback(lambda handle: [handle])
+            return session.check(actions[0], self._held_for_review).addCallback(self._decided_one)
         handles: list[ActionHandle] = []
         d: Deferred = succeed(None)
         for action in actions:
-            d.addCallback(lambda _, a=action: session.check(a))
+            d.addCallback(lambda _, a=action: session.check(a, self._held_for_review))
             d.addCallback(handles.append)
         d.addCallback(lambda _: handles)
         return d
+
+    def _decided_one(self, handle: ActionHandle) -> list[ActionHandle]:
+        return [handle]
+
+    def _held_for_review(self, review: Any) -> None:
+        """A statement held for review: psql is told at once (it waits, as for a slow statement)."""
+        self._review = review
+        if self.state is not Phase.READY:
+            return
+        rule = f" (rule {review.rule!r})" if review.rule else ""
+        self._send(codec.NoticeResponse([
+            ("S", "NOTICE"), ("V", "NOTICE"), ("C", "00000"),
+            ("M", f"hoopgw: this statement waits for review {review.id}{rule}; it runs once approved"),
+            ("D", f"approvers: {', '.join(review.requirement.approvers)}; it expires in "
+                  f"{review.requirement.timeout_seconds} s; Ctrl-C withdraws it"),
+            ("H", f"an approver runs: hoopgw reviews approve {review.id}"),
+        ]))
+        review.wait().addCallback(self._review_ended)
+
+    def _review_ended(self, review: Any) -> None:
+        if self._review is review:
+            self._review = None
 
     def _resume(self, _: object = None) -> None:
         # Inside the running loop (a decision that fired at once) this only
@@ -851,6 +881,14 @@ class ClientProtocol(Protocol):
                 "ERROR", "0A000", f"hoopgw: {decision.message}", detail="nothing was sent to the server"
             )
         rule = decision.rule or "no matching allow rule"
+        review = handle.review
+        if review is not None:
+            return codec.error_response(
+                "ERROR",
+                "42501",
+                f"hoopgw: {review.refusal()}",
+                detail=f"refused by policy rule {rule!r} after review {review.id}; nothing was sent to the server",
+            )
         return codec.error_response(
             "ERROR",
             "42501",

@@ -755,7 +755,8 @@ class ActionHandle:
                 action_id=self.id,
                 requester=session.identity,
                 connection=session.connection.name,
-                action={"kind": action_record["kind"], "input": action_record["input"]},
+                # What the approver approves: the text and its parameters (as the trail stores them).
+                action={k: action_record[k] for k in ("kind", "input", "details") if k in action_record},
                 rule=decision.rule,
                 requirement=decision.review,
                 reason=decision.message,
@@ -764,6 +765,9 @@ class ActionHandle:
 
         def opened(review: Any) -> Deferred:
             self.review = review
+            if session.closed:
+                # Closed while the request was being recorded: nobody waits for it.
+                reviews.cancel(review, "the session ended").addErrback(lambda f: None)
             if self.on_held is not None:
                 try:
                     self.on_held(review)

@@ -131,6 +131,7 @@ class ReviewsResource(Resource):
                 raise _Refused(405, f"{path[1]} is a POST")
             identity = await self._identity(request)
             reason = self._reason(request)
+            # (An identity outside the approvers is told it is not one; ids are random and not listed to it.)
             if path[1] == "approve":
                 return 200, await self._reviews.approve(path[0], identity, reason)
             if not reason:
@@ -147,7 +148,7 @@ class ReviewsResource(Resource):
             return ""
         try:
             document = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _Refused(400, 'the body is not JSON: expected {"reason": "..."}') from None
         reason = document.get("reason", "") if isinstance(document, dict) else None
         if not isinstance(reason, str):

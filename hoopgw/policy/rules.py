@@ -282,10 +282,11 @@ class ReviewRequirement:
     def satisfied_by(self, approvals: Iterable[Identity]) -> bool:
         """
         Whether these approving identities meet the requirement: for each
-        part, at least C{min_approvals} distinct identities (by issuer and
-        subject) that match the part's approvers.
+        part, at least C{min_approvals} distinct people (by subject, whatever
+        the issuer: C{user:} entries name subjects) that match the part's
+        approvers.
         """
-        unique = {(i.issuer, i.subject): i for i in approvals}.values()
+        unique = {i.subject: i for i in approvals}.values()
         for part in self.all_of or (self,):
             count = sum(1 for i in unique if _approver_matches(part.approvers, i))
             if count < part.min_approvals:

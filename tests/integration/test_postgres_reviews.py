@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+
+from hoopgw.protocols.postgres import codec
 
 from tests.integration._process import HOOPGW, child_env, run, spawn
-from tests.integration.test_postgres_clients import _GatewayCase
+from tests.integration.test_postgres_clients import RawClient, _GatewayCase, wait_until
 
 REVIEWS = """
 [[rule]]
@@ -112,3 +115,34 @@ class ReviewTests(_GatewayCase):
         self.assertEqual(int(self.count("SELECT count(*) FROM items WHERE id = 3")), 1)
         [cancelled] = self.records("review.cancelled")
         self.assertEqual(cancelled["review"]["id"], review)
+
+    @inlineCallbacks
+    def test_client_leaving_with_more_queued_cancels(self):
+        """
+        A client that pipelined more behind the held statement (a driver's
+        Parse/Bind/Execute/Sync) and leaves: the request is cancelled, and
+        an approval after that runs nothing.
+        """
+
+        def send_and_leave() -> None:
+            client = RawClient(self.port, self.token)
+            client.sock.sendall(b"".join(codec.encode(m) for m in (
+                codec.Parse("", "DELETE FROM items WHERE id > $1", [23]),
+                codec.Bind("", "", [0], [b"90"], [0]),
+                codec.Execute("", 0),
+                codec.Sync(),
+                codec.Query("SELECT 1"),
+            )))
+            while b"waits for review" not in client.sock.recv(65536):
+                pass
+            client.close()
+
+        yield deferToThread(send_and_leave)
+        yield wait_until(lambda: self.records("review.cancelled"), "the review to be cancelled")
+        [requested] = self.records("review.requested")
+        # The approver saw the parameter as well as the text.
+        self.assertIn("90", str(requested["review"]["action"]))
+        code, output = yield self.reviews(self.bob, "approve", requested["review"]["id"])
+        self.assertEqual(code, 1)
+        self.assertIn(b"cancelled", output)
+        self.assertEqual(int(self.count("SELECT count(*) FROM items WHERE id > 90")), 10)

@@ -53,6 +53,16 @@ class ServiceTests(SynchronousTestCase):
         self.assertIsInstance(self.failureResultOf(self.reviews.deny(review.id, ALICE, "no")).value, SelfApproval)
         self.assertEqual(self.audit.events(), ["review.requested"])
 
+    def test_one_person_whatever_the_issuer(self) -> None:
+        """The same subject from another issuer is the same person: not the requester's approver, not a second approval."""
+        review = self.open(ReviewRequirement(approvers=("group:dba",), min_approvals=2, timeout_seconds=60))
+        other = Identity("https://idp.example", "alice", ("dba",))
+        self.assertIsInstance(self.failureResultOf(self.reviews.approve(review.id, other)).value, SelfApproval)
+        self.successResultOf(self.reviews.approve(review.id, BOB))
+        again = Identity("https://idp.example", "bob", ("dba",))
+        self.assertIsInstance(self.failureResultOf(self.reviews.approve(review.id, again)).value, AlreadyDecided)
+        self.assertTrue(review.pending)
+
     def test_outsider_refused_with_who_may(self) -> None:
         review = self.open()
         failure = self.failureResultOf(self.reviews.approve(review.id, EVE))

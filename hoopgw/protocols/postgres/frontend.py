@@ -44,7 +44,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from hoopgw.config import PostgresSettings
-from hoopgw.errors import AuditUnavailable
+from hoopgw.errors import AuditUnavailable, NotPermitted
 from hoopgw.model import Action, Connection, Outcome, Source, Status
 from hoopgw.policy.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
 from hoopgw.protocols import _preauth, _tls as tls
@@ -97,6 +97,10 @@ class RowTransform(TypingProtocol):
     def function_result(self, message: codec.GenericMessage) -> codec.GenericMessage: ...
 
     def copy_row(self, data: codec.CopyData, binary: bool) -> codec.CopyData: ...
+
+
+# What a client may send while one of its statements waits for review.
+_HELD_QUEUE_LIMIT = 1 << 20
 
 
 def _action_kind(info: StatementInfo, default: str) -> str:
@@ -305,6 +309,7 @@ class ClientProtocol(Protocol):
         self._draining = False
         self._denials = 0
         self._review: Any = None  # the review a statement of this session waits for
+        self._held_bytes = 0  # received while it waits
         self._catalog_changed = False  # DDL was sent in the transaction now open
         self._fresh = True  # nothing has run since the server was last idle outside a transaction
         self._renamed: dict[str, str] = {}  # relations it renamed meanwhile: new name -> old
@@ -356,6 +361,14 @@ class ClientProtocol(Protocol):
         if self.state is Phase.READY:
             self._queue.extend(messages)
             self._drain()
+            if self._review is not None and self.state is Phase.READY:
+                # A statement waits for a human: keep reading, so that a client
+                # that leaves is seen (and its request cancelled) -- but only so much.
+                self._held_bytes += len(data)
+                if self._held_bytes > _HELD_QUEUE_LIMIT:
+                    self._fatal("54000", "hoopgw: too much sent while a statement waits for review")
+                    self._teardown("failed", error="the client sent over 1 MiB while a statement waited for review")
+                return
             if self._queue and self.reading is not None and self.state is Phase.READY:
                 # Messages wait (a decision, a COPY not yet started, answers
                 # that settle names): read no more until they are forwarded,
@@ -836,8 +849,11 @@ class ClientProtocol(Protocol):
     def _held_for_review(self, review: Any) -> None:
         """A statement held for review: psql is told at once (it waits, as for a slow statement)."""
         self._review = review
+        self._held_bytes = 0
         if self.state is not Phase.READY:
             return
+        if self.reading is not None:
+            self.reading.resume("queue")  # (see dataReceived: a client leaving must be seen)
         rule = f" (rule {review.rule!r})" if review.rule else ""
         self._send(codec.NoticeResponse([
             ("S", "NOTICE"), ("V", "NOTICE"), ("C", "00000"),
@@ -851,6 +867,8 @@ class ClientProtocol(Protocol):
     def _review_ended(self, review: Any) -> None:
         if self._review is review:
             self._review = None
+            if self._queue and self.reading is not None and self.state is Phase.READY:
+                self.reading.pause("queue")  # as dataReceived would have
 
     def _resume(self, _: object = None) -> None:
         # Inside the running loop (a decision that fired at once) this only
@@ -866,6 +884,8 @@ class ClientProtocol(Protocol):
                 self._teardown("failed", error="internal error")
 
     def _refused_all(self, failure: Failure) -> None:
+        if failure.check(NotPermitted) and (self.session is None or self.session.closed):
+            return  # the client left (the session closed) while earlier statements were decided
         if failure.check(AuditUnavailable):
             self._fatal("57P03", "the gateway's audit log is unavailable, so it refuses all traffic")
         else:

@@ -268,15 +268,19 @@ class SQLiteStore:
             first (C{groups} a list, C{client} a dict).
         """
         try:
-            sql, params = _sql.select_sessions(limit=limit, active=active)
+            statement = _sql.select_sessions(limit=limit, active=active)
         except ValueError:
             return fail()
-        sql = self._dialect.sql(sql)
+        return self._select(statement, lambda rows: [_sql.decode_session(values) for values in rows])
 
-        def select(transaction: Transaction) -> list[dict[str, Any]]:
+    def _select(self, statement: _sql.Statement, decode: Callable[[list[Any]], _T]) -> Deferred[_T]:
+        """Run a SELECT; fires with C{decode} of its rows."""
+        sql, params = self._dialect.sql(statement[0]), statement[1]
+
+        def select(transaction: Transaction) -> _T:
             self._checked(transaction)
             transaction.execute(sql, params)
-            return [_sql.decode_session(values) for values in transaction.fetchall()]
+            return decode(transaction.fetchall())
 
         return self._run(select)
 
@@ -319,30 +323,14 @@ class SQLiteStore:
     def list_reviews(self, limit: int = 100, state: str | None = None) -> Deferred[list[dict[str, Any]]]:
         """@return: L{Deferred} firing with up to C{limit} review records, newest first."""
         try:
-            sql, params = _sql.select_reviews(limit=limit, state=state)
+            statement = _sql.select_reviews(limit=limit, state=state)
         except ValueError:
             return fail()
-        sql = self._dialect.sql(sql)
-
-        def select(transaction: Transaction) -> list[dict[str, Any]]:
-            self._checked(transaction)
-            transaction.execute(sql, params)
-            return [json.loads(row[0]) for row in transaction.fetchall()]
-
-        return self._run(select)
+        return self._select(statement, lambda rows: [json.loads(row[0]) for row in rows])
 
     def get_review(self, review_id: str) -> Deferred[dict[str, Any] | None]:
         """@return: L{Deferred} firing with the review record, or C{None}."""
-        sql, params = _sql.select_review(review_id)
-        sql = self._dialect.sql(sql)
-
-        def select(transaction: Transaction) -> dict[str, Any] | None:
-            self._checked(transaction)
-            transaction.execute(sql, params)
-            row = transaction.fetchone()
-            return None if row is None else json.loads(row[0])
-
-        return self._run(select)
+        return self._select(_sql.select_review(review_id), lambda rows: json.loads(rows[0][0]) if rows else None)
 
     def close(self) -> Deferred[None]:
         """

@@ -713,6 +713,7 @@ class SessionChannel(RelayChannel):
         self._mask_bulk_at = float("-inf")  # when the target last wrote a large chunk
         self._mask_fed = 0  # writes from the target seen, to tell whether more came while a flush waited
         self._behind_held: list[Callable[[], object]] = []  # the target's requests, waiting behind held output
+        self._review: Any = None  # the review its exec command waits for
 
     def requestReceived(self, requestType: bytes, data: bytes) -> "Deferred | bool":
         handler = self._handlers.get(requestType)
@@ -844,7 +845,9 @@ class SessionChannel(RelayChannel):
         if self.program is not None or self.refused:
             return False  # one program per session channel, as sshd
         self.program = request.decode("ascii")
-        d = self.session.check(action)
+        # An exec command a review rule matches waits for it (the client is
+        # told on stderr); a shell is not held (its lines are observed only).
+        d = self.session.check(action, self._held_for_review if self.program == "exec" else None)
 
         def decided(handle: ActionHandle) -> Any:
             if self.localClosed or self.remoteClosed or self.gone:
@@ -1129,6 +1132,11 @@ class SessionChannel(RelayChannel):
             self._tail = (self._tail + text)[-_TAIL:]
 
     def closed(self) -> None:
+        review = self._review
+        reviews = self.session.service.reviews
+        if review is not None and review.pending and reviews is not None:
+            # The client left while its command waited: nothing will run.
+            reviews.cancel(review, "the client closed the channel").addErrback(lambda f: None)
         self._settle_masking()
         if self.recorder is not None:
             self.recorder.close()
@@ -1143,7 +1151,20 @@ class SessionChannel(RelayChannel):
         what = {"exec": "the command was not run", "shell": "no shell was started"}.get(
             self.program or "", "nothing was started"
         )
-        self._fail(f"{decision.message or 'refused by policy'} (rule {rule!r}); {what}")
+        message = handle.review.refusal() if handle.review is not None else decision.message or "refused by policy"
+        self._fail(f"{message} (rule {rule!r}); {what}")
+
+    def _held_for_review(self, review: Any) -> None:
+        """An exec command held for review: the client is told on stderr, and waits."""
+        self._review = review
+        if self.localClosed or self.gone:
+            return
+        rule = f" (rule {review.rule!r})" if review.rule else ""
+        self.writeExtended(
+            connection.EXTENDED_DATA_STDERR,
+            f"hoopgw: this command waits for review {review.id}{rule}; it runs once approved "
+            f"(an approver runs: hoopgw reviews approve {review.id})\n".encode(),
+        )
 
     def _fail(self, message: str) -> None:
         """Tell the client why on stderr and end the channel with exit status 1."""

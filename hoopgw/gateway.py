@@ -275,8 +275,7 @@ class Gateway(MultiService):
             masking=MaskingService(self.policy, load_key(data_dir), self.metrics),
         )
         self.reviews = ReviewService(
-            store=self.store, append=self.sessions._append, clock=reactor, gateway=config.gateway.name,
-            metrics=self.metrics,
+            store=self.store, append=self.sessions._append, clock=reactor, gateway=config.gateway.name
         )
         self.sessions.reviews = self.reviews
         # Start order: the log, the listeners, then the records saying the

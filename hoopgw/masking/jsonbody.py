@@ -383,7 +383,6 @@ class JsonStreamMasker:
         self._skip_string = 0  # in it: 1 inside a string, 2 just after a backslash there
         self._stack: list[_Frame] = []
         self._expect = _VALUE
-        self._documents = 0
 
     def feed(self, data: bytes) -> bytes:
         if self._fresh and data:
@@ -617,7 +616,6 @@ class JsonStreamMasker:
             self._expect = _AFTER
         else:
             self._expect = _VALUE  # the next document of a stream
-            self._documents += 1
 
     def _string_value(self, raw: bytes) -> bytes | None:
         pos = self._position()

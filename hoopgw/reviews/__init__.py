@@ -180,14 +180,14 @@ class ReviewService:
     append: Append
     clock: IReactorTime
     gateway: str = "hoopgw"
-    metrics: Any = None
     # Called with each review once it is open (notifications hang here); an error is logged, never raised.
     observers: list[Callable[[Review], object]] = field(factory=list)
     _live: dict[str, Review] = field(factory=dict, init=False)  # pending reviews, by id
 
     # -- opening -----------------------------------------------------------------
 
-    def _new_id(self) -> str:
+    def new_id(self) -> str:
+        """An id no pending review has (the held action's record names it before the review opens)."""
         while True:
             candidate = "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
             if candidate not in self._live:
@@ -213,7 +213,7 @@ class ReviewService:
         """
         now = self.clock.seconds()
         review = Review(
-            id=review_id or self._new_id(),
+            id=review_id or self.new_id(),
             session=session,
             action_id=action_id,
             requester=requester,
@@ -239,10 +239,6 @@ class ReviewService:
             return review
 
         return d.addCallback(opened)
-
-    def new_id(self) -> str:
-        """An id for a review about to be opened (the held action's record names it first)."""
-        return self._new_id()
 
     # -- deciding ------------------------------------------------------------------
 

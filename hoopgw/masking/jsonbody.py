@@ -543,7 +543,8 @@ class JsonStreamMasker:
                     break
                 scalar = _SCALAR.fullmatch(buf, start, stop)
                 if scalar is None:
-                    raise JsonBodyError(f"not JSON: {bytes(buf[start:start + 16])!r}")
+                    # (The body's bytes are not quoted: this message reaches the trail.)
+                    raise JsonBodyError("not JSON: a value that is neither a number nor true, false or null")
                 stop = scalar.end()
                 replaced = self._scalar(buf[start:stop])
                 self._after()

@@ -238,6 +238,19 @@ class KubernetesMaskingTests(_GatewayCase):
         self.assertEqual((seen.header("accept"), seen.header("range")), ("application/json", None))
 
     @inlineCallbacks
+    def test_invalid_write_message_withheld_in_the_trail(self):
+        """A 422's message (which can quote values) is withheld at the client and in the trail."""
+        require_curl()
+        status, headers, body = yield self.curl(
+            "/k8s/api/v1/namespaces/default/configmaps", "-X", "POST", "-H", "Content-Type: application/json",
+            "--data", json.dumps({"metadata": {}, "data": {"db_password": "x"}}),
+        )
+        self.assertEqual(status, 422)
+        self.assertIn(b"withheld", body)
+        _, end = self.actions()[-1]
+        self.assertIn("withheld", end["outcome"]["error"])
+
+    @inlineCallbacks
     def test_logs_that_look_like_json(self):
         """Log lines starting with "[" or "{" are text: printed whole, cards masked."""
         self.fake.push_log("web", "[INFO] ready\n{\"level\":\"info\"}\npanic: " + CARD + "\n")

@@ -77,7 +77,7 @@ def request_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes,
 
 
 # Answers whose Status message may quote the values of the request or the object.
-_QUOTING = frozenset({400, 422})
+QUOTING_CODES = frozenset({400, 422})
 WITHHELD = "the API server's message is withheld: it may quote values masked for you"
 
 
@@ -189,7 +189,7 @@ def response_masker(masks: Any, code: int, headers: Sequence[tuple[bytes, bytes]
         return f"the response is in {charset.group(1).decode('latin-1')}, which the detectors cannot read, and masks apply to it"
     if _JSON.match(content_type):
         rules = masks.client_json
-        if rules is not None and code in _QUOTING:
+        if rules is not None and code in QUOTING_CODES:
             # The API server's explanation of an invalid write quotes values
             # (a Pod update's diff of its spec): withheld while paths are masked.
             rules = JsonRules((*rules.masks, _Withheld(rules.masks[0].name)))

@@ -110,7 +110,7 @@ from hoopgw.protocols.http.k8s import (
     from_routed,
 )
 from hoopgw.protocols.http.channels import ExecTap, PortForwardTap, SpdyExecTap
-from hoopgw.protocols.http.masking import JsonBodyError, response_masker
+from hoopgw.protocols.http.masking import QUOTING_CODES, JsonBodyError, response_masker
 from hoopgw.protocols.http.masking import request_headers as masking_request_headers
 from hoopgw.protocols.http.paths import PathError, RoutedPath, split_request_target
 from hoopgw.protocols.http.pool import Pool, UpstreamConnection, set_no_delay
@@ -1735,7 +1735,12 @@ class _Exchange:
         elif not complete:
             problem = f"upstream response cut off: {_describe(problem_reason)}"  # type: ignore[arg-type]
         elif code >= 400:
-            problem = _upstream_message(bytes(self.error_head)) or f"HTTP {code}"
+            masks = session.masks
+            if code in QUOTING_CODES and masks is not None and masks.trail_json is not None:
+                # As at the client: the message can quote values the paths mask.
+                problem = f"HTTP {code} (the API server's message is withheld: it may quote masked values)"
+            else:
+                problem = _upstream_message(bytes(self.error_head)) or f"HTTP {code}"
         status = Status.succeeded if code < 400 and problem is None else Status.failed
         masked = None
         if self.mask_counts:

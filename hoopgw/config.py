@@ -256,6 +256,9 @@ class HTTPSettings:
     # An exec, attach or port-forward silent both ways this long is closed
     # (the kubelet's own streaming idle timeout defaults to 4 h).  0: never.
     upgrade_idle_timeout: int = 4 * 3600
+    # The longest a request is held for review before it expires, whatever
+    # the rule's review.timeout: an HTTP client waits for its response.
+    hold_timeout: int = 60
 
 
 CONNECTION_KINDS = ("http", "postgres", "ssh")
@@ -389,6 +392,7 @@ _CONNECTION_KEYS = {
         "ca_file",
         "client_cert",
         "client_key",
+        "hold_timeout",
         "impersonate",
         "insecure",
         "kind",
@@ -1159,6 +1163,7 @@ def _connection(table: _Table) -> Connection:
             upgrade_idle_timeout=table.duration(
                 "upgrade_idle_timeout", _default(HTTPSettings, "upgrade_idle_timeout"), allow_zero=True
             ),
+            hold_timeout=table.duration("hold_timeout", _default(HTTPSettings, "hold_timeout")),
         )
     return Connection(name=name, kind=kind, target=target, settings=settings)
 

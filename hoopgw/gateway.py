@@ -31,6 +31,7 @@ from hoopgw.errors import AuditUnavailable, ConfigError, HoopgwError
 from hoopgw.identity.service import IdentityService
 from hoopgw.masking.engine import load_key
 from hoopgw.masking.service import MaskingService
+from hoopgw.grants import GrantService
 from hoopgw.reviews import ReviewService
 from hoopgw.metrics import Metrics
 from hoopgw.policy.rules import PolicySet
@@ -121,6 +122,8 @@ class _Lifecycle(Service):
         d.addCallback(lambda ids: ids and log.warn(
             "{count} review(s) left pending by the previous gateway process cancelled", count=len(ids)))
         d.addErrback(lambda f: log.failure("could not cancel the reviews left pending", f))
+        # Grants still in their window are active again; the others end.
+        gateway.grants.restore().addErrback(lambda f: log.failure("could not restore the access grants", f))
         if gateway.config.identity.dev_issuer and gateway.config.source is not None:
             log.warn(
                 "the dev token issuer is on ({key}): anyone who can read that key can act "
@@ -155,6 +158,7 @@ class _Lifecycle(Service):
     def stopService(self):
         super().stopService()
         gateway = self.gateway
+        gateway.grants.close()  # (they stay active in the store, for the next start)
         closing = gateway.sessions.close_all("gateway shutting down")
         closing.addTimeout(self.close_timeout, gateway.reactor)
         try:
@@ -278,6 +282,18 @@ class Gateway(MultiService):
             store=self.store, append=self.sessions._append, clock=reactor, gateway=config.gateway.name
         )
         self.sessions.reviews = self.reviews
+        self.grants = GrantService(
+            store=self.store,
+            append=self.sessions._append,
+            clock=reactor,
+            policy=self.policy,
+            reviews=self.reviews,
+            connections=self.sessions.connections,
+            gateway=config.gateway.name,
+            sessions=self.sessions,
+        )
+        self.sessions.grants = self.grants
+        self.policy.holds_grant = self.grants.holds
         # Start order: the log, the listeners, then the records saying the
         # gateway started; stop runs in reverse, one child after the other.
         self.audit.setServiceParent(self)
@@ -293,7 +309,8 @@ class Gateway(MultiService):
         factories: dict[str, IProtocolFactory] = {}
         if listen.api is not None:
             factories["api"] = make_api_site(
-                metrics=self.metrics, health=self.health, reviews=self.reviews, sessions=self.sessions
+                metrics=self.metrics, health=self.health, reviews=self.reviews, sessions=self.sessions,
+                grants=self.grants,
             )
         for name in ("postgres", "ssh", "http"):
             endpoint = getattr(listen, name)

@@ -91,7 +91,7 @@ class IRecorder(Interface):
 
 class IStore(Interface):
     """
-    The gateway's queryable state: sessions and reviews (grants later).
+    The gateway's queryable state: sessions, reviews and access grants.
     """
 
     def session_started(session):
@@ -131,6 +131,19 @@ class IStore(Interface):
 
     def get_review(review_id):
         """@return: L{Deferred} firing with the review record, or C{None}."""
+
+    def grant_saved(grant):
+        """
+        Store a grant record (L{hoopgw.grants.Grant.to_record}: its C{id},
+        C{created}, C{state}, C{requester}, C{connection} and the rest), new
+        or changed.  @return: L{Deferred}.
+        """
+
+    def list_grants(limit=100, state=None):
+        """@return: L{Deferred} firing with grant records, newest first (of C{state} only if given)."""
+
+    def get_grant(grant_id):
+        """@return: L{Deferred} firing with the grant record, or C{None}."""
 
     def close():
         """Release resources. @return: L{Deferred}."""

@@ -179,6 +179,8 @@ class SessionService:
     masking: Any = None
     # Holds actions for human approval (hoopgw.reviews); None: review rules refuse.
     reviews: Any = None
+    # Just-in-time access grants (hoopgw.grants): a session that acts under one ends with it.
+    grants: Any = None
     _active: dict[str, "Session"] = field(factory=dict, init=False)
     _closing: bool = field(default=False, init=False)
     failures: FailureLimiter = field(init=False)
@@ -372,6 +374,8 @@ class SessionService:
 
         def started(_: object) -> Session:
             self._active[session.id] = session
+            if self.grants is not None and self.grants.any_active:
+                self.grants.attach(session)
             self.metrics.session_opened(connection.kind)
             stored = self.store.session_started(
                 {
@@ -439,6 +443,12 @@ class Session:
     literals: Callable[[str], Any] | None = field(default=None, repr=False)
     # (the policy they were built under, the masks): rebuilt after a reload.
     _masks: tuple[object, SessionMasks | None] = field(default=(None, None), init=False, repr=False)
+    # The access grant (hoopgw.grants) the session acted under: it ends with the grant.
+    grant: str | None = None
+    # Set by the front end: ends the client's connection, telling it why
+    # where the protocol can, and closes the session (see terminate).
+    on_terminate: Callable[[str], object] | None = field(default=None, repr=False)
+    termination: str | None = None  # why the gateway ended it
 
     @property
     def masks(self) -> SessionMasks | None:
@@ -488,7 +498,9 @@ class Session:
         else:
             self.recordings.append(recorder)
 
-    def check(self, action: Action, on_held: Callable[[Any], object] | None = None) -> Deferred:
+    def check(
+        self, action: Action, on_held: Callable[[Any], object] | None = None, hold_limit: int | None = None
+    ) -> Deferred:
         """
         Decide C{action} and write its C{action.start} record.
 
@@ -497,7 +509,8 @@ class Session:
         review's id; L{hoopgw.reviews.ReviewService.cancel} ends it if the
         client leaves), and the Deferred fires when the review is decided:
         approved, the handle is allowed; denied, expired or cancelled, it is
-        blocked with the reason.
+        blocked with the reason.  C{hold_limit} caps how long it may wait
+        (seconds), where the client cannot wait as long as the rule allows.
 
         @return: L{Deferred} firing with an L{ActionHandle} once the record
             has been written (and, in strict sync mode, synced).  Forward the
@@ -509,6 +522,10 @@ class Session:
         if not isinstance(handle, ActionHandle):
             return handle
         handle.on_held = on_held
+        handle.hold_limit = hold_limit
+        grants = self.service.grants
+        if grants is not None and self.grant is None and grants.any_active:
+            grants.attach(self)
         d = maybeDeferred(self.service.policy.decide, self.identity, self.connection, action)
         d.addCallback(handle._decided)
         return d
@@ -545,6 +562,26 @@ class Session:
         self.actions += 1
         return ActionHandle(session=self, action=action, number=self.actions)
 
+    def terminate(self, reason: str) -> Deferred:
+        """
+        End the session from the gateway's side (its access grant ended): the
+        front end's C{on_terminate} closes the client's connection, telling
+        it C{reason} where its protocol can, and closes the session as it
+        does when a client leaves (its actions' outcomes first); whoever
+        closes it, C{session.end} says C{terminated}, with the reason.
+        """
+        if self.closed:
+            return succeed(None)
+        self.termination = reason
+        end = self.on_terminate
+        if end is not None:
+            try:
+                end(reason)
+                return succeed(None)
+            except Exception:
+                log.failure("ending the client connection of session {id} failed", id=self.id)
+        return self.close()
+
     def close(
         self,
         *,
@@ -559,6 +596,8 @@ class Session:
         if self.closed:
             return succeed(None)
         self.closed = True
+        if self.termination is not None:
+            status, error = "terminated", self.termination
         if self.traffic is not None:
             self.bytes_in, self.bytes_out = self.traffic()
         service = self.service
@@ -648,6 +687,7 @@ class ActionHandle:
     finished: bool = False
     review: Any = None  # the hoopgw.reviews.Review that held it
     on_held: Any = None
+    hold_limit: int | None = None
 
     @property
     def id(self) -> str:
@@ -761,6 +801,7 @@ class ActionHandle:
                 requirement=decision.review,
                 reason=decision.message,
                 review_id=review_id,
+                timeout=self.hold_limit,
             )
 
         def opened(review: Any) -> Deferred:

@@ -617,9 +617,14 @@ class ErrorMessageTests(ConfigTestCase):
             (
                 HTTP + "token = 1\n",
                 'connections[0].token: unknown key; expected one of "ca_file", '
-                '"client_cert", "client_key", "impersonate", "insecure", "kind", "name", '
+                '"client_cert", "client_key", "hold_timeout", "impersonate", "insecure", "kind", "name", '
                 '"pass_cookies", "record_exec_output", "record_input", "token_env", "token_file", '
                 '"upgrade_idle_timeout", "upstream"',
+            ),
+            (
+                HTTP + 'hold_timeout = "0s"\n',
+                'connections[0].hold_timeout: expected a positive duration such as "30s", "15m", '
+                '"2h", "1d" or "1h30m" (or whole seconds), got "0s"',
             ),
             (
                 HTTP + "record_exec_output = 1\n",

@@ -1,6 +1,6 @@
 """
-The gateway's HTTP API listener (health and metrics now; audit, sessions,
-reviews and the console next).
+The gateway's HTTP API listener: health, metrics, reviews and access
+grants.
 """
 
 from hoopgw.api._site import APISite, make_api_site

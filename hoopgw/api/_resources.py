@@ -1,6 +1,6 @@
 """
-The API listener's resources: C{/healthz}, C{/metrics}, and C{/api/v1/reviews}
-(L{hoopgw.api._reviews}).
+The API listener's resources: C{/healthz}, C{/metrics}, C{/api/v1/reviews}
+(L{hoopgw.api._reviews}) and C{/api/v1/grants} (L{hoopgw.api._grants}).
 
 Every response the API makes itself is JSON (or the metrics text), never
 Twisted's HTML error pages, so that probes and scripts can read them.
@@ -114,17 +114,19 @@ class Root(Resource):
     (C{/}, unknown names, deeper paths) is a JSON 404.
     """
 
-    def __init__(self, routes: Mapping[bytes, Resource], reviews: Resource | None = None) -> None:
+    def __init__(self, routes: Mapping[bytes, Resource], api: Mapping[bytes, Resource] | None = None) -> None:
         super().__init__()
         self._routes = dict(routes)
-        self._reviews = reviews
+        self._api = dict(api or {})
 
     def getChild(self, path: bytes, request: Request) -> Resource:
-        if path == b"api" and self._reviews is not None and request.postpath[:2] == [b"v1", b"reviews"]:
-            # /api/v1/reviews[/...]: the rest of the path is the resource's.
-            request.prepath.extend(request.postpath[:2])
-            del request.postpath[:2]
-            return self._reviews
+        if path == b"api" and request.postpath[:1] == [b"v1"] and len(request.postpath) >= 2:
+            resource = self._api.get(request.postpath[1])
+            if resource is not None:
+                # /api/v1/<name>[/...]: the rest of the path is the resource's.
+                request.prepath.extend(request.postpath[:2])
+                del request.postpath[:2]
+                return resource
         # postpath is empty when path was the last segment: "/metrics" is an
         # endpoint, "/metrics/x" and "/metrics/" are not.
         if not request.postpath:

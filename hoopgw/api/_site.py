@@ -10,6 +10,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.web.http import Request
 from twisted.web.server import Site
 
+from hoopgw.api._grants import GrantsResource
 from hoopgw.api._reviews import ReviewsResource
 from hoopgw.api._resources import (
     HealthCheck,
@@ -55,11 +56,14 @@ class APISite(Site):
         )
 
 
-def make_api_site(*, metrics: MetricsSource, health: HealthCheck, reviews: Any = None, sessions: Any = None) -> Site:
+def make_api_site(
+    *, metrics: MetricsSource, health: HealthCheck, reviews: Any = None, sessions: Any = None, grants: Any = None
+) -> Site:
     """
     Build the API's site: C{GET /healthz}, C{GET /metrics}, and with
-    C{reviews} (a L{hoopgw.reviews.ReviewService}) and C{sessions} (whose
-    identity service checks the caller's token) C{/api/v1/reviews}.
+    C{sessions} (whose identity service checks the caller's token)
+    C{/api/v1/reviews} for C{reviews} (a L{hoopgw.reviews.ReviewService})
+    and C{/api/v1/grants} for C{grants} (a L{hoopgw.grants.GrantService}).
 
     @param metrics: a L{hoopgw.metrics.Metrics} (anything with C{render()}
         and C{content_type}).
@@ -71,6 +75,13 @@ def make_api_site(*, metrics: MetricsSource, health: HealthCheck, reviews: Any =
             b"healthz": HealthResource(health),
             b"metrics": MetricsResource(metrics),
         },
-        ReviewsResource(reviews, sessions) if reviews is not None else None,
+        {
+            name: resource
+            for name, resource in (
+                (b"reviews", ReviewsResource(reviews, sessions) if reviews is not None else None),
+                (b"grants", GrantsResource(grants, sessions) if grants is not None else None),
+            )
+            if resource is not None
+        },
     )
     return APISite(root)

@@ -281,7 +281,7 @@ def _api_url(args: argparse.Namespace) -> str:
 
 
 def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
-    """One call to the gateway's review API with the caller's token; (status, JSON body)."""
+    """One call to the gateway's API (reviews, grants) with the caller's token; (status, JSON body)."""
     import os
     import urllib.error
     import urllib.request
@@ -350,6 +350,43 @@ def reviews_decide(args: argparse.Namespace) -> int:
     if _api_result(status, body):
         return 1
     print(f"review {args.id}: {body['state']}")  # type: ignore[index]
+    return 0
+
+
+def _grant_line(grant: dict) -> str:
+    until = grant.get("expires") or "-"
+    return (
+        f"{grant['id']}  {grant['state']:<9} {grant['requester']['subject']:<16} {grant['connection']:<14} "
+        f"{grant['duration_seconds']:>6}s  until {until:<27}  review {grant.get('review') or '-'}  {grant.get('reason', '')!r}"
+    )
+
+
+def access_request(args: argparse.Namespace) -> int:
+    body = {"connection": args.connection, "duration": args.duration, "reason": args.reason}
+    status, grant = _api(args, "POST", "/api/v1/grants", body)
+    if _api_result(status, grant):
+        return 1
+    assert isinstance(grant, dict)
+    print(f"grant {grant['id']} requested: access to {grant['connection']} for {args.duration}, once approved")
+    print(f"an approver ({' or '.join(grant['approvers'])}) runs: hoopgw reviews approve {grant['review']}")
+    return 0
+
+
+def access_list(args: argparse.Namespace) -> int:
+    query = "?state=" + args.state if args.state else ""
+    status, body = _api(args, "GET", "/api/v1/grants" + query)
+    if _api_result(status, body):
+        return 1
+    for grant in body["grants"]:  # type: ignore[index]
+        print(json.dumps(grant, sort_keys=True) if args.json else _grant_line(grant))
+    return 0
+
+
+def access_revoke(args: argparse.Namespace) -> int:
+    status, body = _api(args, "POST", f"/api/v1/grants/{args.id}/revoke", {"reason": args.reason or ""})
+    if _api_result(status, body):
+        return 1
+    print(f"grant {args.id}: {body['state']}")  # type: ignore[index]
     return 0
 
 
@@ -473,6 +510,28 @@ def parser() -> argparse.ArgumentParser:
             verb.add_argument("id")
         if name in ("approve", "deny"):
             verb.add_argument("--reason", required=name == "deny", help="why (recorded in the audit trail)")
+        verb.set_defaults(run=run)
+
+    access = groups.add_parser("access", help="just-in-time access grants (the running gateway's API)")
+    access_verbs = access.add_subparsers(dest="verb", required=True)
+    for name, help_text, run in (
+        ("request", "ask for time-bound access to a connection (approved as a review)", access_request),
+        ("list", "grants you asked for or may approve, newest first", access_list),
+        ("revoke", "end a grant (yours, or one you may approve) and the sessions that used it", access_revoke),
+    ):
+        verb = access_verbs.add_parser(name, help=help_text)
+        verb.add_argument("--api", help="the gateway's API URL (default: [listen] api of the configuration)")
+        verb.add_argument("--token", help="your bearer token (default: $HOOPGW_TOKEN)")
+        if name == "request":
+            verb.add_argument("--connection", required=True)
+            verb.add_argument("--duration", required=True, help='how long, e.g. "30m", "1h" (at most the rule\'s max_duration)')
+            verb.add_argument("--reason", required=True, help="why (shown to approvers, recorded in the audit trail)")
+        elif name == "list":
+            verb.add_argument("--state", choices=["pending", "active", "denied", "cancelled", "expired", "revoked"])
+            verb.add_argument("--json", action="store_true", help="one JSON object per line")
+        else:
+            verb.add_argument("id")
+            verb.add_argument("--reason", help="why (recorded in the audit trail)")
         verb.set_defaults(run=run)
 
     policy = groups.add_parser("policy", help="policy files").add_subparsers(dest="verb", required=True)

@@ -16,7 +16,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hoopgw.config import parse_duration
 from hoopgw.errors import ConfigError, quote_choices
@@ -34,6 +34,7 @@ from hoopgw.policy.rules import (
     Condition,
     ConditionKind,
     ConditionSpec,
+    GrantRule,
     MaskRule,
     PolicyFile,
     PolicySet,
@@ -42,16 +43,19 @@ from hoopgw.policy.rules import (
 )
 
 # PolicySet is re-exported: it is what this module produces.
-__all__ = ["PolicySet", "build_policy_set", "load_policy_dir", "parse_policy_file", "policy_files"]
+__all__ = [
+    "ParsedPolicyFile", "PolicySet", "build_policy_set", "load_policy_dir", "parse_policy_file", "policy_files",
+]
 
-RULE_KEYS = ("actions", "connections", "effect", "groups", "message", "name", "review", "users")
+RULE_KEYS = ("actions", "connections", "effect", "grant", "groups", "message", "name", "review", "users")
+GRANT_KEYS = ("connections", "groups", "max_duration", "name", "review", "users")
 REVIEW_KEYS = ("approvers", "min_approvals", "timeout")
 MASK_KEYS = (
     "columns", "connections", "detectors", "except_groups", "groups", "json_paths", "kinds", "name", "patterns",
     "strategy", "users",
 )
 _KIND = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
-TOP_LEVEL_KEYS = ("mask", "rule")
+TOP_LEVEL_KEYS = ("grant", "mask", "rule")
 
 DEFAULT_REVIEW_TIMEOUT = 600
 
@@ -172,10 +176,11 @@ def _parse_conditions(
 
 
 def _parse_review(
-    ctx: _Context, where: str, value: object, effect: Effect
+    ctx: _Context, where: str, value: object, effect: Effect | None
 ) -> ReviewRequirement | None:
+    """A rule's C{review} table (C{effect} is the rule's), or a C{[[grant]]}'s (C{effect} is C{None})."""
     key = f"{where}.review"
-    if effect is not Effect.review:
+    if effect is not None and effect is not Effect.review:
         if value is None:
             return None
         first = next(iter(value), None) if isinstance(value, dict) else None
@@ -199,7 +204,8 @@ def _parse_review(
     if "approvers" not in value:
         raise ctx.error(
             f"{key}.approvers",
-            'required for a review rule; expected an array such as ["group:dba", "user:alice"]',
+            f'required for a {"review rule" if effect is not None else "grant"}; '
+            'expected an array such as ["group:dba", "user:alice"]',
         )
     approvers = ctx.strings(value["approvers"], f"{key}.approvers")
     for i, approver in enumerate(approvers):
@@ -276,6 +282,13 @@ def _parse_rule(ctx: _Context, index: int, table: Mapping[str, Any]) -> Rule:
     message = ctx.string(table["message"], f"{where}.message") if "message" in table else ""
     conditions = _parse_conditions(ctx, where, condition_items)
     review = _parse_review(ctx, where, table.get("review"), effect)
+    grant = table.get("grant")
+    if grant is not None and not isinstance(grant, bool):
+        raise ctx.error(
+            f"{where}.grant",
+            "expected true (only while the identity holds an access grant for the connection) "
+            f"or false (only while it holds none), got {_type_name(grant)}",
+        )
     return Rule(
         name=name,
         effect=effect,
@@ -286,6 +299,45 @@ def _parse_rule(ctx: _Context, index: int, table: Mapping[str, Any]) -> Rule:
         conditions=conditions,
         message=message,
         review=review,
+        grant=grant,
+        source=ctx.file,
+        index=index,
+    )
+
+
+DEFAULT_GRANT_DURATION = 3600
+
+
+def _parse_grant(ctx: _Context, index: int, table: Mapping[str, Any]) -> GrantRule:
+    where = f"grant[{index}]"
+    name = ctx.name(table, where)
+    where = f"{where} ({_quote(name)})"
+    for key in table:
+        if key not in GRANT_KEYS:
+            raise ctx.error(
+                f"{where}.{key}", f"unknown key; expected {_one_of(GRANT_KEYS)}{_did_you_mean(key, GRANT_KEYS)}"
+            )
+    if "connections" not in table:
+        raise ctx.error(f"{where}.connections", 'required; expected an array of connection names or globs such as ["prod-*"]')
+    if "review" not in table:
+        raise ctx.error(f"{where}.review.approvers", 'required for a grant; expected an array such as ["group:dba", "user:alice"]')
+    review = _parse_review(ctx, where, table["review"], None)
+    assert review is not None
+    max_duration = DEFAULT_GRANT_DURATION
+    if "max_duration" in table:
+        try:
+            max_duration = parse_duration(table["max_duration"])
+        except ValueError as e:
+            raise ctx.error(f"{where}.max_duration", str(e)) from None
+        if max_duration < 1:
+            raise ctx.error(f"{where}.max_duration", f"expected a duration of at least one second, got {_quote(table['max_duration'])}")
+    return GrantRule(
+        name=name,
+        review=ReviewRequirement(review.approvers, review.min_approvals, review.timeout_seconds, rules=(name,)),
+        max_duration_seconds=max_duration,
+        groups=ctx.groups(table["groups"], f"{where}.groups") if "groups" in table else ANY,
+        users=ctx.strings(table["users"], f"{where}.users") if "users" in table else ANY,
+        connections=ctx.strings(table["connections"], f"{where}.connections"),
         source=ctx.file,
         index=index,
     )
@@ -393,12 +445,18 @@ def _parse_mask(ctx: _Context, index: int, table: Mapping[str, Any]) -> MaskRule
     )
 
 
+class ParsedPolicyFile(NamedTuple):
+    rules: tuple[Rule, ...]
+    masks: tuple[MaskRule, ...]
+    grants: tuple[GrantRule, ...] = ()
+
+
 def parse_policy_file(
     data: bytes,
     *,
     file: str,
     conditions: Mapping[str, ConditionSpec] | None = None,
-) -> tuple[tuple[Rule, ...], tuple[MaskRule, ...]]:
+) -> ParsedPolicyFile:
     """
     Validate one policy file's bytes.
 
@@ -419,12 +477,13 @@ def parse_policy_file(
         if key not in TOP_LEVEL_KEYS:
             raise ctx.error(
                 key,
-                'unknown key; expected "rule" ([[rule]] tables) or "mask" ([[mask]] tables)'
-                + _did_you_mean(key, TOP_LEVEL_KEYS),
+                'unknown key; expected "rule" ([[rule]] tables), "mask" ([[mask]] tables) '
+                'or "grant" ([[grant]] tables)' + _did_you_mean(key, TOP_LEVEL_KEYS),
             )
     rules = tuple(_parse_rule(ctx, i, t) for i, t in enumerate(_table_array(ctx, document, "rule")))
     masks = tuple(_parse_mask(ctx, i, t) for i, t in enumerate(_table_array(ctx, document, "mask")))
-    return rules, masks
+    grants = tuple(_parse_grant(ctx, i, t) for i, t in enumerate(_table_array(ctx, document, "grant")))
+    return ParsedPolicyFile(rules, masks, grants)
 
 
 def build_policy_set(
@@ -434,7 +493,8 @@ def build_policy_set(
 ) -> PolicySet:
     """
     Validate policy files, given as (path, bytes) in load order, into one
-    L{PolicySet}.  Rule names, and mask names, must be unique across files.
+    L{PolicySet}.  Rule names, mask names and grant names must be unique
+    across files.
 
     @raise ConfigError: if any file is invalid or a name is defined twice.
     """
@@ -443,8 +503,20 @@ def build_policy_set(
     loaded: list[PolicyFile] = []
     seen_rules: dict[str, Rule] = {}
     seen_masks: dict[str, MaskRule] = {}
+    grants: list[GrantRule] = []
+    seen_grants: dict[str, GrantRule] = {}
     for path, data in files:
-        file_rules, file_masks = parse_policy_file(data, file=path, conditions=conditions)
+        file_rules, file_masks, file_grants = parse_policy_file(data, file=path, conditions=conditions)
+        for grant in file_grants:
+            first_grant = seen_grants.setdefault(grant.name, grant)
+            if first_grant is not grant:
+                raise ConfigError(
+                    path,
+                    f"grant[{grant.index}] ({_quote(grant.name)}).name",
+                    f"duplicate grant name; expected a name not used elsewhere, "
+                    f"already used by {first_grant.source}: grant[{first_grant.index}]",
+                )
+        grants.extend(file_grants)
         for rule in file_rules:
             first = seen_rules.setdefault(rule.name, rule)
             if first is not rule:
@@ -466,9 +538,9 @@ def build_policy_set(
         rules.extend(file_rules)
         masks.extend(file_masks)
         loaded.append(
-            PolicyFile(path, hashlib.sha256(data).hexdigest(), len(file_rules), len(file_masks))
+            PolicyFile(path, hashlib.sha256(data).hexdigest(), len(file_rules), len(file_masks), len(file_grants))
         )
-    return PolicySet(rules, masks, loaded)
+    return PolicySet(rules, masks, loaded, grants)
 
 
 def policy_files(path: str | Path) -> list[Path]:

@@ -28,6 +28,7 @@ from hoopgw.model import Action, Decision, Effect, Identity
 __all__ = [
     "CONDITIONS",
     "DETECTORS",
+    "GrantRule",
     "MASK_STRATEGIES",
     "Condition",
     "ConditionKind",
@@ -319,6 +320,9 @@ class Rule:
     @ivar actions: glob patterns on the action's kind.
     @ivar conditions: all must match (see L{ConditionKind}).
     @ivar review: set exactly when C{effect} is C{review}.
+    @ivar grant: C{True}: the rule matches only while the identity holds an
+        active access grant for the connection (L{hoopgw.grants});
+        C{False}: only while it holds none; C{None}: either way.
     @ivar source: the policy file the rule comes from, C{index} its
         position among the file's rules (from 0); both only for messages.
     """
@@ -332,6 +336,7 @@ class Rule:
     conditions: tuple[Condition, ...] = field(default=(), converter=_conditions)
     message: str = ""
     review: ReviewRequirement | None = None
+    grant: bool | None = None
     source: str | None = field(default=None, eq=False)
     index: int | None = field(default=None, eq=False)
 
@@ -349,6 +354,41 @@ class Rule:
         else:
             label = f"rule[{self.index}] ({_quote(self.name)})"
         return f"{self.source} {label}" if self.source else label
+
+
+@frozen
+class GrantRule:
+    """
+    One C{[[grant]]} of a policy file: who may ask for time-bound access to
+    which connections, for how long at most, and who approves it.
+
+    @ivar groups: identity groups that may ask (C{"*"}: anyone).
+    @ivar users: glob patterns on the subjects that may ask.
+    @ivar connections: glob patterns on the connections it is about.
+    @ivar max_duration_seconds: the longest grant that may be asked for.
+    @ivar review: who approves a request (as a review rule's).
+    """
+
+    name: str
+    review: ReviewRequirement
+    max_duration_seconds: int = 3600
+    groups: tuple[str, ...] = field(default=ANY, converter=_strs)
+    users: tuple[str, ...] = field(default=ANY, converter=_strs)
+    connections: tuple[str, ...] = field(default=ANY, converter=_strs)
+    source: str | None = field(default=None, eq=False)
+    index: int | None = field(default=None, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_duration_seconds < 1:
+            raise ValueError(f"max_duration_seconds must be positive, got {self.max_duration_seconds}")
+
+    def covers(self, identity: Identity, connection_name: str) -> bool:
+        """Whether C{identity} may ask this rule for access to that connection."""
+        if "*" not in self.groups and set(self.groups).isdisjoint(identity.groups):
+            return False
+        if "*" not in self.users and not any(fnmatch.fnmatchcase(identity.subject, p) for p in self.users):
+            return False
+        return any(fnmatch.fnmatchcase(connection_name, p) for p in self.connections)
 
 
 DETECTORS = frozenset(_detectors.DETECTORS)
@@ -414,9 +454,13 @@ class PolicyFile:
     sha256: str
     rules: int
     masks: int = 0
+    grants: int = 0
 
     def to_record(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "rules": self.rules, "masks": self.masks}
+        record = {"path": self.path, "sha256": self.sha256, "rules": self.rules, "masks": self.masks}
+        if self.grants:
+            record["grants"] = self.grants
+        return record
 
 
 def _rules(value: Iterable[Rule]) -> tuple[Rule, ...]:
@@ -431,16 +475,26 @@ def _files(value: Iterable[PolicyFile]) -> tuple[PolicyFile, ...]:
     return tuple(value)
 
 
+def _grants(value: Iterable[GrantRule]) -> tuple[GrantRule, ...]:
+    return tuple(value)
+
+
+# Whether an identity holds an active grant for a connection (L{hoopgw.grants.GrantService.holds}).
+HoldsGrant = Callable[[Identity, str], bool]
+
+
 @frozen
 class PolicySet:
     """
-    A loaded policy: every rule and mask of the policy folder in load order
-    (files sorted by name, then as written), and the files they came from.
+    A loaded policy: every rule, mask and grant rule of the policy folder in
+    load order (files sorted by name, then as written), and the files they
+    came from.
     """
 
     rules: tuple[Rule, ...] = field(default=(), converter=_rules)
     masks: tuple[MaskRule, ...] = field(default=(), converter=_masks)
     files: tuple[PolicyFile, ...] = field(default=(), converter=_files)
+    grants: tuple[GrantRule, ...] = field(default=(), converter=_grants)
     _evaluator: _Evaluator = field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -456,13 +510,26 @@ class PolicySet:
         """The mask rules that apply to C{identity}'s responses from a connection."""
         return tuple(m for m in self.masks if m.applies_to(connection_name, identity))
 
-    def evaluate(self, identity: Identity, connection_name: str, action: Action) -> Decision:
+    def grant_rule(self, identity: Identity, connection_name: str) -> GrantRule | None:
+        """The first C{[[grant]]} under which C{identity} may ask for access to that connection."""
+        for grant in self.grants:
+            if grant.covers(identity, connection_name):
+                return grant
+        return None
+
+    def evaluate(
+        self, identity: Identity, connection_name: str, action: Action, holds_grant: HoldsGrant | None = None
+    ) -> Decision:
         """See L{evaluate}."""
-        return self._evaluator.evaluate(identity, connection_name, action)
+        return self._evaluator.evaluate(identity, connection_name, action, holds_grant)
 
 
 def evaluate(
-    policy: PolicySet, identity: Identity, connection_name: str, action: Action
+    policy: PolicySet,
+    identity: Identity,
+    connection_name: str,
+    action: Action,
+    holds_grant: HoldsGrant | None = None,
 ) -> Decision:
     """
     Decide C{action} by C{identity} on the connection named C{connection_name}.
@@ -480,8 +547,12 @@ def evaluate(
     L{ReviewRequirement.combine}), the first of them named in the decision;
     else the first matching allow rule decides.  So a review rule gates
     what an allow rule grants, and never grants anything by itself.
+
+    A rule with C{grant} set matches only if C{holds_grant(identity,
+    connection_name)} says so (asked only when such a rule could apply;
+    without C{holds_grant}, no identity holds a grant).
     """
-    return policy._evaluator.evaluate(identity, connection_name, action)
+    return policy._evaluator.evaluate(identity, connection_name, action, holds_grant)
 
 
 # -- compiled form ------------------------------------------------------------
@@ -500,6 +571,7 @@ class _CompiledRule:
         "checks",
         "connections",
         "decision",
+        "grant",
         "groups",
         "requires",
         "rule",
@@ -513,6 +585,7 @@ class _CompiledRule:
         self.connections = compile_globs(rule.connections)
         self.actions = compile_globs(rule.actions)
         self.requires = frozenset(c.name for c in rule.conditions)
+        self.grant = rule.grant
         # (attribute, matcher, expected): a glob condition has a matcher, a
         # boolean one the expected value; tested inline by applies().
         checks: list[tuple[str, Callable[[str], object] | None, bool | None]] = []
@@ -540,7 +613,9 @@ class _CompiledRule:
         # Deciding rules hand out this one value: no allocation per call.
         self.decision = Decision(rule.effect, rule.name, message, review)
 
-    def applies(self, identity: Identity, attributes: Mapping[str, Any]) -> bool:
+    def applies(self, identity: Identity, attributes: Mapping[str, Any], granted: bool) -> bool:
+        if self.grant is not None and self.grant is not granted:
+            return False
         groups = self.groups
         if groups is not None and groups.isdisjoint(identity.groups):
             return False
@@ -579,6 +654,7 @@ class _Candidates:
     reviews: tuple[_CompiledRule, ...]
     allows: tuple[_CompiledRule, ...]
     no_match: str
+    uses_grant: bool = False  # a candidate asks whether the identity holds a grant
 
 
 # Connection names, action kinds and attribute names come from small sets in
@@ -622,6 +698,7 @@ class _Evaluator:
             tuple(by_effect[Effect.review]),
             tuple(by_effect[Effect.allow]),
             f"no rule allows {_quote(kind)} on {_quote(connection_name)} for ",
+            any(c.grant is not None for effect in by_effect.values() for c in effect),
         )
         if self._size >= _CACHE_LIMIT:
             self._cache.clear()
@@ -631,7 +708,9 @@ class _Evaluator:
         self._size += 1
         return candidates
 
-    def evaluate(self, identity: Identity, connection_name: str, action: Action) -> Decision:
+    def evaluate(
+        self, identity: Identity, connection_name: str, action: Action, holds_grant: HoldsGrant | None
+    ) -> Decision:
         kind = action.kind
         attributes = action.attributes
         names = tuple(attributes)
@@ -643,12 +722,15 @@ class _Evaluator:
                 candidates = by_names.get(names)
         if candidates is None:
             candidates = self._candidates(connection_name, kind, names)
+        granted = False
+        if candidates.uses_grant and holds_grant is not None:
+            granted = holds_grant(identity, connection_name) is True
 
         for compiled in candidates.denies:
-            if compiled.applies(identity, attributes):
+            if compiled.applies(identity, attributes, granted):
                 return compiled.decision
         for compiled in candidates.allows:
-            if compiled.applies(identity, attributes):
+            if compiled.applies(identity, attributes, granted):
                 allowed = compiled
                 break
         else:
@@ -657,7 +739,7 @@ class _Evaluator:
         first = None
         several = None
         for compiled in candidates.reviews:
-            if compiled.applies(identity, attributes):
+            if compiled.applies(identity, attributes, granted):
                 if first is None:
                     first = compiled
                 elif several is None:

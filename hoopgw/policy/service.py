@@ -15,7 +15,7 @@ from hoopgw.errors import ConfigError
 from hoopgw.interfaces import IPolicy
 from hoopgw.model import Action, Connection, Decision, Identity
 from hoopgw.policy.loader import load_policy_dir
-from hoopgw.policy.rules import PolicySet
+from hoopgw.policy.rules import HoldsGrant, PolicySet
 
 __all__ = ["PolicyObserver", "PolicyService"]
 
@@ -44,6 +44,8 @@ class PolicyService:
     policy_set: PolicySet
     directory: Path | None = field(default=None, kw_only=True)
     observer: PolicyObserver | None = field(default=None, kw_only=True)
+    # Whether an identity holds an access grant (hoopgw.grants), for rules with "grant"; None: nobody does.
+    holds_grant: HoldsGrant | None = field(default=None, kw_only=True)
 
     @classmethod
     def from_directory(
@@ -68,7 +70,7 @@ class PolicyService:
         as a refusal.
         """
         try:
-            return succeed(self.policy_set.evaluate(identity, connection.name, action))
+            return succeed(self.policy_set.evaluate(identity, connection.name, action, self.holds_grant))
         except Exception:  # noqa: BLE001 -- any bug must reach the session as a failure
             return fail()
 

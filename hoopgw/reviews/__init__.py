@@ -81,6 +81,14 @@ class NotAnApprover(ReviewError):
     code = 403
 
 
+def short_id(taken: Callable[[str], bool]) -> str:
+    """Eight letters and digits, easy to read aloud and type, that C{taken} does not refuse."""
+    while True:
+        candidate = "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+        if not taken(candidate):
+            return candidate
+
+
 def identity_record(identity: Identity) -> dict[str, Any]:
     return {"issuer": identity.issuer, "subject": identity.subject, "groups": list(identity.groups)}
 
@@ -100,6 +108,8 @@ class Review:
     reason: str
     created: float
     expires: float
+    # The requirement's timeout, or less where the protocol cannot wait as long (an HTTP connection's hold_timeout).
+    timeout_seconds: int = 0
     state: ReviewState = ReviewState.pending
     decided: float | None = None
     approvals: list[dict[str, Any]] = field(factory=list)
@@ -133,7 +143,7 @@ class Review:
             text = f"review {self.id} was denied by {by}"
             return f"{text}: {reason}" if reason else text
         if self.state is ReviewState.expired:
-            return f"review {self.id} expired after {self.requirement.timeout_seconds} s without enough approvals"
+            return f"review {self.id} expired after {self.timeout_seconds} s without enough approvals"
         return f"review {self.id} was cancelled: {reason}" if reason else f"review {self.id} was cancelled"
 
     def to_record(self) -> dict[str, Any]:
@@ -151,7 +161,7 @@ class Review:
             "rules": list(requirement.rules) or ([self.rule] if self.rule else []),
             "approvers": list(requirement.approvers),
             "min_approvals": requirement.min_approvals,
-            "timeout_seconds": requirement.timeout_seconds,
+            "timeout_seconds": self.timeout_seconds,
             "reason": self.reason,
             "approvals": list(self.approvals),
         }
@@ -188,10 +198,7 @@ class ReviewService:
 
     def new_id(self) -> str:
         """An id no pending review has (the held action's record names it before the review opens)."""
-        while True:
-            candidate = "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
-            if candidate not in self._live:
-                return candidate
+        return short_id(self._live.__contains__)
 
     def open(
         self,
@@ -205,13 +212,18 @@ class ReviewService:
         requirement: Any,
         reason: str = "",
         review_id: str | None = None,
+        timeout: int | None = None,
     ) -> Deferred[Review]:
         """
         Open a pending review: its C{review.requested} record first (a
         failure to write it fails the returned Deferred: the action must be
         refused), then the store, then the expiry timer.
+
+        @param timeout: seconds before it expires, if the front end cannot
+            wait as long as C{requirement.timeout_seconds}.
         """
         now = self.clock.seconds()
+        seconds = requirement.timeout_seconds if timeout is None else max(1, min(timeout, requirement.timeout_seconds))
         review = Review(
             id=review_id or self.new_id(),
             session=session,
@@ -223,13 +235,14 @@ class ReviewService:
             requirement=requirement,
             reason=reason,
             created=now,
-            expires=now + requirement.timeout_seconds,
+            expires=now + seconds,
+            timeout_seconds=seconds,
         )
         d = self._record("review.requested", review)
 
         def opened(_: object) -> Review:
             self._live[review.id] = review
-            review._timer = self.clock.callLater(requirement.timeout_seconds, self._expire, review)
+            review._timer = self.clock.callLater(seconds, self._expire, review)
             self._save(review)
             for observer in self.observers:
                 try:

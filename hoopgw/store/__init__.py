@@ -1,5 +1,5 @@
 """
-The gateway's queryable state: sessions and reviews (grants next).
+The gateway's queryable state: sessions, reviews and access grants.
 
 L{SQLiteStore} is the embedded default; L{MemoryStore} is for tests and
 library users; L{read_sessions} is the admin CLI's read-only view.

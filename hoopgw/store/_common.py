@@ -72,6 +72,11 @@ def format_time(value: Any, key: str) -> str:
     raise ValueError(f"{key}: expected a time, got {type(value).__name__}")
 
 
+def parse_time(text: str) -> float:
+    """The Unix time of a time L{format_time} wrote."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def new_session_row(session: Mapping[str, Any]) -> dict[str, Any]:
     """
     Validate a session mapping and return the row to store, with every
@@ -128,14 +133,38 @@ def sort_key(row: Mapping[str, Any]) -> tuple[str, str]:
     return (row["started"], row["id"])
 
 
+#: Column order of the C{grants} table (as for reviews: C{document} is the
+#: whole grant, L{hoopgw.grants.Grant.to_record}).
+GRANT_COLUMNS: tuple[str, ...] = ("id", "created", "state", "requester", "connection", "document")
+
+
+def grant_row(grant: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    The row to store for a grant record (its C{id}, C{created}, C{state},
+    C{requester.subject}, C{connection} required).
+
+    @raise ValueError: a required key is missing or has the wrong type.
+    """
+    return _document_row("grant", grant, GRANT_COLUMNS)
+
+
+def _document_row(what: str, record: Mapping[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
+    for key in columns:
+        if key not in ("requester", "document") and not isinstance(record.get(key), str):
+            raise ValueError(f"{what} {key}: expected a string")
+    requester = record.get("requester")
+    if not isinstance(requester, Mapping) or not isinstance(requester.get("subject"), str):
+        raise ValueError(f"{what} requester: expected a mapping with a subject")
+    row = {key: record[key] for key in columns if key not in ("requester", "document")}
+    row["requester"] = requester["subject"]
+    row["document"] = json.loads(json.dumps(dict(record)))
+    return row
+
+
 #: Column order of the C{reviews} table.  C{document} is the whole review
 #: (L{hoopgw.reviews.Review.to_record}) as JSON; the other columns are what
 #: queries filter and sort on.
 REVIEW_COLUMNS: tuple[str, ...] = ("id", "created", "state", "session", "requester", "connection", "document")
-
-
-class UnknownReview(StoreError, LookupError):
-    """No review has the given id."""
 
 
 def review_row(review: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,19 +175,4 @@ def review_row(review: Mapping[str, Any]) -> dict[str, Any]:
 
     @raise ValueError: a required key is missing or has the wrong type.
     """
-    for key in ("id", "created", "state", "session", "connection"):
-        if not isinstance(review.get(key), str):
-            raise ValueError(f"review {key}: expected a string")
-    requester = review.get("requester")
-    if not isinstance(requester, Mapping) or not isinstance(requester.get("subject"), str):
-        raise ValueError("review requester: expected a mapping with a subject")
-    document = json.loads(json.dumps(dict(review)))
-    return {
-        "id": review["id"],
-        "created": review["created"],
-        "state": review["state"],
-        "session": review["session"],
-        "requester": requester["subject"],
-        "connection": review["connection"],
-        "document": document,
-    }
+    return _document_row("review", review, REVIEW_COLUMNS)

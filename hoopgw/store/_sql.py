@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from attrs import frozen
 
-from hoopgw.store._common import REVIEW_COLUMNS, SESSION_COLUMNS, StoreError
+from hoopgw.store._common import GRANT_COLUMNS, REVIEW_COLUMNS, SESSION_COLUMNS, StoreError
 
 # Not preceded by a colon or word character: leaves PostgreSQL casts
 # ("x::text") alone.
@@ -131,6 +131,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         'CREATE INDEX reviews_state ON reviews ("state", "created")',
     ),
+    (
+        """CREATE TABLE grants (
+            "id" TEXT PRIMARY KEY,
+            "created" TEXT NOT NULL,
+            "state" TEXT NOT NULL,
+            "requester" TEXT NOT NULL,
+            "connection" TEXT NOT NULL,
+            "document" TEXT NOT NULL
+        )""",
+        'CREATE INDEX grants_state ON grants ("state", "created")',
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -231,29 +242,34 @@ def decode_session(values: Sequence[Any]) -> dict[str, Any]:
     return row
 
 
-_REVIEW_LIST = ", ".join(quote(column) for column in REVIEW_COLUMNS)
+# Reviews and grants: a document per id, with the columns queries filter and sort on.
+DOCUMENT_TABLES: Mapping[str, tuple[str, ...]] = {"reviews": REVIEW_COLUMNS, "grants": GRANT_COLUMNS}
 
 
-def save_review(row: Mapping[str, Any]) -> Statement:
-    """An INSERT of a row from L{hoopgw.store._common.review_row}, or an UPDATE of the one stored (an upsert)."""
+def save_document(table: str, row: Mapping[str, Any]) -> Statement:
+    """An INSERT of a row (L{hoopgw.store._common.review_row}, C{grant_row}), or an UPDATE of the one stored (an upsert)."""
+    columns = DOCUMENT_TABLES[table]
     params = dict(row)
     params["document"] = json.dumps(params["document"], sort_keys=True, separators=(",", ":"))
-    placeholders = ", ".join(":" + column for column in REVIEW_COLUMNS)
-    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in REVIEW_COLUMNS if c != "id")
+    names = ", ".join(quote(column) for column in columns)
+    placeholders = ", ".join(":" + column for column in columns)
+    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns if c != "id")
     return (
-        f'INSERT INTO reviews ({_REVIEW_LIST}) VALUES ({placeholders}) ON CONFLICT ("id") DO UPDATE SET {updates}',
+        f'INSERT INTO {table} ({names}) VALUES ({placeholders}) ON CONFLICT ("id") DO UPDATE SET {updates}',
         params,
     )
 
 
-def select_reviews(*, limit: int, state: str | None) -> Statement:
-    """Reviews newest first, of one state or all."""
+def select_documents(table: str, *, limit: int, state: str | None) -> Statement:
+    """Documents newest first, of one state or all."""
+    assert table in DOCUMENT_TABLES
     where = ' WHERE "state" = :state' if state is not None else ""
     return (
-        f'SELECT "document" FROM reviews{where} ORDER BY "created" DESC, "id" DESC LIMIT :limit',
+        f'SELECT "document" FROM {table}{where} ORDER BY "created" DESC, "id" DESC LIMIT :limit',
         {"limit": check_limit(limit), "state": state},
     )
 
 
-def select_review(review_id: str) -> Statement:
-    return ('SELECT "document" FROM reviews WHERE "id" = :id', {"id": review_id})
+def select_document(table: str, document_id: str) -> Statement:
+    assert table in DOCUMENT_TABLES
+    return (f'SELECT "document" FROM {table} WHERE "id" = :id', {"id": document_id})

@@ -20,6 +20,7 @@ from hoopgw.store._common import (
     UnknownSession,
     format_time,
     new_session_row,
+    grant_row,
     review_row,
     sort_key,
 )
@@ -36,6 +37,7 @@ class MemoryStore:
 
     sessions: dict[str, dict[str, Any]] = field(factory=dict)
     reviews: dict[str, dict[str, Any]] = field(factory=dict)
+    grants: dict[str, dict[str, Any]] = field(factory=dict)
     _closed: bool = False
 
     def whenReady(self) -> Deferred["MemoryStore"]:
@@ -112,16 +114,34 @@ class MemoryStore:
         return succeed([row["id"] for row in open_rows])
 
     def review_saved(self, review: Any) -> Deferred[None]:
+        return self._save(self.reviews, review_row, review)
+
+    def list_reviews(self, limit: int = 100, state: str | None = None) -> Deferred[list[dict[str, Any]]]:
+        return self._list(self.reviews, limit, state)
+
+    def get_review(self, review_id: str) -> Deferred[dict[str, Any] | None]:
+        return self._get(self.reviews, review_id)
+
+    def grant_saved(self, grant: Any) -> Deferred[None]:
+        return self._save(self.grants, grant_row, grant)
+
+    def list_grants(self, limit: int = 100, state: str | None = None) -> Deferred[list[dict[str, Any]]]:
+        return self._list(self.grants, limit, state)
+
+    def get_grant(self, grant_id: str) -> Deferred[dict[str, Any] | None]:
+        return self._get(self.grants, grant_id)
+
+    def _save(self, table: dict[str, dict[str, Any]], row: Any, record: Any) -> Deferred[None]:
         if self._closed:
             return fail(StoreError("the store is closed"))
         try:
-            row = review_row(review)
+            stored = row(record)
         except ValueError:
             return fail()
-        self.reviews[row["id"]] = row
+        table[stored["id"]] = stored
         return succeed(None)
 
-    def list_reviews(self, limit: int = 100, state: str | None = None) -> Deferred[list[dict[str, Any]]]:
+    def _list(self, table: dict[str, dict[str, Any]], limit: int, state: str | None) -> Deferred[list[dict[str, Any]]]:
         if self._closed:
             return fail(StoreError("the store is closed"))
         try:
@@ -129,15 +149,15 @@ class MemoryStore:
         except ValueError:
             return fail()
         rows = sorted(
-            (r for r in self.reviews.values() if state is None or r["state"] == state),
+            (r for r in table.values() if state is None or r["state"] == state),
             key=lambda r: (r["created"], r["id"]), reverse=True,
         )
         return succeed([copy.deepcopy(r["document"]) for r in rows[:limit]])
 
-    def get_review(self, review_id: str) -> Deferred[dict[str, Any] | None]:
+    def _get(self, table: dict[str, dict[str, Any]], document_id: str) -> Deferred[dict[str, Any] | None]:
         if self._closed:
             return fail(StoreError("the store is closed"))
-        row = self.reviews.get(review_id)
+        row = table.get(document_id)
         return succeed(None if row is None else copy.deepcopy(row["document"]))
 
     def close(self) -> Deferred[None]:

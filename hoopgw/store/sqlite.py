@@ -31,6 +31,7 @@ from hoopgw.store._common import (
     UnknownSession,
     format_time,
     new_session_row,
+    grant_row,
     review_row,
 )
 
@@ -308,8 +309,31 @@ class SQLiteStore:
 
     def review_saved(self, review: Any) -> Deferred[None]:
         """Store a review record (L{hoopgw.reviews.Review.to_record}), new or changed."""
+        return self._save_document("reviews", review_row, review)
+
+    def list_reviews(self, limit: int = 100, state: str | None = None) -> Deferred[list[dict[str, Any]]]:
+        """@return: L{Deferred} firing with up to C{limit} review records, newest first."""
+        return self._list_documents("reviews", limit, state)
+
+    def get_review(self, review_id: str) -> Deferred[dict[str, Any] | None]:
+        """@return: L{Deferred} firing with the review record, or C{None}."""
+        return self._get_document("reviews", review_id)
+
+    def grant_saved(self, grant: Any) -> Deferred[None]:
+        """Store a grant record (L{hoopgw.grants.Grant.to_record}), new or changed."""
+        return self._save_document("grants", grant_row, grant)
+
+    def list_grants(self, limit: int = 100, state: str | None = None) -> Deferred[list[dict[str, Any]]]:
+        """@return: L{Deferred} firing with up to C{limit} grant records, newest first."""
+        return self._list_documents("grants", limit, state)
+
+    def get_grant(self, grant_id: str) -> Deferred[dict[str, Any] | None]:
+        """@return: L{Deferred} firing with the grant record, or C{None}."""
+        return self._get_document("grants", grant_id)
+
+    def _save_document(self, table: str, row: Callable[[Any], dict[str, Any]], record: Any) -> Deferred[None]:
         try:
-            sql, params = _sql.save_review(review_row(review))
+            sql, params = _sql.save_document(table, row(record))
         except ValueError:
             return fail()
         sql = self._dialect.sql(sql)
@@ -320,17 +344,15 @@ class SQLiteStore:
 
         return self._run(save)
 
-    def list_reviews(self, limit: int = 100, state: str | None = None) -> Deferred[list[dict[str, Any]]]:
-        """@return: L{Deferred} firing with up to C{limit} review records, newest first."""
+    def _list_documents(self, table: str, limit: int, state: str | None) -> Deferred[list[dict[str, Any]]]:
         try:
-            statement = _sql.select_reviews(limit=limit, state=state)
+            statement = _sql.select_documents(table, limit=limit, state=state)
         except ValueError:
             return fail()
         return self._select(statement, lambda rows: [json.loads(row[0]) for row in rows])
 
-    def get_review(self, review_id: str) -> Deferred[dict[str, Any] | None]:
-        """@return: L{Deferred} firing with the review record, or C{None}."""
-        return self._select(_sql.select_review(review_id), lambda rows: json.loads(rows[0][0]) if rows else None)
+    def _get_document(self, table: str, document_id: str) -> Deferred[dict[str, Any] | None]:
+        return self._select(_sql.select_document(table, document_id), lambda rows: json.loads(rows[0][0]) if rows else None)
 
     def close(self) -> Deferred[None]:
         """

@@ -198,7 +198,7 @@ sys.stdout.write(received.decode("latin-1"))
 class _GatewayCase(TestCase):
     timeout = 120
 
-    def start(self, fake: FakeKubernetes) -> None:
+    def start(self, fake: FakeKubernetes, *, extra_policy: str = "", extra_config: str = "", api: bool = False) -> None:
         self.base = Path(self.mktemp()).resolve()
         self.base.mkdir(parents=True)
         self.fake = fake
@@ -218,6 +218,8 @@ class _GatewayCase(TestCase):
             'k8s.names = ["locked*"]\n'
             'message = "port-forward is not allowed here"\n'
         )
+        if extra_policy:
+            (policies / "extra.toml").write_text(extra_policy)
         os.environ["HOOPGW_TEST_WEB_TOKEN"] = "upstream-web-token"
         self.config_text = f"""
 [gateway]
@@ -227,7 +229,7 @@ policies = "policies"
 postgres = false
 ssh = false
 http = "tcp:0:interface=127.0.0.1"
-api = false
+api = {'"tcp:0:interface=127.0.0.1"' if api else 'false'}
 [[connections]]
 name = "k8s"
 kind = "http"
@@ -273,7 +275,7 @@ name = "wrongca"
 kind = "http"
 upstream = "https://127.0.0.1:{web_port}/base"
 ca_file = "k8s-ca.pem"
-"""
+{extra_config}"""
         (self.base / "hoopgw.toml").write_text(self.config_text)
         config = loads(self.config_text, source=self.base / "hoopgw.toml", base_dir=self.base)
         self.gateway = Gateway(config, reactor=reactor)

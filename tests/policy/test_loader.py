@@ -31,12 +31,12 @@ REPO = Path(__file__).resolve().parents[2]
 # The vocabulary grows as front ends add conditions; the message lists it sorted.
 CONDITION_LIST = quote_choices(CONDITIONS)
 RULE_KEY_LIST = (
-    '"actions", "connections", "effect", "groups", "message", "name", "review", "users"'
+    '"actions", "connections", "effect", "grant", "groups", "message", "name", "review", "users"'
 )
 
 
 def parse(text: str, file: str = "policies/db.toml") -> tuple[tuple[Rule, ...], tuple[MaskRule, ...]]:
-    return parse_policy_file(text.encode("utf-8"), file=file)
+    return parse_policy_file(text.encode("utf-8"), file=file)[:2]
 
 
 class ParseTests(SynchronousTestCase):
@@ -375,7 +375,7 @@ class ParseTests(SynchronousTestCase):
         """
         self.assertError('[[rules]]\nname = "x"\n',
                          'policies/db.toml: rules: unknown key; expected "rule" ([[rule]] '
-                         'tables) or "mask" ([[mask]] tables); did you mean "rule"?')
+                         'tables), "mask" ([[mask]] tables) or "grant" ([[grant]] tables); did you mean "rule"?')
         self.assertError('[rule]\nname = "x"\n',
                          "policies/db.toml: rule: expected an array of tables ([[rule]]), "
                          "got a table")

@@ -27,12 +27,21 @@ class ServiceTests(SynchronousTestCase):
         self.store = MemoryStore()
         self.reviews = ReviewService(store=self.store, append=self.audit.append, clock=self.clock, gateway="gw")
 
-    def open(self, requirement: ReviewRequirement = DBA):
+    def open(self, requirement: ReviewRequirement = DBA, timeout: int | None = None):
         return self.successResultOf(self.reviews.open(
             session="s1", action_id="s1/1", requester=ALICE, connection="db",
             action={"kind": "sql.delete", "input": "DELETE FROM t"}, rule="review-deletes",
-            requirement=requirement, reason="deletes need a DBA",
+            requirement=requirement, reason="deletes need a DBA", timeout=timeout,
         ))
+
+    def test_a_front_end_that_cannot_wait_as_long(self) -> None:
+        """A shorter limit (an HTTP connection's hold_timeout) expires the review then, and says so; never a longer one."""
+        review = self.open(timeout=5)
+        self.assertEqual(review.to_record()["timeout_seconds"], 5)
+        self.clock.advance(5)
+        self.assertEqual(review.state, ReviewState.expired)
+        self.assertEqual(review.refusal(), f"review {review.id} expired after 5 s without enough approvals")
+        self.assertEqual(self.open(timeout=600).timeout_seconds, 60)
 
     def test_approved(self) -> None:
         review = self.open()

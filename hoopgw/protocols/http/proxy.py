@@ -854,7 +854,7 @@ class _Exchange:
         "body_waiter", "chunked_upstream", "close_after", "conn", "done", "ended", "error_head", "expired",
         "forwarding", "front", "gone", "handle", "head", "held", "held_size", "keep", "kubernetes", "mask_counts", "method",
         "origin", "pending", "request_bytes", "responded", "response_chunked", "response_code",
-        "response_keep_alive", "response_reusable", "response_size", "routed", "session", "streaming",
+        "response_keep_alive", "response_reusable", "response_size", "review", "routed", "session", "streaming",
         "timer", "unsent_head", "upstream",
     )
 
@@ -867,6 +867,7 @@ class _Exchange:
         self.gone = False
         self.done = False  # the response has been written whole (or given up)
         self.handle: ActionHandle | None = None
+        self.review: Any = None  # the review the request is held for
         # Set for an upgrade request: an answer that is not a 101 ends the
         # client connection (see L{_upgrade}).
         self.close_after = _is_upgrade(head)
@@ -1185,6 +1186,7 @@ class _Exchange:
     def client_gone(self) -> None:
         self.gone = True
         self._stop_stall()
+        self._withdraw_review()
         if self.pending is not None:
             self.pending.cancel()
         if self.body_waiter is not None:
@@ -1303,7 +1305,10 @@ class _Exchange:
         if reads is not None:
             return self._refused(403, reads, identity)
         try:
-            handle = await session.check(action)
+            # A review holds the request (the client waits for its response)
+            # for at most the connection's hold_timeout.
+            hold = getattr(session.connection.settings, "hold_timeout", None)
+            handle = await session.check(action, self._held_for_review, hold)
         except AuditUnavailable as e:
             return self._respond(503, str(e))
         except NotPermitted as e:
@@ -1313,7 +1318,8 @@ class _Exchange:
             decision = handle.decision
             assert decision is not None
             rule = f"rule {decision.rule!r}" if decision.rule else "no rule allows it"
-            message = f"{decision.message or 'refused by policy'} (hoopgw {rule}; nothing was forwarded)"
+            why = handle.review.refusal() if handle.review is not None else decision.message or "refused by policy"
+            message = f"{why} (hoopgw {rule}; nothing was forwarded)"
             if info.is_resource:
                 what = info.resource + (f' "{info.name}"' if info.name else "")
                 message = f"{what} is forbidden: {message}"
@@ -1411,6 +1417,19 @@ class _Exchange:
         session.add_recording(recorder)
         return ExecTap(recorder) if upgrade == b"websocket" else SpdyExecTap(recorder)
 
+    def _held_for_review(self, review: Any) -> None:
+        # HTTP has no way to tell the client before its response: it waits;
+        # kept so that a client leaving cancels the request.
+        self.review = review
+        if self.gone:
+            self._withdraw_review()
+
+    def _withdraw_review(self) -> None:
+        review = self.review
+        reviews = self.front.sessions.reviews
+        if review is not None and review.pending and reviews is not None:
+            reviews.cancel(review, "the client went away").addErrback(lambda f: None)
+
     def _refused(self, code: int, message: str, identity: Identity) -> None:
         """A request refused before a decision, with its identity known."""
         self.conn.refused(code, message, head=self.head, identity=identity)
@@ -1427,6 +1446,9 @@ class _Exchange:
         user_agent = self.head.getRawHeaders(b"user-agent")
         client = {"user_agent": user_agent[0].decode("utf-8", "replace")[:200]} if user_agent else {}
         session = await self.front.sessions.open(identity, name, source=source, client=client)
+        # Ended by the gateway (its access grant ended): HTTP cannot say why
+        # mid-request; the connection ends, and the session with it.
+        session.on_terminate = lambda reason: conn.abort()
         if self.gone or conn.lost:
             # The client connection ended while the session was opening:
             # nobody will reuse it, and nobody else would close it.

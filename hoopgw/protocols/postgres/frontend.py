@@ -330,6 +330,13 @@ class ClientProtocol(Protocol):
         self.transport.loseConnection()
         self.state = Phase.CLOSED
 
+    def _terminated(self, reason: str) -> None:
+        """The gateway ends the session (its access grant ended): FATAL, as a server shut down by its administrator."""
+        if self.state is Phase.CLOSED:
+            self._teardown("closed")
+            return
+        self._fatal("57P01", f"hoopgw: {reason}")
+
     def _unlink(self) -> None:
         """
         Undo the backpressure links before closing: a TLS transport with a
@@ -418,6 +425,7 @@ class ClientProtocol(Protocol):
         self.session = session
         session.literals = string_literals  # E'...' and U&'...' values, for the trail's detectors
         session.traffic = lambda: (self.bytes_in, self.bytes_out)
+        session.on_terminate = self._terminated
         if self.state is Phase.CLOSED:  # the client went away meanwhile
             return session.close(status="client disconnected")
         settings: PostgresSettings = session.connection.settings
@@ -859,7 +867,7 @@ class ClientProtocol(Protocol):
             ("S", "NOTICE"), ("V", "NOTICE"), ("C", "00000"),
             ("M", f"hoopgw: this statement waits for review {review.id}{rule}; it runs once approved"),
             ("D", f"approvers: {', '.join(review.requirement.approvers)}; it expires in "
-                  f"{review.requirement.timeout_seconds} s; Ctrl-C withdraws it"),
+                  f"{review.timeout_seconds} s; Ctrl-C withdraws it"),
             ("H", f"an approver runs: hoopgw reviews approve {review.id}"),
         ]))
         review.wait().addCallback(self._review_ended)

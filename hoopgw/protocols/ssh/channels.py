@@ -159,7 +159,9 @@ class ChannelFilter(Protocol):
     C{client_data} may return a Deferred: the channel's queue waits on it,
     so an operation can be held for a decision.  Whatever it returns is
     what the target receives (plain bytes), or a L{FilterOutput}.  Either
-    method may raise: the channel then closes on both legs.
+    method may raise: the channel then closes on both legs.  A filter with
+    a C{bind_stderr(write)} method is given a way to tell the client
+    something outside its protocol (C{write(text)} on the channel's stderr).
     """
 
     def client_data(self, data: bytes) -> "Deferred[bytes | FilterOutput] | bytes | FilterOutput": ...
@@ -868,6 +870,7 @@ class SessionChannel(RelayChannel):
                     self.refused = True
                     return Reply(True, then=lambda: self._fail(f"the {filter_name!r} filter is not available"))
                 self.filter = factory(self.session, handle)
+                self._bind_filter()
             elif self.program in ("shell", "exec"):
                 # Whatever the program is called, the client's first bytes
                 # tell whether it speaks SFTP.
@@ -935,6 +938,7 @@ class SessionChannel(RelayChannel):
                 return self._stop(f"{decision.message or 'refused by policy'} (rule {rule!r}); SFTP was refused")
             self.sftp_handle = handle
             self.filter = factory(self.session, handle)
+            self._bind_filter()
             # SFTP is audited per operation, not recorded as a terminal.
             self.lines = None
             if self.recorder is not None:
@@ -1153,6 +1157,16 @@ class SessionChannel(RelayChannel):
         )
         message = handle.review.refusal() if handle.review is not None else decision.message or "refused by policy"
         self._fail(f"{message} (rule {rule!r}); {what}")
+
+    def _bind_filter(self) -> None:
+        """A filter that can tell the client something outside its protocol (SFTP: a held request) writes on stderr."""
+        bind = getattr(self.filter, "bind_stderr", None)
+        if bind is not None:
+            bind(self._stderr_notice)
+
+    def _stderr_notice(self, text: str) -> None:
+        if not (self.localClosed or self.gone):
+            self.writeExtended(EXTENDED_DATA_STDERR, text.encode("utf-8"))
 
     def _held_for_review(self, review: Any) -> None:
         """An exec command held for review: the client is told on stderr, and waits."""

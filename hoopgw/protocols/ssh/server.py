@@ -292,6 +292,7 @@ class GatewayAvatar(ConchUser):
         self.session = session
         self.target = target
         self.client = client
+        session.on_terminate = self._terminated
         self.filters: Mapping[str, FilterFactory] = front.filters
         self.channels: set[RelayChannel] = set()
         self.exit_status: int | None = None
@@ -369,6 +370,14 @@ class GatewayAvatar(ConchUser):
         # closed its channels); the client goes when the last one has.
         if not self.channels:
             self._disconnect_client()
+
+    def _terminated(self, reason: str) -> None:
+        """The gateway ends the session (its access grant ended): the client reads why in the disconnect message."""
+        self.client_error = reason
+        if self.client.transport is not None and not getattr(self.client, "_lost", False):
+            self.client.sendDisconnect(transport.DISCONNECT_BY_APPLICATION, f"hoopgw: {reason}".encode("utf-8"))
+        else:
+            self.session.close()
 
     def _disconnect_client(self) -> None:
         if self.client.transport is not None and not getattr(self.client, "_lost", False):

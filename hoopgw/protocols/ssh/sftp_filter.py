@@ -8,7 +8,10 @@ a request (OPEN, REMOVE, RENAME, ...) is held until C{session.check} has
 decided it, and every packet after it waits behind it, so the target sees
 the client's packets in their order and never one policy has not passed.  A
 refused request never reaches the target: the client gets a
-C{SSH_FX_PERMISSION_DENIED} STATUS in its place.
+C{SSH_FX_PERMISSION_DENIED} STATUS in its place.  A request a review rule
+matches waits for the review (SFTP has no message for it: the client is
+told on the channel's stderr, which C{sftp} prints), and the channel
+closing withdraws it.
 
 Bulk data is cheap: READ, WRITE and their DATA and STATUS replies are not
 actions (a 50 MB transfer is some 1600 of them); the auditor counts their
@@ -20,7 +23,7 @@ reply that answers a request finishes that request's action.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -92,6 +95,13 @@ class SFTPFilter:
         self.actions: dict[int, ActionHandle] = {}
         self.refused = 0
         self.closed_ = False
+        self.review: Any = None  # the review a request waits for
+        # Set by the channel (see L{bind_stderr}): tells the client outside the SFTP stream.
+        self._stderr: Callable[[str], None] | None = None
+
+    def bind_stderr(self, write: Callable[[str], None]) -> None:
+        """Where the filter tells the client that a request waits for review (the channel's stderr)."""
+        self._stderr = write
 
     # -- client to target ------------------------------------------------------
 
@@ -113,7 +123,7 @@ class SFTPFilter:
             if request is None:  # INIT, READ, WRITE: counted, not decided
                 out.append(encode(packet))
                 continue
-            d = self.session.check(request.action())
+            d = self.session.check(request.action(), self._held_for_review)
             d.addCallbacks(
                 self._decided,
                 self._undecided,
@@ -136,9 +146,13 @@ class SFTPFilter:
             held.to_target.append(encode(held.packets[index]))
         else:
             decision = handle.decision
-            if decision is not None and not decision.allowed:
+            if decision is not None and not handle.allowed:
                 rule = decision.rule or "no matching allow rule"
-                message = f"hoopgw: {decision.message or 'refused by policy'} (rule {rule!r})"
+                why = handle.review.refusal() if handle.review is not None else decision.message or "refused by policy"
+                message = f"hoopgw: {why} (rule {rule!r})"
+                if handle.review is not None and self._stderr is not None:
+                    # sftp prints its own words for a permission-denied reply, not the gateway's.
+                    self._stderr(message + "\n")
             else:
                 # Allowed, but the channel closed while it was decided.
                 message = "hoopgw: the channel closed"
@@ -158,6 +172,22 @@ class SFTPFilter:
         )
         self._refuse(request, message, held)
         return self._relay(_Held(held.packets, index + 1, held.to_target, held.to_client))
+
+    def _held_for_review(self, review: Any) -> None:
+        self.review = review
+        if self.closed_:
+            self._withdraw("the client closed the channel")
+        elif self._stderr is not None:
+            rule = f" (rule {review.rule!r})" if review.rule else ""
+            self._stderr(
+                f"hoopgw: this SFTP operation waits for review {review.id}{rule}; it runs once approved "
+                f"(an approver runs: hoopgw reviews approve {review.id})\n"
+            )
+
+    def _withdraw(self, reason: str) -> None:
+        review, reviews = self.review, self.session.service.reviews
+        if review is not None and review.pending and reviews is not None:
+            reviews.cancel(review, reason).addErrback(lambda f: None)
 
     def _refuse(self, request: Request, message: str, held: _Held) -> None:
         self.refused += 1
@@ -184,8 +214,9 @@ class SFTPFilter:
     # -- end ------------------------------------------------------------------
 
     def closed(self) -> None:
-        """Requests forwarded and never answered end as failed."""
+        """Requests forwarded and never answered end as failed; one waiting for review is withdrawn."""
         self.closed_ = True
+        self._withdraw("the client closed the channel")
         actions, self.actions = self.actions, {}
         for handle in actions.values():
             handle.finish(Outcome(status=Status.failed, error="the SFTP channel closed before the server answered"))

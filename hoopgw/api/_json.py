@@ -1,0 +1,118 @@
+"""
+The JSON resources of C{/api/v1} (reviews, grants): the caller's bearer
+token checked by the gateway's identity service, bodies read with a limit,
+errors as JSON C{{"error": "..."}} with a precise status.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from hoopgw.errors import AuditUnavailable, AuthenticationFailed
+from hoopgw.model import Identity, Source
+
+__all__ = ["JSONResource", "Refused", "write_json"]
+
+_log = Logger()
+MAX_BODY = 16 * 1024
+
+
+class Refused(Exception):
+    """A request answered with C{code} and this message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def write_json(request: Request, code: int, body: Any) -> None:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    request.write(json.dumps(body, sort_keys=True).encode("utf-8") + b"\n")
+    request.finish()
+
+
+class JSONResource(Resource):
+    """
+    A leaf whose C{handle(request)} coroutine returns C{(status, body)} or
+    raises L{Refused}, one of C{errors} (exceptions with a C{code}), or
+    L{AuditUnavailable} (503: nothing was done).
+    """
+
+    isLeaf = True
+    errors: tuple[type[Exception], ...] = ()
+
+    def __init__(self, sessions: Any) -> None:
+        super().__init__()
+        self._sessions = sessions
+
+    async def _handle(self, request: Request) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    def render(self, request: Request) -> Any:
+        d = ensureDeferred(self._handle(request))
+        finished: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: finished.append(True))
+
+        def done(result: tuple[int, Any]) -> None:
+            if not finished:
+                write_json(request, *result)
+
+        def failed(failure: Any) -> None:
+            if failure.check(Refused, *self.errors):
+                result = (failure.value.code, {"error": str(failure.value)})
+            elif failure.check(AuditUnavailable):
+                result = (503, {"error": f"nothing was done: {failure.value}"})
+            else:
+                _log.failure("API request failed", failure)
+                result = (500, {"error": "internal error"})
+            if not finished:
+                write_json(request, *result)
+
+        d.addCallbacks(done, failed)
+        return NOT_DONE_YET
+
+    async def _identity(self, request: Request) -> Identity:
+        header = request.getHeader(b"authorization") or b""
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not token.strip():
+            request.setHeader(b"www-authenticate", b"Bearer")
+            raise Refused(401, "a bearer token is required (Authorization: Bearer <token>)")
+        address = request.getClientAddress()
+        source = Source("api", f"{getattr(address, 'host', '?')}:{getattr(address, 'port', 0)}")
+        try:
+            return await self._sessions.authenticate_token(token.strip().decode("ascii", "replace"), source=source)
+        except AuthenticationFailed as e:
+            request.setHeader(b"www-authenticate", b"Bearer")
+            raise Refused(401, f"the bearer token was refused: {e.reason}") from None
+
+    @staticmethod
+    def body(request: Request, example: str) -> dict[str, Any]:
+        """The request's JSON object (C{{}} for an empty body); C{example} shows the expected form in errors."""
+        body = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+        if len(body) > MAX_BODY:
+            raise Refused(400, f"the body is over {MAX_BODY} bytes")
+        if not body.strip():
+            return {}
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            raise Refused(400, f"the body is not JSON: expected {example}") from None
+        if not isinstance(document, dict):
+            raise Refused(400, f"the body is not a JSON object: expected {example}")
+        return document
+
+    @classmethod
+    def reason(cls, request: Request) -> str:
+        """The body's C{reason} (optional, empty when absent)."""
+        reason = cls.body(request, '{"reason": "..."}').get("reason", "")
+        if not isinstance(reason, str):
+            raise Refused(400, 'reason: expected a string ({"reason": "..."})')
+        return reason.strip()[:2000]

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hoopgw.config import parse_duration
+from hoopgw.config import parse_duration, url_problem
 from hoopgw.errors import ConfigError, quote_choices
 from hoopgw.errors import describe_type as _type_name
 from hoopgw.errors import quote as _quote
@@ -45,7 +45,7 @@ from hoopgw.policy.rules import (
 __all__ = ["PolicySet", "build_policy_set", "load_policy_dir", "parse_policy_file", "policy_files"]
 
 RULE_KEYS = ("actions", "connections", "effect", "groups", "message", "name", "review", "users")
-REVIEW_KEYS = ("approvers", "min_approvals", "timeout")
+REVIEW_KEYS = ("approvers", "min_approvals", "timeout", "webhook")
 MASK_KEYS = (
     "columns", "connections", "detectors", "except_groups", "groups", "json_paths", "kinds", "name", "patterns",
     "strategy", "users",
@@ -237,7 +237,14 @@ def _parse_review(
                 f"{key}.timeout",
                 f"expected a duration of at least one second, got {_quote(value['timeout'])}",
             )
-    return ReviewRequirement(approvers, min_approvals, timeout)
+    webhooks: tuple[str, ...] = ()
+    if "webhook" in value:
+        url = ctx.string(value["webhook"], f"{key}.webhook")
+        problem = url_problem(url, ("https", "http"))
+        if problem is not None:
+            raise ctx.error(f"{key}.webhook", problem)
+        webhooks = (url,)
+    return ReviewRequirement(approvers, min_approvals, timeout, webhooks=webhooks)
 
 
 def _parse_rule(ctx: _Context, index: int, table: Mapping[str, Any]) -> Rule:

@@ -38,6 +38,7 @@ __all__ = [
     "PostgresSettings",
     "PreauthLimits",
     "PreauthSettings",
+    "ReviewsSettings",
     "SSHKeyIdentity",
     "SSHSettings",
     "SecretRef",
@@ -48,6 +49,7 @@ __all__ = [
     "loads",
     "parse_duration",
     "quickstart",
+    "url_problem",
 ]
 
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -290,6 +292,22 @@ class PreauthSettings:
 
 
 @frozen
+class ReviewsSettings:
+    """
+    C{[reviews]}: notifications of reviews that open (L{hoopgw.reviews.webhook}).
+
+    @ivar webhook: a URL every review is POSTed to, besides the rules' own.
+    @ivar api_url: the API as the people notified reach it; C{None}: derived
+        from the API listener's address where it can be.
+    @ivar webhook_secret: the key of each notification's HMAC-SHA256 signature.
+    """
+
+    webhook: str | None = None
+    api_url: str | None = None
+    webhook_secret: SecretRef | None = None
+
+
+@frozen
 class Config:
     source: Path | None = None  # None: the embedded quickstart defaults
     gateway: GatewaySettings = GatewaySettings()
@@ -298,6 +316,7 @@ class Config:
     identity: IdentitySettings = IdentitySettings()
     audit: AuditSettings = AuditSettings()
     preauth: PreauthSettings = PreauthSettings()
+    reviews: ReviewsSettings = ReviewsSettings()
     connections: tuple[Connection, ...] = field(default=())
 
     def connection(self, name: str) -> Connection | None:
@@ -352,7 +371,8 @@ _LISTEN_EXAMPLES = {
     "http": _default(ListenSettings, "http"),
     "api": _default(ListenSettings, "api"),
 }
-_TOP_KEYS = ("audit", "connections", "gateway", "identity", "listen", "preauth", "tls")
+_TOP_KEYS = ("audit", "connections", "gateway", "identity", "listen", "preauth", "reviews", "tls")
+_REVIEWS_KEYS = ("api_url", "webhook", "webhook_secret_env", "webhook_secret_file")
 _PREAUTH_KEYS = ("max_bytes", "max_per_listener", "max_per_source", "timeout")
 # A pre-authentication byte budget below this would cut off a TLS handshake
 # followed by a request head or a token.
@@ -700,20 +720,30 @@ def _format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _check_url(table: _Table, name: str, url: str, schemes: tuple[str, ...]) -> None:
+def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """
+    What is wrong with C{url} as an absolute URL of one of C{schemes} (a
+    host, no user info, query or fragment), as the rest of an "expected
+    ..." message; C{None} if nothing is.  Shared with the policy loader.
+    """
     what = f"an absolute {' or '.join(schemes)} URL"
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises ValueError for a bad port
     except ValueError as e:
-        raise table.error(name, f"expected {what}, got {_quote(url)}: {e}") from None
+        return f"expected {what}, got {_quote(url)}: {e}"
     if parts.scheme not in schemes or not parts.hostname:
-        raise table.error(name, f"expected {what}, got {_quote(url)}")
+        return f"expected {what}, got {_quote(url)}"
     if parts.query or parts.fragment or parts.username or parts.password:
         # Credentials in a URL would be printed wherever the target is.
-        raise table.error(
-            name, f"expected {what} without user info, query or fragment, got a URL with them"
-        )
+        return f"expected {what} without user info, query or fragment, got a URL with them"
+    return None
+
+
+def _check_url(table: _Table, name: str, url: str, schemes: tuple[str, ...]) -> None:
+    problem = url_problem(url, schemes)
+    if problem is not None:
+        raise table.error(name, problem)
 
 
 def _parse_public_key(table: _Table, name: str, text: str) -> bytes:
@@ -1071,6 +1101,27 @@ def _preauth(table: _Table) -> PreauthSettings:
     return PreauthSettings(**values)
 
 
+def _reviews(table: _Table, listen: ListenSettings) -> ReviewsSettings:
+    table.check_keys(_REVIEWS_KEYS)
+    webhook = table.string("webhook", what="a URL")
+    if webhook is not None:
+        _check_url(table, "webhook", webhook, ("https", "http"))
+    api_url = table.string("api_url", what="a URL")
+    if api_url is not None:
+        _check_url(table, "api_url", api_url, ("https", "http"))
+        if listen.api is None:
+            # Reviews are decided through the API: links to a listener that is off lead nowhere.
+            raise table.error(
+                "api_url", "expected no API URL while the API listener is off ([listen] api = false)"
+            )
+        api_url = api_url.rstrip("/")
+    return ReviewsSettings(
+        webhook=webhook,
+        api_url=api_url,
+        webhook_secret=table.secret("webhook_secret_env", "webhook_secret_file"),
+    )
+
+
 def _address(table: _Table, kind: str) -> tuple[str, int]:
     default_port = _DEFAULT_PORTS[kind]
     example = f'"host:port" (e.g. "127.0.0.1:{default_port}" or "[::1]:{default_port}")'
@@ -1183,6 +1234,7 @@ def _config(reader: _Reader, document: dict[str, Any], source: Path | None) -> C
     identity = _identity(top.table("identity"))
     audit = _audit(top.table("audit"))
     preauth = _preauth(top.table("preauth"))
+    reviews = _reviews(top.table("reviews"), listen)
     connections = []
     first: dict[str, str] = {}
     for table in top.tables("connections"):
@@ -1203,6 +1255,7 @@ def _config(reader: _Reader, document: dict[str, Any], source: Path | None) -> C
         identity=identity,
         audit=audit,
         preauth=preauth,
+        reviews=reviews,
         connections=tuple(connections),
     )
 

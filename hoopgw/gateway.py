@@ -9,6 +9,7 @@ message before the reactor runs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from importlib.metadata import version as _version
 import site
@@ -33,6 +34,7 @@ from hoopgw.masking.engine import load_key
 from hoopgw.masking.service import MaskingService
 from hoopgw.grants import GrantService
 from hoopgw.reviews import ReviewService
+from hoopgw.reviews.webhook import WebhookNotifier
 from hoopgw.metrics import Metrics
 from hoopgw.policy.rules import PolicySet
 from hoopgw.policy.service import PolicyService
@@ -170,6 +172,18 @@ class _Lifecycle(Service):
         gateway.audit.close_with("gateway.stop", gateway.describe())
 
 
+def _webhook_secret(config: Config) -> bytes | None:
+    """The key of review notifications' signatures, read at start-up (a file read)."""
+    ref = config.reviews.webhook_secret
+    if ref is None:
+        return None
+    value = ref.read()
+    if not value:
+        key = "reviews.webhook_secret_env" if ref.env is not None else "reviews.webhook_secret_file"
+        raise ConfigError(config.source, key, f"the secret ({ref.describe()}) is empty")
+    return value.encode("utf-8")
+
+
 class ListenError(HoopgwError):
     """A configured listener could not be bound."""
 
@@ -294,9 +308,21 @@ class Gateway(MultiService):
         )
         self.sessions.grants = self.grants
         self.policy.holds_grant = self.grants.holds
-        # Start order: the log, the listeners, then the records saying the
-        # gateway started; stop runs in reverse, one child after the other.
+        self.webhooks = WebhookNotifier(
+            reactor=reactor,
+            metrics=self.metrics,
+            webhook=config.reviews.webhook,
+            api_url=self.api_url,
+            secret=_webhook_secret(config),
+            gateway=config.gateway.name,
+        )
+        self.reviews.observers.append(self.webhooks)
+        # Start order: the log, the webhooks, the listeners, then the records
+        # saying the gateway started; stop runs in reverse, one child after
+        # the other (the webhooks' pending deliveries are cancelled once the
+        # sessions, and their reviews, have ended).
         self.audit.setServiceParent(self)
+        self.webhooks.setServiceParent(self)
         self.listeners: dict[str, _Listener] = {}
         self._add_listeners()
         _Lifecycle(self).setServiceParent(self)
@@ -395,6 +421,32 @@ class Gateway(MultiService):
             files=len(policy_set.files),
         )
         self.record_policies(policy_set, reason="reload")
+
+    def api_url(self) -> str | None:
+        """
+        The API's base URL for review notifications' approve and deny
+        links: C{[reviews] api_url}; else, once the API listener is bound,
+        C{http://} (C{https://} for an C{ssl:} endpoint) and the address it
+        is bound to, if that is a specific address; else C{None} (all
+        interfaces, a UNIX socket, another kind of endpoint, no API).
+        """
+        if self.config.reviews.api_url is not None:
+            return self.config.reviews.api_url
+        listener = self.listeners.get("api")
+        if listener is None or listener.port is None:
+            return None
+        scheme = {"tcp": "http", "tcp6": "http", "ssl": "https"}.get(listener.description.partition(":")[0])
+        address = listener.port.getHost()
+        host, port = getattr(address, "host", None), getattr(address, "port", None)
+        if scheme is None or not host or not port or "%" in host:  # (an IPv6 zone: not for links)
+            return None
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        if ip.is_unspecified:
+            return None  # 0.0.0.0 or ::, every interface: which name reaches it is not known here
+        return f"{scheme}://[{host}]:{port}" if ip.version == 6 else f"{scheme}://{host}:{port}"
 
     def health(self) -> dict[str, Any]:
         failed = self.audit.failed

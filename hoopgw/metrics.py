@@ -37,6 +37,8 @@ _CONNECTION_KINDS = ("http", "postgres", "ssh")
 _ACTION_FAMILIES = ("http", "k8s", "session", "sql", "ssh")
 _OUTCOMES = ("succeeded", "failed", "blocked", "expired")
 _PROTOCOLS = ("http", "postgres", "ssh")
+# Why a review webhook attempt failed (hoopgw.reviews.webhook).
+WEBHOOK_FAILURE_REASONS = ("connection", "timeout", "server_error", "rate_limited", "refused")
 
 
 def _label(value: Any) -> str:
@@ -66,6 +68,8 @@ class Metrics:
     _masked: _PlainCounts = field(init=False)
     _auth_failures: Counter = field(init=False)
     _audit_failed: Gauge = field(init=False)
+    _webhook_failures: Counter = field(init=False)
+    _webhook_deliveries: Counter = field(init=False)
     # Children bound once: label lookup takes a lock and a dict walk, too
     # slow for the per-action hot path.
     _audit_writes: _AuditWrites = field(init=False)
@@ -116,6 +120,25 @@ class Metrics:
             "1 while the audit log cannot be written and traffic is refused, else 0.",
             registry=registry,
         )
+        # Once per review and webhook at most: a prometheus_client Counter is cheap enough.
+        self._webhook_failures = Counter(
+            "hoopgw_review_webhook_failures_total",
+            "Review webhook attempts that failed, by reason: connection, timeout, server_error (5xx), "
+            "rate_limited (429) -- retried --, refused (any other answer but 2xx, not retried).",
+            ["reason"],
+            registry=registry,
+        )
+        self._webhook_deliveries = Counter(
+            "hoopgw_review_webhook_deliveries_total",
+            "Review notifications (one per review and webhook URL) by result: delivered (a 2xx answer) "
+            "or failed (refused, or every attempt failed).",
+            ["result"],
+            registry=registry,
+        )
+        for reason in WEBHOOK_FAILURE_REASONS:
+            self._webhook_failures.labels(reason)
+        for result in ("delivered", "failed"):
+            self._webhook_deliveries.labels(result)
         for kind in _CONNECTION_KINDS:
             self._sessions_active.labels(kind)
             for result in ("opened", "refused"):
@@ -182,6 +205,19 @@ class Metrics:
 
     def auth_failed(self, protocol: str) -> None:
         self._auth_failures.labels(_label(protocol)).inc()
+
+    # -- reported by the review webhooks -------------------------------------------
+
+    def webhook_attempt_failed(self, reason: str) -> None:
+        """One attempt to notify a webhook failed (C{reason}: one of L{WEBHOOK_FAILURE_REASONS})."""
+        self._webhook_failures.labels(reason).inc()
+
+    def webhook_delivered(self) -> None:
+        self._webhook_deliveries.labels("delivered").inc()
+
+    def webhook_given_up(self) -> None:
+        """A notification was not delivered and will not be tried again."""
+        self._webhook_deliveries.labels("failed").inc()
 
     # -- exposition ------------------------------------------------------------
 

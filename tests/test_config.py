@@ -23,6 +23,7 @@ from hoopgw.config import (
     IssuerSettings,
     ListenSettings,
     PostgresSettings,
+    ReviewsSettings,
     SecretRef,
     SSHKeyIdentity,
     SSHSettings,
@@ -426,6 +427,7 @@ class LoadValidTests(ConfigTestCase):
         self.assertEqual([c.kind for c in config.connections], ["postgres", "ssh", "http"])
         self.assertEqual(len(config.identity.issuers), 1)
         self.assertEqual(len(config.identity.ssh_keys), 2)
+        self.assertEqual(config.reviews.webhook, "https://chat.example.com/hooks/hoopgw")
 
     def test_checkSecretsOff(self) -> None:
         """
@@ -438,6 +440,76 @@ class LoadValidTests(ConfigTestCase):
         self.assertEqual(
             config.connections[0].settings.password, SecretRef(file=self.base / "missing")
         )
+
+
+class ReviewsTests(ConfigTestCase):
+    """[reviews]: the webhook every review is notified to, the API's public URL, the signing secret."""
+
+    def test_defaults(self) -> None:
+        self.assertEqual(self.loadText("").reviews, ReviewsSettings())
+
+    def test_values(self) -> None:
+        self.write("hook-secret", "s3cret\n")
+        reviews = self.loadText(
+            '[reviews]\nwebhook = "https://chat.example/hooks/abc"\n'
+            'api_url = "https://gw.example/hoopgw/"\nwebhook_secret_file = "hook-secret"\n'
+        ).reviews
+        self.assertEqual(
+            reviews,
+            ReviewsSettings(
+                webhook="https://chat.example/hooks/abc",
+                api_url="https://gw.example/hoopgw",
+                webhook_secret=SecretRef(file=self.base / "hook-secret"),
+            ),
+        )
+        config = self.loadText('[reviews]\nwebhook_secret_env = "WEB1_PASSWORD"\n')
+        self.assertEqual(effective_config(config)["reviews"]["webhook_secret"], "env:WEB1_PASSWORD")
+
+    def test_errors(self) -> None:
+        """Unknown keys, URLs that are not absolute http(s) ones, a URL to no API, two secrets, a missing one."""
+        self.write("hook-secret")
+        cases = [
+            (
+                '[reviews]\nwebhooks = "https://x"\n',
+                'reviews.webhooks: unknown key; expected one of "api_url", "webhook", '
+                '"webhook_secret_env", "webhook_secret_file"',
+            ),
+            ("[reviews]\nwebhook = 1\n", "reviews.webhook: expected a URL, got an integer"),
+            ('reviews = "x"\n', "reviews: expected a table ([reviews]), got a string"),
+            (
+                '[reviews]\nwebhook = "chat.example/hooks"\n',
+                'reviews.webhook: expected an absolute https or http URL, got "chat.example/hooks"',
+            ),
+            (
+                '[reviews]\nwebhook = "https://chat.example/hooks?token=abc"\n',
+                "reviews.webhook: expected an absolute https or http URL without user info, "
+                "query or fragment, got a URL with them",
+            ),
+            (
+                '[reviews]\napi_url = "gw.example"\n',
+                'reviews.api_url: expected an absolute https or http URL, got "gw.example"',
+            ),
+            (
+                '[listen]\napi = false\n[reviews]\napi_url = "https://gw.example"\n',
+                "reviews.api_url: expected no API URL while the API listener is off ([listen] api = false)",
+            ),
+            (
+                '[reviews]\nwebhook_secret_env = "WEB1_PASSWORD"\nwebhook_secret_file = "hook-secret"\n',
+                'reviews: expected at most one of "webhook_secret_env", "webhook_secret_file", '
+                'got "webhook_secret_env", "webhook_secret_file"',
+            ),
+            (
+                '[reviews]\nwebhook_secret_env = "HOOK_SECRET"\n',
+                'reviews.webhook_secret_env: environment variable "HOOK_SECRET" is not set',
+            ),
+            (
+                '[reviews]\nwebhook_secret_file = "missing"\n',
+                f'reviews.webhook_secret_file: cannot read secret file "{self.base / "missing"}": '
+                "No such file or directory",
+            ),
+        ]
+        for text, message in cases:
+            self.assertError(text, "hoopgw.toml: " + message)
 
 
 class SSHTimingTests(ConfigTestCase):
@@ -544,7 +616,7 @@ class ErrorMessageTests(ConfigTestCase):
             (
                 "[gatway]\n",
                 'gatway: unknown key; expected one of "audit", "connections", '
-                '"gateway", "identity", "listen", "preauth", "tls"',
+                '"gateway", "identity", "listen", "preauth", "reviews", "tls"',
             ),
             (
                 '[gateway]\ndtaa_dir = "x"\n',
@@ -1240,6 +1312,7 @@ class EffectiveConfigTests(ConfigTestCase):
                     name: {"timeout": timeout, "max_per_source": 32, "max_per_listener": 256, "max_bytes": 262144}
                     for name, timeout in (("postgres", 60), ("ssh", 120), ("http", 60), ("api", 60))
                 },
+                "reviews": {"webhook": None, "api_url": None, "webhook_secret": None},
                 "connections": [
                     {
                         "name": "appdb",
@@ -1283,6 +1356,7 @@ SECTIONS = {
     "[tls]": ["cert_file", "key_file"],
     "[identity]": ["dev_issuer", "dev_token_max_ttl"],
     "[audit]": ["sync", "sync_window_ms", "checkpoint_every", "checkpoint_interval"],
+    "[reviews]": ["webhook", "api_url", "webhook_secret_env", "webhook_secret_file"],
     "[[identity.issuers]]": [
         "issuer",
         "audience",

@@ -139,6 +139,20 @@ class MetricsTests(SynchronousTestCase):
         self.metrics.audit_recovered()
         self.assertEqual(value(self.metrics, "hoopgw_audit_failed"), 0)
 
+    def test_reviewWebhooks(self) -> None:
+        """Failed webhook attempts by reason and notifications by result, every label at 0 before the first."""
+        for reason in ("connection", "timeout", "server_error", "rate_limited", "refused"):
+            self.assertEqual(value(self.metrics, "hoopgw_review_webhook_failures_total", reason=reason), 0)
+        self.metrics.webhook_attempt_failed("server_error")
+        self.metrics.webhook_attempt_failed("server_error")
+        self.metrics.webhook_delivered()
+        self.metrics.webhook_attempt_failed("refused")
+        self.metrics.webhook_given_up()
+        self.assertEqual(value(self.metrics, "hoopgw_review_webhook_failures_total", reason="server_error"), 2)
+        self.assertEqual(value(self.metrics, "hoopgw_review_webhook_failures_total", reason="refused"), 1)
+        self.assertEqual(value(self.metrics, "hoopgw_review_webhook_deliveries_total", result="delivered"), 1)
+        self.assertEqual(value(self.metrics, "hoopgw_review_webhook_deliveries_total", result="failed"), 1)
+
     def test_ownRegistry(self) -> None:
         """
         Two Metrics do not share values, and neither registers in the

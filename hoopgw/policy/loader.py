@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hoopgw.config import parse_duration
+from hoopgw.config import parse_duration, url_problem
 from hoopgw.errors import ConfigError, quote_choices
 from hoopgw.errors import describe_type as _type_name
 from hoopgw.errors import quote as _quote
@@ -49,7 +49,7 @@ __all__ = [
 
 RULE_KEYS = ("actions", "connections", "effect", "grant", "groups", "message", "name", "review", "users")
 GRANT_KEYS = ("connections", "groups", "max_duration", "name", "review", "users")
-REVIEW_KEYS = ("approvers", "min_approvals", "timeout")
+REVIEW_KEYS = ("approvers", "min_approvals", "timeout", "webhook")
 MASK_KEYS = (
     "columns", "connections", "detectors", "except_groups", "groups", "json_paths", "kinds", "name", "patterns",
     "strategy", "users",
@@ -243,7 +243,14 @@ def _parse_review(
                 f"{key}.timeout",
                 f"expected a duration of at least one second, got {_quote(value['timeout'])}",
             )
-    return ReviewRequirement(approvers, min_approvals, timeout)
+    webhooks: tuple[str, ...] = ()
+    if "webhook" in value:
+        url = ctx.string(value["webhook"], f"{key}.webhook")
+        problem = url_problem(url, ("https", "http"))
+        if problem is not None:
+            raise ctx.error(f"{key}.webhook", problem)
+        webhooks = (url,)
+    return ReviewRequirement(approvers, min_approvals, timeout, webhooks=webhooks)
 
 
 def _parse_rule(ctx: _Context, index: int, table: Mapping[str, Any]) -> Rule:
@@ -333,7 +340,9 @@ def _parse_grant(ctx: _Context, index: int, table: Mapping[str, Any]) -> GrantRu
             raise ctx.error(f"{where}.max_duration", f"expected a duration of at least one second, got {_quote(table['max_duration'])}")
     return GrantRule(
         name=name,
-        review=ReviewRequirement(review.approvers, review.min_approvals, review.timeout_seconds, rules=(name,)),
+        review=ReviewRequirement(
+            review.approvers, review.min_approvals, review.timeout_seconds, rules=(name,), webhooks=review.webhooks
+        ),
         max_duration_seconds=max_duration,
         groups=ctx.groups(table["groups"], f"{where}.groups") if "groups" in table else ANY,
         users=ctx.strings(table["users"], f"{where}.users") if "users" in table else ANY,

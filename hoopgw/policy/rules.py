@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from hoopgw.masking import detectors as _detectors, engine as _engine
 from hoopgw.errors import quote as _quote
@@ -226,6 +226,8 @@ class ReviewRequirement:
     @ivar all_of: when several review rules matched one action, their
         requirements, each of which must be satisfied on its own (see
         L{combine}); empty for a single rule's requirement.
+    @ivar webhooks: URLs a request for this approval is POSTed to (the
+        rules' C{review.webhook}; L{hoopgw.reviews.webhook}).
     """
 
     approvers: tuple[str, ...] = field(converter=_strs)
@@ -233,6 +235,7 @@ class ReviewRequirement:
     timeout_seconds: int = 600
     rules: tuple[str, ...] = field(default=(), converter=_strs)
     all_of: tuple[ReviewRequirement, ...] = field(default=(), converter=_requirements)
+    webhooks: tuple[str, ...] = field(default=(), converter=_strs)
 
     def __attrs_post_init__(self) -> None:
         if not self.approvers:
@@ -256,7 +259,8 @@ class ReviewRequirement:
         review rule never makes an action easier to approve.  The combined
         value's own fields summarise the parts for display and notification:
         C{approvers} is their union, C{min_approvals} their largest,
-        C{timeout_seconds} their shortest.
+        C{timeout_seconds} their shortest; C{webhooks} is their union, so
+        every matched rule's webhook is notified.
         """
         parts: list[ReviewRequirement] = []
         for requirement in requirements:
@@ -270,6 +274,7 @@ class ReviewRequirement:
             timeout_seconds=min(part.timeout_seconds for part in parts),
             rules=tuple(dict.fromkeys(name for part in parts for name in part.rules)),
             all_of=tuple(parts),
+            webhooks=tuple(dict.fromkeys(url for part in parts for url in part.webhooks)),
         )
 
     def may_approve(self, identity: Identity) -> bool:
@@ -604,12 +609,7 @@ class _CompiledRule:
             message = f"review required by policy rule {_quote(rule.name)}"
         review = rule.review
         if review is not None and not review.rules:
-            review = ReviewRequirement(
-                approvers=review.approvers,
-                min_approvals=review.min_approvals,
-                timeout_seconds=review.timeout_seconds,
-                rules=(rule.name,),
-            )
+            review = evolve(review, rules=(rule.name,))
         # Deciding rules hand out this one value: no allocation per call.
         self.decision = Decision(rule.effect, rule.name, message, review)
 

@@ -188,10 +188,12 @@ class _GatewayCase(TestCase):
         extra_policy: str | None = None,
         only_policy: str | None = None,
         api: bool = False,
+        extra_config: str = "",
     ) -> None:
         """
         Start the cluster and the gateway (the shipped policy, plus
-        C{extra_policy}'s rules when given; C{only_policy} instead of it).
+        C{extra_policy}'s rules when given; C{only_policy} instead of it;
+        C{extra_config}'s tables added to the configuration).
         """
         require(PSQL)
         self.base = Path(self.mktemp()).resolve()
@@ -239,6 +241,7 @@ user = "app_scram"
 password_env = "HOOPGW_TEST_SCRAM"
 tls = "{tls}"
 {ca}
+{extra_config}
 """,
             source=None,
             base_dir=self.base,

@@ -317,7 +317,48 @@ class ParseTests(SynchronousTestCase):
                          f'{where}.timeout: expected a duration of at least one second, got "0s"')
         self.assertError(head + approvers + 'review.approver = ["user:a"]\n',
                          f'{where}.approver: unknown key; expected one of "approvers", '
-                         '"min_approvals", "timeout"; did you mean "approvers"?')
+                         '"min_approvals", "timeout", "webhook"; did you mean "approvers"?')
+
+    def test_reviewWebhook(self) -> None:
+        """
+        review.webhook is an http(s) URL, kept by the rule's requirement and
+        by the decision of every action the rule holds, alone or with
+        other review rules (each one's webhook).
+        """
+        text = (
+            '[[rule]]\nname = "allow"\neffect = "allow"\n'
+            '[[rule]]\nname = "r"\neffect = "review"\nreview.approvers = ["group:dba"]\n'
+            'review.webhook = "https://hooks.example/services/T0/B0/x"\n'
+            '[[rule]]\nname = "deletes"\neffect = "review"\nactions = ["sql.delete"]\n'
+            '[rule.review]\napprovers = ["group:sre"]\nwebhook = "http://127.0.0.1:8080/hook"\n'
+        )
+        rules, _ = parse(text)
+        self.assertEqual(rules[1].review.webhooks, ("https://hooks.example/services/T0/B0/x",))
+        policy = build_policy_set([("policies/db.toml", text.encode())])
+        alice = Identity("test", "alice", ("dev",))
+        self.assertEqual(evaluate(policy, alice, "db", Action("sql.select")).review.webhooks,
+                         ("https://hooks.example/services/T0/B0/x",))
+        both = evaluate(policy, alice, "db", Action("sql.delete")).review
+        self.assertEqual((both.rules, both.webhooks),
+                         (("r", "deletes"), ("https://hooks.example/services/T0/B0/x", "http://127.0.0.1:8080/hook")))
+
+    def test_reviewWebhookErrors(self) -> None:
+        """A webhook that is not an absolute http(s) URL, or carries credentials, is refused."""
+        head = '[[rule]]\nname = "x"\neffect = "review"\nreview.approvers = ["group:dba"]\n'
+        where = 'policies/db.toml: rule[0] ("x").review.webhook'
+        self.assertError(head + "review.webhook = 1\n", f"{where}: expected a string, got an integer")
+        self.assertError(head + 'review.webhook = "hooks.example/x"\n',
+                         f'{where}: expected an absolute https or http URL, got "hooks.example/x"')
+        self.assertError(head + 'review.webhook = "ftp://hooks.example/x"\n',
+                         f'{where}: expected an absolute https or http URL, got "ftp://hooks.example/x"')
+        self.assertError(head + 'review.webhook = "https://hooks.example/x?token=1"\n',
+                         f"{where}: expected an absolute https or http URL without user info, query or "
+                         "fragment, got a URL with them")
+        self.assertError(
+            '[[rule]]\nname = "x"\neffect = "allow"\nreview.webhook = "https://hooks.example/x"\n',
+            'policies/db.toml: rule[0] ("x").review.webhook: only a review rule may have review settings; '
+            "this rule's effect is \"allow\"",
+        )
 
     def test_maskErrors(self) -> None:
         """

@@ -167,6 +167,8 @@ class _Lifecycle(Service):
             yield closing
         except Exception:
             log.failure("live sessions did not end within {timeout}s", timeout=self.close_timeout)
+        # Requests with no session left (access grants asked for): cancelled, with their records.
+        gateway.reviews.close()
         # Written by the audit log as its last record, the one that closes
         # it: the final checkpoint covers it, a signed end (audit-format.md).
         gateway.audit.close_with("gateway.stop", gateway.describe())

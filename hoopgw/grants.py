@@ -36,7 +36,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.errors import HoopgwError
+from hoopgw.errors import AuditUnavailable, HoopgwError
 from hoopgw.model import Identity
 from hoopgw.policy.rules import ReviewRequirement
 from hoopgw.reviews import Review, ReviewState, identity_record, short_id
@@ -145,15 +145,18 @@ class GrantService:
     gateway: str = "hoopgw"
     sessions: Any = None
     _grants: dict[str, Grant] = field(factory=dict, init=False)  # pending and active, by id
-    # Active grants by (subject, connection): a person is their subject, as for approvals.
-    _active: dict[tuple[str, str], Grant] = field(factory=dict, init=False)
+    # Active grants by (issuer, subject, connection): the identity that asked, exactly.
+    _active: dict[tuple[str, str, str], Grant] = field(factory=dict, init=False)
 
     # -- what policy and sessions ask ------------------------------------------
 
     def holds(self, identity: Identity, connection_name: str) -> bool:
         """Whether C{identity} holds an active grant for that connection now."""
-        grant = self._active.get((identity.subject, connection_name))
-        return grant is not None and grant.expires is not None and self.clock.seconds() < grant.expires
+        grant = self._active.get((identity.issuer, identity.subject, connection_name))
+        return (
+            grant is not None and grant.state is GrantState.active and grant.expires is not None
+            and self.clock.seconds() < grant.expires
+        )
 
     @property
     def any_active(self) -> bool:
@@ -165,7 +168,8 @@ class GrantService:
         it depends on the grant from now on (ended with it), with a
         C{grant.used} record (once per session).
         """
-        grant = self._active.get((session.identity.subject, session.connection.name))
+        identity = session.identity
+        grant = self._active.get((identity.issuer, identity.subject, session.connection.name))
         if grant is None or session.id in grant.sessions or not self.holds(session.identity, session.connection.name):
             return
         grant.sessions.append(session.id)
@@ -246,7 +250,7 @@ class GrantService:
         if not reason.strip():
             raise GrantError(400, 'reason: required; say why (e.g. "INC-123: fix the stuck payments")')
         for grant in self._grants.values():
-            if grant.requester.subject == identity.subject and grant.connection == connection_name:
+            if _same(grant.requester, identity) and grant.connection == connection_name:
                 raise GrantError(409, f"you already have grant {grant.id} ({grant.state.value}) for {connection_name!r}")
         return rule
 
@@ -271,8 +275,9 @@ class GrantService:
         d.addErrback(lambda f: None)
 
     def _activate(self, grant: Grant) -> None:
-        assert grant.expires is not None
-        key = (grant.requester.subject, grant.connection)
+        if grant.state is not GrantState.active or grant.expires is None:
+            return  # revoked while its approval was being made durable
+        key = _key(grant)
         self._active[key] = grant
         grant._timer = self.clock.callLater(max(0.0, grant.expires - self.clock.seconds()), self._expire, grant)
 
@@ -283,13 +288,13 @@ class GrantService:
         End a grant before its time (an active one: C{revoked}, its sessions
         ended; a pending one: C{cancelled}, its review withdrawn).  The
         requester may give up their own grant; otherwise only one of its
-        approvers may revoke it.
+        approvers may revoke it; anyone else is told there is no such grant.
         """
         grant = self._grants.get(grant_id)
         if grant is None:
-            return self.store.get_grant(grant_id).addCallback(self._not_live, grant_id)
-        if by.subject != grant.requester.subject and not self._may_approve(grant, by):
-            return fail(GrantError(403, f"only the requester or an approver ({' or '.join(grant.approvers)}) revokes grant {grant.id}"))
+            return self.store.get_grant(grant_id).addCallback(self._not_live, grant_id, by)
+        if not (_same(by, grant.requester) or self._may_approve(grant, by)):
+            return fail(GrantError(404, f"no grant {grant_id!r} you asked for or may approve"))
         decision = {"by": identity_record(by), "reason": reason}
         if grant.state is GrantState.pending:
             d = self._change(grant, "grant.cancelled", GrantState.cancelled, decision)
@@ -298,12 +303,23 @@ class GrantService:
                 d.addCallback(lambda record: self.reviews.cancel(review, "the grant request was withdrawn").addCallback(lambda _: record))
             return d
         d = self._change(grant, "grant.revoked", GrantState.revoked, decision)
-        return d.addCallback(self._ended, grant, f"grant {grant.id} was revoked by {by.subject}" + (f": {reason}" if reason else ""))
+        if grant.state is not GrantState.revoked:
+            return d  # the log refused the record at once: nothing was done
+        why = f"grant {grant.id} was revoked by {by.subject}" + (f": {reason}" if reason else "")
+        # Access ends even if the record is lost after it was accepted (the log then fails closed).
+        d.addBoth(self._ended, grant, why)
 
-    @staticmethod
-    def _not_live(record: Mapping[str, Any] | None, grant_id: str) -> dict[str, Any]:
-        if record is None:
-            raise GrantError(404, f"no grant {grant_id!r}")
+        def unsynced(failure: Failure) -> Failure:
+            failure.trap(AuditUnavailable)
+            raise GrantError(503, f"grant {grant.id} is revoked and its sessions ended, but the audit log failed: {failure.value}")
+
+        return d.addErrback(unsynced)
+
+    def _not_live(self, record: Mapping[str, Any] | None, grant_id: str, by: Identity) -> dict[str, Any]:
+        if record is None or not (_same(by, _requester(record)) or ReviewRequirement(
+            approvers=tuple(record.get("approvers", ()))
+        ).may_approve(by)):
+            raise GrantError(404, f"no grant {grant_id!r} you asked for or may approve")
         raise GrantError(409, f"grant {grant_id} is already {record.get('state')}")
 
     def _may_approve(self, grant: Grant, identity: Identity) -> bool:
@@ -342,16 +358,22 @@ class GrantService:
         if state not in (GrantState.pending, GrantState.active):
             grant.ended = self.clock.seconds()
             grant.decision = {k: v for k, v in decision.items() if v} or None
+        ending = state not in (GrantState.pending, GrantState.active)
+        if ending:
+            # The index first: a crash after the record must not bring the grant back at restart.
+            self._save(grant)
         d = self._record(event, grant)
         refused: list[Failure] = []
         d.addErrback(lambda f: refused.append(f) or f)
         if refused and not force:
             grant.state, grant.approved, grant.expires, grant.ended, grant.decision = before
+            if ending:
+                self._save(grant)
             d.addErrback(lambda _: None)
             return fail(refused[0])
-        if state not in (GrantState.pending, GrantState.active):
+        if ending:
             self._grants.pop(grant.id, None)
-            key = (grant.requester.subject, grant.connection)
+            key = _key(grant)
             if self._active.get(key) is grant:
                 del self._active[key]
             if grant._timer is not None and grant._timer.active():
@@ -421,11 +443,24 @@ class GrantService:
             grant._timer = None
 
 
-def _from_record(record: Mapping[str, Any]) -> Grant:
+def _same(one: Identity, other: Identity) -> bool:
+    """The same identity: a grant is the identity's that asked (issuer and subject), not its namesake's."""
+    return (one.issuer, one.subject) == (other.issuer, other.subject)
+
+
+def _key(grant: Grant) -> tuple[str, str, str]:
+    return (grant.requester.issuer, grant.requester.subject, grant.connection)
+
+
+def _requester(record: Mapping[str, Any]) -> Identity:
     requester = record["requester"]
+    return Identity(requester["issuer"], requester["subject"], tuple(requester.get("groups", ())))
+
+
+def _from_record(record: Mapping[str, Any]) -> Grant:
     grant = Grant(
         id=record["id"],
-        requester=Identity(requester["issuer"], requester["subject"], tuple(requester.get("groups", ()))),
+        requester=_requester(record),
         connection=record["connection"],
         duration_seconds=int(record["duration_seconds"]),
         reason=record.get("reason", ""),

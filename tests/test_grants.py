@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -62,6 +63,28 @@ class _Log(MemoryAuditLog):
         if event == self.refuse:
             raise AuditUnavailable(f"audit log unavailable: {event} refused")
         return super().append(event, body)
+
+
+class _StrictLog(_Log):
+    """As with audit sync = "strict": the records in C{hold} are confirmed (or lost) later, by C{release}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold: set[str] = set()
+        self.waiting: list[tuple[str, Deferred]] = []
+
+    def append(self, event, body):
+        d = super().append(event, body)
+        if event not in self.hold:
+            return d
+        synced: Deferred = Deferred()
+        self.waiting.append((event, synced))
+        return synced
+
+    def release(self, event: str, error: Exception | None = None) -> None:
+        [synced] = [w for e, w in self.waiting if e == event]
+        self.waiting = [(e, w) for e, w in self.waiting if w is not synced]
+        synced.callback(0) if error is None else synced.errback(error)
 
 
 def policy() -> PolicyService:
@@ -218,7 +241,7 @@ class ServiceTests(SynchronousTestCase):
         self.approve(grant)
         session = self.open()
         self.assertEqual(session.grant, grant["id"])
-        self.assertEqual(self.failureResultOf(self.grants.revoke(grant["id"], EVE, "no")).value.code, 403)
+        self.assertEqual(self.failureResultOf(self.grants.revoke(grant["id"], EVE, "no")).value.code, 404)
         record = self.successResultOf(self.grants.revoke(grant["id"], BOB, "incident closed"))
         self.assertEqual(record["state"], "revoked")
         self.assertTrue(session.closed)
@@ -271,3 +294,54 @@ class ServiceTests(SynchronousTestCase):
         self.successResultOf(late.restore())
         self.assertEqual(self.store.grants[grant["id"]]["state"], "expired")
         self.assertEqual(GrantState(self.store.grants[pending["id"]]["state"]), GrantState.cancelled)
+
+    def test_other_issuer_same_name_holds_nothing(self) -> None:
+        """A grant is the identity's that asked: the same subject from another issuer neither holds nor revokes it."""
+        grant = self.request()
+        self.approve(grant)
+        namesake = Identity("other-issuer", "alice", ("dev",))
+        self.assertFalse(self.grants.holds(namesake, "prod-db"))
+        self.assertEqual(self.failureResultOf(self.grants.revoke(grant["id"], namesake, "")).value.code, 404)
+
+    def test_strangers_learn_nothing(self) -> None:
+        """Revoking a grant one may not see answers 404, live or ended: no state, no approvers."""
+        grant = self.request(60)
+        error = self.failureResultOf(self.grants.revoke(grant["id"], EVE, "")).value
+        self.assertEqual((error.code, "dba" in str(error)), (404, False))
+        self.approve(grant)
+        self.clock.advance(61)
+        self.assertEqual(self.failureResultOf(self.grants.revoke(grant["id"], EVE, "")).value.code, 404)
+        self.assertEqual(self.failureResultOf(self.grants.revoke(grant["id"], BOB, "")).value.code, 409)
+
+
+class StrictLogTests(ServiceTests):
+    """Records confirmed later (sync = "strict"): what happens in between."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.audit = self.sessions.audit = _StrictLog()
+
+    def test_revoked_while_its_approval_is_made_durable(self) -> None:
+        grant = self.request(600)
+        self.audit.hold = {"grant.approved"}
+        self.approve(grant)
+        record = self.successResultOf(self.grants.revoke(grant["id"], BOB, "wrong grant"))
+        self.assertEqual(record["state"], "revoked")
+        self.audit.release("grant.approved")
+        self.assertFalse(self.grants.holds(ALICE, "prod-db"))
+        session = self.open()
+        self.assertFalse(self.successResultOf(session.check(Action("sql.delete", "DELETE FROM t"))).allowed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_revocation_whose_record_is_lost_later_still_ends_access(self) -> None:
+        grant = self.request(600)
+        self.approve(grant)
+        session = self.open()
+        self.audit.hold = {"grant.revoked"}
+        d = self.grants.revoke(grant["id"], BOB, "stop")
+        self.audit.release("grant.revoked", AuditUnavailable("fdatasync failed"))
+        error = self.failureResultOf(d, GrantError).value
+        self.assertEqual(error.code, 503)
+        self.assertIn("is revoked and its sessions ended", str(error))
+        self.assertTrue(session.closed)
+        self.assertFalse(self.grants.holds(ALICE, "prod-db"))

@@ -10,9 +10,11 @@ approved as a review: C{POST /api/v1/reviews/{review}/approve}.
 
 Errors are JSON C{{"error": "..."}}: 400 (a bad body, a duration over the
 rule's maximum, no reason), 401, 403 (no C{[[grant]]} rule lets the caller
-ask; not the requester or an approver), 404, 409 (a grant for that
-connection already pending or active; already ended), 503 (the audit log
-cannot record it: nothing was done).
+ask), 404 (no such grant, or not one the caller asked for or may approve),
+409 (a grant for that connection already pending or active; already
+ended), 503 (the audit log cannot record it: nothing was done -- or, for a
+revocation whose record was lost after it was accepted, done anyway, as
+the message says).
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from attrs import evolve
+
 from hoopgw.config import parse_duration, url_problem
 from hoopgw.errors import ConfigError, quote_choices
 from hoopgw.errors import describe_type as _type_name
@@ -340,9 +342,7 @@ def _parse_grant(ctx: _Context, index: int, table: Mapping[str, Any]) -> GrantRu
             raise ctx.error(f"{where}.max_duration", f"expected a duration of at least one second, got {_quote(table['max_duration'])}")
     return GrantRule(
         name=name,
-        review=ReviewRequirement(
-            review.approvers, review.min_approvals, review.timeout_seconds, rules=(name,), webhooks=review.webhooks
-        ),
+        review=evolve(review, rules=(name,)),
         max_duration_seconds=max_duration,
         groups=ctx.groups(table["groups"], f"{where}.groups") if "groups" in table else ANY,
         users=ctx.strings(table["users"], f"{where}.users") if "users" in table else ANY,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import inlineCallbacks
 
+from hoopgw.identity.ssh import SSH_KEY_ISSUER
 from hoopgw.model import Identity
 from tests.integration._process import spawn
 from tests.integration._ssh import SSHGatewayCase
@@ -32,7 +33,7 @@ name = "web-jit"
 connections = ["web1"]
 review.approvers = ["group:ops"]
 """
-ALICE = Identity("test", "alice", ("dev",))
+ALICE = Identity(SSH_KEY_ISSUER, "alice", ("dev",))  # as her mapped key identifies her
 BOB = Identity("test", "bob", ("ops",))
 
 

@@ -294,8 +294,8 @@ class _ClientSide:
             self.tap.from_client(data)
 
     def other_lost(self) -> None:
-        if self.idle_closed is not None:
-            return  # aborted both sides already
+        if self.idle_closed is not None or self.lost.called:
+            return  # aborted both sides already, or the client's side is gone (the gateway ended it)
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 

@@ -331,11 +331,28 @@ class ClientProtocol(Protocol):
         self.state = Phase.CLOSED
 
     def _terminated(self, reason: str) -> None:
-        """The gateway ends the session (its access grant ended): FATAL, as a server shut down by its administrator."""
-        if self.state is Phase.CLOSED:
-            self._teardown("closed")
-            return
-        self._fatal("57P01", f"hoopgw: {reason}")
+        """
+        The gateway ends the session (its access grant ended): FATAL, as a
+        server shut down by its administrator.  A statement still running
+        on the target is cancelled there (closing the connection would not
+        stop it: the server notices only when it next writes); whether it
+        finished first is not known, and its outcome says so.
+        """
+        backend, session = self.backend, self.session
+        if backend is not None and backend.key is not None and session is not None and self.tracker.expect:
+            self._send_cancel(session, backend).addErrback(
+                lambda f: log.failure("the statement of a terminated session could not be cancelled", f)
+            )
+        if self.state is not Phase.CLOSED:
+            self._fatal("57P01", f"hoopgw: {reason}")
+        if backend is not None and backend.transport is not None:
+            backend.on_lost = None
+            backend.transport.abortConnection()
+        self._teardown(
+            "closed",
+            unfinished=f"outcome unknown: the session was ended ({reason}) while this ran; "
+            "the gateway asked the server to cancel it",
+        )
 
     def _unlink(self) -> None:
         """
@@ -527,17 +544,19 @@ class ClientProtocol(Protocol):
         def decided(handle: ActionHandle) -> None:
             if not handle.allowed:
                 return
-            settings: PostgresSettings = session.connection.settings
-            request = codec.encode(codec.CancelRequest(backend.key.process_id, backend.key.secret_key))
-            sender = _OneShot(request)
-            connected = self.front.connect(settings, sender)  # type: ignore[arg-type]
-            connected.addCallbacks(
+            self._send_cancel(session, backend).addCallbacks(
                 lambda _: handle.finish(Outcome(status=Status.succeeded)),
                 lambda f: handle.finish(Outcome(status=Status.failed, error=f.getErrorMessage())),
             )
 
         d.addCallback(decided)
         d.addErrback(lambda f: log.failure("cancel request not forwarded", f))
+
+    def _send_cancel(self, session: Session, backend: Any) -> Deferred:
+        """A CancelRequest with the target's key, on a connection of its own (as libpq's PQcancel)."""
+        settings: PostgresSettings = session.connection.settings
+        request = codec.encode(codec.CancelRequest(backend.key.process_id, backend.key.secret_key))
+        return self.front.connect(settings, _OneShot(request))  # type: ignore[arg-type]
 
     # -- the relay: client to server -----------------------------------------
 
@@ -1306,9 +1325,11 @@ class ClientProtocol(Protocol):
             self.backend.transport.loseConnection()
         self._teardown("closed")
 
-    def _teardown(self, status: str, error: str | None = None) -> None:
+    def _teardown(
+        self, status: str, error: str | None = None, unfinished: str = "connection closed before completion"
+    ) -> None:
         self.front.cancel_keys.pop(self.cancel_pid, None)
-        self.tracker.close("connection closed before completion")
+        self.tracker.close(unfinished)
         session, self.session = self.session, None
         if session is not None:
             session.close(status=status, error=error)

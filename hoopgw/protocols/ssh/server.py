@@ -260,6 +260,9 @@ class _Realm:
         if login.lost:  # the client gave up while we connected
             avatar.logout()
             raise SessionRefused("client disconnected")
+        if session.closed:  # the gateway ended it while we connected (its access grant ended)
+            avatar.logout()
+            raise SessionRefused(f"session ended: {session.termination or 'closed'}")
         login.authenticated = True
         # The listener's pre-authentication deadline and caps stop here.
         _preauth.authenticated(self.transport)

@@ -338,7 +338,7 @@ class Gateway(MultiService):
         if listen.api is not None:
             factories["api"] = make_api_site(
                 metrics=self.metrics, health=self.health, reviews=self.reviews, sessions=self.sessions,
-                grants=self.grants,
+                grants=self.grants, audit=self.audit,
             )
         for name in ("postgres", "ssh", "http"):
             endpoint = getattr(listen, name)

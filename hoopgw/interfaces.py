@@ -105,11 +105,19 @@ class IStore(Interface):
         @return: L{Deferred}.
         """
 
-    def session_ended(session_id, ended, status, recording_sha256, *, bytes_in=None, bytes_out=None):
-        """Mark a session ended. @return: L{Deferred}."""
+    def session_ended(session_id, ended, status, recording_sha256, *, bytes_in=None, bytes_out=None, counts=None):
+        """
+        Mark a session ended; C{counts} are its actions by outcome
+        (C{{"actions": n, "succeeded": n, "blocked": n, ..., "reviewed": n}}).
+        @return: L{Deferred}.
+        """
 
-    def list_sessions(limit=100, active=None):
-        """@return: L{Deferred} firing with a list of mappings, newest first."""
+    def list_sessions(limit=100, active=None, where=None):
+        """
+        @param where: a L{hoopgw.store.SessionFilter} (subject, connection,
+            time range), instead of C{active} alone.
+        @return: L{Deferred} firing with a list of mappings, newest first.
+        """
 
     def end_interrupted(ended):
         """

@@ -445,6 +445,8 @@ class Session:
     _masks: tuple[object, SessionMasks | None] = field(default=(None, None), init=False, repr=False)
     # The access grant (hoopgw.grants) the session acted under: it ends with the grant.
     grant: str | None = None
+    # Actions by outcome status, and "reviewed" (held for review): stored at the end, for listings.
+    counts: dict[str, int] = field(factory=dict)
     # Set by the front end: ends the client's connection, telling it why
     # where the protocol can, and closes the session (see terminate).
     on_terminate: Callable[[str], object] | None = field(default=None, repr=False)
@@ -662,6 +664,7 @@ class Session:
                 sha256,
                 bytes_in=self.bytes_in,
                 bytes_out=self.bytes_out,
+                counts={"actions": self.actions, **self.counts},
             )
             stored.addErrback(lambda f: log.failure("session index update failed", f))
             return written
@@ -783,6 +786,7 @@ class ActionHandle:
         service = session.service
         reviews = service.reviews
         review_id = reviews.new_id()
+        session.counts["reviewed"] = session.counts.get("reviewed", 0) + 1
         self.started = service.clock.seconds()
         action_record = self._action_record()
         decision_record = decision.to_record()
@@ -838,6 +842,8 @@ class ActionHandle:
         if self.finished:
             return succeed(None)
         self.finished = True
+        counts = self.session.counts
+        counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
         service = self.session.service
         record = outcome.to_record()
         masks = self.session.masks if outcome.error else None

@@ -17,7 +17,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed
 from hoopgw.model import Identity, Source
 
-__all__ = ["JSONResource", "Refused", "write_json"]
+__all__ = ["CheckpointsResource", "JSONResource", "Refused", "write_json"]
 
 _log = Logger()
 MAX_BODY = 16 * 1024
@@ -116,3 +116,25 @@ class JSONResource(Resource):
         if not isinstance(reason, str):
             raise Refused(400, 'reason: expected a string ({"reason": "..."})')
         return reason.strip()[:2000]
+
+
+class CheckpointsResource(JSONResource):
+    """
+    C{POST /api/v1/checkpoints}: sign a checkpoint of the audit log now (any
+    authenticated identity: it reveals the log's size, nothing else), so
+    that the records just written can be exported in a session bundle.
+    """
+
+    def __init__(self, audit: Any, sessions: Any) -> None:
+        super().__init__(sessions)
+        self._audit = audit
+
+    async def _handle(self, request: Request) -> tuple[int, Any]:
+        if [p for p in request.postpath if p]:
+            raise Refused(404, "not found")
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST")
+            raise Refused(405, "a checkpoint is asked for with POST")
+        await self._identity(request)
+        size = await self._audit.checkpoint()
+        return 201, {"size": size}

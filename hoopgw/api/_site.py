@@ -11,6 +11,7 @@ from twisted.web.http import Request
 from twisted.web.server import Site
 
 from hoopgw.api._grants import GrantsResource
+from hoopgw.api._json import CheckpointsResource
 from hoopgw.api._reviews import ReviewsResource
 from hoopgw.api._resources import (
     HealthCheck,
@@ -57,13 +58,20 @@ class APISite(Site):
 
 
 def make_api_site(
-    *, metrics: MetricsSource, health: HealthCheck, reviews: Any = None, sessions: Any = None, grants: Any = None
+    *,
+    metrics: MetricsSource,
+    health: HealthCheck,
+    reviews: Any = None,
+    sessions: Any = None,
+    grants: Any = None,
+    audit: Any = None,
 ) -> Site:
     """
     Build the API's site: C{GET /healthz}, C{GET /metrics}, and with
     C{sessions} (whose identity service checks the caller's token)
     C{/api/v1/reviews} for C{reviews} (a L{hoopgw.reviews.ReviewService})
-    and C{/api/v1/grants} for C{grants} (a L{hoopgw.grants.GrantService}).
+    and C{/api/v1/grants} for C{grants} (a L{hoopgw.grants.GrantService}),
+    and C{/api/v1/checkpoints} for C{audit} (the L{hoopgw.audit.log.AuditLog}).
 
     @param metrics: a L{hoopgw.metrics.Metrics} (anything with C{render()}
         and C{content_type}).
@@ -80,6 +88,7 @@ def make_api_site(
             for name, resource in (
                 (b"reviews", ReviewsResource(reviews, sessions) if reviews is not None else None),
                 (b"grants", GrantsResource(grants, sessions) if grants is not None else None),
+                (b"checkpoints", CheckpointsResource(audit, sessions) if audit is not None else None),
             )
             if resource is not None
         },

@@ -42,7 +42,9 @@ __all__ = [
     "load_or_create_signing_key",
     "parse_checkpoint_body",
     "sign_checkpoint",
+    "sign_note",
     "verify_checkpoint",
+    "verify_note",
     "vkey_text",
 ]
 
@@ -170,8 +172,14 @@ def sign_checkpoint(
     private_key: Ed25519PrivateKey, key_name: str, origin: str, size: int, root: bytes
 ) -> bytes:
     """A complete signed note for the checkpoint (ends with a newline)."""
+    return sign_note(private_key, key_name, checkpoint_body(origin, size, root))
+
+
+def sign_note(private_key: Ed25519PrivateKey, key_name: str, body: bytes) -> bytes:
+    """A complete signed note (signed-note format) for C{body}, which ends with a newline."""
     check_key_name(key_name)
-    body = checkpoint_body(origin, size, root)
+    if not body.endswith(b"\n") or b"\n\n" in body:
+        raise CheckpointError("a note's text ends with a newline and has no blank line")
     kid = key_id(key_name, _raw_public(private_key.public_key()))
     signature = base64.b64encode(kid + private_key.sign(body)).decode()
     return body + f"\n{SIG_PREFIX}{key_name} {signature}\n".encode("utf-8")
@@ -215,10 +223,24 @@ def verify_checkpoint(note: bytes, verifier: Verifier) -> Checkpoint:
     separator = note.rfind(b"\n\n")
     if separator < 0:
         raise CheckpointError("note has no blank line between text and signatures")
+    checkpoint = parse_checkpoint_body(note[: separator + 1])
+    verify_note(note, verifier)
+    return checkpoint
+
+
+def verify_note(note: bytes, verifier: Verifier) -> bytes:
+    """
+    Verify a signed note's signature by C{verifier} (as L{verify_checkpoint}
+    does) and return its text.
+
+    @raise CheckpointError: naming what is wrong.
+    """
+    separator = note.rfind(b"\n\n")
+    if separator < 0:
+        raise CheckpointError("note has no blank line between text and signatures")
     body, signatures = note[: separator + 1], note[separator + 2 :]
     if not signatures.endswith(b"\n"):
         raise CheckpointError("note does not end with a newline")
-    checkpoint = parse_checkpoint_body(body)
     found = False
     try:
         sig_text = signatures.decode("utf-8")
@@ -249,4 +271,4 @@ def verify_checkpoint(note: bytes, verifier: Verifier) -> Checkpoint:
         found = True
     if not found:
         raise CheckpointError(f"note has no signature by key {verifier.name} ({verifier.key_id.hex()})")
-    return checkpoint
+    return body

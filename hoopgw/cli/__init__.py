@@ -243,7 +243,8 @@ def _summary(record: dict) -> str:
 
 
 def sessions_list(args: argparse.Namespace) -> int:
-    from hoopgw.store import FILENAME
+    from hoopgw.audit.search import format_time
+    from hoopgw.store import FILENAME, SessionFilter
     from hoopgw.store.sqlite import read_sessions
 
     config = _config(args)
@@ -251,16 +252,172 @@ def sessions_list(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"hoopgw: no session store at {path} (has the gateway run?)", file=sys.stderr)
         return 1
-    rows = read_sessions(path, limit=args.limit, active=True if args.active else None)
+    where = SessionFilter(
+        active=True if args.active else None,
+        subject=args.sub,
+        connection=args.connection,
+        since=format_time(args.since) if args.since else None,
+        until=format_time(args.until) if args.until else None,
+    )
+    rows = read_sessions(path, limit=args.limit, where=where)
+    recordings = config.gateway.data_dir / "recordings"
+    for row in rows:
+        # Stored at a session's end: none while it is open, or when its process died (interrupted).
+        counts = row.pop("counts", {}) or {}
+        row["actions"] = counts.get("actions")
+        # Allowed: forwarded (whatever then happened there); reviewed: held for a human, whatever they decided.
+        row["outcomes"] = {
+            "allowed": counts.get("succeeded", 0) + counts.get("failed", 0) + counts.get("expired", 0),
+            "blocked": counts.get("blocked", 0),
+            "failed": counts.get("failed", 0),
+            "reviewed": counts.get("reviewed", 0),
+        } if counts else None
+        row["recording_bytes"] = sum(p.stat().st_size for p in recordings.glob(f"{row['id']}*.cast"))
     if args.json:
         for row in rows:
             print(json.dumps(row, sort_keys=True, default=str))
         return 0
     for row in rows:
+        outcomes = row["outcomes"]
+        counted = (
+            f"{row['actions']:>5} actions ({outcomes['allowed']} allowed, {outcomes['blocked']} blocked, "
+            f"{outcomes['failed']} failed, {outcomes['reviewed']} reviewed)"
+            if outcomes is not None else f"{'-':>5} actions ({'still open' if row['ended'] is None else 'not counted'})"
+        )
         print(
             f"{row['id']}  {row['started']}  {row.get('ended') or '-':>27}  {row['status']:<11} "
-            f"{row['subject']:<16} {row['connection']:<16} {row['source']}"
+            f"{row['subject']:<16} {row['connection']:<16} {row['source']:<22} {counted}"
+            + (f"  recording {row['recording_bytes']} bytes" if row["recording_bytes"] else "")
         )
+    return 0
+
+
+def sessions_export(args: argparse.Namespace) -> int:
+    from hoopgw.evidence.bundle import BundleError, export_bundle
+
+    config = _config(args)
+    if args.checkpoint:
+        # The records just written are covered once the running gateway signs a checkpoint.
+        status, body = _api(args, "POST", "/api/v1/checkpoints", {})
+        if _api_result(status, body):
+            return 1
+    try:
+        manifest = export_bundle(config.gateway.data_dir, args.session, args.out)
+    except BundleError as e:
+        print(f"hoopgw: {e}", file=sys.stderr)
+        return 1
+    recordings = sum(1 for name in manifest["files"] if name.startswith("recordings/"))
+    print(
+        f"{args.out}: session {args.session}, {len(manifest['records'])} records, {recordings} recording(s), "
+        f"covered by checkpoint {manifest['checkpoint']['size']} (newest {manifest['newest']['size']}), key {manifest['key']}"
+    )
+    return 0
+
+
+def audit_verify_bundle(args: argparse.Namespace) -> int:
+    from hoopgw.evidence.bundle import verify_bundle
+
+    vkey = Path(args.vkey).read_text() if args.vkey else None
+    report = verify_bundle(args.bundle, vkey=vkey)
+    if not report.ok:
+        for problem in report.problems:
+            print(f"hoopgw: {args.bundle}: {problem}", file=sys.stderr)
+        print(f"{args.bundle}: FAILED ({len(report.problems)} problem(s))")
+        return 1
+    print(
+        f"{args.bundle}: OK: session {report.session}, {report.records} records and {report.recordings} "
+        f"recording(s) in signed checkpoint {report.checkpoint}, consistent with checkpoint {report.newest}, "
+        f"signed by {report.key}" + ("" if args.vkey else " (the key the bundle carries: compare its id with the operator's, or pass --vkey)")
+    )
+    return 0
+
+
+def evidence(args: argparse.Namespace) -> int:
+    import csv
+    import io
+    import time
+
+    from hoopgw.audit.verify import verify
+    from hoopgw.evidence.controls import build_evidence, findings_rows
+
+    config = _config(args)
+    audit_dir = _audit_dir(config, args)
+    if not (audit_dir / "records.jsonl").is_file():
+        print(f"hoopgw: {audit_dir}: no audit records (has the gateway run with this data_dir?)", file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    terminal = sys.stderr.isatty()
+
+    def progress(records: int, done: int, total: int) -> None:
+        # On a terminal only: a pipe or a log file gets the result, not a ticker.
+        if not terminal:
+            return
+        elapsed = time.monotonic() - started
+        rate = records / elapsed if elapsed else 0
+        left = (total - done) / (done / elapsed) if done and elapsed else 0
+        print(f"\r{records:,} records read, {rate:,.0f}/s, about {left:.0f} s left ", end="", file=sys.stderr)
+
+    try:
+        document = build_evidence(
+            audit_dir,
+            since=args.since,
+            until=args.until,
+            controls=tuple(args.control or ()),
+            connection=args.connection,
+            config=config,
+            verify=lambda directory, vkey: verify(directory, vkey, allow_unsigned_tail=True),
+            progress=progress,
+        )
+    except ValueError as e:
+        print(f"hoopgw: {e}", file=sys.stderr)
+        return 1
+    if terminal:
+        print(file=sys.stderr)
+    if args.format == "json":
+        data = json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+    else:
+        text = io.StringIO()
+        writer = csv.DictWriter(
+            text, ["control", "kind", "time", "subject", "connection", "session", "detail", "records"], lineterminator="\n"
+        )
+        writer.writeheader()
+        writer.writerows(findings_rows(document))
+        data = text.getvalue().encode()
+    Path(args.out).write_bytes(data)
+    findings = sum(len(c["findings"]) for c in document["controls"].values())
+    print(f"{args.out}: {len(document['controls'])} control(s), {findings} finding(s)")
+    return 0
+
+
+def replay(args: argparse.Namespace) -> int:
+    from hoopgw.replay import UnknownSession, play_asciicast, recordings, session_records, transcript
+
+    config = _config(args)
+    try:
+        records = session_records(_audit_dir(config, args), args.session)
+    except UnknownSession as e:
+        print(f"hoopgw: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        for record in records:
+            print(json.dumps(record, sort_keys=True, ensure_ascii=False))
+        return 0
+    start = next((r for r in records if r.get("event") == "session.start"), {})
+    # Where the trail says, else in this data dir's recordings folder (a data dir copied elsewhere).
+    folder = config.gateway.data_dir / "recordings"
+    casts = [p if p.is_file() else folder / p.name for p in recordings(records)]
+    casts = [p for p in casts if p.is_file()]
+    if casts and not args.transcript and (start.get("kind") == "ssh" or args.play):
+        out = sys.stdout.buffer
+        for cast in casts:
+            try:
+                play_asciicast(cast, out, speed=args.speed, max_idle=args.max_idle)
+            except (OSError, ValueError) as e:
+                print(f"hoopgw: cannot play {cast}: {e}", file=sys.stderr)
+                return 1
+        return 0
+    for line in transcript(records):
+        print(line)
     return 0
 
 
@@ -474,6 +631,13 @@ def parser() -> argparse.ArgumentParser:
         help="keep them, recorded as written but not signed at the time (not after a signed end)",
     )
     resolve.set_defaults(run=audit_resolve_tail)
+    bundle = audit.add_parser(
+        "verify-bundle", help="verify a session bundle offline (hoopgw sessions export): no configuration needed"
+    )
+    bundle.add_argument("bundle")
+    bundle.add_argument("--vkey", help="the verifier key file the bundle must be signed by (the operator's audit.vkey)")
+    bundle.set_defaults(run=audit_verify_bundle)
+
     search = audit.add_parser("search", help="find records")
     search.add_argument("--dir", help="audit directory (default: DATA_DIR/audit)")
     search.add_argument("--session")
@@ -489,8 +653,46 @@ def parser() -> argparse.ArgumentParser:
     listing = sessions.add_parser("list", help="recent sessions, newest first")
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--active", action="store_true", help="only sessions still open")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--sub", help="only this identity subject's sessions")
+    listing.add_argument("--connection", help="only sessions on this connection")
+    listing.add_argument("--since", type=_time, help="started at or after: RFC 3339 time or a duration ago (15m)")
+    listing.add_argument("--until", type=_time, help="started before: RFC 3339 time or a duration ago")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(run=sessions_list)
+
+    export = sessions.add_parser("export", help="write a session's evidence bundle (records, proofs, checkpoints, recordings)")
+    export.add_argument("session")
+    export.add_argument("--out", required=True, help="the bundle's path (a tar file)")
+    export.add_argument(
+        "--checkpoint", action="store_true",
+        help="ask the running gateway to sign a checkpoint first (its records are covered at once)",
+    )
+    export.add_argument("--api", help="the gateway's API URL, for --checkpoint (default: [listen] api)")
+    export.add_argument("--token", help="your bearer token, for --checkpoint (default: $HOOPGW_TOKEN)")
+    export.set_defaults(run=sessions_export)
+
+    report = groups.add_parser("evidence", help="evidence per NIST SP 800-53 control, from the audit trail (read-only)")
+    report.add_argument("--since", type=_time, help="records at or after: RFC 3339 time or a duration ago (30d)")
+    report.add_argument("--until", type=_time, help="records before: RFC 3339 time or a duration ago")
+    report.add_argument("--control", action="append", help="only this control (repeatable), e.g. AU-6")
+    report.add_argument("--connection", help="only this connection's records (and the gateway's own)")
+    report.add_argument("--format", choices=["json", "csv"], default="json", help="json: the whole document; csv: one row per finding")
+    report.add_argument("--out", required=True)
+    report.add_argument("--dir", help="audit directory (default: DATA_DIR/audit)")
+    report.set_defaults(run=evidence)
+
+    play = groups.add_parser(
+        "replay",
+        help="replay a session: a terminal from its recording, any session as a transcript of its audit records",
+    )
+    play.add_argument("session", help="the session's id (hoopgw sessions list)")
+    play.add_argument("--dir", help="audit directory (default: DATA_DIR/audit)")
+    play.add_argument("--speed", type=float, default=1.0, help="playback speed of a recording (2: twice as fast)")
+    play.add_argument("--max-idle", type=float, help="cap each pause of a recording at this many seconds")
+    play.add_argument("--transcript", action="store_true", help="the transcript even for a recorded terminal")
+    play.add_argument("--play", action="store_true", help="play the recordings of any session (kubectl exec -it)")
+    play.add_argument("--json", action="store_true", help="the session's audit records, one per line, in order")
+    play.set_defaults(run=replay)
 
     reviews = groups.add_parser("reviews", help="actions held for approval (the running gateway's API)")
     reviews_verbs = reviews.add_subparsers(dest="verb", required=True)

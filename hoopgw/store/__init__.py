@@ -8,6 +8,7 @@ library users; L{read_sessions} is the admin CLI's read-only view.
 from hoopgw.store._common import (
     SESSION_COLUMNS,
     DuplicateSession,
+    SessionFilter,
     StoreError,
     UnknownSession,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "DuplicateSession",
     "MemoryStore",
     "SQLiteStore",
+    "SessionFilter",
     "StoreError",
     "UnknownSession",
     "read_sessions",

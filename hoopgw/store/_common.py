@@ -13,6 +13,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from attrs import frozen
+
 from hoopgw.errors import HoopgwError
 
 #: Column order of the C{sessions} table, as rows are returned.
@@ -31,6 +33,7 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "recording_sha256",
     "bytes_in",
     "bytes_out",
+    "counts",
 )
 
 _REQUIRED = ("id", "started", "subject", "issuer", "connection", "kind")
@@ -70,6 +73,31 @@ def format_time(value: Any, key: str) -> str:
             raise ValueError(f"{key}: a naive datetime is ambiguous; give a timezone")
         return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     raise ValueError(f"{key}: expected a time, got {type(value).__name__}")
+
+
+@frozen
+class SessionFilter:
+    """
+    Which sessions a listing shows: C{active} C{True} (not ended) or
+    C{False} (ended); C{subject} and C{connection} exactly; sessions that
+    started at or after C{since} and before C{until} (RFC 3339 UTC text, as
+    stored).
+    """
+
+    active: bool | None = None
+    subject: str | None = None
+    connection: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+    def matches(self, row: Mapping[str, Any]) -> bool:
+        return (
+            (self.active is None or (row["ended"] is None) is self.active)
+            and (self.subject is None or row["subject"] == self.subject)
+            and (self.connection is None or row["connection"] == self.connection)
+            and (self.since is None or row["started"] >= self.since)
+            and (self.until is None or row["started"] < self.until)
+        )
 
 
 def parse_time(text: str) -> float:
@@ -119,6 +147,7 @@ def new_session_row(session: Mapping[str, Any]) -> dict[str, Any]:
         "recording_sha256": None if recording is None else str(recording),
         "bytes_in": int(session.get("bytes_in") or 0),
         "bytes_out": int(session.get("bytes_out") or 0),
+        "counts": {},
     }
 
 

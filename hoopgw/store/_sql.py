@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from attrs import frozen
 
-from hoopgw.store._common import GRANT_COLUMNS, REVIEW_COLUMNS, SESSION_COLUMNS, StoreError
+from hoopgw.store._common import GRANT_COLUMNS, REVIEW_COLUMNS, SESSION_COLUMNS, SessionFilter, StoreError
 
 # Not preceded by a colon or word character: leaves PostgreSQL casts
 # ("x::text") alone.
@@ -142,11 +142,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         'CREATE INDEX grants_state ON grants ("state", "created")',
     ),
+    (
+        # Outcome counts per session ({"succeeded": n, "blocked": n, ..., "reviewed": n}), set at its end.
+        """ALTER TABLE sessions ADD COLUMN "counts" TEXT NOT NULL DEFAULT '{}'""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_JSON_COLUMNS = ("groups", "client")
+_JSON_COLUMNS = ("groups", "client", "counts")
 _COLUMN_LIST = ", ".join(quote(column) for column in SESSION_COLUMNS)
 
 Statement = tuple[str, Mapping[str, Any]]
@@ -182,8 +186,9 @@ def end_session(
     recording_sha256: str | None,
     bytes_in: int | None,
     bytes_out: int | None,
+    counts: Mapping[str, int] | None = None,
 ) -> Statement:
-    """An UPDATE ending a session; byte counts are kept when C{None}."""
+    """An UPDATE ending a session; byte and outcome counts are kept when C{None}."""
     sets = ['"ended" = :ended', '"status" = :status', '"recording_sha256" = :recording_sha256']
     params: dict[str, Any] = {
         "id": session_id,
@@ -197,6 +202,9 @@ def end_session(
     if bytes_out is not None:
         sets.append('"bytes_out" = :bytes_out')
         params["bytes_out"] = bytes_out
+    if counts is not None:
+        sets.append('"counts" = :counts')
+        params["counts"] = json.dumps({str(k): int(v) for k, v in counts.items()}, sort_keys=True)
     return (f'UPDATE sessions SET {", ".join(sets)} WHERE "id" = :id', params)
 
 
@@ -215,16 +223,29 @@ def end_interrupted(ended: str) -> Statement:
     )
 
 
-def select_sessions(*, limit: int, active: bool | None) -> Statement:
-    """Sessions newest first; C{active} C{True}/C{False} filters on C{ended}."""
-    where = ""
-    if active is True:
-        where = ' WHERE "ended" IS NULL'
-    elif active is False:
-        where = ' WHERE "ended" IS NOT NULL'
+def select_sessions(*, limit: int, active: bool | None = None, where: SessionFilter | None = None) -> Statement:
+    """Sessions newest first, as C{where} (or just C{active}: C{True}/C{False} filters on C{ended}) says."""
+    where = where if where is not None else SessionFilter(active=active)
+    clauses = []
+    params: dict[str, Any] = {"limit": check_limit(limit)}
+    if where.active is True:
+        clauses.append('"ended" IS NULL')
+    elif where.active is False:
+        clauses.append('"ended" IS NOT NULL')
+    for column, operator, value in (
+        ("subject", "=", where.subject),
+        ("connection", "=", where.connection),
+        ("started", ">=", where.since),
+        ("started", "<", where.until),
+    ):
+        if value is not None:
+            name = f"{column}_{len(params)}"
+            clauses.append(f"{quote(column)} {operator} :{name}")
+            params[name] = value
+    text = " WHERE " + " AND ".join(clauses) if clauses else ""
     return (
-        f'SELECT {_COLUMN_LIST} FROM sessions{where} ORDER BY "started" DESC, "id" DESC LIMIT :limit',
-        {"limit": check_limit(limit)},
+        f'SELECT {_COLUMN_LIST} FROM sessions{text} ORDER BY "started" DESC, "id" DESC LIMIT :limit',
+        params,
     )
 
 

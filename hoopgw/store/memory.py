@@ -6,7 +6,7 @@ rows and errors as L{hoopgw.store.sqlite.SQLiteStore}, nothing persisted.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Mapping
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, fail, succeed
@@ -20,6 +20,7 @@ from hoopgw.store._common import (
     UnknownSession,
     format_time,
     new_session_row,
+    SessionFilter,
     grant_row,
     review_row,
     sort_key,
@@ -64,6 +65,7 @@ class MemoryStore:
         *,
         bytes_in: int | None = None,
         bytes_out: int | None = None,
+        counts: Mapping[str, int] | None = None,
     ) -> Deferred[None]:
         if self._closed:
             return fail(StoreError("the store is closed"))
@@ -83,20 +85,21 @@ class MemoryStore:
             row["bytes_in"] = int(bytes_in)
         if bytes_out is not None:
             row["bytes_out"] = int(bytes_out)
+        if counts is not None:
+            row["counts"] = {str(k): int(v) for k, v in counts.items()}
         return succeed(None)
 
-    def list_sessions(self, limit: int = 100, active: bool | None = None) -> Deferred[list[dict[str, Any]]]:
+    def list_sessions(
+        self, limit: int = 100, active: bool | None = None, where: SessionFilter | None = None
+    ) -> Deferred[list[dict[str, Any]]]:
         if self._closed:
             return fail(StoreError("the store is closed"))
         try:
             _sql.check_limit(limit)
         except ValueError:
             return fail()
-        rows = [
-            row
-            for row in self.sessions.values()
-            if active is None or (row["ended"] is None) is active
-        ]
+        where = where if where is not None else SessionFilter(active=active)
+        rows = [row for row in self.sessions.values() if where.matches(row)]
         rows.sort(key=sort_key, reverse=True)
         # Copies, so that a caller cannot change what the store holds.
         return succeed(copy.deepcopy(rows[:limit]))

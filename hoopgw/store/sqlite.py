@@ -13,7 +13,7 @@ import json
 import sqlite3
 from os import PathLike
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from attrs import define, field
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
@@ -31,6 +31,7 @@ from hoopgw.store._common import (
     UnknownSession,
     format_time,
     new_session_row,
+    SessionFilter,
     grant_row,
     review_row,
 )
@@ -230,13 +231,14 @@ class SQLiteStore:
         *,
         bytes_in: int | None = None,
         bytes_out: int | None = None,
+        counts: Mapping[str, int] | None = None,
     ) -> Deferred[None]:
         """
         Mark a session ended.
 
         @param ended: as C{started} in L{session_started}.
         @param bytes_in: if given, replaces the stored count (likewise
-            C{bytes_out}).
+            C{bytes_out}, and C{counts}: the session's actions by outcome).
         @return: L{Deferred} firing with C{None}, or failing with
             L{UnknownSession}.
         """
@@ -248,6 +250,7 @@ class SQLiteStore:
                 recording_sha256,
                 bytes_in,
                 bytes_out,
+                counts,
             )
         except ValueError:
             return fail()
@@ -261,15 +264,17 @@ class SQLiteStore:
 
         return self._run(update)
 
-    def list_sessions(self, limit: int = 100, active: bool | None = None) -> Deferred[list[dict[str, Any]]]:
+    def list_sessions(
+        self, limit: int = 100, active: bool | None = None, where: SessionFilter | None = None
+    ) -> Deferred[list[dict[str, Any]]]:
         """
         @param active: C{True} only sessions not ended, C{False} only ended
-            ones, C{None} all.
+            ones, C{None} all (or C{where}, which says more).
         @return: L{Deferred} firing with up to C{limit} session dicts, newest
             first (C{groups} a list, C{client} a dict).
         """
         try:
-            statement = _sql.select_sessions(limit=limit, active=active)
+            statement = _sql.select_sessions(limit=limit, active=active, where=where)
         except ValueError:
             return fail()
         return self._select(statement, lambda rows: [_sql.decode_session(values) for values in rows])
@@ -372,7 +377,7 @@ class SQLiteStore:
 
 
 def read_sessions(
-    path: str | PathLike[str], *, limit: int = 100, active: bool | None = None
+    path: str | PathLike[str], *, limit: int = 100, active: bool | None = None, where: SessionFilter | None = None
 ) -> list[dict[str, Any]]:
     """
     Read sessions synchronously and read-only, for the admin CLI (which runs
@@ -385,7 +390,7 @@ def read_sessions(
     store = Path(path)
     if not store.is_file():
         raise StoreError(f"{store}: no store database (has the gateway run with this data_dir?)")
-    sql, params = _sql.select_sessions(limit=limit, active=active)
+    sql, params = _sql.select_sessions(limit=limit, active=active, where=where)
     # mode=ro: the CLI must never create, migrate or write the file.
     connection = sqlite3.connect(
         store.resolve().as_uri() + "?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_SECONDS

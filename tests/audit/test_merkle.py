@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hoopgw.audit.merkle import (
     EMPTY_ROOT,
     CompactTree,
+    Levels,
     aligned_subtrees,
     ProofError,
     consistency_proof,
@@ -161,6 +162,17 @@ class VectorTests(SynchronousTestCase):
 
 
 class PropertyTests(SynchronousTestCase):
+    @settings(max_examples=60, deadline=None)
+    @given(leaf_lists)
+    def test_levels_give_the_rfc_6962_tree(self, leaves: list[bytes]) -> None:
+        """The bottom-up levels have MTH's root and PATH's proofs (a bundle's many proofs, each O(log n))."""
+        hashes = [leaf_hash(d) for d in leaves]
+        levels = Levels(hashes)
+        self.assertEqual(levels.root(), root_from_leaf_hashes(hashes))
+        for index in range(len(hashes)):
+            self.assertEqual(levels.inclusion_proof(index), inclusion_proof(index, hashes))
+        self.assertRaises(ProofError, levels.inclusion_proof, len(hashes))
+
     @settings(max_examples=60, deadline=None)
     @given(leaf_lists)
     def test_compact_tree_equals_mth(self, leaves: list[bytes]) -> None:

@@ -20,6 +20,7 @@ from hoopgw.interfaces import IStore
 from hoopgw.store import _sql
 from hoopgw.store import (
     SESSION_COLUMNS,
+    SessionFilter,
     DuplicateSession,
     MemoryStore,
     SQLiteStore,
@@ -88,6 +89,7 @@ class StoreBehaviourMixin:
                 "recording_sha256": None,
                 "bytes_in": 0,
                 "bytes_out": 0,
+                "counts": {},
             },
         )
         self.assertEqual(tuple(row), SESSION_COLUMNS)
@@ -101,15 +103,34 @@ class StoreBehaviourMixin:
         await store.session_started(session("s1"))
         await store.session_started(session("s2", started="2024-05-01T12:00:01.000000Z"))
         await store.session_ended(
-            "s1", "2024-05-01T12:05:00.000000Z", _Status.closed, "ab" * 32, bytes_in=10, bytes_out=20
+            "s1", "2024-05-01T12:05:00.000000Z", _Status.closed, "ab" * 32, bytes_in=10, bytes_out=20,
+            counts={"actions": 3, "succeeded": 2, "blocked": 1},
         )
         [ended] = await store.list_sessions(active=False)
         self.assertEqual(
             (ended["id"], ended["ended"], ended["status"], ended["recording_sha256"], ended["bytes_in"], ended["bytes_out"]),
             ("s1", "2024-05-01T12:05:00.000000Z", "closed", "ab" * 32, 10, 20),
         )
+        self.assertEqual(ended["counts"], {"actions": 3, "succeeded": 2, "blocked": 1})
         [active] = await store.list_sessions(active=True)
         self.assertEqual((active["id"], active["status"]), ("s2", "active"))
+
+    async def test_filters(self) -> None:
+        """Sessions are listed by subject, connection and start time (since inclusive, until exclusive)."""
+        store = await self.makeStore()
+        await store.session_started(session("s1", started="2024-05-01T12:00:00.000000Z"))
+        await store.session_started({**session("s2", started="2024-05-01T13:00:00.000000Z"), "subject": "bob"})
+        await store.session_started({**session("s3", started="2024-05-01T14:00:00.000000Z"), "connection": "other"})
+
+        async def ids(**where: Any) -> list[str]:
+            return [r["id"] for r in await store.list_sessions(where=SessionFilter(**where))]
+
+        self.assertEqual(await ids(), ["s3", "s2", "s1"])
+        self.assertEqual(await ids(subject="alice"), ["s3", "s1"])
+        self.assertEqual(await ids(subject="alice", connection="appdb"), ["s1"])
+        self.assertEqual(await ids(since="2024-05-01T13:00:00.000000Z"), ["s3", "s2"])
+        self.assertEqual(await ids(until="2024-05-01T13:00:00.000000Z"), ["s1"])
+        self.assertEqual(await ids(subject="nobody"), [])
 
     async def test_endInterrupted(self) -> None:
         """

@@ -1,0 +1,101 @@
+"""
+`hoopgw sessions list` and `hoopgw replay` (issue 14) over sessions the
+real clients made through the gateway: a psql session listed by subject
+with its outcome counts and replayed as a transcript, and an SSH terminal
+replayed from its recording exactly as stock `asciinema cat` shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from twisted.internet.defer import inlineCallbacks
+
+from tests.integration._process import HOOPGW, child_env, run
+from tests.integration._ssh import SSHGatewayCase
+from tests.integration.test_postgres_clients import _GatewayCase, wait_until
+
+DENY_DELETES = """
+[[rule]]
+name = "no-deletes"
+effect = "deny"
+sql.statements = ["delete"]
+message = "no deletes here"
+"""
+
+
+def admin_config(base, data_dir) -> str:
+    """A configuration file naming the gateway's data dir, for the admin CLI."""
+    path = base / "admin.toml"
+    path.write_text(
+        f'[gateway]\ndata_dir = "{data_dir}"\n[listen]\npostgres = false\nssh = false\nhttp = false\napi = false\n'
+    )
+    return str(path)
+
+
+class PostgresReplayTests(_GatewayCase):
+    def setUp(self) -> None:
+        self.start(extra_policy=DENY_DELETES)
+
+    def cli(self, *args: str):
+        return run([*HOOPGW, "--config", admin_config(self.base, self.base / "data"), *args], env=child_env())
+
+    @inlineCallbacks
+    def test_listed_and_replayed_as_a_transcript(self):
+        code, output = yield self.psql("-c", "SELECT count(*) FROM items", "-c", "DELETE FROM items WHERE id = 1")
+        self.assertNotEqual(code, 0)
+        [end] = yield wait_until(lambda: self.records("session.end"), "session.end")
+        session = end["session"]
+        yield self.gateway.store.list_sessions()  # (the store's writes are queued before this read)
+
+        code, output = yield self.cli("sessions", "list", "--sub", "alice", "--connection", "appdb", "--json")
+        self.assertEqual(code, 0, output)
+        [row] = [json.loads(line) for line in output.splitlines()]
+        self.assertEqual((row["id"], row["subject"], row["connection"], row["status"]), (session, "alice", "appdb", "closed"))
+        self.assertEqual(row["actions"], 2)
+        self.assertEqual(row["outcomes"], {"allowed": 1, "blocked": 1, "failed": 0, "reviewed": 0})
+        for filters in (("--sub", "bob"), ("--connection", "other"), ("--since", "1m", "--until", "2m")):
+            code, output = yield self.cli("sessions", "list", "--json", *filters)
+            self.assertEqual((code, output), (0, b""), filters)
+
+        code, output = yield self.cli("replay", session)
+        self.assertEqual(code, 0, output)
+        text = output.decode()
+        self.assertIn(f"session {session}: alice", text)
+        self.assertIn("sql.query  SELECT count(*) FROM items", text)
+        self.assertIn('decision: allow', text)
+        self.assertIn("sql.query ended: succeeded, rows 1", text)
+        self.assertIn('decision: deny (rule "no-deletes"): no deletes here', text)
+        self.assertIn("sql.query ended: blocked", text)
+        self.assertIn("session ended: closed, 2 action(s)", text)
+
+        code, output = yield self.cli("replay", session, "--json")
+        self.assertEqual(code, 0, output)
+        records = [json.loads(line) for line in output.splitlines()]
+        self.assertEqual([r["event"] for r in records][0::len(records) - 1], ["session.start", "session.end"])
+        self.assertEqual([r["seq"] for r in records], sorted(r["seq"] for r in records))
+
+        code, output = yield self.cli("replay", "nope")
+        self.assertEqual(code, 1)
+        self.assertIn(b"no record of session 'nope'", output)
+
+
+class TerminalReplayTests(SSHGatewayCase):
+    @inlineCallbacks
+    def test_played_as_asciinema_shows_it(self):
+        code, output = yield self.ssh("-tt", "printf 'one\\n'; sleep 0.3; printf 'two \\033[1mbold\\033[0m\\n'")
+        self.assertEqual(code, 0, output)
+        yield self.watch.wait("session.end")
+        [end] = self.records("session.end")
+        cast = end["end"]["recording"]
+        admin = admin_config(self.base, self.base / "data")
+        code, played = yield run([*HOOPGW, "--config", admin, "replay", end["session"], "--speed", "50"], env=child_env())
+        self.assertEqual(code, 0, played)
+        code, stock = yield run([sys.executable, "-m", "asciinema", "cat", cast], env=child_env())
+        self.assertEqual(code, 0, stock)
+        self.assertIn(b"two \x1b[1mbold", played)
+        self.assertEqual(played, stock)
+        code, text = yield run([*HOOPGW, "--config", admin, "replay", end["session"], "--transcript"], env=child_env())
+        self.assertEqual(code, 0, text)
+        self.assertIn(f"recording: {cast}".encode(), text)

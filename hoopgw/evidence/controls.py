@@ -375,17 +375,24 @@ def _tls_legs(config: Any) -> list[dict[str, Any]]:
     return legs
 
 
+def _cell(value: Any) -> str:
+    # A cell a spreadsheet would run as a formula (SQL text and subjects come
+    # from clients: "=HYPERLINK(...)") is kept as text, as OWASP advises.
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def findings_rows(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """One row per finding (the CSV format), in control order."""
+    """One row per finding (the CSV format), in control order; cells safe to open in a spreadsheet."""
     for name, section in document["controls"].items():
         for finding in section["findings"]:
             yield {
                 "control": name,
-                "kind": finding.get("kind", ""),
-                "time": finding.get("time") or "",
-                "subject": finding.get("subject") or "",
-                "connection": finding.get("connection") or "",
-                "session": finding.get("session") or "",
-                "detail": finding.get("detail") or "",
+                "kind": _cell(finding.get("kind")),
+                "time": _cell(finding.get("time")),
+                "subject": _cell(finding.get("subject")),
+                "connection": _cell(finding.get("connection")),
+                "session": _cell(finding.get("session")),
+                "detail": _cell(finding.get("detail")),
                 "records": " ".join(f"#{r['seq']}:{r['sha256']}" for r in finding.get("records", [])),
             }

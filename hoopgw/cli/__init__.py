@@ -375,6 +375,14 @@ def evidence(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     if args.format == "json":
         data = json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+    elif args.format == "html":
+        from hoopgw.evidence.html import render_html
+
+        data = render_html(document)
+    elif args.format == "oscal":
+        from hoopgw.evidence.oscal import render_oscal
+
+        data = render_oscal(document)
     else:
         text = io.StringIO()
         writer = csv.DictWriter(
@@ -676,7 +684,11 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--until", type=_time, help="records before: RFC 3339 time or a duration ago")
     report.add_argument("--control", action="append", help="only this control (repeatable), e.g. AU-6")
     report.add_argument("--connection", help="only this connection's records (and the gateway's own)")
-    report.add_argument("--format", choices=["json", "csv"], default="json", help="json: the whole document; csv: one row per finding")
+    report.add_argument(
+        "--format", choices=["json", "csv", "html", "oscal"], default="json",
+        help="json: the whole document; csv: one row per finding; html: one self-contained report; "
+             "oscal: OSCAL 1.1.2 assessment results (JSON)",
+    )
     report.add_argument("--out", required=True)
     report.add_argument("--dir", help="audit directory (default: DATA_DIR/audit)")
     report.set_defaults(run=evidence)

@@ -7,7 +7,11 @@ The result is a plain, deterministic document (sorted keys and lists; the
 only field that changes between two runs over the same range is
 C{generated_at}): per control, a summary and the findings, each citing the
 records it comes from by sequence number and the SHA-256 of the record's
-line (what the Merkle tree commits to, as C{0x00 || line}).
+line (what the Merkle tree commits to, as C{0x00 || line}); the trail's
+extent; and a timeline of actions by outcome (for the HTML chart).
+
+The renderers (L{hoopgw.evidence.html}, L{hoopgw.evidence.oscal}) take this
+document and nothing else, so every format says the same thing.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 from hoopgw.audit.log import RECORDS_FILE, VKEY_FILE
 
-__all__ = ["CONTROLS", "build_evidence", "findings_rows"]
+__all__ = ["CONTROLS", "DEFICIENCIES", "OUTCOMES", "build_evidence", "findings_rows"]
 
 #: The controls covered, with their titles (NIST SP 800-53 rev. 5).
 CONTROLS: dict[str, str] = {
@@ -40,6 +44,23 @@ CONTROLS: dict[str, str] = {
     "SC-7": "Boundary Protection",
     "SC-8": "Transmission Confidentiality and Integrity",
 }
+
+#: Controls whose findings are deficiencies (the control is not satisfied
+#: over the range).  Elsewhere (AU-6, AC-3, AC-6) the findings are what the
+#: control produces for review: refused and blocked requests, rejected
+#: policies, are enforcement working, not failing.
+DEFICIENCIES = frozenset({"AU-3", "AU-8", "AU-9", "AU-10", "SC-8"})
+
+#: Action outcomes (hoopgw.model.Status), in the timeline's stacking order.
+OUTCOMES = ("succeeded", "failed", "blocked", "expired")
+
+# Timeline bucket widths in seconds; each divides the next, so counts kept at
+# one width re-bucket exactly into any wider one.  The first width that
+# gives at most _BARS buckets over the trail's span is used.
+_WIDTHS = (1, 10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+_BARS = 60
+# Distinct buckets kept while reading before coarsening: bounds memory on a long trail.
+_BUCKETS_KEPT = 10_000
 
 # What every record of these kinds must carry (AU-3: what, when, where, source, outcome, identity).
 _COMMON = ("v", "log", "seq", "prev", "time", "event")
@@ -140,6 +161,8 @@ def build_evidence(
     gaps: list[tuple[float, dict[str, Any]]] = []
     previous: tuple[float, str, dict[str, Any]] | None = None
     first = last = None
+    outcomes: Counter[tuple[int, str]] = Counter()
+    width_index = 0
     count = read = 0
     position = [0]
     total = (audit_dir / RECORDS_FILE).stat().st_size
@@ -198,6 +221,12 @@ def build_evidence(
         elif event == "action.end":
             started = starts.pop(_get(record, "action.id"), None)
             status = _get(record, "outcome.status")
+            if seconds is not None:
+                width = _WIDTHS[width_index]
+                outcomes[(int(seconds // width) * width, str(status))] += 1
+                if len(outcomes) > _BUCKETS_KEPT and width_index + 1 < len(_WIDTHS):
+                    width_index += 1
+                    outcomes = _rebucket(outcomes, _WIDTHS[width_index])
             if status in ("blocked", "failed"):
                 review_findings.append(_action_finding(status, record, started, cite))
         elif event in ("auth.failed", "auth.failed.suppressed", "session.refused", "request.refused"):
@@ -312,8 +341,46 @@ def build_evidence(
         "generated_at": _text_time(now or datetime.now(timezone.utc)),
         "range": {"since": since_text, "until": until_text, "connection": connection},
         "audit_dir": str(audit_dir),
+        "trail": trail,
+        "timeline": _timeline(outcomes, width_index),
         "controls": {name: {"title": CONTROLS[name], **sections[name]} for name in CONTROLS if name in sections},
     }
+
+
+def _rebucket(counts: Counter[tuple[int, str]], width: int) -> Counter[tuple[int, str]]:
+    wider: Counter[tuple[int, str]] = Counter()
+    for (start, status), n in counts.items():
+        wider[(start // width * width, status)] += n
+    return wider
+
+
+def _timeline(counts: Counter[tuple[int, str]], width_index: int) -> dict[str, Any]:
+    """
+    Action ends per time bucket and outcome: the narrowest width (at least
+    the one counted at) that spans the trail in at most C{_BARS} buckets.
+    Only non-empty buckets are listed, in time order.
+    """
+    if counts:
+        low, high = min(s for s, _ in counts), max(s for s, _ in counts)
+        width_index = next((i for i in range(width_index, len(_WIDTHS))
+                            if (high // _WIDTHS[i] - low // _WIDTHS[i]) < _BARS), len(_WIDTHS) - 1)
+        counts = _rebucket(counts, _WIDTHS[width_index])
+    buckets: dict[int, dict[str, int]] = defaultdict(dict)
+    for (start, status), n in counts.items():
+        buckets[start][status] = n
+    totals: Counter[str] = Counter()
+    for (_, status), n in counts.items():
+        totals[status] += n
+    return {
+        "bucket_seconds": _WIDTHS[width_index],
+        "outcomes": dict(sorted(totals.items())),
+        "buckets": [{"start": _epoch_text(start), "counts": dict(sorted(buckets[start].items()))}
+                    for start in sorted(buckets)],
+    }
+
+
+def _epoch_text(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _action_finding(status: str, end: dict[str, Any], started: tuple[dict[str, Any], bytes] | None,

@@ -130,12 +130,14 @@ HOOPGW = [sys.executable, "-c", "import sys; from hoopgw.cli import main; sys.ex
 
 
 def postgres_gateway_config(
-    *, port: int, cert: Path, key: Path, target_port: int, role: str, connections: tuple[str, ...], policies: str = ""
+    *, port: int, cert: Path, key: Path, target_port: int, role: str, connections: tuple[str, ...], policies: str = "",
+    api_port: int | None = None,
 ) -> str:
     """
     A gateway configuration for PostgreSQL benchmarks: one listener on
     C{port}, audit on (batched sync), the target's C{role} (its password in
-    C{HOOPGW_BENCH_PASSWORD}) behind each named connection.
+    C{HOOPGW_BENCH_PASSWORD}) behind each named connection; the API
+    listener on C{api_port} when given.
     """
     blocks = "".join(
         f"""
@@ -151,6 +153,7 @@ tls = "disable"
         for name in connections
     )
     folder = f'policies = "{policies}"' if policies else ""
+    api = f'"tcp:{api_port}:interface=127.0.0.1"' if api_port else "false"
     return f"""
 [gateway]
 name = "bench"
@@ -161,7 +164,7 @@ data_dir = "data"
 postgres = "tcp:{port}:interface=127.0.0.1"
 ssh = false
 http = false
-api = false
+api = {api}
 
 [tls]
 cert_file = "{cert}"
@@ -181,20 +184,29 @@ def start_gateway(config: Path, stack: contextlib.ExitStack, env: dict[str, str]
     directory = config.parent
     env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
     log = directory / "twistd.log"
+    offset = log.stat().st_size if log.exists() else 0  # a restart appends: only this run's lines count
     with open(log, "ab") as out:
         gateway = subprocess.Popen(
             TWISTD + ["-n", "--pidfile=", "hoopgw", "--config", str(config)],
             stdout=out, stderr=subprocess.STDOUT, cwd=str(directory), env=env, start_new_session=True,
         )
     stack.callback(stop_process, gateway, group=False)
-    wait_for(lambda: b"hoopgw ready" in log.read_bytes() or gateway.poll() is not None, 60, "hoopgw")
+    wait_for(lambda: b"hoopgw ready" in log.read_bytes()[offset:] or gateway.poll() is not None, 60, "hoopgw")
     if gateway.poll() is not None:
         raise RuntimeError(f"hoopgw did not start (exited):\n{log.read_text(errors='replace')}")
+    return gateway, issue_token(config, env, "bench")
+
+
+def issue_token(config: Path, env: dict[str, str], sub: str, groups: tuple[str, ...] = ()) -> str:
+    """A dev-issuer token (one hour) for C{sub} in C{groups}, from C{hoopgw token issue} on C{config}."""
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
+    argv = HOOPGW + ["--config", str(config), "token", "issue", "--sub", sub, "--ttl", "1h"]
+    for group in groups:
+        argv += ["--group", group]
     token = subprocess.run(
-        HOOPGW + ["--config", str(config), "token", "issue", "--sub", "bench", "--ttl", "1h"],
-        capture_output=True, text=True, cwd=str(directory), env=env, timeout=60, check=False,
+        argv, capture_output=True, text=True, cwd=str(config.parent), env=env, timeout=60, check=False,
     )
     if token.returncode != 0:
         raise RuntimeError(f"hoopgw token issue failed: {token.stderr}")
-    return gateway, token.stdout.strip()
+    return token.stdout.strip()
 

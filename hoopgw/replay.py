@@ -146,6 +146,12 @@ def transcript(records: list[dict[str, Any]]) -> Iterator[str]:
             details = action.get("details") or {}
             if details.get("parameters"):
                 yield f"{'':12}parameters: {details['parameters']}"
+            if details.get("verb"):
+                what = details.get("resource") or ""
+                if details.get("subresource"):
+                    what += f"/{details['subresource']}"
+                where = "/".join(p for p in (details.get("namespace"), details.get("name")) if p)
+                yield f"{'':12}kubernetes: {details['verb']} {what} {where}".rstrip()
             if action.get("masked"):
                 masked = ", ".join(f"{n}={c}" for n, c in sorted(action["masked"].items()))
                 yield f"{'':12}masked in the input: {masked}"

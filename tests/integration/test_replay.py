@@ -12,8 +12,10 @@ import sys
 
 from twisted.internet.defer import inlineCallbacks
 
+from tests.integration._fake_k8s import run_kubectl, spawn_kubectl_tty, start_fake_k8s, write_kubeconfig
 from tests.integration._process import HOOPGW, child_env, run
 from tests.integration._ssh import SSHGatewayCase
+from tests.integration.test_http_proxy import _GatewayCase as _HTTPGatewayCase
 from tests.integration.test_postgres_clients import _GatewayCase, wait_until
 
 DENY_DELETES = """
@@ -99,3 +101,55 @@ class TerminalReplayTests(SSHGatewayCase):
         code, text = yield run([*HOOPGW, "--config", admin, "replay", end["session"], "--transcript"], env=child_env())
         self.assertEqual(code, 0, text)
         self.assertIn(f"recording: {cast}".encode(), text)
+
+
+class KubectlReplayTests(_HTTPGatewayCase):
+    timeout = 180
+
+    def setUp(self) -> None:
+        self.start(start_fake_k8s(self))
+        self.kubeconfig = write_kubeconfig(
+            self.base / "kubeconfig", server=self.url("/k8s"), ca_pem=self.gateway.tls_cert.read_bytes(), token=self.token
+        )
+
+    def cli(self, *args: str):
+        return run([*HOOPGW, "--config", admin_config(self.base, self.base / "data"), *args], env=child_env())
+
+    @inlineCallbacks
+    def test_requests_as_a_transcript_and_exec_as_asciinema_shows_it(self):
+        self.fake.create("namespaces", {"metadata": {"name": "x"}})
+        code, out, err = yield run_kubectl(self.kubeconfig, "delete", "namespace", "x")
+        self.assertNotEqual(code, 0)
+        self.fake.add_pod("web")
+
+        def greet(session, args):
+            session.stdout(b"name? ")
+            session.on_stdin = lambda data: (session.stdout(b"\r\nhello \x1b[1mbob\x1b[0m\r\n"), session.exit(0))
+
+        self.fake.commands["greet"] = greet
+        proc = spawn_kubectl_tty(self.kubeconfig, "exec", "-it", "web", "--", "greet")
+        yield proc.wait_for(b"name? ")
+        proc.write(b"bob\r")
+        code, out, err = yield proc.ended
+        self.assertEqual(code, 0, out + err)
+        self.front.close()  # (kubectl's connections end: their sessions are written)
+        ends = yield wait_until(
+            lambda: [r for r in self.records("session.end") if r["end"].get("recording")] and self.records("session.end"),
+            "the sessions to end",
+        )
+        [denied] = [s for s, _ in self.actions() if s["action"]["kind"] == "k8s.delete"]
+        code, output = yield self.cli("replay", denied["session"])
+        self.assertEqual(code, 0, output)
+        text = output.decode()
+        self.assertIn("k8s.delete  DELETE /api/v1/namespaces/x", text)
+        self.assertIn("kubernetes: delete namespaces x", text)
+        self.assertIn('decision: deny (rule "no-namespace-delete")', text)
+        self.assertIn("k8s.delete ended: blocked", text)
+
+        [recorded] = [r for r in ends if r["end"].get("recording")]
+        code, played = yield self.cli("replay", recorded["session"], "--play", "--speed", "100")
+        self.assertEqual(code, 0, played)
+        code, stock = yield run([sys.executable, "-m", "asciinema", "cat", recorded["end"]["recording"]], env=child_env())
+        self.assertEqual(code, 0, stock)
+        self.assertIn(b"hello \x1b[1mbob", played)
+        self.assertEqual(played, stock)

@@ -26,6 +26,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from hoopgw.protocols import set_no_delay
 from hoopgw.protocols.http.wire import END, ParseError, Parser
 
 __all__ = ["Pool", "UpstreamConnection", "UpstreamUser", "set_no_delay"]
@@ -135,13 +136,6 @@ class UpstreamConnection(Protocol):
                 user.upstream_failed(reason)
         if not self.closed.called:
             self.closed.callback(None)
-
-
-def set_no_delay(transport: Any) -> None:
-    try:
-        transport.setTcpNoDelay(True)
-    except (AttributeError, OSError):
-        pass  # not TCP (a test's memory transport)
 
 
 class Pool:

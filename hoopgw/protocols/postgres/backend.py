@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.config import PostgresSettings
+from hoopgw.protocols import set_no_delay
 from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.auth import SCRAM_SHA_256, BackendAuthError, ScramClient, md5_password
 
@@ -77,6 +78,7 @@ class BackendProtocol(Protocol):
     # -- connection set-up ---------------------------------------------------
 
     def connectionMade(self) -> None:
+        set_no_delay(self.transport)  # as libpq does: a message must not wait for the server's ACK of the last
         if self.settings.tls == "disable":
             self._send_startup()
         else:

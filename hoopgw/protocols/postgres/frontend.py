@@ -47,7 +47,7 @@ from hoopgw.config import PostgresSettings
 from hoopgw.errors import AuditUnavailable, NotPermitted
 from hoopgw.model import Action, Connection, Outcome, Source, Status
 from hoopgw.policy.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
-from hoopgw.protocols import _preauth, _tls as tls
+from hoopgw.protocols import _preauth, _tls as tls, set_no_delay
 from hoopgw.protocols.postgres import codec, lexical, reach, startup
 from hoopgw.protocols.postgres.reach import RelationGraph
 from hoopgw.protocols.postgres.tracker import (
@@ -371,6 +371,10 @@ class ClientProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.reading = _Reading(self.transport)
+        # An answer forwarded right after a write the client has not ACKed yet
+        # (a held statement's notice, then its result once approved) must not
+        # wait out the client's delayed ACK.
+        set_no_delay(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)

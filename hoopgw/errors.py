@@ -6,7 +6,12 @@ to show a client: none carries a credential.
 from __future__ import annotations
 
 import json
-from typing import Iterable
+import re
+from typing import Any, Iterable
+
+# C0 and C1 controls and DEL: a terminal acts on them (erase a line, set the
+# title, hide text), so text from a client or a file never prints them raw.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 _TYPE_NAMES = (
@@ -38,6 +43,11 @@ def quote(text: str, limit: int = 80) -> str:
 def quote_choices(choices: Iterable[str]) -> str:
     """C{"a", "b", "c"}: the allowed values, sorted, for an error message."""
     return ", ".join(quote(choice) for choice in sorted(choices))
+
+
+def terminal_safe(value: Any) -> str:
+    """C{str(value)} with every control character shown as an escape (C{\\x1b}), safe to print on a terminal."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 class HoopgwError(Exception):

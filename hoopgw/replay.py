@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from hoopgw.audit.search import search
+from hoopgw.errors import terminal_safe
 from hoopgw.recording.asciicast import read_asciicast
 
 __all__ = ["UnknownSession", "play_asciicast", "recordings", "session_records", "transcript"]
@@ -128,7 +129,15 @@ def _who(review: dict[str, Any]) -> str:
 
 
 def transcript(records: list[dict[str, Any]]) -> Iterator[str]:
-    """The session as lines of text (module docstring)."""
+    """
+    The session as lines of text (module docstring), each safe to print on a
+    terminal: what clients sent (SQL, paths, names) may hold escape
+    sequences that would rewrite the lines above.
+    """
+    return (terminal_safe(line) for line in _transcript(records))
+
+
+def _transcript(records: list[dict[str, Any]]) -> Iterator[str]:
     start = next((r for r in records if r.get("event") == "session.start"), records[0])
     origin = _seconds(start["time"])
     identity = start.get("identity", {})

@@ -125,9 +125,17 @@ class CheckpointsResource(JSONResource):
     that the records just written can be exported in a session bundle.
     """
 
-    def __init__(self, audit: Any, sessions: Any) -> None:
+    # Each checkpoint costs a signature, three fsyncs and a call to every
+    # witness: one per interval at most, and none for a log that has not grown.
+    min_interval = 1.0
+
+    def __init__(self, audit: Any, sessions: Any, clock: Any = None) -> None:
         super().__init__(sessions)
         self._audit = audit
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._clock = clock
+        self._signed: tuple[float, int] | None = None  # (when, size) of the last one asked for here
 
     async def _handle(self, request: Request) -> tuple[int, Any]:
         if [p for p in request.postpath if p]:
@@ -135,6 +143,17 @@ class CheckpointsResource(JSONResource):
         if request.method != b"POST":
             request.setHeader(b"allow", b"POST")
             raise Refused(405, "a checkpoint is asked for with POST")
-        await self._identity(request)
+        identity = await self._identity(request)
+        now = self._clock.seconds()
+        if self._signed is not None:
+            when, size = self._signed
+            if self._audit.size <= size:
+                return 200, {"size": size}
+            if now - when < self.min_interval:
+                request.setHeader(b"retry-after", b"1")
+                raise Refused(429, "a checkpoint was signed less than a second ago; ask again in a moment")
+        self._signed = (now, self._audit.size)
         size = await self._audit.checkpoint()
+        self._signed = (now, size)
+        _log.info("checkpoint {size} signed at the request of {subject}", size=size, subject=identity.subject)
         return 201, {"size": size}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hoopgw.config import Config, load, parse_duration, quickstart
-from hoopgw.errors import ConfigError
+from hoopgw.errors import ConfigError, terminal_safe
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -239,12 +239,12 @@ def _summary(record: dict) -> str:
             parts.append(repr(outcome["error"]))
     if record.get("reason"):
         parts.append(repr(record["reason"]))
-    return " ".join(str(p) for p in parts)
+    return terminal_safe(" ".join(str(p) for p in parts))
 
 
 def sessions_list(args: argparse.Namespace) -> int:
     from hoopgw.audit.search import format_time
-    from hoopgw.store import FILENAME, SessionFilter
+    from hoopgw.store import FILENAME, SessionFilter, StoreError
     from hoopgw.store.sqlite import read_sessions
 
     config = _config(args)
@@ -259,7 +259,11 @@ def sessions_list(args: argparse.Namespace) -> int:
         since=format_time(args.since) if args.since else None,
         until=format_time(args.until) if args.until else None,
     )
-    rows = read_sessions(path, limit=args.limit, where=where)
+    try:
+        rows = read_sessions(path, limit=args.limit, where=where)
+    except StoreError as e:
+        print(f"hoopgw: {e}", file=sys.stderr)
+        return 1
     recordings = config.gateway.data_dir / "recordings"
     for row in rows:
         # Stored at a session's end: none while it is open, or when its process died (interrupted).
@@ -284,11 +288,11 @@ def sessions_list(args: argparse.Namespace) -> int:
             f"{outcomes['failed']} failed, {outcomes['reviewed']} reviewed)"
             if outcomes is not None else f"{'-':>5} actions ({'still open' if row['ended'] is None else 'not counted'})"
         )
-        print(
+        print(terminal_safe(
             f"{row['id']}  {row['started']}  {row.get('ended') or '-':>27}  {row['status']:<11} "
             f"{row['subject']:<16} {row['connection']:<16} {row['source']:<22} {counted}"
             + (f"  recording {row['recording_bytes']} bytes" if row["recording_bytes"] else "")
-        )
+        ))
     return 0
 
 
@@ -317,17 +321,29 @@ def sessions_export(args: argparse.Namespace) -> int:
 def audit_verify_bundle(args: argparse.Namespace) -> int:
     from hoopgw.evidence.bundle import verify_bundle
 
-    vkey = Path(args.vkey).read_text() if args.vkey else None
-    report = verify_bundle(args.bundle, vkey=vkey)
-    if not report.ok:
-        for problem in report.problems:
-            print(f"hoopgw: {args.bundle}: {problem}", file=sys.stderr)
-        print(f"{args.bundle}: FAILED ({len(report.problems)} problem(s))")
+    try:
+        vkey = Path(args.vkey).read_text() if args.vkey else None
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"hoopgw: --vkey {args.vkey}: cannot read it ({e})", file=sys.stderr)
         return 1
+    report = verify_bundle(args.bundle, vkey=vkey)
+    bundle = terminal_safe(args.bundle)
+    if not report.ok:
+        # Everything printed from the bundle is escaped: a member's name could otherwise draw a fake "OK".
+        for problem in report.problems:
+            print(f"hoopgw: {bundle}: {terminal_safe(problem)}", file=sys.stderr)
+        print(f"{bundle}: FAILED ({len(report.problems)} problem(s))")
+        return 1
+    for note in report.notes:
+        print(f"hoopgw: {bundle}: note: {terminal_safe(note)}", file=sys.stderr)
+    signer = (
+        f"signed by the key given ({terminal_safe(report.key)})" if args.vkey else
+        f"signed by the key the bundle carries, {terminal_safe(report.key)}, vkey SHA-256 {report.fingerprint}: "
+        "compare it with the operator's, or pass --vkey"
+    )
     print(
-        f"{args.bundle}: OK: session {report.session}, {report.records} records and {report.recordings} "
-        f"recording(s) in signed checkpoint {report.checkpoint}, consistent with checkpoint {report.newest}, "
-        f"signed by {report.key}" + ("" if args.vkey else " (the key the bundle carries: compare its id with the operator's, or pass --vkey)")
+        f"{bundle}: OK: session {terminal_safe(report.session)}, {report.records} records and {report.recordings} "
+        f"recording(s) in signed checkpoint {report.checkpoint}, consistent with checkpoint {report.newest}; {signer}"
     )
     return 0
 

@@ -30,6 +30,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -76,16 +77,23 @@ def _manifest_note_body(session: str, digest: str) -> bytes:
 
 
 def _scan(records_path: Path, session: str) -> tuple[list[bytes], list[tuple[int, bytes]]]:
-    """Every record's leaf hash, and the session's (index, line)."""
+    """Every whole record's leaf hash, and the session's (index, line); a torn last line (being written) is left out."""
     hashes: list[bytes] = []
     lines: list[tuple[int, bytes]] = []
     marker = f'"session":"{session}"'.encode()
     with open(records_path, "rb") as f:
-        for index, line in enumerate(f):
-            line = line.rstrip(b"\n")
+        for index, raw in enumerate(f):
+            if not raw.endswith(b"\n"):
+                break
+            line = raw[:-1]
             hashes.append(leaf_hash(line))
-            if marker in line and json.loads(line).get("session") == session:
-                lines.append((index, line))
+            if marker in line:
+                try:
+                    record = json.loads(line)
+                except (ValueError, RecursionError):
+                    raise BundleError(f"{records_path}: record #{index} is not JSON: run hoopgw audit verify") from None
+                if isinstance(record, dict) and record.get("session") == session:
+                    lines.append((index, line))
     return hashes, lines
 
 
@@ -130,6 +138,9 @@ def export_bundle(data_dir: Path | str, session: str, out: Path | str) -> dict[s
     levels = Levels(hashes[: covering[1].size])
     if levels.root() != covering[1].root:
         raise BundleError(f"{audit}: the records do not match checkpoint {covering[1].size}: run hoopgw audit verify")
+    # A trail shorter than its newest checkpoint, or different from it, is tampering: never signed into a bundle.
+    if newest.size > len(hashes) or (newest.size > covering[1].size and Levels(hashes[: newest.size]).root() != newest.root):
+        raise BundleError(f"{audit}: the records do not match the newest checkpoint ({newest.size}): run hoopgw audit verify")
 
     def note_at(start: int) -> bytes:
         end = raw_notes.index(b"\n\n", raw_notes.index(b"\n\n", start) + 2)
@@ -181,56 +192,87 @@ def export_bundle(data_dir: Path | str, session: str, out: Path | str) -> dict[s
 
 
 def _recordings(lines: list[tuple[int, bytes]], data_dir: Path) -> Iterator[tuple[str, Path]]:
+    """
+    The recordings the session's C{session.end} names with their SHA-256,
+    read from this data dir's recordings folder only (the bundle leaves the
+    machine: nothing else is read into it), each checked against that hash.
+    """
+    folder = data_dir / "recordings"
     for _, line in lines:
         record = json.loads(line)
         if record.get("event") != "session.end":
             continue
-        end = record.get("end", {})
-        paths = [end["recording"]] if end.get("recording") else []
-        paths += [other["path"] for other in end.get("recordings", ()) if other.get("path")]
-        for text in paths:
-            path = Path(text)
+        for name, digest in signed_recordings(record):
+            path = folder / name
             if not path.is_file():
-                path = data_dir / "recordings" / path.name
-            if not path.is_file():
-                raise BundleError(f"recording {text} of the session is missing")
-            yield path.name, path
+                raise BundleError(f"recording {path} of the session is missing")
+            if _sha256(path.read_bytes()) != digest:
+                raise BundleError(f"recording {path} is not the one the session's session.end names (its SHA-256 differs)")
+            yield name, path
+
+
+def signed_recordings(record: Any) -> list[tuple[str, str]]:
+    """(file name, SHA-256) of each recording a C{session.end} record names with its hash; malformed entries are not."""
+    end = record.get("end") if isinstance(record, dict) else None
+    if not isinstance(end, dict):
+        return []
+    named = [(end.get("recording"), end.get("recording_sha256"))]
+    others = end.get("recordings")
+    if isinstance(others, list):
+        named += [(o.get("path"), o.get("sha256")) for o in others if isinstance(o, dict)]
+    return [
+        (Path(path).name, digest) for path, digest in named
+        if isinstance(path, str) and isinstance(digest, str) and Path(path).name.endswith(".cast")
+    ]
 
 
 @define
 class BundleReport:
-    """What L{verify_bundle} found: C{problems} empty means the bundle is intact."""
+    """
+    What L{verify_bundle} found: C{problems} empty means the bundle is
+    intact; C{notes} say what it is (a session not ended) without being
+    wrong.
+    """
 
     session: str = ""
     key: str = ""
+    fingerprint: str = ""  # SHA-256 of the verifier key: what to compare with the operator's
     records: int = 0
     recordings: int = 0
     checkpoint: int = 0
     newest: int = 0
     problems: list[str] = field(factory=list)
+    notes: list[str] = field(factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
+_RECORDING = re.compile(r"recordings/[A-Za-z0-9_.-]{1,200}\.cast")
+
+
 def _read_members(path: Path, report: BundleReport) -> dict[str, bytes]:
+    """The members a bundle may hold, read with limits; anything else is a problem, and is not read."""
     members: dict[str, bytes] = {}
     total = 0
     try:
         with tarfile.open(path, "r:") as tar:
             for info in tar:
                 name = info.name
-                if not info.isfile() or name.startswith("/") or ".." in name.split("/") or name in members:
-                    report.problems.append(f"{name}: not a plain file of a bundle (or named twice)")
+                if name not in _FILES and not _RECORDING.fullmatch(name):
+                    report.problems.append(f"{name!r}: not a member a bundle has")
+                    continue
+                if not info.isreg() or info.issparse() or name in members:
+                    report.problems.append(f"{name}: not a plain file (or named twice)")
                     continue
                 total += info.size
                 if total > MAX_BUNDLE_BYTES:
                     report.problems.append(f"{path}: larger than {MAX_BUNDLE_BYTES} bytes")
                     break
                 extracted = tar.extractfile(info)
-                members[name] = extracted.read() if extracted is not None else b""
-    except (tarfile.TarError, OSError) as e:
+                members[name] = extracted.read(info.size + 1) if extracted is not None else b""
+    except (tarfile.TarError, OSError, ValueError) as e:
         report.problems.append(f"{path}: not a readable tar file ({e})")
     return members
 
@@ -238,53 +280,64 @@ def _read_members(path: Path, report: BundleReport) -> dict[str, bytes]:
 def verify_bundle(path: Path | str, vkey: str | None = None) -> BundleReport:
     """
     Check a bundle offline (module docstring).  With C{vkey}, the bundle
-    must be signed by that key, not just by the one it carries.
+    must be signed by that key, not just by the one it carries.  Never
+    raises on what the bundle holds: every problem is in the report.
     """
     report = BundleReport()
-    members = _read_members(Path(path), report)
-    if report.problems and not members:
-        return report
+    try:
+        _verify(Path(path), vkey, report)
+    except Exception as e:  # noqa: BLE001 -- hostile input must give a verdict, not a traceback
+        report.problems.append(f"malformed bundle ({type(e).__name__}: {e})")
+    return report
+
+
+def _verify(path: Path, vkey: str | None, report: BundleReport) -> None:
+    members = _read_members(path, report)
     problems = report.problems
     for name in _FILES:
         if name not in members:
             problems.append(f"{name}: missing")
     if any(name not in members for name in ("manifest.json", "manifest.note", "audit.vkey")):
-        return report
+        return
     try:
         verifier = Verifier.from_vkey(members["audit.vkey"].decode("utf-8", "replace"))
     except CheckpointError as e:
         problems.append(f"audit.vkey: {e}")
-        return report
+        return
+    raw_key = verifier.public_key.public_bytes_raw()
     if vkey is not None:
         try:
             pinned = Verifier.from_vkey(vkey)
         except CheckpointError as e:
             problems.append(f"--vkey: {e}")
-            return report
-        if (pinned.name, pinned.key_id, pinned.public_key.public_bytes_raw()) != (
-            verifier.name, verifier.key_id, verifier.public_key.public_bytes_raw()
-        ):
+            return
+        if (pinned.name, pinned.key_id, pinned.public_key.public_bytes_raw()) != (verifier.name, verifier.key_id, raw_key):
             problems.append(f"audit.vkey: the bundle is signed by {verifier.name}+{verifier.key_id.hex()}, not by the key given")
-            return report
+            return
     report.key = f"{verifier.name}+{verifier.key_id.hex()}"
+    report.fingerprint = _sha256(members["audit.vkey"].strip())
     manifest_bytes = members["manifest.json"]
+    note = members["manifest.note"]
     try:
-        body = verify_note(members["manifest.note"], verifier).decode("utf-8")
-    except (CheckpointError, UnicodeDecodeError) as e:
+        body = verify_note(note, verifier)
+    except CheckpointError as e:
         problems.append(f"manifest.note: {e}")
-        return report
-    try:
-        manifest = json.loads(manifest_bytes)
-        session = manifest["session"]
-        expected_body = _manifest_note_body(session, _sha256(manifest_bytes)).decode()
-    except (ValueError, KeyError, TypeError) as e:
-        problems.append(f"manifest.json: not a bundle manifest ({e})")
-        return report
-    if body != expected_body:
+        return
+    if note.count(b"\n\n") != 1 or note[len(body) + 1 :].count(b"\n") != 1:
+        # One signature, by the bundle's key: a note that can take more lines is bytes that can change.
+        problems.append("manifest.note: expected exactly one signature line")
+        return
+    if body != _manifest_note_body(_note_session(body), _sha256(manifest_bytes)):
         problems.append("manifest.json: changed since it was signed (its SHA-256 is not the one manifest.note signs)")
-        return report
-    report.session = session
-    listed = manifest.get("files", {})
+        return
+    manifest = json.loads(manifest_bytes)  # signed: the exporter's own bytes
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("session"), str) or not isinstance(listed, dict) \
+            or not all(isinstance(e, dict) for e in listed.values()):
+        problems.append("manifest.json: not a bundle manifest")
+        return
+    report.session = manifest["session"]
+    intact: dict[str, bytes] = {}
     for name, data in members.items():
         if name in ("manifest.json", "manifest.note"):
             continue
@@ -293,28 +346,44 @@ def verify_bundle(path: Path | str, vkey: str | None = None) -> BundleReport:
             problems.append(f"{name}: not in the manifest")
         elif entry.get("sha256") != _sha256(data) or entry.get("size") != len(data):
             problems.append(f"{name}: changed (its SHA-256 is not the manifest's)")
+        else:
+            intact[name] = data
     for name in listed:
         if name not in members:
             problems.append(f"{name}: missing (the manifest lists it)")
+    # What follows reads only members the signed manifest vouches for.
     checkpoints: dict[str, Checkpoint] = {}
     for name in ("checkpoint.note", "newest.note"):
-        if name in members:
+        if name in intact:
             try:
-                checkpoints[name] = verify_checkpoint(members[name], verifier)
+                checkpoints[name] = verify_checkpoint(intact[name], verifier)
             except CheckpointError as e:
                 problems.append(f"{name}: {e}")
     covering, newest = checkpoints.get("checkpoint.note"), checkpoints.get("newest.note")
     for name, checkpoint, key in (("checkpoint.note", covering, "checkpoint"), ("newest.note", newest, "newest")):
-        if checkpoint is not None and (checkpoint.size, _b64(checkpoint.root)) != (
-            manifest.get(key, {}).get("size"), manifest.get(key, {}).get("root")
-        ):
+        named = manifest.get(key)
+        if checkpoint is not None and (not isinstance(named, dict) or (checkpoint.size, _b64(checkpoint.root)) != (
+            named.get("size"), named.get("root")
+        )):
             problems.append(f"{name}: not the checkpoint the manifest names")
     if covering is not None:
         report.checkpoint = covering.size
     if newest is not None:
         report.newest = newest.size
-    _check_records(members, manifest, covering, newest, report)
-    return report
+    # A changed records.jsonl is still read (hostile or not), to name the records it lacks.
+    readable = dict(intact)
+    if "records.jsonl" in members:
+        readable["records.jsonl"] = members["records.jsonl"]
+    _check_records(readable, manifest, covering, newest, report)
+
+
+def _note_session(body: bytes) -> str:
+    lines = body.decode("utf-8", "replace").split("\n")
+    return lines[2] if len(lines) > 2 else ""
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_records(
@@ -324,13 +393,12 @@ def _check_records(
     problems = report.problems
     if "records.jsonl" not in members or "proofs.json" not in members or covering is None:
         return
-    try:
-        proofs = json.loads(members["proofs.json"])
-        by_seq = {entry["seq"]: [base64.b64decode(p) for p in entry["proof"]] for entry in proofs["records"]}
-        consistency = proofs["consistency"]
-    except (ValueError, KeyError, TypeError) as e:
-        problems.append(f"proofs.json: not a bundle's proofs ({e})")
-        return
+    proofs = json.loads(members["proofs.json"])
+    by_seq: dict[int, list[bytes]] = {}
+    for entry in proofs.get("records", []) if isinstance(proofs, dict) else []:
+        if isinstance(entry, dict) and _int(entry.get("seq")) and isinstance(entry.get("proof"), list):
+            by_seq[entry["seq"]] = [base64.b64decode(p, validate=True) for p in entry["proof"] if isinstance(p, str)]
+    consistency = proofs.get("consistency") if isinstance(proofs, dict) else None
     lines = members["records.jsonl"].split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -339,8 +407,10 @@ def _check_records(
     for number, line in enumerate(lines, 1):
         try:
             record = json.loads(line)
-            seq = record["seq"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, RecursionError):
+            record = None
+        seq = record.get("seq") if isinstance(record, dict) else None
+        if not _int(seq):
             problems.append(f"records.jsonl: line {number} is not an audit record")
             continue
         seqs.append(seq)
@@ -357,35 +427,34 @@ def _check_records(
         except ProofError as e:
             problems.append(f"records.jsonl: record #{seq} is not the one the signed checkpoint {covering.size} holds ({e})")
     report.records = len(seqs)
-    expected = manifest.get("records", [])
+    expected = [s for s in manifest.get("records", []) if _int(s)] if isinstance(manifest.get("records"), list) else []
     missing = sorted(set(expected) - set(seqs))
     if missing:
         problems.append(f"records.jsonl: record(s) {', '.join(f'#{s}' for s in missing)} of the session are missing")
     extra = sorted(set(seqs) - set(expected))
     if extra:
         problems.append(f"records.jsonl: record(s) {', '.join(f'#{s}' for s in extra)} are not the manifest's")
+    if len(set(seqs)) != len(seqs):
+        problems.append("records.jsonl: a record appears twice")
     if seqs != sorted(seqs):
         problems.append("records.jsonl: records are out of log order")
+    if not ends:
+        report.notes.append("the session had not ended when it was exported (no session.end)")
     if newest is not None:
         try:
-            proof = [base64.b64decode(p) for p in consistency["proof"]]
-            if (consistency["from"], consistency["to"]) != (covering.size, newest.size):
+            if not isinstance(consistency, dict):
+                raise ProofError("it is missing")
+            proof = [base64.b64decode(p, validate=True) for p in consistency.get("proof", [])]
+            if (consistency.get("from"), consistency.get("to")) != (covering.size, newest.size):
                 raise ProofError("it is not between the two checkpoints")
             if newest.size != covering.size:
                 verify_consistency(covering.size, newest.size, covering.root, newest.root, proof)
             elif newest.root != covering.root:
                 raise ProofError("two checkpoints of one size with different roots")
-        except (ProofError, KeyError, TypeError, ValueError) as e:
+        except (ProofError, TypeError, ValueError) as e:
             problems.append(f"proofs.json: the consistency proof from {covering.size} to {newest.size} fails ({e})")
     # Recordings are bound to the signed records too: session.end holds their SHA-256.
-    signed = set()
-    for end in ends:
-        info = end.get("end", {})
-        if info.get("recording") and info.get("recording_sha256"):
-            signed.add((Path(info["recording"]).name, info["recording_sha256"]))
-        for other in info.get("recordings", ()):
-            if other.get("path") and other.get("sha256"):
-                signed.add((Path(other["path"]).name, other["sha256"]))
+    signed = {pair for end in ends for pair in signed_recordings(end)}
     for name, data in members.items():
         if name.startswith("recordings/"):
             report.recordings += 1

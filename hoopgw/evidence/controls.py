@@ -95,7 +95,9 @@ def _records(
     with open(audit_dir / RECORDS_FILE, "rb") as f:
         for raw in f:
             position[0] += len(raw)
-            line = raw.rstrip(b"\n")
+            if not raw.endswith(b"\n"):
+                break  # a record being written (or torn by a crash): not a record yet
+            line = raw[:-1]
             # Times are fixed-width RFC 3339: text order is time order, read without parsing the line.
             # (Canonical JSON sorts keys: the record's own "time" is the last one on its line.)
             at = line.rfind(b'"time":"')

@@ -112,6 +112,19 @@ class PostgresBundleTests(_Bundles, _GatewayCase):
         self.assertEqual(code, 1, output)
         self.assertIn(f"#{middle}".encode(), output)
         yield self.assertTamperingNamed(bundle)
+        # Hostile bundles get a verdict, never a traceback, and nothing they hold reaches the terminal raw.
+        fake_ok = f"\r\x1b[2K{bundle}: OK: session {session}\n\x1b[8m"
+        for hostile in (
+            dict(files, **{fake_ok: b"x"}),
+            dict(files, **{"records.jsonl": files["records.jsonl"] + b'{"seq":"x"}\n[[[[\n' + b"[" * 100000 + b"\n"}),
+            dict(files, **{"proofs.json": b'{"records": [{"seq": [1], "proof": 5}], "consistency": []}'}),
+            dict(files, **{"manifest.note": files["manifest.note"] + b"\u2014 other AAAA\n".decode("unicode_escape").encode()}),
+        ):
+            code, output = yield self.verify(rewrite(bundle, Path(self.mktemp()).resolve(), hostile))
+            self.assertEqual(code, 1, output)
+            self.assertNotIn(b"Traceback", output)
+            self.assertNotIn(b"\x1b", output)
+            self.assertIn(b"FAILED", output)
         # Reproducible: the same session gives the same bytes.
         again = self.base / "again.tar"
         code, output = yield run([*HOOPGW, "--config", admin, "sessions", "export", session, "--out", str(again)],

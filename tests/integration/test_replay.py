@@ -72,6 +72,14 @@ class PostgresReplayTests(_GatewayCase):
         self.assertIn("sql.query ended: blocked", text)
         self.assertIn("session ended: closed, 2 action(s)", text)
 
+        # (Refused by the shipped policy, as unparsable; recorded as sent all the same.)
+        yield self.psql("-c", "SELECT 2 -- \r\x1b[2K+    0.001s  sql.query  SELECT 1")
+        [sneaky] = [s for s, _ in self.actions("sql.query") if s["action"]["input"].startswith("SELECT 2")]
+        code, output = yield self.cli("replay", sneaky["session"])
+        self.assertEqual(code, 0, output)
+        self.assertNotIn(b"\x1b", output)
+        self.assertIn(b"SELECT 2 -- \\x0d\\x1b[2K", output)  # shown, not obeyed
+
         code, output = yield self.cli("replay", session, "--json")
         self.assertEqual(code, 0, output)
         records = [json.loads(line) for line in output.splitlines()]

@@ -38,7 +38,7 @@ from hoopgw.identity.ssh import openssh_fingerprint
 from hoopgw.keys import load_or_create_ed25519
 from hoopgw.masking.stream import masked_recorder
 from hoopgw.model import Action, Identity, Outcome, Source, Status
-from hoopgw.protocols import _preauth
+from hoopgw.protocols import _preauth, set_no_delay
 from hoopgw.protocols.ssh.channels import (
     FilterFactory,
     RelayChannel,
@@ -597,6 +597,7 @@ class GatewayServerTransport(FastPackets, transport.SSHServerTransport):
     factory: "SSHFrontEnd"
 
     def connectionMade(self) -> None:
+        set_no_delay(self.transport)  # a keystroke's echo must not wait for the client's delayed ACK
         super().connectionMade()
         self._lost = False
         source = Source.from_address("ssh", self.transport.getPeer())

@@ -30,6 +30,7 @@ from hoopgw.model import Connection
 from hoopgw.protocols.ssh.channels import WindowGate
 from hoopgw.protocols.ssh.keepalive import KeepAlive, abort
 from hoopgw.protocols.ssh.packets import FastPackets
+from hoopgw.protocols import set_no_delay
 
 __all__ = [
     "HostKeyMismatch",
@@ -257,6 +258,10 @@ class TargetTransport(FastPackets, transport.SSHClientTransport):
         self.mismatch: HostKeyMismatch | None = None
         self.connection_service: TargetConnection | None = None
         self.presented_fingerprint: str | None = None
+
+    def connectionMade(self) -> None:
+        set_no_delay(self.transport)  # as on the client's leg
+        super().connectionMade()
 
     def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> Deferred:
         # `fingerprint` is MD5; the pin compares whole keys, messages use SHA-256.

@@ -445,6 +445,12 @@ def replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_arguments(parser: argparse.ArgumentParser, use: str = "") -> None:
+    """--api and --token: a verb that talks to the running gateway's API, as the caller."""
+    parser.add_argument("--api", help=f"the gateway's API URL{use} (default: [listen] api of the configuration)")
+    parser.add_argument("--token", help=f"your bearer token{use} (default: $HOOPGW_TOKEN)")
+
+
 def _api_url(args: argparse.Namespace) -> str:
     """The running gateway's API: --api, or [listen] api of the configuration (a tcp: endpoint)."""
     if args.api:
@@ -691,8 +697,7 @@ def parser() -> argparse.ArgumentParser:
         "--checkpoint", action="store_true",
         help="ask the running gateway to sign a checkpoint first (its records are covered at once)",
     )
-    export.add_argument("--api", help="the gateway's API URL, for --checkpoint (default: [listen] api)")
-    export.add_argument("--token", help="your bearer token, for --checkpoint (default: $HOOPGW_TOKEN)")
+    _api_arguments(export, " (for --checkpoint)")
     export.set_defaults(run=sessions_export)
 
     report = groups.add_parser("evidence", help="evidence per NIST SP 800-53 control, from the audit trail (read-only)")
@@ -731,8 +736,7 @@ def parser() -> argparse.ArgumentParser:
         ("deny", "deny a review (with your own token; --reason required)", reviews_decide),
     ):
         verb = reviews_verbs.add_parser(name, help=help_text)
-        verb.add_argument("--api", help="the gateway's API URL (default: [listen] api of the configuration)")
-        verb.add_argument("--token", help="your bearer token (default: $HOOPGW_TOKEN)")
+        _api_arguments(verb)
         if name == "list":
             verb.add_argument("--state", choices=["pending", "approved", "denied", "expired", "cancelled"])
             verb.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -750,8 +754,7 @@ def parser() -> argparse.ArgumentParser:
         ("revoke", "end a grant (yours, or one you may approve) and the sessions that used it", access_revoke),
     ):
         verb = access_verbs.add_parser(name, help=help_text)
-        verb.add_argument("--api", help="the gateway's API URL (default: [listen] api of the configuration)")
-        verb.add_argument("--token", help="your bearer token (default: $HOOPGW_TOKEN)")
+        _api_arguments(verb)
         if name == "request":
             verb.add_argument("--connection", required=True)
             verb.add_argument("--duration", required=True, help='how long, e.g. "30m", "1h" (at most the rule\'s max_duration)')

@@ -121,6 +121,23 @@ class _Context:
             )
         return name
 
+    def known_keys(self, table: Mapping[str, Any], where: str, keys: Sequence[str]) -> None:
+        for key in table:
+            if key not in keys:
+                raise self.error(f"{where}.{key}", f"unknown key; expected {_one_of(keys)}{_did_you_mean(key, keys)}")
+
+    def duration(self, table: Mapping[str, Any], name: str, key: str, default: int) -> int:
+        """A duration of at least a second (C{table[name]}, or C{default}); C{key} names it in errors."""
+        if name not in table:
+            return default
+        try:
+            seconds = parse_duration(table[name])
+        except ValueError as e:
+            raise self.error(key, str(e)) from None
+        if seconds < 1:
+            raise self.error(key, f"expected a duration of at least one second, got {_quote(table[name])}")
+        return seconds
+
     def groups(self, value: object, key: str) -> tuple[str, ...]:
         groups = self.strings(value, key)
         for i, group in enumerate(groups):
@@ -234,17 +251,7 @@ def _parse_review(
             f"expected at most {len(users)} (the number of users listed as approvers), "
             f"got {min_approvals}",
         )
-    timeout = DEFAULT_REVIEW_TIMEOUT
-    if "timeout" in value:
-        try:
-            timeout = parse_duration(value["timeout"])
-        except ValueError as e:
-            raise ctx.error(f"{key}.timeout", str(e)) from None
-        if timeout < 1:
-            raise ctx.error(
-                f"{key}.timeout",
-                f"expected a duration of at least one second, got {_quote(value['timeout'])}",
-            )
+    timeout = ctx.duration(value, "timeout", f"{key}.timeout", DEFAULT_REVIEW_TIMEOUT)
     webhooks: tuple[str, ...] = ()
     if "webhook" in value:
         url = ctx.string(value["webhook"], f"{key}.webhook")
@@ -321,25 +328,14 @@ def _parse_grant(ctx: _Context, index: int, table: Mapping[str, Any]) -> GrantRu
     where = f"grant[{index}]"
     name = ctx.name(table, where)
     where = f"{where} ({_quote(name)})"
-    for key in table:
-        if key not in GRANT_KEYS:
-            raise ctx.error(
-                f"{where}.{key}", f"unknown key; expected {_one_of(GRANT_KEYS)}{_did_you_mean(key, GRANT_KEYS)}"
-            )
+    ctx.known_keys(table, where, GRANT_KEYS)
     if "connections" not in table:
         raise ctx.error(f"{where}.connections", 'required; expected an array of connection names or globs such as ["prod-*"]')
     if "review" not in table:
         raise ctx.error(f"{where}.review.approvers", 'required for a grant; expected an array such as ["group:dba", "user:alice"]')
     review = _parse_review(ctx, where, table["review"], None)
     assert review is not None
-    max_duration = DEFAULT_GRANT_DURATION
-    if "max_duration" in table:
-        try:
-            max_duration = parse_duration(table["max_duration"])
-        except ValueError as e:
-            raise ctx.error(f"{where}.max_duration", str(e)) from None
-        if max_duration < 1:
-            raise ctx.error(f"{where}.max_duration", f"expected a duration of at least one second, got {_quote(table['max_duration'])}")
+    max_duration = ctx.duration(table, "max_duration", f"{where}.max_duration", DEFAULT_GRANT_DURATION)
     return GrantRule(
         name=name,
         review=evolve(review, rules=(name,)),
@@ -356,12 +352,7 @@ def _parse_mask(ctx: _Context, index: int, table: Mapping[str, Any]) -> MaskRule
     where = f"mask[{index}]"
     name = ctx.name(table, where)
     where = f"{where} ({_quote(name)})"
-    for key in table:
-        if key not in MASK_KEYS:
-            raise ctx.error(
-                f"{where}.{key}",
-                f"unknown key; expected {_one_of(MASK_KEYS)}{_did_you_mean(key, MASK_KEYS)}",
-            )
+    ctx.known_keys(table, where, MASK_KEYS)
     connections = (
         ctx.strings(table["connections"], f"{where}.connections") if "connections" in table else ANY
     )

@@ -157,6 +157,12 @@ class IssuerSettings:
     algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
     leeway_seconds: int = 30
     ca_file: Path | None = None  # trust anchor for https fetches; system store if unset
+    # `hoopgw login` (published at /.well-known/hoopgw on the API listener):
+    # the IdP's public client for native apps, the scopes it asks for, and the
+    # RFC 8707 resource that makes the IdP issue tokens for this gateway.
+    login_client_id: str | None = None
+    login_scopes: tuple[str, ...] = ("openid", "offline_access")
+    login_resource: str | None = None
 
 
 @frozen
@@ -857,6 +863,9 @@ def _issuer(table: _Table) -> IssuerSettings:
             "jwks_file",
             "jwks_uri",
             "leeway",
+            "login_client_id",
+            "login_resource",
+            "login_scopes",
             "subject_claim",
         )
     )
@@ -895,6 +904,9 @@ def _issuer(table: _Table) -> IssuerSettings:
             "leeway", _default(IssuerSettings, "leeway_seconds"), allow_zero=True
         ),
         ca_file=table.path_value("ca_file", check="file"),
+        login_client_id=table.string("login_client_id", what="the client id `hoopgw login` uses at this issuer"),
+        login_scopes=table.strings("login_scopes", _default(IssuerSettings, "login_scopes"), non_empty=True),
+        login_resource=table.string("login_resource", what="a resource indicator (RFC 8707), e.g. a URL or URN"),
     )
 
 

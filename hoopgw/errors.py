@@ -75,6 +75,10 @@ class ConfigError(HoopgwError):
         super().__init__(f"{where}: {expected}")
 
 
+class CommandError(HoopgwError):
+    """An admin or user command cannot do what was asked; the message says why and what to do."""
+
+
 class AuthenticationFailed(HoopgwError):
     """A credential was refused.  C{reason} is safe to log."""
 

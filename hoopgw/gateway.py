@@ -338,7 +338,7 @@ class Gateway(MultiService):
         if listen.api is not None:
             factories["api"] = make_api_site(
                 metrics=self.metrics, health=self.health, reviews=self.reviews, sessions=self.sessions,
-                grants=self.grants, audit=self.audit,
+                grants=self.grants, audit=self.audit, discovery=self.discovery,
             )
         for name in ("postgres", "ssh", "http"):
             endpoint = getattr(listen, name)
@@ -398,6 +398,24 @@ class Gateway(MultiService):
             ],
             "dev_issuer": config.identity.dev_issuer,
             "audit_log": self.audit.log_id,
+        }
+
+    def discovery(self) -> dict[str, Any]:
+        """What `hoopgw login` and the client wrappers read at /.well-known/hoopgw (nothing secret)."""
+        listeners = {}
+        for name, listener in self.listeners.items():
+            if listener.port is not None:
+                address = listener.port.getHost()
+                listeners[name] = {"host": getattr(address, "host", ""), "port": getattr(address, "port", 0)}
+        return {
+            "gateway": self.config.gateway.name,
+            "issuers": [
+                {"issuer": i.issuer, "client_id": i.login_client_id, "scopes": list(i.login_scopes),
+                 **({"resource": i.login_resource} if i.login_resource else {})}
+                for i in self.config.identity.issuers if i.login_client_id
+            ],
+            # (Not the connections: which exist is told only to whom may open them, /api/v1/whoami.)
+            "listeners": listeners,
         }
 
     def record_policies(self, policy_set: PolicySet, *, reason: str) -> None:

@@ -639,7 +639,7 @@ class ErrorMessageTests(ConfigTestCase):
                 ISSUER + 'jwks = "x"\n',
                 "identity.issuers[0].jwks: unknown key; expected one of "
                 '"algorithms", "audience", "ca_file", "groups_claim", "issuer", "jwks_file", '
-                '"jwks_uri", "leeway", "subject_claim"',
+                '"jwks_uri", "leeway", "login_client_id", "login_resource", "login_scopes", "subject_claim"',
             ),
             (
                 '[[identity.ssh_keys]]\nkey = "x"\n',

@@ -15,9 +15,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed
-from hoopgw.model import Identity, Source
+from hoopgw.model import Action, Identity, Source
 
-__all__ = ["CheckpointsResource", "JSONResource", "Refused", "write_json"]
+__all__ = ["CheckpointsResource", "JSONResource", "Refused", "WhoAmIResource", "write_json"]
 
 _log = Logger()
 MAX_BODY = 16 * 1024
@@ -157,3 +157,34 @@ class CheckpointsResource(JSONResource):
         self._signed = (now, size)
         _log.info("checkpoint {size} signed at the request of {subject}", size=size, subject=identity.subject)
         return 201, {"size": size}
+
+
+class WhoAmIResource(JSONResource):
+    """
+    C{GET /api/v1/whoami}: the caller's identity as the gateway verified it
+    (issuer, subject, groups, the token's expiry) and the connections policy
+    lets it open now (C{session.open} decided, nothing recorded: no session
+    is opened).
+    """
+
+    def __init__(self, sessions: Any) -> None:
+        super().__init__(sessions)
+
+    async def _handle(self, request: Request) -> tuple[int, Any]:
+        if [p for p in request.postpath if p]:
+            raise Refused(404, "not found")
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET")
+            raise Refused(405, "whoami is a GET")
+        identity = await self._identity(request)
+        opens = []
+        for name, connection in sorted(self._sessions.connections.items()):
+            decision = await self._sessions.policy.decide(identity, connection, Action(kind="session.open", input=name))
+            if decision.allowed:
+                opens.append({"name": name, "kind": connection.kind})
+        body = {"issuer": identity.issuer, "subject": identity.subject, "groups": list(identity.groups),
+                "method": identity.auth_method, "connections": opens}
+        expires = getattr(identity, "expires", None)
+        if expires is not None:
+            body["expires"] = expires
+        return 200, body

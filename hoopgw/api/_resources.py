@@ -99,6 +99,22 @@ class MetricsResource(_Endpoint):
         return body
 
 
+class DiscoveryResource(_Endpoint):
+    """
+    C{GET /.well-known/hoopgw}: what a client needs to log in and connect
+    (L{hoopgw.cli.login}): the gateway's name, each issuer people log in
+    with (its client id, scopes, resource), and the listeners' addresses.
+    Public, as an IdP's discovery document is: it holds no secret.
+    """
+
+    def __init__(self, describe: Callable[[], Mapping[str, Any]]) -> None:
+        super().__init__()
+        self._describe = describe
+
+    def get(self, request: Request) -> bytes:
+        return _json(request, 200, dict(self._describe()))
+
+
 class NotFound(Resource):
     """A JSON 404 for any method."""
 
@@ -126,6 +142,11 @@ class Root(Resource):
                 # /api/v1/<name>[/...]: the rest of the path is the resource's.
                 request.prepath.extend(request.postpath[:2])
                 del request.postpath[:2]
+                return resource
+        if path == b".well-known" and request.postpath == [b"hoopgw"]:
+            resource = self._routes.get(b".well-known/hoopgw")
+            if resource is not None:
+                request.prepath.append(request.postpath.pop())
                 return resource
         # postpath is empty when path was the last segment: "/metrics" is an
         # endpoint, "/metrics/x" and "/metrics/" are not.

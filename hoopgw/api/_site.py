@@ -4,16 +4,17 @@ The API listener's L{Site}.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from twisted.logger import Logger, LogLevel
 from twisted.web.http import Request
 from twisted.web.server import Site
 
 from hoopgw.api._grants import GrantsResource
-from hoopgw.api._json import CheckpointsResource
+from hoopgw.api._json import CheckpointsResource, WhoAmIResource
 from hoopgw.api._reviews import ReviewsResource
 from hoopgw.api._resources import (
+    DiscoveryResource,
     HealthCheck,
     HealthResource,
     MetricsResource,
@@ -65,30 +66,34 @@ def make_api_site(
     sessions: Any = None,
     grants: Any = None,
     audit: Any = None,
+    discovery: Callable[[], Mapping[str, Any]] | None = None,
 ) -> Site:
     """
     Build the API's site: C{GET /healthz}, C{GET /metrics}, and with
     C{sessions} (whose identity service checks the caller's token)
     C{/api/v1/reviews} for C{reviews} (a L{hoopgw.reviews.ReviewService})
     and C{/api/v1/grants} for C{grants} (a L{hoopgw.grants.GrantService}),
-    and C{/api/v1/checkpoints} for C{audit} (the L{hoopgw.audit.log.AuditLog}).
+    and C{/api/v1/checkpoints} for C{audit} (the L{hoopgw.audit.log.AuditLog}),
+    C{/api/v1/whoami} with C{sessions}, and C{/.well-known/hoopgw} with
+    C{discovery} (what C{hoopgw login} reads).
 
     @param metrics: a L{hoopgw.metrics.Metrics} (anything with C{render()}
         and C{content_type}).
     @param health: called per request; returns C{{"status": "ok" |
         "failing", "checks": {name: "ok" | reason}}}.
     """
+    routes: dict[bytes, Any] = {b"healthz": HealthResource(health), b"metrics": MetricsResource(metrics)}
+    if discovery is not None:
+        routes[b".well-known/hoopgw"] = DiscoveryResource(discovery)
     root = Root(
-        {
-            b"healthz": HealthResource(health),
-            b"metrics": MetricsResource(metrics),
-        },
+        routes,
         {
             name: resource
             for name, resource in (
                 (b"reviews", ReviewsResource(reviews, sessions) if reviews is not None else None),
                 (b"grants", GrantsResource(grants, sessions) if grants is not None else None),
                 (b"checkpoints", CheckpointsResource(audit, sessions) if audit is not None else None),
+                (b"whoami", WhoAmIResource(sessions) if sessions is not None else None),
             )
             if resource is not None
         },

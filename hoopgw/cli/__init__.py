@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hoopgw.config import Config, load, parse_duration, quickstart
-from hoopgw.errors import ConfigError, terminal_safe
+from hoopgw.errors import CommandError, ConfigError, terminal_safe
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -80,11 +80,18 @@ def token_exec_credential(args: argparse.Namespace) -> int:
     """
     The token as a kubectl exec credential plugin's answer
     (client.authentication.k8s.io/v1 ExecCredential), so that a kubeconfig
-    ``users[].user.exec`` can run ``hoopgw token exec-credential --sub ...``.
+    ``users[].user.exec`` can run ``hoopgw token exec-credential`` (your
+    cached token, refreshed) or ``... --sub S`` (a dev issuer token).
     """
-    code, token, ttl = _issue_token(args)
-    if code != 0:
-        return code
+    if args.sub is None:
+        from hoopgw.cli.login import cached_credential, resolve_gateway
+
+        token, expires_at = cached_credential(resolve_gateway(args.gateway))
+        ttl = max(int(expires_at - datetime.datetime.now().timestamp()), 1)
+    else:
+        code, token, ttl = _issue_token(args)
+        if code != 0:
+            return code
     # A little early, so kubectl asks again before the gateway refuses it.
     expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=max(ttl - 30, 1))
     credential = {
@@ -93,6 +100,49 @@ def token_exec_credential(args: argparse.Namespace) -> int:
         "status": {"token": token, "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")},
     }
     print(json.dumps(credential))
+    return 0
+
+
+def token_cached(args: argparse.Namespace) -> int:
+    """`hoopgw token`: your cached token for a gateway, refreshed if it expired (PGPASSWORD=$(hoopgw token))."""
+    from hoopgw.cli.login import cached_token, resolve_gateway
+
+    print(cached_token(resolve_gateway(args.gateway)))
+    return 0
+
+
+def login_command(args: argparse.Namespace) -> int:
+    from hoopgw.cli.login import login, resolve_gateway
+
+    gateway = resolve_gateway(args.gateway)
+    entry = login(gateway, device=args.device, tell=lambda text: print(text, file=sys.stderr, flush=True))
+    print(f"logged in to {gateway} with {entry['issuer']}"
+          + (" (refreshed as needed)" if entry.get("refresh_token") else ""), file=sys.stderr)
+    return 0
+
+
+def logout_command(args: argparse.Namespace) -> int:
+    from hoopgw.cli.login import logout, resolve_gateway
+
+    gateway = resolve_gateway(args.gateway)
+    print(f"{'logged out of' if logout(gateway) else 'not logged in to'} {gateway}", file=sys.stderr)
+    return 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from hoopgw.cli.login import resolve_gateway, whoami
+
+    gateway = resolve_gateway(args.gateway)
+    me = whoami(gateway)
+    if args.json:
+        print(json.dumps({"gateway": gateway, **me}, sort_keys=True))
+        return 0
+    expires = (datetime.datetime.fromtimestamp(me["expires"], datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+               if me.get("expires") else "-")
+    print(terminal_safe(f"{me['subject']} ({me['issuer']}) at {gateway}"))
+    print(terminal_safe(f"  groups: {', '.join(me['groups']) or '-'}; token valid until {expires}"))
+    print(terminal_safe("  connections you may open: "
+                        + (", ".join(f"{c['name']} ({c['kind']})" for c in me["connections"]) or "none")))
     return 0
 
 
@@ -457,11 +507,11 @@ def _api_url(args: argparse.Namespace) -> str:
         return args.api.rstrip("/")
     endpoint = _config(args).listen.api
     if not endpoint:
-        raise ConfigError("the configuration has no API listener ([listen] api); give --api URL")
+        raise CommandError("the configuration has no API listener ([listen] api); give --api URL")
     fields = dict(part.split("=", 1) for part in endpoint.split(":")[2:] if "=" in part)
     port = endpoint.split(":")[1] if endpoint.startswith("tcp:") else ""
     if not port.isdigit():
-        raise ConfigError(f"[listen] api = {endpoint!r}: give --api URL (only tcp: endpoints are read)")
+        raise CommandError(f"[listen] api = {endpoint!r}: give --api URL (only tcp: endpoints are read)")
     host = fields.get("interface", "127.0.0.1")
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     return f"http://{host}:{port}"
@@ -475,7 +525,7 @@ def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = N
 
     token = args.token or os.environ.get("HOOPGW_TOKEN")
     if not token:
-        raise ConfigError("a token is needed: --token TOKEN or HOOPGW_TOKEN (your identity decides)")
+        raise CommandError("a token is needed: --token TOKEN or HOOPGW_TOKEN (your identity decides)")
     request = urllib.request.Request(
         _api_url(args) + path,
         method=method,
@@ -491,7 +541,7 @@ def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = N
         except ValueError:
             return e.code, {"error": e.reason}
     except (urllib.error.URLError, OSError) as e:
-        raise ConfigError(f"cannot reach the gateway's API at {_api_url(args)}: {getattr(e, 'reason', e)}") from None
+        raise CommandError(f"cannot reach the gateway's API at {_api_url(args)}: {getattr(e, 'reason', e)}") from None
 
 
 def _api_result(status: int, body: object) -> int:
@@ -595,7 +645,12 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--config", "-c", help="gateway configuration file (default: quickstart defaults)")
     groups = top.add_subparsers(dest="group", required=True, metavar="GROUP")
 
-    token = groups.add_parser("token", help="dev issuer tokens").add_subparsers(dest="verb", required=True)
+    token_group = groups.add_parser(
+        "token", help="your cached token (hoopgw login), or dev issuer tokens (issue, exec-credential --sub)"
+    )
+    token_group.add_argument("--gateway", help="the gateway's API URL (default: $HOOPGW_GATEWAY, or the last logged in to)")
+    token_group.set_defaults(run=token_cached)
+    token = token_group.add_subparsers(dest="verb", required=False)
     issue = token.add_parser("issue", help="print a token signed by the dev issuer")
     issue.add_argument("--sub", required=True, help="subject (user or service account)")
     issue.add_argument("--group", action="append", help="group membership (repeatable)")
@@ -604,10 +659,23 @@ def parser() -> argparse.ArgumentParser:
     credential = token.add_parser(
         "exec-credential", help="print a token as a kubectl exec plugin ExecCredential (JSON)"
     )
-    credential.add_argument("--sub", required=True, help="subject (user or service account)")
+    credential.add_argument("--sub", help="subject (user or service account): a dev issuer token; without: your cached one")
     credential.add_argument("--group", action="append", help="group membership (repeatable)")
     credential.add_argument("--ttl", default="15m", help="lifetime, e.g. 15m, 8h (default 15m)")
+    credential.add_argument("--gateway", help="without --sub: the gateway whose cached token (default: the last logged in to)")
     credential.set_defaults(run=token_exec_credential)
+
+    sign_in = groups.add_parser("login", help="log in with the gateway's identity provider (browser, or --device)")
+    sign_in.add_argument("--gateway", help="the gateway's API URL, e.g. http://127.0.0.1:18009 (default: $HOOPGW_GATEWAY)")
+    sign_in.add_argument("--device", action="store_true", help="the device flow: a code to enter on another device")
+    sign_in.set_defaults(run=login_command)
+    sign_out = groups.add_parser("logout", help="forget your cached tokens for a gateway")
+    sign_out.add_argument("--gateway", help="the gateway's API URL (default: the last logged in to)")
+    sign_out.set_defaults(run=logout_command)
+    state = groups.add_parser("status", help="who you are at a gateway, until when, and the connections you may open")
+    state.add_argument("--gateway", help="the gateway's API URL (default: the last logged in to)")
+    state.add_argument("--json", action="store_true")
+    state.set_defaults(run=status_command)
 
     audit = groups.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
     verify = audit.add_parser("verify", help="verify the log offline (exit 1 on the first bad record)")
@@ -778,7 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except ConfigError as e:
+    except (ConfigError, CommandError) as e:
         print(f"hoopgw: {e}", file=sys.stderr)
         return 1
 

@@ -83,24 +83,29 @@ class ProviderProcess(protocol.ProcessProtocol):
         self.ended.callback(None)
 
 
+def start_provider(testcase: TestCase) -> Deferred[str]:
+    """Start the provider for C{testcase} (stopped at its cleanup); fires with the issuer URL."""
+    node = ensure_provider()
+    process = ProviderProcess()
+    transport = reactor.spawnProcess(  # type: ignore[attr-defined]
+        process, node, [node, "provider.mjs", "0"], env=dict(os.environ), path=str(PROVIDER_DIR)
+    )
+
+    def stop() -> Deferred[None]:
+        if process.ended.called:
+            return process.ended
+        transport.signalProcess("TERM")
+        return process.ended
+
+    testcase.addCleanup(stop)
+    return process.ready.addTimeout(60, reactor)
+
+
 class OIDCProviderTests(TestCase):
     timeout = 120
 
     async def start_provider(self) -> str:
-        node = ensure_provider()
-        process = ProviderProcess()
-        transport = reactor.spawnProcess(  # type: ignore[attr-defined]
-            process, node, [node, "provider.mjs", "0"], env=dict(os.environ), path=str(PROVIDER_DIR)
-        )
-
-        def stop() -> Deferred[None]:
-            if process.ended.called:
-                return process.ended
-            transport.signalProcess("TERM")
-            return process.ended
-
-        self.addCleanup(stop)
-        return await process.ready.addTimeout(60, reactor)
+        return await start_provider(self)
 
     async def fetch_token(self, issuer: str, http: Any) -> str:
         response = await http.post(

@@ -33,10 +33,26 @@ function makeProvider(issuer) {
     response_types: [],
     redirect_uris: [],
     token_endpoint_auth_method: 'client_secret_basic',
+  }, {
+    // `hoopgw login`: a public native client (RFC 8252: any loopback port),
+    // authorization code with PKCE, the device flow, refresh tokens.
+    client_id: 'hoopgw-cli',
+    application_type: 'native',
+    grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
+    response_types: ['code'],
+    redirect_uris: ['http://127.0.0.1/callback'],
+    token_endpoint_auth_method: 'none',
   }],
+  // Any login name and password is accepted: the account is the name typed.
+  findAccount: async (ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
+  scopes: ['openid', 'offline_access'],
+  issueRefreshToken: async (ctx, client, code) => client.grantTypeAllowed('refresh_token'),
+  pkce: { required: () => true },
   jwks: { keys: [signingKey] },
   features: {
-    devInteractions: { enabled: false },
+    // Its built-in login and consent pages, driven by the tests' scripted browser.
+    devInteractions: { enabled: true },
+    deviceFlow: { enabled: true },
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
@@ -57,8 +73,8 @@ function makeProvider(issuer) {
     },
   },
   extraTokenClaims: async () => ({ groups: ['dba', 'dev'] }),
-  ttl: { ClientCredentials: 300 },
-  // Throw-away cookie keys: this provider serves no browser sessions.
+  ttl: { ClientCredentials: 300, AccessToken: 300, DeviceCode: 300, RefreshToken: 3600 },
+  // Throw-away cookie keys: the sessions of a test run.
   cookies: { keys: [randomBytes(32).toString('hex')] },
   });
 }

@@ -127,17 +127,20 @@ def _request(url: str, data: dict[str, str] | None = None, token: str | None = N
         raise LoginError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
 
 
-def _secure(url: str) -> str:
-    """An IdP is spoken to over https (plain http only on this machine: tests, a local IdP)."""
+def _secure(url: str, what: str = "an identity provider") -> str:
+    """
+    Tokens and the addresses they are sent to travel over https (plain http
+    only on this machine: tests, a local IdP, a gateway's loopback API).
+    """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
-        raise LoginError(f"{url}: an identity provider is reached over https")
+        raise LoginError(f"{url}: {what} is reached over https")
     return url
 
 
 def discover(gateway: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the gateway's /.well-known/hoopgw, the first login issuer's OIDC metadata)."""
-    code, published = _request(f"{gateway}/.well-known/hoopgw")
+    code, published = _request(_secure(f"{gateway}/.well-known/hoopgw", "a gateway (its API listener as an ssl: endpoint)"))
     if code != 200:
         raise LoginError(f"{gateway}/.well-known/hoopgw answered {code}: is it the gateway's API listener?")
     issuers = [i for i in published.get("issuers", []) if isinstance(i, dict) and i.get("client_id")]
@@ -337,7 +340,8 @@ def logout(gateway: str) -> bool:
 
 
 def whoami(gateway: str) -> dict[str, Any]:
-    code, body = _request(f"{gateway}/api/v1/whoami", token=cached_token(gateway))
+    url = _secure(f"{gateway}/api/v1/whoami", "a gateway (its API listener as an ssl: endpoint)")
+    code, body = _request(url, token=cached_token(gateway))
     if code != 200:
         raise LoginError(f"{gateway} refused the cached token: {body.get('error') or code} (hoopgw login)")
     return body

@@ -92,6 +92,10 @@ FRONT_ENDS: dict[str, FrontEnd] = {"postgres": postgres_front_end, "ssh": ssh_fr
 _INTERRUPTED_LISTED = 1000
 
 
+# Why the sessions live when the gateway stops end (shown to clients, in session.end).
+SHUTDOWN_REASON = "the gateway is shutting down"
+
+
 class _Lifecycle(Service):
     """
     Writes the gateway's own evidence: C{policy.loaded} and C{gateway.start}
@@ -161,12 +165,26 @@ class _Lifecycle(Service):
         super().stopService()
         gateway = self.gateway
         gateway.grants.close()  # (they stay active in the store, for the next start)
-        closing = gateway.sessions.close_all("gateway shutting down")
-        closing.addTimeout(self.close_timeout, gateway.reactor)
+        # Each client is told why, as its protocol allows (PostgreSQL: FATAL
+        # 57P01; SSH: a disconnect message; HTTP: Connection: close on the
+        # last response); what has not ended when the grace is over is
+        # aborted, and what still has not, closed here without its front end.
+        timeout = self.close_timeout
+        closing = gateway.sessions.close_all(SHUTDOWN_REASON, grace=timeout * 0.7)
+        closing.addTimeout(timeout * 0.85, gateway.reactor)
         try:
             yield closing
         except Exception:
-            log.failure("live sessions did not end within {timeout}s", timeout=self.close_timeout)
+            log.warn(
+                "live sessions did not end within {timeout:g}s; ending them without their clients",
+                timeout=timeout * 0.85,
+            )
+            remaining = gateway.sessions.end_remaining(SHUTDOWN_REASON)
+            remaining.addTimeout(timeout * 0.15, gateway.reactor)
+            try:
+                yield remaining
+            except Exception:
+                log.failure("live sessions did not end within {timeout:g}s", timeout=timeout)
         # Requests with no session left (access grants asked for): cancelled, with their records.
         gateway.reviews.close()
         # Written by the audit log as its last record, the one that closes

@@ -403,14 +403,57 @@ class SessionService:
         if self._active.pop(session.id, None) is not None:
             self.metrics.session_closed(session.connection.kind)
 
-    def close_all(self, reason: str) -> Deferred:
-        """End every active session and admit no new ones (gateway shutdown)."""
+    def close_all(self, reason: str, *, grace: float | None = None) -> Deferred:
+        """
+        Admit no new sessions and end every active one through its front
+        end, which tells the client C{reason} where its protocol can
+        (L{Session.terminate} with C{shutdown}: a request in progress may
+        finish first).  After C{grace} seconds any session still open is
+        ended at once (its client connection aborted).  Each C{session.end}
+        says C{terminated}, with the reason.
+
+        @return: L{Deferred} firing once every session's C{session.end} has
+            been written (or lost, and logged).
+        """
         self._closing = True
         self.failures.flush()
-        return gatherResults(
-            [s.close(status="terminated", error=reason) for s in list(self._active.values())],
-            consumeErrors=True,
-        )
+        sessions = list(self._active.values())
+        ended = [s.ended() for s in sessions]
+        for session in sessions:
+            session.terminate(reason, shutdown=True)
+        done = gatherResults(ended, consumeErrors=True)
+        if grace is not None and not done.called:
+            timer = self.clock.callLater(grace, self._end_now, sessions, reason)
+
+            def settled(result: object) -> object:
+                if timer.active():
+                    timer.cancel()
+                return result
+
+            done.addBoth(settled)
+        return done
+
+    def _end_now(self, sessions: list["Session"], reason: str) -> None:
+        """Sessions that outlived the shutdown's grace: their connections aborted, then closed."""
+        for session in sessions:
+            if session.closed:
+                continue
+            session.terminate(reason)
+            if not session.closed:
+                session.close()
+
+    def end_remaining(self, reason: str) -> Deferred:
+        """
+        Close every session still active directly, without its front end
+        (the last resort of a stop whose sessions did not end in time):
+        C{session.end} is still written, C{terminated} with C{reason}.
+        """
+        self._closing = True
+        remaining = list(self._active.values())
+        for session in remaining:
+            if session.termination is None:
+                session.termination = reason
+        return gatherResults([s.close() for s in remaining], consumeErrors=True)
 
 
 @define(eq=False)
@@ -450,7 +493,13 @@ class Session:
     # Set by the front end: ends the client's connection, telling it why
     # where the protocol can, and closes the session (see terminate).
     on_terminate: Callable[[str], object] | None = field(default=None, repr=False)
+    # Set by a front end that can end more gently when the gateway stops
+    # (HTTP: a request in progress finishes first); else on_terminate is used.
+    on_shutdown: Callable[[str], object] | None = field(default=None, repr=False)
     termination: str | None = None  # why the gateway ended it
+    # Waiters for session.end (see ended), and whether it has been written.
+    _end_waiters: list[Deferred] = field(factory=list, init=False, repr=False)
+    _end_done: bool = field(default=False, init=False, repr=False)
 
     @property
     def masks(self) -> SessionMasks | None:
@@ -564,18 +613,38 @@ class Session:
         self.actions += 1
         return ActionHandle(session=self, action=action, number=self.actions)
 
-    def terminate(self, reason: str) -> Deferred:
+    def ended(self) -> Deferred:
+        """A L{Deferred} firing once C{session.end} has been written (or lost, and logged)."""
+        if self._end_done:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._end_waiters.append(d)
+        return d
+
+    def _notify_ended(self, result: object) -> object:
+        self._end_done = True
+        waiters, self._end_waiters = self._end_waiters, []
+        for d in waiters:
+            if not d.called:  # (a waiter may have been cancelled: a stop's timeout)
+                d.callback(None)
+        return result
+
+    def terminate(self, reason: str, *, shutdown: bool = False) -> Deferred:
         """
-        End the session from the gateway's side (its access grant ended): the
-        front end's C{on_terminate} closes the client's connection, telling
-        it C{reason} where its protocol can, and closes the session as it
-        does when a client leaves (its actions' outcomes first); whoever
-        closes it, C{session.end} says C{terminated}, with the reason.
+        End the session from the gateway's side (its access grant ended, the
+        gateway stops): the front end's C{on_terminate} closes the client's
+        connection, telling it C{reason} where its protocol can, and closes
+        the session as it does when a client leaves (its actions' outcomes
+        first); whoever closes it, C{session.end} says C{terminated}, with
+        the reason.  With C{shutdown}, a front end's C{on_shutdown} is used
+        instead where it has one (it may let a request in progress finish).
         """
         if self.closed:
             return succeed(None)
         self.termination = reason
         end = self.on_terminate
+        if shutdown and self.on_shutdown is not None:
+            end = self.on_shutdown
         if end is not None:
             try:
                 end(reason)
@@ -671,6 +740,7 @@ class Session:
 
         d.addCallback(recorded)
         d.addErrback(lambda f: log.failure("session.end record lost for {id}", f, id=self.id))
+        d.addBoth(self._notify_ended)
         return d
 
 

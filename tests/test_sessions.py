@@ -318,6 +318,45 @@ class SessionServiceTests(SynchronousTestCase):
         failure = self.failureResultOf(self.service.open(ALICE, "db", source=SOURCE), NotPermitted)
         self.assertEqual(str(failure.value), "the gateway is shutting down")
 
+    def test_close_all_ends_sessions_through_their_front_ends(self) -> None:
+        """
+        At shutdown each session is ended by its front end (on_shutdown where
+        it has one, else on_terminate) with the reason; the Deferred fires
+        once every session.end is written.  A session still open when the
+        grace is over is terminated at once, and closed.
+        """
+        told: list[tuple[str, str]] = []
+        quick, gentle, stuck = self.open(), self.open(), self.open()
+        quick.on_terminate = lambda reason: (told.append(("quick", reason)), quick.close())
+        gentle.on_terminate = lambda reason: told.append(("gentle: aborted", reason))
+        gentle.on_shutdown = lambda reason: told.append(("gentle", reason))
+        stuck.on_terminate = lambda reason: told.append(("stuck", reason))
+        done = self.service.close_all("the gateway is shutting down", grace=5)
+        self.assertNoResult(done)
+        self.assertEqual(
+            told, [("quick", "the gateway is shutting down"), ("gentle", "the gateway is shutting down"),
+                   ("stuck", "the gateway is shutting down")],
+        )
+        gentle.close(status="closed")  # its last response went out
+        self.assertNoResult(done)
+        self.clock.advance(5)
+        self.assertEqual(told[-1], ("stuck", "the gateway is shutting down"))
+        self.successResultOf(done)
+        ends = self.audit.of("session.end")
+        self.assertEqual(
+            [(e["end"]["status"], e["end"]["error"]) for e in ends], [("terminated", "the gateway is shutting down")] * 3
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_end_remaining(self) -> None:
+        """The last resort of a stop: sessions closed without their front ends, still terminated with the reason."""
+        session = self.open()
+        session.on_terminate = lambda reason: None  # a front end that never closes it
+        self.successResultOf(self.service.end_remaining("the gateway is shutting down"))
+        self.assertTrue(session.closed)
+        [end] = self.audit.of("session.end")
+        self.assertEqual((end["end"]["status"], end["end"]["error"]), ("terminated", "the gateway is shutting down"))
+
     def test_failed_recording_still_ends_session(self) -> None:
         """If the recording cannot be closed, session.end is still written and says why."""
         session = self.open()

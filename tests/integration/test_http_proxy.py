@@ -44,7 +44,7 @@ from tests.integration._fake_k8s import (
     start_port_forward,
     write_kubeconfig,
 )
-from tests.integration._process import PACKAGE_ROOT, run
+from tests.integration._process import PACKAGE_ROOT, run, spawn
 from tests.integration.test_postgres_clients import wait_until
 
 CURL = shutil.which("curl")
@@ -139,6 +139,17 @@ class _Upstream(resource.Resource):
             request.setHeader(b"content-type", b"application/octet-stream")
             request.setHeader(b"content-length", b"%d" % n)
             request.registerProducer(_Bytes(request, n), False)
+            return server.NOT_DONE_YET
+        if request.path == b"/base/slow":
+            # The answer after ?delay= seconds.
+            body = json.dumps(attrs.asdict(seen)).encode()
+
+            def answer() -> None:
+                request.write(body)
+                request.finish()
+
+            call = reactor.callLater(float(request.args[b"delay"][0]), answer)
+            request.notifyFinish().addErrback(lambda _: call.cancel() if call.active() else None)
             return server.NOT_DONE_YET
         if request.path == b"/base/cookie":
             request.setHeader(b"set-cookie", b"upstream-session=minted-for-the-gateway")
@@ -828,6 +839,59 @@ class CurlTests(_GatewayCase):
         yield self.gateway.sessions.close_all("test")  # nothing left open
         [end] = self.records("session.end")
         self.assertEqual(end["session"], start["session"])
+
+
+class ShutdownTests(_GatewayCase):
+    """A gateway that stops ends each client connection with its last response, as servers do."""
+
+    def setUp(self) -> None:
+        require_curl()
+        fake = FakeKubernetes().listen()
+        self.addCleanup(fake.stop)
+        self.start(fake)
+
+    @inlineCallbacks
+    def test_request_in_progress_finishes_with_connection_close(self):
+        """
+        If the gateway stops while a request waits for its upstream, the
+        response still reaches curl, saying Connection: close; the action
+        succeeded, and session.end says terminated with the reason.
+        """
+        head = Path(self.mktemp())
+        proc = spawn([
+            require_curl(), "-sS", "--cacert", str(self.gateway.tls_cert), "-H", f"Authorization: Bearer {self.token}",
+            "-D", str(head), "-o", "/dev/null", self.url("/web/slow?delay=2"),
+        ], marker=None)
+        yield wait_until(lambda: any(s.uri.startswith("/base/slow") for s in self.upstream.seen), "the upstream's request")
+        yield self.gateway.stopService()
+        code = yield proc.ended
+        self.assertEqual(code, 0, proc.output)
+        lines = head.read_text().lower().splitlines()
+        self.assertTrue(lines[0].startswith("http/1.1 200"), lines)
+        self.assertIn("connection: close", lines)
+        [(_, end)] = self.actions()
+        self.assertEqual(end["outcome"]["status"], "succeeded")
+        [session] = self.records("session.end")
+        self.assertEqual((session["end"]["status"], session["end"]["error"]), ("terminated", "the gateway is shutting down"))
+
+    @inlineCallbacks
+    def test_idle_keep_alive_connection_is_closed(self):
+        """
+        If a client holds a keep-alive connection open between requests when
+        the gateway stops, the gateway closes it at once (not after its idle
+        timeout), and the session ends terminated.
+        """
+        request = f"GET /web/one HTTP/1.1\nHost: gateway\nAuthorization: Bearer {self.token}\n"
+        proc = spawn([sys.executable, "-c", _RAW_CLIENT, str(self.gateway.tls_cert), str(self.port), request, ""], marker=None)
+        yield wait_until(lambda: self.records("action.end"), "the request's outcome")
+        stopped = reactor.seconds()
+        yield self.gateway.stopService()
+        code = yield proc.ended
+        self.assertLess(reactor.seconds() - stopped, 10)
+        self.assertEqual(code, 0, proc.output)
+        self.assertEqual(proc.output.count(b"HTTP/1.1 200"), 1, proc.output)
+        [session] = self.records("session.end")
+        self.assertEqual((session["end"]["status"], session["end"]["error"]), ("terminated", "the gateway is shutting down"))
 
 
 # -- kubectl -------------------------------------------------------------------------

@@ -366,6 +366,57 @@ class CancelTests(_GatewayCase):
         self.assertEqual(self.actions("sql.cancel"), [])
 
 
+class ShutdownTests(_GatewayCase):
+    """A gateway that stops tells each psql why, as a server shut down by its administrator does."""
+
+    FATAL = (
+        b"FATAL:  terminating connection due to administrator command "
+        b"(hoopgw: the gateway is shutting down)"
+    )
+
+    def setUp(self):
+        self.start()
+
+    @inlineCallbacks
+    def test_running_statement(self):
+        """
+        If the gateway stops while psql waits for a statement, psql prints
+        FATAL 57P01 with the reason; the statement is cancelled on the
+        target (its outcome unknown), and session.end says terminated.
+        """
+        proc = spawn(self.psql_argv("-c", "SELECT pg_sleep(30)"), marker=None, env=self.env())
+        yield wait_until(running(self.cluster, "SELECT pg_sleep(30)"), "pg_sleep to run on the target")
+        yield self.gateway.stopService()
+        code = yield proc.ended
+        self.assertNotEqual(code, 0)
+        self.assertIn(self.FATAL, proc.output)
+        self.assertNotIn(b"SSL SYSCALL error", proc.output)
+        [end] = self.records("session.end")
+        self.assertEqual((end["end"]["status"], end["end"]["error"]), ("terminated", "the gateway is shutting down"))
+        [(_, outcome)] = self.actions("sql.query")
+        self.assertEqual(outcome["outcome"]["status"], "failed")
+        self.assertIn("outcome unknown", outcome["outcome"]["error"])
+        still = running(self.cluster, "SELECT pg_sleep(30)")
+        yield wait_until(lambda: still().addCallback(lambda yes: not yes), "pg_sleep to be cancelled", timeout=10)
+
+    @inlineCallbacks
+    def test_idle_session(self):
+        """If psql is connected but idle, it reads the FATAL with its next statement."""
+        proc = spawn(self.psql_argv(), marker=None, env=self.env())
+        answered = proc.wait_for(b"connected\n")
+        proc.transport.write(b"SELECT 'connected';\n")
+        yield answered
+        yield self.gateway.stopService()
+        proc.transport.write(b"SELECT 'after the stop';\n")
+        proc.transport.closeStdin()
+        code = yield proc.ended
+        self.assertNotEqual(code, 0)
+        self.assertIn(self.FATAL, proc.output)
+        self.assertNotIn(b"after the stop\n", proc.output)
+        [end] = self.records("session.end")
+        self.assertEqual(end["end"]["status"], "terminated")
+
+
 class CopyTests(_GatewayCase):
     def setUp(self):
         self.start()

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import ssl
+import struct
 from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, TestCase
 
 from hoopgw.audit.search import search
@@ -239,3 +244,111 @@ tls = "disable"
         self.assertTrue(report.ok, report.first_error)
         [end] = self.records("session.end")
         self.assertGreater(end["end"]["bytes_in"], 0)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: bound, read, closed."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def login_error(port: int, token: str, database: str) -> dict[str, str]:
+    """
+    Log in through the gateway over TLS as libpq does (blocking: run it in a
+    thread) and return the fields of the ErrorResponse that ends the
+    login (libpq prints no SQLSTATE for a failed connection).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+        raw.sendall(struct.pack(">ii", 8, 80877103))
+        assert raw.recv(1) == b"S"
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with context.wrap_socket(raw) as sock:
+            body = struct.pack(">i", 196608) + b"user\0alice\0database\0" + database.encode() + b"\0\0"
+            sock.sendall(struct.pack(">i", len(body) + 4) + body)
+            received = b""
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                received += data
+                if received[:1] == b"R" and len(received) >= 9:
+                    received = b""
+                    password = token.encode() + b"\0"
+                    sock.sendall(b"p" + struct.pack(">i", len(password) + 4) + password)
+    assert received[:1] == b"E", received
+    fields = received[5:].split(b"\0")
+    return {f[:1].decode(): f[1:].decode() for f in fields if f}
+
+
+class TargetDownTests(TestCase):
+    """A connection whose target is down: the client, the trail and the gateway's log each say so, once."""
+
+    timeout = 60
+
+    def setUp(self):
+        require(PSQL)
+        self.base = Path(self.mktemp()).resolve()
+        self.base.mkdir()
+        self.target_port = closed_port()
+        config = loads(
+            f"""
+[gateway]
+data_dir = "data"
+[listen]
+postgres = "tcp:0:interface=127.0.0.1"
+ssh = false
+http = false
+api = false
+[[connections]]
+name = "down"
+kind = "postgres"
+address = "127.0.0.1:{self.target_port}"
+database = "postgres"
+user = "app"
+tls = "disable"
+""",
+            source=None,
+            base_dir=self.base,
+        )
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.gateway = Gateway(config, reactor=reactor)
+        self.gateway.startService()
+        self.addCleanup(self.gateway.stopService)
+        self.port = self.gateway.listeners["postgres"].port.getHost().port
+        self.token = self.gateway.identity.dev_issuer.issue("alice", ("dev",), 600)
+
+    @inlineCallbacks
+    def test_connection_refused(self):
+        """
+        If the target refuses the connection (nothing listens on its port),
+        psql gets FATAL 08001 naming the address that refused, session.end
+        says failed with that reason, and the gateway logs one warning line
+        saying so: no traceback, nothing critical.
+        """
+        env = {"PGPASSWORD": self.token, "PATH": os.environ.get("PATH", ""), "PGCONNECT_TIMEOUT": "10"}
+        dsn = f"host=127.0.0.1 port={self.port} dbname=down user=alice sslmode=require"
+        code, output = yield run([PSQL, "-X", "-A", "-t", "-v", "VERBOSITY=verbose", dsn, "-c", "SELECT 1"], env=env)
+        self.assertNotEqual(code, 0)
+        why = f"connection refused by 127.0.0.1:{self.target_port}"
+        self.assertIn(f"FATAL:  cannot connect to the target: {why}".encode(), output)
+        self.assertNotIn(b"internal error", output)
+        [end] = search(self.base / "data" / "audit", event="session.end")
+        self.assertEqual((end["end"]["status"], end["end"]["error"]), ("failed", why))
+        # The SQLSTATE, which psql does not print for a failed connection.
+        error = yield deferToThread(login_error, self.port, self.token, "down")
+        self.assertEqual((error["S"], error["C"]), ("FATAL", "08001"))
+        self.assertEqual(error["M"], f"cannot connect to the target: {why}")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual([e for e in self.events if "log_failure" in e], [])
+        levels = [e["log_level"] for e in self.events]
+        self.assertNotIn(LogLevel.critical, levels)
+        self.assertNotIn(LogLevel.error, levels)
+        lines = [formatEvent(e) for e in self.events if "cannot connect to the target" in (e.get("log_format") or "")]
+        self.assertEqual(len(lines), 2)  # one per login: psql's and the raw one
+        self.assertIn(f"(down): cannot connect to the target: {why}", lines[0])
+        self.assertNotIn("\n", lines[0])

@@ -289,3 +289,21 @@ class SSHProxyTests(SSHGatewayCase):
         yield self.watch.wait("session.refused")
         [refused] = self.records("session.refused")
         self.assertEqual(refused["connection"], "nosuch")
+
+
+class ShutdownTests(SSHGatewayCase):
+    @inlineCallbacks
+    def test_stop_tells_the_client_why(self):
+        """
+        If the gateway stops while ssh runs a command, the client gets a
+        disconnect message naming the reason (ssh prints it), and
+        session.end says terminated with it.
+        """
+        proc = spawn(self.ssh_argv("-n", "echo started; sleep 30"), marker=b"started", env=self.env())
+        yield proc.ready
+        yield self.gateway.stopService()
+        code = yield proc.ended
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"hoopgw: the gateway is shutting down", proc.output)
+        [end] = self.records("session.end")
+        self.assertEqual((end["end"]["status"], end["end"]["error"]), ("terminated", "the gateway is shutting down"))

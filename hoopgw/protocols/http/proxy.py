@@ -591,6 +591,7 @@ class _ClientConnection(Protocol):
         self.relay: Any = None  # the upgrade relay's client side, after a 101
         self.lost = False
         self.closing = False
+        self.draining = False  # the gateway stops: the response in progress is the last
         self.write_paused = False
         self._read_paused = False
         self._feeding = False
@@ -679,6 +680,22 @@ class _ClientConnection(Protocol):
         self._disarm_idle()
         self.transport.unregisterProducer()
         self.transport.loseConnection()
+
+    def drain(self) -> None:
+        """
+        The gateway stops: an idle connection closes now; a request in
+        progress finishes, its response saying C{Connection: close}, and
+        the connection closes after it (pipelined requests are not read).
+        A connection relaying an upgrade (exec, port-forward) has no last
+        response to mark: it is aborted.
+        """
+        if self.lost or self.closing:
+            return
+        self.draining = True
+        if self.relay is not None:
+            self.abort()
+        elif self.exchange is None:
+            self.close()
 
     def abort(self) -> None:
         if not self.lost:
@@ -803,7 +820,7 @@ class _ClientConnection(Protocol):
         """C{exchange}'s response has been written whole: read the next request, or close."""
         if self.exchange is not exchange or self.lost:
             return
-        if not keep_alive:
+        if not keep_alive or self.draining:
             self.close()
             return
         self.exchange = None
@@ -978,7 +995,7 @@ class _Exchange:
     def _refuse(self, code: int, message: str, *, headers: Mapping[bytes, bytes] | None = None) -> None:
         self.done = True
         if self.body_complete and not self.close_after:
-            keep_alive = self.head.keep_alive and self.conn.may_continue
+            keep_alive = self.head.keep_alive and self.conn.may_continue and not self.conn.draining
             self.conn.write_error(code, message, kubernetes=True, headers=headers, keep_alive=keep_alive)
             self.conn.response_done(self, keep_alive)
         else:
@@ -1208,7 +1225,7 @@ class _Exchange:
         conn = self.conn
         keep_alive = (
             self.head.keep_alive and not self.close_after and self.body_complete and not self.body_error
-            and conn.may_continue
+            and conn.may_continue and not conn.draining
         )
         conn.write_error(code, message, kubernetes=self.kubernetes, headers=headers, keep_alive=keep_alive)
         conn.response_done(self, keep_alive)
@@ -1449,6 +1466,9 @@ class _Exchange:
         # Ended by the gateway (its access grant ended): HTTP cannot say why
         # mid-request; the connection ends, and the session with it.
         session.on_terminate = lambda reason: conn.abort()
+        # The gateway stops: the request in progress may finish, its
+        # response saying Connection: close; an idle connection just closes.
+        session.on_shutdown = lambda reason: conn.drain()
         if self.gone or conn.lost:
             # The client connection ended while the session was opening:
             # nobody will reuse it, and nobody else would close it.
@@ -1782,7 +1802,7 @@ class _Exchange:
             if masked and name.lower() == b"content-length":
                 continue
             lines.append(name + b": " + value)
-        keep_alive = head.keep_alive and not self.close_after
+        keep_alive = head.keep_alive and not self.close_after and not self.conn.draining
         if response.has_body and (response.content_length is None or masked):
             if head.version == b"HTTP/1.1":
                 self.response_chunked = True

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from OpenSSL import SSL
 from service_identity import VerificationError
+from twisted.internet import error as net_error
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
@@ -230,3 +231,33 @@ class TargetRefused(BackendAuthError):
     def __init__(self, error: codec.ErrorResponse) -> None:
         self.error = error
         super().__init__(f"target refused: {error.code} {error.message}")
+
+
+class TargetUnreachable(BackendAuthError):
+    """
+    No connection to the target at all (refused, no route, no answer, a
+    name that does not resolve): the target is down or unreachable, not
+    refusing this login.  The message names the address tried.
+    """
+
+
+def target_address(settings: PostgresSettings) -> str:
+    """C{host:port} as the connection names the target (C{[v6]:port} for an IPv6 address)."""
+    host = settings.host
+    return f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"
+
+
+def unreachable(failure: Failure, settings: PostgresSettings) -> TargetUnreachable:
+    """Why a TCP connection to the target failed, in words that name the address tried."""
+    where = target_address(settings)
+    if failure.check(net_error.ConnectionRefusedError):
+        why = f"connection refused by {where}"
+    elif failure.check(net_error.TimeoutError, net_error.TCPTimedOutError):
+        why = f"no answer from {where} (connection timed out)"
+    elif failure.check(net_error.NoRouteError):
+        why = f"no route to {where}"
+    elif failure.check(net_error.DNSLookupError):
+        why = f"cannot resolve {settings.host!r} (the target {where})"
+    else:
+        why = f"cannot reach {where}: {failure.getErrorMessage()}"
+    return TargetUnreachable(why)

@@ -64,7 +64,14 @@ from hoopgw.protocols.postgres.tracker import (
 from hoopgw.protocols.postgres.catalog import Catalog
 from hoopgw.protocols.postgres.copyout import copy_spec
 from hoopgw.protocols.postgres.masking import ResultMasking, string_literals
-from hoopgw.protocols.postgres.backend import BackendAuthError, BackendProtocol, client_tls_options
+from hoopgw.protocols.postgres.backend import (
+    BackendAuthError,
+    BackendProtocol,
+    TargetUnreachable,
+    client_tls_options,
+    target_address,
+    unreachable,
+)
 from hoopgw.sessions import GATEWAY_RULE, ActionHandle, Session, SessionService
 
 __all__ = ["ClientProtocol", "PostgresFrontEnd", "RowTransform", "make_front_end", "rows_from_tag"]
@@ -332,8 +339,9 @@ class ClientProtocol(Protocol):
 
     def _terminated(self, reason: str) -> None:
         """
-        The gateway ends the session (its access grant ended): FATAL, as a
-        server shut down by its administrator.  A statement still running
+        The gateway ends the session (its access grant ended, the gateway
+        stops): FATAL 57P01, as a server's "terminating connection due to
+        administrator command", with the gateway's reason.  A statement still running
         on the target is cancelled there (closing the connection would not
         stop it: the server notices only when it next writes); whether it
         finished first is not known, and its outcome says so.
@@ -344,7 +352,7 @@ class ClientProtocol(Protocol):
                 lambda f: log.failure("the statement of a terminated session could not be cancelled", f)
             )
         if self.state is not Phase.CLOSED:
-            self._fatal("57P01", f"hoopgw: {reason}")
+            self._fatal("57P01", f"terminating connection due to administrator command (hoopgw: {reason})")
         if backend is not None and backend.transport is not None:
             backend.on_lost = None
             backend.transport.abortConnection()
@@ -458,14 +466,22 @@ class ClientProtocol(Protocol):
             tls_options=self.front.target_tls.get(session.connection.name),
         )
         d = self.front.connect(settings, backend)
-        d.addCallback(lambda _: backend.ready)
+        # No TCP connection at all (refused, no route, no name): the target
+        # is down or unreachable, and the client is told so (08001).
+        d.addCallbacks(lambda _: backend.ready, lambda f: Failure(unreachable(f, settings)))
 
         def too_slow(result: object, timeout: float) -> object:
             # A target that accepts the connection and then stalls (or a
             # black-holed address) must not hold the client for ever.
             backend.ready = None
-            if backend.transport is not None:
-                backend.transport.abortConnection()
+            if backend.transport is None:
+                # Never connected: a black-holed address, or a name lookup that hangs.
+                return Failure(
+                    TargetUnreachable(
+                        f"no answer from {target_address(settings)} within {timeout:g} s (login_timeout)"
+                    )
+                )
+            backend.transport.abortConnection()
             return Failure(
                 BackendAuthError(
                     f"the target did not finish connecting and logging in within {timeout:g} s (login_timeout)"
@@ -513,6 +529,15 @@ class ClientProtocol(Protocol):
         refusal = startup.refusal(failure, user)
         if refusal.unexpected:
             log.failure("postgres start-up failed", failure)
+        elif refusal.session_error is not None and self.session is not None:
+            # The target is down, or refused the gateway's login: one line
+            # for the operator (the client and session.end have the reason).
+            log.warn(
+                "postgres session {session} ({connection}): cannot connect to the target: {error}",
+                session=self.session.id,
+                connection=self.session.connection.name,
+                error=refusal.session_error,
+            )
         self._fatal(refusal.code, refusal.message)
         if refusal.session_error is not None and self.session is not None:
             self.session.close(status="failed", error=refusal.session_error)

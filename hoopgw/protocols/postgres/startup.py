@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted
 from hoopgw.protocols.postgres import codec, lexical
-from hoopgw.protocols.postgres.backend import BackendAuthError
+from hoopgw.protocols.postgres.backend import BackendAuthError, TargetUnreachable
 
 __all__ = [
     "PASSED_PARAMETERS",
@@ -186,6 +186,9 @@ def refusal(failure: Failure, user: str) -> Refusal:
         return Refusal("28000", str(failure.value))
     if failure.check(AuditUnavailable):
         return Refusal("57P03", "the gateway's audit log is unavailable, so it refuses all traffic")
+    if failure.check(TargetUnreachable):
+        # As libpq's own "could not connect" (sqlclient_unable_to_establish_sqlconnection).
+        return Refusal("08001", f"cannot connect to the target: {failure.value}", session_error=str(failure.value))
     if failure.check(BackendAuthError, HoopgwError):
         return Refusal("08006", f"cannot connect to the target: {failure.value}", session_error=str(failure.value))
     return Refusal("08006", "cannot connect to the target", session_error="internal error", unexpected=True)

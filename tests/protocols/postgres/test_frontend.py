@@ -6,7 +6,15 @@ client and the target on StringTransports, bytes made by the codec.
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionRefusedError,
+    DNSLookupError,
+    NoRouteError,
+    TCPTimedOutError,
+)
+from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hoopgw.config import PostgresSettings
 from hoopgw.model import Connection, Decision, Effect, Identity, Status
 from hoopgw.protocols.postgres import codec
+from hoopgw.protocols.postgres.backend import unreachable
 from hoopgw.protocols.postgres.frontend import PostgresFrontEnd, rows_from_tag
 from hoopgw.protocols.postgres.reach import RelationGraph
 from hoopgw.testing import FixedCatalog, MemoryAuditLog, MemoryIdentityVerifier, StaticPolicy, memory_session_service
@@ -287,6 +296,58 @@ class FrontEndTests(_FrontEndCase):
         # A late answer from the aborted target changes nothing.
         backend.dataReceived(codec.encode(codec.AuthenticationOk()) + codec.encode(codec.ReadyForQuery("I")))
         self.assertEqual(len(frames(transport.value())), 1)
+
+    def _login_to_a_down_target(self, connected):
+        """Log a client in while the target's connection attempt is C{connected}; return its transport."""
+        self.connect = lambda settings, backend: connected  # (read by the front end at each login)
+        self.front.connect = self.connect
+        client = self.front.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        transport = TLSStringTransport()
+        client.makeConnection(transport)
+        client.dataReceived(codec.encode(codec.SSLRequest()))
+        client.dataReceived(codec.encode(codec.StartupMessage({"user": "alice", "database": "appdb"})))
+        transport.clear()
+        client.dataReceived(codec.encode(codec.PasswordMessage(b"good-token")))
+        return transport
+
+    def test_target_refuses_the_connection(self) -> None:
+        """If the target's port refuses the connection, the client gets FATAL
+        08001 naming the address, and session.end says failed with that reason."""
+        transport = self._login_to_a_down_target(fail(ConnectionRefusedError("Connection refused")))
+        [error] = frames(transport.value())
+        why = "connection refused by 127.0.0.1:5432"
+        self.assertEqual((error.severity, error.code, error.message), ("FATAL", "08001", f"cannot connect to the target: {why}"))
+        [end] = self.audit.of("session.end")
+        self.assertEqual((end["end"]["status"], end["end"]["error"]), ("failed", why))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_target_does_not_answer(self) -> None:
+        """If the connection attempt is not answered within login_timeout (a
+        black-holed address), the client gets FATAL 08001 saying so, and the
+        attempt is cancelled."""
+        cancelled = []
+        transport = self._login_to_a_down_target(Deferred(lambda d: cancelled.append(d)))
+        self.front.reactor.advance(SETTINGS.login_timeout)
+        [error] = frames(transport.value())
+        why = f"no answer from 127.0.0.1:5432 within {SETTINGS.login_timeout:g} s (login_timeout)"
+        self.assertEqual((error.code, error.message), ("08001", f"cannot connect to the target: {why}"))
+        self.assertEqual(len(cancelled), 1)
+        [end] = self.audit.of("session.end")
+        self.assertEqual((end["end"]["status"], end["end"]["error"]), ("failed", why))
+
+    def test_target_unreachable_reasons(self) -> None:
+        """Each way a TCP connection fails reads as what happened, naming the address tried."""
+        cases = (
+            (ConnectionRefusedError(), "connection refused by 127.0.0.1:5432"),
+            (NoRouteError(), "no route to 127.0.0.1:5432"),
+            (TCPTimedOutError(), "no answer from 127.0.0.1:5432 (connection timed out)"),
+            (DNSLookupError("no such name"), "cannot resolve '127.0.0.1' (the target 127.0.0.1:5432)"),
+            (ConnectError("something else"), "cannot reach 127.0.0.1:5432: An error occurred while connecting: something else."),
+        )
+        for error, why in cases:
+            self.assertEqual(str(unreachable(Failure(error), SETTINGS)), why)
+        v6 = PostgresSettings(host="::1", port=5433, database="app", user="app", tls="disable")
+        self.assertEqual(str(unreachable(Failure(ConnectionRefusedError()), v6)), "connection refused by [::1]:5433")
 
     def test_rows_from_tag(self) -> None:
         """CommandComplete tags give row counts where PostgreSQL puts one."""

@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted
 from hoopgw.protocols.postgres import codec, lexical, startup
-from hoopgw.protocols.postgres.backend import BackendAuthError
+from hoopgw.protocols.postgres.backend import BackendAuthError, TargetUnreachable
 
 
 class HandshakeTests(SynchronousTestCase):
@@ -76,6 +76,7 @@ class RefusalTests(SynchronousTestCase):
             (NotPermitted(None, "no rule allows it"), "28000", None, False),
             (AuditUnavailable("disk full"), "57P03", None, False),
             (BackendAuthError("bad password"), "08006", "bad password", False),
+            (TargetUnreachable("connection refused by 127.0.0.1:5432"), "08001", "connection refused by 127.0.0.1:5432", False),
             (RuntimeError("bug"), "08006", "internal error", True),
         )
         for error, code, session_error, unexpected in cases:

@@ -29,7 +29,10 @@ from hoopgw.model import Connection
 __all__ = [
     "AuditSettings",
     "CONNECTION_KINDS",
+    "CONFIG_ENV",
     "Config",
+    "ConfigChoice",
+    "DEFAULT_CONFIG_PATH",
     "GatewaySettings",
     "HTTPSettings",
     "IdentitySettings",
@@ -45,6 +48,7 @@ __all__ = [
     "TLSSettings",
     "config_sha256",
     "effective_config",
+    "find_config",
     "load",
     "loads",
     "parse_duration",
@@ -1350,6 +1354,90 @@ def quickstart(*, base_dir: Path | None = None) -> Config:
         source=None,
         gateway=GatewaySettings(data_dir=base / _default(GatewaySettings, "data_dir")),
     )
+
+
+#: The environment variable naming the configuration file when C{--config} is not given.
+CONFIG_ENV = "HOOPGW_CONFIG"
+
+#: The configuration file used when neither C{--config} nor C{$HOOPGW_CONFIG} names one, if it exists.
+DEFAULT_CONFIG_PATH = Path("/etc/hoopgw/hoopgw.toml")
+
+
+@frozen
+class ConfigChoice:
+    """
+    Which configuration a process uses, and why: C{path} C{None} means the
+    embedded quickstart defaults (data under C{./hoopgw-data}).
+
+    @ivar origin: C{"--config"}, C{"$HOOPGW_CONFIG"}, C{"default"} (the file
+        at L{DEFAULT_CONFIG_PATH}) or C{"quickstart"}.
+    """
+
+    path: Path | None
+    origin: str
+    default_path: Path = DEFAULT_CONFIG_PATH
+
+    def load(self, *, check_secrets: bool = True, environ: Mapping[str, str] | None = None) -> Config:
+        """
+        The configuration: the file, or L{quickstart} (relative to the current directory).
+
+        @raise ConfigError: the file cannot be read or is invalid; a file
+            that came from C{$HOOPGW_CONFIG} or the default path says so.
+        """
+        if self.path is None:
+            return quickstart()
+        try:
+            return load(self.path, check_secrets=check_secrets, environ=environ)
+        except ConfigError as e:
+            if self.origin == "--config":
+                raise
+            raise ConfigError(e.file, e.key, f"{e.expected} (the configuration {self.describe_origin()})") from None
+
+    def describe_origin(self) -> str:
+        if self.origin == "$HOOPGW_CONFIG":
+            return f"named by ${CONFIG_ENV}"
+        if self.origin == "default":
+            return "found at the default path"
+        if self.origin == "--config":
+            return "given with --config"
+        return "quickstart"
+
+    def describe(self) -> str:
+        """
+        C{/etc/hoopgw/hoopgw.toml (found at the default path)}, or C{the
+        quickstart defaults (no --config, $HOOPGW_CONFIG or
+        /etc/hoopgw/hoopgw.toml)}.
+        """
+        if self.path is None:
+            return f"the quickstart defaults (no --config, ${CONFIG_ENV} or {self.default_path})"
+        return f"{self.path.absolute()} ({self.describe_origin()})"
+
+
+def find_config(
+    given: Path | str | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    default: Path = DEFAULT_CONFIG_PATH,
+) -> ConfigChoice:
+    """
+    The configuration file the gateway (C{twistd hoopgw}) and the admin
+    command (C{hoopgw}) both use, first found of: C{given} (C{--config}),
+    the file C{$HOOPGW_CONFIG} names (when set and not empty), C{default}
+    (L{DEFAULT_CONFIG_PATH}) if it exists, else the quickstart defaults.
+    Nothing is read here: L{ConfigChoice.load} does.
+    """
+    if given:
+        return ConfigChoice(Path(given), "--config", default)
+    named = (os.environ if environ is None else environ).get(CONFIG_ENV)
+    if named:
+        return ConfigChoice(Path(named), "$HOOPGW_CONFIG", default)
+    try:
+        found = default.exists()
+    except OSError:
+        found = True  # there, but unreadable to us: loading it says so, rather than quietly not using it
+    if found:
+        return ConfigChoice(default, "default", default)
+    return ConfigChoice(None, "quickstart", default)
 
 
 def _plain(value: Any) -> Any:

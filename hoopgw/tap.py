@@ -5,7 +5,6 @@ The C{twistd hoopgw} plugin: options and L{makeService}.
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -15,10 +14,11 @@ from twisted.logger import (
     LegacyLogObserverWrapper,
     LogLevel,
     LogLevelFilterPredicate,
+    Logger,
 )
 from twisted.python import usage
 
-from hoopgw.config import load, quickstart
+from hoopgw.config import find_config
 from hoopgw.errors import HoopgwError
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -27,12 +27,20 @@ LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 class Options(usage.Options):
     synopsis = "[--config FILE] [--log-level LEVEL]"
     longdesc = (
-        "Start the hoopgw access gateway.  Without --config it runs on the embedded "
-        "quickstart defaults: data under ./hoopgw-data, listeners on 127.0.0.1 only, "
-        "a self-signed TLS certificate and a dev token issuer."
+        "Start the hoopgw access gateway.  The configuration is --config FILE, else the "
+        "file $HOOPGW_CONFIG names, else /etc/hoopgw/hoopgw.toml if it exists, else the "
+        "embedded quickstart defaults: data under ./hoopgw-data, listeners on 127.0.0.1 "
+        "only, a self-signed TLS certificate and a dev token issuer.  The hoopgw admin "
+        "command finds it the same way."
     )
     optParameters = [
-        ["config", "c", None, "Path to the gateway's TOML configuration file."],
+        [
+            "config",
+            "c",
+            None,
+            "Path to the gateway's TOML configuration file (default: $HOOPGW_CONFIG, "
+            "else /etc/hoopgw/hoopgw.toml if it exists, else the quickstart defaults).",
+        ],
         [
             "log-level",
             None,
@@ -100,13 +108,21 @@ def makeService(options: Options):
 
     from hoopgw.gateway import Gateway
 
+    choice = find_config(options["config"])
     try:
-        config = load(Path(options["config"])) if options["config"] else quickstart()
+        config = choice.load()
         gateway = Gateway(config, reactor=reactor)
     except HoopgwError as e:
         # One precise line, no traceback: the operator's file or data
         # directory is at fault, and the message says which and why.
         raise SystemExit(f"hoopgw: {e}")
+    # Logged once logging begins (twistd keeps what was logged before): which
+    # file, and why that one, as the admin command says it.
+    Logger().info(
+        "hoopgw using {config}; data dir {data_dir}",
+        config=choice.describe(),
+        data_dir=str(config.gateway.data_dir),
+    )
     # SIGHUP re-reads the policy folder, as operators expect of a daemon.
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(gateway.reload_policy))
     # usage.Options gives a sub-command's options their parent: twistd's own.

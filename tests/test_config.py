@@ -30,6 +30,7 @@ from hoopgw.config import (
     TLSSettings,
     config_sha256,
     effective_config,
+    find_config,
     load,
     loads,
     parse_duration,
@@ -440,6 +441,58 @@ class LoadValidTests(ConfigTestCase):
         self.assertEqual(
             config.connections[0].settings.password, SecretRef(file=self.base / "missing")
         )
+
+
+class FindConfigTests(ConfigTestCase):
+    """
+    find_config(): how the gateway and the admin command both choose their
+    configuration: --config, else $HOOPGW_CONFIG, else the default path if
+    it exists, else the quickstart defaults.
+    """
+
+    def test_order(self) -> None:
+        given = self.write("given.toml", "")
+        named = self.write("named.toml", "")
+        default = self.write("default.toml", "")
+        missing = self.base / "missing.toml"
+        env = {"HOOPGW_CONFIG": str(named)}
+        cases = [
+            (find_config(str(given), environ=env, default=default), (given, "--config")),
+            (find_config(None, environ=env, default=default), (named, "$HOOPGW_CONFIG")),
+            (find_config(None, environ={"HOOPGW_CONFIG": ""}, default=default), (default, "default")),
+            (find_config(None, environ={}, default=default), (default, "default")),
+            (find_config(None, environ={}, default=missing), (None, "quickstart")),
+            (find_config("", environ={}, default=missing), (None, "quickstart")),
+        ]
+        for choice, expected in cases:
+            self.assertEqual((choice.path, choice.origin), expected)
+
+    def test_load(self) -> None:
+        """
+        A chosen file loads as load() does; the quickstart choice is
+        quickstart(); a file named by $HOOPGW_CONFIG that cannot be read is
+        an error that says where its name came from.
+        """
+        path = self.write("gw.toml", '[gateway]\ndata_dir = "d"\n')
+        choice = find_config(None, environ={"HOOPGW_CONFIG": str(path)}, default=self.base / "missing")
+        self.assertEqual(choice.load(), load(path))
+        self.assertEqual(choice.describe(), f"{path} (named by $HOOPGW_CONFIG)")
+        quick = find_config(None, environ={}, default=self.base / "missing")
+        self.assertEqual(quick.load(), quickstart())
+        self.assertEqual(
+            quick.describe(), f"the quickstart defaults (no --config, $HOOPGW_CONFIG or {self.base / 'missing'})"
+        )
+        gone = find_config(None, environ={"HOOPGW_CONFIG": str(self.base / "gone.toml")})
+        with self.assertRaises(ConfigError) as caught:
+            gone.load()
+        self.assertEqual(
+            str(caught.exception),
+            f"{self.base / 'gone.toml'}: cannot read configuration file: No such file or directory "
+            "(the configuration named by $HOOPGW_CONFIG)",
+        )
+        with self.assertRaises(ConfigError) as caught:
+            find_config(str(self.base / "gone.toml")).load()
+        self.assertNotIn("named by", str(caught.exception))
 
 
 class ReviewsTests(ConfigTestCase):

@@ -3,6 +3,10 @@ The ``hoopgw`` admin command: ``hoopgw [--config FILE] <group> <verb> ...``.
 
 It runs outside the gateway process, on the gateway's files, so it works
 offline (an auditor verifying a copied log) and never needs the reactor.
+It finds the configuration as the gateway does (L{hoopgw.config.find_config}:
+C{--config}, C{$HOOPGW_CONFIG}, C{/etc/hoopgw/hoopgw.toml}, the quickstart
+defaults), says on stderr which one and which data dir it used, and never
+creates a data dir or a key unless told to (C{token issue --init}).
 """
 
 from __future__ import annotations
@@ -10,20 +14,47 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from hoopgw.config import Config, load, parse_duration, quickstart
+from hoopgw.config import Config, find_config, parse_duration
 from hoopgw.errors import CommandError, ConfigError, terminal_safe
 
 
 def _config(args: argparse.Namespace) -> Config:
+    """
+    The configuration the gateway would use (L{find_config}), loaded once
+    per run.  Which file and data dir it is goes to stderr (stdout is the
+    result): always for C{token issue}, only on failure for C{token
+    exec-credential}, else on a terminal or on failure (L{main}); never
+    with C{--quiet}.
+    """
+    loaded = getattr(args, "loaded_config", None)
+    if loaded is not None:
+        return loaded
+    choice = find_config(args.config)
     # Secrets are only needed by the running gateway; admin verbs must work
     # without the database passwords in their environment.
-    if args.config:
-        return load(Path(args.config), check_secrets=False)
-    return quickstart()
+    config = choice.load(check_secrets=False)
+    args.loaded_config = config
+    args.where = f"using {choice.describe()}; data dir {config.gateway.data_dir}"
+    # announce: True always, False only on failure (kubectl shows an exec plugin's
+    # stderr on every call), unset on a terminal.
+    announce = getattr(args, "announce", None)
+    if announce or (announce is None and sys.stderr.isatty()):
+        _say_where(args)
+    return config
+
+
+def _say_where(args: argparse.Namespace) -> None:
+    """Which configuration and data dir this run used, once, on stderr (unless --quiet)."""
+    where = getattr(args, "where", None)
+    if where is None or args.quiet or getattr(args, "said_where", False):
+        return
+    args.said_where = True
+    print(f"hoopgw: {where}", file=sys.stderr)
 
 
 def _time(text: str) -> datetime.datetime:
@@ -46,7 +77,7 @@ def _time(text: str) -> datetime.datetime:
 
 def _issue_token(args: argparse.Namespace) -> tuple[int, str, int]:
     """(exit code, token, lifetime in seconds) from the dev issuer; errors printed."""
-    from hoopgw.identity.dev import DevIssuer
+    from hoopgw.identity.dev import KEY_PATH, DevIssuer, check_ttl
 
     config = _config(args)
     if not config.identity.dev_issuer:
@@ -54,14 +85,42 @@ def _issue_token(args: argparse.Namespace) -> tuple[int, str, int]:
         return 1, "", 0
     try:
         ttl = parse_duration(args.ttl)
+        check_ttl(ttl, config.identity.dev_token_max_ttl_seconds)
     except ValueError as e:
         print(f"hoopgw: --ttl: {e}", file=sys.stderr)
         return 2, "", 0
-    issuer = DevIssuer.load_or_create(
-        config.gateway.data_dir,
-        config.gateway.name,
-        max_ttl_seconds=config.identity.dev_token_max_ttl_seconds,
-    )
+    data_dir = config.gateway.data_dir
+    key = data_dir / KEY_PATH
+    try:
+        exists = key.exists()
+    except OSError as e:
+        print(f"hoopgw: cannot read the dev issuer key {key}: {e.strerror}", file=sys.stderr)
+        return 1, "", 0
+    if not exists and not args.init:
+        # A new key here signs tokens that the running gateway, on its own
+        # data dir, refuses ("unknown key id"): never made without being asked.
+        what = f"no data dir {data_dir}" if not data_dir.is_dir() else f"no dev issuer key in data dir {data_dir} ({KEY_PATH})"
+        print(
+            f"hoopgw: {what}: a token signed with a new key is refused by a gateway running on another "
+            f"data dir. Name the gateway's configuration (--config FILE or HOOPGW_CONFIG=FILE), or pass "
+            f"--init to create the key in {data_dir} (for a gateway that runs on it)",
+            file=sys.stderr,
+        )
+        return 1, "", 0
+    try:
+        issuer = DevIssuer.load_or_create(
+            data_dir,
+            config.gateway.name,
+            max_ttl_seconds=config.identity.dev_token_max_ttl_seconds,
+        )
+    except OSError as e:
+        print(f"hoopgw: cannot read or create the dev issuer key {key}: {e.strerror}", file=sys.stderr)
+        return 1, "", 0
+    except ValueError as e:
+        print(f"hoopgw: {e}", file=sys.stderr)
+        return 1, "", 0
+    if not exists:
+        print(f"hoopgw: created the dev issuer key {key}", file=sys.stderr)
     try:
         return 0, issuer.issue(args.sub, tuple(args.group or ()), ttl), ttl
     except ValueError as e:
@@ -250,8 +309,12 @@ def audit_search(args: argparse.Namespace) -> int:
     from hoopgw.audit.search import search
 
     config = _config(args)
+    directory = _audit_dir(config, args)
+    if not (directory / "records.jsonl").is_file():
+        print(f"hoopgw: {directory}: no audit records (has the gateway run with this data dir?)", file=sys.stderr)
+        return 1
     records = search(
-        _audit_dir(config, args),
+        directory,
         session=args.session,
         subject=args.sub,
         connection=args.connection,
@@ -287,21 +350,71 @@ def _summary(record: dict) -> str:
         parts.append(outcome.get("status", ""))
         if outcome.get("error"):
             parts.append(repr(outcome["error"]))
-    if record.get("reason"):
-        parts.append(repr(record["reason"]))
+    # Why, wherever the record keeps it: policy.rejected's error, auth.failed's
+    # and log.recovered's reason, a review's or grant's decision.
+    for key in ("error", "reason"):
+        if record.get(key):
+            parts.append(repr(record[key]))
+    for key in ("review", "grant"):
+        held = record.get(key)
+        decision = held.get("decision") if isinstance(held, dict) else None
+        reason = decision.get("reason") if isinstance(decision, dict) else None
+        if reason:
+            parts.append(repr(reason))
     return terminal_safe(" ".join(str(p) for p in parts))
+
+
+def _read_sessions(config: Config, where, limit: int) -> list[dict] | None:
+    """The store's rows (read-only), or None after saying why there are none to read."""
+    from hoopgw.store import FILENAME, StoreError
+    from hoopgw.store.sqlite import read_sessions
+
+    path = config.gateway.data_dir / FILENAME
+    if not path.exists():
+        print(f"hoopgw: no session store at {path} (has the gateway run with this data dir?)", file=sys.stderr)
+        return None
+    try:
+        return read_sessions(path, limit=limit, where=where)
+    except StoreError as e:
+        print(f"hoopgw: {e}", file=sys.stderr)
+        return None
+
+
+def _counted(row: dict, recordings: Path) -> dict:
+    """
+    A store row as C{sessions list --json} prints it: its C{counts} replaced
+    by C{actions} and C{outcomes}, and C{recording_bytes} added.
+    """
+    row = dict(row)
+    # Stored at a session's end: none while it is open, or when its process died (interrupted).
+    counts = row.pop("counts", {}) or {}
+    row["actions"] = counts.get("actions")
+    # Allowed: forwarded (whatever then happened there); reviewed: held for a human, whatever they decided.
+    row["outcomes"] = {
+        "allowed": counts.get("succeeded", 0) + counts.get("failed", 0) + counts.get("expired", 0),
+        "blocked": counts.get("blocked", 0),
+        "failed": counts.get("failed", 0),
+        "reviewed": counts.get("reviewed", 0),
+    } if counts else None
+    row["recording_bytes"] = sum(p.stat().st_size for p in recordings.glob(f"{row['id']}*.cast"))
+    return row
+
+
+def _actions_text(row: dict) -> str:
+    outcomes = row["outcomes"]
+    if outcomes is None:
+        return f"{'-':>5} actions ({'still open' if row['ended'] is None else 'not counted'})"
+    return (
+        f"{row['actions']:>5} actions ({outcomes['allowed']} allowed, {outcomes['blocked']} blocked, "
+        f"{outcomes['failed']} failed, {outcomes['reviewed']} reviewed)"
+    )
 
 
 def sessions_list(args: argparse.Namespace) -> int:
     from hoopgw.audit.search import format_time
-    from hoopgw.store import FILENAME, SessionFilter, StoreError
-    from hoopgw.store.sqlite import read_sessions
+    from hoopgw.store import SessionFilter
 
     config = _config(args)
-    path = config.gateway.data_dir / FILENAME
-    if not path.exists():
-        print(f"hoopgw: no session store at {path} (has the gateway run?)", file=sys.stderr)
-        return 1
     where = SessionFilter(
         active=True if args.active else None,
         subject=args.sub,
@@ -309,40 +422,93 @@ def sessions_list(args: argparse.Namespace) -> int:
         since=format_time(args.since) if args.since else None,
         until=format_time(args.until) if args.until else None,
     )
-    try:
-        rows = read_sessions(path, limit=args.limit, where=where)
-    except StoreError as e:
-        print(f"hoopgw: {e}", file=sys.stderr)
+    rows = _read_sessions(config, where, args.limit)
+    if rows is None:
         return 1
     recordings = config.gateway.data_dir / "recordings"
-    for row in rows:
-        # Stored at a session's end: none while it is open, or when its process died (interrupted).
-        counts = row.pop("counts", {}) or {}
-        row["actions"] = counts.get("actions")
-        # Allowed: forwarded (whatever then happened there); reviewed: held for a human, whatever they decided.
-        row["outcomes"] = {
-            "allowed": counts.get("succeeded", 0) + counts.get("failed", 0) + counts.get("expired", 0),
-            "blocked": counts.get("blocked", 0),
-            "failed": counts.get("failed", 0),
-            "reviewed": counts.get("reviewed", 0),
-        } if counts else None
-        row["recording_bytes"] = sum(p.stat().st_size for p in recordings.glob(f"{row['id']}*.cast"))
+    rows = [_counted(row, recordings) for row in rows]
     if args.json:
         for row in rows:
             print(json.dumps(row, sort_keys=True, default=str))
         return 0
+    width = max([len(row["id"]) for row in rows] + [len("ID")])
+    print(
+        f"{'ID':<{width}}  {'STARTED':<27}  {'ENDED':<27}  {'STATUS':<11} {'SUBJECT':<16} {'CONNECTION':<16} "
+        f"{'SOURCE':<22} {'ACTIONS':>5}"
+    )
     for row in rows:
-        outcomes = row["outcomes"]
-        counted = (
-            f"{row['actions']:>5} actions ({outcomes['allowed']} allowed, {outcomes['blocked']} blocked, "
-            f"{outcomes['failed']} failed, {outcomes['reviewed']} reviewed)"
-            if outcomes is not None else f"{'-':>5} actions ({'still open' if row['ended'] is None else 'not counted'})"
-        )
         print(terminal_safe(
-            f"{row['id']}  {row['started']}  {row.get('ended') or '-':>27}  {row['status']:<11} "
-            f"{row['subject']:<16} {row['connection']:<16} {row['source']:<22} {counted}"
+            f"{row['id']:<{width}}  {row['started']}  {row.get('ended') or '-':>27}  {row['status']:<11} "
+            f"{row['subject']:<16} {row['connection']:<16} {row['source']:<22} {_actions_text(row)}"
             + (f"  recording {row['recording_bytes']} bytes" if row["recording_bytes"] else "")
         ))
+    return 0
+
+
+def sessions_show(args: argparse.Namespace) -> int:
+    """
+    One session: its store row (who, what, when, status, bytes), its counts,
+    how many audit records name it, and its recordings as its
+    C{session.end} lists them.  Read-only, as C{sessions list} and C{replay}.
+    """
+    from hoopgw.replay import UnknownSession, recordings, session_records
+    from hoopgw.store import SessionFilter
+
+    config = _config(args)
+    rows = _read_sessions(config, SessionFilter(session=args.session), 1)
+    if rows is None:
+        return 1
+    audit_dir = _audit_dir(config, args)
+    try:
+        records = session_records(audit_dir, args.session)
+    except UnknownSession:
+        records = []
+    if not rows and not records:
+        print(f"hoopgw: no session {args.session!r} in the session store or in {audit_dir}", file=sys.stderr)
+        return 1
+    folder = config.gateway.data_dir / "recordings"
+    casts = []
+    for path in recordings(records):
+        # Where the trail says, else in this data dir's recordings folder (a data dir copied elsewhere), as replay does.
+        found = path if path.is_file() else folder / path.name
+        casts.append({"path": str(found), "bytes": found.stat().st_size if found.is_file() else None})
+    counts = (rows[0].get("counts") or {}) if rows else {}
+    session = _counted(rows[0], folder) if rows else None
+    if args.json:
+        print(json.dumps(
+            {"session": session, "counts": counts or None, "records": len(records), "recordings": casts},
+            indent=2, sort_keys=True, default=str,
+        ))
+        return 0
+    lines = [f"session     {args.session}"]
+    if session is None:
+        lines.append("store       no row in the session store (only the audit trail's records)")
+    else:
+        groups = ", ".join(session.get("groups") or ()) or "-"
+        lines += [
+            f"subject     {session['subject']} (issuer {session['issuer']}; groups {groups})",
+            f"connection  {session['connection']} ({session['kind']})",
+            f"source      {session['source']}" + (f"  client {json.dumps(session['client'], sort_keys=True)}"
+                                                  if session.get("client") else ""),
+            f"started     {session['started']}",
+            f"ended       {session.get('ended') or '-'}",
+            f"status      {session['status']}",
+            f"bytes       {session.get('bytes_in') or 0} in, {session.get('bytes_out') or 0} out",
+            f"actions     {_actions_text(session).strip()}",
+        ]
+        if counts:
+            lines.append("counts      " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    lines.append(
+        f"records     {len(records)} in {audit_dir}"
+        + (f" (hoopgw replay {args.session})" if records else "")
+    )
+    for cast in casts:
+        size = f"{cast['bytes']} bytes" if cast["bytes"] is not None else "missing"
+        lines.append(f"recording   {cast['path']} ({size})")
+    if session is not None and session.get("recording_sha256"):
+        lines.append(f"recording sha256 {session['recording_sha256']}")
+    for line in lines:
+        print(terminal_safe(line))
     return 0
 
 
@@ -519,7 +685,6 @@ def _api_url(args: argparse.Namespace) -> str:
 
 def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
     """One call to the gateway's API (reviews, grants) with the caller's token; (status, JSON body)."""
-    import os
     import urllib.error
     import urllib.request
 
@@ -642,7 +807,15 @@ def policy_check(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="hoopgw", description="hoopgw administration")
-    top.add_argument("--config", "-c", help="gateway configuration file (default: quickstart defaults)")
+    top.add_argument(
+        "--config", "-c",
+        help="the gateway's configuration file (default: $HOOPGW_CONFIG, else /etc/hoopgw/hoopgw.toml if it "
+             "exists, else the quickstart defaults: data in ./hoopgw-data), found as twistd hoopgw finds it",
+    )
+    top.add_argument(
+        "--quiet", "-q", action="store_true",
+        help="do not say on stderr which configuration and data dir were used",
+    )
     groups = top.add_subparsers(dest="group", required=True, metavar="GROUP")
 
     token_group = groups.add_parser(
@@ -654,16 +827,18 @@ def parser() -> argparse.ArgumentParser:
     issue = token.add_parser("issue", help="print a token signed by the dev issuer")
     issue.add_argument("--sub", required=True, help="subject (user or service account)")
     issue.add_argument("--group", action="append", help="group membership (repeatable)")
-    issue.add_argument("--ttl", default="15m", help="lifetime, e.g. 15m, 8h (default 15m)")
-    issue.set_defaults(run=token_issue)
+    issue.add_argument("--ttl", default="15m", help="lifetime, e.g. 15m, 8h (default 15m; at most [identity] dev_token_max_ttl)")
+    issue.add_argument("--init", action="store_true", help="create the dev issuer key if the data dir has none")
+    issue.set_defaults(run=token_issue, announce=True)
     credential = token.add_parser(
         "exec-credential", help="print a token as a kubectl exec plugin ExecCredential (JSON)"
     )
     credential.add_argument("--sub", help="subject (user or service account): a dev issuer token; without: your cached one")
     credential.add_argument("--group", action="append", help="group membership (repeatable)")
-    credential.add_argument("--ttl", default="15m", help="lifetime, e.g. 15m, 8h (default 15m)")
+    credential.add_argument("--ttl", default="15m", help="lifetime, e.g. 15m, 8h (default 15m; at most [identity] dev_token_max_ttl)")
+    credential.add_argument("--init", action="store_true", help="create the dev issuer key if the data dir has none")
     credential.add_argument("--gateway", help="without --sub: the gateway whose cached token (default: the last logged in to)")
-    credential.set_defaults(run=token_exec_credential)
+    credential.set_defaults(run=token_exec_credential, announce=False)
 
     sign_in = groups.add_parser("login", help="log in with the gateway's identity provider (browser, or --device)")
     sign_in.add_argument("--gateway", help="the gateway's API URL, e.g. http://127.0.0.1:18009 (default: $HOOPGW_GATEWAY)")
@@ -758,6 +933,11 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(run=sessions_list)
 
+    show = sessions.add_parser("show", help="one session: its store row, counts, audit records and recordings")
+    show.add_argument("session", help="the session's id (hoopgw sessions list)")
+    show.add_argument("--json", action="store_true", help="one JSON object")
+    show.set_defaults(run=sessions_show)
+
     export = sessions.add_parser("export", help="write a session's evidence bundle (records, proofs, checkpoints, recordings)")
     export.add_argument("session")
     export.add_argument("--out", required=True, help="the bundle's path (a tar file)")
@@ -845,10 +1025,27 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.run(args)
-    except (ConfigError, CommandError) as e:
-        print(f"hoopgw: {e}", file=sys.stderr)
-        return 1
+        try:
+            code = args.run(args)
+        except (ConfigError, CommandError) as e:
+            print(f"hoopgw: {e}", file=sys.stderr)
+            code = 1
+        if code:
+            # A failure may come from the wrong data dir: say which was used.
+            _say_where(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader went away (hoopgw ... | head -1): stop quietly. Python
+        # would flush stdout again at exit, and fail again: point it at
+        # /dev/null first.  141 is what a shell reports for a program
+        # SIGPIPE killed, as `yes | head -1` does.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass  # stdout is not a file (called in-process)
+        return 141
 
 
 if __name__ == "__main__":

@@ -96,6 +96,8 @@ class StaticKeySource:
     """Keys known at start-up (a JWKS file, the dev issuer's own key)."""
 
     keys: KeySet
+    #: The refusal's reason for a key id not in C{keys}, if not "unknown key id" (the dev issuer's hint).
+    unknown_reason: str | None = None
 
     @classmethod
     def from_file(cls, path: Path, *, where: str) -> "StaticKeySource":
@@ -114,6 +116,9 @@ class StaticKeySource:
     def key_for(self, kid: str | None, alg: str) -> "Deferred[VerificationKey]":
         try:
             return succeed(self.keys.select(kid, alg))
+        except UnknownKey as e:
+            error = AuthenticationFailed(self.unknown_reason) if self.unknown_reason else e
+            return Deferred.fromCoroutine(_raise(error))
         except AuthenticationFailed as e:
             return Deferred.fromCoroutine(_raise(e))
 

@@ -31,6 +31,11 @@ KEY_PATH = Path("keys") / "dev_issuer_ed25519.pem"
 AUDIENCE = "hoopgw"
 ISSUER_PREFIX = "hoopgw-dev:"
 DEFAULT_MAX_TTL_SECONDS = 24 * 3600
+#: Why a dev token signed by another key is refused: a key from another data dir, most often.
+DEV_UNKNOWN_KEY = (
+    "unknown key id: not signed by this gateway's dev issuer key "
+    "(issued with another data dir? see hoopgw --config / HOOPGW_CONFIG)"
+)
 
 
 class _SystemClock:
@@ -42,6 +47,28 @@ class _SystemClock:
 
 def dev_issuer_name(gateway_name: str) -> str:
     return ISSUER_PREFIX + gateway_name
+
+
+def _duration(seconds: int) -> str:
+    """C{seconds} as a duration in hours, minutes and seconds: C{"24h"}, C{"1h30m"}, C{"90s"} -> C{"1m30s"}."""
+    parts = []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+
+
+def check_ttl(ttl_seconds: int, max_ttl_seconds: int) -> None:
+    """
+    @raise ValueError: C{ttl_seconds} is over the cap, naming both (never
+        silently shortened: the caller asked for that lifetime).
+    """
+    if ttl_seconds > max_ttl_seconds:
+        raise ValueError(
+            f"{_duration(int(ttl_seconds))} is over the dev issuer's cap of {_duration(max_ttl_seconds)} "
+            "([identity] dev_token_max_ttl)"
+        )
 
 
 def _b64(data: bytes) -> str:
@@ -108,16 +135,21 @@ class DevIssuer:
         return KeySet.from_jwks(self.jwks(), where="dev issuer")
 
     def settings(self) -> IssuerSettings:
-        """How the verifier treats this issuer."""
-        return IssuerSettings(issuer=self.issuer, audience=self.audience, algorithms=("EdDSA",))
+        """
+        How the verifier treats this issuer: no leeway on C{exp}, C{nbf} and
+        C{iat}, which the gateway's own clock wrote (leeway is for the
+        clocks of other issuers).
+        """
+        return IssuerSettings(issuer=self.issuer, audience=self.audience, algorithms=("EdDSA",), leeway_seconds=0)
 
     def issue(self, subject: str, groups: Iterable[str] = (), ttl_seconds: int = 900) -> str:
         """
         Sign an access token for C{subject} with C{groups}, valid for
-        C{ttl_seconds} (capped at C{max_ttl_seconds}).
+        C{ttl_seconds}.
 
-        @raise ValueError: for an empty subject, a non-positive ttl or a
-            group that is not a non-empty string without spaces.
+        @raise ValueError: for an empty subject, a non-positive ttl, a ttl
+            over C{max_ttl_seconds} (the message names the cap) or a group
+            that is not a non-empty string without spaces.
         """
         if not isinstance(subject, str) or not subject:
             raise ValueError("dev token: subject: expected a non-empty string")
@@ -127,7 +159,11 @@ class DevIssuer:
                 raise ValueError(f"dev token: groups: expected names without spaces, got {group!r}")
         if ttl_seconds <= 0:
             raise ValueError(f"dev token: ttl: expected a positive number of seconds, got {ttl_seconds}")
-        ttl = min(int(ttl_seconds), self.max_ttl_seconds)
+        try:
+            check_ttl(ttl_seconds, self.max_ttl_seconds)
+        except ValueError as e:
+            raise ValueError(f"dev token: ttl: {e}") from None
+        ttl = int(ttl_seconds)
         now = int(self.clock.seconds())
         claims = {
             "iss": self.issuer,

@@ -31,7 +31,7 @@ from hoopgw.identity._keys import (
     check_fetch_url,
 )
 from hoopgw.identity._verifier import IssuerVerifier
-from hoopgw.identity.dev import ISSUER_PREFIX, DevIssuer, dev_issuer_name
+from hoopgw.identity.dev import DEV_UNKNOWN_KEY, ISSUER_PREFIX, DevIssuer, dev_issuer_name
 from hoopgw.identity.ssh import SSHKeyMap
 from hoopgw.interfaces import IIdentityVerifier
 from hoopgw.model import Identity
@@ -116,7 +116,8 @@ class IdentityService:
                 max_ttl_seconds=settings.dev_token_max_ttl_seconds,
                 clock=reactor,
             )
-            issuers[dev.issuer] = IssuerVerifier(dev.settings(), StaticKeySource(dev.key_set()), reactor)
+            keys = StaticKeySource(dev.key_set(), unknown_reason=DEV_UNKNOWN_KEY)
+            issuers[dev.issuer] = IssuerVerifier(dev.settings(), keys, reactor)
         for index, issuer in enumerate(settings.issuers):
             where = f"identity.issuers[{index}]"
             if issuer.issuer in issuers or issuer.issuer == dev_issuer_name(gateway_name):

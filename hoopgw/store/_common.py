@@ -79,12 +79,13 @@ def format_time(value: Any, key: str) -> str:
 class SessionFilter:
     """
     Which sessions a listing shows: C{active} C{True} (not ended) or
-    C{False} (ended); C{subject} and C{connection} exactly; sessions that
-    started at or after C{since} and before C{until} (RFC 3339 UTC text, as
-    stored).
+    C{False} (ended); C{session} (its id), C{subject} and C{connection}
+    exactly; sessions that started at or after C{since} and before C{until}
+    (RFC 3339 UTC text, as stored).
     """
 
     active: bool | None = None
+    session: str | None = None
     subject: str | None = None
     connection: str | None = None
     since: str | None = None
@@ -93,6 +94,7 @@ class SessionFilter:
     def matches(self, row: Mapping[str, Any]) -> bool:
         return (
             (self.active is None or (row["ended"] is None) is self.active)
+            and (self.session is None or row["id"] == self.session)
             and (self.subject is None or row["subject"] == self.subject)
             and (self.connection is None or row["connection"] == self.connection)
             and (self.since is None or row["started"] >= self.since)

@@ -233,6 +233,7 @@ def select_sessions(*, limit: int, active: bool | None = None, where: SessionFil
     elif where.active is False:
         clauses.append('"ended" IS NOT NULL')
     for column, operator, value in (
+        ("id", "=", where.session),
         ("subject", "=", where.subject),
         ("connection", "=", where.connection),
         ("started", ">=", where.since),

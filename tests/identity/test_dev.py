@@ -60,11 +60,18 @@ class DevIssuerTests(SynchronousTestCase):
         self.assertNotEqual(claims["jti"], jwt.decode(issuer.issue("alice"), options={"verify_signature": False})["jti"])
 
     def test_ttl_capped(self) -> None:
-        """If the ttl exceeds the maximum, it is capped; a non-positive ttl
-        or an empty subject is refused."""
-        issuer = DevIssuer.load_or_create(self.dir, "gw", max_ttl_seconds=3600, clock=self.clock)
-        claims = jwt.decode(issuer.issue("alice", ttl_seconds=10**9), options={"verify_signature": False})
-        self.assertEqual(claims["exp"] - claims["iat"], 3600)
+        """If the ttl exceeds the maximum, it is refused naming the cap (never
+        silently shortened); at the cap it is issued; a non-positive ttl or
+        an empty subject is refused."""
+        issuer = DevIssuer.load_or_create(self.dir, "gw", max_ttl_seconds=5400, clock=self.clock)
+        with self.assertRaises(ValueError) as caught:
+            issuer.issue("alice", ttl_seconds=5401)
+        self.assertEqual(
+            str(caught.exception),
+            "dev token: ttl: 1h30m1s is over the dev issuer's cap of 1h30m ([identity] dev_token_max_ttl)",
+        )
+        claims = jwt.decode(issuer.issue("alice", ttl_seconds=5400), options={"verify_signature": False})
+        self.assertEqual(claims["exp"] - claims["iat"], 5400)
         for kwargs in ({"subject": "a", "ttl_seconds": 0}, {"subject": ""}, {"subject": "a", "groups": ["a b"]}):
             with self.assertRaises(ValueError):
                 issuer.issue(**kwargs)  # type: ignore[arg-type]
@@ -78,9 +85,49 @@ class DevIssuerTests(SynchronousTestCase):
         identity = self.successResultOf(service.verify_token(token))
         self.assertEqual((identity.issuer, identity.subject, identity.groups, identity.auth_method),
                          ("hoopgw-dev:gw", "alice", ("dba",), "jwt"))
-        self.clock.advance(60 + 30)
+        self.clock.advance(60)
         failure = self.failureResultOf(service.verify_token(token), AuthenticationFailed)
         self.assertEqual(failure.value.reason, "token expired")
+
+    def test_no_leeway_for_its_own_tokens(self) -> None:
+        """
+        The leeway for other issuers' clocks does not apply to the dev
+        issuer's tokens, which this gateway's clock dated: expired at exp
+        exactly (first use and cached), not valid a second before nbf/iat.
+        """
+        service = IdentityService.from_settings(IdentitySettings(), data_dir=self.dir, gateway_name="gw", reactor=self.clock)
+        assert service.dev_issuer is not None
+        self.assertEqual(service.dev_issuer.settings().leeway_seconds, 0)
+        token = service.dev_issuer.issue("alice", (), 60)
+        self.successResultOf(service.verify_token(token))
+        self.clock.advance(59)
+        self.successResultOf(service.verify_token(token))
+        self.clock.advance(1)
+        self.assertEqual(self.failureResultOf(service.verify_token(token), AuthenticationFailed).value.reason, "token expired")
+        self.clock.advance(1)
+        self.assertEqual(self.failureResultOf(service.verify_token(token), AuthenticationFailed).value.reason, "token expired")
+
+        early = DevIssuer(
+            issuer=service.dev_issuer.issuer,
+            private_key=service.dev_issuer.private_key,
+            clock=type("Later", (), {"seconds": lambda _: self.clock.seconds() + 1})(),
+        ).issue("alice", (), 60)
+        self.assertEqual(self.failureResultOf(service.verify_token(early), AuthenticationFailed).value.reason,
+                         "token not yet valid")
+
+    def test_other_key_hinted(self) -> None:
+        """
+        If a dev token names this gateway but was signed by another key (a
+        token minted on another data dir), the refusal says so.
+        """
+        token = DevIssuer.load_or_create(Path(self.mktemp()), "gw", clock=self.clock).issue("alice")
+        service = IdentityService.from_settings(IdentitySettings(), data_dir=self.dir, gateway_name="gw", reactor=self.clock)
+        reason = self.failureResultOf(service.verify_token(token), AuthenticationFailed).value.reason
+        self.assertEqual(
+            reason,
+            "unknown key id: not signed by this gateway's dev issuer key "
+            "(issued with another data dir? see hoopgw --config / HOOPGW_CONFIG)",
+        )
 
     def test_refused_when_off(self) -> None:
         """If the dev issuer is off, its tokens are refused with "dev issuer

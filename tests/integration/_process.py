@@ -28,6 +28,8 @@ HOOPGW = [sys.executable, "-c", "import sys; from hoopgw.cli import main; sys.ex
 
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    # The tests name their configuration; the caller's own never applies.
+    env.pop("HOOPGW_CONFIG", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
     env.update(extra)
     return env
@@ -49,6 +51,8 @@ class WatchedProcess(protocol.ProcessProtocol):
     def __init__(self, marker: bytes | None) -> None:
         self.marker = marker
         self.output = b""
+        self.stdout = b""
+        self.stderr = b""
         self.ready: Deferred = Deferred()
         self.ended: Deferred = Deferred()
         self.exit_code: int | None = None
@@ -63,9 +67,11 @@ class WatchedProcess(protocol.ProcessProtocol):
         return d
 
     def outReceived(self, data: bytes) -> None:
+        self.stdout += data
         self._received(data)
 
     def errReceived(self, data: bytes) -> None:
+        self.stderr += data
         self._received(data)
 
     def _received(self, data: bytes) -> None:
@@ -106,4 +112,11 @@ def run(argv: Sequence[str], *, cwd: str | None = None, env: dict | None = None)
     """Run to completion; fires with (exit code, output bytes)."""
     proc = spawn(argv, marker=None, cwd=cwd, env=env)
     proc.ended.addCallback(lambda code: (code, proc.output))
+    return proc.ended
+
+
+def run_split(argv: Sequence[str], *, cwd: str | None = None, env: dict | None = None) -> Deferred:
+    """Run to completion; fires with (exit code, stdout bytes, stderr bytes)."""
+    proc = spawn(argv, marker=None, cwd=cwd, env=env)
+    proc.ended.addCallback(lambda code: (code, proc.stdout, proc.stderr))
     return proc.ended

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from twisted.internet.defer import inlineCallbacks
+
+from hoopgw.audit.search import search
 
 from tests.integration._fake_k8s import run_kubectl, spawn_kubectl_tty, start_fake_k8s, write_kubeconfig
 from tests.integration._process import HOOPGW, child_env, run
@@ -109,6 +112,22 @@ class TerminalReplayTests(SSHGatewayCase):
         code, text = yield run([*HOOPGW, "--config", admin, "replay", end["session"], "--transcript"], env=child_env())
         self.assertEqual(code, 0, text)
         self.assertIn(f"recording: {cast}".encode(), text)
+
+        # `sessions show`: the store's row, its counts, and the recording its session.end names.
+        yield self.gateway.store.list_sessions()  # (the store's writes are queued before this read)
+        code, text = yield run([*HOOPGW, "--config", admin, "sessions", "show", end["session"]], env=child_env())
+        self.assertEqual(code, 0, text)
+        lines = text.decode().splitlines()
+        self.assertEqual(lines[0], f"session     {end['session']}")
+        self.assertIn("subject     alice (issuer ssh-key; groups dev)", lines)
+        self.assertIn("connection  web1 (ssh)", lines)
+        self.assertIn(f"recording   {cast} ({Path(cast).stat().st_size} bytes)", lines)
+        code, text = yield run([*HOOPGW, "--config", admin, "sessions", "show", end["session"], "--json"], env=child_env())
+        self.assertEqual(code, 0, text)
+        shown = json.loads(text)
+        self.assertEqual((shown["session"]["id"], shown["session"]["status"]), (end["session"], end["end"]["status"]))
+        self.assertEqual(shown["recordings"], [{"path": cast, "bytes": Path(cast).stat().st_size}])
+        self.assertEqual(shown["records"], len(list(search(self.base / "data" / "audit", session=end["session"]))))
 
 
 class KubectlReplayTests(_HTTPGatewayCase):

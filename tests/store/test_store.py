@@ -116,7 +116,7 @@ class StoreBehaviourMixin:
         self.assertEqual((active["id"], active["status"]), ("s2", "active"))
 
     async def test_filters(self) -> None:
-        """Sessions are listed by subject, connection and start time (since inclusive, until exclusive)."""
+        """Sessions are listed by id, subject, connection and start time (since inclusive, until exclusive)."""
         store = await self.makeStore()
         await store.session_started(session("s1", started="2024-05-01T12:00:00.000000Z"))
         await store.session_started({**session("s2", started="2024-05-01T13:00:00.000000Z"), "subject": "bob"})
@@ -131,6 +131,9 @@ class StoreBehaviourMixin:
         self.assertEqual(await ids(since="2024-05-01T13:00:00.000000Z"), ["s3", "s2"])
         self.assertEqual(await ids(until="2024-05-01T13:00:00.000000Z"), ["s1"])
         self.assertEqual(await ids(subject="nobody"), [])
+        self.assertEqual(await ids(session="s2"), ["s2"])
+        self.assertEqual(await ids(session="s2", subject="alice"), [])
+        self.assertEqual(await ids(session="s9"), [])
 
     async def test_endInterrupted(self) -> None:
         """

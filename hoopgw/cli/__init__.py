@@ -209,6 +209,14 @@ def _audit_dir(config: Config, args: argparse.Namespace) -> Path:
     return Path(args.dir) if getattr(args, "dir", None) else config.gateway.data_dir / "audit"
 
 
+def _records_dir(config: Config, args: argparse.Namespace) -> Path:
+    """The audit directory, if it holds records (a reader never creates one)."""
+    directory = _audit_dir(config, args)
+    if not (directory / "records.jsonl").is_file():
+        raise CommandError(f"{directory}: no audit records (has the gateway run with this data dir?)")
+    return directory
+
+
 def _read_vkey(args: argparse.Namespace, directory: Path) -> str | None:
     """The verifier key (--vkey, else DIR/audit.vkey), or None after saying why it cannot be read."""
     vkey_path = Path(args.vkey) if args.vkey else directory / "audit.vkey"
@@ -309,10 +317,7 @@ def audit_search(args: argparse.Namespace) -> int:
     from hoopgw.audit.search import search
 
     config = _config(args)
-    directory = _audit_dir(config, args)
-    if not (directory / "records.jsonl").is_file():
-        print(f"hoopgw: {directory}: no audit records (has the gateway run with this data dir?)", file=sys.stderr)
-        return 1
+    directory = _records_dir(config, args)
     records = search(
         directory,
         session=args.session,
@@ -573,10 +578,7 @@ def evidence(args: argparse.Namespace) -> int:
     from hoopgw.evidence.controls import build_evidence, findings_rows
 
     config = _config(args)
-    audit_dir = _audit_dir(config, args)
-    if not (audit_dir / "records.jsonl").is_file():
-        print(f"hoopgw: {audit_dir}: no audit records (has the gateway run with this data_dir?)", file=sys.stderr)
-        return 1
+    audit_dir = _records_dir(config, args)
     started = time.monotonic()
     terminal = sys.stderr.isatty()
 
@@ -685,28 +687,12 @@ def _api_url(args: argparse.Namespace) -> str:
 
 def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
     """One call to the gateway's API (reviews, grants) with the caller's token; (status, JSON body)."""
-    import urllib.error
-    import urllib.request
+    from hoopgw.cli.login import call
 
     token = args.token or os.environ.get("HOOPGW_TOKEN")
     if not token:
         raise CommandError("a token is needed: --token TOKEN or HOOPGW_TOKEN (your identity decides)")
-    request = urllib.request.Request(
-        _api_url(args) + path,
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as e:
-        try:
-            return e.code, json.loads(e.read() or b"null")
-        except ValueError:
-            return e.code, {"error": e.reason}
-    except (urllib.error.URLError, OSError) as e:
-        raise CommandError(f"cannot reach the gateway's API at {_api_url(args)}: {getattr(e, 'reason', e)}") from None
+    return call(_api_url(args) + path, body=body, token=token, method=method)
 
 
 def _api_result(status: int, body: object) -> int:

@@ -109,22 +109,44 @@ def resolve_gateway(gateway: str | None) -> str:
 # -- HTTP ------------------------------------------------------------------------------
 
 
-def _request(url: str, data: dict[str, str] | None = None, token: str | None = None) -> tuple[int, dict[str, Any]]:
-    body = urllib.parse.urlencode(data).encode() if data is not None else None
+def call(
+    url: str,
+    *,
+    form: dict[str, str] | None = None,
+    body: Any = None,
+    token: str | None = None,
+    method: str | None = None,
+) -> tuple[int, Any]:
+    """
+    One JSON call (the gateway's API, an IdP): a form or a JSON C{body},
+    the caller's bearer C{token}; (HTTP status, decoded JSON answer).
+    @raise CommandError: the server cannot be reached.
+    """
     headers = {"Accept": "application/json"}
+    data = None
+    if form is not None:
+        data = urllib.parse.urlencode(form).encode()
+    elif body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=body, headers=headers)
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"{}")
+            return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as e:
         try:
-            return e.code, json.loads(e.read() or b"{}")
+            return e.code, json.loads(e.read() or b"null")
         except ValueError:
             return e.code, {"error": str(e.reason)}
     except (urllib.error.URLError, OSError, ValueError) as e:
-        raise LoginError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
+        raise CommandError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
+
+
+def _request(url: str, data: dict[str, str] | None = None, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    code, answer = call(url, form=data, token=token)
+    return code, answer if isinstance(answer, dict) else {}
 
 
 def _secure(url: str, what: str = "an identity provider") -> str:

@@ -399,6 +399,18 @@ class SessionService:
         d.addCallback(started)
         return d
 
+    def withdraw_review(self, review: Any, reason: str) -> bool:
+        """
+        The client that waited for C{review} left (or withdrew it): a pending
+        review is cancelled, with its record, so nothing runs after.  Whether
+        one was pending.
+        """
+        if review is None or not review.pending or self.reviews is None:
+            return False
+        d = self.reviews.cancel(review, reason)
+        d.addErrback(lambda f: log.failure("review.cancelled not recorded for {id}", f, id=review.id))
+        return True
+
     def _forget(self, session: "Session") -> None:
         if self._active.pop(session.id, None) is not None:
             self.metrics.session_closed(session.connection.kind)

@@ -500,43 +500,24 @@ def build_policy_set(
     """
     rules: list[Rule] = []
     masks: list[MaskRule] = []
-    loaded: list[PolicyFile] = []
-    seen_rules: dict[str, Rule] = {}
-    seen_masks: dict[str, MaskRule] = {}
     grants: list[GrantRule] = []
-    seen_grants: dict[str, GrantRule] = {}
+    loaded: list[PolicyFile] = []
+    seen: dict[str, dict[str, Any]] = {"rule": {}, "mask": {}, "grant": {}}
     for path, data in files:
         file_rules, file_masks, file_grants = parse_policy_file(data, file=path, conditions=conditions)
-        for grant in file_grants:
-            first_grant = seen_grants.setdefault(grant.name, grant)
-            if first_grant is not grant:
-                raise ConfigError(
-                    path,
-                    f"grant[{grant.index}] ({_quote(grant.name)}).name",
-                    f"duplicate grant name; expected a name not used elsewhere, "
-                    f"already used by {first_grant.source}: grant[{first_grant.index}]",
-                )
-        grants.extend(file_grants)
-        for rule in file_rules:
-            first = seen_rules.setdefault(rule.name, rule)
-            if first is not rule:
-                raise ConfigError(
-                    path,
-                    f"rule[{rule.index}] ({_quote(rule.name)}).name",
-                    f"duplicate rule name; expected a name not used elsewhere, "
-                    f"already used by {first.source}: rule[{first.index}]",
-                )
-        for mask in file_masks:
-            first_mask = seen_masks.setdefault(mask.name, mask)
-            if first_mask is not mask:
-                raise ConfigError(
-                    path,
-                    f"mask[{mask.index}] ({_quote(mask.name)}).name",
-                    f"duplicate mask name; expected a name not used elsewhere, "
-                    f"already used by {first_mask.source}: mask[{first_mask.index}]",
-                )
+        for kind, items in (("rule", file_rules), ("mask", file_masks), ("grant", file_grants)):
+            for item in items:
+                first = seen[kind].setdefault(item.name, item)
+                if first is not item:
+                    raise ConfigError(
+                        path,
+                        f"{kind}[{item.index}] ({_quote(item.name)}).name",
+                        f"duplicate {kind} name; expected a name not used elsewhere, "
+                        f"already used by {first.source}: {kind}[{first.index}]",
+                    )
         rules.extend(file_rules)
         masks.extend(file_masks)
+        grants.extend(file_grants)
         loaded.append(
             PolicyFile(path, hashlib.sha256(data).hexdigest(), len(file_rules), len(file_masks), len(file_grants))
         )

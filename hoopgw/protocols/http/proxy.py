@@ -1442,10 +1442,7 @@ class _Exchange:
             self._withdraw_review()
 
     def _withdraw_review(self) -> None:
-        review = self.review
-        reviews = self.front.sessions.reviews
-        if review is not None and review.pending and reviews is not None:
-            reviews.cancel(review, "the client went away").addErrback(lambda f: None)
+        self.front.sessions.withdraw_review(self.review, "the client went away")
 
     def _refused(self, code: int, message: str, identity: Identity) -> None:
         """A request refused before a decision, with its identity known."""

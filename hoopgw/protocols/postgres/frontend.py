@@ -558,12 +558,8 @@ class ClientProtocol(Protocol):
         owner.cancel_backend()
 
     def cancel_backend(self) -> None:
-        review = self._review
-        sessions = self.front.sessions
-        if review is not None and review.pending and sessions.reviews is not None:
-            # Nothing runs on the server yet: Ctrl-C withdraws the request.
-            d = sessions.reviews.cancel(review, "withdrawn by the client (a cancel request)")
-            d.addErrback(lambda f: log.failure("review.cancelled not recorded", f))
+        # Nothing runs on the server yet while a review holds it: Ctrl-C withdraws the request.
+        if self.front.sessions.withdraw_review(self._review, "withdrawn by the client (a cancel request)"):
             return
         backend, session = self.backend, self.session
         if backend is None or backend.key is None or session is None:

@@ -1136,11 +1136,8 @@ class SessionChannel(RelayChannel):
             self._tail = (self._tail + text)[-_TAIL:]
 
     def closed(self) -> None:
-        review = self._review
-        reviews = self.session.service.reviews
-        if review is not None and review.pending and reviews is not None:
-            # The client left while its command waited: nothing will run.
-            reviews.cancel(review, "the client closed the channel").addErrback(lambda f: None)
+        # The client left while its command waited: nothing will run.
+        self.session.service.withdraw_review(self._review, "the client closed the channel")
         self._settle_masking()
         if self.recorder is not None:
             self.recorder.close()

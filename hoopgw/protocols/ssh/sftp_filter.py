@@ -185,9 +185,7 @@ class SFTPFilter:
             )
 
     def _withdraw(self, reason: str) -> None:
-        review, reviews = self.review, self.session.service.reviews
-        if review is not None and review.pending and reviews is not None:
-            reviews.cancel(review, reason).addErrback(lambda f: None)
+        self.session.service.withdraw_review(self.review, reason)
 
     def _refuse(self, request: Request, message: str, held: _Held) -> None:
         self.refused += 1

@@ -45,7 +45,7 @@ from hoopgw.protocols.ssh.server import make_front_end as ssh_front_end
 from hoopgw.sessions import SessionService
 from hoopgw.store import FILENAME as STORE_FILENAME
 from hoopgw.store.sqlite import SQLiteStore
-from hoopgw.tls import ensure_certificate
+from hoopgw.tls import client_trust, ensure_certificate
 
 log = Logger()
 
@@ -288,6 +288,7 @@ class Gateway(MultiService):
         self.tls_cert, self.tls_key = ensure_certificate(
             data_dir, config.tls.cert_file, config.tls.key_file
         )
+        self._client_trust = client_trust(self.tls_cert)
         self.metrics = Metrics(clock=reactor)
         self.policy = PolicyService.from_directory(policies_dir(config))
         self.identity = IdentityService.from_settings(
@@ -419,13 +420,22 @@ class Gateway(MultiService):
         }
 
     def discovery(self) -> dict[str, Any]:
-        """What `hoopgw login` and the client wrappers read at /.well-known/hoopgw (nothing secret)."""
+        """
+        What `hoopgw login` and the client wrappers read at /.well-known/hoopgw
+        (nothing secret): the login issuers, the listeners' addresses, what
+        pins the gateway's TLS certificate and SSH host key.
+        """
         listeners = {}
         for name, listener in self.listeners.items():
             if listener.port is not None:
                 address = listener.port.getHost()
                 listeners[name] = {"host": getattr(address, "host", ""), "port": getattr(address, "port", 0)}
+        if "ssh" in listeners:
+            host_key = getattr(self.listeners["ssh"].factory, "host_key", None)
+            if host_key is not None:
+                listeners["ssh"]["host_key"] = host_key.public().toString("openssh").decode()
         return {
+            "tls": self._client_trust,
             "gateway": self.config.gateway.name,
             "issuers": [
                 {"issuer": i.issuer, "client_id": i.login_client_id, "scopes": list(i.login_scopes),

@@ -76,6 +76,33 @@ def ensure_certificate(
     return cert_path, key_path
 
 
+def client_trust(cert_path: Path) -> dict[str, object]:
+    """
+    What a client needs to trust the gateway's certificate, for
+    C{/.well-known/hoopgw}: the names it is valid for, and the PEM of the
+    chain's root when the certificate file ends in a self-signed one (the
+    generated certificate, or a private CA's root included in the file); a
+    client that fetched the discovery document over a channel it trusts
+    pins it.  Without it, clients use their usual trust store.
+    """
+    trust: dict[str, object] = {"names": []}
+    try:
+        chain = x509.load_pem_x509_certificates(cert_path.read_bytes())
+    except (OSError, ValueError):
+        return trust  # the listeners that serve it say what is wrong with it
+    try:
+        alt = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        trust["names"] = [str(n) for n in alt.get_values_for_type(x509.DNSName)] + [
+            str(a) for a in alt.get_values_for_type(x509.IPAddress)
+        ]
+    except x509.ExtensionNotFound:
+        pass
+    root = chain[-1]
+    if root.issuer == root.subject:
+        trust["ca"] = root.public_bytes(serialization.Encoding.PEM).decode()
+    return trust
+
+
 def server_options(
     cert_path: Path, key_path: Path, *, alpn: tuple[bytes, ...] = ()
 ) -> ssl.CertificateOptions:

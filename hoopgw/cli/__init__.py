@@ -188,6 +188,25 @@ def logout_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def client_command(args: argparse.Namespace) -> int:
+    """`hoopgw psql|kubectl CONNECTION ...`: exec the stock client set up for the gateway."""
+    from hoopgw.cli import clients
+    from hoopgw.cli.login import resolve_gateway
+
+    build = {"psql": clients.psql, "kubectl": clients.kubectl}[args.group]
+    build(resolve_gateway(args.gateway), args.connection, list(args.client_args)).exec()
+
+
+def config_kubeconfig_command(args: argparse.Namespace) -> int:
+    from hoopgw.cli.clients import write_kubeconfig
+    from hoopgw.cli.login import resolve_gateway
+
+    name, path = write_kubeconfig(resolve_gateway(args.gateway), args.connection, path=args.kubeconfig, name=args.name)
+    where = path or "your kubeconfig"
+    print(f"wrote context {name!r} to {where}: kubectl --context {name} get pods", file=sys.stderr)
+    return 0
+
+
 def status_command(args: argparse.Namespace) -> int:
     from hoopgw.cli.login import resolve_gateway, whoami
 
@@ -837,6 +856,25 @@ def parser() -> argparse.ArgumentParser:
     state.add_argument("--gateway", help="the gateway's API URL (default: the last logged in to)")
     state.add_argument("--json", action="store_true")
     state.set_defaults(run=status_command)
+
+    for client, listener in (("psql", "PostgreSQL"), ("kubectl", "HTTP")):
+        wrapper = groups.add_parser(
+            client, help=f"run {client} on a {listener} connection with your cached token (hoopgw login)",
+            description=f"Runs the stock {client} with your cached token and the gateway's address and TLS "
+                        f"certificate; every argument after CONNECTION goes to {client}.",
+        )
+        wrapper.add_argument("--gateway", help="the gateway's API URL (default: $HOOPGW_GATEWAY, or the last logged in to)")
+        wrapper.add_argument("connection", metavar="CONNECTION", help="the connection's name")
+        wrapper.add_argument("client_args", nargs=argparse.REMAINDER, metavar="ARGS", help=f"{client}'s own arguments")
+        wrapper.set_defaults(run=client_command)
+    setup = groups.add_parser("config", help="write client configuration for a gateway you logged in to")
+    setup = setup.add_subparsers(dest="verb", required=True)
+    kube = setup.add_parser("kubeconfig", help="add a context for an HTTP connection to your kubeconfig (through kubectl config)")
+    kube.add_argument("--gateway", help="the gateway's API URL (default: $HOOPGW_GATEWAY, or the last logged in to)")
+    kube.add_argument("--kubeconfig", help="the file to write (default: kubectl's own: $KUBECONFIG, else ~/.kube/config)")
+    kube.add_argument("--name", help="the context's (and its cluster's and user's) name (default: the connection's)")
+    kube.add_argument("connection", metavar="CONNECTION")
+    kube.set_defaults(run=config_kubeconfig_command)
 
     audit = groups.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
     verify = audit.add_parser("verify", help="verify the log offline (exit 1 on the first bad record)")

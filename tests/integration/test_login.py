@@ -130,3 +130,6 @@ login_resource = "urn:hoopgw"
                                                  "scopes": ["openid", "offline_access"], "resource": "urn:hoopgw"}])
         self.assertEqual(published["listeners"]["postgres"], {"host": "127.0.0.1", "port": self.port})
         self.assertNotIn("connections", published)
+        # What pins the gateway's own (here self-signed) certificate, for the client wrappers.
+        self.assertEqual(published["tls"], {"names": ["localhost", "127.0.0.1", "::1"],
+                                            "ca": self.gateway.tls_cert.read_text()})

@@ -189,11 +189,13 @@ class _GatewayCase(TestCase):
         only_policy: str | None = None,
         api: bool = False,
         extra_config: str = "",
+        listeners: tuple[str, ...] = (),
     ) -> None:
         """
         Start the cluster and the gateway (the shipped policy, plus
         C{extra_policy}'s rules when given; C{only_policy} instead of it;
-        C{extra_config}'s tables added to the configuration).
+        C{extra_config}'s tables added to the configuration; C{listeners}:
+        which of ssh and http listen too).
         """
         require(PSQL)
         self.base = Path(self.mktemp()).resolve()
@@ -229,8 +231,8 @@ data_dir = "data"
 {policies}
 [listen]
 postgres = "tcp:0:interface=127.0.0.1"
-ssh = false
-http = false
+ssh = {'"tcp:0:interface=127.0.0.1"' if "ssh" in listeners else 'false'}
+http = {'"tcp:0:interface=127.0.0.1"' if "http" in listeners else 'false'}
 api = {'"tcp:0:interface=127.0.0.1"' if api else 'false'}
 [[connections]]
 name = "appdb"

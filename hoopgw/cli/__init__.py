@@ -193,7 +193,7 @@ def client_command(args: argparse.Namespace) -> int:
     from hoopgw.cli import clients
     from hoopgw.cli.login import resolve_gateway
 
-    build = {"psql": clients.psql, "kubectl": clients.kubectl}[args.group]
+    build = {"psql": clients.psql, "kubectl": clients.kubectl, "ssh": clients.ssh}[args.group]
     build(resolve_gateway(args.gateway), args.connection, list(args.client_args)).exec()
 
 
@@ -204,6 +204,34 @@ def config_kubeconfig_command(args: argparse.Namespace) -> int:
     name, path = write_kubeconfig(resolve_gateway(args.gateway), args.connection, path=args.kubeconfig, name=args.name)
     where = path or "your kubeconfig"
     print(f"wrote context {name!r} to {where}: kubectl --context {name} get pods", file=sys.stderr)
+    return 0
+
+
+def config_ssh_command(args: argparse.Namespace) -> int:
+    from hoopgw.cli.clients import ssh_config_block, write_ssh_config
+    from hoopgw.cli.login import resolve_gateway, whoami
+
+    gateway = resolve_gateway(args.gateway)
+    connections = [c["name"] for c in whoami(gateway)["connections"] if c.get("kind") == "ssh"]
+    if not connections:
+        raise CommandError(f"policy at {gateway} lets you open no SSH connection (hoopgw status)")
+    block, aliases = ssh_config_block(gateway, connections, prefix=args.prefix)
+    if args.print:
+        print(block, end="")
+        return 0
+    path = Path(args.file).expanduser() if args.file else Path.home() / ".ssh" / "config"
+    write_ssh_config(path, gateway, block)
+    print(f"wrote {len(aliases)} host{'s' if len(aliases) != 1 else ''} to {path}: "
+          + ", ".join(f"ssh {a}" for a in aliases), file=sys.stderr)
+    return 0
+
+
+def ssh_key_command(args: argparse.Namespace) -> int:
+    """What the ssh config's Match exec runs before each ssh: enrol this machine's key with a fresh token."""
+    from hoopgw.cli.login import resolve_gateway
+    from hoopgw.cli.sshkey import ensure_ssh_key
+
+    ensure_ssh_key(resolve_gateway(args.gateway))
     return 0
 
 
@@ -857,7 +885,7 @@ def parser() -> argparse.ArgumentParser:
     state.add_argument("--json", action="store_true")
     state.set_defaults(run=status_command)
 
-    for client, listener in (("psql", "PostgreSQL"), ("kubectl", "HTTP")):
+    for client, listener in (("psql", "PostgreSQL"), ("ssh", "SSH"), ("kubectl", "HTTP")):
         wrapper = groups.add_parser(
             client, help=f"run {client} on a {listener} connection with your cached token (hoopgw login)",
             description=f"Runs the stock {client} with your cached token and the gateway's address and TLS "
@@ -875,6 +903,16 @@ def parser() -> argparse.ArgumentParser:
     kube.add_argument("--name", help="the context's (and its cluster's and user's) name (default: the connection's)")
     kube.add_argument("connection", metavar="CONNECTION")
     kube.set_defaults(run=config_kubeconfig_command)
+    ssh_setup = setup.add_parser("ssh", help="add a Host for each SSH connection you may open to ~/.ssh/config")
+    ssh_setup.add_argument("--gateway", help="the gateway's API URL (default: $HOOPGW_GATEWAY, or the last logged in to)")
+    ssh_setup.add_argument("--file", help="the ssh config to write (default: ~/.ssh/config)")
+    ssh_setup.add_argument("--prefix", help="before each connection's name in its Host alias (default: the gateway's name and -)")
+    ssh_setup.add_argument("--print", action="store_true", help="print the block instead of writing it")
+    ssh_setup.set_defaults(run=config_ssh_command)
+    ssh_key = groups.add_parser("ssh-key", help="enrol this machine's SSH key with the gateway for your token's lifetime "
+                                                "(what hoopgw ssh and the config ssh writes run)")
+    ssh_key.add_argument("--gateway", help="the gateway's API URL (default: $HOOPGW_GATEWAY, or the last logged in to)")
+    ssh_key.set_defaults(run=ssh_key_command)
 
     audit = groups.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
     verify = audit.add_parser("verify", help="verify the log offline (exit 1 on the first bad record)")

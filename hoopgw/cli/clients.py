@@ -205,3 +205,105 @@ def write_kubeconfig(gateway: str, connection: str, *, path: str | None, name: s
            *(f"--exec-arg={a}" for a in user["args"]), f"--exec-interactive-mode={user['interactiveMode']}")
     config("set-context", name, f"--cluster={name}", f"--user={name}")
     return name, Path(path) if path else None
+
+
+# -- ssh ----------------------------------------------------------------------------------
+
+
+def _ssh_settings(gateway: str, info: dict[str, Any]) -> tuple[str, int, str, Path]:
+    """
+    (host, port, host key alias, known_hosts file): the gateway's SSH host key
+    pinned under an alias of its own, so no other key for that address (and
+    no entry of the user's own known_hosts) is accepted for it.
+    """
+    host, port = _address(gateway, info, "ssh")
+    host_key = ((info.get("listeners") or {}).get("ssh") or {}).get("host_key")
+    if not host_key:
+        raise CommandError(f"gateway {gateway} does not publish its SSH host key: is it older than this hoopgw?")
+    alias = "hoopgw-" + Path(_file_name(gateway)).stem
+    known_hosts = _saved(gateway, ".known_hosts", f"{alias} {host_key}\n")
+    return host, port, alias, known_hosts
+
+
+def ssh(gateway: str, connection: str, args: list[str], environ: dict[str, str] | None = None) -> Invocation:
+    """
+    ssh to C{connection}: a key of this machine's, enrolled with the gateway
+    for the cached token's lifetime, and the gateway's pinned host key.
+    ssh reads options after the destination too, so C{args} may hold both
+    options and the remote command.
+    """
+    from hoopgw.cli.sshkey import ensure_ssh_key
+
+    env = dict(os.environ if environ is None else environ)
+    host, port, alias, known_hosts = _ssh_settings(gateway, gateway_info(gateway))
+    key = ensure_ssh_key(gateway)
+    argv = ["ssh", "-p", str(port), "-i", str(key), "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"HostKeyAlias={alias}", "-l", connection, host, *args]
+    return Invocation(argv, env)
+
+
+def _quoted(value: str) -> str:
+    """One ssh_config argument (double quotes: paths may hold spaces; no % token expansion)."""
+    if '"' in value or "\n" in value:
+        raise CommandError(f"cannot write {value!r} into an ssh config")
+    return '"' + value.replace("%", "%%") + '"'
+
+
+def ssh_config_block(gateway: str, connections: list[str], *, prefix: str | None = None) -> tuple[str, list[str]]:
+    """
+    The C{~/.ssh/config} block for C{connections} (their SSH ones): a C{Host}
+    per connection (the gateway's address, the connection as the user, the
+    pinned host key), then one C{Match ... exec} that enrols this machine's
+    key with the cached token each time ssh runs (a refreshed token, a
+    restarted gateway) and offers that key only when it was.  No
+    ProxyCommand: the gateway is the SSH server.  (block, the aliases).
+    """
+    import shlex
+
+    from hoopgw.cli.sshkey import ensure_ssh_key
+
+    info = gateway_info(gateway)
+    host, port, alias, known_hosts = _ssh_settings(gateway, info)
+    key = ensure_ssh_key(gateway)
+    prefix = f"{info.get('gateway') or 'hoopgw'}-" if prefix is None else prefix
+    aliases = []
+    lines = [f"# BEGIN hoopgw {gateway}",
+             "# Written by `hoopgw config ssh`: run it again to update this block; edits here are replaced."]
+    for connection in connections:
+        name = prefix + connection
+        if not name or any(c.isspace() or c in "*?!,\"'#%" for c in name):
+            raise CommandError(f"{name!r} cannot be an ssh host alias")
+        aliases.append(name)
+        lines += [f"Host {name}", f"    HostName {host}", f"    Port {port}", f"    User {_quoted(connection)}",
+                  f"    HostKeyAlias {alias}", f"    UserKnownHostsFile {_quoted(str(known_hosts))}",
+                  "    StrictHostKeyChecking yes"]
+    enrol = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "hoopgw", "--quiet", "ssh-key", "--gateway", gateway))
+    if aliases:
+        lines += [f"Match originalhost {','.join(aliases)} exec {_quoted(enrol)}",
+                  f"    IdentityFile {_quoted(str(key))}", "    IdentitiesOnly yes"]
+    # Back to every host: lines after this block are not part of its last Match.
+    lines += ["Match all", f"# END hoopgw {gateway}", ""]
+    return "\n".join(lines), aliases
+
+
+def write_ssh_config(path: Path, gateway: str, block: str) -> None:
+    """
+    Put C{block} at the top of C{path} (ssh takes the first value it finds
+    for a setting, so a C{Host *} below cannot override the connection's
+    C{User}), replacing this gateway's earlier block wherever it is.
+    """
+    begin, end = f"# BEGIN hoopgw {gateway}\n", f"# END hoopgw {gateway}\n"
+    text = path.read_text() if path.exists() else ""
+    if begin in text and end in text[text.index(begin):]:
+        start = text.index(begin)
+        stop = text.index(end, start) + len(end)
+        text = text[:start] + text[stop:]
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".hoopgw.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(block + text)
+    if path.exists():
+        os.chmod(temporary, path.stat().st_mode & 0o777)
+    os.replace(temporary, path)

@@ -838,6 +838,11 @@ def parser() -> argparse.ArgumentParser:
     state.add_argument("--json", action="store_true")
     state.set_defaults(run=status_command)
 
+    # -- hoopgw ssh-key: its code is hoopgw.cli.sshkey's ------------------------
+    from hoopgw.cli.sshkey import add_command as add_ssh_key_command
+
+    add_ssh_key_command(groups)
+
     audit = groups.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
     verify = audit.add_parser("verify", help="verify the log offline (exit 1 on the first bad record)")
     verify.add_argument("--dir", help="audit directory (default: DATA_DIR/audit)")

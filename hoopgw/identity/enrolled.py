@@ -164,9 +164,9 @@ def _ns(value: bytes) -> bytes:
     return struct.pack(">L", len(value)) + value
 
 
-def proof_signed_data(token_sha256: bytes) -> bytes:
+def proof_signed_data(token_sha256: bytes, reserved: bytes = b"") -> bytes:
     """What a proof's signature covers (PROTOCOL.sshsig): the namespace and the token's SHA-256."""
-    return _SSHSIG + _ns(PROOF_NAMESPACE.encode()) + _ns(b"") + _ns(_PROOF_HASH.encode()) + _ns(token_sha256)
+    return _SSHSIG + _ns(PROOF_NAMESPACE.encode()) + _ns(reserved) + _ns(_PROOF_HASH.encode()) + _ns(token_sha256)
 
 
 def sign_proof(key: Key, token: str) -> str:
@@ -206,7 +206,7 @@ def check_proof(key: PublicKey, signature: Any, token_sha256_hex: str | None) ->
             raise ValueError("not an SSHSIG")
         signer, at = _string(blob, 10)
         namespace, at = _string(blob, at)
-        _reserved, at = _string(blob, at)
+        reserved, at = _string(blob, at)
         hash_name, at = _string(blob, at)
         inner, at = _string(blob, at)
         if at != len(blob):
@@ -223,7 +223,7 @@ def check_proof(key: PublicKey, signature: Any, token_sha256_hex: str | None) ->
     if algorithm == b"ssh-rsa":
         raise EnrolmentError(400, "signature: an RSA signature with SHA-1; expected rsa-sha2-256 or rsa-sha2-512")
     try:
-        valid = Key.fromString(key.blob).verify(inner, proof_signed_data(bytes.fromhex(token_sha256_hex)))
+        valid = Key.fromString(key.blob).verify(inner, proof_signed_data(bytes.fromhex(token_sha256_hex), reserved))
     except Exception:
         valid = False  # a malformed signature is a bad one
     if not valid:

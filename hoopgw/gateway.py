@@ -29,6 +29,7 @@ import hoopgw
 from hoopgw.audit.log import AuditLog
 from hoopgw.config import Config, config_sha256
 from hoopgw.errors import AuditUnavailable, ConfigError, HoopgwError
+from hoopgw.identity.enrolled import SSHKeyEnrolment
 from hoopgw.identity.service import IdentityService
 from hoopgw.masking.engine import load_key
 from hoopgw.masking.service import MaskingService
@@ -328,6 +329,12 @@ class Gateway(MultiService):
             sessions=self.sessions,
         )
         self.sessions.grants = self.grants
+        self.ssh_keys = SSHKeyEnrolment(
+            keys=self.identity.enrolled_keys,
+            static=self.identity.ssh_keys,
+            append=self.sessions._append,
+            gateway=config.gateway.name,
+        )
         self.policy.holds_grant = self.grants.holds
         self.webhooks = WebhookNotifier(
             reactor=reactor,
@@ -357,7 +364,7 @@ class Gateway(MultiService):
         if listen.api is not None:
             factories["api"] = make_api_site(
                 metrics=self.metrics, health=self.health, reviews=self.reviews, sessions=self.sessions,
-                grants=self.grants, audit=self.audit, discovery=self.discovery,
+                grants=self.grants, audit=self.audit, discovery=self.discovery, ssh_keys=self.ssh_keys,
             )
         for name in ("postgres", "ssh", "http"):
             endpoint = getattr(listen, name)

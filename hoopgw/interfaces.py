@@ -64,7 +64,15 @@ class IIdentityVerifier(Interface):
     def identity_for_public_key(key_blob):
         """
         Map an SSH public key blob (bytes, wire format) to an
-        L{hoopgw.model.Identity}, or C{None} if no identity is configured for it.
+        L{hoopgw.model.Identity}, or C{None} if no identity is configured
+        (or enrolled, and still valid) for it.
+        """
+
+    def public_key_refusal(key_blob):
+        """
+        Why a key L{identity_for_public_key} maps to nothing is refused, safe
+        to log: C{"public key not mapped to an identity"}, or C{"enrolled
+        key expired"}.
         """
 
 

@@ -94,6 +94,9 @@ class MemoryIdentityVerifier:
     def identity_for_public_key(self, key_blob: bytes) -> Identity | None:
         return self.keys.get(key_blob)
 
+    def public_key_refusal(self, key_blob: bytes) -> str:
+        return "public key not mapped to an identity"
+
 
 @implementer(IPolicy)
 @define

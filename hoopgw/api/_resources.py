@@ -1,6 +1,7 @@
 """
 The API listener's resources: C{/healthz}, C{/metrics}, C{/api/v1/reviews}
-(L{hoopgw.api._reviews}) and C{/api/v1/grants} (L{hoopgw.api._grants}).
+(L{hoopgw.api._reviews}), C{/api/v1/grants} (L{hoopgw.api._grants}) and
+C{/api/v1/ssh-keys} (L{hoopgw.api._sshkeys}).
 
 Every response the API makes itself is JSON (or the metrics text), never
 Twisted's HTML error pages, so that probes and scripts can read them.

@@ -13,6 +13,7 @@ from twisted.web.server import Site
 from hoopgw.api._grants import GrantsResource
 from hoopgw.api._json import CheckpointsResource, WhoAmIResource
 from hoopgw.api._reviews import ReviewsResource
+from hoopgw.api._sshkeys import SSHKeysResource
 from hoopgw.api._resources import (
     DiscoveryResource,
     HealthCheck,
@@ -67,6 +68,7 @@ def make_api_site(
     grants: Any = None,
     audit: Any = None,
     discovery: Callable[[], Mapping[str, Any]] | None = None,
+    ssh_keys: Any = None,
 ) -> Site:
     """
     Build the API's site: C{GET /healthz}, C{GET /metrics}, and with
@@ -74,8 +76,9 @@ def make_api_site(
     C{/api/v1/reviews} for C{reviews} (a L{hoopgw.reviews.ReviewService})
     and C{/api/v1/grants} for C{grants} (a L{hoopgw.grants.GrantService}),
     and C{/api/v1/checkpoints} for C{audit} (the L{hoopgw.audit.log.AuditLog}),
-    C{/api/v1/whoami} with C{sessions}, and C{/.well-known/hoopgw} with
-    C{discovery} (what C{hoopgw login} reads).
+    C{/api/v1/whoami} with C{sessions}, C{/api/v1/ssh-keys} for C{ssh_keys}
+    (a L{hoopgw.identity.enrolled.SSHKeyEnrolment}), and
+    C{/.well-known/hoopgw} with C{discovery} (what C{hoopgw login} reads).
 
     @param metrics: a L{hoopgw.metrics.Metrics} (anything with C{render()}
         and C{content_type}).
@@ -94,6 +97,7 @@ def make_api_site(
                 (b"grants", GrantsResource(grants, sessions) if grants is not None else None),
                 (b"checkpoints", CheckpointsResource(audit, sessions) if audit is not None else None),
                 (b"whoami", WhoAmIResource(sessions) if sessions is not None else None),
+                (b"ssh-keys", SSHKeysResource(ssh_keys, sessions) if ssh_keys is not None else None),
             )
             if resource is not None
         },

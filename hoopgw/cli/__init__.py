@@ -183,7 +183,10 @@ def login_command(args: argparse.Namespace) -> int:
 def logout_command(args: argparse.Namespace) -> int:
     from hoopgw.cli.login import logout, resolve_gateway
 
+    from hoopgw.cli.sshkey import forget_ssh_key
+
     gateway = resolve_gateway(args.gateway)
+    forget_ssh_key(gateway)  # while the token can still say whose key it is
     print(f"{'logged out of' if logout(gateway) else 'not logged in to'} {gateway}", file=sys.stderr)
     return 0
 
@@ -223,15 +226,6 @@ def config_ssh_command(args: argparse.Namespace) -> int:
     write_ssh_config(path, gateway, block)
     print(f"wrote {len(aliases)} host{'s' if len(aliases) != 1 else ''} to {path}: "
           + ", ".join(f"ssh {a}" for a in aliases), file=sys.stderr)
-    return 0
-
-
-def ssh_key_command(args: argparse.Namespace) -> int:
-    """What the ssh config's Match exec runs before each ssh: enrol this machine's key with a fresh token."""
-    from hoopgw.cli.login import resolve_gateway
-    from hoopgw.cli.sshkey import ensure_ssh_key
-
-    ensure_ssh_key(resolve_gateway(args.gateway))
     return 0
 
 
@@ -909,10 +903,10 @@ def parser() -> argparse.ArgumentParser:
     ssh_setup.add_argument("--prefix", help="before each connection's name in its Host alias (default: the gateway's name and -)")
     ssh_setup.add_argument("--print", action="store_true", help="print the block instead of writing it")
     ssh_setup.set_defaults(run=config_ssh_command)
-    ssh_key = groups.add_parser("ssh-key", help="enrol this machine's SSH key with the gateway for your token's lifetime "
-                                                "(what hoopgw ssh and the config ssh writes run)")
-    ssh_key.add_argument("--gateway", help="the gateway's API URL (default: $HOOPGW_GATEWAY, or the last logged in to)")
-    ssh_key.set_defaults(run=ssh_key_command)
+    # -- hoopgw ssh-key: its code is hoopgw.cli.sshkey's ------------------------
+    from hoopgw.cli.sshkey import add_command as add_ssh_key_command
+
+    add_ssh_key_command(groups)
 
     audit = groups.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
     verify = audit.add_parser("verify", help="verify the log offline (exit 1 on the first bad record)")

@@ -279,6 +279,7 @@ def ssh_config_block(gateway: str, connections: list[str], *, prefix: str | None
                   f"    HostKeyAlias {alias}", f"    UserKnownHostsFile {_quoted(str(known_hosts))}",
                   "    StrictHostKeyChecking yes"]
     enrol = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "hoopgw", "--quiet", "ssh-key", "--gateway", gateway))
+    enrol += " >/dev/null"  # it prints the key's path
     if aliases:
         lines += [f"Match originalhost {','.join(aliases)} exec {_quoted(enrol)}",
                   f"    IdentityFile {_quoted(str(key))}", "    IdentitiesOnly yes"]

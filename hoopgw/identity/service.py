@@ -1,6 +1,6 @@
 """
-The identity service: turns a bearer token or an SSH public key into an
-L{Identity}.
+The identity service: turns a bearer token or an SSH public key (mapped in
+the configuration, or enrolled with a token) into an L{Identity}.
 
 Construction (L{IdentityService.from_settings}) does the start-up work:
 reading JWKS files and the dev issuer's key, validating every issuer.  Per
@@ -32,11 +32,15 @@ from hoopgw.identity._keys import (
 )
 from hoopgw.identity._verifier import IssuerVerifier
 from hoopgw.identity.dev import DEV_UNKNOWN_KEY, ISSUER_PREFIX, DevIssuer, dev_issuer_name
+from hoopgw.identity.enrolled import EnrolledKeys
 from hoopgw.identity.ssh import SSHKeyMap
 from hoopgw.interfaces import IIdentityVerifier
 from hoopgw.model import Identity
 
 _log = Logger()
+
+#: Why a public key that is neither mapped nor enrolled is refused.
+NOT_MAPPED = "public key not mapped to an identity"
 
 
 def https_client(reactor: Any, ca_file: Path | None = None) -> HTTPGetter:
@@ -73,12 +77,15 @@ class IdentityService:
 
     @ivar issuers: verifiers by exact C{iss} string.
     @ivar dev_issuer: the dev issuer when it is on, else C{None}.
+    @ivar enrolled_keys: keys enrolled with a token
+        (L{hoopgw.identity.enrolled.SSHKeyEnrolment} fills it).
     """
 
     issuers: Mapping[str, IssuerVerifier]
     ssh_keys: SSHKeyMap = field(factory=lambda: SSHKeyMap({}))
     dev_issuer: DevIssuer | None = None
     verified: "VerifiedTokens" = field(factory=lambda: VerifiedTokens())
+    enrolled_keys: EnrolledKeys | None = None
 
     @classmethod
     def from_settings(
@@ -141,6 +148,7 @@ class IdentityService:
             ssh_keys=SSHKeyMap.from_settings(settings.ssh_keys),
             dev_issuer=dev,
             verified=VerifiedTokens(clock=reactor),
+            enrolled_keys=EnrolledKeys(clock=reactor),
         )
 
     def prefetch(self) -> "Deferred[None]":
@@ -203,7 +211,15 @@ class IdentityService:
             raise AuthenticationFailed("internal error") from None
 
     def identity_for_public_key(self, key_blob: bytes) -> Identity | None:
-        return self.ssh_keys.identity_for_public_key(key_blob)
+        # The configuration's mapping first: such a key is never enrolled.
+        identity = self.ssh_keys.identity_for_public_key(key_blob)
+        if identity is None and self.enrolled_keys is not None:
+            identity = self.enrolled_keys.identity_for_public_key(key_blob)
+        return identity
+
+    def public_key_refusal(self, key_blob: bytes) -> str:
+        refusal = self.enrolled_keys.refusal(key_blob) if self.enrolled_keys is not None else None
+        return refusal or NOT_MAPPED
 
 
 @define

@@ -99,6 +99,7 @@ class SSHGatewayCase(TestCase):
     connection_options: str = ""
     extra_config: str = ""  # more TOML after the connections (e.g. another [[connections]])
     sftp_start: str | None = None  # sftp-server -d: the SFTP starting directory, under the test's folder
+    with_api: bool = False  # an API listener too (self.api_url)
 
     @inlineCallbacks
     def setUp(self):
@@ -163,7 +164,7 @@ data_dir = "data"
 ssh = "tcp:0:interface=127.0.0.1"
 postgres = false
 http = false
-api = false
+api = {'"tcp:0:interface=127.0.0.1"' if self.with_api else "false"}
 [[identity.ssh_keys]]
 subject = "alice"
 groups = ["dev"]
@@ -195,6 +196,8 @@ host_key = "{public_line(other)}"
         self.gateway.startService()
         self.addCleanup(self.gateway.stopService)
         self.port = self.gateway.listeners["ssh"].port.getHost().port
+        if self.with_api:
+            self.api_url = f"http://127.0.0.1:{self.gateway.listeners['api'].port.getHost().port}"
 
     def _sftp_start_option(self) -> str:
         if self.sftp_start is None:

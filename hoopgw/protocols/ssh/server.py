@@ -2,8 +2,9 @@
 The client-facing SSH server: `ssh -p 12222 web1@gateway`.
 
 The SSH user name names the connection.  A client authenticates with a
-public key mapped in C{[[identity.ssh_keys]]}, or with a token as its
-password or keyboard-interactive answer.  Only then, and before the client
+public key mapped in C{[[identity.ssh_keys]]} or enrolled with a token
+(L{hoopgw.identity.enrolled}), or with a token as its password or
+keyboard-interactive answer.  Only then, and before the client
 is told it has logged in, the gateway opens the session (policy decides
 C{session.open}) and logs in to the target with the connection's own
 credentials, its host key pinned; a refusal at either step reaches the
@@ -116,15 +117,15 @@ class Authenticated:
 class LoginState:
     """
     One client connection's authentication attempts.  A public key that no
-    identity maps is recorded once, when the connection ends without a
-    login: OpenSSH offers every key it has, and each unsigned offer is a
-    query, not an attempt.
+    identity maps (or whose enrolment expired) is recorded once, when the
+    connection ends without a login: OpenSSH offers every key it has, and
+    each unsigned offer is a query, not an attempt.
     """
 
     sessions: SessionService
     source: Source
     user: str | None = None
-    unknown_keys: dict[str, None] = field(factory=dict)
+    unknown_keys: dict[str, str] = field(factory=dict)  # fingerprint -> why it was refused
     authenticated: bool = False
     lost: bool = False
 
@@ -132,10 +133,10 @@ class LoginState:
         self.lost = True
         if self.authenticated:
             return
-        for fingerprint in self.unknown_keys:
+        for fingerprint, reason in self.unknown_keys.items():
             self.sessions.auth_failed(
                 source=self.source,
-                reason="public key not mapped to an identity",
+                reason=reason,
                 method="publickey",
                 user=self.user,
                 key_fingerprint=fingerprint,
@@ -149,7 +150,10 @@ def _user(credentials: Any) -> str:
 @implementer(ICredentialsChecker)
 @define
 class PublicKeyChecker:
-    """Verifies the signature as L{twisted.conch.checkers.SSHPublicKeyChecker}; the key names the identity."""
+    """
+    Verifies the signature as L{twisted.conch.checkers.SSHPublicKeyChecker};
+    the key names the identity (mapped in the configuration, or enrolled).
+    """
 
     login: LoginState
     credentialInterfaces = (ISSHPrivateKey,)
@@ -161,8 +165,11 @@ class PublicKeyChecker:
         fingerprint = openssh_fingerprint(credentials.blob)
         identity = sessions.identity.identity_for_public_key(credentials.blob)
         if identity is None:
-            self.login.unknown_keys[fingerprint] = None
-            return fail(UnauthorizedLogin("public key not mapped to an identity"))
+            # An expired enrolment is refused as an unknown key is (the
+            # client is told no more), its record saying why.
+            reason = sessions.identity.public_key_refusal(credentials.blob)
+            self.login.unknown_keys[fingerprint] = reason
+            return fail(UnauthorizedLogin(reason))
         if credentials.signature is None:
             return fail(ValidPublicKey())  # "this key would do": the client signs next
         try:

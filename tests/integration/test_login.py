@@ -98,6 +98,20 @@ login_resource = "urn:hoopgw"
         code, credential = yield self.hoopgw("token", "exec-credential")
         self.assertEqual(json.loads(credential)["status"]["token"], fresh.decode().strip())
 
+        # Expired, and the IdP no longer honours the refresh token (revoked, or
+        # none was given): the user is told to log in again; nothing stale is used.
+        saved = entry_path.read_text()
+        for refresh, said in (("not-a-refresh-token", b"session with the identity provider ended"),
+                              (None, b"gave no refresh token")):
+            entry = json.loads(saved)
+            entry.update(expires_at=0, refresh_token=refresh)
+            entry_path.write_text(json.dumps(entry))
+            code, output = yield self.hoopgw("token")
+            self.assertEqual(code, 1, output)
+            self.assertIn(said, output)
+            self.assertIn(b"hoopgw login", output)
+        entry_path.write_text(saved)
+
         # A cache others can read is refused, never used.
         entry_path.chmod(0o644)
         code, output = yield self.hoopgw("token")

@@ -100,3 +100,18 @@ class NotPermitted(HoopgwError):
     def __init__(self, decision: object, message: str) -> None:
         self.decision = decision
         super().__init__(message)
+
+
+class WrongKind(NotPermitted):
+    """
+    A session asked for through one front end names a connection of another
+    kind (C{psql dbname=web1} where C{web1} is an SSH connection).  Only
+    raised once policy has let the identity open that connection, so the
+    message may name the connection's kind.
+    """
+
+    def __init__(self, decision: object, connection: str, kind: str, expected: str) -> None:
+        self.connection = connection
+        self.kind = kind
+        self.expected = expected
+        super().__init__(decision, f'connection "{connection}" is of kind {kind}, not {expected}')

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.audit.canonical import Checked, checked
-from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted
+from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted, WrongKind
 from hoopgw.interfaces import IAuditLog, IIdentityVerifier, IPolicy, IRecorder, IStore
 from hoopgw.masking.service import SessionMasks
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
@@ -55,6 +55,11 @@ def _printable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_printable(v) for v in value]
     return value
+
+
+def _credential_sha256(credential: str) -> str:
+    """What the trail keeps of a presented credential: its SHA-256, never the credential."""
+    return hashlib.sha256(credential.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _elapsed_us(clock: IReactorTime, since: float) -> int:
@@ -184,13 +189,17 @@ class SessionService:
     _active: dict[str, "Session"] = field(factory=dict, init=False)
     _closing: bool = field(default=False, init=False)
     failures: FailureLimiter = field(init=False)
+    # Refused requests of clients with no verified identity: a budget of
+    # their own, so that refusals do not use up the one of failed logins.
+    refusals: FailureLimiter = field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.failures = FailureLimiter(self.clock, self._suppressed)
+        self.failures = FailureLimiter(self.clock, lambda body: self._suppressed("auth.failed.suppressed", body))
+        self.refusals = FailureLimiter(self.clock, lambda body: self._suppressed("request.refused.suppressed", body))
 
-    def _suppressed(self, body: dict[str, Any]) -> None:
-        d = self._append("auth.failed.suppressed", {"gateway": self.gateway, **body})
-        d.addErrback(lambda f: log.failure("auth.failed.suppressed record lost", f))
+    def _suppressed(self, event: str, body: dict[str, Any]) -> None:
+        d = self._append(event, {"gateway": self.gateway, **body})
+        d.addErrback(lambda f: log.failure("{event} record lost", f, event=event))
 
     @property
     def active(self) -> Mapping[str, "Session"]:
@@ -250,6 +259,62 @@ class SessionService:
         d.addErrback(lambda f: log.failure("auth.failed record lost", f))
         return d
 
+    def refused(
+        self,
+        source: Source,
+        code: int | str,
+        reason: str,
+        *,
+        request: Mapping[str, Any] | None = None,
+        identity: Identity | None = None,
+        token: str | None = None,
+        user: str | None = None,
+    ) -> Deferred:
+        """
+        Record a request a front end refused before any session or decision
+        (an HTTP method it does not relay, a body too large, a malformed
+        request; a PostgreSQL start-up sent in the clear or out of order; an
+        SSH login that breaks the protocol): a C{request.refused} record with
+        the source, C{code} as the client was answered (an HTTP status, an
+        SQLSTATE, an SSH disconnect reason), the reason, the front end's
+        description of the C{request}, the identity when it is verified (else
+        the presented C{token}'s SHA-256, never the token) and the C{user}
+        name the client gave.
+
+        A client with no verified identity costs nothing to refuse (a
+        PostgreSQL start-up in the clear is one packet), so its refusals
+        count against its host's budget as failed logins do (a
+        L{FailureLimiter} of their own): past it, one
+        C{request.refused.suppressed} record counts the rest.
+
+        @return: a L{Deferred} that fires once the record is written; a lost
+            record is logged, never raised (the client is refused anyway).
+        """
+        if identity is None and not self.refusals.admit(source):
+            return succeed(None)
+        body: dict[str, Any] = {
+            "gateway": self.gateway,
+            "source": source.address,
+            "protocol": source.protocol,
+            "code": code,
+            "outcome": {"status": Status.blocked.value, "error": reason},
+        }
+        if request is not None:
+            body["request"] = dict(request)
+        if identity is not None:
+            body["identity"] = identity.to_record()
+        elif token is not None:
+            body["credential_sha256"] = _credential_sha256(token)
+        if user is not None:
+            body["user"] = user
+        try:
+            d = self._append("request.refused", body)
+        except Exception:
+            log.failure("request.refused record lost")
+            return succeed(None)
+        d.addErrback(lambda f: log.failure("request.refused record lost", f))
+        return d
+
     def verified_identity(self, token: str) -> Identity | None:
         """
         The identity of a token verified moments ago and still valid, or
@@ -280,7 +345,7 @@ class SessionService:
                 reason=reason,
                 method="token",
                 user=user,
-                credential_sha256=hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest(),
+                credential_sha256=_credential_sha256(token),
             )
             return Failure(AuthenticationFailed(reason))
 
@@ -292,15 +357,19 @@ class SessionService:
         identity: Identity,
         connection_name: str,
         *,
+        kind: str,
         source: Source,
         client: Mapping[str, Any] | None = None,
     ) -> Deferred:
         """
-        Admit C{identity} to a connection: policy decides C{session.open},
-        then a C{session.start} record is written.
+        Admit C{identity} to a connection through a front end serving
+        connections of C{kind}: policy decides C{session.open}, the
+        connection must be of that kind, then a C{session.start} record is
+        written.
 
         @return: L{Deferred} firing with a L{Session}, or failing with
-            L{NotPermitted} (whose message is safe to show the client) or
+            L{NotPermitted} (whose message is safe to show the client; a
+            L{WrongKind} for a connection of another kind) or
             L{AuditUnavailable}.
         """
         client = dict(client or {})
@@ -323,6 +392,17 @@ class SessionService:
                 return self._refuse_session(
                     identity, connection_name, connection.kind, source, client, _refusal(decision)
                 )
+            if connection.kind != kind:
+                # Checked after policy: whom policy does not let open the
+                # connection is answered as for any connection forbidden to
+                # it, so a probe learns nothing of its kind; whom it does may
+                # be told plainly which kind of client it needs.
+                refusal = WrongKind(None, connection_name, connection.kind, kind)
+                refusal.decision = Decision(effect=Effect.deny, rule=GATEWAY_RULE, message=str(refusal))
+                # (Counted as a refused session of the kind asked for.)
+                return self._refuse_session(
+                    identity, connection_name, kind, source, client, refusal.decision, refusal
+                )
             return self._start_session(identity, connection, source, client, decision)
 
         d.addCallback(decided)
@@ -336,6 +416,7 @@ class SessionService:
         source: Source,
         client: Mapping[str, Any],
         decision: Decision,
+        refusal: NotPermitted | None = None,
     ) -> Deferred:
         self.metrics.session_refused(kind)
         message = decision.message or f"{identity.subject} may not open {connection_name!r}"
@@ -349,8 +430,10 @@ class SessionService:
             "decision": decision.to_record(),
             "outcome": {"status": Status.blocked.value, "error": message},
         }
+        if refusal is None:
+            refusal = NotPermitted(decision, message)
         d = self._append("session.refused", body)
-        d.addCallback(lambda _: fail(NotPermitted(decision, message)))
+        d.addCallback(lambda _: fail(refusal))
         return d
 
     def _start_session(
@@ -429,6 +512,7 @@ class SessionService:
         """
         self._closing = True
         self.failures.flush()
+        self.refusals.flush()
         sessions = list(self._active.values())
         ended = [s.ended() for s in sessions]
         for session in sessions:

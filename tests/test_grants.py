@@ -182,7 +182,7 @@ class ServiceTests(SynchronousTestCase):
         self.successResultOf(self.reviews.approve(grant["review"], BOB, "go"))
 
     def open(self, identity: Identity = ALICE):
-        return self.successResultOf(self.sessions.open(identity, "prod-db", source=Source("postgres", "127.0.0.1:1")))
+        return self.successResultOf(self.sessions.open(identity, "prod-db", kind="postgres", source=Source("postgres", "127.0.0.1:1")))
 
     def test_life_of_a_grant(self) -> None:
         session = self.open()
@@ -257,7 +257,7 @@ class ServiceTests(SynchronousTestCase):
         self.assertFalse(self.grants.holds(ALICE, "prod-db"))
 
     def test_sessions_that_never_used_it_stay(self) -> None:
-        other = self.successResultOf(self.sessions.open(ALICE, "other", source=Source("postgres", "127.0.0.1:1")))
+        other = self.successResultOf(self.sessions.open(ALICE, "other", kind="postgres", source=Source("postgres", "127.0.0.1:1")))
         grant = self.request(60)
         self.approve(grant)
         self.clock.advance(60)

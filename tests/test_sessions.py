@@ -7,8 +7,8 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted
-from hoopgw.model import Action, Decision, Effect, Identity, Outcome, Source, Status
+from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted, WrongKind
+from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
 from hoopgw.testing import (
     MemoryAuditLog,
     MemoryIdentityVerifier,
@@ -32,7 +32,7 @@ class SessionServiceTests(SynchronousTestCase):
         )
 
     def open(self):
-        return self.successResultOf(self.service.open(ALICE, "db", source=SOURCE, client={"application_name": "psql"}))
+        return self.successResultOf(self.service.open(ALICE, "db", kind="postgres", source=SOURCE, client={"application_name": "psql"}))
 
     def test_token_accepted(self) -> None:
         """If the verifier accepts a token, authenticate_token fires with its identity and writes nothing."""
@@ -143,7 +143,7 @@ class SessionServiceTests(SynchronousTestCase):
     def test_open_denied(self) -> None:
         """If policy denies session.open, the open fails with NotPermitted and a session.refused record."""
         self.policy.decisions["session.open"] = Decision(effect=Effect.deny, rule="nope", message="not you")
-        failure = self.failureResultOf(self.service.open(ALICE, "db", source=SOURCE), NotPermitted)
+        failure = self.failureResultOf(self.service.open(ALICE, "db", kind="postgres", source=SOURCE), NotPermitted)
         self.assertEqual(str(failure.value), "not you")
         [record] = self.audit.of("session.refused")
         self.assertEqual(record["decision"], {"effect": "deny", "rule": "nope", "message": "not you"})
@@ -151,9 +151,124 @@ class SessionServiceTests(SynchronousTestCase):
 
     def test_open_unknown_connection(self) -> None:
         """If the connection does not exist, the open is refused and audited."""
-        self.failureResultOf(self.service.open(ALICE, "nosuch", source=SOURCE), NotPermitted)
+        self.failureResultOf(self.service.open(ALICE, "nosuch", kind="postgres", source=SOURCE), NotPermitted)
         [record] = self.audit.of("session.refused")
         self.assertEqual(record["connection"], "nosuch")
+
+    def test_refused_request(self) -> None:
+        """
+        A request refused before any session is one request.refused record:
+        the code the client was answered, the reason, the front end's
+        description, the user name given; a token only as its SHA-256.
+        """
+        self.successResultOf(
+            self.service.refused(
+                Source("http", "10.0.0.5:4000"), 405, "method not allowed",
+                request={"method": "TRACE", "target": "/db/"}, token="secret-token", user="bob",
+            )
+        )
+        [record] = self.audit.of("request.refused")
+        self.assertEqual(
+            {k: v for k, v in record.items() if k not in ("seq", "event")},
+            {
+                "gateway": "hoopgw",
+                "source": "10.0.0.5:4000",
+                "protocol": "http",
+                "code": 405,
+                "request": {"method": "TRACE", "target": "/db/"},
+                "credential_sha256": "930bbdc51b6aed5c2a5678fd6e28dee7a05e8a4b643cfc0b4427c3efb86c0d94",
+                "user": "bob",
+                "outcome": {"status": "blocked", "error": "method not allowed"},
+            },
+        )
+        self.assertNotIn("secret-token", repr(self.audit.records))
+
+    def test_refused_request_with_identity(self) -> None:
+        """With a verified identity, the record names it (and no token hash)."""
+        self.service.refused(SOURCE, "08P01", "out of order", identity=ALICE, token="ignored")
+        [record] = self.audit.of("request.refused")
+        self.assertEqual(record["identity"]["sub"], "alice")
+        self.assertNotIn("credential_sha256", record)
+
+    def test_refused_requests_rate_limited_per_host(self) -> None:
+        """
+        Refusals of clients with no verified identity count against their
+        host's budget (their own, not failed logins'): past it they are
+        counted in one request.refused.suppressed record.  A refusal with a
+        verified identity is always written.
+        """
+        limit = self.service.refusals.limit
+        for port in range(limit + 3):
+            self.service.refused(Source("postgres", f"10.0.0.5:{port}"), "28000", "in the clear")
+        self.service.refused(Source("postgres", "10.0.0.5:1"), "28000", "in the clear", identity=ALICE)
+        self.assertEqual(len(self.audit.of("request.refused")), limit + 1)
+        # Failed logins still have their whole budget.
+        self.service.auth_failed(source=Source("postgres", "10.0.0.5:9"), reason="x", method="token")
+        self.assertEqual(len(self.audit.of("auth.failed")), 1)
+        self.successResultOf(self.service.close_all("stopping"))
+        [summary] = self.audit.of("request.refused.suppressed")
+        self.assertEqual(
+            (summary["source_host"], summary["suppressed"], summary["failures"], summary["protocols"]),
+            ("10.0.0.5", 3, limit + 3, ["postgres"]),
+        )
+        self.assertEqual(self.audit.of("auth.failed.suppressed"), [])
+
+    def test_open_wrong_kind(self) -> None:
+        """
+        If policy lets the identity open a connection of another kind than
+        the front end serves, the open fails with WrongKind naming both
+        kinds, in one session.refused record decided by the gateway itself;
+        no session starts.
+        """
+        self.service.connections = {"web1": Connection(name="web1", kind="ssh", target="10.0.0.9:22")}
+        failure = self.failureResultOf(
+            self.service.open(ALICE, "web1", kind="postgres", source=SOURCE, client={"user": "alice"}), WrongKind
+        )
+        message = 'connection "web1" is of kind ssh, not postgres'
+        self.assertEqual((str(failure.value), failure.value.kind, failure.value.expected), (message, "ssh", "postgres"))
+        self.assertEqual(self.audit.events(), ["session.refused"])
+        [record] = self.audit.of("session.refused")
+        self.assertEqual(record["decision"], {"effect": "deny", "rule": "hoopgw", "message": message})
+        self.assertEqual(record["outcome"], {"status": "blocked", "error": message})
+        self.assertEqual((record["connection"], record["client"]), ("web1", {"user": "alice"}))
+        self.assertEqual(self.service.active, {})
+
+    def test_open_wrong_kind_forbidden(self) -> None:
+        """
+        If policy does not let the identity open a connection of another
+        kind, the refusal is policy's, exactly as for a forbidden connection
+        of the right kind: nothing tells the client the connection's kind.
+        """
+        self.service.connections = {
+            "web1": Connection(name="web1", kind="ssh", target="10.0.0.9:22"),
+            "db1": Connection(name="db1", kind="postgres", target="10.0.0.9:5432"),
+        }
+        self.policy.decisions["session.open"] = Decision(effect=Effect.deny, rule="nope", message="not you")
+        answers = []
+        for name in ("web1", "db1"):
+            failure = self.failureResultOf(self.service.open(ALICE, name, kind="postgres", source=SOURCE), NotPermitted)
+            self.assertNotIsInstance(failure.value, WrongKind)
+            answers.append(str(failure.value))
+        self.assertEqual(answers, ["not you", "not you"])
+        web1, db1 = self.audit.of("session.refused")
+        self.assertEqual(
+            {k: v for k, v in web1.items() if k not in ("seq", "connection")},
+            {k: v for k, v in db1.items() if k not in ("seq", "connection")},
+        )
+
+    def test_open_names_are_exact(self) -> None:
+        """
+        A name that differs in case or by whitespace from a connection of
+        another kind is no connection: refused as unknown, saying nothing of
+        that connection's kind.
+        """
+        self.service.connections = {"web1": Connection(name="web1", kind="ssh", target="10.0.0.9:22")}
+        for name in ("WEB1", "Web1", " web1", "web1 ", "web1\n", "web1\x00"):
+            failure = self.failureResultOf(self.service.open(ALICE, name, kind="postgres", source=SOURCE), NotPermitted)
+            self.assertNotIsInstance(failure.value, WrongKind)
+            self.assertEqual(str(failure.value), f"no connection named {name!r}")
+        self.assertEqual(self.audit.events(), ["session.refused"] * 6)
+        self.assertEqual(self.policy.seen, [])
 
     def test_allowed_action_logged_before_forwarding(self) -> None:
         """
@@ -247,7 +362,7 @@ class SessionServiceTests(SynchronousTestCase):
     def test_audit_failure_refuses_sessions(self) -> None:
         """If the audit log cannot be written, opening a session fails with AuditUnavailable."""
         self.audit.break_with("read-only file system")
-        self.failureResultOf(self.service.open(ALICE, "db", source=SOURCE), AuditUnavailable)
+        self.failureResultOf(self.service.open(ALICE, "db", kind="postgres", source=SOURCE), AuditUnavailable)
         self.assertEqual(self.service.active, {})
 
     def test_further_recordings_listed(self) -> None:
@@ -315,7 +430,7 @@ class SessionServiceTests(SynchronousTestCase):
         self.assertTrue(session.closed)
         [end] = self.audit.of("session.end")
         self.assertEqual(end["end"]["status"], "terminated")
-        failure = self.failureResultOf(self.service.open(ALICE, "db", source=SOURCE), NotPermitted)
+        failure = self.failureResultOf(self.service.open(ALICE, "db", kind="postgres", source=SOURCE), NotPermitted)
         self.assertEqual(str(failure.value), "the gateway is shutting down")
 
     def test_close_all_ends_sessions_through_their_front_ends(self) -> None:

@@ -72,6 +72,10 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "action.end": ("session", "connection", "identity.sub", "action.id", "outcome.status"),
     "auth.failed": ("source", "reason", "method"),
 }
+# Refusals a reviewer reads one by one (AU-6), and the counts of those not written one by one.
+_REFUSALS = frozenset(
+    {"auth.failed", "auth.failed.suppressed", "session.refused", "request.refused", "request.refused.suppressed"}
+)
 _SAMPLES = 20
 _GAPS = 5
 
@@ -231,11 +235,11 @@ def build_evidence(
                     outcomes = _rebucket(outcomes, _WIDTHS[width_index])
             if status in ("blocked", "failed"):
                 review_findings.append(_action_finding(status, record, started, cite))
-        elif event in ("auth.failed", "auth.failed.suppressed", "session.refused", "request.refused"):
+        elif event in _REFUSALS:
             review_findings.append({
                 "kind": event, "time": time, "subject": _get(record, "identity.sub"),
                 "connection": record.get("connection"), "session": record.get("session"),
-                "detail": record.get("reason") or _get(record, "outcome.error") or f"{record.get('count', '')} suppressed",
+                "detail": record.get("reason") or _get(record, "outcome.error") or f"{record.get('suppressed', '')} suppressed",
                 "records": [cite],
             })
         elif event.startswith("review.") and event != "review.requested":

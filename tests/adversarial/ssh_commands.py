@@ -353,7 +353,7 @@ class _CorpusCase:
     def reaches_target(self, command: str) -> bool:
         audit = MemoryAuditLog()
         sessions = memory_session_service(connections=(WEB1,), audit=audit, policy=self.policy)
-        session = self.successResultOf(sessions.open(ALICE, "web1", source=Source("ssh", "127.0.0.1:4000")))
+        session = self.successResultOf(sessions.open(ALICE, "web1", kind="ssh", source=Source("ssh", "127.0.0.1:4000")))
         target_conn = FakeConnection()
         host = _Host(session, target_conn)
         target = TargetChannel(b"session", conn=target_conn, remoteWindow=1 << 20, remoteMaxPacket=1 << 15)

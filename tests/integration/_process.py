@@ -120,3 +120,32 @@ def run_split(argv: Sequence[str], *, cwd: str | None = None, env: dict | None =
     proc = spawn(argv, marker=None, cwd=cwd, env=env)
     proc.ended.addCallback(lambda code: (code, proc.stdout, proc.stderr))
     return proc.ended
+
+
+class Tripwire(protocol.Factory):
+    """
+    A loopback TCP server standing for a target that must never be reached:
+    C{peers} lists every connection made to it, C{received} what they sent.
+    """
+
+    def __init__(self) -> None:
+        self.peers: list[str] = []
+        self.received = b""
+
+    def buildProtocol(self, addr) -> protocol.Protocol:
+        self.peers.append(f"{addr.host}:{addr.port}")
+        tripwire = self
+
+        class Recorded(protocol.Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                tripwire.received += data
+
+        return Recorded()
+
+
+def start_tripwire(testcase) -> tuple[int, Tripwire]:
+    """Listen with a L{Tripwire} until C{testcase} ends; returns (port, tripwire)."""
+    tripwire = Tripwire()
+    port = reactor.listenTCP(0, tripwire, interface="127.0.0.1")
+    testcase.addCleanup(port.stopListening)
+    return port.getHost().port, tripwire

@@ -93,7 +93,7 @@ tls = "disable"
         gateway.startService()
         token = gateway.identity.dev_issuer.issue("alice", ("dev",), 600)
         identity = yield gateway.sessions.authenticate_token(token, source=SOURCE)
-        session = yield gateway.sessions.open(identity, "appdb", source=SOURCE)
+        session = yield gateway.sessions.open(identity, "appdb", kind="postgres", source=SOURCE)
 
         refused = None
         allowed = 0
@@ -114,7 +114,7 @@ tls = "disable"
         # Nothing more gets through: not another action, not a new session.
         failure = yield self.assertFailure(session.check(Action(kind="sql.query", input="SELECT 1")), AuditUnavailable)
         self.assertIn("No space left on device", str(failure))
-        yield self.assertFailure(gateway.sessions.open(identity, "appdb", source=SOURCE), AuditUnavailable)
+        yield self.assertFailure(gateway.sessions.open(identity, "appdb", kind="postgres", source=SOURCE), AuditUnavailable)
         health = gateway.health()
         self.assertEqual(health["status"], "failing")
         self.assertIn("No space left on device", health["checks"]["audit"])

@@ -44,7 +44,7 @@ from tests.integration._fake_k8s import (
     start_port_forward,
     write_kubeconfig,
 )
-from tests.integration._process import PACKAGE_ROOT, run, spawn
+from tests.integration._process import PACKAGE_ROOT, run, spawn, start_tripwire
 from tests.integration.test_postgres_clients import wait_until
 
 CURL = shutil.which("curl")
@@ -895,6 +895,155 @@ class ShutdownTests(_GatewayCase):
 
 
 # -- kubectl -------------------------------------------------------------------------
+
+
+class WrongKindTests(_GatewayCase):
+    """
+    A path naming a connection of another kind: answered as an unknown
+    connection is (403), saying which kind it is; one session.refused
+    record; the target never reached.  Whom policy does not let open it
+    learns nothing of its kind.
+    """
+
+    def setUp(self) -> None:
+        require_curl()
+        fake = FakeKubernetes().listen()
+        self.addCleanup(fake.stop)
+        port, self.tripwire = start_tripwire(self)
+        host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ"
+        self.start(
+            fake,
+            extra_config=f"""
+[[connections]]
+name = "appdb"
+kind = "postgres"
+address = "127.0.0.1:{port}"
+database = "app"
+user = "app"
+tls = "disable"
+[[connections]]
+name = "web1"
+kind = "ssh"
+address = "127.0.0.1:{port}"
+user = "deploy"
+password_env = "HOOPGW_TEST_WEB_TOKEN"
+host_key = "{host_key}"
+[[connections]]
+name = "secret-db"
+kind = "postgres"
+address = "127.0.0.1:{port}"
+database = "app"
+user = "app"
+tls = "disable"
+[[connections]]
+name = "secret-web"
+kind = "http"
+upstream = "http://127.0.0.1:{port}"
+""",
+            extra_policy='[[rule]]\nname = "no-secrets"\neffect = "deny"\nconnections = ["secret-*"]\n'
+            'actions = ["session.open"]\n',
+        )
+        self.before = len(list(search(self.base / "data" / "audit")))
+        self.addCleanup(lambda: self.assertEqual((self.tripwire.peers, self.tripwire.received), ([], b"")))
+
+    def written(self) -> list[dict[str, Any]]:
+        return list(search(self.base / "data" / "audit"))[self.before:]
+
+    @inlineCallbacks
+    def test_postgres_and_ssh_connections(self):
+        """
+        curl https://gateway/appdb/... (a PostgreSQL connection) or
+        /web1/... (SSH): 403 naming both kinds, in the form an unknown
+        connection's answer takes for that path (the Kubernetes Status
+        below /api); one session.refused record each, decided by the
+        gateway itself.
+        """
+        status, headers, body = yield self.curl("/appdb/items")
+        message = 'connection "appdb" is of kind postgres, not http'
+        self.assertEqual((status, json.loads(body)), (403, {"error": message}))
+        status, headers, body = yield self.curl("/web1/api/v1/pods")
+        self.assertEqual(status, 403)
+        self.assertEqual(headers["content-type"], "application/json")
+        answer = json.loads(body)
+        self.assertEqual(
+            (answer["kind"], answer["reason"], answer["code"], answer["message"]),
+            ("Status", "Forbidden", 403, 'connection "web1" is of kind ssh, not http'),
+        )
+        appdb, web1 = self.written()
+        for record, name, kind in ((appdb, "appdb", "postgres"), (web1, "web1", "ssh")):
+            message = f'connection "{name}" is of kind {kind}, not http'
+            self.assertEqual(record["event"], "session.refused")
+            self.assertEqual((record["connection"], record["protocol"], record["identity"]["sub"]), (name, "http", "alice"))
+            self.assertEqual(record["decision"], {"effect": "deny", "rule": "hoopgw", "message": message})
+            self.assertEqual(record["outcome"], {"status": "blocked", "error": message})
+        self.assertEqual(self.actions(), [])
+
+    @inlineCallbacks
+    def test_kubectl(self):
+        """
+        kubectl pointed at a PostgreSQL connection fails (exit 1) exactly as
+        pointed at an unknown name: Forbidden at discovery; a request it
+        prints the answer of says which kind the connection is.
+        """
+        outputs, kubeconfigs = {}, {}
+        for name in ("appdb", "nosuch"):
+            kubeconfigs[name] = write_kubeconfig(
+                self.base / f"kubeconfig-{name}", server=self.url(f"/{name}"),
+                ca_pem=self.gateway.tls_cert.read_bytes(), token=self.token,
+            )
+            code, out, err = yield run_kubectl(kubeconfigs[name], "get", "pods")
+            self.assertEqual((code, out), (1, ""), err)
+            outputs[name] = re.sub(r"[EI]\d{4} [0-9:.]+ +\d+ ", "", err)  # klog's time and pid
+        self.assertEqual(outputs["appdb"], outputs["nosuch"])
+        self.assertIn("Error from server (Forbidden)", outputs["appdb"])
+        # (--raw takes the path from the host: the server's /appdb is not prefixed.)
+        code, out, err = yield run_kubectl(kubeconfigs["appdb"], "get", "--raw", "/appdb/api/v1/namespaces/default/pods")
+        self.assertEqual((code, err), (1, 'Error from server (Forbidden): connection "appdb" is of kind postgres, not http\n'))
+        records = self.written()
+        self.assertEqual({r["event"] for r in records}, {"session.refused"})
+        self.assertEqual({r["connection"] for r in records}, {"appdb", "nosuch"})
+
+    @inlineCallbacks
+    def test_forbidden_connection_of_another_kind(self):
+        """
+        If policy does not let the client open it, the answer is policy's,
+        exactly as for a forbidden HTTP connection: no word of its kind.
+        """
+        answers = {}
+        for name in ("secret-db", "secret-web"):
+            for path in ("/x", "/api/v1/pods"):
+                status, headers, body = yield self.curl(f"/{name}{path}")
+                answers[name, path] = (status, headers["content-type"], body.replace(name.encode(), b"<name>"))
+        for path in ("/x", "/api/v1/pods"):
+            self.assertEqual(answers["secret-db", path], answers["secret-web", path])
+            self.assertEqual(answers["secret-db", path][0], 403)
+            self.assertEqual(json.loads(answers["secret-db", path][2])["message" if path != "/x" else "error"],
+                             'denied by policy rule "no-secrets"')
+            self.assertNotIn(b"postgres", answers["secret-db", path][2])
+        records = self.written()
+        self.assertEqual([(r["event"], r["decision"]["rule"]) for r in records], [("session.refused", "no-secrets")] * 4)
+
+    @inlineCallbacks
+    def test_odd_names(self):
+        """
+        Names are exact: APPDB or "appdb " name no connection (refused as
+        unknown, nothing of appdb's kind said); a percent-encoded name is
+        the name it spells, and refused as that connection is.
+        """
+        for path in ("/APPDB/x", "/Appdb/x"):
+            status, _, body = yield self.curl(path)
+            self.assertEqual((status, json.loads(body)["message"]), (403, f"no connection named {path[1:6]!r}"))
+        # No connection name holds a space: refused with the path.
+        status, _, body = yield self.curl("/appdb%20/x")
+        self.assertEqual(status, 404, body)
+        self.assertNotIn(b"postgres", body)
+        status, _, body = yield self.curl("/%61ppdb/x")
+        self.assertEqual((status, json.loads(body)), (403, {"error": 'connection "appdb" is of kind postgres, not http'}))
+        self.assertEqual(
+            [(r["event"], r.get("connection")) for r in self.written()],
+            [("session.refused", "APPDB"), ("session.refused", "Appdb"), ("request.refused", None),
+             ("session.refused", "appdb")],
+        )
 
 
 class KubectlTests(_GatewayCase):

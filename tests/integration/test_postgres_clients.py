@@ -39,7 +39,7 @@ from hoopgw.config import loads
 from hoopgw.gateway import Gateway, shipped_policies
 from hoopgw.model import Identity
 from tests.integration._postgres import PostgresCluster, start_postgres
-from tests.integration._process import run, spawn
+from tests.integration._process import run, spawn, start_tripwire
 from tests.integration.test_postgres_proxy import PSQL, require
 
 try:
@@ -684,6 +684,151 @@ class TargetTLSTests(_GatewayCase):
         self.serve("wrong", "require")
         code, output = yield self.psql("-c", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         self.assertEqual((code, output), (0, b"t\n"))
+
+
+class WrongKindTests(_GatewayCase):
+    """
+    A database name that names a connection of another kind: refused at
+    start-up with what the client can act on, one session.refused record,
+    and the target never reached.  Whom policy does not let open it learns
+    nothing of its kind.
+    """
+
+    def setUp(self):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from twisted.conch.ssh.keys import Key
+
+        host_key = Key(Ed25519PrivateKey.generate()).public().toString("OPENSSH").decode("ascii")
+        self.ssh_port, self.ssh_target = start_tripwire(self)
+        self.http_port, self.http_target = start_tripwire(self)
+        self.start(
+            extra_config=f"""
+[[connections]]
+name = "web1"
+kind = "ssh"
+address = "127.0.0.1:{self.ssh_port}"
+user = "deploy"
+password_env = "HOOPGW_TEST_SCRAM"
+host_key = "{host_key}"
+[[connections]]
+name = "api"
+kind = "http"
+upstream = "http://127.0.0.1:{self.http_port}"
+[[connections]]
+name = "secret-web"
+kind = "ssh"
+address = "127.0.0.1:{self.ssh_port}"
+user = "deploy"
+password_env = "HOOPGW_TEST_SCRAM"
+host_key = "{host_key}"
+[[connections]]
+name = "secret-db"
+kind = "postgres"
+address = "127.0.0.1:{self.ssh_port}"
+database = "postgres"
+user = "app_scram"
+tls = "disable"
+""",
+            extra_policy='[[rule]]\nname = "no-secrets"\neffect = "deny"\nconnections = ["secret-*"]\n'
+            'actions = ["session.open"]\n',
+        )
+        self.before = len(self.all_records())
+        self.addCleanup(self.nothing_reached)
+
+    def all_records(self) -> list[dict[str, Any]]:
+        return list(search(self.base / "data" / "audit"))
+
+    def written(self) -> list[dict[str, Any]]:
+        """The records written since the gateway started."""
+        return self.all_records()[self.before:]
+
+    def nothing_reached(self) -> None:
+        self.assertEqual((self.ssh_target.peers, self.http_target.peers), ([], []))
+        self.assertEqual(self.cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_scram'").strip(), "0")
+
+    def psql_to(self, dbname: str) -> Deferred:
+        dsn = f"host=127.0.0.1 port={self.port} dbname='{dbname}' user=alice sslmode=require"
+        return run([PSQL, "-X", "-A", "-t", dsn, "-c", "SELECT 1"], env=self.env())
+
+    def sqlstate(self, dbname: str) -> Deferred:
+        """
+        The SQLSTATE of the FATAL a start-up naming C{dbname} gets (libpq
+        does not give it for a failed connection, so a raw client reads it).
+        """
+
+        def attempt():
+            client = RawClient(self.port, self.token, database=dbname)
+            client.close()
+            [error] = client.startup_answers
+            self.assertEqual(error.severity, "FATAL")
+            return error.code
+
+        return deferToThread(attempt)
+
+    @inlineCallbacks
+    def test_ssh_connection(self):
+        """
+        psql dbname=<an SSH connection>: FATAL 3D000 naming both kinds, exit
+        status 2; one session.refused record, decided by the gateway itself.
+        """
+        code, output = yield self.psql_to("web1")
+        self.assertEqual(code, 2, output)
+        self.assertIn(b'FATAL:  connection "web1" is of kind ssh, not postgres\n', output)
+        [record] = self.written()
+        self.assertEqual(record["event"], "session.refused")
+        self.assertEqual(
+            (record["connection"], record["protocol"], record["identity"]["sub"], record["client"]["user"]),
+            ("web1", "postgres", "alice", "alice"),
+        )
+        message = 'connection "web1" is of kind ssh, not postgres'
+        self.assertEqual(record["decision"], {"effect": "deny", "rule": "hoopgw", "message": message})
+        self.assertEqual(record["outcome"], {"status": "blocked", "error": message})
+        state = yield self.sqlstate("web1")
+        self.assertEqual(state, "3D000")
+
+    @inlineCallbacks
+    def test_http_connection(self):
+        """psql dbname=<an HTTP connection>: the same, naming http."""
+        code, output = yield self.psql_to("api")
+        self.assertEqual(code, 2, output)
+        self.assertIn(b'FATAL:  connection "api" is of kind http, not postgres\n', output)
+        self.assertEqual([r["event"] for r in self.written()], ["session.refused"])
+
+    @inlineCallbacks
+    def test_forbidden_connection_of_another_kind(self):
+        """
+        If policy does not let the client open the connection, the answer is
+        policy's, exactly as for a forbidden PostgreSQL connection: 28000,
+        the rule, and no word of its kind.
+        """
+        answers = {}
+        for name in ("secret-web", "secret-db"):
+            code, output = yield self.psql_to(name)
+            state = yield self.sqlstate(name)
+            answers[name] = (code, state, output.replace(name.encode(), b"<name>"))
+        self.assertEqual(answers["secret-web"], answers["secret-db"])
+        code, state, output = answers["secret-web"]
+        self.assertEqual((code, state), (2, "28000"))
+        self.assertIn(b'FATAL:  denied by policy rule "no-secrets"\n', output)
+        self.assertNotIn(b"ssh", output)
+        records = self.written()
+        self.assertEqual([r["event"] for r in records], ["session.refused"] * 4)
+        self.assertEqual({r["decision"]["rule"] for r in records}, {"no-secrets"})
+
+    @inlineCallbacks
+    def test_names_in_another_case_or_with_whitespace(self):
+        """
+        Names are exact: "WEB1", "web1 " or " web1" name no connection, and
+        are refused as unknown (28000), saying nothing of web1's kind.
+        """
+        for name in ("WEB1", "web1 ", " web1"):
+            code, output = yield self.psql_to(name)
+            self.assertEqual(code, 2, output)
+            self.assertIn(f"FATAL:  no connection named {name!r}\n".encode(), output)
+            self.assertNotIn(b"ssh", output)
+        records = self.written()
+        self.assertEqual([r["connection"] for r in records], ["WEB1", "web1 ", " web1"])
+        self.assertEqual({r["event"] for r in records}, {"session.refused"})
 
 
 class LargeResultTests(_GatewayCase):

@@ -6,6 +6,7 @@ and the real `psql` and `pgbench` binaries as clients.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -203,10 +204,21 @@ tls = "disable"
 
     @inlineCallbacks
     def test_plaintext_refused(self):
-        """If the client does not use TLS, the gateway refuses before asking for the token."""
+        """
+        If the client does not use TLS, the gateway refuses before asking for
+        the token (psql never sends it), and one request.refused record says
+        who asked for what.
+        """
         code, output = yield self.psql("-c", "SELECT 1", sslmode="disable")
-        self.assertNotEqual(code, 0)
+        self.assertEqual(code, 2, output)
         self.assertIn(b"requires TLS", output)
+        [record] = self.records("request.refused")
+        self.assertEqual(
+            (record["protocol"], record["code"], record["user"], record["request"]),
+            ("postgres", "28000", "alice", {"message": "StartupMessage", "database": "appdb"}),
+        )
+        self.assertNotIn(self.token, json.dumps(record))
+        self.assertEqual(self.records("auth.failed") + self.records("session.*"), [])
 
     @inlineCallbacks
     def test_pgbench_prepared(self):

@@ -14,9 +14,10 @@ from pathlib import Path
 from twisted.conch.ssh.keys import Key
 from twisted.internet.defer import inlineCallbacks
 
+from hoopgw.audit.search import search
 from hoopgw.identity.ssh import openssh_fingerprint
-from tests.integration._process import run, spawn
-from tests.integration._ssh import SFTP, SSH_AGENT, SSHGatewayCase, require
+from tests.integration._process import run, spawn, start_tripwire
+from tests.integration._ssh import SFTP, SSH_AGENT, SSHGatewayCase, public_line, require
 
 
 class SSHProxyTests(SSHGatewayCase):
@@ -289,6 +290,125 @@ class SSHProxyTests(SSHGatewayCase):
         yield self.watch.wait("session.refused")
         [refused] = self.records("session.refused")
         self.assertEqual(refused["connection"], "nosuch")
+
+
+class WrongKindTests(SSHGatewayCase):
+    """
+    An SSH user name that names a connection of another kind: the client
+    reads why, as for any refused session; one session.refused record; the
+    target never reached.  Whom policy does not let open it learns nothing
+    of its kind.
+    """
+
+    policy = """
+[[rule]]
+name = "everyone"
+effect = "allow"
+[[rule]]
+name = "no-secrets"
+effect = "deny"
+connections = ["secret-*"]
+actions = ["session.open"]
+"""
+
+    def extra_config_text(self) -> str:
+        port, self.tripwire = start_tripwire(self)
+        return f"""
+[[connections]]
+name = "appdb"
+kind = "postgres"
+address = "127.0.0.1:{port}"
+database = "app"
+user = "app"
+tls = "disable"
+[[connections]]
+name = "api"
+kind = "http"
+upstream = "http://127.0.0.1:{port}"
+[[connections]]
+name = "secret-db"
+kind = "postgres"
+address = "127.0.0.1:{port}"
+database = "app"
+user = "app"
+tls = "disable"
+[[connections]]
+name = "secret-web"
+kind = "ssh"
+address = "127.0.0.1:{port}"
+user = "deploy"
+key_file = "target_key"
+host_key = "{public_line(Key.fromFile(str(self.base / "target_key.pub")))}"
+"""
+
+    @inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        self.before = len(list(search(self.base / "data" / "audit")))
+        self.addCleanup(lambda: self.assertEqual((self.tripwire.peers, self.tripwire.received), ([], b"")))
+
+    def written(self) -> list[dict]:
+        return list(search(self.base / "data" / "audit"))[self.before:]
+
+    @inlineCallbacks
+    def test_postgres_connection(self):
+        """
+        ssh appdb@gateway (a PostgreSQL connection): exit status 255, and
+        ssh prints "session refused" naming both kinds; the one record is
+        session.refused, decided by the gateway itself (not auth.failed:
+        the client did authenticate).
+        """
+        code, output = yield self.ssh("true", user="appdb")
+        self.assertEqual(code, 255, output)
+        message = 'connection "appdb" is of kind postgres, not ssh'
+        self.assertIn(f"hoopgw: session refused: {message}".encode(), output)
+        yield self.watch.wait("session.refused")
+        [record] = self.written()
+        self.assertEqual(record["event"], "session.refused")
+        self.assertEqual(
+            (record["connection"], record["protocol"], record["identity"]["sub"], record["client"]["user"]),
+            ("appdb", "ssh", "alice", "appdb"),
+        )
+        self.assertEqual(record["decision"], {"effect": "deny", "rule": "hoopgw", "message": message})
+        self.assertEqual(record["outcome"], {"status": "blocked", "error": message})
+
+    @inlineCallbacks
+    def test_http_connection(self):
+        """ssh api@gateway (an HTTP connection): the same, naming http."""
+        code, output = yield self.ssh("true", user="api")
+        self.assertEqual(code, 255, output)
+        self.assertIn(b'hoopgw: session refused: connection "api" is of kind http, not ssh', output)
+        yield self.watch.wait("session.refused")
+        self.assertEqual([r["event"] for r in self.written()], ["session.refused"])
+
+    @inlineCallbacks
+    def test_forbidden_connection_of_another_kind(self):
+        """
+        If policy does not let the client open it, the answer is policy's,
+        exactly as for a forbidden SSH connection: no word of its kind.
+        """
+        outputs = {}
+        for name in ("secret-db", "secret-web"):
+            code, output = yield self.ssh("true", user=name)
+            self.assertEqual(code, 255, output)
+            outputs[name] = output.replace(name.encode(), b"<name>")
+        self.assertEqual(outputs["secret-db"], outputs["secret-web"])
+        self.assertIn(b'hoopgw: session refused: denied by policy rule "no-secrets"', outputs["secret-db"])
+        self.assertNotIn(b"postgres", outputs["secret-db"])
+        yield self.watch.wait("session.refused", 2)
+        records = self.written()
+        self.assertEqual([(r["event"], r["decision"]["rule"]) for r in records], [("session.refused", "no-secrets")] * 2)
+
+    @inlineCallbacks
+    def test_names_in_another_case(self):
+        """User names are exact: APPDB or Appdb names no connection, refused as unknown."""
+        for name in ("APPDB", "Appdb"):
+            code, output = yield self.ssh("true", user=name)
+            self.assertEqual(code, 255, output)
+            self.assertIn(f"hoopgw: session refused: no connection named {name!r}".encode(), output)
+            self.assertNotIn(b"postgres", output)
+        yield self.watch.wait("session.refused", 2)
+        self.assertEqual([r["connection"] for r in self.written()], ["APPDB", "Appdb"])
 
 
 class ShutdownTests(SSHGatewayCase):

@@ -144,7 +144,7 @@ class HeldActionTests(SynchronousTestCase):
         self.policy = StaticPolicy(decisions={"sql.delete": Decision(Effect.review, "review-deletes", "deletes need a DBA", DBA)})
         self.sessions = memory_session_service(connections=(DB,), audit=self.audit, policy=self.policy, clock=self.clock)
         self.sessions.reviews = ReviewService(store=MemoryStore(), append=self.sessions._append, clock=self.clock)
-        self.session = self.successResultOf(self.sessions.open(ALICE, "db", source=Source("postgres", "127.0.0.1:1")))
+        self.session = self.successResultOf(self.sessions.open(ALICE, "db", kind="postgres", source=Source("postgres", "127.0.0.1:1")))
 
     def test_held_until_approved(self) -> None:
         held = []

@@ -24,7 +24,8 @@ Per request, in this order, and nothing reaches the upstream before the end:
     (L{hoopgw.protocols.http.paths}); the request is described as the API
     server would (L{hoopgw.protocols.http.k8s}); its headers are sanitized
     (L{hoopgw.protocols.http.headers});
- 3. the identity's session on the connection is found or opened;
+ 3. the identity's session on the connection is found or opened (403 if
+    policy does not allow it, or the connection is not an HTTP one);
  4. for a mutating method, the body's first C{body_cap} bytes are read (the
     rest waits, unread) so that the audit record can hold them; the action
     (C{k8s.<verb>} for a Kubernetes resource request, else C{http.request})
@@ -66,7 +67,6 @@ request that is answered instead of upgraded closes its client connection
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -503,46 +503,6 @@ class HTTPFrontEnd:
         """Close the idle upstream connections (at listener stop)."""
         return gatherResults([u.close() for u in self.upstreams.values()], consumeErrors=True)
 
-    def refused(
-        self,
-        source: Source,
-        code: int,
-        reason: str,
-        *,
-        head: Head | None = None,
-        identity: Identity | None = None,
-        token: str | None = None,
-    ) -> None:
-        """
-        Audit a request answered before any decision (405, 413, 400, ...):
-        a C{request.refused} record with the source, the identity when it is
-        known (else the presented token's SHA-256, never the token), the
-        method and target, the status and why.
-        """
-        body: dict[str, Any] = {
-            "gateway": self.sessions.gateway,
-            "source": source.address,
-            "protocol": source.protocol,
-            "code": code,
-            "outcome": {"status": Status.blocked.value, "error": reason},
-        }
-        if head is not None:
-            body["request"] = {
-                "method": head.method[:32].decode("latin-1"),
-                # Credentials in the target never reach the trail.
-                "target": redact_target(head.target.decode("latin-1"))[:1024],
-            }
-        if identity is not None:
-            body["identity"] = identity.to_record()
-        elif token is not None:
-            body["credential_sha256"] = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-        try:
-            d = self.sessions.audit.append("request.refused", body)
-        except Exception:
-            log.failure("request.refused record lost")
-            return
-        d.addErrback(lambda f: log.failure("request.refused record lost", f))
-
 
 class _ClosingTLSFactory(TLSMemoryBIOFactory):
     def __init__(self, front: HTTPFrontEnd, *args: Any) -> None:
@@ -762,10 +722,29 @@ class _ClientConnection(Protocol):
         self.proven = True
         _preauth.authenticated(self)
 
-    def refused(self, code: int, reason: str, **what: Any) -> None:
-        """Audit a request refused before a decision (see L{HTTPFrontEnd.refused}); counted per connection."""
+    def refused(
+        self,
+        code: int,
+        reason: str,
+        *,
+        head: Head | None = None,
+        identity: Identity | None = None,
+        token: str | None = None,
+    ) -> None:
+        """
+        Audit a request refused before a decision (405, 413, 400, ...): a
+        C{request.refused} record (L{SessionService.refused}) with the
+        method and target when the head was read; counted per connection.
+        """
         self.refusals += 1
-        self.front.refused(self.source, code, reason, **what)
+        request = None
+        if head is not None:
+            request = {
+                "method": head.method[:32].decode("latin-1"),
+                # Credentials in the target never reach the trail.
+                "target": redact_target(head.target.decode("latin-1"))[:1024],
+            }
+        self.front.sessions.refused(self.source, code, reason, request=request, identity=identity, token=token)
 
     @property
     def may_continue(self) -> bool:
@@ -1281,8 +1260,6 @@ class _Exchange:
 
         if isinstance(routed, PathError):
             return self._refused(routed.status, routed.reason, identity)
-        if connection is not None and connection.kind != "http":
-            return self._refused(404, f"{routed.connection!r} is not an HTTP connection", identity)
         upstream = front.upstreams.get(routed.connection)
         if not (upstream is not None and upstream.impersonate) and any(
             name.casefold() == "_method" for name, _ in routed.raw_query_params
@@ -1459,7 +1436,7 @@ class _Exchange:
         conn = self.conn
         user_agent = self.head.getRawHeaders(b"user-agent")
         client = {"user_agent": user_agent[0].decode("utf-8", "replace")[:200]} if user_agent else {}
-        session = await self.front.sessions.open(identity, name, source=source, client=client)
+        session = await self.front.sessions.open(identity, name, kind="http", source=source, client=client)
         # Ended by the gateway (its access grant ended): HTTP cannot say why
         # mid-request; the connection ends, and the session with it.
         session.on_terminate = lambda reason: conn.abort()

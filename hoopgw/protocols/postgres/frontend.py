@@ -438,14 +438,28 @@ class ClientProtocol(Protocol):
         elif kind is startup.Cancel:
             self._cancel(step.request)  # type: ignore[union-attr]
         else:
-            self._fatal(step.code, step.message)  # type: ignore[union-attr]
+            self._refused(step.code, step.message, message)  # type: ignore[union-attr]
+
+    def _refused(self, code: str, reason: str, message: codec.Message) -> None:
+        """A start-up refused before any session (sent in the clear, out of order): FATAL, and recorded."""
+        request: dict[str, Any] = {"message": type(message).__name__}
+        user = None
+        # The start-up packet refused, or the one before the message refused.
+        asked = message if isinstance(message, codec.StartupMessage) else self.handshake.startup
+        if asked is not None:
+            user = asked.user or ""
+            request["database"] = asked.database or ""
+        self.front.sessions.refused(self.source, code, reason, request=request, user=user)
+        self._fatal(code, reason)
 
     def _authenticate(self, token: str) -> None:
         sessions = self.front.sessions
         handshake = self.handshake
         d = sessions.authenticate_token(token, source=self.source, user=handshake.user)
         d.addCallback(
-            lambda identity: sessions.open(identity, handshake.database, source=self.source, client=handshake.client())
+            lambda identity: sessions.open(
+                identity, handshake.database, kind="postgres", source=self.source, client=handshake.client()
+            )
         )
         d.addCallback(self._session_opened)
         d.addErrback(self._startup_failed, handshake.user)

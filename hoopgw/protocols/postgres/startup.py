@@ -13,6 +13,11 @@ start-up reads to the client (L{refusal}) are here too.
     refused (28000) before the password is asked for.
   - C{CancelRequest} is its own short connection (L{Cancel}).
   - Anything else, or out of order, is a protocol violation (08P01).
+
+A database that names a connection of another kind is refused with 3D000,
+as the server's own "database does not exist", once policy has let the
+client open it; a refused start-up is recorded by the front end
+(C{SessionService.refused}).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 from attrs import frozen
 from twisted.python.failure import Failure
 
-from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted
+from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted, WrongKind
 from hoopgw.protocols.postgres import codec, lexical
 from hoopgw.protocols.postgres.backend import BackendAuthError, TargetUnreachable
 
@@ -182,6 +187,11 @@ def refusal(failure: Failure, user: str) -> Refusal:
     """The L{Refusal} for a start-up that failed with C{failure}."""
     if failure.check(AuthenticationFailed):
         return Refusal("28P01", f'password authentication failed for user "{user}": token rejected ({failure.value.reason})')
+    if failure.check(WrongKind):
+        # As the server's own 'database "x" does not exist' (invalid_catalog_name):
+        # the name is no PostgreSQL database.  Only an identity policy lets
+        # open the connection gets here (see SessionService.open).
+        return Refusal("3D000", str(failure.value))
     if failure.check(NotPermitted):
         return Refusal("28000", str(failure.value))
     if failure.check(AuditUnavailable):

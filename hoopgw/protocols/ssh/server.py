@@ -236,18 +236,11 @@ class _Realm:
     async def _login(self, auth: Authenticated) -> tuple[Any, "GatewayAvatar", Callable[[], None]]:
         front, login = self.front, self.transport.login
         sessions = front.sessions
-        connection = sessions.connections.get(auth.user)
-        if connection is not None and connection.kind != "ssh":
-            sessions.auth_failed(
-                source=login.source,
-                reason=f"{auth.user!r} is a {connection.kind} connection, not an SSH one",
-                method=auth.identity.auth_method,
-                user=auth.user,
-            )
-            raise SessionRefused(f"{auth.user!r} is not an SSH connection")
         client = {"user": auth.user, "software": self.transport.otherVersionString.decode("utf-8", "replace")}
         try:
-            session: Session = await sessions.open(auth.identity, auth.user, source=login.source, client=client)
+            session: Session = await sessions.open(
+                auth.identity, auth.user, kind="ssh", source=login.source, client=client
+            )
         except NotPermitted as e:
             raise SessionRefused(f"session refused: {e}") from None
         except AuditUnavailable:
@@ -575,7 +568,16 @@ class GatewayUserAuthServer(userauth.SSHUserAuthServer):
     def ssh_USERAUTH_INFO_RESPONSE(self, packet: bytes) -> None:
         conversation, self._conversation = self._conversation, None
         if conversation is None:
-            self.transport.sendDisconnect(transport.DISCONNECT_PROTOCOL_ERROR, b"unexpected info response")
+            reason = "unexpected info response"
+            login = self.transport.login
+            login.sessions.refused(
+                login.source,
+                transport.DISCONNECT_PROTOCOL_ERROR,
+                reason,
+                request={"message": "USERAUTH_INFO_RESPONSE"},
+                user=login.user,
+            )
+            self.transport.sendDisconnect(transport.DISCONNECT_PROTOCOL_ERROR, reason.encode("ascii"))
             return
         try:
             count = struct.unpack(">L", packet[:4])[0]

@@ -93,11 +93,13 @@ CLOSE_COMPLETE = codec.GenericMessage.from_body(b"3", b"")
 
 
 class _FrontEndCase(SynchronousTestCase):
+    connections: tuple[Connection, ...] = (CONNECTION,)
+
     def setUp(self) -> None:
         self.audit = MemoryAuditLog()
         self.policy = NoDropPolicy()
         self.sessions = memory_session_service(
-            connections=(CONNECTION,),
+            connections=self.connections,
             audit=self.audit,
             policy=self.policy,
             identity=MemoryIdentityVerifier(tokens={"good-token": ALICE}),
@@ -160,6 +162,78 @@ class _FrontEndCase(SynchronousTestCase):
         parser = codec.FrontendParser()
         parser.feed(codec.encode(codec.StartupMessage({"user": "x"})))
         return parser
+
+
+class StartupRefusalTests(_FrontEndCase):
+    """Start-ups refused before any session: how the client reads them, and what the trail holds."""
+
+    connections = (CONNECTION, Connection(name="web1", kind="ssh", target="127.0.0.1:22"))
+
+    def client(self, *messages: codec.Message) -> TLSStringTransport:
+        client = self.front.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        transport = TLSStringTransport()
+        client.makeConnection(transport)
+        for message in messages:
+            client.dataReceived(codec.encode(message))
+        return transport
+
+    def test_startup_in_the_clear(self) -> None:
+        """
+        If a StartupMessage comes without TLS, the client reads FATAL 28000
+        and one request.refused record says who asked for what (no token was
+        asked for, so there is none to hash).
+        """
+        transport = self.client(codec.StartupMessage({"user": "alice", "database": "appdb"}))
+        [fatal] = frames(transport.value())
+        self.assertEqual((fatal.severity, fatal.code), ("FATAL", "28000"))
+        self.assertTrue(transport.disconnecting)
+        [record] = self.audit.of("request.refused")
+        self.assertEqual(
+            {k: v for k, v in record.items() if k not in ("gateway", "seq", "event")},
+            {
+                "source": "127.0.0.1:50000",
+                "protocol": "postgres",
+                "code": "28000",
+                "request": {"message": "StartupMessage", "database": "appdb"},
+                "user": "alice",
+                "outcome": {"status": "blocked", "error": fatal.message},
+            },
+        )
+        self.assertEqual(self.audit.events(), ["request.refused"])
+
+    def test_out_of_order(self) -> None:
+        """A query where the token should be: FATAL 08P01, and recorded with the message's type."""
+        transport = self.client(
+            codec.SSLRequest(), codec.StartupMessage({"user": "alice", "database": "appdb"}), codec.Query("SELECT 1")
+        )
+        fatal = frames(transport.value()[1:])[-1]
+        self.assertEqual(fatal.code, "08P01")
+        [record] = self.audit.of("request.refused")
+        self.assertEqual(
+            (record["code"], record["request"], record["user"]),
+            ("08P01", {"message": "Query", "database": "appdb"}, "alice"),
+        )
+
+    def test_database_of_another_kind(self) -> None:
+        """
+        If the database names an SSH connection policy lets the client open,
+        the client reads FATAL 3D000 naming both kinds, one session.refused
+        record says so, and nothing is connected to.
+        """
+        transport = self.client(
+            codec.SSLRequest(),
+            codec.StartupMessage({"user": "alice", "database": "web1"}),
+            codec.PasswordMessage(b"good-token"),
+        )
+        fatal = frames(transport.value()[1:])[-1]
+        self.assertEqual(
+            (fatal.severity, fatal.code, fatal.message),
+            ("FATAL", "3D000", 'connection "web1" is of kind ssh, not postgres'),
+        )
+        self.assertEqual(self.backends, [])
+        self.assertEqual(self.audit.events(), ["session.refused"])
+        [record] = self.audit.of("session.refused")
+        self.assertEqual(record["decision"], {"effect": "deny", "rule": "hoopgw", "message": fatal.message})
 
 
 class FrontEndTests(_FrontEndCase):

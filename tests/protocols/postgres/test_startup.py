@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted
+from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted, WrongKind
 from hoopgw.protocols.postgres import codec, lexical, startup
 from hoopgw.protocols.postgres.backend import BackendAuthError, TargetUnreachable
 
@@ -74,6 +74,7 @@ class RefusalTests(SynchronousTestCase):
         cases = (
             (AuthenticationFailed("expired"), "28P01", None, False),
             (NotPermitted(None, "no rule allows it"), "28000", None, False),
+            (WrongKind(None, "web1", "ssh", "postgres"), "3D000", None, False),
             (AuditUnavailable("disk full"), "57P03", None, False),
             (BackendAuthError("bad password"), "08006", "bad password", False),
             (TargetUnreachable("connection refused by 127.0.0.1:5432"), "08001", "connection refused by 127.0.0.1:5432", False),
@@ -83,3 +84,8 @@ class RefusalTests(SynchronousTestCase):
             refusal = startup.refusal(Failure(error), "alice")
             self.assertEqual((refusal.code, refusal.session_error, refusal.unexpected), (code, session_error, unexpected), error)
         self.assertIn('"alice"', startup.refusal(Failure(AuthenticationFailed("expired")), "alice").message)
+
+    def test_wrong_kind_names_the_kind(self) -> None:
+        """A database naming a connection of another kind reads as the server's own 3D000, naming both kinds."""
+        refusal = startup.refusal(Failure(WrongKind(None, "web1", "ssh", "postgres")), "alice")
+        self.assertEqual((refusal.code, refusal.message), ("3D000", 'connection "web1" is of kind ssh, not postgres'))

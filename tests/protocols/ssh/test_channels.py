@@ -93,7 +93,7 @@ class SessionChannelTests(SynchronousTestCase):
         self.audit = MemoryAuditLog()
         self.policy = StaticPolicy()
         sessions = memory_session_service(connections=(WEB1,), audit=self.audit, policy=self.policy)
-        self.session = self.successResultOf(sessions.open(ALICE, "web1", source=Source("ssh", "127.0.0.1:4000")))
+        self.session = self.successResultOf(sessions.open(ALICE, "web1", kind="ssh", source=Source("ssh", "127.0.0.1:4000")))
         self.client_conn = FakeConnection()
         self.target_conn = FakeConnection()
         self.host = Host(session=self.session, target=self.target_conn)
@@ -458,7 +458,7 @@ class MaskedOutputTests(SynchronousTestCase):
         sessions.masking = MaskingService(
             SimpleNamespace(policy_set=PolicySet(masks=[MaskRule("cards", detectors=("card",))])), b"k" * 32
         )
-        session = self.successResultOf(sessions.open(ALICE, "web1", source=Source("ssh", "127.0.0.1:4000")))
+        session = self.successResultOf(sessions.open(ALICE, "web1", kind="ssh", source=Source("ssh", "127.0.0.1:4000")))
         self.client_conn = FakeConnection()
         self.target_conn = FakeConnection()
         self.target = TargetChannel(b"session", conn=self.target_conn, remoteWindow=1 << 20, remoteMaxPacket=1 << 15)
@@ -596,7 +596,7 @@ class FlowControlTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         sessions = memory_session_service(connections=(WEB1,))
-        self.session = self.successResultOf(sessions.open(ALICE, "web1", source=Source("ssh", "127.0.0.1:4000")))
+        self.session = self.successResultOf(sessions.open(ALICE, "web1", kind="ssh", source=Source("ssh", "127.0.0.1:4000")))
         self.client_conn = GatedConnection()
         self.target_conn = GatedConnection()
         self.host = Host(session=self.session, target=self.target_conn)

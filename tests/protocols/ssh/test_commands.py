@@ -310,7 +310,7 @@ class LengthCapTests(SynchronousTestCase):
         self.audit = MemoryAuditLog()
         self.policy = StaticPolicy()
         sessions = memory_session_service(connections=(WEB1,), audit=self.audit, policy=self.policy)
-        session = self.successResultOf(sessions.open(ALICE, "web1", source=Source("ssh", "127.0.0.1:4000")))
+        session = self.successResultOf(sessions.open(ALICE, "web1", kind="ssh", source=Source("ssh", "127.0.0.1:4000")))
         self.target_conn = FakeConnection()
         target = TargetChannel(b"session", conn=self.target_conn, remoteWindow=1 << 20, remoteMaxPacket=1 << 15)
         self.channel = SessionChannel(Host(session=session, target=self.target_conn), target, conn=FakeConnection(),

@@ -42,7 +42,7 @@ class SFTPFilterTests(SynchronousTestCase):
         self.audit = MemoryAuditLog()
         self.policy = StaticPolicy()
         sessions = memory_session_service(connections=(WEB1,), audit=self.audit, policy=self.policy)
-        self.session = self.successResultOf(sessions.open(ALICE, "web1", source=Source("ssh", "127.0.0.1:4000")))
+        self.session = self.successResultOf(sessions.open(ALICE, "web1", kind="ssh", source=Source("ssh", "127.0.0.1:4000")))
         subsystem = self.successResultOf(self.session.check(Action(kind="ssh.subsystem", input="sftp")))
         self.filter = SFTPFilter(self.session, subsystem)
 

@@ -33,6 +33,7 @@ from hoopgw.identity.enrolled import SSHKeyEnrolment
 from hoopgw.identity.service import IdentityService
 from hoopgw.masking.engine import load_key
 from hoopgw.masking.service import MaskingService
+from hoopgw.model import SHUTDOWN_REASON
 from hoopgw.grants import GrantService
 from hoopgw.reviews import ReviewService
 from hoopgw.reviews.webhook import WebhookNotifier
@@ -94,7 +95,6 @@ _INTERRUPTED_LISTED = 1000
 
 
 # Why the sessions live when the gateway stops end (shown to clients, in session.end).
-SHUTDOWN_REASON = "the gateway is shutting down"
 
 
 class _Lifecycle(Service):

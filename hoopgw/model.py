@@ -175,3 +175,7 @@ class Source:
         if ":" in host:
             return cls(protocol, f"[{host}]:{port}")
         return cls(protocol, f"{host}:{port}")
+
+
+# What each client is told when the gateway stops (sessions and connections still logging in alike).
+SHUTDOWN_REASON = "the gateway is shutting down"

@@ -46,7 +46,7 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
 from hoopgw.config import PreauthLimits
-from hoopgw.model import Source
+from hoopgw.model import SHUTDOWN_REASON, Source
 
 __all__ = ["PreauthGuard", "authenticated", "guarded", "refusal", "source_key"]
 
@@ -221,6 +221,9 @@ class _Guarded(ProtocolWrapper):
         self.connected = 0
         if self.pending:
             self._release()
+        timer, self.timer = self.timer, None  # (the abort of a client told the listener stopped)
+        if timer is not None and timer.active():
+            timer.cancel()
         wrapped = self.wrappedProtocol
         # Break the cycles through this wrapper (as ProtocolWrapper does).
         self.__dict__.pop("dataReceived", None)
@@ -385,7 +388,8 @@ class PreauthGuard(WrappingFactory):
     def doStop(self) -> None:
         """
         The listener stops: connections that never authenticated are closed
-        (they could not get anywhere now), and no timer outlives it.
+        (they could not get anywhere now), and no timer outlives it but
+        the short one that aborts a client told why that has not gone.
         """
         for protocol in list(self.pending):
             timer, protocol.timer = protocol.timer, None
@@ -393,8 +397,16 @@ class PreauthGuard(WrappingFactory):
                 timer.cancel()
             protocol.pending = False
             self.release(protocol)
-            if protocol.transport is not None:
+            if protocol.transport is None:
+                continue
+            # Told why where its protocol can say it (PostgreSQL FATAL 57P01,
+            # an SSH disconnect message), as sessions are; closed regardless.
+            goodbye = getattr(protocol.wrappedProtocol, "listener_stopped", None)
+            if goodbye is None:
                 protocol.transport.abortConnection()
+                continue
+            goodbye(SHUTDOWN_REASON)
+            protocol.timer = self.clock.callLater(REFUSAL_GRACE, protocol.transport.abortConnection)
         timer, self._log_timer = self._log_timer, None
         if timer is not None and timer.active():
             timer.cancel()

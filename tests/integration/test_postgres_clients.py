@@ -419,6 +419,42 @@ class ShutdownTests(_GatewayCase):
         self.assertEqual(end["end"]["status"], "terminated")
 
 
+    @inlineCallbacks
+    def test_client_still_logging_in(self):
+        """
+        A client the gateway has asked for its password when it stops reads
+        FATAL 57P01 with the reason too (no session exists yet to tell it).
+        """
+        import ssl
+
+        def ask_for_password() -> ssl.SSLSocket:
+            raw = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            raw.sendall(struct.pack("!ii", 8, 80877103))  # SSLRequest
+            self.assertEqual(raw.recv(1), b"S")
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            tls = context.wrap_socket(raw)
+            body = struct.pack("!i", 196608) + b"user\0alice\0database\0appdb\0\0"
+            tls.sendall(struct.pack("!i", len(body) + 4) + body)
+            self.assertEqual(tls.recv(9)[:1], b"R")  # AuthenticationCleartextPassword
+            return tls
+
+        def read_all(tls: ssl.SSLSocket) -> bytes:
+            data = b""
+            while chunk := tls.recv(4096):
+                data += chunk
+            return data
+
+        tls = yield deferToThread(ask_for_password)
+        self.addCleanup(tls.close)
+        reading = deferToThread(read_all, tls)
+        yield self.gateway.stopService()
+        data = yield reading
+        self.assertEqual(data[:1], b"E")
+        self.assertIn(b"C57P01\0", data)
+        self.assertIn(b"terminating connection due to administrator command (hoopgw: the gateway is shutting down)", data)
+
+
 class CopyTests(_GatewayCase):
     def setUp(self):
         self.start()

@@ -174,9 +174,19 @@ class SSHProxyTests(SSHGatewayCase):
         A target whose host key is not the pinned one is refused: the client
         is told why, and the session's end record names both fingerprints.
         """
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         code, output = yield self.ssh("true", user="impostor")
         self.assertEqual(code, 255, output)
         self.assertIn(b"not the pinned key", output)
+        # One line for the operator, no traceback.
+        lines = [formatEvent(e) for e in events if "cannot connect to the target" in (e.get("log_format") or "")]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("(impostor): cannot connect to the target:", lines[0])
+        self.assertEqual([e for e in events if "log_failure" in e], [])
         yield self.watch.wait("session.end")
         [end] = self.records("session.end")
         self.assertEqual(end["end"]["status"], "failed")
@@ -427,3 +437,25 @@ class ShutdownTests(SSHGatewayCase):
         self.assertIn(b"hoopgw: the gateway is shutting down", proc.output)
         [end] = self.records("session.end")
         self.assertEqual((end["end"]["status"], end["end"]["error"]), ("terminated", "the gateway is shutting down"))
+
+    @inlineCallbacks
+    def test_stop_tells_a_client_still_logging_in(self):
+        """
+        A client the gateway has asked for its token when it stops (no
+        session yet) reads the disconnect message with the reason too.
+        """
+        askpass = self.base / "askpass"
+        asked = self.base / "asked"
+        # Answers only after the gateway has stopped and closed the connection.
+        askpass.write_text(f"#!/bin/sh\ntouch {asked}\nsleep 2\necho not-a-token\n")
+        askpass.chmod(0o755)
+        argv = self.ssh_argv("-n", "-o", "PreferredAuthentications=keyboard-interactive", "true", batch=False)
+        proc = spawn(argv, marker=None, env=self.env(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force",
+                                                      DISPLAY=":0"))
+        from tests.integration.test_postgres_clients import wait_until
+
+        yield wait_until(lambda: asked.exists(), "ssh to ask for the token")
+        yield self.gateway.stopService()
+        code = yield proc.ended
+        self.assertEqual(code, 255, proc.output)
+        self.assertIn(b"hoopgw: the gateway is shutting down", proc.output)

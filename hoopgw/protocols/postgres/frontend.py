@@ -362,6 +362,13 @@ class ClientProtocol(Protocol):
             "the gateway asked the server to cancel it",
         )
 
+    def listener_stopped(self, reason: str) -> None:
+        """The gateway stops while this client is still logging in: FATAL 57P01, as for a session."""
+        if self.session is not None:
+            return  # its session is told (Session.on_terminate)
+        if self.state is not Phase.CLOSED:
+            self._fatal("57P01", f"terminating connection due to administrator command (hoopgw: {reason})")
+
     def _unlink(self) -> None:
         """
         Undo the backpressure links before closing: a TLS transport with a

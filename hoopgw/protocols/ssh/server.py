@@ -254,6 +254,9 @@ class _Realm:
             details: dict[str, Any] = {}
             if isinstance(e, HostKeyMismatch):
                 details["target_host_key"] = {"expected": list(e.expected), "presented": e.presented}
+            # One line for the operator, as PostgreSQL's front end says it (the client and session.end have it too).
+            log.warn("ssh session {session} ({connection}): cannot connect to the target: {error}",
+                     session=session.id, connection=auth.user, error=str(e))
             session.close(status="failed", error=str(e), details=details)
             raise SessionRefused(f"cannot connect to {auth.user!r}: {e}") from None
         avatar = GatewayAvatar(front=front, session=session, target=target, client=self.transport, config=config)
@@ -617,6 +620,15 @@ class GatewayServerTransport(FastPackets, transport.SSHServerTransport):
         self._lost = True
         super().connectionLost(reason)
         self.login.finish()
+
+    def listener_stopped(self, reason: str) -> None:
+        """The gateway stops while this client is still logging in: a disconnect message that says so."""
+        if self._lost:
+            return
+        if self.gotVersion:
+            self.sendDisconnect(transport.DISCONNECT_BY_APPLICATION, f"hoopgw: {reason}".encode("utf-8"))
+        else:  # no version line yet: nothing it could read
+            self.transport.loseConnection()
 
 
 class SSHFrontEnd(factory.SSHFactory):

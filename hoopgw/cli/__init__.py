@@ -171,13 +171,25 @@ def token_cached(args: argparse.Namespace) -> int:
 
 
 def login_command(args: argparse.Namespace) -> int:
-    from hoopgw.cli.login import login, resolve_gateway
+    from hoopgw.cli.login import login, resolve_gateway, whoami
 
     gateway = resolve_gateway(args.gateway)
-    entry = login(gateway, device=args.device, tell=lambda text: print(text, file=sys.stderr, flush=True))
-    print(f"logged in to {gateway} with {entry['issuer']}"
-          + (" (refreshed as needed)" if entry.get("refresh_token") else ""), file=sys.stderr)
+    entry = login(gateway, device=args.device, tell=lambda text: print(_safe_lines(text), file=sys.stderr, flush=True))
+    # Who the IdP vouched for, as the gateway verified it: a login finished
+    # by someone else's code (another account) shows here.
+    try:
+        who = whoami(gateway)
+        as_whom = f" as {who.get('subject')} (groups: {', '.join(who.get('groups') or []) or '-'})"
+    except CommandError as e:
+        as_whom = f" (the gateway did not say who you are: {e})"
+    print(terminal_safe(f"logged in to {gateway} with {entry['issuer']}{as_whom}"
+                        + (", refreshed as needed" if entry.get("refresh_token") else "")), file=sys.stderr)
     return 0
+
+
+def _safe_lines(text: str) -> str:
+    """Text from an IdP or a gateway, for a terminal: its lines kept, every other control character escaped."""
+    return "\n".join(terminal_safe(line) for line in text.split("\n"))
 
 
 def logout_command(args: argparse.Namespace) -> int:
@@ -204,7 +216,8 @@ def config_kubeconfig_command(args: argparse.Namespace) -> int:
     from hoopgw.cli.clients import write_kubeconfig
     from hoopgw.cli.login import resolve_gateway
 
-    name, path = write_kubeconfig(resolve_gateway(args.gateway), args.connection, path=args.kubeconfig, name=args.name)
+    name, path = write_kubeconfig(resolve_gateway(args.gateway), args.connection, path=args.kubeconfig, name=args.name,
+                                  force=args.force)
     where = path or "your kubeconfig"
     print(f"wrote context {name!r} to {where}: kubectl --context {name} get pods", file=sys.stderr)
     return 0
@@ -895,6 +908,7 @@ def parser() -> argparse.ArgumentParser:
     kube.add_argument("--gateway", help="the gateway's API URL (default: $HOOPGW_GATEWAY, or the last logged in to)")
     kube.add_argument("--kubeconfig", help="the file to write (default: kubectl's own: $KUBECONFIG, else ~/.kube/config)")
     kube.add_argument("--name", help="the context's (and its cluster's and user's) name (default: the connection's)")
+    kube.add_argument("--force", action="store_true", help="replace entries of that name hoopgw did not write")
     kube.add_argument("connection", metavar="CONNECTION")
     kube.set_defaults(run=config_kubeconfig_command)
     ssh_setup = setup.add_parser("ssh", help="add a Host for each SSH connection you may open to ~/.ssh/config")
@@ -1084,7 +1098,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             code = args.run(args)
         except (ConfigError, CommandError) as e:
-            print(f"hoopgw: {e}", file=sys.stderr)
+            print(f"hoopgw: {_safe_lines(str(e))}", file=sys.stderr)
             code = 1
         if code:
             # A failure may come from the wrong data dir: say which was used.

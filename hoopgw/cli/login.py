@@ -22,6 +22,7 @@ fine here.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.server
 import json
@@ -29,6 +30,7 @@ import os
 import secrets
 import stat
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -83,15 +85,36 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def private_folder() -> Path:
+    """
+    The credentials folder, made owner-only with its C{hoopgw} parent
+    whatever the umask (another user must not be able to rename it away).
+    """
+    folder = credentials_dir()
+    for part in (folder.parent, folder):
+        part.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(part, 0o700)
+    return folder
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace C{path} (in the credentials folder) atomically with an owner-only file."""
+    private_folder()
+    # A name of its own: two refreshes at once must not write one temporary file.
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 def _write(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        json.dump(data, f, sort_keys=True)
-    os.replace(temporary, path)
+    write_private(path, json.dumps(data, sort_keys=True))
 
 
 def resolve_gateway(gateway: str | None) -> str:
@@ -107,6 +130,19 @@ def resolve_gateway(gateway: str | None) -> str:
 
 
 # -- HTTP ------------------------------------------------------------------------------
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """
+    A redirect is answered as it is, never followed: urllib would carry the
+    bearer token (or a refresh token) to wherever it points, https or not.
+    """
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects())
 
 
 def call(
@@ -133,7 +169,7 @@ def call(
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with _OPENER.open(request, timeout=30) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as e:
         try:
@@ -155,8 +191,10 @@ def _secure(url: str, what: str = "an identity provider") -> str:
     only on this machine: tests, a local IdP, a gateway's loopback API).
     """
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
-        raise LoginError(f"{url}: {what} is reached over https")
+    # Literals only: "localhost" may resolve to ::1 where another user can
+    # bind the port the gateway listens on at 127.0.0.1.
+    if parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "::1"):
+        raise LoginError(f"{url}: {what} is reached over https (plain http only to 127.0.0.1 or [::1])")
     return url
 
 
@@ -170,8 +208,11 @@ def discover(gateway: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise LoginError(f"gateway {gateway} names no issuer to log in with ([[identity.issuers]] login_client_id)")
     issuer = issuers[0]
     code, metadata = _request(_secure(issuer["issuer"].rstrip("/") + "/.well-known/openid-configuration"))
-    if code != 200 or "token_endpoint" not in metadata:
+    if code != 200 or not isinstance(metadata.get("token_endpoint"), str):
         raise LoginError(f"{issuer['issuer']}: no OpenID Provider metadata (answered {code})")
+    if metadata.get("issuer") != issuer["issuer"]:  # OpenID Connect Discovery 1.0, section 4.3
+        raise LoginError(f"{issuer['issuer']}: its metadata names another issuer ({metadata.get('issuer')!r})")
+    _secure(metadata["token_endpoint"])
     return issuer, metadata
 
 
@@ -226,7 +267,9 @@ class _Callback(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 -- http.server's name
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
-        if urllib.parse.urlsplit(self.path).path != "/callback" or not query:
+        # Only this login's answer counts: another local process could call
+        # the port first, to end the login or to slip in its own code (RFC 8252, 8.10).
+        if urllib.parse.urlsplit(self.path).path != "/callback" or query.get("state") != self.server.state:  # type: ignore[attr-defined]
             self.send_error(404)
             return
         self.server.result = query  # type: ignore[attr-defined]
@@ -251,10 +294,11 @@ def browser_login(issuer: dict[str, Any], metadata: dict[str, Any], tell: Callab
     server = http.server.HTTPServer(("127.0.0.1", 0), _Callback)
     server.result = {}  # type: ignore[attr-defined]
     server.timeout = 1
+    state = secrets.token_urlsafe(16)
+    server.state = state  # type: ignore[attr-defined]
     redirect = f"http://127.0.0.1:{server.server_port}/callback"
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    state = secrets.token_urlsafe(16)
     params = {**_params(issuer), "response_type": "code", "redirect_uri": redirect, "state": state,
               "code_challenge": challenge, "code_challenge_method": "S256"}
     if "offline_access" in params["scope"].split():
@@ -306,7 +350,7 @@ def login(gateway: str, *, device: bool = False, tell: Callable[[str], object] =
     entry = _entry(gateway, issuer, metadata, tokens)
     path = credentials_dir() / _file_name(gateway)
     _write(path, entry)
-    (credentials_dir() / "default").write_text(gateway + "\n")
+    write_private(credentials_dir() / "default", gateway + "\n")
     return entry
 
 
@@ -316,6 +360,7 @@ def _entry(gateway: str, issuer: dict[str, Any], metadata: dict[str, Any], token
         "issuer": issuer["issuer"],
         "client_id": issuer["client_id"],
         "token_endpoint": metadata["token_endpoint"],
+        "revocation_endpoint": metadata.get("revocation_endpoint"),
         "access_token": tokens["access_token"],
         "refresh_token": tokens.get("refresh_token"),
         "expires_at": int(time.time()) + int(tokens.get("expires_in") or 300),
@@ -333,11 +378,14 @@ def cached_credential(gateway: str) -> tuple[str, int]:
     entry = _read(path)
     if entry is None:
         raise LoginError(f"not logged in to {gateway}: run hoopgw login --gateway {gateway}")
+    if entry.get("gateway") != gateway:  # one cache file per host and port
+        raise LoginError(f"the token cached for this address is for {entry.get('gateway')}, not {gateway}: "
+                         f"hoopgw login --gateway {gateway}")
     if int(entry.get("expires_at", 0)) - _MARGIN > time.time():
         return str(entry["access_token"]), int(entry["expires_at"])
     if not entry.get("refresh_token"):
         raise LoginError(f"your token for {gateway} expired and the identity provider gave no refresh token: hoopgw login")
-    code, body = _request(entry["token_endpoint"], {
+    code, body = _request(_secure(entry["token_endpoint"]), {
         "grant_type": "refresh_token", "refresh_token": entry["refresh_token"], "client_id": entry["client_id"],
     })
     if code != 200 or "access_token" not in body:
@@ -355,10 +403,17 @@ def logout(gateway: str) -> bool:
     default = credentials_dir() / "default"
     if default.is_file() and default.read_text().strip() == gateway:
         default.unlink()
-    if path.exists():
-        path.unlink()
-        return True
-    return False
+    if not path.exists():
+        return False
+    with contextlib.suppress(LoginError, CommandError):
+        entry = _read(path) or {}
+        if entry.get("refresh_token") and entry.get("revocation_endpoint"):
+            # RFC 7009, best effort: a refresh token outlives the file otherwise.
+            _request(_secure(entry["revocation_endpoint"]), {
+                "token": entry["refresh_token"], "token_type_hint": "refresh_token", "client_id": entry["client_id"],
+            })
+    path.unlink()
+    return True
 
 
 def whoami(gateway: str) -> dict[str, Any]:

@@ -55,6 +55,8 @@ __all__ = [
 
 #: The C{auth_method} of an identity an enrolled key authenticated.
 ENROLLED_METHOD = "ssh-key (enrolled)"
+# The longest an enrolment lasts, whatever its token's expiry (seconds).
+MAX_ENROLMENT = 12 * 3600
 #: Why an enrolled key past its token's expiry is refused (the C{auth.failed} reason).
 EXPIRED = "enrolled key expired"
 
@@ -253,6 +255,10 @@ class Enrolment:
     def of(cls, key: PublicKey, owner: Identity, *, now: float) -> "Enrolment":
         if owner.expires is None:
             raise ValueError("an enrolment lasts until its token expires: the token has no expiry")
+        # Never past the token, and never long past now whatever the token
+        # says: a key withdrawn from the issuer's JWKS stops new tokens, and
+        # an enrolment made with an old one must not outlive that by days.
+        expires = min(owner.expires, int(now) + MAX_ENROLMENT)
         identity = Identity(
             issuer=owner.issuer,
             subject=owner.subject,
@@ -260,9 +266,9 @@ class Enrolment:
             auth_method=ENROLLED_METHOD,
             token_id=key.fingerprint,
             credential_sha256=hashlib.sha256(key.blob).hexdigest(),
-            expires=owner.expires,
+            expires=expires,
         )
-        return cls(key=key, owner=owner, enrolled=now, expires=owner.expires, identity=identity)
+        return cls(key=key, owner=owner, enrolled=now, expires=expires, identity=identity)
 
     def to_json(self) -> dict[str, Any]:
         """What the API answers about it."""

@@ -132,6 +132,10 @@ impersonate = true
         for _ in range(2):
             code, output = yield self.hoopgw("config", "kubeconfig", "--kubeconfig", str(kubeconfig), "k8s")
             self.assertEqual(code, 0, output)
+        # An entry hoopgw did not write is kept, unless --force.
+        code, output = yield self.hoopgw("config", "kubeconfig", "--kubeconfig", str(kubeconfig), "--name", "other", "k8s")
+        self.assertEqual(code, 1, output)
+        self.assertIn(b"already has an entry named 'other' that hoopgw did not write", output)
         self.fake.add_pod("db")
         code, out, err = yield run_split([self.kubectl, "--kubeconfig", str(kubeconfig), "--context", "k8s",
                                           "get", "pods", "-o", "name"], env=self.env())

@@ -67,7 +67,7 @@ login_resource = "urn:hoopgw"
         yield deferToThread(_browser.run, url, "alice")
         code = yield proc.ended
         self.assertEqual(code, 0, proc.output)
-        self.assertIn(b"(refreshed as needed)", proc.output)
+        self.assertIn(b"as alice (groups: dba, dev), refreshed as needed", proc.output)
 
         cache = self.home / "hoopgw" / "credentials"
         [entry_path] = [p for p in cache.iterdir() if p.suffix == ".json"]

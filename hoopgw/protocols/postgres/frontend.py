@@ -46,7 +46,7 @@ from zope.interface import implementer
 from hoopgw.config import PostgresSettings
 from hoopgw.errors import AuditUnavailable, NotPermitted
 from hoopgw.model import Action, Connection, Outcome, Source, Status
-from hoopgw.policy.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
+from hoopgw.protocols.postgres.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
 from hoopgw.protocols import _preauth, _tls as tls, set_no_delay
 from hoopgw.protocols.postgres import codec, lexical, reach, startup
 from hoopgw.protocols.postgres.reach import RelationGraph

@@ -34,25 +34,25 @@ __all__ = [
     "ConfigChoice",
     "DEFAULT_CONFIG_PATH",
     "GatewaySettings",
-    "HTTPSettings",
     "IdentitySettings",
     "IssuerSettings",
     "ListenSettings",
-    "PostgresSettings",
     "PreauthLimits",
     "PreauthSettings",
     "ReviewsSettings",
     "SSHKeyIdentity",
-    "SSHSettings",
     "SecretRef",
+    "Table",
     "TLSSettings",
     "config_sha256",
     "effective_config",
     "find_config",
+    "format_address",
     "load",
     "loads",
     "parse_duration",
     "quickstart",
+    "setting_default",
     "url_problem",
 ]
 
@@ -205,74 +205,6 @@ class AuditSettings:
     witness_vkeys: tuple[tuple[str, str], ...] = ()
 
 
-@frozen
-class PostgresSettings:
-    host: str
-    port: int
-    database: str
-    user: str
-    password: SecretRef | None = None
-    tls: str = "verify-full"  # disable | require | verify-full
-    ca_file: Path | None = None
-    # How the target may make the gateway prove the connection's password
-    # (libpq's require_auth).  SCRAM sends only a proof; MD5 sends a hash a
-    # man in the middle can relay, "password" the password itself, so both
-    # must be asked for.  "none": a target that asks for nothing (trust).
-    require_auth: tuple[str, ...] = ("scram-sha-256", "none")
-    # Seconds for the target leg's TCP connect, TLS, login and start-up.
-    login_timeout: int = 30
-
-
-@frozen
-class SSHSettings:
-    host: str
-    port: int
-    user: str
-    key: SecretRef | None = None  # key_file
-    password: SecretRef | None = None
-    host_key: str | None = None
-    known_hosts: Path | None = None
-    # Keystrokes in terminal recordings ("i" events): off by default, as they
-    # include whatever is typed at prompts that do not echo (passwords).
-    record_input: bool = False
-    # Output of commands run without a terminal (ssh host cmd) recorded as
-    # asciicast too: off by default, as it may be bulk data (backups, dumps).
-    record_exec_output: bool = False
-    # Terminal and exec output passes the detectors of the masks that apply
-    # before it reaches the client (recordings are masked whatever this says).
-    mask_terminal: bool = False
-    # Keep-alives on both legs (keepalive@openssh.com): a peer that leaves
-    # keepalive_count_max requests unanswered, keepalive_interval seconds
-    # apart, is taken for dead and its session ended.  0 turns them off.
-    keepalive_interval: int = 15
-    keepalive_count_max: int = 3
-    # Seconds for the target leg's TCP connect, key exchange and login.
-    login_timeout: int = 30
-
-
-@frozen
-class HTTPSettings:
-    upstream: str
-    token: SecretRef | None = None
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    ca_file: Path | None = None
-    insecure: bool = False
-    impersonate: bool = False
-    pass_cookies: bool = False
-    # Keystrokes in kubectl exec -it recordings ("i" events), as for SSH.
-    record_input: bool = False
-    # An exec or attach without a terminal recorded too, as for SSH: off by
-    # default, as its output may be bulk data (kubectl exec ... -- tar c).
-    record_exec_output: bool = False
-    # An exec, attach or port-forward silent both ways this long is closed
-    # (the kubelet's own streaming idle timeout defaults to 4 h).  0: never.
-    upgrade_idle_timeout: int = 4 * 3600
-    # The longest a request is held for review before it expires, whatever
-    # the rule's review.timeout: an HTTP client waits for its response.
-    hold_timeout: int = 60
-
-
 CONNECTION_KINDS = ("http", "postgres", "ssh")
 
 
@@ -339,9 +271,11 @@ class Config:
 # --- loading ---------------------------------------------------------------
 
 
-def _default(cls: type, name: str) -> Any:
+def setting_default(cls: type, name: str) -> Any:
+    """The default of field C{name} of the attrs class C{cls}, for parsers that fill in what a table omits."""
     # Slotted attrs classes keep defaults on their fields, not as class attributes.
     return getattr(attrs.fields(cls), name).default
+
 
 
 # Connection names appear in URLs, database names and SSH user names.
@@ -354,9 +288,6 @@ _CONNECTION_NAME_EXPECTED = (
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})", re.ASCII)
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
-_DEFAULT_PORTS = {"postgres": 5432, "ssh": 22}
-_TLS_MODES = ("disable", "require", "verify-full")
-_PG_AUTH_METHODS = ("scram-sha-256", "md5", "password", "none")
 _SYNC_MODES = ("batched", "strict")
 # Asymmetric algorithms only: a JWKS holds public keys, and "none" or an
 # HMAC algorithm would let anyone holding the "public" key mint tokens.
@@ -376,10 +307,10 @@ _DURATION_EXPECTED = (
     'a positive duration such as "30s", "15m", "2h", "1d" or "1h30m" (or whole seconds)'
 )
 _LISTEN_EXAMPLES = {
-    "postgres": _default(ListenSettings, "postgres"),
-    "ssh": _default(ListenSettings, "ssh"),
-    "http": _default(ListenSettings, "http"),
-    "api": _default(ListenSettings, "api"),
+    "postgres": setting_default(ListenSettings, "postgres"),
+    "ssh": setting_default(ListenSettings, "ssh"),
+    "http": setting_default(ListenSettings, "http"),
+    "api": setting_default(ListenSettings, "api"),
 }
 _TOP_KEYS = ("audit", "connections", "gateway", "identity", "listen", "preauth", "reviews", "tls")
 _REVIEWS_KEYS = ("api_url", "webhook", "webhook_secret_env", "webhook_secret_file")
@@ -387,55 +318,6 @@ _PREAUTH_KEYS = ("max_bytes", "max_per_listener", "max_per_source", "timeout")
 # A pre-authentication byte budget below this would cut off a TLS handshake
 # followed by a request head or a token.
 _MIN_PREAUTH_BYTES = 64 * 1024
-_CONNECTION_KEYS = {
-    "postgres": (
-        "address",
-        "ca_file",
-        "database",
-        "kind",
-        "login_timeout",
-        "name",
-        "password_env",
-        "password_file",
-        "require_auth",
-        "tls",
-        "user",
-    ),
-    "ssh": (
-        "address",
-        "host_key",
-        "key_file",
-        "kind",
-        "known_hosts",
-        "name",
-        "password_env",
-        "keepalive_count_max",
-        "keepalive_interval",
-        "login_timeout",
-        "mask_terminal",
-        "password_file",
-        "record_exec_output",
-        "record_input",
-        "user",
-    ),
-    "http": (
-        "ca_file",
-        "client_cert",
-        "client_key",
-        "hold_timeout",
-        "impersonate",
-        "insecure",
-        "kind",
-        "name",
-        "pass_cookies",
-        "record_exec_output",
-        "record_input",
-        "token_env",
-        "token_file",
-        "upgrade_idle_timeout",
-        "upstream",
-    ),
-}
 
 
 def _key_part(key: str) -> str:
@@ -455,7 +337,7 @@ class _Reader:
         return ConfigError(self.file, key, expected)
 
 
-class _Table:
+class Table:
     """
     One TOML table at a known key path, with typed accessors whose errors
     name the full key (C{connections[1].address}).
@@ -641,15 +523,48 @@ class _Table:
             return SecretRef(file=file)
         return None
 
-    def table(self, name: str) -> "_Table":
+    def required(self, name: str, what: str) -> str:
+        """A string that must be there (C{what} says what it holds, for errors)."""
+        value = self.string(name, required=True, what=what)
+        assert value is not None
+        return value
+
+    def address(self, default_port: int, name: str = "address") -> tuple[str, int]:
+        """
+        A target's required C{"host:port"}, C{"[v6]:port"} or C{"host"}
+        (then C{default_port}), as (host, port).
+        """
+        example = f'"host:port" (e.g. "127.0.0.1:{default_port}" or "[::1]:{default_port}")'
+        text = self.required(name, example)
+        try:
+            return _parse_address(text, default_port)
+        except ValueError as e:
+            raise self.error(name, f"expected {example}, got {_quote(text)}: {e}") from None
+
+    def url(self, name: str, schemes: tuple[str, ...], *, required: bool = False, what: str = "a URL") -> str | None:
+        """An absolute URL of one of C{schemes}, without credentials, query or fragment (L{url_problem})."""
+        value = self.string(name, required=required, what=what)
+        if value is not None:
+            _check_url(self, name, value, schemes)
+        return value
+
+    def public_key(self, name: str) -> str | None:
+        """An OpenSSH public key line, checked and stripped."""
+        text = self.string(name, what="an OpenSSH public key line")
+        if text is None:
+            return None
+        _parse_public_key(self, name, text)
+        return text.strip()
+
+    def table(self, name: str) -> "Table":
         value = self.data.get(name, {})
         if not isinstance(value, dict):
             raise self.error(
                 name, f"expected a table ([{self.key(name)}]), got {_type_name(value)}"
             )
-        return _Table(self.reader, self.key(name), value)
+        return Table(self.reader, self.key(name), value)
 
-    def tables(self, name: str) -> list["_Table"]:
+    def tables(self, name: str) -> list["Table"]:
         value = self.data.get(name, [])
         what = f"an array of tables ([[{self.key(name)}]])"
         if not isinstance(value, list):
@@ -659,11 +574,11 @@ class _Table:
             key = f"{self.key(name)}[{index}]"
             if not isinstance(item, dict):
                 raise self.reader.error(key, f"expected a table, got {_type_name(item)}")
-            result.append(_Table(self.reader, key, item))
+            result.append(Table(self.reader, key, item))
         return result
 
 
-def _check_readable(table: _Table, name: str, path: Path, what: str) -> None:
+def _check_readable(table: Table, name: str, path: Path, what: str) -> None:
     # Opening is enough to prove readability; the content (maybe a secret) is
     # not read here, so it is never held by the configuration.
     try:
@@ -726,7 +641,8 @@ def _parse_address(text: str, default_port: int) -> tuple[str, int]:
     return host, port
 
 
-def _format_address(host: str, port: int) -> str:
+def format_address(host: str, port: int) -> str:
+    """C{host:port}, or C{[v6]:port}: a target as messages and records show it."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -750,13 +666,13 @@ def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     return None
 
 
-def _check_url(table: _Table, name: str, url: str, schemes: tuple[str, ...]) -> None:
+def _check_url(table: Table, name: str, url: str, schemes: tuple[str, ...]) -> None:
     problem = url_problem(url, schemes)
     if problem is not None:
         raise table.error(name, problem)
 
 
-def _parse_public_key(table: _Table, name: str, text: str) -> bytes:
+def _parse_public_key(table: Table, name: str, text: str) -> bytes:
     """Check an OpenSSH public key line; return its wire-format blob."""
     from twisted.conch.ssh.keys import BadKeyError, Key
 
@@ -776,7 +692,7 @@ def _parse_public_key(table: _Table, name: str, text: str) -> bytes:
         raise table.error(name, f"expected {what}, got {_quote(text)}: {reason}") from None
 
 
-def _check_endpoint(table: _Table, name: str, text: str) -> Any:
+def _check_endpoint(table: Table, name: str, text: str) -> Any:
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.testing import MemoryReactor
 
@@ -795,7 +711,7 @@ def _check_endpoint(table: _Table, name: str, text: str) -> Any:
     return endpoint
 
 
-def _gateway(reader: _Reader, table: _Table) -> GatewaySettings:
+def _gateway(reader: _Reader, table: Table) -> GatewaySettings:
     table.check_keys(("data_dir", "name", "policies"))
     name = table.string("name", what="a gateway name")
     if name is not None and not name.isprintable():
@@ -804,14 +720,14 @@ def _gateway(reader: _Reader, table: _Table) -> GatewaySettings:
             "expected a gateway name of printable characters, got a string with control characters",
         )
     return GatewaySettings(
-        name=name if name is not None else _default(GatewaySettings, "name"),
+        name=name if name is not None else setting_default(GatewaySettings, "name"),
         data_dir=table.path_value("data_dir")
-        or Path(reader.base_dir, _default(GatewaySettings, "data_dir")),
+        or Path(reader.base_dir, setting_default(GatewaySettings, "data_dir")),
         policies=table.path_value("policies"),
     )
 
 
-def _listen(table: _Table) -> ListenSettings:
+def _listen(table: Table) -> ListenSettings:
     names = tuple(_LISTEN_EXAMPLES)
     table.check_keys(names)
     values: dict[str, str | None] = {}
@@ -843,7 +759,7 @@ def _listen(table: _Table) -> ListenSettings:
     return ListenSettings(**values)
 
 
-def _tls(table: _Table) -> TLSSettings:
+def _tls(table: Table) -> TLSSettings:
     table.check_keys(("cert_file", "key_file"))
     for present, absent in (("cert_file", "key_file"), ("key_file", "cert_file")):
         if table.has(present) and not table.has(absent):
@@ -856,7 +772,7 @@ def _tls(table: _Table) -> TLSSettings:
     )
 
 
-def _issuer(table: _Table) -> IssuerSettings:
+def _issuer(table: Table) -> IssuerSettings:
     table.check_keys(
         (
             "algorithms",
@@ -887,7 +803,7 @@ def _issuer(table: _Table) -> IssuerSettings:
         parts = urlsplit(issuer)
         if parts.scheme != "https" or not parts.hostname:
             raise table.error("issuer", f"expected {what}, got {_quote(issuer)}")
-    algorithms = table.strings("algorithms", _default(IssuerSettings, "algorithms"), non_empty=True)
+    algorithms = table.strings("algorithms", setting_default(IssuerSettings, "algorithms"), non_empty=True)
     for index, algorithm in enumerate(algorithms):
         if algorithm not in _JWT_ALGORITHMS:
             raise table.reader.error(
@@ -900,21 +816,21 @@ def _issuer(table: _Table) -> IssuerSettings:
         jwks_uri=jwks_uri,
         jwks_file=jwks_file,
         groups_claim=table.string("groups_claim", what="a claim name")
-        or _default(IssuerSettings, "groups_claim"),
+        or setting_default(IssuerSettings, "groups_claim"),
         subject_claim=table.string("subject_claim", what="a claim name")
-        or _default(IssuerSettings, "subject_claim"),
+        or setting_default(IssuerSettings, "subject_claim"),
         algorithms=algorithms,
         leeway_seconds=table.duration(
-            "leeway", _default(IssuerSettings, "leeway_seconds"), allow_zero=True
+            "leeway", setting_default(IssuerSettings, "leeway_seconds"), allow_zero=True
         ),
         ca_file=table.path_value("ca_file", check="file"),
         login_client_id=table.string("login_client_id", what="the client id `hoopgw login` uses at this issuer"),
-        login_scopes=table.strings("login_scopes", _default(IssuerSettings, "login_scopes"), non_empty=True),
+        login_scopes=table.strings("login_scopes", setting_default(IssuerSettings, "login_scopes"), non_empty=True),
         login_resource=table.string("login_resource", what="a resource indicator (RFC 8707), e.g. a URL or URN"),
     )
 
 
-def _identity(table: _Table) -> IdentitySettings:
+def _identity(table: Table) -> IdentitySettings:
     table.check_keys(("dev_issuer", "dev_token_max_ttl", "issuers", "ssh_keys"))
     issuers = []
     seen_issuers: dict[str, str] = {}
@@ -950,16 +866,16 @@ def _identity(table: _Table) -> IdentitySettings:
             )
         )
     return IdentitySettings(
-        dev_issuer=table.boolean("dev_issuer", _default(IdentitySettings, "dev_issuer")),
+        dev_issuer=table.boolean("dev_issuer", setting_default(IdentitySettings, "dev_issuer")),
         dev_token_max_ttl_seconds=table.duration(
-            "dev_token_max_ttl", _default(IdentitySettings, "dev_token_max_ttl_seconds")
+            "dev_token_max_ttl", setting_default(IdentitySettings, "dev_token_max_ttl_seconds")
         ),
         issuers=tuple(issuers),
         ssh_keys=tuple(ssh_keys),
     )
 
 
-def _audit(table: _Table) -> AuditSettings:
+def _audit(table: Table) -> AuditSettings:
     table.check_keys(
         (
             "checkpoint_every",
@@ -972,19 +888,19 @@ def _audit(table: _Table) -> AuditSettings:
     )
     witnesses, witness_vkeys = _audit_witnesses(table)
     return AuditSettings(
-        sync=table.choice("sync", _SYNC_MODES, _default(AuditSettings, "sync")),
+        sync=table.choice("sync", _SYNC_MODES, setting_default(AuditSettings, "sync")),
         sync_window_ms=table.positive_int(
-            "sync_window_ms", _default(AuditSettings, "sync_window_ms")
+            "sync_window_ms", setting_default(AuditSettings, "sync_window_ms")
         ),
         checkpoint_every=table.positive_int(
-            "checkpoint_every", _default(AuditSettings, "checkpoint_every")
+            "checkpoint_every", setting_default(AuditSettings, "checkpoint_every")
         ),
         checkpoint_interval_seconds=table.duration(
-            "checkpoint_interval", _default(AuditSettings, "checkpoint_interval_seconds")
+            "checkpoint_interval", setting_default(AuditSettings, "checkpoint_interval_seconds")
         ),
         witnesses=witnesses,
         witness_timeout_seconds=table.duration(
-            "witness_timeout", _default(AuditSettings, "witness_timeout_seconds")
+            "witness_timeout", setting_default(AuditSettings, "witness_timeout_seconds")
         ),
         witness_vkeys=witness_vkeys,
     )
@@ -997,7 +913,7 @@ _WITNESS_EXPECTED = (
 )
 
 
-def _audit_witnesses(table: _Table) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+def _audit_witnesses(table: Table) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """
     C{[audit] witness}: one entry or an array of them, each an http(s)
     URL (the witness's submission prefix; checkpoints go to
@@ -1084,7 +1000,7 @@ def _audit_witnesses(table: _Table) -> tuple[tuple[str, ...], tuple[tuple[str, s
     return tuple(result), tuple(vkeys)
 
 
-def _preauth_limits(table: _Table, base: PreauthLimits) -> PreauthLimits:
+def _preauth_limits(table: Table, base: PreauthLimits) -> PreauthLimits:
     max_bytes = table.positive_int("max_bytes", base.max_bytes)
     if max_bytes < _MIN_PREAUTH_BYTES:
         raise table.error(
@@ -1100,7 +1016,7 @@ def _preauth_limits(table: _Table, base: PreauthLimits) -> PreauthLimits:
     )
 
 
-def _preauth(table: _Table) -> PreauthSettings:
+def _preauth(table: Table) -> PreauthSettings:
     """
     C{[preauth]}: its keys apply to every listener, C{[preauth.<listener>]}
     overrides them for one; a key set nowhere keeps the listener's default.
@@ -1117,7 +1033,7 @@ def _preauth(table: _Table) -> PreauthSettings:
     return PreauthSettings(**values)
 
 
-def _reviews(table: _Table, listen: ListenSettings) -> ReviewsSettings:
+def _reviews(table: Table, listen: ListenSettings) -> ReviewsSettings:
     table.check_keys(_REVIEWS_KEYS)
     webhook = table.string("webhook", what="a URL")
     if webhook is not None:
@@ -1138,111 +1054,25 @@ def _reviews(table: _Table, listen: ListenSettings) -> ReviewsSettings:
     )
 
 
-def _address(table: _Table, kind: str) -> tuple[str, int]:
-    default_port = _DEFAULT_PORTS[kind]
-    example = f'"host:port" (e.g. "127.0.0.1:{default_port}" or "[::1]:{default_port}")'
-    text = table.string("address", required=True, what=example)
-    assert text is not None
-    try:
-        return _parse_address(text, default_port)
-    except ValueError as e:
-        raise table.error("address", f"expected {example}, got {_quote(text)}: {e}") from None
+def _connection(table: Table) -> Connection:
+    from hoopgw.protocols.http import settings as http
+    from hoopgw.protocols.postgres import settings as postgres
+    from hoopgw.protocols.ssh import settings as ssh
 
-
-def _connection(table: _Table) -> Connection:
+    kinds = {"http": http, "postgres": postgres, "ssh": ssh}
     kind = table.choice("kind", CONNECTION_KINDS, None)
-    table.check_keys(_CONNECTION_KEYS[kind])
+    module = kinds[kind]
+    table.check_keys(("kind", "name") + module.KEYS)
     name = table.string("name", required=True, what="a connection name")
     assert name is not None
     if not CONNECTION_NAME.fullmatch(name):
         raise table.error("name", f"{_CONNECTION_NAME_EXPECTED}, got {_quote(name)}")
-    settings: PostgresSettings | SSHSettings | HTTPSettings
-    if kind == "postgres":
-        host, port = _address(table, kind)
-        target = _format_address(host, port)
-        settings = PostgresSettings(
-            host=host,
-            port=port,
-            database=_required(table, "database", "a database name on the target"),
-            user=_required(table, "user", "a user name on the target"),
-            password=table.secret("password_env", "password_file"),
-            tls=table.choice("tls", _TLS_MODES, _default(PostgresSettings, "tls")),
-            ca_file=table.path_value("ca_file", check="file"),
-            require_auth=table.subset("require_auth", _PG_AUTH_METHODS, _default(PostgresSettings, "require_auth")),
-            login_timeout=table.duration("login_timeout", _default(PostgresSettings, "login_timeout")),
-        )
-    elif kind == "ssh":
-        host, port = _address(table, kind)
-        target = _format_address(host, port)
-        user = _required(table, "user", "a user name on the target")
-        credentials = ("key_file", "password_env", "password_file")
-        if not any(table.has(credential) for credential in credentials):
-            raise table.error(None, f"missing credential; expected one of {quote_choices(credentials)}")
-        table.at_most_one(credentials)
-        host_keys = ("host_key", "known_hosts")
-        if not any(table.has(check) for check in host_keys):
-            # The target's host key is always checked: a proxy that accepts any
-            # key is a man in the middle.
-            raise table.error(None, f"missing host key check; expected one of {quote_choices(host_keys)}")
-        table.at_most_one(host_keys)
-        key_file = table.path_value("key_file", check="secret file")
-        host_key = table.string("host_key", what="an OpenSSH public key line")
-        if host_key is not None:
-            _parse_public_key(table, "host_key", host_key)
-            host_key = host_key.strip()
-        settings = SSHSettings(
-            host=host,
-            port=port,
-            user=user,
-            key=SecretRef(file=key_file) if key_file is not None else None,
-            password=table.secret("password_env", "password_file"),
-            host_key=host_key,
-            known_hosts=table.path_value("known_hosts", check="file"),
-            record_input=table.boolean("record_input", _default(SSHSettings, "record_input")),
-            record_exec_output=table.boolean("record_exec_output", _default(SSHSettings, "record_exec_output")),
-            mask_terminal=table.boolean("mask_terminal", _default(SSHSettings, "mask_terminal")),
-            keepalive_interval=table.duration(
-                "keepalive_interval", _default(SSHSettings, "keepalive_interval"), allow_zero=True
-            ),
-            keepalive_count_max=table.positive_int("keepalive_count_max", _default(SSHSettings, "keepalive_count_max")),
-            login_timeout=table.duration("login_timeout", _default(SSHSettings, "login_timeout")),
-        )
-    else:
-        upstream = _required(table, "upstream", 'an upstream URL (e.g. "https://127.0.0.1:6443")')
-        _check_url(table, "upstream", upstream, ("https", "http"))
-        target = upstream
-        for present, absent in (("client_cert", "client_key"), ("client_key", "client_cert")):
-            if table.has(present) and not table.has(absent):
-                raise table.error(
-                    absent, f"missing required key; expected a path, since {_quote(present)} is set"
-                )
-        settings = HTTPSettings(
-            upstream=upstream,
-            token=table.secret("token_env", "token_file"),
-            client_cert=table.path_value("client_cert", check="file"),
-            client_key=table.path_value("client_key", check="secret file"),
-            ca_file=table.path_value("ca_file", check="file"),
-            insecure=table.boolean("insecure", _default(HTTPSettings, "insecure")),
-            impersonate=table.boolean("impersonate", _default(HTTPSettings, "impersonate")),
-            pass_cookies=table.boolean("pass_cookies", _default(HTTPSettings, "pass_cookies")),
-            record_input=table.boolean("record_input", _default(HTTPSettings, "record_input")),
-            record_exec_output=table.boolean("record_exec_output", _default(HTTPSettings, "record_exec_output")),
-            upgrade_idle_timeout=table.duration(
-                "upgrade_idle_timeout", _default(HTTPSettings, "upgrade_idle_timeout"), allow_zero=True
-            ),
-            hold_timeout=table.duration("hold_timeout", _default(HTTPSettings, "hold_timeout")),
-        )
+    target, settings = module.parse_connection(table)
     return Connection(name=name, kind=kind, target=target, settings=settings)
 
 
-def _required(table: _Table, name: str, what: str) -> str:
-    value = table.string(name, required=True, what=what)
-    assert value is not None
-    return value
-
-
 def _config(reader: _Reader, document: dict[str, Any], source: Path | None) -> Config:
-    top = _Table(reader, "", document)
+    top = Table(reader, "", document)
     top.check_keys(_TOP_KEYS)
     gateway = _gateway(reader, top.table("gateway"))
     listen = _listen(top.table("listen"))
@@ -1352,7 +1182,7 @@ def quickstart(*, base_dir: Path | None = None) -> Config:
     base = (Path.cwd() if base_dir is None else Path(base_dir)).absolute()
     return Config(
         source=None,
-        gateway=GatewaySettings(data_dir=base / _default(GatewaySettings, "data_dir")),
+        gateway=GatewaySettings(data_dir=base / setting_default(GatewaySettings, "data_dir")),
     )
 
 

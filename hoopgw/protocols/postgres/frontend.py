@@ -43,9 +43,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from hoopgw.config import PostgresSettings
 from hoopgw.errors import AuditUnavailable, NotPermitted
 from hoopgw.model import Action, Connection, Outcome, Source, Status
+from hoopgw.protocols.postgres.settings import PostgresSettings
 from hoopgw.protocols.postgres.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
 from hoopgw.protocols import _preauth, _tls as tls, set_no_delay
 from hoopgw.protocols.postgres import codec, lexical, reach, startup

@@ -14,8 +14,9 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -26,9 +27,12 @@ from hoopgw.errors import describe_type as _type_name
 from hoopgw.errors import quote as _quote
 from hoopgw.model import Connection
 
+if TYPE_CHECKING:
+    from hoopgw.frontends import FrontEnds
+
 __all__ = [
+    "API_LISTENER",
     "AuditSettings",
-    "CONNECTION_KINDS",
     "CONFIG_ENV",
     "Config",
     "ConfigChoice",
@@ -127,16 +131,6 @@ class GatewaySettings:
 
 
 @frozen
-class ListenSettings:
-    """Twisted server endpoint strings; C{None} disables a listener."""
-
-    postgres: str | None = "tcp:15432:interface=127.0.0.1"
-    ssh: str | None = "tcp:12222:interface=127.0.0.1"
-    http: str | None = "tcp:18443:interface=127.0.0.1"
-    api: str | None = "tcp:18009:interface=127.0.0.1"
-
-
-@frozen
 class TLSSettings:
     """The gateway's own certificate; generated (self-signed) in data_dir if unset."""
 
@@ -205,9 +199,6 @@ class AuditSettings:
     witness_vkeys: tuple[tuple[str, str], ...] = ()
 
 
-CONNECTION_KINDS = ("http", "postgres", "ssh")
-
-
 @frozen
 class PreauthLimits:
     """
@@ -223,14 +214,90 @@ class PreauthLimits:
     max_bytes: int = 256 * 1024
 
 
-@frozen
-class PreauthSettings:
-    """L{PreauthLimits} per listener; SSH allows 120 s as OpenSSH's LoginGraceTime."""
+#: The admin API's key in C{[listen]} and C{[preauth]}, beside the front ends' kinds.
+API_LISTENER = "api"
+_API_ENDPOINT = "tcp:18009:interface=127.0.0.1"
 
-    postgres: PreauthLimits = PreauthLimits()
-    ssh: PreauthLimits = PreauthLimits(timeout=120)
-    http: PreauthLimits = PreauthLimits()
-    api: PreauthLimits = PreauthLimits()
+_V = TypeVar("_V")
+
+
+def _installed(front_ends: FrontEnds | None) -> FrontEnds:
+    if front_ends is not None:
+        return front_ends
+    from hoopgw.frontends import installed
+
+    return installed()
+
+
+class _PerListener(Mapping[str, _V], Generic[_V]):
+    """
+    A value for each listener: the API's (C{"api"}) and each installed
+    front end's kind.  Built as C{dict()} is, from a mapping and keywords,
+    over the defaults, which come from the front ends (L{hoopgw.frontends};
+    C{front_ends} gives them instead of the installed ones).
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, _V] | None = None, /, *, front_ends: FrontEnds | None = None, **given: _V) -> None:
+        self._values: dict[str, _V] = {**self._defaults(_installed(front_ends)), **(values or {}), **given}
+
+    @staticmethod
+    def _defaults(front_ends: FrontEnds) -> dict[str, _V]:
+        raise NotImplementedError
+
+    def __getitem__(self, name: str) -> _V:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._values.items()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._values!r})"
+
+    @property
+    def api(self) -> _V:
+        """The API listener's value."""
+        return self._values[API_LISTENER]
+
+
+class ListenSettings(_PerListener["str | None"]):
+    """
+    C{[listen]}: a Twisted server endpoint string for each listener, or
+    C{None} where the gateway does not listen.  What C{[listen]} does not
+    name keeps its default: the API's, or the front end's
+    L{default_listener <hoopgw.interfaces.IFrontEnd.default_listener>}.
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def _defaults(front_ends: FrontEnds) -> dict[str, str | None]:
+        values: dict[str, str | None] = {kind: front_end.default_listener for kind, front_end in front_ends.items()}
+        values[API_LISTENER] = _API_ENDPOINT
+        return values
+
+
+class PreauthSettings(_PerListener[PreauthLimits]):
+    """
+    L{PreauthLimits} for each listener; a front end's default is its
+    L{preauth <hoopgw.interfaces.IFrontEnd.preauth>} (SSH allows 120 s, as
+    OpenSSH's LoginGraceTime).
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def _defaults(front_ends: FrontEnds) -> dict[str, PreauthLimits]:
+        values = {kind: front_end.preauth for kind, front_end in front_ends.items()}
+        values[API_LISTENER] = PreauthLimits()
+        return values
 
 
 @frozen
@@ -253,11 +320,12 @@ class ReviewsSettings:
 class Config:
     source: Path | None = None  # None: the embedded quickstart defaults
     gateway: GatewaySettings = GatewaySettings()
-    listen: ListenSettings = ListenSettings()
+    # Their defaults depend on the front ends installed: asked for when made.
+    listen: ListenSettings = field(factory=ListenSettings)
     tls: TLSSettings = TLSSettings()
     identity: IdentitySettings = IdentitySettings()
     audit: AuditSettings = AuditSettings()
-    preauth: PreauthSettings = PreauthSettings()
+    preauth: PreauthSettings = field(factory=PreauthSettings)
     reviews: ReviewsSettings = ReviewsSettings()
     connections: tuple[Connection, ...] = field(default=())
 
@@ -306,15 +374,9 @@ _JWT_ALGORITHMS = (
 _DURATION_EXPECTED = (
     'a positive duration such as "30s", "15m", "2h", "1d" or "1h30m" (or whole seconds)'
 )
-_LISTEN_EXAMPLES = {
-    "postgres": setting_default(ListenSettings, "postgres"),
-    "ssh": setting_default(ListenSettings, "ssh"),
-    "http": setting_default(ListenSettings, "http"),
-    "api": setting_default(ListenSettings, "api"),
-}
 _TOP_KEYS = ("audit", "connections", "gateway", "identity", "listen", "preauth", "reviews", "tls")
 _REVIEWS_KEYS = ("api_url", "webhook", "webhook_secret_env", "webhook_secret_file")
-_PREAUTH_KEYS = ("max_bytes", "max_per_listener", "max_per_source", "timeout")
+PREAUTH_KEYS = ("max_bytes", "max_per_listener", "max_per_source", "timeout")
 # A pre-authentication byte budget below this would cut off a TLS handshake
 # followed by a request head or a token.
 _MIN_PREAUTH_BYTES = 64 * 1024
@@ -355,10 +417,11 @@ class Table:
     def error(self, name: str | None, expected: str) -> ConfigError:
         return self.reader.error(self.key(name) if name is not None else self.path, expected)
 
-    def check_keys(self, allowed: tuple[str, ...]) -> None:
+    def check_keys(self, allowed: tuple[str, ...], *, hint: str = "") -> None:
+        """Refuse a key not in C{allowed}; C{hint} ends the message."""
         for name in self.data:
             if name not in allowed:
-                raise self.error(name, f"unknown key; expected one of {quote_choices(allowed)}")
+                raise self.error(name, f"unknown key; expected one of {quote_choices(allowed)}{hint}")
 
     def has(self, name: str) -> bool:
         return name in self.data
@@ -692,11 +755,11 @@ def _parse_public_key(table: Table, name: str, text: str) -> bytes:
         raise table.error(name, f"expected {what}, got {_quote(text)}: {reason}") from None
 
 
-def _check_endpoint(table: Table, name: str, text: str) -> Any:
+def _check_endpoint(table: Table, name: str, text: str, example: str) -> Any:
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.testing import MemoryReactor
 
-    what = f"a Twisted server endpoint string (e.g. {_quote(_LISTEN_EXAMPLES[name] or '')})"
+    what = f"a Twisted server endpoint string (e.g. {_quote(example)})"
     try:
         endpoint = serverFromString(MemoryReactor(), text)
     except Exception as e:
@@ -727,9 +790,12 @@ def _gateway(reader: _Reader, table: Table) -> GatewaySettings:
     )
 
 
-def _listen(table: Table) -> ListenSettings:
-    names = tuple(_LISTEN_EXAMPLES)
-    table.check_keys(names)
+def _listen(table: Table, front_ends: FrontEnds) -> ListenSettings:
+    defaults = ListenSettings(front_ends=front_ends)
+    names = tuple(defaults)
+    # A kind whose plugin is missing is unknown too, even "= false": a typo
+    # or a missing install is said at once, not found when nothing listens.
+    table.check_keys(names, hint=front_ends.hint())
     values: dict[str, str | None] = {}
     seen: dict[tuple[Any, ...], str] = {}
     for name in names:
@@ -745,7 +811,7 @@ def _listen(table: Table) -> ListenSettings:
                 name,
                 f"expected a Twisted server endpoint string, or false to disable it, got {got}",
             )
-        endpoint = _check_endpoint(table, name, value)
+        endpoint = _check_endpoint(table, name, value, defaults[name] or "tcp:PORT:interface=127.0.0.1")
         # Two listeners on one TCP port would fail at start with a less helpful error.
         port = getattr(endpoint, "_port", None)
         identity = (type(endpoint).__name__, port, getattr(endpoint, "_interface", None))
@@ -756,7 +822,7 @@ def _listen(table: Table) -> ListenSettings:
                 )
             seen[identity] = name
         values[name] = value
-    return ListenSettings(**values)
+    return ListenSettings(values, front_ends=front_ends)
 
 
 def _tls(table: Table) -> TLSSettings:
@@ -1016,21 +1082,20 @@ def _preauth_limits(table: Table, base: PreauthLimits) -> PreauthLimits:
     )
 
 
-def _preauth(table: Table) -> PreauthSettings:
+def _preauth(table: Table, front_ends: FrontEnds) -> PreauthSettings:
     """
     C{[preauth]}: its keys apply to every listener, C{[preauth.<listener>]}
     overrides them for one; a key set nowhere keeps the listener's default.
     """
-    listeners = tuple(_LISTEN_EXAMPLES)
-    table.check_keys(_PREAUTH_KEYS + listeners)
-    defaults = PreauthSettings()
+    defaults = PreauthSettings(front_ends=front_ends)
+    table.check_keys(PREAUTH_KEYS + tuple(defaults), hint=front_ends.hint())
     values = {}
-    for name in listeners:
-        shared = _preauth_limits(table, getattr(defaults, name))
+    for name, default in defaults.items():
+        shared = _preauth_limits(table, default)
         own = table.table(name)
-        own.check_keys(_PREAUTH_KEYS)
+        own.check_keys(PREAUTH_KEYS)
         values[name] = _preauth_limits(own, shared)
-    return PreauthSettings(**values)
+    return PreauthSettings(values, front_ends=front_ends)
 
 
 def _reviews(table: Table, listen: ListenSettings) -> ReviewsSettings:
@@ -1054,37 +1119,38 @@ def _reviews(table: Table, listen: ListenSettings) -> ReviewsSettings:
     )
 
 
-def _connection(table: Table) -> Connection:
-    from hoopgw.protocols.http import settings as http
-    from hoopgw.protocols.postgres import settings as postgres
-    from hoopgw.protocols.ssh import settings as ssh
-
-    kinds = {"http": http, "postgres": postgres, "ssh": ssh}
-    kind = table.choice("kind", CONNECTION_KINDS, None)
-    module = kinds[kind]
-    table.check_keys(("kind", "name") + module.KEYS)
+def _connection(table: Table, front_ends: FrontEnds) -> Connection:
+    """One C{[[connections]]} table: C{name} and C{kind} here, the rest by the kind's front end."""
+    if not front_ends:
+        raise table.error("kind", "no front end is installed (no IFrontEnd plugin in twisted.plugins)" + front_ends.hint())
+    try:
+        kind = table.choice("kind", tuple(front_ends), None)
+    except ConfigError as e:
+        raise ConfigError(e.file, e.key, e.expected + front_ends.hint()) from None
+    front_end = front_ends[kind]
+    table.check_keys(("kind", "name", *front_end.connection_keys))
     name = table.string("name", required=True, what="a connection name")
     assert name is not None
     if not CONNECTION_NAME.fullmatch(name):
         raise table.error("name", f"{_CONNECTION_NAME_EXPECTED}, got {_quote(name)}")
-    target, settings = module.parse_connection(table)
+    target, settings = front_end.parse_connection(table)
     return Connection(name=name, kind=kind, target=target, settings=settings)
 
 
-def _config(reader: _Reader, document: dict[str, Any], source: Path | None) -> Config:
+def _config(reader: _Reader, document: dict[str, Any], source: Path | None, front_ends: FrontEnds) -> Config:
     top = Table(reader, "", document)
     top.check_keys(_TOP_KEYS)
     gateway = _gateway(reader, top.table("gateway"))
-    listen = _listen(top.table("listen"))
+    listen = _listen(top.table("listen"), front_ends)
     tls = _tls(top.table("tls"))
     identity = _identity(top.table("identity"))
     audit = _audit(top.table("audit"))
-    preauth = _preauth(top.table("preauth"))
+    preauth = _preauth(top.table("preauth"), front_ends)
     reviews = _reviews(top.table("reviews"), listen)
     connections = []
     first: dict[str, str] = {}
     for table in top.tables("connections"):
-        connection = _connection(table)
+        connection = _connection(table, front_ends)
         if connection.name in first:
             raise table.error(
                 "name",
@@ -1113,6 +1179,7 @@ def loads(
     base_dir: Path,
     check_secrets: bool = True,
     environ: Mapping[str, str] | None = None,
+    front_ends: FrontEnds | None = None,
 ) -> Config:
     """
     Parse and validate a configuration document.
@@ -1125,7 +1192,11 @@ def loads(
         never read into the configuration.
     @param environ: the environment to check variables in; L{os.environ} if
         C{None}.
+    @param front_ends: the kinds of connection there are, and how each is
+        read; the installed ones (L{hoopgw.frontends.installed}) if C{None}.
     @raise ConfigError: for the first problem found.
+    @raise hoopgw.errors.PluginError: if the installed plugins cannot be
+        used together.
     """
     file = str(source) if source is not None else "<string>"
     try:
@@ -1142,7 +1213,7 @@ def loads(
         check_secrets,
         os.environ if environ is None else environ,
     )
-    return _config(reader, document, source)
+    return _config(reader, document, source, _installed(front_ends))
 
 
 def load(
@@ -1278,6 +1349,8 @@ def _plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, (tuple, list)):
         return [_plain(item) for item in value]
+    if isinstance(value, _PerListener):
+        return {name: _plain(item) for name, item in value.items()}
     if isinstance(value, Connection):
         record = {"name": value.name, "kind": value.kind, "target": value.target}
         if value.settings is not None:

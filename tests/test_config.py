@@ -399,7 +399,7 @@ class LoadValidTests(ConfigTestCase):
             config, Config(source=None, gateway=GatewaySettings(data_dir=self.base / "hoopgw-data"))
         )
         for name in ("postgres", "ssh", "http", "api"):
-            self.assertIn("interface=127.0.0.1", getattr(config.listen, name))
+            self.assertIn("interface=127.0.0.1", config.listen[name])
         self.assertTrue(config.identity.dev_issuer)
         self.assertEqual(quickstart().gateway.data_dir, Path.cwd() / "hoopgw-data")
 

@@ -1998,7 +1998,7 @@ def _is_upgrade(head: Head) -> bool:
 
 
 def make_front_end(context: Any) -> TLSMemoryBIOFactory:
-    """The L{hoopgw.gateway.FRONT_ENDS} builder for the C{http} listener."""
+    """The C{http} listener's factory (L{IFrontEnd.build <hoopgw.interfaces.IFrontEnd.build>}, through L{hoopgw.protocols.http.plugin})."""
     from hoopgw.tls import server_options
 
     recordings = Path(context.config.gateway.data_dir) / "recordings"

@@ -1430,7 +1430,7 @@ class _OneShot(Protocol):
 
 
 def make_front_end(context: Any) -> PostgresFrontEnd:
-    """The L{hoopgw.gateway.FRONT_ENDS} builder for the C{postgres} listener."""
+    """The C{postgres} listener's factory (L{IFrontEnd.build <hoopgw.interfaces.IFrontEnd.build>}, through L{hoopgw.protocols.postgres.plugin})."""
     from hoopgw.tls import server_options
 
     return PostgresFrontEnd(

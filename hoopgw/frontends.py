@@ -226,7 +226,8 @@ def _discover(package: ModuleType) -> FrontEnds:
     failures: list[Failure] = []
 
     def observe(event: Mapping[str, Any]) -> None:
-        failure = event.get("log_failure")
+        # (log.err's legacy events carry "failure"; new-style ones "log_failure".)
+        failure = event.get("log_failure", event.get("failure"))
         if isinstance(failure, Failure):
             failures.append(failure)
 

@@ -6,22 +6,37 @@ and the gateway's listeners come from the ones installed.
 
 from __future__ import annotations
 
+import importlib
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import globalLogPublisher
 from twisted.plugin import IPlugin, getPlugins
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 import twisted.plugins
+from hoopgw.audit.search import search
 from hoopgw.config import ListenSettings, PreauthLimits, PreauthSettings, Table, loads
 from hoopgw.errors import ConfigError, PluginError
 from hoopgw.frontends import FrontEnd, FrontEnds, installed
+from hoopgw.gateway import Gateway
 from hoopgw.interfaces import IFrontEnd
+from hoopgw.model import Action, Identity
+from hoopgw.policy.loader import parse_policy_file
 from hoopgw.policy.rules import CONDITIONS, ConditionKind, ConditionSpec
 from hoopgw.protocols.http import plugin as http_plugin
 from hoopgw.protocols.postgres import plugin as postgres_plugin
 from hoopgw.protocols.ssh import plugin as ssh_plugin
 
+REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {"http": http_plugin.front_end, "postgres": postgres_plugin.front_end, "ssh": ssh_plugin.front_end}
 
 
@@ -264,3 +279,290 @@ class ConfigTests(SynchronousTestCase):
             '"max_per_source", "timeout", "toy"',
             FrontEnds([toy]),
         )
+
+
+# -- plugins in a folder of their own, as a separately installed package has ----------------
+
+
+def doc_files(name: str = "front-ends.md") -> dict[str, str]:
+    """The files of the docs' example: each ```python block that starts with "# <path>"."""
+    text = (REPO / "docs" / name).read_text()
+    files = {}
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        first = block.partition("\n")[0]
+        if first.startswith("# ") and first.endswith(".py"):
+            files[first[2:]] = block
+    return files
+
+
+class PluginFolder:
+    """
+    A sys.path entry with a twisted/plugins folder, as a package installed
+    beside hoopgw has: added to twisted.plugins.__path__ as its __init__
+    adds each such folder at import (pluginPackagePaths), and removed, with
+    the modules imported from it, when the test ends.
+    """
+
+    def __init__(self, testcase: SynchronousTestCase, files: dict[str, str] | None = None) -> None:
+        self.root = Path(testcase.mktemp()).resolve()
+        self.plugins = self.root / "twisted" / "plugins"
+        self.plugins.mkdir(parents=True)
+        for relative, text in (files or {}).items():
+            self.add(relative, text)
+        sys.path.insert(0, str(self.root))
+        twisted.plugins.__path__.append(str(self.plugins))
+        importlib.invalidate_caches()
+        testcase.addCleanup(self._remove)
+
+    def add(self, relative: str, text: str) -> None:
+        """Write a file (before the plugins are looked up: the lookup is made once per __path__)."""
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def _remove(self) -> None:
+        sys.path.remove(str(self.root))
+        twisted.plugins.__path__.remove(str(self.plugins))
+        for name, module in list(sys.modules.items()):
+            if str(getattr(module, "__file__", None) or "").startswith(str(self.root)):
+                del sys.modules[name]
+
+
+def install_echo(testcase: SynchronousTestCase) -> PluginFolder:
+    """The docs' echo front end, installed for the test."""
+    return PluginFolder(testcase, doc_files())
+
+
+ECHO_CONNECTION = '[[connections]]\nname = "hello"\nkind = "echo"\nprefix = "hello says: "\n'
+
+
+class EchoPluginTests(SynchronousTestCase):
+    """The docs' toy front end, dropped into a twisted/plugins folder on sys.path."""
+
+    def setUp(self) -> None:
+        install_echo(self)
+
+    def test_discovered(self) -> None:
+        """getPlugins finds it beside the shipped ones; it provides IFrontEnd."""
+        front_ends = installed()
+        self.assertEqual(list(front_ends), ["echo", "http", "postgres", "ssh"])
+        self.assertTrue(verifyObject(IFrontEnd, front_ends["echo"]))
+        self.assertIn("twisted.plugins.echo_frontend.echo (", front_ends.names["echo"])
+        self.assertEqual(installed().broken, ())
+
+    def test_connection(self) -> None:
+        """Its connection key is parsed by it; a wrong value is refused with the precise message."""
+        config = loads(ECHO_CONNECTION, source=Path("hoopgw.toml"), base_dir=Path("/tmp"))
+        [connection] = config.connections
+        self.assertEqual((connection.kind, connection.target, connection.settings.prefix), ("echo", "echo", "hello says: "))
+        self.assertEqual(config.listen["echo"], "tcp:17007:interface=127.0.0.1")
+        for value, got in (("5", "an integer"), ('""', "an empty string")):
+            error = self.assertRaises(
+                ConfigError, loads, ECHO_CONNECTION.replace('"hello says: "', value), source=Path("hoopgw.toml"), base_dir=Path("/tmp")
+            )
+            self.assertEqual(
+                str(error), f"hoopgw.toml: connections[0].prefix: expected the text put before each echoed line, got {got}"
+            )
+        error = self.assertRaises(
+            ConfigError, loads, ECHO_CONNECTION + "colour = 1\n", source=Path("hoopgw.toml"), base_dir=Path("/tmp")
+        )
+        self.assertEqual(str(error), 'hoopgw.toml: connections[0].colour: unknown key; expected one of "kind", "name", "prefix"')
+
+    def test_condition(self) -> None:
+        """Its condition is one a policy file may use, and it matches the attribute its actions carry."""
+        rules, _, _ = parse_policy_file(
+            b'[[rule]]\nname = "all"\neffect = "allow"\n'
+            b'[[rule]]\nname = "no-shouting"\neffect = "deny"\necho.words = ["*!"]\n',
+            file="echo.toml",
+        )
+        from hoopgw.policy.rules import PolicySet
+
+        policy = PolicySet(rules)
+        alice = Identity("https://idp", "alice", ())
+        line = lambda text: Action(kind="echo.line", input=text, attributes={"echo.words": tuple(text.split())})
+        self.assertEqual(policy.evaluate(alice, "hello", line("hi there")).rule, "all")
+        self.assertEqual(policy.evaluate(alice, "hello", line("stop now!")).rule, "no-shouting")
+        error = self.assertRaises(
+            ConfigError, parse_policy_file, b'[[rule]]\nname = "x"\neffect = "deny"\necho.word = ["a"]\n', file="echo.toml"
+        )
+        self.assertIn('unknown condition; expected one of "echo.words", "http.methods"', str(error))
+        self.assertIn('did you mean "echo.words"?', str(error))
+
+
+class DiscoveryEdgeTests(SynchronousTestCase):
+    """What the plugin system may hand the gateway, and what it does then."""
+
+    def test_separate_process(self) -> None:
+        """
+        In a process of its own, a twisted/plugins folder on PYTHONPATH is all
+        it takes: twisted.plugins picks it up at import, as for an installed package.
+        """
+        folder = PluginFolder(self, doc_files())
+        environ = dict(os.environ, PYTHONPATH=os.pathsep.join([str(folder.root), str(REPO)]))
+        output = subprocess.run(
+            [sys.executable, "-c", "from hoopgw.frontends import installed; print(' '.join(installed()))"],
+            env=environ, capture_output=True, text=True, check=True, timeout=60,
+        ).stdout
+        self.assertEqual(output.split(), ["echo", "http", "postgres", "ssh"])
+
+    def test_duplicate_modules(self) -> None:
+        """Two plugin modules claiming one kind stop the start, naming both."""
+        files = doc_files()
+        plugin = files.pop("twisted/plugins/echo_frontend.py")
+        folder = PluginFolder(self, files)
+        folder.add("twisted/plugins/echo_a.py", plugin)
+        folder.add("twisted/plugins/echo_b.py", plugin)
+        error = self.assertRaises(PluginError, installed)
+        self.assertRegex(
+            str(error),
+            r'^two plugins claim the connection kind "echo": twisted\.plugins\.echo_a\.echo \(.*/echo_a\.py\) '
+            r"and twisted\.plugins\.echo_b\.echo \(.*/echo_b\.py\); uninstall one of them$",
+        )
+        self.assertRaises(PluginError, loads, "", source=None, base_dir=Path("/tmp"))
+
+    def test_shipped_kind_again(self) -> None:
+        """A plugin that claims a shipped kind is refused the same way, naming hoopgw's own."""
+        folder = PluginFolder(self)
+        folder.add(
+            "twisted/plugins/mine.py",
+            "from hoopgw.frontends import FrontEnd\n"
+            "postgres = FrontEnd(kind='postgres', description='mine', factory='x.y', parse=print)\n",
+        )
+        error = self.assertRaises(PluginError, installed)
+        self.assertIn("twisted.plugins.hoopgw_frontends.postgres (", str(error))
+        self.assertIn("twisted.plugins.mine.postgres (", str(error))
+
+    def test_api_kind(self) -> None:
+        """A plugin whose kind is the API listener's is refused, named."""
+        folder = PluginFolder(self)
+        folder.add(
+            "twisted/plugins/api_plugin.py",
+            "from hoopgw.frontends import FrontEnd\n"
+            "api = FrontEnd(kind='api', description='mine', factory='x.y', parse=print)\n",
+        )
+        error = self.assertRaises(PluginError, installed)
+        self.assertRegex(str(error), r'^plugin twisted\.plugins\.api_plugin\.api \(.*\): the kind "api" is reserved')
+
+    def test_raises_on_import(self) -> None:
+        """
+        A plugin module that raises on import is left out, and the others
+        found: the gateway warns naming its file, and a connection of a kind
+        it may have held fails naming the kinds installed and that file.
+        """
+        folder = install_echo(self)
+        folder.add("twisted/plugins/redis_frontend.py", "raise RuntimeError('no RESP codec here')\n")
+        logged: list[dict] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        front_ends = installed()
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(list(front_ends), ["echo", "http", "postgres", "ssh"])
+        problem = f"{folder.plugins / 'redis_frontend.py'}: RuntimeError: no RESP codec here"
+        self.assertEqual(front_ends.broken, (problem,))
+        self.assertIn(problem, [event.get("problem") for event in logged])
+        error = self.assertRaises(
+            ConfigError, loads, '[[connections]]\nname = "c"\nkind = "redis"\n', source=None, base_dir=Path("/tmp")
+        )
+        self.assertEqual(
+            str(error),
+            '<string>: connections[0].kind: expected one of "echo", "http", "postgres", "ssh", got "redis"; '
+            f"these plugins could not be loaded: {problem}",
+        )
+        self.assertEqual(len(loads(ECHO_CONNECTION, source=None, base_dir=Path("/tmp")).connections), 1)
+
+    def test_syntax_error(self) -> None:
+        """A plugin module that does not compile is named too."""
+        folder = PluginFolder(self)
+        folder.add("twisted/plugins/typo.py", "def (\n")
+        front_ends = installed()
+        self.flushLoggedErrors(SyntaxError)
+        [problem] = front_ends.broken
+        self.assertTrue(problem.startswith(f"{folder.plugins / 'typo.py'}: SyntaxError: "), problem)
+
+    def test_unwritable_cache(self) -> None:
+        """
+        A plugin cache that cannot be written (here a directory where the
+        file would go, which even root cannot replace) changes nothing.
+        """
+        folder = install_echo(self)
+        (folder.plugins / "dropin.cache").mkdir()
+        self.assertIn("echo", installed())
+        self.assertEqual(installed().broken, ())
+
+    def test_no_init(self) -> None:
+        """The repository's twisted/plugins is a plugin folder, not a package: no __init__.py there."""
+        self.assertFalse((REPO / "twisted" / "plugins" / "__init__.py").exists())
+        self.assertFalse((REPO / "twisted" / "__init__.py").exists())
+        self.assertTrue((REPO / "twisted" / "plugins" / "hoopgw_frontends.py").exists())
+
+
+class _Lines(Protocol):
+    def __init__(self) -> None:
+        self.received = b""
+        self.waiting: list[tuple[int, Deferred]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        self._check()
+
+    def connectionLost(self, reason: object) -> None:
+        self._check(closed=True)
+
+    def _check(self, closed: bool = False) -> None:
+        for count, d in list(self.waiting):
+            if self.received.count(b"\n") >= count or closed:
+                self.waiting.remove((count, d))
+                d.callback(self.received)
+
+    def lines(self, count: int) -> Deferred:
+        d: Deferred = Deferred()
+        self.waiting.append((count, d))
+        self._check()
+        return d.addTimeout(10, reactor)
+
+
+class EchoGatewayTests(TestCase):
+    """The toy front end's listener, started by a real gateway."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_echo(self):
+        """
+        A client through the echo listener logs in with a token, has its
+        lines echoed, and a shouted one denied by the policy condition; the
+        trail records the session and its actions.
+        """
+        install_echo(self)
+        base = Path(self.mktemp()).resolve()
+        (base / "policies").mkdir(parents=True)
+        (base / "policies" / "echo.toml").write_text(
+            '[[rule]]\nname = "anyone-may-echo"\neffect = "allow"\nconnections = ["hello"]\n'
+            'actions = ["session.open", "echo.*"]\n'
+            '[[rule]]\nname = "no-shouting"\neffect = "deny"\necho.words = ["*!"]\nmessage = "no shouting"\n'
+        )
+        config = loads(
+            '[gateway]\ndata_dir = "data"\npolicies = "policies"\n'
+            '[listen]\necho = "tcp:0:interface=127.0.0.1"\npostgres = false\nssh = false\nhttp = false\napi = false\n'
+            + ECHO_CONNECTION,
+            source=None,
+            base_dir=base,
+        )
+        gateway = Gateway(config, reactor=reactor)
+        gateway.startService()
+        self.addCleanup(gateway.stopService)
+        self.assertEqual(list(gateway.listeners), ["echo"])
+        port = gateway.listeners["echo"].port.getHost().port
+        token = gateway.identity.dev_issuer.issue("alice", ("dev",), 600)
+        client = _Lines()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        client.transport.write(f"hello {token}\nhi there\nstop now!\n".encode())
+        received = yield client.lines(3)
+        client.transport.loseConnection()
+        self.assertEqual(received, b"hello alice\nhello says: hi there\ndenied: no shouting\n")
+        yield gateway.stopService()
+        audit = base / "data" / "audit"
+        [start] = search(audit, event="session.start")
+        self.assertEqual((start["kind"], start["connection"], start["identity"]["sub"]), ("echo", "hello", "alice"))
+        ends = [(r["action"]["kind"], r["outcome"]["status"]) for r in search(audit, event="action.end")]
+        self.assertEqual(ends, [("echo.line", "succeeded"), ("echo.line", "blocked")])

@@ -755,23 +755,32 @@ def _parse_public_key(table: Table, name: str, text: str) -> bytes:
         raise table.error(name, f"expected {what}, got {_quote(text)}: {reason}") from None
 
 
-def _check_endpoint(table: Table, name: str, text: str, example: str) -> Any:
+def _parse_endpoint(text: str) -> Any:
+    """
+    A server endpoint from Twisted's own parser (no socket is opened).
+
+    @raise ValueError: why C{text} is not one.
+    """
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.testing import MemoryReactor
 
-    what = f"a Twisted server endpoint string (e.g. {_quote(example)})"
     try:
         endpoint = serverFromString(MemoryReactor(), text)
     except Exception as e:
         # Endpoint parsers are plugins and raise whatever they like.
-        reason = str(e) or type(e).__name__
-        raise table.error(name, f"expected {what}, got {_quote(text)}: {reason}") from None
+        raise ValueError(str(e) or type(e).__name__) from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
-        raise table.error(
-            name, f"expected {what}, got {_quote(text)}: the port {port} is not in 0-65535"
-        )
+        raise ValueError(f"the port {port} is not in 0-65535")
     return endpoint
+
+
+def _check_endpoint(table: Table, name: str, text: str, example: str) -> Any:
+    try:
+        return _parse_endpoint(text)
+    except ValueError as e:
+        what = f"a Twisted server endpoint string (e.g. {_quote(example)})"
+        raise table.error(name, f"expected {what}, got {_quote(text)}: {e}") from None
 
 
 def _gateway(reader: _Reader, table: Table) -> GatewaySettings:
@@ -822,6 +831,17 @@ def _listen(table: Table, front_ends: FrontEnds) -> ListenSettings:
                 )
             seen[identity] = name
         values[name] = value
+    for name, default in defaults.items():
+        if name not in values and default is not None and name in front_ends:
+            # A plugin's own default, checked as strictly as the file's.
+            try:
+                _parse_endpoint(default)
+            except ValueError as e:
+                raise table.error(
+                    name,
+                    f"the default listener of {front_ends.names.get(name, name)}, {_quote(default)}, is not "
+                    f"a Twisted server endpoint string ({e}); set [listen] {name}",
+                ) from None
     return ListenSettings(values, front_ends=front_ends)
 
 

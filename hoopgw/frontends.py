@@ -135,10 +135,8 @@ class FrontEnds(Mapping[str, IFrontEnd]):
                     f"starting with a letter, got {kind!r}"
                 )
             if kind in RESERVED_KINDS:
-                raise PluginError(
-                    f"plugin {name}: the kind {_quote(kind)} is reserved "
-                    f"([listen] {RESERVED_KINDS[0]} is the API's; the others are [preauth] keys)"
-                )
+                why = "[listen] api is the admin API's" if kind == "api" else "a key of [preauth] itself"
+                raise PluginError(f"plugin {name}: the kind {_quote(kind)} is reserved ({why})")
             if kind in by_kind:
                 if by_kind[kind] is front_end:
                     continue  # one object named by two modules: one front end
@@ -147,7 +145,12 @@ class FrontEnds(Mapping[str, IFrontEnd]):
                     f"two plugins claim the connection kind {_quote(kind)}: {first} and {second}; "
                     "uninstall one of them"
                 )
+            default = front_end.default_listener
+            if default is not None and not isinstance(default, str):
+                raise PluginError(f"plugin {name}: expected an endpoint string or None as default_listener, got {default!r}")
             for spec in front_end.conditions:
+                if not isinstance(spec, ConditionSpec):
+                    raise PluginError(f"plugin {name}: expected ConditionSpec values as conditions, got {spec!r}")
                 if spec.name in condition_owners:
                     first, second = sorted((condition_owners[spec.name], name))
                     raise PluginError(

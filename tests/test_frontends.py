@@ -161,6 +161,14 @@ class RegistryTests(SynchronousTestCase):
         error = self.assertRaises(PluginError, FrontEnds, [toy], names={id(toy): "p.toy"})
         self.assertIn('plugin p.toy: condition names are dotted lower-case words such as "proto.things"', str(error))
 
+    def test_parts_of_the_wrong_type(self) -> None:
+        toy = front_end(conditions=["toy.words"])
+        error = self.assertRaises(PluginError, FrontEnds, [toy], names={id(toy): "p.toy"})
+        self.assertEqual(str(error), "plugin p.toy: expected ConditionSpec values as conditions, got 'toy.words'")
+        toy = front_end(default_listener=15432)
+        error = self.assertRaises(PluginError, FrontEnds, [toy], names={id(toy): "p.toy"})
+        self.assertEqual(str(error), "plugin p.toy: expected an endpoint string or None as default_listener, got 15432")
+
     def test_not_a_front_end(self) -> None:
         """An object that says it is a front end but lacks a part is refused, named."""
 
@@ -266,6 +274,18 @@ class ConfigTests(SynchronousTestCase):
             "got \"nope:1\": Unknown endpoint type: 'nope'",
             FrontEnds([toy]),
         )
+
+    def test_unusable_default_listener(self) -> None:
+        """A plugin's default endpoint is checked as strictly as the file's, and the message says whose it is."""
+        toy = front_end(default_listener="nope:1")
+        front_ends = FrontEnds([toy], names={id(toy): "twisted.plugins.toy.toy"})
+        self.assertError(
+            "",
+            'listen.toy: the default listener of twisted.plugins.toy.toy, "nope:1", is not a Twisted server '
+            "endpoint string (Unknown endpoint type: 'nope'); set [listen] toy",
+            front_ends,
+        )
+        self.assertIsNone(self.load("[listen]\ntoy = false\n", front_ends).listen["toy"])
 
     def test_preauth_per_kind(self) -> None:
         """[preauth.<kind>] exists for each installed kind, from its front end's defaults."""
@@ -469,6 +489,30 @@ class DiscoveryEdgeTests(SynchronousTestCase):
             f"these plugins could not be loaded: {problem}",
         )
         self.assertEqual(len(loads(ECHO_CONNECTION, source=None, base_dir=Path("/tmp")).connections), 1)
+        error = self.assertRaises(
+            ConfigError, parse_policy_file, b'[[rule]]\nname = "x"\neffect = "deny"\nredis.commands = ["FLUSHALL"]\n', file="p.toml"
+        )
+        self.assertTrue(str(error).endswith(f"; these plugins could not be loaded: {problem}"), str(error))
+
+    def test_cli_says_it(self) -> None:
+        """The admin command says what is wrong with the plugins in one line, as for a bad file."""
+        import io
+
+        from hoopgw.cli import main
+
+        folder = PluginFolder(self)
+        for module in ("a", "b"):
+            folder.add(
+                f"twisted/plugins/{module}.py",
+                "from hoopgw.frontends import FrontEnd\n"
+                "toy = FrontEnd(kind='toy', description='mine', factory='x.y', parse=print)\n",
+            )
+        config = folder.root / "hoopgw.toml"
+        config.write_text("")
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        self.assertEqual(main(["--config", str(config), "-q", "policy", "check"]), 1)
+        self.assertTrue(stderr.getvalue().startswith('hoopgw: two plugins claim the connection kind "toy": '), stderr.getvalue())
 
     def test_syntax_error(self) -> None:
         """A plugin module that does not compile is named too."""

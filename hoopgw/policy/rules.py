@@ -114,8 +114,14 @@ class _Vocabulary(MutableMapping[str, ConditionSpec]):
         del self._added[name]
         self._installed = None
 
+    def hint(self) -> str:
+        """For a message about an unknown condition: which plugins could not be loaded, if any."""
+        from hoopgw.frontends import installed
 
-CONDITIONS: MutableMapping[str, ConditionSpec] = _Vocabulary()
+        return installed().hint()
+
+
+CONDITIONS = _Vocabulary()
 """
 Every condition a rule may use, by name: those of the installed front ends
 (L{hoopgw.interfaces.IFrontEnd.conditions}), and any added with

@@ -41,6 +41,7 @@ __all__ = [
     "IdentitySettings",
     "IssuerSettings",
     "ListenSettings",
+    "PREAUTH_KEYS",
     "PreauthLimits",
     "PreauthSettings",
     "ReviewsSettings",
@@ -339,11 +340,14 @@ class Config:
 # --- loading ---------------------------------------------------------------
 
 
-def setting_default(cls: type, name: str) -> Any:
-    """The default of field C{name} of the attrs class C{cls}, for parsers that fill in what a table omits."""
+def _default(cls: type, name: str) -> Any:
     # Slotted attrs classes keep defaults on their fields, not as class attributes.
     return getattr(attrs.fields(cls), name).default
 
+
+#: The default of field C{name} of the attrs class C{cls}: for a front end's
+#: parser to fill in what its table omits (L{Table}).
+setting_default = _default
 
 
 # Connection names appear in URLs, database names and SSH user names.
@@ -376,6 +380,7 @@ _DURATION_EXPECTED = (
 )
 _TOP_KEYS = ("audit", "connections", "gateway", "identity", "listen", "preauth", "reviews", "tls")
 _REVIEWS_KEYS = ("api_url", "webhook", "webhook_secret_env", "webhook_secret_file")
+#: The keys of C{[preauth]} itself, beside its C{[preauth.<listener>]} tables.
 PREAUTH_KEYS = ("max_bytes", "max_per_listener", "max_per_source", "timeout")
 # A pre-authentication byte budget below this would cut off a TLS handshake
 # followed by a request head or a token.
@@ -402,7 +407,8 @@ class _Reader:
 class Table:
     """
     One TOML table at a known key path, with typed accessors whose errors
-    name the full key (C{connections[1].address}).
+    name the full key (C{connections[1].address}).  Front ends read their
+    C{[[connections]]} tables with it (L{hoopgw.interfaces.IFrontEnd.parse_connection}).
     """
 
     def __init__(self, reader: _Reader, path: str, data: dict[str, Any]) -> None:
@@ -792,9 +798,9 @@ def _gateway(reader: _Reader, table: Table) -> GatewaySettings:
             "expected a gateway name of printable characters, got a string with control characters",
         )
     return GatewaySettings(
-        name=name if name is not None else setting_default(GatewaySettings, "name"),
+        name=name if name is not None else _default(GatewaySettings, "name"),
         data_dir=table.path_value("data_dir")
-        or Path(reader.base_dir, setting_default(GatewaySettings, "data_dir")),
+        or Path(reader.base_dir, _default(GatewaySettings, "data_dir")),
         policies=table.path_value("policies"),
     )
 
@@ -889,7 +895,7 @@ def _issuer(table: Table) -> IssuerSettings:
         parts = urlsplit(issuer)
         if parts.scheme != "https" or not parts.hostname:
             raise table.error("issuer", f"expected {what}, got {_quote(issuer)}")
-    algorithms = table.strings("algorithms", setting_default(IssuerSettings, "algorithms"), non_empty=True)
+    algorithms = table.strings("algorithms", _default(IssuerSettings, "algorithms"), non_empty=True)
     for index, algorithm in enumerate(algorithms):
         if algorithm not in _JWT_ALGORITHMS:
             raise table.reader.error(
@@ -902,16 +908,16 @@ def _issuer(table: Table) -> IssuerSettings:
         jwks_uri=jwks_uri,
         jwks_file=jwks_file,
         groups_claim=table.string("groups_claim", what="a claim name")
-        or setting_default(IssuerSettings, "groups_claim"),
+        or _default(IssuerSettings, "groups_claim"),
         subject_claim=table.string("subject_claim", what="a claim name")
-        or setting_default(IssuerSettings, "subject_claim"),
+        or _default(IssuerSettings, "subject_claim"),
         algorithms=algorithms,
         leeway_seconds=table.duration(
-            "leeway", setting_default(IssuerSettings, "leeway_seconds"), allow_zero=True
+            "leeway", _default(IssuerSettings, "leeway_seconds"), allow_zero=True
         ),
         ca_file=table.path_value("ca_file", check="file"),
         login_client_id=table.string("login_client_id", what="the client id `hoopgw login` uses at this issuer"),
-        login_scopes=table.strings("login_scopes", setting_default(IssuerSettings, "login_scopes"), non_empty=True),
+        login_scopes=table.strings("login_scopes", _default(IssuerSettings, "login_scopes"), non_empty=True),
         login_resource=table.string("login_resource", what="a resource indicator (RFC 8707), e.g. a URL or URN"),
     )
 
@@ -952,9 +958,9 @@ def _identity(table: Table) -> IdentitySettings:
             )
         )
     return IdentitySettings(
-        dev_issuer=table.boolean("dev_issuer", setting_default(IdentitySettings, "dev_issuer")),
+        dev_issuer=table.boolean("dev_issuer", _default(IdentitySettings, "dev_issuer")),
         dev_token_max_ttl_seconds=table.duration(
-            "dev_token_max_ttl", setting_default(IdentitySettings, "dev_token_max_ttl_seconds")
+            "dev_token_max_ttl", _default(IdentitySettings, "dev_token_max_ttl_seconds")
         ),
         issuers=tuple(issuers),
         ssh_keys=tuple(ssh_keys),
@@ -974,19 +980,19 @@ def _audit(table: Table) -> AuditSettings:
     )
     witnesses, witness_vkeys = _audit_witnesses(table)
     return AuditSettings(
-        sync=table.choice("sync", _SYNC_MODES, setting_default(AuditSettings, "sync")),
+        sync=table.choice("sync", _SYNC_MODES, _default(AuditSettings, "sync")),
         sync_window_ms=table.positive_int(
-            "sync_window_ms", setting_default(AuditSettings, "sync_window_ms")
+            "sync_window_ms", _default(AuditSettings, "sync_window_ms")
         ),
         checkpoint_every=table.positive_int(
-            "checkpoint_every", setting_default(AuditSettings, "checkpoint_every")
+            "checkpoint_every", _default(AuditSettings, "checkpoint_every")
         ),
         checkpoint_interval_seconds=table.duration(
-            "checkpoint_interval", setting_default(AuditSettings, "checkpoint_interval_seconds")
+            "checkpoint_interval", _default(AuditSettings, "checkpoint_interval_seconds")
         ),
         witnesses=witnesses,
         witness_timeout_seconds=table.duration(
-            "witness_timeout", setting_default(AuditSettings, "witness_timeout_seconds")
+            "witness_timeout", _default(AuditSettings, "witness_timeout_seconds")
         ),
         witness_vkeys=witness_vkeys,
     )
@@ -1273,7 +1279,7 @@ def quickstart(*, base_dir: Path | None = None) -> Config:
     base = (Path.cwd() if base_dir is None else Path(base_dir)).absolute()
     return Config(
         source=None,
-        gateway=GatewaySettings(data_dir=base / setting_default(GatewaySettings, "data_dir")),
+        gateway=GatewaySettings(data_dir=base / _default(GatewaySettings, "data_dir")),
     )
 
 

@@ -97,6 +97,7 @@ class FrontEnds(Mapping[str, IFrontEnd]):
     """
     Front ends by kind (sorted), checked to be usable together.
 
+    @ivar names: the plugin (module, attribute and file) of each kind, for messages.
     @ivar conditions: every front end's policy conditions, by name.
     @ivar broken: plugin files that could not be loaded, each with why:
         whatever kinds they meant to add are missing, and messages about an
@@ -151,7 +152,7 @@ class FrontEnds(Mapping[str, IFrontEnd]):
             for spec in front_end.conditions:
                 if not isinstance(spec, ConditionSpec):
                     raise PluginError(f"plugin {name}: expected ConditionSpec values as conditions, got {spec!r}")
-                if spec.name in condition_owners:
+                if condition_owners.get(spec.name, name) != name:
                     first, second = sorted((condition_owners[spec.name], name))
                     raise PluginError(
                         f"two plugins claim the policy condition {_quote(spec.name)}: {first} and {second}"

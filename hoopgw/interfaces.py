@@ -1,5 +1,6 @@
 """
-Interfaces of the services every protocol front end shares.
+Interfaces of the services every protocol front end shares, and of a front
+end itself as the gateway sees it (L{IFrontEnd}).
 
 Each method that may wait returns a L{Deferred}; nothing here knows about a
 wire protocol.

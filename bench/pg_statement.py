@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hoopgw.audit.log import AuditLog  # noqa: E402
-from hoopgw.config import PostgresSettings  # noqa: E402
+from hoopgw.protocols.postgres.settings import PostgresSettings  # noqa: E402
 from hoopgw.metrics import Metrics  # noqa: E402
 from hoopgw.model import Connection, Identity  # noqa: E402
 from hoopgw.policy.service import PolicyService  # noqa: E402

@@ -1,10 +1,10 @@
 """
 SQL classification micro-benchmark: per-statement cost of
-L{hoopgw.policy.sql.classify} cold (a text not seen before: parse and walk)
+L{hoopgw.protocols.postgres.sql.classify} cold (a text not seen before: parse and walk)
 and warm (the same text again: the LRU cache), per call (a query string),
 with the parser's own steps for comparison: C{parse_json_us} is the C
 parse alone, C{fingerprint_us} what a fingerprint-keyed cache would cost
-per lookup (not used: it is unsafe, see L{hoopgw.policy.sql}).
+per lookup (not used: it is unsafe, see L{hoopgw.protocols.postgres.sql}).
 
     python bench/sql_classify.py
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from pglast import parser as pg
 
-from hoopgw.policy.sql import classify
+from hoopgw.protocols.postgres.sql import classify
 
 STATEMENTS = {
     "short select": "SELECT * FROM users WHERE id = {n}",

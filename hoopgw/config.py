@@ -14,8 +14,9 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -26,33 +27,37 @@ from hoopgw.errors import describe_type as _type_name
 from hoopgw.errors import quote as _quote
 from hoopgw.model import Connection
 
+if TYPE_CHECKING:
+    from hoopgw.frontends import FrontEnds
+
 __all__ = [
+    "API_LISTENER",
     "AuditSettings",
-    "CONNECTION_KINDS",
     "CONFIG_ENV",
     "Config",
     "ConfigChoice",
     "DEFAULT_CONFIG_PATH",
     "GatewaySettings",
-    "HTTPSettings",
     "IdentitySettings",
     "IssuerSettings",
     "ListenSettings",
-    "PostgresSettings",
+    "PREAUTH_KEYS",
     "PreauthLimits",
     "PreauthSettings",
     "ReviewsSettings",
     "SSHKeyIdentity",
-    "SSHSettings",
     "SecretRef",
+    "Table",
     "TLSSettings",
     "config_sha256",
     "effective_config",
     "find_config",
+    "format_address",
     "load",
     "loads",
     "parse_duration",
     "quickstart",
+    "setting_default",
     "url_problem",
 ]
 
@@ -127,16 +132,6 @@ class GatewaySettings:
 
 
 @frozen
-class ListenSettings:
-    """Twisted server endpoint strings; C{None} disables a listener."""
-
-    postgres: str | None = "tcp:15432:interface=127.0.0.1"
-    ssh: str | None = "tcp:12222:interface=127.0.0.1"
-    http: str | None = "tcp:18443:interface=127.0.0.1"
-    api: str | None = "tcp:18009:interface=127.0.0.1"
-
-
-@frozen
 class TLSSettings:
     """The gateway's own certificate; generated (self-signed) in data_dir if unset."""
 
@@ -206,77 +201,6 @@ class AuditSettings:
 
 
 @frozen
-class PostgresSettings:
-    host: str
-    port: int
-    database: str
-    user: str
-    password: SecretRef | None = None
-    tls: str = "verify-full"  # disable | require | verify-full
-    ca_file: Path | None = None
-    # How the target may make the gateway prove the connection's password
-    # (libpq's require_auth).  SCRAM sends only a proof; MD5 sends a hash a
-    # man in the middle can relay, "password" the password itself, so both
-    # must be asked for.  "none": a target that asks for nothing (trust).
-    require_auth: tuple[str, ...] = ("scram-sha-256", "none")
-    # Seconds for the target leg's TCP connect, TLS, login and start-up.
-    login_timeout: int = 30
-
-
-@frozen
-class SSHSettings:
-    host: str
-    port: int
-    user: str
-    key: SecretRef | None = None  # key_file
-    password: SecretRef | None = None
-    host_key: str | None = None
-    known_hosts: Path | None = None
-    # Keystrokes in terminal recordings ("i" events): off by default, as they
-    # include whatever is typed at prompts that do not echo (passwords).
-    record_input: bool = False
-    # Output of commands run without a terminal (ssh host cmd) recorded as
-    # asciicast too: off by default, as it may be bulk data (backups, dumps).
-    record_exec_output: bool = False
-    # Terminal and exec output passes the detectors of the masks that apply
-    # before it reaches the client (recordings are masked whatever this says).
-    mask_terminal: bool = False
-    # Keep-alives on both legs (keepalive@openssh.com): a peer that leaves
-    # keepalive_count_max requests unanswered, keepalive_interval seconds
-    # apart, is taken for dead and its session ended.  0 turns them off.
-    keepalive_interval: int = 15
-    keepalive_count_max: int = 3
-    # Seconds for the target leg's TCP connect, key exchange and login.
-    login_timeout: int = 30
-
-
-@frozen
-class HTTPSettings:
-    upstream: str
-    token: SecretRef | None = None
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    ca_file: Path | None = None
-    insecure: bool = False
-    impersonate: bool = False
-    pass_cookies: bool = False
-    # Keystrokes in kubectl exec -it recordings ("i" events), as for SSH.
-    record_input: bool = False
-    # An exec or attach without a terminal recorded too, as for SSH: off by
-    # default, as its output may be bulk data (kubectl exec ... -- tar c).
-    record_exec_output: bool = False
-    # An exec, attach or port-forward silent both ways this long is closed
-    # (the kubelet's own streaming idle timeout defaults to 4 h).  0: never.
-    upgrade_idle_timeout: int = 4 * 3600
-    # The longest a request is held for review before it expires, whatever
-    # the rule's review.timeout: an HTTP client waits for its response.
-    hold_timeout: int = 60
-
-
-CONNECTION_KINDS = ("http", "postgres", "ssh")
-
-
-@frozen
 class PreauthLimits:
     """
     One listener's limits on connections that have not authenticated yet
@@ -291,14 +215,90 @@ class PreauthLimits:
     max_bytes: int = 256 * 1024
 
 
-@frozen
-class PreauthSettings:
-    """L{PreauthLimits} per listener; SSH allows 120 s as OpenSSH's LoginGraceTime."""
+#: The admin API's key in C{[listen]} and C{[preauth]}, beside the front ends' kinds.
+API_LISTENER = "api"
+_API_ENDPOINT = "tcp:18009:interface=127.0.0.1"
 
-    postgres: PreauthLimits = PreauthLimits()
-    ssh: PreauthLimits = PreauthLimits(timeout=120)
-    http: PreauthLimits = PreauthLimits()
-    api: PreauthLimits = PreauthLimits()
+_V = TypeVar("_V")
+
+
+def _installed(front_ends: FrontEnds | None) -> FrontEnds:
+    if front_ends is not None:
+        return front_ends
+    from hoopgw.frontends import installed
+
+    return installed()
+
+
+class _PerListener(Mapping[str, _V], Generic[_V]):
+    """
+    A value for each listener: the API's (C{"api"}) and each installed
+    front end's kind.  Built as C{dict()} is, from a mapping and keywords,
+    over the defaults, which come from the front ends (L{hoopgw.frontends};
+    C{front_ends} gives them instead of the installed ones).
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, _V] | None = None, /, *, front_ends: FrontEnds | None = None, **given: _V) -> None:
+        self._values: dict[str, _V] = {**self._defaults(_installed(front_ends)), **(values or {}), **given}
+
+    @staticmethod
+    def _defaults(front_ends: FrontEnds) -> dict[str, _V]:
+        raise NotImplementedError
+
+    def __getitem__(self, name: str) -> _V:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._values.items()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._values!r})"
+
+    @property
+    def api(self) -> _V:
+        """The API listener's value."""
+        return self._values[API_LISTENER]
+
+
+class ListenSettings(_PerListener["str | None"]):
+    """
+    C{[listen]}: a Twisted server endpoint string for each listener, or
+    C{None} where the gateway does not listen.  What C{[listen]} does not
+    name keeps its default: the API's, or the front end's
+    L{default_listener <hoopgw.interfaces.IFrontEnd.default_listener>}.
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def _defaults(front_ends: FrontEnds) -> dict[str, str | None]:
+        values: dict[str, str | None] = {kind: front_end.default_listener for kind, front_end in front_ends.items()}
+        values[API_LISTENER] = _API_ENDPOINT
+        return values
+
+
+class PreauthSettings(_PerListener[PreauthLimits]):
+    """
+    L{PreauthLimits} for each listener; a front end's default is its
+    L{preauth <hoopgw.interfaces.IFrontEnd.preauth>} (SSH allows 120 s, as
+    OpenSSH's LoginGraceTime).
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def _defaults(front_ends: FrontEnds) -> dict[str, PreauthLimits]:
+        values = {kind: front_end.preauth for kind, front_end in front_ends.items()}
+        values[API_LISTENER] = PreauthLimits()
+        return values
 
 
 @frozen
@@ -321,11 +321,12 @@ class ReviewsSettings:
 class Config:
     source: Path | None = None  # None: the embedded quickstart defaults
     gateway: GatewaySettings = GatewaySettings()
-    listen: ListenSettings = ListenSettings()
+    # Their defaults depend on the front ends installed: asked for when made.
+    listen: ListenSettings = field(factory=ListenSettings)
     tls: TLSSettings = TLSSettings()
     identity: IdentitySettings = IdentitySettings()
     audit: AuditSettings = AuditSettings()
-    preauth: PreauthSettings = PreauthSettings()
+    preauth: PreauthSettings = field(factory=PreauthSettings)
     reviews: ReviewsSettings = ReviewsSettings()
     connections: tuple[Connection, ...] = field(default=())
 
@@ -344,6 +345,11 @@ def _default(cls: type, name: str) -> Any:
     return getattr(attrs.fields(cls), name).default
 
 
+#: The default of field C{name} of the attrs class C{cls}: for a front end's
+#: parser to fill in what its table omits (L{Table}).
+setting_default = _default
+
+
 # Connection names appear in URLs, database names and SSH user names.
 # Connection names appear in URLs, database and SSH user names: one grammar for all.
 CONNECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
@@ -354,9 +360,6 @@ _CONNECTION_NAME_EXPECTED = (
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})", re.ASCII)
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
-_DEFAULT_PORTS = {"postgres": 5432, "ssh": 22}
-_TLS_MODES = ("disable", "require", "verify-full")
-_PG_AUTH_METHODS = ("scram-sha-256", "md5", "password", "none")
 _SYNC_MODES = ("batched", "strict")
 # Asymmetric algorithms only: a JWKS holds public keys, and "none" or an
 # HMAC algorithm would let anyone holding the "public" key mint tokens.
@@ -375,67 +378,13 @@ _JWT_ALGORITHMS = (
 _DURATION_EXPECTED = (
     'a positive duration such as "30s", "15m", "2h", "1d" or "1h30m" (or whole seconds)'
 )
-_LISTEN_EXAMPLES = {
-    "postgres": _default(ListenSettings, "postgres"),
-    "ssh": _default(ListenSettings, "ssh"),
-    "http": _default(ListenSettings, "http"),
-    "api": _default(ListenSettings, "api"),
-}
 _TOP_KEYS = ("audit", "connections", "gateway", "identity", "listen", "preauth", "reviews", "tls")
 _REVIEWS_KEYS = ("api_url", "webhook", "webhook_secret_env", "webhook_secret_file")
-_PREAUTH_KEYS = ("max_bytes", "max_per_listener", "max_per_source", "timeout")
+#: The keys of C{[preauth]} itself, beside its C{[preauth.<listener>]} tables.
+PREAUTH_KEYS = ("max_bytes", "max_per_listener", "max_per_source", "timeout")
 # A pre-authentication byte budget below this would cut off a TLS handshake
 # followed by a request head or a token.
 _MIN_PREAUTH_BYTES = 64 * 1024
-_CONNECTION_KEYS = {
-    "postgres": (
-        "address",
-        "ca_file",
-        "database",
-        "kind",
-        "login_timeout",
-        "name",
-        "password_env",
-        "password_file",
-        "require_auth",
-        "tls",
-        "user",
-    ),
-    "ssh": (
-        "address",
-        "host_key",
-        "key_file",
-        "kind",
-        "known_hosts",
-        "name",
-        "password_env",
-        "keepalive_count_max",
-        "keepalive_interval",
-        "login_timeout",
-        "mask_terminal",
-        "password_file",
-        "record_exec_output",
-        "record_input",
-        "user",
-    ),
-    "http": (
-        "ca_file",
-        "client_cert",
-        "client_key",
-        "hold_timeout",
-        "impersonate",
-        "insecure",
-        "kind",
-        "name",
-        "pass_cookies",
-        "record_exec_output",
-        "record_input",
-        "token_env",
-        "token_file",
-        "upgrade_idle_timeout",
-        "upstream",
-    ),
-}
 
 
 def _key_part(key: str) -> str:
@@ -455,10 +404,11 @@ class _Reader:
         return ConfigError(self.file, key, expected)
 
 
-class _Table:
+class Table:
     """
     One TOML table at a known key path, with typed accessors whose errors
-    name the full key (C{connections[1].address}).
+    name the full key (C{connections[1].address}).  Front ends read their
+    C{[[connections]]} tables with it (L{hoopgw.interfaces.IFrontEnd.parse_connection}).
     """
 
     def __init__(self, reader: _Reader, path: str, data: dict[str, Any]) -> None:
@@ -473,10 +423,11 @@ class _Table:
     def error(self, name: str | None, expected: str) -> ConfigError:
         return self.reader.error(self.key(name) if name is not None else self.path, expected)
 
-    def check_keys(self, allowed: tuple[str, ...]) -> None:
+    def check_keys(self, allowed: tuple[str, ...], *, hint: str = "") -> None:
+        """Refuse a key not in C{allowed}; C{hint} ends the message."""
         for name in self.data:
             if name not in allowed:
-                raise self.error(name, f"unknown key; expected one of {quote_choices(allowed)}")
+                raise self.error(name, f"unknown key; expected one of {quote_choices(allowed)}{hint}")
 
     def has(self, name: str) -> bool:
         return name in self.data
@@ -641,15 +592,48 @@ class _Table:
             return SecretRef(file=file)
         return None
 
-    def table(self, name: str) -> "_Table":
+    def required(self, name: str, what: str) -> str:
+        """A string that must be there (C{what} says what it holds, for errors)."""
+        value = self.string(name, required=True, what=what)
+        assert value is not None
+        return value
+
+    def address(self, default_port: int, name: str = "address") -> tuple[str, int]:
+        """
+        A target's required C{"host:port"}, C{"[v6]:port"} or C{"host"}
+        (then C{default_port}), as (host, port).
+        """
+        example = f'"host:port" (e.g. "127.0.0.1:{default_port}" or "[::1]:{default_port}")'
+        text = self.required(name, example)
+        try:
+            return _parse_address(text, default_port)
+        except ValueError as e:
+            raise self.error(name, f"expected {example}, got {_quote(text)}: {e}") from None
+
+    def url(self, name: str, schemes: tuple[str, ...], *, required: bool = False, what: str = "a URL") -> str | None:
+        """An absolute URL of one of C{schemes}, without credentials, query or fragment (L{url_problem})."""
+        value = self.string(name, required=required, what=what)
+        if value is not None:
+            _check_url(self, name, value, schemes)
+        return value
+
+    def public_key(self, name: str) -> str | None:
+        """An OpenSSH public key line, checked and stripped."""
+        text = self.string(name, what="an OpenSSH public key line")
+        if text is None:
+            return None
+        _parse_public_key(self, name, text)
+        return text.strip()
+
+    def table(self, name: str) -> "Table":
         value = self.data.get(name, {})
         if not isinstance(value, dict):
             raise self.error(
                 name, f"expected a table ([{self.key(name)}]), got {_type_name(value)}"
             )
-        return _Table(self.reader, self.key(name), value)
+        return Table(self.reader, self.key(name), value)
 
-    def tables(self, name: str) -> list["_Table"]:
+    def tables(self, name: str) -> list["Table"]:
         value = self.data.get(name, [])
         what = f"an array of tables ([[{self.key(name)}]])"
         if not isinstance(value, list):
@@ -659,11 +643,11 @@ class _Table:
             key = f"{self.key(name)}[{index}]"
             if not isinstance(item, dict):
                 raise self.reader.error(key, f"expected a table, got {_type_name(item)}")
-            result.append(_Table(self.reader, key, item))
+            result.append(Table(self.reader, key, item))
         return result
 
 
-def _check_readable(table: _Table, name: str, path: Path, what: str) -> None:
+def _check_readable(table: Table, name: str, path: Path, what: str) -> None:
     # Opening is enough to prove readability; the content (maybe a secret) is
     # not read here, so it is never held by the configuration.
     try:
@@ -726,7 +710,8 @@ def _parse_address(text: str, default_port: int) -> tuple[str, int]:
     return host, port
 
 
-def _format_address(host: str, port: int) -> str:
+def format_address(host: str, port: int) -> str:
+    """C{host:port}, or C{[v6]:port}: a target as messages and records show it."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -750,13 +735,13 @@ def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     return None
 
 
-def _check_url(table: _Table, name: str, url: str, schemes: tuple[str, ...]) -> None:
+def _check_url(table: Table, name: str, url: str, schemes: tuple[str, ...]) -> None:
     problem = url_problem(url, schemes)
     if problem is not None:
         raise table.error(name, problem)
 
 
-def _parse_public_key(table: _Table, name: str, text: str) -> bytes:
+def _parse_public_key(table: Table, name: str, text: str) -> bytes:
     """Check an OpenSSH public key line; return its wire-format blob."""
     from twisted.conch.ssh.keys import BadKeyError, Key
 
@@ -776,26 +761,35 @@ def _parse_public_key(table: _Table, name: str, text: str) -> bytes:
         raise table.error(name, f"expected {what}, got {_quote(text)}: {reason}") from None
 
 
-def _check_endpoint(table: _Table, name: str, text: str) -> Any:
+def _parse_endpoint(text: str) -> Any:
+    """
+    A server endpoint from Twisted's own parser (no socket is opened).
+
+    @raise ValueError: why C{text} is not one.
+    """
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.testing import MemoryReactor
 
-    what = f"a Twisted server endpoint string (e.g. {_quote(_LISTEN_EXAMPLES[name] or '')})"
     try:
         endpoint = serverFromString(MemoryReactor(), text)
     except Exception as e:
         # Endpoint parsers are plugins and raise whatever they like.
-        reason = str(e) or type(e).__name__
-        raise table.error(name, f"expected {what}, got {_quote(text)}: {reason}") from None
+        raise ValueError(str(e) or type(e).__name__) from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
-        raise table.error(
-            name, f"expected {what}, got {_quote(text)}: the port {port} is not in 0-65535"
-        )
+        raise ValueError(f"the port {port} is not in 0-65535")
     return endpoint
 
 
-def _gateway(reader: _Reader, table: _Table) -> GatewaySettings:
+def _check_endpoint(table: Table, name: str, text: str, example: str) -> Any:
+    try:
+        return _parse_endpoint(text)
+    except ValueError as e:
+        what = f"a Twisted server endpoint string (e.g. {_quote(example)})"
+        raise table.error(name, f"expected {what}, got {_quote(text)}: {e}") from None
+
+
+def _gateway(reader: _Reader, table: Table) -> GatewaySettings:
     table.check_keys(("data_dir", "name", "policies"))
     name = table.string("name", what="a gateway name")
     if name is not None and not name.isprintable():
@@ -811,9 +805,12 @@ def _gateway(reader: _Reader, table: _Table) -> GatewaySettings:
     )
 
 
-def _listen(table: _Table) -> ListenSettings:
-    names = tuple(_LISTEN_EXAMPLES)
-    table.check_keys(names)
+def _listen(table: Table, front_ends: FrontEnds) -> ListenSettings:
+    defaults = ListenSettings(front_ends=front_ends)
+    names = tuple(defaults)
+    # A kind whose plugin is missing is unknown too, even "= false": a typo
+    # or a missing install is said at once, not found when nothing listens.
+    table.check_keys(names, hint=front_ends.hint())
     values: dict[str, str | None] = {}
     seen: dict[tuple[Any, ...], str] = {}
     for name in names:
@@ -829,7 +826,7 @@ def _listen(table: _Table) -> ListenSettings:
                 name,
                 f"expected a Twisted server endpoint string, or false to disable it, got {got}",
             )
-        endpoint = _check_endpoint(table, name, value)
+        endpoint = _check_endpoint(table, name, value, defaults[name] or "tcp:PORT:interface=127.0.0.1")
         # Two listeners on one TCP port would fail at start with a less helpful error.
         port = getattr(endpoint, "_port", None)
         identity = (type(endpoint).__name__, port, getattr(endpoint, "_interface", None))
@@ -840,10 +837,21 @@ def _listen(table: _Table) -> ListenSettings:
                 )
             seen[identity] = name
         values[name] = value
-    return ListenSettings(**values)
+    for name, default in defaults.items():
+        if name not in values and default is not None and name in front_ends:
+            # A plugin's own default, checked as strictly as the file's.
+            try:
+                _parse_endpoint(default)
+            except ValueError as e:
+                raise table.error(
+                    name,
+                    f"the default listener of {front_ends.names.get(name, name)}, {_quote(default)}, is not "
+                    f"a Twisted server endpoint string ({e}); set [listen] {name}",
+                ) from None
+    return ListenSettings(values, front_ends=front_ends)
 
 
-def _tls(table: _Table) -> TLSSettings:
+def _tls(table: Table) -> TLSSettings:
     table.check_keys(("cert_file", "key_file"))
     for present, absent in (("cert_file", "key_file"), ("key_file", "cert_file")):
         if table.has(present) and not table.has(absent):
@@ -856,7 +864,7 @@ def _tls(table: _Table) -> TLSSettings:
     )
 
 
-def _issuer(table: _Table) -> IssuerSettings:
+def _issuer(table: Table) -> IssuerSettings:
     table.check_keys(
         (
             "algorithms",
@@ -914,7 +922,7 @@ def _issuer(table: _Table) -> IssuerSettings:
     )
 
 
-def _identity(table: _Table) -> IdentitySettings:
+def _identity(table: Table) -> IdentitySettings:
     table.check_keys(("dev_issuer", "dev_token_max_ttl", "issuers", "ssh_keys"))
     issuers = []
     seen_issuers: dict[str, str] = {}
@@ -959,7 +967,7 @@ def _identity(table: _Table) -> IdentitySettings:
     )
 
 
-def _audit(table: _Table) -> AuditSettings:
+def _audit(table: Table) -> AuditSettings:
     table.check_keys(
         (
             "checkpoint_every",
@@ -997,7 +1005,7 @@ _WITNESS_EXPECTED = (
 )
 
 
-def _audit_witnesses(table: _Table) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+def _audit_witnesses(table: Table) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """
     C{[audit] witness}: one entry or an array of them, each an http(s)
     URL (the witness's submission prefix; checkpoints go to
@@ -1084,7 +1092,7 @@ def _audit_witnesses(table: _Table) -> tuple[tuple[str, ...], tuple[tuple[str, s
     return tuple(result), tuple(vkeys)
 
 
-def _preauth_limits(table: _Table, base: PreauthLimits) -> PreauthLimits:
+def _preauth_limits(table: Table, base: PreauthLimits) -> PreauthLimits:
     max_bytes = table.positive_int("max_bytes", base.max_bytes)
     if max_bytes < _MIN_PREAUTH_BYTES:
         raise table.error(
@@ -1100,24 +1108,23 @@ def _preauth_limits(table: _Table, base: PreauthLimits) -> PreauthLimits:
     )
 
 
-def _preauth(table: _Table) -> PreauthSettings:
+def _preauth(table: Table, front_ends: FrontEnds) -> PreauthSettings:
     """
     C{[preauth]}: its keys apply to every listener, C{[preauth.<listener>]}
     overrides them for one; a key set nowhere keeps the listener's default.
     """
-    listeners = tuple(_LISTEN_EXAMPLES)
-    table.check_keys(_PREAUTH_KEYS + listeners)
-    defaults = PreauthSettings()
+    defaults = PreauthSettings(front_ends=front_ends)
+    table.check_keys(PREAUTH_KEYS + tuple(defaults), hint=front_ends.hint())
     values = {}
-    for name in listeners:
-        shared = _preauth_limits(table, getattr(defaults, name))
+    for name, default in defaults.items():
+        shared = _preauth_limits(table, default)
         own = table.table(name)
-        own.check_keys(_PREAUTH_KEYS)
+        own.check_keys(PREAUTH_KEYS)
         values[name] = _preauth_limits(own, shared)
-    return PreauthSettings(**values)
+    return PreauthSettings(values, front_ends=front_ends)
 
 
-def _reviews(table: _Table, listen: ListenSettings) -> ReviewsSettings:
+def _reviews(table: Table, listen: ListenSettings) -> ReviewsSettings:
     table.check_keys(_REVIEWS_KEYS)
     webhook = table.string("webhook", what="a URL")
     if webhook is not None:
@@ -1138,123 +1145,38 @@ def _reviews(table: _Table, listen: ListenSettings) -> ReviewsSettings:
     )
 
 
-def _address(table: _Table, kind: str) -> tuple[str, int]:
-    default_port = _DEFAULT_PORTS[kind]
-    example = f'"host:port" (e.g. "127.0.0.1:{default_port}" or "[::1]:{default_port}")'
-    text = table.string("address", required=True, what=example)
-    assert text is not None
+def _connection(table: Table, front_ends: FrontEnds) -> Connection:
+    """One C{[[connections]]} table: C{name} and C{kind} here, the rest by the kind's front end."""
+    if not front_ends:
+        raise table.error("kind", "no front end is installed (no IFrontEnd plugin in twisted.plugins)" + front_ends.hint())
     try:
-        return _parse_address(text, default_port)
-    except ValueError as e:
-        raise table.error("address", f"expected {example}, got {_quote(text)}: {e}") from None
-
-
-def _connection(table: _Table) -> Connection:
-    kind = table.choice("kind", CONNECTION_KINDS, None)
-    table.check_keys(_CONNECTION_KEYS[kind])
+        kind = table.choice("kind", tuple(front_ends), None)
+    except ConfigError as e:
+        raise ConfigError(e.file, e.key, e.expected + front_ends.hint()) from None
+    front_end = front_ends[kind]
+    table.check_keys(("kind", "name", *front_end.connection_keys))
     name = table.string("name", required=True, what="a connection name")
     assert name is not None
     if not CONNECTION_NAME.fullmatch(name):
         raise table.error("name", f"{_CONNECTION_NAME_EXPECTED}, got {_quote(name)}")
-    settings: PostgresSettings | SSHSettings | HTTPSettings
-    if kind == "postgres":
-        host, port = _address(table, kind)
-        target = _format_address(host, port)
-        settings = PostgresSettings(
-            host=host,
-            port=port,
-            database=_required(table, "database", "a database name on the target"),
-            user=_required(table, "user", "a user name on the target"),
-            password=table.secret("password_env", "password_file"),
-            tls=table.choice("tls", _TLS_MODES, _default(PostgresSettings, "tls")),
-            ca_file=table.path_value("ca_file", check="file"),
-            require_auth=table.subset("require_auth", _PG_AUTH_METHODS, _default(PostgresSettings, "require_auth")),
-            login_timeout=table.duration("login_timeout", _default(PostgresSettings, "login_timeout")),
-        )
-    elif kind == "ssh":
-        host, port = _address(table, kind)
-        target = _format_address(host, port)
-        user = _required(table, "user", "a user name on the target")
-        credentials = ("key_file", "password_env", "password_file")
-        if not any(table.has(credential) for credential in credentials):
-            raise table.error(None, f"missing credential; expected one of {quote_choices(credentials)}")
-        table.at_most_one(credentials)
-        host_keys = ("host_key", "known_hosts")
-        if not any(table.has(check) for check in host_keys):
-            # The target's host key is always checked: a proxy that accepts any
-            # key is a man in the middle.
-            raise table.error(None, f"missing host key check; expected one of {quote_choices(host_keys)}")
-        table.at_most_one(host_keys)
-        key_file = table.path_value("key_file", check="secret file")
-        host_key = table.string("host_key", what="an OpenSSH public key line")
-        if host_key is not None:
-            _parse_public_key(table, "host_key", host_key)
-            host_key = host_key.strip()
-        settings = SSHSettings(
-            host=host,
-            port=port,
-            user=user,
-            key=SecretRef(file=key_file) if key_file is not None else None,
-            password=table.secret("password_env", "password_file"),
-            host_key=host_key,
-            known_hosts=table.path_value("known_hosts", check="file"),
-            record_input=table.boolean("record_input", _default(SSHSettings, "record_input")),
-            record_exec_output=table.boolean("record_exec_output", _default(SSHSettings, "record_exec_output")),
-            mask_terminal=table.boolean("mask_terminal", _default(SSHSettings, "mask_terminal")),
-            keepalive_interval=table.duration(
-                "keepalive_interval", _default(SSHSettings, "keepalive_interval"), allow_zero=True
-            ),
-            keepalive_count_max=table.positive_int("keepalive_count_max", _default(SSHSettings, "keepalive_count_max")),
-            login_timeout=table.duration("login_timeout", _default(SSHSettings, "login_timeout")),
-        )
-    else:
-        upstream = _required(table, "upstream", 'an upstream URL (e.g. "https://127.0.0.1:6443")')
-        _check_url(table, "upstream", upstream, ("https", "http"))
-        target = upstream
-        for present, absent in (("client_cert", "client_key"), ("client_key", "client_cert")):
-            if table.has(present) and not table.has(absent):
-                raise table.error(
-                    absent, f"missing required key; expected a path, since {_quote(present)} is set"
-                )
-        settings = HTTPSettings(
-            upstream=upstream,
-            token=table.secret("token_env", "token_file"),
-            client_cert=table.path_value("client_cert", check="file"),
-            client_key=table.path_value("client_key", check="secret file"),
-            ca_file=table.path_value("ca_file", check="file"),
-            insecure=table.boolean("insecure", _default(HTTPSettings, "insecure")),
-            impersonate=table.boolean("impersonate", _default(HTTPSettings, "impersonate")),
-            pass_cookies=table.boolean("pass_cookies", _default(HTTPSettings, "pass_cookies")),
-            record_input=table.boolean("record_input", _default(HTTPSettings, "record_input")),
-            record_exec_output=table.boolean("record_exec_output", _default(HTTPSettings, "record_exec_output")),
-            upgrade_idle_timeout=table.duration(
-                "upgrade_idle_timeout", _default(HTTPSettings, "upgrade_idle_timeout"), allow_zero=True
-            ),
-            hold_timeout=table.duration("hold_timeout", _default(HTTPSettings, "hold_timeout")),
-        )
+    target, settings = front_end.parse_connection(table)
     return Connection(name=name, kind=kind, target=target, settings=settings)
 
 
-def _required(table: _Table, name: str, what: str) -> str:
-    value = table.string(name, required=True, what=what)
-    assert value is not None
-    return value
-
-
-def _config(reader: _Reader, document: dict[str, Any], source: Path | None) -> Config:
-    top = _Table(reader, "", document)
+def _config(reader: _Reader, document: dict[str, Any], source: Path | None, front_ends: FrontEnds) -> Config:
+    top = Table(reader, "", document)
     top.check_keys(_TOP_KEYS)
     gateway = _gateway(reader, top.table("gateway"))
-    listen = _listen(top.table("listen"))
+    listen = _listen(top.table("listen"), front_ends)
     tls = _tls(top.table("tls"))
     identity = _identity(top.table("identity"))
     audit = _audit(top.table("audit"))
-    preauth = _preauth(top.table("preauth"))
+    preauth = _preauth(top.table("preauth"), front_ends)
     reviews = _reviews(top.table("reviews"), listen)
     connections = []
     first: dict[str, str] = {}
     for table in top.tables("connections"):
-        connection = _connection(table)
+        connection = _connection(table, front_ends)
         if connection.name in first:
             raise table.error(
                 "name",
@@ -1283,6 +1205,7 @@ def loads(
     base_dir: Path,
     check_secrets: bool = True,
     environ: Mapping[str, str] | None = None,
+    front_ends: FrontEnds | None = None,
 ) -> Config:
     """
     Parse and validate a configuration document.
@@ -1295,7 +1218,11 @@ def loads(
         never read into the configuration.
     @param environ: the environment to check variables in; L{os.environ} if
         C{None}.
+    @param front_ends: the kinds of connection there are, and how each is
+        read; the installed ones (L{hoopgw.frontends.installed}) if C{None}.
     @raise ConfigError: for the first problem found.
+    @raise hoopgw.errors.PluginError: if the installed plugins cannot be
+        used together.
     """
     file = str(source) if source is not None else "<string>"
     try:
@@ -1312,7 +1239,7 @@ def loads(
         check_secrets,
         os.environ if environ is None else environ,
     )
-    return _config(reader, document, source)
+    return _config(reader, document, source, _installed(front_ends))
 
 
 def load(
@@ -1448,6 +1375,8 @@ def _plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, (tuple, list)):
         return [_plain(item) for item in value]
+    if isinstance(value, _PerListener):
+        return {name: _plain(item) for name, item in value.items()}
     if isinstance(value, Connection):
         record = {"name": value.name, "kind": value.kind, "target": value.target}
         if value.settings is not None:

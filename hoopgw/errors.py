@@ -115,3 +115,11 @@ class WrongKind(NotPermitted):
         self.kind = kind
         self.expected = expected
         super().__init__(decision, f'connection "{connection}" is of kind {kind}, not {expected}')
+
+
+class PluginError(HoopgwError):
+    """
+    An installed plugin cannot be used: two claim one connection kind or
+    one policy condition, a kind is malformed or reserved, an object does
+    not provide what it claims.  The message names the plugins.
+    """

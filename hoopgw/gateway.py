@@ -16,7 +16,7 @@ import site
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from attrs import define
 from twisted.application.service import MultiService, Service
@@ -27,8 +27,9 @@ from twisted.logger import Logger
 
 import hoopgw
 from hoopgw.audit.log import AuditLog
-from hoopgw.config import Config, config_sha256
+from hoopgw.config import API_LISTENER, Config, config_sha256
 from hoopgw.errors import AuditUnavailable, ConfigError, HoopgwError
+from hoopgw.frontends import installed
 from hoopgw.identity.enrolled import SSHKeyEnrolment
 from hoopgw.identity.service import IdentityService
 from hoopgw.masking.engine import load_key
@@ -41,9 +42,6 @@ from hoopgw.metrics import Metrics
 from hoopgw.policy.rules import PolicySet
 from hoopgw.policy.service import PolicyService
 from hoopgw.protocols import _preauth
-from hoopgw.protocols.http.proxy import make_front_end as http_front_end
-from hoopgw.protocols.postgres.frontend import make_front_end as postgres_front_end
-from hoopgw.protocols.ssh.server import make_front_end as ssh_front_end
 from hoopgw.sessions import SessionService
 from hoopgw.store import FILENAME as STORE_FILENAME
 from hoopgw.store.sqlite import SQLiteStore
@@ -75,19 +73,13 @@ def policies_dir(config: Config) -> Path:
 
 @define
 class GatewayContext:
-    """What a protocol front end needs to build its factory."""
+    """What a protocol front end needs to build its factory (L{hoopgw.interfaces.IFrontEnd.build})."""
 
     config: Config
     sessions: SessionService
     reactor: Any
     tls_cert: Path
     tls_key: Path
-
-
-# Protocol front ends: listener name -> factory builder.  A front end of your
-# own is a builder like these, given the same context.
-FrontEnd = Callable[[GatewayContext], IProtocolFactory]
-FRONT_ENDS: dict[str, FrontEnd] = {"postgres": postgres_front_end, "ssh": ssh_front_end, "http": http_front_end}
 
 
 # A record lists at most this many interrupted session ids (the count is exact).
@@ -290,7 +282,9 @@ class Gateway(MultiService):
             data_dir, config.tls.cert_file, config.tls.key_file
         )
         self._client_trust = client_trust(self.tls_cert)
-        self.metrics = Metrics(clock=reactor)
+        # The installed front ends (the configuration was read with them too).
+        self.front_ends = installed()
+        self.metrics = Metrics(clock=reactor, front_ends=self.front_ends)
         self.policy = PolicyService.from_directory(policies_dir(config))
         self.identity = IdentityService.from_settings(
             config.identity, data_dir=data_dir, gateway_name=config.gateway.name, reactor=reactor
@@ -362,28 +356,28 @@ class Gateway(MultiService):
         context = GatewayContext(self.config, self.sessions, self.reactor, self.tls_cert, self.tls_key)
         factories: dict[str, IProtocolFactory] = {}
         if listen.api is not None:
-            factories["api"] = make_api_site(
+            factories[API_LISTENER] = make_api_site(
                 metrics=self.metrics, health=self.health, reviews=self.reviews, sessions=self.sessions,
                 grants=self.grants, audit=self.audit, discovery=self.discovery, ssh_keys=self.ssh_keys,
             )
-        for name in ("postgres", "ssh", "http"):
-            endpoint = getattr(listen, name)
-            if endpoint is None:
-                continue
-            builder = FRONT_ENDS.get(name)
-            if builder is None:
+        for kind, front_end in self.front_ends.items():
+            if listen.get(kind) is not None:
+                factories[kind] = front_end.build(context)
+        for name, endpoint in listen.items():
+            if endpoint is not None and name not in factories:
+                # Only a Config made in code gets here: loading refuses such a key.
                 log.warn(
-                    "listen.{name} is configured but this build has no {name} front end; not listening",
+                    "listen.{name} is configured but no {name} front end is installed; not listening",
                     name=name,
                 )
-                continue
-            factories[name] = builder(context)
         for name, factory in factories.items():
-            description = getattr(listen, name)
+            description = listen[name]
+            assert description is not None
+            limits = self.config.preauth.get(name)
             guard = _preauth.PreauthGuard(
                 factory,
                 listener=name,
-                limits=getattr(self.config.preauth, name),
+                limits=limits if limits is not None else self.front_ends[name].preauth,
                 clock=self.reactor,
                 record=self._preauth_closed,
                 refusal=_preauth.refusal(name),

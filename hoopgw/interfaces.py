@@ -1,5 +1,6 @@
 """
-Interfaces of the services every protocol front end shares.
+Interfaces of the services every protocol front end shares, and of a front
+end itself as the gateway sees it (L{IFrontEnd}).
 
 Each method that may wait returns a L{Deferred}; nothing here knows about a
 wire protocol.
@@ -163,3 +164,107 @@ class IStore(Interface):
 
     def close():
         """Release resources. @return: L{Deferred}."""
+
+
+class IFrontEnd(Interface):
+    """
+    A protocol front end, as the gateway knows it: everything about a kind
+    of connection that is not the shared pipeline.
+
+    Front ends are Twisted plugins: an object providing this interface and
+    L{twisted.plugin.IPlugin} in a module of a C{twisted/plugins/} folder
+    on C{sys.path}, found by L{hoopgw.frontends.installed}.  Nothing here
+    runs per connection: the gateway reads these once, at start-up, and
+    the factory L{build} returns does the work.
+    """
+
+    kind = Attribute(
+        """
+        The connection kind this front end serves (C{"postgres"}): the
+        value of C{kind} in C{[[connections]]}, its key in C{[listen]} and
+        C{[preauth.<kind>]}, its C{kind} label in metrics.  Lower-case
+        letters, digits and C{_}, starting with a letter; not C{"api"} or a
+        C{[preauth]} key, which the gateway uses.
+        """
+    )
+
+    description = Attribute("One line saying what it serves, for people.")
+
+    connection_keys = Attribute(
+        """
+        The keys a C{[[connections]]} table of this kind may have besides
+        C{name} and C{kind} (a sequence of str).  Any other key is refused
+        before L{parse_connection} is called.
+        """
+    )
+
+    conditions = Attribute(
+        """
+        The policy conditions its actions can be judged by: a sequence of
+        L{hoopgw.policy.rules.ConditionSpec}, named C{"<prefix>.<what>"}
+        (C{"sql.statements"}).  A condition's L{ConditionKind
+        <hoopgw.policy.rules.ConditionKind>} says how a rule writes it and
+        how it matches: C{globs} is an array of patterns that matches when
+        any pattern matches the action's attribute of that name (a string,
+        or any string of a collection); C{bool} is C{true} or C{false}
+        that matches when the attribute is that boolean.  An action without
+        the attribute does not match.  So the front end's whole part in a
+        decision is putting these attributes on its L{Action
+        <hoopgw.model.Action>}s.
+        """
+    )
+
+    action_kinds = Attribute(
+        """
+        The kinds of the actions its sessions decide, as glob patterns
+        (C{"sql.query"}, C{"ssh.sftp.*"}), besides the shared
+        C{"session.open"}: for documentation and metrics (their families,
+        the part before the first dot, are counted from the start).
+        """
+    )
+
+    default_listener = Attribute(
+        """
+        The Twisted server endpoint string the gateway listens on when
+        C{[listen]} does not name this kind (C{"tcp:15432:interface=127.0.0.1"}),
+        or C{None} for a front end that listens only when asked to.
+        """
+    )
+
+    preauth = Attribute(
+        """
+        The L{hoopgw.config.PreauthLimits} of its listener when neither
+        C{[preauth]} nor C{[preauth.<kind>]} says otherwise.
+        """
+    )
+
+    def parse_connection(table):
+        """
+        Read one C{[[connections]]} table of this kind.  Called at start-up
+        (and by the admin command), never per connection.
+
+        @param table: a L{hoopgw.config.Table}: typed accessors (C{string},
+            C{required}, C{address}, C{secret}, C{path_value}, C{duration},
+            ...) whose errors name the file, the key and what was expected.
+            Its keys are already checked against L{connection_keys}.
+        @return: C{(target, settings)}: the target as records and messages
+            show it (C{"db.internal:5432"}), and the settings value the
+            factory finds on L{Connection.settings <hoopgw.model.Connection>}
+            (a frozen attrs value, so that the effective configuration
+            shows it).
+        @raise hoopgw.errors.ConfigError: from the table, for what is wrong.
+        """
+
+    def build(context):
+        """
+        Make the listener's protocol factory over the shared services.
+
+        @param context: a L{hoopgw.gateway.GatewayContext}: the
+            configuration, the L{SessionService
+            <hoopgw.sessions.SessionService>}, the reactor and the
+            gateway's TLS certificate and key.
+        @return: an L{IProtocolFactory
+            <twisted.internet.interfaces.IProtocolFactory>}; the gateway
+            listens with it on the kind's endpoint, behind the
+            pre-authentication limits.
+        """

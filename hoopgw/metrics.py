@@ -9,7 +9,7 @@ clock.  Services report through its methods; the API renders it.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from attrs import define, field
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -32,11 +32,10 @@ AUDIT_WRITE_BUCKETS = (
 )  # fmt: skip
 
 # Label values created up front so that rate() and absent() work before the
-# first event.  Other values (a custom protocol's kinds) appear when used.
-_CONNECTION_KINDS = ("http", "postgres", "ssh")
-_ACTION_FAMILIES = ("http", "k8s", "session", "sql", "ssh")
+# first event: the installed front ends' kinds and their action families
+# (hoopgw.frontends).  Other values appear when used.
 _OUTCOMES = ("succeeded", "failed", "blocked", "expired")
-_PROTOCOLS = ("http", "postgres", "ssh")
+_WILDCARDS = frozenset("*?[")
 # Why a review webhook attempt failed (hoopgw.reviews.webhook).
 WEBHOOK_FAILURE_REASONS = ("connection", "timeout", "server_error", "rate_limited", "refused")
 
@@ -57,6 +56,8 @@ class Metrics:
     """
 
     clock: IReactorTime
+    #: The front ends whose labels exist from the start; the installed ones if C{None}.
+    front_ends: Mapping[str, Any] | None = field(default=None, kw_only=True, repr=False)
     #: The C{Content-Type} of L{render}'s output.
     content_type: str = field(init=False, default=CONTENT_TYPE)
     registry: CollectorRegistry = field(init=False)
@@ -139,15 +140,22 @@ class Metrics:
             self._webhook_failures.labels(reason)
         for result in ("delivered", "failed"):
             self._webhook_deliveries.labels(result)
-        for kind in _CONNECTION_KINDS:
+        front_ends = self.front_ends
+        if front_ends is None:
+            from hoopgw.frontends import installed
+
+            front_ends = installed()
+        families = {"session"}
+        for kind, front_end in front_ends.items():
             self._sessions_active.labels(kind)
             for result in ("opened", "refused"):
                 self._sessions_total.labels(kind, result)
-        for family in _ACTION_FAMILIES:
+            self._auth_failures.labels(kind)
+            families.update(pattern.partition(".")[0] for pattern in front_end.action_kinds)
+        families = {family for family in families if not _WILDCARDS.intersection(family)}
+        for family in sorted(families):
             for outcome in _OUTCOMES:
                 self._actions.counts[family, outcome] = 0
-        for protocol in _PROTOCOLS:
-            self._auth_failures.labels(protocol)
 
     def _checkpoint_age(self) -> float:
         since = self._started if self._last_checkpoint is None else self._last_checkpoint

@@ -1,5 +1,5 @@
 """
-The pipeline every protocol front end shares (DESIGN.md, "The one pipeline").
+The pipeline every protocol front end shares (docs/architecture.md).
 
 A front end authenticates a client through L{SessionService}, opens a
 L{Session} on a named connection, and for each sub-task calls

@@ -18,15 +18,12 @@ from hoopgw.config import (
     AuditSettings,
     Config,
     GatewaySettings,
-    HTTPSettings,
     IdentitySettings,
     IssuerSettings,
     ListenSettings,
-    PostgresSettings,
     ReviewsSettings,
     SecretRef,
     SSHKeyIdentity,
-    SSHSettings,
     TLSSettings,
     config_sha256,
     effective_config,
@@ -38,6 +35,9 @@ from hoopgw.config import (
 )
 from hoopgw.errors import ConfigError
 from hoopgw.model import Connection
+from hoopgw.protocols.http.settings import HTTPSettings
+from hoopgw.protocols.postgres.settings import PostgresSettings
+from hoopgw.protocols.ssh.settings import SSHSettings
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "hoopgw.toml"
 ALICE_KEY = (
@@ -399,7 +399,7 @@ class LoadValidTests(ConfigTestCase):
             config, Config(source=None, gateway=GatewaySettings(data_dir=self.base / "hoopgw-data"))
         )
         for name in ("postgres", "ssh", "http", "api"):
-            self.assertIn("interface=127.0.0.1", getattr(config.listen, name))
+            self.assertIn("interface=127.0.0.1", config.listen[name])
         self.assertTrue(config.identity.dev_issuer)
         self.assertEqual(quickstart().gateway.data_dir, Path.cwd() / "hoopgw-data")
 

@@ -28,6 +28,10 @@ def toml_blocks():
 
 class TomlBlocksTests(SynchronousTestCase):
     def test_every_block_loads(self) -> None:
+        from tests.test_frontends import install_echo
+
+        # docs/front-ends.md configures its example front end: installed as it says.
+        install_echo(self)
         base = Path(self.mktemp())
         base.mkdir()
         blocks = list(toml_blocks())

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hoopgw.config import Config, find_config, parse_duration
-from hoopgw.errors import CommandError, ConfigError, terminal_safe
+from hoopgw.errors import CommandError, ConfigError, PluginError, terminal_safe
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -1097,7 +1097,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             code = args.run(args)
-        except (ConfigError, CommandError) as e:
+        except (ConfigError, CommandError, PluginError) as e:
             print(f"hoopgw: {_safe_lines(str(e))}", file=sys.stderr)
             code = 1
         if code:

@@ -409,8 +409,7 @@ def _configured_boundary(config: Any) -> dict[str, Any]:
         return {}
     listen = config.listen
     return {
-        "listeners": {name: getattr(listen, name) for name in ("postgres", "ssh", "http", "api")
-                      if getattr(listen, name, None)},
+        "listeners": {name: endpoint for name, endpoint in listen.items() if endpoint},
         "connections": [{"name": c.name, "kind": c.kind, "target": c.target} for c in config.connections],
     }
 
@@ -422,13 +421,13 @@ def _tls_legs(config: Any) -> list[dict[str, Any]]:
     legs = []
     own = "the configured certificate" if config.tls.cert_file else "a self-signed certificate in the data dir"
     for name in ("postgres", "http"):
-        if getattr(config.listen, name, None):
+        if config.listen.get(name):
             legs.append({"leg": f"client to gateway ({name})", "protected": True,
                          "detail": f"TLS with {own} (PostgreSQL: SSLRequest required)" if name == "postgres"
                          else f"TLS with {own}"})
-    if getattr(config.listen, "ssh", None):
+    if config.listen.get("ssh"):
         legs.append({"leg": "client to gateway (ssh)", "protected": True, "detail": "SSH transport (Conch)"})
-    if getattr(config.listen, "api", None):
+    if config.listen.api:
         api = config.listen.api
         legs.append({"leg": "API", "protected": api.startswith("ssl:"),
                      "detail": f"{api} ({'TLS' if api.startswith('ssl:') else 'plain HTTP: keep it on loopback'})"})

@@ -180,9 +180,11 @@ def _parse_conditions(
                 pending[0:0] = [(f"{path}.{k}", v) for k, v in value.items()]
                 continue
             known = sorted(ctx.conditions)
+            # A condition of a front end whose plugin failed to load: say which.
+            hint = CONDITIONS.hint() if ctx.conditions is CONDITIONS else ""
             raise ctx.error(
                 f"{where}.{path}",
-                f"unknown condition; expected {_one_of(known)}{_did_you_mean(path, known)}",
+                f"unknown condition; expected {_one_of(known)}{_did_you_mean(path, known)}{hint}",
             )
         key = f"{where}.{path}"
         if spec.kind is ConditionKind.boolean:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -75,50 +75,57 @@ class ConditionSpec:
     description: str = ""
 
 
-# The vocabulary of conditions, in one place: what DESIGN.md promises, and
-# which attribute each front end puts on its actions.
-_BUILTIN_CONDITIONS = (
-    ConditionSpec("sql.statements", ConditionKind.globs, "lower",
-                  "statement kinds from the PostgreSQL parser: select, insert, drop, ..."),
-    ConditionSpec("sql.reads", ConditionKind.globs, None,
-                  "tables read, schema-qualified: public.users"),
-    ConditionSpec("sql.writes", ConditionKind.globs, None,
-                  "tables written, schema-qualified: public.payments"),
-    ConditionSpec("sql.functions", ConditionKind.globs, None,
-                  "functions called, schema-qualified when written so: pg_catalog.pg_sleep"),
-    ConditionSpec("sql.without_where", ConditionKind.boolean, None,
-                  "an UPDATE or DELETE without a WHERE clause"),
-    ConditionSpec("sql.program", ConditionKind.boolean, None,
-                  "COPY ... TO/FROM PROGRAM (runs a shell command on the database server)"),
-    ConditionSpec("ssh.commands", ConditionKind.globs, None,
-                  "command lines, as parsed from exec requests and shell lines"),
-    ConditionSpec("ssh.simple_command", ConditionKind.globs, None,
-                  "an exec request that is one plain command (for allow-lists); absent otherwise"),
-    ConditionSpec("ssh.forward.destinations", ConditionKind.globs, None,
-                  "port-forwarding destinations as host:port"),
-    ConditionSpec("ssh.sftp.paths", ConditionKind.globs, None,
-                  "paths of an SFTP operation, as sent and in absolute form"),
-    ConditionSpec("ssh.sftp.write", ConditionKind.boolean, None,
-                  "an SFTP operation that can change files (open for writing, remove, ...)"),
-    ConditionSpec("k8s.verbs", ConditionKind.globs, "lower",
-                  "Kubernetes API verbs: get, list, create, delete, deletecollection, ..."),
-    ConditionSpec("k8s.resources", ConditionKind.globs, "lower",
-                  "Kubernetes resources: pods, namespaces, ..."),
-    ConditionSpec("k8s.subresources", ConditionKind.globs, "lower",
-                  "Kubernetes subresources: exec, log, status, ..."),
-    ConditionSpec("k8s.namespaces", ConditionKind.globs, None, "Kubernetes namespaces"),
-    ConditionSpec("k8s.names", ConditionKind.globs, None, "Kubernetes object names"),
-    ConditionSpec("k8s.groups", ConditionKind.globs, None,
-                  'Kubernetes API groups ("" is the core group)'),
-    ConditionSpec("http.methods", ConditionKind.globs, "upper", "HTTP methods: GET, POST, ..."),
-    ConditionSpec("http.paths", ConditionKind.globs, None,
-                  "HTTP request paths below the connection's prefix"),
-)
+class _Vocabulary(MutableMapping[str, ConditionSpec]):
+    """
+    L{CONDITIONS}: the conditions of the installed front ends
+    (L{hoopgw.frontends.installed}: each declares the ones its actions
+    carry) and those added with L{register_condition}.  Read when a policy
+    is loaded, never when one decides.
+    """
 
-CONDITIONS: dict[str, ConditionSpec] = {spec.name: spec for spec in _BUILTIN_CONDITIONS}
+    def __init__(self) -> None:
+        self._added: dict[str, ConditionSpec] = {}
+        self._installed: object = None
+        self._table: dict[str, ConditionSpec] = {}
+
+    def _current(self) -> dict[str, ConditionSpec]:
+        from hoopgw.frontends import installed
+
+        front_ends = installed()
+        if front_ends is not self._installed:
+            self._table = {**front_ends.conditions, **self._added}
+            self._installed = front_ends
+        return self._table
+
+    def __getitem__(self, name: str) -> ConditionSpec:
+        return self._current()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+    def __setitem__(self, name: str, spec: ConditionSpec) -> None:
+        self._added[name] = spec
+        self._installed = None
+
+    def __delitem__(self, name: str) -> None:
+        del self._added[name]
+        self._installed = None
+
+    def hint(self) -> str:
+        """For a message about an unknown condition: which plugins could not be loaded, if any."""
+        from hoopgw.frontends import installed
+
+        return installed().hint()
+
+
+CONDITIONS = _Vocabulary()
 """
-Every condition a rule may use, by name.  Front ends of other protocols add
-theirs with L{register_condition} before policies are loaded.
+Every condition a rule may use, by name: those of the installed front ends
+(L{hoopgw.interfaces.IFrontEnd.conditions}), and any added with
+L{register_condition} before policies are loaded.
 """
 
 _CONDITION_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+\Z")
@@ -130,12 +137,14 @@ def register_condition(
     *,
     case: str | None = None,
     description: str = "",
-    conditions: dict[str, ConditionSpec] | None = None,
+    conditions: MutableMapping[str, ConditionSpec] | None = None,
 ) -> ConditionSpec:
     """
     Let rules use one more condition, e.g. C{register_condition("mysql.statements",
-    "globs")} from a MySQL front end that puts C{"mysql.statements"} in its
-    actions' attributes.
+    "globs")} for a MySQL front end that puts C{"mysql.statements"} in its
+    actions' attributes.  A front end installed as a plugin declares its
+    conditions instead (L{hoopgw.interfaces.IFrontEnd.conditions}), and
+    they are checked with this.
 
     Registering the same condition twice is harmless; registering a name
     again with another kind is a programming error.

@@ -33,7 +33,7 @@ from tests.fuzz._fuzzing import Input, check, fuzz, instrumented
 
 with instrumented(__name__):
     from hoopgw.model import Outcome
-    from hoopgw.policy.sql import statement_info
+    from hoopgw.protocols.postgres.sql import statement_info
     from hoopgw.protocols.postgres import codec
     from hoopgw.protocols.postgres.tracker import Copy, Desync, Expect, NameChange, Pending, Portal, Tracker
 

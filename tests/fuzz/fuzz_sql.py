@@ -1,6 +1,6 @@
 """
-Fuzz the SQL classification (hoopgw.policy.sql) and the lexical checks
-(hoopgw.protocols.postgres.lexical) with query texts.
+Fuzz the SQL classification (hoopgw.protocols.postgres.sql) and the
+lexical checks (hoopgw.protocols.postgres.lexical) with query texts.
 
 Input: the bytes of a query string as a client sends them (up to a NUL,
 which ends it on the wire).  They are decoded as the gateway decodes
@@ -32,8 +32,7 @@ from tests.fuzz._fuzzing import check, fuzz, instrumented
 with instrumented(__name__):
     from pglast import parser as pg
 
-    from hoopgw.policy import sql
-    from hoopgw.protocols.postgres import codec, lexical
+    from hoopgw.protocols.postgres import codec, lexical, sql
 
 # Client encodings the gateway reads (lexical._CODECS), as the server names them.
 ENCODINGS = ("LATIN1", "WIN1252", "WIN1251", "KOI8R", "EUC_JP", "EUC_KR", "EUC_CN", "ISO_8859_7")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from hoopgw.policy.sql import classify, redact_secrets, statement_info
+from hoopgw.protocols.postgres.sql import classify, redact_secrets, statement_info
 from hoopgw.protocols.http.wire import ParseError, Parser
 from hoopgw.protocols.postgres import lexical
 
@@ -19,7 +19,7 @@ from hoopgw.protocols.postgres import lexical
 
 class RedactionTests(SynchronousTestCase):
     """
-    hoopgw.policy.sql.redact_secrets, and the statement texts of classify()
+    hoopgw.protocols.postgres.sql.redact_secrets, and the statement texts of classify()
     and statement_info(), which the audit trail records: a password must
     never reach them (found by fuzz_sql.py).
     """

@@ -1,5 +1,5 @@
 """
-Tests for L{hoopgw.policy.sql}: SQL classification with the PostgreSQL
+Tests for L{hoopgw.protocols.postgres.sql}: SQL classification with the PostgreSQL
 parser, and the shipped default policy's decisions on what it classifies.
 """
 
@@ -15,8 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from hoopgw.model import Action, Identity
 from hoopgw.policy.loader import load_policy_dir
 from hoopgw.policy.rules import evaluate
-from hoopgw.policy import sql as sql_module
-from hoopgw.policy.sql import PreparedStatements, StatementInfo, classify
+from hoopgw.protocols.postgres import sql as sql_module
+from hoopgw.protocols.postgres.sql import PreparedStatements, StatementInfo, classify
 
 REPO = Path(__file__).resolve().parents[2]
 ALICE = Identity("https://idp", "alice", ("dev",))
@@ -657,7 +657,7 @@ class RedactSecretsTests(SynchronousTestCase):
 
     def test_password_literals(self) -> None:
         """Every spelling of a password constant is replaced, the rest of the text kept."""
-        from hoopgw.policy.sql import redact_secrets
+        from hoopgw.protocols.postgres.sql import redact_secrets
 
         cases = {
             "CREATE ROLE x PASSWORD 'p'": "CREATE ROLE x PASSWORD '[redacted]'",
@@ -673,14 +673,14 @@ class RedactSecretsTests(SynchronousTestCase):
 
     def test_unreadable_text_is_not_recorded(self) -> None:
         """Text the scanner cannot read (an unterminated string) is not recorded at all."""
-        from hoopgw.policy.sql import UNRECORDABLE, classify
+        from hoopgw.protocols.postgres.sql import UNRECORDABLE, classify
 
         [info] = classify("ALTER ROLE x PASSWORD 'secret")
         self.assertEqual(info.text, UNRECORDABLE)
 
     def test_classification_records_the_redacted_text(self) -> None:
         """The statement text classify returns (what the trail records) carries no password; the facts are kept."""
-        from hoopgw.policy.sql import classify
+        from hoopgw.protocols.postgres.sql import classify
 
         [role, select] = classify("CREATE ROLE r PASSWORD 'hunter2'; SELECT 1")
         self.assertEqual(role.text, "CREATE ROLE r PASSWORD '[redacted]'")

@@ -311,8 +311,8 @@ class ConfigTests(SynchronousTestCase):
         """60 s everywhere but SSH (120 s, as LoginGraceTime); 32 per source, 256 per listener, 256 KiB."""
         settings = self.load("").preauth
         self.assertEqual(settings, PreauthSettings())
-        self.assertEqual(settings.postgres, PreauthLimits(60, 32, 256, 262144))
-        self.assertEqual(settings.ssh.timeout, 120)
+        self.assertEqual(settings["postgres"], PreauthLimits(60, 32, 256, 262144))
+        self.assertEqual(settings["ssh"].timeout, 120)
         self.assertEqual(effective_config(self.load(""))["preauth"]["ssh"]["timeout"], 120)
 
     def test_shared_and_per_listener(self) -> None:
@@ -321,10 +321,10 @@ class ConfigTests(SynchronousTestCase):
             '[preauth]\ntimeout = "30s"\nmax_per_source = 8\n'
             '[preauth.ssh]\ntimeout = "2m"\n[preauth.api]\nmax_per_listener = 16\nmax_bytes = 65536\n'
         ).preauth
-        self.assertEqual(settings.postgres, PreauthLimits(30, 8, 256, 262144))
-        self.assertEqual(settings.http, PreauthLimits(30, 8, 256, 262144))
-        self.assertEqual(settings.ssh, PreauthLimits(120, 8, 256, 262144))
-        self.assertEqual(settings.api, PreauthLimits(30, 8, 16, 65536))
+        self.assertEqual(settings["postgres"], PreauthLimits(30, 8, 256, 262144))
+        self.assertEqual(settings["http"], PreauthLimits(30, 8, 256, 262144))
+        self.assertEqual(settings["ssh"], PreauthLimits(120, 8, 256, 262144))
+        self.assertEqual(settings["api"], PreauthLimits(30, 8, 16, 65536))
 
     def test_errors(self) -> None:
         self.assertError(

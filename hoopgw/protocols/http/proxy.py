@@ -86,7 +86,6 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from hoopgw.config import HTTPSettings
 from hoopgw.errors import (
     AuditUnavailable,
     AuthenticationFailed,
@@ -115,6 +114,7 @@ from hoopgw.protocols.http.masking import request_headers as masking_request_hea
 from hoopgw.protocols.http.paths import PathError, RoutedPath, split_request_target
 from hoopgw.protocols.http.pool import Pool, UpstreamConnection, set_no_delay
 from hoopgw.protocols.http.redact import redact_target
+from hoopgw.protocols.http.settings import HTTPSettings
 from hoopgw.protocols.http.upgrade import (
     check_upgrade,
     connect_upstream,
@@ -1998,7 +1998,7 @@ def _is_upgrade(head: Head) -> bool:
 
 
 def make_front_end(context: Any) -> TLSMemoryBIOFactory:
-    """The L{hoopgw.gateway.FRONT_ENDS} builder for the C{http} listener."""
+    """The C{http} listener's factory (L{IFrontEnd.build <hoopgw.interfaces.IFrontEnd.build>}, through L{hoopgw.protocols.http.plugin})."""
     from hoopgw.tls import server_options
 
     recordings = Path(context.config.gateway.data_dir) / "recordings"

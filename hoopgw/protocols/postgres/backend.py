@@ -18,10 +18,10 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.config import PostgresSettings
 from hoopgw.protocols import set_no_delay
 from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.auth import SCRAM_SHA_256, BackendAuthError, ScramClient, md5_password
+from hoopgw.protocols.postgres.settings import PostgresSettings
 
 log = Logger()
 

@@ -31,9 +31,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.config import PostgresSettings
 from hoopgw.protocols.postgres.origins import Relation, view_origins
 from hoopgw.protocols.postgres.reach import RelationGraph, Routine
+from hoopgw.protocols.postgres.settings import PostgresSettings
 
 __all__ = ["Catalog"]
 

@@ -43,10 +43,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from hoopgw.config import PostgresSettings
 from hoopgw.errors import AuditUnavailable, NotPermitted
 from hoopgw.model import Action, Connection, Outcome, Source, Status
-from hoopgw.policy.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
+from hoopgw.protocols.postgres.settings import PostgresSettings
+from hoopgw.protocols.postgres.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
 from hoopgw.protocols import _preauth, _tls as tls, set_no_delay
 from hoopgw.protocols.postgres import codec, lexical, reach, startup
 from hoopgw.protocols.postgres.reach import RelationGraph
@@ -1437,7 +1437,7 @@ class _OneShot(Protocol):
 
 
 def make_front_end(context: Any) -> PostgresFrontEnd:
-    """The L{hoopgw.gateway.FRONT_ENDS} builder for the C{postgres} listener."""
+    """The C{postgres} listener's factory (L{IFrontEnd.build <hoopgw.interfaces.IFrontEnd.build>}, through L{hoopgw.protocols.postgres.plugin})."""
     from hoopgw.tls import server_options
 
     return PostgresFrontEnd(

@@ -63,7 +63,7 @@ from typing import Any
 
 from attrs import evolve, frozen
 
-from hoopgw.policy.sql import UNKNOWN, StatementInfo, _with_text, body_statements
+from hoopgw.protocols.postgres.sql import UNKNOWN, StatementInfo, _with_text, body_statements
 
 __all__ = [
     "EMPTY", "RelationGraph", "Routine", "changes_catalog", "events_of", "needs_catalog", "unreadable", "with_renames",

@@ -36,7 +36,7 @@ from typing import Any, Callable
 from attrs import define, field, frozen
 
 from hoopgw.model import Outcome, Status
-from hoopgw.policy.sql import PreparedStatements, StatementInfo
+from hoopgw.protocols.postgres.sql import PreparedStatements, StatementInfo
 from hoopgw.protocols.postgres import codec
 
 __all__ = ["Copy", "Desync", "ends_portals", "Expect", "NameChange", "Pending", "Portal", "Tracker", "rows_from_tag"]

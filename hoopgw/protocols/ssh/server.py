@@ -675,8 +675,9 @@ class SSHFrontEnd(factory.SSHFactory):
 
 def make_front_end(context: Any) -> SSHFrontEnd:
     """
-    The L{hoopgw.gateway.FRONT_ENDS} builder for the C{ssh} listener: loads
-    (or creates) the host key in C{data_dir/keys/ssh_host_ed25519} and reads
+    The C{ssh} listener's factory (L{IFrontEnd.build
+    <hoopgw.interfaces.IFrontEnd.build>}, through
+    L{hoopgw.protocols.ssh.plugin}): loads (or creates) the host key in C{data_dir/keys/ssh_host_ed25519} and reads
     every SSH connection's key or password and pinned host key now.
     Terminal recordings go to C{data_dir/recordings}.
     """

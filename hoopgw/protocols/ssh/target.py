@@ -23,7 +23,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
-from hoopgw.config import SSHSettings
 from hoopgw.errors import ConfigError, HoopgwError
 from hoopgw.identity.ssh import openssh_fingerprint
 from hoopgw.model import Connection
@@ -31,6 +30,7 @@ from hoopgw.protocols.ssh.channels import WindowGate
 from hoopgw.protocols.ssh.keepalive import KeepAlive, abort
 from hoopgw.protocols.ssh.packets import FastPackets
 from hoopgw.protocols import set_no_delay
+from hoopgw.protocols.ssh.settings import SSHSettings
 
 __all__ = [
     "HostKeyMismatch",

@@ -13,7 +13,7 @@ from twisted.internet import ssl
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from hoopgw.config import HTTPSettings, SecretRef
+from hoopgw.config import SecretRef
 from hoopgw.model import Connection, Identity
 from hoopgw.protocols.http.bodies import MASK, body_record, mask_secrets
 from hoopgw.protocols.http.k8s import from_routed
@@ -28,6 +28,7 @@ from hoopgw.protocols.http.proxy import (
     error_body,
     response_headers,
 )
+from hoopgw.protocols.http.settings import HTTPSettings
 from tests.integration._fake_k8s import make_test_ca
 
 

@@ -8,8 +8,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from hoopgw.config import PostgresSettings
 from hoopgw.protocols.postgres.catalog import _EXISTS, _GRAPH, Catalog
+from hoopgw.protocols.postgres.settings import PostgresSettings
 
 SETTINGS = PostgresSettings(host="127.0.0.1", port=5432, database="app", user="app", tls="disable")
 

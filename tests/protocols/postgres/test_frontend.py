@@ -19,12 +19,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from hoopgw.config import PostgresSettings
 from hoopgw.model import Connection, Decision, Effect, Identity, Status
 from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.backend import unreachable
 from hoopgw.protocols.postgres.frontend import PostgresFrontEnd, rows_from_tag
 from hoopgw.protocols.postgres.reach import RelationGraph
+from hoopgw.protocols.postgres.settings import PostgresSettings
 from hoopgw.testing import FixedCatalog, MemoryAuditLog, MemoryIdentityVerifier, StaticPolicy, memory_session_service
 
 ALICE = Identity(issuer="test", subject="alice", groups=("dev",))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from hoopgw.policy.sql import classify
+from hoopgw.protocols.postgres.sql import classify
 from hoopgw.protocols.postgres.catalog import graph_from_snapshot
 from hoopgw.protocols.postgres.reach import EMPTY, RelationGraph, Routine, changes_catalog, unreadable, with_renames
 

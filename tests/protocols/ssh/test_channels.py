@@ -17,7 +17,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from pathlib import Path
 
-from hoopgw.config import SSHSettings
 from hoopgw.masking.engine import REDACTED
 from hoopgw.masking.service import MaskingService
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Source
@@ -35,6 +34,7 @@ from hoopgw.protocols.ssh.channels import (
     legacy_scp,
 )
 from hoopgw.protocols.ssh.commands import parse_command, policy_lines
+from hoopgw.protocols.ssh.settings import SSHSettings
 from hoopgw.protocols.ssh.sftp import Init, Realpath, Version, encode
 from hoopgw.protocols.ssh.sftp_filter import SFTPFilter, sftp_filter
 from hoopgw.recording.lines import LineReconstructor

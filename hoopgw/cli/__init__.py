@@ -17,10 +17,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from hoopgw.config import Config, find_config, parse_duration
 from hoopgw.errors import CommandError, ConfigError, terminal_safe
+
+if TYPE_CHECKING:
+    from hoopgw.store import SessionFilter
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -31,7 +34,7 @@ def _config(args: argparse.Namespace) -> Config:
     exec-credential}, else on a terminal or on failure (L{main}); never
     with C{--quiet}.
     """
-    loaded = getattr(args, "loaded_config", None)
+    loaded: Config | None = getattr(args, "loaded_config", None)
     if loaded is not None:
         return loaded
     choice = find_config(args.config)
@@ -376,7 +379,7 @@ def audit_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(record: dict) -> str:
+def _summary(record: dict[str, Any]) -> str:
     identity = record.get("identity") or {}
     parts = [
         record.get("time", "?"),
@@ -410,7 +413,7 @@ def _summary(record: dict) -> str:
     return terminal_safe(" ".join(str(p) for p in parts))
 
 
-def _read_sessions(config: Config, where, limit: int) -> list[dict] | None:
+def _read_sessions(config: Config, where: SessionFilter | None, limit: int) -> list[dict[str, Any]] | None:
     """The store's rows (read-only), or None after saying why there are none to read."""
     from hoopgw.store import FILENAME, StoreError
     from hoopgw.store.sqlite import read_sessions
@@ -426,7 +429,7 @@ def _read_sessions(config: Config, where, limit: int) -> list[dict] | None:
         return None
 
 
-def _counted(row: dict, recordings: Path) -> dict:
+def _counted(row: dict[str, Any], recordings: Path) -> dict[str, Any]:
     """
     A store row as C{sessions list --json} prints it: its C{counts} replaced
     by C{actions} and C{outcomes}, and C{recording_bytes} added.
@@ -446,7 +449,7 @@ def _counted(row: dict, recordings: Path) -> dict:
     return row
 
 
-def _actions_text(row: dict) -> str:
+def _actions_text(row: dict[str, Any]) -> str:
     outcomes = row["outcomes"]
     if outcomes is None:
         return f"{'-':>5} actions ({'still open' if row['ended'] is None else 'not counted'})"
@@ -713,7 +716,8 @@ def _api_arguments(parser: argparse.ArgumentParser, use: str = "") -> None:
 def _api_url(args: argparse.Namespace) -> str:
     """The running gateway's API: --api, or [listen] api of the configuration (a tcp: endpoint)."""
     if args.api:
-        return args.api.rstrip("/")
+        api: str = args.api
+        return api.rstrip("/")
     endpoint = _config(args).listen.api
     if not endpoint:
         raise CommandError("the configuration has no API listener ([listen] api); give --api URL")
@@ -726,7 +730,7 @@ def _api_url(args: argparse.Namespace) -> str:
     return f"http://{host}:{port}"
 
 
-def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+def _api(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, object]:
     """One call to the gateway's API (reviews, grants) with the caller's token; (status, JSON body)."""
     from hoopgw.cli.login import call
 
@@ -744,7 +748,7 @@ def _api_result(status: int, body: object) -> int:
     return 0
 
 
-def _review_line(review: dict) -> str:
+def _review_line(review: dict[str, Any]) -> str:
     action = review.get("action", {})
     return (
         f"{review['id']}  {review['state']:<9} {review['requester']['subject']:<16} {review['connection']:<14} "
@@ -782,7 +786,7 @@ def reviews_decide(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grant_line(grant: dict) -> str:
+def _grant_line(grant: dict[str, Any]) -> str:
     until = grant.get("expires") or "-"
     return (
         f"{grant['id']}  {grant['state']:<9} {grant['requester']['subject']:<16} {grant['connection']:<14} "
@@ -889,8 +893,8 @@ def parser() -> argparse.ArgumentParser:
         wrapper.add_argument("connection", metavar="CONNECTION", help="the connection's name")
         wrapper.add_argument("client_args", nargs=argparse.REMAINDER, metavar="ARGS", help=f"{client}'s own arguments")
         wrapper.set_defaults(run=client_command)
-    setup = groups.add_parser("config", help="write client configuration for a gateway you logged in to")
-    setup = setup.add_subparsers(dest="verb", required=True)
+    setup_command = groups.add_parser("config", help="write client configuration for a gateway you logged in to")
+    setup = setup_command.add_subparsers(dest="verb", required=True)
     kube = setup.add_parser("kubeconfig", help="add a context for an HTTP connection to your kubeconfig (through kubectl config)")
     kube.add_argument("--gateway", help="the gateway's API URL (default: $HOOPGW_GATEWAY, or the last logged in to)")
     kube.add_argument("--kubeconfig", help="the file to write (default: kubectl's own: $KUBECONFIG, else ~/.kube/config)")
@@ -1082,7 +1086,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         try:
-            code = args.run(args)
+            code: int = args.run(args)
         except (ConfigError, CommandError) as e:
             print(f"hoopgw: {e}", file=sys.stderr)
             code = 1

@@ -991,7 +991,8 @@ class AuditLog(Service):
                 self._write_own(SET_ASIDE_EVENT, body)
                 wrote = True
             if wrote:
-                os.fdatasync(self._fd)  # type: ignore[arg-type]
+                assert self._fd is not None  # (_write_own refuses a closed log)
+                os.fdatasync(self._fd)
                 self._synced = self._seq
                 self._checkpoint_now()
             if plan.resolution:

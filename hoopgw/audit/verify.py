@@ -617,8 +617,8 @@ def verify(
                         next_cp += 1
                 marks += chunk.marks
                 count += chunk.count
-                if chunk.count:
-                    prev = chunk.last_hash  # type: ignore[assignment]
+                if chunk.last_hash is not None:  # (the range had good lines: chunk.count)
+                    prev = chunk.last_hash
                 if chunk.error is not None:
                     return report(f"{where(count)}: {chunk.error[1]}")
             if chunk.torn:

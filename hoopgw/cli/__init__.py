@@ -761,7 +761,8 @@ def reviews_list(args: argparse.Namespace) -> int:
     status, body = _api(args, "GET", "/api/v1/reviews" + query)
     if _api_result(status, body):
         return 1
-    for review in body["reviews"]:  # type: ignore[index]
+    assert isinstance(body, dict)
+    for review in body["reviews"]:
         if args.json:
             print(json.dumps({**review, "requester": review["requester"]["subject"],
                               "action": review.get("action", {}).get("input", "")}, sort_keys=True))
@@ -782,7 +783,8 @@ def reviews_decide(args: argparse.Namespace) -> int:
     status, body = _api(args, "POST", f"/api/v1/reviews/{args.id}/{args.verb}", {"reason": args.reason or ""})
     if _api_result(status, body):
         return 1
-    print(f"review {args.id}: {body['state']}")  # type: ignore[index]
+    assert isinstance(body, dict)
+    print(f"review {args.id}: {body['state']}")
     return 0
 
 
@@ -810,7 +812,8 @@ def access_list(args: argparse.Namespace) -> int:
     status, body = _api(args, "GET", "/api/v1/grants" + query)
     if _api_result(status, body):
         return 1
-    for grant in body["grants"]:  # type: ignore[index]
+    assert isinstance(body, dict)
+    for grant in body["grants"]:
         print(json.dumps(grant, sort_keys=True) if args.json else _grant_line(grant))
     return 0
 
@@ -819,7 +822,8 @@ def access_revoke(args: argparse.Namespace) -> int:
     status, body = _api(args, "POST", f"/api/v1/grants/{args.id}/revoke", {"reason": args.reason or ""})
     if _api_result(status, body):
         return 1
-    print(f"grant {args.id}: {body['state']}")  # type: ignore[index]
+    assert isinstance(body, dict)
+    print(f"grant {args.id}: {body['state']}")
     return 0
 
 

@@ -221,15 +221,23 @@ def device_login(issuer: dict[str, Any], metadata: dict[str, Any], tell: Callabl
     raise LoginError("the device code expired before it was approved: run hoopgw login again")
 
 
-class _Callback(http.server.BaseHTTPRequestHandler):
-    result: dict[str, str] = {}
+class _CallbackServer(http.server.HTTPServer):
+    """The loopback server of a browser login: C{result} is the query of the callback it was sent."""
 
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Callback)
+        self.result: dict[str, str] = {}
+
+
+class _Callback(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 -- http.server's name
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
         if urllib.parse.urlsplit(self.path).path != "/callback" or not query:
             self.send_error(404)
             return
-        self.server.result = query  # type: ignore[attr-defined]
+        server = self.server
+        assert isinstance(server, _CallbackServer)
+        server.result = query
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.end_headers()
@@ -248,8 +256,7 @@ def browser_login(issuer: dict[str, Any], metadata: dict[str, Any], tell: Callab
     endpoint = metadata.get("authorization_endpoint")
     if not endpoint:
         return None
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Callback)
-    server.result = {}  # type: ignore[attr-defined]
+    server = _CallbackServer()
     server.timeout = 1
     redirect = f"http://127.0.0.1:{server.server_port}/callback"
     verifier = secrets.token_urlsafe(48)
@@ -270,11 +277,11 @@ def browser_login(issuer: dict[str, Any], metadata: dict[str, Any], tell: Callab
     tell(f"Logging in in your browser; if it did not open, visit:\n  {url}")
     deadline = time.monotonic() + timeout
     try:
-        while not server.result and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        while not server.result and time.monotonic() < deadline:
             server.handle_request()
     finally:
         server.server_close()
-    result: dict[str, str] = server.result  # type: ignore[attr-defined]
+    result = server.result
     if not result:
         raise LoginError("no answer from the browser in time: run hoopgw login again (or --device)")
     if result.get("state") != state:

@@ -485,6 +485,7 @@ class JsonStreamMasker:
             return self.rules.document()
         frame = stack[-1]
         if frame.is_object:
+            # A key is None only under _NOTHING (not read), which child() returns at once.
             return self.rules.child(frame.pos, frame.key)  # type: ignore[arg-type]
         index = frame.index
         frame.index = index + 1
@@ -510,7 +511,7 @@ class JsonStreamMasker:
             expect = self._expect
             if c == _QUOTE:
                 body = _STRING_BODY.match(buf, start + 1)
-                stop = body.end()  # type: ignore[union-attr]
+                stop = body.end()  # type: ignore[union-attr]  # (the pattern matches the empty string)
                 if stop == end or buf[stop] != _QUOTE:
                     if final:
                         raise JsonBodyError("the body ends inside a string")
@@ -631,7 +632,7 @@ class JsonStreamMasker:
                     at += 1
                     state = 1
                     continue
-                at = _STRING_BODY.match(buf, at).end()  # type: ignore[union-attr]
+                at = _STRING_BODY.match(buf, at).end()  # type: ignore[union-attr]  # (matches the empty string)
                 if at == end:
                     break
                 if buf[at] == _QUOTE:
@@ -640,7 +641,7 @@ class JsonStreamMasker:
                     continue
                 at, state = end, 2  # a backslash, the last byte
                 break
-            at = _STRUCTURE.match(buf, at).end()  # type: ignore[union-attr]
+            at = _STRUCTURE.match(buf, at).end()  # type: ignore[union-attr]  # (matches the empty string)
             if at == end:
                 break
             c = buf[at]

@@ -38,8 +38,8 @@ from twisted.python.failure import Failure
 
 from hoopgw.errors import AuditUnavailable, HoopgwError
 from hoopgw.model import Identity
-from hoopgw.policy.rules import ReviewRequirement
-from hoopgw.reviews import Review, ReviewState, identity_record, short_id
+from hoopgw.policy.rules import GrantRule, ReviewRequirement
+from hoopgw.reviews import Review, ReviewService, ReviewState, identity_record, short_id
 from hoopgw.store._common import format_time, parse_time
 
 __all__ = ["Grant", "GrantError", "GrantService", "GrantState", "describe_duration"]
@@ -121,7 +121,8 @@ class Grant:
         return record
 
 
-Append = Callable[[str, dict[str, Any]], Deferred]
+#: Writes an audit record; fires with its seq (L{hoopgw.interfaces.IAuditLog.append}).
+Append = Callable[[str, dict[str, Any]], Deferred[int]]
 
 
 @define(eq=False)
@@ -140,7 +141,7 @@ class GrantService:
     append: Append
     clock: IReactorTime
     policy: Any
-    reviews: Any
+    reviews: ReviewService
     connections: Mapping[str, Any]
     gateway: str = "hoopgw"
     sessions: Any = None
@@ -233,10 +234,10 @@ class GrantService:
 
         return d.addCallback(requested).addCallbacks(opened, unopened)
 
-    def _check_request(self, identity: Identity, connection_name: str, duration_seconds: int, reason: str) -> Any:
+    def _check_request(self, identity: Identity, connection_name: str, duration_seconds: int, reason: str) -> GrantRule:
         if connection_name not in self.connections:
             raise GrantError(404, f"no connection named {connection_name!r}")
-        rule = self.policy.policy_set.grant_rule(identity, connection_name)
+        rule: GrantRule | None = self.policy.policy_set.grant_rule(identity, connection_name)
         if rule is None:
             raise GrantError(403, f"no [[grant]] rule of the policy lets {identity.subject} ask for access to {connection_name!r}")
         if duration_seconds < 1:
@@ -292,7 +293,8 @@ class GrantService:
         """
         grant = self._grants.get(grant_id)
         if grant is None:
-            return self.store.get_grant(grant_id).addCallback(self._not_live, grant_id, by)
+            stored: Deferred[dict[str, Any] | None] = self.store.get_grant(grant_id)
+            return stored.addCallback(self._not_live, grant_id, by)
         if not (_same(by, grant.requester) or self._may_approve(grant, by)):
             return fail(GrantError(404, f"no grant {grant_id!r} you asked for or may approve"))
         decision = {"by": identity_record(by), "reason": reason}
@@ -364,7 +366,12 @@ class GrantService:
             self._save(grant)
         d = self._record(event, grant)
         refused: list[Failure] = []
-        d.addErrback(lambda f: refused.append(f) or f)
+
+        def keep(failure: Failure) -> Failure:
+            refused.append(failure)
+            return failure
+
+        d.addErrback(keep)
         if refused and not force:
             grant.state, grant.approved, grant.expires, grant.ended, grant.decision = before
             if ending:
@@ -373,16 +380,16 @@ class GrantService:
             return fail(refused[0])
         if ending:
             self._grants.pop(grant.id, None)
-            key = _key(grant)
-            if self._active.get(key) is grant:
-                del self._active[key]
+            active_key = _key(grant)
+            if self._active.get(active_key) is grant:
+                del self._active[active_key]
             if grant._timer is not None and grant._timer.active():
                 grant._timer.cancel()
             grant._timer = None
         self._save(grant)
         return d.addCallback(lambda _: grant.to_record())
 
-    def _record(self, event: str, grant: Grant, **extra: Any) -> Deferred:
+    def _record(self, event: str, grant: Grant, **extra: Any) -> Deferred[int]:
         body = {"gateway": self.gateway, "grant": grant.to_record(), **extra}
         try:
             return self.append(event, body)
@@ -400,7 +407,8 @@ class GrantService:
         return succeed(grant.to_record()) if grant is not None else self.store.get_grant(grant_id)
 
     def list(self, state: str | None = None, limit: int = 100) -> Deferred[list[dict[str, Any]]]:
-        return self.store.list_grants(limit=limit, state=state)
+        listed: Deferred[list[dict[str, Any]]] = self.store.list_grants(limit=limit, state=state)
+        return listed
 
     # -- start and stop ----------------------------------------------------------------
 

@@ -64,9 +64,9 @@ def load_or_create_ed25519(path: Path, *, what: str) -> Ed25519PrivateKey:
             f"got {mode:04o}; run: chmod 600 {path}"
         )
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{what} {str(path)!r}: expected an unencrypted PEM private key: {e}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{what} {str(path)!r}: expected an Ed25519 key, got {type(key).__name__}")
-    return key
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise ValueError(f"{what} {str(path)!r}: expected an Ed25519 key, got {type(loaded).__name__}")
+    return loaded

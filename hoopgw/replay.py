@@ -93,7 +93,7 @@ def _seconds(text: str) -> float:
 
 
 def _decision(decision: dict[str, Any]) -> str:
-    text = decision.get("effect", "?")
+    text: str = decision.get("effect", "?")
     if decision.get("rule"):
         text += f' (rule "{decision["rule"]}")'
     if decision.get("review"):

@@ -8,7 +8,7 @@ with no files, sockets or threads.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, fail, succeed
@@ -23,6 +23,10 @@ from hoopgw.interfaces import IAuditLog, IIdentityVerifier, IPolicy, IRecorder
 from hoopgw.model import Action, Connection, Decision, Effect, Identity
 from hoopgw.sessions import SessionService
 from hoopgw.store.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from hoopgw.protocols.postgres.origins import Relation
+    from hoopgw.protocols.postgres.reach import RelationGraph
 
 __all__ = [
     "FixedCatalog",
@@ -48,7 +52,7 @@ class MemoryAuditLog:
     failed: str | None = None
     records: list[dict[str, Any]] = field(factory=list)
 
-    def append(self, event: str, body: Mapping[str, Any]) -> Deferred:
+    def append(self, event: str, body: Mapping[str, Any]) -> Deferred[int]:
         if self.failed is not None:
             raise AuditUnavailable(f"audit log unavailable: {self.failed}")
         # Refuse what the real log refuses, so a front end tested against
@@ -56,12 +60,12 @@ class MemoryAuditLog:
         clash = RESERVED_FIELDS.intersection(body)
         if clash:
             raise ValueError(f"audit record body for {event!r} has reserved key(s) {sorted(clash)}")
-        record = {"seq": len(self.records), "event": event, **body}
+        record: dict[str, Any] = {"seq": len(self.records), "event": event, **body}
         canonical_json(record)
         self.records.append(record)
         return succeed(record["seq"])
 
-    def checkpoint(self) -> Deferred:
+    def checkpoint(self) -> Deferred[int]:
         return succeed(len(self.records))
 
     def break_with(self, reason: str) -> None:
@@ -82,7 +86,7 @@ class MemoryIdentityVerifier:
     tokens: dict[str, Identity] = field(factory=dict)
     keys: dict[bytes, Identity] = field(factory=dict)
 
-    def verify_token(self, token: str) -> Deferred:
+    def verify_token(self, token: str) -> Deferred[Identity]:
         identity = self.tokens.get(token)
         if identity is None:
             return fail(AuthenticationFailed("unknown token"))
@@ -110,14 +114,14 @@ class StaticPolicy:
     decisions: dict[str, Decision] = field(factory=dict)
     default: Decision = Decision(effect=Effect.allow, rule="test-allow")
     hold: bool = False
-    pending: list[tuple[Deferred, Decision]] = field(factory=list)
+    pending: list[tuple[Deferred[Decision], Decision]] = field(factory=list)
     seen: list[Action] = field(factory=list)
 
-    def decide(self, identity: Identity, connection: Connection, action: Action) -> Deferred:
+    def decide(self, identity: Identity, connection: Connection, action: Action) -> Deferred[Decision]:
         self.seen.append(action)
         decision = self.decisions.get(action.kind, self.default)
         if self.hold:
-            d: Deferred = Deferred()
+            d: Deferred[Decision] = Deferred()
             self.pending.append((d, decision))
             return d
         return succeed(decision)
@@ -138,7 +142,7 @@ class MemoryRecorder:
     def write(self, data: bytes) -> None:
         self.chunks.append(data)
 
-    def close(self) -> Deferred:
+    def close(self) -> Deferred[str]:
         self.closed = True
         return succeed(hashlib.sha256(b"".join(self.chunks)).hexdigest())
 
@@ -154,17 +158,17 @@ class FixedCatalog:
     held back (C{hold}, then L{release}).  Counts L{invalidate} calls.
     """
 
-    relations: Any = None  # a reach.RelationGraph
+    relations: RelationGraph | None = None
     functions: Mapping[int, str] = field(factory=dict)
-    tables: Mapping[int, Any] = field(factory=dict)  # origins.Relation by OID, for masking
+    tables: Mapping[int, Relation] = field(factory=dict)  # by OID, for masking
     unreadable: bool = False  # answer as a catalog that cannot be read
     hold: bool = False  # answer graph() only on release(), as a slow read does
-    held: list[Deferred] = field(factory=list)
+    held: list[Deferred[RelationGraph | None]] = field(factory=list)
     invalidations: int = 0
 
-    def graph(self) -> Deferred:
+    def graph(self) -> Deferred[RelationGraph | None]:
         if self.hold:
-            d: Deferred = Deferred()
+            d: Deferred[RelationGraph | None] = Deferred()
             self.held.append(d)
             return d
         return succeed(self.current())
@@ -174,10 +178,10 @@ class FixedCatalog:
         for d in held:
             d.callback(self.current())
 
-    def function(self, oid: int) -> Deferred:
+    def function(self, oid: int) -> Deferred[str | None]:
         return succeed(self.functions.get(oid))
 
-    def current(self) -> Any:
+    def current(self) -> RelationGraph | None:
         if self.unreadable or self.hold:
             return None
         if self.relations is None:
@@ -186,21 +190,21 @@ class FixedCatalog:
             self.relations = EMPTY
         return self.relations
 
-    def newer(self, missing: Any) -> Deferred:
+    def newer(self, missing: tuple[tuple[str, str | None, str], ...]) -> Deferred[RelationGraph | None]:
         return self.graph()
 
-    def known_origins(self, oids: Any) -> Any:
+    def known_origins(self, oids: Iterable[int]) -> Mapping[int, Relation] | None:
         """Result columns' relations (L{tables}, by OID) at once, unless held or unreadable."""
         if self.unreadable or self.hold:
             return None
         return self.tables
 
-    def origins(self, oids: Any) -> Deferred:
+    def origins(self, oids: Iterable[int]) -> Deferred[Mapping[int, Relation] | None]:
         if self.hold:
-            d: Deferred = Deferred()
-            d.addCallback(lambda _: None if self.unreadable else self.tables)
+            d: Deferred[RelationGraph | None] = Deferred()
+            origins = d.addCallback(lambda _: None if self.unreadable else self.tables)
             self.held.append(d)
-            return d
+            return origins
         return succeed(None if self.unreadable else self.tables)
 
     def invalidate(self) -> None:

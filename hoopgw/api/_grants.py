@@ -23,7 +23,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from hoopgw.api._json import JSONResource, Refused
+from hoopgw.api._json import JSONResource, Refused, postpath
 from hoopgw.api._reviews import visible
 from hoopgw.config import parse_duration
 from hoopgw.grants import GrantError, GrantState
@@ -44,7 +44,7 @@ class GrantsResource(JSONResource):
         self._grants = grants
 
     async def _handle(self, request: Request) -> tuple[int, Any]:
-        path = [p.decode("utf-8", "replace") for p in request.postpath if p]
+        path = [p.decode("utf-8", "replace") for p in postpath(request) if p]
         method = request.method
         if not path and method == b"POST":
             identity = await self._identity(request)

@@ -17,7 +17,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed
 from hoopgw.model import Action, Identity, Source
 
-__all__ = ["CheckpointsResource", "JSONResource", "Refused", "WhoAmIResource", "write_json"]
+__all__ = ["CheckpointsResource", "JSONResource", "Refused", "WhoAmIResource", "postpath", "write_json"]
 
 _log = Logger()
 MAX_BODY = 16 * 1024
@@ -29,6 +29,13 @@ class Refused(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def postpath(request: Request) -> list[bytes]:
+    """The path segments below the resource (twisted.web sets them before any resource sees the request)."""
+    segments = request.postpath
+    assert segments is not None
+    return segments
 
 
 def write_json(request: Request, code: int, body: Any) -> None:
@@ -50,7 +57,7 @@ class JSONResource(Resource):
     errors: tuple[type[Exception], ...] = ()
 
     def __init__(self, sessions: Any) -> None:
-        super().__init__()
+        Resource.__init__(self)  # by name: Twisted leaves it unannotated (untyped_calls_exclude, setup.cfg)
         self._sessions = sessions
 
     async def _handle(self, request: Request) -> tuple[int, Any]:
@@ -88,7 +95,10 @@ class JSONResource(Resource):
         address = request.getClientAddress()
         source = Source("api", f"{getattr(address, 'host', '?')}:{getattr(address, 'port', 0)}")
         try:
-            return await self._sessions.authenticate_token(token.strip().decode("ascii", "replace"), source=source)
+            identity: Identity = await self._sessions.authenticate_token(
+                token.strip().decode("ascii", "replace"), source=source
+            )
+            return identity
         except AuthenticationFailed as e:
             request.setHeader(b"www-authenticate", b"Bearer")
             raise Refused(401, f"the bearer token was refused: {e.reason}") from None
@@ -138,7 +148,7 @@ class CheckpointsResource(JSONResource):
         self._signed: tuple[float, int] | None = None  # (when, size) of the last one asked for here
 
     async def _handle(self, request: Request) -> tuple[int, Any]:
-        if [p for p in request.postpath if p]:
+        if [p for p in postpath(request) if p]:
             raise Refused(404, "not found")
         if request.method != b"POST":
             request.setHeader(b"allow", b"POST")
@@ -171,7 +181,7 @@ class WhoAmIResource(JSONResource):
         super().__init__(sessions)
 
     async def _handle(self, request: Request) -> tuple[int, Any]:
-        if [p for p in request.postpath if p]:
+        if [p for p in postpath(request) if p]:
             raise Refused(404, "not found")
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"allow", b"GET")

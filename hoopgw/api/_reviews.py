@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from twisted.web.server import Request
 
-from hoopgw.api._json import JSONResource, Refused
+from hoopgw.api._json import JSONResource, Refused, postpath
 from hoopgw.model import Identity
 from hoopgw.policy.rules import ReviewRequirement
 from hoopgw.reviews import ReviewError, ReviewState
@@ -50,7 +50,7 @@ class ReviewsResource(JSONResource):
         self._reviews = reviews
 
     async def _handle(self, request: Request) -> tuple[int, Any]:
-        path = [p.decode("utf-8", "replace") for p in request.postpath if p]
+        path = [p.decode("utf-8", "replace") for p in postpath(request) if p]
         method = request.method
         if len(path) == 0 and method in (b"GET", b"HEAD"):
             identity = await self._identity(request)

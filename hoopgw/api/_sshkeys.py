@@ -25,7 +25,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from hoopgw.api._json import JSONResource, Refused
+from hoopgw.api._json import JSONResource, Refused, postpath
 from hoopgw.identity.enrolled import EnrolmentError
 
 __all__ = ["SSHKeysResource"]
@@ -49,7 +49,7 @@ class SSHKeysResource(JSONResource):
 
     async def _handle(self, request: Request) -> tuple[int, Any]:
         # A fingerprint's base64 may hold "/": the rest of the path, joined.
-        fingerprint = "/".join(p.decode("utf-8", "replace") for p in request.postpath)
+        fingerprint = "/".join(p.decode("utf-8", "replace") for p in postpath(request))
         method = request.method
         if not fingerprint:
             if method == b"POST":

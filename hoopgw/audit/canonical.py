@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -66,7 +66,7 @@ def _utf16_key(key: str) -> bytes:
     return key.encode("utf-16-be", "surrogatepass")
 
 
-class Checked(dict):  # type: ignore[type-arg]
+class Checked(dict[str, Any]):
     """
     A dict the walk has passed, read-only all the way down (nested dicts are
     L{Checked}, lists and tuples L{CheckedList}), so that it cannot change
@@ -75,31 +75,31 @@ class Checked(dict):  # type: ignore[type-arg]
 
     __slots__ = ()
 
-    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("a checked audit value is read-only")
 
-    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
-    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
 
-    def copy(self) -> dict:  # type: ignore[override]
+    def copy(self) -> dict[str, Any]:
         return dict(self)
 
     def __reduce__(self) -> Any:
         return (dict, (dict(self),))
 
 
-class CheckedList(list):  # type: ignore[type-arg]
+class CheckedList(list[Any]):
     """A list inside a L{Checked} dict: read-only, equal to the list it was."""
 
     __slots__ = ()
 
-    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("a checked audit value is read-only")
 
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only  # type: ignore[assignment]
-    append = clear = extend = insert = pop = remove = reverse = sort = _read_only  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+    append = clear = extend = insert = pop = remove = reverse = sort = _read_only
 
-    def copy(self) -> list:  # type: ignore[override]
+    def copy(self) -> list[Any]:
         return list(self)
 
     def __reduce__(self) -> Any:
@@ -177,7 +177,8 @@ def _fast_ok(value: Any) -> bool:
     if kind is str or kind is bool or value is None:
         return True
     if kind is int:
-        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+        number: int = value
+        return -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER
     return False
 
 

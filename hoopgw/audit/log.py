@@ -18,9 +18,10 @@ import secrets
 import stat
 import time
 from collections import deque
+from functools import partial
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from attrs import define, field, frozen
 from twisted.application.service import Service
@@ -44,6 +45,7 @@ from hoopgw.audit.checkpoint import (
 )
 from hoopgw.audit.merkle import CompactTree
 from hoopgw.audit.witness import (
+    BlockingRunner,
     DirectoryWitness,
     HTTPWitness,
     Witness,
@@ -109,6 +111,8 @@ _READ_CHUNK = 1 << 20
 _LAST_NOTE_WINDOW = 1 << 16
 _SIZE_LINE = re.compile(rb"0|[1-9][0-9]{0,19}")
 
+_T = TypeVar("_T")
+
 
 class AuditStateError(AuditUnavailable):
     """
@@ -119,8 +123,8 @@ class AuditStateError(AuditUnavailable):
     """
 
 
-def _thread_runner(reactor: Any) -> Callable[[Callable[[], object]], Deferred]:
-    def run(f: Callable[[], object]) -> Deferred:
+def _thread_runner(reactor: Any) -> BlockingRunner:
+    def run(f: Callable[[], _T]) -> Deferred[_T]:
         return deferToThreadPool(reactor, reactor.getThreadPool(), f)
 
     return run
@@ -168,7 +172,7 @@ class _Position:
     def copy(self) -> "_Position":
         return _Position(self.size, self.offset, self.prev, self.tree.copy())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "size": self.size,
             "offset": self.offset,
@@ -208,8 +212,8 @@ class _Plan:
     checkpoint_size: int
     checkpoint_root: bytes | None
     recovered: int | None  # records adopted after a run that did not close the log
-    adopted: dict | None
-    set_aside: tuple[dict, ...]
+    adopted: dict[str, Any] | None
+    set_aside: tuple[dict[str, Any], ...]
     resolution: bool
 
 
@@ -252,7 +256,7 @@ class AuditLog(Service):
         checkpoint_every: int = 1000,
         checkpoint_interval_seconds: float = 60,
         metrics: Any = None,
-        sync_runner: Callable[[Callable[[], object]], Deferred] | None = None,
+        sync_runner: BlockingRunner | None = None,
         witnesses: Sequence[Witness] = (),
         witness_timeout_seconds: float = 10,
     ) -> None:
@@ -305,7 +309,7 @@ class AuditLog(Service):
         # the append path covers all three.
         self._append_fd: int | None = None
         self._closing = False
-        self._closing_record: tuple[str, dict] | None = None
+        self._closing_record: tuple[str, dict[str, Any]] | None = None
         self._cp_fd: int | None = None
         self._seq = 0  # next seq == records in the log == tree size
         self._prev = GENESIS_PREV
@@ -319,8 +323,8 @@ class AuditLog(Service):
         self._sync_in_flight = False
         self._last_sync_start = float("-inf")
         # (records needed durable, Deferred) in non-decreasing order.
-        self._waiters: deque[tuple[int, Deferred]] = deque()
-        self._idle_waiters: list[Deferred] = []
+        self._waiters: deque[tuple[int, Deferred[int]]] = deque()
+        self._idle_waiters: list[Deferred[None]] = []
 
         self._checkpoint_lock = DeferredLock()
         self._checkpoint_requested = 0  # size of the last checkpoint asked for
@@ -354,7 +358,7 @@ class AuditLog(Service):
         Blocking file I/O: call at start-up.
         """
         if reactor is None:
-            from twisted.internet import reactor  # type: ignore[no-redef]
+            from twisted.internet import reactor
         origin = f"hoopgw/{gateway_name}"
         try:
             check_key_name(origin)
@@ -489,7 +493,7 @@ class AuditLog(Service):
         _check_body(event, body)
         self._closing_record = (event, dict(body))
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[None]:
         """
         Stop taking records, write the closing record and the final
         checkpoint that covers it (the log's signed end), give it to the
@@ -505,14 +509,15 @@ class AuditLog(Service):
         if self.failed is None and not self._closing:
             self._write_closing_record()
         if self.failed is None and self._seq > self._checkpoint_requested:
-            d = self.checkpoint()
+            d = self.checkpoint().addCallback(lambda _: None)  # its size is not needed
         else:
             d = self._checkpoint_lock.run(lambda: None)
         d.addErrback(self._background_failure, "final checkpoint")
-        d.addCallback(lambda _: self._flush_witnesses())
-        d.addCallback(lambda _: self._when_idle())
-        d.addCallback(lambda _: self._close())
-        return d
+        return (
+            d.addCallback(lambda _: self._flush_witnesses())
+            .addCallback(lambda _: self._when_idle())
+            .addCallback(lambda _: self._close())
+        )
 
     def _write_closing_record(self) -> None:
         event, body = self._closing_record or (
@@ -531,10 +536,10 @@ class AuditLog(Service):
         self._closing = True
         self._append_fd = None
 
-    def _flush_witnesses(self) -> Deferred:
+    def _flush_witnesses(self) -> Deferred[None]:
         if not self.witnesses:
             return succeed(None)
-        done: Deferred = Deferred()
+        done: Deferred[None] = Deferred()
 
         def finish(_: object) -> None:
             if timer.active():
@@ -645,8 +650,8 @@ class AuditLog(Service):
             # A new log (a directory whose files were removed gets a new
             # one too: never the id of a log its witnesses know).
             log_id = secrets.token_hex(16)
-            start = _Position.start()
-            return _Plan(log_id, start, None, start, 0, None, None, None, (), False)
+            first = _Position.start()
+            return _Plan(log_id, first, None, first, 0, None, None, None, (), False)
 
         cp_offset, checkpoint = last
         log_id = checkpoint.origin[len(self.origin) + 1 :]
@@ -775,8 +780,8 @@ class AuditLog(Service):
         )
 
     def _check_resolution(
-        self, entries: list[dict], log_id: str, size: int, scan: _Scan, closed: bool, where_cp: str
-    ) -> tuple[tuple[dict, ...], dict | None]:
+        self, entries: list[dict[str, Any]], log_id: str, size: int, scan: _Scan, closed: bool, where_cp: str
+    ) -> tuple[tuple[dict[str, Any], ...], dict[str, Any] | None]:
         """
         Check each decision in C{tail-resolution.json} against what can be
         verified (the file is not authenticated: anyone able to write the
@@ -789,8 +794,8 @@ class AuditLog(Service):
             it says.
         """
         path = self._resolution_path
-        set_aside: list[dict] = []
-        adopted: dict | None = None
+        set_aside: list[dict[str, Any]] = []
+        adopted: dict[str, Any] | None = None
         assert scan.at_checkpoint is not None
         for number, entry in enumerate(entries, 1):
             action = entry.get("action")
@@ -868,7 +873,7 @@ class AuditLog(Service):
                 adopted = facts
         return tuple(set_aside), adopted
 
-    def _check_set_aside_file(self, what: str, entry: dict, log_id: str, size: int, prev: str) -> dict:
+    def _check_set_aside_file(self, what: str, entry: dict[str, Any], log_id: str, size: int, prev: str) -> dict[str, Any]:
         """
         The facts about the file a decision names under C{set-aside/}: its
         size, SHA-256, whole lines, torn bytes, and whether its first line
@@ -986,7 +991,8 @@ class AuditLog(Service):
                 self._write_own(SET_ASIDE_EVENT, body)
                 wrote = True
             if wrote:
-                os.fdatasync(self._fd)  # type: ignore[arg-type]
+                assert self._fd is not None  # (_write_own refuses a closed log)
+                os.fdatasync(self._fd)
                 self._synced = self._seq
                 self._checkpoint_now()
             if plan.resolution:
@@ -1000,7 +1006,7 @@ class AuditLog(Service):
         except AuditUnavailable as e:
             raise AuditStateError(str(e)) from None
 
-    def _recovered_body(self, plan: _Plan) -> dict:
+    def _recovered_body(self, plan: _Plan) -> dict[str, Any]:
         count = plan.recovered or 0
         first = plan.checkpoint_size
         body: dict[str, Any] = {
@@ -1115,7 +1121,7 @@ class AuditLog(Service):
             raise bad('"resume": "root" does not match "frontier"')
         return _State(log_id, checkpoint, _Position(size, offset, prev, tree))
 
-    def _read_resolution(self) -> list[dict]:
+    def _read_resolution(self) -> list[dict[str, Any]]:
         path = self._resolution_path
         try:
             data = json.loads(path.read_bytes())
@@ -1243,7 +1249,7 @@ class AuditLog(Service):
                 continue
             path = witness.path(log_id)
             try:
-                copy = call_with_timeout(lambda w=witness: w.copy(log_id), self._witness_timeout, f"reading {path}")
+                copy = call_with_timeout(partial(witness.copy, log_id), self._witness_timeout, f"reading {path}")
             except WitnessTimeout as e:
                 raise AuditStateError(
                     f"witness {witness.directory}: {e}: its mount is hung or very slow; refusing to "
@@ -1353,7 +1359,7 @@ class AuditLog(Service):
 
     # -- the write path -----------------------------------------------------
 
-    def append(self, event: str, body: Mapping[str, Any]) -> Deferred:
+    def append(self, event: str, body: Mapping[str, Any]) -> Deferred[int]:
         """
         See L{IAuditLog.append}.
 
@@ -1372,7 +1378,7 @@ class AuditLog(Service):
         if self._metrics is not None:
             self._metrics.audit_written(time.perf_counter() - started)
         if self._strict:
-            d: Deferred = Deferred()
+            d: Deferred[int] = Deferred()
             self._waiters.append((seq + 1, d))
             return d
         return succeed(seq)
@@ -1470,21 +1476,21 @@ class AuditLog(Service):
         self._fail(reason)
         self._notify_idle()
 
-    def _when_synced(self, size: int) -> Deferred:
-        """A Deferred that fires once records [0, size) are durable."""
+    def _when_synced(self, size: int) -> Deferred[None]:
+        """A Deferred that fires (with None) once records [0, size) are durable."""
         if size <= self._synced:
             return succeed(None)
         if self.failed is not None:
             return fail(AuditUnavailable(self._unavailable_message()))
-        d: Deferred = Deferred()
+        d: Deferred[int] = Deferred()
         self._waiters.append((size, d))
         self._schedule_sync()
-        return d
+        return d.addCallback(lambda _: None)
 
-    def _when_idle(self) -> Deferred:
+    def _when_idle(self) -> Deferred[None]:
         if not self._sync_in_flight:
             return succeed(None)
-        d: Deferred = Deferred()
+        d: Deferred[None] = Deferred()
         self._idle_waiters.append(d)
         return d
 
@@ -1495,7 +1501,7 @@ class AuditLog(Service):
 
     # -- checkpoints ----------------------------------------------------------
 
-    def checkpoint(self) -> Deferred:
+    def checkpoint(self) -> Deferred[int]:
         """
         Sign and write a checkpoint of the log as it is now, once the
         records it covers are durable, then hand it to the witnesses.  See
@@ -1511,7 +1517,7 @@ class AuditLog(Service):
         witnessed = self._witness_checkpoint(position, root, note)
         return self._checkpoint_lock.run(self._write_checkpoint, size, note, state, witnessed)
 
-    def _checkpoint_state(self, size: int, root: bytes) -> tuple[dict, _Position]:
+    def _checkpoint_state(self, size: int, root: bytes) -> tuple[dict[str, Any], _Position]:
         """
         The state file to write with a checkpoint of C{size}: it names this
         checkpoint and a position strictly before it to resume from.
@@ -1556,8 +1562,8 @@ class AuditLog(Service):
             witness.submit(witnessed)
 
     def _write_checkpoint(
-        self, size: int, note: bytes, state: dict, witnessed: WitnessCheckpoint
-    ) -> Deferred:
+        self, size: int, note: bytes, state: dict[str, Any], witnessed: WitnessCheckpoint
+    ) -> Deferred[int]:
         cp_fd = self._cp_fd
 
         def write_files() -> None:
@@ -1587,9 +1593,7 @@ class AuditLog(Service):
         d = self._when_synced(size)
         # A checkpoint must never claim records a crash could still lose.
         d.addCallback(lambda _: self._check_writable())
-        d.addCallback(lambda _: self._run(write_files))
-        d.addCallbacks(written, failed)
-        return d
+        return d.addCallback(lambda _: self._run(write_files)).addCallbacks(written, failed)
 
     def _check_writable(self) -> None:
         if self.failed is not None or self._cp_fd is None:
@@ -1599,7 +1603,7 @@ class AuditLog(Service):
         if self.failed is None and self._seq > self._checkpoint_requested:
             self.checkpoint().addErrback(self._background_failure, "periodic checkpoint")
 
-    def _write_state(self, state: dict) -> None:
+    def _write_state(self, state: dict[str, Any]) -> None:
         # Atomic replace: a crash leaves the old state or the new, never half.
         tmp = self._state_path.with_name(STATE_FILE + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -1663,7 +1667,7 @@ class AuditLog(Service):
         return None
 
 
-def _check_line(line: bytes, where: str) -> dict:
+def _check_line(line: bytes, where: str) -> dict[str, Any]:
     """Parse one record line and check it is canonical JSON of an object."""
     try:
         record = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
@@ -1684,7 +1688,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _chain_problem(record: dict, log_id: str, seq: int, prev: str) -> str | None:
+def _chain_problem(record: dict[str, Any], log_id: str, seq: int, prev: str) -> str | None:
     if record.get("v") != 1:
         return f'"v" is {record.get("v")!r}, expected 1'
     if record.get("log") != log_id:

@@ -29,6 +29,7 @@ import json
 import os
 from hashlib import sha256
 from pathlib import Path
+from typing import IO, Any
 
 from hoopgw.keys import create_private_file
 from hoopgw.audit.checkpoint import CheckpointError, Verifier
@@ -161,7 +162,7 @@ def resolve_tail(directory: Path | str, vkey_text: str, action: str, *, now: dat
         moment = now or datetime.datetime.now(datetime.timezone.utc)
         stamp = moment.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         moved = tail if action == "set-aside" else torn
-        entry: dict = {
+        entry: dict[str, Any] = {
             "action": action,
             "checkpoint": size,
             "first_seq": size,
@@ -228,7 +229,7 @@ def resolve_tail(directory: Path | str, vkey_text: str, action: str, *, now: dat
     )
 
 
-def _offset_of(f, size: int, records: Path) -> tuple[int, bytes]:
+def _offset_of(f: IO[bytes], size: int, records: Path) -> tuple[int, bytes]:
     """(byte offset where record C{size} starts, the line of record C{size - 1})."""
     if size == 0:
         return 0, b""

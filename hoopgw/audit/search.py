@@ -44,7 +44,7 @@ def search(
     since: datetime | None = None,
     until: datetime | None = None,
     event: str | None = None,
-) -> Iterator[dict]:
+) -> Iterator[dict[str, Any]]:
     """
     Yield the records matching every given filter, in log order.
 

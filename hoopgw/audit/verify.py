@@ -189,7 +189,7 @@ class _Chunk:
     torn: bool  # the range ends without a newline
     # (seq, event, closes_log value, the record if a marked event) of the
     # records that close the log or are in _MARKED_EVENTS
-    marks: list[tuple[int, object, object, dict | None]] = field(factory=list)
+    marks: list[tuple[int, object, object, dict[str, Any] | None]] = field(factory=list)
 
 
 def _has_float(value: Any) -> bool:
@@ -203,7 +203,7 @@ def _has_float(value: Any) -> bool:
     return False
 
 
-def _check_record(line: bytes) -> dict:
+def _check_record(line: bytes) -> dict[str, Any]:
     """Parse a line and check it is a canonical JSON object; raise ValueError."""
     try:
         record = orjson.loads(line)
@@ -221,7 +221,7 @@ def _check_record(line: bytes) -> dict:
     return _check_record_slow(line)
 
 
-def _check_record_slow(line: bytes) -> dict:
+def _check_record_slow(line: bytes) -> dict[str, Any]:
     """
     L{_check_record} by the C{json} module and L{canonical_json}: the fast
     path's fallback and the reference it is tested against.
@@ -245,7 +245,7 @@ def _check_record_slow(line: bytes) -> dict:
     return _slow_canonical(record, line)
 
 
-def _slow_canonical(record: dict, line: bytes) -> dict:
+def _slow_canonical(record: dict[str, Any], line: bytes) -> dict[str, Any]:
     try:
         canonical = canonical_json(record)
     except CanonicalizationError as e:
@@ -255,7 +255,7 @@ def _slow_canonical(record: dict, line: bytes) -> dict:
     return record
 
 
-def _chain_error(record: dict, first: bool, seq: object, prev: object, log: object) -> str | None:
+def _chain_error(record: dict[str, Any], first: bool, seq: object, prev: object, log: object) -> str | None:
     """What is wrong with a record's v, log, seq or prev within a range."""
     v = record.get("v")
     if v != 1 or type(v) is not int:
@@ -287,13 +287,15 @@ def _check_range(path: str, start: int, end: int, cuts: tuple[int, ...] = ()) ->
     hashes: list[bytes] = []
     base = 0  # the index in the log of hashes[0], as the first seq claims
     count = 0
-    first_seq = first_prev = first_log = None
+    first_seq: object = None
+    first_prev: object = None
+    first_log: object = None
     prev: str | None = None
     seq: Any = None
     log: object = None
     error: tuple[int, str] | None = None
     torn = False
-    marks: list[tuple[int, object, object, dict | None]] = []
+    marks: list[tuple[int, object, object, dict[str, Any] | None]] = []
     marked = _MARKED_EVENTS
     check = _check_record
     with open(path, "rb") as f:
@@ -323,7 +325,7 @@ def _check_range(path: str, start: int, end: int, cuts: tuple[int, ...] = ()) ->
                     seq, log = first_seq, first_log
                     # A wrong first seq is reported by the caller before it
                     # uses the subtrees, which then may be misaligned.
-                    base = first_seq if first_seq >= 0 else 0
+                    base = seq if seq >= 0 else 0
                 else:
                     # One test for the common case; _chain_error words the error.
                     got_seq, got_v = get("seq"), get("v")
@@ -573,7 +575,7 @@ def verify(
     # Workers build subtrees that stop at every checkpoint size, so each
     # checkpoint's root is checked exactly when the tree reaches its size.
     cuts = tuple(sorted({cp.size for _, cp in checkpoints} | set(roots_at)))
-    marks: list[tuple[int, object, object, dict | None]] = []
+    marks: list[tuple[int, object, object, dict[str, Any] | None]] = []
     executor = ProcessPoolExecutor(workers) if workers and len(ranges) > 1 else None
     try:
         if executor is not None:
@@ -615,8 +617,8 @@ def verify(
                         next_cp += 1
                 marks += chunk.marks
                 count += chunk.count
-                if chunk.count:
-                    prev = chunk.last_hash  # type: ignore[assignment]
+                if chunk.last_hash is not None:  # (the range had good lines: chunk.count)
+                    prev = chunk.last_hash
                 if chunk.error is not None:
                     return report(f"{where(count)}: {chunk.error[1]}")
             if chunk.torn:

@@ -54,9 +54,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from http.client import HTTPMessage
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import IO, Any, Callable, Generator, Protocol as TypingProtocol, Sequence, TypeVar
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
@@ -71,6 +72,7 @@ from hoopgw.audit.checkpoint import Checkpoint, CheckpointError, Verifier, verif
 from hoopgw.audit.merkle import CompactTree, consistency_proof_from
 
 __all__ = [
+    "BlockingRunner",
     "COSIGNATURE_MAX_AGE",
     "CosignatureVerifier",
     "DirectoryWitness",
@@ -195,7 +197,24 @@ def read_note_file(path: Path | str) -> bytes | None:
         os.close(fd)
 
 
-def daemon_runner(reactor: Any) -> Callable[[Callable[[], object]], Deferred]:
+_T = TypeVar("_T")
+
+
+class BlockingRunner(TypingProtocol):
+    """
+    Runs a blocking callable off the reactor thread: a Deferred of its
+    result (or failure), delivered on the reactor thread.  Tests pass a
+    synchronous one (C{maybeDeferred}).
+    """
+
+    def __call__(self, f: Callable[[], _T], /) -> Deferred[_T]: ...
+
+
+def _run_here(f: Callable[[], _T]) -> Deferred[_T]:
+    return maybeDeferred(f)
+
+
+def daemon_runner(reactor: Any) -> BlockingRunner:
     """
     Run a blocking callable in a new daemon thread, its result delivered on
     the reactor thread.  Not the reactor's thread pool: a witness stuck in
@@ -203,8 +222,8 @@ def daemon_runner(reactor: Any) -> Callable[[Callable[[], object]], Deferred]:
     which joins the pool's threads.
     """
 
-    def run(f: Callable[[], object]) -> Deferred:
-        d: Deferred = Deferred()
+    def run(f: Callable[[], _T]) -> Deferred[_T]:
+        d: Deferred[_T] = Deferred()
 
         def work() -> None:
             try:
@@ -221,7 +240,7 @@ def daemon_runner(reactor: Any) -> Callable[[Callable[[], object]], Deferred]:
     return run
 
 
-def call_with_timeout(f: Callable[[], Any], timeout: float, what: str) -> Any:
+def call_with_timeout(f: Callable[[], _T], timeout: float, what: str) -> _T:
     """
     C{f()} in a daemon thread, waiting at most C{timeout} seconds (start-up
     only, before the reactor runs).
@@ -229,22 +248,23 @@ def call_with_timeout(f: Callable[[], Any], timeout: float, what: str) -> Any:
     @raise WitnessTimeout: it did not return in time (the thread is left
         behind; it never holds up the process's exit).
     """
-    box: dict[str, Any] = {}
+    results: list[_T] = []
+    errors: list[BaseException] = []
 
     def work() -> None:
         try:
-            box["result"] = f()
+            results.append(f())
         except BaseException as e:  # handed to the caller
-            box["error"] = e
+            errors.append(e)
 
     thread = threading.Thread(target=work, name="hoopgw-audit-witness-start", daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
         raise WitnessTimeout(f"{what} did not finish within {timeout:g}s (witness_timeout)")
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+    if errors:
+        raise errors[0]
+    return results[0]
 
 
 # -- witness cosignatures (C2SP tlog-cosignature, cosignature/v1) -------------
@@ -474,7 +494,7 @@ class Witness:
         self._metrics = metrics
         self._busy = False
         self._pending: WitnessCheckpoint | None = None
-        self._idle: list[Deferred] = []
+        self._idle: list[Deferred[None]] = []
         self._records: Path | None = None
         self._verifier: Verifier | None = None
 
@@ -510,15 +530,15 @@ class Witness:
             return
         self._start(checkpoint)
 
-    def flush(self) -> Deferred:
+    def flush(self) -> Deferred[None]:
         """A Deferred that fires once nothing is in flight or waiting."""
         if not self._busy:
             return succeed(None)
-        d: Deferred = Deferred()
+        d: Deferred[None] = Deferred()
         self._idle.append(d)
         return d
 
-    def close(self) -> Deferred:
+    def close(self) -> Deferred[None]:
         return succeed(None)
 
     def _start(self, checkpoint: WitnessCheckpoint) -> None:
@@ -573,7 +593,7 @@ class Witness:
         if hook is not None:
             hook(self.target, conflict)
 
-    def _deliver(self, checkpoint: WitnessCheckpoint) -> Deferred | None:
+    def _deliver(self, checkpoint: WitnessCheckpoint) -> Deferred[None] | None:
         raise NotImplementedError
 
 
@@ -597,12 +617,12 @@ class DirectoryWitness(Witness):
         self,
         directory: Path | str,
         *,
-        run: Callable[[Callable[[], object]], Deferred] | None = None,
+        run: BlockingRunner | None = None,
         metrics: Any = None,
     ) -> None:
         super().__init__(str(directory), metrics=metrics)
         self.directory = Path(directory)
-        self._run = run if run is not None else (lambda f: maybeDeferred(f))
+        self._run: BlockingRunner = run if run is not None else _run_here
         #: (size, root) of the copy known to be consistent with the log:
         #: checked at start-up, or written by this process.
         self._known: tuple[int, bytes] | None = None
@@ -632,7 +652,7 @@ class DirectoryWitness(Witness):
         held = self.copy(log_id)
         return None if held is None else (held.size, held.root)
 
-    def _deliver(self, checkpoint: WitnessCheckpoint) -> Deferred:
+    def _deliver(self, checkpoint: WitnessCheckpoint) -> Deferred[None]:
         return self._run(lambda: self._store(checkpoint))
 
     def _store(self, checkpoint: WitnessCheckpoint) -> None:
@@ -746,7 +766,7 @@ class HTTPWitness(Witness):
         *,
         records: Path | str,
         reactor: Any = None,
-        run: Callable[[Callable[[], object]], Deferred] | None = None,
+        run: BlockingRunner | None = None,
         timeout: float = 10.0,
         metrics: Any = None,
         client: Any = None,
@@ -755,7 +775,7 @@ class HTTPWitness(Witness):
         super().__init__(url, metrics=metrics)
         self.keys = tuple(CosignatureVerifier.from_vkey(k) for k in vkeys)
         if reactor is None:
-            from twisted.internet import reactor  # type: ignore[no-redef]
+            from twisted.internet import reactor
         self.url = url.rstrip("/") + "/add-checkpoint"
         self._records = Path(records)
         self._reactor = reactor
@@ -778,15 +798,18 @@ class HTTPWitness(Witness):
     def assume(self, checkpoint: WitnessCheckpoint) -> None:
         self._held = checkpoint
 
-    def close(self) -> Deferred:
+    def close(self) -> Deferred[None]:
         if self._pool is not None:
-            return self._pool.closeCachedConnections()
+            # Twisted's HTTPConnectionPool is unannotated: its Deferred fires with None.
+            closed: Deferred[None] = self._pool.closeCachedConnections()
+            return closed
         return succeed(None)
 
-    def _proof(self, held: WitnessCheckpoint | None, checkpoint: WitnessCheckpoint) -> Deferred:
+    def _proof(self, held: WitnessCheckpoint | None, checkpoint: WitnessCheckpoint) -> Deferred[list[bytes]]:
         if held is None or held.size == 0 or held.size >= checkpoint.size:
             return succeed([])
         records = self._records
+        assert records is not None  # set by __init__
 
         def build() -> list[bytes]:
             hashes = leaf_hashes_between(records, held.offset, checkpoint.offset)
@@ -799,7 +822,7 @@ class HTTPWitness(Witness):
 
         return self._run(build)
 
-    def _held_at(self, size: int, checkpoint: WitnessCheckpoint) -> Deferred:
+    def _held_at(self, size: int, checkpoint: WitnessCheckpoint) -> Deferred[WitnessCheckpoint | None]:
         """The log's position at C{size} (a witness said it holds that size)."""
         if size == 0:
             return succeed(None)
@@ -807,6 +830,7 @@ class HTTPWitness(Witness):
         if held is not None and held.size == size:
             return succeed(held)
         records = self._records
+        assert records is not None  # set by __init__
 
         def find() -> WitnessCheckpoint:
             offset, frontier = position_at(records, size)
@@ -815,7 +839,7 @@ class HTTPWitness(Witness):
 
         return self._run(find)
 
-    def _content(self, response: Any) -> Deferred:
+    def _content(self, response: Any) -> Deferred[bytes]:
         """The answer's body, at most L{MAX_NOTE_BYTES} (else the connection is dropped)."""
         import treq
 
@@ -842,12 +866,10 @@ class HTTPWitness(Witness):
                     f"than {MAX_NOTE_BYTES} (refused unread)"
                 )
             )
-        d = treq.collect(response, collect)
-        d.addCallback(lambda _: b"".join(chunks))
-        return d
+        return treq.collect(response, collect).addCallback(lambda _: b"".join(chunks))
 
     @inlineCallbacks
-    def _deliver(self, checkpoint: WitnessCheckpoint):
+    def _deliver(self, checkpoint: WitnessCheckpoint) -> Generator[Deferred[Any], Any, None]:
         held = self._held
         if held is not None and held.size > checkpoint.size:
             held = None  # ask; a witness ahead of the log answers with its size
@@ -979,7 +1001,15 @@ def read_directory_copy(
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """A redirect is an answer from somewhere else: never followed."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
         return None
 
 
@@ -1003,7 +1033,7 @@ def _post(url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
         raise WitnessError(f"POST {url}: {getattr(e, 'reason', None) or e}") from None
 
 
-def _read_limited(response: Any, url: str) -> bytes:
+def _read_limited(response: IO[bytes], url: str) -> bytes:
     data = response.read(MAX_NOTE_BYTES + 1)
     if len(data) > MAX_NOTE_BYTES:
         raise WitnessError(f"POST {url}: the answer is longer than {MAX_NOTE_BYTES} bytes (refused)")

@@ -17,10 +17,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from hoopgw.config import Config, find_config, parse_duration
 from hoopgw.errors import CommandError, ConfigError, PluginError, terminal_safe
+
+if TYPE_CHECKING:
+    from hoopgw.store import SessionFilter
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -31,7 +34,7 @@ def _config(args: argparse.Namespace) -> Config:
     exec-credential}, else on a terminal or on failure (L{main}); never
     with C{--quiet}.
     """
-    loaded = getattr(args, "loaded_config", None)
+    loaded: Config | None = getattr(args, "loaded_config", None)
     if loaded is not None:
         return loaded
     choice = find_config(args.config)
@@ -389,7 +392,7 @@ def audit_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(record: dict) -> str:
+def _summary(record: dict[str, Any]) -> str:
     identity = record.get("identity") or {}
     parts = [
         record.get("time", "?"),
@@ -423,7 +426,7 @@ def _summary(record: dict) -> str:
     return terminal_safe(" ".join(str(p) for p in parts))
 
 
-def _read_sessions(config: Config, where, limit: int) -> list[dict] | None:
+def _read_sessions(config: Config, where: SessionFilter | None, limit: int) -> list[dict[str, Any]] | None:
     """The store's rows (read-only), or None after saying why there are none to read."""
     from hoopgw.store import FILENAME, StoreError
     from hoopgw.store.sqlite import read_sessions
@@ -439,7 +442,7 @@ def _read_sessions(config: Config, where, limit: int) -> list[dict] | None:
         return None
 
 
-def _counted(row: dict, recordings: Path) -> dict:
+def _counted(row: dict[str, Any], recordings: Path) -> dict[str, Any]:
     """
     A store row as C{sessions list --json} prints it: its C{counts} replaced
     by C{actions} and C{outcomes}, and C{recording_bytes} added.
@@ -459,7 +462,7 @@ def _counted(row: dict, recordings: Path) -> dict:
     return row
 
 
-def _actions_text(row: dict) -> str:
+def _actions_text(row: dict[str, Any]) -> str:
     outcomes = row["outcomes"]
     if outcomes is None:
         return f"{'-':>5} actions ({'still open' if row['ended'] is None else 'not counted'})"
@@ -726,7 +729,8 @@ def _api_arguments(parser: argparse.ArgumentParser, use: str = "") -> None:
 def _api_url(args: argparse.Namespace) -> str:
     """The running gateway's API: --api, or [listen] api of the configuration (a tcp: endpoint)."""
     if args.api:
-        return args.api.rstrip("/")
+        api: str = args.api
+        return api.rstrip("/")
     endpoint = _config(args).listen.api
     if not endpoint:
         raise CommandError("the configuration has no API listener ([listen] api); give --api URL")
@@ -739,7 +743,7 @@ def _api_url(args: argparse.Namespace) -> str:
     return f"http://{host}:{port}"
 
 
-def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+def _api(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, object]:
     """One call to the gateway's API (reviews, grants) with the caller's token; (status, JSON body)."""
     from hoopgw.cli.login import call
 
@@ -757,7 +761,7 @@ def _api_result(status: int, body: object) -> int:
     return 0
 
 
-def _review_line(review: dict) -> str:
+def _review_line(review: dict[str, Any]) -> str:
     action = review.get("action", {})
     return (
         f"{review['id']}  {review['state']:<9} {review['requester']['subject']:<16} {review['connection']:<14} "
@@ -770,7 +774,8 @@ def reviews_list(args: argparse.Namespace) -> int:
     status, body = _api(args, "GET", "/api/v1/reviews" + query)
     if _api_result(status, body):
         return 1
-    for review in body["reviews"]:  # type: ignore[index]
+    assert isinstance(body, dict)
+    for review in body["reviews"]:
         if args.json:
             print(json.dumps({**review, "requester": review["requester"]["subject"],
                               "action": review.get("action", {}).get("input", "")}, sort_keys=True))
@@ -791,11 +796,12 @@ def reviews_decide(args: argparse.Namespace) -> int:
     status, body = _api(args, "POST", f"/api/v1/reviews/{args.id}/{args.verb}", {"reason": args.reason or ""})
     if _api_result(status, body):
         return 1
-    print(f"review {args.id}: {body['state']}")  # type: ignore[index]
+    assert isinstance(body, dict)
+    print(f"review {args.id}: {body['state']}")
     return 0
 
 
-def _grant_line(grant: dict) -> str:
+def _grant_line(grant: dict[str, Any]) -> str:
     until = grant.get("expires") or "-"
     return (
         f"{grant['id']}  {grant['state']:<9} {grant['requester']['subject']:<16} {grant['connection']:<14} "
@@ -819,7 +825,8 @@ def access_list(args: argparse.Namespace) -> int:
     status, body = _api(args, "GET", "/api/v1/grants" + query)
     if _api_result(status, body):
         return 1
-    for grant in body["grants"]:  # type: ignore[index]
+    assert isinstance(body, dict)
+    for grant in body["grants"]:
         print(json.dumps(grant, sort_keys=True) if args.json else _grant_line(grant))
     return 0
 
@@ -828,7 +835,8 @@ def access_revoke(args: argparse.Namespace) -> int:
     status, body = _api(args, "POST", f"/api/v1/grants/{args.id}/revoke", {"reason": args.reason or ""})
     if _api_result(status, body):
         return 1
-    print(f"grant {args.id}: {body['state']}")  # type: ignore[index]
+    assert isinstance(body, dict)
+    print(f"grant {args.id}: {body['state']}")
     return 0
 
 
@@ -902,8 +910,8 @@ def parser() -> argparse.ArgumentParser:
         wrapper.add_argument("connection", metavar="CONNECTION", help="the connection's name")
         wrapper.add_argument("client_args", nargs=argparse.REMAINDER, metavar="ARGS", help=f"{client}'s own arguments")
         wrapper.set_defaults(run=client_command)
-    setup = groups.add_parser("config", help="write client configuration for a gateway you logged in to")
-    setup = setup.add_subparsers(dest="verb", required=True)
+    setup_command = groups.add_parser("config", help="write client configuration for a gateway you logged in to")
+    setup = setup_command.add_subparsers(dest="verb", required=True)
     kube = setup.add_parser("kubeconfig", help="add a context for an HTTP connection to your kubeconfig (through kubectl config)")
     kube.add_argument("--gateway", help="the gateway's API URL (default: $HOOPGW_GATEWAY, or the last logged in to)")
     kube.add_argument("--kubeconfig", help="the file to write (default: kubectl's own: $KUBECONFIG, else ~/.kube/config)")
@@ -1096,7 +1104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         try:
-            code = args.run(args)
+            code: int = args.run(args)
         except (ConfigError, CommandError, PluginError) as e:
             print(f"hoopgw: {_safe_lines(str(e))}", file=sys.stderr)
             code = 1

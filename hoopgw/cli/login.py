@@ -262,17 +262,26 @@ def device_login(issuer: dict[str, Any], metadata: dict[str, Any], tell: Callabl
     raise LoginError("the device code expired before it was approved: run hoopgw login again")
 
 
-class _Callback(http.server.BaseHTTPRequestHandler):
-    result: dict[str, str] = {}
+class _CallbackServer(http.server.HTTPServer):
+    """The loopback server of a browser login: C{result} is the query of the callback it was sent."""
 
+    def __init__(self, state: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Callback)
+        self.state = state  # this login's: an answer with another is not taken
+        self.result: dict[str, str] = {}
+
+
+class _Callback(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 -- http.server's name
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+        server = self.server
+        assert isinstance(server, _CallbackServer)
         # Only this login's answer counts: another local process could call
         # the port first, to end the login or to slip in its own code (RFC 8252, 8.10).
-        if urllib.parse.urlsplit(self.path).path != "/callback" or query.get("state") != self.server.state:  # type: ignore[attr-defined]
+        if urllib.parse.urlsplit(self.path).path != "/callback" or query.get("state") != server.state:
             self.send_error(404)
             return
-        self.server.result = query  # type: ignore[attr-defined]
+        server.result = query
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.end_headers()
@@ -291,11 +300,9 @@ def browser_login(issuer: dict[str, Any], metadata: dict[str, Any], tell: Callab
     endpoint = metadata.get("authorization_endpoint")
     if not endpoint:
         return None
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Callback)
-    server.result = {}  # type: ignore[attr-defined]
-    server.timeout = 1
     state = secrets.token_urlsafe(16)
-    server.state = state  # type: ignore[attr-defined]
+    server = _CallbackServer(state)
+    server.timeout = 1
     redirect = f"http://127.0.0.1:{server.server_port}/callback"
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -314,11 +321,11 @@ def browser_login(issuer: dict[str, Any], metadata: dict[str, Any], tell: Callab
     tell(f"Logging in in your browser; if it did not open, visit:\n  {url}")
     deadline = time.monotonic() + timeout
     try:
-        while not server.result and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        while not server.result and time.monotonic() < deadline:
             server.handle_request()
     finally:
         server.server_close()
-    result: dict[str, str] = server.result  # type: ignore[attr-defined]
+    result = server.result
     if not result:
         raise LoginError("no answer from the browser in time: run hoopgw login again (or --device)")
     if result.get("state") != state:

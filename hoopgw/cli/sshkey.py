@@ -26,7 +26,7 @@ import struct
 import sys
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hoopgw.cli import login
 from hoopgw.errors import CommandError, terminal_safe
@@ -134,7 +134,7 @@ def _proof(key: "Ed25519PrivateKey", token: str) -> str:
     return "\n".join(["-----BEGIN SSH SIGNATURE-----", *lines, "-----END SSH SIGNATURE-----"]) + "\n"
 
 
-def enrol(gateway: str) -> tuple[Path, dict]:
+def enrol(gateway: str) -> tuple[Path, dict[str, Any]]:
     """L{ensure_ssh_key}, and the gateway's answer (fingerprint, subject, expires)."""
     token = login.cached_token(gateway)
     path = ssh_key_path(gateway)
@@ -203,7 +203,7 @@ def _command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(groups: argparse._SubParsersAction) -> None:
+def add_command(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     command = groups.add_parser(
         "ssh-key", help="enrol this machine's SSH key with your cached token; prints its path (ssh -i PATH)"
     )

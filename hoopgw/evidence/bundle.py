@@ -33,7 +33,7 @@ import json
 import re
 import tarfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeGuard
 
 from attrs import define, field
 
@@ -382,7 +382,7 @@ def _note_session(body: bytes) -> str:
     return lines[2] if len(lines) > 2 else ""
 
 
-def _int(value: Any) -> bool:
+def _int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -315,9 +315,9 @@ def build_evidence(
                         "log": report.log_id, "key_id": report.key_id, "closed": report.closed,
                         "unsigned_tail": report.unsigned}
         verified["vkey"] = vkey.strip()
-        findings = [] if verified.get("verified") else [{"kind": "log does not verify",
-                                                          "detail": verified.get("error") or verified.get("detail"),
-                                                          "records": []}]
+        findings: list[dict[str, Any]] = [] if verified.get("verified") else [
+            {"kind": "log does not verify", "detail": verified.get("error") or verified.get("detail"), "records": []}
+        ]
         for name in ("AU-9", "AU-10"):
             if name in wanted:
                 sections[name] = {"summary": verified, "findings": findings}

@@ -41,7 +41,14 @@ class HTTPGetter(Protocol):
     L{treq.client.HTTPClient} or a L{treq.testing.StubTreq}.
     """
 
-    def get(self, url: str, **kwargs: Any) -> "Deferred[Any]": ...
+    def get(
+        self,
+        url: str,
+        /,
+        *,
+        headers: dict[bytes | str, list[bytes | str]] | None = ...,
+        allow_redirects: bool = ...,
+    ) -> "Deferred[Any]": ...
 
 
 class KeySource(Protocol):
@@ -213,7 +220,7 @@ class RemoteKeySource:
             _log.warn(
                 "identity: cannot fetch keys of issuer {issuer}: {error}",
                 issuer=self.issuer,
-                error=result.getErrorMessage() or result.type.__name__,
+                error=result.getErrorMessage() or getattr(result.type, "__name__", "?"),
             )
             for waiter in waiters:
                 # Keep the cached keys: an IdP outage should not lock out

@@ -26,7 +26,7 @@ import binascii
 import hashlib
 import hmac
 import struct
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from attrs import define, field, frozen
 from twisted.conch.ssh.keys import Key
@@ -385,7 +385,9 @@ class EnrolledKeys:
         return self._entries.pop(fingerprint, None)
 
 
-Append = Callable[[str, dict[str, Any]], Deferred]
+#: Writes an audit record; fires with its seq (L{hoopgw.interfaces.IAuditLog.append}).
+Append = Callable[[str, dict[str, Any]], Deferred[int]]
+_T = TypeVar("_T")
 
 
 @define
@@ -410,12 +412,12 @@ class SSHKeyEnrolment:
     max_waiting: int = 100
     _lock: DeferredLock = field(factory=DeferredLock, init=False)
 
-    def _serially(self, f: Callable[[], Deferred]) -> Deferred:
+    def _serially(self, f: Callable[[], Deferred[_T]]) -> Deferred[_T]:
         if len(self._lock.waiting) >= self.max_waiting:
             return fail(EnrolmentError(503, "too many SSH key enrolments at once; try again in a moment"))
         return self._lock.run(f)
 
-    def _record(self, event: str, body: dict[str, Any]) -> Deferred:
+    def _record(self, event: str, body: dict[str, Any]) -> Deferred[int]:
         try:
             return self.append(event, {"gateway": self.gateway, **body})
         except Exception:
@@ -489,9 +491,16 @@ class SSHKeyEnrolment:
             body["source"] = source
         d = self._record("identity.ssh_key.removed", body)
         refused: list[Failure] = []
-        d.addErrback(lambda f: refused.append(f) or f)
+
+        def keep(failure: Failure) -> Failure:
+            refused.append(failure)
+            return failure
+
+        d.addErrback(keep)
         if refused:
-            return d  # the log refused the record at once: nothing was done
+            # The log refused the record at once: nothing was done.
+            d.addErrback(lambda _: None)
+            return fail(refused[0])
         # Written (write(2)): the key stops working now.  Taking access
         # away does not wait for durability, and happens even if that fails.
         self.keys.remove(fingerprint)

@@ -123,8 +123,8 @@ class IdentityService:
                 max_ttl_seconds=settings.dev_token_max_ttl_seconds,
                 clock=reactor,
             )
-            keys = StaticKeySource(dev.key_set(), unknown_reason=DEV_UNKNOWN_KEY)
-            issuers[dev.issuer] = IssuerVerifier(dev.settings(), keys, reactor)
+            dev_keys = StaticKeySource(dev.key_set(), unknown_reason=DEV_UNKNOWN_KEY)
+            issuers[dev.issuer] = IssuerVerifier(dev.settings(), dev_keys, reactor)
         for index, issuer in enumerate(settings.issuers):
             where = f"identity.issuers[{index}]"
             if issuer.issuer in issuers or issuer.issuer == dev_issuer_name(gateway_name):
@@ -158,8 +158,7 @@ class IdentityService:
         logged and retried when a token needs it.
         """
         d = DeferredList([v.keys.prefetch() for v in self.issuers.values()], consumeErrors=True)
-        d.addCallback(lambda _: None)
-        return d
+        return d.addCallback(lambda _: None)
 
     def verified_identity(self, token: str) -> Identity | None:
         """

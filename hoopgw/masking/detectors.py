@@ -21,6 +21,7 @@ import binascii
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from attrs import frozen
 
@@ -231,7 +232,7 @@ def _iban(match: re.Match[str]) -> bool:
     return iban_valid(match.group(0))
 
 
-def _b64_json_object(part: str) -> dict | None:
+def _b64_json_object(part: str) -> dict[str, Any] | None:
     try:
         raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
         value = json.loads(raw)
@@ -417,7 +418,7 @@ def compile_pattern(pattern: str) -> Detector:
     return Detector(f"pattern:{pattern}", False, None, compiled, _always)
 
 
-def _backtracking(items: Sequence, inside_unbounded: bool) -> str | None:
+def _backtracking(items: Sequence[tuple[Any, Any]], inside_unbounded: bool) -> str | None:
     constants = re._constants  # type: ignore[attr-defined]
     repeats = (constants.MAX_REPEAT, constants.MIN_REPEAT, getattr(constants, "POSSESSIVE_REPEAT", None))
     for op, av in items:

@@ -95,7 +95,9 @@ class Masker:
 
     def text_value(self, value: str) -> str:
         """A found value masked inside a longer text (where it cannot be null: redacted)."""
-        return mask_value("redact" if self.strategy == "null" else self.strategy, value, self.key)  # type: ignore[return-value]
+        masked = mask_value("redact" if self.strategy == "null" else self.strategy, value, self.key)
+        assert masked is not None  # only "null" masks a value to None
+        return masked
 
     def constant(self) -> bytes | None:
         """What every value becomes, when that does not depend on the value (C{redact})."""

@@ -36,11 +36,14 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hoopgw.masking.engine import REDACTED as REDACTED_TEXT
-from hoopgw.masking.jsonpath import ANY_INDEX, step
+from hoopgw.masking.jsonpath import ANY_INDEX, JsonPath, StepKey, step
+
+if TYPE_CHECKING:
+    from hoopgw.masking.service import Counts, SessionMasks
 
 __all__ = ["BASE64_FIELDS", "JsonBodyError", "JsonRules", "JsonStreamMasker", "KIND_PATHS", "LAST_APPLIED"]
 
@@ -72,6 +75,43 @@ class JsonBodyError(ValueError):
     """The body is not JSON the masker can follow (what was expected, where)."""
 
 
+class ValueMasker(Protocol):
+    """What a path mask's C{masker} does (L{hoopgw.masking.engine.Masker}'s shape)."""
+
+    @property
+    def strategy(self) -> str: ...
+
+    def value(self, value: str, /) -> str | None: ...
+
+    def text_value(self, value: str, /) -> str: ...
+
+
+class PathMask(Protocol):
+    """
+    What L{JsonRules} reads of a mask (L{hoopgw.masking.service.ActiveMask}'s
+    shape; a front end may add masks of its own).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def masker(self) -> ValueMasker: ...
+
+    @property
+    def paths(self) -> tuple[JsonPath, ...]: ...
+
+    @property
+    def kinds(self) -> Mapping[str, tuple[JsonPath, ...]]: ...
+
+    @property
+    def kind_paths(self) -> tuple[JsonPath, ...]: ...
+
+
+# A path on its way: (the index of its mask, the path, how far it has come).
+_State = tuple[int, JsonPath, int]
+
+
 class _Pos:
     """
     Where a value is: the paths still on their way (C{(mask, path, at)}),
@@ -82,7 +122,7 @@ class _Pos:
     __slots__ = ("b64", "covered", "kind", "kinded", "origin", "role", "root", "states")
 
     def __init__(
-        self, states: tuple = (), covered: Any = None, b64: bool = False, role: int = _NONE,
+        self, states: tuple[_State, ...] = (), covered: PathMask | None = None, b64: bool = False, role: int = _NONE,
         kind: str | None = None, root: bool = False, kinded: bool = False, origin: "_Pos | None" = None,
     ) -> None:
         self.states = states
@@ -105,7 +145,7 @@ class JsonRules:
     in policy order: where a value is under two, the first masks it.
     """
 
-    def __init__(self, masks: Sequence[Any]) -> None:
+    def __init__(self, masks: Sequence[PathMask]) -> None:
         self.masks = tuple(masks)
         self._rooted = tuple((i, path, 0) for i, m in enumerate(self.masks) for path in m.paths)
         self._any_kinds = any(m.kinds for m in self.masks)
@@ -128,14 +168,14 @@ class JsonRules:
                 kinded = kinded or bool(paths)
         return _Pos(tuple(states), pos.covered, pos.b64, pos.role, kind, True, kinded)
 
-    def child(self, pos: _Pos, key: str | int) -> _Pos:
+    def child(self, pos: _Pos, key: StepKey) -> _Pos:
         """Where the member C{key} (or the element at that index) of the value at C{pos} is."""
         if pos is _NOTHING:
             return _NOTHING
         if pos.covered is not None:
             return pos
-        covered = None
-        states: list = []
+        covered: int | None = None
+        states: list[_State] = []
         for entry in pos.states:
             index, path, at = entry
             for reached in step(path, at, key):
@@ -145,7 +185,9 @@ class JsonRules:
                 else:
                     states.append((index, path, reached))
         b64 = pos.b64
-        role, kind, kinded, origin = _NONE, None, False, None
+        role, kinded = _NONE, False
+        kind: str | None = None
+        origin: _Pos | None = None
         if pos.root:
             if key == "items":
                 role = _ITEMS
@@ -186,7 +228,7 @@ class JsonRules:
         # (Paths with several ".." reach one place in several ways: once is enough.)
         return _Pos(tuple(dict.fromkeys(states)), None, b64, role, kind, False, kinded, origin)
 
-    def reaches(self, pointer: Sequence[str]) -> Any:
+    def reaches(self, pointer: Sequence[str]) -> PathMask | None:
         """
         The first mask by which the value at this JSON pointer (its
         unescaped reference tokens) of an object of any kind holds
@@ -199,7 +241,7 @@ class JsonRules:
         positions = [self.root(self.document(), None)]
         for token in pointer:
             following = []
-            keys = (token, ANY_INDEX) if _INDEX_TOKEN.match(token) else (token,)
+            keys: tuple[StepKey, ...] = (token, ANY_INDEX) if _INDEX_TOKEN.match(token) else (token,)
             for pos in positions:
                 for key in keys:
                     child = self.child(pos, key)
@@ -221,9 +263,10 @@ class JsonRules:
 
     # -- what a value becomes ------------------------------------------------------
 
-    def masked_string(self, pos: _Pos, text: str, counts: dict) -> str | None:
+    def masked_string(self, pos: _Pos, text: str, counts: Counts) -> str | None:
         """A string at a covered position, masked (C{None}: null)."""
         mask = pos.covered
+        assert mask is not None
         key = (mask.name, "path")
         counts[key] = counts.get(key, 0) + 1
         if not pos.b64:
@@ -249,11 +292,12 @@ class JsonRules:
             return None
         return base64.b64encode(value.encode("utf-8", "surrogateescape")).decode("ascii")
 
-    def count_other(self, pos: _Pos, counts: dict) -> None:
+    def count_other(self, pos: _Pos, counts: Counts) -> None:
+        assert pos.covered is not None
         key = (pos.covered.name, "path")
         counts[key] = counts.get(key, 0) + 1
 
-    def last_applied(self, pos: _Pos, text: str, counts: dict) -> str:
+    def last_applied(self, pos: _Pos, text: str, counts: Counts) -> str:
         """
         The last-applied annotation of an object kind masks apply to, masked
         as that object is (whatever kind the copy claims to be).
@@ -276,7 +320,7 @@ class JsonRules:
 
     # -- a parsed document -----------------------------------------------------------
 
-    def mask_document(self, document: Any, counts: dict, *, as_streamed: bool = False) -> Any:
+    def mask_document(self, document: Any, counts: Counts, *, as_streamed: bool = False) -> Any:
         """
         C{document} (parsed JSON) with what these masks name masked; a new
         value, C{document} untouched.  An object's kind is its C{kind}
@@ -290,7 +334,7 @@ class JsonRules:
         except RecursionError:
             raise JsonBodyError(f"nested deeper than the gateway follows ({MAX_DEPTH})") from None
 
-    def _tree(self, value: Any, pos: _Pos, counts: dict, as_streamed: bool = False) -> Any:
+    def _tree(self, value: Any, pos: _Pos, counts: Counts, as_streamed: bool = False) -> Any:
         if isinstance(value, dict):
             if not (pos.role in _ROOTS and pos.covered is None):
                 return {k: self._tree(v, self.child(pos, k), counts, as_streamed) for k, v in value.items()}
@@ -300,7 +344,7 @@ class JsonRules:
                 return {k: self._tree(v, self.child(pos, k), counts) for k, v in value.items()}
             # The kind counts from where it is.
             base, pos = pos, self.root(pos, pos.kind)
-            out = {}
+            out: dict[str, Any] = {}
             for k, v in value.items():
                 out[k] = self._tree(v, self.child(pos, k), counts, as_streamed)
                 if k == "kind" and isinstance(v, str):
@@ -344,11 +388,16 @@ class _Frame:
         self.index = 0
 
 
+def _nothing_passes(value: bytes) -> bool:
+    return False
+
+
 def _decode(raw: bytes) -> str:
     if b"\\" not in raw:
         return raw.decode("utf-8", "surrogateescape")
     try:
-        return json.loads('"' + raw.decode("utf-8", "surrogateescape") + '"')
+        text: str = json.loads('"' + raw.decode("utf-8", "surrogateescape") + '"')
+        return text
     except ValueError:
         raise JsonBodyError("a string with an invalid escape") from None
 
@@ -371,10 +420,11 @@ class JsonStreamMasker:
     @param counts: values masked, per (mask, what found them), added to.
     """
 
-    def __init__(self, rules: JsonRules | None, masks: Any, counts: dict) -> None:
+    def __init__(self, rules: JsonRules | None, masks: SessionMasks | None, counts: Counts) -> None:
         self.rules = rules if rules is not None else JsonRules(())
         self.masks = masks if masks is not None and masks.finders else None
-        self.passes = self.masks.gate.passes if self.masks is not None else None
+        # Called only where self.masks is not None.
+        self.passes: Callable[[bytes], bool] = self.masks.gate.passes if self.masks is not None else _nothing_passes
         self.counts = counts
         self._fresh = True  # nothing fed yet (a byte order mark may come first)
         self._held = b""  # the beginning of a number or literal
@@ -414,6 +464,7 @@ class JsonStreamMasker:
         More of a string that began in an earlier chunk: kept until its end
         comes (each byte looked at once), then the string and the rest.
         """
+        assert self._string is not None  # feed calls it only with a string begun
         parts, size, escaped = self._string
         body = _STRING_BODY.match(data, 1 if escaped and data else 0)
         stop = body.end() if body is not None else len(data)
@@ -434,6 +485,7 @@ class JsonStreamMasker:
             return self.rules.document()
         frame = stack[-1]
         if frame.is_object:
+            # A key is None only under _NOTHING (not read), which child() returns at once.
             return self.rules.child(frame.pos, frame.key)  # type: ignore[arg-type]
         index = frame.index
         frame.index = index + 1
@@ -459,7 +511,7 @@ class JsonStreamMasker:
             expect = self._expect
             if c == _QUOTE:
                 body = _STRING_BODY.match(buf, start + 1)
-                stop = body.end()  # type: ignore[union-attr]
+                stop = body.end()  # type: ignore[union-attr]  # (the pattern matches the empty string)
                 if stop == end or buf[stop] != _QUOTE:
                     if final:
                         raise JsonBodyError("the body ends inside a string")
@@ -580,7 +632,7 @@ class JsonStreamMasker:
                     at += 1
                     state = 1
                     continue
-                at = _STRING_BODY.match(buf, at).end()  # type: ignore[union-attr]
+                at = _STRING_BODY.match(buf, at).end()  # type: ignore[union-attr]  # (matches the empty string)
                 if at == end:
                     break
                 if buf[at] == _QUOTE:
@@ -589,7 +641,7 @@ class JsonStreamMasker:
                     continue
                 at, state = end, 2  # a backslash, the last byte
                 break
-            at = _STRUCTURE.match(buf, at).end()  # type: ignore[union-attr]
+            at = _STRUCTURE.match(buf, at).end()  # type: ignore[union-attr]  # (matches the empty string)
             if at == end:
                 break
             c = buf[at]

@@ -16,9 +16,9 @@ contains.
 from __future__ import annotations
 
 import re
-from typing import Any, Union
+from typing import Union
 
-__all__ = ["ANY", "ANY_INDEX", "JsonPath", "JsonPathError", "Segment", "compile_json_path", "step"]
+__all__ = ["ANY", "ANY_INDEX", "JsonPath", "JsonPathError", "Segment", "StepKey", "compile_json_path", "step"]
 
 
 class JsonPathError(ValueError):
@@ -42,8 +42,10 @@ class _AnyIndex:
 # "-1", which some servers read as an index): it meets any index segment.
 ANY_INDEX = _AnyIndex()
 # A member name, an element index, ANY, or ("..", name | ANY): a descendant.
-Segment = Union[str, int, _Any, tuple]
+Segment = Union[str, int, _Any, tuple[str, Union[str, _Any]]]
 JsonPath = tuple[Segment, ...]
+# A step down a document: a member name, an element index, or ANY_INDEX.
+StepKey = Union[str, int, _AnyIndex]
 
 _NAME = re.compile(r"[A-Za-z_$@-][\w$@-]*", re.ASCII)
 _BRACKET = re.compile(r"""\[\s*(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)"|(\*)|(-?\d+))\s*\]""")
@@ -106,7 +108,7 @@ def compile_json_path(text: str) -> JsonPath:
     return tuple(segments)
 
 
-def step(path: JsonPath, position: int, key: Any) -> tuple[int, ...]:
+def step(path: JsonPath, position: int, key: StepKey) -> tuple[int, ...]:
     """
     Where C{path} is after one more step down to C{key} (a member name or
     an element index) from C{position}: the positions reached (none: the

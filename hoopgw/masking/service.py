@@ -118,8 +118,9 @@ class SessionMasks:
         """The first client mask (in policy order) naming any of a column's origins (C{schema.table.column})."""
         names = tuple(names)
         for mask in self.by_origin:
+            origin = mask.origin
             for name in names:
-                if mask.origin(name):  # type: ignore[misc]
+                if origin is not None and origin(name):  # (by_origin: masks with an origin)
                     return mask
         return None
 

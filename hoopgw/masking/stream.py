@@ -22,7 +22,10 @@ program can always print a value in a shape no detector knows.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from hoopgw.masking.service import SessionMasks
 
 __all__ = ["MaskedRecorder", "StreamMasker", "masked_recorder"]
 
@@ -153,20 +156,20 @@ class StreamMasker:
         found = self.replacements(text)
         if not found:
             return data
-        out = bytearray()
+        masked = bytearray()
         copied = 0
         for start, end, replacement in found:
             first = origin[len(text[:start].encode("utf-8", "surrogateescape"))]
             last = origin[len(text[:end].encode("utf-8", "surrogateescape")) - 1] + 1
-            out += data[copied:first]
-            out += replacement.encode("utf-8", "surrogateescape")
+            masked += data[copied:first]
+            masked += replacement.encode("utf-8", "surrogateescape")
             # The escape sequences inside the value, kept (the terminal's state).
             for match in escapes:
                 if first <= match.start() < last:
-                    out += match.group()
+                    masked += match.group()
             copied = last
-        out += data[copied:]
-        return bytes(out)
+        masked += data[copied:]
+        return bytes(masked)
 
 
 class MaskedRecorder:
@@ -177,7 +180,7 @@ class MaskedRecorder:
     Everything else is the recorder's own.
     """
 
-    def __init__(self, recorder: Any, masks: Any) -> None:
+    def __init__(self, recorder: Any, masks: SessionMasks) -> None:
         self._recorder = recorder
         self._masks = masks
         self._counts: dict[tuple[str, str], int] = {}
@@ -213,7 +216,7 @@ class MaskedRecorder:
         return getattr(self._recorder, name)
 
 
-def masked_recorder(recorder: Any, masks: Any) -> Any:
+def masked_recorder(recorder: Any, masks: SessionMasks | None) -> Any:
     """C{recorder}, masked by C{masks}' trail masks if there are any (L{MaskedRecorder})."""
     if masks is None or not masks.trail:
         return recorder

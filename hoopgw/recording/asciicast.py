@@ -221,7 +221,7 @@ class AsciicastRecorder:
             except Exception:  # the front end's bug must not stop close() yielding the digest
                 log.failure("recording failure callback raised")
 
-    def close(self) -> Deferred:
+    def close(self) -> Deferred[str]:
         """
         Finish the recording: emit any incomplete trailing character as
         U+FFFD, write what is buffered and close the file.  Idempotent.

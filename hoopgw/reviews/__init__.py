@@ -21,6 +21,7 @@ Time is the injected clock's.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from enum import Enum
 from typing import Any, Callable, Mapping
@@ -114,7 +115,7 @@ class Review:
     decided: float | None = None
     approvals: list[dict[str, Any]] = field(factory=list)
     decision: dict[str, Any] | None = None  # who decided and why (deny), or why it ended (expire, cancel)
-    _waiters: list[Deferred] = field(factory=list, repr=False)
+    _waiters: list[Deferred[Review]] = field(factory=list, repr=False)
     _timer: Any = field(default=None, repr=False)
 
     @property
@@ -172,7 +173,8 @@ class Review:
         return record
 
 
-Append = Callable[[str, dict[str, Any]], Deferred]
+#: Writes an audit record; fires with its seq (L{hoopgw.interfaces.IAuditLog.append}).
+Append = Callable[[str, dict[str, Any]], Deferred[int]]
 
 
 @define(eq=False)
@@ -265,7 +267,8 @@ class ReviewService:
                 raise UnknownReview(f"no review {review_id!r}")
             raise AlreadyDecided(f"review {review_id} is already {record.get('state')}")
 
-        return self.store.get_review(review_id).addCallback(stored)
+        record: Deferred[dict[str, Any] | None] = self.store.get_review(review_id)
+        return record.addCallback(stored)
 
     def approve(self, review_id: str, approver: Identity, reason: str = "") -> Deferred[dict[str, Any]]:
         """
@@ -385,17 +388,22 @@ class ReviewService:
 
         return d.addCallbacks(recorded, unrecorded)
 
-    def _append_checked(self, event: str, review: Review, extra: dict[str, Any], **change: Any) -> Any:
+    def _append_checked(self, event: str, review: Review, extra: dict[str, Any], **change: Any) -> Deferred[int] | Failure:
         """Append a record about C{review}; a L{Failure} if the log refused it at once, else its Deferred."""
         d = self._record(event, review, extra, **change)
         refused: list[Failure] = []
-        d.addErrback(lambda f: refused.append(f) or f)
+
+        def keep(failure: Failure) -> Failure:
+            refused.append(failure)
+            return failure
+
+        d.addErrback(keep)
         if refused:
             d.addErrback(lambda _: None)
             return refused[0]
         return d
 
-    def _record(self, event: str, review: Review, extra: Mapping[str, Any] | None = None, **change: Any) -> Deferred:
+    def _record(self, event: str, review: Review, extra: Mapping[str, Any] | None = None, **change: Any) -> Deferred[int]:
         record = review.to_record()
         if "state" in change:
             record["state"] = change["state"].value
@@ -417,23 +425,30 @@ class ReviewService:
         review = self._live.get(review_id)
         if review is not None:
             return succeed(review.to_record())
-        return self.store.get_review(review_id)
+        record: Deferred[dict[str, Any] | None] = self.store.get_review(review_id)
+        return record
 
     def list(self, state: str | None = None, limit: int = 100) -> Deferred[list[dict[str, Any]]]:
-        return self.store.list_reviews(limit=limit, state=state)
+        records: Deferred[list[dict[str, Any]]] = self.store.list_reviews(limit=limit, state=state)
+        return records
 
     # -- start and stop ------------------------------------------------------------------
 
-    def cancel_orphans(self) -> Deferred[list[str]]:
+    # (builtins.list: in this class body's signatures, "list" is the method above.)
+    def cancel_orphans(self) -> Deferred[builtins.list[str]]:
         """
         At start-up: every review the store holds as pending belongs to a
         session of a previous process, which is gone; each is marked
         cancelled, with its record.
         """
 
+        def save(_: object, record: dict[str, Any]) -> Deferred[None]:
+            saved: Deferred[None] = self.store.review_saved(record)
+            return saved
+
         def cancel(records: list[dict[str, Any]]) -> Deferred[list[str]]:
-            ids = []
-            waits = []
+            ids: list[str] = []
+            waits: list[Deferred[None]] = []
             for record in records:
                 if record["id"] in self._live:
                     continue
@@ -447,11 +462,13 @@ class ReviewService:
                     d = self.append("review.cancelled", body)
                 except Exception:
                     d = fail()
-                d.addCallback(lambda _, r=record: self.store.review_saved(r))
-                waits.append(d)
+                waits.append(d.addCallback(save, record))
             return gatherResults(waits, consumeErrors=True).addCallback(lambda _: ids)
 
-        return self.store.list_reviews(limit=10_000, state=ReviewState.pending.value).addCallback(cancel)
+        pending: Deferred[list[dict[str, Any]]] = self.store.list_reviews(
+            limit=10_000, state=ReviewState.pending.value
+        )
+        return pending.addCallback(cancel)
 
     def close(self, reason: str = "the gateway is stopping") -> None:
         for review in list(self._live.values()):

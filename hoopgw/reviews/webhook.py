@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 from attrs import define, field
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
@@ -126,7 +127,7 @@ class _Delivery:
     body: bytes = field(repr=False)
     attempt: int = 0
     timer: Any = None  # the DelayedCall of the next attempt
-    request: Deferred | None = None  # the attempt in flight
+    request: Deferred[object] | None = None  # the attempt in flight (only ever cancelled)
 
 
 class _Snippet(Protocol):
@@ -157,7 +158,7 @@ class _Snippet(Protocol):
             self._drop()
             self.done.callback(self.data)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self.done.called:
             self.done.callback(self.data)
 
@@ -220,7 +221,7 @@ class WebhookNotifier(Service):
         self.first_delay = first_delay
         self.timeout = timeout
         self.pending: set[_Delivery] = set()
-        self._scheduled: set[Any] = set()  # notifications not started yet (DelayedCalls)
+        self._scheduled: set[IDelayedCall] = set()  # notifications not started yet
         self._stopped = False
         self._warned_no_urls = False
         self._user_agent = f"hoopgw/{_version()}"
@@ -236,10 +237,10 @@ class WebhookNotifier(Service):
         """The observer: schedules the notification and returns (the review's session never waits)."""
         if self._stopped or not self.urls(review):
             return
-        call = self._reactor.callLater(0, lambda: self._notify(review, call))
+        call: IDelayedCall = self._reactor.callLater(0, lambda: self._notify(review, call))
         self._scheduled.add(call)
 
-    def _notify(self, review: Review, call: Any) -> None:
+    def _notify(self, review: Review, call: IDelayedCall) -> None:
         self._scheduled.discard(call)
         api_url = self._api_url()
         if api_url is None and not self._warned_no_urls:
@@ -358,7 +359,7 @@ class WebhookNotifier(Service):
 
     def stopService(self) -> None:
         """Cancel every pending delivery: a notification never outlives the gateway."""
-        super().stopService()
+        Service.stopService(self)
         self._stopped = True
         for call in self._scheduled:
             call.cancel()

@@ -54,6 +54,7 @@ def _configure(connection: sqlite3.Connection) -> None:
 
 
 def _migrate(transaction: Transaction, dialect: _sql.Dialect) -> int:
+    current: int
     transaction.execute(dialect.read_version)
     (current,) = transaction.fetchone()
     steps = _sql.pending_migrations(current)
@@ -170,7 +171,8 @@ class SQLiteStore:
     def _run(self, interaction: Callable[[Transaction], _T]) -> Deferred[_T]:
         if self._closed:
             return fail(StoreError("the store is closed"))
-        d = self._pool.runInteraction(interaction)
+        # adbapi is unannotated: its Deferred fires with the interaction's result.
+        d: Deferred[_T] = self._pool.runInteraction(interaction)
         # A separate Deferred per operation lets close() wait for in-flight
         # work without adding callbacks to (or swallowing errors of) the
         # caller's chain.

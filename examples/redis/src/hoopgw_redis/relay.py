@@ -305,6 +305,8 @@ class Replies:
         self.pending += 1
 
     def local(self, data: bytes, *, close: bool = False) -> None:
+        if close:
+            self.relay._closing()  # nothing after it is read
         if not self.entries:
             self.relay._write(data)
             if close:
@@ -544,10 +546,13 @@ class Relay:
     def _send(self, data: bytes) -> None:
         self._target.append(data)
 
-    def _close_when_sent(self) -> None:
-        self._close = True
+    def _closing(self) -> None:
         if self.phase is not Phase.CLOSED:
             self.phase = Phase.CLOSING
+
+    def _close_when_sent(self) -> None:
+        self._close = True
+        self._closing()
 
     # -- the client -----------------------------------------------------------
 
@@ -591,8 +596,6 @@ class Relay:
                 item = queue.popleft()
                 if type(item) is _Fault:
                     self.replies.local(item.reply, close=True)
-                    if self.phase is not Phase.CLOSED:
-                        self.phase = Phase.CLOSING
                     continue
                 self.queued_bytes -= sum(map(len, item.args))  # type: ignore[union-attr]
                 if phase is Phase.ANONYMOUS:

@@ -71,6 +71,8 @@ class RedisGateway:
         *,
         policy: str = "",
         settings: RedisSettings | None = None,
+        reviews: bool = False,
+        audit: dict[str, Any] | None = None,
         **front_end: Any,
     ) -> None:
         redis_policy.register()  # as the plugin will, before policies are loaded
@@ -80,7 +82,8 @@ class RedisGateway:
         (self.base / "policies" / "base.toml").write_text(BASE_POLICY + policy)
         self.policy = PolicyService.from_directory(self.base / "policies")
         self.key = Ed25519PrivateKey.generate()
-        self.audit = AuditLog(self.base / "audit", signing_key=self.key, origin="hoopgw-redis-test", reactor=reactor)
+        self.audit = AuditLog(self.base / "audit", signing_key=self.key, origin="hoopgw-redis-test", reactor=reactor,
+                              **(audit or {}))
         self.audit.startService()
         case.addCleanup(self.audit.stopService)
         self.identity = IdentityService.from_settings(
@@ -99,6 +102,12 @@ class RedisGateway:
             metrics=NullMetrics(),
             gateway="redis-test",
         )
+        if reviews:
+            from hoopgw.reviews import ReviewService
+
+            self.sessions.reviews = ReviewService(
+                store=self.sessions.store, append=self.sessions._append, clock=reactor, gateway="redis-test"
+            )
         front_end.setdefault("require_tls", False)
         self.front = RedisFrontEnd(sessions=self.sessions, reactor=reactor, **front_end)
         self.server = server

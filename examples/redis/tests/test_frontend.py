@@ -19,6 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from hoopgw.audit.verify import verify
 from hoopgw.errors import AuditUnavailable
 
 from hoopgw_redis.resp import Null, Push, ReplyParser, SimpleString, encode_command
@@ -149,6 +150,9 @@ class FrontEndTests(TestCase):
         text = (self.gateway.base / "audit" / "records.jsonl").read_text()
         self.assertNotIn(self.token, text)
         self.assertNotIn(self.token.split(".")[2], text)
+        # The trail the front end wrote verifies with hoopgw's own verifier.
+        report = verify(self.gateway.base / "audit", self.gateway.audit.vkey, workers=0, allow_unsigned_tail=True)
+        self.assertTrue(report.ok, report.first_error)
 
     @inlineCallbacks
     def test_flushall_denied_with_rule_named(self):
@@ -494,3 +498,137 @@ def json_text(records: list[dict[str, Any]]) -> str:
     import json
 
     return json.dumps(records)
+
+
+REVIEW = """
+[[rule]]
+name = "review-payments"
+effect = "review"
+actions = ["redis.set"]
+redis.keys = ["payments:*"]
+review.approvers = ["group:ops"]
+review.timeout = "60s"
+"""
+
+
+class ReviewTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = start_redis(self)
+        self.gateway = yield RedisGateway(self, self.server, policy=REVIEW, reviews=True).listen()
+        self.token = self.gateway.token("alice", ("dev",))
+        self.bob = yield self.gateway.identity.verify_token(self.gateway.token("bob", ("dev", "ops")))
+
+    def client(self) -> RawClient:
+        client = RawClient(self.gateway.port)
+        self.addCleanup(client.close)
+        client.call(b"AUTH", b"cache", self.token)
+        return client
+
+    def review_id(self) -> str:
+        return wait_until(lambda: self.gateway.records("review.requested"))[-1]["review"]["id"]
+
+    @inlineCallbacks
+    def test_held_then_approved(self):
+        """
+        A command held for review: the client waits (the commands behind it
+        too, in order), another session goes on; approved, it runs, then
+        the rest.
+        """
+        held = yield deferToThread(self.client)
+        held.send((b"SET", b"payments:1", b"100"), (b"GET", b"payments:1"))
+        review = yield deferToThread(self.review_id)
+
+        def other():
+            client = self.client()
+            return client.call(b"SET", b"free", b"1")
+
+        self.assertEqual((yield deferToThread(other)), SimpleString(b"OK"))
+        with self.gateway.direct() as direct:
+            self.assertEqual(direct.call(b"EXISTS", b"payments:1"), 0)
+        yield self.gateway.sessions.reviews.approve(review, self.bob, "ok")
+        replies = yield deferToThread(held.read, 2)
+        self.assertEqual(replies, [SimpleString(b"OK"), b"100"])
+
+    @inlineCallbacks
+    def test_held_then_denied(self):
+        """Denied: the client gets NOPERM naming the rule and the review; nothing ran."""
+        held = yield deferToThread(self.client)
+        held.send((b"SET", b"payments:2", b"100"),)
+        review = yield deferToThread(self.review_id)
+        yield self.gateway.sessions.reviews.deny(review, self.bob, "no")
+        (reply,) = yield deferToThread(held.read, 1)
+        self.assertEqual(reply.code, b"NOPERM")
+        self.assertIn(b"review-payments", reply.message)
+        self.assertIn(review.encode(), reply.message)
+        with self.gateway.direct() as direct:
+            self.assertEqual(direct.call(b"EXISTS", b"payments:2"), 0)
+
+    @inlineCallbacks
+    def test_client_leaves_while_held(self):
+        """The client leaves while its command is held: the review is cancelled, nothing runs later."""
+        held = yield deferToThread(self.client)
+        held.send((b"SET", b"payments:3", b"100"),)
+        yield deferToThread(self.review_id)
+        held.close()
+        cancelled = yield deferToThread(wait_until, lambda: self.gateway.records("review.cancelled"))
+        self.assertEqual(len(cancelled), 1)
+        with self.gateway.direct() as direct:
+            self.assertEqual(direct.call(b"EXISTS", b"payments:3"), 0)
+
+
+class HeldSync:
+    """Runs the audit log's fdatasync only when released (a slow disk)."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.held: list[tuple[Any, Any]] = []
+
+    def __call__(self, f: Any) -> Any:
+        from twisted.internet.defer import Deferred, maybeDeferred
+
+        if not self.hold:
+            return maybeDeferred(f)
+        d: Deferred = Deferred()
+        self.held.append((f, d))
+        return d
+
+    def release(self) -> None:
+        from twisted.internet.defer import maybeDeferred
+
+        held, self.held, self.hold = self.held, [], False
+        for f, d in held:
+            maybeDeferred(f).chainDeferred(d)
+
+
+class WriteAheadTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_recorded_before_forwarded(self):
+        """
+        With the audit log in strict mode and its fdatasync held, a SET is
+        written to the log but not sent to the target until the record is
+        durable; then it runs.
+        """
+        server = start_redis(self)
+        sync = HeldSync()
+        gateway = yield RedisGateway(self, server, audit={"sync": "strict", "sync_runner": sync}).listen()
+        token = gateway.token()
+        client = yield deferToThread(lambda: RawClient(gateway.port))
+        self.addCleanup(client.close)
+        yield deferToThread(client.call, b"AUTH", b"cache", token)
+        sync.hold = True
+        client.send((b"SET", b"wal", b"1"))
+        yield deferToThread(wait_until, lambda: [r for r in gateway.records("action.start")
+                                                 if r["action"]["kind"] == "redis.set"])
+        yield deferLater(reactor, 0.2, lambda: None)
+        with gateway.direct() as direct:
+            self.assertEqual(direct.call(b"EXISTS", b"wal"), 0)
+        sync.release()
+        reply = yield deferToThread(client.read, 1)
+        self.assertEqual(reply, [SimpleString(b"OK")])
+        with gateway.direct() as direct:
+            self.assertEqual(direct.call(b"GET", b"wal"), b"1")

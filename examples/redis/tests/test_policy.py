@@ -61,6 +61,12 @@ class DescribeTests(SynchronousTestCase):
         self.assertIn("down", d.keys_unknown)
         self.assertIn("down", d.commands_unknown)
 
+    def test_long_name(self):
+        """A made-up name of a megabyte is summarised in the facts too."""
+        d = describe(Command((b"X" * 1_000_000, b"k")), NOT_A_COMMAND)
+        self.assertLess(len(d.canonical), 100)
+        self.assertLess(len(d.input), 200)
+
     def test_long_and_many_keys(self):
         d = described(b"GET", b"k" * 2000)
         self.assertEqual(d.keys, ())
@@ -237,3 +243,27 @@ class SemanticsTests(SynchronousTestCase):
             self.assertIsNot(actual, Effect.allow, (rules, facts))
         if semantic(Effect.deny):
             self.assertIs(actual, Effect.deny, (rules, facts))
+
+
+class ShippedPolicyTests(SynchronousTestCase):
+    def test_guardrails(self):
+        """policies/redis.toml loads, and refuses what it says whatever the client's spelling."""
+        from pathlib import Path
+
+        text = (Path(__file__).parent.parent / "policies" / "redis.toml").read_text()
+        allow = '[[rule]]\nname = "allow"\neffect = "allow"\nactions = ["redis.*"]\n'
+        p = policy(allow + text)
+        cases = [
+            ((b"flushall",), "redis-no-wipe"),
+            ((b"config", b"set", b"dir", b"/tmp"), "redis-no-admin"),
+            ((b"Acl", b"SetUser", b"app", b"nopass"), "redis-no-admin"),
+            ((b"client", b"kill", b"type", b"normal"), "redis-no-other-sessions"),
+            ((b"KEYS", b"*"), "redis-no-keyspace-scans"),
+            ((b"DEBUG", b"SLEEP", b"0"), "redis-no-admin"),
+        ]
+        for args, rule in cases:
+            self.assertEqual(decide(p, described(*args)), (Effect.deny, rule), args)
+        self.assertEqual(decide(p, described(b"GET", b"k")), (Effect.allow, "allow"))
+        self.assertEqual(decide(p, described(b"CONFIG", b"GET", b"maxmemory")), (Effect.allow, "allow"))
+        # A script matches every deny rule on commands (fail closed).
+        self.assertEqual(decide(p, described(b"EVAL", b"return 1", b"0"))[0], Effect.deny)

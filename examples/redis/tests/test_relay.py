@@ -502,3 +502,18 @@ class SelectTests(SynchronousTestCase):
 
 def test_encode_sanity() -> None:  # (keeps the import of encode used)
     assert encode(b"x") == b"$1\r\nx\r\n"
+
+
+class CatalogTests(SynchronousTestCase):
+    def test_names_not_asked(self):
+        """Names the target never runs as commands (a|b, empty, very long) are answered without asking it."""
+        from twisted.internet.task import Clock
+
+        from hoopgw_redis.actions import NOT_A_COMMAND
+        from hoopgw_redis.frontend import Catalog
+
+        asked = []
+        catalog = Catalog(lambda: asked.append(1), Clock())
+        for name in (b"config|set", b"", b"x" * 200):
+            self.assertIs(self.successResultOf(catalog.lookup(name)), NOT_A_COMMAND)
+        self.assertEqual(asked, [])

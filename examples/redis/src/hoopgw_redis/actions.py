@@ -200,7 +200,8 @@ def _kind(canonical: str) -> str:
 def describe(command: Command, lookup: Lookup, *, db: int | None = None, limits: Limits = Limits()) -> Described:
     """C{command} as an action, given what the target said its name is."""
     args = command.args
-    typed = args[0].decode("utf-8", "backslashreplace")
+    # A made-up name may be megabytes long: never in full in the facts or the trail.
+    typed = args[0].decode("utf-8", "backslashreplace") if len(args[0]) <= limits.max_shown else _summary(args[0])
     details: dict[str, Any] = {"args": len(args) - 1, "bytes": sum(map(len, args))}
     if db is not None:
         details["db"] = db

@@ -59,6 +59,8 @@ __all__ = ["KIND", "Catalog", "RedisClient", "RedisFrontEnd", "TargetError", "Up
 log = Logger()
 
 KIND = "redis"
+# Longer names are not looked up (redis-server's and modules' names are short).
+MAX_NAME = 128
 AUDIT_DOWN = "the gateway's audit log is unavailable, so it refuses all traffic"
 
 
@@ -247,8 +249,9 @@ class Catalog:
     def lookup(self, name: bytes) -> Deferred:
         """A L{Deferred} firing with the L{Lookup} of a typed command name (it never fails)."""
         name = name.lower()
-        if not name or b"|" in name:
+        if not name or b"|" in name or len(name) > MAX_NAME:
             # COMMAND INFO reads "a|b" as a subcommand; the target never runs it as a command.
+            # No command's name is that long: a client's made-up names do not fill the cache.
             return succeed(NOT_A_COMMAND)
         cached = self._cache.get(name)
         if cached is not None:
@@ -726,9 +729,9 @@ class RedisClient(Protocol):
     # -- ends -------------------------------------------------------------------
 
     def _target_lost(self, why: str) -> None:
-        self.upstream = None if self.upstream is None or self.upstream.transport is None else self.upstream
         self.status, self.error = "target closed", why
-        self.relay.target_lost(why)
+        self.relay.target_lost(why)  # the client is told, and closed
+        self.upstream = None  # (gone: nothing to abort when the client's side closes)
 
     def _terminated(self, reason: str) -> None:
         """The gateway ends the session (a grant ended, the gateway stops): the client is told, then closed."""

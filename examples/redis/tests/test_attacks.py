@@ -346,6 +346,28 @@ class AttackTests(TestCase):
         self.assertEqual(self.gateway.records("session.start"), [])
 
 
+class DeadlineTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_login_deadline(self):
+        """A client that does not log in within the deadline is told, and closed."""
+        server = start_redis(self)
+        gateway = yield RedisGateway(self, server, auth_timeout=0.5).listen()
+
+        def run():
+            client = RawClient(gateway.port)
+            self.addCleanup(client.close)
+            started = time.monotonic()
+            (reply,) = client.read(1)
+            return reply, client.closed(), time.monotonic() - started
+
+        reply, closed, waited = yield deferToThread(run)
+        self.assertIn(b"not logged in within 0.5 s", reply.message)
+        self.assertTrue(closed)
+        self.assertLess(waited, 5)
+
+
 def json_size(record: dict[str, Any]) -> str:
     import json
 

@@ -155,6 +155,23 @@ class FrontEndTests(TestCase):
         self.assertTrue(report.ok, report.first_error)
 
     @inlineCallbacks
+    def test_cli_resp3_and_pipe(self):
+        """
+        redis-cli -3 (HELLO 3 after AUTH) reads RESP3 through the gateway;
+        redis-cli --pipe sends 2000 commands in one stream and every reply
+        comes back (it counts them), with a FLUSHALL refused among them.
+        """
+        require_cli()
+        result = yield deferToThread(self.gateway.cli, "CLIENT", "INFO", token=self.token, extra=("-3",))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("resp=3", result.stdout)  # the target's connection speaks RESP3 too
+        lines = [f"SET pipe:{i} {i}" for i in range(1000)] + ["FLUSHALL"] + [f"GET pipe:{i}" for i in range(999)]
+        result = yield deferToThread(self.gateway.cli, "--pipe", token=self.token, stdin="\r\n".join(lines) + "\r\n")
+        self.assertIn("errors: 1, replies: 2000", result.stdout + result.stderr)
+        with self.gateway.direct() as direct:
+            self.assertEqual(direct.call(b"GET", b"pipe:999"), b"999")
+
+    @inlineCallbacks
     def test_flushall_denied_with_rule_named(self):
         """
         A denied FLUSHALL: redis-cli shows the NOPERM error naming the rule,

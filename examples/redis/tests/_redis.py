@@ -25,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.trial.unittest import SkipTest
@@ -42,8 +43,13 @@ def _unavailable(why: str) -> Exception:
 
 
 class RedisServer:
-    def __init__(self, *, startup_timeout: float = 20.0) -> None:
+    def __init__(self, *, startup_timeout: float = 20.0, args: Sequence[str] = (), password: str | None = None) -> None:
         self.startup_timeout = startup_timeout
+        # More redis-server options (--rename-command ..., TLS); with a
+        # --requirepass among them, pass the password too so that the
+        # server's own checks (and connect()) log in.
+        self.args = tuple(args)
+        self.password = password
         self.host = "127.0.0.1"
         self.port = 0
         self.version = ""
@@ -76,6 +82,7 @@ class RedisServer:
             "--appendonly", "no",
             "--enable-debug-command", "local",
             "--loglevel", "notice",
+            *self.args,
         ]  # fmt: skip
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self._dir)
         assert process.stdout is not None
@@ -125,7 +132,10 @@ class RedisServer:
             self._dir = None
 
     def connect(self, timeout: float = 10.0) -> Client:
-        return Client(socket.create_connection((self.host, self.port), timeout=timeout))
+        client = Client(socket.create_connection((self.host, self.port), timeout=timeout))
+        if self.password is not None:
+            client.call(b"AUTH", self.password)
+        return client
 
 
 class Client:
@@ -174,8 +184,8 @@ class Client:
         return self.read()[0]
 
 
-def start_redis(case: Any) -> RedisServer:
+def start_redis(case: Any, *, args: Sequence[str] = (), password: str | None = None) -> RedisServer:
     """A running redis-server, stopped by C{case}'s cleanup."""
-    server = RedisServer()
+    server = RedisServer(args=args, password=password)
     case.addCleanup(server.stop)
     return server.start()

@@ -1,0 +1,266 @@
+"""
+One Redis command as a hoopgw action: its kind, the text the trail shows,
+the facts policy matches (C{redis.commands}, C{redis.keys}) and the details
+policy does not look at.  Pure functions over a parsed L{Command} and what
+the target said the command is (L{Lookup}).
+
+Kinds.  One per command, as the target names it (not as the client typed
+it), lower-case, a container's subcommand after a dot: C{redis.get},
+C{redis.flushall}, C{redis.config.set}, C{redis.client.kill}.  A name the
+target does not know, or could not be asked about, is C{redis.unknown}: its
+spelling is the client's choice, and the kinds of the trail and of the
+metrics stay a set the target bounds.
+
+Facts.  C{redis.commands}: the command's name upper-case, and for a
+subcommand the ACL spelling too (C{("CONFIG", "CONFIG|SET")}).
+C{redis.keys}: its keys (L{hoopgw_redis.commands.find_keys}), as text
+(UTF-8, other bytes as C{\\xNN}).  Both may be I{incomplete}
+(L{Described.keys_unknown}, L{Described.commands_unknown}): then every deny
+or review rule on them must match (L{hoopgw_redis.policy}):
+
+  - keys: a spec the target cannot resolve, a key longer than
+    C{max_key_length} or more than C{max_keys} keys, a script (C{EVAL},
+    C{FCALL}, ...: a script may touch keys it does not declare), a command
+    that reaches every key (C{FLUSHALL}, C{FLUSHDB}, C{SWAPDB}, C{KEYS},
+    C{SCAN}, C{RANDOMKEY}, C{DEBUG}, C{REPLICAOF}), and any command the
+    target could not be asked about;
+  - commands: a script (it runs commands the gateway cannot see), and any
+    command the target could not be asked about (it may be another one
+    renamed).
+
+The text.  The arguments as C{redis-cli} would quote them; an argument over
+C{max_shown} bytes as its length and the start of its SHA-256
+(C{<1048576 bytes sha256:3f2a...>}), never the value; past C{max_args}
+arguments, a count of the rest.  Passwords are never recorded: C{AUTH}'s,
+C{HELLO ... AUTH}'s, C{MIGRATE ... AUTH/AUTH2}'s, C{ACL SETUSER}'s
+C{>pass}/C{<pass}/C{#hash}/C{!hash} rules and C{CONFIG SET}'s password
+parameters show as C{<redacted>}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import field, frozen
+
+from hoopgw_redis.commands import NO_KEYS, CommandInfo, KeySet, find_keys, resolve
+from hoopgw_redis.resp import Command
+
+__all__ = ["Described", "Lookup", "Limits", "describe", "render", "REDACTED"]
+
+REDACTED = "<redacted>"
+
+# Canonical names (the target's), lower-case.
+SCRIPTS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
+KEYSPACE = frozenset({"flushall", "flushdb", "swapdb", "keys", "scan", "randomkey", "debug", "replicaof", "slaveof"})
+# CONFIG SET parameters whose values are secrets (redis-server redacts these too).
+_SECRET_PARAMETERS = frozenset({
+    b"requirepass", b"masterauth", b"tls-key-file-pass", b"tls-client-key-file-pass",
+})
+_ACL_SECRET_PREFIXES = (b">", b"<", b"#", b"!")
+_KIND_UNSAFE = re.compile(r"[^a-z0-9_.-]")
+
+
+@frozen
+class Lookup:
+    """
+    What the target said a command name is: its L{CommandInfo}, C{info=None}
+    with C{known=True} when it said the name is no command, or
+    C{known=False} when it could not be asked (C{why}).
+    """
+
+    info: CommandInfo | None = None
+    known: bool = True
+    why: str = ""
+
+    @classmethod
+    def unavailable(cls, why: str) -> Lookup:
+        return cls(None, False, why)
+
+
+NOT_A_COMMAND = Lookup()
+
+
+@frozen
+class Limits:
+    """What the trail and the facts show of one command."""
+
+    max_shown: int = 256  # an argument longer than this is summarised
+    max_args: int = 64  # arguments shown in the input; the rest are counted
+    max_key_length: int = 1024  # a longer key makes the key set incomplete
+    max_keys: int = 1024  # more keys make it incomplete
+
+
+@frozen
+class Described:
+    """One command as an action: see the module's docstring."""
+
+    kind: str
+    canonical: str  # "GET", "CONFIG|SET"; a name the target does not know: as typed, upper-case
+    input: str
+    commands: tuple[str, ...]
+    keys: tuple[str, ...]
+    keys_unknown: str = ""  # why the key set is incomplete ("": it is complete)
+    commands_unknown: str = ""  # why the command's own commands cannot be read
+    details: dict[str, Any] = field(factory=dict)
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        attributes: dict[str, Any] = {"redis.commands": self.commands}
+        if self.keys or self.keys_unknown:
+            attributes["redis.keys"] = self.keys
+        return attributes
+
+
+def _key_text(key: bytes) -> str:
+    return key.decode("utf-8", "backslashreplace")
+
+
+_PLAIN = re.compile(rb"[!#-&(-~]+")  # printable ASCII, no space, quote or backslash
+_ESCAPES = {0x22: '\\"', 0x5C: "\\\\", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x07: "\\a", 0x08: "\\b"}
+
+
+def _quoted(arg: bytes) -> str:
+    """As redis-cli prints an argument: plain if it can be, else double-quoted with escapes."""
+    if _PLAIN.fullmatch(arg):
+        return arg.decode("ascii")
+    out = ['"']
+    for byte in arg:
+        escape = _ESCAPES.get(byte)
+        if escape is not None:
+            out.append(escape)
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\x{byte:02x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _summary(arg: bytes) -> str:
+    return f"<{len(arg)} bytes sha256:{hashlib.sha256(arg).hexdigest()[:16]}>"
+
+
+def _secret_positions(canonical: str, args: Sequence[bytes]) -> set[int]:
+    """Which arguments are passwords (canonical: the target's name, lower-case)."""
+    upper = [a.upper() for a in args]
+    if canonical == "auth":
+        # AUTH user pass; any other shape: everything (a syntax error may still hold a password).
+        return {2} if len(args) == 3 else set(range(1, len(args)))
+    if canonical == "hello":
+        for i in range(2, len(args)):
+            if upper[i] == b"AUTH":
+                return {i + 2} if i + 2 < len(args) else set(range(i + 1, len(args)))
+        return set()
+    if canonical == "migrate":
+        secret: set[int] = set()
+        for i in range(6, len(args)):
+            if upper[i] == b"AUTH" and i + 1 < len(args):
+                secret.add(i + 1)
+            elif upper[i] == b"AUTH2" and i + 2 < len(args):
+                secret.add(i + 2)
+        return secret
+    if canonical == "acl|setuser":
+        return {i for i in range(3, len(args)) if args[i].startswith(_ACL_SECRET_PREFIXES)}
+    if canonical == "config|set":
+        return {i + 1 for i in range(2, len(args) - 1, 2) if args[i].lower() in _SECRET_PARAMETERS}
+    return set()
+
+
+def render(args: Sequence[bytes], canonical: str, limits: Limits = Limits()) -> str:
+    """
+    The input text of a command (C{canonical}: the target's name for it,
+    lower-case, which says where its passwords are).
+    """
+    secret = _secret_positions(canonical, args)
+    if canonical not in ("auth", "hello") and args and args[0].lower() in (b"auth", b"hello"):
+        # Typed as AUTH/HELLO but unknown to the target (renamed away): still a password.
+        secret |= _secret_positions(args[0].decode("latin-1").lower(), args)
+    shown = []
+    for i, arg in enumerate(args[: limits.max_args]):
+        if i in secret:
+            shown.append(REDACTED)
+        elif len(arg) > limits.max_shown:
+            shown.append(_summary(arg))
+        else:
+            shown.append(_quoted(arg))
+    if len(args) > limits.max_args:
+        rest = len(args) - limits.max_args
+        shown.append(f"... ({rest} more argument{'s' if rest != 1 else ''})")
+    return " ".join(shown)
+
+
+def _kind(canonical: str) -> str:
+    return "redis." + _KIND_UNSAFE.sub("_", canonical.lower().replace("|", "."))
+
+
+def describe(command: Command, lookup: Lookup, *, db: int | None = None, limits: Limits = Limits()) -> Described:
+    """C{command} as an action, given what the target said its name is."""
+    args = command.args
+    # A made-up name may be megabytes long: never in full in the facts or the trail.
+    typed = args[0].decode("utf-8", "backslashreplace") if len(args[0]) <= limits.max_shown else _summary(args[0])
+    details: dict[str, Any] = {"args": len(args) - 1, "bytes": sum(map(len, args))}
+    if db is not None:
+        details["db"] = db
+    if command.inline:
+        details["inline"] = True
+    commands_unknown = ""
+    info = lookup.info
+    if info is not None:
+        command_info = resolve(info, args)
+        canonical = command_info.name.upper()
+        commands: tuple[str, ...] = (info.name.upper(),)
+        if command_info is not info:
+            commands += (canonical,)
+        kind = _kind(canonical)
+        keyset = find_keys(command_info, args)
+        base = info.name
+    elif lookup.known:
+        # The target says it is no command: it will refuse it, touching nothing.
+        canonical = typed.upper()
+        commands = (canonical,)
+        kind = "redis.unknown"
+        keyset = NO_KEYS
+        base = ""
+    else:
+        canonical = typed.upper()
+        commands = (canonical,)
+        kind = "redis.unknown"
+        why = f"the gateway could not ask the target what {canonical} is ({lookup.why})"
+        keyset = KeySet((), False, why)
+        commands_unknown = why
+        base = ""
+    if canonical.lower() != typed.lower():
+        details["typed"] = typed
+    if base in SCRIPTS:
+        keyset = KeySet(keyset.keys, False, "a script may touch keys it does not declare")
+        commands_unknown = "a script runs commands the gateway cannot see"
+    elif base in KEYSPACE:
+        keyset = KeySet(keyset.keys, False, f"{base.upper()} reaches every key")
+    keys = []
+    why = keyset.why
+    for key in keyset.keys[: limits.max_keys]:
+        if len(key) > limits.max_key_length:
+            why = why or f"a key is longer than {limits.max_key_length} bytes"
+            details.setdefault("long_keys", []).append(_summary(key))
+        else:
+            keys.append(_key_text(key))
+    if len(keyset.keys) > limits.max_keys:
+        why = why or f"more than {limits.max_keys} keys"
+    if why:
+        details["keys_unknown"] = why
+    if commands_unknown:
+        details["commands_unknown"] = commands_unknown
+    return Described(
+        kind=kind,
+        canonical=canonical,
+        input=render(args, canonical.lower(), limits),
+        commands=commands,
+        keys=tuple(dict.fromkeys(keys)),
+        keys_unknown=why,
+        commands_unknown=commands_unknown,
+        details=details,
+    )

@@ -1,0 +1,198 @@
+"""
+The Redis front end's policy conditions, as pure functions ready for the
+plugin interface (issue 16: a front end brings its own conditions).
+
+    redis.commands   globs, upper-case: "FLUSHALL", "CONFIG|SET", "CONFIG" (every CONFIG subcommand)
+    redis.keys       globs over the command's keys: "session:*"
+
+    [[rule]]
+    name = "no-flushall"
+    effect = "deny"
+    redis.commands = ["FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "KEYS"]
+
+    [[rule]]
+    name = "no-session-writes"
+    effect = "deny"
+    actions = ["redis.set", "redis.del", "redis.hset"]   # kinds: redis.<command>
+    redis.keys = ["session:*"]
+
+Names are matched whatever case the client typed (the target's name for
+the command is used, upper-case), and patterns must be upper-case: the
+policy loader refuses C{"flushall"} (a pattern that could never match)
+rather than letting a deny rule silently miss.
+
+Matching (L{matches}, the semantics): a rule's glob condition matches when
+any of the command's values matches any pattern (the engine's rule for every
+glob condition), and -- fail closed -- a command whose keys or commands
+cannot all be read (L{hoopgw_redis.actions.Described.keys_unknown},
+C{commands_unknown}) matches every I{deny} and I{review} rule on that
+condition, never an I{allow} rule by that alone.
+
+Today's engine (L{hoopgw.policy.rules}) matches globs only and does not
+tell a condition the rule's effect, so the front end gets the same result
+the way the SSH front end does for lines it cannot read: L{fail_closed}
+adds to the incomplete fact, for each deny and review rule in force that
+can apply and is not matched yet, a value one of its patterns matches (the
+pattern itself, a C{[...]} set replaced by a member).  With a policy that
+does not show its rules, such a command is refused (L{fail_closed} returns
+C{None}).  When the plugin interface lets a condition see the effect,
+L{matches} is the matcher to register and the witnesses go away.
+
+L{register} adds both conditions to a condition table (the engine's own by
+default), as a front end of another protocol does before policies load.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from hoopgw.model import Effect, Identity
+from hoopgw.policy.rules import ConditionKind, ConditionSpec, register_condition
+
+from hoopgw_redis.actions import Described
+
+__all__ = ["COMMANDS", "CONDITIONS", "KEYS", "fail_closed", "matches", "register", "restrictive_patterns", "witness"]
+
+COMMANDS = "redis.commands"
+KEYS = "redis.keys"
+
+CONDITIONS = (
+    ConditionSpec(
+        COMMANDS, ConditionKind.globs, "upper",
+        "Redis commands as the target names them, upper-case; a subcommand also as CONFIG|SET. "
+        "A script (EVAL, FCALL) matches every deny and review rule on it",
+    ),
+    ConditionSpec(
+        KEYS, ConditionKind.globs, None,
+        "the keys a Redis command names (from the target's key specs). A command whose keys "
+        "cannot all be read (a script, FLUSHALL, SORT ... BY) matches every deny and review rule on it",
+    ),
+)
+
+
+def register(conditions: dict[str, ConditionSpec] | None = None) -> None:
+    """Let policies use C{redis.commands} and C{redis.keys} (idempotent)."""
+    for spec in CONDITIONS:
+        register_condition(spec.name, spec.kind, case=spec.case, description=spec.description,
+                           conditions=conditions)
+
+
+def _compile(patterns: Iterable[str]) -> Any:
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
+
+
+def _unknown(described: Described, condition: str) -> str:
+    return described.keys_unknown if condition == KEYS else described.commands_unknown
+
+
+def matches(condition: str, patterns: Sequence[str], described: Described, effect: Effect) -> bool:
+    """
+    Whether a rule of C{effect} with C{condition = patterns} matches the
+    command: the semantics L{fail_closed} makes today's engine follow.
+    """
+    if _unknown(described, condition) and effect in (Effect.deny, Effect.review):
+        return True
+    values = described.attributes.get(condition)
+    if not values:
+        return False
+    match = _compile(patterns)
+    return any(match(value) for value in values)
+
+
+def restrictive_patterns(
+    rules: Iterable[Any], identity: Identity, connection: str, kind: str, condition: str
+) -> tuple[tuple[str, ...], ...]:
+    """
+    The C{condition} patterns of each deny and review rule (of a
+    L{hoopgw.policy.rules.PolicySet}) that can apply to C{identity}'s
+    C{kind} actions on C{connection}: one tuple per rule.  A rule's grant
+    condition is not known here; such a rule counts as one that can apply.
+    """
+    found = []
+    for rule in rules:
+        if rule.effect not in (Effect.deny, Effect.review):
+            continue
+        if "*" not in rule.groups and set(rule.groups).isdisjoint(identity.groups):
+            continue
+        if not any(fnmatch.fnmatchcase(identity.subject, p) for p in rule.users):
+            continue
+        if not any(fnmatch.fnmatchcase(connection, p) for p in rule.connections):
+            continue
+        if not any(fnmatch.fnmatchcase(kind, p) for p in rule.actions):
+            continue
+        for c in rule.conditions:
+            if c.name == condition and not isinstance(c.value, bool):
+                found.append(tuple(c.value))
+    return tuple(found)
+
+
+_MEMBERS = string.ascii_letters + string.digits + string.punctuation + " "
+
+
+def witness(pattern: str) -> str | None:
+    """
+    A string C{pattern} matches: the pattern itself, each C{[...]} set
+    replaced by one of its members (C{*} and C{?} match themselves).
+    C{None} when a set has no member the gateway can find.
+    """
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c != "[":
+            out.append(c)
+            continue
+        j = i
+        if j < n and pattern[j] == "!":
+            j += 1
+        if j < n and pattern[j] == "]":
+            j += 1
+        while j < n and pattern[j] != "]":
+            j += 1
+        if j >= n:
+            out.append(c)  # no closing bracket: a literal "["
+            continue
+        members = pattern[i - 1 : j + 1]
+        member = next((m for m in _MEMBERS if fnmatch.fnmatchcase(m, members)), None)
+        if member is None:
+            member = next((chr(m) for m in range(0x80, 0x3000) if fnmatch.fnmatchcase(chr(m), members)), None)
+        if member is None:
+            return None
+        out.append(member)
+        i = j + 1
+    text = "".join(out)
+    return text if fnmatch.fnmatchcase(text, pattern) else None
+
+
+def fail_closed(
+    described: Described, rules: Iterable[Any] | None, identity: Identity, connection: str
+) -> Mapping[str, Any] | None:
+    """
+    The attributes of C{described} for today's engine: an incomplete fact
+    gets a value matched by each deny and review rule on it that can apply
+    (see the module's docstring).  C{None} when that cannot be done: the
+    policy does not show its rules (C{rules} is C{None}) or a pattern has
+    no string it matches; the command must then be refused.
+    """
+    attributes = dict(described.attributes)
+    for condition in (KEYS, COMMANDS):
+        if not _unknown(described, condition):
+            continue
+        if rules is None:
+            return None
+        rules = tuple(rules)
+        values = list(attributes.get(condition, ()))
+        for patterns in restrictive_patterns(rules, identity, connection, described.kind, condition):
+            match = _compile(patterns)
+            if any(match(v) for v in values):
+                continue
+            found = next((w for w in map(witness, patterns) if w is not None), None)
+            if found is None:
+                return None
+            values.append(found)
+        attributes[condition] = tuple(dict.fromkeys(values))
+    return attributes

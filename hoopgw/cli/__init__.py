@@ -19,10 +19,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from hoopgw.config import Config, find_config, parse_duration
 from hoopgw.errors import CommandError, ConfigError, PluginError, terminal_safe
 
+# The configuration module is imported where it is used: `hoopgw token`, which
+# kubectl runs before each call, must start quickly.
 if TYPE_CHECKING:
+    from hoopgw.config import Config
     from hoopgw.store import SessionFilter
 
 
@@ -34,6 +36,8 @@ def _config(args: argparse.Namespace) -> Config:
     exec-credential}, else on a terminal or on failure (L{main}); never
     with C{--quiet}.
     """
+    from hoopgw.config import find_config
+
     loaded: Config | None = getattr(args, "loaded_config", None)
     if loaded is not None:
         return loaded
@@ -61,6 +65,8 @@ def _say_where(args: argparse.Namespace) -> None:
 
 
 def _time(text: str) -> datetime.datetime:
+    from hoopgw.config import parse_duration
+
     try:
         seconds = parse_duration(text)
     except ValueError:
@@ -81,6 +87,8 @@ def _time(text: str) -> datetime.datetime:
 def _issue_token(args: argparse.Namespace) -> tuple[int, str, int]:
     """(exit code, token, lifetime in seconds) from the dev issuer; errors printed."""
     from hoopgw.identity.dev import KEY_PATH, DevIssuer, check_ttl
+
+    from hoopgw.config import parse_duration
 
     config = _config(args)
     if not config.identity.dev_issuer:
@@ -243,6 +251,12 @@ def config_ssh_command(args: argparse.Namespace) -> int:
     print(f"wrote {len(aliases)} host{'s' if len(aliases) != 1 else ''} to {path}: "
           + ", ".join(f"ssh {a}" for a in aliases), file=sys.stderr)
     return 0
+
+
+def ssh_key_command(args: argparse.Namespace) -> int:
+    from hoopgw.cli.sshkey import command
+
+    return command(args)
 
 
 def status_command(args: argparse.Namespace) -> int:
@@ -925,10 +939,12 @@ def parser() -> argparse.ArgumentParser:
     ssh_setup.add_argument("--prefix", help="before each connection's name in its Host alias (default: the gateway's name and -)")
     ssh_setup.add_argument("--print", action="store_true", help="print the block instead of writing it")
     ssh_setup.set_defaults(run=config_ssh_command)
-    # -- hoopgw ssh-key: its code is hoopgw.cli.sshkey's ------------------------
-    from hoopgw.cli.sshkey import add_command as add_ssh_key_command
-
-    add_ssh_key_command(groups)
+    ssh_key = groups.add_parser(
+        "ssh-key", help="enrol this machine's SSH key with your cached token; prints its path (ssh -i PATH)"
+    )
+    ssh_key.add_argument("--gateway", help="the gateway's API URL (default: the last logged in to)")
+    ssh_key.add_argument("--forget", action="store_true", help="remove the key, at the gateway and here")
+    ssh_key.set_defaults(run=ssh_key_command)
 
     audit = groups.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
     verify = audit.add_parser("verify", help="verify the log offline (exit 1 on the first bad record)")

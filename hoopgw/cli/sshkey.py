@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from hoopgw.cli import login
 from hoopgw.errors import CommandError, terminal_safe
 
-__all__ = ["add_command", "ensure_ssh_key", "forget_ssh_key", "ssh_key_path"]
+__all__ = ["command", "ensure_ssh_key", "forget_ssh_key", "ssh_key_path"]
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -183,7 +183,8 @@ def forget_ssh_key(gateway: str) -> bool:
 # -- `hoopgw ssh-key` (registered by hoopgw.cli.parser) ------------------------------
 
 
-def _command(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace) -> int:
+    """`hoopgw ssh-key`: enrol (or with --forget remove) this machine's key; prints its path."""
     gateway = login.resolve_gateway(args.gateway)
     # --quiet: ssh's "Match exec" runs this before every connection.
     quiet = getattr(args, "quiet", False)
@@ -201,12 +202,3 @@ def _command(args: argparse.Namespace) -> int:
                             f"until {until} (when your token expires)"), file=sys.stderr)
     print(path)
     return 0
-
-
-def add_command(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    command = groups.add_parser(
-        "ssh-key", help="enrol this machine's SSH key with your cached token; prints its path (ssh -i PATH)"
-    )
-    command.add_argument("--gateway", help="the gateway's API URL (default: the last logged in to)")
-    command.add_argument("--forget", action="store_true", help="remove the key, at the gateway and here")
-    command.set_defaults(run=_command)

@@ -76,6 +76,7 @@ class CallbackTests(TestCase):
         waits on for its own answer.
         """
         answers: list[Any] = []
+        visitors: list[threading.Thread] = []
 
         def browser(url: str) -> bool:
             query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
@@ -90,7 +91,9 @@ class CallbackTests(TestCase):
                     except urllib.error.HTTPError as e:
                         answers.append(e.code)
 
-            threading.Thread(target=visit, daemon=True).start()
+            visitor = threading.Thread(target=visit, daemon=True)
+            visitors.append(visitor)
+            visitor.start()
             return True
 
         exchanged: list[Any] = []
@@ -105,5 +108,6 @@ class CallbackTests(TestCase):
                                      {"authorization_endpoint": "https://idp/auth", "token_endpoint": "https://idp/token"},
                                      tell=lambda text: None, timeout=20)
         self.assertEqual(tokens, {"access_token": "T"})
+        visitors[0].join(10)
         self.assertEqual(exchanged, ["ALICE"])
         self.assertEqual(answers, [404, 404, 200])

@@ -1356,9 +1356,14 @@ class ClientProtocol(Protocol):
     # -- teardown --------------------------------------------------------------
 
     def _backend_lost(self, reason: Failure) -> None:
-        if self.state is Phase.READY or self.state is Phase.CLOSING:
-            if self.state is Phase.READY:
-                self._send(codec.error_response("FATAL", "08006", "the target closed the connection"))
+        if self.state is Phase.CLOSING:
+            # The client said Terminate and the server closed in answer: a
+            # plain close, whichever side's end the gateway noticed first.
+            self._unlink()
+            self.transport.loseConnection()
+            self._teardown("closed")
+        elif self.state is Phase.READY:
+            self._send(codec.error_response("FATAL", "08006", "the target closed the connection"))
             self._unlink()
             self.transport.loseConnection()
             self._teardown("target closed", error=reason.getErrorMessage())

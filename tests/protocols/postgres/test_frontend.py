@@ -9,6 +9,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import (
     ConnectError,
+    ConnectionDone,
     ConnectionRefusedError,
     DNSLookupError,
     NoRouteError,
@@ -344,6 +345,20 @@ class FrontEndTests(_FrontEndCase):
         self.assertTrue(backend.transport.disconnecting)
         [end] = self.audit.of("session.end")
         self.assertGreater(end["end"]["bytes_in"], 0)
+
+    def test_terminate_then_the_target_closes_first(self) -> None:
+        """
+        After the client's Terminate the server closes: if the gateway sees
+        that before the client's own close, the session still ends as a
+        plain close, not "target closed" (which would depend on a race).
+        """
+        client, transport, backend = self.start()
+        client.dataReceived(codec.encode(codec.Terminate()))
+        backend.connectionLost(Failure(ConnectionDone()))
+        client.connectionLost(Failure(ConnectionDone()))
+        [end] = self.audit.of("session.end")
+        self.assertEqual((end["end"]["status"], end["end"].get("error")), ("closed", None))
+        self.assertEqual(transport.value(), b"")  # no FATAL for a close the client asked for
 
     def test_target_login_timeout(self) -> None:
         """If the target accepts the connection but never finishes start-up,

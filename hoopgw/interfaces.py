@@ -121,6 +121,24 @@ class IRecorder(Interface):
         """Finish the recording. @return: L{Deferred} firing with its hex SHA-256."""
 
 
+class ITerminalRecorder(IRecorder):
+    """
+    A terminal's recording (L{hoopgw.recording.asciicast.AsciicastRecorder}):
+    what the program wrote, what was typed, the window's size.
+    """
+
+    failed: str | None = Attribute("C{None}, or why the recording stopped (later events are dropped).")
+
+    def output(data: bytes) -> None:
+        """Record bytes the program wrote to the terminal."""
+
+    def input(data: bytes) -> None:
+        """Record bytes typed (kept only if the recording keeps input)."""
+
+    def resize(cols: int, rows: int) -> None:
+        """Record a change of the terminal's size."""
+
+
 class IStore(Interface):
     """
     The gateway's queryable state: sessions, reviews and access grants.
@@ -271,9 +289,7 @@ class IActionHandle(Interface):
     id: str = Attribute("C{<session id>/<number>}, as the trail names the action.")
     number: int = Attribute("Its number in the session, from 1.")
     action: Action = Attribute("The L{Action} decided.")
-    decision: Decision | None = Attribute(
-        "What decided it (C{None} only before the decision: never on a handle a front end is given)."
-    )
+    decision: Decision = Attribute("What decided it: policy's decision, or the gateway's own refusal.")
     allowed: bool = Attribute(
         """
         Whether to forward it: policy allowed it, or it was held for review

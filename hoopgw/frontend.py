@@ -27,7 +27,10 @@ A front end is two things:
     L{AuthenticationFailed} and L{AuditUnavailable} carry messages safe to
     show the client.  When the client leaves, L{ISession.close}; when the
     gateway ends the session, the session's C{on_terminate}, which the
-    front end sets.
+    front end sets.  A session's recordings (L{IRecorder}; a terminal's,
+    L{ITerminalRecorder}) are given to L{ISession.add_recording}.  A
+    protocol may declare its C{transport} an L{IStreamTransport} for the
+    checker (an annotation: what Twisted's TCP and TLS transports offer).
 
 The services are tested without sockets, files or threads with
 L{hoopgw.testing}: C{memory_session_service()} is the real
@@ -60,10 +63,11 @@ from hoopgw.interfaces import (
     IRecorder,
     ISession,
     ISessionService,
+    ITerminalRecorder,
 )
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
 from hoopgw.policy.rules import ConditionKind, ConditionSpec
-from hoopgw.protocols import _preauth
+from hoopgw.protocols import IStreamTransport, _preauth
 from hoopgw.reviews import Review
 from hoopgw.sessions import GATEWAY_RULE
 
@@ -104,6 +108,8 @@ __all__ = [
     "IRecorder",
     "ISession",
     "ISessionService",
+    "IStreamTransport",
+    "ITerminalRecorder",
     "Identity",
     "NotPermitted",
     "Outcome",

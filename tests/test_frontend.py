@@ -42,6 +42,8 @@ HOMES = {
     "IRecorder": "hoopgw.interfaces",
     "ISession": "hoopgw.interfaces",
     "ISessionService": "hoopgw.interfaces",
+    "IStreamTransport": "hoopgw.protocols",
+    "ITerminalRecorder": "hoopgw.interfaces",
     "Identity": "hoopgw.model",
     "NotPermitted": "hoopgw.errors",
     "Outcome": "hoopgw.model",

@@ -66,7 +66,7 @@ _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
 
 
-def parse_duration(text: str) -> int:
+def parse_duration(text: object) -> int:
     """
     Parse a duration such as C{"30s"}, C{"15m"}, C{"2h"}, C{"1d"} or
     C{"1h30m"} into whole seconds.
@@ -753,7 +753,8 @@ def _parse_public_key(table: Table, name: str, text: str) -> bytes:
         key = Key.fromString(text.strip().encode("utf-8"))
         if not key.isPublic():
             raise ValueError("not a public key")
-        return key.blob()
+        blob: bytes = key.blob()
+        return blob
     except Exception as e:
         # Conch raises BadKeyError for what it can name, and assorted
         # struct/binascii errors for a damaged body.

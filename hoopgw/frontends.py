@@ -23,15 +23,15 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import field, frozen
 from twisted.internet.interfaces import IProtocolFactory
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, Logger, globalLogPublisher
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
-from zope.interface import implementer
+from zope.interface import implementer, provider
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
@@ -40,6 +40,9 @@ from hoopgw.errors import PluginError
 from hoopgw.errors import quote as _quote
 from hoopgw.interfaces import IFrontEnd
 from hoopgw.policy.rules import ConditionSpec, register_condition
+
+if TYPE_CHECKING:
+    from hoopgw.gateway import GatewayContext
 
 __all__ = ["FrontEnd", "FrontEnds", "RESERVED_KINDS", "installed"]
 
@@ -89,8 +92,9 @@ class FrontEnd:
     def parse_connection(self, table: Table) -> tuple[str, Any]:
         return self.parse(table)
 
-    def build(self, context: Any) -> IProtocolFactory:
-        return namedAny(self.factory)(context)
+    def build(self, context: GatewayContext) -> IProtocolFactory:
+        factory: IProtocolFactory = namedAny(self.factory)(context)
+        return factory
 
 
 class FrontEnds(Mapping[str, IFrontEnd]):
@@ -220,7 +224,7 @@ def _describe(failure: Failure, folders: set[str]) -> str:
         (f for f in reversed(files) if os.path.dirname(os.path.abspath(f)) in folders),
         "a module of twisted.plugins",
     )
-    return f"{where}: {failure.type.__name__}: {failure.getErrorMessage()}"
+    return f"{where}: {type(failure.value).__name__}: {failure.getErrorMessage()}"
 
 
 def _discover(package: ModuleType) -> FrontEnds:
@@ -229,7 +233,8 @@ def _discover(package: ModuleType) -> FrontEnds:
     # which file, in the warning and in messages about unknown kinds.
     failures: list[Failure] = []
 
-    def observe(event: Mapping[str, Any]) -> None:
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
         # (log.err's legacy events carry "failure"; new-style ones "log_failure".)
         failure = event.get("log_failure", event.get("failure"))
         if isinstance(failure, Failure):
@@ -269,7 +274,9 @@ def installed(package: ModuleType | None = None) -> FrontEnds:
     """
     global _found
     if package is None:
-        import twisted.plugins as package
+        import twisted.plugins
+
+        package = twisted.plugins
     key = (package.__name__, *package.__path__)
     if _found is None or _found[0] != key:
         _found = (key, _discover(package))

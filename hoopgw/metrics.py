@@ -17,6 +17,9 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from hoopgw.interfaces import IMetrics
 
 #: The classic text format; every Prometheus server accepts it, and
 #: L{generate_latest} writes exactly this.
@@ -46,6 +49,7 @@ def _label(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
+@implementer(IMetrics)
 @define
 class Metrics:
     """
@@ -231,7 +235,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The metrics in the Prometheus text exposition format."""
-        return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
+        return generate_latest(_WithoutCreated(self.registry))
 
 
 class _PlainCounts:

@@ -16,19 +16,35 @@ import hashlib
 import ipaddress
 import re
 import secrets
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from hoopgw.audit.canonical import Checked, checked
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted, WrongKind
-from hoopgw.interfaces import IAuditLog, IIdentityVerifier, IPolicy, IRecorder, IStore
+from hoopgw.interfaces import (
+    IActionHandle,
+    IAuditLog,
+    IIdentityVerifier,
+    IMetrics,
+    IPolicy,
+    IRecorder,
+    ISession,
+    ISessionService,
+    IStore,
+)
 from hoopgw.masking.service import SessionMasks
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
+
+if TYPE_CHECKING:
+    from hoopgw.grants import GrantService
+    from hoopgw.masking.service import MaskingService
+    from hoopgw.reviews import Review, ReviewService
 
 log = Logger()
 
@@ -96,6 +112,17 @@ def _host(address: str) -> str:
 
 
 @define
+class _Window:
+    """One host's failures in the current window of a L{FailureLimiter}."""
+
+    started: float
+    timer: IDelayedCall  # ends the window
+    failures: int = 0
+    suppressed: int = 0
+    protocols: set[str] = field(factory=set)
+
+
+@define
 class FailureLimiter:
     """
     Caps C{auth.failed} records per client host: the first C{limit} in a
@@ -114,7 +141,7 @@ class FailureLimiter:
     window: float = 60.0
     hosts: int = 10_000
     total: int = 1_000
-    _windows: dict[str, list] = field(factory=dict, init=False)
+    _windows: dict[str, _Window] = field(factory=dict, init=False)
     _written: int = field(default=0, init=False)
     _written_since: float = field(default=0.0, init=False)
 
@@ -130,20 +157,19 @@ class FailureLimiter:
                 host = "*"
                 entry = self._windows.get(host)
             if entry is None:
-                # [failures, suppressed, protocols, started, timer]
-                entry = [0, 0, set(), self.clock.seconds(), None]
-                entry[4] = self.clock.callLater(self.window, self._end, host)
+                entry = _Window(self.clock.seconds(), self.clock.callLater(self.window, self._end, host))
                 self._windows[host] = entry
-        entry[0] += 1
-        if entry[0] <= self.limit and self._written < self.total:
+        entry.failures += 1
+        if entry.failures <= self.limit and self._written < self.total:
             self._written += 1
             return True
-        entry[1] += 1
-        entry[2].add(source.protocol)
+        entry.suppressed += 1
+        entry.protocols.add(source.protocol)
         return False
 
     def _end(self, host: str) -> None:
-        failures, suppressed, protocols, started, _ = self._windows.pop(host)
+        entry = self._windows.pop(host)
+        failures, suppressed, protocols, started = entry.failures, entry.suppressed, entry.protocols, entry.started
         if suppressed:
             self.write(
                 {
@@ -160,11 +186,12 @@ class FailureLimiter:
     def flush(self) -> None:
         """Write every pending count now (the gateway is stopping)."""
         for host, entry in list(self._windows.items()):
-            if entry[4].active():
-                entry[4].cancel()
+            if entry.timer.active():
+                entry.timer.cancel()
             self._end(host)
 
 
+@implementer(ISessionService)
 @define
 class SessionService:
     """
@@ -178,15 +205,15 @@ class SessionService:
     store: IStore
     connections: Mapping[str, Connection]
     clock: IReactorTime
-    metrics: Any
+    metrics: IMetrics
     gateway: str = "hoopgw"
     # Builds each session's masks (hoopgw.masking.service); None: no masking.
-    masking: Any = None
+    masking: MaskingService | None = None
     # Holds actions for human approval (hoopgw.reviews); None: review rules refuse.
-    reviews: Any = None
+    reviews: ReviewService | None = None
     # Just-in-time access grants (hoopgw.grants): a session that acts under one ends with it.
-    grants: Any = None
-    _active: dict[str, "Session"] = field(factory=dict, init=False)
+    grants: GrantService | None = None
+    _active: dict[str, Session] = field(factory=dict, init=False)
     _closing: bool = field(default=False, init=False)
     failures: FailureLimiter = field(init=False)
     # Refused requests of clients with no verified identity: a budget of
@@ -202,10 +229,10 @@ class SessionService:
         d.addErrback(lambda f: log.failure("{event} record lost", f, event=event))
 
     @property
-    def active(self) -> Mapping[str, "Session"]:
+    def active(self) -> Mapping[str, ISession]:
         return self._active
 
-    def _append(self, event: str, body: dict[str, Any]) -> Deferred:
+    def _append(self, event: str, body: dict[str, Any]) -> Deferred[int]:
         """
         Append a record; a log that cannot be written fails the Deferred
         with L{AuditUnavailable} so the caller refuses the work.
@@ -232,7 +259,7 @@ class SessionService:
         user: str | None = None,
         credential_sha256: str | None = None,
         key_fingerprint: str | None = None,
-    ) -> Deferred:
+    ) -> Deferred[int | None]:
         """
         Record a refused authentication attempt.  Front ends with failure
         modes of their own (a wrong SSH key, a plaintext password refused)
@@ -255,9 +282,7 @@ class SessionService:
             body["credential_sha256"] = credential_sha256
         if key_fingerprint is not None:
             body["key_fingerprint"] = key_fingerprint
-        d = self._append("auth.failed", body)
-        d.addErrback(lambda f: log.failure("auth.failed record lost", f))
-        return d
+        return self._append("auth.failed", body).addErrback(lambda f: log.failure("auth.failed record lost", f))
 
     def refused(
         self,
@@ -269,7 +294,7 @@ class SessionService:
         identity: Identity | None = None,
         token: str | None = None,
         user: str | None = None,
-    ) -> Deferred:
+    ) -> Deferred[int | None]:
         """
         Record a request a front end refused before any session or decision
         (an HTTP method it does not relay, a body too large, a malformed
@@ -312,8 +337,7 @@ class SessionService:
         except Exception:
             log.failure("request.refused record lost")
             return succeed(None)
-        d.addErrback(lambda f: log.failure("request.refused record lost", f))
-        return d
+        return d.addErrback(lambda f: log.failure("request.refused record lost", f))
 
     def verified_identity(self, token: str) -> Identity | None:
         """
@@ -322,7 +346,7 @@ class SessionService:
         """
         return self.identity.verified_identity(token)
 
-    def authenticate_token(self, token: str, *, source: Source, user: str | None = None) -> Deferred:
+    def authenticate_token(self, token: str, *, source: Source, user: str | None = None) -> Deferred[Identity]:
         """
         Verify a bearer token.  A refusal is audited with its reason and the
         token's SHA-256, never the token.
@@ -333,11 +357,8 @@ class SessionService:
         d = maybeDeferred(self.identity.verify_token, token)
 
         def refused(failure: Failure) -> Failure:
-            reason = (
-                failure.value.reason
-                if failure.check(AuthenticationFailed)
-                else "token verification error"
-            )
+            value = failure.value
+            reason = value.reason if isinstance(value, AuthenticationFailed) else "token verification error"
             if not failure.check(AuthenticationFailed):
                 log.failure("token verification raised unexpectedly", failure)
             self.auth_failed(
@@ -349,8 +370,7 @@ class SessionService:
             )
             return Failure(AuthenticationFailed(reason))
 
-        d.addErrback(refused)
-        return d
+        return d.addErrback(refused)
 
     def open(
         self,
@@ -360,7 +380,7 @@ class SessionService:
         kind: str,
         source: Source,
         client: Mapping[str, Any] | None = None,
-    ) -> Deferred:
+    ) -> Deferred[ISession]:
         """
         Admit C{identity} to a connection through a front end serving
         connections of C{kind}: policy decides C{session.open}, the
@@ -387,7 +407,7 @@ class SessionService:
         action = Action(kind="session.open", input=connection_name)
         d = maybeDeferred(self.policy.decide, identity, connection, action)
 
-        def decided(decision: Decision) -> Deferred:
+        def decided(decision: Decision) -> Deferred[ISession]:
             if not decision.allowed:
                 return self._refuse_session(
                     identity, connection_name, connection.kind, source, client, _refusal(decision)
@@ -405,8 +425,7 @@ class SessionService:
                 )
             return self._start_session(identity, connection, source, client, decision)
 
-        d.addCallback(decided)
-        return d
+        return d.addCallback(decided)
 
     def _refuse_session(
         self,
@@ -417,7 +436,7 @@ class SessionService:
         client: Mapping[str, Any],
         decision: Decision,
         refusal: NotPermitted | None = None,
-    ) -> Deferred:
+    ) -> Deferred[ISession]:
         self.metrics.session_refused(kind)
         message = decision.message or f"{identity.subject} may not open {connection_name!r}"
         body = {
@@ -432,9 +451,8 @@ class SessionService:
         }
         if refusal is None:
             refusal = NotPermitted(decision, message)
-        d = self._append("session.refused", body)
-        d.addCallback(lambda _: fail(refusal))
-        return d
+        failure: Deferred[ISession] = fail(refusal)
+        return self._append("session.refused", body).addCallback(lambda _: failure)
 
     def _start_session(
         self,
@@ -443,7 +461,7 @@ class SessionService:
         source: Source,
         client: Mapping[str, Any],
         decision: Decision,
-    ) -> Deferred:
+    ) -> Deferred[ISession]:
         session = Session(
             id=secrets.token_hex(12),
             identity=identity,
@@ -455,7 +473,7 @@ class SessionService:
         )
         d = self._append("session.start", session._record(decision=decision.to_record()))
 
-        def started(_: object) -> Session:
+        def started(_: object) -> ISession:
             self._active[session.id] = session
             if self.grants is not None and self.grants.any_active:
                 self.grants.attach(session)
@@ -479,10 +497,9 @@ class SessionService:
             stored.addErrback(lambda f: log.failure("session index write failed", f))
             return session
 
-        d.addCallback(started)
-        return d
+        return d.addCallback(started)
 
-    def withdraw_review(self, review: Any, reason: str) -> bool:
+    def withdraw_review(self, review: Review | None, reason: str) -> bool:
         """
         The client that waited for C{review} left (or withdrew it): a pending
         review is cancelled, with its record, so nothing runs after.  Whether
@@ -498,7 +515,7 @@ class SessionService:
         if self._active.pop(session.id, None) is not None:
             self.metrics.session_closed(session.connection.kind)
 
-    def close_all(self, reason: str, *, grace: float | None = None) -> Deferred:
+    def close_all(self, reason: str, *, grace: float | None = None) -> Deferred[None]:
         """
         Admit no new sessions and end every active one through its front
         end, which tells the client C{reason} where its protocol can
@@ -527,7 +544,7 @@ class SessionService:
                 return result
 
             done.addBoth(settled)
-        return done
+        return done.addCallback(lambda _: None)
 
     def _end_now(self, sessions: list["Session"], reason: str) -> None:
         """Sessions that outlived the shutdown's grace: their connections aborted, then closed."""
@@ -538,7 +555,7 @@ class SessionService:
             if not session.closed:
                 session.close()
 
-    def end_remaining(self, reason: str) -> Deferred:
+    def end_remaining(self, reason: str) -> Deferred[None]:
         """
         Close every session still active directly, without its front end
         (the last resort of a stop whose sessions did not end in time):
@@ -549,9 +566,10 @@ class SessionService:
         for session in remaining:
             if session.termination is None:
                 session.termination = reason
-        return gatherResults([s.close() for s in remaining], consumeErrors=True)
+        return gatherResults([s.close() for s in remaining], consumeErrors=True).addCallback(lambda _: None)
 
 
+@implementer(ISession)
 @define(eq=False)
 class Session:
     """One client's session on one connection."""
@@ -594,7 +612,7 @@ class Session:
     on_shutdown: Callable[[str], object] | None = field(default=None, repr=False)
     termination: str | None = None  # why the gateway ended it
     # Waiters for session.end (see ended), and whether it has been written.
-    _end_waiters: list[Deferred] = field(factory=list, init=False, repr=False)
+    _end_waiters: list[Deferred[None]] = field(factory=list, init=False, repr=False)
     _end_done: bool = field(default=False, init=False, repr=False)
 
     @property
@@ -646,8 +664,8 @@ class Session:
             self.recordings.append(recorder)
 
     def check(
-        self, action: Action, on_held: Callable[[Any], object] | None = None, hold_limit: int | None = None
-    ) -> Deferred:
+        self, action: Action, on_held: Callable[[Review], object] | None = None, hold_limit: int | None = None
+    ) -> Deferred[IActionHandle]:
         """
         Decide C{action} and write its C{action.start} record.
 
@@ -674,10 +692,9 @@ class Session:
         if grants is not None and self.grant is None and grants.any_active:
             grants.attach(self)
         d = maybeDeferred(self.service.policy.decide, self.identity, self.connection, action)
-        d.addCallback(handle._decided)
-        return d
+        return d.addCallback(handle._decided)
 
-    def observe(self, action: Action) -> Deferred:
+    def observe(self, action: Action) -> Deferred[IActionHandle]:
         """
         Record something that has already happened (a line typed into a
         shell) without asking policy: its decision is L{OBSERVED}, never
@@ -689,7 +706,7 @@ class Session:
             return handle
         return maybeDeferred(handle._decided, OBSERVED)
 
-    def refuse(self, action: Action, message: str) -> Deferred:
+    def refuse(self, action: Action, message: str) -> Deferred[IActionHandle]:
         """
         Record C{action} as refused by the gateway itself, before policy: it
         cannot be read as the target would read it (the rule is
@@ -700,7 +717,7 @@ class Session:
             return handle
         return maybeDeferred(handle._decided, Decision(effect=Effect.deny, rule=GATEWAY_RULE, message=message))
 
-    def _new_handle(self, action: Action) -> "ActionHandle | Deferred":
+    def _new_handle(self, action: Action) -> ActionHandle | Deferred[IActionHandle]:
         if self.closed:
             return fail(NotPermitted(None, "session is closed"))
         failed = self.service.audit.failed
@@ -709,15 +726,16 @@ class Session:
         self.actions += 1
         return ActionHandle(session=self, action=action, number=self.actions)
 
-    def ended(self) -> Deferred:
+    def ended(self) -> Deferred[None]:
         """A L{Deferred} firing once C{session.end} has been written (or lost, and logged)."""
         if self._end_done:
             return succeed(None)
-        d: Deferred = Deferred()
+        d: Deferred[None] = Deferred()
         self._end_waiters.append(d)
         return d
 
-    def _notify_ended(self, result: object) -> object:
+    def _notify_ended(self, result: int | None) -> int | None:
+        # (A failure never gets here: the errback before this one logs it.)
         self._end_done = True
         waiters, self._end_waiters = self._end_waiters, []
         for d in waiters:
@@ -725,7 +743,7 @@ class Session:
                 d.callback(None)
         return result
 
-    def terminate(self, reason: str, *, shutdown: bool = False) -> Deferred:
+    def terminate(self, reason: str, *, shutdown: bool = False) -> Deferred[int | None]:
         """
         End the session from the gateway's side (its access grant ended, the
         gateway stops): the front end's C{on_terminate} closes the client's
@@ -755,7 +773,7 @@ class Session:
         status: str = "closed",
         error: str | None = None,
         details: Mapping[str, Any] | None = None,
-    ) -> Deferred:
+    ) -> Deferred[int | None]:
         """
         End the session: close its recording, write C{session.end} with the
         recording's SHA-256, byte counts and duration.  Idempotent.
@@ -772,7 +790,8 @@ class Session:
         if service.reviews is not None:
             # A held action nobody waits for any more.
             service.reviews.cancel_session(self.id, "the session ended")
-        d = maybeDeferred(self.recorder.close) if self.recorder is not None else succeed(None)
+        recorder = self.recorder
+        d: Deferred[str] | Deferred[None] = maybeDeferred(recorder.close) if recorder is not None else succeed(None)
         recording_error: list[str] = []
 
         def unrecorded(failure: Failure) -> None:
@@ -784,17 +803,25 @@ class Session:
 
         d.addErrback(unrecorded)
         others: list[dict[str, Any]] = []
+
+        def close_other(other: IRecorder, entry: dict[str, Any]) -> Deferred[None]:
+            def closed(sha: str) -> None:
+                entry["sha256"] = sha
+
+            def failed(failure: Failure) -> None:
+                entry["error"] = failure.getErrorMessage()
+
+            return maybeDeferred(other.close).addCallbacks(closed, failed)
+
+        def after(sha: str | None, closing: Deferred[None]) -> Deferred[str | None]:
+            return closing.addCallback(lambda _: sha)
+
         for other in self.recordings:
             entry: dict[str, Any] = {"path": str(getattr(other, "path", ""))}
             others.append(entry)
-            closing = maybeDeferred(other.close)
-            closing.addCallbacks(
-                lambda sha, entry=entry: entry.__setitem__("sha256", sha),
-                lambda f, entry=entry: entry.__setitem__("error", f.getErrorMessage()),
-            )
-            d.addCallback(lambda sha, closing=closing: closing.addCallback(lambda _: sha))
+            d.addCallback(after, close_other(other, entry))
 
-        def recorded(sha256: str | None) -> Deferred:
+        def recorded(sha256: str | None) -> Deferred[int]:
             end: dict[str, Any] = {
                 "status": status,
                 "duration_us": _elapsed_us(service.clock, self.started),
@@ -834,16 +861,18 @@ class Session:
             stored.addErrback(lambda f: log.failure("session index update failed", f))
             return written
 
-        d.addCallback(recorded)
-        d.addErrback(lambda f: log.failure("session.end record lost for {id}", f, id=self.id))
-        d.addBoth(self._notify_ended)
-        return d
+        return (
+            d.addCallback(recorded)
+            .addErrback(lambda f: log.failure("session.end record lost for {id}", f, id=self.id))
+            .addBoth(self._notify_ended)
+        )
 
 
 # An Action's audit_form once it has been recorded, before it is recorded again.
 _RECORDED = object()
 
 
+@implementer(IActionHandle)
 @define(eq=False)
 class ActionHandle:
     """An action that has been decided and logged; report its outcome once."""
@@ -854,8 +883,8 @@ class ActionHandle:
     decision: Decision | None = None
     started: float = 0.0
     finished: bool = False
-    review: Any = None  # the hoopgw.reviews.Review that held it
-    on_held: Any = None
+    review: Review | None = None  # the review that held it
+    on_held: Callable[[Review], object] | None = None
     hold_limit: int | None = None
 
     @property
@@ -913,7 +942,7 @@ class ActionHandle:
         record.update(form)
         return record
 
-    def _decided(self, decision: Decision) -> Deferred:
+    def _decided(self, decision: Decision) -> Deferred[IActionHandle]:
         session = self.session
         service = session.service
         if (
@@ -921,7 +950,7 @@ class ActionHandle:
             and self.on_held is not None
         ):
             # (A front end that cannot tell its client passes no on_held: refused, as without reviews.)
-            return self._held(decision)
+            return self._held(decision, service.reviews, self.on_held)
         decision = _refusal(decision)
         self.decision = decision
         self.started = service.clock.seconds()
@@ -938,10 +967,11 @@ class ActionHandle:
                     )
                 )
             )
-        d.addCallback(lambda _: self)
-        return d
+        return d.addCallback(lambda _: self)
 
-    def _held(self, decision: Decision) -> Deferred:
+    def _held(
+        self, decision: Decision, reviews: ReviewService, on_held: Callable[[Review], object]
+    ) -> Deferred[IActionHandle]:
         """
         Policy sends the action to review: its C{action.start} names the
         review, the review is opened (C{review.requested}), the front end
@@ -950,7 +980,6 @@ class ActionHandle:
         self.decision = decision
         session = self.session
         service = session.service
-        reviews = service.reviews
         review_id = reviews.new_id()
         session.counts["reviewed"] = session.counts.get("reviewed", 0) + 1
         self.started = service.clock.seconds()
@@ -959,7 +988,7 @@ class ActionHandle:
         decision_record["review"] = review_id
         d = service._append("action.start", session._record(action=action_record, decision=decision_record))
 
-        def start(_: object) -> Deferred:
+        def start(_: object) -> Deferred[Review]:
             return reviews.open(
                 session=session.id,
                 action_id=self.id,
@@ -974,19 +1003,18 @@ class ActionHandle:
                 timeout=self.hold_limit,
             )
 
-        def opened(review: Any) -> Deferred:
+        def opened(review: Review) -> Deferred[Review]:
             self.review = review
             if session.closed:
                 # Closed while the request was being recorded: nobody waits for it.
                 reviews.cancel(review, "the session ended").addErrback(lambda f: None)
-            if self.on_held is not None:
-                try:
-                    self.on_held(review)
-                except Exception:
-                    log.failure("telling the client of review {id} failed", id=review.id)
+            try:
+                on_held(review)
+            except Exception:
+                log.failure("telling the client of review {id} failed", id=review.id)
             return review.wait()
 
-        def decided(review: Any) -> Any:
+        def decided(review: Review) -> IActionHandle | Deferred[IActionHandle]:
             self.started = service.clock.seconds()  # the action's duration counts from its approval
             if self.allowed:
                 return self
@@ -998,29 +1026,28 @@ class ActionHandle:
                 self.finish(Outcome(status=Status.blocked, error="the review could not be recorded"))
             return failure
 
-        d.addCallback(start)
-        d.addCallback(opened)
-        d.addCallbacks(decided, unopened)
-        return d
+        return d.addCallback(start).addCallback(opened).addCallbacks(decided, unopened)
 
-    def finish(self, outcome: Outcome) -> Deferred:
+    def finish(self, outcome: Outcome) -> Deferred[int | None]:
         """Record how the action ended (once)."""
         if self.finished:
             return succeed(None)
         self.finished = True
-        counts = self.session.counts
-        counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
+        statuses = self.session.counts
+        statuses[outcome.status.value] = statuses.get(outcome.status.value, 0) + 1
         service = self.session.service
         record = outcome.to_record()
-        masks = self.session.masks if outcome.error else None
-        if masks is not None and masks.trail:
-            counts: dict[tuple[str, str], int] = {}
-            record["error"] = masks.trail_text(outcome.error, counts)
-            if counts:
-                masked = dict(outcome.masked or {})
-                for name, count in masks.settle(counts).items():
-                    masked[name] = masked.get(name, 0) + count
-                record["masked"] = masked
+        error = outcome.error
+        if error:
+            masks = self.session.masks
+            if masks is not None and masks.trail:
+                counts: dict[tuple[str, str], int] = {}
+                record["error"] = masks.trail_text(error, counts)
+                if counts:
+                    masked = dict(outcome.masked or {})
+                    for name, count in masks.settle(counts).items():
+                        masked[name] = masked.get(name, 0) + count
+                    record["masked"] = masked
         if outcome.duration_us is None and outcome.status is not Status.blocked:
             record["duration_us"] = _elapsed_us(service.clock, self.started)
         if self.review is not None:
@@ -1032,5 +1059,4 @@ class ActionHandle:
         )
         # The action has already happened; a lost outcome is the audit log's
         # own failure (it fails closed and says so), so log and carry on.
-        d.addErrback(lambda f: log.failure("action.end record lost for {id}", f, id=self.id))
-        return d
+        return d.addErrback(lambda f: log.failure("action.end record lost for {id}", f, id=self.id))

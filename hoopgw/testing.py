@@ -19,7 +19,7 @@ from zope.interface import implementer
 from hoopgw.audit.canonical import canonical_json
 from hoopgw.audit.log import RESERVED_FIELDS
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed
-from hoopgw.interfaces import IAuditLog, IIdentityVerifier, IPolicy, IRecorder
+from hoopgw.interfaces import IAuditLog, IIdentityVerifier, IMetrics, IPolicy, IRecorder
 from hoopgw.model import Action, Connection, Decision, Effect, Identity
 from hoopgw.sessions import SessionService
 from hoopgw.store.memory import MemoryStore
@@ -214,11 +214,53 @@ class FixedCatalog:
         pass
 
 
+@implementer(IMetrics)
 class NullMetrics:
-    """Accepts every metrics call and keeps nothing."""
+    """Takes every report of L{IMetrics} and keeps nothing; renders no metrics."""
 
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: None
+    content_type = "text/plain; version=0.0.4; charset=utf-8"
+
+    def audit_written(self, seconds: float) -> None:
+        pass
+
+    def checkpoint_written(self, unix_time: float) -> None:
+        pass
+
+    def audit_failed(self) -> None:
+        pass
+
+    def audit_recovered(self) -> None:
+        pass
+
+    def session_opened(self, kind: str) -> None:
+        pass
+
+    def session_refused(self, kind: str) -> None:
+        pass
+
+    def session_closed(self, kind: str) -> None:
+        pass
+
+    def action_finished(self, kind: str, outcome: str) -> None:
+        pass
+
+    def values_masked(self, mask: str, detector: str, count: int) -> None:
+        pass
+
+    def auth_failed(self, protocol: str) -> None:
+        pass
+
+    def webhook_attempt_failed(self, reason: str) -> None:
+        pass
+
+    def webhook_delivered(self) -> None:
+        pass
+
+    def webhook_given_up(self) -> None:
+        pass
+
+    def render(self) -> bytes:
+        return b""
 
 
 def memory_session_service(
@@ -229,7 +271,7 @@ def memory_session_service(
     identity: MemoryIdentityVerifier | None = None,
     store: MemoryStore | None = None,
     clock: IReactorTime | None = None,
-    metrics: Any = None,
+    metrics: IMetrics | None = None,
 ) -> SessionService:
     """A L{SessionService} over in-memory services (a L{Clock} by default)."""
     return SessionService(

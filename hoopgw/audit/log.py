@@ -59,7 +59,7 @@ from hoopgw.audit.witness import (
 )
 from hoopgw.config import AuditSettings
 from hoopgw.errors import AuditUnavailable, ConfigError
-from hoopgw.interfaces import IAuditLog
+from hoopgw.interfaces import IAuditLog, IMetrics
 
 __all__ = [
     "AuditLog",
@@ -255,7 +255,7 @@ class AuditLog(Service):
         sync_window_ms: int = 10,
         checkpoint_every: int = 1000,
         checkpoint_interval_seconds: float = 60,
-        metrics: Any = None,
+        metrics: IMetrics | None = None,
         sync_runner: BlockingRunner | None = None,
         witnesses: Sequence[Witness] = (),
         witness_timeout_seconds: float = 10,
@@ -347,7 +347,7 @@ class AuditLog(Service):
         data_dir: Path | str,
         gateway_name: str,
         reactor: Any = None,
-        metrics: Any = None,
+        metrics: IMetrics | None = None,
     ) -> "AuditLog":
         """
         The gateway's audit log: records under C{data_dir/audit}, signed with

@@ -70,6 +70,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hoopgw.audit.checkpoint import Checkpoint, CheckpointError, Verifier, verify_checkpoint
 from hoopgw.audit.merkle import CompactTree, consistency_proof_from
+from hoopgw.interfaces import IMetrics
 
 __all__ = [
     "BlockingRunner",
@@ -484,7 +485,7 @@ class Witness:
     _log = Logger()
     kind = "witness"
 
-    def __init__(self, target: str, *, metrics: Any = None) -> None:
+    def __init__(self, target: str, *, metrics: IMetrics | None = None) -> None:
         self.target = target
         self.sent = 0
         self.failures = 0
@@ -618,7 +619,7 @@ class DirectoryWitness(Witness):
         directory: Path | str,
         *,
         run: BlockingRunner | None = None,
-        metrics: Any = None,
+        metrics: IMetrics | None = None,
     ) -> None:
         super().__init__(str(directory), metrics=metrics)
         self.directory = Path(directory)
@@ -768,7 +769,7 @@ class HTTPWitness(Witness):
         reactor: Any = None,
         run: BlockingRunner | None = None,
         timeout: float = 10.0,
-        metrics: Any = None,
+        metrics: IMetrics | None = None,
         client: Any = None,
         vkeys: Sequence[str] = (),
     ) -> None:

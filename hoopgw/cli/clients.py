@@ -394,7 +394,7 @@ def ssh_config_block(gateway: str, connections: list[str], *, prefix: str | None
     host, port, alias, known_hosts = _ssh_settings(published)
     key = ensure_ssh_key(gateway)
     chosen = prefix is not None
-    prefix = prefix if chosen else f"{published.name}-"
+    prefix = f"{published.name}-" if prefix is None else prefix
     aliases = []
     lines = [f"# BEGIN hoopgw {gateway}",
              "# Written by `hoopgw config ssh`: run it again to update this block; edits here are replaced."]

@@ -28,6 +28,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 
+from hoopgw.interfaces import IMetrics
 from hoopgw.masking.detectors import Gate, compile_pattern, find
 from hoopgw.masking.engine import REDACTED, Masker
 from hoopgw.masking.jsonbody import KIND_PATHS, JsonRules
@@ -89,7 +90,7 @@ class SessionMasks:
 
     client: tuple[ActiveMask, ...]
     trail: tuple[ActiveMask, ...]
-    metrics: Any = None
+    metrics: IMetrics | None = None
     # The paths of every mask of the connection (for the trail: a request body).
     trail_json: JsonRules | None = None
     by_origin: tuple[ActiveMask, ...] = field(init=False)  # client masks naming columns
@@ -244,7 +245,7 @@ class MaskingService:
 
     policy: Any
     key: bytes
-    metrics: Any = None
+    metrics: IMetrics | None = None
     _policy_set: Any = field(default=None, init=False)
     _compiled: dict[str, ActiveMask] = field(factory=dict, init=False)  # by mask name, for that policy
 

@@ -24,7 +24,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Callable
 
+from zope.interface import implementer
+
+from hoopgw.interfaces import ITerminalRecorder
+
 if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
     from hoopgw.masking.service import SessionMasks
 
 __all__ = ["MaskedRecorder", "StreamMasker", "masked_recorder"]
@@ -172,15 +178,15 @@ class StreamMasker:
         return bytes(masked)
 
 
+@implementer(ITerminalRecorder)
 class MaskedRecorder:
     """
-    A terminal recorder (L{hoopgw.recording.asciicast.AsciicastRecorder}'s
-    shape) whose output and input pass a session's trail masks -- every mask
-    of the connection, whoever the identity: what is stored is masked.
-    Everything else is the recorder's own.
+    A terminal recorder whose output and input pass a session's trail
+    masks -- every mask of the connection, whoever the identity: what is
+    stored is masked.  Everything else is the recorder's own.
     """
 
-    def __init__(self, recorder: Any, masks: SessionMasks) -> None:
+    def __init__(self, recorder: ITerminalRecorder, masks: SessionMasks) -> None:
         self._recorder = recorder
         self._masks = masks
         self._counts: dict[tuple[str, str], int] = {}
@@ -198,7 +204,18 @@ class MaskedRecorder:
     def input(self, data: bytes) -> None:
         self._recorder.input(self._input.feed(data))
 
-    def close(self) -> Any:
+    @property
+    def path(self) -> object:
+        return self._recorder.path
+
+    @property
+    def failed(self) -> str | None:
+        return self._recorder.failed
+
+    def resize(self, cols: int, rows: int) -> None:
+        self._recorder.resize(cols, rows)
+
+    def close(self) -> Deferred[str]:
         if not self._closed:
             self._closed = True
             held = self._output.flush()
@@ -212,11 +229,8 @@ class MaskedRecorder:
                 self._masks.settle(counts)
         return self._recorder.close()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._recorder, name)
 
-
-def masked_recorder(recorder: Any, masks: SessionMasks | None) -> Any:
+def masked_recorder(recorder: ITerminalRecorder, masks: SessionMasks | None) -> ITerminalRecorder:
     """C{recorder}, masked by C{masks}' trail masks if there are any (L{MaskedRecorder})."""
     if masks is None or not masks.trail:
         return recorder

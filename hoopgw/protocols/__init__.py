@@ -5,8 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITLSTransport
 
-__all__ = ["set_no_delay"]
+__all__ = ["IStreamTransport", "set_no_delay"]
+
+
+class IStreamTransport(ITLSTransport, IPushProducer, IConsumer):
+    """
+    What the front ends use of a connection's transport, for annotations
+    (C{transport: IStreamTransport} in a protocol class narrows Twisted's
+    C{ITransport | None}): a TCP transport (TLS started on it or not) that
+    is also a push producer (reading paused and resumed) and a consumer (a
+    producer streams into it).  Twisted's TCP and TLS transports, and the
+    pre-authentication guard's wrapper, have all of it without declaring
+    this combination: nothing checks it at run time.
+    """
 
 
 def set_no_delay(transport: Any) -> None:

@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from hoopgw.interfaces import IRecorder
+from hoopgw.interfaces import ITerminalRecorder
 
 __all__ = ["Asciicast", "AsciicastEvent", "AsciicastRecorder", "read_asciicast"]
 
@@ -57,7 +57,7 @@ def _positive(name: str) -> Callable[[Any, Any, int], None]:
     return check
 
 
-@implementer(IRecorder)
+@implementer(ITerminalRecorder)
 @define(eq=False)
 class AsciicastRecorder:
     """

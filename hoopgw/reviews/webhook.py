@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
+from hoopgw.interfaces import IMetrics
 from hoopgw.reviews import Review, identity_record
 
 __all__ = ["EVENT", "SIGNATURE_HEADER", "WebhookNotifier", "payload"]
@@ -195,7 +196,7 @@ class WebhookNotifier(Service):
         self,
         *,
         reactor: Any,
-        metrics: Any,
+        metrics: IMetrics,
         webhook: str | None = None,
         api_url: Callable[[], str | None] = lambda: None,
         secret: bytes | None = None,

@@ -18,6 +18,7 @@ from twisted.web import resource, server
 
 from tests.integration._fake_k8s import run_kubectl, spawn_kubectl, start_fake_k8s, write_kubeconfig
 from tests.integration.test_http_proxy import _GatewayCase, _Upstream, require_curl
+from tests.integration.test_postgres_clients import wait_until
 
 SECRET_VALUE = "secret-canary-XYZ"
 SECRET_B64 = base64.b64encode(SECRET_VALUE.encode()).decode()
@@ -309,6 +310,25 @@ class HTTPMaskingTests(_GatewayCase):
         self.assertNotIn(CARD.replace(" ", ""), body.decode())
         self.assertIn("[redacted]", json.loads(body)["uri"])
         self.assertNotIn("content-length", headers)
+
+    @inlineCallbacks
+    def test_policy_reloaded_while_the_answer_is_awaited(self):
+        """
+        A request forwarded under masks is answered under them when the
+        policy is reloaded without them before its answer comes: the masks
+        it was forwarded with apply to its whole exchange, and its outcome
+        is recorded with what they masked.
+        """
+        asked = self.curl(f"/web/slow?delay=1&note=+{CARD.replace(' ', '')}")
+        yield wait_until(lambda: any(s.uri.startswith("/base/slow") for s in self.upstream.seen), "the upstream's request")
+        (self.base / "policies" / "masks.toml").unlink()
+        self.gateway.reload_policy()
+        status, headers, body = yield asked
+        self.assertEqual(status, 200)
+        self.assertEqual(leaks(body), [])
+        _, end = self.actions()[-1]
+        self.assertEqual(end["outcome"]["status"], "succeeded")
+        self.assertEqual(end["outcome"]["masked"], {"pii": 1})
 
     @inlineCallbacks
     def test_compressed_answer_refused(self):

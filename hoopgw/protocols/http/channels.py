@@ -26,6 +26,10 @@ import json
 import struct
 import zlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hoopgw.interfaces import ITerminalRecorder
 
 __all__ = [
     "ChannelReader",
@@ -206,7 +210,7 @@ class _RecordingTap:
     _client: ChannelReader | SpdyStreamReader
     _upstream: ChannelReader | SpdyStreamReader
 
-    def __init__(self, recorder: object) -> None:
+    def __init__(self, recorder: ITerminalRecorder) -> None:
         self.recorder = recorder
         self._resize = b""
         self.stopped: str | None = None
@@ -240,20 +244,20 @@ class ExecTap(_RecordingTap):
     bytes the relay forwards.
     """
 
-    def __init__(self, recorder: object) -> None:
+    def __init__(self, recorder: ITerminalRecorder) -> None:
         super().__init__(recorder)
         self._client = ChannelReader(masked=True, on_data=self._client_data)
         self._upstream = ChannelReader(masked=False, on_data=self._upstream_data)
 
     def _client_data(self, channel: int, chunk: bytes) -> None:
         if channel == STDIN:
-            self.recorder.input(chunk)  # type: ignore[attr-defined]
+            self.recorder.input(chunk)
         elif channel == RESIZE:
             self._resize_data(chunk)
 
     def _upstream_data(self, channel: int, chunk: bytes) -> None:
         if channel in (STDOUT, STDERR):
-            self.recorder.output(chunk)  # type: ignore[attr-defined]
+            self.recorder.output(chunk)
 
     def _resize_data(self, chunk: bytes) -> None:
         self._resize = _resized(self.recorder, self._resize + chunk)
@@ -444,7 +448,7 @@ class SpdyExecTap(_RecordingTap):
     input, its resize messages resizes.
     """
 
-    def __init__(self, recorder: object) -> None:
+    def __init__(self, recorder: ITerminalRecorder) -> None:
         super().__init__(recorder)
         self._types: dict[int, str] = {}
         self._client = SpdyStreamReader(self._stream, on_data=self._client_data)
@@ -456,16 +460,16 @@ class SpdyExecTap(_RecordingTap):
     def _client_data(self, stream_id: int, chunk: bytes) -> None:
         kind = self._types.get(stream_id)
         if kind == "stdin":
-            self.recorder.input(chunk)  # type: ignore[attr-defined]
+            self.recorder.input(chunk)
         elif kind == "resize":
             self._resize = _resized(self.recorder, self._resize + chunk)
 
     def _upstream_data(self, stream_id: int, chunk: bytes) -> None:
         if self._types.get(stream_id) in ("stdout", "stderr"):
-            self.recorder.output(chunk)  # type: ignore[attr-defined]
+            self.recorder.output(chunk)
 
 
-def _resized(recorder: object, pending: bytes) -> bytes:
+def _resized(recorder: ITerminalRecorder, pending: bytes) -> bytes:
     """
     Feed resize messages (C{{"Width": W, "Height": H}}, one JSON object
     each, possibly cut or several in a row) to C{recorder}; return what is
@@ -487,4 +491,4 @@ def _resized(recorder: object, pending: bytes) -> bytes:
         if isinstance(size, dict):
             width, height = size.get("Width"), size.get("Height")
             if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
-                recorder.resize(width, height)  # type: ignore[attr-defined]
+                recorder.resize(width, height)

@@ -26,15 +26,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import define
 
 from hoopgw.masking.jsonbody import JsonBodyError, JsonRules, JsonStreamMasker
-from hoopgw.masking.jsonpath import compile_json_path
+from hoopgw.masking.jsonpath import JsonPath, compile_json_path
+from hoopgw.masking.service import Counts, SessionMasks
 from hoopgw.masking.stream import StreamMasker
 
-__all__ = ["JsonBodyError", "request_headers", "response_masker"]
+__all__ = ["BodyMasker", "JsonBodyError", "request_headers", "response_masker"]
+
+
+class BodyMasker(Protocol):
+    """A response body's masking, as it streams: what each chunk becomes, and what is left at its end."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
 
 _JSON = re.compile(rb"\s*application/(?:[\w.+-]*\+)?json(?:l)?\s*(?:;|$)|\s*application/x-ndjson\s*(?:;|$)", re.I)
 # Forms of the same objects the gateway cannot follow: never asked for, refused.
@@ -96,15 +105,15 @@ class _Withheld:
 
     name: str
     masker: Any = _WithheldText()
-    paths: tuple = (compile_json_path("message"), compile_json_path("details.causes[*].message"))
+    paths: tuple[JsonPath, ...] = (compile_json_path("message"), compile_json_path("details.causes[*].message"))
     kinds: Mapping[str, Any] = {}
-    kind_paths: tuple = ()
+    kind_paths: tuple[JsonPath, ...] = ()
 
 
 class _TextBody:
     """A text body through the detectors: C{feed}/C{finish} as L{JsonStreamMasker}'s."""
 
-    def __init__(self, masks: Any, counts: dict) -> None:
+    def __init__(self, masks: SessionMasks, counts: Counts) -> None:
         self._stream = StreamMasker(lambda text: masks.replacements(text, counts), keys=masks.finds_keys())
 
     def feed(self, data: bytes) -> bytes:
@@ -121,38 +130,43 @@ class _Sniffed:
     text otherwise.
     """
 
-    def __init__(self, masks: Any, counts: dict) -> None:
+    def __init__(self, masks: SessionMasks, counts: Counts) -> None:
         self._masks = masks
         self._counts = counts
         self._head = b""
-        self._inner: Any = None
+        self._inner: BodyMasker | None = None
 
-    def _choose(self, head: bytes) -> None:
+    def _choose(self, head: bytes) -> BodyMasker:
         start = head[3:] if head.startswith(_BOM) else head
         first = start.lstrip(b" \t\r\n")[:1]
+        inner: BodyMasker
         if first in (b"{", b"["):
-            self._inner = JsonStreamMasker(self._masks.client_json, self._masks, self._counts)
+            inner = JsonStreamMasker(self._masks.client_json, self._masks, self._counts)
         elif self._masks.finders:
-            self._inner = _TextBody(self._masks, self._counts)
+            inner = _TextBody(self._masks, self._counts)
         else:
-            self._inner = _Unchanged()
+            inner = _Unchanged()
+        self._inner = inner
+        return inner
 
     def feed(self, data: bytes) -> bytes:
-        if self._inner is None:
+        inner = self._inner
+        if inner is None:
             head = self._head + data
             if not head.lstrip(b" \t\r\n\xef\xbb\xbf") and len(head) < _SNIFF_LIMIT:
                 self._head = head
                 return b""
             self._head = b""
-            self._choose(head)
+            inner = self._choose(head)
             data = head
-        return self._inner.feed(data)
+        return inner.feed(data)
 
     def finish(self) -> bytes:
-        if self._inner is None:
-            self._choose(self._head)
-            return self._inner.feed(self._head) + self._inner.finish()
-        return self._inner.finish()
+        inner = self._inner
+        if inner is None:
+            inner = self._choose(self._head)
+            return inner.feed(self._head) + inner.finish()
+        return inner.finish()
 
 
 class _Unchanged:
@@ -163,7 +177,9 @@ class _Unchanged:
         return b""
 
 
-def response_masker(masks: Any, code: int, headers: Sequence[tuple[bytes, bytes]], counts: dict) -> Any:
+def response_masker(
+    masks: SessionMasks, code: int, headers: Sequence[tuple[bytes, bytes]], counts: Counts
+) -> BodyMasker | str | None:
     """
     How to mask a response body with this status and these headers: an
     object with C{feed(bytes) -> bytes} and C{finish() -> bytes}, C{None}

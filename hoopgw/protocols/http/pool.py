@@ -19,14 +19,14 @@ from __future__ import annotations
 from typing import Any, Protocol as TypingProtocol
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from hoopgw.protocols import set_no_delay
+from hoopgw.protocols import IStreamTransport, set_no_delay
 from hoopgw.protocols.http.wire import END, ParseError, Parser
 
 __all__ = ["Pool", "UpstreamConnection", "UpstreamUser", "set_no_delay"]
@@ -46,6 +46,8 @@ class UpstreamUser(TypingProtocol):
 class UpstreamConnection(Protocol):
     """One connection to the upstream; see the module docstring."""
 
+    transport: IStreamTransport
+
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.parser = Parser(response=True)
@@ -54,7 +56,7 @@ class UpstreamConnection(Protocol):
         self.received = False  # any byte of the current response
         self.lost = False
         self.write_paused = False
-        self.closed: Deferred = Deferred()
+        self.closed: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
         # Small request heads must not wait for an ACK (Nagle).
@@ -121,7 +123,7 @@ class UpstreamConnection(Protocol):
         if events:
             user.upstream_events(events)
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
         self.pool._forget(self)
         user, self.user = self.user, None
@@ -153,13 +155,13 @@ class Pool:
         port = url.port or (443 if https else 80)
         self.reactor = reactor
         self.max_idle = max_idle
-        self._endpoint: Any = HostnameEndpoint(reactor, host.encode("idna"), port, timeout=connect_timeout)
+        self._endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host.encode("idna"), port, timeout=connect_timeout)
         if https:
             self._endpoint = wrapClientTLS(tls.creatorForNetloc(host.encode("ascii"), port), self._endpoint)
         self._idle_connections: list[UpstreamConnection] = []
         self._all: set[UpstreamConnection] = set()
 
-    def acquire(self) -> UpstreamConnection | Deferred:
+    def acquire(self) -> UpstreamConnection | Deferred[UpstreamConnection]:
         """An idle connection, or a L{Deferred} of a new one."""
         idle = self._idle_connections
         while idle:
@@ -168,9 +170,8 @@ class Pool:
                 return connection
         connection = UpstreamConnection(self)
         self._all.add(connection)
-        d = connectProtocol(self._endpoint, connection)
-        d.addErrback(self._failed_connect, connection)
-        return d
+        d: Deferred[UpstreamConnection] = connectProtocol(self._endpoint, connection)
+        return d.addErrback(self._failed_connect, connection)
 
     def _failed_connect(self, failure: Failure, connection: UpstreamConnection) -> Failure:
         self._all.discard(connection)
@@ -189,8 +190,8 @@ class Pool:
         except ValueError:
             pass
 
-    def close(self) -> Deferred:
-        """Close the idle connections; fires when they are closed."""
+    def close(self) -> Deferred[None]:
+        """Close the idle connections; fires (with None) when they are closed."""
         idle, self._idle_connections = self._idle_connections, []
         waiting = []
         for connection in idle:
@@ -200,6 +201,4 @@ class Pool:
                 connection.transport.loseConnection()
         if not waiting:
             return succeed(None)
-        from twisted.internet.defer import gatherResults
-
-        return gatherResults(waiting, consumeErrors=True)
+        return gatherResults(waiting, consumeErrors=True).addCallback(lambda _: None)

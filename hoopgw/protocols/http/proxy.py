@@ -69,17 +69,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from attrs import define, field
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IDelayedCall, IOpenSSLClientConnectionCreator, IPushProducer
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -94,7 +94,7 @@ from hoopgw.errors import (
 )
 from hoopgw.masking.stream import masked_recorder
 from hoopgw.model import Action, Connection, Identity, Outcome, Source, Status
-from hoopgw.protocols import _preauth
+from hoopgw.protocols import IStreamTransport, _preauth
 from hoopgw.protocols.http.bodies import DEFAULT_CAP, body_record
 from hoopgw.protocols.http.headers import (
     HOP_BY_HOP,
@@ -109,7 +109,7 @@ from hoopgw.protocols.http.k8s import (
     from_routed,
 )
 from hoopgw.protocols.http.channels import ExecTap, PortForwardTap, SpdyExecTap
-from hoopgw.protocols.http.masking import QUOTING_CODES, JsonBodyError, response_masker
+from hoopgw.protocols.http.masking import QUOTING_CODES, BodyMasker, JsonBodyError, response_masker
 from hoopgw.protocols.http.masking import request_headers as masking_request_headers
 from hoopgw.protocols.http.paths import PathError, RoutedPath, split_request_target
 from hoopgw.protocols.http.pool import Pool, UpstreamConnection, set_no_delay
@@ -124,7 +124,13 @@ from hoopgw.protocols.http.upgrade import (
 )
 from hoopgw.protocols.http.wire import END, Head, ParseError, Parser
 from hoopgw.recording.asciicast import AsciicastRecorder
-from hoopgw.sessions import ActionHandle, Session, SessionService
+from hoopgw.interfaces import IActionHandle, ISession, ISessionService
+
+if TYPE_CHECKING:
+    from hoopgw.gateway import GatewayContext
+    from hoopgw.masking.service import SessionMasks
+    from hoopgw.protocols.http.upgrade import _ClientSide, _UpstreamSide
+    from hoopgw.reviews import Review
 
 __all__ = [
     "HTTPFrontEnd",
@@ -374,7 +380,10 @@ class UpstreamTLSPolicy:
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
         if self._unverified is not None:
-            return self._unverified
+            # (CertificateOptions: a context factory, which TLS connections
+            # also take in a creator's place.)
+            unverified: IOpenSSLClientConnectionCreator = self._unverified
+            return unverified
         return ssl.optionsForClientTLS(
             hostname.decode("ascii"), trustRoot=self.trust, clientCertificate=self.client
         )
@@ -457,7 +466,7 @@ class Upstream:
             headers.extend(impersonation_headers(identity))
         return headers
 
-    def close(self) -> Deferred:
+    def close(self) -> Deferred[None]:
         return self.pool.close()
 
 
@@ -470,7 +479,7 @@ class HTTPFrontEnd:
     def __init__(
         self,
         *,
-        sessions: SessionService,
+        sessions: ISessionService,
         reactor: Any,
         upstreams: Mapping[str, Upstream] | None = None,
         body_cap: int = DEFAULT_CAP,
@@ -499,9 +508,11 @@ class HTTPFrontEnd:
         """The listener's factory: TLS, then HTTP/1.1."""
         return _ClosingTLSFactory(self, tls_options, False, self.http)
 
-    def close(self) -> Deferred:
-        """Close the idle upstream connections (at listener stop)."""
-        return gatherResults([u.close() for u in self.upstreams.values()], consumeErrors=True)
+    def close(self) -> Deferred[None]:
+        """Close the idle upstream connections (at listener stop); fires with None once they are."""
+        return gatherResults([u.close() for u in self.upstreams.values()], consumeErrors=True).addCallback(
+            lambda _: None
+        )
 
 
 class _ClosingTLSFactory(TLSMemoryBIOFactory):
@@ -510,7 +521,8 @@ class _ClosingTLSFactory(TLSMemoryBIOFactory):
         self.front = front
 
     def stopFactory(self) -> None:
-        super().stopFactory()
+        stop: Callable[[], None] = super().stopFactory  # (Twisted's: unannotated)
+        stop()
         self.front.close()
 
 
@@ -542,13 +554,15 @@ class _ClientConnection(Protocol):
     buffer is full, the exchange stops reading from the upstream.
     """
 
+    transport: IStreamTransport
+
     def __init__(self, front: HTTPFrontEnd) -> None:
         self.front = front
         self.parser = Parser()
-        self.sessions: dict[tuple[str, str], Session] = {}
-        self.inflight: set[Deferred] = set()
+        self.sessions: dict[tuple[str, str], ISession] = {}
+        self.inflight: set[Deferred[None]] = set()
         self.exchange: _Exchange | None = None
-        self.relay: Any = None  # the upgrade relay's client side, after a 101
+        self.relay: _ClientSide | None = None  # the upgrade relay's client side, after a 101
         self.lost = False
         self.closing = False
         self.draining = False  # the gateway stops: the response in progress is the last
@@ -556,7 +570,7 @@ class _ClientConnection(Protocol):
         self._read_paused = False
         self._feeding = False
         self._more = False
-        self._idle: Any = None
+        self._idle: IDelayedCall | None = None
         # When the connection last became idle; None while a request is in progress.
         self._idle_since: float | None = None
         self.refusals = 0
@@ -693,7 +707,7 @@ class _ClientConnection(Protocol):
                         if self.exchange is not None:
                             self.exchange.body_end()
                     else:
-                        self._request(event)  # type: ignore[arg-type]
+                        self._request(cast(Head, event))  # (a request's events: its head, body bytes, END)
                     if self.closing or self.relay is not None:
                         return
                 if not self._more:
@@ -756,7 +770,7 @@ class _ClientConnection(Protocol):
         """
         return self.refusals < _MAX_REFUSALS
 
-    def _untrack(self, result: object, d: Deferred) -> object:
+    def _untrack(self, result: object, d: Deferred[None]) -> object:
         self.inflight.discard(d)
         return result
 
@@ -808,7 +822,7 @@ class _ClientConnection(Protocol):
         self._arm_idle()
         self._feed(b"")
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
         self._disarm_idle()
         if self.relay is not None:
@@ -848,7 +862,7 @@ class _Exchange:
     __slots__ = (
         "_body_active", "_stall", "awaiting_head", "body_complete", "body_error", "body_masker", "body_received",
         "body_waiter", "chunked_upstream", "close_after", "conn", "done", "ended", "error_head", "expired",
-        "forwarding", "front", "gone", "handle", "head", "held", "held_size", "keep", "kubernetes", "mask_counts", "method",
+        "forwarding", "front", "gone", "handle", "head", "held", "held_size", "keep", "kubernetes", "mask_counts", "masks", "method",
         "origin", "pending", "request_bytes", "responded", "response_chunked", "response_code",
         "response_keep_alive", "response_reusable", "response_size", "review", "routed", "session", "streaming",
         "timer", "unsent_head", "upstream",
@@ -862,8 +876,8 @@ class _Exchange:
         self.kubernetes = True
         self.gone = False
         self.done = False  # the response has been written whole (or given up)
-        self.handle: ActionHandle | None = None
-        self.review: Any = None  # the review the request is held for
+        self.handle: IActionHandle | None = None
+        self.review: Review | None = None  # the review the request is held for
         # Set for an upgrade request: an answer that is not a 101 ends the
         # client connection (see L{_upgrade}).
         self.close_after = _is_upgrade(head)
@@ -874,14 +888,15 @@ class _Exchange:
         self.body_received = 0
         self.held: list[bytes] = []
         self.held_size = 0
-        self.body_waiter: Deferred | None = None
+        self.body_waiter: Deferred[None] | None = None
         self.forwarding = False
         self.chunked_upstream = head.chunked
         # The upstream leg (see _forward): plain callbacks, not a coroutine,
         # as it is the per-request hot path.
-        self.pending: Deferred | None = None  # a connection being made
+        # A connection being made: pooled, or an upgrade's own (only cancelled).
+        self.pending: Deferred[UpstreamConnection] | Deferred[_UpstreamSide] | None = None
         self.upstream: UpstreamConnection | None = None
-        self.session: Session | None = None
+        self.session: ISession | None = None
         self.origin: Upstream | None = None  # where the request goes
         self.request_bytes = b""
         self.timer: Any = None  # the response_timeout, until the response head
@@ -896,8 +911,11 @@ class _Exchange:
         self.response_reusable = False
         self.response_code = 0
         # Masking the response body (hoopgw.protocols.http.masking), when masks apply.
-        self.body_masker: Any = None
+        self.body_masker: BodyMasker | None = None
         self.mask_counts: dict[tuple[str, str], int] | None = None
+        # The masks the request was forwarded under: its whole exchange's,
+        # even if a policy reload changes the session's before the answer.
+        self.masks: SessionMasks | None = None
         self.routed: RoutedPath | None = None
         # The response head, held until the first of the body joins it.
         self.unsent_head = b""
@@ -1061,12 +1079,13 @@ class _Exchange:
         else:
             upstream.transport.write(data)
 
-    def _body_head(self) -> Deferred:
+    def _body_head(self) -> Deferred[None]:
         """Fires once the first C{body_cap} bytes are held, or the whole body is."""
         if self.body_complete or self.held_size > self.front.body_cap or self.body_error or self.gone:
             return succeed(None)
-        self.body_waiter = Deferred()
-        return self.body_waiter
+        waiter: Deferred[None] = Deferred()
+        self.body_waiter = waiter
+        return waiter
 
     # -- the upstream connection's events (UpstreamUser) ----------------------
 
@@ -1090,7 +1109,7 @@ class _Exchange:
                 self._response_events(events, 0)
             elif self.awaiting_head and type(events[0]) is Head:
                 self.awaiting_head = False
-                self._response_started(events[0], events)  # type: ignore[arg-type]
+                self._response_started(events[0], events)
         except Exception:
             self.crashed(Failure())
 
@@ -1100,18 +1119,18 @@ class _Exchange:
                 return  # cut off (a body that could not be masked): nothing more of it
             event = events[index]
             if type(event) is bytes:
-                self._response_data(event)  # type: ignore[arg-type]
+                self._response_data(event)
             elif event is END:
                 self._response_complete()
 
-    def upstream_failed(self, reason: Any) -> None:
+    def upstream_failed(self, reason: Failure | ParseError) -> None:
         self.upstream = None
         try:
             self._fail_waiters(reason)
         except Exception:
             self.crashed(Failure())
 
-    def _fail_waiters(self, reason: Any) -> None:
+    def _fail_waiters(self, reason: Failure | BaseException) -> None:
         """The upstream leg ended with C{reason}: before the response head, or cutting its body off."""
         error = reason.value if isinstance(reason, Failure) else reason
         if self.awaiting_head:
@@ -1327,7 +1346,7 @@ class _Exchange:
         self.routed = routed
         self._forward(session, handle, identity, routed, upstream, sanitized.headers)
 
-    def _forward_tap(self, session: Session, info: K8sRequest | None, upgrade: bytes) -> PortForwardTap | None:
+    def _forward_tap(self, session: ISession, info: K8sRequest | None, upgrade: bytes) -> PortForwardTap | None:
         """
         C{kubectl port-forward} names the pod port only inside the SPDY
         streams it opens per local connection, never in the URL: each one is
@@ -1359,7 +1378,7 @@ class _Exchange:
         return PortForwardTap(forwarded, tunnelled=upgrade == b"websocket")
 
     def _credentials(
-        self, handle: ActionHandle, upstream: Upstream, identity: Identity
+        self, handle: IActionHandle, upstream: Upstream, identity: Identity
     ) -> list[tuple[bytes, bytes]] | None:
         """The connection's credential headers for C{identity}, or C{None} once refused (answered and recorded)."""
         try:
@@ -1373,7 +1392,7 @@ class _Exchange:
         return None
 
     def _exec_tap(
-        self, session: Session, handle: ActionHandle, info: K8sRequest | None, upgrade: bytes
+        self, session: ISession, handle: IActionHandle, info: K8sRequest | None, upgrade: bytes
     ) -> ExecTap | SpdyExecTap | None:
         """
         A terminal (C{kubectl exec -it}, C{attach -it}: C{tty=true}), over
@@ -1396,7 +1415,7 @@ class _Exchange:
         masks = session.masks
         if command is not None and masks is not None and masks.trail:
             command = masks.trail_text(command, {})  # the recording's header is stored too
-        recorder = AsciicastRecorder(
+        recording = AsciicastRecorder(
             str(folder / f"{session.id}-{handle.number}.cast"),
             clock=self.front.reactor,
             width=80,  # kubectl sends the real size as its first resize message
@@ -1407,11 +1426,11 @@ class _Exchange:
             # A recorded exec does not go on unrecorded (disk full): end it.
             on_failure=lambda reason: self.conn.transport.abortConnection(),
         )
-        recorder = masked_recorder(recorder, session.masks)  # what is stored is masked, for everyone
+        recorder = masked_recorder(recording, session.masks)  # what is stored is masked, for everyone
         session.add_recording(recorder)
         return ExecTap(recorder) if upgrade == b"websocket" else SpdyExecTap(recorder)
 
-    def _held_for_review(self, review: Any) -> None:
+    def _held_for_review(self, review: Review) -> None:
         # HTTP has no way to tell the client before its response: it waits;
         # kept so that a client leaving cancels the request.
         self.review = review
@@ -1426,12 +1445,12 @@ class _Exchange:
         self.conn.refused(code, message, head=self.head, identity=identity)
         self._respond(code, message)
 
-    def _cached_session(self, identity: Identity, name: str) -> Session | None:
+    def _cached_session(self, identity: Identity, name: str) -> ISession | None:
         """This connection's open session for C{identity} on connection C{name}, if any."""
         session = self.conn.sessions.get(_session_key(identity, name))
         return session if session is not None and not session.closed else None
 
-    async def _session(self, identity: Identity, name: str, source: Source) -> Session:
+    async def _session(self, identity: Identity, name: str, source: Source) -> ISession:
         """A new session (see L{_cached_session}), kept for the connection's next requests."""
         conn = self.conn
         user_agent = self.head.getRawHeaders(b"user-agent")
@@ -1451,7 +1470,7 @@ class _Exchange:
             conn.sessions[_session_key(identity, name)] = session
         return session
 
-    def _action(self, info: K8sRequest, removed: tuple[bytes, ...], session: Session) -> Action:
+    def _action(self, info: K8sRequest, removed: tuple[bytes, ...], session: ISession) -> Action:
         action = _request_action(info, removed)
         head = self.head
         if not (
@@ -1495,7 +1514,7 @@ class _Exchange:
                 record["omitted"] = "may hold values the connection's masks name (not JSON, or over the size cap)"
         return Action(action.kind, action.input, action.attributes, details, masked)
 
-    def _patch_reads_masked(self, session: Session) -> str | None:
+    def _patch_reads_masked(self, session: ISession) -> str | None:
         """
         Why a JSON patch must not be forwarded for an identity under JSON
         path masks: its C{copy}, C{move} or C{test} operations read a masked
@@ -1557,8 +1576,8 @@ class _Exchange:
 
     def _forward(
         self,
-        session: Session,
-        handle: ActionHandle,
+        session: ISession,
+        handle: IActionHandle,
         identity: Identity,
         routed: RoutedPath,
         upstream: Upstream,
@@ -1574,6 +1593,7 @@ class _Exchange:
             return
         masks = session.masks
         if masks is not None and masks.masks_bodies:
+            self.masks = masks
             self.mask_counts = {}
             headers = masking_request_headers(headers)
         self.session = session
@@ -1640,7 +1660,7 @@ class _Exchange:
         if not connection.write_paused:
             self.conn.resume_reading()
 
-    def _request_failed(self, error: BaseException) -> None:
+    def _request_failed(self, error: BaseException | None) -> None:
         """
         No response head came.  A reused connection found closed before any
         byte of an answer is tried once more on a new one, for a method that
@@ -1668,8 +1688,8 @@ class _Exchange:
         elif self.body_error:
             handle.finish(Outcome(status=Status.failed, error=self.body_error, bytes_in=size))
         elif self.expired:
-            error = f"upstream did not answer within {timeout:g} s"
-            handle.finish(Outcome(status=Status.failed, error=error, bytes_in=size))
+            why = f"upstream did not answer within {timeout:g} s"
+            handle.finish(Outcome(status=Status.failed, error=why, bytes_in=size))
             self._respond(504, f"the upstream of {name!r} did not answer within {timeout:g} s")
         elif isinstance(error, ParseError):
             message = f"upstream sent a malformed response: {error.reason}"
@@ -1689,8 +1709,8 @@ class _Exchange:
         self._stop_timer()
         assert self.origin is not None
         self.response_code = response.code
-        if self.mask_counts is not None and response.has_body:
-            masker = response_masker(self.session.masks, response.code, response.headers, self.mask_counts)  # type: ignore[union-attr]
+        if self.masks is not None and self.mask_counts is not None and response.has_body:
+            masker = response_masker(self.masks, response.code, response.headers, self.mask_counts)
             if isinstance(masker, str):
                 return self._refuse_unmaskable(masker)
             self.body_masker = masker
@@ -1749,7 +1769,7 @@ class _Exchange:
         elif isinstance(problem_reason, _Unmaskable):
             problem = str(problem_reason)
         elif not complete:
-            problem = f"upstream response cut off: {_describe(problem_reason)}"  # type: ignore[arg-type]
+            problem = f"upstream response cut off: {_describe(problem_reason)}"
         elif code >= 400:
             masks = session.masks
             if code in QUOTING_CODES and masks is not None and masks.trail_json is not None:
@@ -1759,8 +1779,8 @@ class _Exchange:
                 problem = _upstream_message(bytes(self.error_head)) or f"HTTP {code}"
         status = Status.succeeded if code < 400 and problem is None else Status.failed
         masked = None
-        if self.mask_counts:
-            masked = session.masks.settle(self.mask_counts)  # type: ignore[union-attr]
+        if self.mask_counts and self.masks is not None:
+            masked = self.masks.settle(self.mask_counts)
         handle.finish(
             Outcome(
                 status=status, error=problem, code=str(code), bytes_in=size, bytes_out=self.response_size,
@@ -1794,8 +1814,8 @@ class _Exchange:
 
     async def _upgrade(
         self,
-        session: Session,
-        handle: ActionHandle,
+        session: ISession,
+        handle: IActionHandle,
         identity: Identity,
         routed: RoutedPath,
         upstream: Upstream,
@@ -1920,16 +1940,17 @@ class _Exchange:
         session.bytes_in += client.sent
         session.bytes_out += side.received
         failed = tap.recorder.failed if isinstance(tap, (ExecTap, SpdyExecTap)) else None
+        ended: str | None
         if failed:
-            error = f"the terminal recording failed ({failed}); the session was ended"
+            ended = f"the terminal recording failed ({failed}); the session was ended"
         elif tap is not None and tap.stopped:
-            error = f"{tap.stopped}; the session was ended"
+            ended = f"{tap.stopped}; the session was ended"
         else:
-            error = client.idle_closed
+            ended = client.idle_closed
         handle.finish(
             Outcome(
-                status=Status.failed if error else Status.succeeded,
-                error=error,
+                status=Status.failed if ended else Status.succeeded,
+                error=ended,
                 code="101",
                 bytes_in=client.sent,
                 bytes_out=side.received,
@@ -1965,7 +1986,7 @@ def _session_key(identity: Identity, connection: str) -> tuple[str, str]:
     return (identity.credential_sha256 or identity.subject, connection)
 
 
-def _describe(error: BaseException) -> str:
+def _describe(error: BaseException | Failure | None) -> str:
     reasons = getattr(error, "reasons", None)
     if reasons:
         return "; ".join(f.getErrorMessage() for f in reasons)
@@ -1997,7 +2018,7 @@ def _is_upgrade(head: Head) -> bool:
     return False
 
 
-def make_front_end(context: Any) -> TLSMemoryBIOFactory:
+def make_front_end(context: GatewayContext) -> TLSMemoryBIOFactory:
     """The C{http} listener's factory (L{IFrontEnd.build <hoopgw.interfaces.IFrontEnd.build>}, through L{hoopgw.protocols.http.plugin})."""
     from hoopgw.tls import server_options
 

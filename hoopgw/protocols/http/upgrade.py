@@ -22,17 +22,27 @@ request head itself (L{request_head}) and reads the upstream's response head
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol as TypingProtocol
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
-from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.http import _ChunkedTransferDecoder  # type: ignore[attr-defined]
+from twisted.web.http import _ChunkedTransferDecoder
 
-__all__ = ["UpgradeHead", "check_upgrade", "connect_upstream", "request_head"]
+from hoopgw.protocols import IStreamTransport
+
+__all__ = ["RelayTap", "UpgradeHead", "check_upgrade", "connect_upstream", "request_head"]
+
+
+class RelayTap(TypingProtocol):
+    """Sees a copy of what an upgraded connection relays each way (a terminal's recording)."""
+
+    def from_client(self, data: bytes) -> None: ...
+
+    def from_upstream(self, data: bytes) -> None: ...
 
 WEBSOCKET_PROTOCOLS = (b"v5.channel.k8s.io", b"v4.channel.k8s.io", b"SPDY/3.1+portforward.k8s.io")
 """
@@ -145,19 +155,21 @@ class _UpstreamSide(Protocol):
     (up to L{MAX_ERROR_BODY}) is collected and C{body} fires with it.
     """
 
+    transport: IStreamTransport
+
     def __init__(self, request_bytes: bytes) -> None:
         self.request_bytes = request_bytes
         self.buffer = b""
-        self.head: Deferred = Deferred()
-        self.body: Deferred = Deferred()
+        self.head: Deferred[UpgradeHead] = Deferred()
+        self.body: Deferred[bytes] = Deferred()
         self.response: UpgradeHead | None = None
-        self.peer: Any = None  # the client side after a 101
-        self.tap: Any = None  # sees a copy of both directions (terminal recording)
-        self.lost: Deferred = Deferred()
+        self.peer: _ClientSide | None = None  # the client side after a 101
+        self.tap: RelayTap | None = None  # sees a copy of both directions (terminal recording)
+        self.lost: Deferred[None] = Deferred()
         self.received = 0
         self._collected = b""
         self._remaining: int | None = None
-        self._chunked: Any = None
+        self._chunked: _ChunkedTransferDecoder | None = None
 
     def connectionMade(self) -> None:
         self.transport.write(self.request_bytes)
@@ -231,7 +243,7 @@ class _UpstreamSide(Protocol):
             self.head.errback(Failure(error))
         self.transport.abortConnection()
 
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self.head.called:
             self.head.errback(reason)
         elif not self.body.called and self.peer is None and self.response is not None and self.response.code != 101:
@@ -251,18 +263,18 @@ class _ClientSide:
     protocol hands it every byte it receives, and its loss.
     """
 
-    def __init__(self, upstream: _UpstreamSide, transport: Any, tap: Any = None) -> None:
+    def __init__(self, upstream: _UpstreamSide, transport: IStreamTransport, tap: RelayTap | None = None) -> None:
         self.upstream = upstream
         self.transport = transport
         self.tap = tap
         self.sent = 0
-        self.lost: Deferred = Deferred()
+        self.lost: Deferred[None] = Deferred()
         # Traffic either way since the idle check last looked; why it closed.
         self.active = False
         self.idle_closed: str | None = None
-        self._idle_check: Any = None
+        self._idle_check: IDelayedCall | None = None
 
-    def watch_idle(self, clock: Any, timeout: float) -> None:
+    def watch_idle(self, clock: IReactorTime, timeout: float) -> None:
         """
         Close both sides once neither has sent anything for C{timeout}
         seconds (an exec left open, a port-forward nobody uses), as the
@@ -299,7 +311,7 @@ class _ClientSide:
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._idle_check is not None and self._idle_check.active():
             self._idle_check.cancel()
         self._idle_check = None
@@ -314,7 +326,9 @@ class _ClientSide:
             self.lost.callback(None)
 
 
-def connect_upstream(reactor: Any, base: bytes, tls: Any, request_bytes: bytes) -> tuple[Deferred, _UpstreamSide]:
+def connect_upstream(
+    reactor: Any, base: bytes, tls: Any, request_bytes: bytes
+) -> tuple[Deferred[_UpstreamSide], _UpstreamSide]:
     """
     Connect to the upstream at C{base} (its scheme, host and port) with the
     connection's TLS policy C{tls} and send C{request_bytes}.  Fires the
@@ -325,11 +339,12 @@ def connect_upstream(reactor: Any, base: bytes, tls: Any, request_bytes: bytes) 
     host = url.hostname or ""
     https = url.scheme == "https"
     port = url.port or (443 if https else 80)
-    endpoint: Any = HostnameEndpoint(reactor, host.encode("idna"), port, timeout=10)
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host.encode("idna"), port, timeout=10)
     if https:
         endpoint = wrapClientTLS(tls.creatorForNetloc(host.encode("ascii"), port), endpoint)
     side = _UpstreamSide(request_bytes)
-    return connectProtocol(endpoint, side), side
+    connecting: Deferred[_UpstreamSide] = connectProtocol(endpoint, side)
+    return connecting, side
 
 
 def host_and_prefix(base: bytes) -> tuple[bytes, bytes]:
@@ -344,8 +359,8 @@ def take_over(
     head: bytes,
     buffered: bytes,
     *,
-    tap: Any = None,
-    clock: Any = None,
+    tap: RelayTap | None = None,
+    clock: IReactorTime | None = None,
     idle_timeout: float = 0,
 ) -> _ClientSide:
     """

@@ -35,7 +35,7 @@ def md5_password(user: str, password: str, salt: bytes) -> bytes:
 def _attributes(message: bytes) -> dict[str, str]:
     try:
         text = message.decode("utf-8")
-        return dict(part.split("=", 1) for part in text.split(","))  # type: ignore[misc]
+        return dict(part.split("=", 1) for part in text.split(","))
     except ValueError:
         raise BackendAuthError("malformed SCRAM message from the server") from None
 

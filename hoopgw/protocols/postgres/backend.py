@@ -14,11 +14,11 @@ from service_identity import VerificationError
 from twisted.internet import error as net_error
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.protocols import set_no_delay
+from hoopgw.protocols import IStreamTransport, set_no_delay
 from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.auth import SCRAM_SHA_256, BackendAuthError, ScramClient, md5_password
 from hoopgw.protocols.postgres.settings import PostgresSettings
@@ -51,6 +51,8 @@ class BackendProtocol(Protocol):
     ErrorResponse wrapped in L{TargetRefused}.
     """
 
+    transport: IStreamTransport
+
     def __init__(
         self,
         settings: PostgresSettings,
@@ -64,7 +66,7 @@ class BackendProtocol(Protocol):
         self.startup = startup
         self.tls_options = tls_options
         self.parser = codec.BackendParser()
-        self.ready: Deferred = Deferred()
+        self.ready: Deferred[BackendProtocol] | None = Deferred()
         self.parameters: dict[str, str] = {}
         self.key: codec.BackendKeyData | None = None
         # After start-up every parsed batch goes here, as one list per read.
@@ -209,7 +211,8 @@ class BackendProtocol(Protocol):
         if reason.check(VerificationError):
             return f"the target's TLS certificate does not name {self.settings.host} (tls = {tls!r})"
         if reason.check(SSL.Error):
-            errors = reason.value.args[0] if reason.value.args else None
+            args = reason.value.args if reason.value is not None else ()
+            errors = args[0] if args else None
             if isinstance(errors, list) and errors:
                 why = "; ".join(str(e[-1]) for e in errors if isinstance(e, tuple) and e)
             else:
@@ -217,7 +220,7 @@ class BackendProtocol(Protocol):
             return f"TLS handshake with the target failed (tls = {tls!r}): {why}"
         return f"the target closed the connection: {reason.getErrorMessage()}"
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         ready, self.ready = self.ready, None
         if ready is not None:
             ready.errback(Failure(BackendAuthError(self._lost(reason))))

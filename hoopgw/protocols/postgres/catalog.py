@@ -24,8 +24,8 @@ gateway was not running is not seen.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import Any, Callable
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -373,6 +373,29 @@ def connection_parameters(settings: PostgresSettings, password: str | None) -> d
     return parameters
 
 
+class CatalogReader(Protocol):
+    """
+    What the front end and its masking read of a target's catalog:
+    L{Catalog}, or L{hoopgw.testing.FixedCatalog} in tests.
+    """
+
+    def function(self, oid: int) -> Deferred[str | None]: ...
+
+    def current(self) -> RelationGraph | None: ...
+
+    def graph(self) -> Deferred[RelationGraph | None]: ...
+
+    def newer(self, missing: tuple[tuple[str, str | None, str], ...]) -> Deferred[RelationGraph | None]: ...
+
+    def known_origins(self, oids: Iterable[int]) -> Mapping[int, Relation] | None: ...
+
+    def origins(self, oids: Iterable[int]) -> Deferred[Mapping[int, Relation] | None]: ...
+
+    def invalidate(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Catalog:
     """Catalog lookups for one target (module docstring)."""
 
@@ -384,19 +407,19 @@ class Catalog:
         reactor: Any,
         ttl: float = 60.0,
         graph_ttl: float = 10.0,
-        connect: Callable[[dict[str, Any]], Deferred] | None = None,
+        connect: Callable[[dict[str, Any]], Deferred[Any]] | None = None,
     ) -> None:
         self.parameters = connection_parameters(settings, password)
         self.reactor = reactor
         self.ttl = ttl
         self._connect = connect or self._txpostgres
         self._connection: Any = None  # a connected txpostgres Connection
-        self._waiting: list[Deferred] | None = None  # lookups waiting for it
+        self._waiting: list[Deferred[Any]] | None = None  # lookups waiting for it
         self._functions: dict[int, tuple[float, str | None]] = {}
         self.graph_ttl = graph_ttl
         self._graph: RelationGraph | None = None
         self._graph_until = 0.0
-        self._graph_waiting: list[Deferred] | None = None  # callers of graph() while it is read
+        self._graph_waiting: list[Deferred[RelationGraph | None]] | None = None  # callers of graph() while it is read
         self._generation = 0  # bumped by invalidate(): a snapshot read across it is not kept
         self._known: dict[int, tuple[str, ...]] = {}  # every name each oid has had
         self._relations: dict[int, Relation] = {}  # result columns' origins, kept like the graph
@@ -405,15 +428,17 @@ class Catalog:
         # mask on public.users.salary keeps covering it once renamed.
         self._former_columns: dict[tuple[int, int], set[str]] = {}
 
-    def _txpostgres(self, parameters: dict[str, Any]) -> Deferred:
+    def _txpostgres(self, parameters: dict[str, Any]) -> Deferred[Any]:
         from txpostgres import txpostgres
 
-        return txpostgres.Connection(reactor=self.reactor).connect(**parameters)
+        connecting: Deferred[Any] = txpostgres.Connection(reactor=self.reactor).connect(**parameters)
+        return connecting
 
-    def _connected(self) -> Deferred:
+    def _connected(self) -> Deferred[Any]:
+        """A txpostgres Connection (untyped), connected."""
         if self._connection is not None:
             return succeed(self._connection)
-        mine: Deferred = Deferred()  # each lookup its own Deferred
+        mine: Deferred[Any] = Deferred()  # each lookup its own Deferred
         if self._waiting is None:
             self._waiting = [mine]  # before connecting: it may answer at once
             self._connect(self.parameters).addCallbacks(self._up, self._down)
@@ -432,7 +457,7 @@ class Catalog:
         for d in waiting:
             d.errback(failure)
 
-    def function(self, oid: int) -> Deferred:
+    def function(self, oid: int) -> Deferred[str | None]:
         """
         The schema-qualified name of function C{oid} (C{"pg_catalog.lo_unlink"}),
         or C{None} if there is none or the lookup failed.
@@ -463,7 +488,7 @@ class Catalog:
             return self._graph
         return None
 
-    def graph(self) -> Deferred:
+    def graph(self) -> Deferred[RelationGraph | None]:
         """
         The target's relation graph (fresh: read at most C{graph_ttl}
         seconds ago, after the last L{invalidate}), or C{None} if it cannot
@@ -471,7 +496,7 @@ class Catalog:
         """
         if self._graph is not None and self._graph_until > self.reactor.seconds():
             return succeed(self._graph)
-        mine: Deferred = Deferred()
+        mine: Deferred[RelationGraph | None] = Deferred()
         if self._graph_waiting is None:
             self._graph_waiting = [mine]  # before reading: it may answer at once
             self._read_graph()
@@ -512,7 +537,7 @@ class Catalog:
         for d in waiting:
             d.callback(graph)
 
-    def newer(self, missing: tuple[tuple[str, str | None, str], ...]) -> Deferred:
+    def newer(self, missing: tuple[tuple[str, str | None, str], ...]) -> Deferred[RelationGraph | None]:
         """
         For a statement naming relations or functions the current graph
         lacks (L{RelationGraph.reach}'s C{(kind, schema, name)}): a newer
@@ -532,18 +557,18 @@ class Catalog:
         d = self._connected()
         d.addCallback(lambda connection: connection.runQuery(_EXISTS, tuple(arguments)))
 
-        def exists(rows: list[tuple[bool]]) -> Deferred:
+        def exists(rows: list[tuple[bool]]) -> Deferred[RelationGraph | None]:
             if rows[0][0] or current is None or current is not self._graph:
                 if self._graph is current:
                     self._graph = None
                 return self.graph()
             return succeed(current)
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure) -> RelationGraph | None:
             self._failed(failure, "existence check")
+            return None
 
-        d.addCallbacks(exists, failed)
-        return d
+        return d.addCallbacks(exists, failed)
 
     def known_origins(self, oids: Iterable[int]) -> dict[int, Relation] | None:
         """
@@ -568,7 +593,7 @@ class Catalog:
             return None
         return known
 
-    def origins(self, oids: Iterable[int]) -> Deferred:
+    def origins(self, oids: Iterable[int]) -> Deferred[Mapping[int, Relation] | None]:
         """
         Fires with the relations (by OID) that C{oids} name, and those their
         views select from, recursively (L{origins.column_names}); kept for
@@ -586,12 +611,13 @@ class Catalog:
         wanted = [oid for oid in oids if oid not in self._relations]
         d = self._connected()
 
-        def read(connection: Any, wanted: list[int], rounds: int) -> Deferred:
-            query = connection.runQuery(_RELATIONS, (wanted,))
-            query.addCallback(found, connection, wanted, rounds)
-            return query
+        def read(connection: Any, wanted: list[int], rounds: int) -> Deferred[dict[int, Relation]]:
+            query: Deferred[list[tuple[Any, ...]]] = connection.runQuery(_RELATIONS, (wanted,))
+            return query.addCallback(found, connection, wanted, rounds)
 
-        def found(rows: list[tuple[Any, ...]], connection: Any, wanted: list[int], rounds: int) -> Any:
+        def found(
+            rows: list[tuple[Any, ...]], connection: Any, wanted: list[int], rounds: int
+        ) -> dict[int, Relation] | Deferred[dict[int, Relation]]:
             fetched = [relation_from_row(row, self._former_columns) for row in rows]
             relations = self._relations if generation == self._generation else {}
             for relation in fetched:

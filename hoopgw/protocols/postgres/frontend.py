@@ -31,23 +31,24 @@ import enum
 import hmac
 import secrets
 from collections import deque
-from typing import Any, Callable, Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Any, Callable, cast, Protocol as TypingProtocol
 
 from attrs import evolve
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from hoopgw.errors import AuditUnavailable, NotPermitted
+from hoopgw.interfaces import IActionHandle, ISession, ISessionService
 from hoopgw.model import Action, Connection, Outcome, Source, Status
 from hoopgw.protocols.postgres.settings import PostgresSettings
 from hoopgw.protocols.postgres.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
-from hoopgw.protocols import _preauth, _tls as tls, set_no_delay
+from hoopgw.protocols import IStreamTransport, _preauth, _tls as tls, set_no_delay
 from hoopgw.protocols.postgres import codec, lexical, reach, startup
 from hoopgw.protocols.postgres.reach import RelationGraph
 from hoopgw.protocols.postgres.tracker import (
@@ -61,18 +62,22 @@ from hoopgw.protocols.postgres.tracker import (
     ends_portals,
     rows_from_tag,
 )
-from hoopgw.protocols.postgres.catalog import Catalog
+from hoopgw.protocols.postgres.catalog import Catalog, CatalogReader
 from hoopgw.protocols.postgres.copyout import copy_spec
 from hoopgw.protocols.postgres.masking import ResultMasking, string_literals
+from hoopgw.protocols.postgres.auth import BackendAuthError
 from hoopgw.protocols.postgres.backend import (
-    BackendAuthError,
     BackendProtocol,
     TargetUnreachable,
     client_tls_options,
     target_address,
     unreachable,
 )
-from hoopgw.sessions import GATEWAY_RULE, ActionHandle, Session, SessionService
+from hoopgw.sessions import GATEWAY_RULE
+
+if TYPE_CHECKING:
+    from hoopgw.gateway import GatewayContext
+    from hoopgw.reviews import Review
 
 __all__ = ["ClientProtocol", "PostgresFrontEnd", "RowTransform", "make_front_end", "rows_from_tag"]
 
@@ -89,13 +94,13 @@ class RowTransform(TypingProtocol):
 
     def active(self) -> bool: ...
 
-    def describe(self, description: codec.RowDescription) -> Deferred | None: ...
+    def describe(self, description: codec.RowDescription) -> Deferred[None] | None: ...
 
     def row(self, row: codec.DataRow) -> bytes: ...
 
     def take_counts(self) -> dict[str, int] | None: ...
 
-    def report(self, message: Any) -> Any: ...
+    def report(self, message: codec.ErrorResponse | codec.NoticeResponse) -> codec.ErrorResponse | codec.NoticeResponse: ...
 
     def notification(self, message: codec.NotificationResponse) -> codec.NotificationResponse: ...
 
@@ -149,14 +154,16 @@ _NAMING = frozenset({codec.Parse, codec.Bind, codec.Describe, codec.Close, codec
 
 
 def _names(message: codec.Message) -> tuple[str, ...]:
+    # (Casts, not isinstance: this runs for each extended-protocol message.)
     kind = type(message)
     if kind is codec.Parse:
-        return (message.statement,)  # type: ignore[attr-defined]
+        return (cast(codec.Parse, message).statement,)
     if kind is codec.Bind:
-        return (message.portal, message.statement)  # type: ignore[attr-defined]
+        bind = cast(codec.Bind, message)
+        return (bind.portal, bind.statement)
     if kind is codec.Execute:
-        return (message.portal,)  # type: ignore[attr-defined]
-    return (message.name,)  # type: ignore[attr-defined]  # Describe, Close
+        return (cast(codec.Execute, message).portal,)
+    return (cast("codec.Describe | codec.Close", message).name,)
 
 
 # Settings whose change the gateway must follow or refuse (lexical.py).
@@ -194,7 +201,7 @@ def _function_call(oid: int, name: str | None) -> tuple[Action, StatementInfo]:
     return Action(kind="sql.call", input=info.text, attributes=info.attributes()), info
 
 
-def _finish(handle: ActionHandle, outcome: Outcome) -> None:
+def _finish(handle: IActionHandle, outcome: Outcome) -> None:
     handle.finish(outcome)
 
 
@@ -212,12 +219,12 @@ class PostgresFrontEnd(Factory):
     def __init__(
         self,
         *,
-        sessions: SessionService,
+        sessions: ISessionService,
         tls_options: Any,
         reactor: Any,
-        connect: Callable[[PostgresSettings, BackendProtocol], Deferred] | None = None,
-        transform_for: Callable[[Session], RowTransform | None] | None = None,
-        catalog_for: Callable[[Connection], Catalog] | None = None,
+        connect: Callable[[PostgresSettings, Protocol], Deferred[Any]] | None = None,
+        transform_for: Callable[[ISession], RowTransform | None] | None = None,
+        catalog_for: Callable[[Connection], CatalogReader] | None = None,
     ) -> None:
         self.sessions = sessions
         # Read once here (start-up), never per login on the reactor.
@@ -238,9 +245,9 @@ class PostgresFrontEnd(Factory):
         self.transform_for = transform_for or self._masking_for
         self.cancel_keys: dict[int, "ClientProtocol"] = {}
         self._catalog_for = catalog_for or self._new_catalog
-        self._catalogs: dict[str, Catalog] = {}
+        self._catalogs: dict[str, CatalogReader] = {}
 
-    def _masking_for(self, session: Session) -> RowTransform | None:
+    def _masking_for(self, session: ISession) -> RowTransform | None:
         """Masking (masking.py) for every session of a gateway that masks: masks may come with a reload."""
         if session.service.masking is None:
             return None
@@ -249,7 +256,7 @@ class PostgresFrontEnd(Factory):
     def _new_catalog(self, connection: Connection) -> Catalog:
         return Catalog(connection.settings, self.passwords.get(connection.name), reactor=self.reactor)
 
-    def catalog(self, connection: Connection) -> Catalog:
+    def catalog(self, connection: Connection) -> CatalogReader:
         """The target's catalog, on the gateway's own connection to it (opened on first use)."""
         catalog = self._catalogs.get(connection.name)
         if catalog is None:
@@ -261,9 +268,10 @@ class PostgresFrontEnd(Factory):
         for catalog in catalogs.values():
             catalog.close()
 
-    def _connect(self, settings: PostgresSettings, protocol: BackendProtocol) -> Deferred:
+    def _connect(self, settings: PostgresSettings, protocol: Protocol) -> Deferred[Protocol]:
         endpoint = HostnameEndpoint(self.reactor, settings.host, settings.port, timeout=settings.login_timeout)
-        return connectProtocol(endpoint, protocol)
+        connecting: Deferred[Protocol] = connectProtocol(endpoint, protocol)
+        return connecting
 
     def buildProtocol(self, addr: Any) -> "ClientProtocol":
         protocol = ClientProtocol(self, Source.from_address("postgres", addr))
@@ -293,13 +301,15 @@ class Phase(str, enum.Enum):
 class ClientProtocol(Protocol):
     """One client connection: start-up, authentication, then the relay."""
 
+    transport: IStreamTransport
+
     def __init__(self, front: PostgresFrontEnd, source: Source) -> None:
         self.front = front
         self.source = source
         self.parser = codec.FrontendParser()
         self.state = Phase.STARTUP
         self.handshake = startup.Handshake(tls_available=front.tls_options is not None)
-        self.session: Session | None = None
+        self.session: ISession | None = None
         self.backend: BackendProtocol | None = None
         self.cancel_pid = 0
         self.cancel_secret = b""
@@ -315,7 +325,7 @@ class ClientProtocol(Protocol):
         self._waiting = False
         self._draining = False
         self._denials = 0
-        self._review: Any = None  # the review a statement of this session waits for
+        self._review: Review | None = None  # the review a statement of this session waits for
         self._held_bytes = 0  # received while it waits
         self._catalog_changed = False  # DDL was sent in the transaction now open
         self._fresh = True  # nothing has run since the server was last idle outside a transaction
@@ -430,22 +440,21 @@ class ClientProtocol(Protocol):
 
     def _startup_message(self, message: codec.Message) -> None:
         step = self.handshake.receive(message)
-        kind = type(step)
-        if kind is startup.Encryption:
-            self.transport.write(step.answer)  # type: ignore[union-attr]
-            if step.start_tls:  # type: ignore[union-attr]
+        if isinstance(step, startup.Encryption):
+            self.transport.write(step.answer)
+            if step.start_tls:
                 self.transport.startTLS(self.front.tls_options)
             self.parser.encryption_answered()
-        elif kind is startup.AskPassword:
+        elif isinstance(step, startup.AskPassword):
             self.state = Phase.PASSWORD
             self._send(codec.AuthenticationCleartextPassword())
-        elif kind is startup.Authenticate:
+        elif isinstance(step, startup.Authenticate):
             self.state = Phase.AUTHENTICATING
-            self._authenticate(step.token)  # type: ignore[union-attr]
-        elif kind is startup.Cancel:
-            self._cancel(step.request)  # type: ignore[union-attr]
+            self._authenticate(step.token)
+        elif isinstance(step, startup.Cancel):
+            self._cancel(step.request)
         else:
-            self._refused(step.code, step.message, message)  # type: ignore[union-attr]
+            self._refused(step.code, step.message, message)
 
     def _refused(self, code: str, reason: str, message: codec.Message) -> None:
         """A start-up refused before any session (sent in the clear, out of order): FATAL, and recorded."""
@@ -462,8 +471,7 @@ class ClientProtocol(Protocol):
     def _authenticate(self, token: str) -> None:
         sessions = self.front.sessions
         handshake = self.handshake
-        d = sessions.authenticate_token(token, source=self.source, user=handshake.user)
-        d.addCallback(
+        d = sessions.authenticate_token(token, source=self.source, user=handshake.user).addCallback(
             lambda identity: sessions.open(
                 identity, handshake.database, kind="postgres", source=self.source, client=handshake.client()
             )
@@ -471,27 +479,37 @@ class ClientProtocol(Protocol):
         d.addCallback(self._session_opened)
         d.addErrback(self._startup_failed, handshake.user)
 
-    def _session_opened(self, session: Session) -> Deferred:
+    def _session_opened(self, session: ISession) -> Deferred[None]:
         self.session = session
         session.literals = string_literals  # E'...' and U&'...' values, for the trail's detectors
         session.traffic = lambda: (self.bytes_in, self.bytes_out)
         session.on_terminate = self._terminated
         if self.state is Phase.CLOSED:  # the client went away meanwhile
-            return session.close(status="client disconnected")
+            return session.close(status="client disconnected").addCallback(lambda _: None)
         settings: PostgresSettings = session.connection.settings
         password = self.front.passwords.get(session.connection.name)
+        asked = self.handshake.startup
+        assert asked is not None  # (authenticated: the start-up packet came first)
         backend = BackendProtocol(
             settings,
             password=password,
-            startup=startup.target_parameters(self.handshake.startup),  # type: ignore[arg-type]
+            startup=startup.target_parameters(asked),
             tls_options=self.front.target_tls.get(session.connection.name),
         )
-        d = self.front.connect(settings, backend)
+        ready = backend.ready
+        assert ready is not None  # (a new protocol's)
+
+        def connected(_: object) -> Deferred[BackendProtocol]:
+            return ready
+
+        def not_connected(failure: Failure) -> Failure:
+            return Failure(unreachable(failure, settings))
+
         # No TCP connection at all (refused, no route, no name): the target
         # is down or unreachable, and the client is told so (08001).
-        d.addCallbacks(lambda _: backend.ready, lambda f: Failure(unreachable(f, settings)))
+        d: Deferred[BackendProtocol] = self.front.connect(settings, backend).addCallbacks(connected, not_connected)
 
-        def too_slow(result: object, timeout: float) -> object:
+        def too_slow(result: object, timeout: float) -> Failure:
             # A target that accepts the connection and then stalls (or a
             # black-holed address) must not hold the client for ever.
             backend.ready = None
@@ -510,19 +528,20 @@ class ClientProtocol(Protocol):
             )
 
         d.addTimeout(settings.login_timeout, self.front.reactor, onTimeoutCancel=too_slow)
-        d.addCallback(self._backend_ready)
-        return d
+        return d.addCallback(self._backend_ready)
 
     def _backend_ready(self, backend: BackendProtocol) -> None:
         if self.state is Phase.CLOSED:
             backend.transport.loseConnection()
             return
+        session, reading = self.session, self.reading
+        assert session is not None and reading is not None  # (the session is open, the client connected)
         try:
             self.settings = lexical.Settings.from_startup(backend.parameters)
         except lexical.LexicalError as e:
             backend.transport.loseConnection()
             self._fatal("0A000", f"hoopgw: {e}")
-            self.session.close(status="failed", error=str(e))  # type: ignore[union-attr]
+            session.close(status="failed", error=str(e))
             return
         self.backend = backend
         backend.deliver = self._server_messages
@@ -533,10 +552,10 @@ class ClientProtocol(Protocol):
         # waits in ClientWrite instead of filling the gateway's memory).
         self._backend_reading = _Reading(backend.transport)
         self.transport.registerProducer(_ReadPause(self._backend_reading), True)
-        backend.transport.registerProducer(_ReadPause(self.reading), True)
+        backend.transport.registerProducer(_ReadPause(reading), True)
         self._linked = True
         self.cancel_pid, self.cancel_secret = self.front.register_cancel_key(self)
-        self.transform = self.front.transform_for(self.session)  # type: ignore[arg-type]
+        self.transform = self.front.transform_for(session)
         if isinstance(self.transform, ResultMasking):
             self.transform.unsure = lambda: self._catalog_changed
             self.transform.fresh = lambda: self._fresh
@@ -587,22 +606,27 @@ class ClientProtocol(Protocol):
             return
         d = session.check(Action(kind="sql.cancel", input="cancel request"))
 
-        def decided(handle: ActionHandle) -> None:
+        def decided(handle: IActionHandle) -> None:
             if not handle.allowed:
                 return
-            self._send_cancel(session, backend).addCallbacks(
-                lambda _: handle.finish(Outcome(status=Status.succeeded)),
-                lambda f: handle.finish(Outcome(status=Status.failed, error=f.getErrorMessage())),
-            )
+            def sent(_: object) -> None:
+                handle.finish(Outcome(status=Status.succeeded))
+
+            def not_sent(failure: Failure) -> None:
+                handle.finish(Outcome(status=Status.failed, error=failure.getErrorMessage()))
+
+            self._send_cancel(session, backend).addCallbacks(sent, not_sent)
 
         d.addCallback(decided)
         d.addErrback(lambda f: log.failure("cancel request not forwarded", f))
 
-    def _send_cancel(self, session: Session, backend: Any) -> Deferred:
+    def _send_cancel(self, session: ISession, backend: BackendProtocol) -> Deferred[Any]:
         """A CancelRequest with the target's key, on a connection of its own (as libpq's PQcancel)."""
         settings: PostgresSettings = session.connection.settings
-        request = codec.encode(codec.CancelRequest(backend.key.process_id, backend.key.secret_key))
-        return self.front.connect(settings, _OneShot(request))  # type: ignore[arg-type]
+        key = backend.key
+        assert key is not None  # (callers check: the target gave one)
+        request = codec.encode(codec.CancelRequest(key.process_id, key.secret_key))
+        return self.front.connect(settings, _OneShot(request))
 
     # -- the relay: client to server -----------------------------------------
 
@@ -623,6 +647,8 @@ class ClientProtocol(Protocol):
 
     def _drain_queue(self) -> None:
         backend = self.backend
+        if backend is None:
+            return  # (not relaying yet: nothing is forwarded before READY, which comes with the backend)
         tracker = self.tracker
         queue = self._queue
         out: list[bytes] = []
@@ -633,7 +659,7 @@ class ClientProtocol(Protocol):
                 # The server reads COPY data: it ignores Sync and Flush there,
                 # and would take any other message as the copy's failure.
                 if kind is codec.CopyData:
-                    out.append(message.raw)  # type: ignore[attr-defined]
+                    out.append(message.raw or codec.encode(message))  # (parsed: raw, always)
                 elif kind is codec.CopyDone or kind is codec.CopyFail:
                     tracker.copy_ended()
                     out.append(codec.encode(message))
@@ -661,26 +687,28 @@ class ClientProtocol(Protocol):
                 self._query_in_batch(message)
                 return
             if kind is codec.Execute:
-                handle = tracker.take_bound(message.portal)  # type: ignore[attr-defined]
+                execute = cast(codec.Execute, message)
+                handle = tracker.take_bound(execute.portal)
                 if handle is not None:
                     # Decided and recorded at its Bind.
-                    self._describe_for_masking(message.portal, out.append)  # type: ignore[attr-defined]
-                    tracker.forward(Pending(Expect.EXECUTE, handle=handle, copy_in=self._copies_in(message)))
+                    self._describe_for_masking(execute.portal, out.append)
+                    tracker.forward(Pending(Expect.EXECUTE, handle=handle, copy_in=self._copies_in(execute)))
                     out.append(message.raw or codec.encode(message))
                     continue
             elif kind is codec.Parse:
-                refusal = self._parse_refusal(message)  # type: ignore[arg-type]
+                parse = cast(codec.Parse, message)
+                refusal = self._parse_refusal(parse)
                 if refusal is not None:
                     if out:
-                        backend.write_raw(b"".join(out))  # type: ignore[union-attr]
+                        backend.write_raw(b"".join(out))
                         out = []
                     self._waiting = True
-                    self._refuse_parse(message, refusal)  # type: ignore[arg-type]
+                    self._refuse_parse(parse, refusal)
                     continue
             check = self._checks.get(kind)
             if check is not None:
                 if out:  # what preceded the statement goes first
-                    backend.write_raw(b"".join(out))  # type: ignore[union-attr]
+                    backend.write_raw(b"".join(out))
                     out = []
                 self._waiting = True
                 check(self, message)
@@ -688,8 +716,9 @@ class ClientProtocol(Protocol):
             if kind is codec.Describe:
                 tracker.forward(Pending(Expect.DESCRIBE))
             elif kind is codec.Close:
-                what = "close-statement" if message.kind == "S" else "close-portal"  # type: ignore[attr-defined]
-                tracker.forward(Pending(Expect.CLOSE, change=NameChange(what, message.name)))  # type: ignore[attr-defined]
+                close = cast(codec.Close, message)
+                what = "close-statement" if close.kind == "S" else "close-portal"
+                tracker.forward(Pending(Expect.CLOSE, change=NameChange(what, close.name)))
             elif kind is codec.Sync:
                 self._batch_open = False
                 tracker.forward(Pending(Expect.SYNC))
@@ -697,7 +726,7 @@ class ClientProtocol(Protocol):
                 self.state = Phase.CLOSING
             out.append(codec.encode(message))
         if out:
-            backend.write_raw(b"".join(out))  # type: ignore[union-attr]
+            backend.write_raw(b"".join(out))
         if not queue and self.reading is not None and self.state is Phase.READY:
             self.reading.resume("queue")
         if self.state is Phase.CLOSING:
@@ -708,9 +737,9 @@ class ClientProtocol(Protocol):
         """A Bind waits only for its statement's name, an Execute for its portal's; a Query for any."""
         kind = type(message)
         if kind is codec.Bind:
-            return self.tracker.names_uncertain("statement", message.statement)  # type: ignore[attr-defined]
+            return self.tracker.names_uncertain("statement", cast(codec.Bind, message).statement)
         if kind is codec.Execute:
-            return self.tracker.names_uncertain("portal", message.portal)  # type: ignore[attr-defined]
+            return self.tracker.names_uncertain("portal", cast(codec.Execute, message).portal)
         return self.tracker.names_uncertain()
 
     def _copies_in(self, message: codec.Execute) -> bool:
@@ -734,16 +763,18 @@ class ClientProtocol(Protocol):
     def _refuse_parse(self, message: codec.Parse, refusal: str) -> None:
         text = self.settings.text(message.query)
         action = Action(kind="sql.execute", input=recordable(text.strip()), details={"statement": message.statement})
-        d = self.session.refuse(action, refusal)  # type: ignore[union-attr]
+        session, backend = self.session, self.backend
+        assert session is not None and backend is not None  # (relaying)
+        d = session.refuse(action, refusal)
 
-        def refused(handle: ActionHandle) -> None:
+        def refused(handle: IActionHandle) -> None:
             if self._gone([handle]):
                 return
             marker = self._stand_in()
             # A Parse the server rejects (a syntax error naming the marker),
             # under a name of the gateway's so the client's names stay.
             self.tracker.forward_stand_in(Pending(Expect.PARSE, marker=marker, denial=self._denial(handle)))
-            self.backend.write(codec.Parse(marker, marker))  # type: ignore[union-attr]
+            backend.write(codec.Parse(marker, marker))
 
         d.addCallback(refused)
         d.addCallbacks(self._resume, self._refused_all)
@@ -762,9 +793,9 @@ class ClientProtocol(Protocol):
         Describe of the portal, whose answer (kept from the client) plans the
         rows with their real formats, whatever the client described before.
         """
-        if self.transform is None:
+        if self.transform is None or self.session is None:
             return
-        masks = self.session.masks  # type: ignore[union-attr]
+        masks = self.session.masks
         if masks is None or not masks.masks_results:
             return
         self.tracker.forward(Pending(Expect.DESCRIBE, own=True))
@@ -777,9 +808,9 @@ class ClientProtocol(Protocol):
         column origins to mask by, and a file or program is beyond the
         gateway's reach, so it is refused rather than sent in clear.
         """
-        if info.kinds[:1] != ("copy",) or info.copy_in or self.transform is None:
+        if info.kinds[:1] != ("copy",) or info.copy_in or self.transform is None or self.session is None:
             return None
-        masks = self.session.masks  # type: ignore[union-attr]
+        masks = self.session.masks
         if masks is None or not masks.client:
             return None
         spec = copy_spec(info.text)
@@ -798,7 +829,7 @@ class ClientProtocol(Protocol):
 
     def _check_or_refuse(
         self, actions: list[Action], infos: list[StatementInfo], judged: list[StatementInfo] | None = None
-    ) -> Deferred:
+    ) -> Deferred[list[IActionHandle]]:
         """
         Decide C{actions}, unless one of them changes a setting the gateway
         pins; C{judged} (default C{infos}) are the facts each is judged by,
@@ -807,10 +838,12 @@ class ClientProtocol(Protocol):
         for action, info in zip(actions, infos):
             refusal = self._setting_refusal(info) or self._masking_refusal(info)
             if refusal is not None:
-                return self.session.refuse(action, refusal).addCallback(lambda handle: [handle])  # type: ignore[union-attr]
+                session = self.session
+                assert session is not None  # (relaying)
+                return session.refuse(action, refusal).addCallback(self._decided_one)
         return self._judge(actions, judged if judged is not None else infos)
 
-    def _judge(self, actions: list[Action], judged: list[StatementInfo]) -> Deferred:
+    def _judge(self, actions: list[Action], judged: list[StatementInfo]) -> Deferred[list[IActionHandle]]:
         """Decide C{actions}, each by its facts in C{judged} widened by what they reach on the target."""
         names = False
         for info in judged:  # loops, not generators: this runs per statement
@@ -827,19 +860,27 @@ class ClientProtocol(Protocol):
             judged = [reach.with_renames(info, self._renamed) for info in judged]
         if not names:
             return self._decide(actions)
-        catalog = self.front.catalog(self.session.connection)  # type: ignore[union-attr]
+        session = self.session
+        assert session is not None  # (relaying)
+        catalog = self.front.catalog(session.connection)
         fresh = catalog.current()
         if fresh is not None:
             return self._widened(fresh, catalog, actions, judged, True)
         return catalog.graph().addCallback(self._widened, catalog, actions, judged, True)
 
     def _widened(
-        self, graph: RelationGraph | None, catalog: Catalog, actions: list[Action], judged: list[StatementInfo], again: bool
-    ) -> Deferred:
+        self,
+        graph: RelationGraph | None,
+        catalog: CatalogReader,
+        actions: list[Action],
+        judged: list[StatementInfo],
+        again: bool,
+    ) -> Deferred[list[IActionHandle]]:
         # A method, not a closure: a closure that passes itself on would be
         # a reference cycle per statement, left to the garbage collector.
         if self.state is not Phase.READY:
-            return succeed([])  # the client left while the catalog was read: nothing to decide
+            nothing: list[IActionHandle] = []
+            return succeed(nothing)  # the client left while the catalog was read: nothing to decide
         widened = []
         remember: set[int] = set()
         for action, info in zip(actions, judged):
@@ -900,7 +941,7 @@ class ClientProtocol(Protocol):
         self._fatal("08P01", f"hoopgw: {what} is not relayed (the gateway cannot follow its effect on the server)")
         self._teardown("failed", error=f"protocol violation: {what}")
 
-    def _decide(self, actions: list[Action]) -> Deferred:
+    def _decide(self, actions: list[Action]) -> Deferred[list[IActionHandle]]:
         """Check actions one after the other (records stay in statement order)."""
         session = self.session
         assert session is not None
@@ -908,18 +949,22 @@ class ClientProtocol(Protocol):
             # The common case: one Deferred (already fired unless the
             # decision or the audit write is held), no chain around it.
             return session.check(actions[0], self._held_for_review).addCallback(self._decided_one)
-        handles: list[ActionHandle] = []
-        d: Deferred = succeed(None)
+        handles: list[IActionHandle] = []
+        d: Deferred[None] = succeed(None)
         for action in actions:
-            d.addCallback(lambda _, a=action: session.check(a, self._held_for_review))
-            d.addCallback(handles.append)
-        d.addCallback(lambda _: handles)
-        return d
+            d.addCallback(self._check_next, session, action, handles)
+        return d.addCallback(lambda _: handles)
 
-    def _decided_one(self, handle: ActionHandle) -> list[ActionHandle]:
+    def _check_next(
+        self, _: object, session: ISession, action: Action, handles: list[IActionHandle]
+    ) -> Deferred[None]:
+        """Check C{action} once the one before it is checked, and keep its handle."""
+        return session.check(action, self._held_for_review).addCallback(handles.append)
+
+    def _decided_one(self, handle: IActionHandle) -> list[IActionHandle]:
         return [handle]
 
-    def _held_for_review(self, review: Any) -> None:
+    def _held_for_review(self, review: Review) -> None:
         """A statement held for review: psql is told at once (it waits, as for a slow statement)."""
         self._review = review
         self._held_bytes = 0
@@ -937,7 +982,7 @@ class ClientProtocol(Protocol):
         ]))
         review.wait().addCallback(self._review_ended)
 
-    def _review_ended(self, review: Any) -> None:
+    def _review_ended(self, review: Review) -> None:
         if self._review is review:
             self._review = None
             if self._queue and self.reading is not None and self.state is Phase.READY:
@@ -966,9 +1011,8 @@ class ClientProtocol(Protocol):
             self._fatal("XX000", "the gateway could not decide this statement")
         self._teardown("failed")
 
-    def _denial(self, handle: ActionHandle) -> codec.ErrorResponse:
+    def _denial(self, handle: IActionHandle) -> codec.ErrorResponse:
         decision = handle.decision
-        assert decision is not None
         if decision.rule == GATEWAY_RULE:
             return codec.error_response(
                 "ERROR", "0A000", f"hoopgw: {decision.message}", detail="nothing was sent to the server"
@@ -997,7 +1041,7 @@ class ClientProtocol(Protocol):
         self._denials += 1
         return f"{RESERVED_PREFIX}refused_{secrets.token_hex(16)}"
 
-    def _gone(self, handles: list[ActionHandle]) -> bool:
+    def _gone(self, handles: list[IActionHandle]) -> bool:
         """
         The client went away while these were being decided: nothing is
         forwarded, and their outcomes are recorded now (no answer will come).
@@ -1010,9 +1054,11 @@ class ClientProtocol(Protocol):
 
     def _check_query(self, message: codec.Query) -> None:
         text = self.settings.text(message.query)
+        session, backend = self.session, self.backend
+        assert session is not None and backend is not None  # (relaying)
         if not self.tracker.settled and lexical.sensitive(text):
             action = Action(kind="sql.query", input=recordable(text.strip()))
-            d = self.session.refuse(action, _PIPELINED_SENSITIVE).addCallback(lambda h: [h])  # type: ignore[union-attr]
+            d = session.refuse(action, _PIPELINED_SENSITIVE).addCallback(self._decided_one)
             infos: tuple[StatementInfo, ...] = ()
         else:
             infos = classify(text)
@@ -1032,7 +1078,7 @@ class ClientProtocol(Protocol):
                 judged.append(resolved)
             d = self._check_or_refuse(actions, list(infos), judged)
 
-        def decided(handles: list[ActionHandle]) -> None:
+        def decided(handles: list[IActionHandle]) -> None:
             if self._gone(handles):
                 return
             tracker = self.tracker
@@ -1041,7 +1087,7 @@ class ClientProtocol(Protocol):
                 for handle, info in zip(handles, infos):
                     change = NameChange("sql", value=info) if _changes_names(info) else None
                     tracker.forward(Pending(Expect.STATEMENT, handle=handle, change=change, copy_in=info.copy_in))
-                self.backend.write(message)  # type: ignore[union-attr]
+                backend.write(message)
             else:
                 for handle in handles:
                     if handle.allowed:
@@ -1049,18 +1095,25 @@ class ClientProtocol(Protocol):
                             Outcome(
                                 status=Status.blocked,
                                 error=f"not run: another statement of the same query was refused "
-                                f"by rule {refused.decision.rule!r}",  # type: ignore[union-attr]
+                                f"by rule {refused.decision.rule!r}",
                             )
                         )
                 marker = self._stand_in()
                 tracker.forward(Pending(Expect.STATEMENT, marker=marker, denial=self._denial(refused)))
-                self.backend.write(codec.Query(marker))  # type: ignore[union-attr]
+                backend.write(codec.Query(marker))
             tracker.forward(Pending(Expect.END))
 
         d.addCallback(decided)
         d.addCallbacks(self._resume, self._refused_all)
 
-    def _execution(self, statement: str, portal: str, info: StatementInfo | None, parameters: tuple, formats: tuple) -> tuple[Action, StatementInfo]:
+    def _execution(
+        self,
+        statement: str,
+        portal: str,
+        info: StatementInfo | None,
+        parameters: tuple[bytes | None, ...],
+        formats: tuple[int, ...],
+    ) -> tuple[Action, StatementInfo]:
         """The action of running a bound statement, and the facts it is judged by."""
         if info is None:
             info = _UNKNOWN_STATEMENT
@@ -1100,8 +1153,10 @@ class ClientProtocol(Protocol):
             message.statement, message.portal, info, message.parameters, message.parameter_formats
         )
         d = self._check_or_refuse([action], [resolved])
+        backend = self.backend
+        assert backend is not None  # (relaying)
 
-        def decided(handles: list[ActionHandle]) -> None:
+        def decided(handles: list[IActionHandle]) -> None:
             if self._gone(handles):
                 return
             [handle] = handles
@@ -1110,13 +1165,13 @@ class ClientProtocol(Protocol):
                 tracker.forward_bind(
                     message.portal, Pending(Expect.BIND, handle=handle, change=NameChange("bind", message.portal, portal))
                 )
-                self.backend.write(message)  # type: ignore[union-attr]
+                backend.write(message)
             else:
                 marker = self._stand_in()
                 # A Bind of a statement that cannot exist: the server fails it
                 # and skips to Sync.
                 tracker.forward_stand_in(Pending(Expect.BIND, marker=marker, denial=self._denial(handle)))
-                self.backend.write(codec.Bind(marker, marker))  # type: ignore[union-attr]
+                backend.write(codec.Bind(marker, marker))
 
         d.addCallback(decided)
         d.addCallbacks(self._resume, self._refused_all)
@@ -1130,20 +1185,22 @@ class ClientProtocol(Protocol):
             action, resolved = self._execution(portal.statement, message.portal, portal.info, portal.parameters, portal.formats)
         d = self._check_or_refuse([action], [resolved])
         copy_in = resolved.copy_in
+        backend = self.backend
+        assert backend is not None  # (relaying)
 
-        def decided(handles: list[ActionHandle]) -> None:
+        def decided(handles: list[IActionHandle]) -> None:
             if self._gone(handles):
                 return
             [handle] = handles
             if handle.allowed:
-                self._describe_for_masking(message.portal, self.backend.write_raw)  # type: ignore[union-attr]
+                self._describe_for_masking(message.portal, backend.write_raw)
                 self.tracker.forward(Pending(Expect.EXECUTE, handle=handle, copy_in=copy_in))
-                self.backend.write(message)  # type: ignore[union-attr]
+                backend.write(message)
             else:
                 marker = self._stand_in()
                 # The stand-in: an Execute of a portal that cannot exist.
                 self.tracker.forward_stand_in(Pending(Expect.EXECUTE, marker=marker, denial=self._denial(handle)))
-                self.backend.write(codec.Execute(marker, 0))  # type: ignore[union-attr]
+                backend.write(codec.Execute(marker, 0))
 
         d.addCallback(decided)
         d.addCallbacks(self._resume, self._refused_all)
@@ -1153,31 +1210,30 @@ class ClientProtocol(Protocol):
         A FunctionCall names its function by OID: judged as the function the
         target's catalog says it is, and as unknown if the catalog cannot say.
         """
-        session = self.session
-        d = self.front.catalog(session.connection).function(message.function_oid)  # type: ignore[union-attr]
+        session, backend = self.session, self.backend
+        assert session is not None and backend is not None  # (relaying)
 
-        def judge(name: str | None) -> Deferred:
+        def judge(name: str | None) -> Deferred[list[IActionHandle]]:
             action, info = _function_call(message.function_oid, name)
             return self._judge([action], [info]) if name is not None else self._decide([action])
 
-        d.addCallback(judge)
-
-        def decided(handles: list[ActionHandle]) -> None:
+        def decided(handles: list[IActionHandle]) -> None:
             if self._gone(handles):
                 return
             [handle] = handles
             tracker = self.tracker
             if handle.allowed:
                 tracker.forward(Pending(Expect.CALL, handle=handle))
-                self.backend.write(message)  # type: ignore[union-attr]
+                backend.write(message)
             else:
                 # Its stand-in is a Query the server rejects (a syntax error
                 # naming the marker); both end with ReadyForQuery.
                 marker = self._stand_in()
                 tracker.forward(Pending(Expect.CALL, marker=marker, denial=self._denial(handle)))
-                self.backend.write(codec.Query(marker))  # type: ignore[union-attr]
+                backend.write(codec.Query(marker))
             tracker.forward(Pending(Expect.END))
 
+        d = self.front.catalog(session.connection).function(message.function_oid).addCallback(judge)
         d.addCallback(decided)
         d.addCallbacks(self._resume, self._refused_all)
 
@@ -1197,68 +1253,71 @@ class ClientProtocol(Protocol):
         rows = 0  # DataRows since the last completion, counted to the head statement
         try:
             for index, message in enumerate(messages):
-                kind = type(message)
-                if kind is DataRow:
+                if type(message) is DataRow:  # (narrows message, for mypy: no cast per row)
                     rows += 1
                     if masking is not None:
-                        append(masking.row(message))  # type: ignore[arg-type]
+                        append(masking.row(message))
                     else:
-                        append(message.raw)  # type: ignore[attr-defined]
+                        append(message.raw)
                     continue
+                kind: type[codec.Message] | None = type(message)
                 if rows:
                     tracker.count_rows(rows)
                     rows = 0
                 if masking is not None:
                     if kind in _MASKED:
+                        # (Casts: kind says which message it is.)
                         if kind is codec.RowDescription:
-                            wait = masking.describe(message)  # type: ignore[arg-type]
+                            wait = masking.describe(cast(codec.RowDescription, message))
                             if wait is not None:
                                 self._hold(messages[index:], wait, out)
                                 return
                         elif kind is codec.CopyData:
-                            message = masking.copy_row(message, self._copy_out_binary)  # type: ignore[arg-type]
+                            message = masking.copy_row(cast(codec.CopyData, message), self._copy_out_binary)
                         elif kind is codec.CopyOutResponse:
-                            self._copy_out_binary = message.format == 1  # type: ignore[attr-defined]
+                            response = cast(codec.CopyOutResponse, message)
+                            self._copy_out_binary = response.format == 1
                             if isinstance(masking, ResultMasking):
-                                wait = self._copy_out(masking, message)  # type: ignore[arg-type]
+                                wait = self._copy_out(masking, response)
                                 if wait is not None:
                                     self._hold(messages[index:], wait, out)
                                     return
                         elif kind is codec.NotificationResponse:
-                            message = masking.notification(message)  # type: ignore[arg-type]
+                            message = masking.notification(cast(codec.NotificationResponse, message))
                         elif kind is codec.GenericMessage:
-                            if message.tag == b"V":  # type: ignore[attr-defined]
-                                message = masking.function_result(message)  # type: ignore[arg-type]
+                            generic = cast(codec.GenericMessage, message)
+                            if generic.tag == b"V":
+                                message = masking.function_result(generic)
                         elif kind is codec.ParameterStatus:
-                            self.settings.report(message.name, message.value)  # type: ignore[attr-defined]
+                            status = cast(codec.ParameterStatus, message)
+                            self.settings.report(status.name, status.value)
                             if isinstance(masking, ResultMasking):
                                 masking.codec = self.settings.codec or "utf-8"
-                            message = masking.parameter(message)  # type: ignore[arg-type]
+                            message = masking.parameter(status)
                             kind = None  # reported
                         else:
-                            message = masking.report(message)
+                            message = masking.report(cast("codec.ErrorResponse | codec.NoticeResponse", message))
                     counts = masking.take_counts()
                     if counts is not None:
                         tracker.count_masked(counts)
                 if kind is codec.ParameterStatus:
-                    self.settings.report(message.name, message.value)  # type: ignore[attr-defined]
+                    status = cast(codec.ParameterStatus, message)
+                    self.settings.report(status.name, status.value)
                 elif kind is codec.ErrorResponse and tracker.at_batch_end:
-                    self._commit_failed(message)  # type: ignore[arg-type]
+                    self._commit_failed(cast(codec.ErrorResponse, message))
+                idle = False
                 if kind is codec.ReadyForQuery:
-                    self._fresh = message.status == "I"  # type: ignore[attr-defined]
+                    idle = self._fresh = cast(codec.ReadyForQuery, message).status == "I"
                 elif kind is codec.CommandComplete or kind is codec.PortalSuspended:
                     self._fresh = False
                 answer = tracker.answer(message)
-                if (
-                    kind is codec.ReadyForQuery and self._catalog_changed and message.status == "I"  # type: ignore[attr-defined]
-                    and not tracker.expect and not self._waiting
-                ):
+                if idle and self._catalog_changed and not tracker.expect and not self._waiting and self.session is not None:
                     # Idle with nothing outstanding or being decided: the DDL
                     # has run and is committed or gone (an earlier query's
                     # ReadyForQuery, the DDL pipelined behind it, is not that).
                     self._catalog_changed = False
                     self._renamed.clear()  # the catalog shows them now (and keeps the old names)
-                    self.front.catalog(self.session.connection).invalidate()  # type: ignore[union-attr]
+                    self.front.catalog(self.session.connection).invalidate()
                 if answer is None:
                     continue  # the answer to the gateway's own Describe
                 raw = answer.raw
@@ -1272,12 +1331,14 @@ class ClientProtocol(Protocol):
         if self._queue and not self._waiting:
             self._drain()  # the server's answer may have released a hold
 
-    def _copy_out(self, masking: ResultMasking, response: codec.CopyOutResponse) -> Deferred | None:
+    def _copy_out(self, masking: ResultMasking, response: codec.CopyOutResponse) -> Deferred[None] | None:
         """A COPY TO starts: masking plans its fields from the statement (the head of what is outstanding)."""
         head = self.tracker.expect[0] if self.tracker.expect else None
-        action = getattr(head.handle, "action", None) if head is not None else None
+        action = head.handle.action if head is not None and head.handle is not None else None
         spec = copy_spec(action.input) if action is not None else None
-        graph = self.front.catalog(self.session.connection).current()  # type: ignore[union-attr]
+        session = self.session
+        assert session is not None  # (relaying)
+        graph = self.front.catalog(session.connection).current()
         return masking.copy_out(response, spec, graph)
 
     def _to_client(self, out: list[bytes]) -> None:
@@ -1286,7 +1347,7 @@ class ClientProtocol(Protocol):
         self.transport.write(data)
         tls.flush(self.transport)
 
-    def _hold(self, rest: list[codec.Message], wait: Deferred, out: list[bytes]) -> None:
+    def _hold(self, rest: list[codec.Message], wait: Deferred[None], out: list[bytes]) -> None:
         """
         A result's masking needs the catalog: send what came before, read no
         more from the server, and go on with C{rest} once it is known.
@@ -1346,7 +1407,7 @@ class ClientProtocol(Protocol):
         self._teardown("failed", error=why)
 
     # Messages that are actions: decided (a Deferred) before they are sent.
-    _checks: dict[type, Callable[["ClientProtocol", Any], None]] = {
+    _checks: dict[type[codec.Message], Callable[[ClientProtocol, Any], None]] = {
         codec.Query: _check_query,
         codec.Bind: _check_bind,
         codec.Execute: _check_execute,
@@ -1368,7 +1429,7 @@ class ClientProtocol(Protocol):
             self.transport.loseConnection()
             self._teardown("target closed", error=reason.getErrorMessage())
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.state = Phase.CLOSED
         if self.backend is not None and self.backend.transport is not None:
             self.backend.on_lost = None
@@ -1393,7 +1454,7 @@ class _Reading:
     wait in the gateway's queue).
     """
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: IPushProducer) -> None:
         self.transport = transport
         self.reasons: set[str] = set()
 
@@ -1433,6 +1494,8 @@ class _ReadPause:
 class _OneShot(Protocol):
     """Sends one CancelRequest and closes, as libpq's PQcancel does."""
 
+    transport: ITransport
+
     def __init__(self, data: bytes) -> None:
         self.data = data
 
@@ -1441,7 +1504,7 @@ class _OneShot(Protocol):
         self.transport.loseConnection()
 
 
-def make_front_end(context: Any) -> PostgresFrontEnd:
+def make_front_end(context: GatewayContext) -> PostgresFrontEnd:
     """The C{postgres} listener's factory (L{IFrontEnd.build <hoopgw.interfaces.IFrontEnd.build>}, through L{hoopgw.protocols.postgres.plugin})."""
     from hoopgw.tls import server_options
 

@@ -132,6 +132,7 @@ class Settings:
             if encoding not in _CODECS:
                 raise LexicalError(_encoding_refusal(value))
             self.client_encoding = encoding
+            codec: str | None
             if encoding == "SQL_ASCII":
                 # No conversion: the server reads the bytes in its own encoding.
                 codec = _CODECS.get(self.server_encoding.upper(), "iso8859-1") or "iso8859-1"
@@ -264,7 +265,7 @@ def _constant(node: Any) -> str | None:
     return None
 
 
-def _nodes(value: Any) -> Iterator[tuple[dict, str]]:
+def _nodes(value: Any) -> Iterator[tuple[dict[str, Any], str]]:
     stack = [value]
     while stack:
         item = stack.pop()

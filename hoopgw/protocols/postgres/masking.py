@@ -37,8 +37,8 @@ from __future__ import annotations
 import functools
 import json
 import struct
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pglast import parser as _pg
 from twisted.internet.defer import Deferred
@@ -48,6 +48,10 @@ from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.copyout import CopySpec, csv_field, csv_fields, csv_value, text_field, text_fields, text_value
 from hoopgw.protocols.postgres.origins import Relation, column_names
 from hoopgw.protocols.postgres.tracker import Desync
+
+if TYPE_CHECKING:
+    from hoopgw.protocols.postgres.catalog import CatalogReader
+    from hoopgw.protocols.postgres.reach import RelationGraph
 
 __all__ = ["ResultMasking"]
 
@@ -279,7 +283,7 @@ class ResultMasking:
         C{origins(oids)} (a Deferred), L{hoopgw.protocols.postgres.catalog.Catalog}'s.
     """
 
-    def __init__(self, masks: Callable[[], SessionMasks | None], catalog: Any) -> None:
+    def __init__(self, masks: Callable[[], SessionMasks | None], catalog: CatalogReader) -> None:
         self._masks = masks
         self._catalog = catalog
         self._plan: list[tuple[int, int, Any]] | None = None
@@ -313,7 +317,7 @@ class ResultMasking:
 
     # -- results ---------------------------------------------------------------
 
-    def describe(self, description: codec.RowDescription) -> Deferred | None:
+    def describe(self, description: codec.RowDescription) -> Deferred[None] | None:
         """
         Plan the rows that follow.  Returns a Deferred when the catalog must
         be read first: the caller holds the rows until it fires.
@@ -333,16 +337,14 @@ class ResultMasking:
         if known is not None:
             self._plan = self._build(description, masks, known)
             return None
-        d = self._catalog.origins(oids)
-        d.addCallback(self._planned, description, masks)
-        return d
+        return self._catalog.origins(oids).addCallback(self._planned, description, masks)
 
-    def _planned(self, relations: dict[int, Relation] | None, description: codec.RowDescription, masks: SessionMasks) -> None:
+    def _planned(self, relations: Mapping[int, Relation] | None, description: codec.RowDescription, masks: SessionMasks) -> None:
         self._plan = self._build(description, masks, relations if relations is not None else {})
         self._ready_for = description
 
     def _build(
-        self, description: codec.RowDescription, masks: SessionMasks, relations: dict[int, Relation] | None
+        self, description: codec.RowDescription, masks: SessionMasks, relations: Mapping[int, Relation] | None
     ) -> list[tuple[int, int, Any]] | None:
         plan: list[tuple[int, int, Any]] = []
         finds = bool(masks.finders)
@@ -600,7 +602,9 @@ class ResultMasking:
 
     # -- COPY TO -----------------------------------------------------------------
 
-    def copy_out(self, response: codec.CopyOutResponse, spec: CopySpec | None, graph: Any) -> Deferred | None:
+    def copy_out(
+        self, response: codec.CopyOutResponse, spec: CopySpec | None, graph: RelationGraph | None
+    ) -> Deferred[None] | None:
         """
         Plan the rows of the COPY TO that C{response} starts: which fields
         are masked by origin (C{spec} says which relation and columns are
@@ -624,27 +628,26 @@ class ResultMasking:
             return None
         count = len(response.column_formats)
         oids: tuple[int, ...] = ()
-        if spec is not None and graph is not None:
+        if spec is not None and spec.relation is not None and graph is not None:  # (by_column: a relation)
             qualified = f"{spec.schema or 'public'}.{spec.relation}"
             oids = tuple(sorted(graph.resolve([qualified], [] if spec.schema else [spec.relation])))
-        if not oids:
+        if spec is None or not oids:  # (no spec: no oids)
             self._copy = [masks.by_origin[0]] * count
             return None
         known = self._catalog.known_origins(oids)
         if known is not None:
-            self._copy = self._copy_plan(masks, spec, oids, known, count)  # type: ignore[arg-type]
+            self._copy = self._copy_plan(masks, spec, oids, known, count)
             return None
-        d = self._catalog.origins(oids)
+        copied = spec
 
-        def planned(relations: dict[int, Relation] | None) -> None:
-            self._copy = self._copy_plan(masks, spec, oids, relations or {}, count)  # type: ignore[arg-type]
+        def planned(relations: Mapping[int, Relation] | None) -> None:
+            self._copy = self._copy_plan(masks, copied, oids, relations or {}, count)
             self._copy_ready_for = response
 
-        d.addCallback(planned)
-        return d
+        return self._catalog.origins(oids).addCallback(planned)
 
     def _copy_plan(
-        self, masks: SessionMasks, spec: CopySpec, oids: tuple[int, ...], relations: dict[int, Relation], count: int
+        self, masks: SessionMasks, spec: CopySpec, oids: tuple[int, ...], relations: Mapping[int, Relation], count: int
     ) -> list[ActiveMask | None]:
         """Per copied field: the mask by origin, or None; a field of any candidate relation masked is masked."""
         plan: list[ActiveMask | None] = [None] * count
@@ -698,11 +701,11 @@ class ResultMasking:
         line = _text(data.data, self.codec)
         ending = "\n" if line.endswith("\n") else ""
         line = line[: len(line) - len(ending)]
-        csv = spec is not None and spec.format == "csv"
+        csv = spec if spec is not None and spec.format == "csv" else None
         delimiter = spec.delimiter if spec is not None else "\t"
         null = spec.null if spec is not None else "\\N"
-        if csv:
-            fields = csv_fields(line, delimiter, spec.quote, spec.escape)  # type: ignore[union-attr]
+        if csv is not None:
+            fields = csv_fields(line, delimiter, csv.quote, csv.escape)
         else:
             fields = text_fields(line, delimiter)
         if len(fields) != len(plan):
@@ -729,10 +732,10 @@ class ResultMasking:
                 masked = constant.decode()
             else:
                 written = fields[index]
-                value = csv_value(written, spec.quote, spec.escape) if csv else text_value(written)  # type: ignore[union-attr]
+                value = csv_value(written, csv.quote, csv.escape) if csv is not None else text_value(written)
                 masked = mask.masker.value(value) or ""
-            if csv:
-                fields[index] = csv_field(masked, spec.quote, spec.escape)  # type: ignore[union-attr]
+            if csv is not None:
+                fields[index] = csv_field(masked, csv.quote, csv.escape)
             else:
                 fields[index] = text_field(masked, delimiter)
         return codec.CopyData.from_data(_bytes(delimiter.join(fields) + ending, self.codec))
@@ -786,8 +789,8 @@ def _copied(relation: Relation, spec: CopySpec, count: int) -> list[int] | None:
     """The attribute numbers a COPY copies, in order; None if they cannot be told."""
     if spec.columns is not None:
         by_name = {name: attnum for attnum, name in relation.columns.items()}
-        attnums = [by_name.get(name) for name in spec.columns]
-        return None if None in attnums or len(attnums) != count else attnums  # type: ignore[return-value]
+        named = [by_name[name] for name in spec.columns if name in by_name]
+        return named if len(named) == len(spec.columns) == count else None
     every = sorted(relation.columns)
     for attnums in (every, [a for a in every if a not in relation.generated]):
         if len(attnums) == count:
@@ -841,7 +844,8 @@ def string_literals(text: str) -> list[tuple[int, int, str]]:
 def _literal_value(spelt: str) -> str | None:
     try:
         [statement] = json.loads(_pg.parse_sql_json("SELECT " + spelt))["stmts"]
-        return statement["stmt"]["SelectStmt"]["targetList"][0]["ResTarget"]["val"]["A_Const"]["sval"]["sval"]
+        value: str = statement["stmt"]["SelectStmt"]["targetList"][0]["ResTarget"]["val"]["A_Const"]["sval"]["sval"]
+        return value
     except Exception:  # noqa: BLE001 -- anything unexpected: not decoded
         return None
 

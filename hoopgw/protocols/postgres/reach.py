@@ -180,7 +180,7 @@ def _findable(split: tuple[str | None, str]) -> tuple[str | None, str]:
     return (None, split[1]) if split[0] == "pg_temp" else split
 
 
-def _splits(name: str) -> list[tuple[str, str]]:
+def _splits(name: str) -> list[tuple[str | None, str]]:
     """Every (schema, name) that C{schema.name} can be (either may contain dots)."""
     return [(name[:i], name[i + 1:]) for i, c in enumerate(name) if c == "."]
 

@@ -93,6 +93,10 @@ def _strs(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _pairs(value: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple(value)
+
+
 @frozen
 class StatementInfo:
     """
@@ -170,7 +174,7 @@ class StatementInfo:
     types: tuple[str, ...] = field(default=(), converter=_strs)
     column_calls: tuple[str, ...] = field(default=(), converter=_strs)
     operators: tuple[str, ...] = field(default=(), converter=_strs)
-    renames: tuple[tuple[str, str], ...] = field(default=(), converter=tuple)
+    renames: tuple[tuple[str, str], ...] = field(default=(), converter=_pairs)
     changes_catalog: bool = False
     # Built once: the same statement is judged on every execution.
     _attributes: Mapping[str, Any] = field(init=False, eq=False, repr=False)
@@ -960,7 +964,8 @@ def _plpgsql_body(definition: str) -> str | None:
         if element.get("defname") == "as":
             items = ((element.get("arg") or {}).get("List") or {}).get("items", ())
             if items and "String" in items[0]:
-                return items[0]["String"]["sval"]
+                body: str = items[0]["String"]["sval"]
+                return body
     return None
 
 
@@ -1350,7 +1355,7 @@ def _merge(text: str, infos: Iterable[StatementInfo],
         types=union("types"),
         column_calls=union("column_calls"),
         operators=union("operators"),
-        renames=union("renames"),
+        renames=tuple(dict.fromkeys(rename for i in infos for rename in i.renames)),
         writes_data=any(i.writes_data for i in infos),
         prepared_name=prepared_name,
     )

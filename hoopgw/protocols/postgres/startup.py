@@ -30,7 +30,8 @@ from twisted.python.failure import Failure
 
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted, WrongKind
 from hoopgw.protocols.postgres import codec, lexical
-from hoopgw.protocols.postgres.backend import BackendAuthError, TargetUnreachable
+from hoopgw.protocols.postgres.auth import BackendAuthError
+from hoopgw.protocols.postgres.backend import TargetUnreachable
 
 __all__ = [
     "PASSED_PARAMETERS",
@@ -185,8 +186,9 @@ class Refusal:
 
 def refusal(failure: Failure, user: str) -> Refusal:
     """The L{Refusal} for a start-up that failed with C{failure}."""
-    if failure.check(AuthenticationFailed):
-        return Refusal("28P01", f'password authentication failed for user "{user}": token rejected ({failure.value.reason})')
+    value = failure.value
+    if isinstance(value, AuthenticationFailed):
+        return Refusal("28P01", f'password authentication failed for user "{user}": token rejected ({value.reason})')
     if failure.check(WrongKind):
         # As the server's own 'database "x" does not exist' (invalid_catalog_name):
         # the name is no PostgreSQL database.  Only an identity policy lets

@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from attrs import define, field, frozen
 
+from hoopgw.interfaces import IActionHandle
 from hoopgw.model import Outcome, Status
 from hoopgw.protocols.postgres.sql import PreparedStatements, StatementInfo
 from hoopgw.protocols.postgres import codec
@@ -61,6 +62,12 @@ class Desync(Exception):
 
 class Expect(enum.Enum):
     """What answers one forwarded message (see the module docstring)."""
+
+    # Set on each member below (annotations only: not members).
+    accepts: frozenset[type[codec.Message] | bytes]  # the answers that complete it
+    extended: bool  # an error in it skips the rest to Sync
+    runs_code: bool  # it can run code on the server
+    ends_group: bool  # its answer is a ReadyForQuery
 
     STATEMENT = "statement"  # one statement of a Query
     END = "end"  # the ReadyForQuery after a Query or a FunctionCall
@@ -89,16 +96,16 @@ for _expect, _accepts in (
     (Expect.SYNC, (codec.ReadyForQuery,)),
     (Expect.END, (codec.ReadyForQuery,)),
 ):
-    _expect.accepts = frozenset(_accepts)  # type: ignore[attr-defined]
+    _expect.accepts = frozenset(_accepts)
     # An error in an extended-protocol message skips the rest to Sync.
-    _expect.extended = _expect in (Expect.PARSE, Expect.BIND, Expect.DESCRIBE, Expect.EXECUTE, Expect.CLOSE)  # type: ignore[attr-defined]
+    _expect.extended = _expect in (Expect.PARSE, Expect.BIND, Expect.DESCRIBE, Expect.EXECUTE, Expect.CLOSE)
     # Messages that can run code on the server (settings may change under them).
-    _expect.runs_code = _expect in (Expect.STATEMENT, Expect.BIND, Expect.EXECUTE, Expect.CALL)  # type: ignore[attr-defined]
-    _expect.ends_group = _expect in (Expect.SYNC, Expect.END)  # type: ignore[attr-defined]
+    _expect.runs_code = _expect in (Expect.STATEMENT, Expect.BIND, Expect.EXECUTE, Expect.CALL)
+    _expect.ends_group = _expect in (Expect.SYNC, Expect.END)
 
 # Server messages that complete some expectation (RowDescription only a
 # Describe's: in a Query it precedes the rows).
-_COMPLETIONS = frozenset().union(*(e.accepts for e in Expect)) - {codec.RowDescription}  # type: ignore[attr-defined]
+_COMPLETIONS = frozenset[type[codec.Message] | bytes]().union(*(e.accepts for e in Expect)) - {codec.RowDescription}
 
 
 @frozen
@@ -176,13 +183,13 @@ class Pending:
     """One forwarded message awaiting its answer."""
 
     expect: Expect
-    handle: Any = None  # the ActionHandle whose outcome this answer gives
+    handle: IActionHandle | None = None  # the action whose outcome this answer gives
     marker: str | None = None  # a refused message's stand-in
     denial: codec.ErrorResponse | None = None
     rows: int = 0
     change: NameChange | None = None
     copy_in: bool = False  # may put the server in copy-in mode
-    replaces: Any = None  # a Bind's: the action of the portal it replaces, never executed
+    replaces: IActionHandle | None = None  # a Bind's: the action of the portal it replaces, never executed
     own: bool = False  # the gateway's own message (a Describe for masking): its answer is not the client's
     masked: dict[str, int] | None = None  # values masked in its answer, per mask
 
@@ -199,7 +206,7 @@ class Tracker:
     outcome)} is called for each action whose outcome an answer gives.
     """
 
-    finish: Callable[[Any, Outcome], Any]
+    finish: Callable[[IActionHandle, Outcome], object]
     expect: deque[Pending] = field(factory=deque)
     skipping: bool = False  # the server skips extended messages until the next Sync
     copy: Copy = Copy.NONE
@@ -214,7 +221,7 @@ class Tracker:
     _view_portals: dict[str, Portal] = field(factory=dict)
     _view_stale: bool = False
     # Portals bound and not yet executed: the action their Bind started.
-    bound: dict[str, Any] = field(factory=dict)
+    bound: dict[str, IActionHandle] = field(factory=dict)
 
     # -- the client side: what is forwarded ------------------------------------
 
@@ -235,7 +242,7 @@ class Tracker:
         (an earlier message of its batch failed while this one was being
         decided) gets no answer: it is accounted as skipped at once.
         """
-        if self.skipping and pending.expect.extended:  # type: ignore[attr-defined]
+        if self.skipping and pending.expect.extended:
             if pending.handle is not None:
                 self.finish(
                     pending.handle,
@@ -243,7 +250,7 @@ class Tracker:
                 )
             return
         self.expect.append(pending)
-        if pending.expect.runs_code:  # type: ignore[attr-defined]
+        if pending.expect.runs_code:
             self.unsettled += 1
         if pending.copy_in:
             self.awaiting_copy += 1
@@ -262,7 +269,7 @@ class Tracker:
     @property
     def at_batch_end(self) -> bool:
         """The next answer due is a batch's ReadyForQuery (an error now is its commit's)."""
-        return bool(self.expect) and self.expect[0].expect.ends_group  # type: ignore[attr-defined]
+        return bool(self.expect) and self.expect[0].expect.ends_group
 
     def names_uncertain(self, kind: str | None = None, name: str | None = None) -> bool:
         """
@@ -281,7 +288,7 @@ class Tracker:
             return False
         crossed = False  # a batch end lies between the entry and now
         for pending in reversed(self.expect):
-            if pending.expect.ends_group:  # type: ignore[attr-defined]
+            if pending.expect.ends_group:
                 crossed = True
                 continue
             change = pending.change
@@ -332,7 +339,7 @@ class Tracker:
             self.bound[portal] = pending.handle
         self.forward(pending)
 
-    def take_bound(self, portal: str) -> Any:
+    def take_bound(self, portal: str) -> IActionHandle | None:
         """The action started by C{portal}'s Bind, for its first Execute (or C{None})."""
         return self.bound.pop(portal, None)
 
@@ -360,13 +367,13 @@ class Tracker:
         C{None} for the answer to the gateway's own Describe).  Raises
         L{Desync}.
         """
-        kind = type(message)
+        kind: type[codec.Message] | bytes = type(message)
         if kind is codec.GenericMessage:
-            if message.tag != _FUNCTION_CALL_RESPONSE:  # type: ignore[attr-defined]
+            if cast(codec.GenericMessage, message).tag != _FUNCTION_CALL_RESPONSE:
                 return message
             kind = _FUNCTION_CALL_RESPONSE
         if kind is codec.ErrorResponse:
-            return self._error(message)  # type: ignore[arg-type]
+            return self._error(cast(codec.ErrorResponse, message))
         if kind in _COMPLETIONS or (kind is codec.RowDescription and self._head_is(Expect.DESCRIBE)):
             if (kind is codec.RowDescription or kind is codec.NoData) and self.expect and self.expect[0].own:
                 self._complete(kind, message)
@@ -385,13 +392,13 @@ class Tracker:
     def _head_is(self, expect: Expect) -> bool:
         return bool(self.expect) and self.expect[0].expect is expect
 
-    def _complete(self, kind: Any, message: codec.Message) -> None:
+    def _complete(self, kind: type[codec.Message] | bytes, message: codec.Message) -> None:
         if not self.expect:
             raise Desync(f"the server sent {_name(kind)} with nothing outstanding")
         head = self.expect[0]
         if kind is codec.EmptyQueryResponse and head.expect is Expect.END:
             return  # an empty Query: its only answer before ReadyForQuery
-        if kind not in head.expect.accepts:  # type: ignore[attr-defined]
+        if kind not in head.expect.accepts:
             raise Desync(f"the server sent {_name(kind)} where the gateway expected the answer to a {head.expect.value}")
         self.expect.popleft()
         change = head.change
@@ -400,10 +407,10 @@ class Tracker:
             if change is not None:
                 change.apply(self.prepared, self.portals)
         expect = head.expect
-        if expect.ends_group:  # type: ignore[attr-defined]
+        if expect.ends_group:
             if not self.expect:
                 self.unsettled = 0
-            if message.status == "I":  # type: ignore[attr-defined]
+            if cast(codec.ReadyForQuery, message).status == "I":  # (ends_group: accepts only ReadyForQuery)
                 # Outside a transaction the server holds no portal.
                 self._portals_ended()
             return
@@ -412,7 +419,7 @@ class Tracker:
             if handle is not None:
                 self._unexecuted(handle, "closed before it was executed")
         if head.handle is not None and expect is not Expect.BIND:
-            rows = rows_from_tag(message.tag) if kind is codec.CommandComplete else None  # type: ignore[attr-defined]
+            rows = rows_from_tag(cast(codec.CommandComplete, message).tag) if kind is codec.CommandComplete else None
             if rows is None:
                 rows = head.rows or None
             self.finish(head.handle, Outcome(status=Status.succeeded, rows=rows, masked=head.masked))
@@ -420,20 +427,20 @@ class Tracker:
     def _error(self, error: codec.ErrorResponse) -> codec.Message:
         if self.copy is Copy.IN:
             self.copy = Copy.NONE  # an error ends copy-in at once
-        if not self.expect or self.expect[0].expect.ends_group:  # type: ignore[attr-defined]
+        if not self.expect or self.expect[0].expect.ends_group:
             # Not a message's answer: a commit at Sync or at a Query's end
             # failed, or the server reports on its own (FATAL, shutdown).
             return error
         head = self.expect.popleft()
         self._settle(head)
         reply: codec.Message = error
-        if head.marker is not None and head.marker in (error.message or ""):
-            reply = head.denial  # type: ignore[assignment]
+        if head.marker is not None and head.denial is not None and head.marker in (error.message or ""):
+            reply = head.denial  # (a stand-in's marker comes with its denial)
         elif head.handle is not None:
             self.finish(head.handle, Outcome(status=Status.failed, error=error.message, code=error.code, masked=head.masked))
         if head.change is not None:
             self._view_stale = True
-        if head.expect.extended:  # type: ignore[attr-defined]
+        if head.expect.extended:
             self._skip(lambda p: p.expect is not Expect.SYNC)
             if not self.expect:
                 self.skipping = True  # the Sync that ends it is still to come
@@ -477,7 +484,7 @@ class Tracker:
             for handle in bound.values():
                 self._unexecuted(handle, "the transaction ended before it was executed")
 
-    def _unexecuted(self, handle: Any, why: str) -> None:
+    def _unexecuted(self, handle: IActionHandle, why: str) -> None:
         # The planner ran at Bind (it may call functions), so the action
         # happened even though no Execute followed.
         self.finish(handle, Outcome(status=Status.succeeded, error=f"portal {why}"))
@@ -496,5 +503,5 @@ class Tracker:
         self.bound.clear()
 
 
-def _name(kind: Any) -> str:
-    return "FunctionCallResponse" if kind == _FUNCTION_CALL_RESPONSE else kind.__name__
+def _name(kind: type[codec.Message] | bytes) -> str:
+    return "FunctionCallResponse" if isinstance(kind, bytes) else kind.__name__

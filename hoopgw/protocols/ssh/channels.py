@@ -20,13 +20,14 @@ import posixpath
 import re
 import struct
 from collections import deque
-from typing import Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from attrs import frozen
 from twisted.conch.error import ConchError
 from twisted.conch.ssh import channel as _channel
 from twisted.conch.ssh import common, connection
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -42,9 +43,17 @@ from hoopgw.protocols.ssh.commands import (
     policy_lines,
 )
 from hoopgw.protocols.ssh.sftp import DEFAULT_MAX_LENGTH, PacketType
-from hoopgw.recording.asciicast import AsciicastRecorder
 from hoopgw.recording.lines import LineReconstructor, ShellLine
-from hoopgw.sessions import ActionHandle, Session
+from hoopgw.interfaces import IActionHandle, ISession, ITerminalRecorder
+
+if TYPE_CHECKING:
+    from hoopgw.reviews import Review
+
+    # WindowGate is a mixin of SSHConnection subclasses: typed as one, an
+    # object at run time.
+    _Connection = connection.SSHConnection
+else:
+    _Connection = object
 
 __all__ = [
     "HIGH_WATER",
@@ -184,7 +193,7 @@ class IdentityFilter:
         pass
 
 
-FilterFactory = Callable[[Session, ActionHandle], ChannelFilter]
+FilterFactory = Callable[[ISession, IActionHandle], ChannelFilter]
 
 
 def _sftp_start(head: bytes, kind: int) -> bool | None:
@@ -284,13 +293,19 @@ class _Stopped:
 class ChannelHost(Protocol):
     """
     What a channel needs from the client connection it belongs to.  A host
-    may also offer C{start_recording(channel) -> AsciicastRecorder | None}
+    may also offer C{start_recording(channel) -> ITerminalRecorder | None}
     (the gateway's avatar does): terminal channels are then recorded.
     """
 
-    session: Session
-    target: connection.SSHConnection
-    filters: Mapping[str, FilterFactory]
+    # (Read-only: a host's own attributes may be of narrower types.)
+    @property
+    def session(self) -> ISession: ...
+
+    @property
+    def target(self) -> connection.SSHConnection: ...
+
+    @property
+    def filters(self) -> Mapping[str, FilterFactory]: ...
 
     def channel_closed(self, channel: "RelayChannel") -> None: ...
 
@@ -319,12 +334,12 @@ class _Serial:
     """Runs steps one after the other, each waiting for the previous one's Deferred."""
 
     def __init__(self) -> None:
-        self._tail: Deferred = succeed(None)
+        self._tail: Deferred[object] = succeed(None)
 
-    def run(self, step: Callable[[], Any]) -> Deferred:
-        done: Deferred = Deferred()
+    def run(self, step: Callable[[], object]) -> Deferred[object]:
+        done: Deferred[object] = Deferred()
 
-        def go(_: object) -> Deferred:
+        def go(_: object) -> Deferred[object]:
             d = maybeDeferred(step)
             d.chainDeferred(done)
             return d
@@ -349,7 +364,7 @@ HIGH_WATER = 4 * 1024 * 1024
 RELAY_WINDOW = 2 * 1024 * 1024
 
 
-class WindowGate:
+class WindowGate(_Connection):
     """
     Mixed into both legs' connection services: a channel may hold back the
     window adjustment Conch makes after each data packet
@@ -361,7 +376,8 @@ class WindowGate:
         hold = getattr(channel, "hold_window", None)
         if hold is not None and hold():
             return
-        super().adjustWindow(channel, bytesToAdd)  # type: ignore[misc]
+        adjust: Callable[[Any, int], None] = super().adjustWindow  # (Conch's: unannotated)
+        adjust(channel, bytesToAdd)
 
 
 class OrderedChannel(_channel.SSHChannel):
@@ -370,6 +386,18 @@ class OrderedChannel(_channel.SSHChannel):
     data written before them (Conch would send them at once), and which
     grants its sender window only as fast as the other leg takes the data.
     """
+
+    conn: connection.SSHConnection
+
+    if TYPE_CHECKING:
+        # Conch leaves these unannotated: their types, for the checker only.
+        def channelOpen(self, specificData: bytes) -> None: ...
+
+        def startWriting(self) -> None: ...
+
+        def stopWriting(self) -> None: ...
+
+        def writeExtended(self, dataType: int, data: bytes) -> None: ...
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("localWindow", RELAY_WINDOW)
@@ -405,7 +433,7 @@ class OrderedChannel(_channel.SSHChannel):
         if top <= 0:
             return 0
         rmp = self.remoteMaxPacket
-        send = self.conn.sendData
+        send: Callable[[_channel.SSHChannel, bytes], None] = self.conn.sendData  # (Conch's: unannotated)
         if top <= rmp and top == len(data):
             send(self, data)
         else:
@@ -511,13 +539,13 @@ class TargetChannel(OrderedChannel):
         super().__init__(**kwargs)
         self.name = kind
         self.open_data = open_data
-        self.opened: Deferred = Deferred()
+        self.opened: Deferred[TargetChannel] = Deferred()
         self.peer: RelayChannel | None = None
 
     def channelOpen(self, specificData: bytes) -> None:
         self.opened.callback(self)
 
-    def openFailed(self, reason: Any) -> None:
+    def openFailed(self, reason: Failure) -> None:
         self.opened.errback(reason)
 
     def sink_backlog(self) -> int:
@@ -558,7 +586,7 @@ class RelayChannel(OrderedChannel):
         self.target = target
         target.peer = self
         self.filter: ChannelFilter = IdentityFilter()
-        self.handle: ActionHandle | None = None
+        self.handle: IActionHandle | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.want_reply = False  # set per request by the server connection
@@ -568,12 +596,12 @@ class RelayChannel(OrderedChannel):
         self._serial = _Serial()
 
     @property
-    def session(self) -> Session:
+    def session(self) -> ISession:
         return self.host.session
 
     # -- client to target ----------------------------------------------------
 
-    def _queue(self, step: Callable[[], Any]) -> Deferred:
+    def _queue(self, step: Callable[[], object]) -> Deferred[object]:
         d = self._serial.run(step)
         d.addErrback(self._step_failed)
         return d
@@ -595,16 +623,13 @@ class RelayChannel(OrderedChannel):
         self.session.bytes_in += len(data)
         self.queued += len(data)
 
-        def forward() -> Any:
+        def forward() -> Deferred[object] | None:
             self.queued -= len(data)
             if self.refused:
                 self.release_window()
                 return None
             self.client_input(data)
-            d = maybeDeferred(self.filter.client_data, data)
-            d.addCallback(self._filtered)
-            d.addBoth(self._stepped)
-            return d
+            return maybeDeferred(self.filter.client_data, data).addCallback(self._filtered).addBoth(self._stepped)
 
         self._queue(forward)
 
@@ -676,6 +701,10 @@ class RelayChannel(OrderedChannel):
         self.host.channel_closed(self)
 
 
+def _replied(_: object) -> bool:
+    return True
+
+
 def _request_failed(failure: Failure) -> bool:
     failure.trap(ConchError)  # the target answered "failure"
     return False
@@ -702,22 +731,22 @@ class SessionChannel(RelayChannel):
         self.pty: dict[str, Any] | None = None
         self.exit_status: int | None = None
         self.exit_signal: tuple[str, str] | None = None
-        self.recorder: AsciicastRecorder | None = None
+        self.recorder: ITerminalRecorder | None = None
         self.lines: LineReconstructor | None = None  # an interactive shell's typed lines
         self.shell_lines = 0
         self._tail = ""  # the end of the terminal's output, for secret prompts
-        self.sftp_handle: ActionHandle | None = None  # SFTP found spoken on a shell or exec channel
+        self.sftp_handle: IActionHandle | None = None  # SFTP found spoken on a shell or exec channel
         # Masking (hoopgw.masking.stream): the client's output per stream
         # (None: stdout) with mask_terminal.  (Recordings mask themselves.)
         self._client_maskers: dict[int | None, StreamMasker] | None = None
         self._mask_counts: dict[tuple[str, str], int] = {}
-        self._mask_flush: Any = None  # the delayed call that flushes held output
+        self._mask_flush: IDelayedCall | None = None  # the delayed call that flushes held output
         self._mask_bulk_at = float("-inf")  # when the target last wrote a large chunk
         self._mask_fed = 0  # writes from the target seen, to tell whether more came while a flush waited
         self._behind_held: list[Callable[[], object]] = []  # the target's requests, waiting behind held output
-        self._review: Any = None  # the review its exec command waits for
+        self._review: Review | None = None  # the review its exec command waits for
 
-    def requestReceived(self, requestType: bytes, data: bytes) -> "Deferred | bool":
+    def requestReceived(self, requestType: bytes, data: bytes) -> Deferred[object] | bool:
         handler = self._handlers.get(requestType)
         if handler is None:
             # keepalive@openssh.com and unknown requests: "no", as OpenSSH
@@ -730,14 +759,13 @@ class SessionChannel(RelayChannel):
 
     # -- relayed as they are ---------------------------------------------------
 
-    def _relay(self, request: bytes, data: bytes, want_reply: bool) -> Deferred | bool:
+    def _relay(self, request: bytes, data: bytes, want_reply: bool) -> Deferred[bool] | bool:
         if self.refused or self.target.localClosed:
             return False
-        d = self.target.conn.sendRequest(self.target, request, data, wantReply=want_reply)
+        d: Deferred[object] | None = self.target.conn.sendRequest(self.target, request, data, wantReply=want_reply)
         if d is None:
             return True  # no reply wanted
-        d.addCallbacks(lambda _: True, _request_failed)
-        return d
+        return d.addCallbacks(_replied, _request_failed)
 
     def _pty_req(self, data: bytes, want_reply: bool) -> Any:
         term, rest = common.getNS(data)
@@ -851,7 +879,7 @@ class SessionChannel(RelayChannel):
         # told on stderr); a shell is not held (its lines are observed only).
         d = self.session.check(action, self._held_for_review if self.program == "exec" else None)
 
-        def decided(handle: ActionHandle) -> Any:
+        def decided(handle: IActionHandle) -> Any:
             if self.localClosed or self.remoteClosed or self.gone:
                 # The client left while the decision was pending: nothing is
                 # started, and closed() has run without a handle to finish.
@@ -888,7 +916,7 @@ class SessionChannel(RelayChannel):
                     handle.finish(Outcome(status=Status.failed, error=f"the target refused the {self.program} request"))
                 return ok
 
-            return maybeDeferred(lambda: started).addCallback(answered)
+            return (started if isinstance(started, Deferred) else succeed(started)).addCallback(answered)
 
         def failed(failure: Failure) -> Reply:
             failure.trap(AuditUnavailable, NotPermitted)
@@ -905,7 +933,7 @@ class SessionChannel(RelayChannel):
 
     # -- SFTP spoken on a shell or exec channel ---------------------------------
 
-    def sftp_detected(self, head: bytes, sent: int) -> Deferred:
+    def sftp_detected(self, head: bytes, sent: int) -> Deferred[Any]:
         """
         The client's first bytes are an SFTP INIT (see L{_SFTPSniffer}):
         decide an C{ssh.subsystem} action, as for the sftp subsystem; then
@@ -926,14 +954,13 @@ class SessionChannel(RelayChannel):
             d.addBoth(lambda _: self._stop(message))
             return d
 
-        def decided(handle: ActionHandle) -> Any:
+        def decided(handle: IActionHandle) -> Any:
             if self.gone or self.localClosed or self.refused:
                 if handle.allowed:
                     handle.finish(Outcome(status=Status.failed, error="the channel closed before SFTP started"))
                 return b""
             if not handle.allowed:
                 decision = handle.decision
-                assert decision is not None
                 rule = decision.rule or "no matching allow rule"
                 return self._stop(f"{decision.message or 'refused by policy'} (rule {rule!r}); SFTP was refused")
             self.sftp_handle = handle
@@ -1145,7 +1172,7 @@ class SessionChannel(RelayChannel):
         if self.sftp_handle is not None:
             self.sftp_handle.finish(self.outcome())
 
-    def _refuse(self, handle: ActionHandle) -> None:
+    def _refuse(self, handle: IActionHandle) -> None:
         decision = handle.decision
         assert decision is not None
         rule = decision.rule or "no matching allow rule"
@@ -1165,7 +1192,7 @@ class SessionChannel(RelayChannel):
         if not (self.localClosed or self.gone):
             self.writeExtended(EXTENDED_DATA_STDERR, text.encode("utf-8"))
 
-    def _held_for_review(self, review: Any) -> None:
+    def _held_for_review(self, review: Review) -> None:
         """An exec command held for review: the client is told on stderr, and waits."""
         self._review = review
         if self.localClosed or self.gone:
@@ -1187,15 +1214,14 @@ class SessionChannel(RelayChannel):
         self.close_after_output()
         self.target.close_after_output()
 
-    def _refuse_feature(self, kind: str, input: str, message: str) -> Deferred:
+    def _refuse_feature(self, kind: str, input: str, message: str) -> Deferred[bool]:
         """Refuse a request the gateway does not offer, and audit it as blocked."""
         d = self.session.check(Action(kind=kind, input=input))
         d.addCallback(
             lambda handle: handle.finish(Outcome(status=Status.blocked, error=message + " through the gateway"))
         )
         d.addErrback(lambda f: log.failure("refused {kind} not audited", f, kind=kind))
-        d.addCallback(lambda _: False)
-        return d
+        return d.addCallback(lambda _: False)
 
     def _agent(self, data: bytes, want_reply: bool) -> Any:
         return self._refuse_feature("ssh.agent", "auth-agent-req@openssh.com", "agent forwarding is not offered")
@@ -1231,15 +1257,17 @@ class SessionChannel(RelayChannel):
         return True
 
     def outcome(self) -> Outcome:
-        base = dict(bytes_in=self.bytes_in, bytes_out=self.bytes_out)
+        bytes_in, bytes_out = self.bytes_in, self.bytes_out
         if self.exit_status is not None:
             status = Status.succeeded if self.exit_status == 0 else Status.failed
-            return Outcome(status=status, code=str(self.exit_status), **base)
+            return Outcome(status=status, code=str(self.exit_status), bytes_in=bytes_in, bytes_out=bytes_out)
         if self.exit_signal is not None:
             name, message = self.exit_signal
             error = f"killed by signal {name}" + (f": {message}" if message else "")
-            return Outcome(status=Status.failed, code=f"SIG{name}", error=error, **base)
-        return Outcome(status=Status.failed, error="the channel closed before the program exited", **base)
+            return Outcome(status=Status.failed, code=f"SIG{name}", error=error, bytes_in=bytes_in, bytes_out=bytes_out)
+        return Outcome(
+            status=Status.failed, error="the channel closed before the program exited", bytes_in=bytes_in, bytes_out=bytes_out
+        )
 
 
 class _Trimmed:
@@ -1281,24 +1309,22 @@ class ForwardChannel(RelayChannel):
     name = b"direct-tcpip"
 
 
-def _open_target(host: ChannelHost, kind: bytes, data: bytes) -> Deferred:
+def _open_target(host: ChannelHost, kind: bytes, data: bytes) -> Deferred[TargetChannel]:
     target = TargetChannel(kind, data, conn=host.target)
     host.target.openChannel(target, data)
     return target.opened
 
 
-def open_session_channel(host: ChannelHost, window: int, max_packet: int) -> Deferred:
+def open_session_channel(host: ChannelHost, window: int, max_packet: int) -> Deferred[SessionChannel]:
     """
     Open a session channel on the target, then the client's.
 
     @return: L{Deferred} firing with the client's L{SessionChannel}, or
         failing with L{ConchError} (the target's refusal).
     """
-    d = _open_target(host, b"session", b"")
-    d.addCallback(
+    return _open_target(host, b"session", b"").addCallback(
         lambda target: SessionChannel(host, target, remoteWindow=window, remoteMaxPacket=max_packet)
     )
-    return d
 
 
 def parse_direct_tcpip(data: bytes) -> tuple[str, int, str, int]:
@@ -1309,7 +1335,7 @@ def parse_direct_tcpip(data: bytes) -> tuple[str, int, str, int]:
     return host.decode("utf-8", "replace"), port, origin.decode("utf-8", "replace"), origin_port
 
 
-def open_forward_channel(host: ChannelHost, window: int, max_packet: int, data: bytes) -> Deferred:
+def open_forward_channel(host: ChannelHost, window: int, max_packet: int, data: bytes) -> Deferred[ForwardChannel]:
     """
     Decide an C{ssh.forward} action for a C{direct-tcpip} request and, if it
     is allowed, open the same channel on the target (the target host makes
@@ -1328,10 +1354,9 @@ def open_forward_channel(host: ChannelHost, window: int, max_packet: int, data: 
     )
     d = host.session.check(action)
 
-    def decided(handle: ActionHandle) -> Deferred:
+    def decided(handle: IActionHandle) -> Deferred[ForwardChannel]:
         if not handle.allowed:
             decision = handle.decision
-            assert decision is not None
             rule = decision.rule or "no matching allow rule"
             raise ConchError(
                 connection.OPEN_ADMINISTRATIVELY_PROHIBITED,
@@ -1350,9 +1375,8 @@ def open_forward_channel(host: ChannelHost, window: int, max_packet: int, data: 
 
         return opened.addCallbacks(made, failed)
 
-    def unavailable(failure: Failure) -> None:
+    def unavailable(failure: Failure) -> ForwardChannel:
         failure.trap(AuditUnavailable, NotPermitted)
         raise ConchError(connection.OPEN_ADMINISTRATIVELY_PROHIBITED, f"hoopgw: {failure.getErrorMessage()}")
 
-    d.addCallbacks(decided, unavailable)
-    return d
+    return d.addCallbacks(decided, unavailable)

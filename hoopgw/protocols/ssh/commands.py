@@ -416,10 +416,13 @@ class _Lexer:
                 continue
             if word.text in _ARITH_TESTS:
                 for j in (i - 1, i + 1):
-                    if start < j < len(out) and out[j].word is not None:
-                        self.cond_arith.append(out[j].word)  # type: ignore[arg-type]
-            elif word.text == "-v" and i + 1 < len(out) and out[i + 1].word is not None:
-                self.cond_names.append(out[i + 1].word)  # type: ignore[arg-type]
+                    operand = out[j].word if start < j < len(out) else None
+                    if operand is not None:
+                        self.cond_arith.append(operand)
+            elif word.text == "-v" and i + 1 < len(out):
+                named = out[i + 1].word
+                if named is not None:
+                    self.cond_names.append(named)
 
     def _child(self) -> _Lexer:
         """The commands of a C{$(...)} or C{<(...)} whose parenthesis was just read."""
@@ -436,7 +439,10 @@ class _Lexer:
                 continue
             if parts and token.gap:
                 parts.append(" ")
-            parts.append(token.op if token.op is not None else token.word.text)  # type: ignore[union-attr]
+            if token.op is not None:
+                parts.append(token.op)
+            elif token.word is not None:  # (a token is one or the other)
+                parts.append(token.word.text)
         return "".join(parts)
 
     def _read_heredocs(self) -> None:
@@ -1667,11 +1673,11 @@ class _Reader:
         elif name in ("read", "mapfile", "readarray", "printf", "wait"):
             spec = {"read": _READ, "printf": _PRINTF, "wait": _WAIT}.get(name, _MAPFILE)
             opts, _, i = _getopt(words, 1, spec)
-            for option, value in opts:
-                if option in ("a", "v", "p") and value is not None:
-                    self._name(value, name, assigns=True)
-                elif option == "C" and value is not None:
-                    self.callback(value, depth, f"{name} -C")
+            for option, argument in opts:
+                if option in ("a", "v", "p") and argument is not None:
+                    self._name(argument, name, assigns=True)
+                elif option == "C" and argument is not None:
+                    self.callback(argument, depth, f"{name} -C")
             if name not in ("printf", "wait"):
                 for word in words[i:]:
                     self._name(word, name, assigns=True)
@@ -1706,11 +1712,11 @@ class _Reader:
             self.unreadable.append("fc runs commands from the shell's history")
         elif name in ("compgen", "complete"):
             opts, _, _ = _getopt(words, 1, _COMPGEN)
-            for option, value in opts:
-                if option == "C" and value is not None:
-                    self.callback(value, depth, f"{name} -C")
-                elif option == "W" and value is not None and (value.expanded or "$" in value.text
-                                                               or "`" in value.text):
+            for option, argument in opts:
+                if option == "C" and argument is not None:
+                    self.callback(argument, depth, f"{name} -C")
+                elif option == "W" and argument is not None and (argument.expanded or "$" in argument.text
+                                                                 or "`" in argument.text):
                     self.unreadable.append(f"{name} -W expands its word list when it runs")
 
     def check_arithmetic(self) -> None:

@@ -24,9 +24,16 @@ from __future__ import annotations
 import hmac
 import os
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.conch.ssh import transport
+from twisted.internet.interfaces import ITransport
+
+if TYPE_CHECKING:
+    # A mixin of an SSHTransportBase subclass: typed as one, an object at run time.
+    _Transport = transport.SSHTransportBase
+else:
+    _Transport = object
 
 __all__ = ["FastPackets"]
 
@@ -36,17 +43,20 @@ _LENGTHS = struct.Struct("!LB")
 
 
 class _Keyed:
-    """The HMACs of one set of keys, keyed once (Conch keys one per packet)."""
+    """The HMACs of one set of keys, keyed once (Conch keys one per packet); both MACs are on."""
 
-    def __init__(self, ciphers: transport.SSHCiphers) -> None:
+    # (Any: Conch types SSHCiphers.outMAC and inMAC as the empty tuple they
+    # start as, not the keyed MAC parameters, with a key, setKeys puts there.)
+    def __init__(self, ciphers: Any) -> None:
         self.ciphers = ciphers
-        self.out = hmac.new(ciphers.outMAC.key, digestmod=ciphers.outMAC[0]) if ciphers.outMAC[0] else None
-        self.into = hmac.new(ciphers.inMAC.key, digestmod=ciphers.inMAC[0]) if ciphers.inMAC[0] else None
+        self.out = hmac.new(ciphers.outMAC.key, digestmod=ciphers.outMAC[0])
+        self.into = hmac.new(ciphers.inMAC.key, digestmod=ciphers.inMAC[0])
 
 
-class FastPackets:
+class FastPackets(_Transport):
     """Mixed into an L{transport.SSHTransportBase} subclass (before it)."""
 
+    transport: ITransport
     _keyed: _Keyed | None = None
 
     def _keyed_for(self, ciphers: Any) -> _Keyed | None:
@@ -58,14 +68,16 @@ class FastPackets:
         return keyed
 
     def sendPacket(self, messageType: int, payload: bytes) -> None:
-        ciphers = self.currentEncryptions  # type: ignore[attr-defined]
+        ciphers = self.currentEncryptions
         keyed = self._keyed_for(ciphers)
         if (
             keyed is None
-            or self._keyExchangeState != self._KEY_EXCHANGE_NONE  # type: ignore[attr-defined]
-            or self.outgoingCompression  # type: ignore[attr-defined]
+            or self._keyExchangeState != self._KEY_EXCHANGE_NONE
+            or self.outgoingCompression
         ):
-            return super().sendPacket(messageType, payload)  # type: ignore[misc]
+            # (Conch leaves sendPacket unannotated: typed here.)
+            send: Callable[[int, bytes], None] = super().sendPacket
+            return send(messageType, payload)
         bs = ciphers.encBlockSize
         total = 6 + len(payload)  # length, padding length, type, payload
         pad = bs - (total % bs)
@@ -73,23 +85,23 @@ class FastPackets:
             pad += bs
         header = _HEADER.pack(total + pad - 4, pad, messageType)
         padding = os.urandom(pad)
-        mac = keyed.out.copy()  # type: ignore[union-attr]
-        mac.update(_SEQ.pack(self.outgoingPacketSequence))  # type: ignore[attr-defined]
+        mac = keyed.out.copy()
+        mac.update(_SEQ.pack(self.outgoingPacketSequence))
         mac.update(header)
         mac.update(payload)
         mac.update(padding)
         encrypt = ciphers.encryptor.update
-        self.transport.writeSequence(  # type: ignore[attr-defined]
+        self.transport.writeSequence(
             [encrypt(header), encrypt(payload), encrypt(padding), mac.digest()]
         )
-        self.outgoingPacketSequence += 1  # type: ignore[attr-defined]
+        self.outgoingPacketSequence += 1
 
     def getPacket(self) -> bytes | None:
-        ciphers = self.currentEncryptions  # type: ignore[attr-defined]
+        ciphers = self.currentEncryptions
         keyed = self._keyed_for(ciphers)
-        if keyed is None or self.incomingCompression:  # type: ignore[attr-defined]
-            return super().getPacket()  # type: ignore[misc]
-        buf = self.buf  # type: ignore[attr-defined]
+        if keyed is None or self.incomingCompression:
+            return self._conch_packet()
+        buf = self.buf
         bs = ciphers.decBlockSize
         ms = ciphers.verifyDigestSize
         if len(buf) < bs:
@@ -101,25 +113,32 @@ class FastPackets:
         if packet_len > 1048576 or (packet_len + 4) % bs or padding_len + 1 > packet_len:
             # Conch's own checks and messages (it keeps "first" to re-read).
             self.first = first
-            return super().getPacket()  # type: ignore[misc]
+            return self._conch_packet()
         end = 4 + packet_len
         if len(buf) < end + ms:
             self.first = first
             return None
         view = memoryview(buf)
         rest = ciphers.decrypt(view[bs:end])
-        mac = keyed.into.copy()  # type: ignore[union-attr]
-        mac.update(_SEQ.pack(self.incomingPacketSequence))  # type: ignore[attr-defined]
+        mac = keyed.into.copy()
+        mac.update(_SEQ.pack(self.incomingPacketSequence))
         mac.update(first)
         mac.update(rest)
         good = hmac.compare_digest(mac.digest(), bytes(view[end : end + ms]))
         view.release()
         self.buf = buf[end + ms :]
         if not good:
-            self.sendDisconnect(transport.DISCONNECT_MAC_ERROR, b"bad MAC")  # type: ignore[attr-defined]
+            disconnect: Callable[[int, bytes], None] = self.sendDisconnect
+            disconnect(transport.DISCONNECT_MAC_ERROR, b"bad MAC")
             return None
-        self.incomingPacketSequence += 1  # type: ignore[attr-defined]
+        self.incomingPacketSequence += 1
         # The payload: after the lengths, before the padding (one copy).
         if padding_len <= len(rest):
             return b"".join((first[5:], memoryview(rest)[: len(rest) - padding_len]))
-        return (first + rest)[5 : end - padding_len]
+        packet: bytes = (first + rest)[5 : end - padding_len]
+        return packet
+
+    def _conch_packet(self) -> bytes | None:
+        """Conch's own getPacket (unannotated there: typed here)."""
+        get: Callable[[], bytes | None] = super().getPacket
+        return get()

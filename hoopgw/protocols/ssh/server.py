@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, cast
 
 from attrs import define, field, frozen
 from twisted.conch.avatar import ConchUser
@@ -30,11 +30,13 @@ from twisted.cred.credentials import ICredentials, ISSHPrivateKey, IUsernamePass
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import Attribute, Interface, implementer
 
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted
+from hoopgw.interfaces import ISession, ISessionService, ITerminalRecorder
 from hoopgw.identity.ssh import openssh_fingerprint
 from hoopgw.keys import load_or_create_ed25519
 from hoopgw.masking.stream import masked_recorder
@@ -62,7 +64,9 @@ from hoopgw.protocols.ssh.target import (
     TCPConnector,
     connect_target,
 )
-from hoopgw.sessions import Session, SessionService
+
+if TYPE_CHECKING:
+    from hoopgw.gateway import GatewayContext
 
 __all__ = [
     "GatewayAvatar",
@@ -97,12 +101,17 @@ def load_host_key(data_dir: Path) -> keys.Key:
 class IKeyboardInteractive(ICredentials):
     """A keyboard-interactive login: C{conversation(prompts)} asks the client."""
 
+    username: bytes = Attribute("The SSH user name (the connection's name).")
+    conversation: Callable[[list[tuple[bytes, bool]]], Deferred[list[bytes]]] = Attribute(
+        "Asks the client C{(prompt, echo)}s; fires with its answers."
+    )
+
 
 @implementer(IKeyboardInteractive)
 @frozen
 class KeyboardInteractive:
     username: bytes
-    conversation: Callable[[list[tuple[bytes, bool]]], Deferred]
+    conversation: Callable[[list[tuple[bytes, bool]]], Deferred[list[bytes]]]
 
 
 @frozen
@@ -122,7 +131,7 @@ class LoginState:
     each unsigned offer is a query, not an attempt.
     """
 
-    sessions: SessionService
+    sessions: ISessionService
     source: Source
     user: str | None = None
     unknown_keys: dict[str, str] = field(factory=dict)  # fingerprint -> why it was refused
@@ -144,7 +153,8 @@ class LoginState:
 
 
 def _user(credentials: Any) -> str:
-    return credentials.username.decode("utf-8", "replace")
+    name: str = credentials.username.decode("utf-8", "replace")
+    return name
 
 
 @implementer(ICredentialsChecker)
@@ -158,7 +168,10 @@ class PublicKeyChecker:
     login: LoginState
     credentialInterfaces = (ISSHPrivateKey,)
 
-    def requestAvatarId(self, credentials: Any) -> Deferred:
+    # Twisted types an avatar id as bytes (or ANONYMOUS); this portal's realm
+    # takes an Authenticated (identity and connection), so the override is
+    # deliberate (as hoopgw.identity.cred's checkers).
+    def requestAvatarId(self, credentials: Any) -> Deferred[Authenticated]:  # type: ignore[override]
         user = _user(credentials)
         self.login.user = user
         sessions = self.login.sessions
@@ -196,27 +209,28 @@ class TokenChecker:
     login: LoginState
     credentialInterfaces = (IUsernamePassword, IKeyboardInteractive)
 
-    def requestAvatarId(self, credentials: Any) -> Deferred:
+    # The avatar id is an Authenticated, as PublicKeyChecker's.
+    def requestAvatarId(self, credentials: Any) -> Deferred[Authenticated]:  # type: ignore[override]
         user = _user(credentials)
         self.login.user = user
+        answer: Deferred[bytes]
         if IKeyboardInteractive.providedBy(credentials):
-            d = credentials.conversation([(TOKEN_PROMPT, False)])
-            d.addCallback(lambda answers: answers[0] if answers else b"")
+            answer = credentials.conversation([(TOKEN_PROMPT, False)]).addCallback(
+                lambda answers: answers[0] if answers else b""
+            )
         else:
-            d = succeed(credentials.password)
-        d.addCallback(self._verify, user)
-        return d
+            answer = succeed(credentials.password)
+        return answer.addCallback(self._verify, user)
 
-    def _verify(self, answer: bytes, user: str) -> Deferred:
+    def _verify(self, answer: bytes, user: str) -> Deferred[Authenticated]:
         token = answer.decode("utf-8", "replace").strip()
         d = self.login.sessions.authenticate_token(token, source=self.login.source, user=user)
 
         def refused(failure: Failure) -> Failure:
             failure.trap(AuthenticationFailed)  # already audited, without the token
-            return Failure(UnauthorizedLogin(failure.value.reason))
+            return Failure(UnauthorizedLogin(cast(AuthenticationFailed, failure.value).reason))
 
-        d.addCallbacks(lambda identity: Authenticated(identity, user), refused)
-        return d
+        return d.addCallbacks(lambda identity: Authenticated(identity, user), refused)
 
 
 # -- the realm: session and target leg before "login succeeded" ----------------------
@@ -228,17 +242,19 @@ class _Realm:
     front: "SSHFrontEnd"
     transport: "GatewayServerTransport"
 
-    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Deferred:
+    def requestAvatar(
+        self, avatarId: Any, mind: object, *interfaces: type[Interface]
+    ) -> Deferred[tuple[type[Interface], object, Callable[[], None]]]:
         if IConchUser not in interfaces:
             return fail(NotImplementedError("only IConchUser avatars"))
         return Deferred.fromCoroutine(self._login(avatarId))
 
-    async def _login(self, auth: Authenticated) -> tuple[Any, "GatewayAvatar", Callable[[], None]]:
+    async def _login(self, auth: Authenticated) -> tuple[type[Interface], object, Callable[[], None]]:
         front, login = self.front, self.transport.login
         sessions = front.sessions
         client = {"user": auth.user, "software": self.transport.otherVersionString.decode("utf-8", "replace")}
         try:
-            session: Session = await sessions.open(
+            session = await sessions.open(
                 auth.identity, auth.user, kind="ssh", source=login.source, client=client
             )
         except NotPermitted as e:
@@ -285,13 +301,13 @@ class GatewayAvatar(ConchUser):
     def __init__(
         self,
         *,
-        front: "SSHFrontEnd",
-        session: Session,
+        front: SSHFrontEnd,
+        session: ISession,
         target: TargetConnection,
-        client: "GatewayServerTransport",
+        client: GatewayServerTransport,
         config: TargetConfig | None = None,
     ) -> None:
-        super().__init__()
+        ConchUser.__init__(self)  # by name: Conch leaves it unannotated (untyped_calls_exclude, setup.cfg)
         self.config = config  # the connection's keep-alive settings (both legs)
         self.client_error: str | None = None  # why the gateway ended the client leg
         self.front = front
@@ -306,7 +322,7 @@ class GatewayAvatar(ConchUser):
         self._target_gone = False
         target.on_lost = self._target_lost
 
-    def start_recording(self, channel: SessionChannel, *, command: str | None = None) -> AsciicastRecorder | None:
+    def start_recording(self, channel: SessionChannel, *, command: str | None = None) -> ITerminalRecorder | None:
         """
         Record a channel (a terminal, or an exec with record_exec_output) in
         C{recordings/<session>-<channel>.cast}.
@@ -319,7 +335,7 @@ class GatewayAvatar(ConchUser):
             return None
         pty = channel.pty or {}
         settings = self.session.connection.settings
-        recorder = AsciicastRecorder(
+        recording = AsciicastRecorder(
             str(folder / f"{self.session.id}-{channel.id}.cast"),
             clock=self.front.reactor,
             # 0 means "unknown" in a pty-req; players need a size.
@@ -331,19 +347,16 @@ class GatewayAvatar(ConchUser):
             record_input=bool(getattr(settings, "record_input", False)),
             on_failure=channel.recording_failed,
         )
-        recorder = masked_recorder(recorder, self.session.masks)  # what is stored is masked, for everyone
+        recorder = masked_recorder(recording, self.session.masks)  # what is stored is masked, for everyone
         self.session.add_recording(recorder)
         return recorder
 
-    def open_channel(self, kind: bytes, window: int, max_packet: int, data: bytes) -> Deferred:
+    def open_channel(self, kind: bytes, window: int, max_packet: int, data: bytes) -> Deferred[RelayChannel]:
         if kind == b"session":
-            d = open_session_channel(self, window, max_packet)
-        elif kind == b"direct-tcpip":
-            d = maybeDeferred(open_forward_channel, self, window, max_packet, data)
-        else:
-            return fail(ConchError(connection.OPEN_UNKNOWN_CHANNEL_TYPE, "unknown channel type"))
-        d.addCallback(self._track)
-        return d
+            return open_session_channel(self, window, max_packet).addCallback(self._track)
+        if kind == b"direct-tcpip":
+            return maybeDeferred(open_forward_channel, self, window, max_packet, data).addCallback(self._track)
+        return fail(ConchError(connection.OPEN_UNKNOWN_CHANNEL_TYPE, "unknown channel type"))
 
     def _track(self, channel: RelayChannel) -> RelayChannel:
         self.channels.add(channel)
@@ -412,9 +425,12 @@ class GatewayServerConnection(WindowGate, connection.SSHConnection):
     """
 
     keepalive: KeepAlive | None = None
+    transport: GatewayServerTransport
 
+    # (Conch's methods by class name: it leaves them unannotated, see
+    # untyped_calls_exclude in setup.cfg; WindowGate has none of them.)
     def serviceStarted(self) -> None:
-        super().serviceStarted()
+        connection.SSHConnection.serviceStarted(self)
         avatar = getattr(self.transport, "avatar", None)
         config = getattr(avatar, "config", None)
         if config is not None:
@@ -436,7 +452,7 @@ class GatewayServerConnection(WindowGate, connection.SSHConnection):
         self.stopped = True
         if self.keepalive is not None:
             self.keepalive.stop()
-        super().serviceStopped()
+        connection.SSHConnection.serviceStopped(self)
 
     def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
         kind, rest = common.getNS(packet)
@@ -451,7 +467,9 @@ class GatewayServerConnection(WindowGate, connection.SSHConnection):
             return
         local = self.localChannelID
         self.localChannelID += 1
-        channel.id = local
+        # (Conch's SSHConnection sets it so too; the type Conch infers from
+        # SSHChannel's "self.id = None" leaves the number out.)
+        channel.id = local  # type: ignore[assignment]
         channel.conn = self
         self.channels[local] = channel
         self.channelsToRemoteChannel[channel] = sender
@@ -465,10 +483,13 @@ class GatewayServerConnection(WindowGate, connection.SSHConnection):
     def _open_failed(self, failure: Failure, sender: int) -> None:
         if getattr(self, "stopped", False):
             return
+        code: int
+        text: object
         if failure.check(ConchError):
-            first, second = failure.value.args[0], failure.value.args[1] if len(failure.value.args) > 1 else None
-            code, text = (first, second) if isinstance(first, int) else (second, first)
-            code = code if isinstance(code, int) else connection.OPEN_CONNECT_FAILED
+            args = failure.value.args if failure.value is not None else ()
+            first, second = args[0], args[1] if len(args) > 1 else None
+            number, text = (first, second) if isinstance(first, int) else (second, first)
+            code = number if isinstance(number, int) else connection.OPEN_CONNECT_FAILED
         else:
             log.failure("ssh channel open failed", failure)
             code, text = connection.OPEN_CONNECT_FAILED, "the gateway could not open the channel"
@@ -526,10 +547,12 @@ class GatewayUserAuthServer(userauth.SSHUserAuthServer):
         IKeyboardInteractive: b"keyboard-interactive",
     }
 
+    transport: GatewayServerTransport
+
     def serviceStarted(self) -> None:
         # As Conch's, with this connection's portal instead of the factory's.
         self.clock = self.transport.factory.reactor
-        self._conversation: Deferred | None = None
+        self._conversation: Deferred[list[bytes]] | None = None
         self.authenticatedWith = []
         self.loginAttempts = 0
         self.user = None
@@ -543,30 +566,35 @@ class GatewayUserAuthServer(userauth.SSHUserAuthServer):
                 m for m in self.supportedAuthentications if m not in (b"password", b"keyboard-interactive")
             ]
         if _preauth.guarded(self.transport):
-            self._cancelLoginTimeout = None
+            # (Conch's own code sets it None too, which the type it infers
+            # from its callLater leaves out.)
+            self._cancelLoginTimeout = None  # type: ignore[assignment]
         else:
             self._cancelLoginTimeout = self.clock.callLater(self.loginTimeout, self.timeoutAuthentication)
 
     def serviceStopped(self) -> None:
-        super().serviceStopped()
+        userauth.SSHUserAuthServer.serviceStopped(self)  # by name: unannotated
         conversation, self._conversation = self._conversation, None
         if conversation is not None:
             conversation.errback(UnauthorizedLogin("client disconnected"))
 
-    def auth_keyboard_interactive(self, packet: bytes) -> Deferred:
+    def auth_keyboard_interactive(self, packet: bytes) -> Deferred[Any]:
         if self._conversation is not None:
             return fail(ConchError("keyboard-interactive already in progress"))
-        credentials = KeyboardInteractive(self.user, self._converse)
-        d = self.portal.login(credentials, None, IConchUser)
-        return d.addErrback(self._ebPassword)
+        user = self.user
+        assert user is not None  # (ssh_USERAUTH_REQUEST sets it before any method)
+        credentials = KeyboardInteractive(user, self._converse)
+        d: Deferred[Any] = self.portal.login(credentials, None, IConchUser).addErrback(self._ebPassword)
+        return d
 
-    def _converse(self, prompts: list[tuple[bytes, bool]]) -> Deferred:
+    def _converse(self, prompts: list[tuple[bytes, bool]]) -> Deferred[list[bytes]]:
         data = common.NS(b"") + common.NS(b"") + common.NS(b"") + struct.pack(">L", len(prompts))
         for prompt, echo in prompts:
             data += common.NS(prompt) + (b"\x01" if echo else b"\x00")
         self.transport.sendPacket(MSG_USERAUTH_INFO_REQUEST, data)
-        self._conversation = Deferred()
-        return self._conversation
+        conversation: Deferred[list[bytes]] = Deferred()
+        self._conversation = conversation
+        return conversation
 
     def ssh_USERAUTH_INFO_RESPONSE(self, packet: bytes) -> None:
         conversation, self._conversation = self._conversation, None
@@ -600,17 +628,24 @@ class GatewayUserAuthServer(userauth.SSHUserAuthServer):
                 transport.DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE, f"hoopgw: {message}".encode("utf-8")[:400]
             )
             return
-        return super()._ebBadAuth(reason)
+        userauth.SSHUserAuthServer._ebBadAuth(self, reason)  # by name: unannotated
 
 
 class GatewayServerTransport(FastPackets, transport.SSHServerTransport):
     """Keeps the connection's login attempts and portal."""
 
-    factory: "SSHFrontEnd"
+    factory: SSHFrontEnd
+    avatar: GatewayAvatar  # (once logged in)
+
+    if TYPE_CHECKING:
+        # Conch leaves it unannotated: its type, for the checker only.
+        def sendDisconnect(self, reason: int, desc: bytes) -> None: ...
+
+        def isEncrypted(self, direction: str = "out") -> bool: ...
 
     def connectionMade(self) -> None:
         set_no_delay(self.transport)  # a keystroke's echo must not wait for the client's delayed ACK
-        super().connectionMade()
+        transport.SSHServerTransport.connectionMade(self)  # by name: unannotated
         self._lost = False
         source = Source.from_address("ssh", self.transport.getPeer())
         self.login = LoginState(sessions=self.factory.sessions, source=source)
@@ -647,7 +682,7 @@ class SSHFrontEnd(factory.SSHFactory):
     def __init__(
         self,
         *,
-        sessions: SessionService,
+        sessions: ISessionService,
         host_key: keys.Key,
         targets: Mapping[str, TargetConfig],
         reactor: Any,
@@ -673,7 +708,7 @@ class SSHFrontEnd(factory.SSHFactory):
         return portal
 
 
-def make_front_end(context: Any) -> SSHFrontEnd:
+def make_front_end(context: GatewayContext) -> SSHFrontEnd:
     """
     The C{ssh} listener's factory (L{IFrontEnd.build
     <hoopgw.interfaces.IFrontEnd.build>}, through
@@ -681,7 +716,7 @@ def make_front_end(context: Any) -> SSHFrontEnd:
     every SSH connection's key or password and pinned host key now.
     Terminal recordings go to C{data_dir/recordings}.
     """
-    sessions: SessionService = context.sessions
+    sessions = context.sessions
     data_dir = Path(context.config.gateway.data_dir)
     recordings = data_dir / "recordings"
     recordings.mkdir(mode=0o700, exist_ok=True)

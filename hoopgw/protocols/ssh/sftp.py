@@ -194,6 +194,9 @@ class Sender(str, Enum):
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+# Typed as what their format makes (a Struct's own say tuple[Any, ...]).
+_unpack_u32: Callable[[bytes, int], tuple[int]] = _U32.unpack_from
+_unpack_u64: Callable[[bytes, int], tuple[int]] = _U64.unpack_from
 _HEADER = struct.Struct(">IB")
 
 
@@ -231,14 +234,14 @@ class _Reader:
         if pos + 4 > len(self.data):
             raise self.fail("truncated")
         self.pos = pos + 4
-        return _U32.unpack_from(self.data, pos)[0]  # type: ignore[no-any-return]
+        return _unpack_u32(self.data, pos)[0]
 
     def u64(self) -> int:
         pos = self.pos
         if pos + 8 > len(self.data):
             raise self.fail("truncated")
         self.pos = pos + 8
-        return _U64.unpack_from(self.data, pos)[0]  # type: ignore[no-any-return]
+        return _unpack_u64(self.data, pos)[0]
 
     def skip_string(self) -> int:
         """Step over a string without copying it; return its length."""
@@ -411,7 +414,7 @@ class _IdPath(Packet):
 
     @classmethod
     def _decode(cls, r: _Reader) -> Self:
-        return cls(r.u32(), r.path())  # type: ignore[call-arg]  # subclasses have the fields
+        return cls(r.u32(), r.path())  # (subclasses have the fields)
 
 
 @frozen
@@ -426,7 +429,7 @@ class _IdHandle(Packet):
 
     @classmethod
     def _decode(cls, r: _Reader) -> Self:
-        return cls(r.u32(), r.string())  # type: ignore[call-arg]
+        return cls(r.u32(), r.string())
 
 
 @frozen
@@ -440,7 +443,7 @@ class _IdTwoPaths(Packet):
 
     @classmethod
     def _decode(cls, r: _Reader) -> Self:
-        return cls(r.u32(), r.path(), r.path())  # type: ignore[call-arg]
+        return cls(r.u32(), r.path(), r.path())
 
 
 @frozen
@@ -929,7 +932,7 @@ class Unknown(Packet):
         """The first field, which is the request id in every request of the draft."""
         if len(self.body) < 4:
             return None
-        return _U32.unpack_from(self.body)[0]  # type: ignore[no-any-return]
+        return _unpack_u32(self.body, 0)[0]
 
     def _body(self) -> bytes:
         return self.body
@@ -1073,7 +1076,7 @@ def _link_target(target: str, link: str | None) -> str | None:
 
 
 def _flag_names(pflags: int) -> tuple[str, ...]:
-    return tuple(flag.name.lower() for flag in OpenFlags if pflags & flag)  # type: ignore[union-attr]
+    return tuple(flag.name.lower() for flag in OpenFlags if pflags & flag)
 
 
 @frozen

@@ -23,7 +23,7 @@ reply that answers a request finishes that request's action.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -42,7 +42,10 @@ from hoopgw.protocols.ssh.sftp import (
     SFTPParser,
     encode,
 )
-from hoopgw.sessions import ActionHandle, Session
+from hoopgw.interfaces import IActionHandle, ISession
+
+if TYPE_CHECKING:
+    from hoopgw.reviews import Review
 
 __all__ = ["UNRESOLVED", "SFTPFilter", "sftp_filter"]
 
@@ -86,16 +89,16 @@ class SFTPFilter:
         the server's reply.
     """
 
-    def __init__(self, session: Session, subsystem: ActionHandle, *, max_length: int = DEFAULT_MAX_LENGTH) -> None:
+    def __init__(self, session: ISession, subsystem: IActionHandle, *, max_length: int = DEFAULT_MAX_LENGTH) -> None:
         self.session = session
         self.subsystem = subsystem
         self.auditor = SFTPAuditor()
         self.client = SFTPParser(Sender.client, max_length)
         self.server = SFTPParser(Sender.server, max_length)
-        self.actions: dict[int, ActionHandle] = {}
+        self.actions: dict[int, IActionHandle] = {}
         self.refused = 0
         self.closed_ = False
-        self.review: Any = None  # the review a request waits for
+        self.review: Review | None = None  # the review a request waits for
         # Set by the channel (see L{bind_stderr}): tells the client outside the SFTP stream.
         self._stderr: Callable[[str], None] | None = None
 
@@ -134,7 +137,7 @@ class SFTPFilter:
         return FilterOutput(b"".join(out), b"".join(held.to_client))
 
     def _decided(
-        self, handle: ActionHandle, request: Request, held: _Held, index: int
+        self, handle: IActionHandle, request: Request, held: _Held, index: int
     ) -> Deferred[Any] | FilterOutput:
         if handle.allowed and not self.closed_ and _unresolved(request):
             # "../../etc/shadow" before the home directory is known has no
@@ -173,7 +176,7 @@ class SFTPFilter:
         self._refuse(request, message, held)
         return self._relay(_Held(held.packets, index + 1, held.to_target, held.to_client))
 
-    def _held_for_review(self, review: Any) -> None:
+    def _held_for_review(self, review: Review) -> None:
         self.review = review
         if self.closed_:
             self._withdraw("the client closed the channel")
@@ -220,6 +223,6 @@ class SFTPFilter:
             handle.finish(Outcome(status=Status.failed, error="the SFTP channel closed before the server answered"))
 
 
-def sftp_filter(session: Session, subsystem: ActionHandle) -> SFTPFilter:
+def sftp_filter(session: ISession, subsystem: IActionHandle) -> SFTPFilter:
     """The L{FilterFactory} for the C{sftp} subsystem."""
     return SFTPFilter(session, subsystem)

@@ -73,6 +73,7 @@ class RedisGateway:
         policy: str = "",
         settings: RedisSettings | None = None,
         reviews: bool = False,
+        masking: bool = False,
         audit: dict[str, Any] | None = None,
         **front_end: Any,
     ) -> None:
@@ -102,6 +103,11 @@ class RedisGateway:
             metrics=NullMetrics(),
             gateway="redis-test",
         )
+        if masking:
+            from hoopgw.masking.service import MaskingService
+
+            # The policy's [[mask]] tables, as the gateway has them (its key: 32 bytes, here made up).
+            self.sessions.masking = MaskingService(self.policy, b"k" * 32)
         if reviews:
             from hoopgw.reviews import ReviewService
 

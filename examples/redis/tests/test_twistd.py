@@ -64,7 +64,13 @@ message = "wiping a database is not allowed through the gateway"
 name = "no-session-keys"
 effect = "deny"
 redis.keys = ["session:*"]
+
+[[mask]]
+name = "cards"
+connections = ["cache"]
+detectors = ["card"]
 """
+CARD = "4111 1111 1111 1111"
 
 
 def write_gateway(directory: Path, redis_port: int, policy: str = POLICY) -> Path:
@@ -91,11 +97,14 @@ class TwistdTests(TestCase):
     def test_redis_cli_through_twistd(self):
         """
         SET and GET pass; FLUSHALL and a write to session:* are refused
-        naming their rules, and nothing reaches the server; the trail has
-        every command, and verifies after the gateway stops.
+        naming their rules, and nothing reaches the server; a card number
+        read comes back masked; the trail has every command, never the card
+        number, and verifies after the gateway stops.
         """
         require_cli()
         server = start_redis(self)
+        with server.connect() as direct:
+            direct.call(b"SET", b"payment", f"paid with {CARD}".encode())
         config = write_gateway(Path(self.mktemp()).resolve(), server.port)
         proc = self.twistd(config)
         yield proc.wait_for(READY)
@@ -120,6 +129,7 @@ class TwistdTests(TestCase):
         self.assertEqual((yield deferToThread(cli, "GET", "greeting")), "hello")
         flushed = yield deferToThread(cli, "FLUSHALL")
         self.assertIn("NOPERM hoopgw: rule 'redis-no-wipe': wiping a database is not allowed", flushed)
+        self.assertEqual((yield deferToThread(cli, "GET", "payment")), "paid with [redacted]")
         written = yield deferToThread(cli, "SET", "session:1", "x")
         self.assertIn("NOPERM hoopgw: rule 'no-session-keys' denies this command", written)
         with server.connect() as direct:
@@ -138,15 +148,19 @@ class TwistdTests(TestCase):
             ("SET greeting hello", "allow", "dev-may-use-cache"),
             ("GET greeting", "allow", "dev-may-use-cache"),
             ("FLUSHALL", "deny", "redis-no-wipe"),
+            ("GET payment", "allow", "dev-may-use-cache"),
             ("SET session:1 x", "deny", "no-session-keys"),
         ])
-        ends = [r["outcome"]["status"] for r in records if r["event"] == "action.end"]
-        self.assertEqual(ends, ["succeeded", "succeeded", "blocked", "blocked"])
-        self.assertEqual(len([r for r in records if r["event"] == "session.start"]), 4)
+        ends = [(r["outcome"]["status"], r["outcome"].get("masked")) for r in records if r["event"] == "action.end"]
+        self.assertEqual(ends, [("succeeded", None), ("succeeded", None), ("blocked", None),
+                                ("succeeded", {"cards": 1}), ("blocked", None)])
+        self.assertEqual(len([r for r in records if r["event"] == "session.start"]), 5)
         self.assertTrue(all(r["identity"]["sub"] == "alice" and r["kind"] == "redis" for r in records))
         code, out, output = yield self.hoopgw(config, "audit", "verify")
         self.assertEqual(code, 0, output)
         self.assertIn(b"closed cleanly", output)
+        for path in (config.parent / "data" / "audit").iterdir():
+            self.assertNotIn(CARD.encode(), path.read_bytes(), path)
 
     @inlineCallbacks
     def test_plugin_missing(self):

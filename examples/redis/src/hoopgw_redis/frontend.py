@@ -22,7 +22,8 @@ connection (one per connection and listener, C{COMMAND INFO}, cached) says
 what the command is, so its kind, its keys and the rules that match it
 follow what the target will run (a renamed command is known by what it
 is); policy decides; an allowed command is forwarded, a refused one
-answered C{-NOPERM hoopgw: rule '...' ...}.  A command held for review
+answered C{-NOPERM hoopgw: rule '...' ...}.  Replies pass the session's
+masks by detector (L{hoopgw_redis.masking}).  A command held for review
 waits, and the commands after it wait behind it (the client waits, as for
 a slow command); other sessions go on.  If the audit log cannot be
 written, the command is refused and the connection closed (fail closed).
@@ -52,6 +53,7 @@ from hoopgw.sessions import GATEWAY_RULE, ActionHandle, Session, SessionService
 
 from hoopgw_redis.actions import NOT_A_COMMAND, Limits, Lookup, describe
 from hoopgw_redis.commands import parse_command_info
+from hoopgw_redis.masking import ReplyMasker
 from hoopgw_redis.policy import fail_closed
 from hoopgw_redis.relay import Login, Phase, Relay, RelayLimits, Verdict
 from hoopgw_redis.resp import Command, Error, ProtocolError, ReplyParser, encode, encode_command, error_reply
@@ -605,6 +607,10 @@ class RedisClient(Protocol):
             upstream.transport.loseConnection()
             return
         self.upstream = upstream
+        session = self.session
+        if session is not None and session.service.masking is not None:
+            # Asked per value, not kept: a session's masks follow policy reloads.
+            self.relay.masker = ReplyMasker(lambda: session.masks)
         upstream.deliver = self.relay.target_replies
         upstream.on_lost = self._target_lost
         # Backpressure both ways: while one side cannot take more, the other is not read.

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hoopgw.config import SecretRef, loads
 from hoopgw.errors import ConfigError
 from hoopgw.frontends import FrontEnds
+from hoopgw.tls import ensure_certificate
 
 from hoopgw_redis.plugin import front_end
 from hoopgw_redis.settings import RedisSettings
@@ -29,9 +30,14 @@ def load(body: str, *, base_dir: Path = Path("/tmp"), check_secrets: bool = True
 
 
 class SettingsTests(SynchronousTestCase):
+    def certificate(self) -> bytes:
+        """A self-signed certificate (PEM), as a CA file holds."""
+        cert, _ = ensure_certificate(Path(self.mktemp()))
+        return cert.read_bytes()
+
     def test_full(self):
         ca = Path(self.mktemp()).resolve()
-        ca.write_text("x")
+        ca.write_bytes(self.certificate())
         connection = load(f'address = "redis.internal:6380"\nuser = "app"\npassword_env = "CACHE_PASSWORD"\n'
                           f'tls = "verify-full"\nca_file = "{ca}"\ndb = 3\nlogin_timeout = "1m"\n').connections[2]
         self.assertEqual((connection.name, connection.kind, connection.target),
@@ -52,7 +58,7 @@ class SettingsTests(SynchronousTestCase):
         base = Path(self.mktemp()).resolve()
         base.mkdir()
         (base / "pw").write_text("pw\n")
-        (base / "ca.pem").write_text("x")
+        (base / "ca.pem").write_bytes(self.certificate())
         settings = load('address = "h"\npassword_file = "pw"\nca_file = "ca.pem"\n', base_dir=base).connections[2].settings
         self.assertEqual((settings.password.read(), settings.ca_file), ("pw", base / "ca.pem"))
 
@@ -69,6 +75,8 @@ class SettingsTests(SynchronousTestCase):
                                             "got a boolean"),
             ('address = "h"\ntls = "require"\nca_file = "x"\n', f'{at}.ca_file: is only used with tls = "verify-full"'),
             ('address = "h"\nca_file = "/nonexistent/ca.pem"\n', f"{at}.ca_file: cannot read file"),
+            (f'address = "h"\nca_file = "{__file__}"\n', f'{at}.ca_file: expected a file of PEM certificates, got '
+                                                    f'"{__file__}", which holds none'),
             ('address = "h"\ndb = -1\n', f"{at}.db: expected a database number (0 or more), got -1"),
             ('address = "h"\ndb = "0"\n', f"{at}.db: expected a database number (0 or more), got a string"),
             ('address = "h"\ndb = true\n', f"{at}.db: expected a database number (0 or more), got a boolean"),

@@ -463,9 +463,9 @@ class Replies:
             return value, None, None
         queued = self.transaction
         if head.canonical == "EXEC" and queued is not None and type(value) is tuple and len(value) == len(queued):
-            pairs = [masker(result) for result in value]
+            pairs = [masker(result, 0) for result in value]
             return tuple(shown for shown, _ in pairs), None, [masked for _, masked in pairs]
-        shown, masked = masker(value)
+        shown, masked = masker(value, 0)
         return shown, masked, None
 
     def _settle_transaction(self, value: Any, masked: Sequence[Mapping[str, int] | None] | None = None) -> None:

@@ -79,6 +79,10 @@ def parse_connection(table: Table) -> tuple[str, RedisSettings]:
         # A CA only means something when the chain is checked: a silent no-op would mislead.
         raise table.error("ca_file", f'is only used with tls = "verify-full", but tls = {quote(tls)}')
     ca_file = table.path_value("ca_file", check="file")
+    if ca_file is not None and table.reader.check_secrets:
+        # Read now, not when the listener is built: a file that is no
+        # certificate is one line naming the key, not a traceback at start.
+        _check_certificates(table, ca_file)
     db: int = setting_default(RedisSettings, "db")
     if table.has("db"):
         value: Any = table.data["db"]
@@ -98,6 +102,16 @@ def parse_connection(table: Table) -> tuple[str, RedisSettings]:
         login_timeout=table.duration("login_timeout", setting_default(RedisSettings, "login_timeout")),
     )
     return settings.address, settings
+
+
+def _check_certificates(table: Table, path: Path) -> None:
+    from cryptography.x509 import load_pem_x509_certificates
+
+    try:
+        load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError):
+        raise table.error("ca_file", f"expected a file of PEM certificates, got {quote(str(path), 200)}, "
+                          "which holds none") from None
 
 
 def client_tls_options(settings: RedisSettings) -> Any:

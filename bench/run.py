@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "audit", "policy", "sql_classify", "masking", "pg_masking", "http_masking", "pg_codec", "pg_statement", "pgbench",
-    "pg_reviews", "ssh", "http_pipeline", "http_proxy", "evidence",
+    "pg_reviews", "ssh", "http_pipeline", "http_proxy", "evidence", "redis",
 ]
 
 

@@ -923,6 +923,9 @@ class ActionHandle:
                 counts: dict[tuple[str, str], int] = {}
                 form["input"] = masks.trail_text(action.input, counts, self.session.literals)
                 details = masks.trail_value(details, counts)
+                # The facts policy matched (a Redis key, a shell command line)
+                # are read from the input: masked too, counted there already.
+                attributes = masks.trail_value(attributes, {})
                 if counts:
                     form["masked"] = masks.settle(counts)
             if action.masked:

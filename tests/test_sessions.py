@@ -306,6 +306,31 @@ class SessionServiceTests(SynchronousTestCase):
         self.assertIs(action.audit_form["details"], three["details"])
         self.assertRaises(TypeError, three["details"].__setitem__, "verb", "delete")
 
+    def test_masked_in_the_trail(self) -> None:
+        """
+        What a connection's masks find in an action is stored masked, for
+        everyone: its input, its details and the facts policy matched (its
+        attributes), counted once; the decision saw the real facts.
+        """
+        from types import SimpleNamespace
+
+        from hoopgw.masking.service import MaskingService
+        from hoopgw.policy.loader import build_policy_set
+
+        masks = b'[[mask]]\nname = "pii"\ndetectors = ["email"]\nexcept_groups = ["dev"]\n'
+        policy_set = build_policy_set([("masks.toml", masks)])
+        self.service.masking = MaskingService(SimpleNamespace(policy_set=policy_set), b"k" * 32)
+        session = self.open()
+        action = Action(kind="redis.get", input="GET user:alice@example.com",
+                        attributes={"redis.keys": ("user:alice@example.com",), "redis.commands": ("GET",)},
+                        details={"typed": "alice@example.com"})
+        self.successResultOf(session.check(action))
+        self.assertEqual(self.policy.seen[-1].attributes["redis.keys"], ("user:alice@example.com",))
+        [start] = self.audit.of("action.start")
+        self.assertNotIn("alice@example.com", repr(start))
+        self.assertEqual(start["action"]["attributes"], {"redis.keys": ["user:[redacted]"], "redis.commands": ["GET"]})
+        self.assertEqual(start["action"]["masked"], {"pii": 2})  # the input's and the details'
+
     def test_action_form_not_shared_unless_read_only(self) -> None:
         """
         An action whose details canonical JSON checks each time (a float)

@@ -1,11 +1,13 @@
 """
 A gateway wired for real around the Redis front end, for the tests with the
 real thing: hoopgw's own audit log (hash-chained, on disk, in a temporary
-directory), its policy service over a policy folder written by the test
-(with the redis.* conditions registered), its identity service with the
+directory), its policy service over a policy folder written by the test,
+its identity service with the
 dev issuer (real signed tokens), and the front end listening on 127.0.0.1,
-port 0.  Until the plugin interface lands, this is what the gateway's
-start-up will do for a [[connections]] entry of kind "redis".
+port 0: what the gateway's start-up does for a [[connections]] entry of
+kind "redis", in the test's process (tests/test_twistd.py runs the real
+twistd).  The redis.* conditions come from the plugin, found on sys.path
+(src/twisted/plugins) as the gateway finds it.
 
     gateway = RedisGateway(self, redis_server, policy=POLICY)
     token = gateway.token("alice", ["dev"])
@@ -37,7 +39,6 @@ from hoopgw.policy.service import PolicyService
 from hoopgw.sessions import SessionService
 from hoopgw.testing import MemoryStore, NullMetrics
 
-from hoopgw_redis import policy as redis_policy
 from hoopgw_redis.frontend import RedisFrontEnd
 from hoopgw_redis.settings import RedisSettings
 
@@ -72,10 +73,10 @@ class RedisGateway:
         policy: str = "",
         settings: RedisSettings | None = None,
         reviews: bool = False,
+        masking: bool = False,
         audit: dict[str, Any] | None = None,
         **front_end: Any,
     ) -> None:
-        redis_policy.register()  # as the plugin will, before policies are loaded
         self.base = Path(tempfile.mkdtemp(prefix="hoopgw-redis-gw-"))
         case.addCleanup(shutil.rmtree, self.base, True)
         (self.base / "policies").mkdir()
@@ -102,6 +103,11 @@ class RedisGateway:
             metrics=NullMetrics(),
             gateway="redis-test",
         )
+        if masking:
+            from hoopgw.masking.service import MaskingService
+
+            # The policy's [[mask]] tables, as the gateway has them (its key: 32 bytes, here made up).
+            self.sessions.masking = MaskingService(self.policy, b"k" * 32)
         if reviews:
             from hoopgw.reviews import ReviewService
 

@@ -16,7 +16,10 @@ from hoopgw.policy.loader import build_policy_set
 from hoopgw.policy.rules import CONDITIONS, Condition, PolicySet, Rule
 
 from hoopgw_redis.actions import NOT_A_COMMAND, Described, Limits, Lookup, describe, render
-from hoopgw_redis.policy import COMMANDS, KEYS, fail_closed, matches, register, witness
+from hoopgw.frontends import FrontEnds
+
+from hoopgw_redis.plugin import front_end
+from hoopgw_redis.policy import COMMANDS, KEYS, fail_closed, matches, witness
 from hoopgw_redis.resp import Command
 
 from tests.test_commands import TABLE
@@ -135,8 +138,8 @@ redis.keys = ["session:*"]
 
 
 def policy(text: str = POLICY) -> PolicySet:
-    conditions = dict(CONDITIONS)
-    register(conditions)
+    # The conditions as the gateway has them with the plugin installed.
+    conditions = {**CONDITIONS, **FrontEnds([front_end]).conditions}
     return build_policy_set([("test.toml", text.encode())], conditions=conditions)
 
 
@@ -148,8 +151,8 @@ def decide(policy_set: PolicySet, d: Described) -> tuple[Effect, str | None]:
 
 
 class EngineTests(SynchronousTestCase):
-    def test_registered_conditions_load(self):
-        """With the conditions registered, policies may use them; upper-case command patterns are enforced."""
+    def test_plugin_conditions_load(self):
+        """With the plugin's conditions, policies may use them; upper-case command patterns are enforced."""
         policy()
         with self.assertRaises(ConfigError) as e:
             policy('[[rule]]\nname = "x"\neffect = "deny"\nredis.commands = ["flushall"]\n')

@@ -2,10 +2,11 @@
 The Redis front end's Twisted glue: a listener's factory (L{RedisFrontEnd}),
 one protocol per client (L{RedisClient}) around the sans-IO L{Relay}, the
 gateway's own connections to the target (L{Upstream}) and the catalog of
-the target's commands (L{Catalog}).
+the target's commands (L{Catalog}); and L{make_front_end}, what the
+plugin (L{hoopgw_redis.plugin}) names to build the gateway's listener.
 
     front = RedisFrontEnd(sessions=service, reactor=reactor)
-    endpoints.serverFromString(reactor, "tcp:16379:interface=127.0.0.1").listen(front)
+    endpoints.serverFromString(reactor, "ssl:16379:...").listen(front)
 
     redis-cli -p 16379 --tls --user cache --pass "$(hoopgw token issue --sub alice)"
 
@@ -14,15 +15,15 @@ logged in, as the connection's own ACL user (C{AUTH}, or C{HELLO <2|3>
 AUTH ...} for a client that asked for a protocol with C{HELLO}), with TLS as
 the connection says; the client's token never leaves the gateway.  The
 token is the password (C{AUTH <connection> <token>}), so by default it is
-only taken over TLS (a C{ssl:} listener): a token sent in the clear is
-refused, and recorded.
+only taken over TLS: a token sent in the clear is refused, and recorded.
 
 Every command is an action (L{hoopgw_redis.actions}): the target's catalog
 connection (one per connection and listener, C{COMMAND INFO}, cached) says
 what the command is, so its kind, its keys and the rules that match it
 follow what the target will run (a renamed command is known by what it
 is); policy decides; an allowed command is forwarded, a refused one
-answered C{-NOPERM hoopgw: rule '...' ...}.  A command held for review
+answered C{-NOPERM hoopgw: rule '...' ...}.  Replies pass the session's
+masks by detector (L{hoopgw_redis.masking}).  A command held for review
 waits, and the commands after it wait behind it (the client waits, as for
 a slow command); other sessions go on.  If the audit log cannot be
 written, the command is refused and the connection closed (fail closed).
@@ -31,30 +32,34 @@ written, the command is refused and the connection closed (fail closed).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.interfaces import IProtocolFactory, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted
 from hoopgw.model import Action, Connection, Source
+from hoopgw.protocols._preauth import authenticated
 from hoopgw.sessions import GATEWAY_RULE, ActionHandle, Session, SessionService
 
 from hoopgw_redis.actions import NOT_A_COMMAND, Limits, Lookup, describe
 from hoopgw_redis.commands import parse_command_info
+from hoopgw_redis.masking import ReplyMasker
 from hoopgw_redis.policy import fail_closed
 from hoopgw_redis.relay import Login, Phase, Relay, RelayLimits, Verdict
 from hoopgw_redis.resp import Command, Error, ProtocolError, ReplyParser, encode, encode_command, error_reply
 from hoopgw_redis.settings import RedisSettings, client_tls_options
 
-__all__ = ["KIND", "Catalog", "RedisClient", "RedisFrontEnd", "TargetError", "Upstream"]
+__all__ = ["KIND", "Catalog", "RedisClient", "RedisFrontEnd", "TargetError", "Upstream", "make_front_end"]
 
 log = Logger()
 
@@ -74,19 +79,6 @@ def _set_no_delay(transport: Any) -> None:
         transport.setTcpNoDelay(True)
     except (AttributeError, OSError):
         pass
-
-
-def _authenticated(protocol: Any) -> None:
-    """
-    Tell hoopgw's pre-authentication guard (when the gateway wraps this
-    listener in one) that the connection has logged in.  The guard is
-    private to hoopgw until the plugin interface exposes it.
-    """
-    try:
-        from hoopgw.protocols._preauth import authenticated
-    except ImportError:  # pragma: no cover - another hoopgw
-        return
-    authenticated(protocol)
 
 
 class Upstream(Protocol):
@@ -615,6 +607,10 @@ class RedisClient(Protocol):
             upstream.transport.loseConnection()
             return
         self.upstream = upstream
+        session = self.session
+        if session is not None and session.service.masking is not None:
+            # Asked per value, not kept: a session's masks follow policy reloads.
+            self.relay.masker = ReplyMasker(lambda: session.masks)
         upstream.deliver = self.relay.target_replies
         upstream.on_lost = self._target_lost
         # Backpressure both ways: while one side cannot take more, the other is not read.
@@ -626,7 +622,7 @@ class RedisClient(Protocol):
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
-        _authenticated(self)
+        authenticated(self)  # out of the listener's pre-authentication limits
         answer = encode(reply) if login.protocol is not None and reply is not None else b"+OK\r\n"
         self.relay.logged_in(answer, protocol=login.protocol or 2, db=upstream.settings.db,
                              relogin=upstream.relogin_commands())
@@ -738,3 +734,26 @@ class RedisClient(Protocol):
         self.relay.fail(error_reply(f"hoopgw: the session was ended ({reason})"), f"the session was ended ({reason})")
         if self.transport is not None:
             self.transport.loseConnection()
+
+
+# A [listen] redis endpoint that does TLS itself (its own certificate).
+_TLS_ENDPOINT = re.compile(r"(?:haproxy:)?ssl:")
+
+
+def make_front_end(context: Any) -> IProtocolFactory:
+    """
+    The C{redis} listener's factory (L{IFrontEnd.build
+    <hoopgw.interfaces.IFrontEnd.build>}, through L{hoopgw_redis.plugin}):
+    TLS from the first byte with the gateway's certificate, then RESP; an
+    C{ssl:} endpoint in C{[listen]} does TLS itself, with the certificate
+    it names.  Secrets and the targets' TLS options are read here, at
+    start-up.
+    """
+    from hoopgw.tls import server_options
+
+    front = RedisFrontEnd(sessions=context.sessions, reactor=context.reactor)
+    if _TLS_ENDPOINT.match(context.config.listen.get(KIND) or ""):
+        return front
+    # No ALPN: no Redis client offers a protocol name, and naming one would
+    # fail the handshake of a client that offers another.
+    return TLSMemoryBIOFactory(server_options(context.tls_cert, context.tls_key), False, front)

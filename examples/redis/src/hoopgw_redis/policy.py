@@ -1,6 +1,7 @@
 """
-The Redis front end's policy conditions, as pure functions ready for the
-plugin interface (issue 16: a front end brings its own conditions).
+The Redis front end's policy conditions (declared by its plugin, as a
+front end brings its own) and how a command is matched against them: pure
+functions.
 
     redis.commands   globs, upper-case: "FLUSHALL", "CONFIG|SET", "CONFIG" (every CONFIG subcommand)
     redis.keys       globs over the command's keys: "session:*"
@@ -28,18 +29,20 @@ cannot all be read (L{hoopgw_redis.actions.Described.keys_unknown},
 C{commands_unknown}) matches every I{deny} and I{review} rule on that
 condition, never an I{allow} rule by that alone.
 
-Today's engine (L{hoopgw.policy.rules}) matches globs only and does not
-tell a condition the rule's effect, so the front end gets the same result
-the way the SSH front end does for lines it cannot read: L{fail_closed}
-adds to the incomplete fact, for each deny and review rule in force that
-can apply and is not matched yet, a value one of its patterns matches (the
-pattern itself, a C{[...]} set replaced by a member).  With a policy that
-does not show its rules, such a command is refused (L{fail_closed} returns
-C{None}).  When the plugin interface lets a condition see the effect,
-L{matches} is the matcher to register and the witnesses go away.
+hoopgw's engine (L{hoopgw.policy.rules}) matches a condition by its
+L{ConditionSpec} alone (a name, globs or bool, a case): it has no hook
+through which a front end's matcher could see the rule's effect.  So the
+front end gets the same result the way the SSH front end does for lines it
+cannot read: L{fail_closed} adds to the incomplete fact, for each deny and
+review rule in force that can apply and is not matched yet, a value one of
+its patterns matches (the pattern itself, a C{[...]} set replaced by a
+member).  With a policy that does not show its rules, such a command is
+refused (L{fail_closed} returns C{None}).  Should the engine let a
+condition see the effect, L{matches} is the matcher to give it and the
+witnesses go away.
 
-L{register} adds both conditions to a condition table (the engine's own by
-default), as a front end of another protocol does before policies load.
+The front end's plugin (L{hoopgw_redis.plugin}) declares L{CONDITIONS}, so
+policies may use them wherever the plugin is installed.
 """
 
 from __future__ import annotations
@@ -48,14 +51,16 @@ import fnmatch
 import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hoopgw.model import Effect, Identity
-from hoopgw.policy.rules import ConditionKind, ConditionSpec, register_condition
+from hoopgw.policy.rules import ConditionKind, ConditionSpec
 
-from hoopgw_redis.actions import Described
+if TYPE_CHECKING:
+    # Only a type here: finding the plugin (twistd, the admin command) imports this module.
+    from hoopgw_redis.actions import Described
 
-__all__ = ["COMMANDS", "CONDITIONS", "KEYS", "fail_closed", "matches", "register", "restrictive_patterns", "witness"]
+__all__ = ["COMMANDS", "CONDITIONS", "KEYS", "fail_closed", "matches", "restrictive_patterns", "witness"]
 
 COMMANDS = "redis.commands"
 KEYS = "redis.keys"
@@ -72,13 +77,6 @@ CONDITIONS = (
         "cannot all be read (a script, FLUSHALL, SORT ... BY) matches every deny and review rule on it",
     ),
 )
-
-
-def register(conditions: dict[str, ConditionSpec] | None = None) -> None:
-    """Let policies use C{redis.commands} and C{redis.keys} (idempotent)."""
-    for spec in CONDITIONS:
-        register_condition(spec.name, spec.kind, case=spec.case, description=spec.description,
-                           conditions=conditions)
 
 
 def _compile(patterns: Iterable[str]) -> Any:

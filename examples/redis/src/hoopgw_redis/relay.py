@@ -23,7 +23,10 @@ command is forwarded at once, without waiting for the replies of those
 before it, so a pipeline stays a pipeline; a refused one is answered in its
 place, after the replies of the commands before it.  Replies are matched to
 commands in order (L{Replies}); out-of-band data (pub/sub messages,
-RESP3 pushes) is relayed as it comes.
+RESP3 pushes) is relayed as it comes.  Both pass the L{Relay.masker} on
+their way to the client (the session's masks by detector): the client and
+the outcomes see the masked values, while what the relay follows of the
+target's state (below) it reads from the values as the target sent them.
 
 What the gateway follows of the target's state, from the commands it
 forwards and the replies they get:
@@ -55,10 +58,10 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from hoopgw.model import Outcome, Status
 
 from hoopgw_redis.resp import (
@@ -80,7 +83,7 @@ from hoopgw_redis.resp import (
     error_reply,
 )
 
-__all__ = ["Hello", "Login", "Output", "Phase", "Relay", "RelayLimits", "Replies", "Verdict", "parse_hello"]
+__all__ = ["Hello", "Login", "Masker", "Output", "Phase", "Relay", "RelayLimits", "Replies", "Verdict", "parse_hello"]
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 NOAUTH_HELLO = (
@@ -153,6 +156,12 @@ class Verdict:
     reply: bytes = b""
 
 
+# C{masker(value, keep)}: the value as the client may see it, and the values
+# masked per mask name (or None); C{keep} leading items of an array or push
+# pass as they are (L{hoopgw_redis.masking.ReplyMasker}).
+Masker = Callable[[Any, int], "tuple[Any, Mapping[str, int] | None]"]
+
+
 class Output(Protocol):
     """Where a L{Relay}'s outputs go."""
 
@@ -219,13 +228,15 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Attributed) else value
 
 
-def _outcome(value: Any, size: int) -> Outcome:
+def _outcome(value: Any, size: int, masked: Mapping[str, int] | None = None) -> Outcome:
+    """How a command ended, from its reply as the client got it (masked: C{masked} says how many values)."""
     value = _plain(value)
+    counts = dict(masked) if masked else None
     if isinstance(value, Error):
         message = value.message.decode("utf-8", "replace")
         return Outcome(status=Status.failed, error=message[:512], code=message.split(" ", 1)[0][:32],
-                       bytes_out=size)
-    return Outcome(status=Status.succeeded, bytes_out=size)
+                       bytes_out=size, masked=counts)
+    return Outcome(status=Status.succeeded, bytes_out=size, masked=counts)
 
 
 # (P|S)(UN)SUBSCRIBE: the kind of confirmation each gets, and the subscriptions it is about.
@@ -246,6 +257,9 @@ _CONFIRMS = {
     b"sunsubscribe": ("shard", False),
 }
 _MESSAGES = frozenset({b"message", b"pmessage", b"smessage"})
+# Out-of-band data's leading items passed unmasked: the kind, and the
+# channel or pattern the client subscribed to (clients route messages by it).
+_KEEP = {b"message": 2, b"smessage": 2, b"pmessage": 2}
 
 
 class _Entry:
@@ -327,7 +341,6 @@ class Replies:
         return any(self.subscriptions.values())
 
     def receive(self, value: Any) -> None:
-        data = encode(value)
         kind = None
         if type(value) is Push:
             kind = value.items[0]
@@ -344,18 +357,21 @@ class Replies:
         if kind is not None:
             head = self._head()
             items = value.items if type(value) is Push else value
+            # A confirmation names what the client subscribed to, and counts: nothing to mask.
             if head is not None and head.confirm is not None and kind == head.confirm:
-                self._confirmation(head, items, data)
+                self._confirmation(head, items, encode(value))
                 return
             if kind in _CONFIRMS:
                 self._track(kind, items)  # unsolicited (a shard channel gone, ...)
-            self.relay._write(data)  # out of band
+                self.relay._write(encode(value))
+                return
+            self.relay._write(self.relay._aside(value, _KEEP.get(kind, 1)))  # out of band
             return
         head = self._head()
         if head is None or head.data is not None:
             self.relay._lost_track("a reply came from the target with no command waiting for it")
             return
-        self._reply(head, value, data)
+        self._reply(head, value)
 
     def _track(self, kind: bytes, items: Sequence[Any]) -> None:
         which, adds = _CONFIRMS[kind]
@@ -385,10 +401,10 @@ class Replies:
         self.entries.popleft()
         self.pending -= 1
         if outcome is not None and head.token is not None:
-            self.relay.out.finished(head.token, outcome)
+            self.relay._finished(head.token, outcome)
         self._settle()
 
-    def _reply(self, head: _Entry, value: Any, data: bytes) -> None:
+    def _reply(self, head: _Entry, value: Any) -> None:
         plain = _plain(value)
         if head.internal is not None:
             if isinstance(plain, Error) and head.internal:
@@ -400,6 +416,8 @@ class Replies:
                 self._discard("not run: the transaction was discarded, the gateway refused a command in it")
             self._done(head, None)
             return
+        shown, masked, results = self._shown(head, value)
+        data = encode(shown)
         self.relay._write(data)
         if self.transaction is not None and plain == _QUEUED:
             self.entries.popleft()
@@ -407,7 +425,7 @@ class Replies:
             self.transaction.append(head)
             self._settle()
             return
-        outcome = _outcome(value, len(data))
+        outcome = _outcome(shown, len(data), masked)
         canonical = head.canonical
         ok = type(plain) is SimpleString
         if canonical == "MULTI":
@@ -416,7 +434,7 @@ class Replies:
         elif canonical == "EXEC":
             if isinstance(plain, Null):
                 outcome = Outcome(status=Status.failed, error="a watched key changed: nothing ran", bytes_out=len(data))
-            self._settle_transaction(plain)
+            self._settle_transaction(_plain(shown), results)
         elif canonical == "DISCARD":
             if ok:
                 self._discard("not run: the transaction was discarded (DISCARD)")
@@ -434,11 +452,28 @@ class Replies:
                 self.relay.db = before  # the prediction was wrong
         self._done(head, outcome)
 
-    def _settle_transaction(self, value: Any) -> None:
+    def _shown(self, head: _Entry, value: Any) -> tuple[Any, Mapping[str, int] | None, list[Any] | None]:
+        """
+        A reply as the client may see it, the values masked in it, and for
+        an C{EXEC} of the commands queued, the values masked in each one's
+        result (theirs, in their C{action.end}).
+        """
+        masker = self.relay.masker
+        if masker is None:
+            return value, None, None
+        queued = self.transaction
+        if head.canonical == "EXEC" and queued is not None and type(value) is tuple and len(value) == len(queued):
+            pairs = [masker(result, 0) for result in value]
+            return tuple(shown for shown, _ in pairs), None, [masked for _, masked in pairs]
+        shown, masked = masker(value, 0)
+        return shown, masked, None
+
+    def _settle_transaction(self, value: Any, masked: Sequence[Mapping[str, int] | None] | None = None) -> None:
         queued, self.transaction = self.transaction or [], None
         if type(value) is tuple and len(value) == len(queued):
-            for entry, result in zip(queued, value):
-                self.relay.out.finished(entry.token, _outcome(result, len(encode(result))))
+            for index, (entry, result) in enumerate(zip(queued, value)):
+                counts = masked[index] if masked is not None else None
+                self.relay._finished(entry.token, _outcome(result, len(encode(result)), counts))
             return
         if isinstance(value, Error):
             why = "not run: " + value.message.decode("utf-8", "replace")[:480]
@@ -447,12 +482,12 @@ class Replies:
         else:
             why = f"outcome unknown: EXEC answered something else than {len(queued)} results"
         for entry in queued:
-            self.relay.out.finished(entry.token, Outcome(status=Status.failed, error=why))
+            self.relay._finished(entry.token, Outcome(status=Status.failed, error=why))
 
     def _discard(self, why: str) -> None:
         queued, self.transaction = self.transaction or [], None
         for entry in queued:
-            self.relay.out.finished(entry.token, Outcome(status=Status.failed, error=why))
+            self.relay._finished(entry.token, Outcome(status=Status.failed, error=why))
 
     def _settle(self) -> None:
         """Send the gateway's own replies that are next in line."""
@@ -469,7 +504,7 @@ class Replies:
         self.pending = 0
         for entry in entries:
             if entry.token is not None:
-                self.relay.out.finished(entry.token, Outcome(status=Status.failed, error=why))
+                self.relay._finished(entry.token, Outcome(status=Status.failed, error=why))
         self._discard("not run: " + why)
 
 
@@ -512,6 +547,9 @@ class Relay:
         self._target: list[bytes] = []
         self._close = False
         self._reading = True
+        # Replies and out-of-band data pass it on their way to the client (None: nothing is masked).
+        self.masker: Masker | None = None
+        self._masked_aside: dict[str, int] = {}
 
     # -- batching: each entry point writes once -------------------------------
 
@@ -545,6 +583,32 @@ class Relay:
 
     def _send(self, data: bytes) -> None:
         self._target.append(data)
+
+    def _aside(self, value: Any, keep: int) -> bytes:
+        """
+        Out-of-band data (a pub/sub message, a push) as the client may see
+        it.  What is masked in it is no command's reply: it is counted in
+        the next command's outcome, as PostgreSQL's notifications are.
+        """
+        masker = self.masker
+        if masker is None:
+            return encode(value)
+        shown, masked = masker(value, keep)
+        if masked:
+            aside = self._masked_aside
+            for name, count in masked.items():
+                aside[name] = aside.get(name, 0) + count
+        return encode(shown)
+
+    def _finished(self, token: Any, outcome: Outcome) -> None:
+        aside = self._masked_aside
+        if aside:
+            self._masked_aside = {}
+            masked = dict(outcome.masked or {})
+            for name, count in aside.items():
+                masked[name] = masked.get(name, 0) + count
+            outcome = evolve(outcome, masked=masked)
+        self.out.finished(token, outcome)
 
     def _closing(self) -> None:
         if self.phase is not Phase.CLOSED:
@@ -709,7 +773,7 @@ class Relay:
             return
         if self.phase is not Phase.READY:
             if verdict.allowed and verdict.token is not None:
-                self.out.finished(verdict.token, Outcome(status=Status.failed, error="not sent: the connection closed first"))
+                self._finished(verdict.token, Outcome(status=Status.failed, error="not sent: the connection closed first"))
             return
         self._enter()
         try:
@@ -724,7 +788,7 @@ class Relay:
                 # (An error is no matter: a MULTI the target refused left nothing to discard.)
                 self.replies.internal("DISCARD", "")
                 self.replies.local(EXECABORT)
-                self.out.finished(verdict.token, Outcome(
+                self._finished(verdict.token, Outcome(
                     status=Status.failed, code="EXECABORT",
                     error="transaction discarded: the gateway refused a command in it"))
             else:

@@ -31,6 +31,12 @@ A front end is two things:
     L{ITerminalRecorder}) are given to L{ISession.add_recording}.  A
     protocol may declare its C{transport} an L{IStreamTransport} for the
     checker (an annotation: what Twisted's TCP and TLS transports offer).
+    A listener that speaks TLS with the gateway's own certificate builds
+    its options with L{server_options} (C{context.tls_cert},
+    C{context.tls_key}); one that masks what it relays uses the session's
+    L{SessionMasks} (C{session.masks}).  L{quote}, L{describe_type},
+    L{format_address} and L{setting_default} word a connection key's error
+    as the configuration's own errors are worded.
 
 The services are tested without sockets, files or threads with
 L{hoopgw.testing}: C{memory_session_service()} is the real
@@ -46,7 +52,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hoopgw.config import PreauthLimits, SecretRef, Table
+from hoopgw.config import PreauthLimits, SecretRef, Table, format_address, setting_default
 from hoopgw.errors import (
     AuditUnavailable,
     AuthenticationFailed,
@@ -54,6 +60,8 @@ from hoopgw.errors import (
     HoopgwError,
     NotPermitted,
     WrongKind,
+    describe_type,
+    quote,
 )
 from hoopgw.frontends import FrontEnd, FrontEnds, installed
 from hoopgw.interfaces import (
@@ -68,8 +76,10 @@ from hoopgw.interfaces import (
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
 from hoopgw.policy.rules import ConditionKind, ConditionSpec
 from hoopgw.protocols import IStreamTransport, _preauth
+from hoopgw.masking.service import SessionMasks
 from hoopgw.reviews import Review
 from hoopgw.sessions import GATEWAY_RULE
+from hoopgw.tls import server_options
 
 if TYPE_CHECKING:
     from hoopgw.gateway import GatewayContext
@@ -116,12 +126,18 @@ __all__ = [
     "PreauthLimits",
     "Review",
     "SecretRef",
+    "SessionMasks",
     "Source",
     "Status",
     "Table",
     "WrongKind",
+    "describe_type",
+    "format_address",
     "installed",
     "mark_authenticated",
+    "quote",
+    "server_options",
+    "setting_default",
 ]
 
 

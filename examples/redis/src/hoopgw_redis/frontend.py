@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -46,10 +46,21 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from hoopgw.errors import AuditUnavailable, AuthenticationFailed, HoopgwError, NotPermitted
-from hoopgw.model import Action, Connection, Source
-from hoopgw.protocols._preauth import authenticated
-from hoopgw.sessions import GATEWAY_RULE, ActionHandle, Session, SessionService
+from hoopgw.frontend import (
+    GATEWAY_RULE,
+    Action,
+    AuditUnavailable,
+    AuthenticationFailed,
+    Connection,
+    HoopgwError,
+    IActionHandle,
+    ISession,
+    ISessionService,
+    NotPermitted,
+    Source,
+    mark_authenticated,
+    server_options,
+)
 
 from hoopgw_redis.actions import NOT_A_COMMAND, Limits, Lookup, describe
 from hoopgw_redis.commands import parse_command_info
@@ -403,7 +414,7 @@ class RedisFrontEnd(Factory):
     def __init__(
         self,
         *,
-        sessions: SessionService,
+        sessions: ISessionService,
         reactor: Any,
         require_tls: bool = True,
         auth_timeout: float = 30.0,
@@ -484,7 +495,7 @@ class RedisClient(Protocol):
         self.front = front
         self.source = source
         self.relay = Relay(self, limits=front.relay_limits)
-        self.session: Session | None = None
+        self.session: ISession | None = None
         self.upstream: Upstream | None = None
         self.bytes_in = 0
         self.bytes_out = 0
@@ -558,7 +569,7 @@ class RedisClient(Protocol):
             (self._reading.resume if on else self._reading.pause)("queue")
 
     def finished(self, token: Any, outcome: Any) -> None:
-        if isinstance(token, ActionHandle):
+        if IActionHandle.providedBy(token):
             token.finish(outcome)
 
     # -- logging in ---------------------------------------------------------------
@@ -589,7 +600,7 @@ class RedisClient(Protocol):
         d.addCallback(self._opened, login)
         d.addErrback(self._login_failed)
 
-    def _opened(self, session: Session, login: Login) -> Deferred | None:
+    def _opened(self, session: ISession, login: Login) -> Deferred | None:
         self.session = session
         session.traffic = lambda: (self.bytes_in, self.bytes_out)
         session.on_terminate = self._terminated
@@ -622,7 +633,7 @@ class RedisClient(Protocol):
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
-        authenticated(self)  # out of the listener's pre-authentication limits
+        mark_authenticated(self)  # out of the listener's pre-authentication limits
         answer = encode(reply) if login.protocol is not None and reply is not None else b"+OK\r\n"
         self.relay.logged_in(answer, protocol=login.protocol or 2, db=upstream.settings.db,
                              relogin=upstream.relogin_commands())
@@ -660,7 +671,7 @@ class RedisClient(Protocol):
         d.addCallback(self._judge, session, command)
         d.addErrback(self._decide_failed)
 
-    def _judge(self, lookup: Lookup, session: Session, command: Command) -> Deferred:
+    def _judge(self, lookup: Lookup, session: ISession, command: Command) -> Deferred:
         described = describe(command, lookup, db=self.relay.db, limits=self.front.action_limits)
         refusal = self.relay.refusal(described.canonical, command.args)
         attributes: Any = described.attributes
@@ -682,7 +693,7 @@ class RedisClient(Protocol):
         d.addCallback(self._decided, described.canonical)
         return d
 
-    def _decided(self, handle: ActionHandle, canonical: str) -> None:
+    def _decided(self, handle: IActionHandle, canonical: str) -> None:
         if handle.review is not None and handle.review is self.review:
             self.review = None
         allowed = handle.allowed
@@ -693,7 +704,7 @@ class RedisClient(Protocol):
         self.review = review
 
     @staticmethod
-    def _denial(handle: ActionHandle) -> bytes:
+    def _denial(handle: IActionHandle) -> bytes:
         decision = handle.decision
         assert decision is not None
         if decision.rule == GATEWAY_RULE:
@@ -749,7 +760,6 @@ def make_front_end(context: Any) -> IProtocolFactory:
     it names.  Secrets and the targets' TLS options are read here, at
     start-up.
     """
-    from hoopgw.tls import server_options
 
     front = RedisFrontEnd(sessions=context.sessions, reactor=context.reactor)
     if _TLS_ENDPOINT.match(context.config.listen.get(KIND) or ""):

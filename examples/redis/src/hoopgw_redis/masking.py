@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from hoopgw_redis.resp import Attributed, BigNumber, Double, Error, Map, Push, Set, SimpleString, Verbatim
 
 if TYPE_CHECKING:
-    from hoopgw.masking.service import SessionMasks
+    from hoopgw.frontend import SessionMasks
 
 __all__ = ["ReplyMasker"]
 

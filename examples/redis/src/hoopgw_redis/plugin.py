@@ -10,7 +10,7 @@ by C{factory} and imported when the gateway builds the listener.
 
 from __future__ import annotations
 
-from hoopgw.frontends import FrontEnd
+from hoopgw.frontend import FrontEnd
 
 from hoopgw_redis.policy import CONDITIONS
 from hoopgw_redis.settings import KEYS, parse_connection

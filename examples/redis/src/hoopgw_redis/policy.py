@@ -53,8 +53,7 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hoopgw.model import Effect, Identity
-from hoopgw.policy.rules import ConditionKind, ConditionSpec
+from hoopgw.frontend import ConditionKind, ConditionSpec, Effect, Identity
 
 if TYPE_CHECKING:
     # Only a type here: finding the plugin (twistd, the admin command) imports this module.

@@ -62,7 +62,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from attrs import evolve, field, frozen
-from hoopgw.model import Outcome, Status
+from hoopgw.frontend import Outcome, Status
 
 from hoopgw_redis.resp import (
     DEFAULT_MAX_BULK_LENGTH,

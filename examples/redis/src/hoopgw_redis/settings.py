@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from attrs import frozen
-from hoopgw.config import SecretRef, Table, format_address, setting_default
-from hoopgw.errors import describe_type, quote
+from hoopgw.frontend import SecretRef, Table, describe_type, format_address, quote, setting_default
 
 __all__ = ["DEFAULT_PORT", "KEYS", "TLS_MODES", "RedisSettings", "client_tls_options", "parse_connection"]
 

@@ -55,6 +55,12 @@ HOMES = {
     "Table": "hoopgw.config",
     "WrongKind": "hoopgw.errors",
     "installed": "hoopgw.frontends",
+    "SessionMasks": "hoopgw.masking.service",
+    "server_options": "hoopgw.tls",
+    "quote": "hoopgw.errors",
+    "describe_type": "hoopgw.errors",
+    "format_address": "hoopgw.config",
+    "setting_default": "hoopgw.config",
 }
 
 # Modules the documentation's code may import from hoopgw: the public face,

@@ -36,7 +36,9 @@ A front end is two things:
     C{context.tls_key}); one that masks what it relays uses the session's
     L{SessionMasks} (C{session.masks}).  L{quote}, L{describe_type},
     L{format_address} and L{setting_default} word a connection key's error
-    as the configuration's own errors are worded.
+    as the configuration's own errors are worded.  What a front end cannot
+    read matches every deny rule: L{glob_witness} gives, for a rule's
+    pattern, a value it matches, to put on such an action.
 
 The services are tested without sockets, files or threads with
 L{hoopgw.testing}: C{memory_session_service()} is the real
@@ -74,7 +76,7 @@ from hoopgw.interfaces import (
     ITerminalRecorder,
 )
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
-from hoopgw.policy.rules import ConditionKind, ConditionSpec
+from hoopgw.policy.rules import ConditionKind, ConditionSpec, glob_witness
 from hoopgw.protocols import IStreamTransport, _preauth
 from hoopgw.masking.service import SessionMasks
 from hoopgw.reviews import Review
@@ -133,6 +135,7 @@ __all__ = [
     "WrongKind",
     "describe_type",
     "format_address",
+    "glob_witness",
     "installed",
     "mark_authenticated",
     "quote",

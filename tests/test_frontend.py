@@ -56,6 +56,7 @@ HOMES = {
     "WrongKind": "hoopgw.errors",
     "installed": "hoopgw.frontends",
     "SessionMasks": "hoopgw.masking.service",
+    "glob_witness": "hoopgw.policy.rules",
     "server_options": "hoopgw.tls",
     "quote": "hoopgw.errors",
     "describe_type": "hoopgw.errors",

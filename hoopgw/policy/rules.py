@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import string
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from enum import Enum
 from typing import Any
@@ -27,6 +28,7 @@ from hoopgw.model import Action, Decision, Effect, Identity
 
 __all__ = [
     "CONDITIONS",
+    "glob_witness",
     "DETECTORS",
     "GrantRule",
     "MASK_STRATEGIES",
@@ -773,3 +775,43 @@ class _Evaluator:
             )
             self._combined[matched] = decision
         return decision
+
+
+_WITNESS_MEMBERS = string.ascii_letters + string.digits + string.punctuation + " \t"
+
+
+def glob_witness(pattern: str) -> str | None:
+    """
+    A string the glob C{pattern} matches: the pattern itself, each C{[...]}
+    set replaced by one of its members (C{*} and C{?} match themselves);
+    C{None} when a set has no member found.  A front end that cannot read
+    what an action touches adds such a value for each deny or review rule's
+    pattern, so that the rule matches: fail closed.
+    """
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c != "[":
+            out.append(c)
+            continue
+        j = i
+        if j < n and pattern[j] == "!":
+            j += 1
+        if j < n and pattern[j] == "]":
+            j += 1
+        while j < n and pattern[j] != "]":
+            j += 1
+        if j >= n:
+            out.append(c)  # no closing bracket: a literal "["
+            continue
+        members = pattern[i - 1:j + 1]
+        member = next((m for m in _WITNESS_MEMBERS if fnmatch.fnmatchcase(m, members)), None)
+        if member is None:
+            member = next((chr(m) for m in range(0x80, 0x3000) if fnmatch.fnmatchcase(chr(m), members)), None)
+        if member is None:
+            return None
+        out.append(member)
+        i = j + 1
+    text = "".join(out)
+    return text if fnmatch.fnmatchcase(text, pattern) else None

@@ -4,6 +4,8 @@ Tests for L{hoopgw.policy.rules}: rule matching and evaluation.
 
 from __future__ import annotations
 
+import fnmatch
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -573,3 +575,20 @@ def _matches(rule: Rule, identity: Identity, connection: str, action: Action) ->
         if not any(isinstance(v, str) and glob(v, condition.value) for v in values):
             return False
     return True
+
+
+class GlobWitnessTests(SynchronousTestCase):
+    """glob_witness: a value a rule's pattern matches, for what a front end cannot read (fail closed)."""
+
+    def test_witness(self) -> None:
+        from hoopgw.policy.rules import glob_witness
+
+        self.assertEqual(glob_witness("session:*"), "session:*")
+        self.assertEqual(glob_witness("s[0-9]x"), "s0x")
+        self.assertEqual(glob_witness("[!a-z]*"), "A*")
+        self.assertEqual(glob_witness("rm -[rf]*"), "rm -f*")
+        self.assertIsNone(glob_witness("[!\x00-\U0010ffff]"))
+        for pattern in ("a[", "[]]x", "[!]]y", "*[é]"):
+            witness = glob_witness(pattern)
+            self.assertIsNotNone(witness, pattern)
+            self.assertTrue(fnmatch.fnmatchcase(witness, pattern), pattern)

@@ -19,7 +19,7 @@ from hoopgw_redis.actions import NOT_A_COMMAND, Described, Limits, Lookup, descr
 from hoopgw.frontends import FrontEnds
 
 from hoopgw_redis.plugin import front_end
-from hoopgw_redis.policy import COMMANDS, KEYS, fail_closed, matches, witness
+from hoopgw_redis.policy import COMMANDS, KEYS, fail_closed, matches
 from hoopgw_redis.resp import Command
 
 from tests.test_commands import TABLE
@@ -175,12 +175,6 @@ class EngineTests(SynchronousTestCase):
         """A policy that does not show its rules: an incomplete command cannot be matched, so it is refused."""
         self.assertIsNone(fail_closed(described(b"EVAL", b"return 1", b"0"), None, ALICE, "cache"))
         self.assertIsNotNone(fail_closed(described(b"GET", b"k"), None, ALICE, "cache"))
-
-    def test_witness(self):
-        self.assertEqual(witness("session:*"), "session:*")
-        self.assertEqual(witness("s[0-9]x"), "s0x")
-        self.assertEqual(witness("[!a-z]*"), "A*")
-        self.assertIsNone(witness("[!\x00-\U0010ffff]"))
 
     def test_matches(self):
         """The semantics: any value matches; an incomplete fact matches deny and review rules, not allow rules."""

@@ -64,6 +64,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from attrs import frozen
 
 from hoopgw.model import Effect
+from hoopgw.policy.rules import glob_witness
 
 __all__ = ["MAX_COMMAND_LENGTH", "ParsedCommand", "command_lines", "command_patterns", "parse_command",
            "policy_lines"]
@@ -2139,38 +2140,6 @@ def command_patterns(
     return tuple(groups)
 
 
-_CANDIDATES = string.ascii_letters + string.digits + string.punctuation + " \t"
-
-
-def _matching(pattern: str) -> str | None:
-    """A string C{pattern} matches: itself, with each C{[...]} set replaced by a member."""
-    out, i, n = [], 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        i += 1
-        if c != "[":
-            out.append(c)
-            continue
-        j = i
-        if j < n and pattern[j] == "!":
-            j += 1
-        if j < n and pattern[j] == "]":
-            j += 1
-        while j < n and pattern[j] != "]":
-            j += 1
-        if j >= n:
-            out.append(c)  # no closing bracket: a literal "["
-            continue
-        members = pattern[i - 1:j + 1]
-        member = next((m for m in _CANDIDATES if fnmatch.fnmatchcase(m, members)), None)
-        if member is None:
-            member = next((chr(m) for m in range(0x80, 0x3000) if fnmatch.fnmatchcase(chr(m), members)), None)
-        if member is None:
-            return None
-        out.append(member)
-        i = j + 1
-    text = "".join(out)
-    return text if fnmatch.fnmatchcase(text, pattern) else None
 
 
 def _respelled(final: tuple[str, ...], pattern: str) -> str | None:
@@ -2263,7 +2232,7 @@ def policy_lines(parsed: ParsedCommand, rules: Sequence[Sequence[str] | str]) ->
                       if any(fnmatch.fnmatchcase(program, (p.split() or [""])[0]) for program in parsed.unknown)]
         if not chosen:
             continue
-        witness = next((m for m in map(_matching, chosen) if m is not None), None)
+        witness = next((m for m in map(glob_witness, chosen) if m is not None), None)
         if witness is None:
             return None
         lines.append(witness)

@@ -49,17 +49,16 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hoopgw.frontend import ConditionKind, ConditionSpec, Effect, Identity
+from hoopgw.frontend import ConditionKind, ConditionSpec, Effect, Identity, glob_witness
 
 if TYPE_CHECKING:
     # Only a type here: finding the plugin (twistd, the admin command) imports this module.
     from hoopgw_redis.actions import Described
 
-__all__ = ["COMMANDS", "CONDITIONS", "KEYS", "fail_closed", "matches", "restrictive_patterns", "witness"]
+__all__ = ["COMMANDS", "CONDITIONS", "KEYS", "fail_closed", "matches", "restrictive_patterns"]
 
 COMMANDS = "redis.commands"
 KEYS = "redis.keys"
@@ -127,42 +126,6 @@ def restrictive_patterns(
     return tuple(found)
 
 
-_MEMBERS = string.ascii_letters + string.digits + string.punctuation + " "
-
-
-def witness(pattern: str) -> str | None:
-    """
-    A string C{pattern} matches: the pattern itself, each C{[...]} set
-    replaced by one of its members (C{*} and C{?} match themselves).
-    C{None} when a set has no member the gateway can find.
-    """
-    out, i, n = [], 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        i += 1
-        if c != "[":
-            out.append(c)
-            continue
-        j = i
-        if j < n and pattern[j] == "!":
-            j += 1
-        if j < n and pattern[j] == "]":
-            j += 1
-        while j < n and pattern[j] != "]":
-            j += 1
-        if j >= n:
-            out.append(c)  # no closing bracket: a literal "["
-            continue
-        members = pattern[i - 1 : j + 1]
-        member = next((m for m in _MEMBERS if fnmatch.fnmatchcase(m, members)), None)
-        if member is None:
-            member = next((chr(m) for m in range(0x80, 0x3000) if fnmatch.fnmatchcase(chr(m), members)), None)
-        if member is None:
-            return None
-        out.append(member)
-        i = j + 1
-    text = "".join(out)
-    return text if fnmatch.fnmatchcase(text, pattern) else None
 
 
 def fail_closed(
@@ -187,7 +150,7 @@ def fail_closed(
             match = _compile(patterns)
             if any(match(v) for v in values):
                 continue
-            found = next((w for w in map(witness, patterns) if w is not None), None)
+            found = next((w for w in map(glob_witness, patterns) if w is not None), None)
             if found is None:
                 return None
             values.append(found)

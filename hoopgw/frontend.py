@@ -28,7 +28,10 @@ A front end is two things:
     show the client.  When the client leaves, L{ISession.close}; when the
     gateway ends the session, the session's C{on_terminate}, which the
     front end sets.  A session's recordings (L{IRecorder}; a terminal's,
-    L{ITerminalRecorder}) are given to L{ISession.add_recording}.  A
+    L{ITerminalRecorder}) are opened with L{ISession.open_recording}, which
+    names and creates their files in the gateway's recordings folder (or
+    returns C{None}: none kept) and adds them to the session; a recording
+    kept elsewhere (in memory) is given to L{ISession.add_recording}.  A
     protocol may declare its C{transport} an L{IStreamTransport} for the
     checker (an annotation: what Twisted's TCP and TLS transports offer).
     A listener that speaks TLS with the gateway's own certificate builds

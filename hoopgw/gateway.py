@@ -312,6 +312,7 @@ class Gateway(MultiService):
             metrics=self.metrics,
             gateway=config.gateway.name,
             masking=MaskingService(self.policy, load_key(data_dir), self.metrics),
+            recordings=data_dir / "recordings",
         )
         self.reviews = ReviewService(
             store=self.store, append=self.sessions._append, clock=reactor, gateway=config.gateway.name

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
@@ -119,6 +119,10 @@ class IRecorder(Interface):
 
     def close() -> Deferred[str]:
         """Finish the recording. @return: L{Deferred} firing with its hex SHA-256."""
+
+
+# What ISession.open_recording returns: the recorder its caller built.
+_R = TypeVar("_R", bound=IRecorder)
 
 
 class ITerminalRecorder(IRecorder):
@@ -411,6 +415,24 @@ class ISession(Interface):
         """
         Add a recording: the first is I{the} recording, later ones are
         listed in C{session.end}.  All are closed with the session.
+        """
+
+    def open_recording(key: str | int, make: Callable[[str, int], _R], *, suffix: str = ".cast") -> _R | None:
+        """
+        Open a new file for a recording and add the recorder C{make} builds
+        over it (L{add_recording}).  The session owns the folder (the
+        gateway's C{data_dir/recordings}) and the name,
+        C{<session id>-<key><suffix>} (C{key}: a channel or action number,
+        letters, digits, C{-} and C{_}); the file is created exclusively
+        (an existing recording is never overwritten: a taken name gets a
+        C{.<n>} before the suffix), mode 0600, and given to C{make(path,
+        fd)}, which owns it once it returns (if it raises, the file is
+        closed).  The front end builds its recorder there, e.g.
+        C{AsciicastRecorder(path, fd=fd, ...)}.
+
+        @return: the recorder C{make} returned, or C{None} if the gateway
+            keeps no recordings (nothing is opened, C{make} is not called).
+        @raise ValueError: C{key} or C{suffix} is not one name's part.
         """
 
     def ended() -> Deferred[None]:

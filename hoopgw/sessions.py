@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
 import secrets
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
@@ -40,6 +42,7 @@ from hoopgw.interfaces import (
 )
 from hoopgw.masking.service import SessionMasks
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
+from hoopgw.recording.asciicast import RECORDING_FLAGS, RECORDING_MODE
 
 if TYPE_CHECKING:
     from hoopgw.grants import GrantService
@@ -213,6 +216,9 @@ class SessionService:
     reviews: ReviewService | None = None
     # Just-in-time access grants (hoopgw.grants): a session that acts under one ends with it.
     grants: GrantService | None = None
+    # The folder of the sessions' recordings (Session.open_recording), made
+    # (mode 0700) when the service is; None: sessions record nothing.
+    recordings: Path | None = None
     _active: dict[str, Session] = field(factory=dict, init=False)
     _closing: bool = field(default=False, init=False)
     failures: FailureLimiter = field(init=False)
@@ -221,6 +227,9 @@ class SessionService:
     refusals: FailureLimiter = field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.recordings is not None:
+            # Once, at start-up: no recording is opened on the reactor thread with a mkdir first.
+            self.recordings.mkdir(mode=0o700, exist_ok=True)
         self.failures = FailureLimiter(self.clock, lambda body: self._suppressed("auth.failed.suppressed", body))
         self.refusals = FailureLimiter(self.clock, lambda body: self._suppressed("request.refused.suppressed", body))
 
@@ -569,6 +578,15 @@ class SessionService:
         return gatherResults([s.close() for s in remaining], consumeErrors=True).addCallback(lambda _: None)
 
 
+_R = TypeVar("_R", bound=IRecorder)
+# A recording's key (a channel or action number) and suffix: one name in one
+# folder, nothing that walks out of it.
+_RECORDING_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_RECORDING_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,16}")
+# How many names open_recording tries for one key before giving up.
+_RECORDING_NAMES = 100
+
+
 @implementer(ISession)
 @define(eq=False)
 class Session:
@@ -662,6 +680,47 @@ class Session:
             self.attach_recorder(recorder)
         else:
             self.recordings.append(recorder)
+
+    def open_recording(
+        self, key: str | int, make: Callable[[str, int], _R], *, suffix: str = ".cast"
+    ) -> _R | None:
+        """
+        Open a new recording file in the service's recordings folder, named
+        C{<session>-<key><suffix>} (C{<session>-<key>.<n><suffix>} if that
+        name is taken: an existing file is evidence, never overwritten),
+        created exclusively with mode 0600, and give it to C{make(path, fd)},
+        which returns the recorder writing to it (the recorder owns the file
+        once made; if C{make} raises, the file is closed and left empty).  The
+        recorder is added to the session (L{add_recording}): its SHA-256 goes
+        into C{session.end}.
+
+        @param key: what tells this session's recordings apart: a channel or
+            action number, letters, digits, C{-} and C{_} only.
+        @return: the recorder, or C{None} if the gateway keeps no recordings
+            (no folder configured).
+        """
+        name = f"{self.id}-{key}"
+        if not _RECORDING_KEY.fullmatch(str(key)) or not _RECORDING_SUFFIX.fullmatch(suffix):
+            raise ValueError(f"not a recording name: {name + suffix!r}")
+        folder = self.service.recordings
+        if folder is None:
+            return None
+        for n in range(1, _RECORDING_NAMES + 1):
+            path = folder / (f"{name}{suffix}" if n == 1 else f"{name}.{n}{suffix}")
+            try:
+                fd = os.open(path, RECORDING_FLAGS, RECORDING_MODE)
+            except FileExistsError:
+                continue
+            break
+        else:
+            raise FileExistsError(f"{_RECORDING_NAMES} recordings named {name}{suffix} already exist in {folder}")
+        try:
+            recorder = make(str(path), fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.add_recording(recorder)
+        return recorder
 
     def check(
         self, action: Action, on_held: Callable[[Review], object] | None = None, hold_limit: int | None = None

@@ -8,6 +8,7 @@ with no files, sockets or threads.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from attrs import define, field
@@ -272,8 +273,14 @@ def memory_session_service(
     store: MemoryStore | None = None,
     clock: IReactorTime | None = None,
     metrics: IMetrics | None = None,
+    recordings: Path | None = None,
 ) -> SessionService:
-    """A L{SessionService} over in-memory services (a L{Clock} by default)."""
+    """
+    A L{SessionService} over in-memory services (a L{Clock} by default).
+    Its sessions keep recordings (L{ISession.open_recording
+    <hoopgw.interfaces.ISession.open_recording>}) only in a given
+    C{recordings} folder (made if missing, as the gateway's is).
+    """
     return SessionService(
         audit=audit if audit is not None else MemoryAuditLog(),
         policy=policy if policy is not None else StaticPolicy(),
@@ -282,4 +289,5 @@ def memory_session_service(
         connections={c.name: c for c in connections},
         clock=clock if clock is not None else Clock(),
         metrics=metrics if metrics is not None else NullMetrics(),
+        recordings=recordings,
     )

@@ -4,11 +4,18 @@ Tests for L{hoopgw.sessions}: the pipeline every front end shares.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
+from pathlib import Path
+
 from twisted.internet.task import Clock
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted, WrongKind
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
+from hoopgw.recording.asciicast import AsciicastRecorder, read_asciicast
 from hoopgw.testing import (
     MemoryAuditLog,
     MemoryIdentityVerifier,
@@ -519,3 +526,138 @@ class SessionServiceTests(SynchronousTestCase):
         session = self.open()
         session.close()
         self.failureResultOf(session.check(Action(kind="sql.query")), NotPermitted)
+
+
+class OpenRecordingTests(SynchronousTestCase):
+    """
+    L{hoopgw.sessions.Session.open_recording}: the session owns the
+    recordings folder, the files' names and modes, and adds what is
+    recorded there to C{session.end}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.audit = MemoryAuditLog()
+        self.folder = FilePath(self.mktemp()).child("recordings")
+        self.folder.parent().makedirs()
+        self.service = memory_session_service(audit=self.audit, clock=self.clock, recordings=Path(self.folder.path))
+
+    def open(self):
+        return self.successResultOf(self.service.open(ALICE, "db", kind="postgres", source=SOURCE))
+
+    def asciicast(self, path: str, fd: int) -> AsciicastRecorder:
+        recorder = AsciicastRecorder(path, fd=fd, clock=self.clock, width=80, height=24, flush_bytes=0)
+
+        def close() -> None:
+            if not recorder.closed:
+                recorder.close()
+
+        self.addCleanup(close)
+        return recorder
+
+    def memory(self, path: str, fd: int) -> MemoryRecorder:
+        os.close(fd)
+        return MemoryRecorder(path=path)
+
+    def test_folder_made_private_once(self) -> None:
+        """The service makes the recordings folder (mode 0700) when it is made, not per recording."""
+        self.assertEqual(stat.S_IMODE(os.stat(self.folder.path).st_mode), 0o700)
+        os.chmod(self.folder.path, 0o750)  # an operator's choice, after start-up: left alone
+        self.open().open_recording(1, self.asciicast)
+        self.assertEqual(stat.S_IMODE(os.stat(self.folder.path).st_mode), 0o750)
+
+    def test_named_by_session_and_key(self) -> None:
+        """A recording is C{<folder>/<session id>-<key><suffix>}: the names replay and bundles read today."""
+        session = self.open()
+        recorder = session.open_recording(3, self.asciicast)
+        self.assertEqual(recorder.path, os.path.join(self.folder.path, f"{session.id}-3.cast"))
+        other = session.open_recording("exec_1", self.memory, suffix=".log")
+        self.assertEqual(other.path, os.path.join(self.folder.path, f"{session.id}-exec_1.log"))
+
+    def test_private_file_written_through_fd(self) -> None:
+        """The file is the gateway's alone (0600), and C{make}'s descriptor writes to it."""
+        session = self.open()
+        seen = []
+
+        def make(path: str, fd: int) -> MemoryRecorder:
+            seen.append((path, fd))
+            os.write(fd, b"header\n")
+            return MemoryRecorder(path=path)
+
+        recorder = session.open_recording(7, make)
+        [(path, fd)] = seen
+        self.addCleanup(os.close, fd)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(recorder.path, path)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"header\n")
+
+    def test_existing_file_never_overwritten(self) -> None:
+        """
+        If the name is taken (a file left there, or the same key twice), the
+        existing file is left as it is and the recording gets the next free
+        name, C{<session>-<key>.<n><suffix>}.
+        """
+        session = self.open()
+        taken = self.folder.child(f"{session.id}-1.cast")
+        taken.setContent(b"evidence")
+        first = session.open_recording(1, self.asciicast)
+        second = session.open_recording(1, self.asciicast)
+        self.assertEqual(taken.getContent(), b"evidence")
+        self.assertEqual(
+            [os.path.basename(first.path), os.path.basename(second.path)],
+            [f"{session.id}-1.2.cast", f"{session.id}-1.3.cast"],
+        )
+
+    def test_registered_in_session_end(self) -> None:
+        """
+        The first recording opened is the session's recording and later ones
+        are listed, each with the path and the SHA-256 of the file as written.
+        """
+        session = self.open()
+        first = session.open_recording(1, self.asciicast)
+        second = session.open_recording(2, self.asciicast)
+        self.assertIs(session.recorder, first)
+        self.assertEqual(session.recordings, [second])
+        first.output(b"hello")
+        self.clock.advance(1)
+        self.successResultOf(session.close())
+        [record] = self.audit.of("session.end")
+        end = record["end"]
+
+        def sha(path: str) -> str:
+            with open(path, "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()
+
+        self.assertEqual((end["recording"], end["recording_sha256"]), (first.path, sha(first.path)))
+        self.assertEqual(end["recordings"], [{"path": second.path, "sha256": sha(second.path)}])
+        self.assertEqual(read_asciicast(first.path).output(), "hello")
+
+    def test_no_folder_no_recording(self) -> None:
+        """A service without a recordings folder keeps none: C{None}, C{make} not called, nothing added."""
+        service = memory_session_service(clock=self.clock)
+        session = self.successResultOf(service.open(ALICE, "db", kind="postgres", source=SOURCE))
+        calls = []
+        self.assertIsNone(session.open_recording(1, lambda path, fd: calls.append(path)))
+        self.assertEqual(calls, [])
+        self.assertIsNone(session.recorder)
+
+    def test_make_fails(self) -> None:
+        """If C{make} raises, the file is closed, nothing is added, and the error reaches the caller."""
+        session = self.open()
+        seen = []
+
+        def make(path: str, fd: int) -> MemoryRecorder:
+            seen.append(fd)
+            raise ValueError("width must be a positive integer")
+
+        self.assertRaises(ValueError, session.open_recording, 1, make)
+        self.assertRaises(OSError, os.fstat, seen[0])
+        self.assertIsNone(session.recorder)
+
+    def test_names_stay_in_folder(self) -> None:
+        """A key or suffix that is not part of one name (a path, C{..}) is refused before anything is made."""
+        session = self.open()
+        for key, suffix in (("../x", ".cast"), ("a/b", ".cast"), ("", ".cast"), ("1\n", ".cast"), (1, "/x"), (1, "cast")):
+            self.assertRaises(ValueError, session.open_recording, key, self.asciicast, suffix=suffix)
+        self.assertEqual(self.folder.listdir(), [])

@@ -41,6 +41,10 @@ MAX_EVENT_CHARS = 16 * 1024
 # put the disk on the reactor's hot path.
 FLUSH_BYTES = 64 * 1024
 FLUSH_DELAY = 0.2
+# How a recording's file is opened: created, never an existing one (it is
+# evidence: never overwritten), appended to, readable by the gateway alone.
+RECORDING_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+RECORDING_MODE = 0o600
 
 
 def _decoder() -> codecs.IncrementalDecoder:
@@ -97,6 +101,9 @@ class AsciicastRecorder:
     flush_bytes: int = field(default=FLUSH_BYTES, kw_only=True)
     flush_delay: float = field(default=FLUSH_DELAY, kw_only=True)
     on_failure: Callable[[str], object] | None = field(default=None, kw_only=True)
+    # A file already opened for it (L{hoopgw.sessions.Session.open_recording}
+    # opens it exclusively, mode 0600): the recorder owns it once created.
+    fd: int | None = field(default=None, kw_only=True)
 
     failed: str | None = field(default=None, init=False)
     bytes_written: int = field(default=0, init=False)
@@ -127,16 +134,19 @@ class AsciicastRecorder:
             header["title"] = self.title
         if self.command is not None:
             header["command"] = self.command
-        # O_EXCL: an existing recording is evidence and is never overwritten.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-        self._fd = os.open(self.path, flags, 0o600)
+        if self.fd is None:
+            # O_EXCL: an existing recording is evidence and is never overwritten.
+            self._fd = os.open(self.path, RECORDING_FLAGS, RECORDING_MODE)
+        else:
+            self._fd = self.fd
         data = _header_line(header)
         try:
             written = os.write(self._fd, data)
             if written != len(data):
                 raise OSError(f"short write of the header to {self.path}")
         except BaseException:
-            os.close(self._fd)
+            if self.fd is None:  # a file given to it stays its opener's until it is created
+                os.close(self._fd)
             self._fd = -1
             raise
         self._sha256.update(data)

@@ -256,6 +256,34 @@ class RecorderTests(SynchronousTestCase):
         self.assertEqual(self.close(r), digest)
         self.assertEqual(Path(r.path).read_bytes(), raw)
 
+    def test_given_file(self) -> None:
+        """
+        Given a descriptor (C{fd}), the recorder writes there and opens
+        nothing itself (L{hoopgw.sessions.Session.open_recording} made the
+        file); it owns the descriptor: C{close} closes it.
+        """
+        path = self.dir / "given.cast"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        r = AsciicastRecorder(path, fd=fd, clock=self.clock, width=80, height=24)
+        r.output(b"hello")
+        digest = self.close(r)
+        self.assertEqual(digest, hashlib.sha256(path.read_bytes()).hexdigest())
+        self.assertEqual(read_asciicast(path).output(), "hello")
+        self.assertRaises(OSError, os.fstat, fd)
+
+    def test_given_file_header_failure(self) -> None:
+        """
+        If the header cannot be written to a given descriptor, the error
+        reaches the caller and the descriptor is left open for its opener
+        to close (it was never the recorder's).
+        """
+        if not os.path.exists("/dev/full"):
+            raise SkipTest("no /dev/full to simulate a full disk")
+        fd = os.open("/dev/full", os.O_WRONLY)
+        self.addCleanup(os.close, fd)
+        self.assertRaises(OSError, AsciicastRecorder, "full.cast", fd=fd, clock=self.clock, width=80, height=24)
+        os.fstat(fd)  # still open
+
     def test_write_failure(self) -> None:
         """
         If the file cannot be written, C{failed} says why, C{on_failure} is

@@ -124,7 +124,7 @@ from hoopgw.protocols.http.upgrade import (
 )
 from hoopgw.protocols.http.wire import END, Head, ParseError, Parser
 from hoopgw.recording.asciicast import AsciicastRecorder
-from hoopgw.interfaces import IActionHandle, ISession, ISessionService
+from hoopgw.interfaces import IActionHandle, ISession, ISessionService, ITerminalRecorder
 
 if TYPE_CHECKING:
     from hoopgw.gateway import GatewayContext
@@ -486,10 +486,8 @@ class HTTPFrontEnd:
         response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
         max_body: int = DEFAULT_MAX_BODY,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-        recordings: Path | None = None,
     ) -> None:
         self.sessions = sessions
-        self.recordings = recordings
         self.reactor = reactor
         self.body_cap = body_cap
         self.response_timeout = response_timeout
@@ -1403,8 +1401,7 @@ class _Exchange:
         connection's C{record_exec_output} (else its action has the command
         and byte counts).
         """
-        folder = self.front.recordings
-        if folder is None or info is None:
+        if info is None:
             return None
         if info.display_verb not in ("exec", "attach"):
             return None
@@ -1415,19 +1412,25 @@ class _Exchange:
         masks = session.masks
         if command is not None and masks is not None and masks.trail:
             command = masks.trail_text(command, {})  # the recording's header is stored too
-        recording = AsciicastRecorder(
-            str(folder / f"{session.id}-{handle.number}.cast"),
-            clock=self.front.reactor,
-            width=80,  # kubectl sends the real size as its first resize message
-            height=24,
-            command=command,
-            title=f"{session.identity.subject} on {session.connection.name}: {info.display_verb} {info.namespace}/{info.name}",
-            record_input=bool(getattr(settings, "record_input", False)),
-            # A recorded exec does not go on unrecorded (disk full): end it.
-            on_failure=lambda reason: self.conn.transport.abortConnection(),
-        )
-        recorder = masked_recorder(recording, session.masks)  # what is stored is masked, for everyone
-        session.add_recording(recorder)
+
+        def make(path: str, fd: int) -> ITerminalRecorder:
+            recording = AsciicastRecorder(
+                path,
+                fd=fd,
+                clock=self.front.reactor,
+                width=80,  # kubectl sends the real size as its first resize message
+                height=24,
+                command=command,
+                title=f"{session.identity.subject} on {session.connection.name}: {info.display_verb} {info.namespace}/{info.name}",
+                record_input=bool(getattr(settings, "record_input", False)),
+                # A recorded exec does not go on unrecorded (disk full): end it.
+                on_failure=lambda reason: self.conn.transport.abortConnection(),
+            )
+            return masked_recorder(recording, session.masks)  # what is stored is masked, for everyone
+
+        recorder = session.open_recording(handle.number, make)
+        if recorder is None:
+            return None
         return ExecTap(recorder) if upgrade == b"websocket" else SpdyExecTap(recorder)
 
     def _held_for_review(self, review: Review) -> None:
@@ -2022,9 +2025,7 @@ def make_front_end(context: GatewayContext) -> TLSMemoryBIOFactory:
     """The C{http} listener's factory (L{IFrontEnd.build <hoopgw.interfaces.IFrontEnd.build>}, through L{hoopgw.protocols.http.plugin})."""
     from hoopgw.tls import server_options
 
-    recordings = Path(context.config.gateway.data_dir) / "recordings"
-    recordings.mkdir(mode=0o700, exist_ok=True)
-    front = HTTPFrontEnd(sessions=context.sessions, reactor=context.reactor, recordings=recordings)
+    front = HTTPFrontEnd(sessions=context.sessions, reactor=context.reactor)
     # curl and kubectl offer h2 and http/1.1 over ALPN; this is an HTTP/1.1
     # server, and Twisted fails a handshake that has no protocol in common.
     return front.factory(server_options(context.tls_cert, context.tls_key, alpn=(b"http/1.1",)))

@@ -325,31 +325,31 @@ class GatewayAvatar(ConchUser):
     def start_recording(self, channel: SessionChannel, *, command: str | None = None) -> ITerminalRecorder | None:
         """
         Record a channel (a terminal, or an exec with record_exec_output) in
-        C{recordings/<session>-<channel>.cast}.
+        C{recordings/<session>-<channel>.cast} (L{ISession.open_recording}).
         The session's first is its recording (its SHA-256 in C{session.end});
         any later one (C{ssh -tt} twice over one connection) is listed with
         its SHA-256 in C{session.end}'s C{recordings}.
         """
-        folder = self.front.recordings
-        if folder is None:
-            return None
         pty = channel.pty or {}
         settings = self.session.connection.settings
-        recording = AsciicastRecorder(
-            str(folder / f"{self.session.id}-{channel.id}.cast"),
-            clock=self.front.reactor,
-            # 0 means "unknown" in a pty-req; players need a size.
-            width=pty.get("cols") or 80,
-            height=pty.get("rows") or 24,
-            term=pty.get("term") or None,
-            command=command,
-            title=f"{self.session.identity.subject} on {self.session.connection.name}",
-            record_input=bool(getattr(settings, "record_input", False)),
-            on_failure=channel.recording_failed,
-        )
-        recorder = masked_recorder(recording, self.session.masks)  # what is stored is masked, for everyone
-        self.session.add_recording(recorder)
-        return recorder
+
+        def make(path: str, fd: int) -> ITerminalRecorder:
+            recording = AsciicastRecorder(
+                path,
+                fd=fd,
+                clock=self.front.reactor,
+                # 0 means "unknown" in a pty-req; players need a size.
+                width=pty.get("cols") or 80,
+                height=pty.get("rows") or 24,
+                term=pty.get("term") or None,
+                command=command,
+                title=f"{self.session.identity.subject} on {self.session.connection.name}",
+                record_input=bool(getattr(settings, "record_input", False)),
+                on_failure=channel.recording_failed,
+            )
+            return masked_recorder(recording, self.session.masks)  # what is stored is masked, for everyone
+
+        return self.session.open_recording(str(channel.id), make)
 
     def open_channel(self, kind: bytes, window: int, max_packet: int, data: bytes) -> Deferred[RelayChannel]:
         if kind == b"session":
@@ -673,7 +673,6 @@ class SSHFrontEnd(factory.SSHFactory):
 
     @ivar filters: subsystem name -> L{FilterFactory}: the seam where the
         SFTP auditor sits (no entry: the subsystem's bytes pass unchanged).
-    @ivar recordings: the folder of terminal recordings (C{None}: none made).
     """
 
     protocol = GatewayServerTransport
@@ -688,10 +687,8 @@ class SSHFrontEnd(factory.SSHFactory):
         reactor: Any,
         connect: ConnectFunction | None = None,
         filters: Mapping[str, FilterFactory] | None = None,
-        recordings: Path | None = None,
     ) -> None:
         self.sessions = sessions
-        self.recordings = recordings
         self.host_key = host_key
         self.targets = dict(targets)
         self.reactor = reactor
@@ -714,12 +711,10 @@ def make_front_end(context: GatewayContext) -> SSHFrontEnd:
     <hoopgw.interfaces.IFrontEnd.build>}, through
     L{hoopgw.protocols.ssh.plugin}): loads (or creates) the host key in C{data_dir/keys/ssh_host_ed25519} and reads
     every SSH connection's key or password and pinned host key now.
-    Terminal recordings go to C{data_dir/recordings}.
+    Terminal recordings go where the sessions keep them (L{ISession.open_recording}).
     """
     sessions = context.sessions
     data_dir = Path(context.config.gateway.data_dir)
-    recordings = data_dir / "recordings"
-    recordings.mkdir(mode=0o700, exist_ok=True)
     targets = {
         c.name: TargetConfig.from_connection(c) for c in sessions.connections.values() if c.kind == "ssh"
     }
@@ -729,5 +724,4 @@ def make_front_end(context: GatewayContext) -> SSHFrontEnd:
         targets=targets,
         reactor=context.reactor,
         filters={"sftp": sftp_filter},
-        recordings=recordings,
     )

@@ -81,6 +81,7 @@ from hoopgw_redis.resp import (
     encode,
     encode_command,
     error_reply,
+    keyword,
 )
 
 __all__ = ["Hello", "Login", "Masker", "Output", "Phase", "Relay", "RelayLimits", "Replies", "Verdict", "parse_hello"]
@@ -208,11 +209,11 @@ def parse_hello(args: Sequence[bytes]) -> Hello | bytes:
     user = token = setname = None
     i = 2
     while i < len(args):
-        option, more = args[i].upper(), len(args) - i - 1
-        if option == b"AUTH" and more >= 2:
+        option, more = keyword(args[i]), len(args) - i - 1
+        if option == b"auth" and more >= 2:
             user, token = args[i + 1], args[i + 2]
             i += 3
-        elif option == b"SETNAME" and more >= 1:
+        elif option == b"setname" and more >= 1:
             setname = args[i + 1]
             i += 2
         else:
@@ -749,19 +750,25 @@ class Relay:
         leave; C{None} if it does not.
         """
         base = canonical.partition("|")[0]
-        typed = args[0].upper() if args else b""
-        if base == "AUTH" or typed == b"AUTH" or (
-            (base == "HELLO" or typed == b"HELLO") and any(a.upper() == b"AUTH" for a in args[2:])
-        ):
+        typed = keyword(args[0]) if args else b""
+        if base == "AUTH" or typed == b"auth":
             return ("this connection is already logged in; its identity and connection cannot change "
                     "(open another connection to log in again)")
+        if (base == "HELLO" or typed == b"hello") and len(args) > 2:
+            # Only the protocol may change: AUTH would switch the target's user and SETNAME
+            # the gateway's name for the connection; refusing every option leaves no spelling
+            # of them (AUTH\0, ...) for the gateway to misread.
+            return ("this connection is already logged in: HELLO takes only the protocol version "
+                    "(its identity and connection name cannot change; open another connection)")
         if base == "MONITOR":
             return ("MONITOR is not relayed: it streams the commands of every client of the server, "
                     "other sessions' included, which the gateway can neither attribute nor decide")
         if base in ("SYNC", "PSYNC", "REPLCONF"):
             return f"{base} is not relayed: a replication stream carries the whole dataset past every decision"
-        if canonical == "CLIENT|REPLY" and len(args) > 2 and args[2].upper() in (b"OFF", b"SKIP"):
-            return "CLIENT REPLY OFF/SKIP is not relayed: the gateway matches every reply to its command"
+        if canonical == "CLIENT|REPLY" and (len(args) != 3 or keyword(args[2]) != b"on"):
+            # Only ON is harmless; anything else (OFF, SKIP, SKIP\0, ...) may stop replies
+            # the gateway counts on to match each reply to its command.
+            return "only CLIENT REPLY ON is relayed: the gateway matches every reply to its command"
         if self.multi and (base in _PUBSUB or base == "HELLO"):
             return f"{base} inside MULTI is not relayed: its replies would be nested in EXEC's"
         return None

@@ -263,15 +263,27 @@ _MESSAGES = frozenset({b"message", b"pmessage", b"smessage"})
 _KEEP = {b"message": 2, b"smessage": 2, b"pmessage": 2}
 
 
+def _confirmation_shaped(items: Sequence[Any], channels: frozenset[bytes]) -> bool:
+    """
+    Whether items are what redis-server sends to confirm a (un)subscribe:
+    the kind, the channel (one of C{channels} when the command named any),
+    the subscription count.
+    """
+    if len(items) != 3 or type(items[2]) is not int:
+        return False
+    return not channels or items[1] in channels
+
+
 class _Entry:
     """One reply (or reply run) owed to the client, in order."""
 
-    __slots__ = ("token", "canonical", "confirm", "left", "size", "data", "close", "internal", "db")
+    __slots__ = ("token", "canonical", "confirm", "channels", "left", "size", "data", "close", "internal", "db")
 
     def __init__(self) -> None:
         self.token: Any = None
         self.canonical = ""
         self.confirm: bytes | None = None  # a (un)subscribe: the confirmations it gets
+        self.channels: frozenset[bytes] = frozenset()  # ... and the channels its arguments name
         self.left: int | None = 1  # replies to come (None: as many as subscriptions, counted when they start)
         self.size = 0
         self.data: bytes | None = None  # a reply of the gateway's own
@@ -306,6 +318,7 @@ class Replies:
             entry.confirm = confirm
             if len(args) > 1:
                 entry.left = len(args) - 1  # one confirmation per argument, repeats too
+                entry.channels = frozenset(args[1:])
             elif not _CONFIRMS[confirm][1]:
                 entry.left = None  # one per subscription, or one if there are none
         self.entries.append(entry)
@@ -358,13 +371,20 @@ class Replies:
         if kind is not None:
             head = self._head()
             items = value.items if type(value) is Push else value
-            # A confirmation names what the client subscribed to, and counts: nothing to mask.
-            if head is not None and head.confirm is not None and kind == head.confirm:
-                self._confirmation(head, items, encode(value))
-                return
             if kind in _CONFIRMS:
-                self._track(kind, items)  # unsolicited (a shard channel gone, ...)
-                self.relay._write(encode(value))
+                expected = head is not None and head.confirm is not None and kind == head.confirm
+                if not _confirmation_shaped(items, head.channels if expected else frozenset()):  # type: ignore[union-attr]
+                    # Something else than a confirmation (a reply out of step, a value that
+                    # starts with "subscribe"): which reply is whose is no longer known.
+                    self.relay._lost_track(f"a reply beginning with {kind!r} is not a pub/sub confirmation")
+                    return
+                # Masked too, but for its kind: a value passing as a confirmation is not shown raw.
+                data = self.relay._aside(value, 1)
+                if expected:
+                    self._confirmation(head, items, data)  # type: ignore[arg-type]
+                else:
+                    self._track(kind, items)  # unsolicited (a shard channel gone, ...)
+                    self.relay._write(data)
                 return
             self.relay._write(self.relay._aside(value, _KEEP.get(kind, 1)))  # out of band
             return

@@ -154,8 +154,12 @@ class ReactorBlock(_Base):
 
     @inlineCallbacks
     def test_largeValueDoesNotBlockReactor(self):
-        """One ~15 MB reply of digit groups costs ~30 s of masking on the reactor: every session stalls."""
-        import threading, time
+        """
+        A ~15 MB value of digit groups would cost ~30 s of masking on the
+        reactor, stalling every session: it is withheld instead, and other
+        sessions are answered at once.
+        """
+        import time
         with self.server.connect() as d:
             d.call(b"SET", b"big", b"4111 " * (3 * 1024 * 1024))
         def go():
@@ -166,30 +170,27 @@ class ReactorBlock(_Base):
             t = time.time()
             victim.sock.settimeout(100)
             victim.call(b"PING")
-            return time.time() - t
-        took = yield deferToThread(go)
-        print("victim PING took", took)
-        self.assertLess(took, 2)
+            took = time.time() - t
+            att.sock.settimeout(100)
+            return took, att.read(1)
+        took, got = yield deferToThread(go)
+        self.assertLess(took, 2)  # generous: the scan took tens of seconds
+        self.assertIn(b"withheld by hoopgw", repr(got).encode())
 
-    test_largeValueDoesNotBlockReactor.todo = "finding 6: not fixed yet"  # type: ignore[attr-defined]
 
 
 class TrailLeak(_Base):
     @inlineCallbacks
     def test_trailRawValues(self):
+        """A card number in a command's name, a key, a long key or an argument never reaches the trail raw."""
         digits = b"4111111111111111"
+
         def go():
             c = self.client()
-            out = [c.call(digits, b"x")]                       # unknown command named by a card
-            out.append(c.call(b"GET", b"user:" + digits))      # key holding a card
-            out.append(c.call(b"SET", b"k", b"alice@example.com"))
-            out.append(c.call(b"GET", b"x" * 2000 + digits))  # long key -> summary
-            out.append(c.call(b"SELECT", b"4111111111111111"))
-            return out
-        out = yield deferToThread(go)
-        print(out)
-        trail = self.trail()
-        import re
-        for m in re.finditer(rb".{0,120}(4111111111111111|alice@example).{0,60}", trail):
-            print("LEAK:", m.group(0))
-        self.assertNotIn(digits, trail)
+            c.call(digits, b"x")  # an unknown command named by a card
+            c.call(b"GET", b"user:" + digits)  # a key holding one
+            c.call(b"GET", b"x" * 2000 + digits)  # a long key: summarised
+            c.call(b"SELECT", digits)
+
+        yield deferToThread(go)
+        self.assertNotIn(digits, self.trail())

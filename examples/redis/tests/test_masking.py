@@ -211,6 +211,14 @@ class RelayTests(SynchronousTestCase):
         self.assertIsNone(outcomes["GET#3"].masked)
         self.assertIsNone(outcomes["EXEC#4"].masked)
 
+    def test_confirmations_masked(self):
+        """A confirmation is masked too, but for its kind: a channel named by a card reads masked."""
+        relay, out = self.relay()
+        relay.data_received(cmd(b"SUBSCRIBE", CARD_DIGITS.encode()))
+        reply(relay, (b"subscribe", CARD_DIGITS.encode(), 1))
+        self.assertEqual(out.replies(), [(b"subscribe", b"************1111", 1)])
+        self.assertEqual(out.finished[0][1].masked, {"pii": 1})
+
     def test_messages_counted_in_the_next_outcome(self):
         """A pub/sub message is nobody's reply: its masked values count in the next command's outcome."""
         relay, out = self.relay()

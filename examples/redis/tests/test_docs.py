@@ -37,4 +37,4 @@ class DocsTests(SynchronousTestCase):
     def test_guardrails_load(self):
         path = HERE / "policies" / "redis.toml"
         parsed = parse_policy_file(path.read_bytes(), file=str(path))
-        self.assertEqual([r.effect.value for r in parsed.rules], ["deny"] * 4)
+        self.assertEqual([r.effect.value for r in parsed.rules], ["deny"] * 5)

@@ -22,7 +22,7 @@ from hoopgw.masking.service import MaskingService, SessionMasks
 from hoopgw.model import Connection, Identity, Status
 from hoopgw.policy.loader import build_policy_set
 
-from hoopgw_redis.masking import ReplyMasker
+from hoopgw_redis.masking import WITHHELD, ReplyMasker, withheld
 from hoopgw_redis.resp import (
     Attributed,
     BigNumber,
@@ -78,6 +78,21 @@ class ValueTests(SynchronousTestCase):
         shown, masked = mask(f"card {CARD}, mail {EMAIL}".encode())
         self.assertEqual(shown, b"card **** **** **** 1111, mail *****@******e.com")
         self.assertEqual(masked, {"pii": 2})
+
+    def test_too_long_withheld(self):
+        """
+        A string longer than max_value that a detector could match is
+        withheld, not scanned (masking runs on the reactor thread), and
+        counted as such; one no detector could match passes as it is.
+        """
+        masks = session_masks()
+        mask = ReplyMasker(lambda: masks, max_value=64)
+        long = f"card {CARD} ".encode() * 10
+        shown, masked = mask((long, f"card {CARD}".encode()))
+        self.assertEqual(shown, (withheld(len(long)), b"card **** **** **** 1111"))
+        self.assertEqual(masked, {"pii": 1, WITHHELD: 1})
+        plain = b"x" * 1000
+        self.assertIs(mask(plain)[0], plain)
 
     def test_unchanged_is_the_same_object(self):
         """Nothing found: the very value comes back, and nothing is counted."""
@@ -195,6 +210,14 @@ class RelayTests(SynchronousTestCase):
         self.assertEqual(outcomes["GET#2"].masked, {"pii": 1})
         self.assertIsNone(outcomes["GET#3"].masked)
         self.assertIsNone(outcomes["EXEC#4"].masked)
+
+    def test_confirmations_masked(self):
+        """A confirmation is masked too, but for its kind: a channel named by a card reads masked."""
+        relay, out = self.relay()
+        relay.data_received(cmd(b"SUBSCRIBE", CARD_DIGITS.encode()))
+        reply(relay, (b"subscribe", CARD_DIGITS.encode(), 1))
+        self.assertEqual(out.replies(), [(b"subscribe", b"************1111", 1)])
+        self.assertEqual(out.finished[0][1].masked, {"pii": 1})
 
     def test_messages_counted_in_the_next_outcome(self):
         """A pub/sub message is nobody's reply: its masked values count in the next command's outcome."""

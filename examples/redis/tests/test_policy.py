@@ -257,10 +257,18 @@ class ShippedPolicyTests(SynchronousTestCase):
             ((b"client", b"kill", b"type", b"normal"), "redis-no-other-sessions"),
             ((b"KEYS", b"*"), "redis-no-keyspace-scans"),
             ((b"DEBUG", b"SLEEP", b"0"), "redis-no-admin"),
+            ((b"CONFIG", b"GET", b"requirepass"), "redis-no-admin"),
+            ((b"acl", b"list"), "redis-no-admin"),
+            ((b"ACL", b"GETUSER", b"default"), "redis-no-admin"),
+            ((b"ACL", b"LOG"), "redis-no-admin"),
+            ((b"CLIENT", b"UNBLOCK", b"7"), "redis-no-other-sessions"),
+            ((b"CLIENT", b"TRACKING", b"on", b"REDIRECT", b"7"), "redis-no-other-sessions"),
+            ((b"GETRANGE", b"k", b"0", b"5"), "redis-no-unmasking"),
+            ((b"dump", b"k"), "redis-no-unmasking"),
+            ((b"BITFIELD", b"k", b"GET", b"u8", b"0"), "redis-no-unmasking"),
         ]
         for args, rule in cases:
             self.assertEqual(decide(p, described(*args)), (Effect.deny, rule), args)
         self.assertEqual(decide(p, described(b"GET", b"k")), (Effect.allow, "allow"))
-        self.assertEqual(decide(p, described(b"CONFIG", b"GET", b"maxmemory")), (Effect.allow, "allow"))
         # A script matches every deny rule on commands (fail closed).
         self.assertEqual(decide(p, described(b"EVAL", b"return 1", b"0"))[0], Effect.deny)

@@ -466,6 +466,38 @@ class PubSubTests(SynchronousTestCase):
         reply(relay, (b"unsubscribe", Null.BULK, 0), SimpleString(b"PONG"))
         self.assertEqual(len(out.finished), 2)
 
+    def test_confirmation_misshapen(self):
+        """
+        A reply to SUBSCRIBE that is not shaped as a confirmation (an MGET
+        reply out of step, a value reading "subscribe"): the gateway has
+        lost track, and closes rather than pass it unmasked.
+        """
+        for value in [(b"subscribe", b"4111 1111 1111 1111"), (b"subscribe", b"other", 1),
+                      (b"subscribe", b"a", b"1")]:
+            relay, out = make()
+            logged_in(relay, out)
+            relay.data_received(cmd(b"SUBSCRIBE", b"a"))
+            reply(relay, value)
+            self.assertTrue(out.closed, value)
+            self.assertNotIn(b"4111", out.client)
+            self.assertEqual(dict(out.finished)["SUBSCRIBE#1"].status, Status.failed)
+
+    def test_client_reply(self):
+        """Only CLIENT REPLY ON is relayed; OFF, SKIP, and SKIP\\0 are refused."""
+        relay, out = make()
+        logged_in(relay, out)
+        for arg in (b"ON", b"on\x00x", b"OFF", b"SKIP\x00", b"skip"):
+            self.assertEqual(relay.refusal("CLIENT|REPLY", [b"CLIENT", b"REPLY", arg]) is None,
+                             arg.lower().startswith(b"on"), arg)
+
+    def test_hello_options_after_login(self):
+        """After login HELLO takes only the protocol version (AUTH\\0 and SETNAME included)."""
+        relay, out = make()
+        logged_in(relay, out)
+        self.assertIsNone(relay.refusal("HELLO", [b"HELLO", b"3"]))
+        for args in ([b"HELLO", b"2", b"AUTH\x00", b"u", b"p"], [b"HELLO", b"3", b"SETNAME", b"n"]):
+            self.assertIsNotNone(relay.refusal("HELLO", args), args)
+
     def test_resp3_pushes(self):
         """RESP3: confirmations are pushes; other pushes are out of band, between any replies."""
         relay, out = make()

@@ -47,7 +47,7 @@ from typing import Any
 from attrs import field, frozen
 
 from hoopgw_redis.commands import NO_KEYS, CommandInfo, KeySet, find_keys, resolve
-from hoopgw_redis.resp import Command
+from hoopgw_redis.resp import Command, keyword
 
 __all__ = ["Described", "Lookup", "Limits", "describe", "render", "REDACTED"]
 
@@ -146,27 +146,28 @@ def _summary(arg: bytes) -> str:
 
 def _secret_positions(canonical: str, args: Sequence[bytes]) -> set[int]:
     """Which arguments are passwords (canonical: the target's name, lower-case)."""
-    upper = [a.upper() for a in args]
+    # As redis-server reads the options (a NUL ends them), so no spelling hides a password.
+    words = [keyword(a) for a in args]
     if canonical == "auth":
         # AUTH user pass; any other shape: everything (a syntax error may still hold a password).
         return {2} if len(args) == 3 else set(range(1, len(args)))
     if canonical == "hello":
         for i in range(2, len(args)):
-            if upper[i] == b"AUTH":
+            if words[i] == b"auth":
                 return {i + 2} if i + 2 < len(args) else set(range(i + 1, len(args)))
         return set()
     if canonical == "migrate":
         secret: set[int] = set()
         for i in range(6, len(args)):
-            if upper[i] == b"AUTH" and i + 1 < len(args):
+            if words[i] == b"auth" and i + 1 < len(args):
                 secret.add(i + 1)
-            elif upper[i] == b"AUTH2" and i + 2 < len(args):
+            elif words[i] == b"auth2" and i + 2 < len(args):
                 secret.add(i + 2)
         return secret
     if canonical == "acl|setuser":
         return {i for i in range(3, len(args)) if args[i].startswith(_ACL_SECRET_PREFIXES)}
     if canonical == "config|set":
-        return {i + 1 for i in range(2, len(args) - 1, 2) if args[i].lower() in _SECRET_PARAMETERS}
+        return {i + 1 for i in range(2, len(args) - 1, 2) if words[i] in _SECRET_PARAMETERS}
     return set()
 
 
@@ -176,7 +177,7 @@ def render(args: Sequence[bytes], canonical: str, limits: Limits = Limits()) -> 
     lower-case, which says where its passwords are).
     """
     secret = _secret_positions(canonical, args)
-    if canonical not in ("auth", "hello") and args and args[0].lower() in (b"auth", b"hello"):
+    if canonical not in ("auth", "hello") and args and keyword(args[0]) in (b"auth", b"hello"):
         # Typed as AUTH/HELLO but unknown to the target (renamed away): still a password.
         secret |= _secret_positions(args[0].decode("latin-1").lower(), args)
     shown = []

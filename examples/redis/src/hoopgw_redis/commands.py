@@ -35,7 +35,7 @@ from typing import Any
 
 from attrs import field, frozen
 
-from hoopgw_redis.resp import Map, Null, SimpleString, Verbatim
+from hoopgw_redis.resp import Map, Null, SimpleString, Verbatim, keyword as c_keyword
 
 __all__ = ["CommandInfo", "KeySet", "KeySpec", "find_keys", "parse_command_info", "resolve"]
 
@@ -258,7 +258,7 @@ def _begin(spec: KeySpec, args: Sequence[bytes]) -> int | None:
         # Backwards from argc + startfrom, not looking at argument 1.
         positions = range(argc + spec.startfrom, 1, -1)
     for i in positions:
-        if 1 <= i < argc and args[i].lower() == keyword:
+        if 1 <= i < argc and c_keyword(args[i]) == keyword:
             return i + 1
     return 0
 

@@ -621,7 +621,7 @@ class RedisClient(Protocol):
         session = self.session
         if session is not None and session.service.masking is not None:
             # Asked per value, not kept: a session's masks follow policy reloads.
-            self.relay.masker = ReplyMasker(lambda: session.masks)
+            self.relay.masker = ReplyMasker(lambda: session.masks, max_value=upstream.settings.max_masked_value)
         upstream.deliver = self.relay.target_replies
         upstream.on_lost = self._target_lost
         # Backpressure both ways: while one side cannot take more, the other is not read.

@@ -33,7 +33,17 @@ from hoopgw_redis.resp import Attributed, BigNumber, Double, Error, Map, Push, S
 if TYPE_CHECKING:
     from hoopgw.frontend import SessionMasks
 
-__all__ = ["ReplyMasker"]
+__all__ = ["DEFAULT_MAX_VALUE", "WITHHELD", "ReplyMasker", "withheld"]
+
+#: The longest string masked (bytes); see L{ReplyMasker}.
+DEFAULT_MAX_VALUE = 1 << 20
+#: The name a withheld value is counted under in C{action.end}'s C{masked}.
+WITHHELD = "hoopgw:withheld"
+
+
+def withheld(size: int) -> bytes:
+    """What the client reads in place of a value too long to mask."""
+    return b"[withheld by hoopgw: a %d-byte value is too long to mask]" % size
 
 Counts = dict[tuple[str, str], int]
 
@@ -46,18 +56,25 @@ class ReplyMasker:
     C{keep} leading items of an array or push are passed as they are (a
     pub/sub message's kind and the channel the client subscribed to).
 
+    A string longer than C{max_value} that a detector could match is not
+    scanned: it is replaced by L{withheld}'s marker and counted under
+    L{WITHHELD}.  Masking runs on the reactor thread, at seconds a
+    megabyte for the worst text (digit groups): scanning such a value
+    would stall every session of the gateway.
+
     @param masks: the session's masks now (they follow policy reloads).
     """
 
-    def __init__(self, masks: Callable[[], SessionMasks | None]) -> None:
+    def __init__(self, masks: Callable[[], SessionMasks | None], *, max_value: int = DEFAULT_MAX_VALUE) -> None:
         self._masks = masks
+        self.max_value = max_value
 
     def __call__(self, value: Any, keep: int = 0) -> tuple[Any, Mapping[str, int] | None]:
         masks = self._masks()
         if masks is None or not masks.finders:
             return value, None
         counts: Counts = {}
-        walk = _Walk(masks, counts)
+        walk = _Walk(masks, counts, self.max_value)
         if keep and type(value) in (tuple, Push):
             items = value.items if type(value) is Push else value
             rest = walk.items(items[keep:])
@@ -67,17 +84,23 @@ class ReplyMasker:
                 shown = Push(joined) if type(value) is Push else joined
         else:
             shown = walk.value(value)
-        return shown, (masks.settle(counts) if counts else None)
+        totals = masks.settle(counts) if counts else None
+        if walk.withheld:
+            totals = dict(totals or {})
+            totals[WITHHELD] = totals.get(WITHHELD, 0) + walk.withheld
+        return shown, totals
 
 
 class _Walk:
     """One value's walk: C{value()} returns the same object when nothing in it is found."""
 
-    __slots__ = ("masks", "counts", "passes", "shortest")
+    __slots__ = ("masks", "counts", "passes", "shortest", "max_value", "withheld")
 
-    def __init__(self, masks: SessionMasks, counts: Counts) -> None:
+    def __init__(self, masks: SessionMasks, counts: Counts, max_value: int = DEFAULT_MAX_VALUE) -> None:
         self.masks = masks
         self.counts = counts
+        self.max_value = max_value
+        self.withheld = 0
         self.passes = masks.gate.passes
         self.shortest = masks.gate.shortest
 
@@ -85,6 +108,9 @@ class _Walk:
         # The gate: a value no detector could match is neither decoded nor searched.
         if len(data) < self.shortest or not self.passes(data):
             return data
+        if len(data) > self.max_value:
+            self.withheld += 1
+            return withheld(len(data))
         text = data.decode("utf-8", "surrogateescape")
         masked = self.masks.client_text(text, self.counts)
         return data if masked is text else masked.encode("utf-8", "surrogateescape")

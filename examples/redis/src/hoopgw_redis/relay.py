@@ -81,6 +81,7 @@ from hoopgw_redis.resp import (
     encode,
     encode_command,
     error_reply,
+    keyword,
 )
 
 __all__ = ["Hello", "Login", "Masker", "Output", "Phase", "Relay", "RelayLimits", "Replies", "Verdict", "parse_hello"]
@@ -208,11 +209,11 @@ def parse_hello(args: Sequence[bytes]) -> Hello | bytes:
     user = token = setname = None
     i = 2
     while i < len(args):
-        option, more = args[i].upper(), len(args) - i - 1
-        if option == b"AUTH" and more >= 2:
+        option, more = keyword(args[i]), len(args) - i - 1
+        if option == b"auth" and more >= 2:
             user, token = args[i + 1], args[i + 2]
             i += 3
-        elif option == b"SETNAME" and more >= 1:
+        elif option == b"setname" and more >= 1:
             setname = args[i + 1]
             i += 2
         else:
@@ -262,15 +263,27 @@ _MESSAGES = frozenset({b"message", b"pmessage", b"smessage"})
 _KEEP = {b"message": 2, b"smessage": 2, b"pmessage": 2}
 
 
+def _confirmation_shaped(items: Sequence[Any], channels: frozenset[bytes]) -> bool:
+    """
+    Whether items are what redis-server sends to confirm a (un)subscribe:
+    the kind, the channel (one of C{channels} when the command named any),
+    the subscription count.
+    """
+    if len(items) != 3 or type(items[2]) is not int:
+        return False
+    return not channels or items[1] in channels
+
+
 class _Entry:
     """One reply (or reply run) owed to the client, in order."""
 
-    __slots__ = ("token", "canonical", "confirm", "left", "size", "data", "close", "internal", "db")
+    __slots__ = ("token", "canonical", "confirm", "channels", "left", "size", "data", "close", "internal", "db")
 
     def __init__(self) -> None:
         self.token: Any = None
         self.canonical = ""
         self.confirm: bytes | None = None  # a (un)subscribe: the confirmations it gets
+        self.channels: frozenset[bytes] = frozenset()  # ... and the channels its arguments name
         self.left: int | None = 1  # replies to come (None: as many as subscriptions, counted when they start)
         self.size = 0
         self.data: bytes | None = None  # a reply of the gateway's own
@@ -305,6 +318,7 @@ class Replies:
             entry.confirm = confirm
             if len(args) > 1:
                 entry.left = len(args) - 1  # one confirmation per argument, repeats too
+                entry.channels = frozenset(args[1:])
             elif not _CONFIRMS[confirm][1]:
                 entry.left = None  # one per subscription, or one if there are none
         self.entries.append(entry)
@@ -357,13 +371,20 @@ class Replies:
         if kind is not None:
             head = self._head()
             items = value.items if type(value) is Push else value
-            # A confirmation names what the client subscribed to, and counts: nothing to mask.
-            if head is not None and head.confirm is not None and kind == head.confirm:
-                self._confirmation(head, items, encode(value))
-                return
             if kind in _CONFIRMS:
-                self._track(kind, items)  # unsolicited (a shard channel gone, ...)
-                self.relay._write(encode(value))
+                expected = head is not None and head.confirm is not None and kind == head.confirm
+                if not _confirmation_shaped(items, head.channels if expected else frozenset()):  # type: ignore[union-attr]
+                    # Something else than a confirmation (a reply out of step, a value that
+                    # starts with "subscribe"): which reply is whose is no longer known.
+                    self.relay._lost_track(f"a reply beginning with {kind!r} is not a pub/sub confirmation")
+                    return
+                # Masked too, but for its kind: a value passing as a confirmation is not shown raw.
+                data = self.relay._aside(value, 1)
+                if expected:
+                    self._confirmation(head, items, data)  # type: ignore[arg-type]
+                else:
+                    self._track(kind, items)  # unsolicited (a shard channel gone, ...)
+                    self.relay._write(data)
                 return
             self.relay._write(self.relay._aside(value, _KEEP.get(kind, 1)))  # out of band
             return
@@ -749,19 +770,25 @@ class Relay:
         leave; C{None} if it does not.
         """
         base = canonical.partition("|")[0]
-        typed = args[0].upper() if args else b""
-        if base == "AUTH" or typed == b"AUTH" or (
-            (base == "HELLO" or typed == b"HELLO") and any(a.upper() == b"AUTH" for a in args[2:])
-        ):
+        typed = keyword(args[0]) if args else b""
+        if base == "AUTH" or typed == b"auth":
             return ("this connection is already logged in; its identity and connection cannot change "
                     "(open another connection to log in again)")
+        if (base == "HELLO" or typed == b"hello") and len(args) > 2:
+            # Only the protocol may change: AUTH would switch the target's user and SETNAME
+            # the gateway's name for the connection; refusing every option leaves no spelling
+            # of them (AUTH\0, ...) for the gateway to misread.
+            return ("this connection is already logged in: HELLO takes only the protocol version "
+                    "(its identity and connection name cannot change; open another connection)")
         if base == "MONITOR":
             return ("MONITOR is not relayed: it streams the commands of every client of the server, "
                     "other sessions' included, which the gateway can neither attribute nor decide")
         if base in ("SYNC", "PSYNC", "REPLCONF"):
             return f"{base} is not relayed: a replication stream carries the whole dataset past every decision"
-        if canonical == "CLIENT|REPLY" and len(args) > 2 and args[2].upper() in (b"OFF", b"SKIP"):
-            return "CLIENT REPLY OFF/SKIP is not relayed: the gateway matches every reply to its command"
+        if canonical == "CLIENT|REPLY" and (len(args) != 3 or keyword(args[2]) != b"on"):
+            # Only ON is harmless; anything else (OFF, SKIP, SKIP\0, ...) may stop replies
+            # the gateway counts on to match each reply to its command.
+            return "only CLIENT REPLY ON is relayed: the gateway matches every reply to its command"
         if self.multi and (base in _PUBSUB or base == "HELLO"):
             return f"{base} inside MULTI is not relayed: its replies would be nested in EXEC's"
         return None

@@ -91,6 +91,7 @@ __all__ = [
     "encode",
     "encode_command",
     "error_reply",
+    "keyword",
     "DEFAULT_MAX_BULK_LENGTH",
     "DEFAULT_MAX_ELEMENTS",
     "DEFAULT_MAX_DEPTH",
@@ -1061,3 +1062,14 @@ def error_reply(message: str | bytes, *, code: str | bytes = "ERR") -> bytes:
     LF become spaces (L{Error.from_message}).
     """
     return encode(Error.from_message(message, code=code))
+
+
+def keyword(arg: bytes) -> bytes:
+    """
+    An argument as redis-server compares it with a keyword or option
+    (C{STORE}, C{AUTH}, C{ON}), lower-cased: it uses C's C{strcasecmp},
+    which stops at the first NUL, so C{STORE\\0x} is C{STORE} to it.
+    Every such comparison the gateway makes goes through here, or a
+    client hides a keyword from the gateway but not from the target.
+    """
+    return arg.split(b"\0", 1)[0].lower()

@@ -33,7 +33,8 @@ __all__ = ["DEFAULT_PORT", "KEYS", "TLS_MODES", "RedisSettings", "client_tls_opt
 DEFAULT_PORT = 6379
 TLS_MODES = ("disable", "require", "verify-full")
 # Besides name and kind (IFrontEnd.connection_keys): any other key is refused before parse_connection.
-KEYS = ("address", "ca_file", "db", "login_timeout", "password_env", "password_file", "tls", "user")
+KEYS = ("address", "ca_file", "db", "login_timeout", "max_masked_value", "password_env", "password_file", "tls",
+        "user")
 
 
 @frozen
@@ -48,6 +49,9 @@ class RedisSettings:
     ca_file: Path | None = None
     db: int = 0
     login_timeout: int = 30
+    # Masking runs on the reactor thread, at about 2 s a megabyte of digits: a
+    # longer reply value is withheld rather than scanned, or it stalls every session.
+    max_masked_value: int = 1 << 20
 
     @property
     def address(self) -> str:
@@ -99,6 +103,7 @@ def parse_connection(table: Table) -> tuple[str, RedisSettings]:
         ca_file=ca_file,
         db=db,
         login_timeout=table.duration("login_timeout", setting_default(RedisSettings, "login_timeout")),
+        max_masked_value=table.positive_int("max_masked_value", setting_default(RedisSettings, "max_masked_value")),
     )
     return settings.address, settings
 

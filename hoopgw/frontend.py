@@ -34,6 +34,9 @@ A front end is two things:
     kept elsewhere (in memory) is given to L{ISession.add_recording}.  A
     protocol may declare its C{transport} an L{IStreamTransport} for the
     checker (an annotation: what Twisted's TCP and TLS transports offer).
+    A relay pauses a side's reading for several reasons at once with
+    L{Reading}, and makes it the producer of the other side's writes with
+    L{ReadPause} (flow control both ways).
     A listener that speaks TLS with the gateway's own certificate builds
     its options with L{server_options} (C{context.tls_cert},
     C{context.tls_key}); one that masks what it relays uses the session's
@@ -80,7 +83,7 @@ from hoopgw.interfaces import (
 )
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
 from hoopgw.policy.rules import ConditionKind, ConditionSpec, glob_witness
-from hoopgw.protocols import IStreamTransport, _preauth
+from hoopgw.protocols import IStreamTransport, ReadPause, Reading, _preauth
 from hoopgw.masking.service import SessionMasks
 from hoopgw.reviews import Review
 from hoopgw.sessions import GATEWAY_RULE
@@ -129,6 +132,8 @@ __all__ = [
     "NotPermitted",
     "Outcome",
     "PreauthLimits",
+    "ReadPause",
+    "Reading",
     "Review",
     "SecretRef",
     "SessionMasks",

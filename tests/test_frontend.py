@@ -57,6 +57,8 @@ HOMES = {
     "installed": "hoopgw.frontends",
     "SessionMasks": "hoopgw.masking.service",
     "glob_witness": "hoopgw.policy.rules",
+    "Reading": "hoopgw.protocols",
+    "ReadPause": "hoopgw.protocols",
     "server_options": "hoopgw.tls",
     "quote": "hoopgw.errors",
     "describe_type": "hoopgw.errors",

@@ -6,8 +6,9 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IConsumer, IPushProducer, ITLSTransport
+from zope.interface import implementer
 
-__all__ = ["IStreamTransport", "set_no_delay"]
+__all__ = ["IStreamTransport", "ReadPause", "Reading", "set_no_delay"]
 
 
 class IStreamTransport(ITLSTransport, IPushProducer, IConsumer):
@@ -34,4 +35,48 @@ def set_no_delay(transport: Any) -> None:
         if isinstance(transport.getHost(), (IPv4Address, IPv6Address)):
             transport.setTcpNoDelay(True)
     except (AttributeError, OSError):
+        pass
+
+
+class Reading:
+    """
+    Whether a transport reads, for several reasons at once: it reads again
+    only once none of them holds (the peer's send buffer is full, messages
+    wait in the gateway's queue).
+    """
+
+    def __init__(self, transport: IPushProducer) -> None:
+        self.transport = transport
+        self.reasons: set[str] = set()
+
+    def pause(self, reason: str) -> None:
+        if not self.reasons:
+            self.transport.pauseProducing()
+        self.reasons.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self.reasons:
+            self.reasons.discard(reason)
+            if not self.reasons:
+                self.transport.resumeProducing()
+
+
+@implementer(IPushProducer)
+class ReadPause:
+    """
+    One side's reading as a producer for the other side: paused while the
+    other's send buffer is full.  Only the protocols close connections, so
+    stopProducing does nothing.
+    """
+
+    def __init__(self, reading: Reading) -> None:
+        self.reading = reading
+
+    def pauseProducing(self) -> None:
+        self.reading.pause("peer")
+
+    def resumeProducing(self) -> None:
+        self.reading.resume("peer")
+
+    def stopProducing(self) -> None:
         pass

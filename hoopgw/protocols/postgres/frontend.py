@@ -37,18 +37,17 @@ from attrs import evolve
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from hoopgw.errors import AuditUnavailable, NotPermitted
 from hoopgw.interfaces import IActionHandle, ISession, ISessionService
 from hoopgw.model import Action, Connection, Outcome, Source, Status
 from hoopgw.protocols.postgres.settings import PostgresSettings
 from hoopgw.protocols.postgres.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
-from hoopgw.protocols import IStreamTransport, _preauth, _tls as tls, set_no_delay
+from hoopgw.protocols import IStreamTransport, ReadPause, Reading, _preauth, _tls as tls, set_no_delay
 from hoopgw.protocols.postgres import codec, lexical, reach, startup
 from hoopgw.protocols.postgres.reach import RelationGraph
 from hoopgw.protocols.postgres.tracker import (
@@ -315,10 +314,10 @@ class ClientProtocol(Protocol):
         self.cancel_secret = b""
         self.transform: RowTransform | None = None
         self._held: list[codec.Message] | None = None  # server messages held while masking reads the catalog
-        self._backend_reading: _Reading | None = None
+        self._backend_reading: Reading | None = None
         self._copy_out_binary = False  # the COPY TO under way is in binary format
         self.tracker = Tracker(finish=_finish)
-        self.reading: _Reading | None = None  # the client transport's, once connected
+        self.reading: Reading | None = None  # the client transport's, once connected
         self.settings = lexical.Settings()
         self._batch_open = False  # extended-protocol messages since the last Sync
         self._queue: deque[codec.Message] = deque()
@@ -395,7 +394,7 @@ class ClientProtocol(Protocol):
                 transport.unregisterProducer()
 
     def connectionMade(self) -> None:
-        self.reading = _Reading(self.transport)
+        self.reading = Reading(self.transport)
         # An answer forwarded right after a write the client has not ACKed yet
         # (a held statement's notice, then its result once approved) must not
         # wait out the client's delayed ACK.
@@ -550,9 +549,9 @@ class ClientProtocol(Protocol):
         # reading from the other, whose kernel buffer then fills and whose
         # sender blocks (a target streaming a large result to a slow client
         # waits in ClientWrite instead of filling the gateway's memory).
-        self._backend_reading = _Reading(backend.transport)
-        self.transport.registerProducer(_ReadPause(self._backend_reading), True)
-        backend.transport.registerProducer(_ReadPause(reading), True)
+        self._backend_reading = Reading(backend.transport)
+        self.transport.registerProducer(ReadPause(self._backend_reading), True)
+        backend.transport.registerProducer(ReadPause(reading), True)
         self._linked = True
         self.cancel_pid, self.cancel_secret = self.front.register_cancel_key(self)
         self.transform = self.front.transform_for(session)
@@ -1445,50 +1444,6 @@ class ClientProtocol(Protocol):
         session, self.session = self.session, None
         if session is not None:
             session.close(status=status, error=error)
-
-
-class _Reading:
-    """
-    Whether a transport reads, for several reasons at once: it reads again
-    only once none of them holds (the peer's send buffer is full, messages
-    wait in the gateway's queue).
-    """
-
-    def __init__(self, transport: IPushProducer) -> None:
-        self.transport = transport
-        self.reasons: set[str] = set()
-
-    def pause(self, reason: str) -> None:
-        if not self.reasons:
-            self.transport.pauseProducing()
-        self.reasons.add(reason)
-
-    def resume(self, reason: str) -> None:
-        if reason in self.reasons:
-            self.reasons.discard(reason)
-            if not self.reasons:
-                self.transport.resumeProducing()
-
-
-@implementer(IPushProducer)
-class _ReadPause:
-    """
-    One side's reading as a producer for the other side: paused while the
-    other's send buffer is full.  Only the protocols close connections, so
-    stopProducing does nothing.
-    """
-
-    def __init__(self, reading: _Reading) -> None:
-        self.reading = reading
-
-    def pauseProducing(self) -> None:
-        self.reading.pause("peer")
-
-    def resumeProducing(self) -> None:
-        self.reading.resume("peer")
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class _OneShot(Protocol):

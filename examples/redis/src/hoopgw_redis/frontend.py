@@ -39,12 +39,11 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.interfaces import IProtocolFactory, IPushProducer, ISSLTransport
+from twisted.internet.interfaces import IProtocolFactory, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from hoopgw.frontend import (
     GATEWAY_RULE,
@@ -57,6 +56,8 @@ from hoopgw.frontend import (
     ISession,
     ISessionService,
     NotPermitted,
+    ReadPause,
+    Reading,
     Source,
     mark_authenticated,
     server_options,
@@ -362,42 +363,6 @@ class Catalog:
         self._drop("the listener stopped")
 
 
-class _Reading:
-    """Whether a transport reads, for several reasons at once (the other side is full; commands wait)."""
-
-    def __init__(self, transport: Any) -> None:
-        self.transport = transport
-        self.reasons: set[str] = set()
-
-    def pause(self, reason: str) -> None:
-        if not self.reasons:
-            self.transport.pauseProducing()
-        self.reasons.add(reason)
-
-    def resume(self, reason: str) -> None:
-        if reason in self.reasons:
-            self.reasons.discard(reason)
-            if not self.reasons:
-                self.transport.resumeProducing()
-
-
-@implementer(IPushProducer)
-class _ReadPause:
-    """One side's reading as the producer of the other side's writes."""
-
-    def __init__(self, reading: _Reading) -> None:
-        self.reading = reading
-
-    def pauseProducing(self) -> None:
-        self.reading.pause("peer")
-
-    def resumeProducing(self) -> None:
-        self.reading.resume("peer")
-
-    def stopProducing(self) -> None:
-        pass
-
-
 class RedisFrontEnd(Factory):
     """
     One per listener.  Secrets (the connections' passwords) and the
@@ -503,14 +468,14 @@ class RedisClient(Protocol):
         self.error: str | None = None
         self.review: Any = None
         self._deadline: Any = None
-        self._reading: _Reading | None = None
-        self._target_reading: _Reading | None = None
+        self._reading: Reading | None = None
+        self._target_reading: Reading | None = None
         self._linked = False
 
     # -- the client's connection ------------------------------------------------
 
     def connectionMade(self) -> None:
-        self._reading = _Reading(self.transport)
+        self._reading = Reading(self.transport)
         _set_no_delay(self.transport)
         self._deadline = self.front.reactor.callLater(self.front.auth_timeout, self._too_slow)
 
@@ -625,10 +590,10 @@ class RedisClient(Protocol):
         upstream.deliver = self.relay.target_replies
         upstream.on_lost = self._target_lost
         # Backpressure both ways: while one side cannot take more, the other is not read.
-        self._target_reading = _Reading(upstream.transport)
-        self.transport.registerProducer(_ReadPause(self._target_reading), True)
+        self._target_reading = Reading(upstream.transport)
+        self.transport.registerProducer(ReadPause(self._target_reading), True)
         if self._reading is not None:
-            upstream.transport.registerProducer(_ReadPause(self._reading), True)
+            upstream.transport.registerProducer(ReadPause(self._reading), True)
         self._linked = True
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()

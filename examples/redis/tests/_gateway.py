@@ -138,7 +138,11 @@ class RedisGateway:
 
     def records(self, event: str | None = None) -> list[dict[str, Any]]:
         path = self.base / "audit" / RECORDS_FILE
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        text = path.read_text()
+        # Read from a test's thread while the gateway appends: a last line
+        # without its newline is still being written.
+        complete = text[: text.rfind("\n") + 1]
+        records = [json.loads(line) for line in complete.splitlines() if line.strip()]
         return [r for r in records if event is None or r["event"] == event]
 
     def actions(self) -> list[tuple[str, dict[str, Any]]]:

@@ -129,6 +129,13 @@ class PsqlTests(TestCase):
                          {"PGAPPNAME": "mine"})
         self.assertEqual(env["PATH"], "/bin")
 
+    def test_callers_root_kept_when_none_is_published(self) -> None:
+        """A certificate from a CA the gateway does not publish: the caller's own PGSSLROOTCERT, still verify-full."""
+        document = info(listeners={"postgres": {"host": "127.0.0.1", "port": 15432}}, tls={"names": ["127.0.0.1"]})
+        env = self.invocation(document, {"PGSSLROOTCERT": "/etc/corp-ca.pem", "PGSERVICE": "x"}).env
+        self.assertEqual((env["PGSSLMODE"], env["PGSSLROOTCERT"]), ("verify-full", "/etc/corp-ca.pem"))
+        self.assertNotIn("PGSERVICE", env)
+
 
 class SSHConfigTests(TestCase):
     def test_quoted(self) -> None:

@@ -198,8 +198,8 @@ def psql(gateway: str, connection: str, args: list[str], environ: dict[str, str]
     a full one.  The caller's other PG* settings are dropped (a PGSERVICE
     would override the host and the TLS mode).
     """
-    env = {k: v for k, v in (os.environ if environ is None else environ).items()
-           if not k.startswith("PG") or k in _PG_KEPT}
+    caller = os.environ if environ is None else environ
+    env = {k: v for k, v in caller.items() if not k.startswith("PG") or k in _PG_KEPT}
     published = gateway_info(gateway)
     host, port = published.address("postgres")
     env.update(PGHOST=host, PGPORT=str(port), PGDATABASE=connection, PGPASSWORD=cached_token(gateway),
@@ -210,8 +210,8 @@ def psql(gateway: str, connection: str, args: list[str], environ: dict[str, str]
         name = published.server_name(host)
         if name is not None:
             env["PGHOST"], env["PGHOSTADDR"] = name, _ip(host, port)
-    elif environ is None and "PGSSLROOTCERT" in os.environ:
-        env["PGSSLROOTCERT"] = os.environ["PGSSLROOTCERT"]  # the caller's own root for a CA not published
+    elif "PGSSLROOTCERT" in caller:
+        env["PGSSLROOTCERT"] = caller["PGSSLROOTCERT"]  # the caller's own root for a CA not published
     return Invocation(["psql", *args], env)
 
 

@@ -66,11 +66,13 @@ def _file_name(gateway: str) -> str:
     return f"{host}_{parts.port or (443 if parts.scheme == 'https' else 80)}.json"
 
 
-def _private(path: Path, what: str) -> None:
+def _private(path: Path, what: str, fix: str | None = None) -> None:
+    """Refuse C{path} if others can read it, saying how to mend it (C{fix}, or chmod and a new login)."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise LoginError(f"{path}: {what} is readable by others (mode {mode:04o}); tokens are kept owner-only: "
-                         f"run chmod {'700' if path.is_dir() else '600'} {path}, or hoopgw logout and log in again")
+        fix = fix or (f"tokens are kept owner-only: run chmod {'700' if path.is_dir() else '600'} {path}, "
+                      "or hoopgw logout and log in again")
+        raise LoginError(f"{path}: {what} is readable by others (mode {mode:04o}); {fix}")
 
 
 def _read(path: Path) -> dict[str, Any] | None:

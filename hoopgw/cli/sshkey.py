@@ -21,7 +21,6 @@ import datetime
 import hashlib
 import os
 import socket
-import stat
 import struct
 import sys
 import urllib.parse
@@ -44,22 +43,16 @@ def ssh_key_path(gateway: str) -> Path:
     return login.credentials_dir() / (Path(login._file_name(gateway)).stem + ".ssh")
 
 
-def _owner_only(path: Path, what: str, fix: str) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise login.LoginError(f"{path}: {what} is readable by others (mode {mode:04o}); {fix}")
-
-
 def _load(path: Path) -> "Ed25519PrivateKey":
     # cryptography is imported here, not with the module: every hoopgw
     # command builds the parser that registers this one.
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    _owner_only(path.parent, "the credentials folder", f"run chmod 700 {path.parent}")
+    login._private(path.parent, "the credentials folder", f"run chmod 700 {path.parent}")
     # Another user may have copied a key others could read: not repaired
     # with chmod, but replaced.
-    _owner_only(path, "the SSH key", "it may have been copied: run hoopgw ssh-key --forget, then hoopgw ssh-key")
+    login._private(path, "the SSH key", "it may have been copied: run hoopgw ssh-key --forget, then hoopgw ssh-key")
     try:
         key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as e:
@@ -74,8 +67,7 @@ def _create(path: Path) -> "Ed25519PrivateKey":
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    login.private_folder()
     key = Ed25519PrivateKey.generate()
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                              serialization.NoEncryption())

@@ -77,6 +77,7 @@ class FrontEnd:
         gateway builds the listener, so that finding the plugins (which
         C{twistd} and the admin command do too) imports no protocol code.
     @ivar parse: L{IFrontEnd.parse_connection}.
+    @ivar busy: L{IFrontEnd.busy_refusal}; C{None} for a plain close.
     """
 
     kind: str
@@ -88,6 +89,10 @@ class FrontEnd:
     action_kinds: tuple[str, ...] = field(default=(), converter=_strs)
     default_listener: str | None = None
     preauth: PreauthLimits = PreauthLimits()
+    busy: Callable[[str], bytes] | None = None
+
+    def busy_refusal(self, message: str) -> bytes:
+        return self.busy(message) if self.busy is not None else b""
 
     def parse_connection(self, table: Table) -> tuple[str, Any]:
         return self.parse(table)

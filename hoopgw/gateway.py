@@ -390,7 +390,10 @@ class Gateway(MultiService):
                 limits=limits if limits is not None else self.front_ends[name].preauth,
                 clock=self.reactor,
                 record=self._preauth_closed,
-                refusal=_preauth.refusal(name),
+                refusal=(
+                    self.front_ends[name].busy_refusal(_preauth.BUSY_MESSAGE)
+                    if name in self.front_ends else _preauth.api_refusal()
+                ),
                 proxied=description.startswith("haproxy:"),
             )
             service = _Listener(name, description, factory, self.reactor, guard)

@@ -655,6 +655,16 @@ class IFrontEnd(Interface):
         """
     )
 
+    def busy_refusal(message: str) -> bytes:
+        """
+        What a connection refused over its listener's pre-authentication
+        caps is sent before it is closed: C{message} in the protocol's own
+        words where the server may speak first in the clear (PostgreSQL's
+        FATAL 53300, which libpq reports even in answer to its SSLRequest;
+        a line before SSH's version line, RFC 4253 section 4.2), or C{b""}
+        for a plain close (a listener that is TLS from the first byte).
+        """
+
     def parse_connection(table: Table) -> tuple[str, Any]:
         """
         Read one C{[[connections]]} table of this kind.  Called at start-up

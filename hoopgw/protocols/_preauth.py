@@ -17,8 +17,8 @@ pending, a connection
     the listener), as OpenSSH's C{MaxStartups} and C{PerSourceMaxStartups}
     without the random early drop.  A connection over either cap is refused
     at once: a short message where the protocol lets the server speak first
-    in the clear (L{refusal}), then closed.  Another source still gets in
-    while one is at its cap.
+    in the clear (the front end's C{busy_refusal}), then closed.  Another
+    source still gets in while one is at its cap.
 
 Each refusal and each closing is recorded through the C{record} callback
 (the gateway passes L{hoopgw.sessions.SessionService.auth_failed}, whose
@@ -49,7 +49,7 @@ from hoopgw.config import PreauthLimits
 from hoopgw.model import SHUTDOWN_REASON, Source
 from hoopgw.protocols import IStreamTransport
 
-__all__ = ["PreauthGuard", "authenticated", "guarded", "refusal", "source_key"]
+__all__ = ["BUSY_MESSAGE", "PreauthGuard", "api_refusal", "authenticated", "guarded", "source_key"]
 
 log = Logger()
 
@@ -89,29 +89,19 @@ def source_key(address: IAddress | Any) -> str | None:
     return str(ip)
 
 
-def refusal(listener: str) -> bytes:
-    """
-    What a connection refused over a cap is told before it is closed,
-    where that is cheap: the server speaks first in the clear.  PostgreSQL:
-    FATAL 53300 (too_many_connections), which libpq reports even in answer
-    to its SSLRequest; SSH: a line before the version line (RFC 4253
-    section 4.2 allows them); the API: a 503.  The HTTP listener is TLS
-    from the first byte: its refusals are a plain close.
-    """
-    message = "hoopgw: too many connections are still authenticating from your address or on this listener; try again later"
-    if listener == "postgres":
-        from hoopgw.protocols.postgres import codec
+#: What a connection refused over a cap is told, where its protocol can say it.
+BUSY_MESSAGE = (
+    "hoopgw: too many connections are still authenticating from your address or on this listener; try again later"
+)
 
-        return codec.encode(codec.error_response("FATAL", "53300", message))
-    if listener == "ssh":
-        return message.encode("utf-8") + b"\r\n"
-    if listener == "api":
-        body = message.encode("utf-8") + b"\n"
-        return (
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Retry-After: 10\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
-        ) + body
-    return b""
+
+def api_refusal() -> bytes:
+    """The admin API's refusal over a cap: a 503 (the listener speaks HTTP in the clear)."""
+    body = BUSY_MESSAGE.encode("utf-8") + b"\n"
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Retry-After: 10\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+    ) + body
 
 
 def _guard_of(protocol: Any) -> "_Guarded | None":

@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hoopgw.config import PreauthLimits, PreauthSettings, effective_config, loads
 from hoopgw.errors import ConfigError
+from hoopgw.frontends import installed
 from hoopgw.model import Source
 from hoopgw.protocols import _preauth
 from hoopgw.protocols.postgres import codec
@@ -289,14 +290,20 @@ class RecordingTests(_Case):
         self.lose(pending)
 
     def test_refusals(self) -> None:
-        """Each listener's refusal is what its protocol lets the server say first."""
-        [error] = codec.BackendParser().feed(_preauth.refusal("postgres"))
-        self.assertEqual(error.code, "53300")
-        self.assertEqual(error.severity, "FATAL")
-        self.assertTrue(_preauth.refusal("ssh").endswith(b"\r\n"))
-        self.assertFalse(_preauth.refusal("ssh").startswith(b"SSH-"))
-        self.assertTrue(_preauth.refusal("api").startswith(b"HTTP/1.1 503 "))
-        self.assertEqual(_preauth.refusal("http"), b"")
+        """
+        Each front end's refusal is what its protocol lets the server say
+        first, from its plugin; a front end that says nothing (HTTP is TLS
+        from the first byte, or a plugin without C{busy}) closes plainly.
+        """
+        front_ends = installed()
+        message = _preauth.BUSY_MESSAGE
+        [error] = codec.BackendParser().feed(front_ends["postgres"].busy_refusal(message))
+        self.assertEqual((error.code, error.severity, error.message), ("53300", "FATAL", message))
+        ssh = front_ends["ssh"].busy_refusal(message)
+        self.assertEqual(ssh, message.encode() + b"\r\n")
+        self.assertFalse(ssh.startswith(b"SSH-"))
+        self.assertEqual(front_ends["http"].busy_refusal(message), b"")
+        self.assertTrue(_preauth.api_refusal().startswith(b"HTTP/1.1 503 "))
 
 
 class ConfigTests(SynchronousTestCase):

@@ -11,7 +11,7 @@ from hoopgw.frontends import FrontEnd
 from hoopgw.policy.rules import ConditionKind, ConditionSpec
 from hoopgw.protocols.postgres.settings import KEYS, parse_connection
 
-__all__ = ["CONDITIONS", "front_end"]
+__all__ = ["CONDITIONS", "busy_refusal", "front_end"]
 
 CONDITIONS = (
     ConditionSpec("sql.statements", ConditionKind.globs, "lower",
@@ -28,6 +28,13 @@ CONDITIONS = (
                   "COPY ... TO/FROM PROGRAM (runs a shell command on the database server)"),
 )  # fmt: skip
 
+def busy_refusal(message: str) -> bytes:
+    """FATAL 53300 (too_many_connections): libpq reports it even in answer to its SSLRequest."""
+    from hoopgw.protocols.postgres import codec  # (when a listener is built: finding plugins imports no codec)
+
+    return codec.encode(codec.error_response("FATAL", "53300", message))
+
+
 front_end = FrontEnd(
     kind="postgres",
     description="PostgreSQL: psql, libpq and every client of the wire protocol",
@@ -37,4 +44,5 @@ front_end = FrontEnd(
     conditions=CONDITIONS,
     action_kinds=("sql.query", "sql.execute", "sql.copy", "sql.call", "sql.cancel", "sql.commit"),
     default_listener="tcp:15432:interface=127.0.0.1",
+    busy=busy_refusal,
 )

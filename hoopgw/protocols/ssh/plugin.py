@@ -11,7 +11,7 @@ from hoopgw.frontends import FrontEnd
 from hoopgw.policy.rules import ConditionKind, ConditionSpec
 from hoopgw.protocols.ssh.settings import KEYS, parse_connection
 
-__all__ = ["CONDITIONS", "front_end"]
+__all__ = ["CONDITIONS", "busy_refusal", "front_end"]
 
 CONDITIONS = (
     ConditionSpec("ssh.commands", ConditionKind.globs, None,
@@ -25,6 +25,11 @@ CONDITIONS = (
     ConditionSpec("ssh.sftp.write", ConditionKind.boolean, None,
                   "an SFTP operation that can change files (open for writing, remove, ...)"),
 )  # fmt: skip
+
+def busy_refusal(message: str) -> bytes:
+    """A line before the version line (RFC 4253 section 4.2 allows them), which ssh prints."""
+    return message.encode("utf-8") + b"\r\n"
+
 
 front_end = FrontEnd(
     kind="ssh",
@@ -40,4 +45,5 @@ front_end = FrontEnd(
     default_listener="tcp:12222:interface=127.0.0.1",
     # OpenSSH's LoginGraceTime: a person typing a password or a passphrase.
     preauth=PreauthLimits(timeout=120),
+    busy=busy_refusal,
 )  # fmt: skip

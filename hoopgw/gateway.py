@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import hoopgw
+from hoopgw.audit import events
 from hoopgw.audit.log import AuditLog
 from hoopgw.config import API_LISTENER, Config, config_sha256
 from hoopgw.errors import AuditUnavailable, ConfigError, HoopgwError
@@ -85,10 +86,6 @@ class GatewayContext:
     tls_key: Path
 
 
-# A record lists at most this many interrupted session ids (the count is exact).
-_INTERRUPTED_LISTED = 1000
-
-
 # Why the sessions live when the gateway stops end (shown to clients, in session.end).
 
 
@@ -112,7 +109,7 @@ class _Lifecycle(Service):
         # Warm the issuers' key caches; failures are logged and retried on use.
         gateway.identity.prefetch()
         gateway.record_policies(gateway.policy.policy_set, reason="start")
-        gateway.append("gateway.start", gateway.describe())
+        gateway.append(events.GATEWAY_START, events.gateway_record(gateway.describe()))
         # Queued on the store's one thread before any session of this
         # process can be stored (those need a login first), so only the
         # previous process's leftovers are marked.
@@ -148,15 +145,7 @@ class _Lifecycle(Service):
             "{count} session(s) left open by the previous gateway process marked interrupted",
             count=len(ids),
         )
-        self.gateway.append(
-            "sessions.interrupted",
-            {
-                "gateway": self.gateway.config.gateway.name,
-                "count": len(ids),
-                "sessions": ids[:_INTERRUPTED_LISTED],
-                "reason": "the previous gateway process ended without ending these sessions",
-            },
-        )
+        self.gateway.append(events.SESSIONS_INTERRUPTED, events.sessions_interrupted(self.gateway.config.gateway.name, ids))
 
     @inlineCallbacks
     def stopService(self) -> Generator[Deferred[Any], object, None]:
@@ -187,7 +176,7 @@ class _Lifecycle(Service):
         gateway.reviews.close()
         # Written by the audit log as its last record, the one that closes
         # it: the final checkpoint covers it, a signed end (audit-format.md).
-        gateway.audit.close_with("gateway.stop", gateway.describe())
+        gateway.audit.close_with(events.GATEWAY_STOP, events.gateway_record(gateway.describe()))
 
 
 def _webhook_secret(config: Config) -> bytes | None:
@@ -462,10 +451,7 @@ class Gateway(MultiService):
 
     def record_policies(self, policy_set: PolicySet, *, reason: str) -> None:
         for loaded in policy_set.files:
-            self.append(
-                "policy.loaded",
-                {"gateway": self.config.gateway.name, "reason": reason, **loaded.to_record()},
-            )
+            self.append(events.POLICY_LOADED, events.policy_loaded(self.config.gateway.name, reason, loaded.to_record()))
 
     def reload_policy(self) -> None:
         """Re-read the policy folder (SIGHUP); a broken folder keeps the old policy."""
@@ -473,9 +459,7 @@ class Gateway(MultiService):
             policy_set = self.policy.reload()
         except ConfigError as e:
             log.error("policy reload refused, previous policy kept: {error}", error=str(e))
-            self.append(
-                "policy.rejected", {"gateway": self.config.gateway.name, "error": str(e)}
-            )
+            self.append(events.POLICY_REJECTED, events.policy_rejected(self.config.gateway.name, str(e)))
             return
         log.info(
             "policy reloaded: {rules} rules from {files} files",

@@ -36,6 +36,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from hoopgw.audit import events
 from hoopgw.errors import AuditUnavailable, HoopgwError
 from hoopgw.model import Identity
 from hoopgw.policy.rules import GrantRule, ReviewRequirement
@@ -176,7 +177,7 @@ class GrantService:
         grant.sessions.append(session.id)
         session.grant = grant.id
         self._save(grant)
-        d = self._record("grant.used", grant, session=session.id)
+        d = self._record(events.GRANT_USED, grant, session=session.id)
         d.addErrback(lambda f: log.failure("grant.used not recorded for {id}", f, id=grant.id))
 
     # -- asking --------------------------------------------------------------------
@@ -204,7 +205,7 @@ class GrantService:
             review=self.reviews.new_id(),
         )
         self._grants[grant.id] = grant
-        d = self._record("grant.requested", grant)
+        d = self._record(events.GRANT_REQUESTED, grant)
 
         def requested(_: object) -> Deferred[Review]:
             return self.reviews.open(
@@ -261,18 +262,18 @@ class GrantService:
         if review.state is ReviewState.approved:
             now = self.clock.seconds()
             grant.approval = dict(review.decision or {})
-            d = self._change(grant, "grant.approved", GrantState.active, {}, approved=now, expires=now + grant.duration_seconds)
+            d = self._change(grant, events.GRANT_APPROVED, GrantState.active, {}, approved=now, expires=now + grant.duration_seconds)
             d.addCallbacks(lambda _: self._activate(grant), self._unrecorded, errbackArgs=(grant,))
             return
         state = GrantState.denied if review.state is ReviewState.denied else GrantState.cancelled
-        event = "grant.denied" if state is GrantState.denied else "grant.cancelled"
+        event = events.GRANT_DENIED if state is GrantState.denied else events.GRANT_CANCELLED
         d = self._change(grant, event, state, {**(review.decision or {}), "review": review.state.value})
         d.addErrback(lambda f: log.failure("{event} not recorded for {id}", f, event=event, id=grant.id))
 
     def _unrecorded(self, failure: Failure, grant: Grant) -> None:
         # Access the trail cannot show was approved is never given.
         log.failure("grant {id} not activated: its approval is not recorded", failure, id=grant.id)
-        d = self._change(grant, "grant.cancelled", GrantState.cancelled, {"reason": "its approval could not be recorded"}, force=True)
+        d = self._change(grant, events.GRANT_CANCELLED, GrantState.cancelled, {"reason": "its approval could not be recorded"}, force=True)
         d.addErrback(lambda f: None)
 
     def _activate(self, grant: Grant) -> None:
@@ -299,12 +300,12 @@ class GrantService:
             return fail(GrantError(404, f"no grant {grant_id!r} you asked for or may approve"))
         decision = {"by": identity_record(by), "reason": reason}
         if grant.state is GrantState.pending:
-            d = self._change(grant, "grant.cancelled", GrantState.cancelled, decision)
+            d = self._change(grant, events.GRANT_CANCELLED, GrantState.cancelled, decision)
             review = self.reviews._live.get(grant.review)
             if review is not None:
                 d.addCallback(lambda record: self.reviews.cancel(review, "the grant request was withdrawn").addCallback(lambda _: record))
             return d
-        d = self._change(grant, "grant.revoked", GrantState.revoked, decision)
+        d = self._change(grant, events.GRANT_REVOKED, GrantState.revoked, decision)
         if grant.state is not GrantState.revoked:
             return d  # the log refused the record at once: nothing was done
         why = f"grant {grant.id} was revoked by {by.subject}" + (f": {reason}" if reason else "")
@@ -331,7 +332,7 @@ class GrantService:
         grant._timer = None
         if grant.state is not GrantState.active:
             return
-        d = self._change(grant, "grant.expired", GrantState.expired, {}, force=True)
+        d = self._change(grant, events.GRANT_EXPIRED, GrantState.expired, {}, force=True)
         d.addBoth(self._ended, grant, f"grant {grant.id} expired")
         d.addErrback(lambda f: log.failure("grant.expired not recorded for {id}", f, id=grant.id))
 
@@ -389,8 +390,8 @@ class GrantService:
         self._save(grant)
         return d.addCallback(lambda _: grant.to_record())
 
-    def _record(self, event: str, grant: Grant, **extra: Any) -> Deferred[int]:
-        body = {"gateway": self.gateway, "grant": grant.to_record(), **extra}
+    def _record(self, event: str, grant: Grant, *, session: str | None = None) -> Deferred[int]:
+        body = events.grant(self.gateway, grant.to_record(), session=session)
         try:
             return self.append(event, body)
         except Exception:
@@ -432,10 +433,10 @@ class GrantService:
                 if grant.state is GrantState.active and grant.expires is not None and grant.expires > now:
                     self._activate(grant)
                 elif grant.state is GrantState.active:
-                    waits.append(self._change(grant, "grant.expired", GrantState.expired, {}, force=True))
+                    waits.append(self._change(grant, events.GRANT_EXPIRED, GrantState.expired, {}, force=True))
                 else:
                     reason = "the gateway restarted; the request's review was cancelled"
-                    waits.append(self._change(grant, "grant.cancelled", GrantState.cancelled, {"reason": reason}, force=True))
+                    waits.append(self._change(grant, events.GRANT_CANCELLED, GrantState.cancelled, {"reason": reason}, force=True))
             return gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
 
         d = gatherResults(

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from hoopgw.audit import events
 from hoopgw.audit.search import search
 from hoopgw.errors import terminal_safe
 from hoopgw.recording.asciicast import read_asciicast
@@ -49,7 +50,7 @@ def recordings(records: Iterable[dict[str, Any]]) -> list[Path]:
     """The session's recordings, as its C{session.end} lists them (the first, then the others)."""
     paths: list[Path] = []
     for record in records:
-        if record.get("event") != "session.end":
+        if record.get("event") != events.SESSION_END:
             continue
         end = record.get("end", {})
         if end.get("recording"):
@@ -138,7 +139,7 @@ def transcript(records: list[dict[str, Any]]) -> Iterator[str]:
 
 
 def _transcript(records: list[dict[str, Any]]) -> Iterator[str]:
-    start = next((r for r in records if r.get("event") == "session.start"), records[0])
+    start = next((r for r in records if r.get("event") == events.SESSION_START), records[0])
     origin = _seconds(start["time"])
     identity = start.get("identity", {})
     yield (
@@ -149,7 +150,7 @@ def _transcript(records: list[dict[str, Any]]) -> Iterator[str]:
     for record in records:
         event = record.get("event")
         at = f"+{_seconds(record['time']) - origin:9.3f}s"
-        if event == "action.start":
+        if event == events.ACTION_START:
             action = record.get("action", {})
             yield f"{at}  {action.get('kind')}  {action.get('input')}"
             details = action.get("details") or {}
@@ -165,7 +166,7 @@ def _transcript(records: list[dict[str, Any]]) -> Iterator[str]:
                 masked = ", ".join(f"{n}={c}" for n, c in sorted(action["masked"].items()))
                 yield f"{'':12}masked in the input: {masked}"
             yield f"{'':12}decision: {_decision(record.get('decision', {}))}"
-        elif event == "action.end":
+        elif event == events.ACTION_END:
             action = record.get("action", {})
             yield f"{at}  {action.get('kind')} ended: {_outcome(record.get('outcome', {}))}"
         elif event and event.startswith("review."):
@@ -173,7 +174,7 @@ def _transcript(records: list[dict[str, Any]]) -> Iterator[str]:
         elif event and event.startswith("grant."):
             grant = record.get("grant", {})
             yield f"{at}  {event}: grant {grant.get('id')} ({grant.get('state')}) on {grant.get('connection')}"
-        elif event == "session.end":
+        elif event == events.SESSION_END:
             end = record.get("end", {})
             text = f"{at}  session ended: {end.get('status')}, {end.get('actions')} action(s), " \
                    f"{end.get('bytes_in')} bytes in, {end.get('bytes_out')} bytes out"

@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import secrets
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
@@ -27,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from hoopgw.audit import events
 from hoopgw.audit.canonical import Checked, checked
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted, WrongKind
 from hoopgw.interfaces import (
@@ -139,7 +141,8 @@ class FailureLimiter:
     """
 
     clock: IReactorTime
-    write: Callable[[dict[str, Any]], object]
+    #: Called with (host, protocols, suppressed, failures, window_s, since_us) at a window's end.
+    write: Callable[[str, set[str], int, int, int, int], object]
     limit: int = 20
     window: float = 60.0
     hosts: int = 10_000
@@ -174,17 +177,7 @@ class FailureLimiter:
         entry = self._windows.pop(host)
         failures, suppressed, protocols, started = entry.failures, entry.suppressed, entry.protocols, entry.started
         if suppressed:
-            self.write(
-                {
-                    "source_host": host,
-                    "protocols": sorted(protocols),
-                    "suppressed": suppressed,
-                    "failures": failures,
-                    "window_s": int(self.window),
-                    "since_us": int(started * 1_000_000),
-                    "outcome": {"status": Status.blocked.value},
-                }
-            )
+            self.write(host, protocols, suppressed, failures, int(self.window), int(started * 1_000_000))
 
     def flush(self) -> None:
         """Write every pending count now (the gateway is stopping)."""
@@ -230,11 +223,11 @@ class SessionService:
         if self.recordings is not None:
             # Once, at start-up: no recording is opened on the reactor thread with a mkdir first.
             self.recordings.mkdir(mode=0o700, exist_ok=True)
-        self.failures = FailureLimiter(self.clock, lambda body: self._suppressed("auth.failed.suppressed", body))
-        self.refusals = FailureLimiter(self.clock, lambda body: self._suppressed("request.refused.suppressed", body))
+        self.failures = FailureLimiter(self.clock, partial(self._suppressed, events.AUTH_FAILED_SUPPRESSED))
+        self.refusals = FailureLimiter(self.clock, partial(self._suppressed, events.REQUEST_REFUSED_SUPPRESSED))
 
-    def _suppressed(self, event: str, body: dict[str, Any]) -> None:
-        d = self._append(event, {"gateway": self.gateway, **body})
+    def _suppressed(self, event: str, *counts: Any) -> None:
+        d = self._append(event, events.suppressed(self.gateway, *counts))
         d.addErrback(lambda f: log.failure("{event} record lost", f, event=event))
 
     @property
@@ -277,21 +270,12 @@ class SessionService:
         self.metrics.auth_failed(source.protocol)
         if not self.failures.admit(source):
             return succeed(None)
-        body: dict[str, Any] = {
-            "gateway": self.gateway,
-            "source": source.address,
-            "protocol": source.protocol,
-            "method": method,
-            "reason": reason,
-            "outcome": {"status": Status.blocked.value},
-        }
-        if user is not None:
-            body["user"] = user
-        if credential_sha256 is not None:
-            body["credential_sha256"] = credential_sha256
-        if key_fingerprint is not None:
-            body["key_fingerprint"] = key_fingerprint
-        return self._append("auth.failed", body).addErrback(lambda f: log.failure("auth.failed record lost", f))
+        body = events.auth_failed(
+            self.gateway, source.address, source.protocol, method, reason,
+            user=user, credential_sha256=credential_sha256, key_fingerprint=key_fingerprint,
+        )  # fmt: skip
+        d = self._append(events.AUTH_FAILED, body)
+        return d.addErrback(lambda f: log.failure("{event} record lost", f, event=events.AUTH_FAILED))
 
     def refused(
         self,
@@ -326,27 +310,18 @@ class SessionService:
         """
         if identity is None and not self.refusals.admit(source):
             return succeed(None)
-        body: dict[str, Any] = {
-            "gateway": self.gateway,
-            "source": source.address,
-            "protocol": source.protocol,
-            "code": code,
-            "outcome": {"status": Status.blocked.value, "error": reason},
-        }
-        if request is not None:
-            body["request"] = dict(request)
-        if identity is not None:
-            body["identity"] = identity.to_record()
-        elif token is not None:
-            body["credential_sha256"] = _credential_sha256(token)
-        if user is not None:
-            body["user"] = user
         try:
-            d = self._append("request.refused", body)
+            body = events.request_refused(
+                self.gateway, source.address, source.protocol, code, reason, request=request,
+                identity=identity.to_record() if identity is not None else None,
+                credential_sha256=_credential_sha256(token) if identity is None and token is not None else None,
+                user=user,
+            )  # fmt: skip
+            d = self._append(events.REQUEST_REFUSED, body)
         except Exception:
-            log.failure("request.refused record lost")
+            log.failure("{event} record lost", event=events.REQUEST_REFUSED)
             return succeed(None)
-        return d.addErrback(lambda f: log.failure("request.refused record lost", f))
+        return d.addErrback(lambda f: log.failure("{event} record lost", f, event=events.REQUEST_REFUSED))
 
     def verified_identity(self, token: str) -> Identity | None:
         """
@@ -448,20 +423,14 @@ class SessionService:
     ) -> Deferred[ISession]:
         self.metrics.session_refused(kind)
         message = decision.message or f"{identity.subject} may not open {connection_name!r}"
-        body = {
-            "gateway": self.gateway,
-            "connection": connection_name,
-            "source": source.address,
-            "protocol": source.protocol,
-            "identity": identity.to_record(),
-            "client": dict(client),
-            "decision": decision.to_record(),
-            "outcome": {"status": Status.blocked.value, "error": message},
-        }
+        body = events.session_refused(
+            self.gateway, connection_name, source.address, source.protocol, identity.to_record(), client,
+            decision.to_record(), message,
+        )
         if refusal is None:
             refusal = NotPermitted(decision, message)
         failure: Deferred[ISession] = fail(refusal)
-        return self._append("session.refused", body).addCallback(lambda _: failure)
+        return self._append(events.SESSION_REFUSED, body).addCallback(lambda _: failure)
 
     def _start_session(
         self,
@@ -480,7 +449,7 @@ class SessionService:
             service=self,
             started=self.clock.seconds(),
         )
-        d = self._append("session.start", session._record(decision=decision.to_record()))
+        d = self._append(events.SESSION_START, session.records.session_start(decision.to_record()))
 
         def started(_: object) -> ISession:
             self._active[session.id] = session
@@ -612,7 +581,7 @@ class Session:
     traffic: Callable[[], tuple[int, int]] | None = None
     # The fields every record of this session starts with, built on first
     # use: identity, connection, source and client are fixed once open.
-    _common: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    _records: events.SessionRecords | None = field(default=None, init=False, repr=False)
     # Set by a front end whose inputs spell values in literals (SQL's
     # E'...', U&'...'): what the trail's detectors must also read.
     literals: Callable[[str], Any] | None = field(default=None, repr=False)
@@ -644,26 +613,23 @@ class Session:
             self._masks = (version, masking.for_session(self.identity, self.connection))
         return self._masks[1]
 
-    def _record(self, **extra: Any) -> dict[str, Any]:
-        common = self._common
-        if common is None:
-            common = {
-                "gateway": self.service.gateway,
-                "session": self.id,
-                "connection": self.connection.name,
-                "kind": self.connection.kind,
-                "target": self.connection.target,
-                "source": self.source.address,
-                "protocol": self.source.protocol,
-                # Walked for canonical JSON once here, not in every record.
-                "identity": checked(self.identity.to_record()),
-            }
-            if self.client:
-                common["client"] = checked(self.client)
-            self._common = common
-        body = common.copy()
-        body.update(extra)
-        return body
+    @property
+    def records(self) -> events.SessionRecords:
+        """The bodies of this session's records (built at its first)."""
+        records = self._records
+        if records is None:
+            records = self._records = events.SessionRecords(
+                gateway=self.service.gateway,
+                session=self.id,
+                connection=self.connection.name,
+                kind=self.connection.kind,
+                target=self.connection.target,
+                address=self.source.address,
+                protocol=self.source.protocol,
+                identity=self.identity.to_record(),
+                client=self.client,
+            )
+        return records
 
     def attach_recorder(self, recorder: IRecorder) -> None:
         """The recording's SHA-256 goes into C{session.end} when it closes."""
@@ -881,33 +847,20 @@ class Session:
             d.addCallback(after, close_other(other, entry))
 
         def recorded(sha256: str | None) -> Deferred[int]:
-            end: dict[str, Any] = {
-                "status": status,
-                "duration_us": _elapsed_us(service.clock, self.started),
-                "actions": self.actions,
-                "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out,
-            }
+            recorded_error = error
             if error is not None:
                 masks = self.masks
-                recorded_error = error
                 if masks is not None:
                     counts: dict[tuple[str, str], int] = {}
                     recorded_error = masks.trail_text(error, counts)
                     masks.settle(counts)
-                end["error"] = recorded_error
-            if sha256 is not None:
-                end["recording_sha256"] = sha256
-                path = getattr(self.recorder, "path", None)
-                if path is not None:
-                    end["recording"] = str(path)
-            if recording_error:
-                end["recording_error"] = recording_error[0]
-            if others:
-                end["recordings"] = others
-            if details:
-                end.update(details)
-            written = service._append("session.end", self._record(end=end))
+            path = getattr(self.recorder, "path", None)
+            end = events.session_end(
+                status, _elapsed_us(service.clock, self.started), self.actions, self.bytes_in, self.bytes_out,
+                error=recorded_error, recording=str(path) if path is not None else None, recording_sha256=sha256,
+                recording_error=recording_error[0] if recording_error else None, recordings=others, details=details,
+            )  # fmt: skip
+            written = service._append(events.SESSION_END, self.records.session_end(end))
             stored = service.store.session_ended(
                 self.id,
                 service.clock.seconds(),
@@ -1016,10 +969,7 @@ class ActionHandle:
         decision = _refusal(decision)
         self.decision = decision
         self.started = service.clock.seconds()
-        d = service._append(
-            "action.start",
-            session._record(action=self._action_record(), decision=decision.to_record()),
-        )
+        d = service._append(events.ACTION_START, session.records.action_start(self._action_record(), decision.to_record()))
         if not decision.allowed:
             d.addCallback(
                 lambda _: self.finish(
@@ -1048,7 +998,7 @@ class ActionHandle:
         action_record = self._action_record()
         decision_record = decision.to_record()
         decision_record["review"] = review_id
-        d = service._append("action.start", session._record(action=action_record, decision=decision_record))
+        d = service._append(events.ACTION_START, session.records.action_start(action_record, decision_record))
 
         def start(_: object) -> Deferred[Review]:
             return reviews.open(
@@ -1098,27 +1048,26 @@ class ActionHandle:
         statuses = self.session.counts
         statuses[outcome.status.value] = statuses.get(outcome.status.value, 0) + 1
         service = self.session.service
-        record = outcome.to_record()
         error = outcome.error
+        masked = None
         if error:
             masks = self.session.masks
             if masks is not None and masks.trail:
                 counts: dict[tuple[str, str], int] = {}
-                record["error"] = masks.trail_text(error, counts)
+                error = masks.trail_text(error, counts)
                 if counts:
                     masked = dict(outcome.masked or {})
                     for name, count in masks.settle(counts).items():
                         masked[name] = masked.get(name, 0) + count
-                    record["masked"] = masked
+        duration = None
         if outcome.duration_us is None and outcome.status is not Status.blocked:
-            record["duration_us"] = _elapsed_us(service.clock, self.started)
-        if self.review is not None:
-            record["review"] = self.review.id
-        service.metrics.action_finished(self.action.kind, outcome.status.value)
-        d = service._append(
-            "action.end",
-            self.session._record(action={"id": self.id, "kind": self.action.kind}, outcome=record),
+            duration = _elapsed_us(service.clock, self.started)
+        record = events.action_end(
+            outcome.to_record(), error=error or None, masked=masked, duration_us=duration,
+            review=self.review.id if self.review is not None else None,
         )
+        service.metrics.action_finished(self.action.kind, outcome.status.value)
+        d = service._append(events.ACTION_END, self.session.records.action_end(self.id, self.action.kind, record))
         # The action has already happened; a lost outcome is the audit log's
         # own failure (it fails closed and says so), so log and carry on.
         return d.addErrback(lambda f: log.failure("action.end record lost for {id}", f, id=self.id))

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from hoopgw.audit import events
 from hoopgw.audit.canonical import CanonicalizationError, canonical_json, canonical_record
 from hoopgw.audit.checkpoint import (
     Checkpoint,
@@ -65,15 +66,12 @@ __all__ = [
     "AuditLog",
     "AuditStateError",
     "CHECKPOINTS_FILE",
-    "CLOSED_EVENT",
     "CLOSES_FIELD",
     "GENESIS_PREV",
     "RECORDS_FILE",
-    "RECOVERED_EVENT",
     "RESERVED_FIELDS",
     "RESOLUTION_FILE",
     "SET_ASIDE_DIR",
-    "SET_ASIDE_EVENT",
     "STATE_FILE",
     "VKEY_FILE",
     "lock_records",
@@ -98,13 +96,6 @@ GENESIS_PREV = "0" * 64
 CLOSES_FIELD = "closes_log"
 RESERVED_FIELDS = frozenset({"v", "log", "seq", "prev", "time", "event", CLOSES_FIELD})
 SYNC_MODES = ("batched", "strict")
-
-#: The closing record when no other was given (L{AuditLog.close_with}).
-CLOSED_EVENT = "log.closed"
-#: Written at start after a run that did not close the log.
-RECOVERED_EVENT = "log.recovered"
-#: Written at start for each tail an operator set aside.
-SET_ASIDE_EVENT = "log.tail.set_aside"
 
 _READ_CHUNK = 1 << 20
 #: The last note of the checkpoints file is looked for in this many bytes.
@@ -521,16 +512,16 @@ class AuditLog(Service):
 
     def _write_closing_record(self) -> None:
         event, body = self._closing_record or (
-            CLOSED_EVENT,
-            {"reason": "the audit log was stopped"},
+            events.LOG_CLOSED,
+            events.log_closed("the audit log was stopped"),
         )
         try:
             self._write_own(event, body, closes=True)
         except ValueError as e:
             # A closing body the log cannot hold must not leave it unclosed.
             self._log.error("audit: closing record {event} refused ({error}); writing {closed}",
-                            event=event, error=str(e), closed=CLOSED_EVENT)
-            self._write_own(CLOSED_EVENT, {"reason": f"the audit log was stopped ({event} refused: {e})"}, closes=True)
+                            event=event, error=str(e), closed=events.LOG_CLOSED)
+            self._write_own(events.LOG_CLOSED, events.log_closed(f"the audit log was stopped ({event} refused: {e})"), closes=True)
         except AuditUnavailable:
             return  # failed: the reason is logged
         self._closing = True
@@ -984,11 +975,10 @@ class AuditLog(Service):
                     witness.assume(self._witness_checkpoint(plan.at_checkpoint, plan.checkpoint_root or b"", b""))
             wrote = False
             if plan.recovered is not None:
-                self._write_own(RECOVERED_EVENT, self._recovered_body(plan))
+                self._write_own(events.LOG_RECOVERED, self._recovered_body(plan))
                 wrote = True
             for entry in plan.set_aside:
-                body = {k: v for k, v in entry.items() if k != "action"}
-                self._write_own(SET_ASIDE_EVENT, body)
+                self._write_own(events.LOG_TAIL_SET_ASIDE, events.log_tail_set_aside(entry))
                 wrote = True
             if wrote:
                 assert self._fd is not None  # (_write_own refuses a closed log)
@@ -1009,32 +999,13 @@ class AuditLog(Service):
     def _recovered_body(self, plan: _Plan) -> dict[str, Any]:
         count = plan.recovered or 0
         first = plan.checkpoint_size
-        body: dict[str, Any] = {
-            "count": count,
-            "first_seq": first,
-            "checkpoint": first,
-            "reason": (
-                "the previous run did not close the log (the process was killed or crashed, "
-                "or the machine stopped): "
-                + (
-                    f"records {first}..{first + count - 1}, after the last signed checkpoint, "
-                    f"were written but not signed at the time; they are adopted, and the "
-                    f"checkpoint after this record signs them"
-                    if count
-                    else "every record it wrote was already signed"
-                )
-            ),
-        }
-        if count:
-            body["last_seq"] = first + count - 1
-        if plan.adopted is not None:
-            body["resolution"] = {k: v for k, v in plan.adopted.items() if k != "action"}
+        body = events.log_recovered(count, first, plan.adopted)
         self._log.warn(
             "audit: the previous run did not close the log; {count} record(s) after the last "
             "checkpoint (size {size}) adopted and recorded as {event}",
             count=count,
             size=first,
-            event=RECOVERED_EVENT,
+            event=events.LOG_RECOVERED,
         )
         return body
 
@@ -1191,8 +1162,8 @@ class AuditLog(Service):
                     elif seq >= checkpoint:
                         if closes is True:
                             result.marks.append((seq, f"a record that closes the log ({record.get('event')})"))
-                        elif record.get("event") == RECOVERED_EVENT:
-                            result.marks.append((seq, f"a {RECOVERED_EVENT} record"))
+                        elif record.get("event") == events.LOG_RECOVERED:
+                            result.marks.append((seq, f"a {events.LOG_RECOVERED} record"))
                     prev = sha256(line).hexdigest()
                     tree.append(sha256(b"\x00" + line).digest())
                     seq += 1

@@ -31,6 +31,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import IO, Any
 
+from hoopgw.audit import events
 from hoopgw.keys import create_private_file
 from hoopgw.audit.checkpoint import CheckpointError, Verifier
 from hoopgw.audit.log import (
@@ -220,7 +221,7 @@ def resolve_tail(directory: Path | str, vkey_text: str, action: str, *, now: dat
     if action == "set-aside":
         return (
             f"set aside {what}{f' and {len(torn)} torn bytes' if torn else ''} after checkpoint size "
-            f"{size} into {target}; the next start records it ({'log.tail.set_aside'})"
+            f"{size} into {target}; the next start records it ({events.LOG_TAIL_SET_ASIDE})"
         )
     return (
         f"adopting {what} after checkpoint size {size}"

@@ -51,6 +51,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import orjson
 from attrs import field, frozen
 
+from hoopgw.audit import events
 from hoopgw.audit.canonical import (
     MAX_SAFE_INTEGER,
     ORJSON_CANONICAL,
@@ -63,8 +64,6 @@ from hoopgw.audit.log import (
     CLOSES_FIELD,
     GENESIS_PREV,
     RECORDS_FILE,
-    RECOVERED_EVENT,
-    SET_ASIDE_EVENT,
 )
 from hoopgw.audit.merkle import EMPTY_ROOT, CompactTree, aligned_subtrees, consistency_proof_from
 from hoopgw.audit.witness import (
@@ -87,7 +86,7 @@ _PARALLEL_THRESHOLD = 64 << 20
 _NON_BMP = re.compile(rb"[\xf0-\xf4]")
 
 # Records the verifier notes as it goes (besides those that close the log).
-_MARKED_EVENTS = frozenset({RECOVERED_EVENT, SET_ASIDE_EVENT})
+_MARKED_EVENTS = frozenset({events.LOG_RECOVERED, events.LOG_TAIL_SET_ASIDE})
 
 _encode = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
@@ -166,11 +165,11 @@ class VerifyReport:
         for first, count, at in self.recovered:
             lines.append(
                 f"  seq {first}..{first + count - 1} ({count} records) were written but not signed "
-                f"at the time: adopted after a run that did not close the log ({RECOVERED_EVENT} "
+                f"at the time: adopted after a run that did not close the log ({events.LOG_RECOVERED} "
                 f"at seq {at})"
             )
         for at in self.set_aside:
-            lines.append(f"  an unsigned tail was set aside by an operator ({SET_ASIDE_EVENT} at seq {at})")
+            lines.append(f"  an unsigned tail was set aside by an operator ({events.LOG_TAIL_SET_ASIDE} at seq {at})")
         lines += [f"  {line}" for line in self.witnessed]
         return "\n".join(lines)
 
@@ -649,16 +648,16 @@ def verify(
         if record is None:
             continue
         if seq >= last_size:
-            if event == RECOVERED_EVENT:
-                tail_marks.append((seq, f"a {RECOVERED_EVENT} record"))
+            if event == events.LOG_RECOVERED:
+                tail_marks.append((seq, f"a {events.LOG_RECOVERED} record"))
             continue
-        if event == SET_ASIDE_EVENT:
+        if event == events.LOG_TAIL_SET_ASIDE:
             set_aside.append(seq)
             continue
         first, number = record.get("first_seq"), record.get("count")
         if type(first) is not int or type(number) is not int or number < 0 or first + number != seq:
             return report(
-                f"{where(seq)}: {RECOVERED_EVENT} names first_seq {first!r} and count {number!r}, "
+                f"{where(seq)}: {events.LOG_RECOVERED} names first_seq {first!r} and count {number!r}, "
                 f"expected the records just before it (first_seq + count = {seq})"
             )
         if number:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from hoopgw.audit import events
 from hoopgw.errors import CommandError, ConfigError, PluginError, terminal_safe
 
 # The configuration module is imported where it is used: `hoopgw token`, which
@@ -715,7 +716,7 @@ def replay(args: argparse.Namespace) -> int:
         for record in records:
             print(json.dumps(record, sort_keys=True, ensure_ascii=False))
         return 0
-    start = next((r for r in records if r.get("event") == "session.start"), {})
+    start = next((r for r in records if r.get("event") == events.SESSION_START), {})
     # Where the trail says, else in this data dir's recordings folder (a data dir copied elsewhere).
     folder = config.gateway.data_dir / "recordings"
     casts = [p if p.is_file() else folder / p.name for p in recordings(records)]

@@ -37,6 +37,7 @@ from typing import Any, Iterator, TypeGuard
 
 from attrs import define, field
 
+from hoopgw.audit import events
 from hoopgw.audit.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -200,7 +201,7 @@ def _recordings(lines: list[tuple[int, bytes]], data_dir: Path) -> Iterator[tupl
     folder = data_dir / "recordings"
     for _, line in lines:
         record = json.loads(line)
-        if record.get("event") != "session.end":
+        if record.get("event") != events.SESSION_END:
             continue
         for name, digest in signed_recordings(record):
             path = folder / name
@@ -416,7 +417,7 @@ def _check_records(
         seqs.append(seq)
         if record.get("session") != report.session:
             problems.append(f"records.jsonl: record #{seq} is not of session {report.session}")
-        if record.get("event") == "session.end":
+        if record.get("event") == events.SESSION_END:
             ends.append(record)
         proof = by_seq.get(seq)
         if proof is None:

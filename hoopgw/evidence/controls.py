@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from hoopgw.audit import events
 from hoopgw.audit.log import RECORDS_FILE, VKEY_FILE
 
 __all__ = ["CONTROLS", "DEFICIENCIES", "OUTCOMES", "build_evidence", "findings_rows"]
@@ -65,16 +66,16 @@ _BUCKETS_KEPT = 10_000
 # What every record of these kinds must carry (AU-3: what, when, where, source, outcome, identity).
 _COMMON = ("v", "log", "seq", "prev", "time", "event")
 _REQUIRED: dict[str, tuple[str, ...]] = {
-    "session.start": ("session", "connection", "source", "identity.sub", "identity.iss", "identity.method"),
-    "session.end": ("session", "connection", "identity.sub", "end.status"),
-    "session.refused": ("connection", "source", "identity.sub", "decision.effect", "outcome.status"),
-    "action.start": ("session", "connection", "identity.sub", "action.id", "action.kind", "action.input", "decision.effect"),
-    "action.end": ("session", "connection", "identity.sub", "action.id", "outcome.status"),
-    "auth.failed": ("source", "reason", "method"),
+    events.SESSION_START: ("session", "connection", "source", "identity.sub", "identity.iss", "identity.method"),
+    events.SESSION_END: ("session", "connection", "identity.sub", "end.status"),
+    events.SESSION_REFUSED: ("connection", "source", "identity.sub", "decision.effect", "outcome.status"),
+    events.ACTION_START: ("session", "connection", "identity.sub", "action.id", "action.kind", "action.input", "decision.effect"),
+    events.ACTION_END: ("session", "connection", "identity.sub", "action.id", "outcome.status"),
+    events.AUTH_FAILED: ("source", "reason", "method"),
 }
 # Refusals a reviewer reads one by one (AU-6), and the counts of those not written one by one.
 _REFUSALS = frozenset(
-    {"auth.failed", "auth.failed.suppressed", "session.refused", "request.refused", "request.refused.suppressed"}
+    {events.AUTH_FAILED, events.AUTH_FAILED_SUPPRESSED, events.SESSION_REFUSED, events.REQUEST_REFUSED, events.REQUEST_REFUSED_SUPPRESSED}
 )
 _SAMPLES = 20
 _GAPS = 5
@@ -150,7 +151,7 @@ def build_evidence(
             raise ValueError(f"control {name!r}: expected one of {', '.join(CONTROLS)}")
     since_text, until_text = _text_time(since), _text_time(until)
 
-    events: Counter[str] = Counter()
+    event_counts: Counter[str] = Counter()
     incomplete: list[dict[str, Any]] = []
     incomplete_count = 0
     complete_samples: list[dict[str, Any]] = []
@@ -180,7 +181,7 @@ def build_evidence(
             continue
         count += 1
         event = record.get("event", "?")
-        events[event] += 1
+        event_counts[event] += 1
         time = record.get("time", "")
         first = first or time
         last = time
@@ -218,13 +219,13 @@ def build_evidence(
                                                "sessions": 0, "groups": set()})
             seen["last"] = time
             seen["groups"].update(identity.get("groups") or ())
-            if event == "session.start":
+            if event == events.SESSION_START:
                 seen["sessions"] += 1
                 methods[key][str(identity.get("method"))] += 1
         # AU-6
-        if event == "action.start":
+        if event == events.ACTION_START:
             starts[_get(record, "action.id")] = (record, line)
-        elif event == "action.end":
+        elif event == events.ACTION_END:
             started = starts.pop(_get(record, "action.id"), None)
             status = _get(record, "outcome.status")
             if seconds is not None:
@@ -242,7 +243,7 @@ def build_evidence(
                 "detail": record.get("reason") or _get(record, "outcome.error") or f"{record.get('suppressed', '')} suppressed",
                 "records": [cite],
             })
-        elif event.startswith("review.") and event != "review.requested":
+        elif event.startswith("review.") and event != events.REVIEW_REQUESTED:
             review = record.get("review", {})
             review_findings.append({
                 "kind": event, "time": time, "subject": _get(review, "requester.subject"),
@@ -253,9 +254,9 @@ def build_evidence(
                           + (f" ({_get(review, 'decision.reason')})" if _get(review, "decision.reason") else ""),
                 "records": [cite],
             })
-        if event == "grant.used":
+        if event == events.GRANT_USED:
             granted_sessions[str(record.get("session"))] = str(_get(record, "grant.id"))
-        if event == "action.start" and record.get("session") in granted_sessions:
+        if event == events.ACTION_START and record.get("session") in granted_sessions:
             review_findings.append({
                 "kind": "action under a grant", "time": time, "subject": _get(record, "identity.sub"),
                 "connection": record.get("connection"), "session": record.get("session"),
@@ -264,7 +265,7 @@ def build_evidence(
                 "records": [cite],
             })
         # AC-3, AC-6
-        if event in ("policy.loaded", "policy.rejected"):
+        if event in (events.POLICY_LOADED, events.POLICY_REJECTED):
             policies.append({"time": time, "event": event, "reason": record.get("reason"), "path": record.get("path"),
                              "sha256": record.get("sha256"), "error": record.get("error"), "records": [cite]})
         if event.startswith("grant."):
@@ -275,14 +276,14 @@ def build_evidence(
             entry["requester"] = _get(grant, "requester.subject")
             entry["records"].append(cite)
         # SC-7
-        if event == "gateway.start":
+        if event == events.GATEWAY_START:
             listeners.append({"time": time, "listeners": record.get("listeners"),
                               "connections": record.get("connections"), "records": [cite]})
 
     sections: dict[str, dict[str, Any]] = {}
     trail = {"records": count, "first": first, "last": last}
     if "AU-2" in wanted or "AU-12" in wanted:
-        logged = {"event_types": dict(sorted(events.items())), **trail}
+        logged = {"event_types": dict(sorted(event_counts.items())), **trail}
         for name in ("AU-2", "AU-12"):
             if name in wanted:
                 sections[name] = {"summary": logged, "findings": []}
@@ -331,7 +332,7 @@ def build_evidence(
             if name in wanted:
                 sections[name] = {"summary": enforced, "findings": [
                     {"kind": "policy rejected", "time": p["time"], "detail": p["error"], "records": p["records"]}
-                    for p in policies if p["event"] == "policy.rejected"]}
+                    for p in policies if p["event"] == events.POLICY_REJECTED]}
     if "IA-2" in wanted:
         sections["IA-2"] = {"summary": {"methods": [
             {"issuer": key[0], "subject": key[1], "methods": dict(sorted(counts.items()))}

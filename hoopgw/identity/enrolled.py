@@ -34,6 +34,7 @@ from twisted.internet.defer import Deferred, DeferredLock, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from hoopgw.audit import events
 from hoopgw.errors import AuditUnavailable, HoopgwError
 from hoopgw.identity.ssh import openssh_fingerprint
 from hoopgw.model import Identity
@@ -419,7 +420,7 @@ class SSHKeyEnrolment:
 
     def _record(self, event: str, body: dict[str, Any]) -> Deferred[int]:
         try:
-            return self.append(event, {"gateway": self.gateway, **body})
+            return self.append(event, body)
         except Exception:
             return fail()
 
@@ -457,16 +458,11 @@ class SSHKeyEnrolment:
         except EnrolmentError:
             return fail()
         enrolment = Enrolment.of(key, owner, now=float(self.keys.clock.seconds()))
-        body: dict[str, Any] = {
-            "identity": owner.to_record(),
-            "key": key.to_record(),
-            "expires": enrolment.expires,
-            "renews": previous is not None,
-            "displaces": [e.key.fingerprint for e in displaced],
-        }
-        if source is not None:
-            body["source"] = source
-        d = self._record("identity.ssh_key.enrolled", body)
+        body = events.ssh_key(
+            self.gateway, owner.to_record(), key.to_record(), enrolment.expires, source=source,
+            renews=previous is not None, displaces=[e.key.fingerprint for e in displaced],
+        )  # fmt: skip
+        d = self._record(events.SSH_KEY_ENROLLED, body)
 
         def recorded(_: object) -> dict[str, Any]:
             self.keys.commit(enrolment, displaced)
@@ -486,10 +482,8 @@ class SSHKeyEnrolment:
         entry = self.keys.get(fingerprint)
         if entry is None or _owner(entry.owner) != _owner(owner):
             return fail(EnrolmentError(404, f"no enrolled key {fingerprint[:80]!r} of yours"))
-        body: dict[str, Any] = {"identity": owner.to_record(), "key": entry.key.to_record(), "expires": entry.expires}
-        if source is not None:
-            body["source"] = source
-        d = self._record("identity.ssh_key.removed", body)
+        body = events.ssh_key(self.gateway, owner.to_record(), entry.key.to_record(), entry.expires, source=source)
+        d = self._record(events.SSH_KEY_REMOVED, body)
         refused: list[Failure] = []
 
         def keep(failure: Failure) -> Failure:

@@ -32,6 +32,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from hoopgw.audit import events
 from hoopgw.errors import HoopgwError
 from hoopgw.model import Identity
 from hoopgw.store._common import format_time
@@ -240,7 +241,7 @@ class ReviewService:
             expires=now + seconds,
             timeout_seconds=seconds,
         )
-        d = self._record("review.requested", review)
+        d = self._record(events.REVIEW_REQUESTED, review)
 
         def opened(_: object) -> Review:
             self._live[review.id] = review
@@ -291,9 +292,9 @@ class ReviewService:
         done = review.requirement.satisfied_by([*identities, approver])
         extra = {"approval": approval, "approvals": len(review.approvals) + 1}
         if done:
-            return self._transition(review, "review.approved", ReviewState.approved, {"by": approval["by"], "reason": reason}, extra, approval)
+            return self._transition(review, events.REVIEW_APPROVED, ReviewState.approved, {"by": approval["by"], "reason": reason}, extra, approval)
         # Not enough yet: the approval is recorded, the review stays pending.
-        d = self._append_checked("review.approved", review, extra, state=ReviewState.pending)
+        d = self._append_checked(events.REVIEW_APPROVED, review, extra, state=ReviewState.pending)
         if isinstance(d, Failure):
             return fail(d)
         review.approvals.append(approval)
@@ -306,7 +307,7 @@ class ReviewService:
         def denied(review: Review) -> Deferred[dict[str, Any]]:
             self._check_decider(review, approver)
             return self._transition(
-                review, "review.denied", ReviewState.denied, {"by": identity_record(approver), "reason": reason}, {}, None
+                review, events.REVIEW_DENIED, ReviewState.denied, {"by": identity_record(approver), "reason": reason}, {}, None
             )
 
         return self._find(review_id).addCallback(denied)
@@ -315,7 +316,7 @@ class ReviewService:
         """End a pending review whose action nobody waits for any more (the client left, Ctrl-C, the session closed)."""
         if not review.pending:
             return succeed(None)
-        d = self._transition(review, "review.cancelled", ReviewState.cancelled, {"reason": reason}, {}, None, force=True)
+        d = self._transition(review, events.REVIEW_CANCELLED, ReviewState.cancelled, {"reason": reason}, {}, None, force=True)
         return d.addCallback(lambda _: None)
 
     def cancel_session(self, session: str, reason: str) -> None:
@@ -326,7 +327,7 @@ class ReviewService:
     def _expire(self, review: Review) -> None:
         review._timer = None
         if review.pending:
-            d = self._transition(review, "review.expired", ReviewState.expired, {"reason": "timeout"}, {}, None, force=True)
+            d = self._transition(review, events.REVIEW_EXPIRED, ReviewState.expired, {"reason": "timeout"}, {}, None, force=True)
             d.addErrback(lambda f: log.failure("review.expired not recorded for {id}", f, id=review.id))
 
     def _check_decider(self, review: Review, identity: Identity) -> None:
@@ -409,7 +410,7 @@ class ReviewService:
             record["state"] = change["state"].value
         if change.get("decision"):
             record["decision"] = {k: v for k, v in change["decision"].items() if v}
-        body = {"gateway": self.gateway, "session": review.session, "review": record, **(extra or {})}
+        body = events.review(self.gateway, review.session, record, extra)
         try:
             return self.append(event, body)
         except Exception:
@@ -457,9 +458,9 @@ class ReviewService:
                 record["state"] = ReviewState.cancelled.value
                 record["decided"] = format_time(self.clock.seconds(), "decided")
                 record["decision"] = {"reason": "the gateway restarted; the session that waited for it is gone"}
-                body = {"gateway": self.gateway, "session": record["session"], "review": record}
+                body = events.review(self.gateway, record["session"], record)
                 try:
-                    d = self.append("review.cancelled", body)
+                    d = self.append(events.REVIEW_CANCELLED, body)
                 except Exception:
                     d = fail()
                 waits.append(d.addCallback(save, record))

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
+from hoopgw.audit import events
 from hoopgw.interfaces import IMetrics
 from hoopgw.reviews import Review, identity_record
 
@@ -40,7 +41,8 @@ __all__ = ["EVENT", "SIGNATURE_HEADER", "WebhookNotifier", "payload"]
 
 log = Logger()
 
-EVENT = "review.requested"
+#: The webhook's event: the audit event that opened the review.
+EVENT = events.REVIEW_REQUESTED
 #: C{sha256=<hex HMAC-SHA256 of the body>} under C{[reviews] webhook_secret_*}.
 SIGNATURE_HEADER = "X-Hoopgw-Signature-256"
 ATTEMPTS = 5

@@ -28,6 +28,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest
 
 from tests.integration._process import free_port
@@ -102,6 +105,23 @@ class PostgresCluster:
             return self.log_file.read_text(errors="replace")
         except (OSError, AssertionError):
             return ""
+
+    def logged(self, text: str, timeout: float = 5.0) -> Deferred[str]:
+        """
+        Fires with the server's log once it holds C{text}, or as it is after
+        C{timeout} seconds: a backend may log after its client has already
+        seen the connection end (a failed TLS handshake is logged once the
+        other side has closed).
+        """
+        deadline = time.monotonic() + timeout
+
+        def poll() -> str | Deferred[str]:
+            log = self.log()
+            if text in log or time.monotonic() >= deadline:
+                return log
+            return deferLater(reactor, 0.05, poll)
+
+        return maybeDeferred(poll)
 
     def _argv(self, program: str, *args: str) -> list[str]:
         argv = [str(PG_BIN / program), *args]

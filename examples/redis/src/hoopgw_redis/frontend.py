@@ -70,8 +70,12 @@ from hoopgw_redis.policy import fail_closed
 from hoopgw_redis.relay import Login, Phase, Relay, RelayLimits, Verdict
 from hoopgw_redis.resp import Command, Error, ProtocolError, ReplyParser, encode, encode_command, error_reply
 from hoopgw_redis.settings import RedisSettings, client_tls_options
+from hoopgw_redis.transcript import Transcript, open_transcript
 
-__all__ = ["KIND", "Catalog", "RedisClient", "RedisFrontEnd", "TargetError", "Upstream", "make_front_end"]
+__all__ = [
+    "KIND", "Catalog", "RecordingUnavailable", "RedisClient", "RedisFrontEnd", "TargetError", "Upstream",
+    "make_front_end",
+]
 
 log = Logger()
 
@@ -83,6 +87,10 @@ AUDIT_DOWN = "the gateway's audit log is unavailable, so it refuses all traffic"
 
 class TargetError(HoopgwError):
     """The gateway could not reach the target, or log in to it; the message is safe to show."""
+
+
+class RecordingUnavailable(HoopgwError):
+    """The session's transcript could not be opened: the session does not go on unrecorded."""
 
 
 def _set_no_delay(transport: Any) -> None:
@@ -462,6 +470,7 @@ class RedisClient(Protocol):
         self.relay = Relay(self, limits=front.relay_limits)
         self.session: ISession | None = None
         self.upstream: Upstream | None = None
+        self.transcript: Transcript | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.status = "closed"
@@ -584,6 +593,14 @@ class RedisClient(Protocol):
             return
         self.upstream = upstream
         session = self.session
+        if session is not None:
+            try:
+                # The session's transcript (when the gateway keeps recordings): its SHA-256 in session.end.
+                transcript = open_transcript(session, self.front.reactor, on_failure=self._recording_failed)
+            except (OSError, ValueError) as e:
+                upstream.transport.abortConnection()
+                raise RecordingUnavailable(f"the session cannot be recorded ({e.__class__.__name__})") from e
+            self.transcript = self.relay.transcript = transcript
         if session is not None and session.service.masking is not None:
             # Asked per value, not kept: a session's masks follow policy reloads.
             self.relay.masker = ReplyMasker(lambda: session.masks, max_value=upstream.settings.max_masked_value)
@@ -611,6 +628,10 @@ class RedisClient(Protocol):
             reply, close = error_reply(f"hoopgw: {failure.value}", code="NOPERM"), False
         elif failure.check(AuditUnavailable):
             reply = error_reply(f"hoopgw: {AUDIT_DOWN}")
+        elif failure.check(RecordingUnavailable):
+            log.failure("redis session could not be recorded", failure)
+            reply = error_reply(f"hoopgw: {failure.value}")
+            self.status, self.error = "failed", str(failure.value)
         elif failure.check(TargetError):
             reply = error_reply(f"hoopgw: cannot connect to the target: {failure.value}")
             if self.session is not None:
@@ -655,13 +676,15 @@ class RedisClient(Protocol):
             d = session.refuse(action, refusal)
         else:
             d = session.check(action, on_held=self._held)
-        d.addCallback(self._decided, described.canonical)
+        d.addCallback(self._decided, described.canonical, described.input)
         return d
 
-    def _decided(self, handle: IActionHandle, canonical: str) -> None:
+    def _decided(self, handle: IActionHandle, canonical: str, text: str) -> None:
         if handle.review is not None and handle.review is self.review:
             self.review = None
         allowed = handle.allowed
+        if self.transcript is not None:
+            self.transcript.command(handle, text, refused=not allowed)
         self.relay.decided(Verdict(allowed, canonical, handle, b"" if allowed else self._denial(handle)))
 
     def _held(self, review: Any) -> None:
@@ -699,6 +722,16 @@ class RedisClient(Protocol):
         self.relay.fail(error_reply("hoopgw: the gateway could not decide this command"), "internal error")
 
     # -- ends -------------------------------------------------------------------
+
+    def _recording_failed(self, reason: str) -> None:
+        # Called from inside a write of the transcript (the relay may be mid-reply): ended on the next turn.
+        self.front.reactor.callLater(0, self._unrecorded, reason)
+
+    def _unrecorded(self, reason: str) -> None:
+        """The transcript cannot be written (disk full): the session does not go on unrecorded."""
+        self.status, self.error = "failed", f"the session's recording failed ({reason})"
+        self.relay.fail(error_reply("hoopgw: the session's recording failed, so the connection is closed"),
+                        self.error)
 
     def _target_lost(self, why: str) -> None:
         self.status, self.error = "target closed", why

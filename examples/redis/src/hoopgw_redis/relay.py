@@ -84,7 +84,10 @@ from hoopgw_redis.resp import (
     keyword,
 )
 
-__all__ = ["Hello", "Login", "Masker", "Output", "Phase", "Relay", "RelayLimits", "Replies", "Verdict", "parse_hello"]
+__all__ = [
+    "Hello", "Login", "Masker", "Output", "Phase", "Relay", "RelayLimits", "Replies", "TranscriptLines", "Verdict",
+    "parse_hello",
+]
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 NOAUTH_HELLO = (
@@ -163,6 +166,19 @@ class Verdict:
 Masker = Callable[[Any, int], "tuple[Any, Mapping[str, int] | None]"]
 
 
+class TranscriptLines(Protocol):
+    """
+    Where the replies go in the session's transcript (L{hoopgw_redis.transcript.Transcript}):
+    C{owner} is the command's C{token} (its action), C{"login"}, or C{None}.
+    """
+
+    def command(self, owner: Any, text: str, *, refused: bool = False) -> None: ...
+
+    def reply(self, owner: Any, value: Any, size: int, masked: Mapping[str, int] | None = None) -> None: ...
+
+    def local(self, owner: Any, data: bytes) -> None: ...
+
+
 class Output(Protocol):
     """Where a L{Relay}'s outputs go."""
 
@@ -229,6 +245,15 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Attributed) else value
 
 
+def _total(masked: Mapping[str, int] | None, results: Sequence[Mapping[str, int] | None] | None) -> dict[str, int] | None:
+    """The values masked in a reply (an C{EXEC}'s: in all its results)."""
+    total = dict(masked) if masked else {}
+    for counts in results or ():
+        for name, count in (counts or {}).items():
+            total[name] = total.get(name, 0) + count
+    return total or None
+
+
 def _outcome(value: Any, size: int, masked: Mapping[str, int] | None = None) -> Outcome:
     """How a command ended, from its reply as the client got it (masked: C{masked} says how many values)."""
     value = _plain(value)
@@ -277,7 +302,7 @@ def _confirmation_shaped(items: Sequence[Any], channels: frozenset[bytes]) -> bo
 class _Entry:
     """One reply (or reply run) owed to the client, in order."""
 
-    __slots__ = ("token", "canonical", "confirm", "channels", "left", "size", "data", "close", "internal", "db")
+    __slots__ = ("token", "canonical", "confirm", "channels", "left", "size", "data", "close", "internal", "db", "owner")
 
     def __init__(self) -> None:
         self.token: Any = None
@@ -290,6 +315,7 @@ class _Entry:
         self.close = False  # the connection closes once it is sent
         self.internal: str | None = None  # a command of the gateway's own: what failing it means ("": nothing)
         self.db: tuple[int, int] | None = None  # SELECT: the database before and after
+        self.owner: Any = None  # a reply of the gateway's own: whose it is, for the transcript
 
 
 class Replies:
@@ -332,11 +358,12 @@ class Replies:
         self.entries.append(entry)
         self.pending += 1
 
-    def local(self, data: bytes, *, close: bool = False) -> None:
+    def local(self, data: bytes, *, close: bool = False, owner: Any = None) -> None:
+        """A reply of the gateway's own (C{owner}: whose, for the transcript), in its place in line."""
         if close:
             self.relay._closing()  # nothing after it is read
         if not self.entries:
-            self.relay._write(data)
+            self.relay._write_local(owner, data)
             if close:
                 self.relay._close_when_sent()
             return
@@ -344,6 +371,7 @@ class Replies:
         entry.data = data
         entry.close = close
         entry.left = 0
+        entry.owner = owner
         self.entries.append(entry)
 
     # -- what the target sends ------------------------------------------------
@@ -379,7 +407,7 @@ class Replies:
                     self.relay._lost_track(f"a reply beginning with {kind!r} is not a pub/sub confirmation")
                     return
                 # Masked too, but for its kind: a value passing as a confirmation is not shown raw.
-                data = self.relay._aside(value, 1)
+                data = self.relay._aside(value, 1, head.token if expected and head is not None else None)
                 if expected:
                     self._confirmation(head, items, data)  # type: ignore[arg-type]
                 else:
@@ -440,6 +468,9 @@ class Replies:
         shown, masked, results = self._shown(head, value)
         data = encode(shown)
         self.relay._write(data)
+        transcript = self.relay.transcript
+        if transcript is not None:
+            transcript.reply(head.token, shown, len(data), _total(masked, results))
         if self.transaction is not None and plain == _QUEUED:
             self.entries.popleft()
             self.pending -= 1
@@ -515,7 +546,7 @@ class Replies:
         entries = self.entries
         while entries and entries[0].data is not None:
             entry = entries.popleft()
-            self.relay._write(entry.data)  # type: ignore[arg-type]
+            self.relay._write_local(entry.owner, entry.data)  # type: ignore[arg-type]
             if entry.close:
                 self.relay._close_when_sent()
 
@@ -571,6 +602,8 @@ class Relay:
         # Replies and out-of-band data pass it on their way to the client (None: nothing is masked).
         self.masker: Masker | None = None
         self._masked_aside: dict[str, int] = {}
+        # The session's transcript (None: none kept): the replies as the client gets them.
+        self.transcript: TranscriptLines | None = None
 
     # -- batching: each entry point writes once -------------------------------
 
@@ -605,21 +638,33 @@ class Relay:
     def _send(self, data: bytes) -> None:
         self._target.append(data)
 
-    def _aside(self, value: Any, keep: int) -> bytes:
+    def _write_local(self, owner: Any, data: bytes) -> None:
+        """A reply of the gateway's own, to the client and in the transcript."""
+        self._client.append(data)
+        if self.transcript is not None:
+            self.transcript.local(owner, data)
+
+    def _aside(self, value: Any, keep: int, owner: Any = None) -> bytes:
         """
         Out-of-band data (a pub/sub message, a push) as the client may see
         it.  What is masked in it is no command's reply: it is counted in
         the next command's outcome, as PostgreSQL's notifications are.
+        (A confirmation's, C{owner} its command's token, too.)
         """
         masker = self.masker
+        masked = None
         if masker is None:
-            return encode(value)
-        shown, masked = masker(value, keep)
-        if masked:
-            aside = self._masked_aside
-            for name, count in masked.items():
-                aside[name] = aside.get(name, 0) + count
-        return encode(shown)
+            shown = value
+        else:
+            shown, masked = masker(value, keep)
+            if masked:
+                aside = self._masked_aside
+                for name, count in masked.items():
+                    aside[name] = aside.get(name, 0) + count
+        data = encode(shown)
+        if self.transcript is not None:
+            self.transcript.reply(owner, shown, len(data), masked)
+        return data
 
     def _finished(self, token: Any, outcome: Outcome) -> None:
         aside = self._masked_aside
@@ -737,7 +782,7 @@ class Relay:
             self.replies.resp = protocol
             self.db = self.initial_db = db
             self.relogin = tuple(relogin)
-            self.replies.local(reply)
+            self.replies.local(reply, owner="login")
             self._drain()
         finally:
             self._leave()
@@ -758,6 +803,8 @@ class Relay:
 
     def _ready(self, command: Command) -> None:
         if command.name == "QUIT":
+            if self.transcript is not None:
+                self.transcript.command(None, "QUIT")  # (its arguments, if any, are ignored)
             self.replies.local(OK, close=True)
             return
         self.deciding = command
@@ -808,13 +855,13 @@ class Relay:
             if not verdict.allowed:
                 if self.multi:
                     self.dirty = True  # as redis-server flags a transaction whose command it refuses
-                self.replies.local(verdict.reply)
+                self.replies.local(verdict.reply, owner=verdict.token)
             elif base == "EXEC" and self.multi and self.dirty:
                 self.multi = self.dirty = False
                 self._send(encode_command(b"DISCARD"))
                 # (An error is no matter: a MULTI the target refused left nothing to discard.)
                 self.replies.internal("DISCARD", "")
-                self.replies.local(EXECABORT)
+                self.replies.local(EXECABORT, owner=verdict.token)
                 self._finished(verdict.token, Outcome(
                     status=Status.failed, code="EXECABORT",
                     error="transaction discarded: the gateway refused a command in it"))
@@ -867,7 +914,7 @@ class Relay:
         self._fatal(error_reply(f"hoopgw: {why}; the connection is closed"), why=why)
 
     def _fatal(self, reply: bytes, *, why: str | None = None) -> None:
-        self._write(reply)
+        self._write_local(None, reply)
         self.replies.abandon(why or reply[1:].decode("utf-8", "replace").strip())
         self._close_when_sent()
 

@@ -603,7 +603,8 @@ class RedisClient(Protocol):
             self.transcript = self.relay.transcript = transcript
         if session is not None and session.service.masking is not None:
             # Asked per value, not kept: a session's masks follow policy reloads.
-            self.relay.masker = ReplyMasker(lambda: session.masks, max_value=upstream.settings.max_masked_value)
+            self.relay.masker = ReplyMasker(lambda: session.masks, max_value=upstream.settings.max_masked_value,
+                                            max_reply=upstream.settings.max_masked_reply)
         upstream.deliver = self.relay.target_replies
         upstream.on_lost = self._target_lost
         # Backpressure both ways: while one side cannot take more, the other is not read.

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from attrs import evolve, field, frozen
@@ -160,10 +160,18 @@ class Verdict:
     reply: bytes = b""
 
 
-# C{masker(value, keep)}: the value as the client may see it, and the values
-# masked per mask name (or None); C{keep} leading items of an array or push
-# pass as they are (L{hoopgw_redis.masking.ReplyMasker}).
-Masker = Callable[[Any, int], "tuple[Any, Mapping[str, int] | None]"]
+class Masker(Protocol):
+    """
+    C{masker(value, keep)}: the value as the client may see it, and the
+    values masked per mask name (or None); C{keep} leading items of an array
+    or push pass as they are.  C{masker.each(values)}: the values of one
+    reply (an C{EXEC}'s results), each so, under one budget
+    (L{hoopgw_redis.masking.ReplyMasker}).
+    """
+
+    def __call__(self, value: Any, keep: int = 0) -> tuple[Any, Mapping[str, int] | None]: ...
+
+    def each(self, values: Sequence[Any]) -> list[tuple[Any, Mapping[str, int] | None]]: ...
 
 
 class TranscriptLines(Protocol):
@@ -515,7 +523,7 @@ class Replies:
             return value, None, None
         queued = self.transaction
         if head.canonical == "EXEC" and queued is not None and type(value) is tuple and len(value) == len(queued):
-            pairs = [masker(result, 0) for result in value]
+            pairs = masker.each(value)  # one reply: one budget for all its results
             return tuple(shown for shown, _ in pairs), None, [masked for _, masked in pairs]
         shown, masked = masker(value, 0)
         return shown, masked, None

@@ -40,7 +40,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.interfaces import IProtocolFactory, ISSLTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -55,6 +55,7 @@ from hoopgw.frontend import (
     IActionHandle,
     ISession,
     ISessionService,
+    IStreamTransport,
     NotPermitted,
     ReadPause,
     Reading,
@@ -110,6 +111,8 @@ class Upstream(Protocol):
     L{TargetError}.
     """
 
+    transport: IStreamTransport  # (an annotation: what Twisted's TCP and TLS transports offer)
+
     def __init__(
         self,
         settings: RedisSettings,
@@ -125,7 +128,7 @@ class Upstream(Protocol):
         self.protocol = protocol
         self.setname = setname
         self.parser = ReplyParser()
-        self.ready: Deferred = Deferred()
+        self.ready: Deferred[Any] = Deferred()
         self.deliver: Callable[[list[Any]], object] | None = None
         self.on_lost: Callable[[str], object] | None = None
         self._login = self.login_commands()
@@ -204,7 +207,7 @@ class Upstream(Protocol):
         if not self.ready.called:
             self.ready.errback(Failure(error))
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         why = self._lost(reason)
         if not self.ready.called:
             self.ready.errback(Failure(TargetError(why)))
@@ -234,7 +237,7 @@ class Catalog:
 
     def __init__(
         self,
-        connect: Callable[[], Deferred],
+        connect: Callable[[], Deferred[Upstream]],
         clock: Any,
         *,
         ttl: float = 300.0,
@@ -251,14 +254,14 @@ class Catalog:
         self.timeout = timeout
         self.max_entries = max_entries
         self._cache: dict[bytes, tuple[Lookup, float]] = {}
-        self._inflight: dict[bytes, list[Deferred]] = {}
+        self._inflight: dict[bytes, list[Deferred[Lookup]]] = {}
         self._upstream: Upstream | None = None
-        self._connecting: Deferred | None = None
+        self._connecting: Deferred[None] | None = None
         self._asked: deque[tuple[bytes, Any]] = deque()  # questions sent, in order: (name, timer)
         self._warned = False
         self.questions = 0
 
-    def lookup(self, name: bytes) -> Deferred:
+    def lookup(self, name: bytes) -> Deferred[Lookup]:
         """A L{Deferred} firing with the L{Lookup} of a typed command name (it never fails)."""
         name = name.lower()
         if not name or b"|" in name or len(name) > MAX_NAME:
@@ -270,7 +273,7 @@ class Catalog:
             if cached[1] > self.clock.seconds():
                 return succeed(cached[0])
             del self._cache[name]
-        d: Deferred = Deferred()
+        d: Deferred[Lookup] = Deferred()
         waiters = self._inflight.get(name)
         if waiters is not None:
             waiters.append(d)
@@ -287,17 +290,18 @@ class Catalog:
             self._asked.append((name, timer))
             upstream.transport.write(encode_command(b"COMMAND", b"INFO", name))
             return
-        if self._connecting is None:
-            self._connecting = self._connect()
-            self._connecting.addCallbacks(self._connected, self._unreachable)
-        self._connecting.addCallback(lambda _: self._ask(name) if name in self._inflight else None)
+        connecting = self._connecting
+        if connecting is None:
+            # Kept before connecting: a connection made at once clears it (_connected).
+            connecting = self._connecting = Deferred()
+            self._connect().addCallbacks(self._connected, self._unreachable).chainDeferred(connecting)
+        connecting.addCallback(lambda _: self._ask(name) if name in self._inflight else None)
 
-    def _connected(self, upstream: Upstream) -> Upstream:
+    def _connected(self, upstream: Upstream) -> None:
         self._connecting = None
         self._upstream = upstream
         upstream.deliver = self._replies
         upstream.on_lost = self._lost
-        return upstream
 
     def _unreachable(self, failure: Failure) -> None:
         self._connecting = None
@@ -382,7 +386,7 @@ class RedisFrontEnd(Factory):
         C{HostnameEndpoint} with the connection's C{login_timeout}.
     """
 
-    protocol = None  # type: ignore[assignment]
+    protocol = None
 
     def __init__(
         self,
@@ -393,7 +397,7 @@ class RedisFrontEnd(Factory):
         auth_timeout: float = 30.0,
         relay_limits: RelayLimits = RelayLimits(),
         action_limits: Limits = Limits(),
-        connect: Callable[[RedisSettings, Protocol], Deferred] | None = None,
+        connect: Callable[[RedisSettings, Protocol], Deferred[Any]] | None = None,
         catalog_ttl: float = 300.0,
     ) -> None:
         self.sessions = sessions
@@ -409,11 +413,14 @@ class RedisFrontEnd(Factory):
         self.connect = connect or self._connect
         self._catalogs: dict[str, Catalog] = {}
 
-    def _connect(self, settings: RedisSettings, protocol: Protocol) -> Deferred:
+    def _connect(self, settings: RedisSettings, protocol: Protocol) -> Deferred[Any]:
         endpoint = HostnameEndpoint(self.reactor, settings.host, settings.port, timeout=settings.login_timeout)
-        return connectProtocol(endpoint, protocol)
+        connected: Deferred[Any] = connectProtocol(endpoint, protocol)
+        return connected
 
-    def upstream(self, connection: Connection, *, protocol: int | None = None, setname: bytes | None = None) -> Deferred:
+    def upstream(
+        self, connection: Connection, *, protocol: int | None = None, setname: bytes | None = None
+    ) -> Deferred[tuple[Upstream, Any]]:
         """A logged-in L{Upstream} to the connection's target (fires once its login is done)."""
         settings: RedisSettings = connection.settings
         upstream = Upstream(settings, self.passwords.get(connection.name), self.target_tls.get(connection.name),
@@ -429,12 +436,9 @@ class RedisFrontEnd(Factory):
                 upstream.transport.abortConnection()
             return Failure(TargetError(f"the target did not log the gateway in within {timeout:g} s (login_timeout)"))
 
-        d = self.connect(settings, upstream)
-        d.addCallback(lambda _: upstream.ready)
-        d.addCallback(lambda reply: (upstream, reply))
-        d.addErrback(unreachable)
-        d.addTimeout(settings.login_timeout, self.reactor, onTimeoutCancel=too_slow)
-        return d
+        ready = self.connect(settings, upstream).addCallback(lambda _: upstream.ready)
+        logged_in = ready.addCallback(lambda reply: (upstream, reply)).addErrback(unreachable)
+        return logged_in.addTimeout(settings.login_timeout, self.reactor, onTimeoutCancel=too_slow)
 
     def catalog(self, connection: Connection) -> Catalog:
         catalog = self._catalogs.get(connection.name)
@@ -463,6 +467,8 @@ def _credential_sha256(token: str) -> str:
 
 class RedisClient(Protocol):
     """One client connection: the L{Relay}'s outputs carried out (see L{hoopgw_redis.relay.Output})."""
+
+    transport: IStreamTransport
 
     def __init__(self, front: RedisFrontEnd, source: Source) -> None:
         self.front = front
@@ -498,7 +504,7 @@ class RedisClient(Protocol):
         self.bytes_in += len(data)
         self.relay.data_received(data)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
@@ -568,13 +574,12 @@ class RedisClient(Protocol):
         client: dict[str, Any] = {"resp": login.protocol or 2}
         if login.setname is not None:
             client["name"] = login.setname.decode("utf-8", "replace")
-        d = sessions.authenticate_token(login.token, source=self.source, user=login.user)
-        d.addCallback(lambda identity: sessions.open(identity, login.user, kind=KIND, source=self.source,
-                                                     client=client))
-        d.addCallback(self._opened, login)
-        d.addErrback(self._login_failed)
+        identified = sessions.authenticate_token(login.token, source=self.source, user=login.user)
+        opened = identified.addCallback(lambda identity: sessions.open(identity, login.user, kind=KIND,
+                                                                       source=self.source, client=client))
+        opened.addCallback(self._opened, login).addErrback(self._login_failed)
 
-    def _opened(self, session: ISession, login: Login) -> Deferred | None:
+    def _opened(self, session: ISession, login: Login) -> Deferred[None] | None:
         self.session = session
         session.traffic = lambda: (self.bytes_in, self.bytes_out)
         session.on_terminate = self._terminated
@@ -583,8 +588,7 @@ class RedisClient(Protocol):
             session.close(status="client disconnected")
             return None
         d = self.front.upstream(session.connection, protocol=login.protocol, setname=login.setname)
-        d.addCallback(self._target_ready, login)
-        return d
+        return d.addCallback(self._target_ready, login)
 
     def _target_ready(self, pair: tuple[Upstream, Any], login: Login) -> None:
         upstream, reply = pair
@@ -623,7 +627,7 @@ class RedisClient(Protocol):
 
     def _login_failed(self, failure: Failure) -> None:
         close = True
-        if failure.check(AuthenticationFailed):
+        if isinstance(failure.value, AuthenticationFailed):
             reply, close = error_reply(f"hoopgw: token rejected ({failure.value.reason})", code="WRONGPASS"), False
         elif failure.check(NotPermitted):
             reply, close = error_reply(f"hoopgw: {failure.value}", code="NOPERM"), False
@@ -658,7 +662,7 @@ class RedisClient(Protocol):
         d.addCallback(self._judge, session, command)
         d.addErrback(self._decide_failed)
 
-    def _judge(self, lookup: Lookup, session: ISession, command: Command) -> Deferred:
+    def _judge(self, lookup: Lookup, session: ISession, command: Command) -> Deferred[None]:
         described = describe(command, lookup, db=self.relay.db, limits=self.front.action_limits)
         refusal = self.relay.refusal(described.canonical, command.args)
         attributes: Any = described.attributes
@@ -677,8 +681,7 @@ class RedisClient(Protocol):
             d = session.refuse(action, refusal)
         else:
             d = session.check(action, on_held=self._held)
-        d.addCallback(self._decided, described.canonical, described.input)
-        return d
+        return d.addCallback(self._decided, described.canonical, described.input)
 
     def _decided(self, handle: IActionHandle, canonical: str, text: str) -> None:
         if handle.review is not None and handle.review is self.review:

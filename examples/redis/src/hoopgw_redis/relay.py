@@ -408,16 +408,17 @@ class Replies:
             head = self._head()
             items = value.items if type(value) is Push else value
             if kind in _CONFIRMS:
-                expected = head is not None and head.confirm is not None and kind == head.confirm
-                if not _confirmation_shaped(items, head.channels if expected else frozenset()):  # type: ignore[union-attr]
+                # The confirmation the command at the head is waiting for, or None (unsolicited).
+                waiting = head if head is not None and head.confirm is not None and kind == head.confirm else None
+                if not _confirmation_shaped(items, waiting.channels if waiting is not None else frozenset()):
                     # Something else than a confirmation (a reply out of step, a value that
                     # starts with "subscribe"): which reply is whose is no longer known.
                     self.relay._lost_track(f"a reply beginning with {kind!r} is not a pub/sub confirmation")
                     return
                 # Masked too, but for its kind: a value passing as a confirmation is not shown raw.
-                data = self.relay._aside(value, 1, head.token if expected and head is not None else None)
-                if expected:
-                    self._confirmation(head, items, data)  # type: ignore[arg-type]
+                data = self.relay._aside(value, 1, waiting.token if waiting is not None else None)
+                if waiting is not None:
+                    self._confirmation(waiting, items, data)
                 else:
                     self._track(kind, items)  # unsolicited (a shard channel gone, ...)
                     self.relay._write(data)
@@ -445,9 +446,11 @@ class Replies:
                     self.subscriptions[name].clear()
 
     def _confirmation(self, head: _Entry, items: Sequence[Any], data: bytes) -> None:
+        confirm = head.confirm
+        assert confirm is not None  # (only an entry waiting for confirmations gets here)
         if head.left is None:
-            head.left = max(1, len(self.subscriptions[_CONFIRMS[head.confirm][0]]))  # type: ignore[index]
-        self._track(head.confirm, items)  # type: ignore[arg-type]
+            head.left = max(1, len(self.subscriptions[_CONFIRMS[confirm][0]]))
+        self._track(confirm, items)
         self.relay._write(data)
         head.size += len(data)
         head.left -= 1
@@ -552,9 +555,9 @@ class Replies:
     def _settle(self) -> None:
         """Send the gateway's own replies that are next in line."""
         entries = self.entries
-        while entries and entries[0].data is not None:
+        while entries and (data := entries[0].data) is not None:
             entry = entries.popleft()
-            self.relay._write_local(entry.owner, entry.data)  # type: ignore[arg-type]
+            self.relay._write_local(entry.owner, data)
             if entry.close:
                 self.relay._close_when_sent()
 
@@ -707,7 +710,7 @@ class Relay:
             try:
                 commands: list[Command | _Fault] = list(self.parser.feed(data))
             except ProtocolError as e:
-                commands = list(getattr(e, "messages", []))
+                commands = list(e.messages)
                 commands.append(_Fault(error_reply(f"Protocol error: {e}")))
             for command in commands:
                 if type(command) is Command:
@@ -732,14 +735,14 @@ class Relay:
                     self.queued_bytes = 0
                     break
                 item = queue.popleft()
-                if type(item) is _Fault:
+                if isinstance(item, _Fault):
                     self.replies.local(item.reply, close=True)
                     continue
-                self.queued_bytes -= sum(map(len, item.args))  # type: ignore[union-attr]
+                self.queued_bytes -= sum(map(len, item.args))
                 if phase is Phase.ANONYMOUS:
-                    self._anonymous(item)  # type: ignore[arg-type]
+                    self._anonymous(item)
                 else:
-                    self._ready(item)  # type: ignore[arg-type]
+                    self._ready(item)
         finally:
             self._draining = False
 
@@ -910,7 +913,9 @@ class Relay:
             receive = self.replies.receive
             for value in values:
                 receive(value)
-                if self.phase is Phase.CLOSED:
+                if self._close:
+                    # The connection closes once what is written is sent (QUIT's +OK, a fatal
+                    # error): nothing more of the batch goes to the client after it.
                     break
         finally:
             self._leave()

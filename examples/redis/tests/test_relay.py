@@ -336,6 +336,24 @@ class PipelineTests(SynchronousTestCase):
         self.assertIn(b"no command waiting", replies[1].message)
         self.assertTrue(out.closed)
 
+    def test_hidden_arguments_error_code_only(self):
+        """
+        A command with an argument the trail does not show (a password, a
+        long value): its error's text, which may quote it, is not in the
+        outcome, only its code.
+        """
+        relay, out = make(hold=True)
+        logged_in(relay, out)
+        relay.data_received(cmd(b"ACL", b"SETUSER", b"bob", b"#abc") + cmd(b"GET", b"k"))
+        relay.decided(Verdict(True, "ACL|SETUSER", "ACL#1", hidden=True))
+        relay.decided(Verdict(True, "GET", "GET#2"))
+        reply(relay, Error(b"ERR Error in ACL SETUSER modifier '#abc': bad"), Error(b"WRONGTYPE Operation"))
+        (_, first), (_, second) = out.finished
+        self.assertEqual((first.code, first.error),
+                         ("ERR", "ERR (text not recorded: the command has an argument the trail does not show)"))
+        self.assertEqual((second.code, second.error), ("WRONGTYPE", "WRONGTYPE Operation"))
+        self.assertIn(b"#abc", out.client)  # the client reads the error as it came
+
     def test_nothing_after_quit(self):
         """QUIT's +OK is the last reply: what the target sends after it, in the same batch, is not relayed."""
         relay, out = make()

@@ -191,11 +191,15 @@ class TranscriptTests(SynchronousTestCase):
             "[-] < error, 55 bytes: ERR (text not recorded)",  # not a command's: may quote the client's bytes
         ])
 
-    def test_no_error_text_for_a_command_with_a_password(self):
-        """redis-server quotes arguments in some errors (ACL SETUSER's modifier): a password's command keeps its code only."""
+    def test_no_error_text_for_a_command_with_hidden_arguments(self):
+        """
+        redis-server quotes arguments in some errors (ACL SETUSER's
+        modifier): a command with a password or a summarised argument
+        keeps its errors' code only.
+        """
         record, lines = transcript()
         record.command(_handle(3), "ACL SETUSER bob <redacted> badrule")
-        record.reply(_handle(3), Error(b"ERR Error in ACL SETUSER modifier '#abc': bad hash"), 60)
+        record.reply(_handle(3), Error(b"ERR Error in ACL SETUSER modifier '#abc': bad hash"), 60, hidden=True)
         record.command(_handle(4), "GET k")
         record.reply(_handle(4), Error(b"WRONGTYPE Operation against a key"), 40)
         self.assertEqual(lines[1], "[3] < error, 60 bytes: ERR (text not recorded)")
@@ -304,6 +308,14 @@ class RealTranscriptTests(TestCase):
             f"HELLO 3 AUTH cache {other}",
             f"CONFIG SET requirepass {PASSWORD}",
             f"ACL SETUSER bob on >{PASSWORD} #{'0' * 63}",
+            # Read by the server as a SETNAME named "auth", then AUTH: the password is the last.
+            f"HELLO 3 SETNAME auth AUTH cache {PASSWORD}1",
+            # Rules the server refuses, quoting them in its error.
+            f'ACL SETUSER bob "(~k >{PASSWORD}2)"',
+            f'ACL SETUSER bob "on >{PASSWORD}3"',
+            # A script returning an argument as an error; an unknown command quoting its arguments.
+            f'EVAL "return redis.error_reply(ARGV[1])" 0 {other}',
+            f"AUTHX cache {other}",
             "GET nothing",
         ]) + "\n"
         result = yield deferToThread(self.gateway.cli, token=token, stdin=script)
@@ -334,6 +346,15 @@ class RealTranscriptTests(TestCase):
         self.assertIn("[n] > HELLO 3 AUTH cache <redacted> (refused)", numbered)
         self.assertIn("[n] > CONFIG SET requirepass <redacted>", numbered)
         self.assertIn("[n] > ACL SETUSER bob on <redacted> <redacted>", numbered)
+        self.assertIn("[n] > HELLO 3 SETNAME auth AUTH <redacted> <redacted> (refused)", numbered)
+        self.assertIn("[n] > ACL SETUSER bob <redacted>", numbered)
+        # Every error but the gateway's refusal came for a command with an argument not shown: code only.
+        errors = [line for line in numbered if " < error" in line and "NOPERM hoopgw: rule" not in line]
+        self.assertEqual(len(errors), 8, numbered)
+        self.assertTrue(all(line.endswith(": ERR (text not recorded)") for line in errors), errors)
+        # The trail has none of them either (action.start's input, action.end's error).
+        trail = (self.gateway.base / "audit" / "records.jsonl").read_bytes()
+        self.assertNothingSecret(trail, token, other)
         self.assertEqual(numbered[-2:], ["[n] > GET nothing", "[n] < null bulk string, 5 bytes"])
         # Its numbers are the actions' in the trail.
         starts = {r["action"]["id"].split("/")[1]: r["action"]["input"] for r in self.gateway.records("action.start")}

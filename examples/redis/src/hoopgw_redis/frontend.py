@@ -64,7 +64,7 @@ from hoopgw.frontend import (
     server_options,
 )
 
-from hoopgw_redis.actions import NOT_A_COMMAND, Limits, Lookup, describe
+from hoopgw_redis.actions import NOT_A_COMMAND, Described, Limits, Lookup, describe
 from hoopgw_redis.commands import parse_command_info
 from hoopgw_redis.masking import ReplyMasker
 from hoopgw_redis.policy import fail_closed
@@ -681,15 +681,16 @@ class RedisClient(Protocol):
             d = session.refuse(action, refusal)
         else:
             d = session.check(action, on_held=self._held)
-        return d.addCallback(self._decided, described.canonical, described.input)
+        return d.addCallback(self._decided, described)
 
-    def _decided(self, handle: IActionHandle, canonical: str, text: str) -> None:
+    def _decided(self, handle: IActionHandle, described: Described) -> None:
         if handle.review is not None and handle.review is self.review:
             self.review = None
         allowed = handle.allowed
         if self.transcript is not None:
-            self.transcript.command(handle, text, refused=not allowed)
-        self.relay.decided(Verdict(allowed, canonical, handle, b"" if allowed else self._denial(handle)))
+            self.transcript.command(handle, described.input, refused=not allowed)
+        self.relay.decided(Verdict(allowed, described.canonical, handle, b"" if allowed else self._denial(handle),
+                                   hidden=described.hidden))
 
     def _held(self, review: Any) -> None:
         # The client waits, as for a slow command; one that leaves withdraws the request.

@@ -158,6 +158,9 @@ class Verdict:
     canonical: str
     token: Any = None
     reply: bytes = b""
+    # The command has an argument its action's input does not show (a password, a long
+    # one): its error replies' text is not recorded, only their code (they may quote it).
+    hidden: bool = False
 
 
 class Masker(Protocol):
@@ -182,9 +185,11 @@ class TranscriptLines(Protocol):
 
     def command(self, owner: Any, text: str, *, refused: bool = False) -> None: ...
 
-    def reply(self, owner: Any, value: Any, size: int, masked: Mapping[str, int] | None = None) -> None: ...
+    def reply(
+        self, owner: Any, value: Any, size: int, masked: Mapping[str, int] | None = None, *, hidden: bool = False
+    ) -> None: ...
 
-    def local(self, owner: Any, data: bytes) -> None: ...
+    def local(self, owner: Any, data: bytes, *, hidden: bool = False) -> None: ...
 
 
 class Output(Protocol):
@@ -262,14 +267,21 @@ def _total(masked: Mapping[str, int] | None, results: Sequence[Mapping[str, int]
     return total or None
 
 
-def _outcome(value: Any, size: int, masked: Mapping[str, int] | None = None) -> Outcome:
-    """How a command ended, from its reply as the client got it (masked: C{masked} says how many values)."""
+def _outcome(value: Any, size: int, masked: Mapping[str, int] | None = None, *, hidden: bool = False) -> Outcome:
+    """
+    How a command ended, from its reply as the client got it (masked:
+    C{masked} says how many values).  C{hidden}: its command had an
+    argument the trail does not show, which an error may quote: the
+    error's code only.
+    """
     value = _plain(value)
     counts = dict(masked) if masked else None
     if isinstance(value, Error):
         message = value.message.decode("utf-8", "replace")
-        return Outcome(status=Status.failed, error=message[:512], code=message.split(" ", 1)[0][:32],
-                       bytes_out=size, masked=counts)
+        code = message.split(" ", 1)[0][:32]
+        error = f"{code} (text not recorded: the command has an argument the trail does not show)" if hidden \
+            else message[:512]
+        return Outcome(status=Status.failed, error=error, code=code, bytes_out=size, masked=counts)
     return Outcome(status=Status.succeeded, bytes_out=size, masked=counts)
 
 
@@ -310,7 +322,9 @@ def _confirmation_shaped(items: Sequence[Any], channels: frozenset[bytes]) -> bo
 class _Entry:
     """One reply (or reply run) owed to the client, in order."""
 
-    __slots__ = ("token", "canonical", "confirm", "channels", "left", "size", "data", "close", "internal", "db", "owner")
+    __slots__ = (
+        "token", "canonical", "confirm", "channels", "left", "size", "data", "close", "internal", "db", "owner", "hidden",
+    )
 
     def __init__(self) -> None:
         self.token: Any = None
@@ -324,6 +338,7 @@ class _Entry:
         self.internal: str | None = None  # a command of the gateway's own: what failing it means ("": nothing)
         self.db: tuple[int, int] | None = None  # SELECT: the database before and after
         self.owner: Any = None  # a reply of the gateway's own: whose it is, for the transcript
+        self.hidden = False  # its command has an argument the trail does not show (Verdict.hidden)
 
 
 class Replies:
@@ -343,10 +358,11 @@ class Replies:
 
     # -- what is owed ---------------------------------------------------------
 
-    def forward(self, token: Any, canonical: str, args: Sequence[bytes]) -> _Entry:
+    def forward(self, token: Any, canonical: str, args: Sequence[bytes], *, hidden: bool = False) -> _Entry:
         entry = _Entry()
         entry.token = token
         entry.canonical = canonical
+        entry.hidden = hidden
         confirm = _PUBSUB.get(canonical)
         if confirm is not None:
             entry.confirm = confirm
@@ -366,12 +382,15 @@ class Replies:
         self.entries.append(entry)
         self.pending += 1
 
-    def local(self, data: bytes, *, close: bool = False, owner: Any = None) -> None:
-        """A reply of the gateway's own (C{owner}: whose, for the transcript), in its place in line."""
+    def local(self, data: bytes, *, close: bool = False, owner: Any = None, hidden: bool = False) -> None:
+        """
+        A reply of the gateway's own (C{owner}: whose, for the transcript;
+        C{hidden}: see L{Verdict.hidden}), in its place in line.
+        """
         if close:
             self.relay._closing()  # nothing after it is read
         if not self.entries:
-            self.relay._write_local(owner, data)
+            self.relay._write_local(owner, data, hidden)
             if close:
                 self.relay._close_when_sent()
             return
@@ -380,6 +399,7 @@ class Replies:
         entry.close = close
         entry.left = 0
         entry.owner = owner
+        entry.hidden = hidden
         self.entries.append(entry)
 
     # -- what the target sends ------------------------------------------------
@@ -416,7 +436,7 @@ class Replies:
                     self.relay._lost_track(f"a reply beginning with {kind!r} is not a pub/sub confirmation")
                     return
                 # Masked too, but for its kind: a value passing as a confirmation is not shown raw.
-                data = self.relay._aside(value, 1, waiting.token if waiting is not None else None)
+                data = self.relay._aside(value, 1, waiting)
                 if waiting is not None:
                     self._confirmation(waiting, items, data)
                 else:
@@ -481,14 +501,14 @@ class Replies:
         self.relay._write(data)
         transcript = self.relay.transcript
         if transcript is not None:
-            transcript.reply(head.token, shown, len(data), _total(masked, results))
+            transcript.reply(head.token, shown, len(data), _total(masked, results), hidden=head.hidden)
         if self.transaction is not None and plain == _QUEUED:
             self.entries.popleft()
             self.pending -= 1
             self.transaction.append(head)
             self._settle()
             return
-        outcome = _outcome(shown, len(data), masked)
+        outcome = _outcome(shown, len(data), masked, hidden=head.hidden)
         canonical = head.canonical
         ok = type(plain) is SimpleString
         if canonical == "MULTI":
@@ -536,7 +556,7 @@ class Replies:
         if type(value) is tuple and len(value) == len(queued):
             for index, (entry, result) in enumerate(zip(queued, value)):
                 counts = masked[index] if masked is not None else None
-                self.relay._finished(entry.token, _outcome(result, len(encode(result)), counts))
+                self.relay._finished(entry.token, _outcome(result, len(encode(result)), counts, hidden=entry.hidden))
             return
         if isinstance(value, Error):
             why = "not run: " + value.message.decode("utf-8", "replace")[:480]
@@ -557,7 +577,7 @@ class Replies:
         entries = self.entries
         while entries and (data := entries[0].data) is not None:
             entry = entries.popleft()
-            self.relay._write_local(entry.owner, data)
+            self.relay._write_local(entry.owner, data, entry.hidden)
             if entry.close:
                 self.relay._close_when_sent()
 
@@ -649,18 +669,18 @@ class Relay:
     def _send(self, data: bytes) -> None:
         self._target.append(data)
 
-    def _write_local(self, owner: Any, data: bytes) -> None:
+    def _write_local(self, owner: Any, data: bytes, hidden: bool = False) -> None:
         """A reply of the gateway's own, to the client and in the transcript."""
         self._client.append(data)
         if self.transcript is not None:
-            self.transcript.local(owner, data)
+            self.transcript.local(owner, data, hidden=hidden)
 
-    def _aside(self, value: Any, keep: int, owner: Any = None) -> bytes:
+    def _aside(self, value: Any, keep: int, entry: _Entry | None = None) -> bytes:
         """
         Out-of-band data (a pub/sub message, a push) as the client may see
         it.  What is masked in it is no command's reply: it is counted in
         the next command's outcome, as PostgreSQL's notifications are.
-        (A confirmation's, C{owner} its command's token, too.)
+        (A confirmation's too: C{entry}, its command's.)
         """
         masker = self.masker
         masked = None
@@ -674,7 +694,10 @@ class Relay:
                     aside[name] = aside.get(name, 0) + count
         data = encode(shown)
         if self.transcript is not None:
-            self.transcript.reply(owner, shown, len(data), masked)
+            if entry is None:
+                self.transcript.reply(None, shown, len(data), masked)
+            else:
+                self.transcript.reply(entry.token, shown, len(data), masked, hidden=entry.hidden)
         return data
 
     def _finished(self, token: Any, outcome: Outcome) -> None:
@@ -866,13 +889,13 @@ class Relay:
             if not verdict.allowed:
                 if self.multi:
                     self.dirty = True  # as redis-server flags a transaction whose command it refuses
-                self.replies.local(verdict.reply, owner=verdict.token)
+                self.replies.local(verdict.reply, owner=verdict.token, hidden=verdict.hidden)
             elif base == "EXEC" and self.multi and self.dirty:
                 self.multi = self.dirty = False
                 self._send(encode_command(b"DISCARD"))
                 # (An error is no matter: a MULTI the target refused left nothing to discard.)
                 self.replies.internal("DISCARD", "")
-                self.replies.local(EXECABORT, owner=verdict.token)
+                self.replies.local(EXECABORT, owner=verdict.token, hidden=verdict.hidden)
                 self._finished(verdict.token, Outcome(
                     status=Status.failed, code="EXECABORT",
                     error="transaction discarded: the gateway refused a command in it"))
@@ -884,7 +907,7 @@ class Relay:
 
     def _forward(self, command: Command, verdict: Verdict, base: str) -> None:
         self._send(encode(command))
-        entry = self.replies.forward(verdict.token, verdict.canonical, command.args)
+        entry = self.replies.forward(verdict.token, verdict.canonical, command.args, hidden=verdict.hidden)
         if base == "MULTI":
             self.multi = True
         elif base in ("EXEC", "DISCARD"):

@@ -23,8 +23,10 @@ mask of the connection (C{SessionMasks.trail_text}), whoever the client is.
 A reply is summed up, never shown: its RESP type, its size on the wire,
 its item count, how many values the client's masks masked in it; an
 error's text is kept, through every mask of the connection, when it is
-the reply to a command that carried no password and is short (else only
-its code).  The login itself (C{AUTH}, C{HELLO ... AUTH}) is never a line.
+the reply to a command whose every argument its line shows as it is (no
+password, none summarised: redis-server quotes arguments in some errors,
+and a script can return any) and is short; else only its code.  The
+login itself (C{AUTH}, C{HELLO ... AUTH}) is never a line.
 
 The recorder (L{TranscriptRecorder}) writes to the file the session opened
 for it (C{ISession.open_recording}); its SHA-256 goes into C{session.end}.
@@ -43,7 +45,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from hoopgw.frontend import IActionHandle, IRecorder
+from hoopgw.frontend import IRecorder
 
 from hoopgw_redis.resp import (
     Attributed,
@@ -86,8 +88,6 @@ _PUSH_KINDS = frozenset({
     b"message", b"pmessage", b"smessage", b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe",
     b"punsubscribe", b"sunsubscribe", b"invalidate", b"tracking-redir-broken",
 })
-# What a command's text holds in place of a password (hoopgw_redis.actions.REDACTED).
-_REDACTED = "<redacted>"
 
 
 def _escape(text: str) -> str:
@@ -302,9 +302,6 @@ class Transcript:
         self.recorder = recorder
         self._masks = masks
         self._literals = literals
-        # Actions whose command carried a password: their replies' error
-        # texts are not kept (redis-server quotes arguments in some).
-        self._secret: set[int] = set()
 
     def _trail(self, text: str) -> str:
         """C{text} as the trail would store it (every mask of the connection); not counted again."""
@@ -322,19 +319,25 @@ class Transcript:
         passwords already redacted, arguments quoted as redis-cli does).
         """
         shown = self._trail(text)
-        if _REDACTED in text and IActionHandle.providedBy(owner):
-            self._secret.add(owner.number)
         self.recorder.line(f"{_label(owner)} > {_escape(shown)}{' (refused)' if refused else ''}")
 
-    def reply(self, owner: Owner, value: Any, size: int, masked: Mapping[str, int] | None = None) -> None:
-        """A reply (or out-of-band data) as the client got it: C{size} bytes, C{masked} values masked."""
+    def reply(
+        self, owner: Owner, value: Any, size: int, masked: Mapping[str, int] | None = None, *, hidden: bool = False
+    ) -> None:
+        """
+        A reply (or out-of-band data) as the client got it: C{size} bytes,
+        C{masked} values masked.  C{hidden}: its command has an argument
+        its line does not show as it is (a password, a long one:
+        L{Described.hidden <hoopgw_redis.actions.Described.hidden>}), which
+        an error may quote: an error's code only.
+        """
         text = f"{_label(owner)} < {summary(value, size)}{_masked(masked)}"
         plain = value.value if type(value) is Attributed else value
         if type(plain) is Error:
-            text += self._error(owner, plain)
+            text += self._error(owner, plain, hidden)
         self.recorder.line(text)
 
-    def local(self, owner: Owner, data: bytes) -> None:
+    def local(self, owner: Owner, data: bytes, *, hidden: bool = False) -> None:
         """A reply of the gateway's own (already encoded: C{data})."""
         try:
             values = ReplyParser().feed(data)
@@ -343,19 +346,14 @@ class Transcript:
         if len(values) != 1:
             self.recorder.line(f"{_label(owner)} < {len(data)} bytes")
             return
-        self.reply(owner, values[0], len(data))
+        self.reply(owner, values[0], len(data), hidden=hidden)
 
-    def _error(self, owner: Owner, error: Error) -> str:
-        secret = False
-        if IActionHandle.providedBy(owner):
-            number = owner.number
-            secret = number in self._secret
-            self._secret.discard(number)
+    def _error(self, owner: Owner, error: Error, hidden: bool) -> str:
         message = error.message.decode("utf-8", "replace")
-        if owner is None or secret or len(message) > MAX_ERROR_TEXT:
+        if owner is None or hidden or len(message) > MAX_ERROR_TEXT:
             # Not a command's reply (a protocol error may quote what the
-            # client sent), a command with a password, or too long to mask
-            # whole: the code only.
+            # client sent), a command with an argument its line does not
+            # show (a password), or too long to mask whole: the code only.
             code = error.code.decode("utf-8", "replace")[:32]
             return f": {_escape(self._trail(code))} (text not recorded)"
         return f": {_escape(self._trail(message))}"

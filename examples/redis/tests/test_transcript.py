@@ -404,6 +404,39 @@ class RealTranscriptTests(TestCase):
         self.assertNotIn("recording_sha256", end)
 
     @inlineCallbacks
+    def test_recording_cannot_be_opened(self):
+        """No transcript can be opened: the login is refused, the session ends failed, nothing is relayed."""
+        require_redis_py()
+        import redis
+
+        from hoopgw.sessions import Session
+
+        def full(*args: Any, **kwargs: Any) -> Any:
+            raise OSError(28, "No space left on device")
+
+        self.patch(Session, "open_recording", full)
+        token = self.gateway.token()
+
+        def run() -> Any:
+            client = redis.Redis(host="127.0.0.1", port=self.gateway.port, username="cache", password=token)
+            try:
+                client.get("card")
+            except redis.exceptions.RedisError as e:
+                return e
+            finally:
+                client.close()
+            return None
+
+        error = yield deferToThread(run)
+        self.assertIn("the session cannot be recorded", str(error))
+        ends = yield deferToThread(lambda: _wait(lambda: self.gateway.records("session.end")))
+        self.assertEqual(ends[0]["end"]["status"], "failed")
+        self.assertEqual(self.gateway.records("action.start"), [])
+        from hoopgw_redis.frontend import RecordingUnavailable
+
+        self.assertEqual(len(self.flushLoggedErrors(RecordingUnavailable)), 1)
+
+    @inlineCallbacks
     def test_recording_fails_session_ends(self):
         """The transcript cannot be written (disk full): the session ends, session.end says why."""
         require_redis_py()

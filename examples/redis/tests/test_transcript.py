@@ -110,6 +110,14 @@ class RecorderTests(SynchronousTestCase):
         self.assertEqual(len(events), 3)
         self.assertEqual("".join(e.data for e in events), "x" * 40_000 + "\r\n")
 
+    def test_header_cannot_be_written(self):
+        """The header cannot be written: OSError, and the file is left to its opener (open_recording closes it)."""
+        fd = os.open("/dev/full", os.O_WRONLY)
+        self.addCleanup(os.close, fd)
+        with self.assertRaises(OSError):
+            TranscriptRecorder("/dev/full", fd, clock=Clock(), title="t")
+        os.fstat(fd)  # still open
+
     def test_failure(self):
         """A write that fails: on_failure once, later lines dropped, the digest still the file's."""
         failures: list[str] = []
@@ -321,7 +329,8 @@ class RealTranscriptTests(TestCase):
         result = yield deferToThread(self.gateway.cli, token=token, stdin=script)
         self.assertIn(f"paid with {CARD}", result.stdout)  # this client may read it
         self.assertIn("NOPERM hoopgw: rule 'no-wipe'", result.stdout)
-        yield self.gateway.sessions.close_all("test over", grace=2)
+        # The client's leaving ends the session (the gateway ending it would add its own line).
+        yield deferToThread(_wait, lambda: self.gateway.records("session.end"))
         path, data, end = self.recording()
         self.assertNothingSecret(data, token, other)
         lines = read_asciicast(path).output().splitlines()
@@ -383,7 +392,7 @@ class RealTranscriptTests(TestCase):
 
         results = yield deferToThread(run)
         self.assertEqual(results, [b"paid with **** **** **** 1111", True, b"to *****@******e.com"])
-        yield self.gateway.sessions.close_all("test over", grace=2)
+        yield deferToThread(_wait, lambda: self.gateway.records("session.end"))
         path, data, _ = self.recording()
         self.assertNothingSecret(data, token)
         lines = read_asciicast(path).output().splitlines()

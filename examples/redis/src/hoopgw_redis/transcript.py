@@ -162,8 +162,9 @@ def _event_line(elapsed: float, text: str) -> bytes:
 class TranscriptRecorder:
     """
     Writes one asciicast v2 file of text lines (L{line}), on a file already
-    opened for it (C{fd}, which it owns from then on: closed by L{close}).
-    Creating it writes the header.  If the file cannot be written (disk
+    opened for it (C{fd}, which it owns once created: closed by L{close}).
+    Creating it writes the header (C{OSError} if it cannot: the file is
+    still its opener's to close).  If the file cannot be written later (disk
     full), C{failed} says why, C{on_failure} is called once and later lines
     are dropped; L{close} still returns the SHA-256 of exactly the bytes
     that reached the file, so the digest in C{session.end} matches it.
@@ -199,8 +200,14 @@ class TranscriptRecorder:
         self._flush_call: IDelayedCall | None = None
         self._digest: str | None = None
         header = {"version": 2, "width": width, "height": height, "timestamp": int(self._start), "title": title}
-        self._buffer.append((json.dumps(header, ensure_ascii=False) + "\n").encode("utf-8", "replace"))
-        self.flush()  # the header now: a session that records nothing more still has a valid file
+        data = (json.dumps(header, ensure_ascii=False) + "\n").encode("utf-8", "replace")
+        # The header now, a session that records nothing more still has a valid file; if it cannot
+        # be written, OSError: the file stays its opener's, and the session is not opened unrecorded.
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        self._sha256.update(data)
+        self.bytes_written = written
 
     def line(self, text: str) -> None:
         """Record one line of text (terminal-safe already: see L{_escape})."""

@@ -75,6 +75,7 @@ class RedisGateway:
         reviews: bool = False,
         masking: bool = False,
         audit: dict[str, Any] | None = None,
+        recordings: bool = True,
         **front_end: Any,
     ) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="hoopgw-redis-gw-"))
@@ -102,6 +103,8 @@ class RedisGateway:
             clock=reactor,
             metrics=NullMetrics(),
             gateway="redis-test",
+            # As the gateway has it (data_dir/recordings): each session's transcript.
+            recordings=self.base / "recordings" if recordings else None,
         )
         if masking:
             from hoopgw.masking.service import MaskingService
@@ -144,6 +147,12 @@ class RedisGateway:
         complete = text[: text.rfind("\n") + 1]
         records = [json.loads(line) for line in complete.splitlines() if line.strip()]
         return [r for r in records if event is None or r["event"] == event]
+
+    def session_end(self) -> dict[str, Any]:
+        """The one session.end record (a test with one session)."""
+        ends = self.records("session.end")
+        assert len(ends) == 1, ends
+        return ends[0]
 
     def actions(self) -> list[tuple[str, dict[str, Any]]]:
         """(event, record) of every action.start / action.end, in log order."""

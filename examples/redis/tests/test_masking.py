@@ -22,7 +22,7 @@ from hoopgw.masking.service import MaskingService, SessionMasks
 from hoopgw.model import Connection, Identity, Status
 from hoopgw.policy.loader import build_policy_set
 
-from hoopgw_redis.masking import WITHHELD, ReplyMasker, withheld
+from hoopgw_redis.masking import BUDGET_WITHHELD, DEFAULT_MAX_REPLY, VALUE_COST, WITHHELD, ReplyMasker, withheld
 from hoopgw_redis.resp import (
     Attributed,
     BigNumber,
@@ -40,7 +40,7 @@ from hoopgw_redis.resp import (
 
 from tests._gateway import RedisGateway, require_cli
 from tests._redis import start_redis
-from tests._strategies import chunked
+from tests._strategies import _aggregates, chunked, scalars
 from tests.test_frontend import require_redis_py, wait_until
 from tests.test_relay import cmd, logged_in, make, reply
 
@@ -169,6 +169,137 @@ class ValueTests(SynchronousTestCase):
         """A policy's own patterns are detectors too."""
         mask = masker('[[mask]]\nname = "ids"\npatterns = ["EMP-[0-9]{6}"]\n')
         self.assertEqual(mask(b"id EMP-123456"), (b"id [redacted]", {"ids": 1}))
+
+
+# Leaves a detector finds, among any others.
+SECRETS = st.sampled_from([CARD_DIGITS.encode(), f"card {CARD}".encode(), EMAIL.encode(), int(CARD_DIGITS),
+                           SimpleString(f"to {EMAIL}".encode()), Error(f"ERR {CARD}".encode())])
+SECRET_VALUES = st.recursive(st.one_of(scalars, SECRETS), _aggregates, max_leaves=40)
+
+
+def shape(value: Any) -> Any:
+    """A value's shape: its aggregates and how many items each has; every leaf the same."""
+    kind = type(value)
+    if kind is tuple:
+        return ("array", tuple(shape(v) for v in value))
+    if kind is Map:
+        return ("map", tuple((shape(k), shape(v)) for k, v in value.pairs))
+    if kind in (Set, Push):
+        return (kind.__name__, tuple(shape(v) for v in value.items))
+    if kind is Attributed:
+        return ("attributed", shape(tuple(x for pair in value.attributes for x in pair)), shape(value.value))
+    return "leaf"
+
+
+class CountingMasks:
+    """A session's masks whose scans are counted (and their bytes)."""
+
+    def __init__(self, masks: SessionMasks) -> None:
+        self.masks = masks
+        self.scans = 0
+        self.scanned = 0
+        self.finders, self.gate, self.settle = masks.finders, masks.gate, masks.settle
+
+    def client_text(self, text: str, counts: Any) -> str:
+        self.scans += 1
+        self.scanned += len(text)
+        return self.masks.client_text(text, counts)
+
+
+class BudgetTests(SynchronousTestCase):
+    """A reply's masking budget: what is scanned is bounded, the rest withheld, never passed unscanned."""
+
+    def test_the_rest_withheld(self):
+        """Past the budget, each value that would be scanned is withheld and counted; the others pass."""
+        masks = session_masks()
+        value = f"card {CARD}".encode()  # 24 bytes
+        mask = ReplyMasker(lambda: masks, max_reply=4 * len(value))
+        shown, masked = mask((value,) * 4 + (b"plain",) + (value,) * 6 + (b"x", 7))
+        self.assertEqual(shown, (b"card **** **** **** 1111",) * 4 + (b"plain",) + (BUDGET_WITHHELD,) * 6 + (b"x", 7))
+        self.assertEqual(masked, {"pii": 4, WITHHELD: 6})
+        self.assertTrue(all(v is BUDGET_WITHHELD for v in shown[5:11]))  # one object: no copy per value
+
+    def test_once_spent_spent(self):
+        """A value that does not fit ends the budget: a later, shorter one is withheld too (the rest is)."""
+        masks = session_masks()
+        mask = ReplyMasker(lambda: masks, max_reply=30)
+        shown, masked = mask((f"card {CARD} and more".encode(), EMAIL.encode()))
+        self.assertEqual(shown, (BUDGET_WITHHELD, BUDGET_WITHHELD))
+        self.assertEqual(masked, {WITHHELD: 2})
+
+    def test_each_value_costs_at_least(self):
+        """A reply of very many short values: each scan costs VALUE_COST at least, so few are scanned."""
+        masks = CountingMasks(session_masks('[[mask]]\nname = "ids"\npatterns = ["EMP-[0-9]+"]\n'))
+        mask = ReplyMasker(lambda: masks, max_reply=10 * VALUE_COST)  # type: ignore[arg-type,return-value]
+        shown, masked = mask(tuple(b"%d" % i for i in range(100_000)))
+        self.assertEqual(masks.scans, 10)
+        self.assertEqual(shown[:10], tuple(b"%d" % i for i in range(10)))
+        self.assertEqual(set(shown[10:]), {BUDGET_WITHHELD})
+        self.assertEqual(masked, {WITHHELD: 100_000 - 10})
+
+    def test_scanning_bounded(self):
+        """However large and deeply nested the reply, what is scanned stays within the budget."""
+        masks = CountingMasks(session_masks())
+        budget = 64 * 1024
+        mask = ReplyMasker(lambda: masks, max_reply=budget)  # type: ignore[arg-type,return-value]
+        leaf = f"card {CARD} ".encode() * 40
+        value: Any = tuple(leaf for _ in range(1000))
+        for _ in range(100):
+            value = (Map(((b"k", value),)), leaf)
+        started = time.monotonic()
+        shown, masked = mask(value)
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertLessEqual(masks.scanned, budget)
+        self.assertEqual(shape(shown), shape(value))
+        self.assertNotIn(CARD.encode(), encode(shown))
+        self.assertGreater(masked[WITHHELD], 1000)
+
+    def test_max_value_still_applies(self):
+        masks = session_masks()
+        mask = ReplyMasker(lambda: masks, max_value=64, max_reply=DEFAULT_MAX_REPLY)
+        long = f"card {CARD} ".encode() * 10
+        self.assertEqual(mask((long, CARD_DIGITS.encode())),
+                         ((withheld(len(long)), b"************1111"), {"pii": 1, WITHHELD: 1}))
+
+    def test_each_one_budget(self):
+        """An EXEC's results are one reply: one budget, each result with its own counts."""
+        masks = session_masks()
+        value = f"card {CARD}".encode()
+        mask = ReplyMasker(lambda: masks, max_reply=3 * len(value))
+        results = mask.each([(value, value), (value, value), b"plain"])
+        self.assertEqual(results, [((b"card **** **** **** 1111",) * 2, {"pii": 2}),
+                                   ((b"card **** **** **** 1111", BUDGET_WITHHELD), {"pii": 1, WITHHELD: 1}),
+                                   (b"plain", None)])
+
+    def test_exec_through_the_relay(self):
+        masks = session_masks()
+        relay, out = make()
+        logged_in(relay, out)
+        relay.masker = ReplyMasker(lambda: masks, max_reply=30)
+        relay.data_received(cmd(b"MULTI") + cmd(b"GET", b"a") + cmd(b"GET", b"b") + cmd(b"EXEC"))
+        reply(relay, SimpleString(b"OK"), SimpleString(b"QUEUED"), SimpleString(b"QUEUED"),
+              (CARD_DIGITS.encode(), CARD_DIGITS.encode()))
+        self.assertEqual(out.replies()[-1], (b"************1111", BUDGET_WITHHELD))
+        outcomes = {token: outcome for token, outcome in out.finished}
+        self.assertEqual((outcomes["GET#2"].masked, outcomes["GET#3"].masked), ({"pii": 1}, {WITHHELD: 1}))
+
+    @settings(max_examples=300, deadline=None)
+    @given(SECRET_VALUES, st.integers(min_value=1, max_value=400))
+    def test_never_unscanned(self, value, budget):
+        """
+        Whatever the reply and the budget: its shape is kept, no value a
+        detector finds reaches the client, and with a budget that is not
+        reached the reply is masked as without one.
+        """
+        masks = session_masks()
+        shown, masked = ReplyMasker(lambda: masks, max_reply=budget)(value)
+        self.assertEqual(shape(shown), shape(value))
+        data = encode(shown)
+        for secret in (CARD, CARD_DIGITS, EMAIL):
+            self.assertNotIn(secret.encode(), data)
+        self.assertEqual(ReplyParser().feed(data), [shown])
+        if not masked or WITHHELD not in masked:
+            self.assertEqual((shown, masked), masker()(value))
 
 
 class RelayTests(SynchronousTestCase):
@@ -326,6 +457,49 @@ class ServerTests(TestCase):
         self.assertEqual((written["action"]["input"], written["action"]["masked"]),
                          ('SET new "card **** **** **** 1111"', {"pii": 1}))
         self.assertNotInTrail(CARD, CARD_DIGITS, EMAIL)
+
+    @inlineCallbacks
+    def test_reply_budget(self):
+        """
+        A connection's max_masked_reply: an LRANGE of many cards through
+        redis-cli gets the first ones masked and the rest withheld, never
+        a card; the trail counts both; an HGETALL through redis-py too.
+        """
+        require_cli()
+        require_redis_py()
+        import redis
+
+        from hoopgw_redis.settings import RedisSettings
+
+        value = f"card {CARD}"  # 24 bytes
+        settings = RedisSettings(host=self.server.host, port=self.server.port, tls="disable",
+                                 max_masked_reply=10 * len(value))
+        gateway = RedisGateway(self, self.server, policy=POLICY, masking=True, settings=settings)
+        yield gateway.listen()
+        with self.server.connect() as direct:
+            direct.call(b"RPUSH", b"cards", *[value.encode()] * 50)
+            direct.call(b"HSET", b"h", *[x for i in range(30) for x in (b"f%d" % i, value.encode())])
+        token = gateway.token()
+        result = yield deferToThread(gateway.cli, "LRANGE", "cards", "0", "-1", token=token)
+        self.assertEqual(result.stdout.splitlines(),
+                         ["card **** **** **** 1111"] * 10 + ["[withheld by hoopgw]"] * 40, result.stderr)
+
+        def hgetall() -> Any:
+            client = redis.Redis(host="127.0.0.1", port=gateway.port, username="cache", password=token, protocol=3)
+            try:
+                return client.hgetall("h")
+            finally:
+                client.close()
+
+        fields = yield deferToThread(hgetall)
+        self.assertEqual(len(fields), 30)  # every field is there (keys pass the gate: none a detector finds)
+        self.assertEqual(sorted(set(fields.values())), [b"[withheld by hoopgw]", b"card **** **** **** 1111"])
+        self.assertEqual(list(fields.values()).count(b"card **** **** **** 1111"), 10)
+        ends = [r["outcome"] for r in gateway.records("action.end")]
+        masked = [e["masked"] for e in ends if e.get("masked")]
+        self.assertEqual(masked, [{"pii": 10, WITHHELD: 40}, {"pii": 10, WITHHELD: 20}])
+        trail = (gateway.base / "audit" / "records.jsonl").read_bytes()
+        self.assertNotIn(CARD.encode(), trail)
 
     @inlineCallbacks
     def test_redis_py(self):

@@ -113,10 +113,35 @@ class RenderTests(SynchronousTestCase):
              "CONFIG SET requirepass <redacted> maxmemory 1"),
             # AUTH renamed away on the target: still a password.
             ([b"AUTH", b"u", b"secret"], "", "AUTH u <redacted>"),
+            # Options read as redis-server reads them: a SETNAME named "auth" hides nothing.
+            ([b"HELLO", b"3", b"SETNAME", b"auth", b"AUTH", b"u", b"secret"], "hello",
+             "HELLO 3 SETNAME auth AUTH <redacted> <redacted>"),
+            ([b"HELLO", b"3", b"SETNAME", b"n", b"BOGUS", b"secret"], "hello", "HELLO 3 SETNAME n <redacted> <redacted>"),
+            ([b"HELLO", b"3", b"AUTH", b"secret"], "hello", "HELLO 3 <redacted> <redacted>"),
+            ([b"MIGRATE", b"h", b"1", b"k", b"0", b"10", b"AUTH", b"pw", b"REPLAEC", b"secret"], "migrate",
+             "MIGRATE h 1 k 0 10 AUTH <redacted> <redacted> <redacted>"),
+            ([b"MIGRATE", b"h", b"1", b"", b"0", b"10", b"COPY", b"KEYS", b"a", b"b"], "migrate",
+             'MIGRATE h 1 "" 0 10 COPY KEYS a b'),
+            # A password rule inside a selector, or typed with a space in its argument: redis-server
+            # quotes the rule it refuses in its error.
+            ([b"ACL", b"SETUSER", b"bob", b"(~k >secret)", b"on >secret", b"~*"], "acl|setuser",
+             "ACL SETUSER bob <redacted> <redacted> ~*"),
+            ([b"CONFIG", b"SET", b"primaryauth", b"secret"], "config|set", "CONFIG SET primaryauth <redacted>"),
         ]
         for args, canonical, expected in cases:
             self.assertEqual(render(args, canonical), expected)
             self.assertNotIn("secret", render(args, canonical))
+
+    def test_hidden(self):
+        """Whether an argument is not in the input as it is: a password, a summary, past the count."""
+        cases = [
+            ((b"GET", b"k"), False),
+            ((b"SET", b"k", b"x" * 300), True),
+            ((b"AUTH", b"u", b"pw"), True),
+            ((b"MSET", *[b"a"] * 100), True),
+        ]
+        for args, hidden in cases:
+            self.assertEqual(describe(Command(args), NOT_A_COMMAND, limits=Limits(max_args=64)).hidden, hidden, args)
 
 
 POLICY = """

@@ -320,6 +320,49 @@ class PipelineTests(SynchronousTestCase):
         self.assertIn(b"no command waiting", out.client)
         self.assertTrue(out.closed)
 
+    def test_nothing_after_losing_track(self):
+        """
+        Once the gateway has lost track mid-batch, the rest of the batch is
+        not relayed: the error is the last thing the client reads (mypy
+        --strict found the check that was meant to stop it never could).
+        """
+        relay, out = make()
+        logged_in(relay, out)
+        relay.data_received(cmd(b"GET", b"k"))
+        reply(relay, b"v", b"unexpected", b"more", Push((b"message", b"ch", b"x")))
+        replies = out.replies()
+        self.assertEqual(len(replies), 2, replies)
+        self.assertEqual(replies[0], b"v")
+        self.assertIn(b"no command waiting", replies[1].message)
+        self.assertTrue(out.closed)
+
+    def test_hidden_arguments_error_code_only(self):
+        """
+        A command with an argument the trail does not show (a password, a
+        long value): its error's text, which may quote it, is not in the
+        outcome, only its code.
+        """
+        relay, out = make(hold=True)
+        logged_in(relay, out)
+        relay.data_received(cmd(b"ACL", b"SETUSER", b"bob", b"#abc") + cmd(b"GET", b"k"))
+        relay.decided(Verdict(True, "ACL|SETUSER", "ACL#1", hidden=True))
+        relay.decided(Verdict(True, "GET", "GET#2"))
+        reply(relay, Error(b"ERR Error in ACL SETUSER modifier '#abc': bad"), Error(b"WRONGTYPE Operation"))
+        (_, first), (_, second) = out.finished
+        self.assertEqual((first.code, first.error),
+                         ("ERR", "ERR (text not recorded: the command has an argument the trail does not show)"))
+        self.assertEqual((second.code, second.error), ("WRONGTYPE", "WRONGTYPE Operation"))
+        self.assertIn(b"#abc", out.client)  # the client reads the error as it came
+
+    def test_nothing_after_quit(self):
+        """QUIT's +OK is the last reply: what the target sends after it, in the same batch, is not relayed."""
+        relay, out = make()
+        logged_in(relay, out)
+        relay.data_received(cmd(b"GET", b"k") + cmd(b"QUIT"))
+        reply(relay, b"v", (b"message", b"ch", b"x"))
+        self.assertEqual(out.replies(), [b"v", OK])
+        self.assertTrue(out.closed)
+
     def test_client_leaves(self):
         """The client leaves: forwarded commands' outcomes are failed (unknown), a decision in flight is not sent."""
         relay, out = make(hold=True)

@@ -40,19 +40,19 @@ class SettingsTests(SynchronousTestCase):
         ca.write_bytes(self.certificate())
         connection = load(f'address = "redis.internal:6380"\nuser = "app"\npassword_env = "CACHE_PASSWORD"\n'
                           f'tls = "verify-full"\nca_file = "{ca}"\ndb = 3\nlogin_timeout = "1m"\n'
-                          f'max_masked_value = 65536\n').connections[2]
+                          f'max_masked_value = 65536\nmax_masked_reply = 131072\n').connections[2]
         self.assertEqual((connection.name, connection.kind, connection.target),
                          ("cache", "redis", "redis.internal:6380"))
         self.assertEqual(connection.settings, RedisSettings(
             host="redis.internal", port=6380, user="app", password=SecretRef(env="CACHE_PASSWORD"),
-            tls="verify-full", ca_file=ca, db=3, login_timeout=60, max_masked_value=65536))
+            tls="verify-full", ca_file=ca, db=3, login_timeout=60, max_masked_value=65536, max_masked_reply=131072))
 
     def test_defaults(self):
         connection = load('address = "[::1]"\n').connections[2]
         settings = connection.settings
         self.assertEqual((settings.host, settings.port, settings.tls, settings.db, settings.user, settings.password,
-                          settings.login_timeout, settings.max_masked_value),
-                         ("::1", 6379, "verify-full", 0, None, None, 30, 1 << 20))
+                          settings.login_timeout, settings.max_masked_value, settings.max_masked_reply),
+                         ("::1", 6379, "verify-full", 0, None, None, 30, 1 << 20, 4 << 20))
         self.assertEqual(connection.target, "[::1]:6379")
 
     def test_relative_paths(self):
@@ -88,10 +88,19 @@ class SettingsTests(SynchronousTestCase):
             ('address = "h"\npassword_env = "A"\npassword_file = "b"\n', f"{at}: expected at most one of"),
             ('address = "h"\npassword_file = "/nonexistent/pw"\n', f"{at}.password_file: cannot read secret file"),
             ('address = "h"\nmax_masked_value = 0\n', f"{at}.max_masked_value"),
+            ('address = "h"\nmax_masked_reply = 0\n', f"{at}.max_masked_reply: expected a positive integer, got 0"),
+            ('address = "h"\nmax_masked_reply = -5\n', f"{at}.max_masked_reply: expected a positive integer, got -5"),
+            ('address = "h"\nmax_masked_reply = "4MiB"\n',
+             f"{at}.max_masked_reply: expected a positive integer, got a string"),
+            ('address = "h"\nmax_masked_reply = true\n',
+             f"{at}.max_masked_reply: expected a positive integer, got a boolean"),
+            ('address = "h"\nmax_masked_reply = 1.5\n',
+             f"{at}.max_masked_reply: expected a positive integer, got a float"),
             ('address = "h"\nlogin_timeout = "soon"\n', f'{at}.login_timeout: expected a positive duration such as "30s"'),
             # A typo: refused by hoopgw before the front end sees the table, naming the keys there are.
             ('address = "h"\ndatabase = 1\n', f'{at}.database: unknown key; expected one of "address", "ca_file", '
-                                              '"db", "kind", "login_timeout", "max_masked_value", "name", "password_env", '
+                                              '"db", "kind", "login_timeout", "max_masked_reply", "max_masked_value", "name", '
+                                              '"password_env", '
                                               '"password_file", "tls", "user"'),
             ('adress = "h"\n', f"{at}.adress: unknown key"),
         ]

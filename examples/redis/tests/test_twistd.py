@@ -10,6 +10,7 @@ with the real C{hoopgw audit} commands.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -161,6 +162,20 @@ class TwistdTests(TestCase):
         self.assertIn(b"closed cleanly", output)
         for path in (config.parent / "data" / "audit").iterdir():
             self.assertNotIn(CARD.encode(), path.read_bytes(), path)
+        # Each session's transcript, named in its session.end, played by hoopgw's own replay.
+        (read,) = [r for r in records if r["event"] == "action.start" and r["action"]["input"] == "GET payment"]
+        (end,) = [r for r in records if r["event"] == "session.end" and r["session"] == read["session"]]
+        recording = Path(end["end"]["recording"])
+        self.assertEqual(end["end"]["recording_sha256"], hashlib.sha256(recording.read_bytes()).hexdigest())
+        code, out, output = yield self.hoopgw(config, "replay", "--play", "--max-idle", "0", read["session"])
+        self.assertEqual(code, 0, output)
+        played = out.decode().splitlines()
+        self.assertEqual(played[1:], ["[login] < simple string, 5 bytes", "[1] > GET payment",
+                                      "[1] < bulk string, 27 bytes, masked: cards=1"])
+        self.assertTrue(played[0].startswith("hoopgw: alice on cache (127.0.0.1:"), played)
+        for path in (config.parent / "data" / "recordings").iterdir():
+            self.assertNotIn(CARD.encode(), path.read_bytes(), path)
+            self.assertNotIn(token.encode(), path.read_bytes(), path)
 
     @inlineCallbacks
     def test_plugin_missing(self):

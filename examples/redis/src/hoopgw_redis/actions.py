@@ -32,9 +32,14 @@ The text.  The arguments as C{redis-cli} would quote them; an argument over
 C{max_shown} bytes as its length and the start of its SHA-256
 (C{<1048576 bytes sha256:3f2a...>}), never the value; past C{max_args}
 arguments, a count of the rest.  Passwords are never recorded: C{AUTH}'s,
-C{HELLO ... AUTH}'s, C{MIGRATE ... AUTH/AUTH2}'s, C{ACL SETUSER}'s
-C{>pass}/C{<pass}/C{#hash}/C{!hash} rules and C{CONFIG SET}'s password
-parameters show as C{<redacted>}.
+C{HELLO ... AUTH}'s, C{MIGRATE ... AUTH/AUTH2}'s (options read as
+redis-server reads them; past one it would refuse, every argument),
+C{ACL SETUSER}'s C{>pass}/C{<pass}/C{#hash}/C{!hash} rules (in a selector
+too) and C{CONFIG SET}'s password parameters show as C{<redacted>}.  A
+command with an argument not shown as it is (L{Described.hidden}) has its
+error replies recorded by their code alone: redis-server quotes arguments
+in some errors (C{ACL SETUSER}'s refused rule, an unknown command's first
+arguments), and a script can return any of them as an error.
 """
 
 from __future__ import annotations
@@ -58,9 +63,11 @@ SCRIPTS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall
 KEYSPACE = frozenset({"flushall", "flushdb", "swapdb", "keys", "scan", "randomkey", "debug", "replicaof", "slaveof"})
 # CONFIG SET parameters whose values are secrets (redis-server redacts these too).
 _SECRET_PARAMETERS = frozenset({
-    b"requirepass", b"masterauth", b"tls-key-file-pass", b"tls-client-key-file-pass",
+    b"requirepass", b"masterauth", b"primaryauth", b"tls-key-file-pass", b"tls-client-key-file-pass",
 })
 _ACL_SECRET_PREFIXES = (b">", b"<", b"#", b"!")
+# An ACL rule's parts: a selector "(~k >pw)", or a rule typed with a space in it.
+_ACL_PARTS = re.compile(rb"[\s()]+")
 _KIND_UNSAFE = re.compile(r"[^a-z0-9_.-]")
 
 
@@ -106,6 +113,9 @@ class Described:
     keys_unknown: str = ""  # why the key set is incomplete ("": it is complete)
     commands_unknown: str = ""  # why the command's own commands cannot be read
     details: dict[str, Any] = field(factory=dict)
+    # An argument is not in the input as it is (a password, a long one summarised, one past
+    # max_args): an error reply may quote it, so its text is not recorded (only its code).
+    hidden: bool = False
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -151,21 +161,58 @@ def _secret_positions(canonical: str, args: Sequence[bytes]) -> set[int]:
     if canonical == "auth":
         # AUTH user pass; any other shape: everything (a syntax error may still hold a password).
         return {2} if len(args) == 3 else set(range(1, len(args)))
+    count = len(args)
+    secret: set[int] = set()
     if canonical == "hello":
-        for i in range(2, len(args)):
+        # Read as redis-server reads the options (parse_hello): AUTH takes two, SETNAME one;
+        # past anything else (a syntax error) every argument may be a password.
+        j = 2
+        while j < count:
+            more = count - 1 - j
+            if words[j] == b"auth" and more >= 2:
+                secret.add(j + 2)
+                j += 3
+            elif words[j] == b"setname" and more >= 1:
+                j += 2
+            else:
+                secret.update(range(j, count))
+                break
+        # And whatever the reading (a SETNAME named "auth"), the password after any AUTH.
+        for i in range(2, count):
             if words[i] == b"auth":
-                return {i + 2} if i + 2 < len(args) else set(range(i + 1, len(args)))
-        return set()
+                secret.update((i + 2,) if i + 2 < count else range(i + 1, count))
+        return secret
     if canonical == "migrate":
-        secret: set[int] = set()
-        for i in range(6, len(args)):
-            if words[i] == b"auth" and i + 1 < len(args):
+        # As redis-server reads the options after the fifth argument: COPY, REPLACE,
+        # AUTH pass, AUTH2 user pass, KEYS k...; past anything else, everything.
+        j = 6
+        while j < count:
+            word, more = words[j], count - 1 - j
+            if word in (b"copy", b"replace"):
+                j += 1
+            elif word == b"auth" and more >= 1:
+                secret.add(j + 1)
+                j += 2
+            elif word == b"auth2" and more >= 2:
+                secret.add(j + 2)
+                j += 3
+            elif word == b"keys":
+                break
+            else:
+                secret.update(range(j, count))
+                break
+        # And whatever the reading (a key named "auth"), what follows any AUTH or AUTH2.
+        for i in range(6, count):
+            if words[i] == b"auth" and i + 1 < count:
                 secret.add(i + 1)
-            elif words[i] == b"auth2" and i + 2 < len(args):
+            elif words[i] == b"auth2" and i + 2 < count:
                 secret.add(i + 2)
         return secret
     if canonical == "acl|setuser":
-        return {i for i in range(3, len(args)) if args[i].startswith(_ACL_SECRET_PREFIXES)}
+        # A password rule alone (">pw"), or inside a selector or an argument with spaces:
+        # redis-server quotes a rule it refuses in its error.
+        return {i for i in range(3, count)
+                if any(part.startswith(_ACL_SECRET_PREFIXES) for part in _ACL_PARTS.split(args[i]))}
     if canonical == "config|set":
         return {i + 1 for i in range(2, len(args) - 1, 2) if words[i] in _SECRET_PARAMETERS}
     return set()
@@ -176,22 +223,31 @@ def render(args: Sequence[bytes], canonical: str, limits: Limits = Limits()) -> 
     The input text of a command (C{canonical}: the target's name for it,
     lower-case, which says where its passwords are).
     """
+    return _render(args, canonical, limits)[0]
+
+
+def _render(args: Sequence[bytes], canonical: str, limits: Limits) -> tuple[str, bool]:
+    """The input text, and whether an argument is not in it as it is (a password, a summary, past the count)."""
     secret = _secret_positions(canonical, args)
     if canonical not in ("auth", "hello") and args and keyword(args[0]) in (b"auth", b"hello"):
         # Typed as AUTH/HELLO but unknown to the target (renamed away): still a password.
         secret |= _secret_positions(args[0].decode("latin-1").lower(), args)
     shown = []
+    hidden = False
     for i, arg in enumerate(args[: limits.max_args]):
         if i in secret:
             shown.append(REDACTED)
+            hidden = True
         elif len(arg) > limits.max_shown:
             shown.append(_summary(arg))
+            hidden = True
         else:
             shown.append(_quoted(arg))
     if len(args) > limits.max_args:
         rest = len(args) - limits.max_args
         shown.append(f"... ({rest} more argument{'s' if rest != 1 else ''})")
-    return " ".join(shown)
+        hidden = True
+    return " ".join(shown), hidden
 
 
 def _kind(canonical: str) -> str:
@@ -255,10 +311,12 @@ def describe(command: Command, lookup: Lookup, *, db: int | None = None, limits:
         details["keys_unknown"] = why
     if commands_unknown:
         details["commands_unknown"] = commands_unknown
+    text, hidden = _render(args, canonical.lower(), limits)
     return Described(
         kind=kind,
         canonical=canonical,
-        input=render(args, canonical.lower(), limits),
+        input=text,
+        hidden=hidden,
         commands=commands,
         keys=tuple(dict.fromkeys(keys)),
         keys_unknown=why,

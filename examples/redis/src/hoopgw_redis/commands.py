@@ -144,6 +144,10 @@ def _specs(value: Iterable[KeySpec]) -> tuple[KeySpec, ...]:
     return tuple(value)
 
 
+def _optional_specs(value: Iterable[KeySpec] | None) -> tuple[KeySpec, ...] | None:
+    return None if value is None else _specs(value)
+
+
 def _subcommands(value: Mapping[str, CommandInfo]) -> Mapping[str, CommandInfo]:
     return dict(value)
 
@@ -163,7 +167,7 @@ class CommandInfo:
     flags: frozenset[str] = field(default=frozenset(), converter=_frozen_texts)
     categories: frozenset[str] = field(default=frozenset(), converter=_frozen_texts)
     legacy: tuple[int, int, int] = (0, 0, 0)
-    specs: tuple[KeySpec, ...] | None = field(default=(), converter=lambda v: None if v is None else _specs(v))
+    specs: tuple[KeySpec, ...] | None = field(default=(), converter=_optional_specs)
     subcommands: Mapping[str, CommandInfo] = field(factory=dict, converter=_subcommands, eq=False)
 
     @property

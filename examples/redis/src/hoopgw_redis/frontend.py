@@ -40,7 +40,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.interfaces import IProtocolFactory, ISSLTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -55,6 +55,7 @@ from hoopgw.frontend import (
     IActionHandle,
     ISession,
     ISessionService,
+    IStreamTransport,
     NotPermitted,
     ReadPause,
     Reading,
@@ -63,15 +64,19 @@ from hoopgw.frontend import (
     server_options,
 )
 
-from hoopgw_redis.actions import NOT_A_COMMAND, Limits, Lookup, describe
+from hoopgw_redis.actions import NOT_A_COMMAND, Described, Limits, Lookup, describe
 from hoopgw_redis.commands import parse_command_info
 from hoopgw_redis.masking import ReplyMasker
 from hoopgw_redis.policy import fail_closed
 from hoopgw_redis.relay import Login, Phase, Relay, RelayLimits, Verdict
 from hoopgw_redis.resp import Command, Error, ProtocolError, ReplyParser, encode, encode_command, error_reply
 from hoopgw_redis.settings import RedisSettings, client_tls_options
+from hoopgw_redis.transcript import Transcript, open_transcript
 
-__all__ = ["KIND", "Catalog", "RedisClient", "RedisFrontEnd", "TargetError", "Upstream", "make_front_end"]
+__all__ = [
+    "KIND", "Catalog", "RecordingUnavailable", "RedisClient", "RedisFrontEnd", "TargetError", "Upstream",
+    "make_front_end",
+]
 
 log = Logger()
 
@@ -83,6 +88,10 @@ AUDIT_DOWN = "the gateway's audit log is unavailable, so it refuses all traffic"
 
 class TargetError(HoopgwError):
     """The gateway could not reach the target, or log in to it; the message is safe to show."""
+
+
+class RecordingUnavailable(HoopgwError):
+    """The session's transcript could not be opened: the session does not go on unrecorded."""
 
 
 def _set_no_delay(transport: Any) -> None:
@@ -102,6 +111,8 @@ class Upstream(Protocol):
     L{TargetError}.
     """
 
+    transport: IStreamTransport  # (an annotation: what Twisted's TCP and TLS transports offer)
+
     def __init__(
         self,
         settings: RedisSettings,
@@ -117,7 +128,7 @@ class Upstream(Protocol):
         self.protocol = protocol
         self.setname = setname
         self.parser = ReplyParser()
-        self.ready: Deferred = Deferred()
+        self.ready: Deferred[Any] = Deferred()
         self.deliver: Callable[[list[Any]], object] | None = None
         self.on_lost: Callable[[str], object] | None = None
         self._login = self.login_commands()
@@ -196,7 +207,7 @@ class Upstream(Protocol):
         if not self.ready.called:
             self.ready.errback(Failure(error))
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         why = self._lost(reason)
         if not self.ready.called:
             self.ready.errback(Failure(TargetError(why)))
@@ -226,7 +237,7 @@ class Catalog:
 
     def __init__(
         self,
-        connect: Callable[[], Deferred],
+        connect: Callable[[], Deferred[Upstream]],
         clock: Any,
         *,
         ttl: float = 300.0,
@@ -243,14 +254,14 @@ class Catalog:
         self.timeout = timeout
         self.max_entries = max_entries
         self._cache: dict[bytes, tuple[Lookup, float]] = {}
-        self._inflight: dict[bytes, list[Deferred]] = {}
+        self._inflight: dict[bytes, list[Deferred[Lookup]]] = {}
         self._upstream: Upstream | None = None
-        self._connecting: Deferred | None = None
+        self._connecting: Deferred[None] | None = None
         self._asked: deque[tuple[bytes, Any]] = deque()  # questions sent, in order: (name, timer)
         self._warned = False
         self.questions = 0
 
-    def lookup(self, name: bytes) -> Deferred:
+    def lookup(self, name: bytes) -> Deferred[Lookup]:
         """A L{Deferred} firing with the L{Lookup} of a typed command name (it never fails)."""
         name = name.lower()
         if not name or b"|" in name or len(name) > MAX_NAME:
@@ -262,7 +273,7 @@ class Catalog:
             if cached[1] > self.clock.seconds():
                 return succeed(cached[0])
             del self._cache[name]
-        d: Deferred = Deferred()
+        d: Deferred[Lookup] = Deferred()
         waiters = self._inflight.get(name)
         if waiters is not None:
             waiters.append(d)
@@ -279,17 +290,18 @@ class Catalog:
             self._asked.append((name, timer))
             upstream.transport.write(encode_command(b"COMMAND", b"INFO", name))
             return
-        if self._connecting is None:
-            self._connecting = self._connect()
-            self._connecting.addCallbacks(self._connected, self._unreachable)
-        self._connecting.addCallback(lambda _: self._ask(name) if name in self._inflight else None)
+        connecting = self._connecting
+        if connecting is None:
+            # Kept before connecting: a connection made at once clears it (_connected).
+            connecting = self._connecting = Deferred()
+            self._connect().addCallbacks(self._connected, self._unreachable).chainDeferred(connecting)
+        connecting.addCallback(lambda _: self._ask(name) if name in self._inflight else None)
 
-    def _connected(self, upstream: Upstream) -> Upstream:
+    def _connected(self, upstream: Upstream) -> None:
         self._connecting = None
         self._upstream = upstream
         upstream.deliver = self._replies
         upstream.on_lost = self._lost
-        return upstream
 
     def _unreachable(self, failure: Failure) -> None:
         self._connecting = None
@@ -374,7 +386,7 @@ class RedisFrontEnd(Factory):
         C{HostnameEndpoint} with the connection's C{login_timeout}.
     """
 
-    protocol = None  # type: ignore[assignment]
+    protocol = None
 
     def __init__(
         self,
@@ -385,7 +397,7 @@ class RedisFrontEnd(Factory):
         auth_timeout: float = 30.0,
         relay_limits: RelayLimits = RelayLimits(),
         action_limits: Limits = Limits(),
-        connect: Callable[[RedisSettings, Protocol], Deferred] | None = None,
+        connect: Callable[[RedisSettings, Protocol], Deferred[Any]] | None = None,
         catalog_ttl: float = 300.0,
     ) -> None:
         self.sessions = sessions
@@ -401,11 +413,14 @@ class RedisFrontEnd(Factory):
         self.connect = connect or self._connect
         self._catalogs: dict[str, Catalog] = {}
 
-    def _connect(self, settings: RedisSettings, protocol: Protocol) -> Deferred:
+    def _connect(self, settings: RedisSettings, protocol: Protocol) -> Deferred[Any]:
         endpoint = HostnameEndpoint(self.reactor, settings.host, settings.port, timeout=settings.login_timeout)
-        return connectProtocol(endpoint, protocol)
+        connected: Deferred[Any] = connectProtocol(endpoint, protocol)
+        return connected
 
-    def upstream(self, connection: Connection, *, protocol: int | None = None, setname: bytes | None = None) -> Deferred:
+    def upstream(
+        self, connection: Connection, *, protocol: int | None = None, setname: bytes | None = None
+    ) -> Deferred[tuple[Upstream, Any]]:
         """A logged-in L{Upstream} to the connection's target (fires once its login is done)."""
         settings: RedisSettings = connection.settings
         upstream = Upstream(settings, self.passwords.get(connection.name), self.target_tls.get(connection.name),
@@ -421,12 +436,9 @@ class RedisFrontEnd(Factory):
                 upstream.transport.abortConnection()
             return Failure(TargetError(f"the target did not log the gateway in within {timeout:g} s (login_timeout)"))
 
-        d = self.connect(settings, upstream)
-        d.addCallback(lambda _: upstream.ready)
-        d.addCallback(lambda reply: (upstream, reply))
-        d.addErrback(unreachable)
-        d.addTimeout(settings.login_timeout, self.reactor, onTimeoutCancel=too_slow)
-        return d
+        ready = self.connect(settings, upstream).addCallback(lambda _: upstream.ready)
+        logged_in = ready.addCallback(lambda reply: (upstream, reply)).addErrback(unreachable)
+        return logged_in.addTimeout(settings.login_timeout, self.reactor, onTimeoutCancel=too_slow)
 
     def catalog(self, connection: Connection) -> Catalog:
         catalog = self._catalogs.get(connection.name)
@@ -456,12 +468,15 @@ def _credential_sha256(token: str) -> str:
 class RedisClient(Protocol):
     """One client connection: the L{Relay}'s outputs carried out (see L{hoopgw_redis.relay.Output})."""
 
+    transport: IStreamTransport
+
     def __init__(self, front: RedisFrontEnd, source: Source) -> None:
         self.front = front
         self.source = source
         self.relay = Relay(self, limits=front.relay_limits)
         self.session: ISession | None = None
         self.upstream: Upstream | None = None
+        self.transcript: Transcript | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.status = "closed"
@@ -489,7 +504,7 @@ class RedisClient(Protocol):
         self.bytes_in += len(data)
         self.relay.data_received(data)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
@@ -559,13 +574,12 @@ class RedisClient(Protocol):
         client: dict[str, Any] = {"resp": login.protocol or 2}
         if login.setname is not None:
             client["name"] = login.setname.decode("utf-8", "replace")
-        d = sessions.authenticate_token(login.token, source=self.source, user=login.user)
-        d.addCallback(lambda identity: sessions.open(identity, login.user, kind=KIND, source=self.source,
-                                                     client=client))
-        d.addCallback(self._opened, login)
-        d.addErrback(self._login_failed)
+        identified = sessions.authenticate_token(login.token, source=self.source, user=login.user)
+        opened = identified.addCallback(lambda identity: sessions.open(identity, login.user, kind=KIND,
+                                                                       source=self.source, client=client))
+        opened.addCallback(self._opened, login).addErrback(self._login_failed)
 
-    def _opened(self, session: ISession, login: Login) -> Deferred | None:
+    def _opened(self, session: ISession, login: Login) -> Deferred[None] | None:
         self.session = session
         session.traffic = lambda: (self.bytes_in, self.bytes_out)
         session.on_terminate = self._terminated
@@ -574,8 +588,7 @@ class RedisClient(Protocol):
             session.close(status="client disconnected")
             return None
         d = self.front.upstream(session.connection, protocol=login.protocol, setname=login.setname)
-        d.addCallback(self._target_ready, login)
-        return d
+        return d.addCallback(self._target_ready, login)
 
     def _target_ready(self, pair: tuple[Upstream, Any], login: Login) -> None:
         upstream, reply = pair
@@ -584,9 +597,18 @@ class RedisClient(Protocol):
             return
         self.upstream = upstream
         session = self.session
+        if session is not None:
+            try:
+                # The session's transcript (when the gateway keeps recordings): its SHA-256 in session.end.
+                transcript = open_transcript(session, self.front.reactor, on_failure=self._recording_failed)
+            except (OSError, ValueError) as e:
+                upstream.transport.abortConnection()
+                raise RecordingUnavailable(f"the session cannot be recorded ({e.__class__.__name__})") from e
+            self.transcript = self.relay.transcript = transcript
         if session is not None and session.service.masking is not None:
             # Asked per value, not kept: a session's masks follow policy reloads.
-            self.relay.masker = ReplyMasker(lambda: session.masks, max_value=upstream.settings.max_masked_value)
+            self.relay.masker = ReplyMasker(lambda: session.masks, max_value=upstream.settings.max_masked_value,
+                                            max_reply=upstream.settings.max_masked_reply)
         upstream.deliver = self.relay.target_replies
         upstream.on_lost = self._target_lost
         # Backpressure both ways: while one side cannot take more, the other is not read.
@@ -605,12 +627,16 @@ class RedisClient(Protocol):
 
     def _login_failed(self, failure: Failure) -> None:
         close = True
-        if failure.check(AuthenticationFailed):
+        if isinstance(failure.value, AuthenticationFailed):
             reply, close = error_reply(f"hoopgw: token rejected ({failure.value.reason})", code="WRONGPASS"), False
         elif failure.check(NotPermitted):
             reply, close = error_reply(f"hoopgw: {failure.value}", code="NOPERM"), False
         elif failure.check(AuditUnavailable):
             reply = error_reply(f"hoopgw: {AUDIT_DOWN}")
+        elif failure.check(RecordingUnavailable):
+            log.failure("redis session could not be recorded", failure)
+            reply = error_reply(f"hoopgw: {failure.value}")
+            self.status, self.error = "failed", str(failure.value)
         elif failure.check(TargetError):
             reply = error_reply(f"hoopgw: cannot connect to the target: {failure.value}")
             if self.session is not None:
@@ -636,7 +662,7 @@ class RedisClient(Protocol):
         d.addCallback(self._judge, session, command)
         d.addErrback(self._decide_failed)
 
-    def _judge(self, lookup: Lookup, session: ISession, command: Command) -> Deferred:
+    def _judge(self, lookup: Lookup, session: ISession, command: Command) -> Deferred[None]:
         described = describe(command, lookup, db=self.relay.db, limits=self.front.action_limits)
         refusal = self.relay.refusal(described.canonical, command.args)
         attributes: Any = described.attributes
@@ -655,14 +681,16 @@ class RedisClient(Protocol):
             d = session.refuse(action, refusal)
         else:
             d = session.check(action, on_held=self._held)
-        d.addCallback(self._decided, described.canonical)
-        return d
+        return d.addCallback(self._decided, described)
 
-    def _decided(self, handle: IActionHandle, canonical: str) -> None:
+    def _decided(self, handle: IActionHandle, described: Described) -> None:
         if handle.review is not None and handle.review is self.review:
             self.review = None
         allowed = handle.allowed
-        self.relay.decided(Verdict(allowed, canonical, handle, b"" if allowed else self._denial(handle)))
+        if self.transcript is not None:
+            self.transcript.command(handle, described.input, refused=not allowed)
+        self.relay.decided(Verdict(allowed, described.canonical, handle, b"" if allowed else self._denial(handle),
+                                   hidden=described.hidden))
 
     def _held(self, review: Any) -> None:
         # The client waits, as for a slow command; one that leaves withdraws the request.
@@ -699,6 +727,16 @@ class RedisClient(Protocol):
         self.relay.fail(error_reply("hoopgw: the gateway could not decide this command"), "internal error")
 
     # -- ends -------------------------------------------------------------------
+
+    def _recording_failed(self, reason: str) -> None:
+        # Called from inside a write of the transcript (the relay may be mid-reply): ended on the next turn.
+        self.front.reactor.callLater(0, self._unrecorded, reason)
+
+    def _unrecorded(self, reason: str) -> None:
+        """The transcript cannot be written (disk full): the session does not go on unrecorded."""
+        self.status, self.error = "failed", f"the session's recording failed ({reason})"
+        self.relay.fail(error_reply("hoopgw: the session's recording failed, so the connection is closed"),
+                        self.error)
 
     def _target_lost(self, why: str) -> None:
         self.status, self.error = "target closed", why

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from attrs import evolve, field, frozen
@@ -84,7 +84,10 @@ from hoopgw_redis.resp import (
     keyword,
 )
 
-__all__ = ["Hello", "Login", "Masker", "Output", "Phase", "Relay", "RelayLimits", "Replies", "Verdict", "parse_hello"]
+__all__ = [
+    "Hello", "Login", "Masker", "Output", "Phase", "Relay", "RelayLimits", "Replies", "TranscriptLines", "Verdict",
+    "parse_hello",
+]
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 NOAUTH_HELLO = (
@@ -155,12 +158,38 @@ class Verdict:
     canonical: str
     token: Any = None
     reply: bytes = b""
+    # The command has an argument its action's input does not show (a password, a long
+    # one): its error replies' text is not recorded, only their code (they may quote it).
+    hidden: bool = False
 
 
-# C{masker(value, keep)}: the value as the client may see it, and the values
-# masked per mask name (or None); C{keep} leading items of an array or push
-# pass as they are (L{hoopgw_redis.masking.ReplyMasker}).
-Masker = Callable[[Any, int], "tuple[Any, Mapping[str, int] | None]"]
+class Masker(Protocol):
+    """
+    C{masker(value, keep)}: the value as the client may see it, and the
+    values masked per mask name (or None); C{keep} leading items of an array
+    or push pass as they are.  C{masker.each(values)}: the values of one
+    reply (an C{EXEC}'s results), each so, under one budget
+    (L{hoopgw_redis.masking.ReplyMasker}).
+    """
+
+    def __call__(self, value: Any, keep: int = 0) -> tuple[Any, Mapping[str, int] | None]: ...
+
+    def each(self, values: Sequence[Any]) -> list[tuple[Any, Mapping[str, int] | None]]: ...
+
+
+class TranscriptLines(Protocol):
+    """
+    Where the replies go in the session's transcript (L{hoopgw_redis.transcript.Transcript}):
+    C{owner} is the command's C{token} (its action), C{"login"}, or C{None}.
+    """
+
+    def command(self, owner: Any, text: str, *, refused: bool = False) -> None: ...
+
+    def reply(
+        self, owner: Any, value: Any, size: int, masked: Mapping[str, int] | None = None, *, hidden: bool = False
+    ) -> None: ...
+
+    def local(self, owner: Any, data: bytes, *, hidden: bool = False) -> None: ...
 
 
 class Output(Protocol):
@@ -229,14 +258,30 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Attributed) else value
 
 
-def _outcome(value: Any, size: int, masked: Mapping[str, int] | None = None) -> Outcome:
-    """How a command ended, from its reply as the client got it (masked: C{masked} says how many values)."""
+def _total(masked: Mapping[str, int] | None, results: Sequence[Mapping[str, int] | None] | None) -> dict[str, int] | None:
+    """The values masked in a reply (an C{EXEC}'s: in all its results)."""
+    total = dict(masked) if masked else {}
+    for counts in results or ():
+        for name, count in (counts or {}).items():
+            total[name] = total.get(name, 0) + count
+    return total or None
+
+
+def _outcome(value: Any, size: int, masked: Mapping[str, int] | None = None, *, hidden: bool = False) -> Outcome:
+    """
+    How a command ended, from its reply as the client got it (masked:
+    C{masked} says how many values).  C{hidden}: its command had an
+    argument the trail does not show, which an error may quote: the
+    error's code only.
+    """
     value = _plain(value)
     counts = dict(masked) if masked else None
     if isinstance(value, Error):
         message = value.message.decode("utf-8", "replace")
-        return Outcome(status=Status.failed, error=message[:512], code=message.split(" ", 1)[0][:32],
-                       bytes_out=size, masked=counts)
+        code = message.split(" ", 1)[0][:32]
+        error = f"{code} (text not recorded: the command has an argument the trail does not show)" if hidden \
+            else message[:512]
+        return Outcome(status=Status.failed, error=error, code=code, bytes_out=size, masked=counts)
     return Outcome(status=Status.succeeded, bytes_out=size, masked=counts)
 
 
@@ -277,7 +322,9 @@ def _confirmation_shaped(items: Sequence[Any], channels: frozenset[bytes]) -> bo
 class _Entry:
     """One reply (or reply run) owed to the client, in order."""
 
-    __slots__ = ("token", "canonical", "confirm", "channels", "left", "size", "data", "close", "internal", "db")
+    __slots__ = (
+        "token", "canonical", "confirm", "channels", "left", "size", "data", "close", "internal", "db", "owner", "hidden",
+    )
 
     def __init__(self) -> None:
         self.token: Any = None
@@ -290,6 +337,8 @@ class _Entry:
         self.close = False  # the connection closes once it is sent
         self.internal: str | None = None  # a command of the gateway's own: what failing it means ("": nothing)
         self.db: tuple[int, int] | None = None  # SELECT: the database before and after
+        self.owner: Any = None  # a reply of the gateway's own: whose it is, for the transcript
+        self.hidden = False  # its command has an argument the trail does not show (Verdict.hidden)
 
 
 class Replies:
@@ -309,10 +358,11 @@ class Replies:
 
     # -- what is owed ---------------------------------------------------------
 
-    def forward(self, token: Any, canonical: str, args: Sequence[bytes]) -> _Entry:
+    def forward(self, token: Any, canonical: str, args: Sequence[bytes], *, hidden: bool = False) -> _Entry:
         entry = _Entry()
         entry.token = token
         entry.canonical = canonical
+        entry.hidden = hidden
         confirm = _PUBSUB.get(canonical)
         if confirm is not None:
             entry.confirm = confirm
@@ -332,11 +382,15 @@ class Replies:
         self.entries.append(entry)
         self.pending += 1
 
-    def local(self, data: bytes, *, close: bool = False) -> None:
+    def local(self, data: bytes, *, close: bool = False, owner: Any = None, hidden: bool = False) -> None:
+        """
+        A reply of the gateway's own (C{owner}: whose, for the transcript;
+        C{hidden}: see L{Verdict.hidden}), in its place in line.
+        """
         if close:
             self.relay._closing()  # nothing after it is read
         if not self.entries:
-            self.relay._write(data)
+            self.relay._write_local(owner, data, hidden)
             if close:
                 self.relay._close_when_sent()
             return
@@ -344,6 +398,8 @@ class Replies:
         entry.data = data
         entry.close = close
         entry.left = 0
+        entry.owner = owner
+        entry.hidden = hidden
         self.entries.append(entry)
 
     # -- what the target sends ------------------------------------------------
@@ -372,16 +428,17 @@ class Replies:
             head = self._head()
             items = value.items if type(value) is Push else value
             if kind in _CONFIRMS:
-                expected = head is not None and head.confirm is not None and kind == head.confirm
-                if not _confirmation_shaped(items, head.channels if expected else frozenset()):  # type: ignore[union-attr]
+                # The confirmation the command at the head is waiting for, or None (unsolicited).
+                waiting = head if head is not None and head.confirm is not None and kind == head.confirm else None
+                if not _confirmation_shaped(items, waiting.channels if waiting is not None else frozenset()):
                     # Something else than a confirmation (a reply out of step, a value that
                     # starts with "subscribe"): which reply is whose is no longer known.
                     self.relay._lost_track(f"a reply beginning with {kind!r} is not a pub/sub confirmation")
                     return
                 # Masked too, but for its kind: a value passing as a confirmation is not shown raw.
-                data = self.relay._aside(value, 1)
-                if expected:
-                    self._confirmation(head, items, data)  # type: ignore[arg-type]
+                data = self.relay._aside(value, 1, waiting)
+                if waiting is not None:
+                    self._confirmation(waiting, items, data)
                 else:
                     self._track(kind, items)  # unsolicited (a shard channel gone, ...)
                     self.relay._write(data)
@@ -409,9 +466,11 @@ class Replies:
                     self.subscriptions[name].clear()
 
     def _confirmation(self, head: _Entry, items: Sequence[Any], data: bytes) -> None:
+        confirm = head.confirm
+        assert confirm is not None  # (only an entry waiting for confirmations gets here)
         if head.left is None:
-            head.left = max(1, len(self.subscriptions[_CONFIRMS[head.confirm][0]]))  # type: ignore[index]
-        self._track(head.confirm, items)  # type: ignore[arg-type]
+            head.left = max(1, len(self.subscriptions[_CONFIRMS[confirm][0]]))
+        self._track(confirm, items)
         self.relay._write(data)
         head.size += len(data)
         head.left -= 1
@@ -440,13 +499,16 @@ class Replies:
         shown, masked, results = self._shown(head, value)
         data = encode(shown)
         self.relay._write(data)
+        transcript = self.relay.transcript
+        if transcript is not None:
+            transcript.reply(head.token, shown, len(data), _total(masked, results), hidden=head.hidden)
         if self.transaction is not None and plain == _QUEUED:
             self.entries.popleft()
             self.pending -= 1
             self.transaction.append(head)
             self._settle()
             return
-        outcome = _outcome(shown, len(data), masked)
+        outcome = _outcome(shown, len(data), masked, hidden=head.hidden)
         canonical = head.canonical
         ok = type(plain) is SimpleString
         if canonical == "MULTI":
@@ -484,7 +546,7 @@ class Replies:
             return value, None, None
         queued = self.transaction
         if head.canonical == "EXEC" and queued is not None and type(value) is tuple and len(value) == len(queued):
-            pairs = [masker(result, 0) for result in value]
+            pairs = masker.each(value)  # one reply: one budget for all its results
             return tuple(shown for shown, _ in pairs), None, [masked for _, masked in pairs]
         shown, masked = masker(value, 0)
         return shown, masked, None
@@ -494,7 +556,7 @@ class Replies:
         if type(value) is tuple and len(value) == len(queued):
             for index, (entry, result) in enumerate(zip(queued, value)):
                 counts = masked[index] if masked is not None else None
-                self.relay._finished(entry.token, _outcome(result, len(encode(result)), counts))
+                self.relay._finished(entry.token, _outcome(result, len(encode(result)), counts, hidden=entry.hidden))
             return
         if isinstance(value, Error):
             why = "not run: " + value.message.decode("utf-8", "replace")[:480]
@@ -513,9 +575,9 @@ class Replies:
     def _settle(self) -> None:
         """Send the gateway's own replies that are next in line."""
         entries = self.entries
-        while entries and entries[0].data is not None:
+        while entries and (data := entries[0].data) is not None:
             entry = entries.popleft()
-            self.relay._write(entry.data)  # type: ignore[arg-type]
+            self.relay._write_local(entry.owner, data, entry.hidden)
             if entry.close:
                 self.relay._close_when_sent()
 
@@ -571,6 +633,8 @@ class Relay:
         # Replies and out-of-band data pass it on their way to the client (None: nothing is masked).
         self.masker: Masker | None = None
         self._masked_aside: dict[str, int] = {}
+        # The session's transcript (None: none kept): the replies as the client gets them.
+        self.transcript: TranscriptLines | None = None
 
     # -- batching: each entry point writes once -------------------------------
 
@@ -605,21 +669,36 @@ class Relay:
     def _send(self, data: bytes) -> None:
         self._target.append(data)
 
-    def _aside(self, value: Any, keep: int) -> bytes:
+    def _write_local(self, owner: Any, data: bytes, hidden: bool = False) -> None:
+        """A reply of the gateway's own, to the client and in the transcript."""
+        self._client.append(data)
+        if self.transcript is not None:
+            self.transcript.local(owner, data, hidden=hidden)
+
+    def _aside(self, value: Any, keep: int, entry: _Entry | None = None) -> bytes:
         """
         Out-of-band data (a pub/sub message, a push) as the client may see
         it.  What is masked in it is no command's reply: it is counted in
         the next command's outcome, as PostgreSQL's notifications are.
+        (A confirmation's too: C{entry}, its command's.)
         """
         masker = self.masker
+        masked = None
         if masker is None:
-            return encode(value)
-        shown, masked = masker(value, keep)
-        if masked:
-            aside = self._masked_aside
-            for name, count in masked.items():
-                aside[name] = aside.get(name, 0) + count
-        return encode(shown)
+            shown = value
+        else:
+            shown, masked = masker(value, keep)
+            if masked:
+                aside = self._masked_aside
+                for name, count in masked.items():
+                    aside[name] = aside.get(name, 0) + count
+        data = encode(shown)
+        if self.transcript is not None:
+            if entry is None:
+                self.transcript.reply(None, shown, len(data), masked)
+            else:
+                self.transcript.reply(entry.token, shown, len(data), masked, hidden=entry.hidden)
+        return data
 
     def _finished(self, token: Any, outcome: Outcome) -> None:
         aside = self._masked_aside
@@ -654,7 +733,7 @@ class Relay:
             try:
                 commands: list[Command | _Fault] = list(self.parser.feed(data))
             except ProtocolError as e:
-                commands = list(getattr(e, "messages", []))
+                commands = list(e.messages)
                 commands.append(_Fault(error_reply(f"Protocol error: {e}")))
             for command in commands:
                 if type(command) is Command:
@@ -679,14 +758,14 @@ class Relay:
                     self.queued_bytes = 0
                     break
                 item = queue.popleft()
-                if type(item) is _Fault:
+                if isinstance(item, _Fault):
                     self.replies.local(item.reply, close=True)
                     continue
-                self.queued_bytes -= sum(map(len, item.args))  # type: ignore[union-attr]
+                self.queued_bytes -= sum(map(len, item.args))
                 if phase is Phase.ANONYMOUS:
-                    self._anonymous(item)  # type: ignore[arg-type]
+                    self._anonymous(item)
                 else:
-                    self._ready(item)  # type: ignore[arg-type]
+                    self._ready(item)
         finally:
             self._draining = False
 
@@ -737,7 +816,7 @@ class Relay:
             self.replies.resp = protocol
             self.db = self.initial_db = db
             self.relogin = tuple(relogin)
-            self.replies.local(reply)
+            self.replies.local(reply, owner="login")
             self._drain()
         finally:
             self._leave()
@@ -758,6 +837,8 @@ class Relay:
 
     def _ready(self, command: Command) -> None:
         if command.name == "QUIT":
+            if self.transcript is not None:
+                self.transcript.command(None, "QUIT")  # (its arguments, if any, are ignored)
             self.replies.local(OK, close=True)
             return
         self.deciding = command
@@ -808,13 +889,13 @@ class Relay:
             if not verdict.allowed:
                 if self.multi:
                     self.dirty = True  # as redis-server flags a transaction whose command it refuses
-                self.replies.local(verdict.reply)
+                self.replies.local(verdict.reply, owner=verdict.token, hidden=verdict.hidden)
             elif base == "EXEC" and self.multi and self.dirty:
                 self.multi = self.dirty = False
                 self._send(encode_command(b"DISCARD"))
                 # (An error is no matter: a MULTI the target refused left nothing to discard.)
                 self.replies.internal("DISCARD", "")
-                self.replies.local(EXECABORT)
+                self.replies.local(EXECABORT, owner=verdict.token, hidden=verdict.hidden)
                 self._finished(verdict.token, Outcome(
                     status=Status.failed, code="EXECABORT",
                     error="transaction discarded: the gateway refused a command in it"))
@@ -826,7 +907,7 @@ class Relay:
 
     def _forward(self, command: Command, verdict: Verdict, base: str) -> None:
         self._send(encode(command))
-        entry = self.replies.forward(verdict.token, verdict.canonical, command.args)
+        entry = self.replies.forward(verdict.token, verdict.canonical, command.args, hidden=verdict.hidden)
         if base == "MULTI":
             self.multi = True
         elif base in ("EXEC", "DISCARD"):
@@ -855,7 +936,9 @@ class Relay:
             receive = self.replies.receive
             for value in values:
                 receive(value)
-                if self.phase is Phase.CLOSED:
+                if self._close:
+                    # The connection closes once what is written is sent (QUIT's +OK, a fatal
+                    # error): nothing more of the batch goes to the client after it.
                     break
         finally:
             self._leave()
@@ -867,7 +950,7 @@ class Relay:
         self._fatal(error_reply(f"hoopgw: {why}; the connection is closed"), why=why)
 
     def _fatal(self, reply: bytes, *, why: str | None = None) -> None:
-        self._write(reply)
+        self._write_local(None, reply)
         self.replies.abandon(why or reply[1:].decode("utf-8", "replace").strip())
         self._close_when_sent()
 

@@ -67,7 +67,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar, Union
 
 from attrs import field, frozen
@@ -128,8 +128,11 @@ class ProtocolError(Exception):
     exceeded, a type that cannot be where it is.  The message names the
     problem and quotes at most a few (escaped) bytes of the input, so it is
     safe to log and to return to a client (C{error_reply("Protocol error: "
-    + str(e))}, then close, as redis-server does).
+    + str(e))}, then close, as redis-server does).  C{messages}: what the
+    same C{feed} completed before the error (L{_Parser.feed}).
     """
+
+    messages: Sequence[Any] = ()
 
 
 def _show(data: bytes, limit: int = 24) -> str:
@@ -485,7 +488,7 @@ class _Parser(Generic[_Message]):
         return out
 
     def _fail(self, error: ProtocolError, out: list[_Message]) -> None:
-        error.messages = out  # type: ignore[attr-defined]
+        error.messages = out
         self._error = error
         self._pending = bytearray()
 

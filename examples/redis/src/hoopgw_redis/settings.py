@@ -14,6 +14,8 @@ what was expected, as for hoopgw's own kinds.
     ca_file = "secrets/redis-ca.pem"  # verify-full only; omitted: the system's roots
     db = 0                    # SELECT after login
     login_timeout = "30s"
+    max_masked_value = 1048576  # bytes: a longer reply string is withheld when masks apply
+    max_masked_reply = 4194304  # bytes scanned per reply, at most: the rest is withheld
 
 The keys follow the other kinds' (C{user}, C{password_env},
 C{password_file}, C{tls}, C{ca_file}, C{login_timeout}), so one vocabulary
@@ -33,8 +35,8 @@ __all__ = ["DEFAULT_PORT", "KEYS", "TLS_MODES", "RedisSettings", "client_tls_opt
 DEFAULT_PORT = 6379
 TLS_MODES = ("disable", "require", "verify-full")
 # Besides name and kind (IFrontEnd.connection_keys): any other key is refused before parse_connection.
-KEYS = ("address", "ca_file", "db", "login_timeout", "max_masked_value", "password_env", "password_file", "tls",
-        "user")
+KEYS = ("address", "ca_file", "db", "login_timeout", "max_masked_reply", "max_masked_value", "password_env",
+        "password_file", "tls", "user")
 
 
 @frozen
@@ -52,6 +54,9 @@ class RedisSettings:
     # Masking runs on the reactor thread, at about 2 s a megabyte of digits: a
     # longer reply value is withheld rather than scanned, or it stalls every session.
     max_masked_value: int = 1 << 20
+    # ... and a reply's strings are scanned up to this many bytes in all (each
+    # counting at least 16): the rest of what would be scanned is withheld.
+    max_masked_reply: int = 4 << 20
 
     @property
     def address(self) -> str:
@@ -104,6 +109,7 @@ def parse_connection(table: Table) -> tuple[str, RedisSettings]:
         db=db,
         login_timeout=table.duration("login_timeout", setting_default(RedisSettings, "login_timeout")),
         max_masked_value=table.positive_int("max_masked_value", setting_default(RedisSettings, "max_masked_value")),
+        max_masked_reply=table.positive_int("max_masked_reply", setting_default(RedisSettings, "max_masked_reply")),
     )
     return settings.address, settings
 

@@ -85,6 +85,7 @@ from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome
 from hoopgw.policy.rules import ConditionKind, ConditionSpec, glob_witness
 from hoopgw.protocols import IStreamTransport, ReadPause, Reading, _preauth
 from hoopgw.masking.service import SessionMasks
+from hoopgw.recording.asciicast import AsciicastRecorder
 from hoopgw.reviews import Review
 from hoopgw.sessions import GATEWAY_RULE
 from hoopgw.tls import server_options
@@ -107,6 +108,7 @@ else:
 
 __all__ = [
     "Action",
+    "AsciicastRecorder",
     "AuditUnavailable",
     "AuthenticationFailed",
     "ConditionKind",

@@ -22,6 +22,7 @@ from tests.test_frontends import REPO, doc_files
 
 # Where each name re-exported lives (its home stays where it was).
 HOMES = {
+    "AsciicastRecorder": "hoopgw.recording.asciicast",
     "GATEWAY_RULE": "hoopgw.sessions",
     "Action": "hoopgw.model",
     "AuditUnavailable": "hoopgw.errors",

@@ -19,6 +19,7 @@ from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from hoopgw.frontend import AsciicastRecorder
 from hoopgw.recording.asciicast import read_asciicast
 from hoopgw.replay import recordings
 
@@ -36,7 +37,7 @@ from hoopgw_redis.resp import (
     encode,
     error_reply,
 )
-from hoopgw_redis.transcript import MAX_ERROR_TEXT, Transcript, TranscriptRecorder, summary
+from hoopgw_redis.transcript import MAX_ERROR_TEXT, Transcript, summary
 
 from tests._gateway import RedisGateway, require_cli
 from tests._redis import start_redis
@@ -65,70 +66,29 @@ def _handle(number: int) -> Any:
 
 
 class RecorderTests(SynchronousTestCase):
-    def open(self, **kwargs: Any) -> tuple[TranscriptRecorder, Path, Clock]:
+    def test_asciicast_as_hoopgw_reads_it(self):
+        """
+        The transcript's lines go to hoopgw's asciicast recorder (its own
+        tests cover buffering, failures and the digest), one event a line,
+        as hoopgw's reader and C{hoopgw replay --play} read them.
+        """
         path = Path(self.mktemp())
         clock = Clock()
         clock.advance(1_700_000_000)
         fd = os.open(path, RECORDING_FLAGS, 0o600)
-        return TranscriptRecorder(str(path), fd, clock=clock, title="alice on cache", **kwargs), path, clock
-
-    def test_asciicast_as_hoopgw_reads_it(self):
-        recorder, path, clock = self.open()
-        recorder.line("[1] > GET k")
+        recorder = AsciicastRecorder(str(path), fd=fd, clock=clock, width=80, height=24, title="alice on cache")
+        transcript = Transcript(recorder, lambda: None)
+        transcript.header("hoopgw: alice on cache")
         clock.advance(1.5)
-        recorder.line("[1] < bulk string, 7 bytes")
+        transcript.local("login", b"+OK\r\n")
         sha = self.successResultOf(recorder.close())
         cast = read_asciicast(path)
         self.assertEqual((cast.header["version"], cast.header["title"], cast.header["timestamp"]),
                          (2, "alice on cache", 1_700_000_000))
         self.assertEqual([(e.time, e.kind, e.data) for e in cast.events],
-                         [(0.0, "o", "[1] > GET k\r\n"), (1.5, "o", "[1] < bulk string, 7 bytes\r\n")])
+                         [(0.0, "o", "hoopgw: alice on cache\r\n"), (1.5, "o", "[login] < simple string, 5 bytes\r\n")])
         self.assertEqual(sha, hashlib.sha256(path.read_bytes()).hexdigest())
         self.assertEqual(oct(path.stat().st_mode & 0o777), "0o600")
-
-    def test_buffered_until_a_flush(self):
-        """Lines wait for the delay (or the size), then go out in one write; close writes the rest."""
-        recorder, path, clock = self.open(flush_delay=0.2)
-        header = path.read_bytes()
-        self.assertTrue(header.startswith(b'{"version": 2'))
-        recorder.line("one")
-        self.assertEqual(path.read_bytes(), header)
-        clock.advance(0.2)
-        self.assertIn(b"one", path.read_bytes())
-        recorder.line("two")
-        self.successResultOf(recorder.close())
-        self.assertIn(b"two", path.read_bytes())
-        self.assertFalse(clock.getDelayedCalls())
-        recorder.line("after close")
-        self.assertNotIn(b"after close", path.read_bytes())
-
-    def test_long_lines_are_cut_into_events(self):
-        recorder, path, _ = self.open()
-        recorder.line("x" * 40_000)
-        self.successResultOf(recorder.close())
-        events = read_asciicast(path).events
-        self.assertEqual(len(events), 3)
-        self.assertEqual("".join(e.data for e in events), "x" * 40_000 + "\r\n")
-
-    def test_header_cannot_be_written(self):
-        """The header cannot be written: OSError, and the file is left to its opener (open_recording closes it)."""
-        fd = os.open("/dev/full", os.O_WRONLY)
-        self.addCleanup(os.close, fd)
-        with self.assertRaises(OSError):
-            TranscriptRecorder("/dev/full", fd, clock=Clock(), title="t")
-        os.fstat(fd)  # still open
-
-    def test_failure(self):
-        """A write that fails: on_failure once, later lines dropped, the digest still the file's."""
-        failures: list[str] = []
-        recorder, path, _ = self.open(on_failure=failures.append, flush_delay=0)
-        os.close(recorder._fd)  # the next write fails (EBADF)
-        recorder.line("lost")
-        recorder.line("lost too")
-        self.assertEqual(len(failures), 1)
-        self.assertIsNotNone(recorder.failed)
-        sha = self.successResultOf(recorder.close())
-        self.assertEqual(sha, hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 class SummaryTests(SynchronousTestCase):
@@ -162,8 +122,8 @@ class Lines:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def line(self, text: str) -> None:
-        self.lines.append(text)
+    def output(self, data: bytes) -> None:
+        self.lines.append(data.decode("utf-8").removesuffix("\r\n"))
 
 
 def transcript(masks: Any = None) -> tuple[Transcript, list[str]]:

@@ -28,24 +28,19 @@ password, none summarised: redis-server quotes arguments in some errors,
 and a script can return any) and is short; else only its code.  The
 login itself (C{AUTH}, C{HELLO ... AUTH}) is never a line.
 
-The recorder (L{TranscriptRecorder}) writes to the file the session opened
+hoopgw's asciicast recorder (C{AsciicastRecorder}) writes to the file the session opened
 for it (C{ISession.open_recording}); its SHA-256 goes into C{session.end}.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from zope.interface import implementer
 
-from hoopgw.frontend import IRecorder
+from hoopgw.frontend import AsciicastRecorder
 
 from hoopgw_redis.resp import (
     Attributed,
@@ -65,20 +60,13 @@ from hoopgw_redis.resp import (
 if TYPE_CHECKING:
     from hoopgw.frontend import ISession, SessionMasks
 
-__all__ = ["KEY", "SUFFIX", "Transcript", "TranscriptRecorder", "open_transcript", "summary"]
+__all__ = ["KEY", "SUFFIX", "Transcript", "open_transcript", "summary"]
 
 log = Logger()
 
 #: The recording's name: C{<session id>-transcript.cast} in the recordings folder.
 KEY = "transcript"
 SUFFIX = ".cast"
-# Lines wait in memory until this many bytes or this many seconds, then go
-# out in one write: a write per command would put the disk on the hot path.
-FLUSH_BYTES = 64 * 1024
-FLUSH_DELAY = 0.2
-# No event (one line of the file) is longer than this many characters: a
-# long line is cut into several events, as the asciicast recorder does.
-MAX_EVENT_CHARS = 16 * 1024
 # An error text longer than this is not kept (only its code): a part of it
 # could be a part of a value no mask recognises once cut.
 MAX_ERROR_TEXT = 1024
@@ -152,131 +140,6 @@ def _masked(masked: Mapping[str, int] | None) -> str:
     return ", masked: " + ", ".join(f"{_escape(name)}={count}" for name, count in sorted(masked.items()))
 
 
-def _event_line(elapsed: float, text: str) -> bytes:
-    # As hoopgw's asciicast recorder writes an event (fixed notation; JSON
-    # escapes every control character, so the only raw newline ends the line).
-    return f"[{elapsed:.6f}, \"o\", {json.dumps(text, ensure_ascii=False)}]\n".encode("utf-8", "replace")
-
-
-@implementer(IRecorder)
-class TranscriptRecorder:
-    """
-    Writes one asciicast v2 file of text lines (L{line}), on a file already
-    opened for it (C{fd}, which it owns once created: closed by L{close}).
-    Creating it writes the header (C{OSError} if it cannot: the file is
-    still its opener's to close).  If the file cannot be written later (disk
-    full), C{failed} says why, C{on_failure} is called once and later lines
-    are dropped; L{close} still returns the SHA-256 of exactly the bytes
-    that reached the file, so the digest in C{session.end} matches it.
-    """
-
-    def __init__(
-        self,
-        path: str,
-        fd: int,
-        *,
-        clock: IReactorTime,
-        title: str,
-        width: int = 80,
-        height: int = 24,
-        flush_bytes: int = FLUSH_BYTES,
-        flush_delay: float = FLUSH_DELAY,
-        on_failure: Callable[[str], object] | None = None,
-    ) -> None:
-        self.path = path
-        self.clock = clock
-        self.flush_bytes = flush_bytes
-        self.flush_delay = flush_delay
-        self.on_failure = on_failure
-        self.failed: str | None = None
-        self.closed = False
-        self.bytes_written = 0
-        self._fd = fd
-        self._start = clock.seconds()
-        self._last = 0.0
-        self._sha256 = hashlib.sha256()
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._flush_call: IDelayedCall | None = None
-        self._digest: str | None = None
-        header = {"version": 2, "width": width, "height": height, "timestamp": int(self._start), "title": title}
-        data = (json.dumps(header, ensure_ascii=False) + "\n").encode("utf-8", "replace")
-        # The header now, a session that records nothing more still has a valid file; if it cannot
-        # be written, OSError: the file stays its opener's, and the session is not opened unrecorded.
-        written = 0
-        while written < len(data):
-            written += os.write(fd, data[written:])
-        self._sha256.update(data)
-        self.bytes_written = written
-
-    def line(self, text: str) -> None:
-        """Record one line of text (terminal-safe already: see L{_escape})."""
-        if self.closed or self.failed is not None:
-            return
-        # A wall clock may step backwards; players expect times that never do.
-        now = max(self._last, self.clock.seconds() - self._start)
-        self._last = now
-        text += "\r\n"
-        for i in range(0, len(text), MAX_EVENT_CHARS):
-            event = _event_line(now, text[i : i + MAX_EVENT_CHARS])
-            self._buffer.append(event)
-            self._buffered += len(event)
-        if self._buffered >= self.flush_bytes or self.flush_delay <= 0:
-            self.flush()
-        elif self._flush_call is None:
-            self._flush_call = self.clock.callLater(self.flush_delay, self._timed_flush)
-
-    def _timed_flush(self) -> None:
-        self._flush_call = None
-        self.flush()
-
-    def flush(self) -> None:
-        """Write what is buffered now."""
-        call, self._flush_call = self._flush_call, None
-        if call is not None and call.active():
-            call.cancel()
-        if not self._buffer:
-            return
-        data = memoryview(b"".join(self._buffer))
-        self._buffer.clear()
-        self._buffered = 0
-        while data and self.failed is None and self._fd >= 0:
-            try:
-                n = os.write(self._fd, data)
-            except InterruptedError:
-                continue
-            except OSError as e:
-                self._fail(e.strerror or str(e))
-                return
-            # Hash exactly what reached the file: the digest stays true even if a later write fails.
-            self._sha256.update(data[:n])
-            self.bytes_written += n
-            data = data[n:]
-
-    def _fail(self, reason: str) -> None:
-        self.failed = reason
-        log.error("recording {path} failed: {reason}", path=self.path, reason=reason)
-        if self.on_failure is not None:
-            try:
-                self.on_failure(reason)
-            except Exception:  # the front end's bug must not stop close() yielding the digest
-                log.failure("recording failure callback raised")
-
-    def close(self) -> Deferred[str]:
-        """Write what is buffered and close the file (idempotent); fires with the file's SHA-256."""
-        if self._digest is None:
-            self.flush()
-            self.closed = True
-            fd, self._fd = self._fd, -1
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError as e:
-                    self._fail(e.strerror or str(e))
-            self._digest = self._sha256.hexdigest()
-        return succeed(self._digest)
-
-
 # Who a line is about: an action (its handle), the login ("login") or nobody (None).
 Owner = Any
 
@@ -302,13 +165,17 @@ class Transcript:
 
     def __init__(
         self,
-        recorder: TranscriptRecorder,
+        recorder: AsciicastRecorder,
         masks: Callable[[], SessionMasks | None],
         literals: Callable[[str], Any] | None = None,
     ) -> None:
         self.recorder = recorder
         self._masks = masks
         self._literals = literals
+
+    def _line(self, text: str) -> None:
+        # (Buffered by the recorder: written in one write per 64 KiB or 0.2 s, never one per command.)
+        self.recorder.output((text + "\r\n").encode("utf-8", "replace"))
 
     def _trail(self, text: str) -> str:
         """C{text} as the trail would store it (every mask of the connection); not counted again."""
@@ -318,7 +185,7 @@ class Transcript:
         return masks.trail_text(text, {}, self._literals)
 
     def header(self, text: str) -> None:
-        self.recorder.line(_escape(self._trail(text)))
+        self._line(_escape(self._trail(text)))
 
     def command(self, owner: Owner, text: str, *, refused: bool = False) -> None:
         """
@@ -326,7 +193,7 @@ class Transcript:
         passwords already redacted, arguments quoted as redis-cli does).
         """
         shown = self._trail(text)
-        self.recorder.line(f"{_label(owner)} > {_escape(shown)}{' (refused)' if refused else ''}")
+        self._line(f"{_label(owner)} > {_escape(shown)}{' (refused)' if refused else ''}")
 
     def reply(
         self, owner: Owner, value: Any, size: int, masked: Mapping[str, int] | None = None, *, hidden: bool = False
@@ -342,7 +209,7 @@ class Transcript:
         plain = value.value if type(value) is Attributed else value
         if type(plain) is Error:
             text += self._error(owner, plain, hidden)
-        self.recorder.line(text)
+        self._line(text)
 
     def local(self, owner: Owner, data: bytes, *, hidden: bool = False) -> None:
         """A reply of the gateway's own (already encoded: C{data})."""
@@ -351,7 +218,7 @@ class Transcript:
         except ProtocolError:
             values = []
         if len(values) != 1:
-            self.recorder.line(f"{_label(owner)} < {len(data)} bytes")
+            self._line(f"{_label(owner)} < {len(data)} bytes")
             return
         self.reply(owner, values[0], len(data), hidden=hidden)
 
@@ -380,8 +247,8 @@ def open_transcript(
     if masks is not None and masks.trail:
         title = masks.trail_text(title, {})  # the header is stored too: as the trail would store it
 
-    def make(path: str, fd: int) -> TranscriptRecorder:
-        return TranscriptRecorder(path, fd, clock=clock, title=title, on_failure=on_failure)
+    def make(path: str, fd: int) -> AsciicastRecorder:
+        return AsciicastRecorder(path, fd=fd, clock=clock, width=80, height=24, title=title, on_failure=on_failure)
 
     recorder = session.open_recording(KEY, make, suffix=SUFFIX)
     if recorder is None:

@@ -87,10 +87,6 @@ class Action:
     # Values the front end masked in the above before building it, per mask
     # (a request body's JSON paths): counted into the record's "masked".
     masked: Mapping[str, int] | None = field(default=None, eq=False)
-    # The audit form of the above, kept by the session that records it
-    # (L{hoopgw.sessions}) once the action is recorded a second time (a
-    # cached HTTP request): later records do not walk it again.
-    audit_form: Any = field(default=None, init=False, eq=False, repr=False)
 
 
 class Effect(str, Enum):

@@ -29,7 +29,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from hoopgw.audit import events
-from hoopgw.audit.canonical import Checked, checked
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted, WrongKind
 from hoopgw.interfaces import (
     IActionHandle,
@@ -880,10 +879,6 @@ class Session:
         )
 
 
-# An Action's audit_form once it has been recorded, before it is recorded again.
-_RECORDED = object()
-
-
 @implementer(IActionHandle)
 @define(eq=False)
 class ActionHandle:
@@ -914,47 +909,9 @@ class ActionHandle:
         return decision.allowed
 
     def _action_record(self) -> dict[str, Any]:
-        action = self.action
-        form = action.audit_form
-        if type(form) is not dict:
-            # Most actions (a statement, a shell line) are recorded once, and
-            # freezing costs more than the one walk canonical JSON makes; an
-            # action recorded again (a cached HTTP request) gets a read-only
-            # form, kept and shared by its later records.
-            again = form is _RECORDED
-            attributes = {
-                k: list(v) if isinstance(v, (tuple, list, frozenset, set)) else v
-                for k, v in action.attributes.items()
-            }
-            details = dict(action.details)
-            form = {"kind": action.kind, "input": action.input}
-            masks = self.session.masks
-            if masks is not None and masks.trail:
-                # What the statement or command carries (a card number in an
-                # INSERT, a Bind parameter) is stored masked, for everyone.
-                counts: dict[tuple[str, str], int] = {}
-                form["input"] = masks.trail_text(action.input, counts, self.session.literals)
-                details = masks.trail_value(details, counts)
-                # The facts policy matched (a Redis key, a shell command line)
-                # are read from the input: masked too, counted there already.
-                attributes = masks.trail_value(attributes, {})
-                if counts:
-                    form["masked"] = masks.settle(counts)
-            if action.masked:
-                masked = dict(form.get("masked") or {})
-                for name, count in action.masked.items():
-                    masked[name] = masked.get(name, 0) + count
-                form["masked"] = masked
-            if attributes:
-                form["attributes"] = checked(attributes) if again else attributes
-            if details:
-                form["details"] = checked(details) if again else details
-            if not again:
-                object.__setattr__(action, "audit_form", _RECORDED)  # a cache on a frozen class
-            elif all(type(form[key]) is Checked for key in ("attributes", "details") if key in form):
-                object.__setattr__(action, "audit_form", form)  # shared: only if read-only throughout
+        session = self.session
         record: dict[str, Any] = {"id": self.id}
-        record.update(form)
+        record.update(session.records.action_form(self.action, session.masks, session.literals))
         return record
 
     def _decided(self, decision: Decision) -> Deferred[IActionHandle]:

@@ -16,9 +16,13 @@ C{log}, C{seq}, C{prev}, C{time}, C{event}) are the log's
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from hoopgw.audit.canonical import checked
+from hoopgw.audit.canonical import Checked, checked
+
+if TYPE_CHECKING:
+    from hoopgw.masking.service import SessionMasks
+    from hoopgw.model import Action
 
 __all__ = [
     "ACTION_END",
@@ -130,6 +134,9 @@ EVENTS = frozenset(
 
 #: C{sessions.interrupted} lists at most this many session ids (C{count} has them all).
 INTERRUPTED_LISTED = 1_000
+
+#: A session keeps the forms of at most this many actions recorded again.
+_FORMS_KEPT = 256
 
 _BLOCKED = "blocked"  # (Status.blocked's value: the model is not imported by the log's layer)
 
@@ -312,7 +319,7 @@ class SessionRecords:
     identity, client), built and checked for canonical JSON once.
     """
 
-    __slots__ = ("_common",)
+    __slots__ = ("_common", "_forms")
 
     def __init__(
         self,
@@ -341,6 +348,63 @@ class SessionRecords:
         if client:
             common["client"] = checked(client)
         self._common = common
+        # id(action) -> (action, masks, form): the forms of actions recorded
+        # again (a cached HTTP request is one Action for every session), as
+        # these masks stored them; None until its second record.
+        self._forms: dict[int, tuple[Action, SessionMasks | None, dict[str, Any] | None]] = {}
+
+    def action_form(
+        self, action: Action, masks: SessionMasks | None, literals: Callable[[str], Any] | None = None
+    ) -> dict[str, Any]:
+        """
+        C{action} as the trail stores it: its kind, input, attributes (lists
+        for collections) and details, through the connection's masks for
+        the trail (what a statement carries is stored masked, for everyone;
+        the facts policy matched are read from the input, so masked too),
+        and C{masked}: how many values each mask masked, with those the
+        front end masked before building it.
+
+        Most actions (a statement, a shell line) are recorded once, and
+        freezing costs more than the one walk canonical JSON makes; an
+        action recorded again gets a read-only form, shared by its later
+        records while the session's masks are the same (a policy reload
+        makes new ones).  The caller must not change what it is given.
+        """
+        key = id(action)
+        entry = self._forms.get(key)
+        if entry is not None and entry[0] is action and entry[1] is masks and entry[2] is not None:
+            return entry[2]
+        again = entry is not None and entry[0] is action and entry[1] is masks
+        attributes = {
+            k: list(v) if isinstance(v, (tuple, list, frozenset, set)) else v for k, v in action.attributes.items()
+        }
+        details = dict(action.details)
+        form: dict[str, Any] = {"kind": action.kind, "input": action.input}
+        if masks is not None and masks.trail:
+            counts: dict[tuple[str, str], int] = {}
+            form["input"] = masks.trail_text(action.input, counts, literals)
+            details = masks.trail_value(details, counts)
+            attributes = masks.trail_value(attributes, {})  # (counted in the input already)
+            if counts:
+                form["masked"] = masks.settle(counts)
+        if action.masked:
+            masked = dict(form.get("masked") or {})
+            for name, count in action.masked.items():
+                masked[name] = masked.get(name, 0) + count
+            form["masked"] = masked
+        if attributes:
+            form["attributes"] = checked(attributes) if again else attributes
+        if details:
+            form["details"] = checked(details) if again else details
+        if not again:
+            if len(self._forms) >= _FORMS_KEPT:
+                self._forms.clear()
+            self._forms[key] = (action, masks, None)
+        elif all(type(form[k]) is Checked for k in ("attributes", "details") if k in form):
+            self._forms[key] = (action, masks, form)  # shared: only if read-only throughout
+        else:
+            del self._forms[key]  # (checked each time: nothing to keep)
+        return form
 
     def _body(self, **parts: Any) -> dict[str, Any]:
         body = self._common.copy()

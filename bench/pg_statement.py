@@ -26,6 +26,15 @@ sockets are in memory.  No TLS, no syscalls other than the audit log's.
 Reported: µs of CPU (process time) per statement, the best of C{--rounds};
 with C{--profile} a cProfile breakdown of one extra round per mode (top
 functions by own time, and the hoopgw frames by inclusive time).
+
+With C{--breakdown}, where the time goes without a profiler's distortion:
+besides the whole pipeline, one rig per shared service with that service
+replaced by the cheapest stand-in keeping its contract (the audit log's
+C{append} a fired Deferred, policy a fixed allow decision, metrics
+L{NullMetrics}), all rounds alternating between the rigs; a service's
+cost is the whole pipeline's median minus its rig's.  What is left is the
+front end's own work: framing, the tracker, classification, the record
+bodies and the Deferreds between them.
 """
 
 from __future__ import annotations
@@ -34,7 +43,9 @@ import argparse
 import cProfile
 import io
 import pstats
+import itertools
 import random
+import statistics
 import shutil
 import sys
 import tempfile
@@ -54,12 +65,12 @@ sys.path.insert(0, str(ROOT))
 from hoopgw.audit.log import AuditLog  # noqa: E402
 from hoopgw.protocols.postgres.settings import PostgresSettings  # noqa: E402
 from hoopgw.metrics import Metrics  # noqa: E402
-from hoopgw.model import Connection, Identity  # noqa: E402
+from hoopgw.model import Action, Connection, Decision, Identity  # noqa: E402
 from hoopgw.policy.service import PolicyService  # noqa: E402
 from hoopgw.protocols.postgres import codec  # noqa: E402
 from hoopgw.protocols.postgres.frontend import PostgresFrontEnd  # noqa: E402
 from hoopgw.sessions import SessionService  # noqa: E402
-from hoopgw.testing import MemoryIdentityVerifier, MemoryStore  # noqa: E402
+from hoopgw.testing import MemoryIdentityVerifier, MemoryStore, NullMetrics  # noqa: E402
 
 IDENTITY = Identity(
     issuer="https://idp.example.com", subject="bench", groups=("dev",), auth_method="token",
@@ -247,6 +258,82 @@ def _profile_report(profile: cProfile.Profile, statements: int) -> str:
     return out.getvalue() + "\n".join(lines)
 
 
+class _FixedPolicy:
+    """The policy service, deciding every action with one fixed decision (what the shipped policy gives pgbench)."""
+
+    def __init__(self, real: PolicyService, decision: Decision) -> None:
+        self._real = real
+        self._decision = decision
+
+    def decide(self, identity: Any, connection: Any, action: Any) -> Any:
+        return succeed(self._decision)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _without_audit(rig: Rig) -> None:
+    seq = itertools.count()
+    rig.audit.append = lambda event, body: succeed(next(seq))  # type: ignore[method-assign]
+
+
+def _without_policy(rig: Rig) -> None:
+    policy = rig.sessions.policy
+    allowed = policy.decide(IDENTITY, CONNECTION, Action(kind="sql.query", input=SIMPLE.format(aid=1)))
+    decision = allowed.result
+    assert decision.allowed
+    rig.sessions.policy = _FixedPolicy(policy, decision)  # type: ignore[assignment]
+
+
+def _without_metrics(rig: Rig) -> None:
+    rig.sessions.metrics = NullMetrics()
+    rig.audit._metrics = None
+
+
+_STAND_INS = {
+    "audit log (two appends)": _without_audit,
+    "policy decision": _without_policy,
+    "metrics": _without_metrics,
+}
+
+
+def breakdown(statements: int = 10_000, rounds: int = 5) -> list[dict[str, Any]]:
+    """µs per statement of each shared service, by difference with a rig whose service is a stand-in (module docstring)."""
+    rows = []
+    for mode in ("simple", "prepared"):
+        with tempfile.TemporaryDirectory(prefix="hoopgw-pgstmt-") as tmp:
+            rigs: dict[str, Rig] = {}
+            for name in ("whole pipeline", *_STAND_INS):
+                folder = Path(tmp) / str(len(rigs))
+                folder.mkdir()
+                rig = rigs[name] = Rig(folder)
+                if name in _STAND_INS:
+                    _STAND_INS[name](rig)
+                _prepare(rig, mode)
+                _run(rig, mode, _requests(mode, 2000, 0))
+            results: dict[str, list[float]] = {name: [] for name in rigs}
+            for r in range(rounds):
+                requests = _requests(mode, statements, r + 1)
+                for name, rig in rigs.items():
+                    results[name].append(_run(rig, mode, requests))
+                    _check(rig, mode, statements)
+            for rig in rigs.values():
+                rig.close()
+        whole = statistics.median(results["whole pipeline"])
+        rows.append({"mode": mode, "part": "whole pipeline", "us": round(whole, 1)})
+        rest = whole
+        for name in _STAND_INS:
+            cost = whole - statistics.median(results[name])
+            rest -= cost
+            rows.append({"mode": mode, "part": name, "us": round(cost, 1)})
+        rows.append({"mode": mode, "part": "the front end's own work (the rest)", "us": round(rest, 1)})
+    print("| mode | part | CPU µs/statement (median of rounds) |")
+    print("|---|---|---:|")
+    for row in rows:
+        print(f"| {row['mode']} | {row['part']} | {row['us']} |")
+    return rows
+
+
 def main(statements: int = 20_000, rounds: int = 5, profile: bool = False) -> list[dict[str, Any]]:
     rows = []
     for mode in ("simple", "prepared"):
@@ -286,5 +373,9 @@ if __name__ == "__main__":
     parser.add_argument("--statements", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="the cost of each shared service, by stand-ins")
     args = parser.parse_args()
-    main(args.statements, args.rounds, args.profile)
+    if args.breakdown:
+        breakdown(args.statements, args.rounds)
+    else:
+        main(args.statements, args.rounds, args.profile)

@@ -674,6 +674,38 @@ class _Candidates:
 _CACHE_LIMIT = 4096
 
 
+# Decisions kept per compiled policy (then forgotten all at once): clients
+# choose the statements, so the memo is bounded.
+_DECISIONS_KEPT = 4096
+# A boolean fact's place in a decision's key: True == 1 and hash alike, but
+# a boolean condition matches only the boolean (applies() tests identity).
+_TRUE, _FALSE = object(), object()
+
+
+def _decision_key(attributes: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """
+    The attribute values as a decision memo's key, if each is a string, a
+    boolean, or a tuple or frozenset of strings (what front ends give);
+    else C{None}: decided each time, never by a key that could equate
+    values a condition tells apart (C{1} and C{True}).
+    """
+    key: list[Any] = []
+    for value in attributes.values():
+        kind = type(value)
+        if kind is str:
+            key.append(value)
+        elif kind is bool:
+            key.append(_TRUE if value else _FALSE)
+        elif kind is tuple or kind is frozenset:
+            for item in value:
+                if type(item) is not str:
+                    return None
+            key.append(value)
+        else:
+            return None
+    return tuple(key)
+
+
 class _Evaluator:
     """
     The compiled form of a policy.
@@ -685,13 +717,17 @@ class _Evaluator:
     against the rules that could catch it, not against the SSH guardrails.
     """
 
-    __slots__ = ("_cache", "_combined", "_rules", "_size")
+    __slots__ = ("_cache", "_combined", "_decisions", "_rules", "_size")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self._rules = tuple(_CompiledRule(rule) for rule in rules)
         self._cache: dict[str, dict[str, dict[tuple[str, ...], _Candidates]]] = {}
         self._size = 0
         self._combined: dict[tuple[_CompiledRule, ...], Decision] = {}
+        # The decisions already made, by everything a decision reads (see
+        # _decision_key): a statement a client repeats is one lookup.  Kept
+        # by this compiled policy, so a reload (a new one) starts afresh.
+        self._decisions: dict[tuple[Any, ...], Decision] = {}
 
     def _candidates(self, connection_name: str, kind: str, names: tuple[str, ...]) -> _Candidates:
         present = frozenset(names)
@@ -736,7 +772,21 @@ class _Evaluator:
         granted = False
         if candidates.uses_grant and holds_grant is not None:
             granted = holds_grant(identity, connection_name) is True
+        values = _decision_key(attributes)
+        if values is None:
+            return self._decide(candidates, identity, attributes, granted)
+        key = (connection_name, kind, names, values, identity.subject, identity.groups, granted)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._decide(candidates, identity, attributes, granted)
+            if len(self._decisions) >= _DECISIONS_KEPT:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
 
+    def _decide(
+        self, candidates: _Candidates, identity: Identity, attributes: Mapping[str, Any], granted: bool
+    ) -> Decision:
         for compiled in candidates.denies:
             if compiled.applies(identity, attributes, granted):
                 return compiled.decision

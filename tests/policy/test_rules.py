@@ -548,6 +548,74 @@ class PropertyTests(SynchronousTestCase):
             self.assertEqual((decision.effect, decision.rule), (Effect.allow, allows[0].name))
 
 
+# Few values, so that actions repeat and the memo answers; 1 beside True
+# and 0 beside False, which compare equal but decide differently.
+_FEW = st.sampled_from(["a", "appdb", "x", 1, True, 0, False, ("a",), ("a", "x"), (1,), frozenset({"a"}), ["a"]])
+
+
+class DecisionMemoTests(SynchronousTestCase):
+    """
+    A compiled policy keeps the decisions it made, by everything a decision
+    reads; a kept decision is the one evaluating afresh gives.
+    """
+
+    @staticmethod
+    @st.composite
+    def _repeating(draw: st.DrawFn) -> list[tuple[Identity, str, Action]]:
+        """Questions drawn from small pools: the same action asked again by another identity, on another connection."""
+        identities = draw(st.lists(
+            st.builds(Identity, st.just("iss"), st.sampled_from(["alice", "bob"]), groups=st.lists(_names, max_size=2)),
+            min_size=1, max_size=3,
+        ))
+        actions = draw(st.lists(
+            st.builds(Action, st.sampled_from(["sql.query", "ssh.exec"]), st.just(""),
+                      st.dictionaries(_condition_names, _FEW, max_size=2)),
+            min_size=1, max_size=3,
+        ))
+        question = st.tuples(st.sampled_from(identities), st.sampled_from(["appdb", "c1"]), st.sampled_from(actions))
+        return draw(st.lists(question, min_size=2, max_size=20))
+
+    @given(_rules(), _repeating())
+    @settings(max_examples=500, deadline=None)
+    def test_sameAsEvaluatingAfresh(self, rules: list[Rule], asked: list[tuple[Identity, str, Action]]) -> None:
+        kept = PolicySet(rules)
+        for identity, connection, action in asked:
+            fresh = evaluate(PolicySet(rules), identity, connection, action)
+            self.assertEqual(evaluate(kept, identity, connection, action), fresh, (identity, connection, action))
+
+    def test_booleanIsNotOne(self) -> None:
+        """C{1} then C{True}: the deny rule for C{true} still catches the boolean."""
+        rules = [
+            Rule("no-program", Effect.deny, groups=("*",), conditions=[Condition("sql.program", True)]),
+            Rule("all", Effect.allow, groups=("*",)),
+        ]
+        p = PolicySet(rules)
+        who = Identity("alice", "iss")
+        one = evaluate(p, who, "db", Action("sql.query", "", {"sql.program": 1}))
+        true = evaluate(p, who, "db", Action("sql.query", "", {"sql.program": True}))
+        self.assertEqual((one.rule, true.rule), ("all", "no-program"))
+
+    def test_grantIsPartOfTheKey(self) -> None:
+        """A grant that ends changes the next decision of the same action."""
+        rules = [Rule("granted", Effect.allow, groups=("*",), grant=True)]
+        holds = [True]
+        p = PolicySet(rules)
+        who, action = Identity("alice", "iss"), Action("sql.query", "", {})
+        self.assertIs(p.evaluate(who, "db", action, lambda i, c: holds[0]).effect, Effect.allow)
+        holds[0] = False
+        self.assertIs(p.evaluate(who, "db", action, lambda i, c: holds[0]).effect, Effect.deny)
+
+    def test_bounded(self) -> None:
+        """Clients choose the statements: the memo forgets everything once it holds its bound."""
+        from hoopgw.policy import rules as module
+
+        p = PolicySet([Rule("all", Effect.allow, groups=("*",), conditions=[Condition("sql.reads", ("*",))])])
+        who = Identity("alice", "iss")
+        for i in range(module._DECISIONS_KEPT + 10):
+            evaluate(p, who, "db", Action("sql.query", "", {"sql.reads": (f"t{i}",)}))
+        self.assertLessEqual(len(p._evaluator._decisions), module._DECISIONS_KEPT)
+
+
 def _matches(rule: Rule, identity: Identity, connection: str, action: Action) -> bool:
     """A slow, obvious reference implementation of rule matching."""
     import fnmatch

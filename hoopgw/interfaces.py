@@ -394,6 +394,19 @@ class ISession(Interface):
             L{hoopgw.errors.NotPermitted} if the session is closed.
         """
 
+    def check_now(
+        action: Action,
+        on_held: Callable[[Review], object] | None = None,
+        hold_limit: int | None = None,
+    ) -> IActionHandle | Deferred[IActionHandle]:
+        """
+        L{check}, with its result as soon as it is there: the handle itself
+        when policy decided at once and the record is written (the usual
+        case, with no Deferred and no callback on a front end's hot path),
+        else the Deferred L{check} returns, which fails as L{check}'s does.
+        The same contract in another shape: use either.
+        """
+
     def observe(action: Action) -> Deferred[IActionHandle]:
         """
         Record something that has already happened (a line typed into a

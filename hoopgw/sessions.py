@@ -19,7 +19,7 @@ import re
 import secrets
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar, cast
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
@@ -84,6 +84,26 @@ def _credential_sha256(credential: str) -> str:
 
 def _elapsed_us(clock: IReactorTime, since: float) -> int:
     return int((clock.seconds() - since) * 1_000_000)
+
+
+_V = TypeVar("_V")
+# What L{_fired} returns for a Deferred that has not fired with a value.
+_PENDING: Any = object()
+
+
+def _fired(d: Deferred[_V]) -> _V:
+    """
+    The value C{d} has already fired with (a policy's decision, a record's
+    seq: almost always at once), so that the immediate path needs no
+    callbacks; L{_PENDING} when something waits (a review, a strict sync)
+    or C{d} failed: then the caller chains on C{d}, which keeps its result.
+    """
+    # (Called and not paused: every callback it had has run.)
+    if d.called and not d.paused:
+        result = d.result
+        if not isinstance(result, (Failure, Deferred)):
+            return cast(_V, result)
+    return cast(_V, _PENDING)
 
 
 def _refusal(decision: Decision) -> Decision:
@@ -707,6 +727,18 @@ class Session:
             (C{blocked}) is already recorded.  Fails with L{AuditUnavailable}
             if the log cannot be written: the caller must not forward.
         """
+        result = self.check_now(action, on_held, hold_limit)
+        return result if isinstance(result, Deferred) else succeed(result)
+
+    def check_now(
+        self, action: Action, on_held: Callable[[Review], object] | None = None, hold_limit: int | None = None
+    ) -> IActionHandle | Deferred[IActionHandle]:
+        """
+        L{check}, returning the handle itself when nothing waited: policy
+        decided at once and the record is written (batched sync), the
+        usual case, with no Deferred and no callback on the way; else the
+        Deferred L{check} returns.
+        """
         handle = self._new_handle(action)
         if not isinstance(handle, ActionHandle):
             return handle
@@ -715,8 +747,14 @@ class Session:
         grants = self.service.grants
         if grants is not None and self.grant is None and grants.any_active:
             grants.attach(self)
-        d = maybeDeferred(self.service.policy.decide, self.identity, self.connection, action)
-        return d.addCallback(handle._decided)
+        try:
+            d = self.service.policy.decide(self.identity, self.connection, action)
+        except Exception:
+            return fail()
+        decision = _fired(d)
+        if decision is _PENDING:
+            return d.addCallback(handle._decided)
+        return handle._decided_now(decision)
 
     def observe(self, action: Action) -> Deferred[IActionHandle]:
         """
@@ -915,6 +953,11 @@ class ActionHandle:
         return record
 
     def _decided(self, decision: Decision) -> Deferred[IActionHandle]:
+        result = self._decided_now(decision)
+        return result if isinstance(result, Deferred) else succeed(result)
+
+    def _decided_now(self, decision: Decision) -> IActionHandle | Deferred[IActionHandle]:
+        """Record C{decision}: the handle once its C{action.start} is written, or a Deferred if that waits."""
         session = self.session
         service = session.service
         if (
@@ -927,16 +970,19 @@ class ActionHandle:
         self.decision = decision
         self.started = service.clock.seconds()
         d = service._append(events.ACTION_START, session.records.action_start(self._action_record(), decision.to_record()))
+        if _fired(d) is _PENDING:
+            if not decision.allowed:
+                d.addCallback(lambda _: self.finish(self._blocked(decision)))
+            return d.addCallback(lambda _: self)
         if not decision.allowed:
-            d.addCallback(
-                lambda _: self.finish(
-                    Outcome(
-                        status=Status.blocked,
-                        error=decision.message or f"blocked by rule {decision.rule}",
-                    )
-                )
-            )
-        return d.addCallback(lambda _: self)
+            ended = self.finish(self._blocked(decision))
+            if _fired(ended) is _PENDING:
+                return ended.addCallback(lambda _: self)
+        return self
+
+    @staticmethod
+    def _blocked(decision: Decision) -> Outcome:
+        return Outcome(status=Status.blocked, error=decision.message or f"blocked by rule {decision.rule}")
 
     def _held(
         self, decision: Decision, reviews: ReviewService, on_held: Callable[[Review], object]

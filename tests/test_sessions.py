@@ -8,7 +8,9 @@ import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
@@ -293,6 +295,70 @@ class SessionServiceTests(SynchronousTestCase):
         self.assertEqual(end["event"], "action.end")
         self.assertEqual(end["outcome"], {"status": "succeeded", "rows": 1, "duration_us": 250000})
         self.assertEqual(end["action"]["id"], handle.id)
+
+    def test_check_now_immediate(self) -> None:
+        """
+        check_now gives the handle itself when policy decided at once and
+        the record is written: no Deferred, action.start already written.
+        """
+        session = self.open()
+        handle = session.check_now(Action(kind="sql.query", input="SELECT 1"))
+        self.assertNotIsInstance(handle, Deferred)
+        self.assertTrue(handle.allowed)
+        self.assertEqual(self.audit.events()[-1], "action.start")
+
+    def test_check_now_denied(self) -> None:
+        """A denial is returned at once too, its blocked outcome already recorded."""
+        self.policy.decisions["sql.query"] = Decision(effect=Effect.deny, rule="no", message="no")
+        session = self.open()
+        handle = session.check_now(Action(kind="sql.query", input="DROP TABLE t"))
+        self.assertNotIsInstance(handle, Deferred)
+        self.assertFalse(handle.allowed)
+        self.assertEqual(self.audit.events()[-2:], ["action.start", "action.end"])
+
+    def test_check_now_waits_for_policy(self) -> None:
+        """A decision that comes later (policy held): a Deferred, and no record until it comes."""
+        session = self.open()
+        self.policy.hold = True
+        d = session.check_now(Action(kind="sql.query", input="SELECT 1"))
+        self.assertIsInstance(d, Deferred)
+        self.assertNoResult(d)
+        self.assertNotIn("action.start", self.audit.events())
+        self.policy.release()
+        self.assertTrue(self.successResultOf(d).allowed)
+
+    def test_check_now_waits_for_the_record(self) -> None:
+        """
+        A record the log has not made durable yet (strict sync): a Deferred
+        that fires once it is, never the handle before.
+        """
+        session = self.open()
+        log = self.audit
+        waiting: list[Deferred[int]] = []
+
+        class Strict:
+            """The memory log, its records durable only when the test says so."""
+
+            failed = None
+
+            def append(self, event: str, body: Any) -> Deferred[int]:
+                log.append(event, body)
+                d: Deferred[int] = Deferred()
+                waiting.append(d)
+                return d
+
+        self.service.audit = Strict()  # type: ignore[assignment]
+        d = session.check_now(Action(kind="sql.query", input="SELECT 1"))
+        self.assertIsInstance(d, Deferred)
+        self.assertNoResult(d)
+        waiting[0].callback(1)
+        self.assertTrue(self.successResultOf(d).allowed)
+
+    def test_check_now_log_unavailable(self) -> None:
+        """A log that cannot be written: a failed Deferred, as check gives (the caller must not forward)."""
+        session = self.open()
+        self.audit.break_with("disk full")
+        self.failureResultOf(session.check_now(Action(kind="sql.query", input="SELECT 1")), AuditUnavailable)
 
     def test_repeated_action_recorded_alike(self) -> None:
         """

@@ -82,6 +82,9 @@ __all__ = ["ClientProtocol", "PostgresFrontEnd", "RowTransform", "make_front_end
 
 log = Logger()
 
+# Decisions now (their handles) or later (a Deferred of them): see ClientProtocol._then.
+_Handles = list[IActionHandle] | Deferred[list[IActionHandle]]
+
 class RowTransform(TypingProtocol):
     """
     The masking seam (L{ResultMasking} is the gateway's): sees each
@@ -828,7 +831,7 @@ class ClientProtocol(Protocol):
 
     def _check_or_refuse(
         self, actions: list[Action], infos: list[StatementInfo], judged: list[StatementInfo] | None = None
-    ) -> Deferred[list[IActionHandle]]:
+    ) -> _Handles:
         """
         Decide C{actions}, unless one of them changes a setting the gateway
         pins; C{judged} (default C{infos}) are the facts each is judged by,
@@ -842,7 +845,7 @@ class ClientProtocol(Protocol):
                 return session.refuse(action, refusal).addCallback(self._decided_one)
         return self._judge(actions, judged if judged is not None else infos)
 
-    def _judge(self, actions: list[Action], judged: list[StatementInfo]) -> Deferred[list[IActionHandle]]:
+    def _judge(self, actions: list[Action], judged: list[StatementInfo]) -> _Handles:
         """Decide C{actions}, each by its facts in C{judged} widened by what they reach on the target."""
         names = False
         for info in judged:  # loops, not generators: this runs per statement
@@ -874,12 +877,11 @@ class ClientProtocol(Protocol):
         actions: list[Action],
         judged: list[StatementInfo],
         again: bool,
-    ) -> Deferred[list[IActionHandle]]:
+    ) -> _Handles:
         # A method, not a closure: a closure that passes itself on would be
         # a reference cycle per statement, left to the garbage collector.
         if self.state is not Phase.READY:
-            nothing: list[IActionHandle] = []
-            return succeed(nothing)  # the client left while the catalog was read: nothing to decide
+            return []  # the client left while the catalog was read: nothing to decide
         widened = []
         remember: set[int] = set()
         for action, info in zip(actions, judged):
@@ -940,19 +942,25 @@ class ClientProtocol(Protocol):
         self._fatal("08P01", f"hoopgw: {what} is not relayed (the gateway cannot follow its effect on the server)")
         self._teardown("failed", error=f"protocol violation: {what}")
 
-    def _decide(self, actions: list[Action]) -> Deferred[list[IActionHandle]]:
-        """Check actions one after the other (records stay in statement order)."""
+    def _decide(self, actions: list[Action]) -> _Handles:
+        """
+        Check actions one after the other (records stay in statement
+        order): their handles at once when every decision and record was
+        immediate (the usual case: no Deferred on the way), else a Deferred
+        from the first that waited.
+        """
         session = self.session
         assert session is not None
-        if len(actions) == 1:
-            # The common case: one Deferred (already fired unless the
-            # decision or the audit write is held), no chain around it.
-            return session.check(actions[0], self._held_for_review).addCallback(self._decided_one)
         handles: list[IActionHandle] = []
-        d: Deferred[None] = succeed(None)
-        for action in actions:
-            d.addCallback(self._check_next, session, action, handles)
-        return d.addCallback(lambda _: handles)
+        for i, action in enumerate(actions):
+            result = session.check_now(action, self._held_for_review)
+            if isinstance(result, Deferred):
+                d: Deferred[object] = result.addCallback(handles.append)
+                for later in actions[i + 1:]:
+                    d.addCallback(self._check_next, session, later, handles)
+                return d.addCallback(lambda _: handles)
+            handles.append(result)
+        return handles
 
     def _check_next(
         self, _: object, session: ISession, action: Action, handles: list[IActionHandle]
@@ -999,6 +1007,23 @@ class ClientProtocol(Protocol):
             if self.state is Phase.READY:
                 self._fatal("XX000", "the gateway failed relaying this connection")
                 self._teardown("failed", error="internal error")
+
+    def _then(self, handles: _Handles, decided: Callable[[list[IActionHandle]], None]) -> None:
+        """
+        Act on decisions (C{decided}), then go on relaying: at once when
+        they were immediate, else when they fire; a failure to decide (the
+        audit log unavailable) ends the connection either way.
+        """
+        if isinstance(handles, Deferred):
+            handles.addCallback(decided)
+            handles.addCallbacks(self._resume, self._refused_all)
+            return
+        try:
+            decided(handles)
+        except Exception:
+            self._refused_all(Failure())
+            return
+        self._resume()
 
     def _refused_all(self, failure: Failure) -> None:
         if failure.check(NotPermitted) and (self.session is None or self.session.closed):
@@ -1057,7 +1082,7 @@ class ClientProtocol(Protocol):
         assert session is not None and backend is not None  # (relaying)
         if not self.tracker.settled and lexical.sensitive(text):
             action = Action(kind="sql.query", input=recordable(text.strip()))
-            d = session.refuse(action, _PIPELINED_SENSITIVE).addCallback(self._decided_one)
+            d: _Handles = session.refuse(action, _PIPELINED_SENSITIVE).addCallback(self._decided_one)
             infos: tuple[StatementInfo, ...] = ()
         else:
             infos = classify(text)
@@ -1102,8 +1127,7 @@ class ClientProtocol(Protocol):
                 backend.write(codec.Query(marker))
             tracker.forward(Pending(Expect.END))
 
-        d.addCallback(decided)
-        d.addCallbacks(self._resume, self._refused_all)
+        self._then(d, decided)
 
     def _execution(
         self,
@@ -1172,8 +1196,7 @@ class ClientProtocol(Protocol):
                 tracker.forward_stand_in(Pending(Expect.BIND, marker=marker, denial=self._denial(handle)))
                 backend.write(codec.Bind(marker, marker))
 
-        d.addCallback(decided)
-        d.addCallbacks(self._resume, self._refused_all)
+        self._then(d, decided)
 
     def _check_execute(self, message: codec.Execute) -> None:
         """An Execute of a portal whose Bind did not start it: resumed, or unknown (a DECLAREd cursor)."""
@@ -1201,8 +1224,7 @@ class ClientProtocol(Protocol):
                 self.tracker.forward_stand_in(Pending(Expect.EXECUTE, marker=marker, denial=self._denial(handle)))
                 backend.write(codec.Execute(marker, 0))
 
-        d.addCallback(decided)
-        d.addCallbacks(self._resume, self._refused_all)
+        self._then(d, decided)
 
     def _check_function_call(self, message: codec.FunctionCall) -> None:
         """
@@ -1214,7 +1236,8 @@ class ClientProtocol(Protocol):
 
         def judge(name: str | None) -> Deferred[list[IActionHandle]]:
             action, info = _function_call(message.function_oid, name)
-            return self._judge([action], [info]) if name is not None else self._decide([action])
+            handles = self._judge([action], [info]) if name is not None else self._decide([action])
+            return handles if isinstance(handles, Deferred) else succeed(handles)
 
         def decided(handles: list[IActionHandle]) -> None:
             if self._gone(handles):

@@ -71,6 +71,9 @@ class BackendProtocol(Protocol):
         self.key: codec.BackendKeyData | None = None
         # After start-up every parsed batch goes here, as one list per read.
         self.deliver: Callable[[list[codec.Message]], None] | None = None
+        # Asked before each read once delivering: may runs of DataRows come
+        # framed as one (codec.BackendParser.row_runs)?  Only if nobody reads a row.
+        self.rows_unread: Callable[[], bool] | None = None
         self.on_lost: Callable[[Failure], None] | None = None
         self._scram: ScramClient | None = None
         self._asked = False  # the target asked for some proof of the password
@@ -103,6 +106,8 @@ class BackendProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        if self.rows_unread is not None:
+            self.parser.row_runs = self.rows_unread()
         try:
             messages = self.parser.feed(data)
         except codec.ProtocolError as e:

@@ -301,6 +301,7 @@ class RoundTripTests(SynchronousTestCase):
         classes = {c for c in exported if isinstance(c, type) and issubclass(c, Message) and c is not Message}
         covered = {type(m) for m in EXAMPLE_STARTUP + EXAMPLE_FRONTEND + EXAMPLE_BACKEND}
         covered |= {SASLInitialResponse, SASLResponse, EncryptionResponse}
+        covered |= {codec.DataRows}  # (framed only in runs: RowRunTests)
         self.assertEqual(classes - covered, set())
 
     def test_raw_is_forwarded_untouched(self) -> None:
@@ -420,6 +421,57 @@ class PropertyTests(SynchronousTestCase):
         changed[index] = value
         self.assertEqual(row.replace_column(index, value), DataRow.from_values(changed))
         self.assertEqual(row.replace_column(index, value).values, tuple(changed))
+
+
+class RowRunTests(SynchronousTestCase):
+    """
+    With C{row_runs}, each run of DataRows is one L{codec.DataRows}: the same
+    bytes, the same rows and the same other messages as framing row by row,
+    however the stream is cut.
+    """
+
+    rows = st.lists(nullable, max_size=3).map(DataRow.from_values)
+    streams = st.lists(st.one_of(rows, rows, rows, backend_messages), max_size=12)
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(streams, st.data())
+    def test_same_as_row_by_row(self, messages: list[Message], data: st.DataObject) -> None:
+        stream = b"".join(encode(m) for m in messages)
+        cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=20))
+        parser = BackendParser()
+        parser.row_runs = True
+        runs = feed_in_chunks(parser, stream, cuts)
+        self.assertEqual(parser.buffered, 0)
+        self.assertEqual(b"".join(encode(m) for m in runs), stream)
+        self.assertEqual(sum(m.count for m in runs if type(m) is codec.DataRows),
+                         sum(1 for m in messages if type(m) is DataRow))
+        self.assertEqual([m for m in runs if type(m) is not codec.DataRows],
+                         [m for m in messages if type(m) is not DataRow])
+        self.assertNotIn(DataRow, {type(m) for m in runs})
+        # Runs are maximal within what one feed completed: never two in a row.
+        for one, two in zip(runs, runs[1:]):
+            self.assertFalse(type(one) is codec.DataRows and type(two) is codec.DataRows and not cuts)
+
+    def test_bad_length_inside_a_run(self) -> None:
+        """A row of a run that declares a length beyond the limit fails the parser, as row by row."""
+        parser = BackendParser(max_message_length=64)
+        parser.row_runs = True
+        good = encode(DataRow.from_values([b"x"]))
+        bad = b"D" + struct.pack(">i", 100) + b"\0" * 96  # all in, and too long
+        with self.assertRaises(ProtocolError) as caught:
+            parser.feed(good + good + bad)
+        self.assertIn("exceeds the limit of 64 bytes", str(caught.exception))
+        self.assertTrue(parser.failed)
+
+    def test_partial_row_waits(self) -> None:
+        """The last row of a read, not all in: the rows before it now, it with the next read."""
+        parser = BackendParser()
+        parser.row_runs = True
+        row = encode(DataRow.from_values([b"abc"]))
+        [first] = parser.feed(row * 3 + row[:4])
+        self.assertEqual((first.count, first.raw), (3, row * 3))
+        [second] = parser.feed(row[4:])
+        self.assertEqual((second.count, second.raw), (1, row))
 
 
 def _fuzz(test: SynchronousTestCase, parser: codec._Framer, stream: bytes, cuts: list[int]) -> None:

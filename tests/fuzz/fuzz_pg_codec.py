@@ -13,7 +13,10 @@ Input: C{[mode][chunk seed] + stream}.
     request is answered between them, as the proxy does (no differential);
   - bit 4 (client): a canned StartupMessage goes first, so the stream is
     all tagged messages;
-  - bit 5: small message limits (64 bytes).
+  - bit 5: small message limits (64 bytes);
+  - bit 6 (server): runs of DataRows framed as one (C{row_runs}), and the
+    stream parsed whole must frame the same rows, bytes and other messages
+    as it does row by row.
 
 Checked: C{feed} raises only L{codec.ProtocolError}, and keeps raising
 after one; the stream parses the same whole and in pieces; the parsed
@@ -47,6 +50,7 @@ def _parser(mode: int) -> codec.FrontendParser | codec.BackendParser:
     small = bool(mode & 0x20)
     if mode & 1:
         backend = codec.BackendParser(max_message_length=SMALL) if small else codec.BackendParser()
+        backend.row_runs = bool(mode & 0x40)
         if mode & 2:
             backend.expect_encryption_response()
         return backend
@@ -69,7 +73,11 @@ def _inspect(message: codec.Message) -> None:
     raw = codec.encode(message)
     check(raw == message.raw and isinstance(raw, bytes), "encode() of a parsed message is not its raw bytes")
     kind = type(message)
-    if kind is codec.DataRow:
+    if kind is codec.DataRows:
+        rows = codec.BackendParser().feed(raw)
+        check(len(rows) == message.count and all(type(r) is codec.DataRow for r in rows),
+              "a run of DataRows does not hold its count of whole rows")
+    elif kind is codec.DataRow:
         _data_row(message)
     elif kind is codec.CopyData:
         check(codec.CopyData.from_data(message.data).raw == raw, "CopyData.from_data(data) differs")
@@ -140,7 +148,21 @@ def _run(mode: int, pieces: list[bytes], interactive: bool) -> tuple[list[tuple[
     check(stream.startswith(consumed), "the messages' bytes are not the start of the stream")
     if not failed:
         check(len(consumed) + parser.buffered == len(stream), "bytes lost: messages plus buffered differ from the stream")
-    return [(type(m), codec.encode(m)) for m in messages], failed, parser.buffered
+    return _rows_merged(messages), failed, parser.buffered
+
+
+def _rows_merged(messages: list[codec.Message]) -> list[tuple[type, bytes]]:
+    """Each message's type and bytes, consecutive rows (one by one or in runs) as one entry: how they were cut aside."""
+    out: list[tuple[type, bytes]] = []
+    for message in messages:
+        kind = type(message)
+        if kind is codec.DataRow or kind is codec.DataRows:
+            if out and out[-1][0] is codec.DataRows:
+                out[-1] = (codec.DataRows, out[-1][1] + codec.encode(message))
+                continue
+            kind = codec.DataRows
+        out.append((kind, codec.encode(message)))
+    return out
 
 
 def one_input(data: bytes) -> None:
@@ -156,6 +178,14 @@ def one_input(data: bytes) -> None:
         return
     whole = _run(mode, [stream] if stream else [], False)
     parts = _run(mode, pieces, False)
+    if mode & 0x41 == 0x41:
+        # Runs cut where the reads are cut, and a failure leaves out the run it ends:
+        # compared with framing row by row only where the stream parsed.
+        if not whole[1] and not parts[1]:
+            check(whole == parts, f"runs differ whole and in {len(pieces)} pieces")
+            check(whole == _run(mode & ~0x40, [stream] if stream else [], False),
+                  "runs of rows differ from the rows framed one by one")
+        return
     check(whole == parts, f"the stream parses differently whole and in {len(pieces)} pieces: {whole[1:]} vs {parts[1:]}")
 
 

@@ -754,7 +754,10 @@ class Session:
         decision = _fired(d)
         if decision is _PENDING:
             return d.addCallback(handle._decided)
-        return handle._decided_now(decision)
+        try:
+            return handle._decided_now(decision)
+        except Exception:
+            return fail()  # (a bug: the caller's errback refuses the action, as check's Deferred did)
 
     def observe(self, action: Action) -> Deferred[IActionHandle]:
         """

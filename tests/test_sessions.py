@@ -354,6 +354,13 @@ class SessionServiceTests(SynchronousTestCase):
         waiting[0].callback(1)
         self.assertTrue(self.successResultOf(d).allowed)
 
+    def test_check_now_bug_fails_the_deferred(self) -> None:
+        """A bug while recording (here, attributes that are no mapping) fails the Deferred, never raises at the call site."""
+        session = self.open()
+        broken = Action(kind="sql.query", input="SELECT 1", attributes=42)  # type: ignore[arg-type]
+        self.failureResultOf(session.check_now(broken), AttributeError)
+        self.failureResultOf(session.check(broken), AttributeError)
+
     def test_check_now_log_unavailable(self) -> None:
         """A log that cannot be written: a failed Deferred, as check gives (the caller must not forward)."""
         session = self.open()

@@ -967,6 +967,55 @@ class LargeResultTests(_GatewayCase):
 # -- policy bypasses (security review), at the wire level ------------------------
 
 
+class ReloadMidResultTests(_GatewayCase):
+    """A policy reload that adds a mask while a large result streams (as SIGHUP would, between two reads)."""
+
+    DOMAIN = "canary.example.org"
+
+    def setUp(self):
+        self.start(extra_policy="# no masks yet\n")
+        self.cluster.psql(
+            "CREATE TABLE big (id int, email text);"
+            f"INSERT INTO big SELECT g, 'user' || g || '@{self.DOMAIN}' FROM generate_series(1, 100000) g;"
+            "GRANT ALL ON big TO app_scram;"
+        )
+
+    @inlineCallbacks
+    def test_no_row_after_the_reload_unmasked(self):
+        """
+        The rows relayed before the reload were not masked (no mask applied
+        then); after it, none of the result's rows reaches psql, whose
+        masking was planned without the new mask: the session ends (08P01)
+        instead. The next session's rows are masked.
+        """
+        from hoopgw.protocols.postgres import codec, frontend
+
+        relay = frontend.ClientProtocol._server_messages
+        seen = {"rows": 0, "reloaded": False}
+        mask = '[[mask]]\nname = "pii"\ncolumns = ["public.big.email"]\ndetectors = ["email"]\n'
+
+        def spy(protocol, messages):
+            for message in messages:
+                kind = type(message)
+                if not seen["reloaded"]:
+                    seen["rows"] += message.count if kind is codec.DataRows else kind is codec.DataRow
+            relay(protocol, messages)
+            if seen["rows"] > 1000 and not seen["reloaded"]:
+                seen["reloaded"] = True
+                (self.base / "policies" / "extra.toml").write_text(mask)
+                self.gateway.reload_policy()
+
+        frontend.ClientProtocol._server_messages = spy
+        self.addCleanup(setattr, frontend.ClientProtocol, "_server_messages", relay)
+        code, output = yield self.psql("-c", "SELECT id, email FROM big")
+        self.assertTrue(seen["reloaded"])
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"masks changed while a result was being relayed", output)
+        self.assertLessEqual(output.count(self.DOMAIN.encode()), seen["rows"])
+        code, output = yield self.psql("-c", "SELECT id, email FROM big ORDER BY id LIMIT 2")
+        self.assertEqual((code, output), (0, b"1|[redacted]\n2|[redacted]\n"))
+
+
 class RawClient:
     """
     A client that speaks the protocol message by message, as no driver will:

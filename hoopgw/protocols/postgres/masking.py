@@ -401,10 +401,15 @@ class ResultMasking:
         only up to the last planned column, and only changed columns are
         rebuilt; the bytes around them are copied in slices.
         """
+        masks = self._session_masks
+        if self._masks() is not masks:
+            # A policy reload changed the masks after this result's columns
+            # were planned (or it began with none): what the new ones cover
+            # cannot be told from the old plan, so no row of it goes out.
+            raise Desync("the session's masks changed while a result was being relayed (a policy reload)")
         plan = self._plan
         if plan is None:
             return row.raw
-        masks = self._session_masks
         assert masks is not None
         counts = self.counts
         gate = masks.gate.passes

@@ -20,6 +20,7 @@ from hoopgw.masking.service import MaskingService
 from hoopgw.model import Connection, Identity
 from hoopgw.policy.rules import MaskRule, PolicySet
 from hoopgw.protocols.postgres import codec
+from hoopgw.protocols.postgres.tracker import Desync
 from hoopgw.protocols.postgres.masking import ResultMasking
 from hoopgw.protocols.postgres.origins import Relation, column_names, view_origins
 from hoopgw.testing import FixedCatalog, NullMetrics
@@ -100,6 +101,24 @@ class ResultMaskingTests(SynchronousTestCase):
         self.assertEqual(codec.DataRow(raw).values, (REDACTED.encode(), b"1", f"card {REDACTED}".encode(), b"plain"))
         self.assertEqual(masking.take_counts(), {"pii": 2})
         self.assertIsNone(masking.take_counts())
+
+    def test_masks_changed_mid_result(self) -> None:
+        """
+        A policy reload changes the session's masks while a result streams:
+        its rows were planned for the old masks (here: none applied to its
+        columns), so none goes out; the front end ends the session (Desync).
+        The next result is planned for the new ones.
+        """
+        masks = [session_masks(MaskRule("other", columns=("public.other.x",)))]
+        masking = ResultMasking(lambda: masks[0], FixedCatalog(tables=RELATIONS))
+        description = codec.RowDescription([field("ssn", PEOPLE, 2)])
+        masking.describe(description)
+        row = codec.DataRow.from_values([b"536-22-8726"])
+        self.assertEqual(masking.row(row), row.raw)  # no mask covers it
+        masks[0] = session_masks(PII)  # the reload
+        self.assertRaises(Desync, masking.row, row)
+        masking.describe(description)
+        self.assertEqual(codec.DataRow(masking.row(row)).values, (REDACTED.encode(),))
 
     def test_types_the_client_parses_become_null(self) -> None:
         """A number masked by origin cannot be "[redacted]" (psycopg would refuse it); binary values neither."""

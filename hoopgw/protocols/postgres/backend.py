@@ -18,7 +18,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.protocols import IStreamTransport, set_no_delay
+from hoopgw.protocols import IStreamTransport, _tls as tls, set_no_delay
 from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.auth import SCRAM_SHA_256, BackendAuthError, ScramClient, md5_password
 from hoopgw.protocols.postgres.settings import PostgresSettings
@@ -85,6 +85,7 @@ class BackendProtocol(Protocol):
 
     def connectionMade(self) -> None:
         set_no_delay(self.transport)  # as libpq does: a message must not wait for the server's ACK of the last
+        tls.send_at_once(self.transport)
         if self.settings.tls == "disable":
             self._send_startup()
         else:
@@ -132,6 +133,7 @@ class BackendProtocol(Protocol):
                 self._fail(BackendAuthError(f"the target refused TLS (tls = {self.settings.tls!r})"))
                 return
             self.transport.startTLS(self.tls_options)
+            tls.send_at_once(self.transport)
             self._send_startup()
         elif isinstance(message, codec.AuthenticationOk):
             if self._scram is not None:

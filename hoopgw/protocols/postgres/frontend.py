@@ -402,6 +402,7 @@ class ClientProtocol(Protocol):
         # (a held statement's notice, then its result once approved) must not
         # wait out the client's delayed ACK.
         set_no_delay(self.transport)
+        tls.send_at_once(self.transport)  # (a relay writes one batch per read: no reason to wait a turn)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)
@@ -446,6 +447,7 @@ class ClientProtocol(Protocol):
             self.transport.write(step.answer)
             if step.start_tls:
                 self.transport.startTLS(self.front.tls_options)
+                tls.send_at_once(self.transport)  # (TLS writes its records through an object of its own)
             self.parser.encryption_answered()
         elif isinstance(step, startup.AskPassword):
             self.state = Phase.PASSWORD

@@ -438,6 +438,27 @@ class SessionServiceTests(SynchronousTestCase):
         for stored in inputs[2:]:
             self.assertNotIn("alice@example.com", stored)
 
+    def test_repeated_action_counted_each_time(self) -> None:
+        """
+        What a mask masks in an action recorded again is counted in the
+        metrics at each record, the shared form's as the first's.
+        """
+        from types import SimpleNamespace
+
+        from hoopgw.masking.service import MaskingService
+        from hoopgw.policy.loader import build_policy_set
+
+        counted: list[tuple[str, str, int]] = []
+        metrics = SimpleNamespace(values_masked=lambda mask, detector, count: counted.append((mask, detector, count)))
+        masks = b'[[mask]]\nname = "pii"\ndetectors = ["email"]\n'
+        policy = SimpleNamespace(policy_set=build_policy_set([("masks.toml", masks)]))
+        self.service.masking = MaskingService(policy, b"k" * 32, metrics)  # type: ignore[arg-type]
+        session = self.open()
+        action = Action(kind="http.request", input="GET /users/alice@example.com", details={"verb": "get"})
+        for _ in range(3):
+            self.successResultOf(session.check(action))
+        self.assertEqual(counted, [("pii", "email", 1)] * 3)
+
     def test_action_form_not_shared_unless_read_only(self) -> None:
         """
         An action whose details canonical JSON checks each time (a float)

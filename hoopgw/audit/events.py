@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from hoopgw.audit.canonical import Checked, checked
 
 if TYPE_CHECKING:
-    from hoopgw.masking.service import SessionMasks
+    from hoopgw.masking.service import Counts, SessionMasks
     from hoopgw.model import Action
 
 __all__ = [
@@ -348,10 +348,12 @@ class SessionRecords:
         if client:
             common["client"] = checked(client)
         self._common = common
-        # id(action) -> (action, masks, form): the forms of actions recorded
-        # again (a cached HTTP request is one Action for every session), as
-        # these masks stored them; None until its second record.
-        self._forms: dict[int, tuple[Action, SessionMasks | None, dict[str, Any] | None]] = {}
+        # id(action) -> (action, masks, form, counts): the forms of actions
+        # recorded again (a cached HTTP request is one Action for every
+        # session), as these masks stored them (None until its second
+        # record), and what they masked in it, counted in the metrics again
+        # at each record as if masked again.
+        self._forms: dict[int, tuple[Action, SessionMasks | None, dict[str, Any] | None, Counts]] = {}
 
     def action_form(
         self, action: Action, masks: SessionMasks | None, literals: Callable[[str], Any] | None = None
@@ -373,6 +375,8 @@ class SessionRecords:
         key = id(action)
         entry = self._forms.get(key)
         if entry is not None and entry[0] is action and entry[1] is masks and entry[2] is not None:
+            if entry[3] and masks is not None:
+                masks.settle(entry[3])
             return entry[2]
         again = entry is not None and entry[0] is action and entry[1] is masks
         attributes = {
@@ -380,8 +384,8 @@ class SessionRecords:
         }
         details = dict(action.details)
         form: dict[str, Any] = {"kind": action.kind, "input": action.input}
+        counts: Counts = {}
         if masks is not None and masks.trail:
-            counts: dict[tuple[str, str], int] = {}
             form["input"] = masks.trail_text(action.input, counts, literals)
             details = masks.trail_value(details, counts)
             attributes = masks.trail_value(attributes, {})  # (counted in the input already)
@@ -399,9 +403,9 @@ class SessionRecords:
         if not again:
             if len(self._forms) >= _FORMS_KEPT:
                 self._forms.clear()
-            self._forms[key] = (action, masks, None)
+            self._forms[key] = (action, masks, None, counts)
         elif all(type(form[k]) is Checked for k in ("attributes", "details") if k in form):
-            self._forms[key] = (action, masks, form)  # shared: only if read-only throughout
+            self._forms[key] = (action, masks, form, counts)  # shared: only if read-only throughout
         else:
             del self._forms[key]  # (checked each time: nothing to keep)
         return form

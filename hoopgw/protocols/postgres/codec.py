@@ -1427,6 +1427,9 @@ _BACKEND_DECODERS: dict[int, _Decoder] = {
 _DECODING_SLIPS = (struct.error, IndexError, ValueError, OverflowError)
 
 
+_DATA_ROW = ord("D")
+
+
 class _Framer:
     """
     Tagged-message framing shared by both directions.
@@ -1501,11 +1504,16 @@ class _Framer:
     def _parse(self, buf: bytes, out: list[Message]) -> int:
         return self._parse_tagged(buf, 0, out)
 
-    def _parse_tagged(self, buf: bytes, pos: int, out: list[Message]) -> int:
+    def _parse_tagged(self, buf: bytes, pos: int, out: list[Message], runs: bool = False) -> int:
+        """
+        Frame the messages of C{buf} from C{pos} into C{out}; with C{runs},
+        each run of DataRows as one L{DataRows} (L{BackendParser.row_runs}).
+        """
         end = len(buf)
         decoders = self._decoders
         limits = self._limits
         maximum = self._max
+        row_limit = limits.get(_DATA_ROW, maximum) if limits else maximum
         append = out.append
         while end - pos >= 5:
             length = _unpack_i32(buf, pos + 1)[0]
@@ -1516,6 +1524,21 @@ class _Framer:
             if stop > end:
                 self._need = stop - pos
                 return pos
+            if runs and tag == _DATA_ROW:
+                start, count, pos = pos, 1, stop
+                # The run's other rows: each checked as above; one that is
+                # not all in is left for the outer loop (and the next read).
+                while end - pos >= 5 and buf[pos] == _DATA_ROW:
+                    length = _unpack_i32(buf, pos + 1)[0]
+                    if length < 4 or length > row_limit:
+                        raise self._bad_length(_DATA_ROW, length)
+                    stop = pos + length + 1
+                    if stop > end:
+                        break
+                    pos = stop
+                    count += 1
+                append(DataRows(buf if (start == 0 and pos == end) else buf[start:pos], count))
+                continue
             raw = buf if (pos == 0 and stop == end) else buf[pos:stop]
             decoder = decoders.get(tag)
             append(decoder(raw) if decoder is not None else _lazy_generic(raw))
@@ -1654,9 +1677,6 @@ class BackendPhase(Enum):
     ENCRYPTION_RESPONSE = "encryption-response"
 
 
-_DATA_ROW = ord("D")
-
-
 class BackendParser(_Framer):
     """
     Frames what a server sends: tagged messages throughout, except the
@@ -1699,45 +1719,5 @@ class BackendParser(_Framer):
                 self._need = 5
                 return 1
             self.phase = BackendPhase.TAGGED
-        if self.row_runs:
-            return self._parse_runs(buf, 0, out)
-        return self._parse_tagged(buf, 0, out)
+        return self._parse_tagged(buf, 0, out, self.row_runs)
 
-    def _parse_runs(self, buf: bytes, pos: int, out: list[Message]) -> int:
-        """L{_parse_tagged}, with each run of DataRows one L{DataRows}."""
-        end = len(buf)
-        decoders = self._decoders
-        limits = self._limits
-        maximum = self._max
-        row_limit = limits.get(_DATA_ROW, maximum) if limits else maximum
-        append = out.append
-        while end - pos >= 5:
-            length = _unpack_i32(buf, pos + 1)[0]
-            tag = buf[pos]
-            if length < 4 or length > (limits.get(tag, maximum) if limits else maximum):
-                raise self._bad_length(tag, length)
-            stop = pos + length + 1
-            if stop > end:
-                self._need = stop - pos
-                return pos
-            if tag == _DATA_ROW:
-                start, count, pos = pos, 1, stop
-                # The run's other rows: each checked as above; one that is
-                # not all in is left for the outer loop (and the next read).
-                while end - pos >= 5 and buf[pos] == _DATA_ROW:
-                    length = _unpack_i32(buf, pos + 1)[0]
-                    if length < 4 or length > row_limit:
-                        raise self._bad_length(_DATA_ROW, length)
-                    stop = pos + length + 1
-                    if stop > end:
-                        break
-                    pos = stop
-                    count += 1
-                append(DataRows(buf if (start == 0 and pos == end) else buf[start:pos], count))
-                continue
-            raw = buf if (pos == 0 and stop == end) else buf[pos:stop]
-            decoder = decoders.get(tag)
-            append(decoder(raw) if decoder is not None else _lazy_generic(raw))
-            pos = stop
-        self._need = 5
-        return pos

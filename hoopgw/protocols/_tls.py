@@ -44,7 +44,7 @@ def send_at_once(transport: Any) -> None:
     TLS layer then writes its records through an object of its own.  A
     transport that is not a Twisted TCP connection is left as it is.
     """
-    tcp = transport
+    tcp: Any = transport
     for _ in range(4):  # (wrappers that forward what they lack: the pre-authentication guard, a TLS layer)
         if isinstance(tcp, FileDescriptor):
             break
@@ -53,7 +53,7 @@ def send_at_once(transport: Any) -> None:
         return
     if not all(hasattr(tcp, name) for name in ("socket", "dataBuffer", "offset", "_tempDataLen", "_writeDisconnected")):
         return  # (not a socket, or a Twisted whose FileDescriptor changed: its own timing)
-    writer = tcp
+    writer: Any = tcp
     if getattr(tcp, "TLS", False):
         # startTLS: the TLS layer writes its records through a bypass object
         # (twisted.internet._newtls._BypassTLS), not through the connection,
@@ -68,7 +68,7 @@ def send_at_once(transport: Any) -> None:
     plain = writer is tcp
 
     def write(data: bytes) -> None:
-        if plain and tcp.TLS:
+        if plain and getattr(tcp, "TLS", False):
             # TLS started and nobody called this again: never send around
             # it; the connection's own write encrypts from now on.
             vars(tcp).pop("write", None)

@@ -26,7 +26,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from hoopgw.protocols import IStreamTransport, set_no_delay
+from hoopgw.protocols import IStreamTransport, _tls as tls, set_no_delay
 from hoopgw.protocols.http.wire import END, ParseError, Parser
 
 __all__ = ["Pool", "UpstreamConnection", "UpstreamUser", "set_no_delay"]
@@ -59,8 +59,9 @@ class UpstreamConnection(Protocol):
         self.closed: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
-        # Small request heads must not wait for an ACK (Nagle).
+        # Small request heads must not wait for an ACK (Nagle), nor a reactor turn.
         set_no_delay(self.transport)
+        tls.send_at_once(self.transport)
         self.transport.registerProducer(self, True)
 
     def start(self, user: UpstreamUser, *, head_request: bool) -> None:

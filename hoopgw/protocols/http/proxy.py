@@ -94,7 +94,7 @@ from hoopgw.errors import (
 )
 from hoopgw.masking.stream import masked_recorder
 from hoopgw.model import Action, Connection, Identity, Outcome, Source, Status
-from hoopgw.protocols import IStreamTransport, _preauth
+from hoopgw.protocols import IStreamTransport, _preauth, _tls as tls
 from hoopgw.protocols.http.bodies import DEFAULT_CAP, body_record
 from hoopgw.protocols.http.headers import (
     HOP_BY_HOP,
@@ -579,8 +579,10 @@ class _ClientConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.source = Source.from_address("http", self.transport.getPeer())
-        # Responses are written whole: nothing to gain from Nagle's delay.
+        # Responses are written whole: nothing to gain from Nagle's delay,
+        # nor from waiting a reactor turn to send them.
         set_no_delay(self.transport)
+        tls.send_at_once(self.transport)
         self.transport.registerProducer(self, True)
         self._arm_idle()
 

@@ -106,6 +106,11 @@ def _fired(d: Deferred[_V]) -> _V:
     return cast(_V, _PENDING)
 
 
+def _later(result: _V | Deferred[_V]) -> Deferred[_V]:
+    """C{result} as a Deferred: the one a result that waits already is, or one fired with it."""
+    return result if isinstance(result, Deferred) else succeed(result)
+
+
 def _refusal(decision: Decision) -> Decision:
     """
     Without a review service, an action that needs review is refused (fail
@@ -727,8 +732,7 @@ class Session:
             (C{blocked}) is already recorded.  Fails with L{AuditUnavailable}
             if the log cannot be written: the caller must not forward.
         """
-        result = self.check_now(action, on_held, hold_limit)
-        return result if isinstance(result, Deferred) else succeed(result)
+        return _later(self.check_now(action, on_held, hold_limit))
 
     def check_now(
         self, action: Action, on_held: Callable[[Review], object] | None = None, hold_limit: int | None = None
@@ -755,9 +759,9 @@ class Session:
         if decision is _PENDING:
             return d.addCallback(handle._decided)
         try:
-            return handle._decided_now(decision)
+            return handle._decided(decision)
         except Exception:
-            return fail()  # (a bug: the caller's errback refuses the action, as check's Deferred did)
+            return fail()  # (a bug: the caller's errback refuses the action)
 
     def observe(self, action: Action) -> Deferred[IActionHandle]:
         """
@@ -766,10 +770,7 @@ class Session:
         enforced.  Fails as L{check} does when the session is closed or the
         audit log is unavailable.
         """
-        handle = self._new_handle(action)
-        if not isinstance(handle, ActionHandle):
-            return handle
-        return maybeDeferred(handle._decided, OBSERVED)
+        return _later(self._record(action, OBSERVED))
 
     def refuse(self, action: Action, message: str) -> Deferred[IActionHandle]:
         """
@@ -777,10 +778,17 @@ class Session:
         cannot be read as the target would read it (the rule is
         C{GATEWAY_RULE}).  Fires with its L{ActionHandle}, already blocked.
         """
+        return _later(self._record(action, Decision(effect=Effect.deny, rule=GATEWAY_RULE, message=message)))
+
+    def _record(self, action: Action, decision: Decision) -> IActionHandle | Deferred[IActionHandle]:
+        """Record C{action} as C{decision} decides it, without asking policy."""
         handle = self._new_handle(action)
         if not isinstance(handle, ActionHandle):
             return handle
-        return maybeDeferred(handle._decided, Decision(effect=Effect.deny, rule=GATEWAY_RULE, message=message))
+        try:
+            return handle._decided(decision)
+        except Exception:
+            return fail()  # (a bug: the caller's errback refuses the action)
 
     def _new_handle(self, action: Action) -> ActionHandle | Deferred[IActionHandle]:
         if self.closed:
@@ -955,11 +963,7 @@ class ActionHandle:
         record.update(session.records.action_form(self.action, session.masks, session.literals))
         return record
 
-    def _decided(self, decision: Decision) -> Deferred[IActionHandle]:
-        result = self._decided_now(decision)
-        return result if isinstance(result, Deferred) else succeed(result)
-
-    def _decided_now(self, decision: Decision) -> IActionHandle | Deferred[IActionHandle]:
+    def _decided(self, decision: Decision) -> IActionHandle | Deferred[IActionHandle]:
         """Record C{decision}: the handle once its C{action.start} is written, or a Deferred if that waits."""
         session = self.session
         service = session.service

@@ -431,10 +431,10 @@ class SessionRecords:
 
 
 def action_end(
-    outcome: Mapping[str, Any],
+    outcome: dict[str, Any],
     *,
     error: str | None = None,
-    masked: Mapping[str, int] | None = None,
+    masked: dict[str, int] | None = None,
     duration_us: int | None = None,
     review: str | None = None,
 ) -> dict[str, Any]:
@@ -442,18 +442,19 @@ def action_end(
     C{action.end}'s C{outcome}: the front end's (L{Outcome.to_record
     <hoopgw.model.Outcome.to_record>}), with the error as the trail stores
     it (masked), the masks' counts, the duration the session measured when
-    the front end gave none, and the review that held it.
+    the front end gave none, and the review that held it.  C{outcome} and
+    C{masked} are the caller's fresh dicts, completed and kept, not copied:
+    this runs once per statement.
     """
-    record = dict(outcome)
     if error is not None:
-        record["error"] = error
+        outcome["error"] = error
     if masked is not None:
-        record["masked"] = dict(masked)
+        outcome["masked"] = masked
     if duration_us is not None:
-        record["duration_us"] = duration_us
+        outcome["duration_us"] = duration_us
     if review is not None:
-        record["review"] = review
-    return record
+        outcome["review"] = review
+    return outcome
 
 
 def session_end(

@@ -85,6 +85,7 @@ log = Logger()
 # Decisions now (their handles) or later (a Deferred of them): see ClientProtocol._then.
 _Handles = list[IActionHandle] | Deferred[list[IActionHandle]]
 
+
 class RowTransform(TypingProtocol):
     """
     The masking seam (L{ResultMasking} is the gateway's): sees each
@@ -1258,9 +1259,7 @@ class ClientProtocol(Protocol):
                 backend.write(codec.Query(marker))
             tracker.forward(Pending(Expect.END))
 
-        d = self.front.catalog(session.connection).function(message.function_oid).addCallback(judge)
-        d.addCallback(decided)
-        d.addCallbacks(self._resume, self._refused_all)
+        self._then(self.front.catalog(session.connection).function(message.function_oid).addCallback(judge), decided)
 
     # -- the relay: server to client -----------------------------------------
 

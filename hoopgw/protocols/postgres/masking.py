@@ -288,6 +288,9 @@ class ResultMasking:
         self._catalog = catalog
         self._plan: list[tuple[int, int, Any]] | None = None
         self._session_masks: SessionMasks | None = None
+        # The session's masks as of the read being relayed (L{active}): the
+        # ones its rows must have been planned for.
+        self._now: SessionMasks | None = None
         self._ready_for: codec.RowDescription | None = None
         self._shortest = 0  # values shorter than this no detector can match
         # The Python codec of the session's client_encoding (the front end
@@ -312,8 +315,13 @@ class ResultMasking:
         self._copy_ready_for: codec.CopyOutResponse | None = None
 
     def active(self) -> bool:
-        """Whether the session has masks now (else its messages pass untouched)."""
-        return self._masks() is not None
+        """
+        Whether the session has masks now (else its messages pass
+        untouched).  Asked once per read relayed: the masks it finds are
+        the ones that read's rows must have been planned for (L{row}).
+        """
+        now = self._now = self._masks()
+        return now is not None
 
     # -- results ---------------------------------------------------------------
 
@@ -325,7 +333,7 @@ class ResultMasking:
         if description is self._ready_for:
             self._ready_for = None  # planned while the rows were held
             return None
-        masks = self._session_masks = self._masks()
+        masks = self._session_masks = self._now = self._masks()
         self._plan = None
         if masks is None or not masks.masks_results:
             return None
@@ -402,7 +410,7 @@ class ResultMasking:
         rebuilt; the bytes around them are copied in slices.
         """
         masks = self._session_masks
-        if self._masks() is not masks:
+        if self._now is not masks:
             # A policy reload changed the masks after this result's columns
             # were planned (or it began with none): what the new ones cover
             # cannot be told from the old plan, so no row of it goes out.

@@ -116,6 +116,7 @@ class ResultMaskingTests(SynchronousTestCase):
         row = codec.DataRow.from_values([b"536-22-8726"])
         self.assertEqual(masking.row(row), row.raw)  # no mask covers it
         masks[0] = session_masks(PII)  # the reload
+        self.assertTrue(masking.active())  # (the front end asks at each read)
         self.assertRaises(Desync, masking.row, row)
         masking.describe(description)
         self.assertEqual(codec.DataRow(masking.row(row)).values, (REDACTED.encode(),))

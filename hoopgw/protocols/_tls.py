@@ -79,6 +79,7 @@ def send_at_once(transport: Any) -> None:
             and tcp.connected
             and not tcp.disconnected
             and not tcp._writeDisconnected
+            and not getattr(tcp, "_aborting", False)  # (Twisted drops what is written after an abort)
             and not tcp._tempDataLen
             and tcp.offset >= len(tcp.dataBuffer)
         ):

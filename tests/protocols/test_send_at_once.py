@@ -119,6 +119,22 @@ class SendAtOnceTests(TestCase):
         server.transport.write(b"more")
         self.assertEqual((yield client.done), b"more")
 
+    @inlineCallbacks
+    def test_nothing_sent_after_an_abort(self):
+        """
+        As in Twisted, a write after C{abortConnection} is dropped: the
+        connection is gone for its owner, even before the reactor closes it.
+        """
+        server, client = yield self.connected()
+        _tls.send_at_once(server.transport)
+        client.wanted = 6
+        server.transport.write(b"before")
+        self.assertEqual((yield client.done), b"before")
+        server.transport.abortConnection()
+        server.transport.write(b"after")
+        yield client.lost
+        self.assertEqual(client.data, b"before")
+
     def test_not_tcp(self):
         """A transport that is not a socket (a test's memory transport) is left as it is."""
         from twisted.internet.testing import StringTransport

@@ -80,6 +80,7 @@ class BackendProtocol(Protocol):
         self._authenticated = False  # an AuthenticationOk was accepted
         self.bytes_in = 0
         self.bytes_out = 0
+        self._corked: list[bytes] | None = None  # (see cork)
 
     # -- connection set-up ---------------------------------------------------
 
@@ -97,13 +98,34 @@ class BackendProtocol(Protocol):
         self.write(codec.StartupMessage(parameters))
 
     def write(self, message: codec.Message) -> None:
-        data = codec.encode(message)
-        self.bytes_out += len(data)
-        self.transport.write(data)
+        self.write_raw(codec.encode(message))
 
     def write_raw(self, data: bytes) -> None:
         self.bytes_out += len(data)
-        self.transport.write(data)
+        corked = self._corked
+        if corked is not None:
+            corked.append(data)
+        else:
+            self.transport.write(data)
+
+    def cork(self) -> None:
+        """
+        Hold writes until L{uncork}: what one read of the client releases
+        (a statement, the Describe, Execute and Sync behind it) goes to the
+        server as one write -- one send, one TLS record -- not one per decision.
+        """
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked:
+            self.transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+
+    def abort(self) -> None:
+        """Close at once; what decisions already released this turn goes first, as uncorked it would have."""
+        self.uncork()
+        self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)

@@ -368,7 +368,7 @@ class ClientProtocol(Protocol):
             self._fatal("57P01", f"terminating connection due to administrator command (hoopgw: {reason})")
         if backend is not None and backend.transport is not None:
             backend.on_lost = None
-            backend.transport.abortConnection()
+            backend.abort()
         self._teardown(
             "closed",
             unfinished=f"outcome unknown: the session was ended ({reason}) while this ran; "
@@ -641,15 +641,22 @@ class ClientProtocol(Protocol):
         Forward queued messages until one waits for its decision, or for the
         server to say whether a COPY started.  A decision that fires at once
         (the usual case) resumes this same loop rather than a nested one, so
-        a long pipeline costs no stack.
+        a long pipeline costs no stack.  What it forwards, decided statements
+        included, goes to the server as one write (L{BackendProtocol.cork});
+        what a refused message dropped from its batch is never written.
         """
         if self._draining:
             return
         self._draining = True
+        backend = self.backend
+        if backend is not None:
+            backend.cork()
         try:
             self._drain_queue()
         finally:
             self._draining = False
+            if backend is not None:
+                backend.uncork()
 
     def _drain_queue(self) -> None:
         backend = self.backend
@@ -1448,7 +1455,7 @@ class ClientProtocol(Protocol):
         self._fatal("08P01", f"hoopgw: {why}; the session is ended")
         if self.backend is not None and self.backend.transport is not None:
             self.backend.on_lost = None
-            self.backend.transport.abortConnection()
+            self.backend.abort()
         self._teardown("failed", error=why)
 
     # Messages that are actions: decided (a Deferred) before they are sent.

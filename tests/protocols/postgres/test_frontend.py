@@ -666,6 +666,57 @@ class PipelineTests(_FrontEndCase):
         sent = frames(backend.transport.value(), self._tagged())
         self.assertEqual([m.query for m in sent], [f"SELECT {i}" for i in range(1000)])
 
+    def writes(self, backend) -> list[bytes]:
+        """From now on, each write to the target's transport, as it was made."""
+        made: list[bytes] = []
+        write = backend.transport.write
+
+        def counted(data: bytes) -> None:
+            made.append(data)
+            write(data)
+
+        backend.transport.write = counted
+        return made
+
+    def test_one_write_per_read(self) -> None:
+        """
+        What one read of the client releases goes to the target as one
+        write: a Parse, the Bind decided in between and the messages after
+        it (one send, one TLS record), as libpq sent them.
+        """
+        client, transport, backend = self.start()
+        made = self.writes(backend)
+        batch = (
+            codec.Parse("s", "SELECT $1", ()),
+            codec.Bind("", "s", (), (), ()),
+            codec.Describe("P", ""),
+            codec.Execute("", 0),
+            codec.Sync(),
+        )
+        client.dataReceived(encoded(*batch))
+        self.assertEqual(made, [encoded(*batch)])
+        self.assertEqual(len(self.audit.of("action.start")), 1)
+        # Two statements in one read: still one write, each recorded before it.
+        backend.dataReceived(encoded(codec.ParseComplete(), codec.BindComplete(), codec.NoData(),
+                                     codec.CommandComplete("SELECT 1"), codec.ReadyForQuery("I")))
+        del made[:]
+        client.dataReceived(encoded(codec.Query("SELECT 1"), codec.Query("SELECT 2")))
+        self.assertEqual(made, [encoded(codec.Query("SELECT 1"), codec.Query("SELECT 2"))])
+        self.assertEqual(len(self.audit.of("action.start")), 3)
+
+    def test_held_decision_writes_when_it_comes(self) -> None:
+        """
+        A decision that waits (a review, a full log): what preceded the
+        statement goes at once, the statement and what follows when allowed.
+        """
+        client, transport, backend = self.start()
+        made = self.writes(backend)
+        self.policy.hold = True
+        client.dataReceived(encoded(codec.Parse("s", "SELECT 1", ()), codec.Bind("", "s", (), (), ()), codec.Sync()))
+        self.assertEqual(made, [encoded(codec.Parse("s", "SELECT 1", ()))])
+        self.policy.release()
+        self.assertEqual(made[1:], [encoded(codec.Bind("", "s", (), (), ())), encoded(codec.Sync())])
+
     def test_decision_after_disconnect(self) -> None:
         """
         If the client disconnects while a statement is being decided, the

@@ -1368,12 +1368,42 @@ def error_response(
 
 _Decoder = Callable[[bytes], Message]
 
+# What one decoder remembers (see _remembered): the latest this many distinct
+# messages, each at most this long.
+_REMEMBERED = 256
+_REMEMBERED_LONGEST = 2048
+
+
+def _remembered(decode: Callable[[bytes], _D]) -> Callable[[bytes], _D]:
+    """
+    C{decode}, remembering what it made of recent messages.  A decoder is a
+    function of the bytes alone and its messages are immutable, so the
+    answers a server repeats (the same query's RowDescription, a "SELECT 1"
+    tag, ReadyForQuery) are decoded once, not for every statement: a dict
+    lookup instead of a parse and an attrs object (2-6 µs each).  Bounded:
+    long messages are not kept, and a full table starts again.
+    """
+    seen: dict[bytes, _D] = {}
+
+    def decode_remembered(raw: bytes) -> _D:
+        message = seen.get(raw)
+        if message is None:
+            message = decode(raw)  # (raises for a malformed message: nothing kept)
+            if len(raw) <= _REMEMBERED_LONGEST:
+                if len(seen) >= _REMEMBERED:
+                    seen.clear()
+                seen[raw] = message
+        return message
+
+    return decode_remembered
+
+
 _FRONTEND_DECODERS: dict[int, _Decoder] = {
     ord("Q"): _decode_query,
     ord("P"): _decode_parse,
     ord("B"): _decode_bind,
-    ord("E"): _decode_execute,
-    ord("D"): _describe_decoder(Describe),
+    ord("E"): _remembered(_decode_execute),
+    ord("D"): _remembered(_describe_decoder(Describe)),
     ord("C"): _describe_decoder(Close),
     ord("S"): _empty(Sync),
     ord("H"): _empty(Flush),
@@ -1400,10 +1430,10 @@ _BACKEND_DECODERS: dict[int, _Decoder] = {
     ord("R"): _decode_authentication,
     ord("S"): _decode_parameter_status,
     ord("K"): _decode_backend_key_data,
-    ord("Z"): _decode_ready_for_query,
-    ord("T"): _decode_row_description,
+    ord("Z"): _remembered(_decode_ready_for_query),
+    ord("T"): _remembered(_decode_row_description),
     ord("D"): _lazy(DataRow),
-    ord("C"): _decode_command_complete,
+    ord("C"): _remembered(_decode_command_complete),
     ord("E"): _notice_decoder(ErrorResponse),
     ord("N"): _notice_decoder(NoticeResponse),
     ord("1"): _empty(ParseComplete),

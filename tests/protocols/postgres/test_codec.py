@@ -423,6 +423,43 @@ class PropertyTests(SynchronousTestCase):
         self.assertEqual(row.replace_column(index, value).values, tuple(changed))
 
 
+class RememberedDecodingTests(SynchronousTestCase):
+    """
+    The decoders that remember recent messages (RowDescription,
+    CommandComplete, ReadyForQuery, Describe, Execute) answer as decoding
+    afresh would, however often the same bytes come, and never remember
+    what they refuse.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(backend_messages, max_size=8), st.lists(frontend_messages, max_size=8), st.integers(1, 3))
+    def test_same_as_decoding_afresh(self, backend: list[Message], frontend: list[Message], times: int) -> None:
+        for messages, parser in ((backend, BackendParser), (frontend, tagged_frontend)):
+            data = b"".join(encode(m) for m in messages)
+            for _ in range(times):
+                parsed = parser().feed(data)
+                self.assertEqual(parsed, messages)
+                self.assertEqual([m.raw for m in parsed], [encode(m) for m in messages])
+
+    def test_bounded(self) -> None:
+        """Past its bound a decoder starts again; a long message is never kept."""
+        decode = codec._remembered(codec._decode_command_complete)
+        seen = next(c.cell_contents for c in decode.__closure__ if type(c.cell_contents) is dict)
+        for n in range(codec._REMEMBERED + 10):
+            decode(encode(CommandComplete(f"SELECT {n}")))
+        self.assertLessEqual(len(seen), codec._REMEMBERED)
+        long = encode(CommandComplete("x" * codec._REMEMBERED_LONGEST))
+        self.assertEqual(decode(long).tag, "x" * codec._REMEMBERED_LONGEST)
+        self.assertNotIn(long, seen)
+
+    def test_refused_every_time(self) -> None:
+        """A malformed message is refused again, not answered from memory."""
+        for _ in range(2):
+            parser = BackendParser()
+            parser.feed(encode(ReadyForQuery("I")))
+            self.assertRaises(ProtocolError, parser.feed, b"Z\x00\x00\x00\x05X")
+
+
 class RowRunTests(SynchronousTestCase):
     """
     With C{row_runs}, each run of DataRows is one L{codec.DataRows}: the same

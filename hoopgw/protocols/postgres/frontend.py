@@ -116,6 +116,9 @@ class RowTransform(TypingProtocol):
 
 # What a client may send while one of its statements waits for review.
 _HELD_QUEUE_LIMIT = 1 << 20
+# The outcome of what was forwarded before the gateway itself ended the
+# session: the server got it and may have run it, but its answer is not read.
+_ENDED_AFTER_FORWARDING = "outcome unknown: forwarded before the gateway ended the session"
 
 
 def _action_kind(info: StatementInfo, default: str) -> str:
@@ -345,6 +348,11 @@ class ClientProtocol(Protocol):
         self.transport.write(data)
 
     def _fatal(self, code: str, message: str) -> None:
+        backend = self.backend
+        if backend is not None:
+            # What earlier decisions released this turn (recorded, corked)
+            # reaches the server before the session's end is recorded.
+            backend.uncork()
         self._send(codec.error_response("FATAL", code, message))
         self._unlink()
         self.transport.loseConnection()
@@ -936,7 +944,7 @@ class ClientProtocol(Protocol):
             f'hoopgw: statement and portal names beginning with "{RESERVED_PREFIX}" are reserved '
             f"for the gateway ({type(message).__name__} refused)",
         )
-        self._teardown("failed", error=f"client used a reserved {RESERVED_PREFIX} name")
+        self._teardown("failed", error=f"client used a reserved {RESERVED_PREFIX} name", unfinished=_ENDED_AFTER_FORWARDING)
 
     def _query_in_batch(self, message: codec.Message) -> None:
         """
@@ -951,7 +959,7 @@ class ClientProtocol(Protocol):
     def _protocol_violation(self, what: str) -> None:
         """A message order whose effect on the server the gateway cannot follow: the connection ends."""
         self._fatal("08P01", f"hoopgw: {what} is not relayed (the gateway cannot follow its effect on the server)")
-        self._teardown("failed", error=f"protocol violation: {what}")
+        self._teardown("failed", error=f"protocol violation: {what}", unfinished=_ENDED_AFTER_FORWARDING)
 
     def _decide(self, actions: list[Action]) -> _Handles:
         """
@@ -1044,7 +1052,7 @@ class ClientProtocol(Protocol):
         else:
             log.failure("statement check failed", failure)
             self._fatal("XX000", "the gateway could not decide this statement")
-        self._teardown("failed")
+        self._teardown("failed", unfinished=_ENDED_AFTER_FORWARDING)
 
     def _denial(self, handle: IActionHandle) -> codec.ErrorResponse:
         decision = handle.decision

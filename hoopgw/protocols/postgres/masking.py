@@ -321,6 +321,10 @@ class ResultMasking:
         the ones that read's rows must have been planned for (L{row}).
         """
         now = self._now = self._masks()
+        if now is None:
+            # The held rows a plan was made for pass untouched now (a reload
+            # took the masks): that plan must not serve a later result.
+            self._ready_for = self._copy_ready_for = None
         return now is not None
 
     # -- results ---------------------------------------------------------------
@@ -330,8 +334,12 @@ class ResultMasking:
         Plan the rows that follow.  Returns a Deferred when the catalog must
         be read first: the caller holds the rows until it fires.
         """
-        if description is self._ready_for:
-            self._ready_for = None  # planned while the rows were held
+        # Planned while the rows were held: the next description is theirs.
+        # Only the next one: a decoder shares one object for the same bytes
+        # (codec._remembered), so identity alone would also match a later
+        # result of the same query, planned for other masks.
+        ready, self._ready_for = self._ready_for, None
+        if description is ready:
             return None
         masks = self._session_masks = self._now = self._masks()
         self._plan = None
@@ -627,8 +635,8 @@ class ResultMasking:
         relation, a column count that does not match) is masked whole by
         the first mask with C{columns}: fail closed.
         """
-        if response is self._copy_ready_for:
-            self._copy_ready_for = None
+        ready, self._copy_ready_for = self._copy_ready_for, None
+        if response is ready:  # (planned while the rows were held: see describe)
             return None
         self._copy = None
         self._copy_types = {}

@@ -704,6 +704,29 @@ class PipelineTests(_FrontEndCase):
         self.assertEqual(made, [encoded(codec.Query("SELECT 1"), codec.Query("SELECT 2"))])
         self.assertEqual(len(self.audit.of("action.start")), 3)
 
+    def test_released_before_the_session_ends(self) -> None:
+        """
+        A read whose later message ends the session (a reserved name): the
+        statement decided before it reaches the server before the session's
+        end is recorded, and its outcome says it is not known.
+        """
+        client, transport, backend = self.start()
+        events_at_write: list[list[str]] = []
+        write = backend.transport.write
+
+        def noted(data: bytes) -> None:
+            events_at_write.append([r["event"] for r in self.audit.records])
+            write(data)
+
+        backend.transport.write = noted
+        client.dataReceived(encoded(codec.Query("DELETE FROM t"), codec.Parse("hoopgw_x", "SELECT 1", ())))
+        self.assertEqual([m.query for m in frames(backend.transport.value(), self._tagged())], ["DELETE FROM t"])
+        [before] = events_at_write
+        self.assertEqual(before[-1], "action.start")
+        [end] = self.audit.of("action.end")
+        self.assertTrue(end["outcome"]["error"].startswith("outcome unknown"), end)
+        self.assertEqual(self.audit.records[-1]["event"], "session.end")
+
     def test_held_decision_writes_when_it_comes(self) -> None:
         """
         A decision that waits (a review, a full log): what preceded the
@@ -831,6 +854,44 @@ class CatalogTests(_FrontEndCase):
         client.dataReceived(codec.encode(codec.Query("SELECT 1")))
         backend.dataReceived(codec.encode(codec.CommandComplete("SELECT 1")) + codec.encode(codec.ReadyForQuery("I")))
         self.assertEqual(self.catalog.invalidations, 1)
+
+
+class RememberedDescriptionTests(_FrontEndCase):
+    def test_masked_after_masks_come_back(self) -> None:
+        """
+        The same query's RowDescription, decoded again, is the same object
+        (codec._remembered): a plan masking made for it while a reload had
+        removed the masks must not leave its next result unmasked.
+        """
+        from hoopgw.protocols.postgres.masking import ResultMasking
+        from tests.protocols.postgres.test_masking import PEOPLE, PII, RELATIONS, field, session_masks
+
+        masks = [session_masks(PII)]
+        self.catalog = FixedCatalog(tables=RELATIONS)
+        self.transform = ResultMasking(lambda: masks[0], self.catalog)
+        client, transport, backend = self.start()
+        ssn = b"536-22-8726"
+
+        def query(text: str, description: codec.RowDescription, value: bytes) -> list[codec.Message]:
+            transport.clear()
+            client.dataReceived(encoded(codec.Query(text)))
+            backend.dataReceived(encoded(
+                description, codec.DataRow.from_values([value]), codec.CommandComplete("SELECT 1"), codec.ReadyForQuery("I")
+            ))
+            return [m for m in frames(transport.value()) if isinstance(m, codec.DataRow)]
+
+        people = codec.RowDescription([field("ssn", PEOPLE, 2)])
+        self.catalog.hold = True  # its plan waits for the catalog
+        client.dataReceived(encoded(codec.Query("SELECT ssn FROM people")))
+        backend.dataReceived(encoded(
+            people, codec.DataRow.from_values([ssn]), codec.CommandComplete("SELECT 1"), codec.ReadyForQuery("I")
+        ))
+        masks[0] = None  # a reload removes the masks meanwhile
+        self.catalog.release()
+        masks[0] = session_masks(PII)  # and another brings them back
+        query("SELECT true", codec.RowDescription([field("b", type_oid=16)]), b"t")
+        [row] = query("SELECT ssn FROM people", people, ssn)
+        self.assertNotEqual(row.values[0], ssn)
 
 
 class LateDecisionTests(_FrontEndCase):

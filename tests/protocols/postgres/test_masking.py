@@ -121,6 +121,32 @@ class ResultMaskingTests(SynchronousTestCase):
         masking.describe(description)
         self.assertEqual(codec.DataRow(masking.row(row)).values, (REDACTED.encode(),))
 
+    def test_plan_made_while_masks_were_removed_is_not_reused(self) -> None:
+        """
+        Rows held for the catalog while a reload removes the session's masks
+        pass untouched; the plan made for them must not serve a later
+        result of the same query (the same RowDescription object: decoders
+        share one per bytes) once masks are back, however many results
+        come between.
+        """
+        masks = [session_masks(PII)]
+        catalog = FixedCatalog(tables=RELATIONS, hold=True)
+        masking = ResultMasking(lambda: masks[0], catalog)
+        description = codec.RowDescription([field("ssn", PEOPLE, 2)])
+        held = masking.describe(description)
+        masks[0] = None  # the reload, while the catalog is read
+        catalog.release()
+        self.successResultOf(held)
+        self.assertFalse(masking.active())  # (the held rows go out as they are)
+        masks[0] = session_masks(PII)  # masks back
+        row = codec.DataRow.from_values([b"536-22-8726"])
+        for between in ([], [codec.RowDescription([field("b", type_oid=16)])]):
+            self.assertTrue(masking.active())
+            for other in between:
+                masking.describe(other)
+            self.assertIsNone(masking.describe(description))
+            self.assertEqual(codec.DataRow(masking.row(row)).values, (REDACTED.encode(),))
+
     def test_types_the_client_parses_become_null(self) -> None:
         """A number masked by origin cannot be "[redacted]" (psycopg would refuse it); binary values neither."""
         masking = self.masking(PII)

@@ -19,8 +19,13 @@ with Hypothesis:
   - L{hoopgw.protocols.http.redact}: credentials in request-targets
     replaced by a marker in what is recorded (never in what is forwarded).
 
-The I/O is thin around them: L{hoopgw.protocols.http.proxy} (the client's
-connection and one exchange per request), L{hoopgw.protocols.http.pool}
-(persistent upstream connections), L{hoopgw.protocols.http.upgrade} (the
-exec/attach/port-forward relay).
+The I/O is thin around them: L{hoopgw.protocols.http.proxy} (the front
+end and its listener), L{hoopgw.protocols.http.client} (the client's
+connection), L{hoopgw.protocols.http.exchange} (one request through the
+pipeline), L{hoopgw.protocols.http.upstream} (where requests go, with the
+connection's credentials), L{hoopgw.protocols.http.responses} (what the
+gateway answers itself), L{hoopgw.protocols.http.actions} (what a request
+is decided as, cached), L{hoopgw.protocols.http.pool} (persistent upstream
+connections), L{hoopgw.protocols.http.upgrade} (the exec/attach/port-forward
+relay).
 """

@@ -10,6 +10,7 @@ front-proxy identity headers.  Hop-by-hop headers end at the gateway too
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from attrs import field, frozen
@@ -21,6 +22,7 @@ __all__ = [
     "HOP_BY_HOP",
     "HeaderError",
     "SanitizedHeaders",
+    "bearer_token",
     "impersonation_headers",
     "sanitize_request_headers",
 ]
@@ -210,3 +212,14 @@ def impersonation_headers(
     for group in identity.groups:
         headers.append((b"Impersonate-Group", _header_value(group_prefix + group, "group")))
     return headers
+
+
+_BEARER = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([!-~]+)[ \t]*")
+
+
+def bearer_token(values: Sequence[bytes] | None) -> str | None:
+    """The token of the single C{Authorization: Bearer} header, if that is what was sent."""
+    if not values or len(values) != 1:
+        return None
+    match = _BEARER.fullmatch(values[0])
+    return match.group(1).decode("ascii") if match else None

@@ -146,7 +146,7 @@ class Pool:
     The connections to one upstream (C{base}: scheme, host, port), at most
     C{max_idle} of them kept idle; busy ones (watches, log follows) are
     not limited.  C{tls} is the connection's
-    L{hoopgw.protocols.http.proxy.UpstreamTLSPolicy} for an C{https} base.
+    L{hoopgw.protocols.http.upstream.UpstreamTLSPolicy} for an C{https} base.
     """
 
     def __init__(self, reactor: Any, base: bytes, tls: Any, *, max_idle: int = 16, connect_timeout: float = 10) -> None:

@@ -18,16 +18,10 @@ from hoopgw.model import Connection, Identity
 from hoopgw.protocols.http.bodies import MASK, body_record, mask_secrets
 from hoopgw.protocols.http.k8s import from_routed
 from hoopgw.protocols.http.paths import split_request_target
-from hoopgw.protocols.http.proxy import (
-    ReservedIdentity,
-    Upstream,
-    UpstreamTLSPolicy,
-    _action_cached,
-    _request_action,
-    bearer_token,
-    error_body,
-    response_headers,
-)
+from hoopgw.protocols.http.actions import _action_cached, request_action
+from hoopgw.protocols.http.headers import bearer_token
+from hoopgw.protocols.http.responses import error_body, response_headers
+from hoopgw.protocols.http.upstream import ReservedIdentity, Upstream, UpstreamTLSPolicy
 from hoopgw.protocols.http.settings import HTTPSettings
 from tests.integration._fake_k8s import make_test_ca
 
@@ -39,22 +33,22 @@ class RequestActionTests(SynchronousTestCase):
         whose details name them; other removed names make another Action.
         """
         info = from_routed("GET", split_request_target(b"/k8s/api/v1/namespaces/default/pods"))
-        first = _request_action(info, (b"authorization",))
-        self.assertIs(_request_action(info, (b"authorization",)), first)
+        first = request_action(info, (b"authorization",))
+        self.assertIs(request_action(info, (b"authorization",)), first)
         self.assertEqual(first.details["removed_headers"], ["authorization"])
-        other = _request_action(info, (b"authorization", b"x-forwarded-for"))
+        other = request_action(info, (b"authorization", b"x-forwarded-for"))
         self.assertEqual(other.details["removed_headers"], ["authorization", "x-forwarded-for"])
-        self.assertNotIn("removed_headers", _request_action(info, ()).details)
+        self.assertNotIn("removed_headers", request_action(info, ()).details)
 
     def test_long_removed_names_not_cached(self) -> None:
         """Removed names are the client's: past the size bound they are not kept in the cache."""
         info = from_routed("GET", split_request_target(b"/k8s/api/v1/pods"))
         names = tuple(b"x-forwarded-%d-%s" % (n, b"a" * 100) for n in range(20))
         before = _action_cached.cache_info().currsize
-        action = _request_action(info, names)
+        action = request_action(info, names)
         self.assertEqual(len(action.details["removed_headers"]), 20)
         self.assertEqual(_action_cached.cache_info().currsize, before)
-        self.assertIsNot(_request_action(info, names), action)
+        self.assertIsNot(request_action(info, names), action)
 
 
 class ErrorBodyTests(SynchronousTestCase):
@@ -267,13 +261,13 @@ class IdleTimeoutTests(SynchronousTestCase):
         from twisted.internet.task import Clock
         from twisted.internet.testing import StringTransport
 
-        from hoopgw.protocols.http.proxy import _ClientConnection
+        from hoopgw.protocols.http.client import ClientConnection
 
         class Front:
             idle_timeout = 60.0
             reactor = Clock()
 
-        conn = _ClientConnection(Front())
+        conn = ClientConnection(Front())
         transport = StringTransport()
         conn.makeConnection(transport)
         return conn, transport, Front.reactor

@@ -19,7 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from hoopgw.protocols.http import proxy, redact
+from hoopgw.protocols.http import actions, redact
 from hoopgw.protocols.http.k8s import from_routed
 from hoopgw.protocols.http.paths import split_request_target
 from hoopgw.protocols.http.redact import (
@@ -311,15 +311,15 @@ class RedactTests(SynchronousTestCase):
         raw = b"/web/api/items?access_token=S3CRET&limit=5&token%5B%5D=S3CRET&" + JWT.encode()
         routed = split_request_target(raw)
         info = from_routed("GET", routed)
-        action = proxy._request_action(info, (b"authorization",))
+        action = actions.request_action(info, (b"authorization",))
         self.assertEqual(action.input, f"GET /api/items?access_token={MARKER}&limit=5&token%5B%5D={MARKER}&{MARKER}")
         self.assertNotIn("S3CRET", repr(action))
-        self.assertIs(proxy._request_action(info, (b"authorization",)), action)
+        self.assertIs(actions.request_action(info, (b"authorization",)), action)
         self.assertEqual(routed.target, raw.decode().removeprefix("/web"))
 
     def test_kubernetes_input_keeps_kubectl_parameters(self) -> None:
         raw = b"/k8s/api/v1/namespaces/default/pods?limit=500&labelSelector=app%3Dweb&access_token=S3CRET"
-        action = proxy._request_action(from_routed("GET", split_request_target(raw)), ())
+        action = actions.request_action(from_routed("GET", split_request_target(raw)), ())
         self.assertEqual(
             action.input,
             f"GET /api/v1/namespaces/default/pods?limit=500&labelSelector=app%3Dweb&access_token={MARKER}",
@@ -329,7 +329,7 @@ class RedactTests(SynchronousTestCase):
         """Targets over the caches' bound take the uncached path: redacted all the same."""
         raw = b"/web/api?pad=" + b"x" * 2000 + b"&token=S3CRET"
         info = from_routed("GET", split_request_target(raw))
-        self.assertNotIn("S3CRET", proxy._request_action(info, ()).input)
+        self.assertNotIn("S3CRET", actions.request_action(info, ()).input)
 
     def test_head_repr(self) -> None:
         for target in (b"/web/api?token=S3CRET", b"http://alice:S3CRET@h/", b"/web/x?" + JWT.encode()):

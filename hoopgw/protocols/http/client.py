@@ -304,7 +304,8 @@ class ClientConnection(Protocol):
 
     def response_done(self, exchange: Exchange, keep_alive: bool) -> None:
         """C{exchange}'s response has been written whole: read the next request, or close."""
-        if self.exchange is not exchange or self.lost:
+        if self.exchange is not exchange or self.lost or self.closing:
+            # Closing (aborted while the response streamed): nothing more is read.
             return
         if not keep_alive or self.draining:
             self.close()

@@ -315,3 +315,36 @@ class IdleTimeoutTests(SynchronousTestCase):
         conn, _, clock = self.connection()
         conn.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class ClosingTests(SynchronousTestCase):
+    """A client connection that began closing reads no further request."""
+
+    def test_no_next_request_once_closing(self):
+        """
+        If the connection was aborted (its session ended, say) while a
+        response was still streaming, that response ending cleanly does not
+        let a pipelined request in: it is not parsed, run or answered.
+        """
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from hoopgw.protocols.http.client import ClientConnection
+
+        class Front:
+            idle_timeout = 60.0
+            reactor = Clock()
+
+        conn = ClientConnection(Front())
+        transport = StringTransport()
+        conn.makeConnection(transport)
+        exchange = object()
+        conn._busy()
+        conn.exchange = exchange
+        conn.parser.feed(b"GET /a/x HTTP/1.1\r\nHost: gw\r\n\r\n")  # the request in progress, read whole
+        conn.parser.feed(b"GET /a/y HTTP/1.1\r\nHost: gw\r\n\r\n")  # pipelined behind it
+        conn.abort()
+        conn.response_done(exchange, True)
+        self.assertIs(conn.exchange, exchange)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(conn.parser.buffered, len(b"GET /a/y HTTP/1.1\r\nHost: gw\r\n\r\n"))

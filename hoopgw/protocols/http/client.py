@@ -22,6 +22,7 @@ from hoopgw.protocols.http.exchange import Exchange
 from hoopgw.protocols.http.pool import set_no_delay
 from hoopgw.protocols.http.redact import redact_target
 from hoopgw.protocols.http.responses import error_body, phrase
+from hoopgw.protocols.http.state import BUSY, CLOSED, CLOSING, DONE, IDLE, NEXT_CYCLE, PAUSED, ConnectionState
 from hoopgw.protocols.http.wire import END, Head, ParseError, Parser
 
 if TYPE_CHECKING:
@@ -36,10 +37,13 @@ _MAX_REFUSALS = 20
 
 
 @implementer(IPushProducer)
-class ClientConnection(Protocol):
+class ClientConnection(Protocol, ConnectionState):
     """
     A client's HTTP/1.1 connection (inside TLS): feeds the request parser,
     runs one L{Exchange} at a time, and ends its sessions when it closes.
+    Where it is in its cycle (idle, busy with an exchange, closing, closed)
+    is its L{ConnectionState}; what it does with the bytes it reads, its
+    L{next_step <ConnectionState.next_step>}.
 
     It is the push producer of its own transport: when the client's write
     buffer is full, the exchange stops reading from the upstream.
@@ -48,19 +52,23 @@ class ClientConnection(Protocol):
     transport: IStreamTransport
 
     def __init__(self, front: HTTPFrontEnd) -> None:
+        ConnectionState.__init__(self)
         self.front = front
         self.parser = Parser()
         self.sessions: dict[tuple[str, str], ISession] = {}
         self.inflight: set[Deferred[None]] = set()
-        self.exchange: Exchange | None = None
+        self.exchange: Exchange | None = None  # the exchange of the BUSY cycle
         self.relay: _ClientSide | None = None  # the upgrade relay's client side, after a 101
-        self.lost = False
-        self.closing = False
-        self.draining = False  # the gateway stops: the response in progress is the last
+        # Facts that hold in any state of the cycle: the gateway is stopping
+        # (the response in progress is the last); the client's write buffer
+        # is full; this side paused its transport's reading (back-pressure:
+        # a body held, the upstream behind, a pipelined request waiting);
+        # the events in hand are being handed on (an exchange that ends
+        # meanwhile leaves the next request to that loop).
+        self.draining = False
         self.write_paused = False
         self._read_paused = False
-        self._feeding = False
-        self._more = False
+        self._serving = False
         self._idle: IDelayedCall | None = None
         # When the connection last became idle; None while a request is in progress.
         self._idle_since: float | None = None
@@ -97,12 +105,12 @@ class ClientConnection(Protocol):
     # -- reading --
 
     def pause_reading(self) -> None:
-        if not self._read_paused and not self.lost:
+        if not self._read_paused and self.cycle is not CLOSED:
             self._read_paused = True
             self.transport.pauseProducing()
 
     def resume_reading(self) -> None:
-        if self._read_paused and not self.lost:
+        if self._read_paused and self.cycle is not CLOSED:
             self._read_paused = False
             self.transport.resumeProducing()
 
@@ -118,9 +126,6 @@ class ClientConnection(Protocol):
             if self._idle is None:
                 self._idle = self.front.reactor.callLater(timeout, self._idle_expired)
 
-    def _busy(self) -> None:
-        self._idle_since = None
-
     def _disarm_idle(self) -> None:
         self._idle_since = None
         if self._idle is not None:
@@ -131,7 +136,7 @@ class ClientConnection(Protocol):
     def _idle_expired(self) -> None:
         self._idle = None
         since = self._idle_since
-        if since is None or self.exchange is not None:
+        if since is None or self.cycle is not IDLE:
             return  # busy: re-armed when the request ends
         left = since + self.front.idle_timeout - self.front.reactor.seconds()
         if left > 0:
@@ -141,9 +146,9 @@ class ClientConnection(Protocol):
 
     def close(self) -> None:
         """Close after what was written (the producer must go first, or TLS waits for it)."""
-        if self.lost or self.closing:
+        if self.cycle is CLOSING or self.cycle is CLOSED:
             return
-        self.closing = True
+        self.close_started()
         self._disarm_idle()
         self.transport.unregisterProducer()
         self.transport.loseConnection()
@@ -156,64 +161,80 @@ class ClientConnection(Protocol):
         A connection relaying an upgrade (exec, port-forward) has no last
         response to mark: it is aborted.
         """
-        if self.lost or self.closing:
+        if self.cycle is CLOSING or self.cycle is CLOSED:
             return
         self.draining = True
         if self.relay is not None:
             self.abort()
-        elif self.exchange is None:
+        elif self.cycle is IDLE:
             self.close()
 
     def abort(self) -> None:
-        if not self.lost:
-            self.closing = True
+        if self.cycle is not CLOSED:
+            if self.cycle is not CLOSING:
+                self.close_started()
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self.relay is not None:
             self.relay.dataReceived(data)
             return
-        if self.closing:
+        if self.cycle is CLOSING:
             return
-        self._feed(data)
+        self._serve(data)
 
-    def _feed(self, data: bytes) -> None:
-        if self._feeding:
-            # An exchange ended while its events were being handled: the
-            # loop below reads on once they are.
-            self._more = True
-            return
-        self._feeding = True
+    def _serve(self, data: bytes) -> None:
+        """
+        Hand what the parser reads to the exchange, one request at a time
+        and in order: a loop (not a recursion) over the requests a response
+        ending here lets through, until the state says to wait.
+        """
+        parser = self.parser
+        self._serving = True
         try:
             while True:
                 try:
-                    events = self.parser.feed(data)
+                    events = parser.feed(data)
                 except ParseError as e:
                     self._malformed(e)
                     return
                 data = b""
                 for event in events:
+                    exchange = self.exchange
                     if type(event) is bytes:
-                        if self.exchange is not None:
-                            self.exchange.body_data(event)
+                        if exchange is not None:
+                            exchange.body_data(event)
                     elif event is END:
-                        if self.exchange is not None:
-                            self.exchange.body_end()
+                        if exchange is not None:
+                            exchange.body_end()
                     else:
                         self._request(cast(Head, event))  # (a request's events: its head, body bytes, END)
-                    if self.closing or self.relay is not None:
+                    if self.cycle is CLOSING or self.relay is not None:
                         return
-                if not self._more:
-                    break
-                self._more = False
-            if self.exchange is not None and self.parser.done and self.parser.buffered > self.parser.max_head:
-                # Pipelined requests wait for the response before them.
-                self.pause_reading()
+                step = self.next_step(self.exchange)
+                if step is NEXT_CYCLE:
+                    self._next_cycle()
+                    continue
+                if step is PAUSED and parser.buffered > parser.max_head:
+                    # Pipelined requests wait for the response before them.
+                    self.pause_reading()
+                return
         finally:
-            self._feeding = False
+            self._serving = False
+
+    def _next_cycle(self) -> None:
+        """The exchange's response was written whole: the connection reads the next request."""
+        exchange = self.exchange
+        assert exchange is not None
+        self.start_next_cycle(exchange)
+        self.exchange = None
+        self.parser.next_message()
+        self.resume_reading()
+        self._arm_idle()
 
     def _request(self, head: Head) -> None:
-        self._busy()
+        self.request_started()
+        self._idle_since = None
         exchange = Exchange(self, head)
         self.exchange = exchange
         if exchange.refused_early():
@@ -302,22 +323,23 @@ class ClientConnection(Protocol):
             lines.append(b"Connection: close")
         self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
 
-    def response_done(self, exchange: Exchange, keep_alive: bool) -> None:
-        """C{exchange}'s response has been written whole: read the next request, or close."""
-        if self.exchange is not exchange or self.lost or self.closing:
+    def response_done(self, exchange: Exchange) -> None:
+        """C{exchange}'s response has been written whole (or given up): read the next request, or close."""
+        if self.exchange is not exchange or self.cycle is not BUSY:
             # Closing (aborted while the response streamed): nothing more is read.
             return
-        if not keep_alive or self.draining:
+        if exchange.response_state is not DONE or self.draining:
             self.close()
             return
-        self.exchange = None
-        self.parser.next_message()
-        self.resume_reading()
-        self._arm_idle()
-        self._feed(b"")
+        if not self._serving:
+            # The response ended on the upstream's bytes, not inside the
+            # loop (which starts the next cycle itself once its events are
+            # handed on): the next request is read now.
+            self._next_cycle()
+            self._serve(b"")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost = True
+        self.connection_closed()
         self._disarm_idle()
         if self.relay is not None:
             self.relay.connectionLost(reason)

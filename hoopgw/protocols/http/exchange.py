@@ -43,6 +43,18 @@ from hoopgw.protocols.http.responses import (
     upstream_message,
 )
 from hoopgw.protocols.http.upgrade import check_upgrade, connect_upstream, request_head, take_over
+from hoopgw.protocols.http.state import (
+    AWAITING_HEAD,
+    CLOSED,
+    DONE,
+    ERROR,
+    FINISHED,
+    IDLE,
+    SEND_BODY,
+    SETTLED,
+    STREAMING,
+    ExchangeState,
+)
 from hoopgw.protocols.http.upstream import ReservedIdentity, Upstream
 from hoopgw.protocols.http.wire import END, Head, ParseError
 from hoopgw.recording.asciicast import AsciicastRecorder
@@ -100,27 +112,36 @@ class _Expired(Exception):
     pass
 
 
-class Exchange:
-    """One request through the pipeline (see the module docstring)."""
+# The upstream leg's states in which the request has been sent: its body
+# goes on as it arrives (before, it is held).
+_FORWARDED = frozenset({AWAITING_HEAD, STREAMING})
+
+
+class Exchange(ExchangeState):
+    """
+    One request through the pipeline (see the module docstring).  Where it
+    is, request, upstream leg and response, is its L{ExchangeState}; what
+    else it keeps are facts that hold in any state (the response's framing,
+    the reason the body broke, whether the timeout fired).
+    """
 
     # One per request: slots make it cheaper to build and to read.
     __slots__ = (
-        "_body_active", "_stall", "awaiting_head", "body_complete", "body_error", "body_masker", "body_received",
-        "body_waiter", "chunked_upstream", "close_after", "conn", "done", "ended", "error_head", "expired",
-        "forwarding", "front", "gone", "handle", "head", "held", "held_size", "keep", "kubernetes", "mask_counts", "masks", "method",
-        "origin", "pending", "request_bytes", "responded", "response_chunked", "response_code",
-        "response_keep_alive", "response_reusable", "response_size", "review", "routed", "session", "streaming",
+        "_body_active", "_stall", "body_error", "body_masker", "body_received",
+        "body_waiter", "chunked_upstream", "close_after", "conn", "error_head", "expired",
+        "front", "handle", "head", "held", "held_size", "keep", "kubernetes", "mask_counts", "masks", "method",
+        "origin", "pending", "request_bytes", "response_chunked", "response_code",
+        "response_keep_alive", "response_reusable", "response_size", "review", "routed", "session",
         "timer", "unsent_head", "upstream",
     )
 
     def __init__(self, conn: ClientConnection, head: Head) -> None:
+        ExchangeState.__init__(self, has_body=head.has_body)
         self.conn = conn
         self.front = conn.front
         self.head = head
         self.method = head.method.decode("ascii")
         self.kubernetes = True
-        self.gone = False
-        self.done = False  # the response has been written whole (or given up)
         self.handle: IActionHandle | None = None
         self.review: Review | None = None  # the review the request is held for
         # Set for an upgrade request: an answer that is not a 101 ends the
@@ -128,13 +149,11 @@ class Exchange:
         self.close_after = _is_upgrade(head)
         # The request body: held (up to _BODY_WINDOW, then the client is not
         # read) until it can be forwarded, then passed on as it arrives.
-        self.body_complete = not head.has_body
-        self.body_error: str | None = None
+        self.body_error: str | None = None  # why it broke (the request side is ERROR)
         self.body_received = 0
         self.held: list[bytes] = []
         self.held_size = 0
         self.body_waiter: Deferred[None] | None = None
-        self.forwarding = False
         self.chunked_upstream = head.chunked
         # The upstream leg (see _forward): plain callbacks, not a coroutine,
         # as it is the per-request hot path.
@@ -145,11 +164,9 @@ class Exchange:
         self.origin: Upstream | None = None  # where the request goes
         self.request_bytes = b""
         self.timer: Any = None  # the response_timeout, until the response head
+        # The timeout fired: why the leg ends (504), whatever state it ends in.
         self.expired = False
-        self.awaiting_head = False
-        self.ended = False  # the upstream leg's outcome is settled
-        self.streaming = False
-        self.responded = False
+        # The response's framing to the client, decided with its head.
         self.response_chunked = False
         self.response_keep_alive = False
         self.response_size = 0
@@ -177,7 +194,7 @@ class Exchange:
 
     def _stall_check(self) -> None:
         self._stall = None
-        if self.body_complete or self.done or self.gone or self.body_error:
+        if self.request_state is not SEND_BODY or self.response_state in FINISHED:
             return
         timeout = self.front.idle_timeout
         if self._body_active or self.conn._read_paused:
@@ -187,6 +204,7 @@ class Exchange:
             self._stall = self.front.reactor.callLater(timeout, self._stall_check)
             return
         self.body_error = f"the request body stalled: no bytes for {timeout:g} s"
+        self.body_broken()
         if self.handle is None:
             self.conn.refused(408, self.body_error, head=self.head)
         self._stop_body(408, self.body_error)
@@ -235,13 +253,14 @@ class Exchange:
         return False
 
     def _refuse(self, code: int, message: str, *, headers: Mapping[bytes, bytes] | None = None) -> None:
-        self.done = True
-        if self.body_complete and not self.close_after:
+        if self.request_state is DONE and not self.close_after:
             keep_alive = self.head.keep_alive and self.conn.may_continue and not self.conn.draining
+            self.answer(keep_alive=keep_alive)
             self.conn.write_error(code, message, kubernetes=True, headers=headers, keep_alive=keep_alive)
-            self.conn.response_done(self, keep_alive)
+            self.conn.response_done(self)
         else:
             # The body is not read: the connection cannot carry another request.
+            self.answer(keep_alive=False)
             self.conn.respond_and_close(code, message, headers=headers)
 
     def _token(self) -> str | None:
@@ -250,13 +269,13 @@ class Exchange:
     # -- the request body, from the client connection --------------------------
 
     def body_data(self, data: bytes) -> None:
-        if self.done or self.gone:
+        if self.response_state in FINISHED:
             return
         self._body_active = True
         self.body_received += len(data)
         if self.body_received > self.front.max_body:
             return self._body_too_large()
-        if self.forwarding:
+        if self.upstream_state in _FORWARDED:
             self._send(data)
             return
         self.held.append(data)
@@ -271,11 +290,11 @@ class Exchange:
             waiter.callback(None)
 
     def body_end(self) -> None:
-        if self.done or self.gone or self.body_complete:
+        if self.response_state in FINISHED or self.request_state is not SEND_BODY:
             return
-        self.body_complete = True
+        self.body_finished()
         self._stop_stall()
-        if self.forwarding:
+        if self.upstream_state in _FORWARDED:
             if self.chunked_upstream and self.upstream is not None:
                 self.upstream.transport.write(_LAST_CHUNK)
         if self.body_waiter is not None:
@@ -285,6 +304,7 @@ class Exchange:
     def body_failed(self, error: ParseError) -> None:
         """The body's framing broke (a bad chunk): nothing more is read, the upstream never sees it end."""
         self.body_error = f"malformed request body: {error.reason}"
+        self.body_broken()
         if self.handle is None:  # not decided yet: refused, not an action that failed
             self.conn.refused(error.status, error.reason, head=self.head)
         self._stop_body(error.status, error.reason)
@@ -292,6 +312,7 @@ class Exchange:
     def _body_too_large(self) -> None:
         limit = self.front.max_body
         self.body_error = f"the request body is larger than this gateway accepts ({limit} bytes)"
+        self.body_broken()
         if self.handle is None:
             self.conn.refused(413, self.body_error, head=self.head)
         self._stop_body(413, self.body_error)
@@ -299,12 +320,12 @@ class Exchange:
     def _stop_body(self, code: int, message: str) -> None:
         self._stop_stall()
         conn = self.conn
-        if not self.responded and not self.done:
-            self.done = True
-            self.responded = True
+        if self.response_state is IDLE:
+            self.answer(keep_alive=False)
             conn.respond_and_close(code, message, kubernetes=self.kubernetes)
         else:
-            self.done = True
+            if self.response_state is SEND_BODY:
+                self.give_up()
             conn.abort()
         # The exchange's coroutine learns of it (done) where it waits.
         if self.upstream is not None:
@@ -326,7 +347,7 @@ class Exchange:
 
     def _body_head(self) -> Deferred[None]:
         """Fires once the first C{body_cap} bytes are held, or the whole body is."""
-        if self.body_complete or self.held_size > self.front.body_cap or self.body_error or self.gone:
+        if self.request_state is not SEND_BODY or self.held_size > self.front.body_cap or self.response_state is CLOSED:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self.body_waiter = waiter
@@ -337,12 +358,12 @@ class Exchange:
     def upstream_write_paused(self, paused: bool) -> None:
         if paused:
             self.conn.pause_reading()
-        elif self.forwarding:
+        elif self.upstream_state in _FORWARDED:
             self.conn.resume_reading()
 
     def client_write_paused(self, paused: bool) -> None:
         upstream = self.upstream
-        if upstream is not None and self.streaming:
+        if upstream is not None and self.upstream_state is STREAMING:
             if paused:
                 upstream.transport.pauseProducing()
             else:
@@ -350,17 +371,17 @@ class Exchange:
 
     def upstream_events(self, events: list[object]) -> None:
         try:
-            if self.streaming:
+            state = self.upstream_state
+            if state is STREAMING:
                 self._response_events(events, 0)
-            elif self.awaiting_head and type(events[0]) is Head:
-                self.awaiting_head = False
+            elif state is AWAITING_HEAD and type(events[0]) is Head:
                 self._response_started(events[0], events)
         except Exception:
             self.crashed(Failure())
 
     def _response_events(self, events: list[object], start: int) -> None:
         for index in range(start, len(events)):
-            if self.ended:
+            if self.upstream_state is SETTLED:
                 return  # cut off (a body that could not be masked): nothing more of it
             event = events[index]
             if type(event) is bytes:
@@ -378,10 +399,10 @@ class Exchange:
     def _fail_waiters(self, reason: Failure | BaseException) -> None:
         """The upstream leg ended with C{reason}: before the response head, or cutting its body off."""
         error = reason.value if isinstance(reason, Failure) else reason
-        if self.awaiting_head:
-            self.awaiting_head = False
+        state = self.upstream_state
+        if state is AWAITING_HEAD:
             self._request_failed(error)
-        elif self.streaming:
+        elif state is STREAMING:
             self._response_ended(error)
 
     def _abort_upstream(self, error: Exception) -> None:
@@ -402,7 +423,7 @@ class Exchange:
         self.response_size += len(data)
         if len(self.error_head) < self.keep:
             self.error_head += data[: self.keep - len(self.error_head)]
-        if self.gone:
+        if self.response_state is CLOSED:
             return
         if self.body_masker is not None:
             try:
@@ -417,20 +438,21 @@ class Exchange:
             self._to_client(data)
 
     def _response_complete(self) -> None:
-        if self.body_masker is not None and not self.gone:
+        gone = self.response_state is CLOSED
+        if self.body_masker is not None and not gone:
             try:
                 rest = self.body_masker.finish()
             except JsonBodyError as e:
                 return self._unmaskable(str(e))
             if rest:
                 self._to_client(b"%x\r\n%b\r\n" % (len(rest), rest) if self.response_chunked else rest)
-        if self.response_chunked and not self.gone:
+        if self.response_chunked and not gone:
             self._to_client(_LAST_CHUNK)
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             # Reused only when both messages were whole: the request body
             # sent to its end, the response ended by its own framing.
-            if self.response_reusable and self.body_complete and self.forwarding and not self.body_error:
+            if self.response_reusable and self.request_state is DONE:
                 upstream.release()
             else:
                 upstream.close()
@@ -444,7 +466,7 @@ class Exchange:
     # -- the client going away -------------------------------------------------
 
     def client_gone(self) -> None:
-        self.gone = True
+        self.client_closed()
         self._stop_stall()
         self._withdraw_review()
         if self.pending is not None:
@@ -461,17 +483,16 @@ class Exchange:
 
     def _respond(self, code: int, message: str, *, headers: Mapping[bytes, bytes] | None = None) -> None:
         """An error of the gateway's own, as the response to this request."""
-        if self.gone or self.done:
+        if self.response_state in FINISHED:
             return
-        self.done = True
-        self.responded = True
         conn = self.conn
         keep_alive = (
-            self.head.keep_alive and not self.close_after and self.body_complete and not self.body_error
+            self.head.keep_alive and not self.close_after and self.request_state is DONE
             and conn.may_continue and not conn.draining
         )
+        self.answer(keep_alive=keep_alive)
         conn.write_error(code, message, kubernetes=self.kubernetes, headers=headers, keep_alive=keep_alive)
-        conn.response_done(self, keep_alive)
+        conn.response_done(self)
 
     def _unauthorized(self, message: str) -> None:
         self._respond(401, message, headers={b"WWW-Authenticate": b'Bearer realm="hoopgw"'})
@@ -482,10 +503,10 @@ class Exchange:
             self.handle.finish(Outcome(status=Status.failed, error="gateway error"))
         if self.upstream is not None:
             self._abort_upstream(_ClientGone("gateway error"))
-        if not self.responded:
+        if self.response_state is IDLE:
             self.close_after = True
             self._respond(500, "internal gateway error")
-        elif not self.gone:
+        elif self.response_state is not CLOSED:
             self.conn.abort()
 
     # -- the pipeline ----------------------------------------------------------
@@ -539,9 +560,9 @@ class Exchange:
         )
         if isinstance(sanitized, HeaderError):
             return self._refused(sanitized.status, sanitized.reason, identity)
-        if head.has_body and not self.body_complete and head.version == b"HTTP/1.1":
+        if self.request_state is SEND_BODY and self.response_state is IDLE and head.version == b"HTTP/1.1":
             expect = head.getRawHeaders(b"expect")
-            if expect and expect[0].lower() == b"100-continue" and not self.gone:
+            if expect and expect[0].lower() == b"100-continue":
                 conn.transport.write(_CONTINUE)
         try:
             session = self._cached_session(identity, routed.connection) or await self._session(
@@ -551,12 +572,12 @@ class Exchange:
             return self._respond(403, str(e))
         except AuditUnavailable as e:
             return self._respond(503, str(e))
-        if self.gone or self.done:
+        if self.response_state in FINISHED:
             return
 
         if self.method in _BODY_METHODS and head.has_body:
             await self._body_head()
-            if self.gone or self.done:
+            if self.response_state in FINISHED:
                 return
         action = self._action(info, sanitized.removed, session)
         reads = self._patch_reads_masked(session)
@@ -582,7 +603,7 @@ class Exchange:
                 what = info.resource + (f' "{info.name}"' if info.name else "")
                 message = f"{what} is forbidden: {message}"
             return self._respond(403, message)
-        if self.gone or self.done:
+        if self.response_state in FINISHED:
             handle.finish(Outcome(status=Status.failed, error=self.body_error or "client went away before the request was forwarded"))
             return
         assert upstream is not None
@@ -684,7 +705,8 @@ class Exchange:
         # HTTP has no way to tell the client before its response: it waits;
         # kept so that a client leaving cancels the request.
         self.review = review
-        if self.gone:
+        self.review_started()
+        if self.response_state is CLOSED:
             self._withdraw_review()
 
     def _withdraw_review(self) -> None:
@@ -712,7 +734,7 @@ class Exchange:
         # The gateway stops: the request in progress may finish, its
         # response saying Connection: close; an idle connection just closes.
         session.on_shutdown = lambda reason: conn.drain()
-        if self.gone or conn.lost:
+        if self.response_state is CLOSED or conn.cycle is CLOSED:
             # The client connection ended while the session was opening:
             # nobody will reuse it, and nobody else would close it.
             session.close(status="closed")
@@ -724,7 +746,7 @@ class Exchange:
         action = request_action(info, removed)
         head = self.head
         if not (
-            self.method in _BODY_METHODS and head.has_body and (self.body_received or not self.body_complete)
+            self.method in _BODY_METHODS and head.has_body and (self.body_received or self.request_state is not DONE)
         ):
             return action
         details = dict(action.details)
@@ -733,7 +755,7 @@ class Exchange:
         if head.content_length is not None:
             total: int | None = head.content_length
         else:
-            total = self.body_received if self.body_complete else None
+            total = self.body_received if self.request_state is DONE else None
         content_type = head.getRawHeaders(b"content-type")
         record = details["body"] = body_record(
             first,
@@ -777,7 +799,7 @@ class Exchange:
         if not content_type or b"json-patch" not in content_type[0].lower():
             return None
         body = b"".join(self.held)
-        if not self.body_complete or self.body_received > len(body):
+        if self.request_state is not DONE or self.body_received > len(body):
             return "a JSON patch too large for the gateway to read whole cannot be checked against the masks"
         try:
             # As the API server reads it: invalid UTF-8 replaced, not refused.
@@ -852,6 +874,7 @@ class Exchange:
         # Headers only: the timer stops when they arrive, so a watch streams
         # for as long as it likes.
         self.timer = self.front.reactor.callLater(self.front.response_timeout, self._expire)
+        self.forward()
         self._send_request()
 
     def _expire(self) -> None:
@@ -892,20 +915,20 @@ class Exchange:
         body flows as it arrives.
         """
         self.pending = None
-        if self.gone or self.done:
+        if self.response_state in FINISHED:
             connection.release()
             return self._request_failed(_ClientGone("client went away"))
         self.upstream = connection
-        self.awaiting_head = True
+        # From here the body goes on as it arrives (see body_data).
+        self.request_sent()
         connection.start(self, head_request=self.method == "HEAD")
         transport = connection.transport
         transport.write(self.request_bytes)
         held, self.held = self.held, []
         self.held_size = 0
-        self.forwarding = True
         for data in held:
             self._send(data)
-        if self.body_complete and self.chunked_upstream:
+        if self.request_state is DONE and self.chunked_upstream:
             transport.write(_LAST_CHUNK)
         if not connection.write_paused:
             self.conn.resume_reading()
@@ -922,20 +945,20 @@ class Exchange:
         if (
             connection is not None and connection.reused and not connection.received
             and self.method in _RETRYABLE and not self.head.has_body
-            and not self.expired and not self.gone and not self.done
+            and not self.expired and self.response_state not in FINISHED
         ):
-            self.forwarding = False
+            self.resend()
             return self._send_request()
         self._stop_timer()
-        self.ended = True
+        self.leg_settled()
         handle = self.handle
         assert handle is not None and self.routed is not None
         name = self.routed.connection
         size = self.body_received
         timeout = self.front.response_timeout
-        if self.gone:
+        if self.response_state is CLOSED:
             handle.finish(Outcome(status=Status.failed, error="client went away", bytes_in=size))
-        elif self.body_error:
+        elif self.request_state is ERROR:
             handle.finish(Outcome(status=Status.failed, error=self.body_error, bytes_in=size))
         elif self.expired:
             why = f"upstream did not answer within {timeout:g} s"
@@ -954,7 +977,9 @@ class Exchange:
         """The response head (C{events[0]}), and what came with it."""
         if response.code == 101:
             # Never asked for: an upgrade is relayed on a connection of its own.
-            self._abort_upstream(_ClientGone("unexpected 101"))
+            upstream, self.upstream = self.upstream, None
+            if upstream is not None:
+                upstream.close()
             return self._request_failed(ParseError(502, "an unrequested 101 Switching Protocols"))
         self._stop_timer()
         assert self.origin is not None
@@ -967,11 +992,11 @@ class Exchange:
         self.unsent_head = self._response_head(response, self.origin.pass_cookies)
         self.keep = _ERROR_BODY_CAP if response.code >= 400 else 0
         self.response_reusable = response.keep_alive
-        self.streaming = True
+        self.response_head()
         self._response_events(events, 1)
-        if self.ended:
+        if self.upstream_state is SETTLED:
             return
-        if self.unsent_head and not self.gone:
+        if self.unsent_head and self.response_state is not CLOSED:
             self._to_client(b"")
         if self.conn.write_paused:
             self.client_write_paused(True)
@@ -981,7 +1006,7 @@ class Exchange:
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.close()
-        self.ended = True
+        self.leg_settled()
         assert self.handle is not None and self.routed is not None
         message = f"{reason}; the gateway does not pass it on"
         self.handle.finish(
@@ -991,10 +1016,11 @@ class Exchange:
 
     def _response_ended(self, problem_reason: BaseException | None) -> None:
         """The response is whole (C{None}) or was cut off: answer the next request, record the outcome."""
-        if self.ended:
+        if self.upstream_state is SETTLED:
             return
-        self.ended = True
-        if self.unsent_head and not self.gone:
+        self.leg_settled()
+        gone = self.response_state is CLOSED
+        if self.unsent_head and not gone:
             self._to_client(b"")  # a response without a body
         session, handle = self.session, self.handle
         assert session is not None and handle is not None
@@ -1003,18 +1029,19 @@ class Exchange:
         session.bytes_in += size
         session.bytes_out += self.response_size
         complete = problem_reason is None
-        self.done = True
-        if not complete and not self.gone:
+        if not complete and not gone:
             # The body was cut off upstream: say so by closing, not by a
             # clean end that would make a truncated body look whole.
+            if self.response_state is SEND_BODY:
+                self.give_up()
             self.conn.close()
-        elif not self.gone:
-            keep_alive = self.response_keep_alive and self.body_complete and not self.body_error
-            self.conn.response_done(self, keep_alive)
+        elif self.response_state is SEND_BODY:
+            self.response_whole(keep_alive=self.response_keep_alive and self.request_state is DONE)
+            self.conn.response_done(self)
         problem: str | None = None
-        if self.gone and not complete:
+        if gone and not complete:
             problem = "client went away"
-        elif self.body_error:
+        elif self.request_state is ERROR:
             problem = self.body_error
         elif isinstance(problem_reason, _Unmaskable):
             problem = str(problem_reason)
@@ -1058,7 +1085,6 @@ class Exchange:
         elif head.version == b"HTTP/1.0":
             lines.append(b"Connection: keep-alive")
         self.response_keep_alive = keep_alive
-        self.responded = True
         lines.append(b"\r\n")
         return b"\r\n".join(lines)
 
@@ -1086,6 +1112,7 @@ class Exchange:
         credentials = self._credentials(handle, upstream, identity)
         if credentials is None:
             return
+        self.start_upgrade()
         request = request_head(
             head.method, upstream.prefix + routed.target.encode("ascii"), upstream.host, upgrade,
             [*headers, *credentials],
@@ -1107,17 +1134,19 @@ class Exchange:
         try:
             await connected
             self.pending = None
-            if self.gone:
+            if self.response_state is CLOSED:
                 side.transport.abortConnection()
                 raise _ClientGone()
             answer = await side.head
         except _ClientGone:
+            self.leg_settled()
             handle.finish(Outcome(status=Status.failed, error="client went away"))
             return
         except Exception as e:
+            self.leg_settled()
             if side.transport is not None:
                 side.transport.abortConnection()
-            if self.gone:
+            if self.response_state is CLOSED:
                 handle.finish(Outcome(status=Status.failed, error="client went away"))
                 return
             if expired:
@@ -1144,13 +1173,13 @@ class Exchange:
                 stall.cancel()
             if side.transport is not None:
                 side.transport.loseConnection()
+            self.leg_settled()
             problem = upstream_message(body) or f"HTTP {answer.code}"
             handle.finish(Outcome(status=Status.failed, error=f"upgrade refused upstream: {problem}",
                                   code=str(answer.code), bytes_out=len(body)))
-            if self.gone or self.done:
+            if self.response_state in FINISHED:
                 return
-            self.done = True
-            self.responded = True
+            self.answer(keep_alive=False)
             lines = [b"HTTP/1.1 %d %s" % (answer.code, answer.phrase or phrase(answer.code))]
             for name, value in response_pairs(answer.headers, pass_cookies=upstream.pass_cookies):
                 if name.lower() != b"content-length":
@@ -1160,7 +1189,8 @@ class Exchange:
             self.conn.close()
             return
 
-        if self.gone:
+        if self.response_state is CLOSED:
+            self.leg_settled()
             side.transport.abortConnection()
             handle.finish(Outcome(status=Status.failed, error="client went away", code="101"))
             return
@@ -1170,8 +1200,7 @@ class Exchange:
             if lower not in RESPONSE_HOP_BY_HOP and lower not in SET_COOKIE:
                 lines.append(name + b": " + value)
         lines += [b"Upgrade: " + (answer.get(b"upgrade") or [upgrade])[0], b"Connection: Upgrade"]
-        self.done = True
-        self.responded = True
+        self.switch_protocols()
         conn = self.conn
         tap = self._exec_tap(session, handle, info, upgrade) or self._forward_tap(session, info, upgrade)
         if tap is not None:

@@ -273,11 +273,16 @@ class IdleTimeoutTests(SynchronousTestCase):
         return conn, transport, Front.reactor
 
     def request(self, conn, clock, seconds):
-        conn._busy()
-        conn.exchange = object()
+        """A request that takes C{seconds}, then its response, whole, keeping the connection."""
+        from hoopgw.protocols.http.state import ExchangeState
+
+        conn.request_started()
+        conn._idle_since = None
+        exchange = ExchangeState(has_body=False)
+        conn.exchange = exchange
         clock.advance(seconds)
-        conn.exchange = None
-        conn._arm_idle()
+        exchange.answer(keep_alive=True)
+        conn._next_cycle()
 
     def test_idle_for_the_whole_timeout(self):
         """Counted from the end of the last request, not from when the timer started."""
@@ -338,13 +343,19 @@ class ClosingTests(SynchronousTestCase):
         conn = ClientConnection(Front())
         transport = StringTransport()
         conn.makeConnection(transport)
-        exchange = object()
-        conn._busy()
+        from hoopgw.protocols.http.state import ExchangeState
+
+        exchange = ExchangeState(has_body=False)
+        conn.request_started()
         conn.exchange = exchange
         conn.parser.feed(b"GET /a/x HTTP/1.1\r\nHost: gw\r\n\r\n")  # the request in progress, read whole
         conn.parser.feed(b"GET /a/y HTTP/1.1\r\nHost: gw\r\n\r\n")  # pipelined behind it
+        exchange.forward()  # forwarded, its response streaming
+        exchange.request_sent()
+        exchange.response_head()
         conn.abort()
-        conn.response_done(exchange, True)
+        exchange.response_whole(keep_alive=True)
+        conn.response_done(exchange)
         self.assertIs(conn.exchange, exchange)
         self.assertEqual(transport.value(), b"")
         self.assertEqual(conn.parser.buffered, len(b"GET /a/y HTTP/1.1\r\nHost: gw\r\n\r\n"))

@@ -560,7 +560,7 @@ class Exchange(ExchangeState):
         )
         if isinstance(sanitized, HeaderError):
             return self._refused(sanitized.status, sanitized.reason, identity)
-        if self.request_state is SEND_BODY and self.response_state is IDLE and head.version == b"HTTP/1.1":
+        if head.has_body and head.version == b"HTTP/1.1" and self.may_send_continue():
             expect = head.getRawHeaders(b"expect")
             if expect and expect[0].lower() == b"100-continue":
                 conn.transport.write(_CONTINUE)

@@ -153,6 +153,10 @@ class ExchangeState:
         self.upstream_state = DECIDING
         self.response_state = IDLE
 
+    def may_send_continue(self) -> bool:
+        """Whether a C{100 Continue} may go: the body is awaited, and nothing has answered the request."""
+        return self.request_state is SEND_BODY and self.response_state is IDLE
+
     # -- the request --
 
     def body_finished(self) -> None:

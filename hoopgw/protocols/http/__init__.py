@@ -17,7 +17,10 @@ with Hypothesis:
     responses, Content-Length and chunked), strict about every ambiguity
     that request smuggling lives on;
   - L{hoopgw.protocols.http.redact}: credentials in request-targets
-    replaced by a marker in what is recorded (never in what is forwarded).
+    replaced by a marker in what is recorded (never in what is forwarded);
+  - L{hoopgw.protocols.http.state}: where an exchange is (its request,
+    upstream leg and response) and where its client connection is in its
+    cycle, with the transitions allowed between them.
 
 The I/O is thin around them: L{hoopgw.protocols.http.proxy} (the front
 end and its listener), L{hoopgw.protocols.http.client} (the client's

@@ -334,9 +334,10 @@ class ClientConnection(Protocol, ConnectionState):
         if not self._serving:
             # The response ended on the upstream's bytes, not inside the
             # loop (which starts the next cycle itself once its events are
-            # handed on): the next request is read now.
+            # handed on): the next request is read now, if it came already.
             self._next_cycle()
-            self._serve(b"")
+            if self.parser.buffered:
+                self._serve(b"")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connection_closed()

@@ -10,14 +10,29 @@ audit record.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hoopgw.masking.jsonbody import JsonBodyError
 from hoopgw.model import Action
+from hoopgw.protocols.http.bodies import body_record
 from hoopgw.protocols.http.k8s import K8sRequest, K8sRequestError, from_routed
 from hoopgw.protocols.http.paths import PathError, RoutedPath, split_request_target
+from hoopgw.protocols.http.wire import Head
 
-__all__ = ["describe_request", "json_pointer", "mask_patch_values", "request_action", "split_target"]
+if TYPE_CHECKING:
+    from hoopgw.masking.service import SessionMasks
+
+__all__ = [
+    "describe_request",
+    "json_pointer",
+    "mask_patch_values",
+    "patch_reads_masked",
+    "request_action",
+    "split_target",
+    "with_body",
+]
 
 # Clients repeat the same few targets (a poll, kubectl's discovery): the
 # canonical form and API description are pure functions of the target (and
@@ -82,3 +97,96 @@ def json_pointer(text: str) -> list[str]:
     if not text:
         return []
     return [t.replace("~1", "/").replace("~0", "~") for t in text.split("/")[1:]]
+
+
+def with_body(
+    action: Action,
+    info: K8sRequest,
+    head: Head,
+    held: Sequence[bytes],
+    *,
+    received: int,
+    whole: bool,
+    cap: int,
+    masks: SessionMasks | None,
+) -> Action:
+    """
+    C{action} with the record of the request body the audit trail keeps:
+    its first C{cap} bytes of what is C{held} (of C{received}; C{whole}
+    once the body ended), masked where the connection's masks name values.
+    """
+    details = dict(action.details)
+    first = b"".join(held)[:cap]
+    if head.content_length is not None:
+        total: int | None = head.content_length
+    else:
+        total = received if whole else None
+    content_type = head.getRawHeaders(b"content-type")
+    record = details["body"] = body_record(
+        first,
+        total=total,
+        resource=info.resource,
+        content_type=content_type[0].decode("ascii", "replace") if content_type else "",
+        cap=cap,
+    )
+    masked = None
+    if masks is not None and masks.trail_json is not None:
+        if "json" in record:
+            # What the connection's masks name (a ConfigMap's values) is stored masked, for everyone.
+            counts: dict[tuple[str, str], int] = {}
+            try:
+                document = masks.trail_json.mask_document(record["json"], counts)
+                if content_type and b"json-patch" in content_type[0].lower():
+                    document = mask_patch_values(masks.trail_json, document, counts)
+                record["json"] = document
+            except JsonBodyError as e:
+                del record["json"]
+                record["omitted"] = str(e)
+            masked = masks.settle(counts) if counts else None
+        elif "text" in record:
+            # YAML (server-side apply), or JSON cut at the cap: the paths cannot be followed.
+            del record["text"]
+            record.pop("truncated", None)
+            record["omitted"] = "may hold values the connection's masks name (not JSON, or over the size cap)"
+    return Action(action.kind, action.input, action.attributes, details, masked)
+
+
+def patch_reads_masked(
+    masks: SessionMasks | None, method: str, head: Head, held: Sequence[bytes], *, received: int, whole: bool
+) -> str | None:
+    """
+    Why a JSON patch must not be forwarded for an identity under JSON
+    path masks: its C{copy}, C{move} or C{test} operations read a masked
+    value (into a field the client sees, or as a yes/no oracle).
+    """
+    if masks is None or not masks.masks_bodies or method != "PATCH":
+        return None
+    content_type = head.getRawHeaders(b"content-type")
+    if not content_type or b"json-patch" not in content_type[0].lower():
+        return None
+    body = b"".join(held)
+    if not whole or received > len(body):
+        return "a JSON patch too large for the gateway to read whole cannot be checked against the masks"
+    try:
+        # As the API server reads it: invalid UTF-8 replaced, not refused.
+        operations = json.loads(body.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return "the gateway cannot read this JSON patch, so it cannot check it against the masks"
+    if not isinstance(operations, list):
+        return None
+    for operation in operations:
+        if not isinstance(operation, dict):
+            continue
+        op = operation.get("op")
+        if op == "test":
+            # A yes/no answer about any value, masked or found by a detector.
+            return "JSON patch 'test' operations are not allowed while masks apply to you"
+        pointer = operation.get("from") if op in ("copy", "move") else None
+        if pointer is None or masks.client_json is None:
+            continue
+        if not isinstance(pointer, str) or masks.client_json.reaches(json_pointer(pointer)) is not None:
+            return (
+                f"the JSON patch's {op!r} operation reads {pointer!r}, which is masked for you: "
+                "masked values are not copied or moved"
+            )
+    return None

@@ -7,7 +7,6 @@ response streamed back and its outcome recorded.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,18 +15,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.errors import AuditUnavailable, AuthenticationFailed, NotPermitted
-from hoopgw.interfaces import IActionHandle, ISession, ITerminalRecorder
-from hoopgw.masking.stream import masked_recorder
-from hoopgw.model import Action, Identity, Outcome, Source, Status
+from hoopgw.interfaces import IActionHandle, ISession
+from hoopgw.model import Identity, Outcome, Source, Status
 from hoopgw.protocols.http.actions import (
     describe_request,
-    json_pointer,
-    mask_patch_values,
+    patch_reads_masked,
     request_action,
     split_target,
+    with_body,
 )
-from hoopgw.protocols.http.bodies import body_record
-from hoopgw.protocols.http.channels import ExecTap, PortForwardTap, SpdyExecTap
+from hoopgw.protocols.http.channels import ExecTap, SpdyExecTap
 from hoopgw.protocols.http.headers import HeaderError, bearer_token, sanitize_request_headers
 from hoopgw.protocols.http.k8s import K8sRequest, K8sRequestError
 from hoopgw.protocols.http.masking import QUOTING_CODES, BodyMasker, JsonBodyError, response_masker
@@ -42,7 +39,6 @@ from hoopgw.protocols.http.responses import (
     response_pairs,
     upstream_message,
 )
-from hoopgw.protocols.http.upgrade import check_upgrade, connect_upstream, request_head, take_over
 from hoopgw.protocols.http.state import (
     AWAITING_HEAD,
     CLOSED,
@@ -55,9 +51,10 @@ from hoopgw.protocols.http.state import (
     STREAMING,
     ExchangeState,
 )
+from hoopgw.protocols.http.taps import exec_tap, forward_tap
+from hoopgw.protocols.http.upgrade import check_upgrade, connect_upstream, request_head, take_over
 from hoopgw.protocols.http.upstream import ReservedIdentity, Upstream
 from hoopgw.protocols.http.wire import END, Head, ParseError
-from hoopgw.recording.asciicast import AsciicastRecorder
 
 if TYPE_CHECKING:
     from hoopgw.masking.service import SessionMasks
@@ -579,8 +576,14 @@ class Exchange(ExchangeState):
             await self._body_head()
             if self.response_state in FINISHED:
                 return
-        action = self._action(info, sanitized.removed, session)
-        reads = self._patch_reads_masked(session)
+        action = request_action(info, sanitized.removed)
+        whole = self.request_state is DONE
+        masks = session.masks
+        if self.method in _BODY_METHODS and head.has_body and (self.body_received or not whole):
+            action = with_body(
+                action, info, head, self.held, received=self.body_received, whole=whole, cap=front.body_cap, masks=masks
+            )
+        reads = patch_reads_masked(masks, self.method, head, self.held, received=self.body_received, whole=whole)
         if reads is not None:
             return self._refused(403, reads, identity)
         try:
@@ -612,37 +615,6 @@ class Exchange(ExchangeState):
         self.routed = routed
         self._forward(session, handle, identity, routed, upstream, sanitized.headers)
 
-    def _forward_tap(self, session: ISession, info: K8sRequest | None, upgrade: bytes) -> PortForwardTap | None:
-        """
-        C{kubectl port-forward} names the pod port only inside the SPDY
-        streams it opens per local connection, never in the URL: each one is
-        recorded as an observed C{k8s.portforward.connection} action with its
-        port (what was forwarded, recorded, not decided: the relay does not
-        hold a stream for policy).
-        """
-        if info is None or info.display_verb != "portforward":
-            return None
-        pod = f"{info.namespace}/{info.name}"
-
-        def forwarded(port: str, request_id: str) -> None:
-            action = Action(
-                kind="k8s.portforward.connection",
-                input=f"{pod} port {port}",
-                attributes={"k8s.ports": (port,)},
-                details={"pod": pod, "port": port, "request_id": request_id, "observed": True},
-            )
-            d = session.observe(action)
-            d.addCallback(lambda handle: handle.finish(Outcome(status=Status.succeeded)))
-
-            def unrecorded(failure: Failure) -> None:
-                # A forwarded connection the trail cannot hold ends the relay.
-                log.failure("port-forward connection not audited; the relay is ended", failure)
-                self.conn.transport.abortConnection()
-
-            d.addErrback(unrecorded)
-
-        return PortForwardTap(forwarded, tunnelled=upgrade == b"websocket")
-
     def _credentials(
         self, handle: IActionHandle, upstream: Upstream, identity: Identity
     ) -> list[tuple[bytes, bytes]] | None:
@@ -656,50 +628,6 @@ class Exchange(ExchangeState):
             handle.finish(Outcome(status=Status.failed, error=str(e)))
             self._respond(400, str(e))
         return None
-
-    def _exec_tap(
-        self, session: ISession, handle: IActionHandle, info: K8sRequest | None, upgrade: bytes
-    ) -> ExecTap | SpdyExecTap | None:
-        """
-        A terminal (C{kubectl exec -it}, C{attach -it}: C{tty=true}), over
-        WebSocket or SPDY/3.1, is recorded as asciicast from its
-        stdin/stdout/stderr and resize channels, like an SSH terminal; the
-        recording's SHA-256 goes into C{session.end}.  An exec or attach
-        without a terminal is recorded the same way only with the
-        connection's C{record_exec_output} (else its action has the command
-        and byte counts).
-        """
-        if info is None:
-            return None
-        if info.display_verb not in ("exec", "attach"):
-            return None
-        settings = session.connection.settings
-        if not info.tty and not getattr(settings, "record_exec_output", False):
-            return None
-        command = " ".join(info.exec_command) or None
-        masks = session.masks
-        if command is not None and masks is not None and masks.trail:
-            command = masks.trail_text(command, {})  # the recording's header is stored too
-
-        def make(path: str, fd: int) -> ITerminalRecorder:
-            recording = AsciicastRecorder(
-                path,
-                fd=fd,
-                clock=self.front.reactor,
-                width=80,  # kubectl sends the real size as its first resize message
-                height=24,
-                command=command,
-                title=f"{session.identity.subject} on {session.connection.name}: {info.display_verb} {info.namespace}/{info.name}",
-                record_input=bool(getattr(settings, "record_input", False)),
-                # A recorded exec does not go on unrecorded (disk full): end it.
-                on_failure=lambda reason: self.conn.transport.abortConnection(),
-            )
-            return masked_recorder(recording, session.masks)  # what is stored is masked, for everyone
-
-        recorder = session.open_recording(handle.number, make)
-        if recorder is None:
-            return None
-        return ExecTap(recorder) if upgrade == b"websocket" else SpdyExecTap(recorder)
 
     def _held_for_review(self, review: Review) -> None:
         # HTTP has no way to tell the client before its response: it waits;
@@ -741,89 +669,6 @@ class Exchange(ExchangeState):
         else:
             conn.sessions[_session_key(identity, name)] = session
         return session
-
-    def _action(self, info: K8sRequest, removed: tuple[bytes, ...], session: ISession) -> Action:
-        action = request_action(info, removed)
-        head = self.head
-        if not (
-            self.method in _BODY_METHODS and head.has_body and (self.body_received or self.request_state is not DONE)
-        ):
-            return action
-        details = dict(action.details)
-        cap = self.front.body_cap
-        first = b"".join(self.held)[:cap]
-        if head.content_length is not None:
-            total: int | None = head.content_length
-        else:
-            total = self.body_received if self.request_state is DONE else None
-        content_type = head.getRawHeaders(b"content-type")
-        record = details["body"] = body_record(
-            first,
-            total=total,
-            resource=info.resource,
-            content_type=content_type[0].decode("ascii", "replace") if content_type else "",
-            cap=cap,
-        )
-        masks = session.masks
-        masked = None
-        if masks is not None and masks.trail_json is not None:
-            if "json" in record:
-                # What the connection's masks name (a ConfigMap's values) is stored masked, for everyone.
-                counts: dict[tuple[str, str], int] = {}
-                try:
-                    document = masks.trail_json.mask_document(record["json"], counts)
-                    if content_type and b"json-patch" in content_type[0].lower():
-                        document = mask_patch_values(masks.trail_json, document, counts)
-                    record["json"] = document
-                except JsonBodyError as e:
-                    del record["json"]
-                    record["omitted"] = str(e)
-                masked = masks.settle(counts) if counts else None
-            elif "text" in record:
-                # YAML (server-side apply), or JSON cut at the cap: the paths cannot be followed.
-                del record["text"]
-                record.pop("truncated", None)
-                record["omitted"] = "may hold values the connection's masks name (not JSON, or over the size cap)"
-        return Action(action.kind, action.input, action.attributes, details, masked)
-
-    def _patch_reads_masked(self, session: ISession) -> str | None:
-        """
-        Why a JSON patch must not be forwarded for an identity under JSON
-        path masks: its C{copy}, C{move} or C{test} operations read a masked
-        value (into a field the client sees, or as a yes/no oracle).
-        """
-        masks = session.masks
-        if masks is None or not masks.masks_bodies or self.method != "PATCH":
-            return None
-        content_type = self.head.getRawHeaders(b"content-type")
-        if not content_type or b"json-patch" not in content_type[0].lower():
-            return None
-        body = b"".join(self.held)
-        if self.request_state is not DONE or self.body_received > len(body):
-            return "a JSON patch too large for the gateway to read whole cannot be checked against the masks"
-        try:
-            # As the API server reads it: invalid UTF-8 replaced, not refused.
-            operations = json.loads(body.decode("utf-8", "replace"))
-        except (ValueError, RecursionError):
-            return "the gateway cannot read this JSON patch, so it cannot check it against the masks"
-        if not isinstance(operations, list):
-            return None
-        for operation in operations:
-            if not isinstance(operation, dict):
-                continue
-            op = operation.get("op")
-            if op == "test":
-                # A yes/no answer about any value, masked or found by a detector.
-                return "JSON patch 'test' operations are not allowed while masks apply to you"
-            pointer = operation.get("from") if op in ("copy", "move") else None
-            if pointer is None or masks.client_json is None:
-                continue
-            if not isinstance(pointer, str) or masks.client_json.reaches(json_pointer(pointer)) is not None:
-                return (
-                    f"the JSON patch's {op!r} operation reads {pointer!r}, which is masked for you: "
-                    "masked values are not copied or moved"
-                )
-        return None
 
     def _upstream_head(
         self, upstream: Upstream, routed: RoutedPath, headers: Sequence[tuple[bytes, bytes]],
@@ -1202,7 +1047,10 @@ class Exchange(ExchangeState):
         lines += [b"Upgrade: " + (answer.get(b"upgrade") or [upgrade])[0], b"Connection: Upgrade"]
         self.switch_protocols()
         conn = self.conn
-        tap = self._exec_tap(session, handle, info, upgrade) or self._forward_tap(session, info, upgrade)
+        abort = conn.transport.abortConnection
+        tap = exec_tap(session, handle, info, upgrade, clock=self.front.reactor, abort=abort) or forward_tap(
+            session, info, upgrade, abort=abort
+        )
         if tap is not None:
             # What the gateway can no longer read it does not relay unrecorded.
             tap.on_stop = lambda reason: conn.transport.abortConnection()

@@ -30,5 +30,5 @@ connection's credentials), L{hoopgw.protocols.http.responses} (what the
 gateway answers itself), L{hoopgw.protocols.http.actions} (what a request
 is decided as, cached), L{hoopgw.protocols.http.pool} (persistent upstream
 connections), L{hoopgw.protocols.http.upgrade} (the exec/attach/port-forward
-relay).
+relay), L{hoopgw.protocols.http.taps} (what that relay records).
 """

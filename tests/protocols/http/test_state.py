@@ -203,7 +203,7 @@ class PathTests(SynchronousTestCase):
         exchange.answer(keep_alive=True)
         self.assertEqual(sides(exchange), (DONE, SETTLED, DONE))
 
-    def test_resent_once_on_a_closed_reused_connection(self) -> None:
+    def test_resent_on_a_closed_reused_connection(self) -> None:
         """A reused connection found closed before any answer: the request goes again, on another."""
         exchange = ExchangeState(has_body=False)
         exchange.forward()

@@ -387,11 +387,16 @@ class Exchange(ExchangeState):
                 self._response_complete()
 
     def upstream_failed(self, reason: Failure | ParseError) -> None:
-        self.upstream = None
+        # The failed connection stays set while the leg ends: _request_failed
+        # resends on another a reused one that closed before any answer.
+        failed = self.upstream
         try:
             self._fail_waiters(reason)
         except Exception:
+            self.upstream = None
             self.crashed(Failure())
+        if self.upstream is failed:
+            self.upstream = None
 
     def _fail_waiters(self, reason: Failure | BaseException) -> None:
         """The upstream leg ended with C{reason}: before the response head, or cutting its body off."""
@@ -634,12 +639,16 @@ class Exchange(ExchangeState):
         # HTTP has no way to tell the client before its response: it waits;
         # kept so that a client leaving cancels the request.
         self.review = review
+        if self.response_state in FINISHED:
+            # Answered while the review was being recorded (its body broke, or
+            # the client left): it will never be forwarded, so nobody decides it.
+            reason = "the client went away" if self.response_state is CLOSED else "the request was answered before its review"
+            self._withdraw_review(reason)
+            return
         self.review_started()
-        if self.response_state is CLOSED:
-            self._withdraw_review()
 
-    def _withdraw_review(self) -> None:
-        self.front.sessions.withdraw_review(self.review, "the client went away")
+    def _withdraw_review(self, reason: str = "the client went away") -> None:
+        self.front.sessions.withdraw_review(self.review, reason)
 
     def _refused(self, code: int, message: str, identity: Identity) -> None:
         """A request refused before a decision, with its identity known."""

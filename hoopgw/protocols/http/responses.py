@@ -120,7 +120,7 @@ def upstream_message(body: bytes) -> str | None:
     """The C{message} of a JSON error body (a Kubernetes Status), if any."""
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # (an upstream's "[[[[..." nests deeper than the parser recurses)
         return None
     if isinstance(document, dict):
         message = document.get("message") or document.get("error")

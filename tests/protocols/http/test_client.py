@@ -7,42 +7,55 @@ the connection stops reading while one waits.
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from hoopgw.config import loads
-from hoopgw.gateway import Gateway
+from hoopgw.gateway import Gateway, shipped_policies
 from hoopgw.protocols.http.pool import UpstreamConnection
 from hoopgw.protocols.http.proxy import HTTPFrontEnd
-from hoopgw.protocols.http.state import BUSY, IDLE
+from hoopgw.protocols.http.state import BUSY, CLOSED, IDLE
 from hoopgw.protocols.http.wire import DEFAULT_MAX_HEAD
 
 BODY = b'{"kind":"Status"}'
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
 
 
-class PipelineTests(TestCase):
+class _ClientCase(TestCase):
+    # Added to the configuration and to the shipped policies (subclasses).
+    audit = ""
+    policy = ""
+
     def setUp(self) -> None:
         base = Path(self.mktemp()).resolve()
         base.mkdir(parents=True)
+        policies = base / "policies"
+        policies.mkdir()
+        shutil.copy(shipped_policies() / "default.toml", policies / "default.toml")
+        (policies / "extra.toml").write_text(self.policy)
         config = loads(
             f"""
 [gateway]
 name = "test"
 data_dir = "{base / 'data'}"
+policies = "{policies}"
 
 [listen]
 postgres = false
 ssh = false
 http = false
 api = false
-
+{self.audit}
 [[connections]]
 name = "web"
 kind = "http"
@@ -67,7 +80,7 @@ upstream = "http://127.0.0.1:9"
         address = IPv4Address("TCP", "127.0.0.1", 40000)
         self.client = self.front.http.buildProtocol(address)
         self.client.makeConnection(StringTransport(peerAddress=address))
-        self.addCleanup(self.client.connectionLost)
+        self.addCleanup(lambda: self.client.cycle is CLOSED or self.client.connectionLost())
 
     def request(self, path: bytes) -> bytes:
         return b"GET /web/%s HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n\r\n" % (path, self.token.encode())
@@ -81,6 +94,12 @@ upstream = "http://127.0.0.1:9"
             yield deferLater(reactor, 0.01, lambda: None)
         self.fail(f"not {count} requests upstream: {self.upstream.transport.value()!r}")
 
+    def records(self, event: str) -> list[dict]:
+        lines = Path(self.gateway.audit._records_path).read_text().splitlines()
+        return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+class PipelineTests(_ClientCase):
     @inlineCallbacks
     def test_pipelined_requests_one_at_a_time_in_order(self):
         """
@@ -125,3 +144,87 @@ upstream = "http://127.0.0.1:9"
         self.upstream.dataReceived(RESPONSE)
         yield self.sent_upstream(2)
         self.assertEqual(self.client.transport.producerState, "producing")
+
+    @inlineCallbacks
+    def test_resent_when_a_reused_connection_was_closed(self):
+        """
+        The upstream closed an idle keep-alive connection, and the next GET
+        went on it: no byte of an answer came, so it goes again, once, on
+        another connection, and the client gets its answer (not a 502).
+        """
+        pool = self.front.upstreams["web"].pool
+        other = UpstreamConnection(pool)
+        other.makeConnection(StringTransport())
+        pool._all.add(other)
+        pool._idle_connections.insert(0, other)  # (taken after self.upstream)
+        self.client.dataReceived(self.request(b"one"))
+        yield self.sent_upstream(1)
+        self.upstream.dataReceived(RESPONSE)
+        self.client.dataReceived(self.request(b"two"))
+        yield self.sent_upstream(2)
+        self.upstream.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(other.transport.value().startswith(b"GET /two HTTP/1.1\r\n"), other.transport.value())
+        other.dataReceived(RESPONSE)
+        self.assertEqual(self.client.transport.value().count(b"HTTP/1.1 200 OK\r\n"), 2, self.client.transport.value())
+        ends = self.records("action.end")
+        self.assertEqual([e["outcome"]["status"] for e in ends], ["succeeded", "succeeded"])
+
+    @inlineCallbacks
+    def test_error_body_nested_deeper_than_json_parses(self):
+        """
+        The upstream's error body is "[" × 5,000: too deep for the JSON
+        parser, which is no message to quote; the outcome says HTTP 404, and
+        the request pipelined behind it is served on the same connection.
+        """
+        self.client.dataReceived(self.request(b"a") + self.request(b"b"))
+        yield self.sent_upstream(1)
+        body = b"[" * 5000
+        self.upstream.dataReceived(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        yield self.sent_upstream(2)
+        self.upstream.dataReceived(RESPONSE)
+        self.assertFalse(self.client.transport.disconnecting)
+        self.assertEqual(self.client.transport.value().count(b"HTTP/1.1 "), 2)
+        self.assertEqual([e["outcome"].get("error") for e in self.records("action.end")], ["HTTP 404", None])
+
+
+class ReviewWhileBodyBreaksTests(_ClientCase):
+    """Strict sync: a request's check waits for its records while its body still arrives."""
+
+    audit = '[audit]\nsync = "strict"\n'
+    policy = """
+[[rule]]
+name = "review-posts"
+effect = "review"
+connections = ["web"]
+http.methods = ["POST"]
+review.approvers = ["group:sre"]
+review.timeout = "60s"
+"""
+
+    @inlineCallbacks
+    def test_answered_before_its_review_opens(self):
+        """
+        The body breaks (a malformed chunk: 400) while the review is being
+        recorded, and the client leaves on the 400: the review is
+        cancelled at once, with its records, and nothing is forwarded.
+        """
+        chunk = b"x" * (self.front.body_cap + 1)
+        head = b"POST /web/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+        self.client.dataReceived(head % self.token.encode() + b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        for _ in range(500):  # the check is under way once the session counts the action
+            sessions = list(self.client.sessions.values())
+            if sessions and sessions[0].actions >= 1:
+                break
+            yield deferLater(reactor, 0, lambda: None)
+        self.client.dataReceived(b"zz\r\n")
+        self.assertTrue(self.client.transport.value().startswith(b"HTTP/1.1 400 "), self.client.transport.value())
+        self.client.connectionLost()
+        for _ in range(500):
+            if self.records("session.end"):
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(len(self.records("review.requested")), 1)
+        self.assertEqual(len(self.records("review.cancelled")), 1)
+        self.assertEqual([e["outcome"]["status"] for e in self.records("action.end")], ["blocked"])
+        self.assertEqual(self.upstream.transport.value(), b"")
+        self.assertEqual([r for r in self.gateway.sessions.reviews._live.values() if r.pending], [])

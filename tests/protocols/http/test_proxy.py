@@ -10,12 +10,14 @@ import json
 from pathlib import Path
 
 from twisted.internet import ssl
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from hoopgw.config import SecretRef
 from hoopgw.model import Connection, Identity
 from hoopgw.protocols.http.bodies import MASK, body_record, mask_secrets
+from hoopgw.protocols.http.client import ClientConnection
 from hoopgw.protocols.http.k8s import from_routed
 from hoopgw.protocols.http.paths import split_request_target
 from hoopgw.protocols.http.actions import _action_cached, request_action
@@ -23,6 +25,7 @@ from hoopgw.protocols.http.headers import bearer_token
 from hoopgw.protocols.http.responses import error_body, response_headers
 from hoopgw.protocols.http.upstream import ReservedIdentity, Upstream, UpstreamTLSPolicy
 from hoopgw.protocols.http.settings import HTTPSettings
+from hoopgw.protocols.http.state import ExchangeState
 from tests.integration._fake_k8s import make_test_ca
 
 
@@ -250,27 +253,25 @@ class TLSPolicyTests(SynchronousTestCase):
         self.assertFalse(creator.verify)
 
 
+def client_connection() -> tuple[ClientConnection, StringTransport, Clock]:
+    """A client connection on a memory transport, its front end a stand-in with a clock of its own."""
+
+    class Front:
+        idle_timeout = 60.0
+        reactor = Clock()
+
+    conn = ClientConnection(Front())
+    transport = StringTransport()
+    conn.makeConnection(transport)
+    return conn, transport, Front.reactor
+
+
 class IdleTimeoutTests(SynchronousTestCase):
     """
     A client connection is closed after idle_timeout seconds without a
     request, never while one is in progress: one timer per connection,
     which waits out the rest of the timeout if a request came meanwhile.
     """
-
-    def connection(self):
-        from twisted.internet.task import Clock
-        from twisted.internet.testing import StringTransport
-
-        from hoopgw.protocols.http.client import ClientConnection
-
-        class Front:
-            idle_timeout = 60.0
-            reactor = Clock()
-
-        conn = ClientConnection(Front())
-        transport = StringTransport()
-        conn.makeConnection(transport)
-        return conn, transport, Front.reactor
 
     def request(self, conn, clock, seconds):
         """A request that takes C{seconds}, then its response, whole, keeping the connection."""
@@ -286,7 +287,7 @@ class IdleTimeoutTests(SynchronousTestCase):
 
     def test_idle_for_the_whole_timeout(self):
         """Counted from the end of the last request, not from when the timer started."""
-        conn, transport, clock = self.connection()
+        conn, transport, clock = client_connection()
         clock.advance(10)
         self.request(conn, clock, 10)  # idle again from t=20
         clock.advance(59)
@@ -296,7 +297,7 @@ class IdleTimeoutTests(SynchronousTestCase):
 
     def test_never_during_a_request(self):
         """A request longer than the timeout keeps the connection; the timeout starts again when it ends."""
-        conn, transport, clock = self.connection()
+        conn, transport, clock = client_connection()
         clock.advance(50)
         self.request(conn, clock, 100)  # from t=50 to t=150
         self.assertFalse(transport.disconnecting)
@@ -307,7 +308,7 @@ class IdleTimeoutTests(SynchronousTestCase):
 
     def test_one_timer(self):
         """Requests do not each schedule a timer."""
-        conn, _, clock = self.connection()
+        conn, _, clock = client_connection()
         for _ in range(5):
             self.request(conn, clock, 1)
         self.assertEqual(len(clock.getDelayedCalls()), 1)
@@ -317,7 +318,7 @@ class IdleTimeoutTests(SynchronousTestCase):
         from twisted.internet.error import ConnectionDone
         from twisted.python.failure import Failure
 
-        conn, _, clock = self.connection()
+        conn, _, clock = client_connection()
         conn.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(clock.getDelayedCalls(), [])
 
@@ -331,19 +332,7 @@ class ClosingTests(SynchronousTestCase):
         response was still streaming, that response ending cleanly does not
         let a pipelined request in: it is not parsed, run or answered.
         """
-        from twisted.internet.task import Clock
-        from twisted.internet.testing import StringTransport
-
-        from hoopgw.protocols.http.client import ClientConnection
-
-        class Front:
-            idle_timeout = 60.0
-            reactor = Clock()
-
-        conn = ClientConnection(Front())
-        transport = StringTransport()
-        conn.makeConnection(transport)
-        from hoopgw.protocols.http.state import ExchangeState
+        conn, transport, _ = client_connection()
 
         exchange = ExchangeState(has_body=False)
         conn.request_started()

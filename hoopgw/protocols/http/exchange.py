@@ -749,10 +749,10 @@ class Exchange(ExchangeState):
                 self.timer.cancel()
             self.timer = None
 
-    def _send_request(self) -> None:
-        """Send the request on a pooled connection, or on a new one once it is made."""
+    def _send_request(self, *, fresh: bool = False) -> None:
+        """Send the request on a pooled connection (unless C{fresh}), or on a new one once it is made."""
         assert self.origin is not None
-        acquired = self.origin.pool.acquire()
+        acquired = self.origin.pool.acquire(fresh=fresh)
         if isinstance(acquired, Deferred):
             self.pending = acquired
             acquired.addCallbacks(self._connected, self._not_connected)
@@ -803,7 +803,9 @@ class Exchange(ExchangeState):
             and not self.expired and self.response_state not in FINISHED
         ):
             self.resend()
-            return self._send_request()
+            # On a new connection: never reused, so this is the only resend
+            # (another idle one may be just as stale).
+            return self._send_request(fresh=True)
         self._stop_timer()
         self.leg_settled()
         handle = self.handle

@@ -162,10 +162,10 @@ class Pool:
         self._idle_connections: list[UpstreamConnection] = []
         self._all: set[UpstreamConnection] = set()
 
-    def acquire(self) -> UpstreamConnection | Deferred[UpstreamConnection]:
-        """An idle connection, or a L{Deferred} of a new one."""
+    def acquire(self, *, fresh: bool = False) -> UpstreamConnection | Deferred[UpstreamConnection]:
+        """An idle connection (unless C{fresh}), or a L{Deferred} of a new one."""
         idle = self._idle_connections
-        while idle:
+        while idle and not fresh:
             connection = idle.pop()
             if not connection.lost:
                 return connection

@@ -13,9 +13,9 @@ One request has three sides, each in one state:
     then either C{NOT_FORWARDED} (the gateway answered it itself) or
     C{CONNECTING} (allowed: a pooled connection is found or made),
     C{AWAITING_HEAD} (the request head went; the response head is awaited,
-    under the response timeout; back to C{CONNECTING} when a reused
-    connection turns out closed before any answer), C{STREAMING} (the response body is
-    relayed) and C{SETTLED} (the leg's outcome is known).  An upgrade goes
+    under the response timeout; back to C{CONNECTING}, once, for a new
+    connection when a reused one turns out closed before any answer),
+    C{STREAMING} (the response body is relayed) and C{SETTLED} (the leg's outcome is known).  An upgrade goes
     C{UPGRADING} (a connection of its own) to C{SWITCHED} or C{SETTLED};
 
   - the response (what the gateway has written to the client): C{IDLE},

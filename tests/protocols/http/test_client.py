@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -149,22 +149,35 @@ class PipelineTests(_ClientCase):
     def test_resent_when_a_reused_connection_was_closed(self):
         """
         The upstream closed an idle keep-alive connection, and the next GET
-        went on it: no byte of an answer came, so it goes again, once, on
-        another connection, and the client gets its answer (not a 502).
+        went on it: no byte of an answer came, so it goes again, once, on a
+        new connection (not another idle one, which may be as stale), and
+        the client gets its answer (not a 502).
         """
         pool = self.front.upstreams["web"].pool
-        other = UpstreamConnection(pool)
-        other.makeConnection(StringTransport())
-        pool._all.add(other)
-        pool._idle_connections.insert(0, other)  # (taken after self.upstream)
+        stale = UpstreamConnection(pool)  # idle too, and just as closed: never taken for the resend
+        stale.makeConnection(StringTransport())
+        pool._all.add(stale)
+        pool._idle_connections.insert(0, stale)  # (taken after self.upstream)
+        made: list[UpstreamConnection] = []
+
+        class Endpoint:
+            def connect(self, factory):
+                connection = factory.buildProtocol(None)
+                connection.makeConnection(StringTransport())
+                made.append(connection)
+                return succeed(connection)
+
+        pool._endpoint = Endpoint()
         self.client.dataReceived(self.request(b"one"))
         yield self.sent_upstream(1)
         self.upstream.dataReceived(RESPONSE)
         self.client.dataReceived(self.request(b"two"))
         yield self.sent_upstream(2)
         self.upstream.connectionLost(Failure(ConnectionDone()))
-        self.assertTrue(other.transport.value().startswith(b"GET /two HTTP/1.1\r\n"), other.transport.value())
-        other.dataReceived(RESPONSE)
+        [new] = made
+        self.assertEqual(stale.transport.value(), b"")
+        self.assertTrue(new.transport.value().startswith(b"GET /two HTTP/1.1\r\n"), new.transport.value())
+        new.dataReceived(RESPONSE)
         self.assertEqual(self.client.transport.value().count(b"HTTP/1.1 200 OK\r\n"), 2, self.client.transport.value())
         ends = self.records("action.end")
         self.assertEqual([e["outcome"]["status"] for e in ends], ["succeeded", "succeeded"])

@@ -224,11 +224,16 @@ review.timeout = "60s"
         chunk = b"x" * (self.front.body_cap + 1)
         head = b"POST /web/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n"
         self.client.dataReceived(head % self.token.encode() + b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        for _ in range(500):  # the check is under way once the session counts the action
+        # The check is under way once the session counts the action; the
+        # session's own start record is synced first (strict), which takes
+        # wall-clock time on a loaded machine, not a number of reactor turns.
+        for _ in range(1000):
             sessions = list(self.client.sessions.values())
             if sessions and sessions[0].actions >= 1:
                 break
-            yield deferLater(reactor, 0, lambda: None)
+            yield deferLater(reactor, 0.005, lambda: None)
+        else:
+            self.fail("the request's check never started")
         self.client.dataReceived(b"zz\r\n")
         self.assertTrue(self.client.transport.value().startswith(b"HTTP/1.1 400 "), self.client.transport.value())
         self.client.connectionLost()
@@ -236,6 +241,8 @@ review.timeout = "60s"
             if self.records("session.end"):
                 break
             yield deferLater(reactor, 0.01, lambda: None)
+        else:
+            self.fail("the session never ended")
         self.assertEqual(len(self.records("review.requested")), 1)
         self.assertEqual(len(self.records("review.cancelled")), 1)
         self.assertEqual([e["outcome"]["status"] for e in self.records("action.end")], ["blocked"])

@@ -270,9 +270,9 @@ class AttackTests(SynchronousTestCase):
         masks = session_masks(MaskRule("m", json_paths=("..*..*..*.password",)))
         doc = b'{"a":' * 200 + b"1" + b"}" * 200
         import time
-        start = time.perf_counter()
+        start = time.thread_time()  # CPU time: immune to a loaded machine
         stream(masks, doc)
-        self.assertLess(time.perf_counter() - start, 2.0)
+        self.assertLess(time.thread_time() - start, 2.0)
 
     def test_copy_masked_as_its_object_whatever_kind_it_claims(self) -> None:
         copy = json.dumps({"kind": "Foo", "data": {"pw": "aHVudGVyMg=="}, "kind ": "x"})

@@ -269,9 +269,11 @@ class BoundsTests(SynchronousTestCase):
         worst = (0.0, "")
         for name, shape in self.SHAPES.items():
             text = shape(size)
-            start = time.perf_counter()
+            # This thread's CPU time: a loaded machine stretches wall time
+            # (CI saw 9x), not the work done.
+            start = time.thread_time()
             policy_lines(parse_command(text), [RM_RF])
-            worst = max(worst, (time.perf_counter() - start, name))
+            worst = max(worst, (time.thread_time() - start, name))
         return worst
 
     def test_atTheCap(self) -> None:
@@ -286,9 +288,9 @@ class BoundsTests(SynchronousTestCase):
         C{"${" * 1200 ...} took 73 s before).
         """
         line = "${" * 1200 + "x" * ((1 << 20) - 3600) + "}" * 1200
-        start = time.perf_counter()
+        start = time.thread_time()
         parsed = parse_command(line)
-        self.assertLess(time.perf_counter() - start, 0.05)
+        self.assertLess(time.thread_time() - start, 0.05)
         self.assertIn("longer than", parsed.unreadable)
         self.assertTrue(denied(line))
         self.patch(commands, "MAX_COMMAND_LENGTH", 1 << 21)

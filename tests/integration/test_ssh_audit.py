@@ -389,6 +389,35 @@ class InputRecordingTests(SSHGatewayCase):
         trail = b"".join(p.read_bytes() for p in (self.base / "data" / "audit").rglob("*") if p.is_file())
         self.assertNotIn(b"hunter2", trail)
 
+    @inlineCallbacks
+    def test_password_typed_with_feedback_not_recorded(self):
+        """
+        A password prompt that shows a C{*} per key typed (sudo's
+        C{pwfeedback}, the default of sudo-rs and of some distributions):
+        the line typed there is not an C{ssh.shell.line} record either.
+        """
+        proc = spawn(self.ssh_argv("-tt", ""), marker=None, env=self.env(TERM="xterm"))
+        proc.transport.write(
+            b"printf '[sudo] pass''word for x: '; pw=; "
+            b"while IFS= read -rs -n1 c && [ -n \"$c\" ]; do pw+=$c; printf '*'; done; "
+            b"echo; echo got-${#pw}\n"
+        )
+        yield proc.wait_for(b"password for x: ")
+        for key in b"hunter2":
+            star = proc.wait_for(b"*")
+            proc.transport.write(bytes([key]))
+            yield star
+        proc.transport.write(b"\n")
+        yield proc.wait_for(b"got-7")
+        proc.transport.write(b"exit 0\n")
+        code = yield proc.ended
+        self.assertEqual(code, 0, proc.output)
+        yield self.watch.wait("session.end")
+        inputs = [s["action"]["input"] for s, _ in self.actions("ssh.shell.line")]
+        self.assertEqual(inputs[1:], ["exit 0"])
+        trail = b"".join(p.read_bytes() for p in (self.base / "data" / "audit").rglob("*") if p.is_file())
+        self.assertNotIn(b"hunter2", trail)
+
 
 class _Echo(Protocol):
     def dataReceived(self, data: bytes) -> None:

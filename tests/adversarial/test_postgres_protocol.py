@@ -446,6 +446,42 @@ class MoreSecretTests(_Case):
         self.assertNotIn(b"hunter2", trail)
 
 
+class SecretOptionTests(_Case):
+    def setUp(self):
+        super().setUp()
+        self.cluster.psql(
+            "CREATE EXTENSION postgres_fdw; CREATE EXTENSION dblink;"
+            "CREATE SERVER loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1');"
+            "GRANT USAGE ON FOREIGN SERVER loop TO app_scram;"
+        )
+
+    @inlineCallbacks
+    def test_sslpassword_never_enters_the_trail(self):
+        """
+        postgres_fdw takes the client key's passphrase as a user-mapping
+        option, C{sslpassword}, as it takes C{password}: the mapping is made
+        on the server, and its value is not in the audit log.
+        """
+
+        def work(client):
+            return [
+                client.batch(codec.Query(
+                    "CREATE USER MAPPING FOR app_scram SERVER loop "
+                    "OPTIONS (user 'app_scram', sslpassword 'hunter2-sslpassword')"
+                )),
+                client.batch(codec.Query(
+                    "ALTER USER MAPPING FOR app_scram SERVER loop OPTIONS (SET sslpassword 'hunter2-set')"
+                )),
+            ]
+
+        answers = yield self.raw(work)
+        self.assertEqual([errors(a) for a in answers], [[], []])
+        self.assertIn("sslpassword=hunter2-set", self.count("SELECT umoptions::text FROM pg_user_mappings"))
+        trail = b"".join(p.read_bytes() for p in (self.base / "data" / "audit").rglob("*") if p.is_file())
+        self.assertIn(b"'[redacted]'", trail)
+        self.assertNotIn(b"hunter2", trail)
+
+
 class FunctionCallTests(_Case):
     """A FunctionCall names its function by OID: judged as that function (issue 11, item 4)."""
 

@@ -1113,7 +1113,9 @@ def redact_secrets(text: str) -> str:
         ):
             # PASSWORD hunter2 (no quotes: a syntax error the trail still records).
             spans.append((token.start, token.end + 1))
-        if name == "IDENT" and text[token.start:token.end + 1].strip('"').lower() == "password":
+        # An option named password, or sslpassword (postgres_fdw's user
+        # mappings take the client key's passphrase so), or any *password.
+        if name == "IDENT" and text[token.start:token.end + 1].strip('"').lower().endswith("password"):
             name = "PASSWORD"
         previous = name
     if not spans:

@@ -481,6 +481,37 @@ class SecretOptionTests(_Case):
         self.assertIn(b"'[redacted]'", trail)
         self.assertNotIn(b"hunter2", trail)
 
+    @inlineCallbacks
+    def test_connection_string_parameters_never_enter_the_trail(self):
+        """
+        A connection string sent as a Bind parameter (a driver's
+        C{execute("SELECT dblink_connect(%s)", (conninfo,))}), in key/value
+        or URI form, text or binary: the server gets it, the trail does not.
+        """
+        conninfos = [
+            b"hostaddr=127.0.0.1 port=1 dbname=x user=u password=hunter2-kv",
+            b"postgresql://u:hunter2-uri@127.0.0.1:1/x",
+        ]
+
+        def work(client):
+            return [
+                client.batch(
+                    codec.Parse("", "SELECT dblink_connect($1::text)", ()),
+                    codec.Bind("", "", (fmt,), (conninfo,), ()),
+                    codec.Execute("", 0),
+                    codec.Sync(),
+                )
+                for conninfo in conninfos for fmt in (0, 1)
+            ]
+
+        answers = yield self.raw(work)
+        # libpq on the server tried the connection (port 1: refused).
+        for answer in answers:
+            self.assertIn("08001", [code for code, _ in errors(answer)])
+        trail = b"".join(p.read_bytes() for p in (self.base / "data" / "audit").rglob("*") if p.is_file())
+        self.assertNotIn(b"hunter2", trail)
+        self.assertNotIn(b"aHVudGVyMi", trail)  # base64 of "hunter2"
+
 
 class FunctionCallTests(_Case):
     """A FunctionCall names its function by OID: judged as that function (issue 11, item 4)."""

@@ -46,7 +46,14 @@ from hoopgw.errors import AuditUnavailable, NotPermitted
 from hoopgw.interfaces import IActionHandle, ISession, ISessionService
 from hoopgw.model import Action, Connection, Outcome, Source, Status
 from hoopgw.protocols.postgres.settings import PostgresSettings
-from hoopgw.protocols.postgres.sql import StatementInfo, classify, mentions_secret, recordable, statement_info
+from hoopgw.protocols.postgres.sql import (
+    StatementInfo,
+    classify,
+    mentions_secret,
+    parameter_holds_secret,
+    recordable,
+    statement_info,
+)
 from hoopgw.protocols import IStreamTransport, ReadPause, Reading, _preauth, _tls as tls, set_no_delay
 from hoopgw.protocols.postgres import codec, lexical, reach, startup
 from hoopgw.protocols.postgres.reach import RelationGraph
@@ -129,6 +136,10 @@ def _action_kind(info: StatementInfo, default: str) -> str:
 def _parameter_record(value: bytes | None, binary: bool) -> Any:
     if value is None:
         return None
+    # A connection string bound to a statement that does not say so
+    # (SELECT dblink_connect($1)) carries its password all the same.
+    if parameter_holds_secret(value):
+        return "[redacted]"
     if binary:
         return {"base64": base64.b64encode(value).decode()}
     return value.decode("utf-8", "replace")

@@ -81,7 +81,7 @@ from typing import Any
 from attrs import define, evolve, field, fields, frozen
 from pglast import parser as _pg
 
-__all__ = ["PreparedStatements", "StatementInfo", "body_statements", "classify", "mentions_secret", "recordable", "redact_secrets", "statement_info"]
+__all__ = ["PreparedStatements", "StatementInfo", "body_statements", "classify", "mentions_secret", "parameter_holds_secret", "recordable", "redact_secrets", "statement_info"]
 
 UNKNOWN = "unknown"
 
@@ -1078,6 +1078,8 @@ _COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
 _SECRET_BEFORE = frozenset({"PASSWORD", "CONNECTION"})
 # A key/value connection string's password, or a URI's (scheme://user:pw@).
 _CONNINFO_PASSWORD = re.compile(r"(?i)password\s*=|://[^/@\s]*:[^/@\s]*@")
+# The same in a Bind parameter's bytes (text or binary format).
+_CONNINFO_PASSWORD_BYTES = re.compile(_CONNINFO_PASSWORD.pattern.encode())
 # Tokens after PASSWORD that are not a secret themselves.
 _NOT_SECRET = frozenset({"NULL_P"})
 # Non-reserved words: a bare password, or a name (SELECT password x ...).
@@ -1127,6 +1129,11 @@ def redact_secrets(text: str) -> str:
         last = end
     out.append(text[last:])
     return "".join(out)
+
+
+def parameter_holds_secret(value: bytes) -> bool:
+    """Whether a Bind parameter is a connection string with a password (C{dblink_connect($1)})."""
+    return _CONNINFO_PASSWORD_BYTES.search(value) is not None
 
 
 def mentions_secret(text: str) -> bool:

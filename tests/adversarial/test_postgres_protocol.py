@@ -513,6 +513,35 @@ class SecretOptionTests(_Case):
         self.assertNotIn(b"aHVudGVyMi", trail)  # base64 of "hunter2"
 
 
+class SecretScanCostTests(_Case):
+    @inlineCallbacks
+    def test_long_colon_run_after_scheme(self):
+        """
+        A 300,000-character string of colons after a C{://}, in a query and
+        as a Bind parameter: looking for a URI password in it takes linear
+        time, so the server answers at once (a quadratic search held the
+        gateway's one thread for minutes, every session with it).
+        """
+        text = "://" + ":" * 300_000
+
+        def work(client):
+            started = time.monotonic()
+            answers = [
+                client.batch(codec.Query(f"SELECT length('{text}')")),
+                client.batch(
+                    codec.Parse("", "SELECT length($1::text)", ()),
+                    codec.Bind("", "", (), (text.encode(),), ()),
+                    codec.Execute("", 0),
+                    codec.Sync(),
+                ),
+            ]
+            return answers, time.monotonic() - started
+
+        answers, took = yield self.raw(work)
+        self.assertEqual([errors(a) for a in answers], [[], []])
+        self.assertLess(took, 20)
+
+
 class FunctionCallTests(_Case):
     """A FunctionCall names its function by OID: judged as that function (issue 11, item 4)."""
 

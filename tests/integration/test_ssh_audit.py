@@ -398,9 +398,10 @@ class InputRecordingTests(SSHGatewayCase):
         """
         proc = spawn(self.ssh_argv("-tt", ""), marker=None, env=self.env(TERM="xterm"))
         proc.transport.write(
-            b"printf '[sudo] pass''word for x: '; pw=; "
-            b"while IFS= read -rs -n1 c && [ -n \"$c\" ]; do pw+=$c; printf '*'; done; "
-            b"echo; echo got-${#pw}\n"
+            # (echo off throughout, as sudo has it: read -s turns it back on between keys)
+            b"stty -echo; printf '[sudo] pass''word for x: '; pw=; "
+            b"while IFS= read -r -n1 c && [ -n \"$c\" ]; do pw+=$c; printf '*'; done; "
+            b"stty echo; echo; echo got-${#pw}\n"
         )
         yield proc.wait_for(b"password for x: ")
         for key in b"hunter2":
@@ -415,6 +416,29 @@ class InputRecordingTests(SSHGatewayCase):
         yield self.watch.wait("session.end")
         inputs = [s["action"]["input"] for s, _ in self.actions("ssh.shell.line")]
         self.assertEqual(inputs[1:], ["exit 0"])
+        trail = b"".join(p.read_bytes() for p in (self.base / "data" / "audit").rglob("*") if p.is_file())
+        self.assertNotIn(b"hunter2", trail)
+
+
+    @inlineCallbacks
+    def test_other_secret_prompts_not_recorded(self):
+        """
+        OpenSSL's C{Enter pass phrase for key.pem:} and Vault's C{Token (will
+        be hidden):}: a line typed at either is not an C{ssh.shell.line}
+        record.
+        """
+        proc = spawn(self.ssh_argv("-tt", ""), marker=None, env=self.env(TERM="xterm"))
+        # Each prompt is spelled apart, so the echoed command does not show it.
+        for prompt, answer in ((b"'Enter pass'' phrase for key.pem:'", b"hunter2-openssl"),
+                               (b"'Tok''en (will be hidden): '", b"hunter2-vault")):
+            proc.transport.write(b"read -s -p " + prompt + b" pw; echo; echo got-${#pw}\n")
+            yield proc.wait_for(prompt.replace(b"'", b"").rstrip(b" "))
+            proc.transport.write(answer + b"\n")
+            yield proc.wait_for(b"got-%d" % len(answer))
+        proc.transport.write(b"exit 0\n")
+        code = yield proc.ended
+        self.assertEqual(code, 0, proc.output)
+        yield self.watch.wait("session.end")
         trail = b"".join(p.read_bytes() for p in (self.base / "data" / "audit").rglob("*") if p.is_file())
         self.assertNotIn(b"hunter2", trail)
 

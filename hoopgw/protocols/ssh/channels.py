@@ -311,11 +311,14 @@ class ChannelHost(Protocol):
 
 
 # The end of a terminal's output that asks for a secret ("Password: ",
-# "[sudo] password for deploy: ", "Enter passphrase for key ...: "): a line
-# typed there is not echoed, and is not made an ssh.shell.line record.  A
-# prompt may show a "*" per key typed (sudo's pwfeedback, erasing with
+# "[sudo] password for deploy: ", "Enter passphrase for key ...: ", OpenSSL's
+# "Enter pass phrase for key.pem:", Vault's "Token (will be hidden): "): a
+# line typed there is not echoed, and is not made an ssh.shell.line record.
+# A prompt may show a "*" per key typed (sudo's pwfeedback, erasing with
 # "\b \b"): by Enter the prompt is followed by them.
-_SECRET_PROMPT = re.compile(r"(?i)(password|passphrase|passcode|\bpin\b)[^\n]{0,80}:[\s*\x08]*$")
+_SECRET_PROMPT = re.compile(
+    r"(?i)(password|pass ?phrase|passcode|\bpin\b|\btoken\b|\bsecret\b)[^\n]{0,80}:[\s*\x08]*$"
+)
 # How much of the terminal's output is kept to look for such a prompt.
 _TAIL = 256
 _CSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")

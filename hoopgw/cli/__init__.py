@@ -337,6 +337,13 @@ def audit_verify(args: argparse.Namespace) -> int:
         witness_vkeys=witness_vkeys,
     )
     print(report.summary())
+    if report.ok and not args.vkey:
+        # Whoever rewrote the log with a key of their own wrote this file too.
+        print(
+            f"  the key was read from {directory / 'audit.vkey'}, beside the log (not pinned): this OK "
+            f"holds only if key {report.key_id} is the one in a copy kept off the host since the log "
+            f"was created; check with --vkey <that copy>"
+        )
     return 0 if report.ok else 1
 
 

@@ -403,3 +403,49 @@ class FastCheckTests(SynchronousTestCase):
         ):
             line = canonical_json(good)
             self.assertEqual(_check_record(line), good)
+
+
+class UnpinnedKeyTests(SynchronousTestCase):
+    """
+    C{hoopgw audit verify} without C{--vkey} checks the log with the
+    C{audit.vkey} beside it, which whoever rewrote the log (with a key of
+    their own) wrote too: its OK says so, and how to pin the key.
+    """
+
+    def setUp(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        # The attacker's log: another key, a clean history, a vkey beside it.
+        self.dir = Path(self.mktemp())
+        log, clock, _ = make_log(self.dir, signing_key=Ed25519PrivateKey.generate())
+        log.startService()
+        log.append("e", body(0))
+        clock.advance(0.001)
+        d = log.stopService()
+        clock.advance(0.01)
+        self.successResultOf(d)
+        (self.dir / "audit.vkey").write_text(log.vkey + "\n")
+        self.vkey = Path(self.mktemp())
+        self.vkey.write_text(log.vkey + "\n")
+
+    def run_verify(self, *extra: str) -> tuple[int, str]:
+        import contextlib
+        import io
+
+        from hoopgw.cli import main
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = main(["audit", "verify", "--dir", str(self.dir), *extra])
+        return code, out.getvalue()
+
+    def test_key_beside_the_log_is_named_unpinned(self) -> None:
+        code, out = self.run_verify()
+        self.assertEqual(code, 0, out)
+        self.assertIn("not pinned", out)
+        self.assertIn(str(self.dir / "audit.vkey"), out)
+
+    def test_pinned_key_says_nothing_more(self) -> None:
+        code, out = self.run_verify("--vkey", str(self.vkey))
+        self.assertEqual(code, 0, out)
+        self.assertNotIn("not pinned", out)

@@ -936,7 +936,7 @@ class AuditLog(Service):
             chained = False
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 record = None
             if isinstance(record, dict):
                 chained = _chain_problem(record, log_id, size, prev) is None
@@ -1642,7 +1642,7 @@ def _check_line(line: bytes, where: str) -> dict[str, Any]:
     """Parse one record line and check it is canonical JSON of an object."""
     try:
         record = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # (nested too deep: no record is)
         raise AuditStateError(f"{where}: not a JSON record ({e}); refusing to start") from None
     if not isinstance(record, dict):
         raise AuditStateError(f"{where}: not a JSON object; refusing to start")

@@ -231,7 +231,8 @@ def _check_record_slow(line: bytes) -> dict[str, Any]:
         raise ValueError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
     try:
         record = _decode(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
+        # (RecursionError: nested deeper than the parser recurses; no record is.)
         raise ValueError(f"not canonical JSON ({e})") from None
     if type(record) is not dict:
         raise ValueError("not a JSON object")

@@ -411,6 +411,19 @@ class RestartTests(SynchronousTestCase):
         self.assertIn("expected seq 4", str(e))
         self.assertIn('"log"', str(e))
 
+    def test_deeply_nested_last_line(self) -> None:
+        """
+        A last line nested deeper than the parser recurses is refused as
+        not a record, with the same message (not a RecursionError).
+        """
+        directory = self._stopped_log()
+        with open(directory / RECORDS_FILE, "ab") as f:
+            f.write(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n")
+        log, _, _ = make_log(directory)
+        e = self.assertRaises(AuditStateError, log.startService)
+        self.assertIn("expected seq 4", str(e))
+        self.assertIn("not a JSON record", str(e))
+
     def test_records_removed(self) -> None:
         """
         If the records file is shorter than the state file says, start-up is

@@ -186,6 +186,15 @@ class TamperSweepTests(SynchronousTestCase):
         report = verify(self.scratch, self.vkey, workers=2)
         self.assertIn("line 8 (seq 7)", report.first_error)
 
+    def test_deeply_nested_line(self) -> None:
+        """
+        A line nested deeper than the JSON parsers recurse (in place of a
+        record, or appended) is named as not canonical, not a crash.
+        """
+        deep = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+        self.assertIn("line 4 (seq 3): not canonical", self.check(b"".join(self.lines[:3]) + deep + b"".join(self.lines[4:])))
+        self.assertIn("line 14 (seq 13): not canonical", self.check(self.records + deep))
+
 
 class RecordCheckTests(SynchronousTestCase):
     def test_non_canonical_lines(self) -> None:

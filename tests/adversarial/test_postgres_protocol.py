@@ -431,6 +431,7 @@ class MoreSecretTests(_Case):
                 client.batch(codec.Query("ALTER ROLE r1 PASSWORD /* rotated */ 'hunter2-comment'")),
                 client.batch(codec.Query("ALTER ROLE r1 PASSWORD -- c\n 'hunter2-linecomment'")),
                 client.batch(codec.Query("ALTER ROLE r1 PASSWORD hunter2unquoted")),
+                client.batch(codec.Query("ALTER ROLE r1 PASSWORD N'hunter2-national'")),
                 client.batch(codec.Query("SELECT 'postgresql://u:hunter2-uri@h/db' AS c")),
                 client.batch(
                     codec.Parse("", "ALTER ROLE r1 PASSWORD $1", ()),

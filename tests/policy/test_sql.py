@@ -667,6 +667,8 @@ class RedactSecretsTests(SynchronousTestCase):
             "CREATE SUBSCRIPTION s CONNECTION 'host=h password=p' PUBLICATION p": "CREATE SUBSCRIPTION s CONNECTION '[redacted]' PUBLICATION p",
             "SELECT dblink_connect('dbname=d PASSWORD = p')": "SELECT dblink_connect('[redacted]')",
             "SELECT 'password' AS password": "SELECT 'password' AS password",
+            "CREATE ROLE x PASSWORD N'p'": "CREATE ROLE x PASSWORD N'[redacted]'",
+            "CREATE ROLE x PASSWORD X'beef'": "CREATE ROLE x PASSWORD '[redacted]'",
             "ALTER USER MAPPING FOR u SERVER s OPTIONS (ADD sslpassword 'p')": "ALTER USER MAPPING FOR u SERVER s OPTIONS (ADD sslpassword '[redacted]')",
             "CREATE USER MAPPING FOR u SERVER s OPTIONS (password_required 'false')": "CREATE USER MAPPING FOR u SERVER s OPTIONS (password_required 'false')",
         }

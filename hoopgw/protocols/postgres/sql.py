@@ -1112,8 +1112,12 @@ def redact_secrets(text: str) -> str:
             literal = text[token.start:token.end + 1]
             if previous in _SECRET_BEFORE or _CONNINFO_PASSWORD.search(literal):
                 spans.append((token.start, token.end + 1))
+        elif previous == "PASSWORD" and name == "NCHAR":
+            # PASSWORD N'hunter2' (a syntax error the trail still records):
+            # the N is a token of its own, the string follows it.
+            name = "PASSWORD"
         elif previous == "PASSWORD" and name not in _NOT_SECRET and (
-            name in ("IDENT", "ICONST", "FCONST") or token.kind in _WORDS
+            name in ("IDENT", "ICONST", "FCONST", "BCONST", "XCONST") or token.kind in _WORDS
         ):
             # PASSWORD hunter2 (no quotes: a syntax error the trail still records).
             spans.append((token.start, token.end + 1))

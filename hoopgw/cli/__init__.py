@@ -408,10 +408,21 @@ def audit_search(args: argparse.Namespace) -> int:
     )
     for record in records:
         if args.json:
-            print(json.dumps(record, sort_keys=True, ensure_ascii=False))
+            print(_json_line(record))
         else:
             print(_summary(record))
     return 0
+
+
+# Line ends to str.splitlines() (and so to many readers of "one JSON record
+# per line") that JSON leaves raw: a value holding them (SQL text, a path)
+# would read as two lines, the second a record of the client's making.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """A record as one line of JSON, whatever its values hold."""
+    return json.dumps(record, sort_keys=True, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
 def _summary(record: dict[str, Any]) -> str:
@@ -721,7 +732,7 @@ def replay(args: argparse.Namespace) -> int:
         return 1
     if args.json:
         for record in records:
-            print(json.dumps(record, sort_keys=True, ensure_ascii=False))
+            print(_json_line(record))
         return 0
     start = next((r for r in records if r.get("event") == events.SESSION_START), {})
     # Where the trail says, else in this data dir's recordings folder (a data dir copied elsewhere).

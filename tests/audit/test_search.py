@@ -66,3 +66,33 @@ class SearchTests(SynchronousTestCase):
             f.write(b'{"seq":')
         self.assertEqual(len(self.seqs()), 11)
         self.assertEqual(list(search(Path(self.mktemp()))), [])
+
+
+class SearchJSONLinesTests(SynchronousTestCase):
+    def test_line_separators_in_values(self) -> None:
+        """
+        C{audit search --json} writes one line per record even when a value
+        (SQL text a client sent) holds U+2028, U+2029 or U+0085, which
+        C{str.splitlines} takes for line ends: no reader of its lines sees a
+        record the client wrote.
+        """
+        import contextlib
+        import io
+        import json
+
+        from hoopgw.cli import main
+
+        directory = Path(self.mktemp())
+        log, clock, _ = make_log(directory)
+        log.startService()
+        fake = '{"event":"session.end","seq":99,"session":{"id":"s1"}}'
+        for sep in ("\u2028", "\u2029", "\x85"):
+            log.append("action.start", {"action": {"kind": "sql.query", "input": f"SELECT 1 /*{sep}{fake}{sep}*/"}})
+        clock.advance(1)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            code = main(["audit", "search", "--dir", str(directory), "--json"])
+        self.assertEqual(code, 0)
+        records = [json.loads(line) for line in out.getvalue().splitlines()]
+        self.assertEqual([r["event"] for r in records], ["action.start"] * 3)
+        self.assertEqual(records[0]["action"]["input"], f"SELECT 1 /*\u2028{fake}\u2028*/")

@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from concurrent.futures import ProcessPoolExecutor
 from hashlib import sha256
 from pathlib import Path
@@ -653,6 +654,9 @@ def verify(
                 tail_marks.append((seq, f"a {events.LOG_RECOVERED} record"))
             continue
         if event == events.LOG_TAIL_SET_ASIDE:
+            problem = _set_aside_problem(directory, record)
+            if problem is not None:
+                return report(f"{where(seq)}: {events.LOG_TAIL_SET_ASIDE}: {problem}")
             set_aside.append(seq)
             continue
         first, number = record.get("first_seq"), record.get("count")
@@ -725,6 +729,37 @@ def verify(
         except WitnessError as e:
             return report(str(e))
     return report(None, count - last_size)
+
+
+_SET_ASIDE_FILE = re.compile(r"set-aside/[^/\x00]+")
+
+
+def _set_aside_problem(directory: Path, record: Mapping[str, Any]) -> str | None:
+    """
+    What is wrong with the file a signed log.tail.set_aside names: it is
+    what an auditor reads of that tail, and the record pins its SHA-256.
+    """
+    name, digest = record.get("file"), record.get("file_sha256")
+    if not isinstance(name, str) or not isinstance(digest, str):
+        return f"names no file and SHA-256 ({name!r}, {digest!r})"
+    if not _SET_ASIDE_FILE.fullmatch(name):
+        return f"names {name!r}, not a file in set-aside/"
+    path = directory / name
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return f"{path} is missing (the tail it set aside, SHA-256 {digest}): restore it"
+    except OSError as e:
+        return f"{path} cannot be read ({e.strerror}): not the file it set aside"
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return f"{path} is not a regular file: not the file it set aside"
+        found = sha256()
+        while block := f.read(1 << 20):
+            found.update(block)
+    if found.hexdigest() != digest:
+        return f"{path} changed since it was set aside: its SHA-256 is {found.hexdigest()}, the record's {digest}"
+    return None
 
 
 def _count_lines(path: Path) -> int:

@@ -452,6 +452,30 @@ class ResolutionTests(Base):
         self.assertIn(str(moved), str(e))
         self.assertIn("sha256", str(e))
 
+    def test_set_aside_file_changed_after_it_was_recorded(self) -> None:
+        """
+        The set-aside file edited (or removed) after the start recorded its
+        SHA-256 in log.tail.set_aside: audit verify fails naming the file
+        and the record (the file is what an auditor reads of that tail).
+        """
+        moved = self.set_aside_after_end()
+        log, clock = self.start()
+        self.stop(log, clock)
+        report = verify(self.dir, VKEY)
+        self.assertTrue(report.ok, report.first_error)
+        self.assertEqual(len(report.set_aside), 1)
+        original = moved.read_bytes()
+        moved.write_bytes(original.replace(b"mallory", b"nobody!"))
+        report = verify(self.dir, VKEY)
+        self.assertFalse(report.ok)
+        self.assertIn(f"set-aside/{moved.name}", report.first_error)
+        self.assertIn("log.tail.set_aside", report.first_error)
+        self.assertIn("changed", report.first_error)
+        moved.unlink()
+        report = verify(self.dir, VKEY)
+        self.assertFalse(report.ok)
+        self.assertIn("missing", report.first_error)
+
     def test_forged_count_refused(self) -> None:
         """A decision whose count or digest differs from its file: refused."""
         self.set_aside_after_end()

@@ -11,7 +11,9 @@ from typing import Any, Iterable
 
 # C0 and C1 controls and DEL: a terminal acts on them (erase a line, set the
 # title, hide text), so text from a client or a file never prints them raw.
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Nor the bidirectional controls (a terminal that does bidi shows the text
+# after U+202E reversed: what ran is not what reads) and line separators.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 _TYPE_NAMES = (
@@ -47,7 +49,12 @@ def quote_choices(choices: Iterable[str]) -> str:
 
 def terminal_safe(value: Any) -> str:
     """C{str(value)} with every control character shown as an escape (C{\\x1b}), safe to print on a terminal."""
-    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+    return _CONTROLS.sub(_escape, str(value))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 class HoopgwError(Exception):

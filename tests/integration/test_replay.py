@@ -83,6 +83,15 @@ class PostgresReplayTests(_GatewayCase):
         self.assertNotIn(b"\x1b", output)
         self.assertIn(b"SELECT 2 -- \\x0d\\x1b[2K", output)  # shown, not obeyed
 
+        # A right-to-left override shows what follows it reversed, on a
+        # terminal that does bidi (VTE, Konsole): shown, not obeyed either.
+        yield self.psql("-c", "SELECT 3 -- \u202e1 TCELES")
+        [sneaky] = [s for s, _ in self.actions("sql.query") if s["action"]["input"].startswith("SELECT 3")]
+        code, output = yield self.cli("replay", sneaky["session"])
+        self.assertEqual(code, 0, output)
+        self.assertNotIn("\u202e".encode(), output)
+        self.assertIn(b"SELECT 3 -- \\u202e1 TCELES", output)
+
         code, output = yield self.cli("replay", session, "--json")
         self.assertEqual(code, 0, output)
         records = [json.loads(line) for line in output.splitlines()]

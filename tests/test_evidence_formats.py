@@ -98,6 +98,24 @@ class RendererTests(SynchronousTestCase):
         self.assertIn(b"cancelled (2)", page)
         self.assertIn(b"one bar per 10 seconds", page)  # 210 s in 22 buckets
 
+    def test_html_shows_bidi_controls(self):
+        """
+        A right-to-left override in the trail (a blocked statement's text,
+        an error) would show the text after it reversed in the report: it
+        is shown as its escape instead.
+        """
+        audit = Path(self.mktemp()) / "audit"
+        audit.mkdir(parents=True)
+        record = {"v": 1, "log": "l", "prev": "p", "seq": 0, "time": _time(T0), "session": "s1", "connection": "c",
+                  "identity": {"sub": "alice", "iss": "i", "method": "jwt"}, "event": "action.end",
+                  "action": {"id": "a0", "kind": "sql.query"},
+                  "outcome": {"status": "failed", "error": "permission denied -- \u202e\u2066DELETE\u2069"}}
+        (audit / "records.jsonl").write_text(json.dumps(record) + "\n")
+        page = render_html(build_evidence(audit, now=T0))
+        for control in ("\u202e", "\u2066", "\u2069"):
+            self.assertNotIn(control.encode(), page)
+        self.assertIn(b"permission denied -- \\u202e\\u2066DELETE\\u2069", page)
+
     def test_oscal_is_valid_and_deterministic(self):
         data = render_oscal(self.document)
         self.assertEqual(data, render_oscal(self.document))

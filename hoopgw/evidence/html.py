@@ -16,6 +16,7 @@ between two runs over the same range.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from html import escape
 from typing import Any
@@ -48,8 +49,13 @@ svg text{font:11px system-ui,sans-serif;fill:#56606b}
 _COLORS = {"succeeded": "#2e7d32", "failed": "#e65100", "blocked": "#c62828", "expired": "#6a1b9a", "other": "#78909c"}
 
 
+# Bidirectional controls: a browser shows the text after U+202E reversed, so
+# a statement would not read as what ran; they are shown as escapes (\u202e).
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def _e(value: Any) -> str:
-    return escape(str(value), quote=True)
+    return escape(_BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", str(value)), quote=True)
 
 
 def _text(value: Any) -> str:

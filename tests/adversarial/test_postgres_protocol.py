@@ -483,6 +483,34 @@ class SecretOptionTests(_Case):
         self.assertNotIn(b"hunter2", trail)
 
     @inlineCallbacks
+    def test_passwords_in_bodies_never_enter_the_trail(self):
+        """
+        The idempotent way to create a role (a DO block), an EXECUTE of a
+        quoted ALTER ROLE inside one, and a function body: the shipped
+        policy refuses them (it cannot see into them), and records each
+        statement all the same -- with no password in it.
+        """
+        statements = [
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'r_do') THEN "
+            "CREATE ROLE r_do LOGIN PASSWORD 'hunter2-do'; END IF; END $$",
+            "DO $$ BEGIN EXECUTE 'ALTER ROLE r_do PASSWORD ''hunter2-execute'''; END $$",
+            "CREATE FUNCTION rotate() RETURNS void LANGUAGE plpgsql AS "
+            "'BEGIN ALTER ROLE r_do PASSWORD ''hunter2-function''; END'",
+        ]
+
+        def work(client):
+            return [client.batch(codec.Query(s)) for s in statements]
+
+        answers = yield self.raw(work)
+        self.assertEqual([[code for code, _ in errors(a)] for a in answers], [["42501"]] * 3)
+        self.assertEqual(self.count("SELECT count(*) FROM pg_roles WHERE rolname = 'r_do'"), "0")
+        inputs = [s["action"]["input"] for s, _ in self.actions("sql.query")]
+        self.assertEqual(len(inputs), 3)
+        self.assertTrue(all("PASSWORD '[redacted]'" in i or "PASSWORD ''[redacted]''" in i for i in inputs), inputs)
+        trail = b"".join(p.read_bytes() for p in (self.base / "data" / "audit").rglob("*") if p.is_file())
+        self.assertNotIn(b"hunter2", trail)
+
+    @inlineCallbacks
     def test_connection_string_parameters_never_enter_the_trail(self):
         """
         A connection string sent as a Bind parameter (a driver's

@@ -1089,19 +1089,49 @@ _WORDS = frozenset({"UNRESERVED_KEYWORD", "COL_NAME_KEYWORD", "TYPE_FUNC_NAME_KE
 UNRECORDABLE = "[statement not recorded: it may hold a password that hoopgw could not locate]"
 
 
-def redact_secrets(text: str) -> str:
+# A string constant that is itself SQL (a DO block, a function body, an
+# EXECUTE's text) with a password statement in it: read inside, this deep.
+# (A CONNECTION string in it holds "password=", which redacts it whole.)
+_SECRET_WORD = re.compile(r"(?i)password")
+_DOLLAR_QUOTED = re.compile(r"(\$[^$]*\$)(.*)\1", re.DOTALL)
+_NESTING = 4
+
+
+def _redact_inside(literal: str, depth: int) -> str:
+    """
+    A string constant with the secrets of the SQL it holds redacted
+    (C{DO $$ BEGIN CREATE ROLE r PASSWORD 'x'; END $$}); whole, if that SQL
+    cannot be read (or nests deeper than L{_NESTING}).
+    """
+    if depth >= _NESTING:
+        return _REDACTED
+    dollar = _DOLLAR_QUOTED.fullmatch(literal)
+    if dollar is not None:
+        inner = redact_secrets(dollar.group(2), _depth=depth + 1)
+        # (A redacted text holds no "$": the tag still closes where it did.)
+        return _REDACTED if inner == UNRECORDABLE else dollar.group(1) + inner + dollar.group(1)
+    if len(literal) >= 2 and literal[0] == literal[-1] == "'":
+        inner = redact_secrets(literal[1:-1].replace("''", "'"), _depth=depth + 1)
+        return _REDACTED if inner == UNRECORDABLE else "'" + inner.replace("'", "''") + "'"
+    # E'...' (backslash escapes) and U&'...': not read inside.
+    return _REDACTED
+
+
+def redact_secrets(text: str, *, _depth: int = 0) -> str:
     """
     C{text} with each string constant that is a password replaced by
     C{'[redacted]'}: after a C{PASSWORD} or C{CONNECTION} keyword (or a
     quoted C{"password"} option name; comments between do not matter), or
-    a connection string holding C{password=} (as C{dblink_connect} takes).
-    Text the scanner cannot read is replaced whole (L{UNRECORDABLE}).
+    a connection string holding C{password=} (as C{dblink_connect} takes);
+    in a string constant that mentions one (a DO block, a function body),
+    the SQL it holds is redacted so.  Text the scanner cannot read is
+    replaced whole (L{UNRECORDABLE}).
     """
     try:
         tokens = _pg.scan(text)
     except Exception:
         return UNRECORDABLE
-    spans = []
+    spans: list[tuple[int, int, str]] = []
     previous = ""
     for token in tokens:
         name = token.name
@@ -1111,16 +1141,21 @@ def redact_secrets(text: str) -> str:
             # pglast's offsets count characters, not bytes.
             literal = text[token.start:token.end + 1]
             if previous in _SECRET_BEFORE or _CONNINFO_PASSWORD.search(literal):
-                spans.append((token.start, token.end + 1))
+                spans.append((token.start, token.end + 1, _REDACTED))
+            elif _SECRET_WORD.search(literal):
+                inside = _redact_inside(literal, _depth)
+                if inside != literal:
+                    spans.append((token.start, token.end + 1, inside))
         elif previous == "PASSWORD" and name == "NCHAR":
             # PASSWORD N'hunter2' (a syntax error the trail still records):
             # the N is a token of its own, the string follows it.
             name = "PASSWORD"
-        elif previous == "PASSWORD" and name not in _NOT_SECRET and (
+        elif previous == "PASSWORD" and name not in _NOT_SECRET and not _depth and (
             name in ("IDENT", "ICONST", "FCONST", "BCONST", "XCONST") or token.kind in _WORDS
         ):
-            # PASSWORD hunter2 (no quotes: a syntax error the trail still records).
-            spans.append((token.start, token.end + 1))
+            # PASSWORD hunter2 (no quotes: a syntax error the trail still
+            # records; inside a string, "the password monthly" is prose).
+            spans.append((token.start, token.end + 1, _REDACTED))
         # An option named password, or sslpassword (postgres_fdw's user
         # mappings take the client key's passphrase so), or any *password.
         if name == "IDENT" and text[token.start:token.end + 1].strip('"').lower().endswith("password"):
@@ -1129,9 +1164,9 @@ def redact_secrets(text: str) -> str:
     if not spans:
         return text
     out, last = [], 0
-    for start, end in spans:
+    for start, end, replacement in spans:
         out.append(text[last:start])
-        out.append(_REDACTED)
+        out.append(replacement)
         last = end
     out.append(text[last:])
     return "".join(out)

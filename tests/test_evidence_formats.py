@@ -77,6 +77,17 @@ class TimelineTests(SynchronousTestCase):
         self.assertIn(b"No actions ended", render_html(document))
         AssessmentResults.parse_obj(json.loads(render_oscal(document))["assessment-results"])
 
+    def test_a_line_that_is_not_a_record_is_named(self):
+        """A tampered unsigned tail's line (JSON but not an object, or nested past the parser): a precise error, no crash."""
+        for tail in (b"[1]\n", b"[" * 100_000 + b"\n", b"not json\n"):
+            audit = write_trail(Path(self.mktemp()), [(T0, "succeeded")])
+            size = (audit / "records.jsonl").stat().st_size
+            with open(audit / "records.jsonl", "ab") as f:
+                f.write(tail)
+            with self.assertRaises(ValueError) as raised:
+                build_evidence(audit, now=T0)
+            self.assertIn(f"records.jsonl: the line at byte {size} is not a record", str(raised.exception))
+
 
 class RendererTests(SynchronousTestCase):
     def setUp(self) -> None:

@@ -110,7 +110,16 @@ def _records(
                 time = line[at + 8 : at + 35].decode("ascii", "replace")
                 if since is not None and time < since or until is not None and time >= until:
                     continue
-            yield json.loads(line), line
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError) as e:  # (RecursionError: nested deeper than any record)
+                record = e
+            if not isinstance(record, dict):
+                # Only an unsigned tail can hold such a line (verification
+                # refuses it anywhere else): say where, rather than crash.
+                start = position[0] - len(raw)
+                raise ValueError(f"{audit_dir / RECORDS_FILE}: the line at byte {start} is not a record (a JSON object)")
+            yield record, line
 
 
 def _text_time(moment: datetime | None) -> str | None:

@@ -18,8 +18,8 @@ they can be (C{docs/http.md}, "Credentials in URLs", is the reference):
     L{CREDENTIAL_WORDS} (C{key}, C{secret}, C{token}, C{pw}, C{otp},
     C{ticket}, ...: C{aws_secret_access_key}, C{subscription-key},
     C{SAMLResponse}) and a run also by its end (L{CREDENTIAL_SUFFIXES}:
-    C{secretkey}, C{authcode}) and start (L{CREDENTIAL_PREFIXES}:
-    C{passwordConfirm}); a sub-key that is C{code} (OAuth's authorization
+    C{secretkey}, C{authcode}; C{dbpass}, but not L{PASS_WORDS}) and
+    start (L{CREDENTIAL_PREFIXES}: C{passwordConfirm}); a sub-key that is C{code} (OAuth's authorization
     code), or ends in C{code} after one of L{CODE_QUALIFIERS}
     (C{device_code}), is one too, but not C{status_code};
   - B{values}, percent-decoded the same way, whatever their name: a JWT
@@ -68,6 +68,7 @@ __all__ = [
     "CREDENTIAL_PREFIXES",
     "CREDENTIAL_SUFFIXES",
     "CREDENTIAL_WORDS",
+    "PASS_WORDS",
     "CODE_QUALIFIERS",
     "DECODE_ROUNDS",
     "MARKER",
@@ -228,9 +229,15 @@ def _decode(text: str) -> str:
     return text
 
 
+PASS_WORDS = ("bypass", "compass", "overpass", "underpass", "trespass", "surpass", "encompass", "impass")
+"""Words ending in C{pass} that name no credential: any other run ending in it does (C{dbpass}, C{userpass})."""
+
+
 def _is_credential_run(run: str) -> bool:
     lowered = run.lower()
     if lowered in CREDENTIAL_WORDS or lowered.endswith(CREDENTIAL_SUFFIXES) or lowered.startswith(CREDENTIAL_PREFIXES):
+        return True
+    if lowered.endswith("pass") and not lowered.endswith(PASS_WORDS):
         return True
     return any(word.lower() in CREDENTIAL_WORDS for word in _CAMEL.findall(run))
 

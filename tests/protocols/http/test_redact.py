@@ -213,11 +213,12 @@ class RedactTests(SynchronousTestCase):
         """Decoded repeatedly, sub-keys and camel-case words read, whole words, compounds by their ends."""
         for name in ("token", "TOKEN", "Access-Token", "access%5Ftoken", "%73ig", "%2573ig", "x-amz-signature",
                      "csrf_token", " password ", "tokens", "user[password]", "a.b.secret", "SAMLResponse",
-                     "mySecretKey", "mysecretkey", "code", "Code", "authCode"):  # fmt: skip
+                     "mySecretKey", "mysecretkey", "code", "Code", "authCode", "dbpass", "userPass", "ROOTPASS"):  # fmt: skip
             self.assertTrue(is_credential_name(name), name)
         for name in ("limit", "watch", "signed", "keys", "container", "command", "monkey", "keyword", "author",
                      "status_code", "country_code", "code_challenge", "state", "nonce", "continue",
-                     "insecureSkipTLSVerifyBackend", "timeoutSeconds", "labelSelector", "passing"):  # fmt: skip
+                     "insecureSkipTLSVerifyBackend", "timeoutSeconds", "labelSelector", "passing",
+                     "bypass", "cacheBypass", "compass", "bypass_cache"):  # fmt: skip
             self.assertFalse(is_credential_name(name), name)
 
     def test_values(self) -> None:

@@ -54,16 +54,33 @@ class SessionServiceTests(SynchronousTestCase):
         If a token is refused, an auth.failed record carries the reason and
         the token's SHA-256, and the token itself appears nowhere.
         """
+        token = "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl"
         failure = self.failureResultOf(
-            self.service.authenticate_token("secret-bad-token", source=SOURCE, user="alice"),
+            self.service.authenticate_token(token, source=SOURCE, user="alice"),
             AuthenticationFailed,
         )
         self.assertEqual(failure.value.reason, "unknown token")
         [record] = self.audit.of("auth.failed")
         self.assertEqual(record["reason"], "unknown token")
         self.assertEqual(record["source"], "127.0.0.1:50000")
-        self.assertEqual(len(record["credential_sha256"]), 64)
-        self.assertNotIn("secret-bad-token", repr(self.audit.records))
+        self.assertEqual(record["credential_sha256"], hashlib.sha256(token.encode()).hexdigest())
+        self.assertNotIn(token, repr(self.audit.records))
+
+    def test_password_refused_audited_without_hash(self) -> None:
+        """
+        A refused credential without a token's shape (a password typed where
+        the token goes) leaves no hash: an unsalted SHA-256 of a password is
+        the password to anyone with a word list.
+        """
+        for password in ("hunter2", "correct horse battery staple", "P@ss.w0rd.2026"):
+            self.failureResultOf(self.service.authenticate_token(password, source=SOURCE), AuthenticationFailed)
+        records = self.audit.of("auth.failed")
+        self.assertEqual(len(records), 3)
+        for record in records:
+            self.assertNotIn("credential_sha256", record)
+        self.service.refused(SOURCE, 405, "method not allowed", token="hunter2")
+        [refused] = self.audit.of("request.refused")
+        self.assertNotIn("credential_sha256", refused)
 
     def test_auth_failures_rate_limited_per_host(self) -> None:
         """
@@ -173,7 +190,7 @@ class SessionServiceTests(SynchronousTestCase):
         self.successResultOf(
             self.service.refused(
                 Source("http", "10.0.0.5:4000"), 405, "method not allowed",
-                request={"method": "TRACE", "target": "/db/"}, token="secret-token", user="bob",
+                request={"method": "TRACE", "target": "/db/"}, token="eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl", user="bob",
             )
         )
         [record] = self.audit.of("request.refused")
@@ -185,12 +202,12 @@ class SessionServiceTests(SynchronousTestCase):
                 "protocol": "http",
                 "code": 405,
                 "request": {"method": "TRACE", "target": "/db/"},
-                "credential_sha256": "930bbdc51b6aed5c2a5678fd6e28dee7a05e8a4b643cfc0b4427c3efb86c0d94",
+                "credential_sha256": hashlib.sha256(b"eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl").hexdigest(),
                 "user": "bob",
                 "outcome": {"status": "blocked", "error": "method not allowed"},
             },
         )
-        self.assertNotIn("secret-token", repr(self.audit.records))
+        self.assertNotIn("eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl", repr(self.audit.records))
 
     def test_refused_request_with_identity(self) -> None:
         """With a verified identity, the record names it (and no token hash)."""

@@ -321,6 +321,27 @@ class ReachTests(_GatewayCase):
         self.assertEqual(self.rows(), before)
 
     @inlineCallbacks
+    def test_objects_made_in_the_same_transaction_that_run_a_function(self):
+        """An operator, aggregate or cast made and used before the catalog can show it."""
+        self.cluster.psql("CREATE SCHEMA own AUTHORIZATION app_scram")
+        for sql in (
+            "CREATE OPERATOR pg_temp.### (FUNCTION = wipe_step, LEFTARG = int, RIGHTARG = int); "
+            "SELECT 1 OPERATOR(pg_temp.###) 2",
+            "CREATE AGGREGATE pg_temp.agg(int) (SFUNC = wipe_step, STYPE = int, INITCOND = '0'); SELECT pg_temp.agg(1)",
+            "CREATE TYPE own.ct AS (a int); CREATE CAST (own.ct AS int) WITH FUNCTION wipe_any(anyelement); "
+            "SELECT row(1)::own.ct::int",
+        ):
+            yield self.refused(sql, "review-payment-writes")
+        # As separate messages in one transaction.
+        before = self.rows()
+        code, output = yield self.psql(
+            "-c", "BEGIN", "-c", "CREATE OPERATOR own.### (FUNCTION = wipe_step, LEFTARG = int, RIGHTARG = int)",
+            "-c", "SELECT 1 OPERATOR(own.###) 2", "-c", "COMMIT",
+        )
+        self.assertIn(b"refused by policy rule 'review-payment-writes'", output)
+        self.assertEqual(self.rows(), before)
+
+    @inlineCallbacks
     def test_casts_written_as_calls(self):
         for sql in ("SELECT guarded(1)", "SELECT public.guarded(1)", "INSERT INTO scratch SELECT 1 WHERE guarded(1) = 1",
                     "SELECT grange(1, 2)"):

@@ -718,6 +718,34 @@ class ReachabilityTests(SynchronousTestCase):
             [info] = classify(sql)
             self.assertIn("public.payments", info.writes, sql)
 
+    def test_objects_that_run_a_function(self) -> None:
+        """
+        An operator, aggregate, cast, range or type made here runs functions
+        named in its definition: a later statement of the same transaction
+        can run them before any catalog shows the object, so they are called.
+        """
+        for sql, functions in (
+            ("CREATE OPERATOR s.### (FUNCTION = wipe, LEFTARG = int, RIGHTARG = int)", ("wipe",)),
+            ("CREATE OPERATOR ### (PROCEDURE = 'wipe', RIGHTARG = int, RESTRICT = s.sel, JOIN = joinsel)",
+             ("wipe", "s.sel", "joinsel")),
+            ("CREATE AGGREGATE a(int) (SFUNC = s.step, STYPE = int, FINALFUNC = fin, COMBINEFUNC = comb)",
+             ("s.step", "fin", "comb")),
+            ("CREATE AGGREGATE a (BASETYPE = int, SFUNC1 = step, STYPE1 = int)", ("step",)),
+            ("CREATE AGGREGATE a(int) (SFUNC = step, STYPE = int, MSFUNC = ms, MINVFUNC = mi, MSTYPE = int)",
+             ("step", "ms", "mi")),
+            ("CREATE CAST (s.t AS int) WITH FUNCTION wipe(anyelement)", ("wipe",)),
+            ("CREATE TYPE r AS RANGE (SUBTYPE = int, SUBTYPE_DIFF = diff)", ("diff",)),
+            ("ALTER OPERATOR ### (int, int) SET (RESTRICT = sel)", ("sel",)),
+            ("ALTER TYPE t SET (RECEIVE = recv)", ("recv",)),
+            ("CREATE OPERATOR CLASS c FOR TYPE int USING btree AS OPERATOR 1 <, FUNCTION 1 cmp(int, int)", ("cmp",)),
+        ):
+            [info] = classify(sql)
+            self.assertEqual(info.functions, functions, sql)
+        # Type names in the same definitions are not functions.
+        [info] = classify("CREATE AGGREGATE a(int) (SFUNC = step, STYPE = int)")
+        self.assertEqual(info.kinds, ("create_aggregate",))
+        self.assertNotIn("pg_catalog.int4", info.functions)
+
     def test_bodies_that_cannot_be_read_are_unknown(self) -> None:
         for sql in (
             "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN EXECUTE 'DELETE FROM payments'; END$$",

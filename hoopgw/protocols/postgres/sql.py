@@ -261,6 +261,16 @@ _RELATIONS = frozenset({
     "OBJECT_SEQUENCE", "OBJECT_COLUMN", "OBJECT_TABCONSTRAINT",
 })
 
+# Options naming a function that the object made or altered runs:
+# operators (and the planner's estimators), aggregates, ranges, base types.
+_ROUTINE_OPTIONS = frozenset({
+    "function", "procedure", "restrict", "join",
+    "sfunc", "sfunc1", "finalfunc", "combinefunc", "serialfunc", "deserialfunc",
+    "msfunc", "minvfunc", "mfinalfunc",
+    "subtype_diff", "canonical",
+    "input", "output", "receive", "send", "typmod_in", "typmod_out", "analyze", "subscript",
+})
+
 # Objects that run code when called.
 _ROUTINES = frozenset({"OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE", "OBJECT_AGGREGATE"})
 
@@ -594,7 +604,43 @@ class _Walker:
 
     def define(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["create_" + _object(stmt.get("kind"))] = None
+        self.routine_options(stmt.get("definition"))
         self.walk_fields(stmt, ctes)
+
+    def routine_options(self, options: Any) -> None:
+        """
+        The functions an object made or altered here runs (an operator's,
+        an aggregate's state and final functions, a range's subtype_diff,
+        a type's I/O): as with CREATE TRIGGER, a later statement of the same
+        transaction can run them before any catalog shows the object.
+        """
+        for option in options or ():
+            element = option.get("DefElem") if isinstance(option, dict) else None
+            if not element or (element.get("defname") or "").lower() not in _ROUTINE_OPTIONS:
+                continue
+            arg = element.get("arg") or {}
+            if "TypeName" in arg:
+                name = _dotted(arg["TypeName"].get("names", ()))
+            elif "List" in arg:
+                name = _dotted(arg["List"].get("items", ()))
+            else:
+                name = (arg.get("String") or {}).get("sval", "")  # FUNCTION = 'f'
+            if name:
+                self.functions[name] = None
+
+    def routine_objects(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        # CREATE CAST ... WITH FUNCTION, CREATE TRANSFORM, an operator
+        # class's FUNCTION items, CREATE CONVERSION: what they make runs it.
+        for key in ("func", "fromsql", "tosql"):
+            if stmt.get(key):
+                self.routine("OBJECT_FUNCTION", stmt[key])
+        for item in stmt.get("items", ()):
+            item = item.get("CreateOpClassItem", {})
+            if item.get("itemtype") == 2:  # OPCLASS_ITEM_FUNCTION
+                self.routine("OBJECT_FUNCTION", item.get("name"))
+        name = _dotted(stmt.get("func_name", ()))
+        if name:
+            self.functions[name] = None
 
     def create_function(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         """
@@ -740,6 +786,19 @@ def _simple(kind: str) -> Any:
     return handler
 
 
+def _naming_routines(node: str, options: str = "") -> Any:
+    """A handler for a statement whose object runs the functions it names (L{_Walker.routine_options})."""
+    kind = _NAMED.get(node) or _generic_kind(node)
+
+    def handler(walker: _Walker, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        walker.kinds[kind] = None
+        if options:
+            walker.routine_options(stmt.get(options))
+        walker.routine_objects(stmt, ctes)
+        walker.walk_fields(stmt, ctes)
+    return handler
+
+
 _HANDLERS: dict[str, Any] = {name: _simple(kind) for name, kind in _NAMED.items()}
 _HANDLERS.update({
     "SelectStmt": _Walker.select,
@@ -773,6 +832,14 @@ _HANDLERS.update({
     "A_Expr": _Walker.operator,
     "SortBy": _Walker.operator,
     "AlterDomainStmt": _Walker.alter_domain,
+    "AlterOperatorStmt": _naming_routines("AlterOperatorStmt", "options"),
+    "AlterTypeStmt": _naming_routines("AlterTypeStmt", "options"),
+    "CreateRangeStmt": _naming_routines("CreateRangeStmt", "params"),
+    "CreateCastStmt": _naming_routines("CreateCastStmt"),
+    "CreateTransformStmt": _naming_routines("CreateTransformStmt"),
+    "CreateOpClassStmt": _naming_routines("CreateOpClassStmt"),
+    "AlterOpFamilyStmt": _naming_routines("AlterOpFamilyStmt"),
+    "CreateConversionStmt": _naming_routines("CreateConversionStmt"),
     "PrepareStmt": _Walker.prepare,
     "ExecuteStmt": _Walker.execute,
     "DeallocateStmt": _Walker.deallocate,

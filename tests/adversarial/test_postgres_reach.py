@@ -342,6 +342,41 @@ class ReachTests(_GatewayCase):
         self.assertEqual(self.rows(), before)
 
     @inlineCallbacks
+    def test_what_a_function_runs_is_judged_as_the_statement(self):
+        """
+        DROP, TRUNCATE, a DELETE without WHERE and COPY ... PROGRAM in a
+        function's body are refused as if written in the statement calling
+        it, for a function made in the same query and one on the target.
+        """
+        marker = self.cluster.base / "copy-program-ran"
+        self.cluster.psql(
+            "INSERT INTO scratch VALUES (1);"
+            "CREATE FUNCTION trunc_owned() RETURNS void LANGUAGE plpgsql AS $$ BEGIN TRUNCATE owned_add; END $$;"
+            "CREATE FUNCTION drop_owned() RETURNS void LANGUAGE sql AS 'DROP TABLE owned_add';"
+            "CREATE FUNCTION wipe_scratch() RETURNS void LANGUAGE sql AS 'DELETE FROM scratch';"
+            # A DBA's function that may run a program for its callers.
+            "CREATE FUNCTION shell() RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS "
+            f"$$ BEGIN COPY (SELECT 1) TO PROGRAM 'touch {marker}'; END $$;"
+        )
+
+        def state():
+            return self.count("SELECT count(*) FROM owned_add"), self.count("SELECT count(*) FROM scratch")
+
+        before = state()
+        for sql, rule in (
+            ("SELECT trunc_owned()", "no-destructive-ddl"),
+            ("SELECT drop_owned()", "no-destructive-ddl"),
+            ("CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE sql AS 'TRUNCATE owned_add'; SELECT pg_temp.f()",
+             "no-destructive-ddl"),
+            ("SELECT wipe_scratch()", "no-unbounded-writes"),
+            ("SELECT shell()", "no-copy-program"),
+        ):
+            code, output = yield self.psql("-c", sql)
+            self.assertIn(f"refused by policy rule {rule!r}".encode(), output, sql)
+            self.assertEqual(state(), before, sql)
+        self.assertFalse(marker.exists())
+
+    @inlineCallbacks
     def test_casts_written_as_calls(self):
         for sql in ("SELECT guarded(1)", "SELECT public.guarded(1)", "INSERT INTO scratch SELECT 1 WHERE guarded(1) = 1",
                     "SELECT grange(1, 2)"):

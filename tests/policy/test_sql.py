@@ -746,6 +746,21 @@ class ReachabilityTests(SynchronousTestCase):
         self.assertEqual(info.kinds, ("create_aggregate",))
         self.assertNotIn("pg_catalog.int4", info.functions)
 
+    def test_what_a_body_runs_is_the_statements_own(self) -> None:
+        """A string body's kinds and missing WHERE count, as a BEGIN ATOMIC body's do."""
+        for sql, kinds in (
+            ("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'TRUNCATE t'", ("create_function", "truncate")),
+            ("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN DROP TABLE t; END$$",
+             ("create_function", "drop")),
+            ("CREATE PROCEDURE p() LANGUAGE sql AS $$DELETE FROM t$$", ("create_procedure", "delete")),
+        ):
+            [info] = classify(sql)
+            self.assertEqual(info.kinds, kinds, sql)
+        [info] = classify("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'UPDATE t SET x = 1'")
+        self.assertTrue(info.without_where)
+        [info] = classify("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'UPDATE t SET x = 1 WHERE y = 2'")
+        self.assertFalse(info.without_where)
+
     def test_bodies_that_cannot_be_read_are_unknown(self) -> None:
         for sql in (
             "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN EXECUTE 'DELETE FROM payments'; END$$",

@@ -145,6 +145,11 @@ class _Effect:
     column_calls: tuple[str, ...] = ()
     operators: tuple[str, ...] = ()
     events: frozenset[str] = frozenset()
+    # What a rule on statements matches in the body: its kinds (DROP,
+    # TRUNCATE), an UPDATE or DELETE without WHERE, COPY ... PROGRAM.
+    kinds: tuple[str, ...] = ()
+    without_where: bool = False
+    program: bool = False
     unknown: bool = False
     ddl: bool = False  # its body changes the catalog (CREATE OR REPLACE VIEW, ALTER TABLE, ...)
 
@@ -165,6 +170,9 @@ def _effect(routine: Routine) -> _Effect:
         column_calls=tuple(dict.fromkeys(c for i in infos for c in i.column_calls)),
         operators=tuple(dict.fromkeys(o for i in infos for o in i.operators)),
         events=events_of(k for i in infos for k in i.kinds),
+        kinds=tuple(dict.fromkeys(k for i in infos for k in i.kinds if k != UNKNOWN)),
+        without_where=any(i.without_where for i in infos),
+        program=any(i.program for i in infos),
         unknown=any(UNKNOWN in i.kinds for i in infos),
         ddl=any(changes_catalog(i) for i in infos),
     )
@@ -390,6 +398,9 @@ class RelationGraph:
 
     def _expand(self, info: StatementInfo) -> StatementInfo:
         functions: dict[str, None] = {}
+        body_kinds: dict[str, None] = {}
+        without_where = info.without_where
+        program = info.program
         unknown = False
         ddl = False
         read: set[int] = set()
@@ -471,6 +482,9 @@ class RelationGraph:
                     to_call.extend(self._type_uses.get(name, ()))
                 unknown = unknown or effect.unknown
                 ddl = ddl or effect.ddl
+                body_kinds.update(dict.fromkeys(effect.kinds))
+                without_where = without_where or effect.without_where
+                program = program or effect.program
                 to_read |= self.resolve(effect.reads, effect.unqualified) - read
                 to_write.extend((oid, effect.events) for oid in self.resolve(effect.writes, effect.unqualified))
         extra_reads = [n for oid in read for n in self.names.get(oid, ())]
@@ -478,14 +492,19 @@ class RelationGraph:
         new_reads = tuple(dict.fromkeys((*info.reads, *sorted(extra_reads))))
         new_writes = tuple(dict.fromkeys((*info.writes, *sorted(extra_writes))))
         new_functions = tuple(dict.fromkeys((*info.functions, *functions)))
-        kinds = info.kinds if not unknown or UNKNOWN in info.kinds else (*info.kinds, UNKNOWN)
-        if (new_reads, new_writes, new_functions, kinds, ddl) == (
-            info.reads, info.writes, info.functions, info.kinds, info.changes_catalog
+        # What the bodies run is judged as the statement's own (after its own kinds).
+        kinds = tuple(dict.fromkeys((*info.kinds, *body_kinds)))
+        if unknown and UNKNOWN not in kinds:
+            kinds = (*kinds, UNKNOWN)
+        if (new_reads, new_writes, new_functions, kinds, ddl, without_where, program) == (
+            info.reads, info.writes, info.functions, info.kinds, info.changes_catalog, info.without_where, info.program
         ):
             return info
         return evolve(
             info,
             kinds=kinds,
+            without_where=without_where,
+            program=program,
             changes_catalog=info.changes_catalog or ddl,
             reads=new_reads,
             writes=new_writes,

@@ -670,11 +670,15 @@ class _Walker:
             self.kinds[UNKNOWN] = None
 
     def absorb(self, infos: Iterable[StatementInfo]) -> None:
-        """Take in the facts of statements run by the one being walked."""
+        """
+        Take in the facts of statements run by the one being walked: their
+        kinds and a missing WHERE too (as a C{BEGIN ATOMIC} body's, which is
+        walked in place), so a body that drops, truncates or deletes every
+        row is judged so when it is made.
+        """
         for info in infos:
-            for kind in info.kinds:
-                if kind == UNKNOWN:
-                    self.kinds[UNKNOWN] = None
+            self.kinds.update(dict.fromkeys(info.kinds))
+            self.without_where = self.without_where or info.without_where
             self.reads.update(dict.fromkeys(info.reads))
             self.reads.update(dict.fromkeys(info.writes))
             self.functions.update(dict.fromkeys(info.functions))

@@ -100,6 +100,25 @@ class ExpandTests(SynchronousTestCase):
         self.assertIn("public.payments", g.expand(one("SELECT public.wipe()")).writes)
         self.assertEqual(g.expand(one("SELECT other.wipe()")).writes, ())
 
+    def test_what_a_body_runs_is_the_statements_own(self) -> None:
+        """A called function's DROP, TRUNCATE, DELETE without WHERE, COPY PROGRAM: as if written in the call."""
+        g = graph(functions=[
+            Routine("public", "trunc", "plpgsql", "BEGIN TRUNCATE notes; END"),
+            Routine("public", "dropper", "sql", "DROP TABLE notes"),
+            Routine("public", "wipe_all", "sql", "DELETE FROM notes"),
+            Routine("public", "shell", "plpgsql", "BEGIN COPY (SELECT 1) TO PROGRAM 'id'; END"),
+        ], uses=[(FEED, "i", "public.trunc")])
+        info = g.expand(one("SELECT trunc()"))
+        self.assertEqual(info.kinds[0], "select")
+        self.assertIn("truncate", info.kinds)
+        self.assertIn("drop", g.expand(one("SELECT dropper()")).kinds)
+        self.assertTrue(g.expand(one("SELECT wipe_all()")).without_where)
+        self.assertTrue(g.expand(one("SELECT * FROM public.shell()")).program)
+        self.assertTrue(g.expand(one("SELECT * FROM public.shell()")).attributes()["sql.program"])
+        self.assertIn("truncate", g.expand(one("INSERT INTO feed VALUES (1)")).kinds)  # a default's function
+        plain = g.expand(one("SELECT 1 FROM notes"))
+        self.assertEqual((plain.kinds, plain.without_where, plain.program), (("select",), False, False))
+
     def test_aggregates_run_their_functions(self) -> None:
         step = Routine("public", "step", "plpgsql", "BEGIN DELETE FROM payments WHERE id > 0; RETURN s; END")
         g = graph(functions=[step], aggregates=[("public", "agg", ("public.step", "pg_catalog.int4pl"))])

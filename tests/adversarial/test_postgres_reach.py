@@ -280,6 +280,17 @@ class ReachTests(_GatewayCase):
             "SELECT * FROM ts_stat('SELECT to_tsvector(''x'')')",
         ):
             yield self.refused(sql, "no-unknown-statements")
+        # contrib's tablefunc, a trusted extension: crosstab runs its query
+        # texts (a volatile function they call writes), connectby reads the
+        # table it names.
+        self.cluster.psql("CREATE EXTENSION tablefunc")
+        for sql in (
+            "SELECT * FROM crosstab('SELECT 1::text, 1::text, wip' || 'e_int()::text') AS ct(a text, b text)",
+            "SELECT * FROM public.crosstab2('SELECT 1::text, 1::text, wip' || 'e_int()::text')",
+            "SELECT * FROM crosstab('SELECT 1::text, 1::text, 1::text', 'SELECT wip' || 'e_int()::text') AS ct(a text, b text)",
+            "SELECT * FROM connectby('calls_wipe', 'n', 'n', '1', 0) AS t(a int, b int, level int)",
+        ):
+            yield self.refused(sql, "no-unknown-statements")
 
     @inlineCallbacks
     def test_dynamic_sql_in_a_function_made_in_the_same_query(self):

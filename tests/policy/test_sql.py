@@ -761,6 +761,18 @@ class ReachabilityTests(SynchronousTestCase):
         [info] = classify("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'UPDATE t SET x = 1 WHERE y = 2'")
         self.assertFalse(info.without_where)
 
+    def test_functions_that_run_sql_text_are_unknown(self) -> None:
+        for sql in (
+            "SELECT query_to_xml('DELETE FROM t', true, false, '')",
+            "SELECT * FROM crosstab('SELECT 1, 2, 3') AS ct(a int, b int)",
+            "SELECT * FROM ext.crosstab3('SELECT 1, 2, 3')",
+            "SELECT * FROM connectby('secrets', 'id', 'parent', '1', 0) AS t(a int, b int, level int)",
+        ):
+            [info] = classify(sql)
+            self.assertIn("unknown", info.kinds, sql)
+        [info] = classify("SELECT own.query_to_xml('x')")  # a function of the database's own: its body is read
+        self.assertNotIn("unknown", info.kinds)
+
     def test_bodies_that_cannot_be_read_are_unknown(self) -> None:
         for sql in (
             "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN EXECUTE 'DELETE FROM payments'; END$$",

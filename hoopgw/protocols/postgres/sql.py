@@ -710,7 +710,7 @@ class _Walker:
     def func_call(self, call: Mapping[str, Any], ctes: frozenset[str]) -> None:
         name = _dotted(call.get("funcname", ()))
         self.functions[name] = None
-        if name.removeprefix("pg_catalog.") in _RUNS_SQL_TEXT:
+        if name.removeprefix("pg_catalog.") in _RUNS_SQL_TEXT or name.rpartition(".")[2] in _EXTENSIONS_RUN_SQL_TEXT:
             self.kinds[UNKNOWN] = None  # dynamic SQL, as EXECUTE is
         self.walk_fields(call, ctes, "funcname")
 
@@ -997,6 +997,12 @@ _RUNS_SQL_TEXT = frozenset({
     "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
     "cursor_to_xml", "cursor_to_xmlschema", "ts_stat", "ts_rewrite",
 })
+
+# The same from contrib's trusted extensions, which a non-superuser may
+# install and which live in any schema: tablefunc's crosstab runs its query
+# texts (and the volatile functions they call write), connectby reads the
+# relation it names in text.
+_EXTENSIONS_RUN_SQL_TEXT = frozenset({"crosstab", "crosstab2", "crosstab3", "crosstab4", "connectby"})
 
 # PL/pgSQL's RAW_PARSE_PLPGSQL_ASSIGN1..3: "target := expression".
 _PLPGSQL_ASSIGN = frozenset({3, 4, 5})

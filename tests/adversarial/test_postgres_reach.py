@@ -388,6 +388,16 @@ class ReachTests(_GatewayCase):
         self.assertFalse(marker.exists())
 
     @inlineCallbacks
+    def test_parameter_defaults_and_types_of_a_function_made_in_the_same_query(self):
+        for sql in (
+            "CREATE FUNCTION pg_temp.f(a int DEFAULT wipe_int()) RETURNS int LANGUAGE sql AS $$SELECT a$$; "
+            "SELECT pg_temp.f()",
+            "CREATE PROCEDURE pg_temp.p(a int DEFAULT wipe_int()) LANGUAGE sql AS $$SELECT 1$$; CALL pg_temp.p()",
+            "CREATE FUNCTION pg_temp.h() RETURNS guarded LANGUAGE sql AS $$SELECT 1$$; SELECT pg_temp.h()",
+        ):
+            yield self.refused(sql, "review-payment-writes")
+
+    @inlineCallbacks
     def test_casts_written_as_calls(self):
         for sql in ("SELECT guarded(1)", "SELECT public.guarded(1)", "INSERT INTO scratch SELECT 1 WHERE guarded(1) = 1",
                     "SELECT grange(1, 2)"):

@@ -761,6 +761,19 @@ class ReachabilityTests(SynchronousTestCase):
         [info] = classify("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'UPDATE t SET x = 1 WHERE y = 2'")
         self.assertFalse(info.without_where)
 
+    def test_what_a_new_functions_signature_runs(self) -> None:
+        """Its parameters' defaults are called, its parameter and result types named."""
+        [info] = classify("CREATE FUNCTION f(a int DEFAULT wipe()) RETURNS int LANGUAGE sql AS 'SELECT a'")
+        self.assertEqual(info.functions, ("wipe",))
+        for sql in (
+            "CREATE FUNCTION f(a guarded) RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "CREATE FUNCTION f() RETURNS guarded LANGUAGE sql AS 'SELECT 1'",
+            "CREATE FUNCTION f(OUT a guarded) LANGUAGE sql AS 'SELECT 1'",
+            "CREATE FUNCTION f() RETURNS TABLE (a guarded) LANGUAGE plpgsql AS 'BEGIN END'",
+        ):
+            [info] = classify(sql)
+            self.assertIn("guarded", info.types, sql)
+
     def test_functions_that_run_sql_text_are_unknown(self) -> None:
         for sql in (
             "SELECT query_to_xml('DELETE FROM t', true, false, '')",

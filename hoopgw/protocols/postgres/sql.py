@@ -650,6 +650,9 @@ class _Walker:
         language, PL/pgSQL's dynamic EXECUTE) makes the statement unknown.
         """
         self.kinds["create_procedure" if stmt.get("is_procedure") else "create_function"] = None
+        # Its parameters' defaults and types and its result type run when it
+        # is called, also later in this transaction, before any catalog shows it.
+        self.walk_fields(stmt, ctes, "funcname", "options", "sql_body")
         options = {}
         for option in stmt.get("options", ()):
             element = option.get("DefElem", {})

@@ -341,6 +341,9 @@ class ReachTests(_GatewayCase):
             "CREATE AGGREGATE pg_temp.agg(int) (SFUNC = wipe_step, STYPE = int, INITCOND = '0'); SELECT pg_temp.agg(1)",
             "CREATE TYPE own.ct AS (a int); CREATE CAST (own.ct AS int) WITH FUNCTION wipe_any(anyelement); "
             "SELECT row(1)::own.ct::int",
+            # A range of a domain whose CHECK deletes payments.
+            "CREATE TYPE own.r AS RANGE (SUBTYPE = guarded); SELECT own.r(1, 2)",
+            "CREATE TYPE own.r2 AS RANGE (SUBTYPE = guarded); SELECT '[1,2]'::own.r2",
         ):
             yield self.refused(sql, "review-payment-writes")
         # As separate messages in one transaction.

@@ -741,10 +741,13 @@ class ReachabilityTests(SynchronousTestCase):
         ):
             [info] = classify(sql)
             self.assertEqual(info.functions, functions, sql)
-        # Type names in the same definitions are not functions.
-        [info] = classify("CREATE AGGREGATE a(int) (SFUNC = step, STYPE = int)")
+        # Type names in the same definitions are types, not functions.
+        [info] = classify("CREATE AGGREGATE a(int) (SFUNC = step, STYPE = guarded)")
         self.assertEqual(info.kinds, ("create_aggregate",))
-        self.assertNotIn("pg_catalog.int4", info.functions)
+        self.assertEqual(info.functions, ("step",))
+        self.assertIn("guarded", info.types)
+        [info] = classify("CREATE TYPE r AS RANGE (SUBTYPE = s.guarded)")
+        self.assertEqual((info.functions, info.types), ((), ("s.guarded",)))
 
     def test_what_a_body_runs_is_the_statements_own(self) -> None:
         """A string body's kinds and missing WHERE count, as a BEGIN ATOMIC body's do."""

@@ -611,14 +611,21 @@ class _Walker:
         """
         The functions an object made or altered here runs (an operator's,
         an aggregate's state and final functions, a range's subtype_diff,
-        a type's I/O): as with CREATE TRIGGER, a later statement of the same
-        transaction can run them before any catalog shows the object.
+        a type's I/O), and the types it is made of: as with CREATE TRIGGER,
+        a later statement of the same transaction can run them before any
+        catalog shows the object.
         """
         for option in options or ():
             element = option.get("DefElem") if isinstance(option, dict) else None
-            if not element or (element.get("defname") or "").lower() not in _ROUTINE_OPTIONS:
+            if not element:
                 continue
             arg = element.get("arg") or {}
+            if (element.get("defname") or "").lower() not in _ROUTINE_OPTIONS:
+                # A type it is made of (a range's SUBTYPE, an aggregate's
+                # STYPE): its domains' CHECKs run on the values.
+                if "TypeName" in arg:
+                    self.types[_dotted(arg["TypeName"].get("names", ()))] = None
+                continue
             if "TypeName" in arg:
                 name = _dotted(arg["TypeName"].get("names", ()))
             elif "List" in arg:

@@ -280,6 +280,15 @@ class ReachTests(_GatewayCase):
             "SELECT * FROM ts_stat('SELECT to_tsvector(''x'')')",
         ):
             yield self.refused(sql, "no-unknown-statements")
+        # Summarising a BRIN index named in text runs its expressions over new
+        # rows (made here as the superuser: imm() empties payments; refilled).
+        self.cluster.psql(
+            "CREATE INDEX owned_brin ON owned_idx USING brin ((imm(x))) WITH (pages_per_range = 1);"
+            "INSERT INTO owned_idx SELECT 1 FROM generate_series(1, 2000);"
+            "DELETE FROM payments; INSERT INTO payments SELECT g, g, g * 10 FROM generate_series(1, 5) g;"
+        )
+        yield self.refused("SELECT brin_summarize_new_values('owned_brin')", "no-unknown-statements")
+        yield self.refused("SELECT pg_catalog.brin_summarize_range('owned_brin', 5)", "no-unknown-statements")
         # contrib's tablefunc, a trusted extension: crosstab runs its query
         # texts (a volatile function they call writes), connectby reads the
         # table it names.

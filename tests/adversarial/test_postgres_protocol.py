@@ -715,6 +715,30 @@ class NameTests(_Case):
         self.assertEqual([errors(a)[0][0] for a in answers], ["42501", "42501"])
 
     @inlineCallbacks
+    def test_execute_in_a_function_body(self):
+        """
+        A protocol Parse reaches the server before any Bind is judged, so a
+        SQL function whose body is EXECUTE p runs what the session prepared:
+        such a body is unknown, made in the same query or on the target.
+        """
+        self.cluster.psql("CREATE FUNCTION exec_p() RETURNS void LANGUAGE sql AS 'EXECUTE p'")
+
+        def work(client):
+            client.batch(codec.Parse("p", EVIL, ()), codec.Sync())
+            return [
+                client.batch(codec.Query(
+                    "CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE sql AS 'EXECUTE p'; SELECT pg_temp.f()"
+                )),
+                client.batch(codec.Query("SELECT exec_p()")),
+            ]
+
+        answers = yield self.raw(work)
+        self.assertEqual(self.payments(), 5)
+        self.assertEqual([errors(a)[0][0] for a in answers], ["42501", "42501"])
+        self.assertTrue(all("no-unknown-statements" in m.detail for a in answers
+                            for m in a if isinstance(m, codec.ErrorResponse)), answers)
+
+    @inlineCallbacks
     def test_portal_closed_and_declared_in_sql(self):
         """
         A portal bound as SELECT 1, CLOSEd in SQL and DECLAREd again as a

@@ -777,6 +777,11 @@ class ReachabilityTests(SynchronousTestCase):
             [info] = classify(sql)
             self.assertIn("guarded", info.types, sql)
 
+    def test_execute_in_a_body_is_unknown(self) -> None:
+        """What p holds is the calling session's: a body that EXECUTEs it cannot be read."""
+        [info] = classify("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'EXECUTE p'")
+        self.assertIn("unknown", info.kinds)
+
     def test_functions_that_run_sql_text_are_unknown(self) -> None:
         for sql in (
             "SELECT query_to_xml('DELETE FROM t', true, false, '')",

@@ -173,7 +173,8 @@ def _effect(routine: Routine) -> _Effect:
         kinds=tuple(dict.fromkeys(k for i in infos for k in i.kinds if k != UNKNOWN)),
         without_where=any(i.without_where for i in infos),
         program=any(i.program for i in infos),
-        unknown=any(UNKNOWN in i.kinds for i in infos),
+        # EXECUTE p in a body runs what the calling session prepared as p.
+        unknown=any(UNKNOWN in i.kinds or i.executes for i in infos),
         ddl=any(changes_catalog(i) for i in infos),
     )
 

@@ -688,6 +688,10 @@ class _Walker:
         """
         for info in infos:
             self.kinds.update(dict.fromkeys(info.kinds))
+            if info.executes:
+                # EXECUTE p runs whatever the calling session has prepared as
+                # p (a protocol Parse is forwarded before any Bind is judged).
+                self.kinds[UNKNOWN] = None
             self.without_where = self.without_where or info.without_where
             self.reads.update(dict.fromkeys(info.reads))
             self.reads.update(dict.fromkeys(info.writes))

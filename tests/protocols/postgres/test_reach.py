@@ -119,6 +119,10 @@ class ExpandTests(SynchronousTestCase):
         plain = g.expand(one("SELECT 1 FROM notes"))
         self.assertEqual((plain.kinds, plain.without_where, plain.program), (("select",), False, False))
 
+    def test_execute_in_a_body_is_unknown(self) -> None:
+        g = graph(functions=[Routine("public", "exec_p", "sql", "EXECUTE p")])
+        self.assertIn("unknown", g.expand(one("SELECT exec_p()")).kinds)
+
     def test_aggregates_run_their_functions(self) -> None:
         step = Routine("public", "step", "plpgsql", "BEGIN DELETE FROM payments WHERE id > 0; RETURN s; END")
         g = graph(functions=[step], aggregates=[("public", "agg", ("public.step", "pg_catalog.int4pl"))])

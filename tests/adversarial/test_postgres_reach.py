@@ -410,6 +410,27 @@ class ReachTests(_GatewayCase):
             yield self.refused(sql, "review-payment-writes")
 
     @inlineCallbacks
+    def test_a_c_trigger_made_in_the_same_query_names_its_table(self):
+        """contrib's refint cascades into the table its arguments name, before any catalog shows the trigger."""
+        self.cluster.psql("CREATE SCHEMA own AUTHORIZATION app_scram")
+        # One on the target names it in capitals (refint's SQL folds them).
+        self.cluster.psql(
+            "CREATE TABLE parent_ri2 (id int); INSERT INTO parent_ri2 VALUES (1);"
+            "CREATE TRIGGER ri2 BEFORE DELETE ON parent_ri2 FOR EACH ROW "
+            "EXECUTE FUNCTION check_foreign_key(1, 'cascade', 'id', 'PAYMENTS', 'id');"
+            "GRANT ALL ON parent_ri2 TO app_scram;"
+        )
+        yield self.refused("DELETE FROM parent_ri2 WHERE id = 1", "review-payment-writes")
+        for target in ("payments", "PAYMENTS", "public.payments"):
+            yield self.refused(
+                "CREATE TABLE own.p (id int); INSERT INTO own.p VALUES (1); "
+                "CREATE TRIGGER ri BEFORE DELETE ON own.p FOR EACH ROW "
+                f"EXECUTE FUNCTION check_foreign_key(1, 'cascade', 'id', '{target}', 'id'); "
+                "DELETE FROM own.p WHERE id = 1",
+                "review-payment-writes",
+            )
+
+    @inlineCallbacks
     def test_casts_written_as_calls(self):
         for sql in ("SELECT guarded(1)", "SELECT public.guarded(1)", "INSERT INTO scratch SELECT 1 WHERE guarded(1) = 1",
                     "SELECT grange(1, 2)"):

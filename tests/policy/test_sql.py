@@ -777,6 +777,15 @@ class ReachabilityTests(SynchronousTestCase):
             [info] = classify(sql)
             self.assertIn("guarded", info.types, sql)
 
+    def test_trigger_arguments_naming_a_table(self) -> None:
+        """A C trigger function (refint) may write the table its arguments name."""
+        [info] = classify("CREATE TRIGGER r BEFORE DELETE ON s.p FOR EACH ROW "
+                          "EXECUTE FUNCTION check_foreign_key(1, 'cascade', 'id', 'Payments', 'id')")
+        self.assertIn("public.payments", info.writes)
+        [info] = classify("CREATE TRIGGER r AFTER INSERT ON p FOR EACH ROW EXECUTE FUNCTION f('billing.ledger', '1 2')")
+        self.assertIn("billing.ledger", info.writes)
+        self.assertNotIn("public.1 2", info.writes)
+
     def test_execute_in_a_body_is_unknown(self) -> None:
         """What p holds is the calling session's: a body that EXECUTEs it cannot be read."""
         [info] = classify("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'EXECUTE p'")

@@ -283,8 +283,9 @@ class RelationGraph:
         self._triggers: dict[int, list[tuple[frozenset[str], _Effect, tuple[str, ...]]]] = {}
         for oid, events, routine, arguments in triggers:
             effect = effect_of(routine)
-            # A C trigger function's arguments may name the table it writes.
-            targets = arguments if routine.language.lower() in _TRUSTED_LANGUAGES else ()
+            # A C trigger function's arguments may name the table it writes
+            # (refint puts it unquoted into the SQL it builds: folded to lower case).
+            targets = tuple(a.lower() for a in arguments) if routine.language.lower() in _TRUSTED_LANGUAGES else ()
             self._triggers.setdefault(oid, []).append((frozenset(events), effect, targets))
         self._uses: dict[int, list[tuple[frozenset[str], str]]] = {}
         for oid, events, function in uses:

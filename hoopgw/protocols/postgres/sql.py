@@ -271,6 +271,9 @@ _ROUTINE_OPTIONS = frozenset({
     "input", "output", "receive", "send", "typmod_in", "typmod_out", "analyze", "subscript",
 })
 
+# A trigger argument that reads as a (schema-qualified) table name.
+_TABLE_TEXT = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?")
+
 # Objects that run code when called.
 _ROUTINES = frozenset({"OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE", "OBJECT_AGGREGATE"})
 
@@ -555,7 +558,15 @@ class _Walker:
         function = _dotted(stmt.get("funcname", ()))
         if function:
             self.functions[function] = None
-        self.walk_fields(stmt, ctes, "relation", "funcname")
+        # A C trigger function's arguments may name the table it writes
+        # (contrib's refint cascades into the one named there, by SQL it
+        # builds, so unquoted): written, as for triggers that exist.
+        for arg in stmt.get("args", ()):
+            name = (arg.get("String") or {}).get("sval", "")
+            if _TABLE_TEXT.fullmatch(name):
+                schema, _, relname = name.lower().rpartition(".")
+                self.write({"schemaname": schema, "relname": relname} if schema else {"relname": relname})
+        self.walk_fields(stmt, ctes, "relation", "funcname", "args")
 
     def refresh(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["refresh_materialized_view"] = None

@@ -330,6 +330,8 @@ class ReachTests(_GatewayCase):
             "ALTER FUNCTION app_wipe() RENAME TO app_zz; SELECT app_zz()",
             "ALTER FUNCTION app_wipe() RENAME TO add_one; SELECT add_one()",
             "BEGIN; ALTER TABLE triggered RENAME TO zz; INSERT INTO zz VALUES (1); COMMIT",
+            # ALTER INDEX renames a table as well.
+            "ALTER INDEX triggered RENAME TO zz; INSERT INTO zz VALUES (1)",
         ):
             yield self.refused(sql, "review-payment-writes")
         # As separate messages in one transaction.

@@ -777,6 +777,10 @@ class ReachabilityTests(SynchronousTestCase):
             [info] = classify(sql)
             self.assertIn("guarded", info.types, sql)
 
+    def test_alter_index_renames_a_table_too(self) -> None:
+        [info] = classify("ALTER INDEX s.t RENAME TO u")
+        self.assertEqual(info.renames, (("s.t", "s.u"),))
+
     def test_trigger_arguments_naming_a_table(self) -> None:
         """A C trigger function (refint) may write the table its arguments name."""
         [info] = classify("CREATE TRIGGER r BEFORE DELETE ON s.p FOR EACH ROW "

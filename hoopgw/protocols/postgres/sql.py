@@ -592,7 +592,11 @@ class _Walker:
 
     def rename(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.routine(stmt.get("renameType"), stmt.get("object"))
-        if stmt.get("renameType") in _RELATIONS and stmt.get("renameType") not in ("OBJECT_COLUMN", "OBJECT_TABCONSTRAINT"):
+        # ALTER INDEX ... RENAME renames a table too (PostgreSQL allows it for
+        # compatibility): followed as a relation's rename.
+        if (stmt.get("renameType") in _RELATIONS or stmt.get("renameType") == "OBJECT_INDEX") and (
+            stmt.get("renameType") not in ("OBJECT_COLUMN", "OBJECT_TABCONSTRAINT")
+        ):
             self.renamed(stmt.get("relation"), stmt.get("newname", ""))
         renamed = stmt.get("renameType")
         if renamed in ("OBJECT_COLUMN", "OBJECT_ATTRIBUTE", "OBJECT_TABCONSTRAINT"):

@@ -321,6 +321,7 @@ class ReachTests(_GatewayCase):
     @inlineCallbacks
     def test_made_or_renamed_in_the_same_transaction(self):
         """What the catalog cannot see yet: copies of a table's expressions, renames."""
+        self.cluster.psql("CREATE SCHEMA own AUTHORIZATION app_scram")
         for sql in (
             "CREATE TEMP TABLE x1 (LIKE checked INCLUDING ALL); INSERT INTO x1 VALUES (1)",
             "CREATE TEMP TABLE x2 (LIKE defaulted INCLUDING DEFAULTS); INSERT INTO x2 (x) VALUES (1)",
@@ -332,6 +333,10 @@ class ReachTests(_GatewayCase):
             "BEGIN; ALTER TABLE triggered RENAME TO zz; INSERT INTO zz VALUES (1); COMMIT",
             # ALTER INDEX renames a table as well.
             "ALTER INDEX triggered RENAME TO zz; INSERT INTO zz VALUES (1)",
+            # A domain renamed or moved: its CHECK runs under the new name.
+            "ALTER DOMAIN vdom RENAME TO v2; SELECT 1::v2",
+            "ALTER TYPE vdom RENAME TO v3; SELECT 1::v3",
+            "ALTER DOMAIN vdom SET SCHEMA own; SELECT 1::own.vdom",
         ):
             yield self.refused(sql, "review-payment-writes")
         # As separate messages in one transaction.

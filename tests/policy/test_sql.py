@@ -777,6 +777,11 @@ class ReachabilityTests(SynchronousTestCase):
             [info] = classify(sql)
             self.assertIn("guarded", info.types, sql)
 
+    def test_types_renamed_or_moved_are_named(self) -> None:
+        for sql in ("ALTER DOMAIN s.d RENAME TO e", "ALTER TYPE s.d RENAME TO e", "ALTER DOMAIN s.d SET SCHEMA t"):
+            [info] = classify(sql)
+            self.assertIn("s.d", info.types, sql)
+
     def test_alter_index_renames_a_table_too(self) -> None:
         [info] = classify("ALTER INDEX s.t RENAME TO u")
         self.assertEqual(info.renames, (("s.t", "s.u"),))

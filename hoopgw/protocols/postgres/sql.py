@@ -585,6 +585,13 @@ class _Walker:
             if name:
                 self.functions[name] = None
 
+    def retyped(self, objtype: str | None, obj: Mapping[str, Any] | None) -> None:
+        """ALTER TYPE/DOMAIN ... RENAME / SET SCHEMA: its CHECKs can then run under another name."""
+        if objtype in ("OBJECT_TYPE", "OBJECT_DOMAIN") and obj:
+            name = _dotted((obj.get("List") or {}).get("items", ()))
+            if name:
+                self.types[name] = None
+
     def renamed(self, relation: Mapping[str, Any] | None, new: str) -> None:
         if relation and new:
             old = _name(relation)
@@ -592,6 +599,7 @@ class _Walker:
 
     def rename(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.routine(stmt.get("renameType"), stmt.get("object"))
+        self.retyped(stmt.get("renameType"), stmt.get("object"))
         # ALTER INDEX ... RENAME renames a table too (PostgreSQL allows it for
         # compatibility): followed as a relation's rename.
         if (stmt.get("renameType") in _RELATIONS or stmt.get("renameType") == "OBJECT_INDEX") and (
@@ -610,6 +618,7 @@ class _Walker:
         # ALTER ... SET SCHEMA / OWNER TO / DEPENDS ON: named by the object.
         self.kinds["alter_" + _object(stmt.get("objectType"))] = None
         self.routine(stmt.get("objectType"), stmt.get("object"))
+        self.retyped(stmt.get("objectType"), stmt.get("object"))
         if stmt.get("newschema") and stmt.get("objectType") in _RELATIONS and stmt.get("relation"):
             relation = stmt["relation"]
             self.renames[_name(relation)] = f"{stmt['newschema']}.{relation['relname']}"

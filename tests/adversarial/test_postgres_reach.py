@@ -328,6 +328,8 @@ class ReachTests(_GatewayCase):
             "CREATE TEMP TABLE x3 (LIKE domained); INSERT INTO x3 VALUES (1)",
             "CREATE TEMP TABLE x4 AS SELECT * FROM domained WITH NO DATA; INSERT INTO x4 VALUES (1)",
             "SELECT x INTO TEMP x6 FROM domained WHERE false; INSERT INTO x6 VALUES (1)",
+            # A child takes its parent's CHECK.
+            "CREATE TABLE own.c () INHERITS (owned_chk); INSERT INTO own.c VALUES (1)",
             "ALTER FUNCTION app_wipe() RENAME TO app_zz; SELECT app_zz()",
             "ALTER FUNCTION app_wipe() RENAME TO add_one; SELECT add_one()",
             "BEGIN; ALTER TABLE triggered RENAME TO zz; INSERT INTO zz VALUES (1); COMMIT",

@@ -83,6 +83,7 @@ ALL_WRITES = frozenset("iudtm")
 _MAINTAIN = frozenset("m")
 _MOVES = frozenset("id")
 _COPIED = frozenset("ium")
+_CHILD_ROWS = frozenset("iu")
 _KIND_EVENTS = {
     "insert": frozenset("i"),
     "copy": frozenset("i"),
@@ -422,6 +423,11 @@ class RelationGraph:
             for oid in to_read:
                 for member in self._family(oid):
                     to_call += [f for fires, f in self._uses.get(member, ()) if fires & _COPIED]
+            # A child (INHERITS, PARTITION OF) takes its parents' CHECKs,
+            # defaults, column types and partition key, and a partition their
+            # row triggers: rows written to it in this transaction run them as
+            # rows written to the parents (what it writes) would.
+            to_write = [(oid, events | _CHILD_ROWS) for oid, events in to_write]
         to_call += [name for name in info.column_calls if name in self._routines]  # s.f is f(s)
         for operator in info.operators:
             to_call += self._operators.get(operator, ())

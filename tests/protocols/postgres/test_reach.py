@@ -182,6 +182,12 @@ class ExpandTests(SynchronousTestCase):
                     "SELECT * INTO t FROM notes"):
             self.assertIn("public.payments", g.expand(one(sql)).writes, sql)
         self.assertIn("public.payments", g.expand(one("ALTER FUNCTION wipe() RENAME TO harmless")).writes)
+        # A child takes its parent's CHECKs, defaults, key and (a partition) row triggers.
+        for sql in ("CREATE TABLE c () INHERITS (notes)", "CREATE TABLE c PARTITION OF notes FOR VALUES IN (1)"):
+            self.assertIn("public.payments", g.expand(one(sql)).writes, sql)
+        trigger = Routine("public", "t", "plpgsql", "BEGIN DELETE FROM payments WHERE id > 0; RETURN NEW; END")
+        g = graph(triggers=[(FEED, "i", trigger, ())])
+        self.assertIn("public.payments", g.expand(one("CREATE TABLE c PARTITION OF feed FOR VALUES IN (1)")).writes)
 
     def test_a_materialized_view_is_read_on_refresh(self) -> None:
         g = RelationGraph([(PAYMENTS, "public", "payments", "r"), (VIEW, "public", "pay_mv", "m")], views=[(VIEW, PAYMENTS)])

@@ -300,6 +300,17 @@ class ReachTests(_GatewayCase):
             "SELECT * FROM connectby('calls_wipe', 'n', 'n', '1', 0) AS t(a int, b int, level int)",
         ):
             yield self.refused(sql, "no-unknown-statements")
+        # Also through an operator: made in the same query, or on the target.
+        self.cluster.psql(
+            "CREATE SCHEMA own AUTHORIZATION app_scram;"
+            "CREATE OPERATOR public.@@@ (FUNCTION = crosstab2, RIGHTARG = text);"
+        )
+        for sql in (
+            "CREATE OPERATOR own.@@@ (FUNCTION = crosstab2, RIGHTARG = text); "
+            "SELECT * FROM (SELECT OPERATOR(own.@@@) ('SELECT 1::text, 1::text, wip' || 'e_int()::text')) s",
+            "SELECT * FROM (SELECT @@@ ('SELECT 1::text, 1::text, wip' || 'e_int()::text')) s",
+        ):
+            yield self.refused(sql, "no-unknown-statements")
 
     @inlineCallbacks
     def test_dynamic_sql_in_a_function_made_in_the_same_query(self):

@@ -63,7 +63,7 @@ from typing import Any
 
 from attrs import evolve, frozen
 
-from hoopgw.protocols.postgres.sql import UNKNOWN, StatementInfo, _with_text, body_statements
+from hoopgw.protocols.postgres.sql import UNKNOWN, StatementInfo, _with_text, body_statements, runs_sql_text
 
 __all__ = [
     "EMPTY", "RelationGraph", "Routine", "changes_catalog", "events_of", "needs_catalog", "unreadable", "with_renames",
@@ -441,6 +441,9 @@ class RelationGraph:
                 if name not in called:
                     called.add(name)
                     effects.extend(self._routines.get(name, ()))
+                    # query_to_xml, crosstab, ... reached through an operator,
+                    # an aggregate, a default: what they run cannot be read.
+                    unknown = unknown or runs_sql_text(name)
                     # guarded(1) is a cast to the type guarded
                     to_call.extend(self._type_uses.get(name, ()))
             while to_read:

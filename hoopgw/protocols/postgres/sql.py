@@ -81,7 +81,7 @@ from typing import Any
 from attrs import define, evolve, field, fields, frozen
 from pglast import parser as _pg
 
-__all__ = ["PreparedStatements", "StatementInfo", "body_statements", "classify", "mentions_secret", "parameter_holds_secret", "recordable", "redact_secrets", "statement_info"]
+__all__ = ["PreparedStatements", "StatementInfo", "body_statements", "classify", "mentions_secret", "parameter_holds_secret", "recordable", "redact_secrets", "runs_sql_text", "statement_info"]
 
 UNKNOWN = "unknown"
 
@@ -557,7 +557,7 @@ class _Walker:
         self.write(stmt.get("relation"))
         function = _dotted(stmt.get("funcname", ()))
         if function:
-            self.functions[function] = None
+            self.calls(function)
         # A C trigger function's arguments may name the table it writes
         # (contrib's refint cascades into the one named there, by SQL it
         # builds, so unquoted): written, as for triggers that exist.
@@ -583,7 +583,7 @@ class _Walker:
         if objtype in _ROUTINES and obj:
             name = _dotted((obj.get("ObjectWithArgs") or obj).get("objname", ()))
             if name:
-                self.functions[name] = None
+                self.calls(name)
 
     def retyped(self, objtype: str | None, obj: Mapping[str, Any] | None) -> None:
         """ALTER TYPE/DOMAIN ... RENAME / SET SCHEMA: its CHECKs can then run under another name."""
@@ -657,7 +657,7 @@ class _Walker:
             else:
                 name = (arg.get("String") or {}).get("sval", "")  # FUNCTION = 'f'
             if name:
-                self.functions[name] = None
+                self.calls(name)
 
     def routine_objects(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         # CREATE CAST ... WITH FUNCTION, CREATE TRANSFORM, an operator
@@ -671,7 +671,7 @@ class _Walker:
                 self.routine("OBJECT_FUNCTION", item.get("name"))
         name = _dotted(stmt.get("func_name", ()))
         if name:
-            self.functions[name] = None
+            self.calls(name)
 
     def create_function(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         """
@@ -746,11 +746,14 @@ class _Walker:
             self.func_call(funccall, ctes)
 
     def func_call(self, call: Mapping[str, Any], ctes: frozenset[str]) -> None:
-        name = _dotted(call.get("funcname", ()))
-        self.functions[name] = None
-        if name.removeprefix("pg_catalog.") in _RUNS_SQL_TEXT or name.rpartition(".")[2] in _EXTENSIONS_RUN_SQL_TEXT:
-            self.kinds[UNKNOWN] = None  # dynamic SQL, as EXECUTE is
+        self.calls(_dotted(call.get("funcname", ())))
         self.walk_fields(call, ctes, "funcname")
+
+    def calls(self, name: str) -> None:
+        """A function called (or that what is made here will call)."""
+        self.functions[name] = None
+        if runs_sql_text(name):
+            self.kinds[UNKNOWN] = None  # dynamic SQL, as EXECUTE is
 
     def alter_domain(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         # VALIDATE / ADD CONSTRAINT / SET DEFAULT run the domain's checks on
@@ -1044,6 +1047,13 @@ _RUNS_SQL_TEXT = frozenset({
 # texts (and the volatile functions they call write), connectby reads the
 # relation it names in text.
 _EXTENSIONS_RUN_SQL_TEXT = frozenset({"crosstab", "crosstab2", "crosstab3", "crosstab4", "connectby"})
+
+
+
+def runs_sql_text(function: str) -> bool:
+    """Whether calling C{function} (as written or as the catalog names it) runs SQL the gateway cannot read."""
+    return function.removeprefix("pg_catalog.") in _RUNS_SQL_TEXT or function.rpartition(".")[2] in _EXTENSIONS_RUN_SQL_TEXT
+
 
 # PL/pgSQL's RAW_PARSE_PLPGSQL_ASSIGN1..3: "target := expression".
 _PLPGSQL_ASSIGN = frozenset({3, 4, 5})

@@ -119,6 +119,11 @@ class ExpandTests(SynchronousTestCase):
         plain = g.expand(one("SELECT 1 FROM notes"))
         self.assertEqual((plain.kinds, plain.without_where, plain.program), (("select",), False, False))
 
+    def test_functions_that_run_sql_text_through_an_operator(self) -> None:
+        g = graph(operators=[("public", "@@@", "public.crosstab2")])
+        self.assertIn("unknown", g.expand(one("SELECT @@@ 'SELECT 1'")).kinds)
+        self.assertIn("unknown", one("CREATE OPERATOR @@@ (FUNCTION = crosstab2, RIGHTARG = text)").kinds)
+
     def test_execute_in_a_body_is_unknown(self) -> None:
         g = graph(functions=[Routine("public", "exec_p", "sql", "EXECUTE p")])
         self.assertIn("unknown", g.expand(one("SELECT exec_p()")).kinds)

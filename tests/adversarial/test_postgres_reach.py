@@ -451,6 +451,23 @@ class ReachTests(_GatewayCase):
             )
 
     @inlineCallbacks
+    def test_a_cascading_foreign_key_made_in_the_same_query(self):
+        """The catalog cannot show the new key yet: its cascade is followed from the statement that adds it."""
+        self.cluster.psql(
+            "CREATE SCHEMA own AUTHORIZATION app_scram;"
+            "CREATE TABLE owned_del (id int, c int); INSERT INTO owned_del VALUES (1, 1);"
+            "CREATE TRIGGER owned_del_t AFTER DELETE OR UPDATE ON owned_del FOR EACH ROW EXECUTE FUNCTION pay_trg();"
+            "ALTER TABLE owned_del OWNER TO app_scram;"
+        )
+        for action in ("ON DELETE CASCADE", "ON DELETE SET NULL", "ON UPDATE CASCADE"):
+            yield self.refused(
+                "CREATE TABLE own.k (id int PRIMARY KEY); INSERT INTO own.k VALUES (1); "
+                f"ALTER TABLE owned_del ADD FOREIGN KEY (c) REFERENCES own.k {action}; "
+                "DELETE FROM own.k WHERE id = 1; UPDATE own.k SET id = 2 WHERE id = 1",
+                "review-payment-writes",
+            )
+
+    @inlineCallbacks
     def test_casts_written_as_calls(self):
         for sql in ("SELECT guarded(1)", "SELECT public.guarded(1)", "INSERT INTO scratch SELECT 1 WHERE guarded(1) = 1",
                     "SELECT grange(1, 2)"):

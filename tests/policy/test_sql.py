@@ -782,6 +782,16 @@ class ReachabilityTests(SynchronousTestCase):
             [info] = classify(sql)
             self.assertIn("s.d", info.types, sql)
 
+    def test_cascading_foreign_keys_delete_and_update(self) -> None:
+        for sql, kinds in (
+            ("ALTER TABLE r ADD FOREIGN KEY (c) REFERENCES k ON DELETE CASCADE", ("alter_table", "delete")),
+            ("ALTER TABLE r ADD FOREIGN KEY (c) REFERENCES k ON DELETE SET NULL", ("alter_table", "update")),
+            ("CREATE TABLE c (x int REFERENCES k ON UPDATE CASCADE)", ("create_table", "update")),
+            ("ALTER TABLE r ADD FOREIGN KEY (c) REFERENCES k", ("alter_table",)),
+        ):
+            [info] = classify(sql)
+            self.assertEqual(info.kinds, kinds, sql)
+
     def test_alter_index_renames_a_table_too(self) -> None:
         [info] = classify("ALTER INDEX s.t RENAME TO u")
         self.assertEqual(info.renames, (("s.t", "s.u"),))

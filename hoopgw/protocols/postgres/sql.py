@@ -820,6 +820,18 @@ class _Walker:
             self.operators[name] = None
         self.walk_fields(node, ctes, "name", "useOp")
 
+    def constraint(self, node: Mapping[str, Any], ctes: frozenset[str]) -> None:
+        # A foreign key whose action deletes or updates the referencing rows
+        # (CASCADE, SET NULL, SET DEFAULT): a delete or update of the
+        # referenced table later in this transaction, before any catalog
+        # shows the key, runs them there, as MERGE's actions are its kinds.
+        if node.get("contype") == "CONSTR_FOREIGN":
+            if node.get("fk_del_action") == "c":
+                self.kinds["delete"] = None
+            if node.get("fk_del_action") in ("n", "d") or node.get("fk_upd_action") in ("c", "n", "d"):
+                self.kinds["update"] = None
+        self.walk_fields(node, ctes)
+
     def fetch(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         self.kinds["move" if stmt.get("ismove") else "fetch"] = None
 
@@ -895,6 +907,7 @@ _HANDLERS.update({
     "FetchStmt": _Walker.fetch,
     "RangeVar": lambda walker, rangevar, ctes: walker.read(rangevar, ctes),
     "ColumnRef": _Walker.column_ref,
+    "Constraint": _Walker.constraint,
     "A_Indirection": _Walker.indirection,
 })
 

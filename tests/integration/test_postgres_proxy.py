@@ -177,6 +177,13 @@ tls = "disable"
         self.assertEqual(len(drops), 1)
 
     @inlineCallbacks
+    def test_dropped_column_is_a_drop(self):
+        """ALTER TABLE ... DROP COLUMN loses the column's data: the rule against DROP refuses it, and the column stays."""
+        code, output = yield self.psql("-v", "VERBOSITY=verbose", "-c", "ALTER TABLE items DROP COLUMN name")
+        self.assertIn(b"no-destructive-ddl", output)
+        self.assertEqual(self.cluster.psql("SELECT count(name) FROM items").strip(), "100")
+
+    @inlineCallbacks
     def test_multi_statement_query_with_a_denied_statement(self):
         """
         If one statement of a multi-statement query is denied, nothing of the

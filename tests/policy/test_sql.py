@@ -180,6 +180,11 @@ class ClassifyTests(SynchronousTestCase):
             "DROP TABLE a, s.b": (("drop",), (), ("public.a", "s.b")),
             "ALTER TABLE t ADD c int": (("alter_table",), (), ("public.t",)),
             "ALTER TABLE t RENAME COLUMN a TO b": (("alter_table",), (), ("public.t",)),
+            # A column's data, or a constraint, is dropped: a drop as well.
+            "ALTER TABLE t DROP COLUMN a": (("alter_table", "drop"), (), ("public.t",)),
+            "ALTER TABLE t ADD c int, DROP CONSTRAINT k": (("alter_table", "drop"), (), ("public.t",)),
+            "ALTER TYPE p DROP ATTRIBUTE a": (("alter_type", "drop"), (), ("public.p",)),
+            "ALTER TABLE t ALTER COLUMN a DROP DEFAULT": (("alter_table",), (), ("public.t",)),
             # A view is another way to reach t (an updatable one writes it).
             "CREATE VIEW v AS SELECT * FROM t": (("create_view", "select"), ("public.t",), ("public.v", "public.t")),
             "REFRESH MATERIALIZED VIEW m": (("refresh_materialized_view",), (), ("public.m",)),

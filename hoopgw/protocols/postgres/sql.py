@@ -209,6 +209,9 @@ _TRANSACTION = {
     "TRANS_STMT_ROLLBACK_PREPARED": "rollback_prepared",
 }
 
+# ALTER TABLE subcommands that are drops of their own (the kind "drop" is added).
+_DROPPING_SUBCOMMANDS = frozenset({"AT_DropColumn", "AT_DropConstraint"})
+
 # Node names whose generic spelling (CamelCase minus "Stmt", snake_cased)
 # is not what SQL calls the statement.
 _NAMED = {
@@ -575,6 +578,11 @@ class _Walker:
     def alter_table(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         # ATTACH/DETACH PARTITION, INHERIT: the other table is changed too.
         self.kinds["alter_" + _object(stmt.get("objtype"))] = None
+        # DROP COLUMN (its data is gone) and DROP CONSTRAINT are drops too:
+        # a rule against DROP must not miss them for being inside an ALTER.
+        for cmd in stmt.get("cmds") or ():
+            if (cmd.get("AlterTableCmd") or {}).get("subtype") in _DROPPING_SUBCOMMANDS:
+                self.kinds["drop"] = None
         self.write(stmt.get("relation"))
         self.reaching(lambda: self.walk_fields(stmt, ctes, "relation"))
 

@@ -270,6 +270,17 @@ DENIED = [
     # Not valid shell syntax, or not readable: fail closed.
     "rm -rf {X}; echo 'oops", "rm -rf {X}\necho \"oops", "echo $(rm -rf {X}", "ls `", "echo ${x",
     "ls\x00; rm -rf {X}",
+    # A program that starts a shell when given no command reads its script from the standard input the line
+    # feeds it, and so does a shell in >(...), fed by the command the substitution is written to.
+    "su root <<< 'rm -rf {X}'", "su <<< 'rm -rf {X}'", "su - <<< 'rm -rf {X}'", "su -l root <<< 'rm -rf {X}'",
+    "runuser root <<< 'rm -rf {X}'", "echo 'rm -rf {X}' | su", "sudo -s <<< 'rm -rf {X}'",
+    "sudo -i <<< 'rm -rf {X}'", "sudo -u root --shell <<< 'rm -rf {X}'", "echo 'rm -rf {X}' | sudo -s",
+    "doas -s <<< 'rm -rf {X}'", "pkexec <<< 'rm -rf {X}'", "chroot / <<< 'rm -rf {X}'",
+    "echo 'rm -rf {X}' | chroot /", "unshare <<< 'rm -rf {X}'", "unshare -m <<EOF\nrm -rf {X}\nEOF",
+    "nsenter -t 1 -a <<< 'rm -rf {X}'", "echo 'rm -rf {X}' | nsenter -t 1 -m", "sg root <<< 'rm -rf {X}'",
+    "script <<< 'rm -rf {X}'", "echo 'rm -rf {X}' | script -q /dev/null", "ssh localhost <<< 'rm -rf {X}'",
+    "echo 'rm -rf {X}' | ssh -T localhost", "echo 'rm -rf {X}' > >(bash)", "echo 'rm -rf {X}' > >(sh)",
+    "exec > >(bash); echo rm -rf {X}", "echo 'rm -rf {X}' | tee >(sh)", "cat <<< 'rm -rf {X}' > >(sudo -s)",
 ]
 
 # Ordinary work a rule on "rm -rf *" must leave alone.

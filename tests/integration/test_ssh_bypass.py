@@ -89,6 +89,15 @@ RUN_FOR_REAL = [
     "x=$'a[\\x24(rm -rf {X})]'; echo $((x))",
     "x=\"a[\\`rm -rf {X}\\`]\"; [[ x -eq 1 ]]",
     "g=f; rm -r\"$g\" {X}",
+    # Found in an attack round: a program that starts a shell when given no
+    # command (su, chroot, unshare, script, ...) reads its script from the
+    # standard input the line feeds it, and so does a shell in >(...).
+    "su root <<< 'rm -rf {X}'",
+    "chroot / <<< 'rm -rf {X}'",
+    "unshare <<< 'rm -rf {X}'",
+    "echo 'rm -rf {X}' | script -q /dev/null",
+    "echo 'rm -rf {X}' > >(bash)",
+    "exec > >(sh); echo rm -rf {X}",
 ]
 
 

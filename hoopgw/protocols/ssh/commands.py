@@ -349,6 +349,10 @@ class _Lexer:
                 self.substitutions.append(self._child())
                 self.expansions = True
                 self.stdin = self.stdin or c == "<"
+                if c == ">":
+                    # >(cmd): cmd reads what the outer command writes
+                    # (echo 'rm -rf /' > >(sh)).
+                    self.substitutions[-1].stdin = True  # type: ignore[union-attr]
                 token = _Token(word=_Word(f"{c}(...)", expanded=True))
             elif c in _OPERATOR_START and (op := self._operator()) is not None:
                 self._count()
@@ -1290,6 +1294,11 @@ _RUNS_CODE = frozenset({"jobs", "mapfile", "readarray", "compgen", "complete", "
 # Commands whose script argument is read (besides shells): see _Reader._scripted.
 _SCRIPTED = frozenset({"env", "xargs", "flock", "su", "runuser", "sg", "watch", "script", "eval", "trap", "alias",
                        "source", ".", "at", "batch", "ssh"})
+# Programs that run a shell (the user's, the target user's, $SHELL) when
+# given no command: that shell reads its script from their standard input
+# (sudo -s <<< '...', echo ... | chroot /, su root <<< '...').
+_SHELL_WITHOUT_COMMAND = frozenset({"sudo", "doas", "pkexec", "chroot", "unshare", "nsenter", "su", "runuser",
+                                    "sg", "script", "ssh"})
 # What names a shell's standard input as its script file.
 _STDIN_PATHS = frozenset({"/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"})
 
@@ -1570,11 +1579,17 @@ class _Reader:
                     continue
                 elif name in _PREFIXES:
                     spec, skip = _PREFIXES[name]
-                    _, _, i = _getopt(words, 1, spec, numeric=name == "nice")
+                    opts, _, i = _getopt(words, 1, spec, numeric=name == "nice")
                     for w in words[i:i + skip]:
                         if w.split:
                             raise _Opaque(w.text)
                     words = words[i + skip:]
+                    if not words and name in _SHELL_WITHOUT_COMMAND and (
+                        # sudo and doas start one only with -s (or sudo -i):
+                        # sudo -S -v, reading a password, does not.
+                        name not in ("sudo", "doas") or any(o in ("s", "i") for o, _ in opts)
+                    ):
+                        self._stdin_script(name, command, depth)
                     self.emit(words)
                     continue
                 elif name in _SCRIPTED:
@@ -1895,10 +1910,12 @@ class _Reader:
             return None
         if name == "ssh":
             # ssh HOST COMMAND...: the remote shell runs the words joined.
-            _, _, i = _getopt(words, 1, _SSH)
-            _, _, j = _getopt(words, i + 1, _SSH)
+            opts, _, i = _getopt(words, 1, _SSH)
+            more, _, j = _getopt(words, i + 1, _SSH)
             if j < len(words):
                 self.script_word(_joined(words[j:]), depth, "ssh")
+            elif not any(option in ("N", "W") for option, _ in opts + more):
+                self._stdin_script(name, command, depth)  # the remote login shell reads it
             return None
         if name == "alias":
             for arg in args:
@@ -1955,14 +1972,18 @@ class _Reader:
             opts, operands, _ = _getopt(words, 1, _RUNUSER if name == "runuser" else _SU)
             if name == "runuser" and any(option == "u" for option, _ in opts):
                 return operands, False  # runuser -u USER [--] COMMAND...
+            scripted = False
             for option, value in opts:
                 if option in ("c", "session-command") and value is not None:
                     self.script_word(value, depth, f"{name} -c")
+                    scripted = True
             if operands and operands[0].text == "-":
                 operands = operands[1:]
             if len(operands) > 1:
                 # su USER ARGS...: the user's shell gets ARGS (su root -- -c 'cmd').
                 self._shell("sh", [_Word("sh"), *operands[1:]], command, depth)
+            elif not scripted:
+                self._stdin_script(name, command, depth)  # su [USER]: the user's shell reads it
             return None
         if name == "sg":
             i = 1
@@ -1973,6 +1994,8 @@ class _Reader:
                 rest = rest[1:2]
             if rest:
                 self.script_word(_joined(rest), depth, "sg")
+            else:
+                self._stdin_script(name, command, depth)  # sg GROUP: a shell, as newgrp
             return None
         if name == "watch":
             _, _, i = _getopt(words, 1, _WATCH)
@@ -1981,6 +2004,8 @@ class _Reader:
             return None
         if name == "script":
             opts, _, _ = _getopt(words, 1, _SCRIPT)
+            if not any(option == "c" for option, _ in opts):
+                self._stdin_script(name, command, depth)  # $SHELL on a terminal fed from its input
             for option, value in opts:
                 if option == "c" and value is not None:
                     self.script_word(value, depth, "script -c")

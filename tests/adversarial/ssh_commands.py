@@ -281,6 +281,11 @@ DENIED = [
     "script <<< 'rm -rf {X}'", "echo 'rm -rf {X}' | script -q /dev/null", "ssh localhost <<< 'rm -rf {X}'",
     "echo 'rm -rf {X}' | ssh -T localhost", "echo 'rm -rf {X}' > >(bash)", "echo 'rm -rf {X}' > >(sh)",
     "exec > >(bash); echo rm -rf {X}", "echo 'rm -rf {X}' | tee >(sh)", "cat <<< 'rm -rf {X}' > >(sudo -s)",
+    "newgrp <<< 'rm -rf {X}'", "newgrp root <<< 'rm -rf {X}'",
+    # An interactive bash runs its --rcfile (--init-file) first.
+    "bash --rcfile <(echo 'rm -rf {X}') -i < /dev/null", "bash --init-file <(echo 'rm -rf {X}') -i </dev/null",
+    "bash --rcfile <(echo 'rm -rf {X}') -ic true", "bash --rcfile /dev/stdin -i <<< 'rm -rf {X}'",
+    "bash --rcfile /dev/fd/3 -i 3<<< 'rm -rf {X}' </dev/null",
 ]
 
 # Ordinary work a rule on "rm -rf *" must leave alone.

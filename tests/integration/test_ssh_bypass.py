@@ -98,6 +98,9 @@ RUN_FOR_REAL = [
     "echo 'rm -rf {X}' | script -q /dev/null",
     "echo 'rm -rf {X}' > >(bash)",
     "exec > >(sh); echo rm -rf {X}",
+    "newgrp root <<< 'rm -rf {X}'",
+    "bash --rcfile <(echo 'rm -rf {X}') -i < /dev/null",
+    "bash --init-file <(echo 'rm -rf {X}') -ic true",
 ]
 
 

@@ -1293,7 +1293,7 @@ _BUILTINS = _DECLARE | {"read", "mapfile", "readarray", "printf", "wait", "getop
 _RUNS_CODE = frozenset({"jobs", "mapfile", "readarray", "compgen", "complete", "fc", "enable", "hash"})
 # Commands whose script argument is read (besides shells): see _Reader._scripted.
 _SCRIPTED = frozenset({"env", "xargs", "flock", "su", "runuser", "sg", "watch", "script", "eval", "trap", "alias",
-                       "source", ".", "at", "batch", "ssh"})
+                       "source", ".", "at", "batch", "ssh", "newgrp"})
 # Programs that run a shell (the user's, the target user's, $SHELL) when
 # given no command: that shell reads its script from their standard input
 # (sudo -s <<< '...', echo ... | chroot /, su root <<< '...').
@@ -1830,6 +1830,10 @@ class _Reader:
                         script = words[i + 1]
                         i += 1
                 elif not eq and option in ("rcfile", "init-file"):
+                    # An interactive bash (-i) runs it first: a script too
+                    # (bash --rcfile <(echo ...) -i).
+                    if i + 1 < len(words):
+                        self._script_file(name, words[i + 1], command, depth)
                     i += 1
                 i += 1
                 continue
@@ -1984,6 +1988,9 @@ class _Reader:
                 self._shell("sh", [_Word("sh"), *operands[1:]], command, depth)
             elif not scripted:
                 self._stdin_script(name, command, depth)  # su [USER]: the user's shell reads it
+            return None
+        if name == "newgrp":
+            self._stdin_script(name, command, depth)  # newgrp [GROUP]: a shell reading standard input
             return None
         if name == "sg":
             i = 1

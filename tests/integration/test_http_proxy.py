@@ -491,6 +491,32 @@ class CurlTests(_GatewayCase):
         self.assertEqual(len(self.upstream.seen), 1)
 
     @inlineCallbacks
+    def test_method_overrides_with_underscores_are_not_forwarded(self):
+        """
+        CGI, WSGI and Rack read a header's name with "-" and "_" alike
+        (HTTP_X_HTTP_METHOD_OVERRIDE), so X_HTTP_Method_Override is the
+        override header to many upstreams: it is removed as well, and so
+        are the other removed headers spelled with underscores.
+        """
+        status, _, body = yield self.curl(
+            "/web/x", "-X", "POST", "-H", "X_HTTP_Method_Override: DELETE", "-H", "X_Method_Override: DELETE",
+            "-H", "X_Forwarded_For: 10.0.0.1", "-H", "Impersonate_User: admin", "-H", "X_Remote_User: admin",
+            "--data-binary", "{}",
+        )
+        self.assertEqual(status, 200, body)
+        [seen] = self.upstream.seen
+        self.assertEqual(seen.method, "POST")
+        for name in ("x_http_method_override", "x_method_override", "x_forwarded_for", "impersonate_user",
+                     "x_remote_user"):
+            self.assertIsNone(seen.header(name), name)
+        [(start, _)] = self.actions()
+        self.assertEqual(
+            start["action"]["details"]["removed_headers"],
+            ["authorization", "x_http_method_override", "x_method_override", "x_forwarded_for", "impersonate_user",
+             "x_remote_user"],
+        )
+
+    @inlineCallbacks
     def test_cookies_do_not_cross_the_gateway(self):
         """
         The client's Cookie does not reach the upstream, nor the upstream's

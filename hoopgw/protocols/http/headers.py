@@ -129,7 +129,8 @@ def sanitize_request_headers(
         stays when C{allow_upgrade}, and the caller then sends its own
         C{Connection: Upgrade}.
 
-    Names are compared case-insensitively.  A name that is not a token
+    Names are compared case-insensitively, and for the credentials,
+    claims and overrides with C{_} read as C{-}.  A name that is not a token
     (which includes the leading whitespace of an obs-fold continuation line,
     RFC 9112 section 5.2) or a value with CR, LF, NUL or another control
     character (RFC 9110 section 5.5) refuses the request.  With C{parsed},
@@ -167,12 +168,15 @@ def sanitize_request_headers(
     kept: list[tuple[bytes, bytes]] = []
     removed: dict[bytes, None] = {}
     for name, lower, value in checked:
+        # CGI, WSGI and Rack name a header HTTP_X_HTTP_METHOD_OVERRIDE
+        # whether it was sent with "-" or "_": both spellings are removed.
+        dashed = lower.replace(b"_", b"-")
         if lower == b"upgrade" and allow_upgrade:
             kept.append((name, value))
         elif (
             lower in HOP_BY_HOP
-            or lower in _REMOVED
-            or lower.startswith(_REMOVED_PREFIXES)
+            or dashed in _REMOVED
+            or dashed.startswith(_REMOVED_PREFIXES)
             or lower in nominated
             or (lower in _COOKIES and not pass_cookies)
         ):

@@ -491,6 +491,20 @@ class CurlTests(_GatewayCase):
         self.assertEqual(len(self.upstream.seen), 1)
 
     @inlineCallbacks
+    def test_method_override_query_parameter_as_php_names_it(self):
+        """
+        PHP names a query parameter with its leading spaces dropped and its
+        other spaces and dots made underscores, so for Laravel and Symfony
+        ".method", " .method" and " _method" are _method: refused too.
+        """
+        for query in (".method=DELETE", "+_method=DELETE", "%20%2Emethod=PUT", "a=1&%2Emethod=PUT",
+                      "+.method=DELETE"):
+            status, _, body = yield self.curl(f"/web/x?{query}", "-X", "POST", "--data-binary", "{}")
+            self.assertEqual(status, 400, (query, body))
+            self.assertIn("_method", json.loads(body)["error"])
+        self.assertEqual(self.upstream.seen, [])
+
+    @inlineCallbacks
     def test_method_overrides_with_underscores_are_not_forwarded(self):
         """
         CGI, WSGI and Rack read a header's name with "-" and "_" alike

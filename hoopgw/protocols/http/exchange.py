@@ -97,6 +97,15 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
+
+def _php_name(name: str) -> str:
+    """
+    A query parameter's name as PHP registers it (so as Laravel and Symfony
+    read it), case folded: leading spaces dropped, other spaces and dots
+    made underscores (C{.method} and C{+_method} are C{_method}).
+    """
+    return name.lstrip(" ").replace(" ", "_").replace(".", "_").casefold()
+
 class _ClientGone(Exception):
     pass
 
@@ -549,7 +558,7 @@ class Exchange(ExchangeState):
             return self._refused(routed.status, routed.reason, identity)
         upstream = front.upstreams.get(routed.connection)
         if not (upstream is not None and upstream.impersonate) and any(
-            name.casefold() == "_method" for name, _ in routed.raw_query_params
+            _php_name(name) == "_method" for name, _ in routed.raw_query_params
         ):
             # Rails, Laravel, Symfony and method-override run a POST with
             # _method=DELETE as a DELETE; the Kubernetes API server does not.

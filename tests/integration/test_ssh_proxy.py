@@ -459,3 +459,37 @@ class ShutdownTests(SSHGatewayCase):
         code = yield proc.ended
         self.assertEqual(code, 255, proc.output)
         self.assertIn(b"hoopgw: the gateway is shutting down", proc.output)
+
+
+class ForwardDenyListTests(SSHGatewayCase):
+    """
+    A deny rule naming forbidden destinations (the shipped policy's advice)
+    holds for other spellings of the same address: the target resolves
+    C{127.1}, C{2130706433}, C{0x7f.0.0.1} and C{[::ffff:127.0.0.1]} as
+    C{127.0.0.1}.
+    """
+
+    policy = """
+[[rule]]
+name = "everything"
+effect = "allow"
+
+[[rule]]
+name = "no-loopback-forwarding"
+effect = "deny"
+actions = ["ssh.forward"]
+ssh.forward.destinations = ["127.0.0.1:*", "localhost:*"]
+"""
+
+    @inlineCallbacks
+    def test_other_spellings_of_a_denied_address(self):
+        reached = []
+        for host in ("127.1", "2130706433", "0x7f.0.0.1", "0177.0.0.1", "127.0.1", "LOCALHOST", "localhost."):
+            # Reached, the target's sshd waits for a client banner: timeout ends it.
+            code, output = yield run(["timeout", "5", *self.ssh_argv("-n", "-W", f"{host}:{self.sshd_port}", "")],
+                                     env=self.env())
+            if b"SSH-2.0-" in output or b"no-loopback-forwarding" not in output:
+                reached.append((host, code, output[-200:]))
+        self.assertEqual(reached, [])
+        code, output = yield self.ssh("-W", f"127.0.0.1:{self.sshd_port}", "")
+        self.assertIn(b"no-loopback-forwarding", output)

@@ -16,8 +16,10 @@ C{subsystem}); it is an L{Action} whose outcome is the program's exit status.
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 import re
+import socket
 import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
@@ -1340,6 +1342,36 @@ def parse_direct_tcpip(data: bytes) -> tuple[str, int, str, int]:
     return host.decode("utf-8", "replace"), port, origin.decode("utf-8", "replace"), origin_port
 
 
+_NUMERIC_HOST = re.compile(r"[0-9A-Fa-fXx.]+")
+
+
+def forward_destinations(dest_host: str, dest_port: int) -> tuple[str, ...]:
+    """
+    The C{ssh.forward.destinations} of a forward to C{dest_host}: as sent,
+    then as the target's resolver reads it, so that a rule on
+    C{127.0.0.1:*} holds for C{127.1}, C{2130706433}, C{0x7f.0.0.1} (IPv4
+    numbers as C{inet_aton} reads them), C{[::ffff:127.0.0.1]} and
+    C{LOCALHOST.} (names in lower case, without the root's dot).
+    """
+    hosts = [dest_host]
+    name = dest_host.lower().removesuffix(".")
+    hosts.append(name)
+    if _NUMERIC_HOST.fullmatch(name):
+        try:
+            hosts.append(socket.inet_ntoa(socket.inet_aton(name)))
+        except OSError:
+            pass
+    try:
+        address = ipaddress.IPv6Address(name.partition("%")[0])
+    except ValueError:
+        pass
+    else:
+        hosts.append(address.compressed)
+        if address.ipv4_mapped is not None:
+            hosts.append(str(address.ipv4_mapped))
+    return tuple(dict.fromkeys(f"[{h}]:{dest_port}" if ":" in h else f"{h}:{dest_port}" for h in hosts))
+
+
 def open_forward_channel(host: ChannelHost, window: int, max_packet: int, data: bytes) -> Deferred[ForwardChannel]:
     """
     Decide an C{ssh.forward} action for a C{direct-tcpip} request and, if it
@@ -1350,11 +1382,11 @@ def open_forward_channel(host: ChannelHost, window: int, max_packet: int, data: 
         dest_host, dest_port, origin, origin_port = parse_direct_tcpip(data)
     except (struct.error, IndexError, ValueError):
         raise ConchError(connection.OPEN_CONNECT_FAILED, "malformed direct-tcpip request")
-    destination = f"[{dest_host}]:{dest_port}" if ":" in dest_host else f"{dest_host}:{dest_port}"
+    destinations = forward_destinations(dest_host, dest_port)
     action = Action(
         kind="ssh.forward",
-        input=destination,
-        attributes={"ssh.forward.destinations": (destination,)},
+        input=destinations[0],
+        attributes={"ssh.forward.destinations": destinations},
         details={"origin": f"{origin}:{origin_port}"},
     )
     d = host.session.check(action)

@@ -20,7 +20,7 @@ import struct
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 
-from hoopgw.protocols.ssh.sftp import Init, Open, OpenFlags, Read, encode
+from hoopgw.protocols.ssh.sftp import Close, FileAttributes, Fsetstat, Init, Open, OpenFlags, Read, encode
 from tests.integration._process import run, spawn
 from tests.integration._ssh import SFTP, SFTP_SERVER, SSHGatewayCase, require
 
@@ -310,3 +310,70 @@ ssh.sftp.paths = ["{secret}/*", "{secret}"]
         self.assertEqual(code, 0, output)
         self.assertEqual(os.readlink(home / "pub" / "a" / "l"), "../data")
         self.assertEqual(got.read_text(), "public")
+
+
+class HandleRequestTests(SSHGatewayCase):
+    """
+    A read-only folder (SFTP writes denied, reads allowed): a request on a
+    file handle whose file the gateway does not know -- the OPEN's reply
+    still on its way, or the handle being closed (sftp-server hands the
+    number out again) -- could be on any file, so it is refused.
+    """
+
+    def policy_text(self):
+        return ALLOW_ALL + f"""
+[[rule]]
+name = "read-only"
+effect = "deny"
+ssh.sftp.write = true
+ssh.sftp.paths = ["{self.base}/ro/*", "{self.base}/ro"]
+"""
+
+    def setUp(self):
+        d = super().setUp()
+
+        def files(_):
+            (self.base / "ro").mkdir()
+            self.victim = self.base / "ro" / "file"
+            self.victim.write_text("keep me")
+            self.victim.chmod(0o600)
+            (self.base / "rw").write_text("mine")
+
+        return d.addCallback(files)
+
+    @inlineCallbacks
+    def sftp_raw(self, *bursts):
+        """Send each burst of packets at once on the sftp subsystem, a second apart; fires when the client ends."""
+        proc = spawn(self.ssh_argv("-s", "sftp"), marker=None, env=self.env())
+        proc.transport.write(encode(Init()))
+        for i, burst in enumerate(bursts):
+            reactor.callLater(1 + i, proc.transport.write, b"".join(encode(p) for p in burst))
+        reactor.callLater(2 + len(bursts), proc.transport.closeStdin)
+        yield proc.ended
+
+    @inlineCallbacks
+    def test_fsetstat_on_a_handle_not_yet_answered(self):
+        """
+        OPEN of the read-only file for reading and, at once, FSETSTAT on
+        OpenSSH's first handle (4 zero bytes, what that OPEN returns) making
+        it world-writable: the file keeps its mode.
+        """
+        yield self.sftp_raw([Open(1, str(self.victim), OpenFlags.READ),
+                             Fsetstat(2, struct.pack(">I", 0), FileAttributes(permissions=0o100666))])
+        self.assertEqual(self.victim.stat().st_mode & 0o777, 0o600)
+
+    @inlineCallbacks
+    def test_fsetstat_on_a_handle_being_closed(self):
+        """
+        A writable file's handle, known to the gateway, is closed and,
+        before the replies, the read-only file opened (sftp-server hands
+        out the same handle again) and FSETSTAT sent on the handle: the
+        file keeps its mode.
+        """
+        handle = struct.pack(">I", 0)
+        yield self.sftp_raw(
+            [Open(1, str(self.base / "rw"), OpenFlags.READ)],
+            [Close(2, handle), Open(3, str(self.victim), OpenFlags.READ),
+             Fsetstat(4, handle, FileAttributes(permissions=0o100666))],
+        )
+        self.assertEqual(self.victim.stat().st_mode & 0o777, 0o600)

@@ -1111,6 +1111,11 @@ class Request:
     handle: bytes | None = field(default=None, repr=False)
 
     @property
+    def unknown_handle(self) -> bool:
+        """A request on a handle whose file the auditor does not know (see L{SFTPAuditor})."""
+        return self.handle is not None and not self.paths
+
+    @property
     def kind(self) -> str:
         return f"ssh.sftp.{self.op}"
 
@@ -1231,6 +1236,9 @@ class SFTPAuditor:
     _reads: dict[int, bytes] = field(factory=dict, init=False)
     _writes: dict[int, tuple[bytes, int]] = field(factory=dict, init=False)
     _handles: dict[bytes, _HandleState] = field(factory=dict, init=False)
+    # Handles with a CLOSE forwarded and not answered: sftp-server may hand
+    # the same handle out again for an OPEN sent meanwhile.
+    _closing: dict[bytes, int] = field(factory=dict, init=False)
 
     # -- client --------------------------------------------------------------
 
@@ -1271,7 +1279,10 @@ class SFTPAuditor:
             return Request(request_id, op, name, paths, absolute, write, **kw)
 
         def on_handle(op: str, name: str, handle: bytes, write: bool, **kw: Any) -> Request:
-            state = self._handles.get(handle)
+            # A handle whose OPEN's reply has not been seen (a client
+            # guessing what it will be), or that is being closed, could be
+            # any file: no paths (Request.unknown_handle; refused).
+            state = None if handle in self._closing else self._handles.get(handle)
             paths = (state.path,) if state is not None else ()
             return make(op, name, paths, write, handle=handle, **kw)
 
@@ -1280,7 +1291,9 @@ class SFTPAuditor:
             return make("open", "open", (packet.filename,), bool(packet.pflags & _WRITE_FLAGS),
                         flags=flags, attrs=packet.attrs)
         if isinstance(packet, Close):
-            return on_handle("close", "close", packet.handle, False)
+            request = on_handle("close", "close", packet.handle, False)
+            self._closing[packet.handle] = self._closing.get(packet.handle, 0) + 1
+            return request
         if isinstance(packet, Stat):
             return make("stat", "stat", (packet.path,), False)
         if isinstance(packet, Lstat):
@@ -1341,8 +1354,17 @@ class SFTPAuditor:
         packet (C{SSH_FX_PERMISSION_DENIED}, with C{message}) to send the
         client in its place.
         """
-        self._pending.pop(request.request_id, None)
+        if self._pending.pop(request.request_id, None) is not None and request.op == "close":
+            self._closed(request)
         return encode(Status(request.request_id, StatusCode.PERMISSION_DENIED, message, "en"))
+
+    def _closed(self, request: Request) -> None:
+        """A CLOSE is answered or refused: its handle is no longer being closed."""
+        if request.handle is None:
+            return
+        left = self._closing.pop(request.handle, 0) - 1
+        if left > 0:
+            self._closing[request.handle] = left
 
     # -- server --------------------------------------------------------------
 
@@ -1383,6 +1405,7 @@ class SFTPAuditor:
     def _complete(self, request: Request, packet: Packet) -> Completion:
         bytes_read = bytes_written = None
         if request.op == "close" and request.handle is not None:
+            self._closed(request)
             # sftp-server forgets a handle even when closing it fails.
             state = self._handles.pop(request.handle, None)
             if state is not None and not state.directory:

@@ -47,7 +47,7 @@ from hoopgw.interfaces import IActionHandle, ISession
 if TYPE_CHECKING:
     from hoopgw.reviews import Review
 
-__all__ = ["UNRESOLVED", "SFTPFilter", "sftp_filter"]
+__all__ = ["UNKNOWN_HANDLE", "UNRESOLVED", "SFTPFilter", "sftp_filter"]
 
 log = Logger()
 
@@ -65,6 +65,12 @@ class _Held:
 UNRESOLVED = (
     "a relative SFTP path is refused until the client has asked for its starting "
     'directory (REALPATH ".")'
+)
+
+
+UNKNOWN_HANDLE = (
+    "an SFTP request on a handle the server has not handed out, or that is being closed, is refused: "
+    "it could be any file"
 )
 
 
@@ -139,11 +145,13 @@ class SFTPFilter:
     def _decided(
         self, handle: IActionHandle, request: Request, held: _Held, index: int
     ) -> Deferred[Any] | FilterOutput:
-        if handle.allowed and not self.closed_ and _unresolved(request):
+        if handle.allowed and not self.closed_ and (_unresolved(request) or request.unknown_handle):
             # "../../etc/shadow" before the home directory is known has no
-            # absolute form, so no path rule could match it: refused.
-            handle.finish(Outcome(status=Status.blocked, error=UNRESOLVED))
-            self._refuse(request, f"hoopgw: {UNRESOLVED}", held)
+            # absolute form, and a handle not (or no longer) known no path,
+            # so no path rule could match them: refused.
+            why = UNRESOLVED if _unresolved(request) else UNKNOWN_HANDLE
+            handle.finish(Outcome(status=Status.blocked, error=why))
+            self._refuse(request, f"hoopgw: {why}", held)
         elif handle.allowed and not self.closed_:
             self.actions[request.request_id] = handle
             held.to_target.append(encode(held.packets[index]))

@@ -377,3 +377,37 @@ ssh.sftp.paths = ["{self.base}/ro/*", "{self.base}/ro"]
              Fsetstat(4, handle, FileAttributes(permissions=0o100666))],
         )
         self.assertEqual(self.victim.stat().st_mode & 0o777, 0o600)
+
+
+class LegacySCPTests(SSHGatewayCase):
+    """
+    Legacy scp (C{-O}) writes into a read-only folder's parent: the names of
+    what it creates travel in its stream, not on the command line.
+    """
+
+    def policy_text(self):
+        return ALLOW_ALL + f"""
+[[rule]]
+name = "read-only"
+effect = "deny"
+ssh.sftp.write = true
+ssh.sftp.paths = ["{self.base}/ro/*", "{self.base}/ro"]
+"""
+
+    @inlineCallbacks
+    def test_recursive_upload_into_a_read_only_folder(self):
+        """
+        C{scp -O -r ro HOST:BASE} (the remote end runs C{scp -r -t BASE})
+        would create C{BASE/ro/new}: refused, nothing is written; a plain
+        legacy upload next to the folder still works.
+        """
+        (self.base / "ro").mkdir()
+        local = self.base / "local" / "ro"
+        local.mkdir(parents=True)
+        (local / "new").write_text("planted")
+        code, output = yield self.scp("-O", "-r", str(local), f"web1@127.0.0.1:{self.base}")
+        self.assertFalse((self.base / "ro" / "new").exists(), output)
+        self.assertNotEqual(code, 0, output)
+        code, output = yield self.scp("-O", str(local / "new"), f"web1@127.0.0.1:{self.base}/plain")
+        self.assertEqual(code, 0, output)
+        self.assertEqual((self.base / "plain").read_text(), "planted")

@@ -802,16 +802,20 @@ class LegacyScpTests(SynchronousTestCase):
     def test_upload(self) -> None:
         """scp -t writes to its path (and to files in it)."""
         self.assertEqual(legacy_scp(parse_command("scp -t /etc/x")), (("/etc/x", "/etc/x/"), True, None))
-        self.assertEqual(legacy_scp(parse_command("scp -r -d -t -- /etc")), (("/etc", "/etc/"), True, None))
+        self.assertEqual(legacy_scp(parse_command("scp -d -t -- /etc")), (("/etc", "/etc/"), True, None))
 
     def test_download(self) -> None:
         self.assertEqual(legacy_scp(parse_command("scp -f /etc//shadow")),
                          (("/etc//shadow", "/etc/shadow"), False, None))
 
     def test_refused(self) -> None:
-        """Paths the target's shell would expand, or that climb out of the home directory."""
+        """
+        Paths the target's shell would expand, or that climb out of the home
+        directory; a recursive upload (what it creates is named in its stream).
+        """
         for command in ["scp -f /et?/shadow", "scp -f '/etc/*'", "scp -f ~/../../etc/shadow",
-                        "scp -t ../../etc", "scp -f $HOME/x", "scp -f /e{t,x}c/shadow"]:
+                        "scp -t ../../etc", "scp -f $HOME/x", "scp -f /e{t,x}c/shadow", "scp -r -d -t -- /",
+                        "scp -rt /srv"]:
             result = legacy_scp(parse_command(command))
             self.assertIsNotNone(result, command)
             self.assertIsNotNone(result[2], command)

@@ -411,3 +411,28 @@ ssh.sftp.paths = ["{self.base}/ro/*", "{self.base}/ro"]
         code, output = yield self.scp("-O", str(local / "new"), f"web1@127.0.0.1:{self.base}/plain")
         self.assertEqual(code, 0, output)
         self.assertEqual((self.base / "plain").read_text(), "planted")
+
+
+class LegacySCPDownloadTests(SSHGatewayCase):
+    """A folder no one may read (the rule without C{actions}, so that legacy scp is judged by it too)."""
+
+    def policy_text(self):
+        return ALLOW_ALL + f"""
+[[rule]]
+name = "protected"
+effect = "deny"
+ssh.sftp.paths = ["{self.base}/top/protected/*", "{self.base}/top/protected"]
+"""
+
+    @inlineCallbacks
+    def test_recursive_download_of_a_protected_folders_parent(self):
+        """
+        C{scp -O -r HOST:BASE/top local} (C{scp -r -f BASE/top}) would copy
+        the protected file: refused, nothing is copied.
+        """
+        (self.base / "top" / "protected").mkdir(parents=True)
+        (self.base / "top" / "protected" / "secret").write_text("TOPSECRET")
+        got = self.base / "got"
+        code, output = yield self.scp("-O", "-r", f"web1@127.0.0.1:{self.base}/top", str(got))
+        self.assertFalse((got / "protected" / "secret").exists(), output)
+        self.assertNotEqual(code, 0, output)

@@ -129,12 +129,13 @@ def legacy_scp(parsed: ParsedCommand) -> tuple[tuple[str, ...], bool, str | None
             continue
         found = True
         write = write or "t" in options
-        if {"t", "r"} <= options:
-            # The folders and files a recursive upload creates are named
-            # only in its stream (D and C lines), at any depth below PATH:
-            # no path rule on a folder below PATH could match them.
-            return (), True, (
-                "a recursive legacy scp upload creates folders and files the gateway cannot see; "
+        if "r" in options:
+            # The folders and files a recursive upload creates, or a
+            # recursive download reads, are at any depth below PATH (named
+            # only in the stream): no path rule on a folder below PATH
+            # could match them.
+            return (), "t" in options, (
+                "a recursive legacy scp copy reaches folders and files the gateway cannot see; "
                 "use scp in SFTP mode (without -O)"
             )
         for path in operands:

@@ -815,7 +815,7 @@ class LegacyScpTests(SynchronousTestCase):
         """
         for command in ["scp -f /et?/shadow", "scp -f '/etc/*'", "scp -f ~/../../etc/shadow",
                         "scp -t ../../etc", "scp -f $HOME/x", "scp -f /e{t,x}c/shadow", "scp -r -d -t -- /",
-                        "scp -rt /srv"]:
+                        "scp -rt /srv", "scp -r -f /srv"]:
             result = legacy_scp(parse_command(command))
             self.assertIsNotNone(result, command)
             self.assertIsNotNone(result[2], command)

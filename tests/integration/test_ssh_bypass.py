@@ -436,3 +436,36 @@ ssh.sftp.paths = ["{self.base}/top/protected/*", "{self.base}/top/protected"]
         code, output = yield self.scp("-O", "-r", f"web1@127.0.0.1:{self.base}/top", str(got))
         self.assertFalse((got / "protected" / "secret").exists(), output)
         self.assertNotEqual(code, 0, output)
+
+
+class RenameAncestorTests(SSHGatewayCase):
+    """A read-only folder two levels down: renaming a folder above it moves it out from under its rule."""
+
+    def policy_text(self):
+        return ALLOW_ALL + f"""
+[[rule]]
+name = "read-only"
+effect = "deny"
+ssh.sftp.write = true
+ssh.sftp.paths = ["{self.base}/top/ro/*", "{self.base}/top/ro"]
+"""
+
+    @inlineCallbacks
+    def test_rename_of_a_folder_above_a_read_only_one(self):
+        """
+        C{rename top moved; put new moved/ro/file; rename moved top} would
+        overwrite the read-only file: the renames are refused, and it keeps
+        its content; a rename beside the folder still works.
+        """
+        (self.base / "top" / "ro").mkdir(parents=True)
+        victim = self.base / "top" / "ro" / "file"
+        victim.write_text("keep me")
+        (self.base / "new").write_text("planted")
+        (self.base / "top" / "other").write_text("x")
+        code, output = yield self.sftp(
+            f"-rename {self.base}/top {self.base}/moved", f"-put {self.base}/new {self.base}/moved/ro/file",
+            f"-rename {self.base}/moved {self.base}/top",
+            f"rename {self.base}/top/other {self.base}/top/renamed")
+        self.assertEqual(victim.read_text(), "keep me", output)
+        self.assertFalse((self.base / "moved").exists(), output)
+        self.assertTrue((self.base / "top" / "renamed").exists(), output)

@@ -23,6 +23,8 @@ reply that answers a request finishes that request's action.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from attrs import frozen
@@ -31,7 +33,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.errors import AuditUnavailable, NotPermitted
-from hoopgw.model import Outcome, Status
+from hoopgw.model import Action, Effect, Outcome, Status
+from hoopgw.policy.rules import glob_witness
 from hoopgw.protocols.ssh.channels import FilterOutput
 from hoopgw.protocols.ssh.sftp import (
     DEFAULT_MAX_LENGTH,
@@ -72,6 +75,11 @@ UNKNOWN_HANDLE = (
     "an SFTP request on a handle the server has not handed out, or that is being closed, is refused: "
     "it could be any file"
 )
+
+
+def _fixed(pattern: str) -> str:
+    """A glob's start before its first wildcard."""
+    return re.split(r"[*?\[]", pattern, maxsplit=1)[0]
 
 
 def _unresolved(request: Request) -> bool:
@@ -132,7 +140,7 @@ class SFTPFilter:
             if request is None:  # INIT, READ, WRITE: counted, not decided
                 out.append(encode(packet))
                 continue
-            d = self.session.check(request.action(), self._held_for_review)
+            d = self.session.check(self._action(request), self._held_for_review)
             d.addCallbacks(
                 self._decided,
                 self._undecided,
@@ -183,6 +191,51 @@ class SFTPFilter:
         )
         self._refuse(request, message, held)
         return self._relay(_Held(held.packets, index + 1, held.to_target, held.to_client))
+
+    def _action(self, request: Request) -> Action:
+        """
+        The request's action; for a rename, with the paths it moves too: a
+        folder renamed takes what is below it, so a rename of C{/srv} (or
+        onto it) changes C{/srv/ro/file}.  For each deny and review rule
+        with an C{ssh.sftp.paths} pattern whose fixed start lies below a
+        renamed path, a path the pattern matches is added, so that the
+        rule sees the rename.
+        """
+        action = request.action()
+        if request.op != "rename" or not request.absolute:
+            return action
+        extra = [
+            witness
+            for pattern in self._rule_paths()
+            if any(_fixed(pattern).startswith(path.rstrip("/") + "/") for path in request.absolute)
+            for witness in (glob_witness(pattern),)
+            if witness is not None
+        ]
+        if not extra:
+            return action
+        paths = tuple(dict.fromkeys((*action.attributes["ssh.sftp.paths"], *extra)))
+        return Action(action.kind, action.input, {**action.attributes, "ssh.sftp.paths": paths}, action.details)
+
+    def _rule_paths(self) -> list[str]:
+        """The C{ssh.sftp.paths} patterns of the deny and review rules that may apply to this session."""
+        rules = getattr(getattr(self.session.service.policy, "policy_set", None), "rules", None) or ()
+        identity, connection = self.session.identity, self.session.connection.name
+        patterns: list[str] = []
+        for rule in rules:
+            if rule.effect not in (Effect.deny, Effect.review):
+                continue
+            if "*" not in rule.groups and not set(rule.groups) & set(identity.groups):
+                continue
+            if not any(fnmatch.fnmatchcase(identity.subject, p) for p in rule.users):
+                continue
+            if not any(fnmatch.fnmatchcase(connection, p) for p in rule.connections):
+                continue
+            if not any(fnmatch.fnmatchcase("ssh.sftp.rename", p) for p in rule.actions):
+                continue
+            for condition in rule.conditions:
+                if condition.name == "ssh.sftp.paths" and not isinstance(condition.value, bool):
+                    patterns.extend(condition.value)
+        return patterns
 
     def _held_for_review(self, review: Review) -> None:
         self.review = review

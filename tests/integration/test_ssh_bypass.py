@@ -469,3 +469,18 @@ ssh.sftp.paths = ["{self.base}/top/ro/*", "{self.base}/top/ro"]
         self.assertEqual(victim.read_text(), "keep me", output)
         self.assertFalse((self.base / "moved").exists(), output)
         self.assertTrue((self.base / "top" / "renamed").exists(), output)
+
+    @inlineCallbacks
+    def test_symlink_to_a_folder_above_a_read_only_one(self):
+        """
+        C{symlink top link; put new link/ro/file} would overwrite the
+        read-only file through the new link: the link is refused.
+        """
+        (self.base / "top" / "ro").mkdir(parents=True)
+        victim = self.base / "top" / "ro" / "file"
+        victim.write_text("keep me")
+        (self.base / "new").write_text("planted")
+        code, output = yield self.sftp(
+            f"-symlink {self.base}/top {self.base}/link", f"-put {self.base}/new {self.base}/link/ro/file")
+        self.assertEqual(victim.read_text(), "keep me", output)
+        self.assertFalse(os.path.lexists(self.base / "link"), output)

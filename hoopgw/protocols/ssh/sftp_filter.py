@@ -196,17 +196,19 @@ class SFTPFilter:
         """
         The request's action; for a rename, with the paths it moves too: a
         folder renamed takes what is below it, so a rename of C{/srv} (or
-        onto it) changes C{/srv/ro/file}.  For each deny and review rule
+        onto it) changes C{/srv/ro/file}; likewise a symlink to (or at) a
+        folder gives what is below it another name (C{link/ro/file}, which
+        no path rule would see).  For each deny and review rule
         with an C{ssh.sftp.paths} pattern whose fixed start lies below a
         renamed path, a path the pattern matches is added, so that the
         rule sees the rename.
         """
         action = request.action()
-        if request.op != "rename" or not request.absolute:
+        if request.op not in ("rename", "symlink") or not request.absolute:
             return action
         extra = [
             witness
-            for pattern in self._rule_paths()
+            for pattern in self._rule_paths(request.kind)
             if any(_fixed(pattern).startswith(path.rstrip("/") + "/") for path in request.absolute)
             for witness in (glob_witness(pattern),)
             if witness is not None
@@ -216,8 +218,8 @@ class SFTPFilter:
         paths = tuple(dict.fromkeys((*action.attributes["ssh.sftp.paths"], *extra)))
         return Action(action.kind, action.input, {**action.attributes, "ssh.sftp.paths": paths}, action.details)
 
-    def _rule_paths(self) -> list[str]:
-        """The C{ssh.sftp.paths} patterns of the deny and review rules that may apply to this session."""
+    def _rule_paths(self, kind: str) -> list[str]:
+        """The C{ssh.sftp.paths} patterns of the deny and review rules that may apply to this session's C{kind}."""
         rules = getattr(getattr(self.session.service.policy, "policy_set", None), "rules", None) or ()
         identity, connection = self.session.identity, self.session.connection.name
         patterns: list[str] = []
@@ -230,7 +232,7 @@ class SFTPFilter:
                 continue
             if not any(fnmatch.fnmatchcase(connection, p) for p in rule.connections):
                 continue
-            if not any(fnmatch.fnmatchcase("ssh.sftp.rename", p) for p in rule.actions):
+            if not any(fnmatch.fnmatchcase(kind, p) for p in rule.actions):
                 continue
             for condition in rule.conditions:
                 if condition.name == "ssh.sftp.paths" and not isinstance(condition.value, bool):

@@ -491,6 +491,22 @@ class CurlTests(_GatewayCase):
         self.assertEqual(len(self.upstream.seen), 1)
 
     @inlineCallbacks
+    def test_path_overrides_are_not_forwarded(self):
+        """
+        X-Original-URL and X-Rewrite-URL make Zend/Laminas, older Symfony and
+        IIS applications route another path than the request's: removed, so
+        the path decided is the path run.
+        """
+        status, _, body = yield self.curl(
+            "/web/public", "-H", "X-Original-URL: /admin/delete", "-H", "X-Rewrite-URL: /admin/delete",
+        )
+        self.assertEqual(status, 200, body)
+        [seen] = self.upstream.seen
+        self.assertEqual(seen.uri, "/base/public")
+        self.assertIsNone(seen.header("x-original-url"))
+        self.assertIsNone(seen.header("x-rewrite-url"))
+
+    @inlineCallbacks
     def test_method_override_query_parameter_as_php_names_it(self):
         """
         PHP names a query parameter with its leading spaces dropped and its

@@ -60,6 +60,10 @@ _REMOVED = frozenset({
     b"x-http-method-override",
     b"x-http-method",
     b"x-method-override",
+    # Path overrides: Zend/Laminas, older Symfony and IIS applications
+    # route X-Original-URL or X-Rewrite-URL instead of the request's path.
+    b"x-original-url",
+    b"x-rewrite-url",
 })
 
 # Sessions of the upstream: a client must not present one the gateway did
@@ -122,7 +126,8 @@ def sanitize_request_headers(
       - forwarding claims: C{Forwarded}, C{X-Forwarded-*}, C{X-Real-Ip}
         (the gateway states the client address itself if at all);
       - method overrides: C{X-HTTP-Method-Override}, C{X-HTTP-Method},
-        C{X-Method-Override} (the method decided is the method sent);
+        C{X-Method-Override} (the method decided is the method sent), and
+        path overrides: C{X-Original-URL}, C{X-Rewrite-URL};
       - C{Cookie} (and the obsolete C{Cookie2}), unless C{pass_cookies};
       - hop-by-hop headers (L{HOP_BY_HOP}) and every header the
         C{Connection} headers name (RFC 9110 section 7.6.1); C{Upgrade}

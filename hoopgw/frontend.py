@@ -44,7 +44,9 @@ A front end is two things:
     L{format_address} and L{setting_default} word a connection key's error
     as the configuration's own errors are worded.  What a front end cannot
     read matches every deny rule: L{glob_witness} gives, for a rule's
-    pattern, a value it matches, to put on such an action.
+    pattern, a value it matches, to put on such an action; L{UNPINNED}, in
+    an attribute's tuple, matches every deny and review rule's pattern (a
+    request on a whole collection names every object).
 
 The services are tested without sockets, files or threads with
 L{hoopgw.testing}: C{memory_session_service()} is the real
@@ -82,7 +84,7 @@ from hoopgw.interfaces import (
     ITerminalRecorder,
 )
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
-from hoopgw.policy.rules import ConditionKind, ConditionSpec, glob_witness
+from hoopgw.policy.rules import UNPINNED, ConditionKind, ConditionSpec, glob_witness
 from hoopgw.protocols import IStreamTransport, ReadPause, Reading, _preauth
 from hoopgw.masking.service import SessionMasks
 from hoopgw.recording.asciicast import AsciicastRecorder
@@ -142,6 +144,7 @@ __all__ = [
     "Source",
     "Status",
     "Table",
+    "UNPINNED",
     "WrongKind",
     "describe_type",
     "format_address",

@@ -58,6 +58,7 @@ HOMES = {
     "installed": "hoopgw.frontends",
     "SessionMasks": "hoopgw.masking.service",
     "glob_witness": "hoopgw.policy.rules",
+    "UNPINNED": "hoopgw.policy.rules",
     "Reading": "hoopgw.protocols",
     "ReadPause": "hoopgw.protocols",
     "server_options": "hoopgw.tls",

@@ -28,6 +28,8 @@ from hoopgw.model import Action, Decision, Effect, Identity
 
 __all__ = [
     "CONDITIONS",
+    "UNPINNED",
+    "Unpinned",
     "glob_witness",
     "DETECTORS",
     "GrantRule",
@@ -590,12 +592,14 @@ class _CompiledRule:
         "grant",
         "groups",
         "requires",
+        "restrictive",
         "rule",
         "users",
     )
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
+        self.restrictive = rule.effect is not Effect.allow  # (an UNPINNED value matches it)
         self.groups = None if "*" in rule.groups else frozenset(rule.groups)
         self.users = compile_globs(rule.users)
         self.connections = compile_globs(rule.connections)
@@ -646,6 +650,9 @@ class _CompiledRule:
                 for item in value:
                     # Front ends promise strings; anything else does not match.
                     if isinstance(item, str) and match(item):
+                        if item.__class__ is not Unpinned or self.restrictive or match is _anything:
+                            break
+                    elif item.__class__ is Unpinned and self.restrictive:
                         break
                 else:
                     return False
@@ -825,6 +832,21 @@ class _Evaluator:
             )
             self._combined[matched] = decision
         return decision
+
+
+class Unpinned(str):
+    """
+    The type of L{UNPINNED}: a value a front end cannot pin down.  Put in
+    an attribute's tuple (a Kubernetes list's C{k8s.names}: every object it
+    returns), it matches every pattern of a deny or review rule, and of an
+    allow rule only C{"*"}: fail closed.  It reads as C{"*"} in the trail,
+    and an action carrying it is decided afresh each time (never memoised).
+    """
+
+    __slots__ = ()
+
+
+UNPINNED = Unpinned("*")
 
 
 _WITNESS_MEMBERS = string.ascii_letters + string.digits + string.punctuation + " \t"

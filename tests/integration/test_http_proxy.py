@@ -897,6 +897,53 @@ class CurlTests(_GatewayCase):
         self.assertEqual(end["session"], start["session"])
 
 
+class CollectionTests(_GatewayCase):
+    """
+    A request on a whole collection reaches objects of every name, and one
+    with no namespace every namespace: rules on names and namespaces hold
+    for it (checked on the API server's own objects).
+    """
+
+    POLICY = """
+[[rule]]
+name = "no-guarded"
+effect = "deny"
+k8s.resources = ["pods"]
+k8s.verbs = ["get", "list", "delete", "deletecollection"]
+k8s.names = ["guarded*"]
+[[rule]]
+name = "no-system-secrets"
+effect = "deny"
+k8s.resources = ["secrets"]
+k8s.namespaces = ["kube-system"]
+"""
+
+    def setUp(self) -> None:
+        require_curl()
+        fake = FakeKubernetes().listen()
+        self.addCleanup(fake.stop)
+        self.start(fake, extra_policy=self.POLICY)
+
+    @inlineCallbacks
+    def test_deletecollection_and_cluster_wide_list_refused(self):
+        self.fake.add_pod("guarded-1")
+        self.fake.add_pod("web-1")
+        self.fake.create("secrets", {"metadata": {"name": "root-ca"}, "data": {"key": "c2VjcmV0"}}, namespace="kube-system")
+        status, _, body = yield self.curl("/k8s/api/v1/namespaces/default/pods", "-X", "DELETE")
+        self.assertEqual(status, 403, body)
+        self.assertIn(b"no-guarded", body)
+        self.assertEqual(sorted(p["metadata"]["name"] for p in self.fake.list("pods")), ["guarded-1", "web-1"])
+        status, _, body = yield self.curl("/k8s/api/v1/secrets")
+        self.assertEqual(status, 403, body)
+        self.assertIn(b"no-system-secrets", body)
+        self.assertNotIn(b"c2VjcmV0", body)
+        # One object by name, outside the rules, still goes.
+        status, _, body = yield self.curl("/k8s/api/v1/namespaces/default/pods/web-1")
+        self.assertEqual(status, 200, body)
+        [start] = [s for s, _ in self.actions() if s["action"]["input"] == "DELETE /api/v1/namespaces/default/pods"]
+        self.assertEqual(start["action"]["attributes"]["k8s.names"], ["", "*"])
+
+
 class ShutdownTests(_GatewayCase):
     """A gateway that stops ends each client connection with its last response, as servers do."""
 

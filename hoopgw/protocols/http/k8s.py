@@ -39,6 +39,7 @@ from typing import Any
 from attrs import field, frozen
 
 from hoopgw.model import Action
+from hoopgw.policy.rules import UNPINNED
 from hoopgw.protocols.http.paths import QueryParams, RoutedPath
 from hoopgw.protocols.http.redact import redact_target
 
@@ -59,6 +60,27 @@ GROUPLESS_API_PREFIXES = frozenset({"api"})
 
 # requestinfo.go: verbs that are path segments (deprecated forms).
 _SPECIAL_VERBS = frozenset({"proxy", "watch"})
+# Verbs on a whole collection: every object in it, whatever its name.
+_COLLECTION_VERBS = frozenset({"list", "watch", "deletecollection"})
+# Built-in resources with no namespace (a list of them spans none): any
+# other, a custom resource included, is taken as namespaced, so a list of it
+# without a namespace spans them all.
+_CLUSTER_SCOPED = frozenset({
+    ("", "nodes"), ("", "namespaces"), ("", "persistentvolumes"), ("", "componentstatuses"),
+    ("rbac.authorization.k8s.io", "clusterroles"), ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    ("storage.k8s.io", "storageclasses"), ("storage.k8s.io", "csidrivers"), ("storage.k8s.io", "csinodes"),
+    ("storage.k8s.io", "volumeattachments"), ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("apiregistration.k8s.io", "apiservices"), ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicybindings"),
+    ("scheduling.k8s.io", "priorityclasses"), ("node.k8s.io", "runtimeclasses"),
+    ("networking.k8s.io", "ingressclasses"), ("certificates.k8s.io", "certificatesigningrequests"),
+    ("flowcontrol.apiserver.k8s.io", "flowschemas"), ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations"),
+    ("authentication.k8s.io", "tokenreviews"), ("authentication.k8s.io", "selfsubjectreviews"),
+    ("authorization.k8s.io", "subjectaccessreviews"), ("authorization.k8s.io", "selfsubjectaccessreviews"),
+    ("authorization.k8s.io", "selfsubjectrulesreviews"),
+})  # fmt: skip
 _SPECIAL_VERBS_NO_SUBRESOURCES = frozenset({"proxy"})
 # requestinfo.go: /namespaces/{ns}/status is the namespace's subresource,
 # /namespaces/{ns}/pods a namespaced resource.
@@ -160,7 +182,11 @@ class K8sRequest:
         (C{""} is the core group, a cluster-scoped namespace, a collection's
         name, no subresource), so C{k8s.namespaces = [""]} picks
         cluster-scoped requests.  C{k8s.resources} has C{pods} and, for a
-        subresource, the RBAC spelling C{pods/exec} too.
+        subresource, the RBAC spelling C{pods/exec} too.  A request on a
+        whole collection (list, watch, deletecollection) reaches objects of
+        every name, and one without a namespace on a namespaced resource
+        those of every namespace: L{UNPINNED} is added there, so that a deny
+        or review rule on names or namespaces holds for it.
         """
         paths: tuple[str, ...] = (self.path,)
         if self.decoded_path and self.decoded_path != self.path:
@@ -184,11 +210,18 @@ class K8sRequest:
                 if "nodes/proxy" not in resources:
                     resources += ("nodes/proxy",)
                 subresources = tuple(dict.fromkeys((*subresources, "proxy", "exec")))
+            names: tuple[str, ...] = (self.name,)
+            namespaces: tuple[str, ...] = (self.namespace,)
+            if self.verb in _COLLECTION_VERBS:
+                if not self.name:
+                    names = ("", UNPINNED)
+                if not self.namespace and (self.api_group, self.resource) not in _CLUSTER_SCOPED:
+                    namespaces = ("", UNPINNED)
             attributes.update({
                 "k8s.resources": resources,
                 "k8s.subresources": subresources,
-                "k8s.namespaces": (self.namespace,),
-                "k8s.names": (self.name,),
+                "k8s.namespaces": namespaces,
+                "k8s.names": names,
                 "k8s.groups": (self.api_group,),
             })
         return attributes

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hoopgw.model import Effect, Identity
 from hoopgw.policy.loader import build_policy_set
-from hoopgw.policy.rules import CONDITIONS
+from hoopgw.policy.rules import CONDITIONS, UNPINNED, Unpinned
 from hoopgw.protocols.http.k8s import (
     K8sRequest,
     K8sRequestError,
@@ -293,10 +293,33 @@ class AttributeTests(SynchronousTestCase):
                 "k8s.resources": ("nodes",),
                 "k8s.subresources": ("",),
                 "k8s.namespaces": ("",),
-                "k8s.names": ("",),
+                "k8s.names": ("", "*"),  # (every node: UNPINNED)
                 "k8s.groups": ("",),
             },
         )
+
+    def test_collections_unpinned(self) -> None:
+        """
+        A list, watch or deletecollection reaches every name; without a
+        namespace, on a namespaced (or custom) resource, every namespace.
+        """
+        for method, path, names, namespaces in (
+            ("GET", b"/api/v1/namespaces/default/pods", ("", UNPINNED), ("default",)),
+            ("DELETE", b"/api/v1/namespaces/default/pods", ("", UNPINNED), ("default",)),
+            ("GET", b"/api/v1/watch/namespaces/default/pods", ("", UNPINNED), ("default",)),
+            ("GET", b"/api/v1/secrets", ("", UNPINNED), ("", UNPINNED)),
+            ("GET", b"/apis/example.com/v1/widgets", ("", UNPINNED), ("", UNPINNED)),
+            ("GET", b"/api/v1/namespaces", ("", UNPINNED), ("",)),
+            ("GET", b"/apis/rbac.authorization.k8s.io/v1/clusterroles", ("", UNPINNED), ("",)),
+            ("GET", b"/api/v1/namespaces/default/pods/web-1", ("web-1",), ("default",)),
+            ("GET", b"/api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dweb-1", ("web-1",), ("default",)),
+            ("DELETE", b"/api/v1/namespaces/default/pods/web-1", ("web-1",), ("default",)),
+            ("GET", b"/api/v1/nodes/n1", ("n1",), ("",)),
+        ):
+            attributes = info(self, method, path).attributes()
+            self.assertEqual((attributes["k8s.names"], attributes["k8s.namespaces"]), (names, namespaces), path)
+            for value in (*attributes["k8s.names"], *attributes["k8s.namespaces"]):
+                self.assertIs(type(value) is Unpinned, value is UNPINNED)
 
     def test_paths_decoded_and_forwarded(self) -> None:
         """http.paths has the forwarded path and, when it differs, the decoded one."""
@@ -326,6 +349,78 @@ class AttributeTests(SynchronousTestCase):
             decide("POST", b"/api/v1/nodes/n1/proxy/run/d/web/app?cmd=id"), (Effect.deny, "no-node-proxy")
         )
         self.assertEqual(decide("GET", b"/api/v1/proxy/nodes/n1/pods"), (Effect.deny, "no-node-proxy"))
+
+    def test_rules_on_names_and_namespaces_hold_for_collections(self) -> None:
+        """
+        A deny or review rule on names or namespaces holds for a request on
+        a whole collection, which returns or deletes those objects too; an
+        allow rule on names allows a collection only with C{"*"}.
+        """
+        policy = build_policy_set([("p.toml", b"""
+[[rule]]
+name = "no-guarded"
+effect = "deny"
+k8s.verbs = ["get", "list", "watch", "deletecollection"]
+k8s.names = ["guarded*"]
+[[rule]]
+name = "no-system-secrets"
+effect = "deny"
+k8s.resources = ["secrets"]
+k8s.namespaces = ["kube-system"]
+[[rule]]
+name = "review-prod"
+effect = "review"
+k8s.namespaces = ["prod"]
+k8s.verbs = ["list"]
+review.approvers = ["group:sre"]
+[[rule]]
+name = "web-only"
+effect = "allow"
+k8s.names = ["web*"]
+[[rule]]
+name = "nodes"
+effect = "allow"
+k8s.resources = ["nodes", "configmaps"]
+k8s.names = ["*"]
+""")])
+        alice = Identity("https://idp", "alice", ("dev",))
+
+        def decide(method: str, target: bytes) -> tuple[Effect, str | None]:
+            decision = policy.evaluate(alice, "k8s", info(self, method, target).to_action())
+            return decision.effect, decision.rule
+
+        self.assertEqual(decide("GET", b"/api/v1/namespaces/default/pods"), (Effect.deny, "no-guarded"))
+        self.assertEqual(decide("DELETE", b"/api/v1/namespaces/default/pods"), (Effect.deny, "no-guarded"))
+        self.assertEqual(decide("GET", b"/api/v1/namespaces/default/pods/web-1"), (Effect.allow, "web-only"))
+        self.assertEqual(decide("GET", b"/api/v1/namespaces/default/pods/guarded-1"), (Effect.deny, "no-guarded"))
+        self.assertEqual(decide("GET", b"/api/v1/secrets/x"), (Effect.deny, None))  # (no allow rule)
+        self.assertEqual(decide("GET", b"/api/v1/nodes"), (Effect.deny, "no-guarded"))
+        self.assertEqual(decide("PUT", b"/api/v1/namespaces/kube-system/configmaps/c")[0], Effect.allow)
+        self.assertEqual(decide("GET", b"/api/v1/configmaps?watch=0"), (Effect.deny, "no-guarded"))
+        self.assertEqual(decide("POST", b"/api/v1/namespaces/prod/configmaps")[0], Effect.allow)
+        # Without the names rule: the namespace rules.
+        policy = build_policy_set([("p.toml", b"""
+[[rule]]
+name = "no-system-secrets"
+effect = "deny"
+k8s.resources = ["secrets"]
+k8s.namespaces = ["kube-system"]
+[[rule]]
+name = "review-prod"
+effect = "review"
+k8s.namespaces = ["prod"]
+k8s.verbs = ["list"]
+review.approvers = ["group:sre"]
+[[rule]]
+name = "everything"
+effect = "allow"
+k8s.names = ["*"]
+""")])
+        self.assertEqual(decide("GET", b"/api/v1/secrets"), (Effect.deny, "no-system-secrets"))
+        self.assertEqual(decide("GET", b"/api/v1/namespaces/default/secrets")[0], Effect.allow)
+        self.assertEqual(decide("GET", b"/api/v1/configmaps"), (Effect.review, "review-prod"))
+        self.assertEqual(decide("GET", b"/api/v1/nodes")[0], Effect.allow)  # (nodes have no namespace)
+        self.assertEqual(decide("GET", b"/api/v1/namespaces/default/configmaps")[0], Effect.allow)
 
 
 class PropertyTests(SynchronousTestCase):

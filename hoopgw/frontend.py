@@ -43,8 +43,9 @@ A front end is two things:
     L{SessionMasks} (C{session.masks}).  L{quote}, L{describe_type},
     L{format_address} and L{setting_default} word a connection key's error
     as the configuration's own errors are worded.  What a front end cannot
-    read matches every deny rule: L{glob_witness} gives, for a rule's
-    pattern, a value it matches, to put on such an action; L{UNPINNED}, in
+    read matches every deny rule: L{restrictive_patterns} lists the deny
+    and review rules' patterns that can apply, and L{glob_witness} gives,
+    for a pattern, a value it matches, to put on such an action; L{UNPINNED}, in
     an attribute's tuple, matches every deny and review rule's pattern (a
     request on a whole collection names every object).
 
@@ -84,7 +85,7 @@ from hoopgw.interfaces import (
     ITerminalRecorder,
 )
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
-from hoopgw.policy.rules import UNPINNED, ConditionKind, ConditionSpec, glob_witness
+from hoopgw.policy.rules import UNPINNED, ConditionKind, ConditionSpec, glob_witness, restrictive_patterns
 from hoopgw.protocols import IStreamTransport, ReadPause, Reading, _preauth
 from hoopgw.masking.service import SessionMasks
 from hoopgw.recording.asciicast import AsciicastRecorder
@@ -152,6 +153,7 @@ __all__ = [
     "installed",
     "mark_authenticated",
     "quote",
+    "restrictive_patterns",
     "server_options",
     "setting_default",
 ]

@@ -59,6 +59,7 @@ HOMES = {
     "SessionMasks": "hoopgw.masking.service",
     "glob_witness": "hoopgw.policy.rules",
     "UNPINNED": "hoopgw.policy.rules",
+    "restrictive_patterns": "hoopgw.policy.rules",
     "Reading": "hoopgw.protocols",
     "ReadPause": "hoopgw.protocols",
     "server_options": "hoopgw.tls",

@@ -29,6 +29,7 @@ from hoopgw.model import Action, Decision, Effect, Identity
 __all__ = [
     "CONDITIONS",
     "UNPINNED",
+    "restrictive_patterns",
     "Unpinned",
     "glob_witness",
     "DETECTORS",
@@ -847,6 +848,35 @@ class Unpinned(str):
 
 
 UNPINNED = Unpinned("*")
+
+
+def restrictive_patterns(
+    rules: Iterable[Rule], identity: Identity, connection: str, kind: str, condition: str
+) -> tuple[tuple[str, ...], ...]:
+    """
+    The C{condition} patterns of each deny and review rule (of a
+    L{PolicySet}) that can apply to C{identity}'s C{kind} actions on
+    C{connection}: one tuple per rule.  A front end that cannot read all
+    an action touches adds, for each, a value one of them matches
+    (L{glob_witness}).  A rule's grant condition is not known here; such a
+    rule counts as one that can apply.
+    """
+    found = []
+    for rule in rules:
+        if rule.effect is Effect.allow:
+            continue
+        if "*" not in rule.groups and set(rule.groups).isdisjoint(identity.groups):
+            continue
+        if not any(fnmatch.fnmatchcase(identity.subject, p) for p in rule.users):
+            continue
+        if not any(fnmatch.fnmatchcase(connection, p) for p in rule.connections):
+            continue
+        if not any(fnmatch.fnmatchcase(kind, p) for p in rule.actions):
+            continue
+        for c in rule.conditions:
+            if c.name == condition and not isinstance(c.value, bool):
+                found.append(tuple(c.value))
+    return tuple(found)
 
 
 _WITNESS_MEMBERS = string.ascii_letters + string.digits + string.punctuation + " \t"

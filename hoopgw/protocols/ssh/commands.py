@@ -63,8 +63,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from attrs import frozen
 
-from hoopgw.model import Effect
-from hoopgw.policy.rules import glob_witness
+from hoopgw.policy.rules import glob_witness, restrictive_patterns
 
 __all__ = ["MAX_COMMAND_LENGTH", "ParsedCommand", "command_lines", "command_patterns", "parse_command",
            "policy_lines"]
@@ -2149,27 +2148,8 @@ def command_lines(command: str) -> tuple[tuple[str, ...], str | None]:
 def command_patterns(
     rules: Iterable[Any], identity: Any, connection: str, kind: str = "ssh.exec"
 ) -> tuple[tuple[str, ...], ...]:
-    """
-    The C{ssh.commands} patterns of each deny and review rule (of a
-    L{hoopgw.policy.rules.PolicySet}) that can apply to C{identity}'s
-    C{kind} actions on C{connection}: one tuple per rule.
-    """
-    groups: list[tuple[str, ...]] = []
-    for rule in rules:
-        if rule.effect not in (Effect.deny, Effect.review):
-            continue
-        if "*" not in rule.groups and not set(rule.groups) & set(identity.groups):
-            continue
-        if not any(fnmatch.fnmatchcase(identity.subject, p) for p in rule.users):
-            continue
-        if not any(fnmatch.fnmatchcase(connection, p) for p in rule.connections):
-            continue
-        if not any(fnmatch.fnmatchcase(kind, p) for p in rule.actions):
-            continue
-        for condition in rule.conditions:
-            if condition.name == "ssh.commands" and not isinstance(condition.value, bool):
-                groups.append(tuple(condition.value))
-    return tuple(groups)
+    """The C{ssh.commands} patterns of each deny and review rule that can apply (L{restrictive_patterns})."""
+    return restrictive_patterns(rules, identity, connection, kind, "ssh.commands")
 
 
 

@@ -23,7 +23,6 @@ reply that answers a request finishes that request's action.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -33,8 +32,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.errors import AuditUnavailable, NotPermitted
-from hoopgw.model import Action, Effect, Outcome, Status
-from hoopgw.policy.rules import glob_witness
+from hoopgw.model import Action, Outcome, Status
+from hoopgw.policy.rules import glob_witness, restrictive_patterns
 from hoopgw.protocols.ssh.channels import FilterOutput
 from hoopgw.protocols.ssh.sftp import (
     DEFAULT_MAX_LENGTH,
@@ -221,23 +220,9 @@ class SFTPFilter:
     def _rule_paths(self, kind: str) -> list[str]:
         """The C{ssh.sftp.paths} patterns of the deny and review rules that may apply to this session's C{kind}."""
         rules = getattr(getattr(self.session.service.policy, "policy_set", None), "rules", None) or ()
-        identity, connection = self.session.identity, self.session.connection.name
-        patterns: list[str] = []
-        for rule in rules:
-            if rule.effect not in (Effect.deny, Effect.review):
-                continue
-            if "*" not in rule.groups and not set(rule.groups) & set(identity.groups):
-                continue
-            if not any(fnmatch.fnmatchcase(identity.subject, p) for p in rule.users):
-                continue
-            if not any(fnmatch.fnmatchcase(connection, p) for p in rule.connections):
-                continue
-            if not any(fnmatch.fnmatchcase(kind, p) for p in rule.actions):
-                continue
-            for condition in rule.conditions:
-                if condition.name == "ssh.sftp.paths" and not isinstance(condition.value, bool):
-                    patterns.extend(condition.value)
-        return patterns
+        session = self.session
+        found = restrictive_patterns(rules, session.identity, session.connection.name, kind, "ssh.sftp.paths")
+        return [pattern for patterns in found for pattern in patterns]
 
     def _held_for_review(self, review: Review) -> None:
         self.review = review

@@ -52,7 +52,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hoopgw.frontend import ConditionKind, ConditionSpec, Effect, Identity, glob_witness
+from hoopgw.frontend import ConditionKind, ConditionSpec, Effect, Identity, glob_witness, restrictive_patterns
 
 if TYPE_CHECKING:
     # Only a type here: finding the plugin (twistd, the admin command) imports this module.
@@ -97,35 +97,6 @@ def matches(condition: str, patterns: Sequence[str], described: Described, effec
         return False
     match = _compile(patterns)
     return any(match(value) for value in values)
-
-
-def restrictive_patterns(
-    rules: Iterable[Any], identity: Identity, connection: str, kind: str, condition: str
-) -> tuple[tuple[str, ...], ...]:
-    """
-    The C{condition} patterns of each deny and review rule (of a
-    L{hoopgw.policy.rules.PolicySet}) that can apply to C{identity}'s
-    C{kind} actions on C{connection}: one tuple per rule.  A rule's grant
-    condition is not known here; such a rule counts as one that can apply.
-    """
-    found = []
-    for rule in rules:
-        if rule.effect not in (Effect.deny, Effect.review):
-            continue
-        if "*" not in rule.groups and set(rule.groups).isdisjoint(identity.groups):
-            continue
-        if not any(fnmatch.fnmatchcase(identity.subject, p) for p in rule.users):
-            continue
-        if not any(fnmatch.fnmatchcase(connection, p) for p in rule.connections):
-            continue
-        if not any(fnmatch.fnmatchcase(kind, p) for p in rule.actions):
-            continue
-        for c in rule.conditions:
-            if c.name == condition and not isinstance(c.value, bool):
-                found.append(tuple(c.value))
-    return tuple(found)
-
-
 
 
 def fail_closed(

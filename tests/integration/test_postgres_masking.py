@@ -13,6 +13,7 @@ the trail.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +229,47 @@ class MaskingCanaryTests(MaskingCase):
         self.assertIn([1, None, None, None, None], [list(r[:5]) for r in rows if len(r) == 7])
         self.assertNoCanary(self.trail(), "the audit trail")
         self.assertIn(CARD, self.cluster.psql("SELECT v FROM cards WHERE id = 2"))
+
+    @inlineCallbacks
+    def test_bare_ssn_inside_rows_arrays_json_copy_and_errors(self) -> None:
+        """
+        An SSN stored as nine bare digits (a detector finds it only as a
+        whole value) in a table no mask names: masked when selected alone,
+        and as a field of a whole row, an array, a JSON document, a COPY
+        line, a binary record, and where an error quotes it.
+        """
+        bare = "536228726"
+        self.cluster.psql(
+            "CREATE TABLE hr (id int, name text, ssn char(9) UNIQUE, n int, doc jsonb);"
+            f"""INSERT INTO hr VALUES (1, 'Ada', '{bare}', {bare}, '{{"s": "{bare}", "n": {bare}}}');"""
+            "GRANT ALL ON hr TO app_scram;"
+        )
+        for query in (
+            "SELECT ssn, n, doc FROM hr",  # ssn and n were masked (whole values), doc's members were not
+            "SELECT hr FROM hr",
+            "SELECT h, h.* FROM hr h",
+            "SELECT row_to_json(h) FROM hr h",
+            "SELECT ARRAY[ssn], ARRAY[n, 1] FROM hr",
+            "COPY hr TO STDOUT",
+            "COPY hr TO STDOUT WITH (FORMAT csv, DELIMITER ';', QUOTE '''', FORCE_QUOTE *)",
+            "SELECT ssn::date FROM hr",
+        ):
+            code, output = yield self.psql("-c", query)
+            text = output.decode()
+            self.assertNotIn(bare, text, f"psql output of {query!r}")
+            self.assertIn("[redacted]", text, f"psql output of {query!r}")
+        require_psycopg()
+
+        def binary() -> list[Any]:
+            with self.connect(autocommit=True) as conn:
+                rows = conn.execute("SELECT ROW(id, n), ARRAY[n, 1], h FROM hr h", binary=True).fetchall()
+                with conn.cursor() as cur, cur.copy("COPY hr TO STDOUT (FORMAT binary)") as copy:
+                    rows.append(b"".join(bytes(chunk) for chunk in copy))
+                return rows
+
+        rows = yield deferToThread(binary)
+        self.assertEqual(rows[0][:3], (None, None, None))
+        self.assertNotIn(bare.encode(), rows[1])
+        self.assertNotIn(struct.pack(">i", int(bare)), rows[1])
+        self.assertIn(b"Ada", rows[1])
+        self.assertIn(bare, self.cluster.psql("SELECT hr FROM hr"))

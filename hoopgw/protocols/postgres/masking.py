@@ -17,7 +17,9 @@ Each result's RowDescription is turned into a plan once: per column,
     is found is masked in place (JSON that would no longer parse becomes
     NULL); binary values of text types likewise; values of other types are
     decoded (numbers) or searched for the text they embed, and become NULL
-    if something is found;
+    if something is found.  Each element of a record, an array or JSON
+    (also a COPY row's fields, an error's quoted value) is searched as a
+    whole value too: nine bare digits are an SSN only as one;
   - left alone: types that cannot hold one (booleans, dates and times,
     UUIDs), and everything when no mask applies.
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import struct
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -140,12 +143,13 @@ _MONEY = 790
 _NESTING = 4  # arrays of records of arrays ... followed this deep
 
 
-def _binary_text(value: bytes, type_oid: int, codec: str, depth: int = 0) -> str:
+def _binary_text(value: bytes, type_oid: int, codec: str, depth: int = 0, leaves: list[str] | None = None) -> str:
     """
     A binary value as the text a detector may find in it: numbers decoded
     (also money, as units), text types as text, arrays and records (whose
     binary form names their elements' types) element by element; anything
-    else for the text it embeds.
+    else for the text it embeds.  An array's or a record's elements are
+    also added to C{leaves}, each to be searched as a whole value.
     """
     number = _BINARY_NUMBERS.get(type_oid)
     if number is not None:
@@ -161,13 +165,16 @@ def _binary_text(value: bytes, type_oid: int, codec: str, depth: int = 0) -> str
         if parts is None:
             parts = _record_fields(value)
         if parts is not None:
-            return " ".join(_binary_text(v, t, codec, depth + 1) for t, v in parts if v is not None)
+            texts = [_binary_text(v, t, codec, depth + 1, leaves) for t, v in parts if v is not None]
+            if leaves is not None:
+                leaves.extend(texts)
+            return " ".join(texts)
     return _lenient(value, codec)
 
 
-def _binary_guess(value: bytes, codec: str) -> str:
+def _binary_guess(value: bytes, codec: str, leaves: list[str] | None = None) -> str:
     """A binary value of a type not known (a COPY's field): every reading a detector may find something in."""
-    readings = [_binary_text(value, 0, codec)]
+    readings = [_binary_text(value, 0, codec, 0, leaves)]
     if len(value) in _INTEGER_SIZES:
         readings.append(str(int.from_bytes(value, "big", signed=True)))
     if len(value) >= 8:
@@ -240,7 +247,7 @@ def _elements(value: bytes, at: int, count: int, element: int) -> list[tuple[int
     return items if at == len(value) else None
 
 
-def _bytea_text(value: bytes, codec: str) -> str:
+def _bytea_text(value: bytes, codec: str, leaves: list[str] | None = None) -> str:
     """A bytea in text format (C{\\x3533...}, hex) as the text its bytes may hold."""
     if value.startswith(b"\\x"):
         try:
@@ -248,6 +255,66 @@ def _bytea_text(value: bytes, codec: str) -> str:
         except ValueError:
             pass
     return _lenient(value, codec)
+
+
+# The elements of a record's, an array's or a JSON value's text (a quoted one
+# with its quotes), and the text of a server's message: each is searched as a
+# whole value too, as nine bare digits are an SSN only as a whole value.
+_ELEMENT = re.compile(r'"(?:[^"\\]|\\.|"")*"|[^\s{}()\[\],:"][^{}()\[\],:"]*', re.DOTALL)
+_UNESCAPE = re.compile(r'\\(.)|""', re.DOTALL)
+_OPENERS = ("(", "{", "[")
+
+
+def _element_value(token: str) -> str:
+    if not token.startswith('"'):
+        return token
+    if "\\" in token:
+        try:
+            value = json.loads(token)  # JSON's escapes (\u0036)
+        except ValueError:
+            pass
+        else:
+            if isinstance(value, str):
+                return value
+    return _UNESCAPE.sub(lambda m: m.group(1) or '"', token[1:-1])
+
+
+def _whole_elements(masks: SessionMasks, text: str, counts: Counts, depth: int = 0) -> str:
+    """
+    C{text} with each element (L{_ELEMENT}) in which the detectors find
+    something as a whole value replaced by its masked value, quoted (a
+    string in records, arrays and JSON alike); the same object if none is.
+    A quoted element that reads as a container (a record's JSON field) is
+    searched the same way.
+    """
+    out: list[str] = []
+    at = 0
+    shortest = masks.gate.shortest
+    for match in _ELEMENT.finditer(text):
+        if match.end() - match.start() < shortest:
+            continue  # too short for any detector, even quoted (and escapes only lengthen it)
+        value = _element_value(match.group())
+        masked = masks.client_text(value, counts)
+        if depth < _NESTING and match.group().startswith('"') and value.lstrip()[:1] in _OPENERS:
+            masked = _whole_elements(masks, masked, counts, depth + 1)
+        if masked is value:
+            continue
+        out.append(text[at : match.start()])
+        out.append('"' + masked.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        at = match.end()
+    if not out:
+        return text
+    out.append(text[at:])
+    return "".join(out)
+
+
+def _found(masks: SessionMasks, text: str, counts: Counts, leaves: list[str] | None = None) -> bool:
+    """Whether the detectors find something in C{text}, in one of its elements, or in one of C{leaves} alone."""
+    if masks.client_text(text, counts) is not text:
+        return True
+    if text.lstrip()[:1] in _OPENERS and _whole_elements(masks, text, counts) is not text:
+        return True
+    return any(_found(masks, leaf, counts) for leaf in leaves or ())
 
 
 # Text-format arrays of text types, records: masked parts stay readable in place.
@@ -310,6 +377,7 @@ class ResultMasking:
         self._copy: list[ActiveMask | None] | None = None
         self._copy_masks: SessionMasks | None = None
         self._copy_spec: CopySpec | None = None
+        self._copy_syntax: CopySpec | None = None
         self._copy_header = False
         self._copy_types: dict[int, int] = {}
         self._copy_ready_for: codec.CopyOutResponse | None = None
@@ -407,7 +475,10 @@ class ResultMasking:
             elif type_oid in _TEXT_IN_BINARY:
                 plan.append((index, _SPANS, _TEXT_IN_BINARY[type_oid]))
             else:
-                plan.append((index, _DECODED_NULL, lambda value, codec, oid=type_oid: _binary_text(value, oid, codec)))
+                plan.append((
+                    index, _DECODED_NULL,
+                    lambda value, codec, leaves, oid=type_oid: _binary_text(value, oid, codec, 0, leaves),
+                ))
         self._shortest = masks.gate.shortest
         return plan or None
 
@@ -497,28 +568,30 @@ class ResultMasking:
                 if action == _SPANS:
                     text = _text(value[argument:] if argument else value, codec)
                     masked = masks.client_text(text, counts)
+                    if text.lstrip()[:1] in _OPENERS:
+                        # A record, an array (or text that reads as one): its elements as whole values too.
+                        masked = _whole_elements(masks, masked, counts)
                     if masked is not text:
                         new = value[:argument] + _bytes(masked, codec)
                 elif action == _FOUND_NULL:
-                    text = _lenient(value, codec)
-                    if masks.client_text(text, counts) is not text:
+                    if _found(masks, _lenient(value, codec), counts):
                         new = None
                 elif action == _DECODED_NULL:
+                    leaves: list[str] = []
                     try:
-                        text = argument(value, codec)
+                        text = argument(value, codec, leaves)
                     except (struct.error, ValueError):
                         text = _lenient(value, codec)
-                    if masks.client_text(text, counts) is not text:
+                    if _found(masks, text, counts, leaves):
                         new = None
                 elif action == _SPANS_JSON:
                     if argument and value[:1] != _JSONB_VERSION:
                         # Not jsonb as PostgreSQL 15 sends it: searched whole.
-                        text = _lenient(value, codec)
-                        if masks.client_text(text, counts) is not text:
+                        if _found(masks, _lenient(value, codec), counts):
                             new = None
                     else:
                         text = _text(value[argument:] if argument else value, codec)
-                        masked = masks.client_text(text, counts)
+                        masked = _whole_elements(masks, masks.client_text(text, counts), counts)
                         if masked is not text:
                             new = value[:argument] + _bytes(masked, codec) if _json_or_none(masked) else None
             if new is not value:
@@ -551,9 +624,10 @@ class ResultMasking:
         """
         codec = self.codec
         if codec == "utf-8":
-            return masks.client_text(value, self.counts)
+            # Its quoted and bracketed parts as whole values too: a value an error quotes ("536228726").
+            return _whole_elements(masks, masks.client_text(value, self.counts), self.counts)
         text = value.encode("utf-8", "surrogateescape").decode(codec, "surrogateescape")
-        masked = masks.client_text(text, self.counts)
+        masked = _whole_elements(masks, masks.client_text(text, self.counts), self.counts)
         if masked is text:
             return value
         return masked.encode(codec, "surrogateescape").decode("utf-8", "surrogateescape")
@@ -641,6 +715,8 @@ class ResultMasking:
         self._copy = None
         self._copy_types = {}
         masks = self._copy_masks = self._masks()
+        # Its row syntax, also for a COPY that is not masked by column (its fields searched one by one).
+        self._copy_syntax = spec if spec is not None and spec.format != "binary" else None
         if spec is not None and not spec.by_column:
             spec = None  # (refused before it runs while masks by column apply)
         self._copy_spec = spec
@@ -709,9 +785,32 @@ class ResultMasking:
         payload = data.data
         if not binary:
             text = _text(payload, self.codec)
-            masked = masks.client_text(text, self.counts)
+            masked = masks.client_text(self._copy_fields(masks, text), self.counts)
             return data if masked is text else codec.CopyData.from_data(_bytes(masked, self.codec))
         return self._copy_binary(data, payload, masks)
+
+    def _copy_fields(self, masks: SessionMasks, line: str) -> str:
+        """
+        A text or CSV row with each field searched as a whole value (nine
+        bare digits are an SSN only as one), and as a record, an array or
+        JSON if it reads as one; the same object if nothing is found.
+        """
+        spec = self._copy_syntax
+        ending = "\n" if line.endswith("\n") else ""
+        body = line[: len(line) - len(ending)]
+        csv = spec if spec is not None and spec.format == "csv" else None
+        delimiter = spec.delimiter if spec is not None else "\t"
+        fields = csv_fields(body, delimiter, csv.quote, csv.escape) if csv is not None else text_fields(body, delimiter)
+        changed = False
+        for index, field in enumerate(fields):
+            value = csv_value(field, csv.quote, csv.escape) if csv is not None else text_value(field)
+            masked = masks.client_text(value, self.counts)
+            if value.lstrip()[:1] in _OPENERS:
+                masked = _whole_elements(masks, masked, self.counts)
+            if masked is not value:
+                fields[index] = csv_field(masked, csv.quote, csv.escape) if csv is not None else text_field(masked, delimiter)
+                changed = True
+        return delimiter.join(fields) + ending if changed else line
 
     def _copy_by_origin(self, data: codec.CopyData, binary: bool, masks: SessionMasks) -> codec.CopyData:
         plan = self._copy
@@ -793,11 +892,15 @@ class ResultMasking:
                 continue
             if plan is None:
                 type_oid = self._copy_types.get(index)
+                leaves: list[str] = []
                 try:
-                    text = _binary_text(value, type_oid, self.codec) if type_oid else _binary_guess(value, self.codec)
+                    if type_oid:
+                        text = _binary_text(value, type_oid, self.codec, 0, leaves)
+                    else:
+                        text = _binary_guess(value, self.codec, leaves)
                 except (struct.error, ValueError):
                     text = _lenient(value, self.codec)  # not what its type says: searched as it is
-                if masks.client_text(text, self.counts) is not text:
+                if _found(masks, text, self.counts, leaves):
                     parts.append(_NULL_LENGTH)
                     changed = True
                     continue

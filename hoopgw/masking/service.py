@@ -138,17 +138,19 @@ class SessionMasks:
     def trail_text(self, text: str, counts: Counts, literals: Literals | None = None) -> str:
         """
         C{text} as the trail may store it.  C{literals} (a front end's:
-        SQL string constants) gives the spans of C{text} whose value is
-        spelt otherwise (escapes, continuations) with that value: a span
-        whose value has something to find is stored as C{[redacted]}.
+        SQL constants) gives spans of C{text} with their value, each
+        searched as a whole value: a span spelt as its value is stored
+        masked in place, one whose value is spelt otherwise (escapes,
+        continuations) as C{[redacted]}.
         """
         if literals is not None and self.trail:
             hidden = []
             for start, end, value in literals(text):
-                if self._text(self.trail, value, counts) is not value:
-                    hidden.append((start, end))
-            for start, end in reversed(hidden):
-                text = text[:start] + REDACTED + text[end:]
+                masked = self._text(self.trail, value, counts)
+                if masked is not value:
+                    hidden.append((start, end, masked if text[start:end] == value else REDACTED))
+            for start, end, masked in reversed(hidden):
+                text = text[:start] + masked + text[end:]
         return self._text(self.trail, text, counts)
 
     @staticmethod

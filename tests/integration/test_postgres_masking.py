@@ -273,3 +273,26 @@ class MaskingCanaryTests(MaskingCase):
         self.assertNotIn(struct.pack(">i", int(bare)), rows[1])
         self.assertIn(b"Ada", rows[1])
         self.assertIn(bare, self.cluster.psql("SELECT hr FROM hr"))
+
+    @inlineCallbacks
+    def test_bare_ssn_constants_are_masked_in_the_trail(self) -> None:
+        """
+        Nine bare digits are an SSN as a whole value: as a Bind parameter
+        they are stored masked, and so as a constant of the statement's
+        text -- quoted, dollar-quoted or a number -- whoever sends it.
+        """
+        bare = "536228726"
+        self.cluster.psql("CREATE TABLE hr (id int, ssn char(9), n int); GRANT ALL ON hr TO app_scram;")
+        env = {**self.env(), "PGPASSWORD": self.reader}
+        dsn = f"host=127.0.0.1 port={self.port} dbname=appdb user=bob sslmode=require"
+        for query in (
+            f"INSERT INTO hr VALUES (1, '{bare}', {bare})",
+            f"SELECT id FROM hr WHERE ssn = $${bare}$$ OR n = {bare}",
+            f"UPDATE hr SET ssn = $tag${bare}$tag$ WHERE ssn = '{bare}'",
+        ):
+            code, output = yield run([PSQL, "-X", "-A", "-t", dsn, "-c", query], env=env)
+            self.assertEqual(code, 0, output)
+        self.assertIn(bare, self.cluster.psql("SELECT ssn, n FROM hr"))
+        trail = self.trail()
+        self.assertNotIn(bare, trail)
+        self.assertIn("INSERT INTO hr VALUES (1, '[redacted]', [redacted])", trail)

@@ -925,17 +925,26 @@ def _copied(relation: Relation, spec: CopySpec, count: int) -> list[int] | None:
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 
 
+# A dollar quote's opening, and nine digits in a row (an SSN to the detectors
+# only as a whole value, a constant's): a statement with neither, nor a quote,
+# has no constant to look at.
+_CONSTANTS = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$|\d{9}")
+
+
 def string_literals(text: str) -> list[tuple[int, int, str]]:
     """
-    The string constants of a statement whose value is spelt otherwise
-    than as one plain C{'...'}: C{E'...'} and C{U&'...'} escapes (with a
-    C{UESCAPE}), constants continued on another line (also past a
-    comment), C{''} -- as C{(start, end, value)}, for the trail's detectors
-    (L{hoopgw.sessions.Session.literals}).  Decoded by PostgreSQL's own
-    parser; one that cannot be decoded is left to the detectors as spelt.
-    Dollar-quoted constants are their value as written.
+    The constants of a statement, as C{(start, end, value)}, for the
+    trail's detectors (L{hoopgw.sessions.Session.literals}): string
+    constants whose value is spelt otherwise than as one plain C{'...'}
+    (C{E'...'} and C{U&'...'} escapes (with a C{UESCAPE}), constants
+    continued on another line (also past a comment), C{''}), whole; and
+    the text inside plain and dollar-quoted constants and numbers, which
+    are their value as written -- each is a whole value to the detectors
+    (C{'536228726'} is an SSN, as a Bind parameter of it is).  Decoded by
+    PostgreSQL's own parser; one that cannot be decoded is left to the
+    detectors as spelt.
     """
-    if "'" not in text:
+    if "'" not in text and _CONSTANTS.search(text) is None:
         return []
     try:
         tokens = _pg.scan(text)
@@ -946,6 +955,9 @@ def string_literals(text: str) -> list[tuple[int, int, str]]:
     while at < len(tokens):
         token = tokens[at]
         at += 1
+        if token.name in ("ICONST", "FCONST"):
+            found.append((token.start, token.end + 1, text[token.start : token.end + 1]))
+            continue
         if token.name not in ("SCONST", "USCONST"):
             continue
         start, end = token.start, token.end + 1
@@ -956,8 +968,13 @@ def string_literals(text: str) -> list[tuple[int, int, str]]:
             end = tokens[at + 1].end + 1
             at += 2
         spelt = text[start:end]
-        if spelt.startswith("$") or (spelt.startswith("'") and spelt.count("'") == 2 and "\\" not in spelt):
-            continue  # as written
+        if spelt.startswith("$"):
+            tag = spelt.index("$", 1) + 1
+            found.append((start + tag, end - tag, spelt[tag:-tag]))  # as written
+            continue
+        if spelt.startswith("'") and spelt.count("'") == 2 and "\\" not in spelt:
+            found.append((start + 1, end - 1, spelt[1:-1]))  # as written
+            continue
         value = _literal_value(spelt)
         if value is not None:
             found.append((start, end, value))

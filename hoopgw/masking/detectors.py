@@ -270,15 +270,17 @@ DETECTORS: dict[str, tuple[Detector, ...]] = {
     ),
     "ssn": (
         # Written with dashes or spaces anywhere; nine bare digits only as a
-        # whole value (a column of them), not inside other text.
+        # whole value (a column of them) or a line of their own (several
+        # such values in one read of a terminal's output, a log), not inside
+        # other text.  The white space around them is not part of the value.
         Detector(
             "ssn", True, lambda text: len(text) >= 11,
             re.compile(r"(?<!\d)(?<!\d[- ])(?P<area>\d{3})(?P<sep>[- ])(?P<group>\d{2})(?P=sep)(?P<serial>\d{4})(?!\d)(?![- ]\d)"),
             _ssn, digits=9, length=11,
         ),
         Detector(
-            "ssn", True, lambda text: len(text.strip()) == 9,
-            re.compile(r"\A\s*(?P<area>\d{3})(?P<group>\d{2})(?P<serial>\d{4})\s*\Z"),
+            "ssn", True, lambda text: len(text.strip()) == 9 or "\n" in text,
+            re.compile(r"(?m)^[^\S\n]*(?P<value>(?P<area>\d{3})(?P<group>\d{2})(?P<serial>\d{4}))[^\S\n]*$"),
             _ssn, digits=9, length=9,
         ),
     ),
@@ -375,11 +377,13 @@ def find(text: str, detectors: Iterable[Detector]) -> list[Span]:
         if detector.prefilter is not None and not detector.prefilter(text):
             continue
         inside = detector.spans
+        value = "value" in detector.pattern.groupindex  # the match is more than the value
         for match in detector.pattern.finditer(text):
             if inside is not None:
                 spans.extend(Span(start, end, detector.name) for start, end in inside(match))
             elif detector.valid(match):
-                spans.append(Span(match.start(), match.end(), detector.name))
+                start, end = match.span("value") if value else match.span()
+                spans.append(Span(start, end, detector.name))
     if len(spans) < 2:
         return spans
     spans.sort(key=lambda s: (s.start, -s.end))

@@ -83,3 +83,30 @@ except_groups = ["dev"]
         [(start, _)] = self.actions("ssh.exec")
         self.assertNotIn(CARD, start["action"]["input"])  # the command line in the trail
         self.assertEqual(start["action"]["masked"], {"cards": 1})
+
+
+class BareSSNLinesTests(SSHGatewayCase):
+    """Nine bare digits are an SSN as a whole value: also each on a line of its own, however the output is read."""
+
+    connection_options = "mask_terminal = true"
+    policy = ALLOW + """
+[[mask]]
+name = "ssn"
+detectors = ["ssn"]
+"""
+
+    @inlineCallbacks
+    def test_a_list_of_bare_ssns(self) -> None:
+        # One write (a file of them, psql -At): they reached the client and the recording in clear.
+        code, output = yield self.ssh("-tt", "printf 'ssns:\\n536228726\\n  219099999 \\ninvoice 123456789\\n'")
+        self.assertEqual(code, 0, output)
+        text = output.decode()
+        self.assertNotIn("536228726", text)
+        self.assertNotIn("219099999", text)
+        # Only the value is masked: its line (and the next) stay as they were; other text is not a whole value.
+        self.assertIn("ssns:\r\n[redacted]\r\n  [redacted] \r\ninvoice 123456789\r\n", text)
+        yield self.watch.wait("session.end")
+        [end] = self.records("session.end")
+        cast = read_asciicast(end["end"]["recording"]).output()
+        self.assertNotIn("536228726", cast)
+        self.assertNotIn("219099999", cast)

@@ -75,6 +75,12 @@ class SSNTests(SynchronousTestCase):
         self.assertEqual(spans("123456789", "ssn"), ["123456789"])
         self.assertEqual(spans("invoice 123456789", "ssn"), [])
 
+    def test_bare_digits_on_lines_of_their_own(self) -> None:
+        """Several whole values in one text (a terminal's read, a log); the white space around is not the value."""
+        self.assertEqual(spans("ssns:\r\n123456789\r\n 536228726 \n", "ssn"), ["123456789", "536228726"])
+        self.assertEqual(spans(" 123456789\n", "ssn"), ["123456789"])
+        self.assertEqual(spans("invoice\n123456789 paid\n", "ssn"), [])
+
 
 @st.composite
 def ibans(draw) -> str:

@@ -331,6 +331,37 @@ class HTTPMaskingTests(_GatewayCase):
         self.assertEqual(end["outcome"]["masked"], {"pii": 1})
 
     @inlineCallbacks
+    def test_response_headers_pass_the_detectors(self):
+        """
+        What an API puts in its response headers (a download's file name, a
+        created resource's Location, a redirect) passes the detectors as
+        its body does, with a body or without one.
+        """
+        original = _Upstream.render
+
+        def render(upstream: Any, request: server.Request) -> Any:
+            if request.path in (b"/base/export", b"/base/moved"):
+                request.setHeader(b"content-disposition", f'attachment; filename="{EMAIL}.csv"'.encode())
+                request.setHeader(b"x-card", CARD.encode())
+                if request.path == b"/base/moved":
+                    request.setResponseCode(302)
+                    request.setHeader(b"location", f"/users/{EMAIL}".encode())
+                    return b""
+                request.setHeader(b"content-type", b"text/csv")
+                return b"id\n1\n"
+            return original(upstream, request)
+
+        self.patch(_Upstream, "render", render)
+        for path, code, args in (("/web/export", 200, ()), ("/web/moved", 302, ()), ("/web/export", 200, ("-I",))):
+            status, headers, body = yield self.curl(path, *args)
+            self.assertEqual(status, code)
+            self.assertEqual(leaks(json.dumps(headers)), [], headers)
+            self.assertIn("[redacted]", headers["x-card"])
+            if path == "/web/moved":
+                self.assertIn("[redacted]", headers["location"])
+            self.assertEqual(leaks(body), [])
+
+    @inlineCallbacks
     def test_compressed_answer_refused(self):
         """An upstream that compresses anyway is refused with 502: nothing of the body goes."""
         original = _Upstream.render

@@ -27,7 +27,7 @@ from hoopgw.protocols.http.actions import (
 from hoopgw.protocols.http.channels import ExecTap, SpdyExecTap
 from hoopgw.protocols.http.headers import HeaderError, bearer_token, sanitize_request_headers
 from hoopgw.protocols.http.k8s import K8sRequest, K8sRequestError
-from hoopgw.protocols.http.masking import QUOTING_CODES, BodyMasker, JsonBodyError, response_masker
+from hoopgw.protocols.http.masking import QUOTING_CODES, BodyMasker, JsonBodyError, response_header, response_masker
 from hoopgw.protocols.http.masking import request_headers as masking_request_headers
 from hoopgw.protocols.http.paths import PathError, RoutedPath
 from hoopgw.protocols.http.pool import UpstreamConnection
@@ -935,9 +935,12 @@ class Exchange(ExchangeState):
         head = self.head
         lines = [b"HTTP/1.1 %d %s" % (response.code, response.reason or phrase(response.code))]
         masked = self.body_masker is not None  # its length changes: re-framed
+        masks, counts = self.masks, self.mask_counts
         for name, value in response_pairs(response.headers, pass_cookies=pass_cookies):
             if masked and name.lower() == b"content-length":
                 continue
+            if masks is not None and counts is not None:
+                value = response_header(masks, name, value, counts)  # (with a body or without)
             lines.append(name + b": " + value)
         keep_alive = head.keep_alive and not self.close_after and not self.conn.draining
         if response.has_body and (response.content_length is None or masked):

@@ -35,7 +35,7 @@ from hoopgw.masking.jsonpath import JsonPath, compile_json_path
 from hoopgw.masking.service import Counts, SessionMasks
 from hoopgw.masking.stream import StreamMasker
 
-__all__ = ["BodyMasker", "JsonBodyError", "request_headers", "response_masker"]
+__all__ = ["BodyMasker", "JsonBodyError", "request_headers", "response_header", "response_masker"]
 
 
 class BodyMasker(Protocol):
@@ -83,6 +83,27 @@ def request_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes,
     if asked:
         out.append((b"Accept", b", ".join(accepts) if accepts else b"application/json"))
     return out
+
+
+# Response headers that frame or date the answer: no value of the API's in them,
+# and a masked Content-Length (nine digits: a bare SSN) would break the framing.
+_FRAMING_HEADERS = frozenset({
+    b"content-length", b"transfer-encoding", b"content-type", b"content-encoding", b"connection", b"keep-alive",
+    b"date", b"expires", b"last-modified", b"age", b"retry-after",
+})
+
+
+def response_header(masks: SessionMasks, name: bytes, value: bytes, counts: Counts) -> bytes:
+    """
+    A response header's value through the detectors, as the body is (a
+    download's file name, a created resource's Location, a header of the
+    API's own carry its values); the same object if nothing is found.
+    """
+    if not masks.finders or name.lower() in _FRAMING_HEADERS:
+        return value
+    text = value.decode("latin-1")
+    masked = masks.client_text(text, counts)
+    return value if masked is text else masked.encode("latin-1", "replace")
 
 
 # Answers whose Status message may quote the values of the request or the object.

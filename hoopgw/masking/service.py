@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -35,7 +36,7 @@ from hoopgw.masking.jsonbody import KIND_PATHS, JsonRules
 from hoopgw.masking.jsonpath import JsonPath, compile_json_path
 from hoopgw.model import Connection, Identity
 
-__all__ = ["ActiveMask", "MaskingService", "SessionMasks"]
+__all__ = ["ActiveMask", "MaskingService", "SessionMasks", "element_spans", "elements"]
 
 
 @frozen
@@ -76,6 +77,63 @@ def _origin_matcher(columns: Iterable[str]) -> Callable[[str], object] | None:
     if not columns:
         return None
     return re.compile("|".join(fnmatch.translate(c) for c in columns)).match
+
+
+# The parts of a text that may each be a whole value: the elements of a
+# record's, an array's or a JSON value's text (a quoted one with its quotes),
+# the quoted and bracketed parts of a message.  A detector may find a value
+# only as a whole one (nine bare digits are an SSN only as one).
+_ELEMENT = re.compile(r'"(?:[^"\\]|\\.|"")*"|[^\s{}()\[\],:"][^{}()\[\],:"]*', re.DOTALL)
+# The same with quotes and backslashes as mere separators: where quotes are
+# not balanced (a message quoting JSON: "{"n":536228726}").
+_PLAIN = re.compile(r'[^\s{}()\[\],:"\\][^{}()\[\],:"\\]*')
+_UNESCAPE = re.compile(r'\\(.)|""', re.DOTALL)
+
+
+def _element_value(token: str) -> str:
+    if not token.startswith('"'):
+        return token
+    if "\\" in token:
+        try:
+            value = json.loads(token)  # JSON's escapes (\u0036)
+        except ValueError:
+            pass
+        else:
+            if isinstance(value, str):
+                return value
+    return _UNESCAPE.sub(lambda m: m.group(1) or '"', token[1:-1])
+
+
+def elements(text: str, shortest: int = 0) -> list[tuple[int, int, str]]:
+    """
+    The parts of C{text} that may each be a whole value, as C{(start,
+    end, value)} (L{element_spans} without whether each is one element).
+    A L{Literals} for L{SessionMasks.trail_text}.
+    """
+    return [(start, end, value) for start, end, value, _ in element_spans(text, shortest)]
+
+
+def element_spans(text: str, shortest: int = 0, balanced: bool = False) -> list[tuple[int, int, str, bool]]:
+    """
+    The parts of C{text} that may each be a whole value (L{_ELEMENT}, and
+    unless its quotes are C{balanced} (PostgreSQL's output of a record, an
+    array, JSON) L{_PLAIN}'s that are not among them), as C{(start, end,
+    value, element)} (a quoted one unquoted, its escapes undone;
+    C{element}: one of L{_ELEMENT}'s, not inside a quoted one), by start,
+    a longer one first (they may overlap); none spelt shorter than
+    C{shortest}.
+    """
+    found = {
+        (m.start(), m.end()): (_element_value(m.group()), True)
+        for m in _ELEMENT.finditer(text)
+        if m.end() - m.start() >= shortest
+    }
+    if balanced:
+        return [(start, end, v, e) for (start, end), (v, e) in found.items()]  # (in order, none overlapping)
+    for m in _PLAIN.finditer(text):
+        if m.end() - m.start() >= shortest and (m.start(), m.end()) not in found:
+            found[m.start(), m.end()] = (m.group(), False)
+    return sorted(((start, end, v, e) for (start, end), (v, e) in found.items()), key=lambda x: (x[0], -x[1]))
 
 
 # Values masked, by (mask name, what found them: a detector, a pattern or "column").
@@ -138,14 +196,17 @@ class SessionMasks:
     def trail_text(self, text: str, counts: Counts, literals: Literals | None = None) -> str:
         """
         C{text} as the trail may store it.  C{literals} (a front end's:
-        SQL constants) gives spans of C{text} with their value, each
+        SQL constants) gives spans of C{text} with their value (ordered by
+        start; one inside a span already hidden is passed over), each
         searched as a whole value: a span spelt as its value is stored
         masked in place, one whose value is spelt otherwise (escapes,
         continuations) as C{[redacted]}.
         """
         if literals is not None and self.trail:
-            hidden = []
+            hidden: list[tuple[int, int, str]] = []
             for start, end, value in literals(text):
+                if hidden and start < hidden[-1][1]:
+                    continue  # inside (or across) a span already hidden
                 masked = self._text(self.trail, value, counts)
                 if masked is not value:
                     hidden.append((start, end, masked if text[start:end] == value else REDACTED))

@@ -296,3 +296,30 @@ class MaskingCanaryTests(MaskingCase):
         trail = self.trail()
         self.assertNotIn(bare, trail)
         self.assertIn("INSERT INTO hr VALUES (1, '[redacted]', [redacted])", trail)
+
+    @inlineCallbacks
+    def test_bare_ssn_quoted_by_errors_is_masked_at_the_client_and_in_the_trail(self) -> None:
+        """
+        An error that quotes a value (a failed cast), also a JSON text whose
+        own quotes it does not escape: masked for alice, and in the trail
+        whoever ran it (bob, exempt, sees it).
+        """
+        bare = "536228726"
+        self.cluster.psql(
+            "CREATE TABLE hr (id int, ssn char(9), n int);"
+            f"INSERT INTO hr VALUES (1, '{bare}', {bare}); GRANT ALL ON hr TO app_scram;"
+        )
+        queries = ("SELECT ssn::date FROM hr", "SELECT row_to_json(hr)::text::int FROM hr")
+        for query in queries:
+            code, output = yield self.psql("-c", query)
+            text = output.decode()
+            self.assertIn("[redacted]", text, query)
+            self.assertNotIn(bare, text, query)
+        env = {**self.env(), "PGPASSWORD": self.reader}
+        dsn = f"host=127.0.0.1 port={self.port} dbname=appdb user=bob sslmode=require"
+        for query in queries:
+            code, output = yield run([PSQL, "-X", "-A", "-t", dsn, "-c", query], env=env)
+            self.assertIn(bare, output.decode())
+        self.assertNotIn(bare, self.trail())
+        errors = [r["outcome"].get("error", "") for r in self.records("action.end")]
+        self.assertIn('date/time field value out of range: [redacted]', errors)

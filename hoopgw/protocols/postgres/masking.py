@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from pglast import parser as _pg
 from twisted.internet.defer import Deferred
 
-from hoopgw.masking.service import ActiveMask, Counts, SessionMasks
+from hoopgw.masking.service import ActiveMask, Counts, SessionMasks, element_spans
 from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.copyout import CopySpec, csv_field, csv_fields, csv_value, text_field, text_fields, text_value
 from hoopgw.protocols.postgres.origins import Relation, column_names
@@ -257,51 +257,38 @@ def _bytea_text(value: bytes, codec: str, leaves: list[str] | None = None) -> st
     return _lenient(value, codec)
 
 
-# The elements of a record's, an array's or a JSON value's text (a quoted one
-# with its quotes), and the text of a server's message: each is searched as a
-# whole value too, as nine bare digits are an SSN only as a whole value.
-_ELEMENT = re.compile(r'"(?:[^"\\]|\\.|"")*"|[^\s{}()\[\],:"][^{}()\[\],:"]*', re.DOTALL)
-_UNESCAPE = re.compile(r'\\(.)|""', re.DOTALL)
 _OPENERS = ("(", "{", "[")
 
 
-def _element_value(token: str) -> str:
-    if not token.startswith('"'):
-        return token
-    if "\\" in token:
-        try:
-            value = json.loads(token)  # JSON's escapes (\u0036)
-        except ValueError:
-            pass
-        else:
-            if isinstance(value, str):
-                return value
-    return _UNESCAPE.sub(lambda m: m.group(1) or '"', token[1:-1])
-
-
-def _whole_elements(masks: SessionMasks, text: str, counts: Counts, depth: int = 0) -> str:
+def _whole_elements(masks: SessionMasks, text: str, counts: Counts, depth: int = 0, balanced: bool = True) -> str:
     """
-    C{text} with each element (L{_ELEMENT}) in which the detectors find
-    something as a whole value replaced by its masked value, quoted (a
-    string in records, arrays and JSON alike); the same object if none is.
+    C{text} with each element (L{element_spans}) in which the detectors
+    find something as a whole value replaced by its masked value, quoted
+    (a string in records, arrays and JSON alike), or as it is inside a
+    quoted part whose quotes are not balanced; the same object if none is.
     A quoted element that reads as a container (a record's JSON field) is
-    searched the same way.
+    searched the same way.  C{balanced}: its quotes are (PostgreSQL's
+    output of a value, not a message quoting one).
     """
     out: list[str] = []
     at = 0
-    shortest = masks.gate.shortest
-    for match in _ELEMENT.finditer(text):
-        if match.end() - match.start() < shortest:
-            continue  # too short for any detector, even quoted (and escapes only lengthen it)
-        value = _element_value(match.group())
+    gate = masks.gate.passes
+    for start, end, value, element in element_spans(text, masks.gate.shortest, balanced):
+        if start < at or not gate(value.encode("utf-8", "surrogateescape")):
+            continue  # inside an element masked already, or nothing a detector could find
         masked = masks.client_text(value, counts)
-        if depth < _NESTING and match.group().startswith('"') and value.lstrip()[:1] in _OPENERS:
-            masked = _whole_elements(masks, masked, counts, depth + 1)
+        quoted = text[start] == '"'
+        if depth < _NESTING and quoted and value.lstrip()[:1] in _OPENERS:
+            masked = _whole_elements(masks, masked, counts, depth + 1, balanced)
         if masked is value:
             continue
-        out.append(text[at : match.start()])
-        out.append('"' + masked.replace("\\", "\\\\").replace('"', '\\"') + '"')
-        at = match.end()
+        out.append(text[at:start])
+        if element:
+            # As a string: a record's, an array's or JSON's text stays one.
+            out.append('"' + masked.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        else:
+            out.append(masked)  # inside a quoted part that is not one element (quotes not balanced)
+        at = end
     if not out:
         return text
     out.append(text[at:])
@@ -312,7 +299,7 @@ def _found(masks: SessionMasks, text: str, counts: Counts, leaves: list[str] | N
     """Whether the detectors find something in C{text}, in one of its elements, or in one of C{leaves} alone."""
     if masks.client_text(text, counts) is not text:
         return True
-    if text.lstrip()[:1] in _OPENERS and _whole_elements(masks, text, counts) is not text:
+    if text.lstrip()[:1] in _OPENERS and _whole_elements(masks, text, counts, balanced=False) is not text:
         return True
     return any(_found(masks, leaf, counts) for leaf in leaves or ())
 
@@ -625,9 +612,9 @@ class ResultMasking:
         codec = self.codec
         if codec == "utf-8":
             # Its quoted and bracketed parts as whole values too: a value an error quotes ("536228726").
-            return _whole_elements(masks, masks.client_text(value, self.counts), self.counts)
+            return _whole_elements(masks, masks.client_text(value, self.counts), self.counts, balanced=False)
         text = value.encode("utf-8", "surrogateescape").decode(codec, "surrogateescape")
-        masked = _whole_elements(masks, masks.client_text(text, self.counts), self.counts)
+        masked = _whole_elements(masks, masks.client_text(text, self.counts), self.counts, balanced=False)
         if masked is text:
             return value
         return masked.encode(codec, "surrogateescape").decode("utf-8", "surrogateescape")

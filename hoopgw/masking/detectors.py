@@ -25,7 +25,7 @@ from typing import Any
 
 from attrs import frozen
 
-__all__ = ["DETECTORS", "Detector", "Gate", "PatternError", "Span", "compile_pattern", "find"]
+__all__ = ["DETECTORS", "Detector", "Gate", "PatternError", "Span", "compile_pattern", "find", "separated"]
 
 # Most detectors need a digit: one scan per text tells them all.
 _DIGIT = re.compile(r"\d")
@@ -59,6 +59,8 @@ class Detector:
     digits: int = 0
     length: int = 0
     needles: tuple[str, ...] = ()
+    # It finds a value only as a whole one (a line of its own): see L{separated}.
+    whole: bool = False
 
     @property
     def gated(self) -> bool:
@@ -281,7 +283,7 @@ DETECTORS: dict[str, tuple[Detector, ...]] = {
         Detector(
             "ssn", True, lambda text: len(text.strip()) == 9 or "\n" in text,
             re.compile(r"(?m)^[^\S\n]*(?P<value>(?P<area>\d{3})(?P<group>\d{2})(?P<serial>\d{4}))[^\S\n]*$"),
-            _ssn, digits=9, length=9,
+            _ssn, digits=9, length=9, whole=True,
         ),
     ),
     "email": (
@@ -358,6 +360,17 @@ DETECTORS: dict[str, tuple[Detector, ...]] = {
         ),
     ),
 }
+
+
+# What separates whole values in a text that is not one (a JSON log line's
+# "536228726", a CSV's or psql's table's field): each becomes a line break,
+# so that a detector of whole values finds them (same length: the spans hold).
+_SEPARATORS = str.maketrans({c: "\n" for c in "\"'()[]{},:;|\t"})
+
+
+def separated(text: str) -> str:
+    """C{text} with the separators of whole values (quotes, brackets, commas, colons, bars, tabs) as line breaks."""
+    return text.translate(_SEPARATORS)
 
 
 def find(text: str, detectors: Iterable[Detector]) -> list[Span]:

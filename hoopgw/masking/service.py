@@ -30,7 +30,7 @@ from typing import Any
 from attrs import define, field, frozen
 
 from hoopgw.interfaces import IMetrics
-from hoopgw.masking.detectors import Gate, compile_pattern, find
+from hoopgw.masking.detectors import Gate, compile_pattern, find, separated
 from hoopgw.masking.engine import REDACTED, Masker
 from hoopgw.masking.jsonbody import KIND_PATHS, JsonRules
 from hoopgw.masking.jsonpath import JsonPath, compile_json_path
@@ -230,9 +230,17 @@ class SessionMasks:
         replacement)}, ordered, not overlapping (L{hoopgw.masking.stream}).
         """
         found: list[tuple[int, int, str, str]] = []
+        apart: str | None = None
         for mask in self.trail if trail else self.finders:
             for span in find(text, mask.masker.detectors):
                 found.append((span.start, span.end, mask.name, span.detector))
+            whole = [d for d in mask.masker.detectors if d.whole]
+            if whole:
+                # A stream's whole values also stand between quotes, brackets,
+                # commas, bars (a JSON log line, psql's table), not only on lines.
+                apart = separated(text) if apart is None else apart
+                for span in find(apart, whole):
+                    found.append((span.start, span.end, mask.name, span.detector))
         if not found:
             return []
         found.sort(key=lambda f: (f[0], -f[1]))

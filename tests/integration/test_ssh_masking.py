@@ -110,3 +110,15 @@ detectors = ["ssn"]
         cast = read_asciicast(end["end"]["recording"]).output()
         self.assertNotIn("536228726", cast)
         self.assertNotIn("219099999", cast)
+
+    @inlineCallbacks
+    def test_bare_ssns_between_separators(self) -> None:
+        """A JSON line's, a CSV's and psql's table's fields are whole values too."""
+        script = "printf '{\"ssn\": \"536228726\"}\\n1,219099999,Ada\\n ssn       | name\\n 536228726 | Ada\\n'"
+        code, output = yield self.ssh("-tt", script)
+        self.assertEqual(code, 0, output)
+        text = output.decode()
+        self.assertNotIn("536228726", text)
+        self.assertNotIn("219099999", text)
+        self.assertIn('{"ssn": "[redacted]"}\r\n1,[redacted],Ada\r\n', text)
+        self.assertIn(" [redacted] | Ada", text)

@@ -57,6 +57,15 @@ class ResponseTests(SynchronousTestCase):
     def test_text_by_detectors(self) -> None:
         self.assertEqual(masked(DETECTORS, b"text/plain", b"paid " + CARD + b"\n"), b"paid [redacted]\n")
 
+    def test_whole_values_in_log_lines(self) -> None:
+        """kubectl logs of JSON or CSV lines: a bare SSN is a whole value there too, as it is in a JSON body."""
+        ssn = session_masks(MaskRule("pii", detectors=("ssn",)))
+        log = b'{"level":"info","ssn":"536228726","n":536228726}\nid,536228726,Ada\ninvoice 123456789 paid\n'
+        self.assertEqual(
+            masked(ssn, b"text/plain", log),
+            b'{"level":"info","ssn":"[redacted]","n":[redacted]}\nid,[redacted],Ada\ninvoice 123456789 paid\n',
+        )
+
     def test_refused(self) -> None:
         for masks, headers, code, why in [
             (DETECTORS, [(b"Content-Type", b"application/yaml")], 200, "application/yaml"),

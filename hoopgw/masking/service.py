@@ -136,6 +136,11 @@ def element_spans(text: str, shortest: int = 0, balanced: bool = False) -> list[
     return sorted(((start, end, v, e) for (start, end), (v, e) in found.items()), key=lambda x: (x[0], -x[1]))
 
 
+# What separates the words of what a user sends (a command line, a statement,
+# typed input): each a whole value to the detectors of whole values.  Not a
+# URL's "/", "?", "=", "&": a request's resourceVersion must stay readable.
+_WORDS = str.maketrans({c: "\n" for c in " \t\r\f\v\"'()[]{},:;|<>`$"})
+
 # Values masked, by (mask name, what found them: a detector, a pattern or "column").
 Counts = dict[tuple[str, str], int]
 # Spans (start, end) of a text whose value is spelt otherwise, with the value.
@@ -200,7 +205,8 @@ class SessionMasks:
         start; one inside a span already hidden is passed over), each
         searched as a whole value: a span spelt as its value is stored
         masked in place, one whose value is spelt otherwise (escapes,
-        continuations) as C{[redacted]}.
+        continuations) as C{[redacted]}.  Each word of the text is a whole
+        value too (L{_whole_words}).
         """
         if literals is not None and self.trail:
             hidden: list[tuple[int, int, str]] = []
@@ -212,7 +218,35 @@ class SessionMasks:
                     hidden.append((start, end, masked if text[start:end] == value else REDACTED))
             for start, end, masked in reversed(hidden):
                 text = text[:start] + masked + text[end:]
-        return self._text(self.trail, text, counts)
+        return self._whole_words(self._text(self.trail, text, counts), counts)
+
+    def _whole_words(self, text: str, counts: Counts) -> str:
+        """
+        C{text} (what a user sent: a command line, a request, typed input)
+        with the values the trail's detectors of whole values find as a
+        word of their own masked (C{grep 536228726 file}).
+        """
+        found: list[tuple[int, int, ActiveMask, str]] = []
+        words: str | None = None
+        for mask in self.trail:
+            whole = [d for d in mask.masker.detectors if d.whole]
+            if whole:
+                words = text.translate(_WORDS) if words is None else words
+                found.extend((span.start, span.end, mask, span.detector) for span in find(words, whole))
+        if not found:
+            return text
+        found.sort(key=lambda f: (f[0], -f[1]))
+        out, at = [], 0
+        for start, end, mask, detector in found:
+            if start < at:
+                continue
+            key = (mask.name, detector)
+            counts[key] = counts.get(key, 0) + 1
+            out.append(text[at:start])
+            out.append(mask.masker.text_value(text[start:end]))
+            at = end
+        out.append(text[at:])
+        return "".join(out)
 
     @staticmethod
     def _text(masks: tuple[ActiveMask, ...], text: str, counts: Counts) -> str:
@@ -223,11 +257,14 @@ class SessionMasks:
                 counts[key] = counts.get(key, 0) + 1
         return text
 
-    def replacements(self, text: str, counts: Counts, *, trail: bool = False) -> list[tuple[int, int, str]]:
+    def replacements(
+        self, text: str, counts: Counts, *, trail: bool = False, typed: bool = False
+    ) -> list[tuple[int, int, str]]:
         """
         Where the client's (or, with C{trail}, the trail's) masks find
         values in C{text}, and what each becomes: C{(start, end,
         replacement)}, ordered, not overlapping (L{hoopgw.masking.stream}).
+        C{typed}: what a user types, whose words are whole values too.
         """
         found: list[tuple[int, int, str, str]] = []
         apart: str | None = None
@@ -238,7 +275,8 @@ class SessionMasks:
             if whole:
                 # A stream's whole values also stand between quotes, brackets,
                 # commas, bars (a JSON log line, psql's table), not only on lines.
-                apart = separated(text) if apart is None else apart
+                if apart is None:
+                    apart = text.translate(_WORDS) if typed else separated(text)
                 for span in find(apart, whole):
                     found.append((span.start, span.end, mask.name, span.detector))
         if not found:

@@ -192,11 +192,14 @@ class MaskedRecorder:
         self._counts: dict[tuple[str, str], int] = {}
         keys = masks.finds_keys(trail=True)
         self._output = StreamMasker(self._replacements, keys=keys)
-        self._input = StreamMasker(self._replacements, keys=keys)
+        self._input = StreamMasker(self._typed, keys=keys)
         self._closed = False
 
     def _replacements(self, text: str) -> list[tuple[int, int, str]]:
         return self._masks.replacements(text, self._counts, trail=True)
+
+    def _typed(self, text: str) -> list[tuple[int, int, str]]:
+        return self._masks.replacements(text, self._counts, trail=True, typed=True)  # its words: whole values
 
     def output(self, data: bytes) -> None:
         self._recorder.output(self._output.feed(data))

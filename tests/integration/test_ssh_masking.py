@@ -7,6 +7,9 @@ recording is masked whoever the identity; typed lines in the trail too.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from twisted.internet.defer import inlineCallbacks
 
 from hoopgw.recording.asciicast import read_asciicast
@@ -122,3 +125,28 @@ detectors = ["ssn"]
         self.assertNotIn("219099999", text)
         self.assertIn('{"ssn": "[redacted]"}\r\n1,[redacted],Ada\r\n', text)
         self.assertIn(" [redacted] | Ada", text)
+
+
+class BareSSNTrailTests(SSHGatewayCase):
+    """alice is exempt at the client: what she types and runs is stored masked all the same."""
+
+    connection_options = "mask_terminal = true\nrecord_input = true"
+    policy = ALLOW + """
+[[mask]]
+name = "ssn"
+detectors = ["ssn"]
+except_groups = ["dev"]
+"""
+
+    @inlineCallbacks
+    def test_a_bare_ssn_in_a_command_line(self) -> None:
+        code, output = yield self.ssh("-tt", "echo 536228726")
+        self.assertEqual(code, 0, output)
+        self.assertIn("536228726", output.decode())  # exempt
+        yield self.watch.wait("session.end")
+        [(start, _)] = self.actions("ssh.exec")
+        self.assertEqual(start["action"]["input"], "echo [redacted]")
+        self.assertNotIn("536228726", json.dumps(start))
+        [end] = self.records("session.end")
+        recording = Path(end["end"]["recording"]).read_text()
+        self.assertNotIn("536228726", recording)

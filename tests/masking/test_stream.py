@@ -119,3 +119,32 @@ class RecordedTests(SynchronousTestCase):
         self.assertEqual(inner.typed, f"echo {REDACTED}\r".encode())
         self.assertEqual(recorder.path, "x.cast")
         self.assertIs(masked_recorder(inner, None), inner)
+
+    def test_typed_words_are_whole_values(self) -> None:
+        """A bare SSN typed as a word of a command is stored masked; in output, only as a whole value."""
+        from hoopgw.masking.stream import masked_recorder
+
+        class Recorder:
+            out = typed = b""
+            path, failed = "x.cast", None
+
+            def output(self, data: bytes) -> None:
+                self.out += data
+
+            def input(self, data: bytes) -> None:
+                self.typed += data
+
+            def close(self) -> str:
+                return "sha"
+
+        service = MaskingService(SimpleNamespace(policy_set=PolicySet(masks=[MaskRule("m", detectors=("ssn",))])), b"k" * 32)
+        masks = service.for_session(Identity("dev", "alice", ()), Connection("web1", "ssh", "x"))
+        inner = Recorder()
+        recorder = masked_recorder(inner, masks)
+        for key in b"grep 536228726 hr.csv\r":
+            recorder.input(bytes([key]))
+        recorder.output(b"invoice 123456789 paid\r\n")
+        recorder.close()
+        self.assertEqual(inner.typed, f"grep {REDACTED} hr.csv\r".encode())
+        self.assertEqual(inner.out, b"invoice 123456789 paid\r\n")
+        self.assertEqual(masks.trail_text("grep -c 536228726 hr.csv", {}), f"grep -c {REDACTED} hr.csv")

@@ -178,7 +178,7 @@ def _card_spans(match: re.Match[str]) -> list[tuple[int, int]]:
                 break
             if digits >= 13:
                 start, end = groups[i][0], groups[j][1]
-                if _luhn(text[start:end].replace(" ", "").replace("-", "")):
+                if _luhn("".join(_GROUPS.findall(text, start, end))):
                     best = (j, start, end)
         if best is None:
             i += 1
@@ -267,17 +267,21 @@ DETECTORS: dict[str, tuple[Detector, ...]] = {
     "card": (
         Detector(
             "card", True, lambda text: len(text) >= 13,
-            re.compile(r"(?<!\d)\d(?:[ -]?\d){12,}"), _always, spans=_card_spans, digits=13, length=13,
+            re.compile(r"(?<!\d)\d(?:[ \u00a0\u2007\u202f-]?\d){12,}"), _always, spans=_card_spans, digits=13, length=13,
         ),
     ),
     "ssn": (
-        # Written with dashes or spaces anywhere; nine bare digits only as a
+        # Written with dashes or spaces (also the no-break spaces a locale's
+        # formatting or a web page puts there) anywhere; nine bare digits only as a
         # whole value (a column of them) or a line of their own (several
         # such values in one read of a terminal's output, a log), not inside
         # other text.  The white space around them is not part of the value.
         Detector(
             "ssn", True, lambda text: len(text) >= 11,
-            re.compile(r"(?<!\d)(?<!\d[- ])(?P<area>\d{3})(?P<sep>[- ])(?P<group>\d{2})(?P=sep)(?P<serial>\d{4})(?!\d)(?![- ]\d)"),
+            re.compile(
+                r"(?<!\d)(?<!\d[- \u00a0\u2007\u202f])(?P<area>\d{3})(?P<sep>[- \u00a0\u2007\u202f])(?P<group>\d{2})"
+                r"(?P=sep)(?P<serial>\d{4})(?!\d)(?![- \u00a0\u2007\u202f]\d)"
+            ),
             _ssn, digits=9, length=11,
         ),
         Detector(

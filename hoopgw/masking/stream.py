@@ -47,6 +47,7 @@ REDACTED_BYTES = b"[redacted]"
 # back at the end of a chunk.
 _VALUE_BYTES = frozenset(
     b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz@.-+/=_% ()\x1b[;?"
+    b"\xc2\xa0\xe2\x80\x87\xaf"  # the no-break spaces between a number's groups (U+00A0, U+2007, U+202F)
 )
 _LONGEST_ESCAPE = 4096  # an unterminated sequence longer than this is not waited for
 

@@ -323,3 +323,17 @@ class MaskingCanaryTests(MaskingCase):
         self.assertNotIn(bare, self.trail())
         errors = [r["outcome"].get("error", "") for r in self.records("action.end")]
         self.assertIn('date/time field value out of range: [redacted]', errors)
+
+    @inlineCallbacks
+    def test_numbers_grouped_by_no_break_spaces(self) -> None:
+        """A card number or SSN whose groups a locale's formatting or a web page split with no-break spaces."""
+        self.cluster.psql(
+            "INSERT INTO people (id, note) VALUES"
+            " (3, 'paid with 4012' || chr(160) || '8888' || chr(160) || '8888' || chr(160) || '1881'),"
+            " (4, 'ssn 536' || chr(8239) || '22' || chr(8239) || '8726')"
+        )
+        code, output = yield self.psql("-c", "SELECT note FROM people WHERE id IN (3, 4) ORDER BY id")
+        text = output.decode()
+        self.assertNotIn("8888\u00a08888", text)
+        self.assertNotIn("22\u202f8726", text)
+        self.assertEqual(text.count("[redacted]"), 2, text)

@@ -75,6 +75,15 @@ class SSNTests(SynchronousTestCase):
         self.assertEqual(spans("123456789", "ssn"), ["123456789"])
         self.assertEqual(spans("invoice 123456789", "ssn"), [])
 
+    def test_no_break_spaces_between_groups(self) -> None:
+        """As a locale's number formatting or a copied web page writes them (U+00A0, U+2007, U+202F)."""
+        for space in ("\u00a0", "\u2007", "\u202f"):
+            card = space.join(("4111", "1111", "1111", "1111"))
+            self.assertEqual(spans(f"card {card} ok", "card"), [card])
+            ssn = space.join(("536", "22", "8726"))
+            self.assertEqual(spans(f"ssn {ssn} ok", "ssn"), [ssn])
+        self.assertEqual(spans("536-22\u00a08726", "ssn"), [])  # one kind of separator
+
     def test_bare_digits_on_lines_of_their_own(self) -> None:
         """Several whole values in one text (a terminal's read, a log); the white space around is not the value."""
         self.assertEqual(spans("ssns:\r\n123456789\r\n 536228726 \n", "ssn"), ["123456789", "536228726"])

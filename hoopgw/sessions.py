@@ -41,7 +41,7 @@ from hoopgw.interfaces import (
     ISessionService,
     IStore,
 )
-from hoopgw.masking.service import SessionMasks, elements
+from hoopgw.masking.service import SessionMasks
 from hoopgw.model import Action, Connection, Decision, Effect, Identity, Outcome, Source, Status
 from hoopgw.recording.asciicast import RECORDING_FLAGS, RECORDING_MODE
 
@@ -1075,8 +1075,7 @@ class ActionHandle:
             masks = self.session.masks
             if masks is not None and masks.trail:
                 counts: dict[tuple[str, str], int] = {}
-                # Its quoted and bracketed parts as whole values too (a server's error quoting "536228726").
-                error = masks.trail_text(error, counts, elements)
+                error = masks.trail_text(error, counts)
                 if counts:
                     masked = dict(outcome.masked or {})
                     for name, count in masks.settle(counts).items():

@@ -59,7 +59,8 @@ class Detector:
     digits: int = 0
     length: int = 0
     needles: tuple[str, ...] = ()
-    # It finds a value only as a whole one (a line of its own): see L{separated}.
+    # It finds a value only as a whole one: a line of its own, or between
+    # separators (L{find} reads the text as L{separated} for it).
     whole: bool = False
 
     @property
@@ -273,9 +274,10 @@ DETECTORS: dict[str, tuple[Detector, ...]] = {
     "ssn": (
         # Written with dashes or spaces (also the no-break spaces a locale's
         # formatting or a web page puts there) anywhere; nine bare digits only as a
-        # whole value (a column of them) or a line of their own (several
-        # such values in one read of a terminal's output, a log), not inside
-        # other text.  The white space around them is not part of the value.
+        # whole value (a column of them), a line of their own (several such
+        # values in one read of a terminal's output, a log) or a field between
+        # separators (a JSON text's "536228726", a CSV's, psql's table's),
+        # not inside other text.  The white space around them is not part of the value.
         Detector(
             "ssn", True, lambda text: len(text) >= 11,
             re.compile(
@@ -391,11 +393,13 @@ def find(text: str, detectors: Iterable[Detector]) -> list[Span]:
                 digit = _DIGIT.search(text) is not None
             if not digit:
                 continue
-        if detector.prefilter is not None and not detector.prefilter(text):
+        # A detector of whole values reads them also between separators (same length: spans hold).
+        subject = separated(text) if detector.whole else text
+        if detector.prefilter is not None and not detector.prefilter(subject):
             continue
         inside = detector.spans
         value = "value" in detector.pattern.groupindex  # the match is more than the value
-        for match in detector.pattern.finditer(text):
+        for match in detector.pattern.finditer(subject):
             if inside is not None:
                 spans.extend(Span(start, end, detector.name) for start, end in inside(match))
             elif detector.valid(match):

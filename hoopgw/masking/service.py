@@ -30,13 +30,13 @@ from typing import Any
 from attrs import define, field, frozen
 
 from hoopgw.interfaces import IMetrics
-from hoopgw.masking.detectors import Gate, compile_pattern, find, separated
+from hoopgw.masking.detectors import Gate, compile_pattern, find
 from hoopgw.masking.engine import REDACTED, Masker
 from hoopgw.masking.jsonbody import KIND_PATHS, JsonRules
 from hoopgw.masking.jsonpath import JsonPath, compile_json_path
 from hoopgw.model import Connection, Identity
 
-__all__ = ["ActiveMask", "MaskingService", "SessionMasks", "element_spans", "elements"]
+__all__ = ["ActiveMask", "MaskingService", "SessionMasks", "element_spans"]
 
 
 @frozen
@@ -79,14 +79,10 @@ def _origin_matcher(columns: Iterable[str]) -> Callable[[str], object] | None:
     return re.compile("|".join(fnmatch.translate(c) for c in columns)).match
 
 
-# The parts of a text that may each be a whole value: the elements of a
-# record's, an array's or a JSON value's text (a quoted one with its quotes),
-# the quoted and bracketed parts of a message.  A detector may find a value
-# only as a whole one (nine bare digits are an SSN only as one).
+# The elements of a record's, an array's or a JSON value's text (a quoted one
+# with its quotes): each may be a whole value to a detector (nine bare digits
+# are an SSN only as one), also spelt with escapes (JSON's \u0036).
 _ELEMENT = re.compile(r'"(?:[^"\\]|\\.|"")*"|[^\s{}()\[\],:"][^{}()\[\],:"]*', re.DOTALL)
-# The same with quotes and backslashes as mere separators: where quotes are
-# not balanced (a message quoting JSON: "{"n":536228726}").
-_PLAIN = re.compile(r'[^\s{}()\[\],:"\\][^{}()\[\],:"\\]*')
 _UNESCAPE = re.compile(r'\\(.)|""', re.DOTALL)
 
 
@@ -104,36 +100,17 @@ def _element_value(token: str) -> str:
     return _UNESCAPE.sub(lambda m: m.group(1) or '"', token[1:-1])
 
 
-def elements(text: str, shortest: int = 0) -> list[tuple[int, int, str]]:
+def element_spans(text: str, shortest: int = 0) -> list[tuple[int, int, str]]:
     """
-    The parts of C{text} that may each be a whole value, as C{(start,
-    end, value)} (L{element_spans} without whether each is one element).
-    A L{Literals} for L{SessionMasks.trail_text}.
+    The elements of C{text} (L{_ELEMENT}), in order, as C{(start, end,
+    value)}: a quoted one unquoted, its escapes undone; none spelt shorter
+    than C{shortest}.
     """
-    return [(start, end, value) for start, end, value, _ in element_spans(text, shortest)]
-
-
-def element_spans(text: str, shortest: int = 0, balanced: bool = False) -> list[tuple[int, int, str, bool]]:
-    """
-    The parts of C{text} that may each be a whole value (L{_ELEMENT}, and
-    unless its quotes are C{balanced} (PostgreSQL's output of a record, an
-    array, JSON) L{_PLAIN}'s that are not among them), as C{(start, end,
-    value, element)} (a quoted one unquoted, its escapes undone;
-    C{element}: one of L{_ELEMENT}'s, not inside a quoted one), by start,
-    a longer one first (they may overlap); none spelt shorter than
-    C{shortest}.
-    """
-    found = {
-        (m.start(), m.end()): (_element_value(m.group()), True)
+    return [
+        (m.start(), m.end(), _element_value(m.group()))
         for m in _ELEMENT.finditer(text)
         if m.end() - m.start() >= shortest
-    }
-    if balanced:
-        return [(start, end, v, e) for (start, end), (v, e) in found.items()]  # (in order, none overlapping)
-    for m in _PLAIN.finditer(text):
-        if m.end() - m.start() >= shortest and (m.start(), m.end()) not in found:
-            found[m.start(), m.end()] = (m.group(), False)
-    return sorted(((start, end, v, e) for (start, end), (v, e) in found.items()), key=lambda x: (x[0], -x[1]))
+    ]
 
 
 # What separates the words of what a user sends (a command line, a statement,
@@ -271,12 +248,9 @@ class SessionMasks:
         for mask in self.trail if trail else self.finders:
             for span in find(text, mask.masker.detectors):
                 found.append((span.start, span.end, mask.name, span.detector))
-            whole = [d for d in mask.masker.detectors if d.whole]
+            whole = [d for d in mask.masker.detectors if d.whole] if typed else None
             if whole:
-                # A stream's whole values also stand between quotes, brackets,
-                # commas, bars (a JSON log line, psql's table), not only on lines.
-                if apart is None:
-                    apart = text.translate(_WORDS) if typed else separated(text)
+                apart = text.translate(_WORDS) if apart is None else apart
                 for span in find(apart, whole):
                     found.append((span.start, span.end, mask.name, span.detector))
         if not found:

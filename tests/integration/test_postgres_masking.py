@@ -322,7 +322,7 @@ class MaskingCanaryTests(MaskingCase):
             self.assertIn(bare, output.decode())
         self.assertNotIn(bare, self.trail())
         errors = [r["outcome"].get("error", "") for r in self.records("action.end")]
-        self.assertIn('date/time field value out of range: [redacted]', errors)
+        self.assertIn('date/time field value out of range: "[redacted]"', errors)
 
     @inlineCallbacks
     def test_numbers_grouped_by_no_break_spaces(self) -> None:
@@ -337,3 +337,17 @@ class MaskingCanaryTests(MaskingCase):
         self.assertNotIn("8888\u00a08888", text)
         self.assertNotIn("22\u202f8726", text)
         self.assertEqual(text.count("[redacted]"), 2, text)
+
+    @inlineCallbacks
+    def test_bare_ssn_between_separators_in_text(self) -> None:
+        """A text holding a bare SSN as a field of its own (a key: value, a quoted SQL constant, a CSV)."""
+        bare = "536228726"
+        self.cluster.psql(
+            "INSERT INTO people (id, note) VALUES"
+            f" (5, 'ssn: {bare}; ok'), (6, 'WHERE ssn = ''{bare}'''), (7, '1,{bare},Ada'), (8, 'invoice {bare} paid')"
+        )
+        code, output = yield self.psql("-c", "SELECT note FROM people WHERE id BETWEEN 5 AND 8 ORDER BY id")
+        self.assertEqual(
+            output.decode().splitlines(),
+            ["ssn: [redacted]; ok", "WHERE ssn = '[redacted]'", "1,[redacted],Ada", f"invoice {bare} paid"],
+        )

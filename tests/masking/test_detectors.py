@@ -90,6 +90,14 @@ class SSNTests(SynchronousTestCase):
         self.assertEqual(spans(" 123456789\n", "ssn"), ["123456789"])
         self.assertEqual(spans("invoice\n123456789 paid\n", "ssn"), [])
 
+    def test_bare_digits_between_separators(self) -> None:
+        """A field of its own: JSON's, a CSV's, psql's table's, a quoted constant's, a key's value."""
+        for text in ('{"ssn": "123456789"}', '{"n":123456789}', "1,123456789,Ada", " 123456789 | Ada",
+                     "WHERE ssn = '123456789'", "ssn: 123456789", "(123456789)", "a\t123456789\tb"):
+            self.assertEqual(spans(text, "ssn"), ["123456789"], text)
+        for text in ("invoice 123456789 paid", "id=123456789", "x123456789", "/users/123456789/"):
+            self.assertEqual(spans(text, "ssn"), [], text)
+
 
 @st.composite
 def ibans(draw) -> str:

@@ -260,34 +260,28 @@ def _bytea_text(value: bytes, codec: str, leaves: list[str] | None = None) -> st
 _OPENERS = ("(", "{", "[")
 
 
-def _whole_elements(masks: SessionMasks, text: str, counts: Counts, depth: int = 0, balanced: bool = True) -> str:
+def _whole_elements(masks: SessionMasks, text: str, counts: Counts, depth: int = 0) -> str:
     """
-    C{text} with each element (L{element_spans}) in which the detectors
-    find something as a whole value replaced by its masked value, quoted
-    (a string in records, arrays and JSON alike), or as it is inside a
-    quoted part whose quotes are not balanced; the same object if none is.
+    C{text} (a record's, an array's or JSON's) with each element
+    (L{element_spans}) in which the detectors find something replaced by
+    its masked value as a string, so that the text stays what it is (masked
+    in place, a number would become a word); the same object if none is.
     A quoted element that reads as a container (a record's JSON field) is
-    searched the same way.  C{balanced}: its quotes are (PostgreSQL's
-    output of a value, not a message quoting one).
+    searched the same way.
     """
     out: list[str] = []
     at = 0
     gate = masks.gate.passes
-    for start, end, value, element in element_spans(text, masks.gate.shortest, balanced):
-        if start < at or not gate(value.encode("utf-8", "surrogateescape")):
-            continue  # inside an element masked already, or nothing a detector could find
+    for start, end, value in element_spans(text, masks.gate.shortest):
+        if not gate(value.encode("utf-8", "surrogateescape")):
+            continue  # nothing a detector could find
         masked = masks.client_text(value, counts)
-        quoted = text[start] == '"'
-        if depth < _NESTING and quoted and value.lstrip()[:1] in _OPENERS:
-            masked = _whole_elements(masks, masked, counts, depth + 1, balanced)
+        if depth < _NESTING and text[start] == '"' and value.lstrip()[:1] in _OPENERS:
+            masked = _whole_elements(masks, masked, counts, depth + 1)
         if masked is value:
             continue
         out.append(text[at:start])
-        if element:
-            # As a string: a record's, an array's or JSON's text stays one.
-            out.append('"' + masked.replace("\\", "\\\\").replace('"', '\\"') + '"')
-        else:
-            out.append(masked)  # inside a quoted part that is not one element (quotes not balanced)
+        out.append('"' + masked.replace("\\", "\\\\").replace('"', '\\"') + '"')
         at = end
     if not out:
         return text
@@ -299,7 +293,7 @@ def _found(masks: SessionMasks, text: str, counts: Counts, leaves: list[str] | N
     """Whether the detectors find something in C{text}, in one of its elements, or in one of C{leaves} alone."""
     if masks.client_text(text, counts) is not text:
         return True
-    if text.lstrip()[:1] in _OPENERS and _whole_elements(masks, text, counts, balanced=False) is not text:
+    if text.lstrip()[:1] in _OPENERS and _whole_elements(masks, text, counts) is not text:
         return True
     return any(_found(masks, leaf, counts) for leaf in leaves or ())
 
@@ -553,11 +547,13 @@ class ResultMasking:
                     elif not gate(value):
                         continue
                 if action == _SPANS:
-                    text = _text(value[argument:] if argument else value, codec)
-                    masked = masks.client_text(text, counts)
+                    text = masked = _text(value[argument:] if argument else value, codec)
                     if text.lstrip()[:1] in _OPENERS:
-                        # A record, an array (or text that reads as one): its elements as whole values too.
+                        # A record, an array (or text that reads as one): its elements as whole
+                        # values first, each masked as a string (what is found between its
+                        # separators after that would be masked as it is written).
                         masked = _whole_elements(masks, masked, counts)
+                    masked = masks.client_text(masked, counts)
                     if masked is not text:
                         new = value[:argument] + _bytes(masked, codec)
                 elif action == _FOUND_NULL:
@@ -578,7 +574,7 @@ class ResultMasking:
                             new = None
                     else:
                         text = _text(value[argument:] if argument else value, codec)
-                        masked = _whole_elements(masks, masks.client_text(text, counts), counts)
+                        masked = masks.client_text(_whole_elements(masks, text, counts), counts)
                         if masked is not text:
                             new = value[:argument] + _bytes(masked, codec) if _json_or_none(masked) else None
             if new is not value:
@@ -611,10 +607,9 @@ class ResultMasking:
         """
         codec = self.codec
         if codec == "utf-8":
-            # Its quoted and bracketed parts as whole values too: a value an error quotes ("536228726").
-            return _whole_elements(masks, masks.client_text(value, self.counts), self.counts, balanced=False)
+            return masks.client_text(value, self.counts)
         text = value.encode("utf-8", "surrogateescape").decode(codec, "surrogateescape")
-        masked = _whole_elements(masks, masks.client_text(text, self.counts), self.counts, balanced=False)
+        masked = masks.client_text(text, self.counts)
         if masked is text:
             return value
         return masked.encode(codec, "surrogateescape").decode("utf-8", "surrogateescape")
@@ -791,9 +786,8 @@ class ResultMasking:
         changed = False
         for index, field in enumerate(fields):
             value = csv_value(field, csv.quote, csv.escape) if csv is not None else text_value(field)
-            masked = masks.client_text(value, self.counts)
-            if value.lstrip()[:1] in _OPENERS:
-                masked = _whole_elements(masks, masked, self.counts)
+            masked = _whole_elements(masks, value, self.counts) if value.lstrip()[:1] in _OPENERS else value
+            masked = masks.client_text(masked, self.counts)
             if masked is not value:
                 fields[index] = csv_field(masked, csv.quote, csv.escape) if csv is not None else text_field(masked, delimiter)
                 changed = True

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from attrs import frozen
+from attrs import Factory, field, frozen
 
 __all__ = ["DETECTORS", "Detector", "Gate", "PatternError", "Span", "compile_pattern", "find", "separated"]
 
@@ -62,6 +62,8 @@ class Detector:
     # It finds a value only as a whole one: a line of its own, or between
     # separators (L{find} reads the text as L{separated} for it).
     whole: bool = False
+    # Its pattern's group "value" is the value (the match is more: white space).
+    value_group: bool = field(init=False, default=Factory(lambda self: "value" in self.pattern.groupindex, takes_self=True))
 
     @property
     def gated(self) -> bool:
@@ -147,6 +149,8 @@ def _luhn(digits: str) -> bool:
 
 
 _GROUPS = re.compile(r"\d+")
+# What may separate a number's digit groups: dropped before its check digit is read.
+_GROUP_SEPARATORS = str.maketrans("", "", " -\u00a0\u2007\u202f")
 
 
 def _card_spans(match: re.Match[str]) -> list[tuple[int, int]]:
@@ -179,7 +183,7 @@ def _card_spans(match: re.Match[str]) -> list[tuple[int, int]]:
                 break
             if digits >= 13:
                 start, end = groups[i][0], groups[j][1]
-                if _luhn("".join(_GROUPS.findall(text, start, end))):
+                if _luhn(text[start:end].translate(_GROUP_SEPARATORS)):
                     best = (j, start, end)
         if best is None:
             i += 1
@@ -398,7 +402,7 @@ def find(text: str, detectors: Iterable[Detector]) -> list[Span]:
         if detector.prefilter is not None and not detector.prefilter(subject):
             continue
         inside = detector.spans
-        value = "value" in detector.pattern.groupindex  # the match is more than the value
+        value = detector.value_group
         for match in detector.pattern.finditer(subject):
             if inside is not None:
                 spans.extend(Span(start, end, detector.name) for start, end in inside(match))

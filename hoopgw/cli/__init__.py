@@ -755,7 +755,7 @@ def replay(args: argparse.Namespace) -> int:
 
 def _api_arguments(parser: argparse.ArgumentParser, use: str = "") -> None:
     """--api and --token: a verb that talks to the running gateway's API, as the caller."""
-    parser.add_argument("--api", help=f"the gateway's API URL{use} (default: [listen] api of the configuration)")
+    parser.add_argument("--api", help=f"the gateway's API URL{use}: https, or http to 127.0.0.1 / [::1] (default: [listen] api of the configuration)")
     parser.add_argument("--token", help=f"your bearer token{use} (default: $HOOPGW_TOKEN)")
 
 
@@ -778,12 +778,15 @@ def _api_url(args: argparse.Namespace) -> str:
 
 def _api(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, object]:
     """One call to the gateway's API (reviews, grants) with the caller's token; (status, JSON body)."""
-    from hoopgw.cli.login import call
+    from hoopgw.cli.login import _secure, call
 
     token = args.token or os.environ.get("HOOPGW_TOKEN")
     if not token:
         raise CommandError("a token is needed: --token TOKEN or HOOPGW_TOKEN (your identity decides)")
-    return call(_api_url(args) + path, body=body, token=token, method=method)
+    # The token approves and asks for access as its owner: over https, as
+    # hoopgw login and ssh-key send it (plain http only on this machine).
+    url = _secure(_api_url(args) + path, "a gateway (its API listener as an ssl: endpoint)")
+    return call(url, body=body, token=token, method=method)
 
 
 def _api_result(status: int, body: object) -> int:

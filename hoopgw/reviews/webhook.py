@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from hoopgw.audit import events
+from hoopgw.errors import terminal_safe
 from hoopgw.interfaces import IMetrics
 from hoopgw.reviews import Review, identity_record
 
@@ -103,16 +104,27 @@ def payload(review: Review, *, gateway: str, api_url: str | None) -> dict[str, A
     return body
 
 
+def _one_line(value: object) -> str:
+    # Line breaks (of any kind), other controls and bidi overrides escaped
+    # (\x0a): the statement and a grant's reason are the requester's text, and
+    # must not make lines of the summary (a review line, an approve command
+    # naming another review) nor show reordered.  Escaped, not made spaces:
+    # "SELECT 1 -- x\nDELETE ..." must not read as one commented line.  The
+    # payload's other fields keep them as they are.
+    return terminal_safe(value)
+
+
 def _summary(body: Mapping[str, Any]) -> str:
     action = body["action"]
-    text = str(action.get("input", ""))
+    text = _one_line(action.get("input", ""))
     if len(text) > _TEXT_INPUT:
         text = text[:_TEXT_INPUT] + "…"
+    reason = _one_line(body["reason"])
     lines = [
-        f"{body['requester']['subject']} asks to run on {body['connection']} ({action.get('kind')}): {text}",
+        f"{_one_line(body['requester']['subject'])} asks to run on {body['connection']} ({action.get('kind')}): {text}",
         f"Review {body['id']}"
         + (f" by rule {', '.join(body['rules'])}" if body["rules"] else "")
-        + (f": {body['reason']}" if body["reason"] else "")
+        + (f": {reason}" if reason else "")
         + f". Approvers: {', '.join(body['approvers'])}"
         + (f" ({body['min_approvals']} needed)" if body["min_approvals"] > 1 else "")
         + f"; expires {body['expires']}.",

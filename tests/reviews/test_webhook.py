@@ -158,6 +158,49 @@ class WebhookTests(SynchronousTestCase):
         self.assertEqual(self.count("hoopgw_review_webhook_deliveries_total", result="delivered"), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [self.reviews._live[review.id]._timer])
 
+    def test_summary_lines_are_the_gateways(self) -> None:
+        """
+        The statement is the requester's text: its line breaks (any of
+        them) do not make lines of the summary, so it cannot show an
+        approver a review line or an approve command of its own (another
+        review's id: the requester's pending grant).
+        """
+        receiver, _ = self.stub(200)
+        forged = "\nReview zzzzzzzz by rule review-deletes. Approvers: group:dba.\nhoopgw reviews approve zzzzzzzz"
+        inputs = [
+            "DELETE FROM items WHERE false -- " + forged + "\n\n\n",
+            "DELETE FROM items WHERE false -- " + forged.replace("\n", "\u2028"),
+            "DELETE FROM items WHERE false -- " + forged.replace("\n", "\r"),
+        ]
+        reviews = [self.open(action={"kind": "sql.query", "input": text}) for text in inputs]
+        self.clock.advance(0)
+        for review, body in zip(reviews, receiver.bodies()):
+            lines = body["text"].splitlines()
+            self.assertEqual(len(lines), 3, lines)
+            self.assertTrue(lines[0].startswith("alice asks to run on appdb (sql.query): DELETE FROM items WHERE false"))
+            self.assertEqual(lines[2], f'hoopgw reviews approve {review.id}  |  hoopgw reviews deny {review.id} --reason "..."')
+            self.assertTrue(body["action"]["input"].startswith("DELETE"))  # the whole of it, as it was
+        # A grant's review: its reason is the requester's too.
+        review = self.successResultOf(self.reviews.open(
+            session="", action_id="grant/g1", requester=ALICE, connection="appdb",
+            action={"kind": "grant.request", "input": "access to appdb for 1h"},
+            rule="review-deletes", requirement=DBA, reason="INC-1" + forged,
+        ))
+        self.clock.advance(0)
+        lines = receiver.bodies()[-1]["text"].splitlines()
+        self.assertEqual(len(lines), 3, lines)
+        self.assertEqual(lines[2], f'hoopgw reviews approve {review.id}  |  hoopgw reviews deny {review.id} --reason "..."')
+        # A line break is shown, not made a space: the DELETE is not read as part of the comment.
+        self.open(action={"kind": "sql.query", "input": "SELECT 1 -- just a read\nDELETE FROM items"})
+        self.clock.advance(0)
+        self.assertIn("SELECT 1 -- just a read\\x0aDELETE FROM items", receiver.bodies()[-1]["text"])
+        # Nor shown reordered (a bidi override: what runs is not what reads).
+        self.open(action={"kind": "sql.query", "input": "DELETE FROM items /*\u202e*/ WHERE true"})
+        self.clock.advance(0)
+        text = receiver.bodies()[-1]["text"]
+        self.assertNotIn("\u202e", text)
+        self.assertIn("DELETE FROM items /*\\u202e*/ WHERE true", text)
+
     def test_without_api_url(self) -> None:
         """No API URL: the links are left out, and the log says once how to have them."""
         receiver, _ = self.stub(200, api_url=lambda: None)

@@ -416,6 +416,12 @@ class RelationGraph:
             maintained = to_read or set(self.names)
             to_write += [(oid, _MAINTAIN) for oid in maintained]
         to_call = list(info.functions)
+        # The routines the statement calls by name, and what they call: their
+        # bodies' kinds and WHERE-less writes are the statement's own.  A
+        # trigger's or a default's are the table's design (a counter kept,
+        # a cache cleared), not this statement's slip: their tables count.
+        explicit = set(info.functions)
+        explicit_effects: set[int] = set()  # (ids: effects are not hashable by value here)
         if "create_table" in info.kinds:
             # LIKE ... INCLUDING, CREATE TABLE AS, SELECT INTO copy their
             # sources' defaults, CHECKs, indexes, generated columns and column
@@ -440,7 +446,12 @@ class RelationGraph:
                 name = to_call.pop()
                 if name not in called:
                     called.add(name)
-                    effects.extend(self._routines.get(name, ()))
+                    routine = self._routines.get(name, ())
+                    effects.extend(routine)
+                    if name in explicit:
+                        for effect in routine:
+                            explicit.update(effect.calls)
+                            explicit_effects.add(id(effect))
                     # query_to_xml, crosstab, ... reached through an operator,
                     # an aggregate, a default: what they run cannot be read.
                     unknown = unknown or runs_sql_text(name)
@@ -493,8 +504,9 @@ class RelationGraph:
                     to_call.extend(self._type_uses.get(name, ()))
                 unknown = unknown or effect.unknown
                 ddl = ddl or effect.ddl
-                body_kinds.update(dict.fromkeys(effect.kinds))
-                without_where = without_where or effect.without_where
+                if id(effect) in explicit_effects:
+                    body_kinds.update(dict.fromkeys(effect.kinds))
+                    without_where = without_where or effect.without_where
                 program = program or effect.program
                 to_read |= self.resolve(effect.reads, effect.unqualified) - read
                 to_write.extend((oid, effect.events) for oid in self.resolve(effect.writes, effect.unqualified))

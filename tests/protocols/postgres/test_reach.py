@@ -115,9 +115,28 @@ class ExpandTests(SynchronousTestCase):
         self.assertTrue(g.expand(one("SELECT wipe_all()")).without_where)
         self.assertTrue(g.expand(one("SELECT * FROM public.shell()")).program)
         self.assertTrue(g.expand(one("SELECT * FROM public.shell()")).attributes()["sql.program"])
-        self.assertIn("truncate", g.expand(one("INSERT INTO feed VALUES (1)")).kinds)  # a default's function
+        # A default's (or a trigger's) body is the table's design: its tables
+        # count for the INSERT, its kinds count where it is attached.
+        insert = g.expand(one("INSERT INTO feed VALUES (1)"))
+        self.assertNotIn("truncate", insert.kinds)
+        self.assertIn("public.notes", insert.writes)
+        self.assertIn("truncate", g.expand(one("ALTER TABLE feed ALTER COLUMN x SET DEFAULT trunc()")).kinds)
+        self.assertIn("truncate", g.expand(one("CREATE TRIGGER t AFTER INSERT ON feed EXECUTE FUNCTION trunc()")).kinds)
         plain = g.expand(one("SELECT 1 FROM notes"))
         self.assertEqual((plain.kinds, plain.without_where, plain.program), (("select",), False, False))
+
+    def test_a_triggers_where_less_write_is_not_the_statements(self) -> None:
+        """An INSERT whose trigger keeps a counter (UPDATE without WHERE) is no unbounded write; what it writes still counts."""
+        counter = Routine("public", "bump", "plpgsql", "BEGIN UPDATE notes SET x = x + 1; DELETE FROM payments; END")
+        g = graph(functions=[counter], triggers=[(FEED, "i", counter, ())])
+        info = g.expand(one("INSERT INTO feed VALUES (1)"))
+        self.assertFalse(info.without_where)
+        self.assertEqual(info.kinds, ("insert", "select"))
+        self.assertIn("public.payments", info.writes)
+        # Called by name, the same body is the statement's own.
+        called = g.expand(one("SELECT bump()"))
+        self.assertTrue(called.without_where)
+        self.assertIn("delete", called.kinds)
 
     def test_functions_that_run_sql_text_through_an_operator(self) -> None:
         g = graph(operators=[("public", "@@@", "public.crosstab2")])

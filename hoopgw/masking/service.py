@@ -96,7 +96,9 @@ def _element_value(token: str) -> str:
             pass
         else:
             if isinstance(value, str):
-                return value
+                # A lone surrogate escape (\ud800) has no UTF-8 form, and the
+                # detectors' gate encodes: read as U+FFFD (the same length).
+                return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return _UNESCAPE.sub(lambda m: m.group(1) or '"', token[1:-1])
 
 

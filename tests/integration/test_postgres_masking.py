@@ -275,6 +275,20 @@ class MaskingCanaryTests(MaskingCase):
         self.assertIn(bare, self.cluster.psql("SELECT hr FROM hr"))
 
     @inlineCallbacks
+    def test_lone_surrogate_escape_in_an_element(self) -> None:
+        """
+        A JSON element holding a lone surrogate escape (no UTF-8 form) is
+        searched like any other: the value masked, the session goes on.
+        """
+        code, output = yield self.psql(
+            "-c", """SELECT '["\\ud800", "536228726"]'::text AS a""", "-c", "SELECT 'still here' AS b"
+        )
+        text = output.decode()
+        self.assertEqual(code, 0, text)
+        self.assertNotIn("536228726", text)
+        self.assertIn("still here", text)
+
+    @inlineCallbacks
     def test_bare_ssn_constants_are_masked_in_the_trail(self) -> None:
         """
         Nine bare digits are an SSN as a whole value: as a Bind parameter

@@ -180,9 +180,10 @@ class ClassifyTests(SynchronousTestCase):
             "DROP TABLE a, s.b": (("drop",), (), ("public.a", "s.b")),
             "ALTER TABLE t ADD c int": (("alter_table",), (), ("public.t",)),
             "ALTER TABLE t RENAME COLUMN a TO b": (("alter_table",), (), ("public.t",)),
-            # A column's data, or a constraint, is dropped: a drop as well.
+            # A column's data is dropped: a drop as well (a constraint's is no data).
             "ALTER TABLE t DROP COLUMN a": (("alter_table", "drop"), (), ("public.t",)),
-            "ALTER TABLE t ADD c int, DROP CONSTRAINT k": (("alter_table", "drop"), (), ("public.t",)),
+            "ALTER TABLE t ADD c int, DROP COLUMN IF EXISTS a": (("alter_table", "drop"), (), ("public.t",)),
+            "ALTER TABLE t DROP CONSTRAINT IF EXISTS k": (("alter_table",), (), ("public.t",)),
             "ALTER TYPE p DROP ATTRIBUTE a": (("alter_type", "drop"), (), ("public.p",)),
             "ALTER TABLE t ALTER COLUMN a DROP DEFAULT": (("alter_table",), (), ("public.t",)),
             # A view is another way to reach t (an updatable one writes it).

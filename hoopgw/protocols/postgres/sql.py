@@ -209,8 +209,9 @@ _TRANSACTION = {
     "TRANS_STMT_ROLLBACK_PREPARED": "rollback_prepared",
 }
 
-# ALTER TABLE subcommands that are drops of their own (the kind "drop" is added).
-_DROPPING_SUBCOMMANDS = frozenset({"AT_DropColumn", "AT_DropConstraint"})
+# ALTER TABLE subcommands that destroy data, as a DROP does (the kind "drop"
+# is added); DROP CONSTRAINT, a routine migration step, destroys none.
+_DROPPING_SUBCOMMANDS = frozenset({"AT_DropColumn"})
 
 # Node names whose generic spelling (CamelCase minus "Stmt", snake_cased)
 # is not what SQL calls the statement.
@@ -578,8 +579,8 @@ class _Walker:
     def alter_table(self, stmt: Mapping[str, Any], ctes: frozenset[str]) -> None:
         # ATTACH/DETACH PARTITION, INHERIT: the other table is changed too.
         self.kinds["alter_" + _object(stmt.get("objtype"))] = None
-        # DROP COLUMN (its data is gone) and DROP CONSTRAINT are drops too:
-        # a rule against DROP must not miss them for being inside an ALTER.
+        # DROP COLUMN (its data is gone) is a drop too: a rule against DROP
+        # must not miss it for being inside an ALTER.
         for cmd in stmt.get("cmds") or ():
             if (cmd.get("AlterTableCmd") or {}).get("subtype") in _DROPPING_SUBCOMMANDS:
                 self.kinds["drop"] = None

@@ -677,6 +677,11 @@ class RedactSecretsTests(SynchronousTestCase):
             "CREATE ROLE x PASSWORD X'beef'": "CREATE ROLE x PASSWORD '[redacted]'",
             "ALTER USER MAPPING FOR u SERVER s OPTIONS (ADD sslpassword 'p')": "ALTER USER MAPPING FOR u SERVER s OPTIONS (ADD sslpassword '[redacted]')",
             "CREATE USER MAPPING FOR u SERVER s OPTIONS (password_required 'false')": "CREATE USER MAPPING FOR u SERVER s OPTIONS (password_required 'false')",
+            # A column named so is SQL, and so is what follows it.
+            "SELECT id FROM users WHERE encrypted_password IS NULL": "SELECT id FROM users WHERE encrypted_password IS NULL",
+            "SELECT 1 FROM u WHERE reset_password LIKE 'x%'": "SELECT 1 FROM u WHERE reset_password LIKE 'x%'",
+            "SELECT 1 FROM u WHERE password IS NOT NULL": "SELECT 1 FROM u WHERE password IS NOT NULL",
+            "ALTER ROLE x PASSWORD hunter2": "ALTER ROLE x PASSWORD '[redacted]'",
         }
         for text, expected in cases.items():
             self.assertEqual(redact_secrets(text), expected, text)

@@ -1225,7 +1225,7 @@ _COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
 # Keywords whose string argument is a secret: ROLE/USER ... PASSWORD 'x',
 # OPTIONS (password 'x') of user mappings and servers, SUBSCRIPTION ...
 # CONNECTION 'conninfo'.
-_SECRET_BEFORE = frozenset({"PASSWORD", "CONNECTION"})
+_SECRET_BEFORE = frozenset({"PASSWORD", "CONNECTION", "PASSWORD_OPTION"})
 # A key/value connection string's password, or a URI's (scheme://user:pw@).
 # The user part has no ":" (the first one ends it): a class that allowed it
 # made a long run of ":" cost quadratic time, the reactor's.
@@ -1234,8 +1234,10 @@ _CONNINFO_PASSWORD = re.compile(r"(?i)password\s*=|://[^/@\s:]*:[^/@\s]*@")
 _CONNINFO_PASSWORD_BYTES = re.compile(_CONNINFO_PASSWORD.pattern.encode())
 # Tokens after PASSWORD that are not a secret themselves.
 _NOT_SECRET = frozenset({"NULL_P"})
-# Non-reserved words: a bare password, or a name (SELECT password x ...).
-_WORDS = frozenset({"UNRESERVED_KEYWORD", "COL_NAME_KEYWORD", "TYPE_FUNC_NAME_KEYWORD"})
+# Non-reserved words: a bare password, or a name (SELECT password x ...);
+# not IS, LIKE, ILIKE, SIMILAR (type and function name keywords), which
+# follow a column named password (WHERE password IS NULL).
+_WORDS = frozenset({"UNRESERVED_KEYWORD", "COL_NAME_KEYWORD"})
 UNRECORDABLE = "[statement not recorded: it may hold a password that hoopgw could not locate]"
 
 
@@ -1296,20 +1298,22 @@ def redact_secrets(text: str, *, _depth: int = 0) -> str:
                 inside = _redact_inside(literal, _depth)
                 if inside != literal:
                     spans.append((token.start, token.end + 1, inside))
-        elif previous == "PASSWORD" and name == "NCHAR":
+        elif previous in ("PASSWORD", "PASSWORD_OPTION") and name == "NCHAR":
             # PASSWORD N'hunter2' (a syntax error the trail still records):
             # the N is a token of its own, the string follows it.
-            name = "PASSWORD"
-        elif previous == "PASSWORD" and name not in _NOT_SECRET and not _depth and (
-            name in ("IDENT", "ICONST", "FCONST", "BCONST", "XCONST") or token.kind in _WORDS
+            name = previous
+        elif previous in ("PASSWORD", "PASSWORD_OPTION") and name not in _NOT_SECRET and not _depth and (
+            name in ("IDENT", "ICONST", "FCONST", "BCONST", "XCONST")
+            or (previous == "PASSWORD" and token.kind in _WORDS)
         ):
             # PASSWORD hunter2 (no quotes: a syntax error the trail still
             # records; inside a string, "the password monthly" is prose).
             spans.append((token.start, token.end + 1, _REDACTED))
         # An option named password, or sslpassword (postgres_fdw's user
         # mappings take the client key's passphrase so), or any *password.
+        # (A keyword after a column so named is SQL: encrypted_password IS NULL.)
         if name == "IDENT" and text[token.start:token.end + 1].strip('"').lower().endswith("password"):
-            name = "PASSWORD"
+            name = "PASSWORD_OPTION"
         previous = name
     if not spans:
         return text

@@ -1230,8 +1230,10 @@ _SECRET_BEFORE = frozenset({"PASSWORD", "CONNECTION", "PASSWORD_OPTION"})
 # The user part has no ":" (the first one ends it): a class that allowed it
 # made a long run of ":" cost quadratic time, the reactor's.
 _CONNINFO_PASSWORD = re.compile(r"(?i)password\s*=|://[^/@\s:]*:[^/@\s]*@")
-# The same in a Bind parameter's bytes (text or binary format).
-_CONNINFO_PASSWORD_BYTES = re.compile(_CONNINFO_PASSWORD.pattern.encode())
+# The same in a Bind parameter's bytes (text or binary format, any size):
+# each part searched only where a cheap byte test says it may be.
+_URI_PASSWORD_BYTES = re.compile(rb"://[^/@\s:]*:[^/@\s]*@")
+_KEY_PASSWORD_BYTES = re.compile(rb"password\s*=")
 # Tokens after PASSWORD that are not a secret themselves.
 _NOT_SECRET = frozenset({"NULL_P"})
 # Non-reserved words: a bare password, or a name (SELECT password x ...);
@@ -1328,7 +1330,10 @@ def redact_secrets(text: str, *, _depth: int = 0) -> str:
 
 def parameter_holds_secret(value: bytes) -> bool:
     """Whether a Bind parameter is a connection string with a password (C{dblink_connect($1)})."""
-    return _CONNINFO_PASSWORD_BYTES.search(value) is not None
+    if b"://" in value and _URI_PASSWORD_BYTES.search(value) is not None:
+        return True
+    lowered = value.lower()
+    return b"password" in lowered and _KEY_PASSWORD_BYTES.search(lowered) is not None
 
 
 def mentions_secret(text: str) -> bool:

@@ -80,6 +80,11 @@ _CLUSTER_SCOPED = frozenset({
     ("authentication.k8s.io", "tokenreviews"), ("authentication.k8s.io", "selfsubjectreviews"),
     ("authorization.k8s.io", "subjectaccessreviews"), ("authorization.k8s.io", "selfsubjectaccessreviews"),
     ("authorization.k8s.io", "selfsubjectrulesreviews"),
+    ("metrics.k8s.io", "nodes"), ("networking.k8s.io", "ipaddresses"), ("networking.k8s.io", "servicecidrs"),
+    ("storage.k8s.io", "volumeattributesclasses"), ("resource.k8s.io", "deviceclasses"),
+    ("resource.k8s.io", "resourceslices"), ("certificates.k8s.io", "clustertrustbundles"),
+    ("admissionregistration.k8s.io", "mutatingadmissionpolicies"),
+    ("admissionregistration.k8s.io", "mutatingadmissionpolicybindings"),
 })  # fmt: skip
 _SPECIAL_VERBS_NO_SUBRESOURCES = frozenset({"proxy"})
 # requestinfo.go: /namespaces/{ns}/status is the namespace's subresource,

@@ -311,6 +311,8 @@ class AttributeTests(SynchronousTestCase):
             ("GET", b"/apis/example.com/v1/widgets", ("", UNPINNED), ("", UNPINNED)),
             ("GET", b"/api/v1/namespaces", ("", UNPINNED), ("",)),
             ("GET", b"/apis/rbac.authorization.k8s.io/v1/clusterroles", ("", UNPINNED), ("",)),
+            ("GET", b"/apis/metrics.k8s.io/v1beta1/nodes", ("", UNPINNED), ("",)),  # kubectl top nodes
+            ("GET", b"/apis/metrics.k8s.io/v1beta1/pods", ("", UNPINNED), ("", UNPINNED)),
             ("GET", b"/api/v1/namespaces/default/pods/web-1", ("web-1",), ("default",)),
             ("GET", b"/api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dweb-1", ("web-1",), ("default",)),
             ("DELETE", b"/api/v1/namespaces/default/pods/web-1", ("web-1",), ("default",)),

@@ -437,6 +437,19 @@ ssh.sftp.paths = ["{self.base}/top/protected/*", "{self.base}/top/protected"]
         self.assertFalse((got / "protected" / "secret").exists(), output)
         self.assertNotEqual(code, 0, output)
 
+    @inlineCallbacks
+    def test_recursive_copies_no_rule_reaches(self):
+        """Where no path rule may match below the folder, recursive legacy scp works both ways."""
+        (self.base / "open" / "sub").mkdir(parents=True)
+        (self.base / "open" / "sub" / "f").write_text("plain")
+        got = self.base / "got"
+        code, output = yield self.scp("-O", "-r", f"web1@127.0.0.1:{self.base}/open", str(got))
+        self.assertEqual(code, 0, output)
+        self.assertEqual((got / "sub" / "f").read_text(), "plain")
+        code, output = yield self.scp("-O", "-r", str(got), f"web1@127.0.0.1:{self.base}/back")
+        self.assertEqual(code, 0, output)
+        self.assertEqual((self.base / "back" / "sub" / "f").read_text(), "plain")
+
 
 class RenameAncestorTests(SSHGatewayCase):
     """A read-only folder two levels down: renaming a folder above it moves it out from under its rule."""

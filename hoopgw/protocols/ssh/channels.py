@@ -22,7 +22,7 @@ import re
 import socket
 import struct
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from attrs import frozen
 from twisted.conch.error import ConchError
@@ -44,6 +44,7 @@ from hoopgw.protocols.ssh.commands import (
     parse_command,
     policy_lines,
 )
+from hoopgw.policy.rules import restrictive_patterns
 from hoopgw.protocols.ssh.sftp import DEFAULT_MAX_LENGTH, PacketType
 from hoopgw.recording.lines import LineReconstructor, ShellLine
 from hoopgw.interfaces import IActionHandle, ISession, ITerminalRecorder
@@ -101,16 +102,31 @@ _REFUSED_COMMAND_HEAD = 1024
 # What the target's shell would expand in a path: globs, braces, ~, $, `.
 _EXPANDED = re.compile(r"[*?\[\]{}$`~]")
 
-def legacy_scp(parsed: ParsedCommand) -> tuple[tuple[str, ...], bool, str | None] | None:
+_RECURSIVE_SCP = (
+    "a recursive legacy scp copy reaches folders and files the gateway cannot see, "
+    "and a rule on paths below it applies; use scp in SFTP mode (without -O)"
+)
+
+
+def fixed_start(pattern: str) -> str:
+    """A glob's start before its first wildcard."""
+    return re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+
+
+def legacy_scp(
+    parsed: ParsedCommand, path_patterns: Callable[[], Sequence[str]] = tuple
+) -> tuple[tuple[str, ...], bool, str | None] | None:
     """
     For legacy scp's remote end (C{scp -t PATH}: upload, C{scp -f PATH}:
     download): the paths and whether it writes, for the C{ssh.sftp.paths}
     and C{ssh.sftp.write} conditions, and why it must be refused (a path the
-    gateway cannot know before the target's shell expands it, or a relative
-    path leaving the login directory); C{None} for any other command.
+    gateway cannot know before the target's shell expands it, a relative
+    path leaving the login directory, or a recursive copy where one of
+    C{path_patterns}, the deny and review rules' C{ssh.sftp.paths}, may
+    match what is below PATH); C{None} for any other command.
     """
     paths: list[str] = []
-    write = found = False
+    write = found = recursive = False
     for line in parsed.lines:
         if line.split(" ", 1)[0] != "scp":
             continue
@@ -129,15 +145,7 @@ def legacy_scp(parsed: ParsedCommand) -> tuple[tuple[str, ...], bool, str | None
             continue
         found = True
         write = write or "t" in options
-        if "r" in options:
-            # The folders and files a recursive upload creates, or a
-            # recursive download reads, are at any depth below PATH (named
-            # only in the stream): no path rule on a folder below PATH
-            # could match them.
-            return (), "t" in options, (
-                "a recursive legacy scp copy reaches folders and files the gateway cannot see; "
-                "use scp in SFTP mode (without -O)"
-            )
+        recursive = recursive or "r" in options
         for path in operands:
             if _EXPANDED.search(path):
                 return (), True, (
@@ -154,8 +162,18 @@ def legacy_scp(parsed: ParsedCommand) -> tuple[tuple[str, ...], bool, str | None
                         "gateway does not know; use an absolute path"
                     )
             paths.extend([path, absolute])
-            if "t" in options:
-                paths.append(absolute.rstrip("/") + "/")  # the files scp creates in it
+            if "t" in options or "r" in options:
+                paths.append(absolute.rstrip("/") + "/")  # the files scp creates in it, or reads below it
+            if "r" in options:
+                # What a recursive copy creates or reads is at any depth below
+                # PATH, named only in scp's stream: a rule whose pattern may
+                # match there (its fixed start below PATH, or PATH below its
+                # fixed start) could not see it.
+                below = absolute.rstrip("/") + "/"
+                for pattern in path_patterns():
+                    start = fixed_start(pattern)
+                    if start.startswith(below) or below.startswith(start):
+                        return (), True, _RECURSIVE_SCP
     if not found:
         return None
     return tuple(dict.fromkeys(paths)), write, None
@@ -857,7 +875,7 @@ class SessionChannel(RelayChannel):
                     "an SFTP server can only run as the sftp subsystem, or as a command on its own,",
                 )
             filter_name = "sftp"
-        scp = legacy_scp(parsed)
+        scp = legacy_scp(parsed, self._path_patterns)
         if scp is not None:
             paths, write, problem = scp
             if problem is not None:
@@ -866,6 +884,13 @@ class SessionChannel(RelayChannel):
             attributes["ssh.sftp.write"] = write
         action = Action(kind="ssh.exec", input=command, attributes=attributes, details=details)
         return self._start(b"exec", data, action, filter_name=filter_name)
+
+    def _path_patterns(self) -> list[str]:
+        """The ssh.sftp.paths patterns of each deny and review rule in force (a recursive legacy scp checks them)."""
+        rules = getattr(getattr(self.session.service.policy, "policy_set", None), "rules", None) or ()
+        session = self.session
+        found = restrictive_patterns(rules, session.identity, session.connection.name, "ssh.exec", "ssh.sftp.paths")
+        return [pattern for patterns in found for pattern in patterns]
 
     def _command_patterns(self) -> tuple[tuple[str, ...], ...] | None:
         """The ssh.commands patterns of each deny and review rule in force, if the policy shows them."""

@@ -23,7 +23,6 @@ reply that answers a request finishes that request's action.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from attrs import frozen
@@ -34,7 +33,7 @@ from twisted.python.failure import Failure
 from hoopgw.errors import AuditUnavailable, NotPermitted
 from hoopgw.model import Action, Outcome, Status
 from hoopgw.policy.rules import glob_witness, restrictive_patterns
-from hoopgw.protocols.ssh.channels import FilterOutput
+from hoopgw.protocols.ssh.channels import FilterOutput, fixed_start
 from hoopgw.protocols.ssh.sftp import (
     DEFAULT_MAX_LENGTH,
     Packet,
@@ -74,11 +73,6 @@ UNKNOWN_HANDLE = (
     "an SFTP request on a handle the server has not handed out, or that is being closed, is refused: "
     "it could be any file"
 )
-
-
-def _fixed(pattern: str) -> str:
-    """A glob's start before its first wildcard."""
-    return re.split(r"[*?\[]", pattern, maxsplit=1)[0]
 
 
 def _unresolved(request: Request) -> bool:
@@ -208,7 +202,7 @@ class SFTPFilter:
         extra = [
             witness
             for pattern in self._rule_paths(request.kind)
-            if any(_fixed(pattern).startswith(path.rstrip("/") + "/") for path in request.absolute)
+            if any(fixed_start(pattern).startswith(path.rstrip("/") + "/") for path in request.absolute)
             for witness in (glob_witness(pattern),)
             if witness is not None
         ]

@@ -809,16 +809,29 @@ class LegacyScpTests(SynchronousTestCase):
                          (("/etc//shadow", "/etc/shadow"), False, None))
 
     def test_refused(self) -> None:
-        """
-        Paths the target's shell would expand, or that climb out of the home
-        directory; a recursive upload (what it creates is named in its stream).
-        """
+        """Paths the target's shell would expand, or that climb out of the home directory."""
         for command in ["scp -f /et?/shadow", "scp -f '/etc/*'", "scp -f ~/../../etc/shadow",
-                        "scp -t ../../etc", "scp -f $HOME/x", "scp -f /e{t,x}c/shadow", "scp -r -d -t -- /",
-                        "scp -rt /srv", "scp -r -f /srv"]:
+                        "scp -t ../../etc", "scp -f $HOME/x", "scp -f /e{t,x}c/shadow"]:
             result = legacy_scp(parse_command(command))
             self.assertIsNotNone(result, command)
             self.assertIsNotNone(result[2], command)
+
+    def test_recursive(self) -> None:
+        """
+        A recursive copy creates or reads what only its stream names: refused
+        where a rule's path pattern may match below PATH (its fixed start below
+        PATH, or above it with a wildcard), else decided on PATH and PATH/.
+        """
+        for command in ("scp -r -d -t -- /srv", "scp -rt /srv", "scp -r -f /srv"):
+            for patterns in (["/srv/ro/*"], ["/srv/*/ro/*"], ["*/ro/*"], ["/s*"]):
+                result = legacy_scp(parse_command(command), lambda: patterns)
+                assert result is not None
+                self.assertIsNotNone(result[2], (command, patterns))
+            result = legacy_scp(parse_command(command), lambda: ["/etc/*", "/srvx/*"])
+            assert result is not None
+            self.assertEqual(result[:2], (("/srv", "/srv/"), "t" in command), command)
+            self.assertIsNone(result[2], command)
+            self.assertIsNone(legacy_scp(parse_command(command))[2], command)  # (no rule on paths)
 
     def test_notScp(self) -> None:
         self.assertIsNone(legacy_scp(parse_command("scp file host:/tmp")))

@@ -273,10 +273,15 @@ def _whole_elements(masks: SessionMasks, text: str, counts: Counts, depth: int =
     at = 0
     gate = masks.gate.passes
     for start, end, value in element_spans(text, masks.gate.shortest):
+        container = depth < _NESTING and text[start] == '"' and value.lstrip()[:1] in _OPENERS
+        if text[start] == '"' and not container and "\\" not in text[start:end]:
+            # A plain string: the caller's pass over the whole text masks it
+            # in place, as a string still (quotes bound whole values there).
+            continue
         if not gate(value.encode("utf-8", "surrogateescape")):
             continue  # nothing a detector could find
         masked = masks.client_text(value, counts)
-        if depth < _NESTING and text[start] == '"' and value.lstrip()[:1] in _OPENERS:
+        if container:
             masked = _whole_elements(masks, masked, counts, depth + 1)
         if masked is value:
             continue
@@ -289,11 +294,27 @@ def _whole_elements(masks: SessionMasks, text: str, counts: Counts, depth: int =
     return "".join(out)
 
 
+def _with_elements(masks: SessionMasks, text: str, counts: Counts) -> str:
+    """
+    C{text} masked; a record's, an array's or JSON's elements first as whole
+    values (L{_whole_elements}), where that can find more than the whole
+    text's pass: without escapes an element holds nothing that pass does not
+    find (separators bound whole values there), so a text it finds nothing
+    in costs that one pass, not one per element.
+    """
+    if text.lstrip()[:1] not in _OPENERS:
+        return masks.client_text(text, counts)
+    if "\\" not in text and masks.client_text(text, {}) is text:
+        return text
+    return masks.client_text(_whole_elements(masks, text, counts), counts)
+
+
 def _found(masks: SessionMasks, text: str, counts: Counts, leaves: list[str] | None = None) -> bool:
     """Whether the detectors find something in C{text}, in one of its elements, or in one of C{leaves} alone."""
     if masks.client_text(text, counts) is not text:
         return True
-    if text.lstrip()[:1] in _OPENERS and _whole_elements(masks, text, counts) is not text:
+    # (Without escapes, the elements hold nothing the whole text did not show.)
+    if text.lstrip()[:1] in _OPENERS and "\\" in text and _whole_elements(masks, text, counts) is not text:
         return True
     return any(_found(masks, leaf, counts) for leaf in leaves or ())
 
@@ -547,13 +568,11 @@ class ResultMasking:
                     elif not gate(value):
                         continue
                 if action == _SPANS:
-                    text = masked = _text(value[argument:] if argument else value, codec)
-                    if text.lstrip()[:1] in _OPENERS:
-                        # A record, an array (or text that reads as one): its elements as whole
-                        # values first, each masked as a string (what is found between its
-                        # separators after that would be masked as it is written).
-                        masked = _whole_elements(masks, masked, counts)
-                    masked = masks.client_text(masked, counts)
+                    text = _text(value[argument:] if argument else value, codec)
+                    # A record, an array (or text that reads as one): its elements as whole
+                    # values, each masked as a string (found by the pass over the text
+                    # after that, it would be masked as it is written).
+                    masked = _with_elements(masks, text, counts)
                     if masked is not text:
                         new = value[:argument] + _bytes(masked, codec)
                 elif action == _FOUND_NULL:
@@ -574,7 +593,7 @@ class ResultMasking:
                             new = None
                     else:
                         text = _text(value[argument:] if argument else value, codec)
-                        masked = masks.client_text(_whole_elements(masks, text, counts), counts)
+                        masked = _with_elements(masks, text, counts)
                         if masked is not text:
                             new = value[:argument] + _bytes(masked, codec) if _json_or_none(masked) else None
             if new is not value:
@@ -786,8 +805,7 @@ class ResultMasking:
         changed = False
         for index, field in enumerate(fields):
             value = csv_value(field, csv.quote, csv.escape) if csv is not None else text_value(field)
-            masked = _whole_elements(masks, value, self.counts) if value.lstrip()[:1] in _OPENERS else value
-            masked = masks.client_text(masked, self.counts)
+            masked = _with_elements(masks, value, self.counts)
             if masked is not value:
                 fields[index] = csv_field(masked, csv.quote, csv.escape) if csv is not None else text_field(masked, delimiter)
                 changed = True

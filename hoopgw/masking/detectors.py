@@ -62,6 +62,9 @@ class Detector:
     # It finds a value only as a whole one: a line of its own, or between
     # separators (L{find} reads the text as L{separated} for it).
     whole: bool = False
+    # What a text must hold for it to find anything, searched before the text
+    # is read as separated (which costs a copy): C{\d{9}} for a bare SSN.
+    run: re.Pattern[str] | None = None
     # Its pattern's group "value" is the value (the match is more: white space).
     value_group: bool = field(init=False, default=Factory(lambda self: "value" in self.pattern.groupindex, takes_self=True))
 
@@ -293,7 +296,7 @@ DETECTORS: dict[str, tuple[Detector, ...]] = {
         Detector(
             "ssn", True, lambda text: len(text.strip()) == 9 or "\n" in text,
             re.compile(r"(?m)^[^\S\n]*(?P<value>(?P<area>\d{3})(?P<group>\d{2})(?P<serial>\d{4}))[^\S\n]*$"),
-            _ssn, digits=9, length=9, whole=True,
+            _ssn, digits=9, length=9, whole=True, run=re.compile(r"\d{9}"),
         ),
     ),
     "email": (
@@ -397,6 +400,8 @@ def find(text: str, detectors: Iterable[Detector]) -> list[Span]:
                 digit = _DIGIT.search(text) is not None
             if not digit:
                 continue
+        if detector.run is not None and detector.run.search(text) is None:
+            continue
         # A detector of whole values reads them also between separators (same length: spans hold).
         subject = separated(text) if detector.whole else text
         if detector.prefilter is not None and not detector.prefilter(subject):

@@ -208,7 +208,7 @@ class SessionMasks:
         found: list[tuple[int, int, ActiveMask, str]] = []
         words: str | None = None
         for mask in self.trail:
-            whole = [d for d in mask.masker.detectors if d.whole]
+            whole = [d for d in mask.masker.detectors if d.whole and (d.run is None or d.run.search(text))]
             if whole:
                 words = text.translate(_WORDS) if words is None else words
                 found.extend((span.start, span.end, mask, span.detector) for span in find(words, whole))

@@ -358,12 +358,7 @@ class AttributeTests(SynchronousTestCase):
         a whole collection, which returns or deletes those objects too; an
         allow rule on names allows a collection only with C{"*"}.
         """
-        policy = build_policy_set([("p.toml", b"""
-[[rule]]
-name = "no-guarded"
-effect = "deny"
-k8s.verbs = ["get", "list", "watch", "deletecollection"]
-k8s.names = ["guarded*"]
+        namespaces = b"""
 [[rule]]
 name = "no-system-secrets"
 effect = "deny"
@@ -375,6 +370,13 @@ effect = "review"
 k8s.namespaces = ["prod"]
 k8s.verbs = ["list"]
 review.approvers = ["group:sre"]
+"""
+        names = b"""
+[[rule]]
+name = "no-guarded"
+effect = "deny"
+k8s.verbs = ["get", "list", "watch", "deletecollection"]
+k8s.names = ["guarded*"]
 [[rule]]
 name = "web-only"
 effect = "allow"
@@ -384,45 +386,33 @@ name = "nodes"
 effect = "allow"
 k8s.resources = ["nodes", "configmaps"]
 k8s.names = ["*"]
-""")])
+"""
+        everything = b'[[rule]]\nname = "everything"\neffect = "allow"\nk8s.names = ["*"]\n'
         alice = Identity("https://idp", "alice", ("dev",))
 
-        def decide(method: str, target: bytes) -> tuple[Effect, str | None]:
-            decision = policy.evaluate(alice, "k8s", info(self, method, target).to_action())
+        def decide(policy: bytes, method: str, target: bytes) -> tuple[Effect, str | None]:
+            decision = build_policy_set([("p.toml", policy)]).evaluate(
+                alice, "k8s", info(self, method, target).to_action()
+            )
             return decision.effect, decision.rule
 
-        self.assertEqual(decide("GET", b"/api/v1/namespaces/default/pods"), (Effect.deny, "no-guarded"))
-        self.assertEqual(decide("DELETE", b"/api/v1/namespaces/default/pods"), (Effect.deny, "no-guarded"))
-        self.assertEqual(decide("GET", b"/api/v1/namespaces/default/pods/web-1"), (Effect.allow, "web-only"))
-        self.assertEqual(decide("GET", b"/api/v1/namespaces/default/pods/guarded-1"), (Effect.deny, "no-guarded"))
-        self.assertEqual(decide("GET", b"/api/v1/secrets/x"), (Effect.deny, None))  # (no allow rule)
-        self.assertEqual(decide("GET", b"/api/v1/nodes"), (Effect.deny, "no-guarded"))
-        self.assertEqual(decide("PUT", b"/api/v1/namespaces/kube-system/configmaps/c")[0], Effect.allow)
-        self.assertEqual(decide("GET", b"/api/v1/configmaps?watch=0"), (Effect.deny, "no-guarded"))
-        self.assertEqual(decide("POST", b"/api/v1/namespaces/prod/configmaps")[0], Effect.allow)
-        # Without the names rule: the namespace rules.
-        policy = build_policy_set([("p.toml", b"""
-[[rule]]
-name = "no-system-secrets"
-effect = "deny"
-k8s.resources = ["secrets"]
-k8s.namespaces = ["kube-system"]
-[[rule]]
-name = "review-prod"
-effect = "review"
-k8s.namespaces = ["prod"]
-k8s.verbs = ["list"]
-review.approvers = ["group:sre"]
-[[rule]]
-name = "everything"
-effect = "allow"
-k8s.names = ["*"]
-""")])
-        self.assertEqual(decide("GET", b"/api/v1/secrets"), (Effect.deny, "no-system-secrets"))
-        self.assertEqual(decide("GET", b"/api/v1/namespaces/default/secrets")[0], Effect.allow)
-        self.assertEqual(decide("GET", b"/api/v1/configmaps"), (Effect.review, "review-prod"))
-        self.assertEqual(decide("GET", b"/api/v1/nodes")[0], Effect.allow)  # (nodes have no namespace)
-        self.assertEqual(decide("GET", b"/api/v1/namespaces/default/configmaps")[0], Effect.allow)
+        both = names + namespaces
+        self.assertEqual(decide(both, "GET", b"/api/v1/namespaces/default/pods"), (Effect.deny, "no-guarded"))
+        self.assertEqual(decide(both, "DELETE", b"/api/v1/namespaces/default/pods"), (Effect.deny, "no-guarded"))
+        self.assertEqual(decide(both, "GET", b"/api/v1/namespaces/default/pods/web-1"), (Effect.allow, "web-only"))
+        self.assertEqual(decide(both, "GET", b"/api/v1/namespaces/default/pods/guarded-1"), (Effect.deny, "no-guarded"))
+        self.assertEqual(decide(both, "GET", b"/api/v1/secrets/x"), (Effect.deny, None))  # (no allow rule)
+        self.assertEqual(decide(both, "GET", b"/api/v1/nodes"), (Effect.deny, "no-guarded"))
+        self.assertEqual(decide(both, "PUT", b"/api/v1/namespaces/kube-system/configmaps/c")[0], Effect.allow)
+        self.assertEqual(decide(both, "GET", b"/api/v1/configmaps?watch=0"), (Effect.deny, "no-guarded"))
+        self.assertEqual(decide(both, "POST", b"/api/v1/namespaces/prod/configmaps")[0], Effect.allow)
+        # The namespace rules alone.
+        only = namespaces + everything
+        self.assertEqual(decide(only, "GET", b"/api/v1/secrets"), (Effect.deny, "no-system-secrets"))
+        self.assertEqual(decide(only, "GET", b"/api/v1/namespaces/default/secrets")[0], Effect.allow)
+        self.assertEqual(decide(only, "GET", b"/api/v1/configmaps"), (Effect.review, "review-prod"))
+        self.assertEqual(decide(only, "GET", b"/api/v1/nodes")[0], Effect.allow)  # (nodes have no namespace)
+        self.assertEqual(decide(only, "GET", b"/api/v1/namespaces/default/configmaps")[0], Effect.allow)
 
 
 class PropertyTests(SynchronousTestCase):

@@ -24,7 +24,7 @@ import binascii
 import fnmatch
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from attrs import define, field, frozen
@@ -36,7 +36,7 @@ from hoopgw.masking.jsonbody import KIND_PATHS, JsonRules
 from hoopgw.masking.jsonpath import JsonPath, compile_json_path
 from hoopgw.model import Connection, Identity
 
-__all__ = ["ActiveMask", "MaskingService", "SessionMasks", "element_spans"]
+__all__ = ["ActiveMask", "MaskingService", "SessionMasks", "element_spans", "element_value"]
 
 
 @frozen
@@ -86,7 +86,8 @@ _ELEMENT = re.compile(r'"(?:[^"\\]|\\.|"")*"|[^\s{}()\[\],:"][^{}()\[\],:"]*', r
 _UNESCAPE = re.compile(r'\\(.)|""', re.DOTALL)
 
 
-def _element_value(token: str) -> str:
+def element_value(token: str) -> str:
+    """An element's value (L{element_spans}): a quoted one unquoted, its escapes undone."""
     if not token.startswith('"'):
         return token
     if "\\" in token:
@@ -102,17 +103,16 @@ def _element_value(token: str) -> str:
     return _UNESCAPE.sub(lambda m: m.group(1) or '"', token[1:-1])
 
 
-def element_spans(text: str, shortest: int = 0) -> list[tuple[int, int, str]]:
+def element_spans(text: str, shortest: int = 0) -> Iterator[tuple[int, int, str]]:
     """
     The elements of C{text} (L{_ELEMENT}), in order, as C{(start, end,
-    value)}: a quoted one unquoted, its escapes undone; none spelt shorter
-    than C{shortest}.
+    token)} (its value: L{element_value}); none spelt shorter than
+    C{shortest}.
     """
-    return [
-        (m.start(), m.end(), _element_value(m.group()))
-        for m in _ELEMENT.finditer(text)
-        if m.end() - m.start() >= shortest
-    ]
+    for m in _ELEMENT.finditer(text):
+        start, end = m.span()
+        if end - start >= shortest:
+            yield start, end, m.group()
 
 
 # What separates the words of what a user sends (a command line, a statement,

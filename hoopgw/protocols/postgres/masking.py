@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from pglast import parser as _pg
 from twisted.internet.defer import Deferred
 
-from hoopgw.masking.service import ActiveMask, Counts, SessionMasks, element_spans
+from hoopgw.masking.service import ActiveMask, Counts, SessionMasks, element_spans, element_value
 from hoopgw.protocols.postgres import codec
 from hoopgw.protocols.postgres.copyout import CopySpec, csv_field, csv_fields, csv_value, text_field, text_fields, text_value
 from hoopgw.protocols.postgres.origins import Relation, column_names
@@ -272,12 +272,14 @@ def _whole_elements(masks: SessionMasks, text: str, counts: Counts, depth: int =
     out: list[str] = []
     at = 0
     gate = masks.gate.passes
-    for start, end, value in element_spans(text, masks.gate.shortest):
-        container = depth < _NESTING and text[start] == '"' and value.lstrip()[:1] in _OPENERS
-        if text[start] == '"' and not container and "\\" not in text[start:end]:
+    for start, end, token in element_spans(text, masks.gate.shortest):
+        quoted = token[0] == '"'
+        if quoted and "\\" not in token and not (depth < _NESTING and token[1:].lstrip()[:1] in _OPENERS):
             # A plain string: the caller's pass over the whole text masks it
             # in place, as a string still (quotes bound whole values there).
             continue
+        value = element_value(token)
+        container = depth < _NESTING and quoted and value.lstrip()[:1] in _OPENERS
         if not gate(value.encode("utf-8", "surrogateescape")):
             continue  # nothing a detector could find
         masked = masks.client_text(value, counts)

@@ -9,11 +9,14 @@ import json
 import re
 from typing import Any, Iterable
 
+# The bidirectional controls: a terminal or a browser that does bidi shows
+# the text after U+202E reversed, so what ran is not what reads.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_BIDI_CONTROLS = re.compile(f"[{_BIDI}]")
 # C0 and C1 controls and DEL: a terminal acts on them (erase a line, set the
-# title, hide text), so text from a client or a file never prints them raw.
-# Nor the bidirectional controls (a terminal that does bidi shows the text
-# after U+202E reversed: what ran is not what reads) and line separators.
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+# title, hide text), so text from a client or a file never prints them raw;
+# nor the bidirectional controls and line separators.
+_CONTROLS = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
 
 
 _TYPE_NAMES = (
@@ -50,6 +53,11 @@ def quote_choices(choices: Iterable[str]) -> str:
 def terminal_safe(value: Any) -> str:
     """C{str(value)} with every control character shown as an escape (C{\\x1b}), safe to print on a terminal."""
     return _CONTROLS.sub(_escape, str(value))
+
+
+def bidi_safe(value: Any) -> str:
+    """C{str(value)} with the bidirectional controls shown as escapes (C{\\u202e}); line breaks kept."""
+    return _BIDI_CONTROLS.sub(_escape, str(value))
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -16,11 +16,11 @@ between two runs over the same range.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
+from hoopgw.errors import bidi_safe
 from hoopgw.evidence.controls import DEFICIENCIES, OUTCOMES
 
 __all__ = ["render_html"]
@@ -49,13 +49,8 @@ svg text{font:11px system-ui,sans-serif;fill:#56606b}
 _COLORS = {"succeeded": "#2e7d32", "failed": "#e65100", "blocked": "#c62828", "expired": "#6a1b9a", "other": "#78909c"}
 
 
-# Bidirectional controls: a browser shows the text after U+202E reversed, so
-# a statement would not read as what ran; they are shown as escapes (\u202e).
-_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
 def _e(value: Any) -> str:
-    return escape(_BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", str(value)), quote=True)
+    return escape(bidi_safe(value), quote=True)  # (a statement shown reordered would not read as what ran)
 
 
 def _text(value: Any) -> str:

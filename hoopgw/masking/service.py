@@ -120,6 +120,17 @@ def element_spans(text: str, shortest: int = 0) -> Iterator[tuple[int, int, str]
 # URL's "/", "?", "=", "&": a request's resourceVersion must stay readable.
 _WORDS = str.maketrans({c: "\n" for c in " \t\r\f\v\"'()[]{},:;|<>`$"})
 
+def _word_spans(masks: Iterable[ActiveMask], text: str) -> Iterator[tuple[int, int, ActiveMask, str]]:
+    """Where the detectors of whole values of C{masks} find one as a word of C{text} (L{_WORDS} apart)."""
+    words: str | None = None
+    for mask in masks:
+        whole = [d for d in mask.masker.detectors if d.whole and (d.run is None or d.run.search(text))]
+        if whole:
+            words = text.translate(_WORDS) if words is None else words
+            for span in find(words, whole):
+                yield span.start, span.end, mask, span.detector
+
+
 # Values masked, by (mask name, what found them: a detector, a pattern or "column").
 Counts = dict[tuple[str, str], int]
 # Spans (start, end) of a text whose value is spelt otherwise, with the value.
@@ -205,13 +216,7 @@ class SessionMasks:
         with the values the trail's detectors of whole values find as a
         word of their own masked (C{grep 536228726 file}).
         """
-        found: list[tuple[int, int, ActiveMask, str]] = []
-        words: str | None = None
-        for mask in self.trail:
-            whole = [d for d in mask.masker.detectors if d.whole and (d.run is None or d.run.search(text))]
-            if whole:
-                words = text.translate(_WORDS) if words is None else words
-                found.extend((span.start, span.end, mask, span.detector) for span in find(words, whole))
+        found = list(_word_spans(self.trail, text))
         if not found:
             return text
         found.sort(key=lambda f: (f[0], -f[1]))
@@ -246,15 +251,12 @@ class SessionMasks:
         C{typed}: what a user types, whose words are whole values too.
         """
         found: list[tuple[int, int, str, str]] = []
-        apart: str | None = None
-        for mask in self.trail if trail else self.finders:
+        masks = self.trail if trail else self.finders
+        for mask in masks:
             for span in find(text, mask.masker.detectors):
                 found.append((span.start, span.end, mask.name, span.detector))
-            whole = [d for d in mask.masker.detectors if d.whole] if typed else None
-            if whole:
-                apart = text.translate(_WORDS) if apart is None else apart
-                for span in find(apart, whole):
-                    found.append((span.start, span.end, mask.name, span.detector))
+        if typed:
+            found.extend((start, end, mask.name, detector) for start, end, mask, detector in _word_spans(masks, text))
         if not found:
             return []
         found.sort(key=lambda f: (f[0], -f[1]))

@@ -104,24 +104,20 @@ def payload(review: Review, *, gateway: str, api_url: str | None) -> dict[str, A
     return body
 
 
-def _one_line(value: object) -> str:
+def _summary(body: Mapping[str, Any]) -> str:
     # Line breaks (of any kind), other controls and bidi overrides escaped
     # (\x0a): the statement and a grant's reason are the requester's text, and
     # must not make lines of the summary (a review line, an approve command
     # naming another review) nor show reordered.  Escaped, not made spaces:
     # "SELECT 1 -- x\nDELETE ..." must not read as one commented line.  The
     # payload's other fields keep them as they are.
-    return terminal_safe(value)
-
-
-def _summary(body: Mapping[str, Any]) -> str:
     action = body["action"]
-    text = _one_line(action.get("input", ""))
+    text = terminal_safe(action.get("input", ""))
     if len(text) > _TEXT_INPUT:
         text = text[:_TEXT_INPUT] + "…"
-    reason = _one_line(body["reason"])
+    reason = terminal_safe(body["reason"])
     lines = [
-        f"{_one_line(body['requester']['subject'])} asks to run on {body['connection']} ({action.get('kind')}): {text}",
+        f"{terminal_safe(body['requester']['subject'])} asks to run on {body['connection']} ({action.get('kind')}): {text}",
         f"Review {body['id']}"
         + (f" by rule {', '.join(body['rules'])}" if body["rules"] else "")
         + (f": {reason}" if reason else "")

@@ -421,7 +421,8 @@ class RelationGraph:
         # trigger's or a default's are the table's design (a counter kept,
         # a cache cleared), not this statement's slip: their tables count.
         explicit = set(info.functions)
-        explicit_effects: set[int] = set()  # (ids: effects are not hashable by value here)
+        # (By identity: an equal body a trigger reached is not a call.)
+        explicit_effects: set[int] = set()
         if "create_table" in info.kinds:
             # LIKE ... INCLUDING, CREATE TABLE AS, SELECT INTO copy their
             # sources' defaults, CHECKs, indexes, generated columns and column

@@ -1071,7 +1071,6 @@ _RUNS_SQL_TEXT = frozenset({
 _EXTENSIONS_RUN_SQL_TEXT = frozenset({"crosstab", "crosstab2", "crosstab3", "crosstab4", "connectby"})
 
 
-
 def runs_sql_text(function: str) -> bool:
     """Whether calling C{function} (as written or as the catalog names it) runs SQL the gateway cannot read."""
     return function.removeprefix("pg_catalog.") in _RUNS_SQL_TEXT or function.rpartition(".")[2] in _EXTENSIONS_RUN_SQL_TEXT

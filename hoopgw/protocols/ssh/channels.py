@@ -108,6 +108,13 @@ _RECURSIVE_SCP = (
 )
 
 
+def rule_paths(session: ISession, kind: str) -> list[str]:
+    """The C{ssh.sftp.paths} patterns of the deny and review rules in force that may apply to C{session}'s C{kind}."""
+    rules = getattr(getattr(session.service.policy, "policy_set", None), "rules", None) or ()
+    found = restrictive_patterns(rules, session.identity, session.connection.name, kind, "ssh.sftp.paths")
+    return [pattern for patterns in found for pattern in patterns]
+
+
 def fixed_start(pattern: str) -> str:
     """A glob's start before its first wildcard."""
     return re.split(r"[*?\[]", pattern, maxsplit=1)[0]
@@ -875,7 +882,7 @@ class SessionChannel(RelayChannel):
                     "an SFTP server can only run as the sftp subsystem, or as a command on its own,",
                 )
             filter_name = "sftp"
-        scp = legacy_scp(parsed, self._path_patterns)
+        scp = legacy_scp(parsed, lambda: rule_paths(self.session, "ssh.exec"))
         if scp is not None:
             paths, write, problem = scp
             if problem is not None:
@@ -884,13 +891,6 @@ class SessionChannel(RelayChannel):
             attributes["ssh.sftp.write"] = write
         action = Action(kind="ssh.exec", input=command, attributes=attributes, details=details)
         return self._start(b"exec", data, action, filter_name=filter_name)
-
-    def _path_patterns(self) -> list[str]:
-        """The ssh.sftp.paths patterns of each deny and review rule in force (a recursive legacy scp checks them)."""
-        rules = getattr(getattr(self.session.service.policy, "policy_set", None), "rules", None) or ()
-        session = self.session
-        found = restrictive_patterns(rules, session.identity, session.connection.name, "ssh.exec", "ssh.sftp.paths")
-        return [pattern for patterns in found for pattern in patterns]
 
     def _command_patterns(self) -> tuple[tuple[str, ...], ...] | None:
         """The ssh.commands patterns of each deny and review rule in force, if the policy shows them."""

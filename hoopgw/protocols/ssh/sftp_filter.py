@@ -32,8 +32,8 @@ from twisted.python.failure import Failure
 
 from hoopgw.errors import AuditUnavailable, NotPermitted
 from hoopgw.model import Action, Outcome, Status
-from hoopgw.policy.rules import glob_witness, restrictive_patterns
-from hoopgw.protocols.ssh.channels import FilterOutput, fixed_start
+from hoopgw.policy.rules import glob_witness
+from hoopgw.protocols.ssh.channels import FilterOutput, fixed_start, rule_paths
 from hoopgw.protocols.ssh.sftp import (
     DEFAULT_MAX_LENGTH,
     Packet,
@@ -201,7 +201,7 @@ class SFTPFilter:
             return action
         extra = [
             witness
-            for pattern in self._rule_paths(request.kind)
+            for pattern in rule_paths(self.session, request.kind)
             if any(fixed_start(pattern).startswith(path.rstrip("/") + "/") for path in request.absolute)
             for witness in (glob_witness(pattern),)
             if witness is not None
@@ -210,13 +210,6 @@ class SFTPFilter:
             return action
         paths = tuple(dict.fromkeys((*action.attributes["ssh.sftp.paths"], *extra)))
         return Action(action.kind, action.input, {**action.attributes, "ssh.sftp.paths": paths}, action.details)
-
-    def _rule_paths(self, kind: str) -> list[str]:
-        """The C{ssh.sftp.paths} patterns of the deny and review rules that may apply to this session's C{kind}."""
-        rules = getattr(getattr(self.session.service.policy, "policy_set", None), "rules", None) or ()
-        session = self.session
-        found = restrictive_patterns(rules, session.identity, session.connection.name, kind, "ssh.sftp.paths")
-        return [pattern for patterns in found for pattern in patterns]
 
     def _held_for_review(self, review: Review) -> None:
         self.review = review
